@@ -1,0 +1,64 @@
+# binding.gyp - CPU-only build recipe for node-gyp users (CMakeLists.txt is the
+# main build). Per-ISA sources live in their own static libraries so that each
+# gets its own instruction-set flags; the runtime dispatch picks the path.
+# CI builds this once (scripts/build-gyp.sh) and test/build.test.ts checks
+# that its source list matches CMakeLists.txt.
+{
+  "target_defaults": {
+    "cflags!": ["-fno-exceptions"],
+    "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+    "cflags_cc": ["-std=c++17", "-fexceptions", "-O3", "-fPIC"],
+    "include_dirs": ["native/include"]
+  },
+  "targets": [
+    {
+      "target_name": "sparq_avx2",
+      "type": "static_library",
+      "cflags_cc": ["-mavx2", "-mfma", "-mf16c"],
+      "sources": [
+        "native/cpu/x86/gemm_s8_avx2.cpp",
+        "native/cpu/x86/sgemm_avx2.cpp",
+        "native/cpu/x86/quant_rows_avx2.cpp",
+        "native/cpu/x86/ceiling_avx2.cpp"
+      ]
+    },
+    {
+      "target_name": "sparq_avxvnni",
+      "type": "static_library",
+      "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-mavxvnni"],
+      "sources": ["native/cpu/x86/gemm_s8_avxvnni.cpp"]
+    },
+    {
+      "target_name": "sparq_avx512",
+      "type": "static_library",
+      "cflags_cc": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mfma", "-mf16c"],
+      "sources": ["native/cpu/x86/gemm_s8_avx512vnni.cpp", "native/cpu/x86/sgemm_avx512.cpp"]
+    },
+    {
+      "target_name": "sparq_amx",
+      "type": "static_library",
+      "cflags_cc": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mfma", "-mf16c", "-mamx-tile", "-mamx-int8"],
+      "sources": ["native/cpu/x86/gemm_s8_amx.cpp"]
+    },
+    {
+      "target_name": "sparq",
+      "dependencies": ["sparq_avx2", "sparq_avxvnni", "sparq_avx512", "sparq_amx"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "sources": [
+        "native/cpu/memory.cpp",
+        "native/cpu/dispatch.cpp",
+        "native/cpu/thread_pool.cpp",
+        "native/cpu/gemm_s8.cpp",
+        "native/cpu/sgemm.cpp",
+        "native/cpu/runtime.cpp",
+        "native/cpu/cuda_stub.cpp",
+        "native/cpu/ref/gemm_s8_ref.cpp",
+        "native/cpu/ref/sgemm_ref.cpp",
+        "native/cpu/ref/quant_rows_ref.cpp",
+        "native/addon/addon.cpp",
+        "native/addon/tensor_ops.cpp"
+      ]
+    }
+  ]
+}

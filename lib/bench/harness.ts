@@ -1,0 +1,63 @@
+// harness.ts - timing and reporting shared by the benchmarks: warm-up,
+// repeated samples, median and spread, JSON output.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+export interface Sample {
+  medianMs: number;
+  minMs: number;
+  maxMs: number;
+  /** (max - min) / median, in % */
+  spreadPct: number;
+  reps: number;
+}
+
+/** Times `fn` (one call = one unit of work) after a warm-up, until `minTime` seconds
+ *  and at least `minReps` samples. */
+export async function measure(fn: (rep: number) => Promise<void>, minTime: number, minReps = 5): Promise<Sample> {
+  await fn(0);
+  await fn(1);
+  const times: number[] = [];
+  const start = process.hrtime.bigint();
+  for (let rep = 0; ; rep++) {
+    const t0 = process.hrtime.bigint();
+    await fn(rep);
+    times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
+    if (times.length >= minReps && elapsed >= minTime) break;
+    if (times.length >= 1000) break;
+  }
+  times.sort((a, b) => a - b);
+  const mid = times.length >> 1;
+  const median = times.length % 2 ? times[mid]! : (times[mid - 1]! + times[mid]!) / 2;
+  return {
+    medianMs: median,
+    minMs: times[0]!,
+    maxMs: times[times.length - 1]!,
+    spreadPct: (100 * (times[times.length - 1]! - times[0]!)) / median,
+    reps: times.length,
+  };
+}
+
+export function writeJson(file: string, data: unknown): string {
+  const abs = path.resolve(file);
+  fs.mkdirSync(path.dirname(abs), { recursive: true });
+  fs.writeFileSync(abs, JSON.stringify(data, null, 2) + '\n');
+  return abs;
+}
+
+export function table(rows: Record<string, string | number>[]): string {
+  if (!rows.length) return '';
+  const cols = Object.keys(rows[0]!);
+  const cell = (v: string | number | undefined) => (typeof v === 'number' ? fmt(v) : (v ?? ''));
+  const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(cell(r[c])).length)));
+  const line = (vals: string[]) => vals.map((v, i) => v.padStart(widths[i]!)).join('  ');
+  return [line(cols), line(widths.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => String(cell(r[c])))))].join('\n');
+}
+
+function fmt(v: number): string {
+  if (!Number.isFinite(v)) return '-';
+  if (Math.abs(v) >= 100) return v.toFixed(0);
+  if (Math.abs(v) >= 10) return v.toFixed(1);
+  return v.toFixed(2);
+}

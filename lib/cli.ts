@@ -1,0 +1,52 @@
+#!/usr/bin/env node
+// cli.ts - `npx sparq <command>`:
+//   sparq info                       CPU features, chosen kernels, threads, CUDA
+//   sparq bench gemm [--quick] [--isa avx2,amx] [--threads N] [--min-time S] [--json FILE]
+import { info, ISAS, type IsaName } from './index';
+import { benchGemm } from './bench/gemm';
+
+const USAGE = `usage:
+  sparq info
+  sparq bench gemm [--quick] [--isa LIST] [--threads N] [--min-time SECONDS] [--json FILE]
+
+  --isa       comma-separated int8 paths to run (${ISAS.join(', ')}); default: every path this CPU supports but ref
+  --quick     fewer shapes and shorter timing
+environment: SPARQ_ISA forces the kernel path, SPARQ_THREADS sets the pool size`;
+
+function flag(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  if (i < 0) return undefined;
+  const v = args[i + 1];
+  if (v === undefined || v.startsWith('--')) throw new Error(`${name} needs a value`);
+  return v;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, sub, ...rest] = argv;
+  if (cmd === 'info') {
+    console.log(JSON.stringify(info(), null, 2));
+    return 0;
+  }
+  if (cmd === 'bench' && sub === 'gemm') {
+    const isaArg = flag(rest, '--isa');
+    const isas = isaArg?.split(',').map((s) => s.trim()) as IsaName[] | undefined;
+    for (const i of isas ?? []) if (!ISAS.includes(i)) throw new Error(`unknown ISA '${i}' (expected ${ISAS.join(', ')})`);
+    const threads = flag(rest, '--threads');
+    const minTime = flag(rest, '--min-time');
+    await benchGemm({
+      isas, quick: rest.includes('--quick'), json: flag(rest, '--json'),
+      threads: threads ? Number(threads) : undefined, minTime: minTime ? Number(minTime) : undefined,
+    });
+    return 0;
+  }
+  console.error(USAGE);
+  return cmd === undefined || cmd === '--help' || cmd === 'help' ? 0 : 2;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    console.error(`sparq: ${(e as Error).message}`);
+    process.exit(1);
+  },
+);

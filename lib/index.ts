@@ -1,0 +1,58 @@
+// sparq - fast, compressed LLM inference for Node.js. Public entry point.
+import { loadNative } from './native';
+
+export { Tensor, Rng, type DType, type Device, type RandOptions, f16ToF32, f32ToF16, bf16ToF32, f32ToBf16 } from './tensor';
+export {
+  QuantizedTensor, quantize, quantizeAsync, quantizationError, Observer, paramsFor,
+  type QuantizeOptions, type Granularity, type QuantizationError, type ObserverOptions, type ObserverMethod, type QuantParams,
+} from './quantize';
+export { matmulInt8, linear, matmul, type LinearOptions } from './ops';
+
+export type IsaName = 'amx' | 'avx512vnni' | 'avxvnni' | 'avx2' | 'ref';
+export const ISAS: readonly IsaName[] = ['ref', 'avx2', 'avxvnni', 'avx512vnni', 'amx'];
+
+export interface Info {
+  version: string;
+  cpu: { vendor: string; brand: string; features: string[]; physicalCores: number; supportedIsas: IsaName[] };
+  kernels: { gemm_s8: IsaName; linear_s8: IsaName; sgemm: 'avx512' | 'avx2' | 'ref'; quantize_rows: string };
+  threads: number;
+  cuda: { compiled: boolean; devices: number; archs: string[]; runtimeVersion: number; driverVersion: number; error?: string };
+  /** bytes of native memory currently held by sparq (tensors, packed weights, scratch) */
+  allocatedBytes: number;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const VERSION: string = (require('../package.json') as { version: string }).version;
+
+/** CPU features, the kernel chosen per op, threads and CUDA devices. */
+export function info(): Info {
+  const r = loadNative().info();
+  return {
+    version: VERSION,
+    cpu: { ...r.cpu, supportedIsas: r.cpu.supportedIsas as IsaName[] },
+    kernels: {
+      gemm_s8: r.kernels.gemm_s8 as IsaName,
+      linear_s8: r.kernels.gemm_s8 as IsaName,
+      sgemm: r.kernels.sgemm as 'avx512' | 'avx2' | 'ref',
+      quantize_rows: r.kernels.quantize_rows,
+    },
+    threads: r.threads,
+    cuda: { ...r.cuda, archs: r.cuda.archs ? r.cuda.archs.split(',') : [] },
+    allocatedBytes: r.allocatedBytes,
+  };
+}
+
+/** Sets the size of the shared thread pool (the caller of an op counts as one thread). */
+export function setNumThreads(n: number): void {
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 1024) {
+    throw new RangeError(`setNumThreads: n must be an integer in [1, 1024]; got ${String(n)}`);
+  }
+  loadNative().setNumThreads(n);
+}
+
+/** Forces the kernel path for all later ops (as SPARQ_ISA does at startup). Throws a
+ *  RangeError when this CPU/OS cannot run it. Packed weights stay valid. */
+export function setIsa(isa: IsaName): void {
+  if (!ISAS.includes(isa)) throw new RangeError(`setIsa: isa must be one of ${ISAS.join(', ')}; got ${String(isa)}`);
+  loadNative().setIsa(isa);
+}

@@ -1,0 +1,119 @@
+// native.ts - loads the addon and exposes its typed surface. The only file
+// that touches the binary. Order: prebuilds/<platform>-<arch>/*.node (the
+// prebuilt binary shipped in the npm package), then the local build
+// (build/Release via `bindings`). Every failure is collected and reported
+// with what to do.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+export interface NativeStorage {
+  readonly byteLength: number;
+  readonly disposed: boolean;
+  write(data: ArrayBufferView, byteOffset: number): void;
+  read(byteOffset: number, byteLength: number): ArrayBuffer;
+  fill(byteOffset: number, byteLength: number, byte: number): void;
+  dispose(): void;
+}
+
+export interface PackedMeta {
+  n: number; k: number; groups: number; group: number; kPad: number; bytes: number;
+  asymmetric: boolean; hasScales: boolean;
+}
+
+export interface NativePacked {
+  meta(): PackedMeta;
+  unpack(): { values: ArrayBuffer; scales: ArrayBuffer; zeros: ArrayBuffer };
+  dispose(): void;
+}
+
+export interface NativeInfo {
+  cpu: { vendor: string; brand: string; features: string[]; physicalCores: number; supportedIsas: string[] };
+  kernels: { gemm_s8: string; sgemm: string; quantize_rows: string };
+  threads: number;
+  dispatchError: string;
+  cuda: { compiled: boolean; devices: number; archs: string; runtimeVersion: number; driverVersion: number; error?: string };
+  allocatedBytes: number;
+}
+
+type S = NativeStorage;
+type Off = number;
+
+export interface NativeBinding {
+  Storage: new (byteLength: number) => NativeStorage;
+  Packed: new () => NativePacked;
+  info(): NativeInfo;
+  setIsa(name: string): void;
+  setNumThreads(n: number): void;
+  allocatedBytes(): number;
+  quantizeWeight(w: S, off: Off, n: number, k: number, group: number, asymmetric: boolean, sync: true): NativePacked;
+  quantizeWeight(w: S, off: Off, n: number, k: number, group: number, asymmetric: boolean, sync: false): Promise<NativePacked>;
+  packS8(b: S, off: Off, n: number, k: number): Promise<NativePacked>;
+  dequantize(p: NativePacked, out: S, off: Off, sync: true): void;
+  matmulS8(a: S, aOff: Off, m: number, k: number, b: NativePacked, out: S, outOff: Off): Promise<void>;
+  linearS8(x: S, xOff: Off, m: number, k: number, w: NativePacked, bias: S | null, biasOff: Off,
+           inputScale: number, out: S, outOff: Off): Promise<void>;
+  matmulF32(a: S, aOff: Off, m: number, k: number, b: S, bOff: Off, n: number, bias: S | null, biasOff: Off,
+            out: S, outOff: Off): Promise<void>;
+  linearF32(x: S, xOff: Off, m: number, k: number, w: S, wOff: Off, n: number, bias: S | null, biasOff: Off,
+            out: S, outOff: Off): Promise<void>;
+  ceilings(dramBytes: number): Promise<{ fp32Avx2Gops: number; int8Avx2Gops: number; dramReadGBs: number; threads: number }>;
+  stats(x: S, off: Off, count: number, bins: number, lo: number, hi: number):
+    Promise<{ min: number; max: number; histogram?: Float64Array }>;
+}
+
+export const packageRoot = path.resolve(__dirname, '..');
+
+function candidates(): string[] {
+  const dir = path.join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`);
+  let files: string[] = [];
+  try {
+    files = fs.readdirSync(dir).filter((f) => f.endsWith('.node')).sort((a, b) => score(b) - score(a));
+  } catch {
+    /* no prebuilds for this platform */
+  }
+  return files.map((f) => path.join(dir, f));
+}
+
+// prebuildify names N-API builds `<name>.napi.node` (optionally tagged); prefer those.
+function score(f: string): number {
+  return (f.includes('napi') ? 2 : 0) + (f.startsWith('sparq') ? 1 : 0);
+}
+
+let cached: NativeBinding | undefined;
+
+export function loadNative(): NativeBinding {
+  if (cached) return cached;
+  const errors: string[] = [];
+  let binding: NativeBinding | undefined;
+  for (const file of candidates()) {
+    try {
+      binding = require(file) as NativeBinding;
+      break;
+    } catch (e) {
+      errors.push(`  ${file}: ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
+  if (!binding) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => unknown;
+      binding = bindings({ bindings: 'sparq.node', module_root: packageRoot }) as NativeBinding;
+    } catch (e) {
+      const msg = (e as Error).message.split('\n').filter((l) => l.trim()).slice(0, 12).join('\n    ');
+      errors.push(`  local build (build/Release/sparq.node via bindings): ${msg}`);
+    }
+  }
+  if (!binding) {
+    throw new Error(
+      `sparq: could not load the native addon for ${process.platform}-${process.arch} (Node ${process.version}).\n` +
+        `Tried:\n${errors.join('\n') || '  (no candidates)'}\n` +
+        'To fix: install a C++17 compiler and cmake (>= 3.18), then run `npm rebuild sparq` ' +
+        '(or `npx cmake-js compile` in the package folder) to build from source; ' +
+        'prebuilt binaries are provided for linux-x64.',
+    );
+  }
+  const info = binding.info();
+  if (info.dispatchError) throw new Error(`sparq: ${info.dispatchError}`);
+  cached = binding;
+  return binding;
+}

@@ -1,0 +1,111 @@
+// ops.ts - the GEMM-family ops. Each validates its arguments (dtype, shape,
+// device, disposal) on the JS thread, allocates the output and runs the
+// kernel off-thread, returning a Promise.
+import { describe, expectDim, expectTensor } from './errors';
+import { loadNative } from './native';
+import { QuantizedTensor } from './quantize';
+import { Tensor } from './tensor';
+
+export interface LinearOptions {
+  /** Static per-tensor activation scale (from an Observer); default: dynamic per-token. */
+  inputScale?: number;
+}
+
+function checkBias(op: string, bias: Tensor | null | undefined, n: number): Tensor | null {
+  if (bias === undefined || bias === null) return null;
+  const b = expectTensor(op, 'bias', bias, ['f32'], 1);
+  expectDim(op, "bias length (the weight's output features n)", b.shape[0]!, n);
+  return b;
+}
+
+function nonEmpty(op: string, name: string, t: Tensor): void {
+  if (t.numel === 0) throw new RangeError(`${op}: argument '${name}' is empty (shape [${t.shape.join(', ')}])`);
+}
+
+/** Exact int32 C[m, n] = a[m, k] . b[n, k]^T for int8 a and b. */
+export async function matmulInt8(a: Tensor, b: Tensor): Promise<Tensor> {
+  const op = 'matmulInt8';
+  const A = expectTensor(op, 'a', a, ['i8'], 2);
+  const B = expectTensor(op, 'b', b, ['i8'], 2);
+  nonEmpty(op, 'a', A);
+  nonEmpty(op, 'b', B);
+  const [m, k] = A.shape as [number, number];
+  const [n, kb] = B.shape as [number, number];
+  expectDim(op, `b.shape[1] (k of a: [${m}, ${k}])`, kb, k);
+  const nat = loadNative();
+  const packed = await nat.packS8(B._storage, B._offset, n, k);
+  const out = Tensor._alloc([m, n], 'i32');
+  try {
+    await nat.matmulS8(A._storage, A._offset, m, k, packed, out._storage, out._offset);
+  } catch (e) {
+    out.dispose();
+    throw e;
+  } finally {
+    packed.dispose();
+  }
+  return out;
+}
+
+/** y[m, n] = x[m, k] . w[n, k]^T + bias (nn.Linear). With a QuantizedTensor weight the
+ *  activations are quantized per token (row) to int8 on the fly (or with a static
+ *  `inputScale`), multiplied by the int8 GEMM and dequantized in the epilogue. */
+export async function linear(x: Tensor, w: Tensor | QuantizedTensor, bias?: Tensor | null, opts: LinearOptions = {}): Promise<Tensor> {
+  const op = 'linear';
+  const X = expectTensor(op, 'x', x, ['f32'], 2);
+  nonEmpty(op, 'x', X);
+  const [m, k] = X.shape as [number, number];
+  const nat = loadNative();
+  if (w instanceof QuantizedTensor) {
+    w._check(op);
+    const [n, kw] = w.shape;
+    expectDim(op, `w.shape[1] (k of x: [${m}, ${k}])`, kw, k);
+    const B = checkBias(op, bias, n);
+    const s = opts.inputScale ?? 0;
+    if (opts.inputScale !== undefined && !(typeof s === 'number' && s > 0 && Number.isFinite(s))) {
+      throw new RangeError(`${op}: inputScale must be a positive finite number; got ${String(opts.inputScale)}`);
+    }
+    const out = Tensor._alloc([m, n], 'f32');
+    try {
+      await nat.linearS8(X._storage, X._offset, m, k, w._packed, B?._storage ?? null, B?._offset ?? 0, s, out._storage, out._offset);
+    } catch (e) {
+      out.dispose();
+      throw e;
+    }
+    return out;
+  }
+  if (!(w instanceof Tensor)) throw new TypeError(`${op}: argument 'w' must be an f32 Tensor or a QuantizedTensor; got ${describe(w)}`);
+  const W = expectTensor(op, 'w', w, ['f32'], 2);
+  nonEmpty(op, 'w', W);
+  const [n, kw] = W.shape as [number, number];
+  expectDim(op, `w.shape[1] (k of x: [${m}, ${k}])`, kw, k);
+  if (opts.inputScale !== undefined) throw new TypeError(`${op}: inputScale applies to quantized weights only`);
+  const B = checkBias(op, bias, n);
+  const out = Tensor._alloc([m, n], 'f32');
+  try {
+    await nat.linearF32(X._storage, X._offset, m, k, W._storage, W._offset, n, B?._storage ?? null, B?._offset ?? 0, out._storage, out._offset);
+  } catch (e) {
+    out.dispose();
+    throw e;
+  }
+  return out;
+}
+
+/** c[m, n] = a[m, k] . b[k, n] in f32. */
+export async function matmul(a: Tensor, b: Tensor): Promise<Tensor> {
+  const op = 'matmul';
+  const A = expectTensor(op, 'a', a, ['f32'], 2);
+  const B = expectTensor(op, 'b', b, ['f32'], 2);
+  nonEmpty(op, 'a', A);
+  nonEmpty(op, 'b', B);
+  const [m, k] = A.shape as [number, number];
+  const [kb, n] = B.shape as [number, number];
+  expectDim(op, `b.shape[0] (k of a: [${m}, ${k}])`, kb, k);
+  const out = Tensor._alloc([m, n], 'f32');
+  try {
+    await loadNative().matmulF32(A._storage, A._offset, m, k, B._storage, B._offset, n, null, 0, out._storage, out._offset);
+  } catch (e) {
+    out.dispose();
+    throw e;
+  }
+  return out;
+}

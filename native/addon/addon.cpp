@@ -1,0 +1,262 @@
+// addon.cpp - module entry: registers the classes and functions, converts
+// runtime information to JS. Context-aware (one InstanceData per env), so it
+// loads in worker_threads too.
+#include "addon.h"
+
+#include <cmath>
+#include <cstring>
+
+namespace sparq_addon {
+
+// --- Storage -----------------------------------------------------------------------
+Napi::Function Storage::Define(Napi::Env env) {
+  return DefineClass(env, "Storage",
+                     {InstanceMethod("write", &Storage::Write), InstanceMethod("read", &Storage::Read),
+                      InstanceMethod("fill", &Storage::Fill), InstanceMethod("dispose", &Storage::Dispose),
+                      InstanceAccessor("byteLength", &Storage::ByteLength, nullptr),
+                      InstanceAccessor("disposed", &Storage::Disposed, nullptr)});
+}
+
+Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    Napi::TypeError::New(env, "Storage: byteLength must be a number").ThrowAsJavaScriptException();
+    return;
+  }
+  const double n = info[0].As<Napi::Number>().DoubleValue();
+  if (!(n >= 0) || n > double(int64_t(1) << 46) || n != std::floor(n)) {
+    Napi::RangeError::New(env, "Storage: byteLength must be an integer in [0, 2^46], got " + std::to_string(n))
+        .ThrowAsJavaScriptException();
+    return;
+  }
+  auto b = std::make_shared<Block>();
+  b->bytes = size_t(n);
+  b->p = sparq::aligned_malloc(b->bytes ? b->bytes : 1);
+  if (!b->p) {
+    Napi::RangeError::New(env, "Storage: out of memory allocating " + std::to_string(size_t(n)) + " bytes")
+        .ThrowAsJavaScriptException();
+    return;
+  }
+  std::memset(b->p, 0, b->bytes);
+  block_ = std::move(b);
+  reported_ = int64_t(block_->bytes);
+  Napi::MemoryManagement::AdjustExternalMemory(env, reported_);
+}
+
+Storage::~Storage() { block_.reset(); }
+
+void Storage::Release(Napi::Env env) {
+  if (!block_) return;
+  block_.reset();
+  if (reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
+  reported_ = 0;
+}
+
+BlockPtr Storage::Get(const Napi::Value& v, const char* what) {
+  Napi::Env env = v.Env();
+  if (!v.IsObject()) throw Napi::TypeError::New(env, std::string(what) + ": expected a tensor storage");
+  Napi::Object o = v.As<Napi::Object>();
+  auto* data = env.GetInstanceData<InstanceData>();
+  if (!o.InstanceOf(data->storage_ctor.Value())) throw Napi::TypeError::New(env, std::string(what) + ": expected a tensor storage");
+  Storage* s = Storage::Unwrap(o);
+  if (!s->block_) throw Napi::Error::New(env, std::string(what) + ": tensor has been disposed");
+  return s->block_;
+}
+
+// write(typedArray, byteOffset)
+Napi::Value Storage::Write(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!block_) throw Napi::Error::New(env, "write: tensor has been disposed");
+  if (info.Length() < 2 || !info[0].IsTypedArray()) throw Napi::TypeError::New(env, "write: expected (TypedArray, byteOffset)");
+  Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+  const int64_t off = ArgInt(info, 1, "write", "byteOffset", 0, int64_t(block_->bytes));
+  const size_t len = ta.ByteLength();
+  if (uint64_t(off) + len > block_->bytes) throw Napi::RangeError::New(env, "write: data exceeds the tensor's storage");
+  Napi::ArrayBuffer ab = ta.ArrayBuffer();
+  std::memcpy(static_cast<char*>(block_->p) + off, static_cast<char*>(ab.Data()) + ta.ByteOffset(), len);
+  return env.Undefined();
+}
+
+// read(byteOffset, byteLength) -> ArrayBuffer (a copy owned by JS)
+Napi::Value Storage::Read(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!block_) throw Napi::Error::New(env, "read: tensor has been disposed");
+  const int64_t off = ArgInt(info, 0, "read", "byteOffset", 0, int64_t(block_->bytes));
+  const int64_t len = ArgInt(info, 1, "read", "byteLength", 0, int64_t(block_->bytes) - off);
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, size_t(len));
+  std::memcpy(ab.Data(), static_cast<char*>(block_->p) + off, size_t(len));
+  return ab;
+}
+
+// fill(byteOffset, byteLength, byte)
+Napi::Value Storage::Fill(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!block_) throw Napi::Error::New(env, "fill: tensor has been disposed");
+  const int64_t off = ArgInt(info, 0, "fill", "byteOffset", 0, int64_t(block_->bytes));
+  const int64_t len = ArgInt(info, 1, "fill", "byteLength", 0, int64_t(block_->bytes) - off);
+  const int64_t v = ArgInt(info, 2, "fill", "byte", 0, 255);
+  std::memset(static_cast<char*>(block_->p) + off, int(v), size_t(len));
+  return env.Undefined();
+}
+
+Napi::Value Storage::Dispose(const Napi::CallbackInfo& info) {
+  Release(info.Env());
+  return info.Env().Undefined();
+}
+Napi::Value Storage::ByteLength(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), block_ ? double(block_->bytes) : 0);
+}
+Napi::Value Storage::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !block_); }
+
+// --- helpers ------------------------------------------------------------------
+int64_t ArgInt(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, int64_t lo, int64_t hi) {
+  Napi::Env env = info.Env();
+  if (info.Length() <= i || !info[i].IsNumber())
+    throw Napi::TypeError::New(env, std::string(op) + ": " + name + " must be a number");
+  const double d = info[i].As<Napi::Number>().DoubleValue();
+  if (!(d >= double(lo) && d <= double(hi)) || d != std::floor(d))
+    throw Napi::RangeError::New(env, std::string(op) + ": " + name + " must be an integer in [" + std::to_string(lo) +
+                                         ", " + std::to_string(hi) + "], got " + std::to_string(d));
+  return int64_t(d);
+}
+
+double ArgNum(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  if (info.Length() <= i || !info[i].IsNumber())
+    throw Napi::TypeError::New(info.Env(), std::string(op) + ": " + name + " must be a number");
+  return info[i].As<Napi::Number>().DoubleValue();
+}
+
+Span ArgSpan(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, uint64_t bytes, bool optional) {
+  Span s;
+  if (optional && (info.Length() <= i || info[i].IsNull() || info[i].IsUndefined())) return s;
+  s.block = Storage::Get(info.Length() > i ? info[i] : info.Env().Undefined(), (std::string(op) + ": " + name).c_str());
+  const int64_t off = ArgInt(info, i + 1, op, (std::string(name) + " offset").c_str(), 0, int64_t(s.block->bytes));
+  if (uint64_t(off) + bytes > s.block->bytes)
+    throw Napi::RangeError::New(info.Env(), std::string(op) + ": " + name + " needs " + std::to_string(bytes) +
+                                                " bytes at offset " + std::to_string(off) + ", storage has " +
+                                                std::to_string(s.block->bytes));
+  s.offset = size_t(off);
+  return s;
+}
+
+namespace {
+
+class Task : public Napi::AsyncWorker {
+ public:
+  Task(Napi::Env env, std::function<sparq::Error()> work, std::function<Napi::Value(Napi::Env)> done)
+      : Napi::AsyncWorker(env, "sparq"), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)),
+        done_(std::move(done)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      const sparq::Error e = work_();
+      if (!e.ok()) SetError(e.message);
+    } catch (const std::bad_alloc&) {
+      SetError("out of memory");
+    } catch (const std::exception& e) {
+      SetError(std::string("internal error: ") + e.what());
+    } catch (...) {
+      SetError("internal error");
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    try {
+      deferred_.Resolve(done_ ? done_(env) : env.Undefined());
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::function<sparq::Error()> work_;
+  std::function<Napi::Value(Napi::Env)> done_;
+};
+
+Napi::Array Strings(Napi::Env env, const std::vector<std::string>& v) {
+  Napi::Array a = Napi::Array::New(env, v.size());
+  for (size_t i = 0; i < v.size(); ++i) a.Set(uint32_t(i), v[i]);
+  return a;
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const sparq::RuntimeInfo r = sparq::runtime_info();
+  const sparq::CudaInfo c = sparq::cuda_info();
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Object cpu = Napi::Object::New(env);
+  cpu.Set("vendor", r.vendor);
+  cpu.Set("brand", r.brand);
+  cpu.Set("features", Strings(env, r.features));
+  cpu.Set("physicalCores", r.physical_cores);
+  cpu.Set("supportedIsas", Strings(env, r.supported_isas));
+  o.Set("cpu", cpu);
+  Napi::Object k = Napi::Object::New(env);
+  k.Set("gemm_s8", r.isa);
+  k.Set("sgemm", r.sgemm);
+  k.Set("quantize_rows", r.quant);
+  o.Set("kernels", k);
+  o.Set("threads", r.threads);
+  o.Set("dispatchError", r.dispatch_error);
+  Napi::Object cu = Napi::Object::New(env);
+  cu.Set("compiled", c.compiled);
+  cu.Set("devices", c.devices);
+  cu.Set("archs", c.archs);
+  cu.Set("runtimeVersion", c.runtime_version);
+  cu.Set("driverVersion", c.driver_version);
+  if (!c.error.empty()) cu.Set("error", c.error);
+  o.Set("cuda", cu);
+  o.Set("allocatedBytes", double(sparq::allocated_bytes()));
+  return o;
+}
+
+Napi::Value SetIsa(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "setIsa: name must be a string");
+  const sparq::Error e = sparq::set_isa(info[0].As<Napi::String>().Utf8Value());
+  if (!e.ok()) throw Napi::RangeError::New(env, "setIsa: " + e.message);
+  return env.Undefined();
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  sparq::set_threads(int(ArgInt(info, 0, "setNumThreads", "n", 1, 1024)));
+  return info.Env().Undefined();
+}
+
+Napi::Value AllocatedBytes(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(sparq::allocated_bytes()));
+}
+
+}  // namespace
+
+Napi::Value RunAsync(Napi::Env env, std::function<sparq::Error()> work, std::function<Napi::Value(Napi::Env)> done) {
+  auto* t = new Task(env, std::move(work), std::move(done));  // owned and deleted by libuv after OnOK/OnError
+  Napi::Promise p = t->Promise();
+  t->Queue();
+  return p;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new InstanceData();
+  env.SetInstanceData<InstanceData>(data);
+  Napi::Function storage = Storage::Define(env);
+  data->storage_ctor = Napi::Persistent(storage);
+  exports.Set("Storage", storage);
+  Napi::Function packed = Packed::Define(env);
+  data->packed_ctor = Napi::Persistent(packed);
+  exports.Set("Packed", packed);
+  exports.Set("info", Napi::Function::New(env, Info, "info"));
+  exports.Set("setIsa", Napi::Function::New(env, SetIsa, "setIsa"));
+  exports.Set("setNumThreads", Napi::Function::New(env, SetThreads, "setNumThreads"));
+  exports.Set("allocatedBytes", Napi::Function::New(env, AllocatedBytes, "allocatedBytes"));
+  RegisterOps(env, exports);
+  return exports;
+}
+
+}  // namespace sparq_addon
+
+static Napi::Object InitSparq(Napi::Env env, Napi::Object exports) { return sparq_addon::Init(env, exports); }
+
+NODE_API_MODULE(sparq, InitSparq)

@@ -1,0 +1,89 @@
+// addon.h - shared pieces of the N-API adapter: native memory blocks held by
+// JS objects, the Promise-returning worker, argument helpers. No math here.
+#pragma once
+#include <napi.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "sparq/sparq.h"
+
+namespace sparq_addon {
+
+// A 64-byte aligned native allocation. Shared so that an async op keeps its
+// inputs alive even if JS disposes the tensor while the op runs.
+struct Block {
+  void* p = nullptr;
+  size_t bytes = 0;
+  ~Block() { sparq::aligned_free(p); }
+};
+using BlockPtr = std::shared_ptr<Block>;
+
+// JS class `Storage`: owns one Block. dispose() or the finalizer frees it.
+class Storage : public Napi::ObjectWrap<Storage> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit Storage(const Napi::CallbackInfo& info);
+  ~Storage() override;
+  void Finalize(Napi::Env env) override { Release(env); }
+  // The block, or a thrown JS error when disposed.
+  static BlockPtr Get(const Napi::Value& v, const char* what);
+
+ private:
+  Napi::Value Write(const Napi::CallbackInfo& info);
+  Napi::Value Read(const Napi::CallbackInfo& info);
+  Napi::Value Fill(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value ByteLength(const Napi::CallbackInfo& info);
+  Napi::Value Disposed(const Napi::CallbackInfo& info);
+  void Release(Napi::Env env);
+  BlockPtr block_;
+  int64_t reported_ = 0;
+};
+
+// JS class `Packed`: a prepacked int8 weight (sparq::PackedWeight).
+class Packed : public Napi::ObjectWrap<Packed> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit Packed(const Napi::CallbackInfo& info);
+  ~Packed() override;
+  void Finalize(Napi::Env env) override { Release(env); }
+  static Napi::Object Wrap(Napi::Env env, std::shared_ptr<sparq::PackedWeight> w);
+  static std::shared_ptr<sparq::PackedWeight> Get(const Napi::Value& v, const char* what);
+
+ private:
+  Napi::Value Unpack(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value Meta(const Napi::CallbackInfo& info);
+  void Release(Napi::Env env);
+  std::shared_ptr<sparq::PackedWeight> w_;
+  int64_t reported_ = 0;
+};
+
+struct InstanceData {
+  Napi::FunctionReference storage_ctor;
+  Napi::FunctionReference packed_ctor;
+};
+
+// Runs `work` on the libuv pool and settles a Promise: resolved with
+// done(env) (undefined when empty), rejected with the error message.
+Napi::Value RunAsync(Napi::Env env, std::function<sparq::Error()> work,
+                     std::function<Napi::Value(Napi::Env)> done = nullptr);
+
+// Argument helpers: throw a JS TypeError/RangeError naming the op and argument.
+int64_t ArgInt(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, int64_t lo, int64_t hi);
+double ArgNum(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
+// A (block, byte offset) pair checked to hold `bytes` bytes.
+struct Span {
+  BlockPtr block;
+  size_t offset = 0;
+  template <class T>
+  T* ptr() const { return reinterpret_cast<T*>(static_cast<char*>(block->p) + offset); }
+};
+Span ArgSpan(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, uint64_t bytes,
+             bool optional = false);
+
+void RegisterOps(Napi::Env env, Napi::Object exports);
+
+}  // namespace sparq_addon

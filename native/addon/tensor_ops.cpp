@@ -1,0 +1,278 @@
+// tensor_ops.cpp - the Packed weight class and the op bindings. Each op checks
+// that every span fits its storage (the TS layer validates shapes and dtypes
+// first, with friendlier messages), copies the arguments into a closure and
+// runs the kernel library off the JS thread.
+#include <cstring>
+#include <vector>
+
+#include "addon.h"
+
+namespace sparq_addon {
+
+using sparq::Error;
+
+constexpr int64_t kMaxDim = int64_t(1) << 31;
+
+// --- Packed -------------------------------------------------------------------------
+Napi::Function Packed::Define(Napi::Env env) {
+  return DefineClass(env, "Packed",
+                     {InstanceMethod("unpack", &Packed::Unpack), InstanceMethod("dispose", &Packed::Dispose),
+                      InstanceMethod("meta", &Packed::Meta)});
+}
+
+Packed::Packed(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Packed>(info) {}
+Packed::~Packed() { w_.reset(); }
+
+void Packed::Release(Napi::Env env) {
+  if (!w_) return;
+  w_.reset();
+  if (reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
+  reported_ = 0;
+}
+
+Napi::Object Packed::Wrap(Napi::Env env, std::shared_ptr<sparq::PackedWeight> w) {
+  auto* data = env.GetInstanceData<InstanceData>();
+  Napi::Object o = data->packed_ctor.New({});
+  Packed* p = Packed::Unwrap(o);
+  p->reported_ = int64_t(w->bytes());
+  p->w_ = std::move(w);
+  Napi::MemoryManagement::AdjustExternalMemory(env, p->reported_);
+  return o;
+}
+
+std::shared_ptr<sparq::PackedWeight> Packed::Get(const Napi::Value& v, const char* what) {
+  Napi::Env env = v.Env();
+  auto* data = env.GetInstanceData<InstanceData>();
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(data->packed_ctor.Value()))
+    throw Napi::TypeError::New(env, std::string(what) + ": expected a quantized weight");
+  Packed* p = Packed::Unwrap(v.As<Napi::Object>());
+  if (!p->w_) throw Napi::Error::New(env, std::string(what) + ": quantized weight has been disposed");
+  return p->w_;
+}
+
+Napi::Value Packed::Meta(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!w_) throw Napi::Error::New(env, "quantized weight has been disposed");
+  const sparq::PackedS8& b = w_->view();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("n", double(b.n));
+  o.Set("k", double(b.k));
+  o.Set("groups", double(b.groups));
+  o.Set("group", double(w_->user_group()));
+  o.Set("kPad", double(b.k_pad));
+  o.Set("bytes", double(w_->bytes()));
+  o.Set("asymmetric", w_->asymmetric());
+  o.Set("hasScales", b.scales != nullptr);
+  return o;
+}
+
+// unpack() -> { values: ArrayBuffer (int8 n*k), scales: ArrayBuffer (f32 n*groups), zeros: ArrayBuffer (i32 n*groups) }
+Napi::Value Packed::Unpack(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!w_) throw Napi::Error::New(env, "quantized weight has been disposed");
+  const sparq::PackedS8& b = w_->view();
+  Napi::ArrayBuffer values = Napi::ArrayBuffer::New(env, size_t(b.n * b.k));
+  Napi::ArrayBuffer scales = Napi::ArrayBuffer::New(env, size_t(b.n * b.groups) * 4);
+  Napi::ArrayBuffer zeros = Napi::ArrayBuffer::New(env, size_t(b.n * b.groups) * 4);
+  sparq::unpack_s8(b, static_cast<int8_t*>(values.Data()), static_cast<float*>(scales.Data()),
+                   static_cast<int32_t*>(zeros.Data()));
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("values", values);
+  o.Set("scales", scales);
+  o.Set("zeros", zeros);
+  return o;
+}
+
+Napi::Value Packed::Dispose(const Napi::CallbackInfo& info) {
+  Release(info.Env());
+  return info.Env().Undefined();
+}
+
+namespace {
+
+// Runs on the JS thread when `sync` (cheap one-time preparation the API
+// exposes synchronously, like quantize()), else off-thread with a Promise.
+Napi::Value Run(Napi::Env env, bool sync, std::function<Error()> work,
+                std::function<Napi::Value(Napi::Env)> done = nullptr) {
+  if (!sync) return RunAsync(env, std::move(work), std::move(done));
+  Error e;
+  try {
+    e = work();
+  } catch (const std::bad_alloc&) {
+    e = Error::make(sparq::Status::out_of_memory, "out of memory");
+  }
+  if (!e.ok()) throw Napi::Error::New(env, e.message);
+  return done ? done(env) : env.Undefined();
+}
+
+Napi::Value ResolvePacked(Napi::Env env, std::shared_ptr<std::shared_ptr<sparq::PackedWeight>> out) {
+  return Packed::Wrap(env, std::move(*out));
+}
+
+// quantizeWeight(w, wOff, n, k, group, asymmetric, sync) -> Packed | Promise<Packed>
+Napi::Value QuantizeWeight(const Napi::CallbackInfo& info) {
+  const char* op = "quantize";
+  const int64_t n = ArgInt(info, 2, op, "n", 1, kMaxDim), k = ArgInt(info, 3, op, "k", 1, kMaxDim);
+  const int64_t group = ArgInt(info, 4, op, "groupSize", 0, kMaxDim);
+  const bool asym = info.Length() > 5 && info[5].ToBoolean().Value();
+  const Span w = ArgSpan(info, 0, op, "weight", uint64_t(n) * uint64_t(k) * 4);
+  const bool sync = info.Length() > 6 && info[6].ToBoolean().Value();
+  auto out = std::make_shared<std::shared_ptr<sparq::PackedWeight>>();
+  return Run(
+      info.Env(), sync,
+      [w, n, k, group, asym, out]() {
+        sparq::QuantizeOptions opt;
+        opt.group = group;
+        opt.asymmetric = asym;
+        std::unique_ptr<sparq::PackedWeight> p;
+        Error e = sparq::quantize_weight(w.ptr<float>(), n, k, opt, &p);
+        *out = std::move(p);
+        return e;
+      },
+      [out](Napi::Env env) { return ResolvePacked(env, out); });
+}
+
+// packS8(values, off, n, k) -> Promise<Packed>  (raw int8 matrix for exact matmul)
+Napi::Value PackS8(const Napi::CallbackInfo& info) {
+  const char* op = "matmulInt8";
+  const int64_t n = ArgInt(info, 2, op, "n", 1, kMaxDim), k = ArgInt(info, 3, op, "k", 1, kMaxDim);
+  const Span v = ArgSpan(info, 0, op, "b", uint64_t(n) * uint64_t(k));
+  auto out = std::make_shared<std::shared_ptr<sparq::PackedWeight>>();
+  return RunAsync(
+      info.Env(),
+      [v, n, k, out]() {
+        std::unique_ptr<sparq::PackedWeight> p;
+        Error e = sparq::pack_s8(v.ptr<int8_t>(), n, k, 0, nullptr, nullptr, &p);
+        *out = std::move(p);
+        return e;
+      },
+      [out](Napi::Env env) { return ResolvePacked(env, out); });
+}
+
+// dequantize(packed, out, outOff, sync) -> void | Promise<void>
+Napi::Value Dequantize(const Napi::CallbackInfo& info) {
+  auto w = Packed::Get(info[0], "dequantize");
+  const sparq::PackedS8& b = w->view();
+  const Span o = ArgSpan(info, 1, "dequantize", "out", uint64_t(b.n) * uint64_t(b.k) * 4);
+  const bool sync = info.Length() > 3 && info[3].ToBoolean().Value();
+  return Run(info.Env(), sync, [w, o]() {
+    sparq::dequantize_weight(w->view(), o.ptr<float>());
+    return Error{};
+  });
+}
+
+// matmulS8(a, aOff, m, k, packed, out, outOff) -> Promise<void>
+Napi::Value MatmulS8(const Napi::CallbackInfo& info) {
+  const char* op = "matmulInt8";
+  const int64_t m = ArgInt(info, 2, op, "m", 1, kMaxDim), k = ArgInt(info, 3, op, "k", 1, kMaxDim);
+  auto w = Packed::Get(info[4], op);
+  const sparq::PackedS8& b = w->view();
+  if (b.k != k) throw Napi::RangeError::New(info.Env(), "matmulInt8: k mismatch");
+  const Span a = ArgSpan(info, 0, op, "a", uint64_t(m) * uint64_t(k));
+  const Span o = ArgSpan(info, 5, op, "out", uint64_t(m) * uint64_t(b.n) * 4);
+  return RunAsync(info.Env(), [a, o, w, m, k]() { return sparq::matmul_s8(a.ptr<int8_t>(), m, k, w->view(), o.ptr<int32_t>()); });
+}
+
+// linearS8(x, xOff, m, k, packed, bias|null, biasOff, staticScale, out, outOff) -> Promise<void>
+Napi::Value LinearS8(const Napi::CallbackInfo& info) {
+  const char* op = "linear";
+  const int64_t m = ArgInt(info, 2, op, "m", 1, kMaxDim), k = ArgInt(info, 3, op, "k", 1, kMaxDim);
+  auto w = Packed::Get(info[4], op);
+  const sparq::PackedS8& b = w->view();
+  if (b.k != k) throw Napi::RangeError::New(info.Env(), "linear: k mismatch");
+  const Span x = ArgSpan(info, 0, op, "x", uint64_t(m) * uint64_t(k) * 4);
+  const Span bias = ArgSpan(info, 5, op, "bias", uint64_t(b.n) * 4, true);
+  const float ss = float(ArgNum(info, 7, op, "inputScale"));
+  const Span o = ArgSpan(info, 8, op, "out", uint64_t(m) * uint64_t(b.n) * 4);
+  return RunAsync(info.Env(), [x, bias, o, w, m, k, ss]() {
+    return sparq::linear_s8(x.ptr<float>(), m, k, w->view(), bias.block ? bias.ptr<float>() : nullptr, ss,
+                            o.ptr<float>());
+  });
+}
+
+// matmulF32(a, aOff, m, k, b, bOff, n, bias|null, biasOff, out, outOff)
+// linearF32(x, xOff, m, k, w, wOff, n, bias|null, biasOff, out, outOff)
+template <bool kLinear>
+Napi::Value F32Op(const Napi::CallbackInfo& info) {
+  const char* op = kLinear ? "linear" : "matmul";
+  const int64_t m = ArgInt(info, 2, op, "m", 1, kMaxDim), k = ArgInt(info, 3, op, "k", 1, kMaxDim);
+  const int64_t n = ArgInt(info, 6, op, "n", 1, kMaxDim);
+  const Span a = ArgSpan(info, 0, op, "a", uint64_t(m) * uint64_t(k) * 4);
+  const Span b = ArgSpan(info, 4, op, "b", uint64_t(k) * uint64_t(n) * 4);
+  const Span bias = ArgSpan(info, 7, op, "bias", uint64_t(n) * 4, true);
+  const Span o = ArgSpan(info, 9, op, "out", uint64_t(m) * uint64_t(n) * 4);
+  return RunAsync(info.Env(), [a, b, bias, o, m, k, n]() {
+    const float* bp = bias.block ? bias.ptr<float>() : nullptr;
+    return kLinear ? sparq::linear_f32(a.ptr<float>(), m, k, b.ptr<float>(), n, bp, o.ptr<float>())
+                   : sparq::matmul_f32(a.ptr<float>(), m, k, b.ptr<float>(), n, bp, o.ptr<float>());
+  });
+}
+
+// stats(x, off, count, bins, lo, hi) -> Promise<{min, max, histogram?: Float64Array}>
+// bins = 0: only min/max. lo/hi give the histogram range.
+Napi::Value Stats(const Napi::CallbackInfo& info) {
+  const char* op = "observe";
+  const int64_t count = ArgInt(info, 2, op, "count", 0, int64_t(1) << 44);
+  const int64_t bins = ArgInt(info, 3, op, "bins", 0, 1 << 20);
+  const float lo = float(ArgNum(info, 4, op, "lo")), hi = float(ArgNum(info, 5, op, "hi"));
+  const Span x = ArgSpan(info, 0, op, "x", uint64_t(count) * 4);
+  struct Out { float mn = 0, mx = 0; std::vector<double> hist; };
+  auto out = std::make_shared<Out>();
+  return RunAsync(
+      info.Env(),
+      [x, count, bins, lo, hi, out]() {
+        sparq::minmax_f32(x.ptr<float>(), count, &out->mn, &out->mx);
+        if (bins > 0) {
+          out->hist.resize(size_t(bins));
+          sparq::histogram_f32(x.ptr<float>(), count, lo, hi, bins, out->hist.data());
+        }
+        return Error{};
+      },
+      [out](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("min", out->mn);
+        o.Set("max", out->mx);
+        if (!out->hist.empty()) {
+          Napi::Float64Array h = Napi::Float64Array::New(env, out->hist.size());
+          std::memcpy(h.Data(), out->hist.data(), out->hist.size() * 8);
+          o.Set("histogram", h);
+        }
+        return o;
+      });
+}
+
+// ceilings(dramBytes) -> Promise<{ fp32Avx2Gops, int8Avx2Gops, dramReadGBs, threads }>
+Napi::Value MeasureCeilings(const Napi::CallbackInfo& info) {
+  const int64_t bytes = ArgInt(info, 0, "ceilings", "dramBytes", 0, int64_t(1) << 36);
+  auto out = std::make_shared<sparq::Ceilings>();
+  return RunAsync(
+      info.Env(),
+      [bytes, out]() {
+        *out = sparq::measure_ceilings(bytes);
+        return Error{};
+      },
+      [out](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("fp32Avx2Gops", out->fp32_avx2_gops);
+        o.Set("int8Avx2Gops", out->int8_avx2_gops);
+        o.Set("dramReadGBs", out->dram_read_gbs);
+        o.Set("threads", out->threads);
+        return o;
+      });
+}
+
+}  // namespace
+
+void RegisterOps(Napi::Env env, Napi::Object exports) {
+  exports.Set("quantizeWeight", Napi::Function::New(env, QuantizeWeight, "quantizeWeight"));
+  exports.Set("packS8", Napi::Function::New(env, PackS8, "packS8"));
+  exports.Set("dequantize", Napi::Function::New(env, Dequantize, "dequantize"));
+  exports.Set("matmulS8", Napi::Function::New(env, MatmulS8, "matmulS8"));
+  exports.Set("linearS8", Napi::Function::New(env, LinearS8, "linearS8"));
+  exports.Set("matmulF32", Napi::Function::New(env, F32Op<false>, "matmulF32"));
+  exports.Set("linearF32", Napi::Function::New(env, F32Op<true>, "linearF32"));
+  exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
+  exports.Set("ceilings", Napi::Function::New(env, MeasureCeilings, "ceilings"));
+}
+
+}  // namespace sparq_addon

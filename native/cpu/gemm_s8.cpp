@@ -1,0 +1,296 @@
+// gemm_s8.cpp - int8 weight packing, weight quantizers and the int8 GEMM
+// drivers (exact int32 matmul and the quantized linear with dynamic per-token
+// activations). Work is split over the thread pool; the kernels come from the
+// dispatch table (kernels.h).
+#include <algorithm>
+#include <atomic>
+#include <vector>
+#include <cmath>
+#include <cstring>
+
+#include "dispatch.h"
+#include "sparq/sparq.h"
+#include "thread_pool.h"
+
+namespace sparq {
+
+// --- packed storage ---------------------------------------------------------
+PackedWeight::~PackedWeight() { aligned_free(mem_); }
+
+Error PackedWeight::create(int64_t n, int64_t k, int64_t group, bool with_scales, bool asymmetric,
+                           std::unique_ptr<PackedWeight>* out) {
+  if (n <= 0 || k <= 0) return Error::make(Status::invalid_argument, "packed int8 weight needs n > 0 and k > 0");
+  if (group < 0 || (group > 0 && (group % kS8StepK != 0)))
+    return Error::make(Status::invalid_argument, "group size must be a positive multiple of 4");
+  if (n > (int64_t(1) << 31) || k > (int64_t(1) << 31) || n * k > (int64_t(1) << 40))
+    return Error::make(Status::invalid_argument, "packed int8 weight is too large");
+  std::unique_ptr<PackedWeight> w(new (std::nothrow) PackedWeight());
+  if (!w) return Error::make(Status::out_of_memory, "out of memory");
+  PackedS8& p = w->p_;
+  p.n = n;
+  p.k = k;
+  p.n_pad = round_up(n, kS8BlockN);
+  p.k_pad = round_up(k, std::max<int64_t>(kS8AlignK, group));
+  if (group == 0 || group >= k) {
+    p.group = p.k_pad;
+    p.groups = 1;
+  } else {
+    p.group = group;
+    p.groups = (k + group - 1) / group;
+  }
+  w->user_group_ = group;
+  const size_t data_b = size_t(p.n_pad * p.k_pad);
+  const size_t vec_b = size_t(round_up(p.n_pad * p.groups * 4, 64));
+  const size_t total = data_b + vec_b * (1 + (with_scales ? 1 : 0) + (asymmetric ? 1 : 0));
+  char* mem = static_cast<char*>(aligned_malloc(total));
+  if (!mem) return Error::make(Status::out_of_memory, "out of memory allocating " + std::to_string(total) + " bytes");
+  std::memset(mem, 0, total);
+  w->mem_ = mem;
+  w->bytes_ = total;
+  p.data = reinterpret_cast<int8_t*>(mem);
+  char* q = mem + data_b;
+  p.colsum = reinterpret_cast<int32_t*>(q);
+  q += vec_b;
+  if (with_scales) { p.scales = reinterpret_cast<float*>(q); q += vec_b; }
+  if (asymmetric) p.zeros = reinterpret_cast<int32_t*>(q);
+  *out = std::move(w);
+  return Error{};
+}
+
+// Writes row j of the weight (values, per-group scales/zeros) into the layout
+// and updates its column sums.
+static void pack_row(PackedS8& p, int64_t j, const int8_t* row, const float* scales, const int32_t* zeros) {
+  const int64_t nb = j / kS8BlockN, jj = j % kS8BlockN, ksteps = p.k_pad / kS8StepK;
+  int8_t* blk = p.data + nb * ksteps * kS8BlockBytes + jj * kS8StepK;
+  for (int64_t kk = 0; kk < p.k; ++kk) blk[(kk / 4) * kS8BlockBytes + (kk % 4)] = row[kk];
+  for (int64_t g = 0; g < p.groups; ++g) {
+    const int64_t k0 = g * p.group, k1 = std::min(k0 + p.group, p.k);
+    int32_t sum = 0;
+    for (int64_t kk = k0; kk < k1; ++kk) sum += row[kk];
+    const int64_t idx = s8_group_index(nb, g, p.groups) + jj;
+    p.colsum[idx] = sum;
+    if (p.scales) p.scales[idx] = scales ? scales[g] : 1.f;
+    if (p.zeros) p.zeros[idx] = zeros ? zeros[g] : 0;
+  }
+}
+
+static bool any_m128(const int8_t* v, int64_t count) {
+  for (int64_t i = 0; i < count; ++i)
+    if (v[i] == -128) return true;
+  return false;
+}
+
+Error pack_s8(const int8_t* w, int64_t n, int64_t k, int64_t group, const float* scales, const int32_t* zeros,
+              std::unique_ptr<PackedWeight>* out) {
+  std::unique_ptr<PackedWeight> pw;
+  Error e = PackedWeight::create(n, k, group, scales != nullptr, zeros != nullptr, &pw);
+  if (!e.ok()) return e;
+  PackedS8& p = pw->p_;
+  const int64_t gs = p.groups;
+  parallel_for((n + 63) / 64, [&](int64_t t) {
+    for (int64_t j = t * 64; j < std::min(n, t * 64 + 64); ++j)
+      pack_row(p, j, w + j * k, scales ? scales + j * gs : nullptr, zeros ? zeros + j * gs : nullptr);
+  });
+  p.has_m128 = any_m128(w, n * k);
+  *out = std::move(pw);
+  return Error{};
+}
+
+void unpack_s8(const PackedS8& p, int8_t* values, float* scales, int32_t* zeros) {
+  const int64_t ksteps = p.k_pad / kS8StepK;
+  for (int64_t j = 0; j < p.n; ++j) {
+    const int64_t nb = j / kS8BlockN, jj = j % kS8BlockN;
+    const int8_t* blk = p.data + nb * ksteps * kS8BlockBytes + jj * kS8StepK;
+    if (values)
+      for (int64_t kk = 0; kk < p.k; ++kk) values[j * p.k + kk] = blk[(kk / 4) * kS8BlockBytes + (kk % 4)];
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const int64_t idx = s8_group_index(nb, g, p.groups) + jj;
+      if (scales) scales[j * p.groups + g] = p.scales ? p.scales[idx] : 1.f;
+      if (zeros) zeros[j * p.groups + g] = p.zeros ? p.zeros[idx] : 0;
+    }
+  }
+}
+
+// --- weight quantizers --------------------------------------------------------
+Error quantize_weight(const float* w, int64_t n, int64_t k, const QuantizeOptions& opt,
+                      std::unique_ptr<PackedWeight>* out) {
+  std::unique_ptr<PackedWeight> pw;
+  Error e = PackedWeight::create(n, k, opt.group, true, opt.asymmetric, &pw);
+  if (!e.ok()) return e;
+  PackedS8& p = pw->p_;
+  const int64_t gsz = p.groups == 1 ? k : p.group;
+  std::atomic<bool> m128{false};
+  parallel_for((n + 15) / 16, [&](int64_t t) {
+    std::vector<int8_t> row(static_cast<size_t>(k));
+    std::vector<float> sc(static_cast<size_t>(p.groups));
+    std::vector<int32_t> zp(static_cast<size_t>(p.groups));
+    bool local_m128 = false;
+    for (int64_t j = t * 16; j < std::min(n, t * 16 + 16); ++j) {
+      const float* wr = w + j * k;
+      for (int64_t g = 0; g < p.groups; ++g) {
+        const int64_t k0 = g * gsz, k1 = std::min(k0 + gsz, k);
+        if (!opt.asymmetric) {
+          float amax = 0.f;
+          for (int64_t q = k0; q < k1; ++q) amax = std::fmax(amax, std::fabs(wr[q]));
+          const float s = amax > 0.f ? amax / 127.f : 1.f;
+          const float inv = 1.f / s;
+          for (int64_t q = k0; q < k1; ++q)
+            row[q] = int8_t(std::fmin(127.f, std::fmax(-127.f, std::nearbyint(wr[q] * inv))));
+          sc[g] = s;
+          zp[g] = 0;
+        } else {
+          float mn = 0.f, mx = 0.f;  // the range always contains 0 so that 0 is exact
+          for (int64_t q = k0; q < k1; ++q) { mn = std::fmin(mn, wr[q]); mx = std::fmax(mx, wr[q]); }
+          float s = (mx - mn) / 255.f;
+          if (!(s > 0.f)) s = 1.f;
+          const float inv = 1.f / s;
+          const int32_t z = int32_t(std::fmin(127.f, std::fmax(-128.f, std::nearbyint(-128.f - mn * inv))));
+          for (int64_t q = k0; q < k1; ++q) {
+            const float v = std::nearbyint(wr[q] * inv) + float(z);
+            row[q] = int8_t(std::fmin(127.f, std::fmax(-128.f, v)));
+            local_m128 |= row[q] == -128;
+          }
+          sc[g] = s;
+          zp[g] = z;
+        }
+      }
+      pack_row(p, j, row.data(), sc.data(), opt.asymmetric ? zp.data() : nullptr);
+    }
+    if (local_m128) m128.store(true);
+  });
+  p.has_m128 = m128.load();
+  *out = std::move(pw);
+  return Error{};
+}
+
+void dequantize_weight(const PackedS8& p, float* out) {
+  const int64_t ksteps = p.k_pad / kS8StepK;
+  parallel_for((p.n + 15) / 16, [&](int64_t t) {
+    for (int64_t j = t * 16; j < std::min(p.n, t * 16 + 16); ++j) {
+      const int64_t nb = j / kS8BlockN, jj = j % kS8BlockN;
+      const int8_t* blk = p.data + nb * ksteps * kS8BlockBytes + jj * kS8StepK;
+      for (int64_t kk = 0; kk < p.k; ++kk) {
+        const int64_t idx = s8_group_index(nb, p.groups == 1 ? 0 : kk / p.group, p.groups) + jj;
+        const float s = p.scales ? p.scales[idx] : 1.f;
+        const int32_t z = p.zeros ? p.zeros[idx] : 0;
+        out[j * p.k + kk] = s * float(int32_t(blk[(kk / 4) * kS8BlockBytes + (kk % 4)]) - z);
+      }
+    }
+  });
+}
+
+// --- drivers --------------------------------------------------------------------
+// Splits rows x 16-column blocks into pool tasks. Decode shapes (m <= 8) split
+// columns only, so each weight byte is read once; larger m tiles both ways.
+static void run_gemm_s8(GemmS8Fn fn, const GemmS8Args& args) {
+  const int64_t nblocks = args.b->n_pad / kS8BlockN;
+  const int64_t threads = num_threads();
+  if (args.m <= 8) {
+    const int64_t per = std::max<int64_t>(1, nblocks / (threads * 8));
+    const int64_t tasks = (nblocks + per - 1) / per;
+    parallel_for(tasks, [&](int64_t t) { fn(args, 0, args.m, t * per, std::min(nblocks, t * per + per)); });
+    return;
+  }
+  const int64_t mc = 64, nc = 4;
+  const int64_t mt = (args.m + mc - 1) / mc, nt = (nblocks + nc - 1) / nc;
+  parallel_for(mt * nt, [&](int64_t t) {
+    const int64_t im = t % mt, in = t / mt;
+    fn(args, im * mc, std::min(args.m, im * mc + mc), in * nc, std::min(nblocks, in * nc + nc));
+  });
+}
+
+struct ScratchA {
+  uint8_t* a = nullptr;
+  float* scale = nullptr;
+  int32_t* rowsum = nullptr;
+  ~ScratchA() { aligned_free(a); aligned_free(scale); aligned_free(rowsum); }
+};
+
+Error matmul_s8(const int8_t* a, int64_t m, int64_t k, const PackedS8& b, int32_t* c) {
+  if (k != b.k) return Error::make(Status::invalid_argument, "matmul_s8: k mismatch");
+  if (b.groups != 1 || b.scales) return Error::make(Status::invalid_argument, "matmul_s8: B must be raw per-channel int8");
+  const KernelTable t = kernels();
+  ScratchA s;
+  s.a = static_cast<uint8_t*>(aligned_malloc(size_t(m * b.k_pad)));
+  if (!s.a) return Error::make(Status::out_of_memory, "matmul_s8: out of memory");
+  const bool a_m128 = any_m128(a, m * k);
+  const bool use_ref = t.gemm_s8_sign_trick && a_m128 && b.has_m128;
+  const bool shift = t.gemm_s8_a_u8 && !use_ref;
+  parallel_for((m + 31) / 32, [&](int64_t tt) {
+    for (int64_t i = tt * 32; i < std::min(m, tt * 32 + 32); ++i) {
+      uint8_t* dst = s.a + i * b.k_pad;
+      const int8_t* src = a + i * k;
+      if (shift)
+        for (int64_t q = 0; q < k; ++q) dst[q] = uint8_t(src[q]) ^ 0x80;
+      else
+        std::memcpy(dst, src, size_t(k));
+      std::memset(dst + k, shift ? 0x80 : 0, size_t(b.k_pad - k));
+    }
+  });
+  GemmS8Args args;
+  args.a = s.a;
+  args.lda = b.k_pad;
+  args.m = m;
+  args.b = &b;
+  args.ci = c;
+  args.ldc = b.n;
+  args.a_has_m128 = a_m128;
+  run_gemm_s8(use_ref ? gemm_s8_ref : t.gemm_s8, args);
+  return Error{};
+}
+
+Error linear_s8(const float* x, int64_t m, int64_t k, const PackedS8& b, const float* bias, float static_scale,
+                float* y) {
+  if (k != b.k) return Error::make(Status::invalid_argument, "linear_s8: k mismatch");
+  if (!b.scales) return Error::make(Status::invalid_argument, "linear_s8: weight has no scales");
+  const KernelTable t = kernels();
+  ScratchA s;
+  s.a = static_cast<uint8_t*>(aligned_malloc(size_t(m * b.k_pad)));
+  s.scale = static_cast<float*>(aligned_malloc(size_t(m) * 4));
+  if (b.zeros) s.rowsum = static_cast<int32_t*>(aligned_malloc(size_t(m * b.groups) * 4));
+  if (!s.a || !s.scale || (b.zeros && !s.rowsum)) return Error::make(Status::out_of_memory, "linear_s8: out of memory");
+  QuantRowsArgs q;
+  q.x = x;
+  q.ldx = k;
+  q.m = m;
+  q.k = k;
+  q.k_pad = b.k_pad;
+  q.out = s.a;
+  q.ldo = b.k_pad;
+  q.scale = s.scale;
+  q.rowsum = s.rowsum;
+  q.group = b.group;
+  q.groups = b.groups;
+  q.static_scale = static_scale;
+  q.shift128 = t.gemm_s8_a_u8;
+  parallel_for((m + 7) / 8, [&](int64_t tt) { t.quant_rows(q, tt * 8, std::min(m, tt * 8 + 8)); });
+  GemmS8Args args;
+  args.a = s.a;
+  args.lda = b.k_pad;
+  args.m = m;
+  args.b = &b;
+  args.a_scale = s.scale;
+  args.bias = bias;
+  args.c = y;
+  args.ldc = b.n;
+  args.a_has_m128 = false;  // activations are clamped to [-127, 127]
+  run_gemm_s8(t.gemm_s8, args);
+  if (b.zeros) {
+    // acc_g used raw q; the true sum is acc_g - zero[j,g] * rowsum_g(A)
+    parallel_for((m + 7) / 8, [&](int64_t tt) {
+      for (int64_t i = tt * 8; i < std::min(m, tt * 8 + 8); ++i)
+        for (int64_t j = 0; j < b.n; ++j) {
+          const int64_t nb = j / kS8BlockN, jj = j % kS8BlockN;
+          float corr = 0.f;
+          for (int64_t g = 0; g < b.groups; ++g) {
+            const int64_t idx = s8_group_index(nb, g, b.groups) + jj;
+            corr += b.scales[idx] * float(b.zeros[idx]) * float(s.rowsum[i * b.groups + g]);
+          }
+          y[i * b.n + j] -= s.scale[i] * corr;
+        }
+    });
+  }
+  return Error{};
+}
+
+}  // namespace sparq

@@ -1,0 +1,112 @@
+// kernels.h - the internal kernel ABI shared by the scalar references, the x86
+// ISA files and the drivers. One function table per process (dispatch.cpp).
+#pragma once
+#include <cstdint>
+
+#include "sparq/formats.h"
+
+namespace sparq {
+
+enum class Isa : int { ref = 0, avx2 = 1, avxvnni = 2, avx512vnni = 3, amx = 4 };
+const char* isa_name(Isa isa);
+
+// --- int8 GEMM -------------------------------------------------------------
+// C = A x B^T with A the quantized activations (row-major) and B a PackedS8.
+// A bytes are int8, or int8 + 128 stored as uint8 when the kernel's table
+// entry says a_u8 (VNNI: vpdpbusd multiplies u8 x s8); the kernel then
+// subtracts 128 * colsum. Columns k >= b->k of A must be zero (as int8).
+//
+// exact mode (ci != nullptr): ci[i, j] = sum_k A[i,k] * B[j,k]       (requires b->groups == 1)
+// f32 mode   (c  != nullptr): c[i, j]  = a_scale[i] * sum_g b->scales[j,g] * acc_g[i,j] (+ bias[j])
+// Zero points (b->zeros) are NOT applied by kernels; the driver corrects for them.
+struct GemmS8Args {
+  const uint8_t* a = nullptr;   // (m, lda) bytes, lda >= b->k_pad, lda % 64 == 0
+  int64_t lda = 0;
+  int64_t m = 0;
+  const PackedS8* b = nullptr;
+  const float* a_scale = nullptr;  // (m) per-row activation scales [f32 mode]
+  const float* bias = nullptr;     // (n) or nullptr                 [f32 mode]
+  float* c = nullptr;              // (m, ldc) f32 output
+  int32_t* ci = nullptr;           // (m, ldc) int32 output
+  int64_t ldc = 0;
+  bool a_has_m128 = false;  // some A value is -128 (AVX2 sign trick orientation)
+};
+// Computes rows [m0, m1) and column blocks [nb0, nb1) (16 columns each; only
+// columns < b->n are written). Called concurrently from pool threads on
+// disjoint ranges.
+using GemmS8Fn = void (*)(const GemmS8Args& args, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1);
+
+void gemm_s8_ref(const GemmS8Args&, int64_t, int64_t, int64_t, int64_t);
+void gemm_s8_avx2(const GemmS8Args&, int64_t, int64_t, int64_t, int64_t);
+void gemm_s8_avxvnni(const GemmS8Args&, int64_t, int64_t, int64_t, int64_t);
+void gemm_s8_avx512vnni(const GemmS8Args&, int64_t, int64_t, int64_t, int64_t);
+void gemm_s8_amx(const GemmS8Args&, int64_t, int64_t, int64_t, int64_t);
+
+// --- f32 GEMM --------------------------------------------------------------
+// c[i, j] = sum_p a[i, p] * B[p, j] (+ bias[j]) where B is packed in panels of
+// 16 columns: bp[(nb * k + p) * 16 + jj] = B[p, nb * 16 + jj] (zero-padded).
+struct SgemmArgs {
+  const float* a = nullptr;   // (m, lda)
+  int64_t lda = 0;
+  const float* bp = nullptr;  // (n_pad / 16, k, 16)
+  int64_t m = 0, n = 0, k = 0;
+  const float* bias = nullptr;  // (n) or nullptr
+  float* c = nullptr;           // (m, ldc)
+  int64_t ldc = 0;
+};
+using SgemmFn = void (*)(const SgemmArgs& args, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1);
+void sgemm_ref(const SgemmArgs&, int64_t, int64_t, int64_t, int64_t);
+void sgemm_avx2(const SgemmArgs&, int64_t, int64_t, int64_t, int64_t);
+void sgemm_avx512(const SgemmArgs&, int64_t, int64_t, int64_t, int64_t);
+
+// Row-dot form for small m (decode): c[i, j] = sum_p x[i, p] * w[j, p] (+ bias[j]),
+// w row-major [n, k] (nn.Linear layout, unpacked). Rows [m0,m1) x columns [n0,n1).
+struct SgemvArgs {
+  const float* x = nullptr;  // (m, ldx)
+  int64_t ldx = 0;
+  const float* w = nullptr;  // (n, ldw)
+  int64_t ldw = 0;
+  int64_t m = 0, n = 0, k = 0;
+  const float* bias = nullptr;
+  float* c = nullptr;  // (m, ldc)
+  int64_t ldc = 0;
+};
+using SgemvFn = void (*)(const SgemvArgs& args, int64_t n0, int64_t n1);
+void sgemv_ref(const SgemvArgs&, int64_t, int64_t);
+void sgemv_avx2(const SgemvArgs&, int64_t, int64_t);
+void sgemv_avx512(const SgemvArgs&, int64_t, int64_t);
+
+// --- dynamic per-row activation quantization --------------------------------
+// For each row i: s = max|x[i,:]| / 127 (1 if the row is all zero), q = round(x / s)
+// clamped to [-127, 127], written to out[i, 0..k) (+128 as u8 when shift128),
+// out[i, k..k_pad) = 0 (as int8). scale[i] = s. If static_scale > 0 it is used
+// for every row instead (static per-tensor quantization), values clamped.
+struct QuantRowsArgs {
+  const float* x = nullptr;  // (m, ldx)
+  int64_t ldx = 0;
+  int64_t m = 0, k = 0, k_pad = 0;
+  uint8_t* out = nullptr;  // (m, ldo)
+  int64_t ldo = 0;
+  float* scale = nullptr;  // (m)
+  int32_t* rowsum = nullptr;  // (m, groups) sum of int8 values per group of `group` (or nullptr)
+  int64_t group = 0, groups = 0;
+  float static_scale = 0.f;
+  bool shift128 = false;
+};
+using QuantRowsFn = void (*)(const QuantRowsArgs& args, int64_t m0, int64_t m1);
+void quant_rows_ref(const QuantRowsArgs&, int64_t, int64_t);
+void quant_rows_avx2(const QuantRowsArgs&, int64_t, int64_t);
+
+// --- the table ------------------------------------------------------------
+struct KernelTable {
+  Isa isa = Isa::ref;          // int8 GEMM path
+  GemmS8Fn gemm_s8 = nullptr;
+  bool gemm_s8_a_u8 = false;   // A passed as int8 + 128
+  bool gemm_s8_sign_trick = false;  // kernel is wrong when A and B both hold -128
+  const char* sgemm_name = "ref";
+  SgemmFn sgemm = nullptr;
+  SgemvFn sgemv = nullptr;
+  QuantRowsFn quant_rows = nullptr;
+};
+
+}  // namespace sparq

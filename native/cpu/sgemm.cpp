@@ -1,0 +1,84 @@
+// sgemm.cpp - f32 GEMM drivers: matmul (B given [k, n]) and linear (W given
+// [n, k], nn.Linear layout). B is packed into 16-column panels per call; small
+// m (decode) reads W rows directly with the row-dot kernel instead.
+#include <algorithm>
+#include <cstring>
+
+#include "dispatch.h"
+#include "sparq/sparq.h"
+#include "thread_pool.h"
+
+namespace sparq {
+
+namespace {
+
+struct Panels {
+  float* p = nullptr;
+  ~Panels() { aligned_free(p); }
+};
+
+void run_sgemm(SgemmFn fn, const SgemmArgs& args) {
+  const int64_t nblocks = (args.n + 15) / 16;
+  const int64_t mc = 96, nc = 8;
+  const int64_t mt = (args.m + mc - 1) / mc, nt = (nblocks + nc - 1) / nc;
+  parallel_for(mt * nt, [&](int64_t t) {
+    const int64_t im = t % mt, in = t / mt;
+    fn(args, im * mc, std::min(args.m, im * mc + mc), in * nc, std::min(nblocks, in * nc + nc));
+  });
+}
+
+constexpr int64_t kRowDotMaxM = 8;
+
+}  // namespace
+
+Error matmul_f32(const float* a, int64_t m, int64_t k, const float* b, int64_t n, const float* bias, float* c) {
+  const KernelTable t = kernels();
+  const int64_t nblocks = (n + 15) / 16;
+  Panels bp;
+  bp.p = static_cast<float*>(aligned_malloc(size_t(nblocks * k * 16) * 4));
+  if (!bp.p) return Error::make(Status::out_of_memory, "matmul: out of memory packing B");
+  parallel_for(nblocks, [&](int64_t nb) {
+    float* dst = bp.p + nb * k * 16;
+    const int64_t j0 = nb * 16, w = std::min<int64_t>(16, n - j0);
+    for (int64_t q = 0; q < k; ++q) {
+      std::memcpy(dst + q * 16, b + q * n + j0, size_t(w) * 4);
+      for (int64_t jj = w; jj < 16; ++jj) dst[q * 16 + jj] = 0.f;
+    }
+  });
+  SgemmArgs args;
+  args.a = a; args.lda = k; args.bp = bp.p; args.m = m; args.n = n; args.k = k;
+  args.bias = bias; args.c = c; args.ldc = n;
+  run_sgemm(t.sgemm, args);
+  return Error{};
+}
+
+Error linear_f32(const float* x, int64_t m, int64_t k, const float* w, int64_t n, const float* bias, float* y) {
+  const KernelTable t = kernels();
+  if (m <= kRowDotMaxM) {
+    SgemvArgs args;
+    args.x = x; args.ldx = k; args.w = w; args.ldw = k; args.m = m; args.n = n; args.k = k;
+    args.bias = bias; args.c = y; args.ldc = n;
+    const int64_t per = std::max<int64_t>(4, n / (num_threads() * 8)) / 4 * 4;
+    parallel_for((n + per - 1) / per, [&](int64_t tt) { t.sgemv(args, tt * per, std::min(n, tt * per + per)); });
+    return Error{};
+  }
+  const int64_t nblocks = (n + 15) / 16;
+  Panels bp;
+  bp.p = static_cast<float*>(aligned_malloc(size_t(nblocks * k * 16) * 4));
+  if (!bp.p) return Error::make(Status::out_of_memory, "linear: out of memory packing W");
+  parallel_for(nblocks, [&](int64_t nb) {
+    float* dst = bp.p + nb * k * 16;
+    const int64_t j0 = nb * 16, wd = std::min<int64_t>(16, n - j0);
+    for (int64_t jj = 0; jj < 16; ++jj) {
+      const float* src = jj < wd ? w + (j0 + jj) * k : nullptr;
+      for (int64_t q = 0; q < k; ++q) dst[q * 16 + jj] = src ? src[q] : 0.f;
+    }
+  });
+  SgemmArgs args;
+  args.a = x; args.lda = k; args.bp = bp.p; args.m = m; args.n = n; args.k = k;
+  args.bias = bias; args.c = y; args.ldc = n;
+  run_sgemm(t.sgemm, args);
+  return Error{};
+}
+
+}  // namespace sparq

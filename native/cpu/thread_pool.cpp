@@ -1,0 +1,188 @@
+// thread_pool.cpp - persistent worker threads pulling shared jobs; the caller
+// of parallel_for always participates in its own job.
+#include "thread_pool.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <exception>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
+namespace sparq {
+
+int physical_cores() {
+  static const int n = [] {
+    int logical = int(std::thread::hardware_concurrency());
+    std::set<std::string> cores;
+#if defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+      logical = CPU_COUNT(&set);
+      for (int c = 0; c < CPU_SETSIZE; ++c) {
+        if (!CPU_ISSET(c, &set)) continue;
+        std::ifstream f("/sys/devices/system/cpu/cpu" + std::to_string(c) + "/topology/thread_siblings_list");
+        std::string s;
+        if (f && std::getline(f, s)) cores.insert(s); else cores.insert("cpu" + std::to_string(c));
+      }
+    }
+#endif
+    int n = cores.empty() ? logical : int(cores.size());
+    return n > 0 ? n : 1;
+  }();
+  return n;
+}
+
+namespace {
+
+struct Job {
+  const std::function<void(int64_t)>* fn;
+  int64_t tasks;
+  int max_helpers;
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> finished{0};
+  std::atomic<int> helpers{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  std::exception_ptr error;
+
+  // Runs tasks until none are left; returns how many this thread ran.
+  void work() {
+    int64_t ran = 0;
+    for (;;) {
+      const int64_t t = next.fetch_add(1, std::memory_order_relaxed);
+      if (t >= tasks) break;
+      try {
+        (*fn)(t);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!error) error = std::current_exception();
+      }
+      ++ran;
+    }
+    if (ran && finished.fetch_add(ran) + ran == tasks) {
+      std::lock_guard<std::mutex> lock(mu);
+      cv.notify_all();
+    }
+  }
+};
+
+class Pool {
+ public:
+  Pool() {
+    int n = physical_cores();
+    if (const char* env = std::getenv("SPARQ_THREADS")) {
+      const int v = std::atoi(env);
+      if (v >= 1 && v <= 1024) n = v;
+    }
+    resize(n);
+  }
+  ~Pool() { stop_workers(); }
+
+  int size() const { return size_.load(); }
+
+  void resize(int n) {
+    std::lock_guard<std::mutex> lock(resize_mu_);
+    stop_workers();
+    size_.store(n);
+    stopping_ = false;
+    for (int i = 0; i + 1 < n; ++i) workers_.emplace_back([this] { loop(); });
+  }
+
+  void run(int64_t tasks, const std::function<void(int64_t)>& fn) {
+    if (tasks <= 0) return;
+    const int n = size();
+    if (tasks == 1 || n == 1) {
+      for (int64_t t = 0; t < tasks; ++t) fn(t);
+      return;
+    }
+    auto job = std::make_shared<Job>();
+    job->fn = &fn;
+    job->tasks = tasks;
+    job->max_helpers = int(std::min<int64_t>(n - 1, tasks - 1));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(job);
+    }
+    cv_.notify_all();
+    job->work();
+    {
+      std::unique_lock<std::mutex> lock(job->mu);
+      job->cv.wait(lock, [&] { return job->finished.load() == tasks; });
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto it = queue_.begin(); it != queue_.end(); ++it)
+        if (*it == job) { queue_.erase(it); break; }
+    }
+    if (job->error) std::rethrow_exception(job->error);
+  }
+
+ private:
+  void loop() {
+    for (;;) {
+      std::shared_ptr<Job> job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stopping_ || pick_locked(job); });
+        if (stopping_) return;
+      }
+      job->work();
+    }
+  }
+  // Takes a job that still has tasks and room for a helper; drops exhausted ones.
+  bool pick_locked(std::shared_ptr<Job>& out) {
+    for (auto it = queue_.begin(); it != queue_.end();) {
+      Job& j = **it;
+      if (j.next.load(std::memory_order_relaxed) >= j.tasks || j.helpers.load() >= j.max_helpers) {
+        it = queue_.erase(it);
+        continue;
+      }
+      j.helpers.fetch_add(1);
+      out = *it;
+      return true;
+    }
+    return false;
+  }
+  void stop_workers() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+  }
+
+  std::mutex resize_mu_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  std::vector<std::thread> workers_;
+  std::atomic<int> size_{1};
+  bool stopping_ = false;
+};
+
+Pool& pool() {
+  // Leaked on purpose: worker threads must not be joined during static
+  // destruction at process exit (the addon may unload after the loop stops).
+  static Pool* p = new Pool();
+  return *p;
+}
+
+}  // namespace
+
+int num_threads() { return pool().size(); }
+void set_num_threads(int n) { pool().resize(n < 1 ? 1 : (n > 1024 ? 1024 : n)); }
+void parallel_for(int64_t tasks, const std::function<void(int64_t)>& fn) { pool().run(tasks, fn); }
+
+}  // namespace sparq

@@ -1,0 +1,99 @@
+// ceiling_avx2.cpp - machine ceilings for the benchmarks' "% of peak": AVX2
+// fp32 FMA and int8 multiply-add throughput from in-register loops with
+// independent chains, and DRAM read bandwidth from streaming loads.
+#include <immintrin.h>
+
+#include <chrono>
+#include <cstring>
+#include <vector>
+
+#include "../dispatch.h"
+#include "../thread_pool.h"
+#include "sparq/sparq.h"
+
+namespace sparq {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+__attribute__((noinline)) float fma_loop(int64_t iters) {
+  __m256 a[10];
+  for (int i = 0; i < 10; ++i) a[i] = _mm256_set1_ps(0.001f * float(i));
+  const __m256 b = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(0.0001f);
+  for (int64_t t = 0; t < iters; ++t)
+    for (int i = 0; i < 10; ++i) a[i] = _mm256_fmadd_ps(a[i], b, c);
+  __m256 s = a[0];
+  for (int i = 1; i < 10; ++i) s = _mm256_add_ps(s, a[i]);
+  return _mm256_cvtss_f32(s);
+}
+
+__attribute__((noinline)) int i8_loop(int64_t iters) {
+  __m256i acc[8];
+  for (int i = 0; i < 8; ++i) acc[i] = _mm256_set1_epi32(i);
+  const __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(-2), ones = _mm256_set1_epi16(1);
+  for (int64_t t = 0; t < iters; ++t)
+    for (int i = 0; i < 8; ++i)
+      acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
+  __m256i s = acc[0];
+  for (int i = 1; i < 8; ++i) s = _mm256_add_epi32(s, acc[i]);
+  return _mm256_extract_epi32(s, 0);
+}
+
+__attribute__((noinline)) int64_t read_loop(const char* p, size_t bytes) {
+  __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+  for (size_t i = 0; i + 128 <= bytes; i += 128) {
+    s0 = _mm256_add_epi64(s0, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i)));
+    s1 = _mm256_add_epi64(s1, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 32)));
+    s2 = _mm256_add_epi64(s2, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 64)));
+    s3 = _mm256_add_epi64(s3, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 96)));
+  }
+  s0 = _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3));
+  return _mm256_extract_epi64(s0, 0);
+}
+
+// Runs body(thread) on every pool thread at once; returns the best of 3 wall times.
+template <class F>
+double timed(int threads, F body) {
+  double best = 1e30;
+  for (int r = 0; r < 3; ++r) {
+    const auto t0 = Clock::now();
+    parallel_for(threads, [&](int64_t t) { body(t); });
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  return best;
+}
+
+volatile float g_sink_f;
+volatile int64_t g_sink_i;
+
+}  // namespace
+
+Ceilings measure_ceilings(int64_t dram_bytes) {
+  Ceilings c;
+  c.threads = num_threads();
+  if (!isa_supported(Isa::avx2)) return c;
+  const int th = c.threads;
+  const int64_t iters = 20000000;
+  double s = timed(th, [&](int64_t) { g_sink_f = fma_loop(iters); });
+  c.fp32_avx2_gops = double(th) * double(iters) * 10 * 8 * 2 / s / 1e9;
+  s = timed(th, [&](int64_t) { g_sink_i = i8_loop(iters); });
+  c.int8_avx2_gops = double(th) * double(iters) * 8 * 32 * 2 / s / 1e9;
+  if (dram_bytes > 0) {
+    const size_t per = size_t(dram_bytes / th) & ~size_t(127);
+    std::vector<char*> bufs(size_t(th), nullptr);
+    bool ok = true;
+    for (auto& b : bufs) {
+      b = static_cast<char*>(aligned_malloc(per));
+      if (!b) { ok = false; break; }
+      std::memset(b, 1, per);
+    }
+    if (ok) {
+      s = timed(th, [&](int64_t t) { g_sink_i = read_loop(bufs[size_t(t)], per); });
+      c.dram_read_gbs = double(per) * th / s / 1e9;
+    }
+    for (auto* b : bufs) aligned_free(b);
+  }
+  return c;
+}
+
+}  // namespace sparq

@@ -1,0 +1,292 @@
+// gemm_s8_avxvnni.cpp - int8 GEMM micro-kernel for AVX-VNNI (VEX vpdpbusd on
+// ymm: Alder Lake / Raptor Lake / Meteor Lake / Arrow Lake, Sierra Forest).
+// Built with -mavx2 -mfma -mavxvnni.
+//
+// Register tile: 6 rows x 16 columns (one packed n16k4 block) = 12 ymm int32
+// accumulators (2 per row: columns 0-7 = bytes 0..31 of a k-step, 8-15 =
+// bytes 32..63). One k-step (4 k) = 2 ymm B loads + 6 dword broadcasts of A
+// feeding 12 vpdpbusd; 15 of the 16 ymm registers are live in the loop.
+// A is u8 (int8 + 128, table entry a_u8); every accumulator starts at
+// -128 * colsum of its (block, group), which undoes the shift exactly (mod 2^32).
+// Tails: 1..5-row tiles for the last rows; a block with fewer than 16 valid
+// columns (j >= b->n) is written through a 16-wide stack buffer, so nothing
+// past column n - 1 is touched (AVX2 has no cheap masked store).
+// Loop order: blocks of rows whose A fits in L2 (<= 256 KB), inside them one
+// 16-column block of B, inside it the row tiles, so the block (16 x k_pad bytes)
+// is reused from L1/L2 by every row tile; for m <= 6 (decode) B is streamed
+// exactly once, with software prefetch ahead.
+// Groups > 1: the int32 tile is flushed per group into f32 partial sums.
+//
+// Testing: gemm_s8_ref (ref/gemm_s8_ref.cpp) is the oracle: exact mode must match
+// bit for bit, f32 mode within rounding; shapes must cover row tails (m % 6),
+// n % 16 != 0, groups 32/64/128/k_pad, bias on/off and sub-ranges
+// [m0,m1) x [nb0,nb1). Needs an AVX-VNNI CPU to run; written against an
+// emulated vpdpbusd, not real hardware.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+#include "../kernels.h"
+
+namespace sparq {
+namespace {
+
+#define SPARQ_INLINE inline __attribute__((always_inline))
+#define SPARQ_LAMBDA __attribute__((always_inline))
+
+constexpr int kMR = 6;                      // rows per register tile
+constexpr int64_t kPrefetch = 1024;         // bytes ahead in the B block stream (16 k-steps)
+constexpr int64_t kABlockBytes = 256 << 10;  // rows per outer block: A block <= this
+
+struct Ctx {
+  const uint8_t* a;  // row i at a + i * lda
+  int64_t lda;
+  const int8_t* b;   // packed data
+  int64_t bstride;   // bytes per 16-column block = k_pad * 16
+  int64_t gsteps;    // k-steps (of 4 k) per group: k_pad / 4 when groups == 1
+  int64_t groups;    // b->groups (1 in exact mode)
+  const int32_t* colsum;
+  const float* scales;
+  const float* bias;
+  const float* a_scale;
+  float* c;
+  int32_t* ci;
+  int64_t ldc;
+  int64_t n;
+};
+
+// Compile-time loop: f(std::integral_constant<int, 0>{}) ... f(<N-1>), so every
+// accumulator index is a constant and the tile stays in registers.
+template <typename F, int... I>
+SPARQ_INLINE void static_for_impl(F&& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, typename F>
+SPARQ_INLINE void static_for(F&& f) {
+  static_for_impl(f, std::make_integer_sequence<int, N>{});
+}
+
+SPARQ_INLINE __m256i bcast_a(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return _mm256_set1_epi32(v);  // vpbroadcastd ymm, m32
+}
+
+// Row R of the tile: p = row 0 and p4 = row 4 at the current k, l3 = 3 * lda.
+template <int R>
+SPARQ_INLINE const uint8_t* arow(const uint8_t* p, const uint8_t* p4, int64_t lda, int64_t l3) {
+  const uint8_t* base = R < 4 ? p : p4;
+  constexpr int r = R & 3;
+  return r == 0 ? base : r == 1 ? base + lda : r == 2 ? base + 2 * lda : base + l3;
+}
+
+// buf[r][0..16) = sum over the k-steps of group g of A(row i0 + r) . B(block nb),
+// int32, starting from -128 * colsum[nb, g] (u8 shift compensation). Group g is
+// k-steps [g * gsteps, (g + 1) * gsteps). The tile is parked in buf (L1) for
+// the epilogues: keeping 12 accumulators live into them makes GCC spill inside
+// the k loop; the empty asm stops it from forwarding the stores back.
+template <int MR>
+SPARQ_INLINE void accumulate_to(const Ctx& x, int32_t (&buf)[MR][kS8BlockN], int64_t i0, int64_t nb, int64_t g) {
+  const int64_t lda = x.lda, l3 = 3 * lda;
+  const int64_t s0 = g * x.gsteps;
+  const int32_t* cs = x.colsum + s8_group_index(nb, g, x.groups);
+  const __m256i m128 = _mm256_set1_epi32(-128);
+  const __m256i init0 = _mm256_mullo_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(cs)), m128);
+  const __m256i init1 = _mm256_mullo_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(cs + 8)), m128);
+  __m256i acc[MR][2];
+  static_for<MR>([&](auto r) SPARQ_LAMBDA {
+    acc[r][0] = init0;
+    acc[r][1] = init1;
+  });
+  const uint8_t* p = x.a + i0 * lda + s0 * kS8StepK;
+  const uint8_t* p4 = MR > 4 ? p + 4 * lda : p;
+  const int8_t* bp = x.b + nb * x.bstride + s0 * kS8BlockBytes;
+  for (int64_t s = x.gsteps; s > 0; --s) {
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp));
+    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + 32));
+    _mm_prefetch(reinterpret_cast<const char*>(bp + kPrefetch), _MM_HINT_T0);
+    static_for<MR>([&](auto r) SPARQ_LAMBDA {
+      const __m256i av = bcast_a(arow<r>(p, p4, lda, l3));
+      acc[r][0] = _mm256_dpbusd_avx_epi32(acc[r][0], av, b0);
+      acc[r][1] = _mm256_dpbusd_avx_epi32(acc[r][1], av, b1);
+    });
+    p += kS8StepK;
+    p4 += kS8StepK;
+    bp += kS8BlockBytes;
+  }
+  static_for<MR>([&](auto r) SPARQ_LAMBDA {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(buf[r]), acc[r][0]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(buf[r] + 8), acc[r][1]);
+  });
+  asm volatile("" : : "r"(&buf[0][0]) : "memory");
+}
+
+// Valid columns of block nb: v = n - 16 * nb, in [1, 16] for nb < n_pad / 16.
+SPARQ_INLINE int64_t valid_cols(int64_t n, int64_t nb) { return std::min<int64_t>(kS8BlockN, n - nb * kS8BlockN); }
+
+// out[0..v) = (float(acc) * sc) * as + bi, 16 lanes computed, v written.
+SPARQ_INLINE void store_f32(float* out, int64_t v, const int32_t* acc, __m256 sc0, __m256 sc1, __m256 as,
+                            __m256 bi0, __m256 bi1) {
+  __m256 y0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(acc))), sc0);
+  __m256 y1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(acc + 8))), sc1);
+  y0 = _mm256_add_ps(_mm256_mul_ps(y0, as), bi0);
+  y1 = _mm256_add_ps(_mm256_mul_ps(y1, as), bi1);
+  if (v == kS8BlockN) {
+    _mm256_storeu_ps(out, y0);
+    _mm256_storeu_ps(out + 8, y1);
+  } else {
+    alignas(32) float t[kS8BlockN];
+    _mm256_store_ps(t, y0);
+    _mm256_store_ps(t + 8, y1);
+    std::memcpy(out, t, size_t(v) * sizeof(float));
+  }
+}
+
+// bias[nb*16 .. nb*16+16) with the columns >= n read as 0 (bias has only n entries).
+SPARQ_INLINE void load_bias(const float* bias, int64_t nb, int64_t v, __m256& b0, __m256& b1) {
+  if (!bias) {
+    b0 = b1 = _mm256_setzero_ps();
+  } else if (v == kS8BlockN) {
+    b0 = _mm256_loadu_ps(bias + nb * kS8BlockN);
+    b1 = _mm256_loadu_ps(bias + nb * kS8BlockN + 8);
+  } else {
+    alignas(32) float t[kS8BlockN] = {};
+    std::memcpy(t, bias + nb * kS8BlockN, size_t(v) * sizeof(float));
+    b0 = _mm256_load_ps(t);
+    b1 = _mm256_load_ps(t + 8);
+  }
+}
+
+// One MR x 16 tile at rows [i0, i0+MR), block nb, groups == 1 (exact int32, or
+// f32 with one scale per column; same order of operations as the reference).
+template <int MR>
+void tile_one_group(const Ctx& x, int64_t i0, int64_t nb) {
+  alignas(32) int32_t acc[MR][kS8BlockN];
+  accumulate_to<MR>(x, acc, i0, nb, 0);
+  const int64_t v = valid_cols(x.n, nb);
+  if (x.ci) {
+    static_for<MR>([&](auto r) SPARQ_LAMBDA {
+      int32_t* out = x.ci + (i0 + r) * x.ldc + nb * kS8BlockN;
+      if (v == kS8BlockN) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_load_si256(reinterpret_cast<const __m256i*>(acc[r])));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8),
+                            _mm256_load_si256(reinterpret_cast<const __m256i*>(acc[r] + 8)));
+      } else {
+        std::memcpy(out, acc[r], size_t(v) * sizeof(int32_t));
+      }
+    });
+    return;
+  }
+  const float* sc = x.scales + s8_group_index(nb, 0, x.groups);
+  const __m256 sc0 = _mm256_loadu_ps(sc), sc1 = _mm256_loadu_ps(sc + 8);
+  __m256 bi0, bi1;
+  load_bias(x.bias, nb, v, bi0, bi1);
+  static_for<MR>([&](auto r) SPARQ_LAMBDA {
+    store_f32(x.c + (i0 + r) * x.ldc + nb * kS8BlockN, v, acc[r], sc0, sc1, _mm256_set1_ps(x.a_scale[i0 + r]), bi0,
+              bi1);
+  });
+}
+
+// groups > 1 (f32 only): per group, sum += float(acc_g) * scale[g], sums in a
+// stack buffer (L1). Groups cover k in [g*group, (g+1)*group); k >= groups*group
+// is zero padding in both A and B and is skipped.
+template <int MR>
+void tile_groups(const Ctx& x, int64_t i0, int64_t nb) {
+  alignas(32) float sum[MR][kS8BlockN];
+  alignas(32) int32_t acc[MR][kS8BlockN];
+  static_for<MR>([&](auto r) SPARQ_LAMBDA {
+    _mm256_store_ps(sum[r], _mm256_setzero_ps());
+    _mm256_store_ps(sum[r] + 8, _mm256_setzero_ps());
+  });
+  for (int64_t g = 0; g < x.groups; ++g) {
+    accumulate_to<MR>(x, acc, i0, nb, g);
+    const float* sc = x.scales + s8_group_index(nb, g, x.groups);
+    const __m256 sc0 = _mm256_loadu_ps(sc), sc1 = _mm256_loadu_ps(sc + 8);
+    static_for<MR>([&](auto r) SPARQ_LAMBDA {
+      const __m256 t0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(acc[r]))), sc0);
+      const __m256 t1 =
+          _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(acc[r] + 8))), sc1);
+      _mm256_store_ps(sum[r], _mm256_add_ps(_mm256_load_ps(sum[r]), t0));
+      _mm256_store_ps(sum[r] + 8, _mm256_add_ps(_mm256_load_ps(sum[r] + 8), t1));
+    });
+  }
+  const int64_t v = valid_cols(x.n, nb);
+  __m256 bi0, bi1;
+  load_bias(x.bias, nb, v, bi0, bi1);
+  static_for<MR>([&](auto r) SPARQ_LAMBDA {
+    const __m256 as = _mm256_set1_ps(x.a_scale[i0 + r]);
+    const __m256 y0 = _mm256_add_ps(_mm256_mul_ps(_mm256_load_ps(sum[r]), as), bi0);
+    const __m256 y1 = _mm256_add_ps(_mm256_mul_ps(_mm256_load_ps(sum[r] + 8), as), bi1);
+    float* out = x.c + (i0 + r) * x.ldc + nb * kS8BlockN;
+    if (v == kS8BlockN) {
+      _mm256_storeu_ps(out, y0);
+      _mm256_storeu_ps(out + 8, y1);
+    } else {
+      alignas(32) float t[kS8BlockN];
+      _mm256_store_ps(t, y0);
+      _mm256_store_ps(t + 8, y1);
+      std::memcpy(out, t, size_t(v) * sizeof(float));
+    }
+  });
+}
+
+using TileFn = void (*)(const Ctx&, int64_t, int64_t);
+// [grouped][rows - 1]
+const TileFn kTiles[2][kMR] = {
+    {&tile_one_group<1>, &tile_one_group<2>, &tile_one_group<3>, &tile_one_group<4>, &tile_one_group<5>,
+     &tile_one_group<6>},
+    {&tile_groups<1>, &tile_groups<2>, &tile_groups<3>, &tile_groups<4>, &tile_groups<5>, &tile_groups<6>}};
+
+#undef SPARQ_INLINE
+#undef SPARQ_LAMBDA
+
+}  // namespace
+
+void gemm_s8_avxvnni(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1) {
+  assert(p.a && p.b);
+  const PackedS8& b = *p.b;
+  assert(b.data && b.colsum);
+  assert(b.k_pad % kS8AlignK == 0 && b.k_pad >= b.k && b.n_pad % kS8BlockN == 0 && b.n <= b.n_pad);
+  assert(p.lda % kS8AlignK == 0 && p.lda >= b.k_pad);
+  assert(0 <= m0 && m0 <= m1 && m1 <= p.m);
+  assert(0 <= nb0 && nb0 <= nb1 && nb1 <= b.n_pad / kS8BlockN);
+  assert(b.groups >= 1 && b.group > 0 && b.group % kS8StepK == 0 && b.groups * b.group <= b.k_pad);
+  assert(p.ci ? b.groups == 1 : (p.c && b.scales && p.a_scale));
+  assert(p.ldc >= b.n);
+  if (m0 >= m1 || nb0 >= nb1) return;
+
+  const bool grouped = !p.ci && b.groups > 1;
+  Ctx x;
+  x.a = p.a;
+  x.lda = p.lda;
+  x.b = b.data;
+  x.bstride = b.k_pad * kS8BlockN;
+  x.gsteps = grouped ? b.group / kS8StepK : b.k_pad / kS8StepK;
+  x.groups = b.groups;
+  x.colsum = b.colsum;
+  x.scales = b.scales;
+  x.bias = p.bias;
+  x.a_scale = p.a_scale;
+  x.c = p.c;
+  x.ci = p.ci;
+  x.ldc = p.ldc;
+  x.n = b.n;
+
+  const int64_t mc = std::max<int64_t>(kMR, kABlockBytes / b.k_pad / kMR * kMR);
+  for (int64_t ib = m0; ib < m1; ib += mc) {
+    const int64_t ie = std::min(m1, ib + mc);
+    for (int64_t nb = nb0; nb < nb1; ++nb) {
+      for (int64_t i = ib; i < ie; i += kMR) {
+        const int64_t mr = std::min<int64_t>(kMR, ie - i);
+        kTiles[grouped][mr - 1](x, i, nb);
+      }
+    }
+  }
+}
+
+}  // namespace sparq

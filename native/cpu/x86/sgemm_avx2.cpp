@@ -1,0 +1,461 @@
+// sgemm_avx2.cpp - f32 GEMM (packed-B, 16-column panels) and row-dot GEMV for
+// AVX2 + FMA.
+//
+// sgemm: GotoBLAS-style loops (k blocks of kKC, row blocks of kMC) around a
+// 6 x 16 register tile (12 ymm accumulators, 2 B loads + 6 broadcasts per k).
+// A row blocks are packed into a thread-local buffer (strips of 6 rows,
+// k-major) so the micro-kernel reads one contiguous A stream (when the range
+// has >= 3 panels; otherwise A is broadcast from row-major memory); each strip
+// prefetches its share of the next panel's B sub-panel; row tails use
+// 5..1-row instantiations, the last (partial) panel uses masked C/bias access.
+// sgemv: 4 rows of w in flight; x rows in groups of 3 (3 x 4 = 12 accumulators)
+// or 2, m == 1 uses 2 accumulators per w row; k walked in L1-sized chunks when
+// m > 1, masked k tail, 4-way horizontal sum at the end.
+// Tested (scratch harness, not in the repo) against sgemm_ref / sgemv_ref and
+// an f64 reference on awkward shapes: m in {1,2,3,7,8,13,64,129}, n and k in
+// {0,1,3,17,61,257,1000,4099}, bias on/off, ranges starting mid-matrix, and
+// checked that nothing outside the requested range is written.
+#include <immintrin.h>
+
+#include <cassert>
+#include <cstdint>
+#include <cstdlib>
+
+#include "../kernels.h"
+
+namespace sparq {
+namespace {
+
+constexpr int kMR = 6;        // rows per register tile
+constexpr int64_t kKC = 256;  // k block: a 16-column B sub-panel is 16 KiB (L1)
+constexpr int64_t kMC = 96;   // row block: the packed A block is 96 KiB (L2)
+static_assert(kMC % kMR == 0, "row block is a whole number of strips");
+
+// Lanes [0, n) set, n in [0, 8].
+inline __m256i lane_mask(int64_t n) {
+  alignas(32) static const int32_t tbl[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tbl + 8 - n));
+}
+
+// ---------------------------------------------------------------------------
+// sgemm micro-kernel: C[MR x 16] (+)= A[MR x kc] * Bpanel[kc x 16].
+// PACKED: a[p * MR + r]; otherwise a[r * lda + p] (row-major, unpacked).
+// init: C = acc (+ bias) instead of C += acc. ncols in [1, 16] columns valid.
+template <int MR, bool PACKED>
+void ukr(int64_t kc, const float* __restrict a, int64_t lda, const float* __restrict b, float* c,
+         int64_t ldc, bool init, const float* bias, int64_t ncols, const float* pf, int64_t npf) {
+  __m256 acc0[MR], acc1[MR];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
+
+  const auto step = [&](int64_t p) __attribute__((always_inline)) {
+    const __m256 b0 = _mm256_loadu_ps(b + p * 16);
+    const __m256 b1 = _mm256_loadu_ps(b + p * 16 + 8);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m256 av = _mm256_broadcast_ss(PACKED ? a + p * MR + r : a + r * lda + p);
+      acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
+      acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
+    }
+  };
+  // The first npf k steps also prefetch one 64-byte row of the next B sub-panel.
+  int64_t p = 0;
+#pragma GCC unroll 2
+  for (; p < npf; ++p) {
+    _mm_prefetch(reinterpret_cast<const char*>(pf + p * 16), _MM_HINT_T0);
+    step(p);
+  }
+#pragma GCC unroll 2
+  for (; p < kc; ++p) step(p);
+
+  if (ncols == 16) {
+    __m256 bv0 = _mm256_setzero_ps(), bv1 = _mm256_setzero_ps();
+    if (init && bias) {
+      bv0 = _mm256_loadu_ps(bias);
+      bv1 = _mm256_loadu_ps(bias + 8);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      float* cr = c + r * ldc;
+      __m256 v0 = acc0[r], v1 = acc1[r];
+      if (init) {
+        v0 = _mm256_add_ps(v0, bv0);
+        v1 = _mm256_add_ps(v1, bv1);
+      } else {
+        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cr));
+        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cr + 8));
+      }
+      _mm256_storeu_ps(cr, v0);
+      _mm256_storeu_ps(cr + 8, v1);
+    }
+  } else {
+    const __m256i m0 = lane_mask(ncols < 8 ? ncols : 8);
+    const __m256i m1 = lane_mask(ncols > 8 ? ncols - 8 : 0);
+    __m256 bv0 = _mm256_setzero_ps(), bv1 = _mm256_setzero_ps();
+    if (init && bias) {
+      bv0 = _mm256_maskload_ps(bias, m0);
+      bv1 = _mm256_maskload_ps(bias + 8, m1);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      float* cr = c + r * ldc;
+      __m256 v0 = acc0[r], v1 = acc1[r];
+      if (init) {
+        v0 = _mm256_add_ps(v0, bv0);
+        v1 = _mm256_add_ps(v1, bv1);
+      } else {
+        v0 = _mm256_add_ps(v0, _mm256_maskload_ps(cr, m0));
+        v1 = _mm256_add_ps(v1, _mm256_maskload_ps(cr + 8, m1));
+      }
+      _mm256_maskstore_ps(cr, m0, v0);
+      _mm256_maskstore_ps(cr + 8, m1, v1);
+    }
+  }
+}
+
+template <bool PACKED>
+void ukr_rows(int64_t rows, int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
+              bool init, const float* bias, int64_t ncols, const float* pf, int64_t npf) {
+  switch (rows) {
+    case 6: ukr<6, PACKED>(kc, a, lda, b, c, ldc, init, bias, ncols, pf, npf); break;
+    case 5: ukr<5, PACKED>(kc, a, lda, b, c, ldc, init, bias, ncols, pf, npf); break;
+    case 4: ukr<4, PACKED>(kc, a, lda, b, c, ldc, init, bias, ncols, pf, npf); break;
+    case 3: ukr<3, PACKED>(kc, a, lda, b, c, ldc, init, bias, ncols, pf, npf); break;
+    case 2: ukr<2, PACKED>(kc, a, lda, b, c, ldc, init, bias, ncols, pf, npf); break;
+    case 1: ukr<1, PACKED>(kc, a, lda, b, c, ldc, init, bias, ncols, pf, npf); break;
+    default: assert(false && "rows in [1, 6]");
+  }
+}
+
+// Pack rows [0, mc) x cols [0, kc) of a into strips of kMR rows (the last strip
+// has mc % kMR rows): strip s holds ap[s * kMR * kc + p * rows + r].
+template <int R>
+inline void pack_strip(const float* __restrict a, int64_t lda, int64_t kc, float* __restrict ap) {
+  const float* ar[R];
+  for (int r = 0; r < R; ++r) ar[r] = a + r * lda;
+  int64_t p = 0;
+  // 4 k values per row at a time: 4 x R floats out, contiguous.
+  for (; p + 4 <= kc; p += 4) {
+    __m128 v[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) v[r] = _mm_loadu_ps(ar[r] + p);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      alignas(16) float t[4];
+      _mm_store_ps(t, v[r]);
+      ap[(p + 0) * R + r] = t[0];
+      ap[(p + 1) * R + r] = t[1];
+      ap[(p + 2) * R + r] = t[2];
+      ap[(p + 3) * R + r] = t[3];
+    }
+  }
+  for (; p < kc; ++p)
+    for (int r = 0; r < R; ++r) ap[p * R + r] = ar[r][p];
+}
+
+// 6-row strip: 8 k values per step (4x4 in-lane transpose of rows 0..3, pairs of rows 4..5).
+inline void pack_strip6(const float* __restrict a, int64_t lda, int64_t kc, float* __restrict ap) {
+  const float* a0 = a;
+  const float* a1 = a + lda;
+  const float* a2 = a + 2 * lda;
+  const float* a3 = a + 3 * lda;
+  const float* a4 = a + 4 * lda;
+  const float* a5 = a + 5 * lda;
+  int64_t p = 0;
+  for (; p + 8 <= kc; p += 8) {
+    const __m256 r0 = _mm256_loadu_ps(a0 + p), r1 = _mm256_loadu_ps(a1 + p);
+    const __m256 r2 = _mm256_loadu_ps(a2 + p), r3 = _mm256_loadu_ps(a3 + p);
+    const __m256 r4 = _mm256_loadu_ps(a4 + p), r5 = _mm256_loadu_ps(a5 + p);
+    // 4x4 transposes of rows 0..3 (per 128-bit lane) and rows 4..5.
+    const __m256 t0 = _mm256_unpacklo_ps(r0, r1);  // 00 10 01 11 | 04 14 05 15
+    const __m256 t1 = _mm256_unpackhi_ps(r0, r1);  // 02 12 03 13 | 06 16 07 17
+    const __m256 t2 = _mm256_unpacklo_ps(r2, r3);  // 20 30 21 31 | ...
+    const __m256 t3 = _mm256_unpackhi_ps(r2, r3);
+    const __m256 t4 = _mm256_unpacklo_ps(r4, r5);  // 40 50 41 51 | 44 54 45 55
+    const __m256 t5 = _mm256_unpackhi_ps(r4, r5);  // 42 52 43 53 | 46 56 47 57
+    const __m256 c0 = _mm256_shuffle_ps(t0, t2, 0x44);  // 00 10 20 30 | 04 14 24 34
+    const __m256 c1 = _mm256_shuffle_ps(t0, t2, 0xEE);  // 01 11 21 31 | 05 ...
+    const __m256 c2 = _mm256_shuffle_ps(t1, t3, 0x44);  // 02 12 22 32 | 06 ...
+    const __m256 c3 = _mm256_shuffle_ps(t1, t3, 0xEE);  // 03 13 23 33 | 07 ...
+    float* o = ap + p * 6;
+    // Column q (k = p + q) goes to o[q * 6 .. q * 6 + 5]: rows 0..3 then 4..5.
+    const __m128 c0l = _mm256_castps256_ps128(c0), c0h = _mm256_extractf128_ps(c0, 1);
+    const __m128 c1l = _mm256_castps256_ps128(c1), c1h = _mm256_extractf128_ps(c1, 1);
+    const __m128 c2l = _mm256_castps256_ps128(c2), c2h = _mm256_extractf128_ps(c2, 1);
+    const __m128 c3l = _mm256_castps256_ps128(c3), c3h = _mm256_extractf128_ps(c3, 1);
+    const __m128 t4l = _mm256_castps256_ps128(t4), t4h = _mm256_extractf128_ps(t4, 1);
+    const __m128 t5l = _mm256_castps256_ps128(t5), t5h = _mm256_extractf128_ps(t5, 1);
+    _mm_storeu_ps(o + 0, c0l);
+    _mm_storel_pi(reinterpret_cast<__m64*>(o + 4), t4l);
+    _mm_storeu_ps(o + 6, c1l);
+    _mm_storeh_pi(reinterpret_cast<__m64*>(o + 10), t4l);
+    _mm_storeu_ps(o + 12, c2l);
+    _mm_storel_pi(reinterpret_cast<__m64*>(o + 16), t5l);
+    _mm_storeu_ps(o + 18, c3l);
+    _mm_storeh_pi(reinterpret_cast<__m64*>(o + 22), t5l);
+    _mm_storeu_ps(o + 24, c0h);
+    _mm_storel_pi(reinterpret_cast<__m64*>(o + 28), t4h);
+    _mm_storeu_ps(o + 30, c1h);
+    _mm_storeh_pi(reinterpret_cast<__m64*>(o + 34), t4h);
+    _mm_storeu_ps(o + 36, c2h);
+    _mm_storel_pi(reinterpret_cast<__m64*>(o + 40), t5h);
+    _mm_storeu_ps(o + 42, c3h);
+    _mm_storeh_pi(reinterpret_cast<__m64*>(o + 46), t5h);
+  }
+  for (; p < kc; ++p) {
+    float* o = ap + p * 6;
+    o[0] = a0[p];
+    o[1] = a1[p];
+    o[2] = a2[p];
+    o[3] = a3[p];
+    o[4] = a4[p];
+    o[5] = a5[p];
+  }
+}
+
+void pack_a(const float* a, int64_t lda, int64_t mc, int64_t kc, float* ap) {
+  for (int64_t ir = 0; ir < mc; ir += kMR, ap += kMR * kc) {
+    const int64_t rows = mc - ir < kMR ? mc - ir : kMR;
+    const float* as = a + ir * lda;
+    switch (rows) {
+      case 6: pack_strip6(as, lda, kc, ap); break;
+      case 5: pack_strip<5>(as, lda, kc, ap); break;
+      case 4: pack_strip<4>(as, lda, kc, ap); break;
+      case 3: pack_strip<3>(as, lda, kc, ap); break;
+      case 2: pack_strip<2>(as, lda, kc, ap); break;
+      default: pack_strip<1>(as, lda, kc, ap); break;
+    }
+  }
+}
+
+// One kMC x kKC packing buffer per thread, allocated on first use and freed at
+// thread exit. nullptr if the allocation failed (callers then run unpacked).
+struct PackBuf {
+  float* p = nullptr;
+  bool tried = false;
+  ~PackBuf() { std::free(p); }
+  float* get() {
+    if (!tried) {
+      tried = true;
+      p = static_cast<float*>(std::aligned_alloc(64, sizeof(float) * kMC * kKC));
+    }
+    return p;
+  }
+};
+thread_local PackBuf t_pack;
+
+// ---------------------------------------------------------------------------
+// sgemv. A tile is MR x rows by NB (<= 4) w rows with U accumulators per
+// (i, j) pair (k unrolled by 8 * U). m == 1 streams w once in a single pass.
+// For m > 1 the 4 w rows are walked in k chunks of kKV (4 x 2 KiB, L1) and
+// every x-row group of the (at most kMV-row) super-group runs over the chunk
+// before moving on, so w comes from DRAM once and from L1 otherwise; the
+// accumulators of each group are parked in a small stack array between chunks.
+constexpr int64_t kKV = 512;  // k chunk (multiple of 8)
+constexpr int64_t kMV = 12;   // x rows per super-group
+static_assert(kKV % 8 == 0, "chunks other than the last have no k tail");
+
+inline __m128 hsum4(__m256 v0, __m256 v1, __m256 v2, __m256 v3) {
+  const __m256 s01 = _mm256_hadd_ps(v0, v1);  // a01 a23 b01 b23 | a45 a67 b45 b67
+  const __m256 s23 = _mm256_hadd_ps(v2, v3);
+  const __m256 s = _mm256_hadd_ps(s01, s23);  // a0123 b0123 c0123 d0123 | a4567 ...
+  return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+}
+
+// Accumulates k range [p0, p1) (p1 - p0 may have a tail only in the last chunk).
+// st: MR * NB * U parked accumulators, read when load_st. If c != nullptr the
+// sums (+ bias) are written to c[r * ldc + j], otherwise parked in st.
+template <int MR, int NB, int U>
+void gemv_tile(const float* __restrict x, int64_t ldx, const float* __restrict w, int64_t ldw, int64_t p0,
+               int64_t p1, __m256* st, bool load_st, const float* bias, float* c, int64_t ldc) {
+  __m256 acc[MR][NB][U];
+#pragma GCC unroll 4
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j)
+#pragma GCC unroll 4
+      for (int u = 0; u < U; ++u) acc[r][j][u] = load_st ? st[(r * NB + j) * U + u] : _mm256_setzero_ps();
+
+  int64_t p = p0;
+  for (; p + 8 * U <= p1; p += 8 * U) {
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) {
+      __m256 xv[MR];
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; ++r) xv[r] = _mm256_loadu_ps(x + r * ldx + p + 8 * u);
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) {
+        __m256 wv = _mm256_loadu_ps(w + j * ldw + p + 8 * u);
+        // Load w once into a register: GCC otherwise re-loads it as a memory
+        // operand of each of the MR FMAs (10 instead of 6 loads for MR = 2).
+        if (MR == 2) __asm__("" : "+x"(wv));
+#pragma GCC unroll 4
+        for (int r = 0; r < MR; ++r) acc[r][j][u] = _mm256_fmadd_ps(xv[r], wv, acc[r][j][u]);
+      }
+    }
+  }
+  if (U > 1) {
+    for (; p + 8 <= p1; p += 8) {
+      __m256 xv[MR];
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; ++r) xv[r] = _mm256_loadu_ps(x + r * ldx + p);
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) {
+        const __m256 wv = _mm256_loadu_ps(w + j * ldw + p);
+#pragma GCC unroll 4
+        for (int r = 0; r < MR; ++r) acc[r][j][0] = _mm256_fmadd_ps(xv[r], wv, acc[r][j][0]);
+      }
+    }
+  }
+  if (p < p1) {  // k tail: masked loads read zeros past the end
+    const __m256i km = lane_mask(p1 - p);
+    __m256 xv[MR];
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; ++r) xv[r] = _mm256_maskload_ps(x + r * ldx + p, km);
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) {
+      const __m256 wv = _mm256_maskload_ps(w + j * ldw + p, km);
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; ++r) acc[r][j][0] = _mm256_fmadd_ps(xv[r], wv, acc[r][j][0]);
+    }
+  }
+
+  if (!c) {
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j)
+#pragma GCC unroll 4
+        for (int u = 0; u < U; ++u) st[(r * NB + j) * U + u] = acc[r][j][u];
+    return;
+  }
+  const __m128i nm = _mm256_castsi256_si128(lane_mask(NB));
+  const __m128 bv = bias ? _mm_maskload_ps(bias, nm) : _mm_setzero_ps();
+#pragma GCC unroll 4
+  for (int r = 0; r < MR; ++r) {
+    __m256 v[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      if (j < NB) {
+        v[j] = acc[r][j][0];
+#pragma GCC unroll 4
+        for (int u = 1; u < U; ++u) v[j] = _mm256_add_ps(v[j], acc[r][j][u]);
+      } else {
+        v[j] = _mm256_setzero_ps();
+      }
+    }
+    const __m128 s = _mm_add_ps(hsum4(v[0], v[1], v[2], v[3]), bv);
+    if (NB == 4)
+      _mm_storeu_ps(c + r * ldc, s);
+    else
+      _mm_maskstore_ps(c + r * ldc, nm, s);
+  }
+}
+
+// Columns [j, j + NB) for all m rows.
+template <int NB>
+void gemv_cols(const SgemvArgs& p, int64_t j) {
+  const float* w = p.w + j * p.ldw;
+  const float* bias = p.bias ? p.bias + j : nullptr;
+  if (p.m == 1) {
+    gemv_tile<1, NB, 2>(p.x, p.ldx, w, p.ldw, 0, p.k, nullptr, false, bias, p.c + j, p.ldc);
+    return;
+  }
+  __m256 st[kMV * NB * 2];
+  for (int64_t i0 = 0; i0 < p.m; i0 += kMV) {
+    const int64_t rows = p.m - i0 < kMV ? p.m - i0 : kMV;
+    int64_t pc = 0;
+    do {
+      const int64_t p1 = p.k - pc < kKV ? p.k : pc + kKV;
+      const bool last = p1 == p.k;
+      __m256* sg = st;
+      for (int64_t i = i0, rem = rows; rem > 0;) {
+        // Groups of 3 rows; 4 rows go as 2 + 2, a single row only when rows == 1.
+        const int g = rem >= 5 || rem == 3 ? 3 : rem == 1 ? 1 : 2;
+        const float* x = p.x + i * p.ldx;
+        float* c = last ? p.c + i * p.ldc + j : nullptr;
+        if (g == 3) {
+          gemv_tile<3, NB, 1>(x, p.ldx, w, p.ldw, pc, p1, sg, pc > 0, bias, c, p.ldc);
+          sg += 3 * NB;
+        } else if (g == 2) {
+          gemv_tile<2, NB, 1>(x, p.ldx, w, p.ldw, pc, p1, sg, pc > 0, bias, c, p.ldc);
+          sg += 2 * NB;
+        } else {
+          gemv_tile<1, NB, 2>(x, p.ldx, w, p.ldw, pc, p1, sg, pc > 0, bias, c, p.ldc);
+          sg += 2 * NB;
+        }
+        i += g;
+        rem -= g;
+      }
+      pc = p1;
+    } while (pc < p.k);
+  }
+}
+
+}  // namespace
+
+void sgemm_avx2(const SgemmArgs& p, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1) {
+  assert(0 <= m0 && m0 <= m1 && m1 <= p.m);
+  assert(0 <= nb0 && nb0 <= nb1 && nb1 <= (p.n + 15) / 16);
+  assert(p.k >= 0 && (p.m <= 1 || (p.lda >= p.k && p.ldc >= p.n)));
+  if (m0 >= m1 || nb0 >= nb1) return;
+  assert(p.c && (p.k == 0 || (p.a && p.bp)));
+
+  if (p.k == 0) {  // c = bias (or 0)
+    for (int64_t i = m0; i < m1; ++i)
+      for (int64_t j = nb0 * 16; j < nb1 * 16 && j < p.n; ++j) p.c[i * p.ldc + j] = p.bias ? p.bias[j] : 0.f;
+    return;
+  }
+
+  // Packing pays off once the block is reused by 3+ panels (measured: 1-2
+  // panels run as fast or faster straight from row-major A).
+  float* ap = nb1 - nb0 >= 3 ? t_pack.get() : nullptr;
+  for (int64_t pc = 0; pc < p.k; pc += kKC) {
+    const int64_t kc = p.k - pc < kKC ? p.k - pc : kKC;
+    const bool init = pc == 0;
+    for (int64_t ic = m0; ic < m1; ic += kMC) {
+      const int64_t mc = m1 - ic < kMC ? m1 - ic : kMC;
+      const float* ablk = p.a + ic * p.lda + pc;
+      if (ap) pack_a(ablk, p.lda, mc, kc, ap);
+      for (int64_t nb = nb0; nb < nb1; ++nb) {
+        const float* b = p.bp + (nb * p.k + pc) * 16;
+        const int64_t ncols = p.n - nb * 16 < 16 ? p.n - nb * 16 : 16;
+        const float* bias = p.bias ? p.bias + nb * 16 : nullptr;
+        float* cblk = p.c + ic * p.ldc + nb * 16;
+        // Each strip prefetches its share of the next panel's B sub-panel.
+        const float* bnext = nb + 1 < nb1 ? b + p.k * 16 : nullptr;
+        const int64_t nstrips = (mc + kMR - 1) / kMR;
+        const int64_t share = (kc + nstrips - 1) / nstrips;
+        for (int64_t ir = 0, s = 0; ir < mc; ir += kMR, ++s) {
+          const int64_t rows = mc - ir < kMR ? mc - ir : kMR;
+          const int64_t lo = s * share < kc ? s * share : kc;
+          const int64_t npf = !bnext ? 0 : (kc - lo < share ? kc - lo : share);
+          const float* pf = bnext ? bnext + lo * 16 : nullptr;
+          if (ap)
+            ukr_rows<true>(rows, kc, ap + ir * kc, 0, b, cblk + ir * p.ldc, p.ldc, init, bias, ncols, pf, npf);
+          else
+            ukr_rows<false>(rows, kc, ablk + ir * p.lda, p.lda, b, cblk + ir * p.ldc, p.ldc, init, bias, ncols, pf,
+                            npf);
+        }
+      }
+    }
+  }
+}
+
+void sgemv_avx2(const SgemvArgs& p, int64_t n0, int64_t n1) {
+  assert(0 <= n0 && n0 <= n1 && n1 <= p.n);
+  assert(p.m >= 0 && p.k >= 0 && (n1 - n0 <= 1 || p.ldw >= p.k));
+  assert(p.m <= 1 || (p.ldx >= p.k && p.ldc >= p.n));
+  if (n0 >= n1 || p.m == 0) return;
+  assert(p.c && (p.k == 0 || (p.x && p.w)));
+  int64_t j = n0;
+  for (; j + 4 <= n1; j += 4) gemv_cols<4>(p, j);
+  switch (n1 - j) {
+    case 3: gemv_cols<3>(p, j); break;
+    case 2: gemv_cols<2>(p, j); break;
+    case 1: gemv_cols<1>(p, j); break;
+    default: break;
+  }
+}
+
+}  // namespace sparq

@@ -1,0 +1,128 @@
+// sparq/sparq.h - the kernel library's public C++ API (no Node types). Every
+// function reports failure through Status + message; nothing throws across
+// this boundary and nothing aborts the process.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sparq/formats.h"
+
+namespace sparq {
+
+enum class Status : int { ok = 0, invalid_argument = 1, out_of_memory = 2, unsupported = 3, internal = 4 };
+
+struct Error {
+  Status status = Status::ok;
+  std::string message;
+  bool ok() const { return status == Status::ok; }
+  static Error make(Status s, std::string m) { return Error{s, std::move(m)}; }
+};
+
+// --- memory -------------------------------------------------------------------
+// 64-byte aligned allocation; nullptr on failure (never throws).
+void* aligned_malloc(size_t bytes);
+void aligned_free(void* p);
+struct AlignedDeleter { void operator()(void* p) const { aligned_free(p); } };
+
+// Bytes currently held by sparq allocations (for leak checks).
+int64_t allocated_bytes();
+
+// --- packed int8 weights -------------------------------------------------------
+// Owns the storage behind a PackedS8.
+class PackedWeight {
+ public:
+  ~PackedWeight();
+  PackedWeight(const PackedWeight&) = delete;
+  PackedWeight& operator=(const PackedWeight&) = delete;
+  const PackedS8& view() const { return p_; }
+  size_t bytes() const { return bytes_; }
+  bool asymmetric() const { return p_.zeros != nullptr; }
+  // group size as the user gave it (0: per-channel)
+  int64_t user_group() const { return user_group_; }
+  // Allocates storage for an n x k weight with `group` (0 = per-channel).
+  static Error create(int64_t n, int64_t k, int64_t group, bool with_scales, bool asymmetric,
+                      std::unique_ptr<PackedWeight>* out);
+
+  PackedS8 p_;
+ private:
+  PackedWeight() = default;
+  void* mem_ = nullptr;
+  size_t bytes_ = 0;
+  int64_t user_group_ = 0;
+};
+
+// Packs int8 values [n, k] (row-major) with optional scales/zeros [n, groups].
+Error pack_s8(const int8_t* w, int64_t n, int64_t k, int64_t group, const float* scales, const int32_t* zeros,
+              std::unique_ptr<PackedWeight>* out);
+// Reads back values [n, k], scales [n, groups] and zeros [n, groups] (any may be nullptr).
+void unpack_s8(const PackedS8& b, int8_t* values, float* scales, int32_t* zeros);
+
+// --- quantizers -----------------------------------------------------------------
+struct QuantizeOptions {
+  int64_t group = 0;        // 0: per output channel; else 32/64/128/... along k
+  bool asymmetric = false;  // zero point per channel/group (values in [-128, 127])
+};
+// Quantizes f32 weights [n, k]; symmetric: s = max|w| / 127, q in [-127, 127];
+// asymmetric: s = (max - min) / 255, z = round(-128 - min / s), q in [-128, 127].
+Error quantize_weight(const float* w, int64_t n, int64_t k, const QuantizeOptions& opt,
+                      std::unique_ptr<PackedWeight>* out);
+// f32 [n, k] = scale * (q - zero)
+void dequantize_weight(const PackedS8& b, float* out);
+
+// --- ops --------------------------------------------------------------------
+// Exact int32 C[m, n] = A[m, k] . B^T (B packed, symmetric, per-channel layout).
+Error matmul_s8(const int8_t* a, int64_t m, int64_t k, const PackedS8& b, int32_t* c);
+// y[m, n] = dequant(int8 GEMM(quant(x), B)) + bias: dynamic per-row activation
+// scales, or one static scale when static_scale > 0.
+Error linear_s8(const float* x, int64_t m, int64_t k, const PackedS8& b, const float* bias, float static_scale,
+                float* y);
+// c[m, n] = a[m, k] . b[k, n] (+ bias[n])
+Error matmul_f32(const float* a, int64_t m, int64_t k, const float* b, int64_t n, const float* bias, float* c);
+// y[m, n] = x[m, k] . w[n, k]^T (+ bias[n])
+Error linear_f32(const float* x, int64_t m, int64_t k, const float* w, int64_t n, const float* bias, float* y);
+
+// Histogram of x over [lo, hi] into `bins` counts (values outside are clamped).
+void histogram_f32(const float* x, int64_t count, float lo, float hi, int64_t bins, double* counts);
+// min, max over x (NaN ignored)
+void minmax_f32(const float* x, int64_t count, float* mn, float* mx);
+
+// --- runtime ----------------------------------------------------------------
+struct RuntimeInfo {
+  std::string isa;        // int8 GEMM path
+  std::string sgemm;      // f32 GEMM path
+  std::string quant;      // activation quantizer path
+  std::vector<std::string> features;
+  std::string vendor, brand;
+  std::string dispatch_error;
+  int threads = 1;
+  int physical_cores = 1;
+  std::vector<std::string> supported_isas;
+};
+RuntimeInfo runtime_info();
+Error set_isa(const std::string& name);
+void set_threads(int n);
+
+// Measured ceilings of this machine (in-register loops, all pool threads):
+// AVX2 fp32 FMA and int8 vpmaddubsw+vpmaddwd+vpaddd in GOPS (1 multiply-add =
+// 2 ops), and DRAM read bandwidth in GB/s over `dram_bytes` of memory. Zero
+// where the CPU lacks AVX2.
+struct Ceilings {
+  double fp32_avx2_gops = 0, int8_avx2_gops = 0, dram_read_gbs = 0;
+  int threads = 1;
+};
+Ceilings measure_ceilings(int64_t dram_bytes);
+
+// CUDA (cuda/): whether compiled in, device count (0 when no driver/device).
+struct CudaInfo {
+  bool compiled = false;
+  int devices = 0;
+  int runtime_version = 0, driver_version = 0;
+  std::string archs;  // compiled architectures
+  std::string error;  // why devices == 0, when known
+};
+CudaInfo cuda_info();
+
+}  // namespace sparq

@@ -1,0 +1,76 @@
+// Misuse never crashes the process: every bad call is a clear TypeError/RangeError.
+import { expect } from 'chai';
+import { Tensor, linear, matmul, matmulInt8, quantize, setIsa, setNumThreads } from '../lib/index';
+
+async function rejects(p: Promise<unknown>, type: ErrorConstructor, re: RegExp): Promise<void> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).to.be.instanceOf(type);
+    expect((e as Error).message).to.match(re);
+    return;
+  }
+  expect.fail(`expected a rejection matching ${re}`);
+}
+
+describe('bad input', () => {
+  const f = (s: number[]) => Tensor.zeros(s, 'f32');
+  const i8 = (s: number[]) => Tensor.zeros(s, 'i8');
+
+  it('wrong dtypes name the op and argument', async () => {
+    await rejects(matmulInt8(f([2, 3]), i8([4, 3])), TypeError, /matmulInt8: argument 'a' must have dtype i8; got f32/);
+    await rejects(matmulInt8(i8([2, 3]), Tensor.zeros([4, 3], 'u8')), TypeError, /argument 'b' must have dtype i8; got u8/);
+    await rejects(linear(i8([2, 3]), f([4, 3])), TypeError, /linear: argument 'x' must have dtype f32; got i8/);
+    await rejects(matmul(f([2, 3]), Tensor.zeros([3, 2], 'i32')), TypeError, /matmul: argument 'b'/);
+    await rejects(linear(f([2, 3]), f([4, 3]), Tensor.zeros([4], 'f16')), TypeError, /argument 'bias'/);
+  });
+
+  it('mismatched shapes', async () => {
+    await rejects(matmulInt8(i8([2, 3]), i8([4, 5])), RangeError, /b.shape\[1\] \(k of a: \[2, 3\]\) must be 3; got 5/);
+    await rejects(linear(f([2, 3]), f([4, 5])), RangeError, /w.shape\[1\]/);
+    await rejects(linear(f([2, 3]), f([4, 3]), f([5])), RangeError, /bias length/);
+    await rejects(matmul(f([2, 3]), f([2, 3])), RangeError, /b.shape\[0\]/);
+    await rejects(matmul(f([2, 3, 4]), f([4, 3])), RangeError, /2 dimensions/);
+    await rejects(linear(f([0, 3]), f([4, 3])), RangeError, /empty/);
+    const qw = quantize(f([4, 3]));
+    await rejects(linear(f([2, 5]), qw), RangeError, /w.shape\[1\]/);
+    await rejects(linear(f([2, 3]), qw, null, { inputScale: -1 }), RangeError, /inputScale must be a positive/);
+    await rejects(linear(f([2, 3]), f([4, 3]), null, { inputScale: 1 }), TypeError, /quantized weights only/);
+    qw.dispose();
+  });
+
+  it('wrong argument types', async () => {
+    await rejects(matmulInt8([1, 2] as never, i8([1, 2])), TypeError, /got an array/);
+    await rejects(linear(f([1, 2]), null as never), TypeError, /'w' must be an f32 Tensor or a QuantizedTensor; got null/);
+    await rejects(matmul(f([1, 2]), new Float32Array(2) as never), TypeError, /got a Float32Array/);
+    expect(() => setNumThreads(0)).to.throw(RangeError);
+    expect(() => setNumThreads(2.5)).to.throw(RangeError);
+    expect(() => setIsa('sse' as never)).to.throw(RangeError, /isa must be one of/);
+  });
+
+  it('disposed tensors and weights', async () => {
+    const a = i8([2, 3]);
+    a.dispose();
+    await rejects(matmulInt8(a, i8([2, 3])), TypeError, /argument 'a' has been disposed/);
+    const qw = quantize(f([2, 3]));
+    qw.dispose();
+    await rejects(linear(f([1, 3]), qw), TypeError, /disposed/);
+  });
+
+  it('negative, fractional and huge dims', () => {
+    expect(() => Tensor.zeros([-3, 2])).to.throw(RangeError);
+    expect(() => Tensor.zeros([1e15, 1e15])).to.throw(RangeError, /over the limit/);
+    expect(() => Tensor.zeros([NaN])).to.throw(RangeError);
+    expect(() => Tensor.zeros([2 ** 39, 2])).to.throw(RangeError); // 2^40 elements of 4 bytes: refused by native alloc
+  });
+
+  it('disposing an input while an op runs is safe', async () => {
+    const x = Tensor.rand([64, 512]), w = Tensor.rand([512, 512]);
+    const p = linear(x, w);
+    x.dispose();
+    w.dispose();
+    const y = await p;
+    expect(y.shape).to.deep.equal([64, 512]);
+    y.dispose();
+  });
+});

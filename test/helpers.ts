@@ -1,0 +1,72 @@
+// helpers.ts - independent references and utilities for the tests.
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+
+export const ROOT = path.resolve(__dirname, '..');
+
+export function randI8(n: number, lo = -128, hi = 127): Int8Array {
+  const a = new Int8Array(n);
+  for (let i = 0; i < n; i++) a[i] = lo + Math.floor(Math.random() * (hi - lo + 1));
+  return a;
+}
+
+export function randn(n: number, std = 1): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const u = 1 - Math.random(), v = Math.random();
+    a[i] = std * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  }
+  return a;
+}
+
+/** exact int32 a[m,k] . b[n,k]^T (entries listed, or all) */
+export function refMatmulI8(a: Int8Array, b: Int8Array, m: number, n: number, k: number): Int32Array {
+  const c = new Int32Array(m * n);
+  for (let i = 0; i < m; i++)
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let q = 0; q < k; q++) s += a[i * k + q]! * b[j * k + q]!;
+      c[i * n + j] = s;
+    }
+  return c;
+}
+
+/** f64 x[m,k] . w[n,k]^T + bias */
+export function refLinear(x: ArrayLike<number>, w: ArrayLike<number>, bias: ArrayLike<number> | null, m: number, n: number, k: number): Float64Array {
+  const y = new Float64Array(m * n);
+  for (let i = 0; i < m; i++)
+    for (let j = 0; j < n; j++) {
+      let s = bias ? bias[j]! : 0;
+      for (let q = 0; q < k; q++) s += x[i * k + q]! * w[j * k + q]!;
+      y[i * n + j] = s;
+    }
+  return y;
+}
+
+export function relErr(out: ArrayLike<number>, ref: ArrayLike<number>): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const o = out[i]!;
+    if (!Number.isFinite(o)) return Infinity;
+    num += (o - ref[i]!) ** 2;
+    den += ref[i]! ** 2;
+  }
+  return Math.sqrt(num / (den || 1));
+}
+
+/** round half to even, as the native quantizers (nearbyint) do */
+export function roundEven(v: number): number {
+  const r = Math.round(v);
+  return Math.abs(v % 1) === 0.5 ? 2 * Math.round(v / 2) : r;
+}
+
+/** Runs a snippet of TypeScript in a child process (fresh native state, custom env). */
+export function runChild(code: string, env: Record<string, string> = {}): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', code], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+    timeout: 120000,
+  });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
