@@ -71,10 +71,10 @@ export async function benchGemm(opts: GemmBenchOptions = {}): Promise<unknown> {
       path, m, n, k, 'median ms': s.medianMs, 'spread %': s.spreadPct, GOPS: gops,
       '% peak here': r.pct_local_peak, '% peak ref': r.pct_ref_peak, 'GB/s W': gbs, '% DRAM here': r.pct_local_dram,
     });
-    log(table([rows[rows.length - 1]!]).split('\n')[2]!);
+    log(table([rows[rows.length - 1]!], 10).split('\n')[2]!);
   };
 
-  const header = table([{ path: '', m: 0, n: 0, k: 0, 'median ms': 0, 'spread %': 0, GOPS: 0, '% peak here': 0, '% peak ref': 0, 'GB/s W': 0, '% DRAM here': 0 }]).split('\n');
+  const header = table([{ path: '', m: 0, n: 0, k: 0, 'median ms': 0, 'spread %': 0, GOPS: 0, '% peak here': 0, '% peak ref': 0, 'GB/s W': 0, '% DRAM here': 0 }], 10).split('\n');
   log(header[0]!);
   log(header[1]!);
 
@@ -118,6 +118,8 @@ export async function benchGemm(opts: GemmBenchOptions = {}): Promise<unknown> {
     note: 'GOPS = 2*m*n*k / time of one linear() call from JS (activation quantization, GEMM, epilogue); GB/s W = weight bytes / time for m <= 8',
     results,
   };
+  log(`\nsummary (${threads} threads; "% peak here" uses the ceilings measured above, "% peak ref" the reference machine's):`);
+  log(table(rows, 10));
   const file = writeJson(opts.json ?? `bench-results/gemm-${Date.now()}.json`, out);
   log(`\nwrote ${file}`);
   return out;

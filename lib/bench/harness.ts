@@ -46,17 +46,19 @@ export function writeJson(file: string, data: unknown): string {
   return abs;
 }
 
-export function table(rows: Record<string, string | number>[]): string {
+/** Right-aligned text table; `minWidth` keeps rows printed one at a time aligned. */
+export function table(rows: Record<string, string | number>[], minWidth = 0): string {
   if (!rows.length) return '';
   const cols = Object.keys(rows[0]!);
   const cell = (v: string | number | undefined) => (typeof v === 'number' ? fmt(v) : (v ?? ''));
-  const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(cell(r[c])).length)));
+  const widths = cols.map((c) => Math.max(minWidth, c.length, ...rows.map((r) => String(cell(r[c])).length)));
   const line = (vals: string[]) => vals.map((v, i) => v.padStart(widths[i]!)).join('  ');
   return [line(cols), line(widths.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => String(cell(r[c])))))].join('\n');
 }
 
 function fmt(v: number): string {
   if (!Number.isFinite(v)) return '-';
+  if (Number.isInteger(v)) return String(v);
   if (Math.abs(v) >= 100) return v.toFixed(0);
   if (Math.abs(v) >= 10) return v.toFixed(1);
   return v.toFixed(2);

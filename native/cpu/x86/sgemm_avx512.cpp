@@ -14,10 +14,12 @@
 // sgemv: 4 rows of w in flight; x rows in groups of up to 4 (4 x 4 = 16
 // accumulators), m == 1 uses 2 accumulators per w row; k walked in L1-sized
 // chunks when m > 1, masked k tail, horizontal sums at the end.
-// Not runnable on the development machine (Zen 3, no AVX-512): compile-checked
-// and objdump-inspected for spills only; it mirrors the AVX2 file, which is
-// tested against sgemm_ref / sgemv_ref and an f64 reference (scratch harness).
-// Run the same checks on an AVX-512 host before relying on it.
+// Testing: written on a machine without AVX-512, so never executed natively
+// there. Compile-checked, objdump-inspected (no zmm spills in the tiles), and
+// its logic run through the AVX2 file's checks (sgemm_ref / sgemv_ref and an
+// f64 reference on awkward shapes, mid-matrix ranges, untouched-output and
+// ASan checks) by compiling a copy with the _mm512 intrinsics replaced by a
+// portable emulation. Re-run those checks on an AVX-512 host.
 #include <immintrin.h>
 
 #include <cassert>
