@@ -8,7 +8,15 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cp -r "$root/native" "$root/binding.gyp" "$root/package.json" "$tmp/"
 ln -s "$root/node_modules" "$tmp/node_modules"
-(cd "$tmp" && node "$root/node_modules/node-gyp/bin/node-gyp.js" rebuild -j 2 --loglevel=warn)
+# Build against the installed Node headers (no download): npm's nodedir
+# setting, else the prefix of this node binary when it ships include/node.
+nodedir=${npm_config_nodedir:-$(npm config get nodedir 2>/dev/null || true)}
+case "$nodedir" in undefined|null) nodedir= ;; esac
+if [ -z "$nodedir" ]; then
+  prefix=$(dirname "$(dirname "$(command -v node)")")
+  [ -f "$prefix/include/node/node_api.h" ] && nodedir=$prefix
+fi
+(cd "$tmp" && node "$root/node_modules/node-gyp/bin/node-gyp.js" rebuild -j 2 --loglevel=warn ${nodedir:+--nodedir="$nodedir"})
 node -e "
 const b = require('$tmp/build/Release/sparq.node');
 const i = b.info();

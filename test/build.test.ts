@@ -2,9 +2,10 @@
 // C++ sources as CMakeLists.txt, and release builds never use -march=native.
 import { expect } from 'chai';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { info } from '../lib/index';
-import { ROOT } from './helpers';
+import { ROOT, runChild } from './helpers';
 
 function cppSources(text: string): string[] {
   return [...new Set([...text.matchAll(/native\/[\w/]+\.cpp/g)].map((m) => m[0]))].filter((f) => !f.startsWith('native/test/')).sort();
@@ -30,5 +31,30 @@ describe('build recipes', () => {
     expect(c.devices).to.be.a('number').at.least(0);
     if (c.compiled) expect(c.archs.length).to.be.above(0);
     console.log(`      cuda: compiled=${c.compiled} archs=${c.archs.join(',')} devices=${c.devices}${c.error ? ` (${c.error})` : ''}`);
+  });
+});
+
+describe('addon loader', function () {
+  this.timeout(60000);
+  it('lists every path it tried and what to do when no binary loads', () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-loader-'));
+    try {
+      fs.cpSync(path.join(ROOT, 'lib'), path.join(tmp, 'lib'), { recursive: true });
+      fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(tmp, 'package.json'));
+      fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(tmp, 'node_modules'));
+      // a broken prebuilt binary must be reported, then the (missing) local build
+      fs.mkdirSync(path.join(tmp, 'prebuilds', `${process.platform}-${process.arch}`), { recursive: true });
+      fs.writeFileSync(path.join(tmp, 'prebuilds', `${process.platform}-${process.arch}`, 'sparq.napi.node'), 'not a binary');
+      const r = runChild(`
+        const { info } = require('./lib/index');
+        try { info(); } catch (e) { console.log(e.message); process.exit(3); }`, {}, tmp);
+      expect(r.status, r.stderr).to.equal(3);
+      expect(r.stdout).to.match(/could not load the native addon/);
+      expect(r.stdout).to.include(path.join('prebuilds', `${process.platform}-${process.arch}`, 'sparq.napi.node'));
+      expect(r.stdout).to.match(/local build \(build\/Release\/sparq.node via bindings\)/);
+      expect(r.stdout).to.match(/To fix: install a C\+\+17 compiler and cmake/);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
   });
 });

@@ -61,9 +61,9 @@ export function roundEven(v: number): number {
 }
 
 /** Runs a snippet of TypeScript in a child process (fresh native state, custom env). */
-export function runChild(code: string, env: Record<string, string> = {}): { status: number | null; stdout: string; stderr: string } {
+export function runChild(code: string, env: Record<string, string> = {}, cwd = ROOT): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', code], {
-    cwd: ROOT,
+    cwd,
     env: { ...process.env, ...env },
     encoding: 'utf8',
     timeout: 120000,

@@ -236,7 +236,7 @@ static int run_isa(const std::string& name) {
     check_linear_s8(s, 0, false, true, 0.02f);
     check_f32(s, s.k % 2 == 0);
   }
-  check_matmul_s8({256, 4096, 4096}, -127, 127, -128, 127);
+  check_matmul_s8({512, 4096, 4096}, -127, 127, -128, 127);
   check_linear_s8({512, 1024, 4096}, 0, false, true, 0.f);
   check_f32({300, 515, 1031}, true);
   check_concurrency();
