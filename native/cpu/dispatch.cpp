@@ -179,8 +179,10 @@ static KernelTable make_table(Isa isa) {
     case Isa::ref: break;
     case Isa::avx2: t.gemm_s8 = gemm_s8_avx2; t.gemm_s8_sign_trick = true; break;
     case Isa::avxvnni: t.gemm_s8 = gemm_s8_avxvnni; t.gemm_s8_a_u8 = true; break;
-    case Isa::avx512vnni: t.gemm_s8 = gemm_s8_avx512vnni; t.gemm_s8_a_u8 = true; break;
-    case Isa::amx: t.gemm_s8 = gemm_s8_amx; break;
+    case Isa::avx512vnni:
+      t.gemm_s8 = gemm_s8_avx512vnni; t.gemm_s8_a_u8 = true; t.gemm_s8_task_rows = 128; t.gemm_s8_task_blocks = 6;
+      break;
+    case Isa::amx: t.gemm_s8 = gemm_s8_amx; t.gemm_s8_task_rows = 256; t.gemm_s8_task_blocks = 16; break;
   }
 #endif
   return t;

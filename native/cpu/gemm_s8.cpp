@@ -181,20 +181,27 @@ void dequantize_weight(const PackedS8& p, float* out) {
 
 // --- drivers --------------------------------------------------------------------
 // Splits rows x 16-column blocks into pool tasks. Decode shapes (m <= 8) split
-// columns only, so each weight byte is read once; larger m tiles both ways.
-static void run_gemm_s8(GemmS8Fn fn, const GemmS8Args& args) {
+// columns only, so each weight byte is read once; larger m tiles both ways,
+// starting from the ISA's preferred task size and halving it until there are
+// enough tasks to keep every thread busy.
+static void run_gemm_s8(const KernelTable& t, GemmS8Fn fn, const GemmS8Args& args) {
   const int64_t nblocks = args.b->n_pad / kS8BlockN;
   const int64_t threads = num_threads();
   if (args.m <= 8) {
     const int64_t per = std::max<int64_t>(1, nblocks / (threads * 8));
     const int64_t tasks = (nblocks + per - 1) / per;
-    parallel_for(tasks, [&](int64_t t) { fn(args, 0, args.m, t * per, std::min(nblocks, t * per + per)); });
+    parallel_for(tasks, [&](int64_t i) { fn(args, 0, args.m, i * per, std::min(nblocks, i * per + per)); });
     return;
   }
-  const int64_t mc = 64, nc = 4;
+  int64_t mc = t.gemm_s8_task_rows, nc = t.gemm_s8_task_blocks;
+  auto count = [&] { return ((args.m + mc - 1) / mc) * ((nblocks + nc - 1) / nc); };
+  while (count() < 4 * threads && (nc > 1 || mc > 16)) {
+    if (nc > 1) nc = (nc + 1) / 2;
+    else mc /= 2;
+  }
   const int64_t mt = (args.m + mc - 1) / mc, nt = (nblocks + nc - 1) / nc;
-  parallel_for(mt * nt, [&](int64_t t) {
-    const int64_t im = t % mt, in = t / mt;
+  parallel_for(mt * nt, [&](int64_t i) {
+    const int64_t im = i % mt, in = i / mt;
     fn(args, im * mc, std::min(args.m, im * mc + mc), in * nc, std::min(nblocks, in * nc + nc));
   });
 }
@@ -235,7 +242,7 @@ Error matmul_s8(const int8_t* a, int64_t m, int64_t k, const PackedS8& b, int32_
   args.ci = c;
   args.ldc = b.n;
   args.a_has_m128 = a_m128;
-  run_gemm_s8(use_ref ? gemm_s8_ref : t.gemm_s8, args);
+  run_gemm_s8(t, use_ref ? gemm_s8_ref : t.gemm_s8, args);
   return Error{};
 }
 
@@ -274,7 +281,7 @@ Error linear_s8(const float* x, int64_t m, int64_t k, const PackedS8& b, const f
   args.c = y;
   args.ldc = b.n;
   args.a_has_m128 = false;  // activations are clamped to [-127, 127]
-  run_gemm_s8(t.gemm_s8, args);
+  run_gemm_s8(t, t.gemm_s8, args);
   if (b.zeros) {
     // acc_g used raw q; the true sum is acc_g - zero[j,g] * rowsum_g(A)
     parallel_for((m + 7) / 8, [&](int64_t tt) {

@@ -103,6 +103,8 @@ struct KernelTable {
   GemmS8Fn gemm_s8 = nullptr;
   bool gemm_s8_a_u8 = false;   // A passed as int8 + 128
   bool gemm_s8_sign_trick = false;  // kernel is wrong when A and B both hold -128
+  int gemm_s8_task_rows = 64;       // preferred rows x 16-column blocks per pool task
+  int gemm_s8_task_blocks = 4;      // (larger for AMX: each task must amortise B and A traffic)
   const char* sgemm_name = "ref";
   SgemmFn sgemm = nullptr;
   SgemvFn sgemv = nullptr;
