@@ -20,8 +20,10 @@ PackedWeight::~PackedWeight() { aligned_free(mem_); }
 Error PackedWeight::create(int64_t n, int64_t k, int64_t group, bool with_scales, bool asymmetric,
                            std::unique_ptr<PackedWeight>* out) {
   if (n <= 0 || k <= 0) return Error::make(Status::invalid_argument, "packed int8 weight needs n > 0 and k > 0");
-  if (group < 0 || (group > 0 && (group % kS8StepK != 0)))
-    return Error::make(Status::invalid_argument, "group size must be a positive multiple of 4");
+  // groups must tile k_pad exactly: a divisor of 64 (>= 4) or a multiple of 64
+  if (group < 0 || (group > 0 && (group % kS8StepK != 0 || (group % kS8AlignK != 0 && kS8AlignK % group != 0))))
+    return Error::make(Status::invalid_argument,
+                       "group size must be 4, 8, 16, 32 or a multiple of 64; got " + std::to_string(group));
   if (n > (int64_t(1) << 31) || k > (int64_t(1) << 31) || n * k > (int64_t(1) << 40))
     return Error::make(Status::invalid_argument, "packed int8 weight is too large");
   std::unique_ptr<PackedWeight> w(new (std::nothrow) PackedWeight());

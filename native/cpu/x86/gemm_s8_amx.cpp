@@ -20,10 +20,13 @@
 // only its valid rows are written. An odd block count uses 1 B tile. Columns
 // j >= b->n are never written (masked stores; exact mode stores a full tile
 // straight to ci only when all 16 rows and 16 columns are valid).
-// Fallback to gemm_s8_avx512vnni (A converted to u8 = int8 + 128 in a thread-local
-// buffer, which that kernel compensates with colsum): calls with fewer than 16
-// rows (decode: a 16-row tile would be mostly padding and the call is
-// memory-bound anyway), and groups that are not a multiple of 32.
+// Fallback to the AVX-512 VNNI kernel (gemm_s8_avx512_core.h) run on plain int8
+// A (xor 0x80 on the broadcast = u8 + 128, undone with colsum as usual): calls
+// with fewer than 16 rows (decode: a 16-row tile would be mostly padding and
+// the call is memory-bound anyway), and packings the tiles cannot walk:
+// k_pad % 64 != 0, or groups that are not a multiple of 32 or whose last one
+// runs past k_pad (the packer allows any group % 4 == 0; 32/64/128 and
+// per-channel, the usual ones, all run on AMX).
 // Loop order: blocks of rows whose A fits in L2 (<= 1 MB), inside them pairs of
 // B blocks, inside them the 32-row steps, so a B pair (32 x k_pad) is reused
 // from L2 by all row steps of the block.
@@ -31,11 +34,14 @@
 // arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)) before the first call;
 // that is the dispatcher's job, not this kernel's.
 //
-// Testing: gemm_s8_ref (ref/gemm_s8_ref.cpp) is the oracle: exact mode must
-// match bit for bit, f32 mode within rounding; shapes must cover m % 16 and
-// m % 32 tails, m < 16 (fallback), odd block counts, n % 16 != 0, groups
-// 32/64/128/k_pad, bias on/off and sub-ranges [m0,m1) x [nb0,nb1). Needs an
-// AMX CPU to run; written against a tile emulator, not real hardware.
+// Testing: native/test/test_kernels --isa amx (matmul_s8 exact int32 and
+// linear_s8 f32 against independent references; exit 77 = skipped on CPUs
+// without AMX); gemm_s8_ref is the contract's oracle. Not run on real AMX
+// hardware when written: it was checked against gemm_s8_ref with a tile
+// emulator that also enforces the tile shapes (C.rows == A.rows, A.colsb ==
+// 4 * B.rows, ...) over m % 16 / m % 32 tails, m < 16 (fallback), odd block
+// counts, n % 16 != 0, groups 16/32/64/128/256/k_pad, bias on/off, lda > k_pad,
+// ldc > n and random [m0,m1) x [nb0,nb1) sub-ranges.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -45,6 +51,7 @@
 #include <vector>
 
 #include "../kernels.h"
+#include "gemm_s8_avx512_core.h"
 
 namespace sparq {
 namespace {
@@ -54,7 +61,6 @@ namespace {
 constexpr int64_t kTileM = 16;               // rows per A / C tile
 constexpr int64_t kMinRows = 16;             // fewer rows per call: AVX-512 VNNI
 constexpr int64_t kABlockBytes = 1 << 20;    // rows per outer block: A block <= this
-constexpr int64_t kFallbackBytes = 512 << 10;  // rows converted to u8 per fallback step
 
 // LDTILECFG memory layout (palette 1).
 struct alignas(64) TileConfig {
@@ -71,8 +77,8 @@ static_assert(sizeof(TileConfig) == 64, "LDTILECFG reads 64 bytes");
 // pointed-to data escape and orders every earlier store before them.
 SPARQ_INLINE void compiler_barrier(const void* p) { asm volatile("" : : "r"(p) : "memory"); }
 
-// Per-thread scratch (tail tile / u8 copy of A), 64-byte aligned so tile rows
-// do not split cache lines. Grows, never shrinks.
+// Per-thread scratch for the zero-padded tail tile, 64-byte aligned so tile
+// rows do not split cache lines. Grows, never shrinks.
 uint8_t* scratch(size_t bytes) {
   thread_local std::vector<uint8_t> buf;
   if (buf.size() < bytes + 64) buf.resize(bytes + 64);
@@ -80,14 +86,8 @@ uint8_t* scratch(size_t bytes) {
   return reinterpret_cast<uint8_t*>((p + 63) & ~uintptr_t(63));
 }
 
-SPARQ_INLINE __mmask16 col_mask(int64_t n, int64_t nb) {
-  const int64_t v = n - nb * kS8BlockN;  // in [1, 16] for every block < n_pad / 16
-  return v >= kS8BlockN ? __mmask16(0xFFFF) : __mmask16((1u << v) - 1u);
-}
-
-// int32 -> f32; the all-ones maskz form sidesteps a GCC 12 false
-// -Wuninitialized inside _mm512_cvtepi32_ps.
-SPARQ_INLINE __m512 to_f32(__m512i v) { return _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), v); }
+using avx512_s8::col_mask;  // valid-column mask of a block (j < n)
+using avx512_s8::to_f32;    // int32 -> f32
 
 // Tile numbers must be literals in GCC's tile macros.
 SPARQ_INLINE void tile_store(int t, void* base, int64_t stride) {
@@ -246,32 +246,6 @@ void step(const Ctx& x, const uint8_t* const* ap, const int64_t* sa, int64_t r0,
 using StepFn = void (*)(const Ctx&, const uint8_t* const*, const int64_t*, int64_t, int64_t);
 const StepFn kSteps[2][2] = {{&step<1, 1>, &step<1, 2>}, {&step<2, 1>, &step<2, 2>}};  // [NA-1][NB-1]
 
-// Rows [m0, m1) through the AVX-512 VNNI kernel: A (int8) is copied to u8
-// (xor 0x80 = +128) in row chunks, with c / ci / a_scale shifted to the chunk.
-void vnni_fallback(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1) {
-  const int64_t kp = p.b->k_pad;  // multiple of 64: whole zmm per row
-  const int64_t chunk = std::max<int64_t>(1, kFallbackBytes / kp);
-  uint8_t* buf = scratch(size_t(std::min(chunk, m1 - m0) * kp));
-  const __m512i flip = _mm512_set1_epi8(char(0x80));
-  for (int64_t i0 = m0; i0 < m1; i0 += chunk) {
-    const int64_t cnt = std::min(chunk, m1 - i0);
-    for (int64_t r = 0; r < cnt; ++r) {
-      const uint8_t* src = p.a + (i0 + r) * p.lda;
-      uint8_t* dst = buf + r * kp;
-      for (int64_t q = 0; q < kp; q += 64)
-        _mm512_store_si512(dst + q, _mm512_xor_si512(_mm512_loadu_si512(src + q), flip));
-    }
-    GemmS8Args q = p;
-    q.a = buf;
-    q.lda = kp;
-    q.m = cnt;
-    q.a_scale = p.a_scale ? p.a_scale + i0 : nullptr;
-    q.c = p.c ? p.c + i0 * p.ldc : nullptr;
-    q.ci = p.ci ? p.ci + i0 * p.ldc : nullptr;
-    gemm_s8_avx512vnni(q, 0, cnt, nb0, nb1);
-  }
-}
-
 #undef SPARQ_INLINE
 
 }  // namespace
@@ -280,18 +254,27 @@ void gemm_s8_amx(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int64
   assert(p.a && p.b);
   const PackedS8& b = *p.b;
   assert(b.data);
-  assert(b.k_pad % kS8AlignK == 0 && b.k_pad >= b.k && b.n_pad % kS8BlockN == 0 && b.n <= b.n_pad);
-  assert(p.lda % kS8AlignK == 0 && p.lda >= b.k_pad);
+  // formats.h / kernels.h promise k_pad % 64 == 0 and lda % 64 == 0, but the
+  // packer makes k_pad = round_up(k, group) for groups > 64 that 64 does not
+  // divide (e.g. 96), and the driver then uses lda = k_pad: only what the code
+  // needs is asserted (k_pad % 4; the AMX path checks % 64 itself).
+  assert(b.k_pad % kS8StepK == 0 && b.k_pad >= b.k && b.n_pad % kS8BlockN == 0 && b.n <= b.n_pad);
+  assert(p.lda >= b.k_pad);
   assert(0 <= m0 && m0 <= m1 && m1 <= p.m);
   assert(0 <= nb0 && nb0 <= nb1 && nb1 <= b.n_pad / kS8BlockN);
-  assert(b.groups >= 1 && b.group > 0 && b.group % kS8StepK == 0 && b.groups * b.group <= b.k_pad);
+  // Every group starts inside k_pad; the last one may end past it (the packer
+  // allows e.g. group 48 with k = 100: 3 groups, k_pad 128), so it is clamped.
+  assert(b.groups >= 1 && b.group > 0 && b.group % kS8StepK == 0 && (b.groups - 1) * b.group < b.k_pad);
   assert(p.ci ? b.groups == 1 : (p.c && b.scales && p.a_scale));
   assert(p.ldc >= b.n);
   if (m0 >= m1 || nb0 >= nb1) return;
 
   const bool grouped = !p.ci && b.groups > 1;
-  if (m1 - m0 < kMinRows || (grouped && b.group % 32 != 0)) {
-    vnni_fallback(p, m0, m1, nb0, nb1);
+  // Tiles need k_pad % 64 == 0 and groups on 32-byte tile steps inside k_pad.
+  const bool tiles_fit =
+      b.k_pad % kS8AlignK == 0 && (!grouped || (b.group % 32 == 0 && b.groups * b.group <= b.k_pad));
+  if (m1 - m0 < kMinRows || !tiles_fit) {
+    avx512_s8::run</*kAU8=*/false>(p, m0, m1, nb0, nb1);
     return;
   }
 

@@ -17,11 +17,13 @@
 // exactly once, with software prefetch ahead.
 // Groups > 1: the int32 tile is flushed per group into f32 partial sums.
 //
-// Testing: gemm_s8_ref (ref/gemm_s8_ref.cpp) is the oracle: exact mode must match
-// bit for bit, f32 mode within rounding; shapes must cover row tails (m % 6),
-// n % 16 != 0, groups 32/64/128/k_pad, bias on/off and sub-ranges
-// [m0,m1) x [nb0,nb1). Needs an AVX-VNNI CPU to run; written against an
-// emulated vpdpbusd, not real hardware.
+// Testing: native/test/test_kernels --isa avxvnni (matmul_s8 exact int32 and
+// linear_s8 f32 against independent references; exit 77 = skipped on CPUs
+// without the ISA); gemm_s8_ref is the contract's oracle. Not run on real
+// AVX-VNNI hardware when written: it was checked against gemm_s8_ref with an
+// emulated vpdpbusd (exact ints bit for bit, f32 to rounding) over row tails,
+// n % 16 != 0, groups 16/32/64/128/256/k_pad, bias on/off, lda > k_pad,
+// ldc > n and random [m0,m1) x [nb0,nb1) sub-ranges.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -49,6 +51,7 @@ struct Ctx {
   const int8_t* b;   // packed data
   int64_t bstride;   // bytes per 16-column block = k_pad * 16
   int64_t gsteps;    // k-steps (of 4 k) per group: k_pad / 4 when groups == 1
+  int64_t ksteps;    // k_pad / 4: the last group is clamped to it
   int64_t groups;    // b->groups (1 in exact mode)
   const int32_t* colsum;
   const float* scales;
@@ -87,13 +90,14 @@ SPARQ_INLINE const uint8_t* arow(const uint8_t* p, const uint8_t* p4, int64_t ld
 
 // buf[r][0..16) = sum over the k-steps of group g of A(row i0 + r) . B(block nb),
 // int32, starting from -128 * colsum[nb, g] (u8 shift compensation). Group g is
-// k-steps [g * gsteps, (g + 1) * gsteps). The tile is parked in buf (L1) for
+// k-steps [g * gsteps, min((g + 1) * gsteps, k_pad / 4)). The tile is parked in buf (L1) for
 // the epilogues: keeping 12 accumulators live into them makes GCC spill inside
 // the k loop; the empty asm stops it from forwarding the stores back.
 template <int MR>
 SPARQ_INLINE void accumulate_to(const Ctx& x, int32_t (&buf)[MR][kS8BlockN], int64_t i0, int64_t nb, int64_t g) {
   const int64_t lda = x.lda, l3 = 3 * lda;
   const int64_t s0 = g * x.gsteps;
+  const int64_t nsteps = std::min(x.gsteps, x.ksteps - s0);
   const int32_t* cs = x.colsum + s8_group_index(nb, g, x.groups);
   const __m256i m128 = _mm256_set1_epi32(-128);
   const __m256i init0 = _mm256_mullo_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(cs)), m128);
@@ -106,7 +110,7 @@ SPARQ_INLINE void accumulate_to(const Ctx& x, int32_t (&buf)[MR][kS8BlockN], int
   const uint8_t* p = x.a + i0 * lda + s0 * kS8StepK;
   const uint8_t* p4 = MR > 4 ? p + 4 * lda : p;
   const int8_t* bp = x.b + nb * x.bstride + s0 * kS8BlockBytes;
-  for (int64_t s = x.gsteps; s > 0; --s) {
+  for (int64_t s = nsteps; s > 0; --s) {
     const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp));
     const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + 32));
     _mm_prefetch(reinterpret_cast<const char*>(bp + kPrefetch), _MM_HINT_T0);
@@ -251,11 +255,17 @@ void gemm_s8_avxvnni(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, i
   assert(p.a && p.b);
   const PackedS8& b = *p.b;
   assert(b.data && b.colsum);
-  assert(b.k_pad % kS8AlignK == 0 && b.k_pad >= b.k && b.n_pad % kS8BlockN == 0 && b.n <= b.n_pad);
-  assert(p.lda % kS8AlignK == 0 && p.lda >= b.k_pad);
+  // formats.h / kernels.h promise k_pad % 64 == 0 and lda % 64 == 0, but the
+  // packer makes k_pad = round_up(k, group) for groups > 64 that 64 does not
+  // divide (e.g. 96), and the driver then uses lda = k_pad: only what the code
+  // needs is asserted (k_pad % 4; the AMX path checks % 64 itself).
+  assert(b.k_pad % kS8StepK == 0 && b.k_pad >= b.k && b.n_pad % kS8BlockN == 0 && b.n <= b.n_pad);
+  assert(p.lda >= b.k_pad);
   assert(0 <= m0 && m0 <= m1 && m1 <= p.m);
   assert(0 <= nb0 && nb0 <= nb1 && nb1 <= b.n_pad / kS8BlockN);
-  assert(b.groups >= 1 && b.group > 0 && b.group % kS8StepK == 0 && b.groups * b.group <= b.k_pad);
+  // Every group starts inside k_pad; the last one may end past it (the packer
+  // allows e.g. group 48 with k = 100: 3 groups, k_pad 128), so it is clamped.
+  assert(b.groups >= 1 && b.group > 0 && b.group % kS8StepK == 0 && (b.groups - 1) * b.group < b.k_pad);
   assert(p.ci ? b.groups == 1 : (p.c && b.scales && p.a_scale));
   assert(p.ldc >= b.n);
   if (m0 >= m1 || nb0 >= nb1) return;
@@ -267,6 +277,7 @@ void gemm_s8_avxvnni(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, i
   x.b = b.data;
   x.bstride = b.k_pad * kS8BlockN;
   x.gsteps = grouped ? b.group / kS8StepK : b.k_pad / kS8StepK;
+  x.ksteps = b.k_pad / kS8StepK;
   x.groups = b.groups;
   x.colsum = b.colsum;
   x.scales = b.scales;

@@ -1,0 +1,301 @@
+// gemm_s8_avx512_core.h - the AVX-512 VNNI int8 GEMM (vpdpbusd on zmm), shared
+// by gemm_s8_avx512vnni.cpp (A as u8 = int8 + 128) and gemm_s8_amx.cpp (A as
+// plain int8, for calls AMX handles poorly). Include only from files built
+// with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma.
+// Everything is in an anonymous namespace: each including file gets its own
+// copy, so differing compile flags cannot mix through the linker.
+//
+// Register tile: 8 rows x 48 columns (3 packed n16k4 blocks) = 24 zmm int32
+// accumulators. One k-step (4 k) = 3 zmm B loads (one cache line per block) +
+// 8 dword broadcasts of A feeding 24 vpdpbusd (u8 x s8). Every accumulator
+// starts at -128 * colsum of its (block, group), which undoes the +128 of the
+// u8 A exactly (mod 2^32) at no cost in the k loop. With plain int8 A
+// (kAU8 = false) the broadcast dword is xor'ed with 0x80808080 first, which is
+// the same +128; it costs one ALU op per row per k-step, invisible in the
+// memory-bound small-m calls it is meant for.
+// Tails: 1..7-row tiles for the last rows, 1..2-block tiles for the last
+// columns (4 blocks left: 2 + 2), masked stores so only columns j < b->n are
+// written.
+// Loop order: blocks of rows whose A fits in L2 (<= 512 KB), inside them
+// 48-column panels of B, inside them the row tiles, so one B panel
+// (48 x k_pad bytes) is reused from L1/L2 by every row tile; for m <= 8 (decode)
+// B is streamed exactly once, with software prefetch ahead of each block stream.
+// Groups > 1: the int32 tile is flushed per group into f32 partial sums.
+#pragma once
+
+#if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VNNI__)
+#error "gemm_s8_avx512_core.h needs -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni"
+#endif
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+#include "../kernels.h"
+
+namespace sparq {
+namespace {
+namespace avx512_s8 {
+
+#define SPARQ_INLINE inline __attribute__((always_inline))
+#define SPARQ_LAMBDA __attribute__((always_inline))
+
+constexpr int kMR = 8;                      // rows per register tile
+constexpr int kNB = 3;                      // 16-column blocks per register tile
+constexpr int64_t kPrefetch = 1024;         // bytes ahead in each B block stream (16 k-steps)
+constexpr int64_t kABlockBytes = 512 << 10;  // rows per outer block: A block <= this
+
+struct Ctx {
+  const uint8_t* a;  // row i at a + i * lda
+  int64_t lda;
+  const int8_t* b;   // packed data
+  int64_t bstride;   // bytes per 16-column block = k_pad * 16
+  int64_t gsteps;    // k-steps (of 4 k) per group: k_pad / 4 when groups == 1
+  int64_t ksteps;    // k_pad / 4: the last group is clamped to it
+  int64_t groups;    // b->groups (1 in exact mode)
+  const int32_t* colsum;
+  const float* scales;
+  const float* bias;
+  const float* a_scale;
+  float* c;
+  int32_t* ci;
+  int64_t ldc;
+  int64_t n;
+};
+
+// Columns nb*16 .. nb*16+15 that exist (j < n). Every block below n_pad / 16 has
+// at least one (n_pad = round_up(n, 16)), so v is in [1, 16].
+SPARQ_INLINE __mmask16 col_mask(int64_t n, int64_t nb) {
+  const int64_t v = n - nb * kS8BlockN;
+  return v >= kS8BlockN ? __mmask16(0xFFFF) : __mmask16((1u << v) - 1u);
+}
+
+// int32 -> f32 (vcvtdq2ps). The all-ones maskz form sidesteps a GCC 12 false
+// -Wuninitialized on _mm512_undefined_ps() inside _mm512_cvtepi32_ps.
+SPARQ_INLINE __m512 to_f32(__m512i v) { return _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), v); }
+
+// 4 A bytes at p broadcast to every dword, as u8 (plain int8 gets +128 = xor 0x80).
+template <bool kAU8>
+SPARQ_INLINE __m512i bcast_a(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  if constexpr (kAU8) {
+    return _mm512_set1_epi32(v);  // vpbroadcastd zmm, m32
+  } else {
+    return _mm512_xor_si512(_mm512_set1_epi32(v), _mm512_set1_epi32(int32_t(0x80808080u)));
+  }
+}
+
+// Compile-time loop: f(std::integral_constant<int, 0>{}) ... f(<N-1>). Every
+// accumulator index is a constant from the start, so GCC keeps the tile in
+// registers (runtime loops + #pragma unroll left it in memory).
+template <typename F, int... I>
+SPARQ_INLINE void static_for_impl(F&& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, typename F>
+SPARQ_INLINE void static_for(F&& f) {
+  static_for_impl(f, std::make_integer_sequence<int, N>{});
+}
+
+// Row R of the tile: p = row 0 and p4 = row 4 at the current k, l3 = 3 * lda,
+// so every row is a base + index*scale address (few live pointers).
+template <int R>
+SPARQ_INLINE const uint8_t* arow(const uint8_t* p, const uint8_t* p4, int64_t lda, int64_t l3) {
+  const uint8_t* base = R < 4 ? p : p4;
+  constexpr int r = R & 3;
+  return r == 0 ? base : r == 1 ? base + lda : r == 2 ? base + 2 * lda : base + l3;
+}
+
+// acc[r][c] = sum over the k-steps of group g of A(row i0 + r) . B(block nb + c),
+// starting from -128 * colsum[nb + c, g] (u8 shift compensation).
+// Group g covers k-steps [g * gsteps, min((g + 1) * gsteps, k_pad / 4)).
+template <bool kAU8, int MR, int NB>
+SPARQ_INLINE void accumulate(const Ctx& x, __m512i (&acc)[MR][NB], int64_t i0, int64_t nb, int64_t g) {
+  const int64_t lda = x.lda, l3 = 3 * lda, bs = x.bstride;
+  const int64_t s0 = g * x.gsteps;
+  const int64_t nsteps = std::min(x.gsteps, x.ksteps - s0);
+  static_for<NB>([&](auto c) SPARQ_LAMBDA {
+    const __m512i cs = _mm512_loadu_si512(x.colsum + s8_group_index(nb + c, g, x.groups));
+    const __m512i init = _mm512_mullo_epi32(cs, _mm512_set1_epi32(-128));
+    static_for<MR>([&](auto r) SPARQ_LAMBDA { acc[r][c] = init; });
+  });
+  const uint8_t* p = x.a + i0 * lda + s0 * kS8StepK;
+  const uint8_t* p4 = MR > 4 ? p + 4 * lda : p;
+  const int8_t* bp = x.b + nb * bs + s0 * kS8BlockBytes;
+  for (int64_t s = nsteps; s > 0; --s) {
+    __m512i bv[NB];
+    static_for<NB>([&](auto c) SPARQ_LAMBDA {
+      bv[c] = _mm512_loadu_si512(bp + c * bs);
+      _mm_prefetch(reinterpret_cast<const char*>(bp + c * bs + kPrefetch), _MM_HINT_T0);
+    });
+    static_for<MR>([&](auto r) SPARQ_LAMBDA {
+      const __m512i av = bcast_a<kAU8>(arow<r>(p, p4, lda, l3));
+      static_for<NB>([&](auto c) SPARQ_LAMBDA { acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], av, bv[c]); });
+    });
+    p += kS8StepK;
+    p4 += kS8StepK;
+    bp += kS8BlockBytes;
+  }
+}
+
+// Runs accumulate() and parks the int32 tile in buf. The epilogues read it back
+// from L1: with 24 accumulators still live there, GCC 12 spills them inside
+// the k loop (a store per vpdpbusd); the empty asm keeps it from forwarding
+// the stores and recreating that pressure. Cost: 2*MR*NB L1 accesses per tile.
+template <bool kAU8, int MR, int NB>
+SPARQ_INLINE void accumulate_to(const Ctx& x, int32_t (&buf)[MR][NB][kS8BlockN], int64_t i0, int64_t nb,
+                                int64_t g) {
+  __m512i acc[MR][NB];
+  accumulate<kAU8, MR, NB>(x, acc, i0, nb, g);
+  static_for<MR>([&](auto r) SPARQ_LAMBDA {
+    static_for<NB>([&](auto c) SPARQ_LAMBDA { _mm512_store_si512(buf[r][c], acc[r][c]); });
+  });
+  asm volatile("" : : "r"(&buf[0][0][0]) : "memory");
+}
+
+// One MR x (16*NB) tile at rows [i0, i0+MR), blocks [nb, nb+NB), groups == 1
+// (exact int32, or f32 with one scale per column).
+template <bool kAU8, int MR, int NB>
+void tile_one_group(const Ctx& x, int64_t i0, int64_t nb) {
+  alignas(64) int32_t acc[MR][NB][kS8BlockN];
+  accumulate_to<kAU8, MR, NB>(x, acc, i0, nb, 0);
+  __mmask16 mask[NB];
+  static_for<NB>([&](auto c) SPARQ_LAMBDA { mask[c] = col_mask(x.n, nb + c); });
+  if (x.ci) {
+    static_for<MR>([&](auto r) SPARQ_LAMBDA {
+      int32_t* out = x.ci + (i0 + r) * x.ldc + nb * kS8BlockN;
+      static_for<NB>([&](auto c) SPARQ_LAMBDA {
+        _mm512_mask_storeu_epi32(out + c * kS8BlockN, mask[c], _mm512_load_si512(acc[r][c]));
+      });
+    });
+    return;
+  }
+  // Same order of operations as the reference: (acc * scale) * a_scale + bias.
+  __m512 sc[NB], bi[NB];
+  static_for<NB>([&](auto c) SPARQ_LAMBDA {
+    sc[c] = _mm512_loadu_ps(x.scales + s8_group_index(nb + c, 0, x.groups));
+    bi[c] = x.bias ? _mm512_maskz_loadu_ps(mask[c], x.bias + (nb + c) * kS8BlockN) : _mm512_setzero_ps();
+  });
+  static_for<MR>([&](auto r) SPARQ_LAMBDA {
+    const __m512 as = _mm512_set1_ps(x.a_scale[i0 + r]);
+    float* out = x.c + (i0 + r) * x.ldc + nb * kS8BlockN;
+    static_for<NB>([&](auto c) SPARQ_LAMBDA {
+      __m512 v = _mm512_mul_ps(to_f32(_mm512_load_si512(acc[r][c])), sc[c]);
+      v = _mm512_add_ps(_mm512_mul_ps(v, as), bi[c]);
+      _mm512_mask_storeu_ps(out + c * kS8BlockN, mask[c], v);
+    });
+  });
+}
+
+// groups > 1 (f32 only): per group, sum += float(acc_g) * scale[g], sums in a
+// stack buffer (L1). Groups cover k in [g*group, (g+1)*group); k >= groups*group
+// is zero padding in both A and B and is skipped.
+template <bool kAU8, int MR, int NB>
+void tile_groups(const Ctx& x, int64_t i0, int64_t nb) {
+  alignas(64) float sum[MR][NB][kS8BlockN];
+  alignas(64) int32_t acc[MR][NB][kS8BlockN];
+  static_for<MR>([&](auto r) SPARQ_LAMBDA {
+    static_for<NB>([&](auto c) SPARQ_LAMBDA { _mm512_store_ps(sum[r][c], _mm512_setzero_ps()); });
+  });
+  for (int64_t g = 0; g < x.groups; ++g) {
+    accumulate_to<kAU8, MR, NB>(x, acc, i0, nb, g);
+    __m512 sc[NB];
+    static_for<NB>([&](auto c) SPARQ_LAMBDA {
+      sc[c] = _mm512_loadu_ps(x.scales + s8_group_index(nb + c, g, x.groups));
+    });
+    static_for<MR>([&](auto r) SPARQ_LAMBDA {
+      static_for<NB>([&](auto c) SPARQ_LAMBDA {
+        const __m512 t = _mm512_mul_ps(to_f32(_mm512_load_si512(acc[r][c])), sc[c]);
+        _mm512_store_ps(sum[r][c], _mm512_add_ps(_mm512_load_ps(sum[r][c]), t));
+      });
+    });
+  }
+  static_for<NB>([&](auto c) SPARQ_LAMBDA {
+    const __mmask16 mask = col_mask(x.n, nb + c);
+    const __m512 bi = x.bias ? _mm512_maskz_loadu_ps(mask, x.bias + (nb + c) * kS8BlockN) : _mm512_setzero_ps();
+    static_for<MR>([&](auto r) SPARQ_LAMBDA {
+      const __m512 v = _mm512_mul_ps(_mm512_load_ps(sum[r][c]), _mm512_set1_ps(x.a_scale[i0 + r]));
+      _mm512_mask_storeu_ps(x.c + (i0 + r) * x.ldc + (nb + c) * kS8BlockN, mask, _mm512_add_ps(v, bi));
+    });
+  });
+}
+
+using TileFn = void (*)(const Ctx&, int64_t, int64_t);
+
+#define SPARQ_TILE_ROW(F, MR) {&F<kAU8, MR, 1>, &F<kAU8, MR, 2>, &F<kAU8, MR, 3>}
+#define SPARQ_TILE_TABLE(F)                                                                             \
+  {SPARQ_TILE_ROW(F, 1), SPARQ_TILE_ROW(F, 2), SPARQ_TILE_ROW(F, 3), SPARQ_TILE_ROW(F, 4),              \
+   SPARQ_TILE_ROW(F, 5), SPARQ_TILE_ROW(F, 6), SPARQ_TILE_ROW(F, 7), SPARQ_TILE_ROW(F, 8)}
+// [grouped][rows - 1][blocks - 1]
+template <bool kAU8>
+const TileFn kTiles[2][kMR][kNB] = {SPARQ_TILE_TABLE(tile_one_group), SPARQ_TILE_TABLE(tile_groups)};
+#undef SPARQ_TILE_TABLE
+#undef SPARQ_TILE_ROW
+#undef SPARQ_INLINE
+#undef SPARQ_LAMBDA
+
+// The whole contract of gemm_s8_ref (kernels.h) for rows [m0, m1) x blocks
+// [nb0, nb1); kAU8: A bytes are int8 + 128 (else plain int8).
+template <bool kAU8>
+void run(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1) {
+  assert(p.a && p.b);
+  const PackedS8& b = *p.b;
+  assert(b.data && b.colsum);
+  // formats.h / kernels.h promise k_pad % 64 == 0 and lda % 64 == 0, but the
+  // packer makes k_pad = round_up(k, group) for groups > 64 that 64 does not
+  // divide (e.g. 96), and the driver then uses lda = k_pad: only what the code
+  // needs is asserted (k_pad % 4; the AMX path checks % 64 itself).
+  assert(b.k_pad % kS8StepK == 0 && b.k_pad >= b.k && b.n_pad % kS8BlockN == 0 && b.n <= b.n_pad);
+  assert(p.lda >= b.k_pad);
+  assert(0 <= m0 && m0 <= m1 && m1 <= p.m);
+  assert(0 <= nb0 && nb0 <= nb1 && nb1 <= b.n_pad / kS8BlockN);
+  // Every group starts inside k_pad; the last one may end past it (the packer
+  // allows e.g. group 48 with k = 100: 3 groups, k_pad 128), so it is clamped.
+  assert(b.groups >= 1 && b.group > 0 && b.group % kS8StepK == 0 && (b.groups - 1) * b.group < b.k_pad);
+  assert(p.ci ? b.groups == 1 : (p.c && b.scales && p.a_scale));
+  assert(p.ldc >= b.n);
+  if (m0 >= m1 || nb0 >= nb1) return;
+
+  const bool grouped = !p.ci && b.groups > 1;
+  Ctx x;
+  x.a = p.a;
+  x.lda = p.lda;
+  x.b = b.data;
+  x.bstride = b.k_pad * kS8BlockN;
+  x.gsteps = grouped ? b.group / kS8StepK : b.k_pad / kS8StepK;
+  x.ksteps = b.k_pad / kS8StepK;
+  x.groups = b.groups;
+  x.colsum = b.colsum;
+  x.scales = b.scales;
+  x.bias = p.bias;
+  x.a_scale = p.a_scale;
+  x.c = p.c;
+  x.ci = p.ci;
+  x.ldc = p.ldc;
+  x.n = b.n;
+
+  const int64_t mc = std::max<int64_t>(kMR, kABlockBytes / b.k_pad / kMR * kMR);
+  for (int64_t ib = m0; ib < m1; ib += mc) {
+    const int64_t ie = std::min(m1, ib + mc);
+    for (int64_t nb = nb0, nbc = 0; nb < nb1; nb += nbc) {
+      // 4 blocks left (e.g. a 4-block driver task): 2 + 2 (16 accumulators each)
+      // rather than 3 + 1, whose 8 chains cannot hide the vpdpbusd latency.
+      const int64_t left = nb1 - nb;
+      nbc = left == 4 ? 2 : std::min<int64_t>(kNB, left);
+      for (int64_t i = ib; i < ie; i += kMR) {
+        const int64_t mr = std::min<int64_t>(kMR, ie - i);
+        kTiles<kAU8>[grouped][mr - 1][nbc - 1](x, i, nb);
+      }
+    }
+  }
+}
+
+}  // namespace avx512_s8
+}  // namespace
+}  // namespace sparq
