@@ -62,22 +62,30 @@ Error linear_f32(const float* x, int64_t m, int64_t k, const float* w, int64_t n
     parallel_for((n + per - 1) / per, [&](int64_t tt) { t.sgemv(args, tt * per, std::min(n, tt * per + per)); });
     return Error{};
   }
-  const int64_t nblocks = (n + 15) / 16;
-  Panels bp;
-  bp.p = static_cast<float*>(aligned_malloc(size_t(nblocks * k * 16) * 4));
-  if (!bp.p) return Error::make(Status::out_of_memory, "linear: out of memory packing W");
-  parallel_for(nblocks, [&](int64_t nb) {
-    float* dst = bp.p + nb * k * 16;
-    const int64_t j0 = nb * 16, wd = std::min<int64_t>(16, n - j0);
-    for (int64_t jj = 0; jj < 16; ++jj) {
-      const float* src = jj < wd ? w + (j0 + jj) * k : nullptr;
-      for (int64_t q = 0; q < k; ++q) dst[q * 16 + jj] = src ? src[q] : 0.f;
+  // y^T[n, m] = W[n, k] . x^T: W is used in place as the row-major A operand and
+  // only x^T (m x k, small next to W) is packed into 16-column panels; the
+  // transposed result is written back with the bias. Extra work is O(m (n + k)).
+  const int64_t mblocks = (m + 15) / 16;
+  Panels xp, yt;
+  xp.p = static_cast<float*>(aligned_malloc(size_t(mblocks * k * 16) * 4));
+  yt.p = static_cast<float*>(aligned_malloc(size_t(n * m) * 4));
+  if (!xp.p || !yt.p) return Error::make(Status::out_of_memory, "linear: out of memory");
+  parallel_for(mblocks, [&](int64_t mb) {
+    float* dst = xp.p + mb * k * 16;
+    const int64_t i0 = mb * 16, rows = std::min<int64_t>(16, m - i0);
+    for (int64_t q = 0; q < k; ++q) {
+      for (int64_t ii = 0; ii < rows; ++ii) dst[q * 16 + ii] = x[(i0 + ii) * k + q];
+      for (int64_t ii = rows; ii < 16; ++ii) dst[q * 16 + ii] = 0.f;
     }
   });
   SgemmArgs args;
-  args.a = x; args.lda = k; args.bp = bp.p; args.m = m; args.n = n; args.k = k;
-  args.bias = bias; args.c = y; args.ldc = n;
+  args.a = w; args.lda = k; args.bp = xp.p; args.m = n; args.n = m; args.k = k;
+  args.c = yt.p; args.ldc = m;
   run_sgemm(t.sgemm, args);
+  parallel_for((m + 15) / 16, [&](int64_t tt) {
+    for (int64_t i = tt * 16; i < std::min(m, tt * 16 + 16); ++i)
+      for (int64_t j = 0; j < n; ++j) y[i * n + j] = yt.p[j * m + i] + (bias ? bias[j] : 0.f);
+  });
   return Error{};
 }
 
