@@ -61,8 +61,8 @@ export function roundEven(v: number): number {
 }
 
 /** Runs a snippet of TypeScript in a child process (fresh native state, custom env). */
-export function runChild(code: string, env: Record<string, string> = {}, cwd = ROOT): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', code], {
+export function runChild(code: string, env: Record<string, string> = {}, cwd = ROOT, nodeArgs: string[] = []): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [...nodeArgs, '--import', 'tsx', '-e', code], {
     cwd,
     env: { ...process.env, ...env },
     encoding: 'utf8',

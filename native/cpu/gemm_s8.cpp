@@ -123,9 +123,13 @@ Error quantize_weight(const float* w, int64_t n, int64_t k, const QuantizeOption
   const int64_t gsz = p.groups == 1 ? k : p.group;
   std::atomic<bool> m128{false};
   parallel_for((n + 15) / 16, [&](int64_t t) {
-    std::vector<int8_t> row(static_cast<size_t>(k));
-    std::vector<float> sc(static_cast<size_t>(p.groups));
-    std::vector<int32_t> zp(static_cast<size_t>(p.groups));
+    // per-thread scratch, reused across calls (no allocator churn in pool threads)
+    thread_local std::vector<int8_t> row;
+    thread_local std::vector<float> sc;
+    thread_local std::vector<int32_t> zp;
+    row.resize(size_t(k));
+    sc.resize(size_t(p.groups));
+    zp.resize(size_t(p.groups));
     bool local_m128 = false;
     for (int64_t j = t * 16; j < std::min(n, t * 16 + 16); ++j) {
       const float* wr = w + j * k;
