@@ -62,19 +62,19 @@ export async function benchGemm(opts: GemmBenchOptions = {}): Promise<unknown> {
     const gops = (2 * m * n * k) / (s.medianMs * 1e6);
     const gbs = m <= 8 ? weightBytes / (s.medianMs * 1e6) : NaN;
     const r = {
-      path, m, n, k, median_ms: s.medianMs, spread_pct: s.spreadPct, reps: s.reps, gops,
+      path, m, n, k, median_ms: s.medianMs, p10_ms: s.p10Ms, p90_ms: s.p90Ms, min_ms: s.minMs, max_ms: s.maxMs, spread_pct: s.spreadPct, reps: s.reps, gops,
       pct_local_peak: (100 * gops) / localCeiling(key), pct_ref_peak: (100 * gops) / refCeiling(key, threads),
       weight_gbs: gbs, pct_local_dram: (100 * gbs) / local.dramReadGBs, pct_ref_dram: (100 * gbs) / REF_DRAM_GBS,
     };
     results.push(r);
     rows.push({
-      path, m, n, k, 'median ms': s.medianMs, 'spread %': s.spreadPct, GOPS: gops,
+      path, m, n, k, 'median ms': s.medianMs, 'p10-p90 %': s.spreadPct, GOPS: gops,
       '% peak here': r.pct_local_peak, '% peak ref': r.pct_ref_peak, 'GB/s W': gbs, '% DRAM here': r.pct_local_dram,
     });
     log(table([rows[rows.length - 1]!], 10).split('\n')[2]!);
   };
 
-  const header = table([{ path: '', m: 0, n: 0, k: 0, 'median ms': 0, 'spread %': 0, GOPS: 0, '% peak here': 0, '% peak ref': 0, 'GB/s W': 0, '% DRAM here': 0 }], 10).split('\n');
+  const header = table([{ path: '', m: 0, n: 0, k: 0, 'median ms': 0, 'p10-p90 %': 0, GOPS: 0, '% peak here': 0, '% peak ref': 0, 'GB/s W': 0, '% DRAM here': 0 }], 10).split('\n');
   log(header[0]!);
   log(header[1]!);
 

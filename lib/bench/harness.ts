@@ -7,8 +7,10 @@ export interface Sample {
   medianMs: number;
   minMs: number;
   maxMs: number;
-  /** (max - min) / median, in % */
+  /** (p90 - p10) / median, in % */
   spreadPct: number;
+  p10Ms: number;
+  p90Ms: number;
   reps: number;
 }
 
@@ -30,11 +32,14 @@ export async function measure(fn: (rep: number) => Promise<void>, minTime: numbe
   times.sort((a, b) => a - b);
   const mid = times.length >> 1;
   const median = times.length % 2 ? times[mid]! : (times[mid - 1]! + times[mid]!) / 2;
+  const pct = (p: number) => times[Math.min(times.length - 1, Math.floor(p * times.length))]!;
   return {
     medianMs: median,
     minMs: times[0]!,
     maxMs: times[times.length - 1]!,
-    spreadPct: (100 * (times[times.length - 1]! - times[0]!)) / median,
+    p10Ms: pct(0.1),
+    p90Ms: pct(0.9),
+    spreadPct: (100 * (pct(0.9) - pct(0.1))) / median,
     reps: times.length,
   };
 }
