@@ -1,5 +1,6 @@
 // gemm_s8_avx2.cpp - int8 GEMM micro-kernel for AVX2 (ymm), tile 4 rows x 16
-// columns (2 ymm per row), over the packed n16k4 weight layout.
+// columns (2 ymm per row), over the packed n16k4 weight layout; m = 1 (decode)
+// runs 1 row x 32 columns so each thread streams two weight blocks at once.
 //
 // vpmaddubsw multiplies u8 x s8 and adds pairs into int16 with saturation. We
 // keep it exact with the sign trick: |x| goes into the u8 slot (vpabsb(-128)
@@ -21,107 +22,121 @@
 namespace sparq {
 namespace {
 
-template <int MR, bool kAbsB>
-inline void tile(const GemmS8Args& p, int64_t i0, int64_t nb) {
+// MR rows x NB blocks of 16 columns. NB = 2 is the decode (m = 1) shape: two
+// independent weight streams per thread keep more DRAM reads in flight.
+template <int MR, int NB, bool kAbsB>
+inline void tile(const GemmS8Args& p, int64_t i0, int64_t nb0) {
   const PackedS8& b = *p.b;
   const int64_t ksteps = b.k_pad / kS8StepK;
-  const int8_t* blk = b.data + nb * ksteps * kS8BlockBytes;
   const __m256i ones = _mm256_set1_epi16(1);
   const uint8_t* arow[MR];
   for (int r = 0; r < MR; ++r) arow[r] = p.a + (i0 + r) * p.lda;
 
-  alignas(32) float facc[MR][16];
-  alignas(32) int32_t iout[MR][16];
+  alignas(32) float facc[NB][MR][16];
+  alignas(32) int32_t iout[NB][MR][16];
   if (!p.ci) std::memset(facc, 0, sizeof(facc));
   const int64_t group_steps = b.group / kS8StepK;
 
   for (int64_t g = 0; g < b.groups; ++g) {
-    __m256i acc[MR][2];
-    for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    __m256i acc[NB][MR][2];
+    for (int c = 0; c < NB; ++c)
+      for (int r = 0; r < MR; ++r) acc[c][r][0] = acc[c][r][1] = _mm256_setzero_si256();
     const int64_t s0 = g * group_steps, s1 = s0 + group_steps;
-    const int8_t* bp = blk + s0 * kS8BlockBytes;
-    for (int64_t s = s0; s < s1; ++s, bp += kS8BlockBytes) {
-      _mm_prefetch(reinterpret_cast<const char*>(bp) + 1024, _MM_HINT_T0);
-      const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bp));
-      const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bp + 32));
-      if (kAbsB) {
-        const __m256i ub0 = _mm256_abs_epi8(b0), ub1 = _mm256_abs_epi8(b1);
-        for (int r = 0; r < MR; ++r) {
-          int32_t av;
-          std::memcpy(&av, arow[r] + s * 4, 4);
-          const __m256i a = _mm256_set1_epi32(av);
-          const __m256i p0 = _mm256_maddubs_epi16(ub0, _mm256_sign_epi8(a, b0));
-          const __m256i p1 = _mm256_maddubs_epi16(ub1, _mm256_sign_epi8(a, b1));
-          acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(p0, ones));
-          acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(p1, ones));
-        }
-      } else {
-        for (int r = 0; r < MR; ++r) {
-          int32_t av;
-          std::memcpy(&av, arow[r] + s * 4, 4);
-          const __m256i a = _mm256_set1_epi32(av);
-          const __m256i ua = _mm256_abs_epi8(a);
-          const __m256i p0 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(b0, a));
-          const __m256i p1 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(b1, a));
-          acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(p0, ones));
-          acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(p1, ones));
+    const int8_t* bp[NB];
+    for (int c = 0; c < NB; ++c) bp[c] = b.data + ((nb0 + c) * ksteps + s0) * kS8BlockBytes;
+    for (int64_t s = s0; s < s1; ++s) {
+      for (int c = 0; c < NB; ++c) {
+        _mm_prefetch(reinterpret_cast<const char*>(bp[c]) + 1024, _MM_HINT_T0);
+        const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bp[c]));
+        const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bp[c] + 32));
+        bp[c] += kS8BlockBytes;
+        if (kAbsB) {
+          const __m256i ub0 = _mm256_abs_epi8(b0), ub1 = _mm256_abs_epi8(b1);
+          for (int r = 0; r < MR; ++r) {
+            int32_t av;
+            std::memcpy(&av, arow[r] + s * 4, 4);
+            const __m256i a = _mm256_set1_epi32(av);
+            const __m256i p0 = _mm256_maddubs_epi16(ub0, _mm256_sign_epi8(a, b0));
+            const __m256i p1 = _mm256_maddubs_epi16(ub1, _mm256_sign_epi8(a, b1));
+            acc[c][r][0] = _mm256_add_epi32(acc[c][r][0], _mm256_madd_epi16(p0, ones));
+            acc[c][r][1] = _mm256_add_epi32(acc[c][r][1], _mm256_madd_epi16(p1, ones));
+          }
+        } else {
+          for (int r = 0; r < MR; ++r) {
+            int32_t av;
+            std::memcpy(&av, arow[r] + s * 4, 4);
+            const __m256i a = _mm256_set1_epi32(av);
+            const __m256i ua = _mm256_abs_epi8(a);
+            const __m256i p0 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(b0, a));
+            const __m256i p1 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(b1, a));
+            acc[c][r][0] = _mm256_add_epi32(acc[c][r][0], _mm256_madd_epi16(p0, ones));
+            acc[c][r][1] = _mm256_add_epi32(acc[c][r][1], _mm256_madd_epi16(p1, ones));
+          }
         }
       }
     }
-    if (p.ci) {
-      for (int r = 0; r < MR; ++r) {
-        _mm256_store_si256(reinterpret_cast<__m256i*>(iout[r]), acc[r][0]);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(iout[r] + 8), acc[r][1]);
-      }
-    } else {
-      const float* sc = b.scales + s8_group_index(nb, g, b.groups);
-      const __m256 s0v = _mm256_loadu_ps(sc), s1v = _mm256_loadu_ps(sc + 8);
-      for (int r = 0; r < MR; ++r) {
-        _mm256_store_ps(facc[r], _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][0]), s0v, _mm256_load_ps(facc[r])));
-        _mm256_store_ps(facc[r] + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][1]), s1v, _mm256_load_ps(facc[r] + 8)));
+    for (int c = 0; c < NB; ++c) {
+      if (p.ci) {
+        for (int r = 0; r < MR; ++r) {
+          _mm256_store_si256(reinterpret_cast<__m256i*>(iout[c][r]), acc[c][r][0]);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(iout[c][r] + 8), acc[c][r][1]);
+        }
+      } else {
+        const float* sc = b.scales + s8_group_index(nb0 + c, g, b.groups);
+        const __m256 s0v = _mm256_loadu_ps(sc), s1v = _mm256_loadu_ps(sc + 8);
+        for (int r = 0; r < MR; ++r) {
+          float* f = facc[c][r];
+          _mm256_store_ps(f, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[c][r][0]), s0v, _mm256_load_ps(f)));
+          _mm256_store_ps(f + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[c][r][1]), s1v, _mm256_load_ps(f + 8)));
+        }
       }
     }
   }
 
-  const int64_t j0 = nb * kS8BlockN;
-  const int64_t ncols = b.n - j0 < kS8BlockN ? b.n - j0 : kS8BlockN;
-  for (int r = 0; r < MR; ++r) {
-    const int64_t i = i0 + r;
-    if (p.ci) {
-      std::memcpy(p.ci + i * p.ldc + j0, iout[r], size_t(ncols) * 4);
-      continue;
-    }
-    const __m256 as = _mm256_set1_ps(p.a_scale[i]);
-    alignas(32) float out[16];
-    __m256 o0 = _mm256_mul_ps(_mm256_load_ps(facc[r]), as);
-    __m256 o1 = _mm256_mul_ps(_mm256_load_ps(facc[r] + 8), as);
-    if (p.bias) {
-      // bias has only n entries: add it in the scalar copy below for the tail
-      if (ncols == kS8BlockN) {
-        o0 = _mm256_add_ps(o0, _mm256_loadu_ps(p.bias + j0));
-        o1 = _mm256_add_ps(o1, _mm256_loadu_ps(p.bias + j0 + 8));
+  for (int c = 0; c < NB; ++c) {
+    const int64_t j0 = (nb0 + c) * kS8BlockN;
+    const int64_t ncols = b.n - j0 < kS8BlockN ? b.n - j0 : kS8BlockN;
+    for (int r = 0; r < MR; ++r) {
+      const int64_t i = i0 + r;
+      if (p.ci) {
+        std::memcpy(p.ci + i * p.ldc + j0, iout[c][r], size_t(ncols) * 4);
+        continue;
       }
-    }
-    if (ncols == kS8BlockN) {
-      _mm256_storeu_ps(p.c + i * p.ldc + j0, o0);
-      _mm256_storeu_ps(p.c + i * p.ldc + j0 + 8, o1);
-    } else {
-      _mm256_store_ps(out, o0);
-      _mm256_store_ps(out + 8, o1);
-      for (int64_t jj = 0; jj < ncols; ++jj) p.c[i * p.ldc + j0 + jj] = out[jj] + (p.bias ? p.bias[j0 + jj] : 0.f);
+      const __m256 as = _mm256_set1_ps(p.a_scale[i]);
+      __m256 o0 = _mm256_mul_ps(_mm256_load_ps(facc[c][r]), as);
+      __m256 o1 = _mm256_mul_ps(_mm256_load_ps(facc[c][r] + 8), as);
+      if (ncols == kS8BlockN) {
+        if (p.bias) {
+          o0 = _mm256_add_ps(o0, _mm256_loadu_ps(p.bias + j0));
+          o1 = _mm256_add_ps(o1, _mm256_loadu_ps(p.bias + j0 + 8));
+        }
+        _mm256_storeu_ps(p.c + i * p.ldc + j0, o0);
+        _mm256_storeu_ps(p.c + i * p.ldc + j0 + 8, o1);
+      } else {  // last block: only the n % 16 existing columns (and bias entries)
+        alignas(32) float out[16];
+        _mm256_store_ps(out, o0);
+        _mm256_store_ps(out + 8, o1);
+        for (int64_t jj = 0; jj < ncols; ++jj) p.c[i * p.ldc + j0 + jj] = out[jj] + (p.bias ? p.bias[j0 + jj] : 0.f);
+      }
     }
   }
 }
 
 template <bool kAbsB>
 void run(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1) {
+  if (m1 - m0 == 1) {  // decode: two weight streams at once
+    int64_t nb = nb0;
+    for (; nb + 2 <= nb1; nb += 2) tile<1, 2, kAbsB>(p, m0, nb);
+    if (nb < nb1) tile<1, 1, kAbsB>(p, m0, nb);
+    return;
+  }
   for (int64_t nb = nb0; nb < nb1; ++nb) {
     int64_t i = m0;
-    for (; i + 4 <= m1; i += 4) tile<4, kAbsB>(p, i, nb);
+    for (; i + 4 <= m1; i += 4) tile<4, 1, kAbsB>(p, i, nb);
     switch (m1 - i) {
-      case 3: tile<3, kAbsB>(p, i, nb); break;
-      case 2: tile<2, kAbsB>(p, i, nb); break;
-      case 1: tile<1, kAbsB>(p, i, nb); break;
+      case 3: tile<3, 1, kAbsB>(p, i, nb); break;
+      case 2: tile<2, 1, kAbsB>(p, i, nb); break;
+      case 1: tile<1, 1, kAbsB>(p, i, nb); break;
       default: break;
     }
   }
