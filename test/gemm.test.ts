@@ -76,7 +76,7 @@ for (const isa of ISAS) {
           }
           const wq = qw.dequantize().toArray();
           expect(relErr(y, refLinear(xq, wq, bias, m, n, k))).to.be.below(1e-5, `m=${m} n=${n} k=${k} ${JSON.stringify(opts)}`);
-          // and against the unquantized f32 product: the int8 bound (see docs/quantization.md)
+          // and against the unquantized f32 product: the int8 bound (docs/PERFORMANCE.md, "int8 accuracy bound")
           const yRef = refLinear(x, w, bias, m, n, k);
           expect(relErr(y, yRef)).to.be.below(0.03, `int8 bound m=${m} n=${n} k=${k}`);
           for (const t of [X, W, Bi, Y]) t.dispose();
