@@ -22,6 +22,18 @@ function nonEmpty(op: string, name: string, t: Tensor): void {
   if (t.numel === 0) throw new RangeError(`${op}: argument '${name}' is empty (shape [${t.shape.join(', ')}])`);
 }
 
+/** Allocates the output, runs `fill` on it and returns it; frees it if `fill` fails. */
+async function withOutput(shape: number[], dtype: 'f32' | 'i32', fill: (out: Tensor) => Promise<void>): Promise<Tensor> {
+  const out = Tensor._alloc(shape, dtype);
+  try {
+    await fill(out);
+  } catch (e) {
+    out.dispose();
+    throw e;
+  }
+  return out;
+}
+
 /** Exact int32 C[m, n] = a[m, k] . b[n, k]^T for int8 a and b. */
 export async function matmulInt8(a: Tensor, b: Tensor): Promise<Tensor> {
   const op = 'matmulInt8';
@@ -34,16 +46,11 @@ export async function matmulInt8(a: Tensor, b: Tensor): Promise<Tensor> {
   expectDim(op, `b.shape[1] (k of a: [${m}, ${k}])`, kb, k);
   const nat = loadNative();
   const packed = await nat.packS8(B._storage, B._offset, n, k);
-  const out = Tensor._alloc([m, n], 'i32');
   try {
-    await nat.matmulS8(A._storage, A._offset, m, k, packed, out._storage, out._offset);
-  } catch (e) {
-    out.dispose();
-    throw e;
+    return await withOutput([m, n], 'i32', (out) => nat.matmulS8(A._storage, A._offset, m, k, packed, out._storage, out._offset));
   } finally {
     packed.dispose();
   }
-  return out;
 }
 
 /** y[m, n] = x[m, k] . w[n, k]^T + bias (nn.Linear). With a QuantizedTensor weight the
@@ -64,14 +71,8 @@ export async function linear(x: Tensor, w: Tensor | QuantizedTensor, bias?: Tens
     if (opts.inputScale !== undefined && !(typeof s === 'number' && s > 0 && Number.isFinite(s))) {
       throw new RangeError(`${op}: inputScale must be a positive finite number; got ${String(opts.inputScale)}`);
     }
-    const out = Tensor._alloc([m, n], 'f32');
-    try {
-      await nat.linearS8(X._storage, X._offset, m, k, w._packed, B?._storage ?? null, B?._offset ?? 0, s, out._storage, out._offset);
-    } catch (e) {
-      out.dispose();
-      throw e;
-    }
-    return out;
+    return withOutput([m, n], 'f32', (out) =>
+      nat.linearS8(X._storage, X._offset, m, k, w._packed, B?._storage ?? null, B?._offset ?? 0, s, out._storage, out._offset));
   }
   if (!(w instanceof Tensor)) throw new TypeError(`${op}: argument 'w' must be an f32 Tensor or a QuantizedTensor; got ${describe(w)}`);
   const W = expectTensor(op, 'w', w, ['f32'], 2);
@@ -80,14 +81,8 @@ export async function linear(x: Tensor, w: Tensor | QuantizedTensor, bias?: Tens
   expectDim(op, `w.shape[1] (k of x: [${m}, ${k}])`, kw, k);
   if (opts.inputScale !== undefined) throw new TypeError(`${op}: inputScale applies to quantized weights only`);
   const B = checkBias(op, bias, n);
-  const out = Tensor._alloc([m, n], 'f32');
-  try {
-    await nat.linearF32(X._storage, X._offset, m, k, W._storage, W._offset, n, B?._storage ?? null, B?._offset ?? 0, out._storage, out._offset);
-  } catch (e) {
-    out.dispose();
-    throw e;
-  }
-  return out;
+  return withOutput([m, n], 'f32', (out) =>
+    nat.linearF32(X._storage, X._offset, m, k, W._storage, W._offset, n, B?._storage ?? null, B?._offset ?? 0, out._storage, out._offset));
 }
 
 /** c[m, n] = a[m, k] . b[k, n] in f32. */
@@ -100,12 +95,6 @@ export async function matmul(a: Tensor, b: Tensor): Promise<Tensor> {
   const [m, k] = A.shape as [number, number];
   const [kb, n] = B.shape as [number, number];
   expectDim(op, `b.shape[0] (k of a: [${m}, ${k}])`, kb, k);
-  const out = Tensor._alloc([m, n], 'f32');
-  try {
-    await loadNative().matmulF32(A._storage, A._offset, m, k, B._storage, B._offset, n, null, 0, out._storage, out._offset);
-  } catch (e) {
-    out.dispose();
-    throw e;
-  }
-  return out;
+  return withOutput([m, n], 'f32', (out) =>
+    loadNative().matmulF32(A._storage, A._offset, m, k, B._storage, B._offset, n, null, 0, out._storage, out._offset));
 }
