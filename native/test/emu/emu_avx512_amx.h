@@ -1,0 +1,144 @@
+// emu_avx512_amx.h - test-only emulation of the AVX-512 and AMX intrinsics used by
+// sparq's int8 kernels, so their logic (indexing, tails, masks, groups, tile
+// shapes) runs and is checked on CPUs without those ISAs. Force-included
+// (-include) before a kernel file; see test_emulated_isa.cpp. It checks the
+// source against the reference, not the real instructions.
+#pragma once
+#include <immintrin.h>
+#include <cassert>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+namespace emu {
+struct alignas(64) V {
+  union { int32_t i[16]; uint32_t u[16]; float f[16]; uint8_t u8[64]; int8_t s8[64]; };
+};
+inline V vi(__m512i x) { V v; std::memcpy(&v, &x, 64); return v; }
+inline V vf(__m512 x) { V v; std::memcpy(&v, &x, 64); return v; }
+inline __m512i toi(const V& v) { __m512i x; std::memcpy(&x, &v, 64); return x; }
+inline __m512 tof(const V& v) { __m512 x; std::memcpy(&x, &v, 64); return x; }
+inline void need_align(const void* p, unsigned a, const char* what) {
+  if (reinterpret_cast<uintptr_t>(p) % a) { std::fprintf(stderr, "misaligned %s %p\n", what, p); std::abort(); }
+}
+inline __m512 add_ps(__m512 a, __m512 b) { V x = vf(a), y = vf(b); for (int l = 0; l < 16; ++l) x.f[l] = x.f[l] + y.f[l]; return tof(x); }
+inline __m512 mul_ps(__m512 a, __m512 b) { V x = vf(a), y = vf(b); for (int l = 0; l < 16; ++l) x.f[l] = x.f[l] * y.f[l]; return tof(x); }
+inline __m512 maskz_cvtepi32_ps(__mmask16 k, __m512i a) { V x = vi(a), r; for (int l = 0; l < 16; ++l) r.f[l] = (k >> l & 1) ? float(x.i[l]) : 0.f; return tof(r); }
+inline __m512i dpbusd(__m512i s, __m512i a, __m512i b) {
+  V x = vi(s), ua = vi(a), sb = vi(b);
+  for (int l = 0; l < 16; ++l) {
+    uint32_t acc = x.u[l];
+    for (int t = 0; t < 4; ++t) acc += uint32_t(int32_t(ua.u8[4 * l + t]) * int32_t(sb.s8[4 * l + t]));
+    x.u[l] = acc;
+  }
+  return toi(x);
+}
+inline __m512 load_ps(const void* p) { need_align(p, 64, "load_ps"); V v; std::memcpy(&v, p, 64); return tof(v); }
+inline __m512i load_si512(const void* p) { need_align(p, 64, "load_si512"); V v; std::memcpy(&v, p, 64); return toi(v); }
+inline __m512 loadu_ps(const void* p) { V v; std::memcpy(&v, p, 64); return tof(v); }
+inline __m512i loadu_si512(const void* p) { V v; std::memcpy(&v, p, 64); return toi(v); }
+inline void mask_storeu_epi32(void* p, __mmask16 k, __m512i a) { V v = vi(a); for (int l = 0; l < 16; ++l) if (k >> l & 1) std::memcpy(static_cast<char*>(p) + 4 * l, &v.i[l], 4); }
+inline void mask_storeu_ps(void* p, __mmask16 k, __m512 a) { V v = vf(a); for (int l = 0; l < 16; ++l) if (k >> l & 1) std::memcpy(static_cast<char*>(p) + 4 * l, &v.f[l], 4); }
+inline __m512 maskz_loadu_ps(__mmask16 k, const void* p) { V v; for (int l = 0; l < 16; ++l) { v.f[l] = 0.f; if (k >> l & 1) std::memcpy(&v.f[l], static_cast<const char*>(p) + 4 * l, 4); } return tof(v); }
+inline __m512i mullo_epi32(__m512i a, __m512i b) { V x = vi(a), y = vi(b); for (int l = 0; l < 16; ++l) x.u[l] = x.u[l] * y.u[l]; return toi(x); }
+inline __m512i set1_epi32(int a) { V v; for (int l = 0; l < 16; ++l) v.i[l] = a; return toi(v); }
+inline __m512i set1_epi8(char a) { V v; for (int l = 0; l < 64; ++l) v.s8[l] = int8_t(a); return toi(v); }
+inline __m512 set1_ps(float a) { V v; for (int l = 0; l < 16; ++l) v.f[l] = a; return tof(v); }
+inline __m512 setzero_ps() { V v; for (int l = 0; l < 16; ++l) v.f[l] = 0.f; return tof(v); }
+inline __m512i setzero_si512() { V v; for (int l = 0; l < 16; ++l) v.i[l] = 0; return toi(v); }
+inline void store_ps(void* p, __m512 a) { need_align(p, 64, "store_ps"); V v = vf(a); std::memcpy(p, &v, 64); }
+inline void store_si512(void* p, __m512i a) { need_align(p, 64, "store_si512"); V v = vi(a); std::memcpy(p, &v, 64); }
+inline __m512i xor_si512(__m512i a, __m512i b) { V x = vi(a), y = vi(b); for (int l = 0; l < 16; ++l) x.u[l] ^= y.u[l]; return toi(x); }
+
+// --- AMX ---
+struct Tile { int rows = 0, colsb = 0; uint8_t d[16][64]; };
+struct TileState { bool configured = false; Tile t[8]; };
+inline thread_local TileState ts;
+inline long g_tdp = 0, g_cfg = 0;
+inline long tdp_count() { return g_tdp; }
+inline long cfg_count() { return g_cfg; }
+inline void fail(const char* m) { std::fprintf(stderr, "AMX emu: %s\n", m); std::abort(); }
+inline void loadconfig(const void* cfg) {
+  const uint8_t* c = static_cast<const uint8_t*>(cfg);
+  if (c[0] != 1) fail("palette != 1");
+  for (int i = 2; i < 16; ++i) if (c[i]) fail("reserved bytes set");
+  ++g_cfg;
+  ts.configured = true;
+  for (int t = 0; t < 8; ++t) {
+    uint16_t colsb; std::memcpy(&colsb, c + 16 + 2 * t, 2);
+    int rows = c[48 + t];
+    if (colsb > 64 || rows > 16) fail("tile too big");
+    if ((colsb == 0) != (rows == 0)) fail("half-configured tile");
+    ts.t[t].rows = rows; ts.t[t].colsb = colsb;
+    std::memset(ts.t[t].d, 0, sizeof ts.t[t].d);
+  }
+  for (int i = 48 + 8; i < 64; ++i) if (c[i]) fail("rows of tile >= 8 set");
+  for (int i = 16 + 16; i < 48; ++i) if (c[i]) fail("colsb of tile >= 8 set");
+}
+inline Tile& tile(int t) { if (!ts.configured) fail("not configured"); if (t < 0 || t > 7 || !ts.t[t].rows) fail("unconfigured tile"); return ts.t[t]; }
+inline void loadd(int t, const void* base, long stride) {
+  Tile& x = tile(t);
+  for (int r = 0; r < x.rows; ++r) std::memcpy(x.d[r], static_cast<const char*>(base) + r * stride, x.colsb);
+}
+inline void stored(int t, void* base, long stride) {
+  Tile& x = tile(t);
+  for (int r = 0; r < x.rows; ++r) std::memcpy(static_cast<char*>(base) + r * stride, x.d[r], x.colsb);
+}
+inline void zero(int t) { Tile& x = tile(t); std::memset(x.d, 0, sizeof x.d); }
+inline void dpbssd(int c, int a, int b) {
+  Tile &C = tile(c), &A = tile(a), &B = tile(b);
+  if (C.rows != A.rows || C.colsb != B.colsb || A.colsb != B.rows * 4 || C.colsb % 4) fail("dpbssd shape mismatch");
+  if (c == a || c == b || a == b) fail("dpbssd tile aliasing");
+  ++g_tdp;
+  for (int m = 0; m < C.rows; ++m)
+    for (int n = 0; n < C.colsb / 4; ++n) {
+      uint32_t acc; std::memcpy(&acc, &C.d[m][4 * n], 4);
+      for (int k = 0; k < A.colsb / 4; ++k)
+        for (int t = 0; t < 4; ++t) acc += uint32_t(int32_t(int8_t(A.d[m][4 * k + t])) * int32_t(int8_t(B.d[k][4 * n + t])));
+      std::memcpy(&C.d[m][4 * n], &acc, 4);
+    }
+}
+inline void release() { ts.configured = false; }
+}  // namespace emu
+
+#define _mm512_add_ps emu::add_ps
+#define _mm512_mul_ps emu::mul_ps
+#define _mm512_maskz_cvtepi32_ps emu::maskz_cvtepi32_ps
+#define _mm512_dpbusd_epi32 emu::dpbusd
+#define _mm512_load_ps emu::load_ps
+#define _mm512_load_si512 emu::load_si512
+#define _mm512_loadu_ps emu::loadu_ps
+#define _mm512_loadu_si512 emu::loadu_si512
+#define _mm512_mask_storeu_epi32 emu::mask_storeu_epi32
+#define _mm512_mask_storeu_ps emu::mask_storeu_ps
+#define _mm512_maskz_loadu_ps emu::maskz_loadu_ps
+#define _mm512_mullo_epi32 emu::mullo_epi32
+#define _mm512_set1_epi32 emu::set1_epi32
+#define _mm512_set1_epi8 emu::set1_epi8
+#define _mm512_set1_ps emu::set1_ps
+#define _mm512_setzero_ps emu::setzero_ps
+#define _mm512_setzero_si512 emu::setzero_si512
+#define _mm512_store_ps emu::store_ps
+#define _mm512_store_si512 emu::store_si512
+#define _mm512_xor_si512 emu::xor_si512
+#undef _tile_loadd
+#undef _tile_stored
+#undef _tile_zero
+#undef _tile_dpbssd
+#define _tile_loadconfig(p) emu::loadconfig(p)
+#define _tile_release() emu::release()
+#define _tile_loadd(t, b, s) emu::loadd(t, b, s)
+#define _tile_stored(t, b, s) emu::stored(t, b, s)
+#define _tile_zero(t) emu::zero(t)
+#define _tile_dpbssd(c, a, b) emu::dpbssd(c, a, b)
+// let gemm_s8_avx512_core.h's ISA guard pass (the intrinsics above are emulated)
+#ifndef __AVX512F__
+#define __AVX512F__ 1
+#endif
+#ifndef __AVX512BW__
+#define __AVX512BW__ 1
+#endif
+#ifndef __AVX512VNNI__
+#define __AVX512VNNI__ 1
+#endif
