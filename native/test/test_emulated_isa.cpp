@@ -107,6 +107,45 @@ static void one(Kind kind, int64_t m, int64_t n, int64_t k, int64_t group_req, b
   if (bad) { ++fails; std::printf("FAIL %s m=%ld n=%ld k=%ld group=%ld exact=%d bias=%d range=[%ld,%ld)x[%ld,%ld) lda=%ld ldc=%ld bad=%d\n", kname[kind], m, n, k, group_req, exact, bias, m0, m1, nb0, nb1, lda, ldc, bad); }
 }
 
+// --- f32: sgemm_avx512 / sgemv_avx512 against sgemm_ref / sgemv_ref ---------------
+// Per element |got - ref| <= 1e-5 * (sum_p |a * b| + |bias|): f32 accumulation in
+// a different order, judged against the magnitude of the terms.
+static void one_f32(int64_t m, int64_t n, int64_t k, bool bias, bool subrange) {
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  std::vector<float> a(m * k), w(n * k), bi(n);
+  for (auto& v : a) v = u(rng);
+  for (auto& v : w) v = u(rng);
+  for (auto& v : bi) v = u(rng);
+  const int64_t nblk = (n + 15) / 16;
+  std::vector<float> bp(nblk * k * 16 + 16, 0.f);  // B[p, j] = w[j, p], 16-column panels
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t q = 0; q < k; ++q) bp[(j / 16 * k + q) * 16 + j % 16] = w[j * k + q];
+  int64_t m0 = 0, m1 = m, nb0 = 0, nb1 = nblk;
+  if (subrange) { m0 = irand(0, int(m)); m1 = irand(int(m0), int(m)); nb0 = irand(0, int(nblk)); nb1 = irand(int(nb0), int(nblk)); }
+  SgemmArgs g; g.a = a.data(); g.lda = k; g.bp = bp.data(); g.m = m; g.n = n; g.k = k; g.bias = bias ? bi.data() : nullptr; g.ldc = n;
+  std::vector<float> c1(m * n, NAN), c2(m * n, NAN);
+  g.c = c1.data(); sgemm_ref(g, m0, m1, nb0, nb1);
+  g.c = c2.data(); sgemm_avx512(g, m0, m1, nb0, nb1);
+  SgemvArgs v; v.x = a.data(); v.ldx = k; v.w = w.data(); v.ldw = k; v.m = m; v.n = n; v.k = k; v.bias = g.bias; v.ldc = n;
+  std::vector<float> y1(m * n, NAN), y2(m * n, NAN);
+  const int64_t n0 = subrange ? irand(0, int(n)) : 0, n1 = subrange ? irand(int(n0), int(n)) : n;
+  v.c = y1.data(); sgemv_ref(v, n0, n1);
+  v.c = y2.data(); sgemv_avx512(v, n0, n1);
+  ++runs;
+  int bad = 0;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double mag = bias ? std::fabs(bi[j]) : 0.0;
+      for (int64_t q = 0; q < k; ++q) mag += std::fabs(double(a[i * k + q]) * w[j * k + q]);
+      const double tol = 1e-5 * mag + 1e-30;
+      for (auto* pr : {&c1, &y1}) {
+        const float r = (*pr)[i * n + j], x = (pr == &c1 ? c2 : y2)[i * n + j];
+        if (std::isnan(r) != std::isnan(x) || (!std::isnan(r) && std::fabs(double(r) - x) > tol)) ++bad;
+      }
+    }
+  if (bad) { ++fails; std::printf("FAIL sgemm/sgemv_avx512 m=%ld n=%ld k=%ld bias=%d bad=%d\n", m, n, k, int(bias), bad); }
+}
+
 int main(int argc, char** argv) {
   const int64_t ms[] = {1, 2, 3, 5, 6, 7, 8, 9, 12, 13, 15, 16, 17, 24, 31, 32, 33, 40, 47, 48, 50, 64, 65, 100};
   const int64_t ns[] = {1, 15, 16, 17, 31, 33, 48, 50, 64, 80, 100, 130};
@@ -140,6 +179,10 @@ int main(int argc, char** argv) {
     one(Kind(kind), 270, 20, 4000, 0, true, false, false);
     one(Kind(kind), 70, 50, 4096, 32, false, false, true);
   }
+  const int64_t fm[] = {1, 2, 3, 4, 5, 7, 8, 11, 12, 13, 24, 25, 100, 145, 300};
+  const int64_t fn[] = {1, 3, 15, 16, 17, 31, 32, 33, 47, 64, 100, 257};
+  const int64_t fk[] = {1, 3, 17, 61, 256, 257, 1000};
+  for (int it = 0; it < iters / 2; ++it) one_f32(fm[irand(0, 14)], fn[irand(0, 11)], fk[irand(0, 6)], irand(0, 1), irand(0, 2) == 0);
   std::printf("%d runs, %d failures, tdpbssd %ld, ldtilecfg %ld\n", runs, fails, emu::tdp_count(), emu::cfg_count());
   return fails != 0;
 }

@@ -28,6 +28,14 @@
 
 #include "../kernels.h"
 
+// Keeps a value in a zmm register (an empty asm the compiler cannot see
+// through). The emulated test build (native/test/emu) has no zmm registers.
+#ifdef SPARQ_EMULATED_ISA
+#define SPARQ_PIN_ZMM(v) ((void)0)
+#else
+#define SPARQ_PIN_ZMM(v) __asm__("" : "+v"(v))
+#endif
+
 namespace sparq {
 namespace {
 
@@ -244,7 +252,7 @@ void gemv_tile(const float* __restrict x, int64_t ldx, const float* __restrict w
         __m512 wv = _mm512_loadu_ps(w + j * ldw + p + 16 * u);
         // Load w once into a register: GCC otherwise may re-load it as a
         // memory operand of each of the MR FMAs.
-        if (MR > 1) __asm__("" : "+v"(wv));
+        if (MR > 1) SPARQ_PIN_ZMM(wv);
 #pragma GCC unroll 4
         for (int r = 0; r < MR; ++r) acc[r][j][u] = _mm512_fmadd_ps(xv[r], wv, acc[r][j][u]);
       }

@@ -1,11 +1,13 @@
 // emu_avx512_amx.h - test-only emulation of the AVX-512 and AMX intrinsics used by
-// sparq's int8 kernels, so their logic (indexing, tails, masks, groups, tile
+// sparq's int8 and f32 kernels, so their logic (indexing, tails, masks, groups, tile
 // shapes) runs and is checked on CPUs without those ISAs. Force-included
 // (-include) before a kernel file; see test_emulated_isa.cpp. It checks the
 // source against the reference, not the real instructions.
 #pragma once
+#define SPARQ_EMULATED_ISA 1
 #include <immintrin.h>
 #include <cassert>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -49,6 +51,10 @@ inline __m512 setzero_ps() { V v; for (int l = 0; l < 16; ++l) v.f[l] = 0.f; ret
 inline __m512i setzero_si512() { V v; for (int l = 0; l < 16; ++l) v.i[l] = 0; return toi(v); }
 inline void store_ps(void* p, __m512 a) { need_align(p, 64, "store_ps"); V v = vf(a); std::memcpy(p, &v, 64); }
 inline void store_si512(void* p, __m512i a) { need_align(p, 64, "store_si512"); V v = vi(a); std::memcpy(p, &v, 64); }
+inline __m512 fmadd_ps(__m512 a, __m512 b, __m512 c) { V x = vf(a), y = vf(b), z = vf(c); for (int l = 0; l < 16; ++l) x.f[l] = std::fma(x.f[l], y.f[l], z.f[l]); return tof(x); }
+inline __m256 extractf32x8_ps(__m512 a, int i) { V x = vf(a); __m256 r; std::memcpy(&r, &x.f[i ? 8 : 0], 32); return r; }
+inline __m128 maskz_loadu_ps128(__mmask8 k, const void* p) { float t[4]; for (int l = 0; l < 4; ++l) { t[l] = 0.f; if (k >> l & 1) std::memcpy(&t[l], static_cast<const char*>(p) + 4 * l, 4); } __m128 r; std::memcpy(&r, t, 16); return r; }
+inline void mask_storeu_ps128(void* p, __mmask8 k, __m128 a) { float t[4]; std::memcpy(t, &a, 16); for (int l = 0; l < 4; ++l) if (k >> l & 1) std::memcpy(static_cast<char*>(p) + 4 * l, &t[l], 4); }
 inline __m512i xor_si512(__m512i a, __m512i b) { V x = vi(a), y = vi(b); for (int l = 0; l < 16; ++l) x.u[l] ^= y.u[l]; return toi(x); }
 
 // --- AMX ---
@@ -122,6 +128,10 @@ inline void release() { ts.configured = false; }
 #define _mm512_store_ps emu::store_ps
 #define _mm512_store_si512 emu::store_si512
 #define _mm512_xor_si512 emu::xor_si512
+#define _mm512_fmadd_ps emu::fmadd_ps
+#define _mm512_extractf32x8_ps emu::extractf32x8_ps
+#define _mm_maskz_loadu_ps emu::maskz_loadu_ps128
+#define _mm_mask_storeu_ps emu::mask_storeu_ps128
 #undef _tile_loadd
 #undef _tile_stored
 #undef _tile_zero
