@@ -1,6 +1,7 @@
 // Misuse never crashes the process: every bad call is a clear TypeError/RangeError.
 import { expect } from 'chai';
 import { Tensor, linear, matmul, matmulInt8, quantize, setIsa, setNumThreads } from '../lib/index';
+import { loadNative } from '../lib/native';
 
 async function rejects(p: Promise<unknown>, type: ErrorConstructor, re: RegExp): Promise<void> {
   try {
@@ -72,5 +73,20 @@ describe('bad input', () => {
     const y = await p;
     expect(y.shape).to.deep.equal([64, 512]);
     y.dispose();
+  });
+});
+
+describe('the addon checks spans itself (calls that bypass the TS layer)', () => {
+  it('refuses spans past the storage and absurd dims without touching memory', async () => {
+    const N = loadNative();
+    const s = new N.Storage(64), o = new N.Storage(64);
+    expect(() => N.matmulF32(s, 0, 4, 4, s, 0, 4, null, 0, o, 32)).to.throw(RangeError, /out needs 64 bytes at offset 32/);
+    expect(() => N.matmulF32(s, 0, 2 ** 31, 2 ** 31, s, 0, 4, null, 0, o, 0)).to.throw(RangeError, /m must be an integer in/);
+    expect(() => N.linearF32(s, 0, 2 ** 30, 2 ** 30, s, 0, 2 ** 30, null, 0, o, 0)).to.throw(RangeError, /needs \d+ bytes/);
+    expect(() => N.matmulS8(s, 0, 1, 1, {} as never, o, 0)).to.throw(TypeError, /expected a quantized weight/);
+    expect(() => N.stats({} as never, 0, 1, 0, 0, 0)).to.throw(TypeError, /expected a tensor storage/);
+    s.dispose();
+    expect(() => N.stats(s, 0, 1, 0, 0, 0)).to.throw(Error, /disposed/);
+    o.dispose();
   });
 });

@@ -11,7 +11,10 @@ namespace sparq_addon {
 
 using sparq::Error;
 
-constexpr int64_t kMaxDim = int64_t(1) << 31;
+// Largest dimension accepted from JS. With dims <= 2^30 every byte count below
+// (at most three factors: two dims and an element size <= 4) stays under 2^62,
+// so the span checks cannot overflow.
+constexpr int64_t kMaxDim = int64_t(1) << 30;
 
 // --- Packed -------------------------------------------------------------------------
 Napi::Function Packed::Define(Napi::Env env) {
