@@ -99,7 +99,7 @@ SPARQ_INLINE void tile_store(int t, void* base, int64_t stride) {
   }
 }
 
-struct Ctx {
+struct AmxCtx {
   const int8_t* b;   // packed data
   int64_t bstride;   // bytes per 16-column block = k_pad * 16
   int64_t kt;        // k bytes per tile step (64, or 32 for group 32)
@@ -158,7 +158,7 @@ SPARQ_INLINE void store_c(int na, int nb, int32_t (&cbuf)[4][kTileM][kS8BlockN])
 // One step: rows [r0, r0 + 16*NA) (rows >= m1 computed on padding, not
 // written), blocks [nb, nb + NB). ap[a], sa[a]: A tile a (row r0 + 16a, k = 0).
 template <int NA, int NB>
-void step(const Ctx& x, const uint8_t* const* ap, const int64_t* sa, int64_t r0, int64_t nb) {
+void step(const AmxCtx& x, const uint8_t* const* ap, const int64_t* sa, int64_t r0, int64_t nb) {
   const int8_t* b0 = x.b + nb * x.bstride;
   const int8_t* b1 = NB == 2 ? b0 + x.bstride : b0;
   const uint8_t* a0 = ap[0];
@@ -243,7 +243,7 @@ void step(const Ctx& x, const uint8_t* const* ap, const int64_t* sa, int64_t r0,
   }
 }
 
-using StepFn = void (*)(const Ctx&, const uint8_t* const*, const int64_t*, int64_t, int64_t);
+using StepFn = void (*)(const AmxCtx&, const uint8_t* const*, const int64_t*, int64_t, int64_t);
 const StepFn kSteps[2][2] = {{&step<1, 1>, &step<1, 2>}, {&step<2, 1>, &step<2, 2>}};  // [NA-1][NB-1]
 
 #undef SPARQ_INLINE
@@ -278,7 +278,7 @@ void gemm_s8_amx(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int64
     return;
   }
 
-  Ctx x;
+  AmxCtx x;
   x.b = b.data;
   x.bstride = b.k_pad * kS8BlockN;
   x.kt = grouped && b.group % 64 != 0 ? 32 : 64;

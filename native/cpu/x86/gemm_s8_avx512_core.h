@@ -37,6 +37,7 @@
 #include <utility>
 
 #include "../kernels.h"
+#include "gemm_s8_ctx.h"
 
 namespace sparq {
 namespace {
@@ -49,24 +50,6 @@ constexpr int kMR = 8;                      // rows per register tile
 constexpr int kNB = 3;                      // 16-column blocks per register tile
 constexpr int64_t kPrefetch = 1024;         // bytes ahead in each B block stream (16 k-steps)
 constexpr int64_t kABlockBytes = 512 << 10;  // rows per outer block: A block <= this
-
-struct Ctx {
-  const uint8_t* a;  // row i at a + i * lda
-  int64_t lda;
-  const int8_t* b;   // packed data
-  int64_t bstride;   // bytes per 16-column block = k_pad * 16
-  int64_t gsteps;    // k-steps (of 4 k) per group: k_pad / 4 when groups == 1
-  int64_t ksteps;    // k_pad / 4: the last group is clamped to it
-  int64_t groups;    // b->groups (1 in exact mode)
-  const int32_t* colsum;
-  const float* scales;
-  const float* bias;
-  const float* a_scale;
-  float* c;
-  int32_t* ci;
-  int64_t ldc;
-  int64_t n;
-};
 
 // Columns nb*16 .. nb*16+15 that exist (j < n). Every block below n_pad / 16 has
 // at least one (n_pad = round_up(n, 16)), so v is in [1, 16].
@@ -244,41 +227,10 @@ const TileFn kTiles[2][kMR][kNB] = {SPARQ_TILE_TABLE(tile_one_group), SPARQ_TILE
 // [nb0, nb1); kAU8: A bytes are int8 + 128 (else plain int8).
 template <bool kAU8>
 void run(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1) {
-  assert(p.a && p.b);
   const PackedS8& b = *p.b;
-  assert(b.data && b.colsum);
-  // formats.h / kernels.h promise k_pad % 64 == 0 and lda % 64 == 0, but the
-  // packer makes k_pad = round_up(k, group) for groups > 64 that 64 does not
-  // divide (e.g. 96), and the driver then uses lda = k_pad: only what the code
-  // needs is asserted (k_pad % 4; the AMX path checks % 64 itself).
-  assert(b.k_pad % kS8StepK == 0 && b.k_pad >= b.k && b.n_pad % kS8BlockN == 0 && b.n <= b.n_pad);
-  assert(p.lda >= b.k_pad);
-  assert(0 <= m0 && m0 <= m1 && m1 <= p.m);
-  assert(0 <= nb0 && nb0 <= nb1 && nb1 <= b.n_pad / kS8BlockN);
-  // Every group starts inside k_pad; the last one may end past it (the packer
-  // allows e.g. group 48 with k = 100: 3 groups, k_pad 128), so it is clamped.
-  assert(b.groups >= 1 && b.group > 0 && b.group % kS8StepK == 0 && (b.groups - 1) * b.group < b.k_pad);
-  assert(p.ci ? b.groups == 1 : (p.c && b.scales && p.a_scale));
-  assert(p.ldc >= b.n);
+  const Ctx x = make_ctx(p, m0, m1, nb0, nb1);
   if (m0 >= m1 || nb0 >= nb1) return;
-
   const bool grouped = !p.ci && b.groups > 1;
-  Ctx x;
-  x.a = p.a;
-  x.lda = p.lda;
-  x.b = b.data;
-  x.bstride = b.k_pad * kS8BlockN;
-  x.gsteps = grouped ? b.group / kS8StepK : b.k_pad / kS8StepK;
-  x.ksteps = b.k_pad / kS8StepK;
-  x.groups = b.groups;
-  x.colsum = b.colsum;
-  x.scales = b.scales;
-  x.bias = p.bias;
-  x.a_scale = p.a_scale;
-  x.c = p.c;
-  x.ci = p.ci;
-  x.ldc = p.ldc;
-  x.n = b.n;
 
   const int64_t mc = std::max<int64_t>(kMR, kABlockBytes / b.k_pad / kMR * kMR);
   for (int64_t ib = m0; ib < m1; ib += mc) {
