@@ -28,3 +28,19 @@ export function expectTensor(op: string, name: string, v: unknown, dtypes: reado
 export function expectDim(op: string, what: string, got: number, want: number): void {
   if (got !== want) throw new RangeError(`${op}: ${what} must be ${want}; got ${got}`);
 }
+
+export function nonEmpty(op: string, name: string, t: Tensor): void {
+  if (t.numel === 0) throw new RangeError(`${op}: argument '${name}' is empty (shape [${t.shape.join(', ')}])`);
+}
+
+/** Allocates the output, runs `fill` on it and returns it; frees it if `fill` fails. */
+export async function withOutput(shape: number[], dtype: 'f32' | 'i32', fill: (out: Tensor) => Promise<void>): Promise<Tensor> {
+  const out = Tensor._alloc(shape, dtype);
+  try {
+    await fill(out);
+  } catch (e) {
+    out.dispose();
+    throw e;
+  }
+  return out;
+}

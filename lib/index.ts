@@ -7,6 +7,7 @@ export {
   type QuantizeOptions, type Granularity, type QuantizationError, type ObserverOptions, type ObserverMethod, type QuantParams,
 } from './quantize';
 export { matmulInt8, linear, matmul, type LinearOptions } from './ops';
+export { rmsnorm, softmax, swiglu, add, rope, type RmsNormOptions, type RopeOptions } from './small_ops';
 
 export type IsaName = 'amx' | 'avx512vnni' | 'avxvnni' | 'avx2' | 'ref';
 export const ISAS: readonly IsaName[] = ['ref', 'avx2', 'avxvnni', 'avx512vnni', 'amx'];

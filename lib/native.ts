@@ -57,6 +57,11 @@ export interface NativeBinding {
   linearF32(x: S, xOff: Off, m: number, k: number, w: S, wOff: Off, n: number, bias: S | null, biasOff: Off,
             out: S, outOff: Off): Promise<void>;
   ceilings(dramBytes: number): Promise<{ fp32Avx2Gops: number; int8Avx2Gops: number; dramReadGBs: number; threads: number }>;
+  rmsnorm(x: S, xOff: Off, rows: number, d: number, w: S, wOff: Off, eps: number, out: S, outOff: Off): Promise<void>;
+  softmax(x: S, xOff: Off, rows: number, n: number, out: S, outOff: Off): Promise<void>;
+  swiglu(a: S, aOff: Off, b: S, bOff: Off, n: number, out: S, outOff: Off): Promise<void>;
+  add(a: S, aOff: Off, b: S, bOff: Off, n: number, out: S, outOff: Off): Promise<void>;
+  rope(x: S, xOff: Off, bh: number, t: number, d: number, offset: number, theta: number, neox: boolean, out: S, outOff: Off): Promise<void>;
   stats(x: S, off: Off, count: number, bins: number, lo: number, hi: number):
     Promise<{ min: number; max: number; histogram?: Float64Array }>;
 }

@@ -1,7 +1,7 @@
 // ops.ts - the GEMM-family ops. Each validates its arguments (dtype, shape,
 // device, disposal) on the JS thread, allocates the output and runs the
 // kernel off-thread, returning a Promise.
-import { describe, expectDim, expectTensor } from './errors';
+import { describe, expectDim, expectTensor, nonEmpty, withOutput } from './errors';
 import { loadNative } from './native';
 import { QuantizedTensor } from './quantize';
 import { Tensor } from './tensor';
@@ -16,22 +16,6 @@ function checkBias(op: string, bias: Tensor | null | undefined, n: number): Tens
   const b = expectTensor(op, 'bias', bias, ['f32'], 1);
   expectDim(op, "bias length (the weight's output features n)", b.shape[0]!, n);
   return b;
-}
-
-function nonEmpty(op: string, name: string, t: Tensor): void {
-  if (t.numel === 0) throw new RangeError(`${op}: argument '${name}' is empty (shape [${t.shape.join(', ')}])`);
-}
-
-/** Allocates the output, runs `fill` on it and returns it; frees it if `fill` fails. */
-async function withOutput(shape: number[], dtype: 'f32' | 'i32', fill: (out: Tensor) => Promise<void>): Promise<Tensor> {
-  const out = Tensor._alloc(shape, dtype);
-  try {
-    await fill(out);
-  } catch (e) {
-    out.dispose();
-    throw e;
-  }
-  return out;
 }
 
 /** Exact int32 C[m, n] = a[m, k] . b[n, k]^T for int8 a and b. */

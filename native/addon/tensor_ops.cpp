@@ -264,6 +264,56 @@ Napi::Value MeasureCeilings(const Napi::CallbackInfo& info) {
       });
 }
 
+// --- small ops (all Promise-returning) ---------------------------------------------
+// rmsnorm(x, xOff, rows, d, w, wOff, eps, out, outOff)
+Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
+  const char* op = "rmsnorm";
+  const int64_t rows = ArgInt(info, 2, op, "rows", 1, kMaxDim), d = ArgInt(info, 3, op, "d", 1, kMaxDim);
+  const Span x = ArgSpan(info, 0, op, "x", uint64_t(rows) * uint64_t(d) * 4);
+  const Span w = ArgSpan(info, 4, op, "weight", uint64_t(d) * 4);
+  const float eps = float(ArgNum(info, 6, op, "eps"));
+  const Span o = ArgSpan(info, 7, op, "out", uint64_t(rows) * uint64_t(d) * 4);
+  return RunAsync(info.Env(), [x, w, o, rows, d, eps]() { return sparq::rmsnorm(x.ptr<float>(), w.ptr<float>(), rows, d, eps, o.ptr<float>()); });
+}
+
+// softmax(x, xOff, rows, n, out, outOff)
+Napi::Value Softmax(const Napi::CallbackInfo& info) {
+  const char* op = "softmax";
+  const int64_t rows = ArgInt(info, 2, op, "rows", 1, kMaxDim), n = ArgInt(info, 3, op, "n", 1, kMaxDim);
+  const Span x = ArgSpan(info, 0, op, "x", uint64_t(rows) * uint64_t(n) * 4);
+  const Span o = ArgSpan(info, 4, op, "out", uint64_t(rows) * uint64_t(n) * 4);
+  return RunAsync(info.Env(), [x, o, rows, n]() { return sparq::softmax(x.ptr<float>(), rows, n, o.ptr<float>()); });
+}
+
+// swiglu / add (a, aOff, b, bOff, n, out, outOff)
+template <bool kSwiglu>
+Napi::Value Binary(const Napi::CallbackInfo& info) {
+  const char* op = kSwiglu ? "swiglu" : "add";
+  const int64_t n = ArgInt(info, 4, op, "n", 1, int64_t(1) << 40);
+  const Span a = ArgSpan(info, 0, op, "a", uint64_t(n) * 4);
+  const Span b = ArgSpan(info, 2, op, "b", uint64_t(n) * 4);
+  const Span o = ArgSpan(info, 5, op, "out", uint64_t(n) * 4);
+  return RunAsync(info.Env(), [a, b, o, n]() {
+    return kSwiglu ? sparq::swiglu(a.ptr<float>(), b.ptr<float>(), n, o.ptr<float>())
+                   : sparq::add(a.ptr<float>(), b.ptr<float>(), n, o.ptr<float>());
+  });
+}
+
+// rope(x, xOff, bh, t, d, pos0, theta, neox, out, outOff)
+Napi::Value Rope(const Napi::CallbackInfo& info) {
+  const char* op = "rope";
+  const int64_t bh = ArgInt(info, 2, op, "batch*heads", 1, kMaxDim), t = ArgInt(info, 3, op, "t", 1, kMaxDim);
+  const int64_t d = ArgInt(info, 4, op, "d", 1, kMaxDim);
+  const int64_t pos0 = ArgInt(info, 5, op, "offset", 0, kMaxDim);
+  const float theta = float(ArgNum(info, 6, op, "theta"));
+  const bool neox = info.Length() > 7 && info[7].ToBoolean().Value();
+  const Span x = ArgSpan(info, 0, op, "x", uint64_t(bh) * uint64_t(t) * uint64_t(d) * 4);
+  const Span o = ArgSpan(info, 8, op, "out", uint64_t(bh) * uint64_t(t) * uint64_t(d) * 4);
+  return RunAsync(info.Env(), [x, o, bh, t, d, pos0, theta, neox]() {
+    return sparq::rope(x.ptr<float>(), bh, t, d, pos0, theta, neox, o.ptr<float>());
+  });
+}
+
 }  // namespace
 
 void RegisterOps(Napi::Env env, Napi::Object exports) {
@@ -276,6 +326,11 @@ void RegisterOps(Napi::Env env, Napi::Object exports) {
   exports.Set("linearF32", Napi::Function::New(env, F32Op<true>, "linearF32"));
   exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
   exports.Set("ceilings", Napi::Function::New(env, MeasureCeilings, "ceilings"));
+  exports.Set("rmsnorm", Napi::Function::New(env, RmsNorm, "rmsnorm"));
+  exports.Set("softmax", Napi::Function::New(env, Softmax, "softmax"));
+  exports.Set("swiglu", Napi::Function::New(env, Binary<true>, "swiglu"));
+  exports.Set("add", Napi::Function::New(env, Binary<false>, "add"));
+  exports.Set("rope", Napi::Function::New(env, Rope, "rope"));
 }
 
 }  // namespace sparq_addon

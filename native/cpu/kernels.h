@@ -97,6 +97,24 @@ using QuantRowsFn = void (*)(const QuantRowsArgs& args, int64_t m0, int64_t m1);
 void quant_rows_ref(const QuantRowsArgs&, int64_t, int64_t);
 void quant_rows_avx2(const QuantRowsArgs&, int64_t, int64_t);
 
+// --- small ops of the decoder (rows are independent; called on row ranges) ---
+// rmsnorm: y[r,:] = x[r,:] * w / sqrt(mean(x[r,:]^2) + eps)          x, y: (rows, d)
+using RmsNormFn = void (*)(const float* x, const float* w, float* y, int64_t d, float eps, int64_t r0, int64_t r1);
+// softmax over each row (max subtracted first)                         x, y: (rows, n)
+using SoftmaxFn = void (*)(const float* x, float* y, int64_t n, int64_t r0, int64_t r1);
+// y[i] = silu(a[i]) * b[i] = a[i] / (1 + exp(-a[i])) * b[i], i in [i0, i1)
+using SwigluFn = void (*)(const float* a, const float* b, float* y, int64_t i0, int64_t i1);
+// y[i] = a[i] + b[i], i in [i0, i1)
+using AddFn = void (*)(const float* a, const float* b, float* y, int64_t i0, int64_t i1);
+void rmsnorm_ref(const float*, const float*, float*, int64_t, float, int64_t, int64_t);
+void softmax_ref(const float*, float*, int64_t, int64_t, int64_t);
+void swiglu_ref(const float*, const float*, float*, int64_t, int64_t);
+void add_ref(const float*, const float*, float*, int64_t, int64_t);
+void rmsnorm_avx2(const float*, const float*, float*, int64_t, float, int64_t, int64_t);
+void softmax_avx2(const float*, float*, int64_t, int64_t, int64_t);
+void swiglu_avx2(const float*, const float*, float*, int64_t, int64_t);
+void add_avx2(const float*, const float*, float*, int64_t, int64_t);
+
 // --- the table ------------------------------------------------------------
 struct KernelTable {
   Isa isa = Isa::ref;          // int8 GEMM path
@@ -109,6 +127,10 @@ struct KernelTable {
   SgemmFn sgemm = nullptr;
   SgemvFn sgemv = nullptr;
   QuantRowsFn quant_rows = nullptr;
+  RmsNormFn rmsnorm = nullptr;
+  SoftmaxFn softmax = nullptr;
+  SwigluFn swiglu = nullptr;
+  AddFn add = nullptr;
 };
 
 }  // namespace sparq

@@ -84,6 +84,20 @@ Error matmul_f32(const float* a, int64_t m, int64_t k, const float* b, int64_t n
 // y[m, n] = x[m, k] . w[n, k]^T (+ bias[n])
 Error linear_f32(const float* x, int64_t m, int64_t k, const float* w, int64_t n, const float* bias, float* y);
 
+// --- the decoder's small ops (f32) ------------------------------------------------
+// y[r, :] = x[r, :] * w / sqrt(mean(x[r, :]^2) + eps)        x, y: (rows, d); w: (d)
+Error rmsnorm(const float* x, const float* w, int64_t rows, int64_t d, float eps, float* y);
+// softmax over the last dimension                           x, y: (rows, n)
+Error softmax(const float* x, int64_t rows, int64_t n, float* y);
+// y = silu(a) * b, elementwise over n values
+Error swiglu(const float* a, const float* b, int64_t n, float* y);
+// y = a + b, elementwise over n values
+Error add(const float* a, const float* b, int64_t n, float* y);
+// Rotary position embedding of x (bh, t, d) -> y: row t is at position pos0 + t;
+// pair i (i < d/2) turns by (pos0 + t) * theta^(-2i/d). Pairs are (2i, 2i+1)
+// ("interleaved", Llama / llama2.c) or (i, i + d/2) ("neox", half split).
+Error rope(const float* x, int64_t bh, int64_t t, int64_t d, int64_t pos0, float theta, bool neox, float* y);
+
 // Histogram of x over [lo, hi] into `bins` counts (values outside are clamped).
 void histogram_f32(const float* x, int64_t count, float lo, float hi, int64_t bins, double* counts);
 // min, max over x (NaN ignored)

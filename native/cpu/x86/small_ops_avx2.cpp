@@ -1,0 +1,123 @@
+// small_ops_avx2.cpp - AVX2 versions of the decoder's small ops (RMSNorm,
+// softmax, SwiGLU, add), 8 lanes with scalar tails. exp is a Cephes-style
+// range reduction + degree-6 polynomial (about 2 ulp in f32). Checked against
+// ref/small_ops_ref.cpp through test/small_ops.test.ts on every path.
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "../kernels.h"
+
+namespace sparq {
+namespace {
+
+// e^x for x in [-87.3, 88.7] (clamped outside): x = n ln2 + r, e^r by polynomial.
+inline __m256 exp_ps(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float hmax(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float exp_scalar(float x) {
+  alignas(32) float t[8];
+  _mm256_store_ps(t, exp_ps(_mm256_set1_ps(x)));
+  return t[0];
+}
+
+}  // namespace
+
+void rmsnorm_avx2(const float* x, const float* w, float* y, int64_t d, float eps, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* xr = x + r * d;
+    float* yr = y + r * d;
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+    int64_t i = 0;
+    for (; i + 16 <= d; i += 16) {
+      const __m256 a = _mm256_loadu_ps(xr + i), b = _mm256_loadu_ps(xr + i + 8);
+      s0 = _mm256_fmadd_ps(a, a, s0);
+      s1 = _mm256_fmadd_ps(b, b, s1);
+    }
+    double ss = hsum(_mm256_add_ps(s0, s1));
+    for (; i < d; ++i) ss += double(xr[i]) * xr[i];
+    const float inv = float(1.0 / std::sqrt(ss / double(d) + eps));
+    const __m256 vinv = _mm256_set1_ps(inv);
+    i = 0;
+    for (; i + 8 <= d; i += 8)
+      _mm256_storeu_ps(yr + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + i), vinv), _mm256_loadu_ps(w + i)));
+    for (; i < d; ++i) yr[i] = xr[i] * inv * w[i];
+  }
+}
+
+void softmax_avx2(const float* x, float* y, int64_t n, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* xr = x + r * n;
+    float* yr = y + r * n;
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(xr + i));
+    float mx = hmax(vm);
+    for (; i < n; ++i) mx = std::fmax(mx, xr[i]);
+    const __m256 vmx = _mm256_set1_ps(mx);
+    __m256 vs = _mm256_setzero_ps();
+    i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(xr + i), vmx));
+      _mm256_storeu_ps(yr + i, e);
+      vs = _mm256_add_ps(vs, e);
+    }
+    double sum = hsum(vs);
+    for (; i < n; ++i) {
+      yr[i] = exp_scalar(xr[i] - mx);
+      sum += yr[i];
+    }
+    const float inv = float(1.0 / sum);
+    const __m256 vinv = _mm256_set1_ps(inv);
+    i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(yr + i, _mm256_mul_ps(_mm256_loadu_ps(yr + i), vinv));
+    for (; i < n; ++i) yr[i] *= inv;
+  }
+}
+
+void swiglu_avx2(const float* a, const float* b, float* y, int64_t i0, int64_t i1) {
+  const __m256 one = _mm256_set1_ps(1.f), neg = _mm256_set1_ps(-0.f);
+  int64_t i = i0;
+  for (; i + 8 <= i1; i += 8) {
+    const __m256 va = _mm256_loadu_ps(a + i);
+    const __m256 den = _mm256_add_ps(one, exp_ps(_mm256_xor_ps(va, neg)));
+    _mm256_storeu_ps(y + i, _mm256_div_ps(_mm256_mul_ps(va, _mm256_loadu_ps(b + i)), den));
+  }
+  for (; i < i1; ++i) y[i] = a[i] * b[i] / (1.f + exp_scalar(-a[i]));
+}
+
+void add_avx2(const float* a, const float* b, float* y, int64_t i0, int64_t i1) {
+  int64_t i = i0;
+  for (; i + 8 <= i1; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+  for (; i < i1; ++i) y[i] = a[i] + b[i];
+}
+
+}  // namespace sparq
