@@ -11,7 +11,6 @@ export interface NativeStorage {
   readonly disposed: boolean;
   write(data: ArrayBufferView, byteOffset: number): void;
   read(byteOffset: number, byteLength: number): ArrayBuffer;
-  fill(byteOffset: number, byteLength: number, byte: number): void;
   dispose(): void;
 }
 

@@ -5,7 +5,7 @@
 // machine of docs/PERFORMANCE numbers), GEMV as GB/s of weights streamed from
 // DRAM (weights rotated over >= 256 MiB), median and spread; writes JSON.
 import * as os from 'node:os';
-import { ISAS, info, linear, quantize, setIsa, setNumThreads, Tensor, type IsaName, type QuantizedTensor } from '../index';
+import { info, linear, quantize, setIsa, setNumThreads, Tensor, type IsaName, type QuantizedTensor } from '../index';
 import { loadNative } from '../native';
 import { measure, table, writeJson } from './harness';
 
@@ -127,4 +127,3 @@ export async function benchGemm(opts: GemmBenchOptions = {}): Promise<unknown> {
   return out;
 }
 
-export const BENCH_ISAS = ISAS;

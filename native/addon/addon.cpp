@@ -12,7 +12,7 @@ namespace sparq_addon {
 Napi::Function Storage::Define(Napi::Env env) {
   return DefineClass(env, "Storage",
                      {InstanceMethod("write", &Storage::Write), InstanceMethod("read", &Storage::Read),
-                      InstanceMethod("fill", &Storage::Fill), InstanceMethod("dispose", &Storage::Dispose),
+                      InstanceMethod("dispose", &Storage::Dispose),
                       InstanceAccessor("byteLength", &Storage::ByteLength, nullptr),
                       InstanceAccessor("disposed", &Storage::Disposed, nullptr)});
 }
@@ -86,17 +86,6 @@ Napi::Value Storage::Read(const Napi::CallbackInfo& info) {
   Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, size_t(len));
   std::memcpy(ab.Data(), static_cast<char*>(block_->p) + off, size_t(len));
   return ab;
-}
-
-// fill(byteOffset, byteLength, byte)
-Napi::Value Storage::Fill(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!block_) throw Napi::Error::New(env, "fill: tensor has been disposed");
-  const int64_t off = ArgInt(info, 0, "fill", "byteOffset", 0, int64_t(block_->bytes));
-  const int64_t len = ArgInt(info, 1, "fill", "byteLength", 0, int64_t(block_->bytes) - off);
-  const int64_t v = ArgInt(info, 2, "fill", "byte", 0, 255);
-  std::memset(static_cast<char*>(block_->p) + off, int(v), size_t(len));
-  return env.Undefined();
 }
 
 Napi::Value Storage::Dispose(const Napi::CallbackInfo& info) {

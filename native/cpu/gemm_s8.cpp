@@ -89,11 +89,14 @@ Error pack_s8(const int8_t* w, int64_t n, int64_t k, int64_t group, const float*
   if (!e.ok()) return e;
   PackedS8& p = pw->p_;
   const int64_t gs = p.groups;
+  std::atomic<bool> m128{false};
   parallel_for((n + 63) / 64, [&](int64_t t) {
-    for (int64_t j = t * 64; j < std::min(n, t * 64 + 64); ++j)
+    const int64_t j0 = t * 64, j1 = std::min(n, t * 64 + 64);
+    for (int64_t j = j0; j < j1; ++j)
       pack_row(p, j, w + j * k, scales ? scales + j * gs : nullptr, zeros ? zeros + j * gs : nullptr);
+    if (any_m128(w + j0 * k, (j1 - j0) * k)) m128.store(true);
   });
-  p.has_m128 = any_m128(w, n * k);
+  p.has_m128 = m128.load();
   *out = std::move(pw);
   return Error{};
 }

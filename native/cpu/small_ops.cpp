@@ -58,14 +58,16 @@ Error rope(const float* x, int64_t bh, int64_t t, int64_t d, int64_t pos0, float
   if (!(theta > 0.f)) return Error::make(Status::invalid_argument, "rope: theta must be positive");
   const int64_t half = d / 2;
   std::vector<float> cs(size_t(t * half)), sn(size_t(t * half));
-  for (int64_t i = 0; i < half; ++i) {
-    const double freq = std::pow(double(theta), -2.0 * double(i) / double(d));
-    for (int64_t ti = 0; ti < t; ++ti) {
-      const double ang = double(pos0 + ti) * freq;
-      cs[size_t(ti * half + i)] = float(std::cos(ang));
-      sn[size_t(ti * half + i)] = float(std::sin(ang));
-    }
-  }
+  std::vector<double> freq(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) freq[size_t(i)] = std::pow(double(theta), -2.0 * double(i) / double(d));
+  chunked(t, std::max<int64_t>(1, 4096 / std::max<int64_t>(half, 1)), [&](int64_t t0, int64_t t1) {
+    for (int64_t ti = t0; ti < t1; ++ti)
+      for (int64_t i = 0; i < half; ++i) {
+        const double ang = double(pos0 + ti) * freq[size_t(i)];
+        cs[size_t(ti * half + i)] = float(std::cos(ang));
+        sn[size_t(ti * half + i)] = float(std::sin(ang));
+      }
+  });
   chunked(bh * t, std::max<int64_t>(1, kGrainElems / std::max<int64_t>(d, 1)), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * d;

@@ -230,7 +230,6 @@ void run(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1) 
   const PackedS8& b = *p.b;
   const Ctx x = make_ctx(p, m0, m1, nb0, nb1);
   if (m0 >= m1 || nb0 >= nb1) return;
-  const bool grouped = !p.ci && b.groups > 1;
 
   const int64_t mc = std::max<int64_t>(kMR, kABlockBytes / b.k_pad / kMR * kMR);
   for (int64_t ib = m0; ib < m1; ib += mc) {
@@ -242,7 +241,7 @@ void run(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1) 
       nbc = left == 4 ? 2 : std::min<int64_t>(kNB, left);
       for (int64_t i = ib; i < ie; i += kMR) {
         const int64_t mr = std::min<int64_t>(kMR, ie - i);
-        kTiles<kAU8>[grouped][mr - 1][nbc - 1](x, i, nb);
+        kTiles<kAU8>[x.grouped][mr - 1][nbc - 1](x, i, nb);
       }
     }
   }

@@ -238,7 +238,6 @@ void gemm_s8_avxvnni(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, i
   const PackedS8& b = *p.b;
   const Ctx x = make_ctx(p, m0, m1, nb0, nb1);
   if (m0 >= m1 || nb0 >= nb1) return;
-  const bool grouped = !p.ci && b.groups > 1;
 
   const int64_t mc = std::max<int64_t>(kMR, kABlockBytes / b.k_pad / kMR * kMR);
   for (int64_t ib = m0; ib < m1; ib += mc) {
@@ -246,7 +245,7 @@ void gemm_s8_avxvnni(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, i
     for (int64_t nb = nb0; nb < nb1; ++nb) {
       for (int64_t i = ib; i < ie; i += kMR) {
         const int64_t mr = std::min<int64_t>(kMR, ie - i);
-        kTiles[grouped][mr - 1](x, i, nb);
+        kTiles[x.grouped][mr - 1](x, i, nb);
       }
     }
   }

@@ -19,6 +19,7 @@ struct Ctx {
   int64_t gsteps;    // k-steps (of 4 k) per group: k_pad / 4 when groups == 1
   int64_t ksteps;    // k_pad / 4: the last group is clamped to it
   int64_t groups;    // b->groups (1 in exact mode)
+  bool grouped;      // f32 output with more than one scale group
   const int32_t* colsum;
   const float* scales;
   const float* bias;
@@ -50,6 +51,7 @@ inline Ctx make_ctx(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, in
   x.lda = p.lda;
   x.b = b.data;
   x.bstride = b.k_pad * kS8BlockN;
+  x.grouped = grouped;
   x.gsteps = grouped ? b.group / kS8StepK : b.k_pad / kS8StepK;
   x.ksteps = b.k_pad / kS8StepK;
   x.groups = b.groups;
