@@ -20,7 +20,8 @@
         "native/cpu/x86/sgemm_avx2.cpp",
         "native/cpu/x86/quant_rows_avx2.cpp",
         "native/cpu/x86/ceiling_avx2.cpp",
-        "native/cpu/x86/small_ops_avx2.cpp"
+        "native/cpu/x86/small_ops_avx2.cpp",
+        "native/cpu/x86/attention_avx2.cpp"
       ]
     },
     {
@@ -54,11 +55,13 @@
         "native/cpu/sgemm.cpp",
         "native/cpu/runtime.cpp",
         "native/cpu/small_ops.cpp",
+        "native/cpu/attention.cpp",
         "native/cpu/cuda_stub.cpp",
         "native/cpu/ref/gemm_s8_ref.cpp",
         "native/cpu/ref/sgemm_ref.cpp",
         "native/cpu/ref/quant_rows_ref.cpp",
         "native/cpu/ref/small_ops_ref.cpp",
+        "native/cpu/ref/attention_ref.cpp",
         "native/addon/addon.cpp",
         "native/addon/tensor_ops.cpp"
       ]

@@ -8,6 +8,7 @@ export {
 } from './quantize';
 export { matmulInt8, linear, matmul, type LinearOptions } from './ops';
 export { rmsnorm, softmax, swiglu, add, rope, type RmsNormOptions, type RopeOptions } from './small_ops';
+export { attention, attentionNaive, KVCache, KVView, type AttentionOptions, type KVCacheOptions, type KVDType } from './attention';
 
 export type IsaName = 'amx' | 'avx512vnni' | 'avxvnni' | 'avx2' | 'ref';
 export const ISAS: readonly IsaName[] = ['ref', 'avx2', 'avxvnni', 'avx512vnni', 'amx'];

@@ -61,6 +61,12 @@ export interface NativeBinding {
   swiglu(a: S, aOff: Off, b: S, bOff: Off, n: number, out: S, outOff: Off): Promise<void>;
   add(a: S, aOff: Off, b: S, bOff: Off, n: number, out: S, outOff: Off): Promise<void>;
   rope(x: S, xOff: Off, bh: number, t: number, d: number, offset: number, theta: number, neox: boolean, out: S, outOff: Off): Promise<void>;
+  attention(q: S, qOff: Off, b: number, hq: number, tq: number, d: number, hkv: number, tk: number, cap: number,
+            kvType: number, k: S, kOff: Off, v: S, vOff: Off, ks: S | null, ksOff: Off, vs: S | null, vsOff: Off,
+            mask: S | null, maskOff: Off, maskSb: number, maskSh: number, scale: number, causal: boolean,
+            out: S, outOff: Off, naive: boolean): Promise<void>;
+  kvStore(src: S, srcOff: Off, b: number, h: number, t: number, d: number, type: number, dst: S, dstOff: Off,
+          scales: S | null, scalesOff: Off, cap: number, pos: number): Promise<void>;
   stats(x: S, off: Off, count: number, bins: number, lo: number, hi: number):
     Promise<{ min: number; max: number; histogram?: Float64Array }>;
 }

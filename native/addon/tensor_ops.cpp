@@ -3,6 +3,7 @@
 // first, with friendlier messages), copies the arguments into a closure and
 // runs the kernel library off the JS thread.
 #include <cstring>
+#include <initializer_list>
 #include <vector>
 
 #include "addon.h"
@@ -314,6 +315,88 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   });
 }
 
+// --- attention --------------------------------------------------------------------
+// Product of dims times an element size, or a RangeError when it overflows 2^62.
+uint64_t Bytes(const Napi::Env& env, const char* op, std::initializer_list<int64_t> dims, int64_t es) {
+  uint64_t n = uint64_t(es);
+  for (int64_t d : dims)
+    if (__builtin_mul_overflow(n, uint64_t(d), &n) || n > (uint64_t(1) << 62))
+      throw Napi::RangeError::New(env, std::string(op) + ": sizes too large");
+  return n;
+}
+
+int64_t KvElemSize(sparq::KvType t) { return t == sparq::KvType::f32 ? 4 : t == sparq::KvType::f16 ? 2 : 1; }
+
+// attention(q, qOff, b, hq, tq, d, hkv, tk, cap, kvType, k, kOff, v, vOff, ks, ksOff, vs, vsOff,
+//           mask, maskOff, maskSb, maskSh, scale, causal, out, outOff, naive)
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const bool naive = info.Length() > 26 && info[26].ToBoolean().Value();
+  const char* op = naive ? "attentionNaive" : "attention";
+  sparq::AttentionArgs a;
+  a.b = ArgInt(info, 2, op, "b", 1, kMaxDim);
+  a.hq = ArgInt(info, 3, op, "hq", 1, kMaxDim);
+  a.tq = ArgInt(info, 4, op, "tq", 1, kMaxDim);
+  a.d = ArgInt(info, 5, op, "d", 1, kMaxDim);
+  a.hkv = ArgInt(info, 6, op, "hkv", 1, kMaxDim);
+  a.tk = ArgInt(info, 7, op, "tk", 1, kMaxDim);
+  a.kv.cap = ArgInt(info, 8, op, "capacity", a.tk, kMaxDim);
+  a.kv.type = sparq::KvType(ArgInt(info, 9, op, "kv type", 0, 2));
+  const uint64_t qbytes = Bytes(env, op, {a.b, a.hq, a.tq, a.d}, 4);
+  const uint64_t kvbytes = Bytes(env, op, {a.b, a.hkv, a.kv.cap, a.d}, KvElemSize(a.kv.type));
+  const bool i8 = a.kv.type == sparq::KvType::i8;
+  const uint64_t sbytes = Bytes(env, op, {a.b, a.hkv, a.kv.cap}, 4);
+  const Span q = ArgSpan(info, 0, op, "q", qbytes);
+  const Span k = ArgSpan(info, 10, op, "k", kvbytes);
+  const Span v = ArgSpan(info, 12, op, "v", kvbytes);
+  const Span ks = ArgSpan(info, 14, op, "k scales", sbytes, !i8);
+  const Span vs = ArgSpan(info, 16, op, "v scales", sbytes, !i8);
+  a.mask_sb = ArgInt(info, 20, op, "mask batch stride", 0, int64_t(1) << 62);
+  a.mask_sh = ArgInt(info, 21, op, "mask head stride", 0, int64_t(1) << 62);
+  // Last element the mask is read at: (b-1) sb + (hq-1) sh + tq tk - 1.
+  uint64_t mlast = Bytes(env, op, {a.tq, a.tk}, 4), t1 = 0, t2 = 0;
+  if (__builtin_mul_overflow(uint64_t(a.b - 1), uint64_t(a.mask_sb), &t1) ||
+      __builtin_mul_overflow(uint64_t(a.hq - 1), uint64_t(a.mask_sh), &t2) || t1 > (uint64_t(1) << 60) ||
+      t2 > (uint64_t(1) << 60))
+    throw Napi::RangeError::New(env, std::string(op) + ": mask strides too large");
+  mlast += (t1 + t2) * 4;
+  const Span mask = ArgSpan(info, 18, op, "mask", mlast, true);
+  a.scale = float(ArgNum(info, 22, op, "scale"));
+  a.causal = info.Length() > 23 && info[23].ToBoolean().Value();
+  const Span o = ArgSpan(info, 24, op, "out", qbytes);
+  return RunAsync(env, [a, q, k, v, ks, vs, mask, o, naive]() mutable {
+    a.q = q.ptr<float>();
+    a.kv.k = k.ptr<void>();
+    a.kv.v = v.ptr<void>();
+    if (ks.block) a.kv.k_scale = ks.ptr<float>();
+    if (vs.block) a.kv.v_scale = vs.ptr<float>();
+    if (mask.block) a.mask = mask.ptr<float>();
+    a.out = o.ptr<float>();
+    return naive ? sparq::attention_naive(a) : sparq::attention(a);
+  });
+}
+
+// kvStore(src, srcOff, b, h, t, d, type, dst, dstOff, scale, scaleOff, cap, pos)
+Napi::Value KvStore(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "kvStore";
+  const int64_t b = ArgInt(info, 2, op, "b", 1, kMaxDim), h = ArgInt(info, 3, op, "h", 1, kMaxDim);
+  const int64_t t = ArgInt(info, 4, op, "t", 1, kMaxDim), d = ArgInt(info, 5, op, "d", 1, kMaxDim);
+  const auto type = sparq::KvType(ArgInt(info, 6, op, "type", 0, 2));
+  const int64_t cap = ArgInt(info, 11, op, "capacity", 1, kMaxDim);
+  const int64_t pos = ArgInt(info, 12, op, "position", 0, cap);
+  if (pos + t > cap)
+    throw Napi::RangeError::New(env, std::string(op) + ": " + std::to_string(t) + " new positions at " +
+                                         std::to_string(pos) + " exceed the capacity " + std::to_string(cap));
+  const Span src = ArgSpan(info, 0, op, "src", Bytes(env, op, {b, h, t, d}, 4));
+  const Span dst = ArgSpan(info, 7, op, "dst", Bytes(env, op, {b, h, cap, d}, KvElemSize(type)));
+  const Span sc = ArgSpan(info, 9, op, "scales", Bytes(env, op, {b, h, cap}, 4), type != sparq::KvType::i8);
+  return RunAsync(env, [=]() {
+    return sparq::kv_store(src.ptr<float>(), b, h, t, d, type, dst.ptr<void>(), sc.block ? sc.ptr<float>() : nullptr,
+                           cap, pos);
+  });
+}
+
 }  // namespace
 
 void RegisterOps(Napi::Env env, Napi::Object exports) {
@@ -331,6 +414,8 @@ void RegisterOps(Napi::Env env, Napi::Object exports) {
   exports.Set("swiglu", Napi::Function::New(env, Binary<true>, "swiglu"));
   exports.Set("add", Napi::Function::New(env, Binary<false>, "add"));
   exports.Set("rope", Napi::Function::New(env, Rope, "rope"));
+  exports.Set("attention", Napi::Function::New(env, Attention, "attention"));
+  exports.Set("kvStore", Napi::Function::New(env, KvStore, "kvStore"));
 }
 
 }  // namespace sparq_addon

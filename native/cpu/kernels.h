@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "sparq/formats.h"
+#include "sparq/sparq.h"
 
 namespace sparq {
 
@@ -115,6 +116,40 @@ void softmax_avx2(const float*, float*, int64_t, int64_t, int64_t);
 void swiglu_avx2(const float*, const float*, float*, int64_t, int64_t);
 void add_avx2(const float*, const float*, float*, int64_t, int64_t);
 
+// --- attention (one task: a set of query rows over a range of keys) ----------
+// The rows share one key/value head (rows of the g query heads of a group and
+// of consecutive positions). The kernel runs the online softmax over keys
+// [j0, j1) and leaves unnormalised results: o[r, :] = sum_j p_j v_j with
+// p_j = exp(s_j - m[r]), l[r] = sum_j p_j, m[r] = the running max (-inf when
+// row r saw no key). Scores s_j = q_r . k_j (q already multiplied by the
+// scale) + mask[r][j]; keys j >= limit[r] are invisible (causal).
+constexpr int64_t kAttnBlock = 64;  // keys per tile
+struct AttnTaskArgs {
+  const float* const* q = nullptr;  // [rows] pointers to d floats (unscaled)
+  float scale = 1.f;
+  int64_t rows = 0, d = 0;
+  const int64_t* limit = nullptr;        // [rows]
+  const float* const* mask = nullptr;    // [rows] pointers indexed by key j, or nullptr
+  KvType type = KvType::f32;
+  const void* k = nullptr;               // row j at element offset j * d
+  const void* v = nullptr;
+  const float* k_scale = nullptr;        // i8: [j]
+  const float* v_scale = nullptr;
+  int64_t j0 = 0, j1 = 0;
+  float* o = nullptr;                    // [rows, d]
+  float* m = nullptr;                    // [rows]
+  float* l = nullptr;                    // [rows]
+  float* work = nullptr;                 // attn_work_floats(rows, d) floats, 64-byte aligned
+};
+using AttnFn = void (*)(const AttnTaskArgs& args);
+// Scratch each task needs (queries, scores and two converted key/value tiles).
+inline int64_t attn_work_floats(int64_t rows, int64_t d) {
+  const int64_t rp = (rows + 15) / 16 * 16, dp = (d + 15) / 16 * 16;
+  return rp * dp * 2 + kAttnBlock * rp * 2 + 2 * kAttnBlock * dp + 4 * rp + 256;
+}
+void attn_ref(const AttnTaskArgs&);
+void attn_avx2(const AttnTaskArgs&);
+
 // --- the table ------------------------------------------------------------
 struct KernelTable {
   Isa isa = Isa::ref;          // int8 GEMM path
@@ -131,6 +166,7 @@ struct KernelTable {
   SoftmaxFn softmax = nullptr;
   SwigluFn swiglu = nullptr;
   AddFn add = nullptr;
+  AttnFn attn = nullptr;
 };
 
 }  // namespace sparq

@@ -98,6 +98,49 @@ Error add(const float* a, const float* b, int64_t n, float* y);
 // ("interleaved", Llama / llama2.c) or (i, i + d/2) ("neox", half split).
 Error rope(const float* x, int64_t bh, int64_t t, int64_t d, int64_t pos0, float theta, bool neox, float* y);
 
+// --- attention ------------------------------------------------------------------
+// Storage of keys and values: f32, IEEE f16 bits, or int8 with one f32 scale per
+// (token, head) row (symmetric: x ~= q * scale, q in [-127, 127]).
+enum class KvType : int { f32 = 0, f16 = 1, i8 = 2 };
+
+// Keys and values of layout [b, hkv, cap, d] (element type `type`); rows t < tk
+// of each (batch, head) are used. For i8, k_scale / v_scale are [b, hkv, cap].
+struct KvSource {
+  KvType type = KvType::f32;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  const float* k_scale = nullptr;
+  const float* v_scale = nullptr;
+  int64_t cap = 0;
+};
+
+// out[b, h, i, :] = softmax_j(scale * q[b, h, i, :] . k[b, h / g, j, :] + mask[i, j]) . v[b, h / g, j, :]
+// with g = hq / hkv (grouped-query attention). Causal: query i sees keys
+// j <= i + (tk - tq) (aligned bottom-right). The score matrix is never
+// materialised: tiles of keys stream through an online softmax. A query row
+// that sees no key (causal with tq > tk, or a mask of -inf) gets zeros.
+struct AttentionArgs {
+  const float* q = nullptr;  // [b, hq, tq, d]
+  int64_t b = 0, hq = 0, tq = 0, d = 0;
+  KvSource kv;
+  int64_t hkv = 0, tk = 0;
+  // Optional additive mask: element (bi, h, i, j) at mask[bi * mask_sb + h * mask_sh + i * tk + j]
+  // (strides 0 broadcast over batch / heads).
+  const float* mask = nullptr;
+  int64_t mask_sb = 0, mask_sh = 0;
+  float scale = 0.f;  // usually 1 / sqrt(d)
+  bool causal = false;
+  float* out = nullptr;  // [b, hq, tq, d]
+};
+Error attention(const AttentionArgs& args);
+// The textbook version for comparison: materialises each head's [tq, tk] score
+// matrix (O(tq * tk) memory), softmax, then P . V. f32 keys/values only.
+Error attention_naive(const AttentionArgs& args);
+// Writes src [b, h, t, d] (f32) into rows [pos, pos + t) of a [b, h, cap, d]
+// store of type `type` (i8: quantized per row, scales into scale [b, h, cap]).
+Error kv_store(const float* src, int64_t b, int64_t h, int64_t t, int64_t d, KvType type, void* dst, float* scale,
+               int64_t cap, int64_t pos);
+
 // Histogram of x over [lo, hi] into `bins` counts (values outside are clamped).
 void histogram_f32(const float* x, int64_t count, float lo, float hi, int64_t bins, double* counts);
 // min, max over x (NaN ignored)

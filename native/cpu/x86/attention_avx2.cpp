@@ -1,0 +1,431 @@
+// attention_avx2.cpp - one attention task (a set of query rows sharing a
+// key/value head, over a range of keys) with AVX2 + FMA + F16C. Keys stream
+// through in tiles of kAttnBlock; each tile: scores, online softmax, P.V.
+//
+// Two shapes of the same algorithm:
+// - "tile" (12+ rows: prefill). Scores are computed transposed,
+//   S^T[j, r] = K[j, :] . Q^T[:, r], by a 6-key x 16-query register tile that
+//   broadcasts key elements straight from the key rows and loads the
+//   pre-transposed queries. The softmax then runs down the columns of S^T,
+//   8 query rows per vector, with no transposes anywhere. P.V is a
+//   rows x 16 register tile over the value rows.
+// - "row" (up to 11 rows: decode, GQA groups). Pairs of query rows against
+//   4 keys at a time (a single row: 8 keys) with a transposing horizontal
+//   reduction, reading the key/value rows in place. With one query row, f16 /
+//   int8 rows are converted in registers as they stream from memory (int8
+//   scales fold into the scores and into P), so each byte is read once.
+// Otherwise f16 / int8 tiles are converted once into f32 scratch.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "../kernels.h"
+#include "avx2_math.h"
+
+namespace sparq {
+namespace {
+using namespace avx2;
+
+constexpr int64_t B = kAttnBlock;
+// Rows from which the transposed tile path beats streaming rows: measured on
+// Zen 3 (decode with 8 rows per key/value head is faster on the row path, since
+// it reads each key once with fewer instructions; 12+ rows compute-bound).
+constexpr int64_t kTileRows = 12;
+
+template <KvType T>
+inline const void* at(const void* base, int64_t idx) {
+  constexpr int64_t es = T == KvType::f32 ? 4 : T == KvType::f16 ? 2 : 1;
+  return static_cast<const char*>(base) + idx * es;
+}
+
+template <KvType T>
+inline __m256 ld8(const void* base, int64_t idx) {
+  if constexpr (T == KvType::f32) {
+    return _mm256_loadu_ps(static_cast<const float*>(base) + idx);
+  } else if constexpr (T == KvType::f16) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + idx)));
+  } else {
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(base) + idx));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+  }
+}
+
+// First n (0..8) floats of p, zeros elsewhere; never touches memory past p + n.
+inline __m256 load_partial(const float* p, int64_t n) {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i msk = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), idx);
+  return _mm256_maskload_ps(p, msk);
+}
+
+// r[k] = sum of the lanes of a[k], k = 0..7.
+inline __m256 reduce8(const __m256* a) {
+  const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+  const __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+  const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+// Converts key/value rows [j0, j0 + nb) to f32 [nb, dp] (scaled, zero-padded).
+template <KvType T>
+void convert_tile(const void* src, const float* scale, int64_t j0, int64_t nb, int64_t d, int64_t dp, float* dst) {
+  for (int64_t jj = 0; jj < nb; ++jj) {
+    const int64_t row = (j0 + jj) * d;
+    float* y = dst + jj * dp;
+    const __m256 s = _mm256_set1_ps(T == KvType::i8 ? scale[j0 + jj] : 1.f);
+    int64_t i = 0;
+    for (; i + 8 <= d; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(ld8<T>(src, row + i), s));
+    for (; i < d; ++i) {
+      float v;
+      if constexpr (T == KvType::f32) v = static_cast<const float*>(src)[row + i];
+      else if constexpr (T == KvType::f16) v = _cvtsh_ss(static_cast<const uint16_t*>(src)[row + i]);
+      else v = float(static_cast<const int8_t*>(src)[row + i]);
+      y[i] = T == KvType::i8 ? v * scale[j0 + jj] : v;
+    }
+    for (; i < dp; ++i) y[i] = 0.f;
+  }
+}
+
+// --- P.V: o[r, c0 .. c0 + 8NV) = o * alpha[r] + sum_j p[r, j] v[j, c0 ..] ----------
+// p[r, j] at p[r * prs + j * pjs]; v row j at element (j * ldv) of type T.
+template <int MR, int NV, KvType T>
+inline void pv_tile(float* o, int64_t ldo, const float* alpha, const float* p, int64_t prs, int64_t pjs,
+                    const void* v, int64_t ldv, int64_t nb, int64_t c0) {
+  __m256 acc[MR][NV];
+  #pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    const __m256 al = _mm256_broadcast_ss(alpha + i);
+    #pragma GCC unroll 8
+    for (int n = 0; n < NV; ++n) acc[i][n] = _mm256_mul_ps(_mm256_loadu_ps(o + i * ldo + c0 + 8 * n), al);
+  }
+  for (int64_t j = 0; j < nb; ++j) {
+    __m256 vv[NV];
+    #pragma GCC unroll 8
+    for (int n = 0; n < NV; ++n) vv[n] = ld8<T>(v, j * ldv + c0 + 8 * n);
+    #pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m256 pp = _mm256_broadcast_ss(p + i * prs + j * pjs);
+      #pragma GCC unroll 8
+      for (int n = 0; n < NV; ++n) acc[i][n] = _mm256_fmadd_ps(pp, vv[n], acc[i][n]);
+    }
+  }
+  #pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+    #pragma GCC unroll 8
+    for (int n = 0; n < NV; ++n) _mm256_storeu_ps(o + i * ldo + c0 + 8 * n, acc[i][n]);
+}
+
+template <int NV, KvType T>
+void pv_rows(int mr, float* o, int64_t ldo, const float* alpha, const float* p, int64_t prs, int64_t pjs,
+             const void* v, int64_t ldv, int64_t nb, int64_t c0) {
+  switch (mr) {
+    case 1: pv_tile<1, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
+    case 2: pv_tile<2, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
+    case 3: pv_tile<3, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
+    case 4: if constexpr (NV <= 3) pv_tile<4, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
+    case 5: if constexpr (NV <= 2) pv_tile<5, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
+    case 6: if constexpr (NV <= 2) pv_tile<6, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
+  }
+}
+
+// All rows [0, rows) x columns [0, dp) (dp a multiple of 8). `wide`: 32-column
+// strips and 3-row tiles (few rows); else 16-column strips and 6-row tiles.
+template <KvType T>
+void pv(bool wide, int64_t rows, int64_t dp, float* o, int64_t ldo, const float* alpha, const float* p, int64_t prs,
+        int64_t pjs, const void* v, int64_t ldv, int64_t nb) {
+  for (int64_t c0 = 0; c0 < dp;) {
+    const int64_t left = (dp - c0) / 8;
+    const int nv = int(std::min<int64_t>(left, wide ? 4 : 2));
+    const int mrmax = nv >= 4 ? 3 : nv == 3 ? 4 : 6;
+    for (int64_t r0 = 0; r0 < rows; r0 += mrmax) {
+      const int mr = int(std::min<int64_t>(mrmax, rows - r0));
+      float* orow = o + r0 * ldo;
+      const float* prow = p + r0 * prs;
+      switch (nv) {
+        case 1: pv_rows<1, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0); break;
+        case 2: pv_rows<2, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0); break;
+        case 3: pv_rows<3, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0); break;
+        default: pv_rows<4, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0); break;
+      }
+    }
+    c0 += 8 * nv;
+  }
+}
+
+// --- tile path: S^T[j, r] for KR keys x 8NQ queries ------------------------------
+template <int KR, int NQ>
+inline void qk_tile(const float* kb, int64_t ldk, const float* qt, int64_t rp, int64_t d, float* st) {
+  __m256 acc[KR][NQ];
+  #pragma GCC unroll 8
+  for (int i = 0; i < KR; ++i)
+    #pragma GCC unroll 8
+    for (int n = 0; n < NQ; ++n) acc[i][n] = _mm256_setzero_ps();
+  for (int64_t c = 0; c < d; ++c) {
+    __m256 qv[NQ];
+    #pragma GCC unroll 8
+    for (int n = 0; n < NQ; ++n) qv[n] = _mm256_loadu_ps(qt + c * rp + 8 * n);
+    #pragma GCC unroll 8
+    for (int i = 0; i < KR; ++i) {
+      const __m256 kv = _mm256_broadcast_ss(kb + i * ldk + c);
+      #pragma GCC unroll 8
+      for (int n = 0; n < NQ; ++n) acc[i][n] = _mm256_fmadd_ps(kv, qv[n], acc[i][n]);
+    }
+  }
+  #pragma GCC unroll 8
+  for (int i = 0; i < KR; ++i)
+    #pragma GCC unroll 8
+    for (int n = 0; n < NQ; ++n) _mm256_storeu_ps(st + i * rp + 8 * n, acc[i][n]);
+}
+
+template <int NQ>
+void qk_keys(int kr, const float* kb, int64_t ldk, const float* qt, int64_t rp, int64_t d, float* st) {
+  switch (kr) {
+    case 1: qk_tile<1, NQ>(kb, ldk, qt, rp, d, st); break;
+    case 2: qk_tile<2, NQ>(kb, ldk, qt, rp, d, st); break;
+    case 3: qk_tile<3, NQ>(kb, ldk, qt, rp, d, st); break;
+    case 4: qk_tile<4, NQ>(kb, ldk, qt, rp, d, st); break;
+    case 5: qk_tile<5, NQ>(kb, ldk, qt, rp, d, st); break;
+    default: qk_tile<6, NQ>(kb, ldk, qt, rp, d, st); break;
+  }
+}
+
+struct Ctx {
+  const AttnTaskArgs* a;
+  int64_t rows, d, dp, rp;
+  float *qbuf, *o, *s, *kc, *vc, *m, *l, *alpha, *limf;
+  float min_limit;
+};
+
+// Online-softmax update of the columns of S^T [nb, rp] (8 rows per vector);
+// the scores become probabilities in place; alpha[r] = rescale of row r's past.
+void softmax_cols(const Ctx& c, int64_t j0, int64_t nb) {
+  const AttnTaskArgs& a = *c.a;
+  float* st = c.s;
+  if (a.mask)
+    for (int64_t jj = 0; jj < nb; ++jj)
+      for (int64_t r = 0; r < c.rows; ++r) st[jj * c.rp + r] += a.mask[r][j0 + jj];
+  const bool causal = float(j0 + nb) > c.min_limit;
+  const __m256 ninf = _mm256_set1_ps(-INFINITY);
+  for (int64_t r0 = 0; r0 < c.rp; r0 += 8) {
+    const __m256 lim = _mm256_loadu_ps(c.limf + r0);
+    __m256 mx = ninf;
+    for (int64_t jj = 0; jj < nb; ++jj) {
+      __m256 sv = _mm256_loadu_ps(st + jj * c.rp + r0);
+      if (causal) {
+        sv = _mm256_blendv_ps(ninf, sv, _mm256_cmp_ps(_mm256_set1_ps(float(j0 + jj)), lim, _CMP_LT_OQ));
+        _mm256_storeu_ps(st + jj * c.rp + r0, sv);
+      }
+      mx = _mm256_max_ps(mx, sv);
+    }
+    const __m256 mold = _mm256_loadu_ps(c.m + r0);
+    const __m256 mnew = _mm256_max_ps(mold, mx);
+    const __m256 msafe = _mm256_blendv_ps(mnew, _mm256_setzero_ps(), _mm256_cmp_ps(mnew, ninf, _CMP_EQ_OQ));
+    const __m256 al = exp_ps_flush(_mm256_sub_ps(mold, msafe));
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t jj = 0; jj < nb; ++jj) {
+      const __m256 pv = exp_ps_flush(_mm256_sub_ps(_mm256_loadu_ps(st + jj * c.rp + r0), msafe));
+      _mm256_storeu_ps(st + jj * c.rp + r0, pv);
+      sum = _mm256_add_ps(sum, pv);
+    }
+    _mm256_storeu_ps(c.l + r0, _mm256_fmadd_ps(_mm256_loadu_ps(c.l + r0), al, sum));
+    _mm256_storeu_ps(c.m + r0, mnew);
+    _mm256_storeu_ps(c.alpha + r0, al);
+  }
+}
+
+template <KvType T>
+void run_tile(const Ctx& c) {
+  const AttnTaskArgs& a = *c.a;
+  const int64_t d = c.d, rp = c.rp;
+  // Q^T [d, rp], scaled; padding rows zero.
+  for (int64_t cc = 0; cc < d; ++cc)
+    for (int64_t r = 0; r < rp; ++r) c.qbuf[cc * rp + r] = r < c.rows ? a.q[r][cc] * a.scale : 0.f;
+  const bool v_direct = T == KvType::f32 && d % 8 == 0;
+  for (int64_t j0 = a.j0; j0 < a.j1; j0 += B) {
+    const int64_t nb = std::min(B, a.j1 - j0);
+    const float* kb;
+    int64_t ldk;
+    if constexpr (T == KvType::f32) {
+      kb = static_cast<const float*>(a.k) + j0 * d;
+      ldk = d;
+    } else {
+      convert_tile<T>(a.k, a.k_scale, j0, nb, d, d, c.kc);
+      kb = c.kc;
+      ldk = d;
+    }
+    for (int64_t jj = 0; jj < nb; jj += 6) {
+      const int kr = int(std::min<int64_t>(6, nb - jj));
+      for (int64_t r0 = 0; r0 < rp; r0 += 16) {
+        if (rp - r0 >= 16) qk_keys<2>(kr, kb + jj * ldk, ldk, c.qbuf + r0, rp, d, c.s + jj * rp + r0);
+        else qk_keys<1>(kr, kb + jj * ldk, ldk, c.qbuf + r0, rp, d, c.s + jj * rp + r0);
+      }
+    }
+    softmax_cols(c, j0, nb);
+    if (v_direct) {
+      pv<KvType::f32>(false, c.rows, c.dp, c.o, c.dp, c.alpha, c.s, 1, rp, at<KvType::f32>(a.v, j0 * d), d, nb);
+    } else {
+      convert_tile<T>(a.v, a.v_scale, j0, nb, d, c.dp, c.vc);
+      pv<KvType::f32>(false, c.rows, c.dp, c.o, c.dp, c.alpha, c.s, 1, rp, c.vc, c.dp, nb);
+    }
+  }
+}
+
+// --- row path: few query rows, keys streamed once ----------------------------------
+// s[r, jj] (row stride B) for rows x keys jj < nb; key row jj at element
+// jj * ldk of k (type T); scale: int8 per-key scales of these keys, or nullptr.
+template <KvType T>
+void qk_rows(const Ctx& c, const void* k, int64_t ldk, const float* scale, int64_t nb, int64_t dp) {
+  int64_t r = 0;
+  // Two query rows x 4 keys: each key vector loaded once feeds both rows.
+  for (; r + 2 <= c.rows; r += 2) {
+    const float* q0 = c.qbuf + r * dp;
+    const float* q1 = q0 + dp;
+    float* s0 = c.s + r * B;
+    float* s1 = s0 + B;
+    for (int64_t jj = 0; jj < nb; jj += 4) {
+      __m256 acc[8];
+      int64_t row[4];
+#pragma GCC unroll 8
+      for (int kk = 0; kk < 8; ++kk) acc[kk] = _mm256_setzero_ps();
+#pragma GCC unroll 4
+      for (int kk = 0; kk < 4; ++kk) row[kk] = std::min(jj + kk, nb - 1) * ldk;
+      for (int64_t i = 0; i < dp; i += 8) {
+        const __m256 a0 = _mm256_loadu_ps(q0 + i), a1 = _mm256_loadu_ps(q1 + i);
+#pragma GCC unroll 4
+        for (int kk = 0; kk < 4; ++kk) {
+          const __m256 kv = ld8<T>(k, row[kk] + i);
+          acc[kk] = _mm256_fmadd_ps(kv, a0, acc[kk]);
+          acc[4 + kk] = _mm256_fmadd_ps(kv, a1, acc[4 + kk]);
+        }
+      }
+      __m256 sv = reduce8(acc);  // row r: keys jj..jj+3 | row r+1: keys jj..jj+3
+      if (scale) {
+        const __m128 sc = _mm256_castps256_ps128(load_partial(scale + jj, std::min<int64_t>(4, nb - jj)));
+        sv = _mm256_mul_ps(sv, _mm256_set_m128(sc, sc));
+      }
+      _mm_storeu_ps(s0 + jj, _mm256_castps256_ps128(sv));
+      _mm_storeu_ps(s1 + jj, _mm256_extractf128_ps(sv, 1));
+    }
+  }
+  for (; r < c.rows; ++r) {
+    const float* q = c.qbuf + r * dp;
+    float* s = c.s + r * B;
+    for (int64_t jj = 0; jj < nb; jj += 8) {
+      __m256 acc[8];
+      int64_t row[8];
+#pragma GCC unroll 8
+      for (int kk = 0; kk < 8; ++kk) {
+        acc[kk] = _mm256_setzero_ps();
+        row[kk] = std::min(jj + kk, nb - 1) * ldk;
+      }
+      for (int64_t i = 0; i < dp; i += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + i);
+#pragma GCC unroll 8
+        for (int kk = 0; kk < 8; ++kk) acc[kk] = _mm256_fmadd_ps(ld8<T>(k, row[kk] + i), qv, acc[kk]);
+      }
+      __m256 sv = reduce8(acc);
+      if (scale) sv = _mm256_mul_ps(sv, load_partial(scale + jj, std::min<int64_t>(8, nb - jj)));
+      _mm256_storeu_ps(s + jj, sv);
+    }
+  }
+}
+
+// Online softmax along each row of s [rows, B]; pscale (int8 values read in
+// place: their scales for these keys): p[r, jj] *= pscale[jj] after the sums.
+void softmax_rows(const Ctx& c, int64_t j0, int64_t nb, const float* pscale) {
+  const AttnTaskArgs& a = *c.a;
+  const __m256 ninf = _mm256_set1_ps(-INFINITY);
+  const int64_t nb8 = (nb + 7) / 8 * 8;
+  for (int64_t r = 0; r < c.rows; ++r) {
+    float* s = c.s + r * B;
+    if (a.mask)
+      for (int64_t jj = 0; jj < nb; ++jj) s[jj] += a.mask[r][j0 + jj];
+    const int64_t vis = std::clamp<int64_t>(a.limit[r] - j0, 0, nb);
+    for (int64_t jj = vis; jj < nb8; ++jj) s[jj] = -INFINITY;
+    __m256 mx = ninf;
+    for (int64_t jj = 0; jj < nb8; jj += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(s + jj));
+    const float mold = c.m[r], mnew = std::max(mold, hmax(mx));
+    c.m[r] = mnew;
+    const float msafe = mnew == -INFINITY ? 0.f : mnew;
+    const __m256 ms = _mm256_set1_ps(msafe);
+    alignas(32) float al8[8];
+    _mm256_store_ps(al8, exp_ps_flush(_mm256_set1_ps(mold - msafe)));
+    c.alpha[r] = al8[0];
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t jj = 0; jj < nb8; jj += 8) {
+      const __m256 p = exp_ps_flush(_mm256_sub_ps(_mm256_loadu_ps(s + jj), ms));
+      sum = _mm256_add_ps(sum, p);
+      _mm256_storeu_ps(s + jj, pscale ? _mm256_mul_ps(p, load_partial(pscale + jj, std::min<int64_t>(8, nb - jj))) : p);
+    }
+    c.l[r] = c.l[r] * al8[0] + hsum(sum);
+  }
+}
+
+template <KvType T>
+void run_rows(const Ctx& c) {
+  const AttnTaskArgs& a = *c.a;
+  const int64_t d = c.d, dp = c.dp;
+  for (int64_t r = 0; r < c.rows; ++r)
+    for (int64_t i = 0; i < dp; ++i) c.qbuf[r * dp + i] = i < d ? a.q[r][i] * a.scale : 0.f;
+  // Rows of d % 8 != 0, or int8 / f16 shared by several query rows: convert the
+  // tile once; else read the key/value rows in place.
+  const bool inplace = d % 8 == 0 && (T == KvType::f32 || c.rows == 1);
+  for (int64_t j0 = a.j0; j0 < a.j1; j0 += B) {
+    const int64_t nb = std::min(B, a.j1 - j0);
+    if (inplace) {
+      qk_rows<T>(c, at<T>(a.k, j0 * d), d, T == KvType::i8 ? a.k_scale + j0 : nullptr, nb, dp);
+      softmax_rows(c, j0, nb, T == KvType::i8 ? a.v_scale + j0 : nullptr);
+      pv<T>(true, c.rows, dp, c.o, dp, c.alpha, c.s, B, 1, at<T>(a.v, j0 * d), d, nb);
+    } else {
+      convert_tile<T>(a.k, a.k_scale, j0, nb, d, dp, c.kc);
+      qk_rows<KvType::f32>(c, c.kc, dp, nullptr, nb, dp);
+      softmax_rows(c, j0, nb, nullptr);
+      convert_tile<T>(a.v, a.v_scale, j0, nb, d, dp, c.vc);
+      pv<KvType::f32>(true, c.rows, dp, c.o, dp, c.alpha, c.s, B, 1, c.vc, dp, nb);
+    }
+  }
+}
+
+}  // namespace
+
+void attn_avx2(const AttnTaskArgs& a) {
+  Ctx c;
+  c.a = &a;
+  c.rows = a.rows;
+  c.d = a.d;
+  c.dp = (a.d + 7) / 8 * 8;
+  c.rp = (a.rows + 7) / 8 * 8;
+  const int64_t rp16 = (a.rows + 15) / 16 * 16, dp16 = (a.d + 15) / 16 * 16;
+  float* w = a.work;
+  c.qbuf = w; w += rp16 * dp16;
+  c.o = w; w += rp16 * dp16;
+  c.s = w; w += B * rp16 * 2;
+  c.kc = w; w += B * dp16;
+  c.vc = w; w += B * dp16;
+  c.m = w; w += rp16;
+  c.l = w; w += rp16;
+  c.alpha = w; w += rp16;
+  c.limf = w;
+  float lmin = INFINITY;
+  for (int64_t r = 0; r < c.rp; ++r) {
+    c.m[r] = -INFINITY;
+    c.l[r] = 0.f;
+    c.limf[r] = r < a.rows ? float(a.limit[r]) : 0.f;
+    if (r < a.rows) lmin = std::min(lmin, c.limf[r]);
+  }
+  c.min_limit = lmin;
+  std::fill(c.o, c.o + c.rows * c.dp, 0.f);
+  const bool tile = a.rows >= kTileRows;
+  switch (a.type) {
+    case KvType::f32: tile ? run_tile<KvType::f32>(c) : run_rows<KvType::f32>(c); break;
+    case KvType::f16: tile ? run_tile<KvType::f16>(c) : run_rows<KvType::f16>(c); break;
+    case KvType::i8: tile ? run_tile<KvType::i8>(c) : run_rows<KvType::i8>(c); break;
+  }
+  for (int64_t r = 0; r < a.rows; ++r) {
+    std::copy(c.o + r * c.dp, c.o + r * c.dp + a.d, a.o + r * a.d);
+    a.m[r] = c.m[r];
+    a.l[r] = c.l[r];
+  }
+}
+
+}  // namespace sparq
