@@ -2,12 +2,15 @@
 // cli.ts - `npx sparq <command>`:
 //   sparq info                       CPU features, chosen kernels, threads, CUDA
 //   sparq bench gemm [--quick] [--isa avx2,amx] [--threads N] [--min-time S] [--json FILE]
+//   sparq bench attention [--quick] [--threads N] [--min-time S] [--json FILE]
 import { info, ISAS, type IsaName } from './index';
+import { benchAttention } from './bench/attention';
 import { benchGemm } from './bench/gemm';
 
 const USAGE = `usage:
   sparq info
   sparq bench gemm [--quick] [--isa LIST] [--threads N] [--min-time SECONDS] [--json FILE]
+  sparq bench attention [--quick] [--threads N] [--min-time SECONDS] [--json FILE]
 
   --isa       comma-separated int8 paths to run (${ISAS.join(', ')}); default: every path this CPU supports but ref
   --quick     fewer shapes and shorter timing
@@ -35,6 +38,15 @@ async function main(argv: string[]): Promise<number> {
     const minTime = flag(rest, '--min-time');
     await benchGemm({
       isas, quick: rest.includes('--quick'), json: flag(rest, '--json'),
+      threads: threads ? Number(threads) : undefined, minTime: minTime ? Number(minTime) : undefined,
+    });
+    return 0;
+  }
+  if (cmd === 'bench' && sub === 'attention') {
+    const threads = flag(rest, '--threads');
+    const minTime = flag(rest, '--min-time');
+    await benchAttention({
+      quick: rest.includes('--quick'), json: flag(rest, '--json'),
       threads: threads ? Number(threads) : undefined, minTime: minTime ? Number(minTime) : undefined,
     });
     return 0;

@@ -14,11 +14,10 @@ export interface Sample {
   reps: number;
 }
 
-/** Times `fn` (one call = one unit of work) after a warm-up, until `minTime` seconds
+/** Times `fn` (one call = one unit of work) after `warmup` calls, until `minTime` seconds
  *  and at least `minReps` samples. */
-export async function measure(fn: (rep: number) => Promise<void>, minTime: number, minReps = 5): Promise<Sample> {
-  await fn(0);
-  await fn(1);
+export async function measure(fn: (rep: number) => Promise<void>, minTime: number, minReps = 5, warmup = 2): Promise<Sample> {
+  for (let i = 0; i < warmup; i++) await fn(i);
   const times: number[] = [];
   const start = process.hrtime.bigint();
   for (let rep = 0; ; rep++) {
@@ -67,4 +66,19 @@ function fmt(v: number): string {
   if (Math.abs(v) >= 100) return v.toFixed(0);
   if (Math.abs(v) >= 10) return v.toFixed(1);
   return v.toFixed(2);
+}
+
+/** Runs `fn` and samples the process RSS every few ms while it works (it must run off
+ *  the JS thread); returns the peak growth over the RSS at the start, in bytes. */
+export async function rssGrowth(fn: () => Promise<void>): Promise<number> {
+  (globalThis as { gc?: () => void }).gc?.();
+  const before = process.memoryUsage.rss();
+  let peak = before, done = false;
+  const p = fn().finally(() => { done = true; });
+  while (!done) {
+    peak = Math.max(peak, process.memoryUsage.rss());
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  await p;
+  return Math.max(peak, process.memoryUsage.rss()) - before;
 }

@@ -120,8 +120,8 @@ void pv_rows(int mr, float* o, int64_t ldo, const float* alpha, const float* p, 
              const void* v, int64_t ldv, int64_t nb, int64_t c0) {
   switch (mr) {
     case 1: pv_tile<1, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
-    case 2: pv_tile<2, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
-    case 3: pv_tile<3, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
+    case 2: if constexpr (NV <= 4) pv_tile<2, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
+    case 3: if constexpr (NV <= 4) pv_tile<3, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
     case 4: if constexpr (NV <= 3) pv_tile<4, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
     case 5: if constexpr (NV <= 2) pv_tile<5, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
     case 6: if constexpr (NV <= 2) pv_tile<6, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
@@ -135,18 +135,24 @@ void pv(bool wide, int64_t rows, int64_t dp, float* o, int64_t ldo, const float*
         int64_t pjs, const void* v, int64_t ldv, int64_t nb) {
   for (int64_t c0 = 0; c0 < dp;) {
     const int64_t left = (dp - c0) / 8;
-    const int nv = int(std::min<int64_t>(left, wide ? 4 : 2));
-    const int mrmax = nv >= 4 ? 3 : nv == 3 ? 4 : 6;
-    for (int64_t r0 = 0; r0 < rows; r0 += mrmax) {
-      const int mr = int(std::min<int64_t>(mrmax, rows - r0));
+    // One row: 64-column strips, so each pass over the tile's value rows keeps
+    // more cache lines in flight (decode waits on these loads).
+    const int nv = int(std::min<int64_t>(left, rows == 1 && left >= 8 ? 8 : wide ? 4 : 2));
+    // Row groups of at most mrmax (12 accumulators), as even as possible: a
+    // lone last row would leave its few accumulators waiting on FMA latency.
+    const int64_t mrmax = nv >= 8 ? 1 : nv >= 4 ? 3 : nv == 3 ? 4 : 6, groups = (rows + mrmax - 1) / mrmax;
+    for (int64_t g = 0, r0 = 0; g < groups; ++g) {
+      const int mr = int(rows / groups + (g < rows % groups ? 1 : 0));
       float* orow = o + r0 * ldo;
       const float* prow = p + r0 * prs;
       switch (nv) {
         case 1: pv_rows<1, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0); break;
         case 2: pv_rows<2, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0); break;
         case 3: pv_rows<3, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0); break;
-        default: pv_rows<4, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0); break;
+        case 4: pv_rows<4, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0); break;
+        default: pv_rows<8, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0); break;
       }
+      r0 += mr;
     }
     c0 += 8 * nv;
   }
@@ -273,8 +279,12 @@ void run_tile(const Ctx& c) {
 // --- row path: few query rows, keys streamed once ----------------------------------
 // s[r, jj] (row stride B) for rows x keys jj < nb; key row jj at element
 // jj * ldk of k (type T); scale: int8 per-key scales of these keys, or nullptr.
+// pf (or nullptr): the next tile's key rows, then its value rows at pf + pf_v
+// bytes; a single row prefetches them as it goes (decode is bound by how fast
+// key/value bytes arrive, and one core keeps only so many misses in flight).
 template <KvType T>
-void qk_rows(const Ctx& c, const void* k, int64_t ldk, const float* scale, int64_t nb, int64_t dp) {
+void qk_rows(const Ctx& c, const void* k, int64_t ldk, const float* scale, int64_t nb, int64_t dp,
+             const char* pf = nullptr, int64_t pf_v = 0, int64_t pf_rows = 0) {
   int64_t r = 0;
   // Two query rows x 4 keys: each key vector loaded once feeds both rows.
   for (; r + 2 <= c.rows; r += 2) {
@@ -311,6 +321,14 @@ void qk_rows(const Ctx& c, const void* k, int64_t ldk, const float* scale, int64
     const float* q = c.qbuf + r * dp;
     float* s = c.s + r * B;
     for (int64_t jj = 0; jj < nb; jj += 8) {
+      if (pf) {
+        constexpr int64_t es = T == KvType::f32 ? 4 : T == KvType::f16 ? 2 : 1;
+        const int64_t rb = ldk * es, end = std::min(jj + 8, pf_rows) * rb;
+        for (int64_t off = std::min(jj, pf_rows) * rb; off < end; off += 64) {
+          _mm_prefetch(pf + off, _MM_HINT_T1);
+          _mm_prefetch(pf + pf_v + off, _MM_HINT_T1);
+        }
+      }
       __m256 acc[8];
       int64_t row[8];
 #pragma GCC unroll 8
@@ -373,7 +391,10 @@ void run_rows(const Ctx& c) {
   for (int64_t j0 = a.j0; j0 < a.j1; j0 += B) {
     const int64_t nb = std::min(B, a.j1 - j0);
     if (inplace) {
-      qk_rows<T>(c, at<T>(a.k, j0 * d), d, T == KvType::i8 ? a.k_scale + j0 : nullptr, nb, dp);
+      const int64_t jn = j0 + B;
+      const char* pf = c.rows == 1 && jn < a.j1 ? static_cast<const char*>(at<T>(a.k, jn * d)) : nullptr;
+      qk_rows<T>(c, at<T>(a.k, j0 * d), d, T == KvType::i8 ? a.k_scale + j0 : nullptr, nb, dp, pf,
+                 static_cast<const char*>(a.v) - static_cast<const char*>(a.k), std::min(B, a.j1 - jn));
       softmax_rows(c, j0, nb, T == KvType::i8 ? a.v_scale + j0 : nullptr);
       pv<T>(true, c.rows, dp, c.o, dp, c.alpha, c.s, B, 1, at<T>(a.v, j0 * d), d, nb);
     } else {
