@@ -74,10 +74,12 @@ Error attention(const AttentionArgs& a) {
     return a.causal ? std::clamp<int64_t>(p + shift + 1, 0, a.tk) : a.tk;
   };
 
-  // Task t: the last query blocks (most keys when causal) come first.
+  // Task t: heads outermost, so that consecutive tasks share one head's keys and
+  // values in cache; within a head the last query blocks (most keys when causal)
+  // come first.
   parallel_for(base * nsplit, [&](int64_t t) {
     const int64_t s = t % nsplit, bt = t / nsplit;
-    const int64_t qb = nqb - 1 - bt / (a.b * a.hkv), bh = bt % (a.b * a.hkv);
+    const int64_t qb = nqb - 1 - bt % nqb, bh = bt / nqb;
     const int64_t bi = bh / a.hkv, kvh = bh % a.hkv;
     const int64_t p0 = qb * br, p1 = std::min(a.tq, p0 + br), np = p1 - p0, rows = g * np;
     const int64_t base_idx = bh * nqb + qb;
