@@ -96,7 +96,7 @@ for (const isa of ISAS) {
     });
 
     it('decode (tq = 1) with tk up to 16384, split over the pool, within 1e-5', async () => {
-      for (const [tk, hq, hkv, d] of [[1, 1, 1, 64], [7, 4, 4, 3], [1000, 8, 1, 128], [5000, 1, 1, 80], [16384, 4, 1, 128], [16384, 1, 1, 64]] as const) {
+      for (const [tk, hq, hkv, d] of [[1, 1, 1, 64], [7, 4, 4, 3], [1000, 8, 1, 128], [500, 7, 1, 64], [300, 6, 2, 24], [5000, 1, 1, 80], [16384, 4, 1, 128], [16384, 1, 1, 64]] as const) {
         const c: Case = { b: 1, hq, hkv, tq: 1, tk, d, causal: true };
         expect((await run(c)).err).to.be.below(1e-5, label(c));
       }
@@ -105,8 +105,8 @@ for (const isa of ISAS) {
     });
 
     it('causal chunks with tq < tk are aligned bottom-right; rows that see no key (tq > tk) are zeros', async () => {
-      for (const [tq, tk] of [[5, 300], [70, 200], [64, 64 + 64], [3, 1]] as const) {
-        const c: Case = { b: 2, hq: 4, hkv: 2, tq, tk, d: 64, causal: true };
+      for (const [tq, tk, hq] of [[5, 300, 4], [70, 200, 4], [64, 64 + 64, 4], [3, 1, 4], [2, 300, 6]] as const) {
+        const c: Case = { b: 2, hq, hkv: 2, tq, tk, d: 64, causal: true };
         expect((await run(c)).err).to.be.below(1e-5, label(c));
       }
       const c: Case = { b: 1, hq: 2, hkv: 1, tq: 10, tk: 4, d: 16, causal: true };

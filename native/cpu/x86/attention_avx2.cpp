@@ -67,10 +67,15 @@ inline __m256 reduce8(const __m256* a) {
 }
 
 // Converts key/value rows [j0, j0 + nb) to f32 [nb, dp] (scaled, zero-padded).
+// avail: rows readable from j0 on; rows 8 ahead are prefetched as we go.
 template <KvType T>
-void convert_tile(const void* src, const float* scale, int64_t j0, int64_t nb, int64_t d, int64_t dp, float* dst) {
+void convert_tile(const void* src, const float* scale, int64_t j0, int64_t nb, int64_t d, int64_t dp, float* dst,
+                  int64_t avail = 0) {
+  constexpr int64_t es = T == KvType::f32 ? 4 : T == KvType::f16 ? 2 : 1;
   for (int64_t jj = 0; jj < nb; ++jj) {
     const int64_t row = (j0 + jj) * d;
+    if (jj + 8 < avail)
+      for (int64_t off = 0; off < d * es; off += 64) _mm_prefetch(static_cast<const char*>(at<T>(src, row + 8 * d)) + off, _MM_HINT_T0);
     float* y = dst + jj * dp;
     const __m256 s = _mm256_set1_ps(T == KvType::i8 ? scale[j0 + jj] : 1.f);
     int64_t i = 0;
@@ -137,7 +142,10 @@ void pv(bool wide, int64_t rows, int64_t dp, float* o, int64_t ldo, const float*
     const int64_t left = (dp - c0) / 8;
     // One row: 64-column strips, so each pass over the tile's value rows keeps
     // more cache lines in flight (decode waits on these loads).
-    const int nv = int(std::min<int64_t>(left, rows == 1 && left >= 8 ? 8 : wide ? 4 : 2));
+    // f16 / int8 converted in registers: one row group where possible (each
+    // group converts the values again), so 16-column strips from 4 rows up.
+    const int want = rows == 1 && left >= 8 ? 8 : (wide && (T == KvType::f32 || rows <= 3)) ? 4 : 2;
+    const int nv = int(std::min<int64_t>(left, want));
     // Row groups of at most mrmax (12 accumulators), as even as possible: a
     // lone last row would leave its few accumulators waiting on FMA latency.
     const int64_t mrmax = nv >= 8 ? 1 : nv >= 4 ? 3 : nv == 3 ? 4 : 6, groups = (rows + mrmax - 1) / mrmax;
@@ -279,73 +287,71 @@ void run_tile(const Ctx& c) {
 // --- row path: few query rows, keys streamed once ----------------------------------
 // s[r, jj] (row stride B) for rows x keys jj < nb; key row jj at element
 // jj * ldk of k (type T); scale: int8 per-key scales of these keys, or nullptr.
-// pf (or nullptr): the next tile's key rows, then its value rows at pf + pf_v
-// bytes; a single row prefetches them as it goes (decode is bound by how fast
-// key/value bytes arrive, and one core keeps only so many misses in flight).
+// Scores of NR query rows (from row r) x NK keys at a time, NR * NK = 8
+// accumulators: each key vector (converted once when T is f16 / int8) feeds
+// all NR rows. s[r, jj] has row stride B; key row jj sits at element jj * ldk
+// of k; scale: int8 per-key scales of these keys, or nullptr. The first group
+// (r == 0) also prefetches: key rows 8 ahead into L1 (avail: rows readable
+// from k on), and, when next_k is set, the next tile's key / value rows into L2
+// (the out-of-order window alone keeps too few lines in flight for decode).
+template <KvType T, int NR, int NK>
+void qk_group(const Ctx& c, int64_t r, const void* k, int64_t ldk, const float* scale, int64_t nb, int64_t dp,
+              int64_t avail, const char* next_k, int64_t next_v, int64_t next_rows) {
+  static_assert(NR * NK == 8, "8 accumulators");
+  constexpr int64_t es = T == KvType::f32 ? 4 : T == KvType::f16 ? 2 : 1;
+  const int64_t rb = ldk * es;
+  for (int64_t jj = 0; jj < nb; jj += NK) {
+    if (r == 0) {
+      const char* kb = static_cast<const char*>(k);
+      for (int64_t off = (jj + 8) * rb, end = std::min(jj + 8 + NK, avail) * rb; off < end; off += 64)
+        _mm_prefetch(kb + off, _MM_HINT_T0);
+      if (next_k)
+        for (int64_t off = std::min(jj, next_rows) * rb, end = std::min(jj + NK, next_rows) * rb; off < end; off += 64) {
+          _mm_prefetch(next_k + off, _MM_HINT_T1);
+          _mm_prefetch(next_k + next_v + off, _MM_HINT_T1);
+        }
+    }
+    __m256 acc[8];
+    int64_t row[NK];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_ps();
+#pragma GCC unroll 8
+    for (int kk = 0; kk < NK; ++kk) row[kk] = std::min<int64_t>(jj + kk, nb - 1) * ldk;
+    for (int64_t i = 0; i < dp; i += 8) {
+      __m256 qv[NR];
+#pragma GCC unroll 8
+      for (int rr = 0; rr < NR; ++rr) qv[rr] = _mm256_loadu_ps(c.qbuf + (r + rr) * dp + i);
+#pragma GCC unroll 8
+      for (int kk = 0; kk < NK; ++kk) {
+        const __m256 kv = ld8<T>(k, row[kk] + i);
+#pragma GCC unroll 8
+        for (int rr = 0; rr < NR; ++rr) acc[rr * NK + kk] = _mm256_fmadd_ps(kv, qv[rr], acc[rr * NK + kk]);
+      }
+    }
+    const __m256 sv = reduce8(acc);  // lane rr * NK + kk
+    if constexpr (NR == 1) {
+      _mm256_storeu_ps(c.s + r * B + jj, scale ? _mm256_mul_ps(sv, load_partial(scale + jj, std::min<int64_t>(8, nb - jj))) : sv);
+    } else {
+      alignas(32) float t[8];
+      _mm256_store_ps(t, sv);
+#pragma GCC unroll 8
+      for (int kk = 0; kk < NK; ++kk) {
+        const float sc = scale ? scale[row[kk] / ldk] : 1.f;
+#pragma GCC unroll 8
+        for (int rr = 0; rr < NR; ++rr) c.s[(r + rr) * B + jj + kk] = t[rr * NK + kk] * sc;
+      }
+    }
+  }
+}
+
+// All rows: groups of 4 rows (x 2 keys), then 2 (x 4 keys), then 1 (x 8 keys).
 template <KvType T>
-void qk_rows(const Ctx& c, const void* k, int64_t ldk, const float* scale, int64_t nb, int64_t dp,
-             const char* pf = nullptr, int64_t pf_v = 0, int64_t pf_rows = 0) {
+void qk_rows(const Ctx& c, const void* k, int64_t ldk, const float* scale, int64_t nb, int64_t dp, int64_t avail = 0,
+             const char* next_k = nullptr, int64_t next_v = 0, int64_t next_rows = 0) {
   int64_t r = 0;
-  // Two query rows x 4 keys: each key vector loaded once feeds both rows.
-  for (; r + 2 <= c.rows; r += 2) {
-    const float* q0 = c.qbuf + r * dp;
-    const float* q1 = q0 + dp;
-    float* s0 = c.s + r * B;
-    float* s1 = s0 + B;
-    for (int64_t jj = 0; jj < nb; jj += 4) {
-      __m256 acc[8];
-      int64_t row[4];
-#pragma GCC unroll 8
-      for (int kk = 0; kk < 8; ++kk) acc[kk] = _mm256_setzero_ps();
-#pragma GCC unroll 4
-      for (int kk = 0; kk < 4; ++kk) row[kk] = std::min(jj + kk, nb - 1) * ldk;
-      for (int64_t i = 0; i < dp; i += 8) {
-        const __m256 a0 = _mm256_loadu_ps(q0 + i), a1 = _mm256_loadu_ps(q1 + i);
-#pragma GCC unroll 4
-        for (int kk = 0; kk < 4; ++kk) {
-          const __m256 kv = ld8<T>(k, row[kk] + i);
-          acc[kk] = _mm256_fmadd_ps(kv, a0, acc[kk]);
-          acc[4 + kk] = _mm256_fmadd_ps(kv, a1, acc[4 + kk]);
-        }
-      }
-      __m256 sv = reduce8(acc);  // row r: keys jj..jj+3 | row r+1: keys jj..jj+3
-      if (scale) {
-        const __m128 sc = _mm256_castps256_ps128(load_partial(scale + jj, std::min<int64_t>(4, nb - jj)));
-        sv = _mm256_mul_ps(sv, _mm256_set_m128(sc, sc));
-      }
-      _mm_storeu_ps(s0 + jj, _mm256_castps256_ps128(sv));
-      _mm_storeu_ps(s1 + jj, _mm256_extractf128_ps(sv, 1));
-    }
-  }
-  for (; r < c.rows; ++r) {
-    const float* q = c.qbuf + r * dp;
-    float* s = c.s + r * B;
-    for (int64_t jj = 0; jj < nb; jj += 8) {
-      if (pf) {
-        constexpr int64_t es = T == KvType::f32 ? 4 : T == KvType::f16 ? 2 : 1;
-        const int64_t rb = ldk * es, end = std::min(jj + 8, pf_rows) * rb;
-        for (int64_t off = std::min(jj, pf_rows) * rb; off < end; off += 64) {
-          _mm_prefetch(pf + off, _MM_HINT_T1);
-          _mm_prefetch(pf + pf_v + off, _MM_HINT_T1);
-        }
-      }
-      __m256 acc[8];
-      int64_t row[8];
-#pragma GCC unroll 8
-      for (int kk = 0; kk < 8; ++kk) {
-        acc[kk] = _mm256_setzero_ps();
-        row[kk] = std::min(jj + kk, nb - 1) * ldk;
-      }
-      for (int64_t i = 0; i < dp; i += 8) {
-        const __m256 qv = _mm256_loadu_ps(q + i);
-#pragma GCC unroll 8
-        for (int kk = 0; kk < 8; ++kk) acc[kk] = _mm256_fmadd_ps(ld8<T>(k, row[kk] + i), qv, acc[kk]);
-      }
-      __m256 sv = reduce8(acc);
-      if (scale) sv = _mm256_mul_ps(sv, load_partial(scale + jj, std::min<int64_t>(8, nb - jj)));
-      _mm256_storeu_ps(s + jj, sv);
-    }
-  }
+  for (; r + 4 <= c.rows; r += 4) qk_group<T, 4, 2>(c, r, k, ldk, scale, nb, dp, avail, next_k, next_v, next_rows);
+  for (; r + 2 <= c.rows; r += 2) qk_group<T, 2, 4>(c, r, k, ldk, scale, nb, dp, avail, next_k, next_v, next_rows);
+  for (; r < c.rows; ++r) qk_group<T, 1, 8>(c, r, k, ldk, scale, nb, dp, avail, next_k, next_v, next_rows);
 }
 
 // Online softmax along each row of s [rows, B]; pscale (int8 values read in
@@ -385,23 +391,23 @@ void run_rows(const Ctx& c) {
   const int64_t d = c.d, dp = c.dp;
   for (int64_t r = 0; r < c.rows; ++r)
     for (int64_t i = 0; i < dp; ++i) c.qbuf[r * dp + i] = i < d ? a.q[r][i] * a.scale : 0.f;
-  // Rows of d % 8 != 0, or int8 / f16 shared by several query rows: convert the
-  // tile once; else read the key/value rows in place.
-  const bool inplace = d % 8 == 0 && (T == KvType::f32 || c.rows == 1);
+  // Key / value rows are read in place (f16 / int8 converted in registers)
+  // unless d % 8 != 0: then each tile is converted once into padded f32 scratch.
+  const bool inplace = d % 8 == 0;
   for (int64_t j0 = a.j0; j0 < a.j1; j0 += B) {
     const int64_t nb = std::min(B, a.j1 - j0);
     if (inplace) {
       const int64_t jn = j0 + B;
-      const char* pf = c.rows == 1 && jn < a.j1 ? static_cast<const char*>(at<T>(a.k, jn * d)) : nullptr;
-      qk_rows<T>(c, at<T>(a.k, j0 * d), d, T == KvType::i8 ? a.k_scale + j0 : nullptr, nb, dp, pf,
+      qk_rows<T>(c, at<T>(a.k, j0 * d), d, T == KvType::i8 ? a.k_scale + j0 : nullptr, nb, dp, a.j1 - j0,
+                 jn < a.j1 ? static_cast<const char*>(at<T>(a.k, jn * d)) : nullptr,
                  static_cast<const char*>(a.v) - static_cast<const char*>(a.k), std::min(B, a.j1 - jn));
       softmax_rows(c, j0, nb, T == KvType::i8 ? a.v_scale + j0 : nullptr);
       pv<T>(true, c.rows, dp, c.o, dp, c.alpha, c.s, B, 1, at<T>(a.v, j0 * d), d, nb);
     } else {
-      convert_tile<T>(a.k, a.k_scale, j0, nb, d, dp, c.kc);
+      convert_tile<T>(a.k, a.k_scale, j0, nb, d, dp, c.kc, a.j1 - j0);
       qk_rows<KvType::f32>(c, c.kc, dp, nullptr, nb, dp);
       softmax_rows(c, j0, nb, nullptr);
-      convert_tile<T>(a.v, a.v_scale, j0, nb, d, dp, c.vc);
+      convert_tile<T>(a.v, a.v_scale, j0, nb, d, dp, c.vc, a.j1 - j0);
       pv<KvType::f32>(true, c.rows, dp, c.o, dp, c.alpha, c.s, B, 1, c.vc, dp, nb);
     }
   }
