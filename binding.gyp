@@ -56,6 +56,7 @@
         "native/cpu/runtime.cpp",
         "native/cpu/small_ops.cpp",
         "native/cpu/attention.cpp",
+        "native/model/llama.cpp",
         "native/cpu/cuda_stub.cpp",
         "native/cpu/ref/gemm_s8_ref.cpp",
         "native/cpu/ref/sgemm_ref.cpp",
@@ -63,7 +64,8 @@
         "native/cpu/ref/small_ops_ref.cpp",
         "native/cpu/ref/attention_ref.cpp",
         "native/addon/addon.cpp",
-        "native/addon/tensor_ops.cpp"
+        "native/addon/tensor_ops.cpp",
+        "native/addon/model_ops.cpp"
       ]
     }
   ]

@@ -3,7 +3,8 @@
 //   sparq info                       CPU features, chosen kernels, threads, CUDA
 //   sparq bench gemm [--quick] [--isa avx2,amx] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench attention [--quick] [--threads N] [--min-time S] [--json FILE]
-import { info, ISAS, type IsaName } from './index';
+//   sparq generate --model PATH [--tokenizer PATH] --prompt TEXT [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--weights int8]
+import { info, ISAS, loadModel, type IsaName } from './index';
 import { benchAttention } from './bench/attention';
 import { benchGemm } from './bench/gemm';
 
@@ -11,6 +12,8 @@ const USAGE = `usage:
   sparq info
   sparq bench gemm [--quick] [--isa LIST] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq bench attention [--quick] [--threads N] [--min-time SECONDS] [--json FILE]
+  sparq generate --model PATH [--tokenizer PATH] [--prompt TEXT] [-n N] [--temperature T] [--top-k K]
+                 [--top-p P] [--seed S] [--weights f32|int8] [--max-seq N]
 
   --isa       comma-separated int8 paths to run (${ISAS.join(', ')}); default: every path this CPU supports but ref
   --quick     fewer shapes and shorter timing
@@ -22,6 +25,37 @@ function flag(args: string[], name: string): string | undefined {
   const v = args[i + 1];
   if (v === undefined || v.startsWith('--')) throw new Error(`${name} needs a value`);
   return v;
+}
+
+function num(args: string[], name: string, alt?: string): number | undefined {
+  const v = flag(args, name) ?? (alt ? flag(args, alt) : undefined);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new Error(`${name} must be a number; got '${v}'`);
+  return n;
+}
+
+async function generate(args: string[]): Promise<number> {
+  const file = flag(args, '--model');
+  if (!file) throw new Error('generate needs --model PATH');
+  const weights = (flag(args, '--weights') ?? 'f32') as 'f32' | 'int8';
+  const model = await loadModel(file, { tokenizer: flag(args, '--tokenizer'), weights, maxSeq: num(args, '--max-seq') });
+  try {
+    const prompt = flag(args, '--prompt') ?? '';
+    const ac = new AbortController();
+    process.once('SIGINT', () => ac.abort());
+    process.stdout.write(model.tokenizer.decode(model.tokenizer.encode(prompt)));
+    for await (const t of model.generate(prompt, {
+      maxTokens: num(args, '-n', '--max-tokens') ?? 128, temperature: num(args, '--temperature') ?? 0,
+      topK: num(args, '--top-k'), topP: num(args, '--top-p'), seed: num(args, '--seed'), signal: ac.signal,
+    })) process.stdout.write(t.text);
+    const s = model.stats;
+    process.stdout.write('\n');
+    console.error(`prompt: ${s.promptTokens} tokens, ${s.promptTokensPerSec.toFixed(1)} tokens/s; decode: ${s.generatedTokens} tokens, ${s.decodeTokensPerSec.toFixed(1)} tokens/s (${weights})`);
+  } finally {
+    model.dispose();
+  }
+  return 0;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -51,6 +85,7 @@ async function main(argv: string[]): Promise<number> {
     });
     return 0;
   }
+  if (cmd === 'generate') return generate(argv.slice(1));
   console.error(USAGE);
   return cmd === undefined || cmd === '--help' || cmd === 'help' ? 0 : 2;
 }

@@ -8,6 +8,9 @@ export {
 } from './quantize';
 export { matmulInt8, linear, matmul, type LinearOptions } from './ops';
 export { rmsnorm, softmax, swiglu, add, rope, type RmsNormOptions, type RopeOptions } from './small_ops';
+export { loadModel, Model, type ModelConfig, type LoadModelOptions, type GenerateOptions, type GeneratedToken, type GenerationStats } from './model/model';
+export { Tokenizer, type EncodeOptions } from './model/tokenizer';
+export { type SamplingOptions } from './model/sampler';
 export { attention, attentionNaive, KVCache, KVView, type AttentionOptions, type KVCacheOptions, type KVDType } from './attention';
 
 export type IsaName = 'amx' | 'avx512vnni' | 'avxvnni' | 'avx2' | 'ref';

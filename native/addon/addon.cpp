@@ -63,6 +63,17 @@ BlockPtr Storage::Get(const Napi::Value& v, const char* what) {
   return s->block_;
 }
 
+Napi::Object Storage::Wrap(Napi::Env env, BlockPtr block) {
+  auto* data = env.GetInstanceData<InstanceData>();
+  Napi::Object o = data->storage_ctor.New({Napi::Number::New(env, 0)});
+  Storage* s = Storage::Unwrap(o);
+  if (s->reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -s->reported_);
+  s->block_ = std::move(block);
+  s->reported_ = int64_t(s->block_->bytes);
+  Napi::MemoryManagement::AdjustExternalMemory(env, s->reported_);
+  return o;
+}
+
 // write(typedArray, byteOffset)
 Napi::Value Storage::Write(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -242,6 +253,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, SetThreads, "setNumThreads"));
   exports.Set("allocatedBytes", Napi::Function::New(env, AllocatedBytes, "allocatedBytes"));
   RegisterOps(env, exports);
+  RegisterModel(env, exports, data);
   return exports;
 }
 

@@ -29,6 +29,8 @@ class Storage : public Napi::ObjectWrap<Storage> {
   void Finalize(Napi::Env env) override { Release(env); }
   // The block, or a thrown JS error when disposed.
   static BlockPtr Get(const Napi::Value& v, const char* what);
+  // A new JS Storage owning `block` (already allocated and filled).
+  static Napi::Object Wrap(Napi::Env env, BlockPtr block);
 
  private:
   Napi::Value Write(const Napi::CallbackInfo& info);
@@ -63,6 +65,7 @@ class Packed : public Napi::ObjectWrap<Packed> {
 struct InstanceData {
   Napi::FunctionReference storage_ctor;
   Napi::FunctionReference packed_ctor;
+  Napi::FunctionReference model_ctor;
 };
 
 // Runs `work` on the libuv pool and settles a Promise: resolved with
@@ -84,5 +87,7 @@ Span ArgSpan(const Napi::CallbackInfo& info, size_t i, const char* op, const cha
              bool optional = false);
 
 void RegisterOps(Napi::Env env, Napi::Object exports);
+// model_ops.cpp: readFile, the Model class
+void RegisterModel(Napi::Env env, Napi::Object exports, InstanceData* data);
 
 }  // namespace sparq_addon

@@ -1,0 +1,65 @@
+// sampler.ts - next-token choice from logits: greedy (ties to the lower id),
+// or temperature softmax restricted by top-k and top-p (nucleus), drawn from a
+// seeded generator so runs are reproducible.
+import { Rng } from '../tensor';
+
+export interface SamplingOptions {
+  /** 0 (default) = greedy */
+  temperature?: number;
+  /** keep the k most likely tokens (0 = all) */
+  topK?: number;
+  /** keep the smallest set of tokens whose probability reaches p (1 = all) */
+  topP?: number;
+  seed?: number;
+}
+
+export function checkSampling(op: string, o: SamplingOptions): void {
+  const t = o.temperature ?? 0, k = o.topK ?? 0, p = o.topP ?? 1;
+  if (typeof t !== 'number' || !(t >= 0) || !Number.isFinite(t)) throw new RangeError(`${op}: temperature must be a finite number >= 0; got ${String(t)}`);
+  if (!Number.isInteger(k) || k < 0) throw new RangeError(`${op}: topK must be an integer >= 0; got ${String(k)}`);
+  if (typeof p !== 'number' || !(p > 0 && p <= 1)) throw new RangeError(`${op}: topP must be in (0, 1]; got ${String(p)}`);
+  if (o.seed !== undefined && (!Number.isInteger(o.seed) || o.seed < 0)) throw new RangeError(`${op}: seed must be a non-negative integer; got ${String(o.seed)}`);
+}
+
+export function argmax(x: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i]! > x[best]!) best = i;
+  return best;
+}
+
+export class Sampler {
+  private readonly rng: Rng;
+  constructor(private readonly o: SamplingOptions) {
+    this.rng = new Rng(o.seed);
+  }
+
+  sample(logits: Float32Array): number {
+    const t = this.o.temperature ?? 0;
+    if (t === 0) return argmax(logits);
+    const n = logits.length;
+    let idx = Array.from({ length: n }, (_, i) => i);
+    const k = this.o.topK ?? 0, p = this.o.topP ?? 1;
+    if ((k > 0 && k < n) || p < 1) idx.sort((a, b) => logits[b]! - logits[a]! || a - b);
+    if (k > 0 && k < n) idx = idx.slice(0, k);
+    let mx = -Infinity;
+    for (const i of idx) mx = Math.max(mx, logits[i]!);
+    const w = idx.map((i) => Math.exp((logits[i]! - mx) / t));
+    let sum = w.reduce((a, b) => a + b, 0);
+    if (p < 1) {
+      let acc = 0, cut = w.length;
+      for (let j = 0; j < w.length; j++) {
+        acc += w[j]! / sum;
+        if (acc >= p) { cut = j + 1; break; }
+      }
+      idx = idx.slice(0, cut);
+      w.length = cut;
+      sum = w.reduce((a, b) => a + b, 0);
+    }
+    let r = this.rng.next() * sum;
+    for (let j = 0; j < w.length; j++) {
+      r -= w[j]!;
+      if (r <= 0) return idx[j]!;
+    }
+    return idx[idx.length - 1]!;
+  }
+}

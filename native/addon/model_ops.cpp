@@ -1,0 +1,303 @@
+// model_ops.cpp - reading model files into native memory, and the JS `Model`
+// class around sparq::LlamaModel. The TS loaders parse the file formats and
+// pass weight locations (storage + byte offset, or packed int8 weights); the
+// whole forward pass then runs here, one Promise per call.
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+
+#include "../model/llama.h"
+#include "addon.h"
+
+namespace sparq_addon {
+
+using sparq::Error;
+
+namespace {
+
+// readFile(path, offset, bytes) -> Promise<Storage> holding those bytes of the file.
+Napi::Value ReadFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "readFile: path must be a string");
+  const std::string path = info[0].As<Napi::String>().Utf8Value();
+  const int64_t off = ArgInt(info, 1, "readFile", "offset", 0, int64_t(1) << 50);
+  const int64_t bytes = ArgInt(info, 2, "readFile", "bytes", 0, int64_t(1) << 46);
+  auto block = std::make_shared<Block>();
+  return RunAsync(
+      env,
+      [path, off, bytes, block]() {
+        block->p = sparq::aligned_malloc(size_t(bytes ? bytes : 1));
+        if (!block->p)
+          return Error::make(sparq::Status::out_of_memory, "readFile: cannot allocate " + std::to_string(bytes) + " bytes");
+        block->bytes = size_t(bytes);
+        FILE* f = std::fopen(path.c_str(), "rb");
+        if (!f) return Error::make(sparq::Status::invalid_argument, "readFile: cannot open " + path + ": " + std::strerror(errno));
+        size_t got = 0;
+        if (fseeko(f, off_t(off), SEEK_SET) == 0) got = std::fread(block->p, 1, size_t(bytes), f);
+        std::fclose(f);
+        if (got != size_t(bytes))
+          return Error::make(sparq::Status::invalid_argument, "readFile: " + path + " is truncated: wanted " +
+                                                                  std::to_string(bytes) + " bytes at offset " +
+                                                                  std::to_string(off) + ", got " + std::to_string(got));
+        return Error{};
+      },
+      [block](Napi::Env e) -> Napi::Value { return Storage::Wrap(e, block); });
+}
+
+struct Held {
+  std::mutex mu;  // one forward at a time per model
+  std::unique_ptr<sparq::LlamaModel> model;
+  std::vector<BlockPtr> keep;                        // file blocks the f32 weights point into
+  std::vector<std::unique_ptr<float[]>> owned;       // copies (int8 models drop the file)
+  std::vector<std::shared_ptr<sparq::PackedWeight>> packed;
+  int64_t bytes = 0;
+};
+
+class Model : public Napi::ObjectWrap<Model> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Model",
+                       {InstanceMethod("forward", &Model::Forward), InstanceMethod("pos", &Model::Pos),
+                        InstanceMethod("truncate", &Model::Truncate), InstanceMethod("dispose", &Model::Dispose),
+                        InstanceMethod("meta", &Model::Meta)});
+  }
+  explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {}
+  void Finalize(Napi::Env env) override { Release(env); }
+  static Napi::Object Wrap(Napi::Env env, std::shared_ptr<Held> h) {
+    auto* data = env.GetInstanceData<InstanceData>();
+    Napi::Object o = data->model_ctor.New({});
+    Model* m = Model::Unwrap(o);
+    m->reported_ = h->bytes;
+    m->h_ = std::move(h);
+    Napi::MemoryManagement::AdjustExternalMemory(env, m->reported_);
+    return o;
+  }
+
+ private:
+  std::shared_ptr<Held> get(Napi::Env env) {
+    if (!h_) throw Napi::Error::New(env, "model has been disposed");
+    return h_;
+  }
+  void Release(Napi::Env env) {
+    if (!h_) return;
+    h_.reset();
+    if (reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
+    reported_ = 0;
+  }
+  // forward(Int32Array tokens, all) -> Promise<Float32Array> logits (last position, or all)
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto h = get(env);
+    if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw Napi::TypeError::New(env, "forward: tokens must be an Int32Array");
+    Napi::Int32Array ta = info[0].As<Napi::Int32Array>();
+    auto tokens = std::make_shared<std::vector<int32_t>>(ta.Data(), ta.Data() + ta.ElementLength());
+    const bool all = info.Length() > 1 && info[1].ToBoolean().Value();
+    auto logits = std::make_shared<std::vector<float>>();
+    return RunAsync(
+        env,
+        [h, tokens, all, logits]() {
+          std::lock_guard<std::mutex> lock(h->mu);
+          const int64_t n = int64_t(tokens->size());
+          logits->resize(size_t((all ? n : 1) * h->model->config().vocab));
+          return h->model->forward(tokens->data(), n, all, logits->data());
+        },
+        [logits](Napi::Env e) -> Napi::Value {
+          Napi::Float32Array out = Napi::Float32Array::New(e, logits->size());
+          std::memcpy(out.Data(), logits->data(), logits->size() * 4);
+          return out;
+        });
+  }
+  Napi::Value Pos(const Napi::CallbackInfo& info) {
+    auto h = get(info.Env());
+    std::lock_guard<std::mutex> lock(h->mu);
+    return Napi::Number::New(info.Env(), double(h->model->pos()));
+  }
+  Napi::Value Truncate(const Napi::CallbackInfo& info) {
+    auto h = get(info.Env());
+    const int64_t n = ArgInt(info, 0, "truncate", "length", 0, int64_t(1) << 40);
+    std::lock_guard<std::mutex> lock(h->mu);
+    h->model->truncate(n);
+    return info.Env().Undefined();
+  }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    Release(info.Env());
+    return info.Env().Undefined();
+  }
+  Napi::Value Meta(const Napi::CallbackInfo& info) {
+    auto h = get(info.Env());
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("cacheBytes", double(h->model->cache_bytes()));
+    o.Set("nativeBytes", double(h->bytes));
+    return o;
+  }
+  std::shared_ptr<Held> h_;
+  int64_t reported_ = 0;
+};
+
+int64_t Int(const Napi::Object& o, const char* key, int64_t lo, int64_t hi) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("createModel: config.") + key + " must be a number");
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= double(lo) && d <= double(hi)) || d != double(int64_t(d)))
+    throw Napi::RangeError::New(o.Env(), std::string("createModel: config.") + key + " must be an integer in [" +
+                                             std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  return int64_t(d);
+}
+
+// A weight entry: { storage, offset } (f32, row-major [n, k]) or a Packed int8 weight.
+struct WeightRef {
+  const float* f32 = nullptr;
+  BlockPtr block;
+  std::shared_ptr<sparq::PackedWeight> q;
+};
+
+WeightRef ReadWeight(const Napi::Object& ws, const char* key, int64_t n, int64_t k) {
+  Napi::Env env = ws.Env();
+  Napi::Value v = ws.Get(key);
+  auto* data = env.GetInstanceData<InstanceData>();
+  WeightRef r;
+  const std::string what = std::string("createModel: weight '") + key + "'";
+  if (v.IsObject() && v.As<Napi::Object>().InstanceOf(data->packed_ctor.Value())) {
+    r.q = Packed::Get(v, what.c_str());
+    if (r.q->view().n != n || r.q->view().k != k) throw Napi::RangeError::New(env, what + ": packed shape mismatch");
+    return r;
+  }
+  if (!v.IsObject()) throw Napi::TypeError::New(env, what + " is missing");
+  Napi::Object o = v.As<Napi::Object>();
+  r.block = Storage::Get(o.Get("storage"), what.c_str());
+  Napi::Value offv = o.Get("offset");
+  if (!offv.IsNumber()) throw Napi::TypeError::New(env, what + ": offset must be a number");
+  const double off = offv.As<Napi::Number>().DoubleValue();
+  const uint64_t bytes = uint64_t(n) * uint64_t(k) * 4;
+  if (!(off >= 0) || off != double(int64_t(off)) || uint64_t(off) + bytes > r.block->bytes || int64_t(off) % 4)
+    throw Napi::RangeError::New(env, what + ": needs " + std::to_string(bytes) + " bytes at offset " +
+                                         std::to_string(int64_t(off)) + " (4-byte aligned) of a " +
+                                         std::to_string(r.block->bytes) + "-byte storage");
+  r.f32 = reinterpret_cast<const float*>(static_cast<const char*>(r.block->p) + int64_t(off));
+  return r;
+}
+
+// createModel(config, weights, quantize) -> Promise<Model>
+// config: { dim, hidden, layers, heads, kvHeads, vocab, maxSeq, ropeTheta, normEps, ropeNeox, kvType }
+// weights: { embed, finalNorm, output, layers: [{ attnNorm, wq, wk, wv, wo, ffnNorm, w1, w2, w3 }] }
+Napi::Value CreateModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject())
+    throw Napi::TypeError::New(env, "createModel: expected (config, weights, quantize)");
+  Napi::Object co = info[0].As<Napi::Object>(), wo = info[1].As<Napi::Object>();
+  const bool quantize = info.Length() > 2 && info[2].ToBoolean().Value();
+  sparq::LlamaConfig c;
+  const int64_t big = int64_t(1) << 24;
+  c.dim = Int(co, "dim", 1, big);
+  c.hidden = Int(co, "hidden", 1, big);
+  c.layers = Int(co, "layers", 1, 4096);
+  c.heads = Int(co, "heads", 1, 4096);
+  c.kv_heads = Int(co, "kvHeads", 1, 4096);
+  c.vocab = Int(co, "vocab", 1, big);
+  c.max_seq = Int(co, "maxSeq", 1, big);
+  c.kv_type = sparq::KvType(Int(co, "kvType", 0, 2));
+  c.rope_theta = float(co.Get("ropeTheta").ToNumber().DoubleValue());
+  c.norm_eps = float(co.Get("normEps").ToNumber().DoubleValue());
+  c.rope_neox = co.Get("ropeNeox").ToBoolean().Value();
+  if (c.dim % c.heads) throw Napi::RangeError::New(env, "createModel: dim must be a multiple of heads");
+  const int64_t hd = c.dim / c.heads, kvd = c.kv_heads * hd;
+
+  auto h = std::make_shared<Held>();
+  std::vector<WeightRef> refs;  // in order; linears are quantized off-thread when asked
+  struct Slot { sparq::LinearWeight* lw; size_t ref; };
+  std::vector<Slot> slots;
+  std::vector<std::pair<const float**, size_t>> vecs;  // norm / embedding pointers and their ref index
+  auto w = std::make_shared<sparq::LlamaWeights>();
+  w->layers.resize(size_t(c.layers));
+  auto lin = [&](const Napi::Object& o, const char* key, int64_t n, int64_t k, sparq::LinearWeight* lw) {
+    refs.push_back(ReadWeight(o, key, n, k));
+    lw->n = n;
+    lw->k = k;
+    slots.push_back({lw, refs.size() - 1});
+  };
+  auto vec = [&](const Napi::Object& o, const char* key, int64_t n, const float** dst) {
+    refs.push_back(ReadWeight(o, key, 1, n));
+    if (refs.back().q) throw Napi::TypeError::New(env, std::string("createModel: '") + key + "' must be f32");
+    vecs.push_back({dst, refs.size() - 1});
+  };
+  vec(wo, "embed", c.vocab * c.dim, &w->embed);
+  vec(wo, "finalNorm", c.dim, &w->final_norm);
+  lin(wo, "output", c.vocab, c.dim, &w->output);
+  Napi::Value lv = wo.Get("layers");
+  if (!lv.IsArray() || lv.As<Napi::Array>().Length() != uint32_t(c.layers))
+    throw Napi::RangeError::New(env, "createModel: weights.layers must have one entry per layer");
+  Napi::Array la = lv.As<Napi::Array>();
+  for (int64_t i = 0; i < c.layers; ++i) {
+    Napi::Value e = la.Get(uint32_t(i));
+    if (!e.IsObject()) throw Napi::TypeError::New(env, "createModel: weights.layers[" + std::to_string(i) + "] must be an object");
+    Napi::Object lo = e.As<Napi::Object>();
+    sparq::LlamaLayer& L = w->layers[size_t(i)];
+    vec(lo, "attnNorm", c.dim, &L.attn_norm);
+    vec(lo, "ffnNorm", c.dim, &L.ffn_norm);
+    lin(lo, "wq", c.dim, c.dim, &L.wq);
+    lin(lo, "wk", kvd, c.dim, &L.wk);
+    lin(lo, "wv", kvd, c.dim, &L.wv);
+    lin(lo, "wo", c.dim, c.dim, &L.wo);
+    lin(lo, "w1", c.hidden, c.dim, &L.w1);
+    lin(lo, "w2", c.dim, c.hidden, &L.w2);
+    lin(lo, "w3", c.hidden, c.dim, &L.w3);
+  }
+  return RunAsync(
+      env,
+      [h, c, w, refs, slots, vecs, quantize]() mutable {
+        // f32 vectors (embedding, norms): point into the file, or own a copy when
+        // the file is dropped (int8 models).
+        for (auto& [dst, i] : vecs) *dst = refs[i].f32;
+        for (const Slot& s : slots) {
+          const WeightRef& r = refs[s.ref];
+          if (r.q) {
+            s.lw->q = r.q;
+          } else if (quantize) {
+            std::unique_ptr<sparq::PackedWeight> p;
+            if (Error e = sparq::quantize_weight(r.f32, s.lw->n, s.lw->k, sparq::QuantizeOptions{}, &p); !e.ok()) return e;
+            h->bytes += int64_t(p->bytes());
+            s.lw->q = std::shared_ptr<sparq::PackedWeight>(std::move(p));
+          } else {
+            s.lw->f32 = r.f32;
+          }
+          if (s.lw->q) h->packed.push_back(s.lw->q);
+        }
+        if (quantize) {
+          // Keep only what still points into the file: copy the vectors out.
+          for (auto& [dst, i] : vecs) {
+            const int64_t n = dst == &w->embed ? c.vocab * c.dim : c.dim;
+            std::unique_ptr<float[]> cp(new (std::nothrow) float[size_t(n)]);
+            if (!cp) return Error::make(sparq::Status::out_of_memory, "createModel: out of memory");
+            std::memcpy(cp.get(), *dst, size_t(n) * 4);
+            *dst = cp.get();
+            h->bytes += n * 4;
+            h->owned.push_back(std::move(cp));
+          }
+        } else {
+          for (const WeightRef& r : refs)
+            if (r.block && std::find(h->keep.begin(), h->keep.end(), r.block) == h->keep.end()) {
+              h->keep.push_back(r.block);
+              h->bytes += int64_t(r.block->bytes);
+            }
+        }
+        Error e = sparq::LlamaModel::create(c, std::move(*w), &h->model);
+        if (e.ok()) h->bytes += int64_t(h->model->cache_bytes());
+        return e;
+      },
+      [h](Napi::Env e) -> Napi::Value { return Model::Wrap(e, h); });
+}
+
+}  // namespace
+
+void RegisterModel(Napi::Env env, Napi::Object exports, InstanceData* data) {
+  Napi::Function model = Model::Define(env);
+  data->model_ctor = Napi::Persistent(model);
+  exports.Set("Model", model);
+  exports.Set("readFile", Napi::Function::New(env, ReadFile, "readFile"));
+  exports.Set("createModel", Napi::Function::New(env, CreateModel, "createModel"));
+}
+
+}  // namespace sparq_addon

@@ -1,0 +1,166 @@
+// llama.cpp - the Llama forward pass on the kernel library: per layer
+// RMSNorm -> q/k/v linears -> RoPE -> KV store -> fused attention over the
+// cache -> output linear + residual -> RMSNorm -> SwiGLU FFN + residual.
+// Activations are token-major [n, features]; attention wants head-major
+// [heads, n, hd], so q/k/v are transposed on the way in and out (O(n * dim)).
+#include "llama.h"
+
+#include <cmath>
+#include <cstring>
+#include <string>
+
+namespace sparq {
+
+namespace {
+
+Error bad(const std::string& m) { return Error::make(Status::invalid_argument, "model: " + m); }
+
+// [n, h, hd] -> [h, n, hd]
+void to_heads(const float* x, int64_t n, int64_t h, int64_t hd, float* y) {
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t i = 0; i < h; ++i) std::memcpy(y + (i * n + t) * hd, x + (t * h + i) * hd, size_t(hd) * 4);
+}
+// [h, n, hd] -> [n, h, hd]
+void from_heads(const float* x, int64_t n, int64_t h, int64_t hd, float* y) {
+  for (int64_t i = 0; i < h; ++i)
+    for (int64_t t = 0; t < n; ++t) std::memcpy(y + (t * h + i) * hd, x + (i * n + t) * hd, size_t(hd) * 4);
+}
+
+Error check_linear(const LinearWeight& w, int64_t n, int64_t k, const char* name) {
+  if ((!w.f32 && !w.q) || w.n != n || w.k != k)
+    return bad(std::string(name) + " must be [" + std::to_string(n) + ", " + std::to_string(k) + "]; got [" +
+               std::to_string(w.n) + ", " + std::to_string(w.k) + "]");
+  if (w.q && (w.q->view().n != n || w.q->view().k != k)) return bad(std::string(name) + ": packed shape mismatch");
+  return Error{};
+}
+
+#define SPARQ_TRY(expr)            \
+  do {                             \
+    Error e_ = (expr);             \
+    if (!e_.ok()) return e_;       \
+  } while (0)
+
+}  // namespace
+
+Error linear(const float* x, int64_t m, const LinearWeight& w, float* y) {
+  if (w.q) return linear_s8(x, m, w.k, w.q->view(), nullptr, 0.f, y);
+  return linear_f32(x, m, w.k, w.f32, w.n, nullptr, y);
+}
+
+LlamaModel::~LlamaModel() {
+  for (void* p : k_) aligned_free(p);
+  for (void* p : v_) aligned_free(p);
+  for (float* p : ks_) aligned_free(p);
+  for (float* p : vs_) aligned_free(p);
+}
+
+Error LlamaModel::create(const LlamaConfig& c, LlamaWeights w, std::unique_ptr<LlamaModel>* out) {
+  if (c.dim < 1 || c.hidden < 1 || c.layers < 1 || c.heads < 1 || c.kv_heads < 1 || c.vocab < 1 || c.max_seq < 1)
+    return bad("every dimension must be at least 1");
+  if (c.dim % c.heads) return bad("dim (" + std::to_string(c.dim) + ") must be a multiple of heads (" + std::to_string(c.heads) + ")");
+  if (c.heads % c.kv_heads) return bad("heads must be a multiple of kv heads");
+  if (!(c.rope_theta > 0.f) || !(c.norm_eps >= 0.f)) return bad("rope theta must be > 0 and norm eps >= 0");
+  if (int64_t(w.layers.size()) != c.layers) return bad("layer count mismatch");
+  if (!w.embed || !w.final_norm) return bad("embedding and final norm are required");
+  const int64_t hd = c.dim / c.heads, kvd = c.kv_heads * hd;
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    const LlamaLayer& l = w.layers[i];
+    if (!l.attn_norm || !l.ffn_norm) return bad("layer " + std::to_string(i) + ": norms are required");
+    SPARQ_TRY(check_linear(l.wq, c.dim, c.dim, "wq"));
+    SPARQ_TRY(check_linear(l.wk, kvd, c.dim, "wk"));
+    SPARQ_TRY(check_linear(l.wv, kvd, c.dim, "wv"));
+    SPARQ_TRY(check_linear(l.wo, c.dim, c.dim, "wo"));
+    SPARQ_TRY(check_linear(l.w1, c.hidden, c.dim, "w1"));
+    SPARQ_TRY(check_linear(l.w2, c.dim, c.hidden, "w2"));
+    SPARQ_TRY(check_linear(l.w3, c.hidden, c.dim, "w3"));
+  }
+  SPARQ_TRY(check_linear(w.output, c.vocab, c.dim, "output"));
+  std::unique_ptr<LlamaModel> m(new LlamaModel());
+  m->cfg_ = c;
+  m->w_ = std::move(w);
+  const size_t es = c.kv_type == KvType::f32 ? 4 : c.kv_type == KvType::f16 ? 2 : 1;
+  const size_t rows = size_t(c.kv_heads * c.max_seq), bytes = rows * size_t(hd) * es;
+  for (int64_t l = 0; l < c.layers; ++l) {
+    m->k_.push_back(aligned_malloc(bytes));
+    m->v_.push_back(aligned_malloc(bytes));
+    if (!m->k_.back() || !m->v_.back()) return Error::make(Status::out_of_memory, "model: cannot allocate the KV cache");
+    if (c.kv_type == KvType::i8) {
+      m->ks_.push_back(static_cast<float*>(aligned_malloc(rows * 4)));
+      m->vs_.push_back(static_cast<float*>(aligned_malloc(rows * 4)));
+      if (!m->ks_.back() || !m->vs_.back()) return Error::make(Status::out_of_memory, "model: cannot allocate the KV cache");
+    } else {
+      m->ks_.push_back(nullptr);
+      m->vs_.push_back(nullptr);
+    }
+    m->cache_bytes_ += 2 * (bytes + (c.kv_type == KvType::i8 ? rows * 4 : 0));
+  }
+  *out = std::move(m);
+  return Error{};
+}
+
+Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits) {
+  const LlamaConfig& c = cfg_;
+  if (n < 1) return bad("no tokens");
+  if (pos_ + n > c.max_seq)
+    return bad("context is full: " + std::to_string(pos_) + " positions + " + std::to_string(n) + " new exceed maxSeq " +
+               std::to_string(c.max_seq));
+  for (int64_t i = 0; i < n; ++i)
+    if (tok[i] < 0 || tok[i] >= c.vocab)
+      return bad("token id " + std::to_string(tok[i]) + " at index " + std::to_string(i) + " is outside [0, " +
+                 std::to_string(c.vocab) + ")");
+  const int64_t hd = c.dim / c.heads, kvd = c.kv_heads * hd, dim = c.dim;
+  std::vector<float> x(size_t(n * dim)), xb(size_t(n * dim)), tmp(size_t(n * dim)), q(size_t(n * dim)),
+      qt(size_t(n * dim)), att(size_t(n * dim)), k(size_t(n * kvd)), v(size_t(n * kvd)), kt(size_t(n * kvd)),
+      vt(size_t(n * kvd)), h1(size_t(n * c.hidden)), h3(size_t(n * c.hidden));
+  for (int64_t t = 0; t < n; ++t) std::memcpy(x.data() + t * dim, w_.embed + int64_t(tok[t]) * dim, size_t(dim) * 4);
+  for (int64_t li = 0; li < c.layers; ++li) {
+    const LlamaLayer& L = w_.layers[size_t(li)];
+    SPARQ_TRY(rmsnorm(x.data(), L.attn_norm, n, dim, c.norm_eps, xb.data()));
+    SPARQ_TRY(linear(xb.data(), n, L.wq, q.data()));
+    SPARQ_TRY(linear(xb.data(), n, L.wk, k.data()));
+    SPARQ_TRY(linear(xb.data(), n, L.wv, v.data()));
+    to_heads(q.data(), n, c.heads, hd, qt.data());
+    to_heads(k.data(), n, c.kv_heads, hd, kt.data());
+    to_heads(v.data(), n, c.kv_heads, hd, vt.data());
+    SPARQ_TRY(rope(qt.data(), c.heads, n, hd, pos_, c.rope_theta, c.rope_neox, qt.data()));
+    SPARQ_TRY(rope(kt.data(), c.kv_heads, n, hd, pos_, c.rope_theta, c.rope_neox, kt.data()));
+    const size_t l = size_t(li);
+    SPARQ_TRY(kv_store(kt.data(), 1, c.kv_heads, n, hd, c.kv_type, k_[l], ks_[l], c.max_seq, pos_));
+    SPARQ_TRY(kv_store(vt.data(), 1, c.kv_heads, n, hd, c.kv_type, v_[l], vs_[l], c.max_seq, pos_));
+    AttentionArgs a;
+    a.q = qt.data();
+    a.b = 1;
+    a.hq = c.heads;
+    a.tq = n;
+    a.d = hd;
+    a.kv.type = c.kv_type;
+    a.kv.k = k_[l];
+    a.kv.v = v_[l];
+    a.kv.k_scale = ks_[l];
+    a.kv.v_scale = vs_[l];
+    a.kv.cap = c.max_seq;
+    a.hkv = c.kv_heads;
+    a.tk = pos_ + n;
+    a.scale = float(1.0 / std::sqrt(double(hd)));
+    a.causal = true;
+    a.out = att.data();
+    SPARQ_TRY(attention(a));
+    from_heads(att.data(), n, c.heads, hd, q.data());
+    SPARQ_TRY(linear(q.data(), n, L.wo, tmp.data()));
+    SPARQ_TRY(add(x.data(), tmp.data(), n * dim, x.data()));
+    SPARQ_TRY(rmsnorm(x.data(), L.ffn_norm, n, dim, c.norm_eps, xb.data()));
+    SPARQ_TRY(linear(xb.data(), n, L.w1, h1.data()));
+    SPARQ_TRY(linear(xb.data(), n, L.w3, h3.data()));
+    SPARQ_TRY(swiglu(h1.data(), h3.data(), n * c.hidden, h1.data()));
+    SPARQ_TRY(linear(h1.data(), n, L.w2, tmp.data()));
+    SPARQ_TRY(add(x.data(), tmp.data(), n * dim, x.data()));
+  }
+  const int64_t rows = all ? n : 1;
+  const float* last = x.data() + (all ? 0 : (n - 1) * dim);
+  SPARQ_TRY(rmsnorm(last, w_.final_norm, rows, dim, c.norm_eps, xb.data()));
+  SPARQ_TRY(linear(xb.data(), rows, w_.output, logits));
+  pos_ += n;
+  return Error{};
+}
+
+}  // namespace sparq

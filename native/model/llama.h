@@ -1,0 +1,73 @@
+// llama.h - the Llama-family decoder (llama2.c / GGUF `llama` / Hugging Face
+// LlamaForCausalLM): RMSNorm, rotary attention with grouped-query heads and a
+// KV cache, SwiGLU FFN. Weights are f32 (row-major, nn.Linear layout [out,
+// in]) or int8 packed (dynamic per-token activations). The whole forward pass
+// of a chunk of tokens runs here, so one call from JS is one step.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "sparq/sparq.h"
+
+namespace sparq {
+
+struct LlamaConfig {
+  int64_t dim = 0, hidden = 0, layers = 0, heads = 0, kv_heads = 0, vocab = 0, max_seq = 0;
+  float rope_theta = 10000.f;
+  float norm_eps = 1e-5f;
+  bool rope_neox = false;  // rotate (i, i + d/2) pairs (HF layout) instead of (2i, 2i+1)
+  KvType kv_type = KvType::f32;
+};
+
+// One linear weight [n, k]: f32 (not owned; the owner keeps the memory alive)
+// or int8 packed.
+struct LinearWeight {
+  const float* f32 = nullptr;
+  std::shared_ptr<PackedWeight> q;
+  int64_t n = 0, k = 0;
+};
+
+struct LlamaLayer {
+  const float* attn_norm = nullptr;  // [dim]
+  LinearWeight wq, wk, wv, wo;       // [heads*hd, dim], [kv*hd, dim] x2, [dim, heads*hd]
+  const float* ffn_norm = nullptr;   // [dim]
+  LinearWeight w1, w2, w3;           // gate [hidden, dim], down [dim, hidden], up [hidden, dim]
+};
+
+struct LlamaWeights {
+  const float* embed = nullptr;  // [vocab, dim] f32
+  std::vector<LlamaLayer> layers;
+  const float* final_norm = nullptr;  // [dim]
+  LinearWeight output;                // [vocab, dim] (tied: points at embed)
+};
+
+// y[m, n] = x[m, k] . w^T through the f32 or int8 path.
+Error linear(const float* x, int64_t m, const LinearWeight& w, float* y);
+
+class LlamaModel {
+ public:
+  ~LlamaModel();
+  LlamaModel(const LlamaModel&) = delete;
+  LlamaModel& operator=(const LlamaModel&) = delete;
+  // Checks shapes and allocates the KV cache (max_seq positions).
+  static Error create(const LlamaConfig& cfg, LlamaWeights w, std::unique_ptr<LlamaModel>* out);
+  // Appends tokens at positions [pos, pos + n) and writes the logits of the last
+  // one (all: of every one, [n, vocab]) to logits. Token ids are checked.
+  Error forward(const int32_t* tokens, int64_t n, bool all, float* logits);
+  int64_t pos() const { return pos_; }
+  void truncate(int64_t n) { if (n < pos_) pos_ = n < 0 ? 0 : n; }
+  const LlamaConfig& config() const { return cfg_; }
+  size_t cache_bytes() const { return cache_bytes_; }
+
+ private:
+  LlamaModel() = default;
+  LlamaConfig cfg_;
+  LlamaWeights w_;
+  std::vector<void*> k_, v_;       // per layer [kv_heads, max_seq, hd]
+  std::vector<float*> ks_, vs_;    // int8 scales [kv_heads, max_seq]
+  size_t cache_bytes_ = 0;
+  int64_t pos_ = 0;
+};
+
+}  // namespace sparq

@@ -1,0 +1,182 @@
+// The model loop on the real stories260K checkpoint (../shared/models) against
+// the reference outputs of llama2.c's run.c, plus the loader's error paths.
+import { expect } from 'chai';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Tokenizer, loadModel, type Model } from '../lib/index';
+
+const DIR = path.resolve(__dirname, '..', '..', 'shared', 'models', 'stories260K');
+const MODEL = path.join(DIR, 'stories260K.bin'), TOK = path.join(DIR, 'tok512.bin');
+const have = fs.existsSync(MODEL) && fs.existsSync(TOK);
+
+interface Entry { prompt: string; prompt_token_ids: number[]; generated_token_ids: number[]; n_generated: number; stopped_on_bos: boolean; text: string }
+interface Reference { entries: Entry[]; logits: { prompt: string; pos0_after_BOS: number[] } }
+
+async function collect(m: Model, prompt: string | number[], opts: Parameters<Model['generate']>[1]): Promise<{ ids: number[]; text: string }> {
+  const ids: number[] = [];
+  let text = '';
+  for await (const t of m.generate(prompt, opts)) {
+    ids.push(t.id);
+    text += t.text;
+  }
+  return { ids, text };
+}
+
+describe('model: stories260K against llama2.c run.c', function () {
+  this.timeout(120000);
+  let ref: Reference;
+  let f32: Model, int8: Model;
+
+  before(async function () {
+    if (!have) {
+      console.log(`      (skipped: the stories260K model is not at ${DIR})`);
+      this.skip();
+    }
+    ref = JSON.parse(fs.readFileSync(path.join(DIR, 'reference.json'), 'utf8')) as Reference;
+    f32 = await loadModel(MODEL, { tokenizer: TOK });
+    int8 = await loadModel(MODEL, { tokenizer: TOK, weights: 'int8' });
+  });
+  after(() => {
+    f32?.dispose();
+    int8?.dispose();
+  });
+
+  it('reads the config', () => {
+    expect(f32.config).to.deep.equal({ arch: 'llama', dim: 64, hidden: 172, layers: 5, heads: 8, kvHeads: 4, vocab: 512, maxSeq: 512,
+      ropeTheta: 10000, normEps: 1e-5, tiedEmbeddings: true });
+  });
+
+  it('encodes every reference prompt to the reference token ids, and decodes them back', () => {
+    for (const e of ref.entries) {
+      expect(f32.tokenizer.encode(e.prompt), e.prompt).to.deep.equal(e.prompt_token_ids);
+      expect(f32.tokenizer.decode(e.prompt_token_ids)).to.equal(e.prompt.length ? e.prompt : '');
+    }
+  });
+
+  it('first-step logits within 1e-4 of run.c (f32 weights)', async () => {
+    f32.reset();
+    const logits = await f32.forward([1]);
+    let err = 0;
+    ref.logits.pos0_after_BOS.forEach((v, i) => { err = Math.max(err, Math.abs(v - logits[i]!)); });
+    console.log(`      max |logit - run.c| = ${err.toExponential(2)}`);
+    expect(err).to.be.below(1e-4);
+  });
+
+  it('greedy generation reproduces the reference ids and text for every prompt (f32)', async () => {
+    for (const e of ref.entries) {
+      const { ids, text } = await collect(f32, e.prompt, { maxTokens: e.n_generated, temperature: 0 });
+      expect(ids, e.prompt).to.deep.equal(e.generated_token_ids);
+      expect(f32.tokenizer.decode(e.prompt_token_ids) + text, e.prompt).to.equal(e.text);
+    }
+    // the empty prompt, 256 steps: the sample published with the model
+    const doc = (ref as unknown as { doc_check: { text: string; generated_token_ids: number[] } }).doc_check;
+    const { ids, text } = await collect(f32, '', { maxTokens: 256 });
+    expect(ids).to.deep.equal(doc.generated_token_ids);
+    expect(text).to.equal(doc.text);
+  });
+
+  it('int8 weights: greedy text stays close (agreement recorded)', async () => {
+    let same = 0, total = 0;
+    for (const e of ref.entries) {
+      const { ids } = await collect(int8, e.prompt_token_ids, { maxTokens: e.n_generated });
+      // agreement up to the first divergence (after it the contexts differ)
+      let k = 0;
+      while (k < ids.length && ids[k] === e.generated_token_ids[k]) k++;
+      same += k;
+      total += e.generated_token_ids.length;
+    }
+    console.log(`      int8: ${same}/${total} greedy tokens agree with f32 run.c before the first divergence`);
+    expect(same / total).to.be.above(0.3);
+  });
+
+  it('ids are used as given, forward appends, continue extends, stop strings and maxTokens end generation', async () => {
+    const e = ref.entries[0]!;
+    const a = await collect(f32, e.prompt_token_ids, { maxTokens: 5 });
+    expect(a.ids).to.deep.equal(e.generated_token_ids.slice(0, 5));
+    expect(f32.length).to.equal(e.prompt_token_ids.length + 4);
+    const b = await collect(f32, [e.generated_token_ids[4]!], { maxTokens: 3, continue: true });
+    expect(b.ids).to.deep.equal(e.generated_token_ids.slice(5, 8));
+    expect(f32.stats.promptTokens).to.equal(1);
+    expect(f32.stats.generatedTokens).to.equal(3);
+    expect(f32.stats.decodeTokensPerSec).to.be.above(0);
+    const full = (await collect(f32, e.prompt, { maxTokens: 40 })).text;
+    const cut = full.indexOf('Lily');
+    const s = await collect(f32, e.prompt, { maxTokens: 40, stop: ['Lily'] });
+    expect(s.text).to.equal(full.slice(0, cut));
+  });
+
+  it('seeded sampling is reproducible; top-k 1 is greedy', async () => {
+    const x = await collect(f32, 'Once upon a time', { maxTokens: 20, temperature: 0.9, topP: 0.9, seed: 7 });
+    const y = await collect(f32, 'Once upon a time', { maxTokens: 20, temperature: 0.9, topP: 0.9, seed: 7 });
+    expect(x.ids).to.deep.equal(y.ids);
+    const g = await collect(f32, 'Once upon a time', { maxTokens: 20, temperature: 1.5, topK: 1, seed: 3 });
+    expect(g.ids).to.deep.equal(ref.entries[0]!.generated_token_ids.slice(0, 20));
+  });
+
+  it('AbortSignal cancels', async () => {
+    const ac = new AbortController();
+    const got: number[] = [];
+    let err: Error | undefined;
+    try {
+      for await (const t of f32.generate('Once upon a time', { maxTokens: 100, signal: ac.signal })) {
+        got.push(t.id);
+        if (got.length === 3) ac.abort();
+      }
+    } catch (e) {
+      err = e as Error;
+    }
+    expect(got.length).to.equal(3);
+    expect(err?.name).to.equal('AbortError');
+  });
+
+  it('bad input: out-of-range ids, prompts past maxSeq, bad options, use after dispose', async () => {
+    const small = await loadModel(MODEL, { tokenizer: TOK, maxSeq: 8 });
+    const fails: [() => Promise<unknown>, RegExp][] = [
+      [() => small.forward([1, 512]), /token id 512 at index 1 is outside \[0, 512\)/],
+      [() => small.forward([-1]), /token id -1/],
+      [() => collect(small, 'Once upon a time there was a very long prompt', {}), /does not fit maxSeq 8/],
+      [() => collect(small, 'hi', { temperature: -1 }), /temperature must be/],
+      [() => collect(small, 'hi', { topP: 0 }), /topP must be in/],
+      [async () => { small.reset(); await small.forward([1, 2, 3, 4, 5, 6, 7]); await small.forward([1, 2]); }, /context is full/],
+    ];
+    for (const [f, re] of fails) {
+      let err: Error | undefined;
+      try { await f(); } catch (e) { err = e as Error; }
+      expect(err?.message, String(re)).to.match(re);
+    }
+    small.dispose();
+    let err: Error | undefined;
+    try { await small.forward([1]); } catch (e) { err = e as Error; }
+    expect(err?.message).to.match(/disposed/);
+  });
+});
+
+describe('model: loader errors', function () {
+  this.timeout(60000);
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-model-'));
+  after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  it('truncated, corrupted and unknown files give clear errors', async function () {
+    if (!have) this.skip();
+    const bytes = fs.readFileSync(MODEL);
+    const write = (name: string, b: Uint8Array) => { const p = path.join(tmp, name); fs.writeFileSync(p, b); return p; };
+    const cases: [string, RegExp][] = [
+      [write('trunc.bin', bytes.subarray(0, 100000)), /need \d+ bytes but the file has 100000/],
+      [write('short.bin', bytes.subarray(0, 10)), /too short/],
+      [write('hdr.bin', (() => { const b = Buffer.from(bytes); b.writeInt32LE(7, 12); return b; })()), /heads is not a multiple of kvHeads|not a multiple/],
+      [write('huge.bin', (() => { const b = Buffer.from(bytes); b.writeInt32LE(1 << 30, 0); return b; })()), /out of range/],
+      [write('gguf.bin', Buffer.from('GGUF\x03\x00\x00\x00')), /GGUF models are not supported yet/],
+    ];
+    for (const [p, re] of cases) {
+      let err: Error | undefined;
+      try { (await loadModel(p, { tokenizer: TOK })).dispose(); } catch (e) { err = e as Error; }
+      expect(err?.message, p).to.match(re);
+    }
+    let err: Error | undefined;
+    try { await loadModel(MODEL); } catch (e) { err = e as Error; }
+    expect(err?.message).to.match(/need a tokenizer/);
+    const tokBytes = fs.readFileSync(TOK);
+    expect(() => Tokenizer.fromLlama2c(tokBytes.subarray(0, 300), 512)).to.throw(/truncated/);
+  });
+});
