@@ -56,6 +56,7 @@
         "native/cpu/runtime.cpp",
         "native/cpu/small_ops.cpp",
         "native/cpu/attention.cpp",
+        "native/cpu/ggml_formats.cpp",
         "native/model/llama.cpp",
         "native/cpu/cuda_stub.cpp",
         "native/cpu/ref/gemm_s8_ref.cpp",

@@ -166,7 +166,7 @@ describe('model: loader errors', function () {
       [write('short.bin', bytes.subarray(0, 10)), /too short/],
       [write('hdr.bin', (() => { const b = Buffer.from(bytes); b.writeInt32LE(7, 12); return b; })()), /heads is not a multiple of kvHeads|not a multiple/],
       [write('huge.bin', (() => { const b = Buffer.from(bytes); b.writeInt32LE(1 << 30, 0); return b; })()), /out of range/],
-      [write('gguf.bin', Buffer.from('GGUF\x03\x00\x00\x00')), /GGUF models are not supported yet/],
+      [write('gguf.bin', Buffer.from('GGUF\x03\x00\x00\x00')), /not a valid GGUF file: unexpected end of file/],
     ];
     for (const [p, re] of cases) {
       let err: Error | undefined;

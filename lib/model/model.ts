@@ -4,7 +4,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe } from '../errors';
-import { loadNative, type NativeStorage } from '../native';
+import { loadNative, type NativePacked, type NativeStorage } from '../native';
+import { GGML_F16, GGML_F32, GGML_Q8_0, ggmlTypeName, readGguf } from './gguf';
 import { parseLlama2c, type ParsedModel } from './llama2c';
 import { Sampler, checkSampling, type SamplingOptions } from './sampler';
 import { StreamDecoder, Tokenizer } from './tokenizer';
@@ -222,43 +223,141 @@ function detect(file: string): 'gguf' | 'hf' | 'llama2c' {
   }
 }
 
-/** Loads a Llama-family model: a llama2.c checkpoint (+ tokenizer.bin). */
+type WeightRef = { storage: NativeStorage; offset: number } | NativePacked;
+interface LayerRefs { attnNorm: WeightRef; ffnNorm: WeightRef; wq: WeightRef; wk: WeightRef; wv: WeightRef; wo: WeightRef; w1: WeightRef; w2: WeightRef; w3: WeightRef }
+interface Plan {
+  config: Omit<ModelConfig, 'maxSeq'> & { maxSeq: number };
+  tokenizer: Tokenizer;
+  stopIds: number[];
+  ropeNeox: boolean;
+  weights: { embed: WeightRef; finalNorm: WeightRef; output: WeightRef; layers: LayerRefs[] };
+  /** native objects to release once the model holds what it needs */
+  temp: { dispose(): void }[];
+}
+
+async function planLlama2c(file: string, opts: LoadModelOptions): Promise<Plan> {
+  const parsed: ParsedModel = parseLlama2c(file);
+  const tokPath = opts.tokenizer ?? path.join(path.dirname(file), 'tokenizer.bin');
+  if (!fs.existsSync(tokPath)) throw new Error(`loadModel: llama2.c checkpoints need a tokenizer: pass { tokenizer: 'path/to/tokenizer.bin' } (${tokPath} does not exist)`);
+  const tokenizer = Tokenizer.fromLlama2c(fs.readFileSync(tokPath), parsed.config.vocab);
+  const storage = await loadNative().readFile(file, 0, parsed.fileBytes);
+  const ref = (offset: number) => ({ storage, offset });
+  const w = parsed.weights;
+  return {
+    config: parsed.config, tokenizer, stopIds: [tokenizer.bos], ropeNeox: false, temp: [storage],
+    weights: {
+      embed: ref(w.embed), finalNorm: ref(w.finalNorm), output: ref(w.output),
+      layers: w.layers.map((l) => ({
+        attnNorm: ref(l.attnNorm), ffnNorm: ref(l.ffnNorm), wq: ref(l.wq), wk: ref(l.wk), wv: ref(l.wv), wo: ref(l.wo),
+        w1: ref(l.w1), w2: ref(l.w2), w3: ref(l.w3),
+      })),
+    },
+  };
+}
+
+async function planGguf(file: string): Promise<Plan> {
+  const g = readGguf(file);
+  const bad = (why: string): never => { throw new RangeError(`loadModel: ${file}: ${why}`); };
+  const arch = g.meta.get('general.architecture');
+  if (arch !== 'llama') bad(`architecture '${String(arch)}' is not supported (sparq runs 'llama')`);
+  const num = (k: string, dflt?: number): number => {
+    const v = g.meta.get(`llama.${k}`);
+    if (v === undefined) return dflt ?? bad(`metadata llama.${k} is missing`);
+    const n = Number(v);
+    if (!Number.isFinite(n)) bad(`metadata llama.${k} is not a number`);
+    return n;
+  };
+  const dim = num('embedding_length'), layers = num('block_count'), hidden = num('feed_forward_length'), heads = num('attention.head_count');
+  // f32 metadata: report the shortest decimal that rounds to the stored value (1e-5, not 9.99999974e-6)
+  const short = (v: number) => { for (let p = 1; p < 10; p++) { const r = Number(v.toPrecision(p)); if (Math.fround(r) === Math.fround(v)) return r; } return v; };
+  const kvHeads = num('attention.head_count_kv', heads), maxSeq = num('context_length'), normEps = short(num('attention.layer_norm_rms_epsilon', 1e-5));
+  const ropeTheta = short(num('rope.freq_base', 10000));
+  if (g.meta.get('tokenizer.ggml.model') !== 'llama') bad(`tokenizer '${String(g.meta.get('tokenizer.ggml.model'))}' is not supported (SentencePiece 'llama' only)`);
+  const toks = g.meta.get('tokenizer.ggml.tokens'), scores = g.meta.get('tokenizer.ggml.scores');
+  if (!Array.isArray(toks) || toks.some((t) => typeof t !== 'string')) return bad('tokenizer.ggml.tokens is missing');
+  const vocab = toks.length;
+  const sc = Array.isArray(scores) && scores.length === vocab ? scores.map(Number) : new Array<number>(vocab).fill(0);
+  const id = (k: string, d: number) => { const v = Number(g.meta.get(k) ?? d); if (!Number.isInteger(v) || v < 0 || v >= vocab) bad(`${k} = ${v} is outside the vocabulary`); return v; };
+  const bos = id('tokenizer.ggml.bos_token_id', 1), eos = id('tokenizer.ggml.eos_token_id', 2);
+  const enc = new TextEncoder();
+  const tokenizer = new Tokenizer({
+    pieces: (toks as string[]).map((t) => enc.encode(t.replace(/\u2581/g, ' '))), scores: sc, bos, eos,
+    addSpacePrefix: g.meta.get('tokenizer.ggml.add_space_prefix') !== false,
+  });
+  const nat = loadNative();
+  const storage = await nat.readFile(file, 0, g.fileBytes);
+  const temp: { dispose(): void }[] = [storage];
+  const tensor = (name: string, n: number, k: number) => {
+    const t = g.tensors.get(name) ?? bad(`tensor ${name} is missing`);
+    const want = n === 1 ? [k] : [k, n];
+    if (t.dims.length !== want.length || t.dims.some((d, i) => d !== want[i])) bad(`tensor ${name} has shape [${t.dims.join(', ')}], expected [${want.join(', ')}] (ggml order)`);
+    if (t.type !== GGML_F32 && t.type !== GGML_F16 && t.type !== GGML_Q8_0) bad(`tensor ${name} is ${ggmlTypeName(t.type)}; sparq reads F32, F16 and Q8_0`);
+    return t;
+  };
+  const f32 = async (name: string, n: number, k: number): Promise<WeightRef> => {
+    const t = tensor(name, n, k);
+    if (t.type === GGML_F32) return { storage, offset: t.offset };
+    const wide = await nat.widenToF32(storage, t.offset, t.type, n * k);
+    temp.push(wide);
+    return { storage: wide, offset: 0 };
+  };
+  const lin = async (name: string, n: number, k: number): Promise<WeightRef> => {
+    const t = tensor(name, n, k);
+    if (t.type !== GGML_Q8_0) return f32(name, n, k);
+    const p = await nat.packQ8_0(storage, t.offset, n, k);
+    temp.push(p);
+    return p;
+  };
+  const hd = dim / heads, kvd = kvHeads * hd;
+  if (!Number.isInteger(hd) || heads % kvHeads !== 0) bad(`heads (${heads}) must divide dim (${dim}) and be a multiple of kv heads (${kvHeads})`);
+  const tied = !g.tensors.has('output.weight');
+  const embed = await f32('token_embd.weight', vocab, dim);
+  const L: LayerRefs[] = [];
+  for (let l = 0; l < layers; l++) {
+    const b = `blk.${l}.`;
+    L.push({
+      attnNorm: await f32(b + 'attn_norm.weight', 1, dim), ffnNorm: await f32(b + 'ffn_norm.weight', 1, dim),
+      wq: await lin(b + 'attn_q.weight', dim, dim), wk: await lin(b + 'attn_k.weight', kvd, dim), wv: await lin(b + 'attn_v.weight', kvd, dim),
+      wo: await lin(b + 'attn_output.weight', dim, dim), w1: await lin(b + 'ffn_gate.weight', hidden, dim),
+      w2: await lin(b + 'ffn_down.weight', dim, hidden), w3: await lin(b + 'ffn_up.weight', hidden, dim),
+    });
+  }
+  return {
+    config: { arch: 'llama', dim, hidden, layers, heads, kvHeads, vocab, maxSeq, ropeTheta, normEps, tiedEmbeddings: tied },
+    tokenizer, stopIds: [eos], ropeNeox: false, temp,
+    weights: { embed, finalNorm: await f32('output_norm.weight', 1, dim), output: tied ? embed : await lin('output.weight', vocab, dim), layers: L },
+  };
+}
+
+/**
+ * Loads a Llama-family model: a llama2.c checkpoint (+ tokenizer.bin) or a GGUF v3
+ * `llama` file (F32 / F16 / Q8_0 tensors; Q8_0 runs through the int8 path as it is).
+ */
 export async function loadModel(file: string, opts: LoadModelOptions = {}): Promise<Model> {
   const op = 'loadModel';
   if (typeof file !== 'string') throw new TypeError(`${op}: path must be a string; got ${describe(file)}`);
   if (!fs.existsSync(file)) throw new Error(`${op}: ${file} does not exist`);
+  if (typeof opts !== 'object' || opts === null) throw new TypeError(`${op}: options must be an object; got ${describe(opts)}`);
   const weights = opts.weights ?? 'f32';
   if (weights !== 'f32' && weights !== 'int8') throw new TypeError(`${op}: weights must be 'f32' or 'int8'; got ${describe(weights)}`);
   const kv = opts.kvCache ?? 'f32';
   if (!(kv in KV)) throw new TypeError(`${op}: kvCache must be 'f32', 'f16' or 'i8'; got ${describe(kv)}`);
+  if (opts.maxSeq !== undefined && (!Number.isInteger(opts.maxSeq) || opts.maxSeq < 1 || opts.maxSeq > 2 ** 24)) {
+    throw new RangeError(`${op}: maxSeq must be an integer in [1, 2^24]; got ${describe(opts.maxSeq)}`);
+  }
   const format = detect(file);
-  if (format !== 'llama2c') throw new Error(`${op}: ${format === 'gguf' ? 'GGUF' : 'Hugging Face folder'} models are not supported yet (${file})`);
-  const parsed: ParsedModel = parseLlama2c(file);
-  const tokPath = opts.tokenizer ?? path.join(path.dirname(file), 'tokenizer.bin');
-  if (!fs.existsSync(tokPath)) throw new Error(`${op}: llama2.c checkpoints need a tokenizer: pass { tokenizer: 'path/to/tokenizer.bin' } (${tokPath} does not exist)`);
-  const tokenizer = Tokenizer.fromLlama2c(fs.readFileSync(tokPath), parsed.config.vocab);
-  const maxSeq = opts.maxSeq ?? parsed.config.maxSeq;
-  if (!Number.isInteger(maxSeq) || maxSeq < 1 || maxSeq > 2 ** 24) throw new RangeError(`${op}: maxSeq must be an integer in [1, 2^24]; got ${describe(maxSeq)}`);
-  const config: ModelConfig = { ...parsed.config, maxSeq };
-  const nat = loadNative();
-  const storage: NativeStorage = await nat.readFile(file, 0, parsed.fileBytes);
+  if (format === 'hf') throw new Error(`${op}: Hugging Face folders are not supported yet (${file})`);
+  const plan = format === 'gguf' ? await planGguf(file) : await planLlama2c(file, opts);
   try {
-    const ref = (offset: number) => ({ storage, offset });
-    const w = parsed.weights;
-    const native = await nat.createModel(
+    const maxSeq = opts.maxSeq ?? plan.config.maxSeq;
+    const config: ModelConfig = { ...plan.config, maxSeq };
+    const native = await loadNative().createModel(
       { dim: config.dim, hidden: config.hidden, layers: config.layers, heads: config.heads, kvHeads: config.kvHeads, vocab: config.vocab,
-        maxSeq, ropeTheta: config.ropeTheta, normEps: config.normEps, ropeNeox: false, kvType: KV[kv] },
-      {
-        embed: ref(w.embed), finalNorm: ref(w.finalNorm), output: ref(w.output),
-        layers: w.layers.map((l) => ({
-          attnNorm: ref(l.attnNorm), ffnNorm: ref(l.ffnNorm), wq: ref(l.wq), wk: ref(l.wk), wv: ref(l.wv), wo: ref(l.wo),
-          w1: ref(l.w1), w2: ref(l.w2), w3: ref(l.w3),
-        })),
-      },
-      weights === 'int8') as NativeModel;
-    return new Model(native, config, tokenizer, [tokenizer.bos]);
+        maxSeq, ropeTheta: config.ropeTheta, normEps: config.normEps, ropeNeox: plan.ropeNeox, kvType: KV[kv] },
+      plan.weights, weights === 'int8') as NativeModel;
+    return new Model(native, config, plan.tokenizer, plan.stopIds);
   } finally {
-    // int8 models copied / quantized what they need; f32 models keep their own reference
-    storage.dispose();
+    // the model holds its own references to what it keeps
+    for (const t of plan.temp) t.dispose();
   }
 }

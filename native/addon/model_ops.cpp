@@ -46,6 +46,40 @@ Napi::Value ReadFile(const Napi::CallbackInfo& info) {
       [block](Napi::Env e) -> Napi::Value { return Storage::Wrap(e, block); });
 }
 
+// packQ8_0(storage, offset, n, k) -> Promise<Packed>
+Napi::Value PackQ8(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "packQ8_0";
+  const int64_t n = ArgInt(info, 2, op, "n", 1, int64_t(1) << 30), k = ArgInt(info, 3, op, "k", 32, int64_t(1) << 30);
+  if (k % 32) throw Napi::RangeError::New(env, "packQ8_0: k must be a multiple of 32");
+  const Span s = ArgSpan(info, 0, op, "blocks", uint64_t(n) * uint64_t(k / 32) * 34);
+  auto out = std::make_shared<std::unique_ptr<sparq::PackedWeight>>();
+  return RunAsync(
+      env, [s, n, k, out]() { return sparq::pack_q8_0(s.ptr<uint8_t>(), n, k, out.get()); },
+      [out](Napi::Env e) -> Napi::Value { return Packed::Wrap(e, std::shared_ptr<sparq::PackedWeight>(std::move(*out))); });
+}
+
+// widenToF32(storage, offset, type (1 = F16, 8 = Q8_0), count) -> Promise<Storage> of count f32
+Napi::Value Widen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "widenToF32";
+  const int64_t type = ArgInt(info, 2, op, "type", 0, 64);
+  const int64_t count = ArgInt(info, 3, op, "count", 1, int64_t(1) << 40);
+  if (type != 1 && type != 8) throw Napi::RangeError::New(env, "widenToF32: type must be 1 (F16) or 8 (Q8_0)");
+  if (type == 8 && count % 32) throw Napi::RangeError::New(env, "widenToF32: Q8_0 needs a multiple of 32 values");
+  const Span s = ArgSpan(info, 0, op, "src", type == 1 ? uint64_t(count) * 2 : uint64_t(count / 32) * 34);
+  auto block = std::make_shared<Block>();
+  return RunAsync(
+      env,
+      [s, type, count, block]() {
+        block->p = sparq::aligned_malloc(size_t(count) * 4);
+        if (!block->p) return Error::make(sparq::Status::out_of_memory, "widenToF32: out of memory");
+        block->bytes = size_t(count) * 4;
+        return sparq::widen_to_f32(s.ptr<void>(), int(type), count, static_cast<float*>(block->p));
+      },
+      [block](Napi::Env e) -> Napi::Value { return Storage::Wrap(e, block); });
+}
+
 struct Held {
   std::mutex mu;  // one forward at a time per model
   std::unique_ptr<sparq::LlamaModel> model;
@@ -298,6 +332,8 @@ void RegisterModel(Napi::Env env, Napi::Object exports, InstanceData* data) {
   exports.Set("Model", model);
   exports.Set("readFile", Napi::Function::New(env, ReadFile, "readFile"));
   exports.Set("createModel", Napi::Function::New(env, CreateModel, "createModel"));
+  exports.Set("packQ8_0", Napi::Function::New(env, PackQ8, "packQ8_0"));
+  exports.Set("widenToF32", Napi::Function::New(env, Widen, "widenToF32"));
 }
 
 }  // namespace sparq_addon

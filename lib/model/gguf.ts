@@ -1,0 +1,202 @@
+// gguf.ts - the GGUF v3 container (llama.cpp): header, metadata key/values,
+// tensor infos, aligned data section. The reader checks every length against
+// the file before trusting it; the writer is used by the model generator.
+import * as fs from 'node:fs';
+
+export const GGML_F32 = 0, GGML_F16 = 1, GGML_Q8_0 = 8;
+const TYPE_NAMES: Record<number, string> = {
+  0: 'F32', 1: 'F16', 2: 'Q4_0', 3: 'Q4_1', 6: 'Q5_0', 7: 'Q5_1', 8: 'Q8_0', 9: 'Q8_1', 10: 'Q2_K', 11: 'Q3_K', 12: 'Q4_K',
+  13: 'Q5_K', 14: 'Q6_K', 15: 'Q8_K', 30: 'BF16',
+};
+export const ggmlTypeName = (t: number): string => TYPE_NAMES[t] ?? `type ${t}`;
+
+export type GgufValue = number | bigint | boolean | string | GgufValue[];
+
+export interface GgufTensor {
+  name: string;
+  /** ggml order: dims[0] is the innermost (row length) */
+  dims: number[];
+  type: number;
+  /** absolute byte offset in the file */
+  offset: number;
+  bytes: number;
+}
+
+export interface GgufFile {
+  version: number;
+  meta: Map<string, GgufValue>;
+  tensors: Map<string, GgufTensor>;
+  fileBytes: number;
+}
+
+/** Bytes of a tensor of `count` elements of a type sparq reads (others: -1). */
+export function ggmlBytes(type: number, count: number): number {
+  if (type === GGML_F32) return count * 4;
+  if (type === GGML_F16) return count * 2;
+  if (type === GGML_Q8_0) return (count / 32) * 34;
+  return -1;
+}
+
+/** Reads a GGUF file's header, metadata and tensor table (not the tensor data). */
+export function readGguf(file: string): GgufFile {
+  const fd = fs.openSync(file, 'r');
+  const size = fs.fstatSync(fd).size;
+  const fail = (why: string): never => { throw new RangeError(`loadModel: ${file} is not a valid GGUF file: ${why}`); };
+  // buffered little-endian reader over the file
+  let buf = Buffer.alloc(0), bufAt = 0, pos = 0;
+  const need = (n: number) => {
+    if (pos + n > size) fail(`unexpected end of file at byte ${pos} (truncated?)`);
+    if (pos >= bufAt && pos + n <= bufAt + buf.length) return;
+    const len = Math.min(size - pos, Math.max(n, 1 << 20));
+    buf = Buffer.alloc(len);
+    fs.readSync(fd, buf, 0, len, pos);
+    bufAt = pos;
+  };
+  const u32 = () => { need(4); const v = buf.readUInt32LE(pos - bufAt); pos += 4; return v; };
+  const u64 = () => {
+    need(8);
+    const v = buf.readBigUInt64LE(pos - bufAt);
+    pos += 8;
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) fail(`a 64-bit count or size is absurd (${v})`);
+    return Number(v);
+  };
+  const str = () => {
+    const n = u64();
+    if (n > 1 << 24) fail(`a string of ${n} bytes`);
+    need(n);
+    const s = buf.toString('utf8', pos - bufAt, pos - bufAt + n);
+    pos += n;
+    return s;
+  };
+  const value = (t: number, depth = 0): GgufValue => {
+    need(1);
+    const o = pos - bufAt;
+    switch (t) {
+      case 0: pos += 1; return buf.readUInt8(o);
+      case 1: pos += 1; return buf.readInt8(o);
+      case 2: need(2); pos += 2; return buf.readUInt16LE(pos - 2 - bufAt);
+      case 3: need(2); pos += 2; return buf.readInt16LE(pos - 2 - bufAt);
+      case 4: return u32();
+      case 5: need(4); pos += 4; return buf.readInt32LE(pos - 4 - bufAt);
+      case 6: need(4); pos += 4; return buf.readFloatLE(pos - 4 - bufAt);
+      case 7: pos += 1; return buf.readUInt8(o) !== 0;
+      case 8: return str();
+      case 9: {
+        if (depth > 2) fail('arrays nested too deeply');
+        const et = u32(), n = u64();
+        if (n > size) fail(`an array of ${n} elements`);
+        const a: GgufValue[] = new Array(n);
+        for (let i = 0; i < n; i++) a[i] = value(et, depth + 1);
+        return a;
+      }
+      case 10: need(8); pos += 8; return buf.readBigUInt64LE(pos - 8 - bufAt);
+      case 11: need(8); pos += 8; return buf.readBigInt64LE(pos - 8 - bufAt);
+      case 12: need(8); pos += 8; return buf.readDoubleLE(pos - 8 - bufAt);
+      default: return fail(`unknown metadata value type ${t}`);
+    }
+  };
+  try {
+    need(4);
+    if (buf.toString('latin1', 0, 4) !== 'GGUF') fail('no GGUF magic');
+    pos = 4;
+    const version = u32();
+    if (version !== 2 && version !== 3) fail(`version ${version} (sparq reads versions 2 and 3)`);
+    const nTensors = u64(), nKv = u64();
+    if (nTensors > 1 << 20 || nKv > 1 << 20) fail(`${nTensors} tensors / ${nKv} metadata entries`);
+    const meta = new Map<string, GgufValue>();
+    for (let i = 0; i < nKv; i++) {
+      const k = str();
+      meta.set(k, value(u32()));
+    }
+    const infos: Omit<GgufTensor, 'offset' | 'bytes'>[] = [];
+    const rel: number[] = [];
+    for (let i = 0; i < nTensors; i++) {
+      const name = str(), nd = u32();
+      if (nd < 1 || nd > 4) fail(`tensor ${name} has ${nd} dimensions`);
+      const dims = Array.from({ length: nd }, () => u64());
+      const type = u32();
+      rel.push(u64());
+      infos.push({ name, dims, type });
+    }
+    const align = Number(meta.get('general.alignment') ?? 32);
+    if (!Number.isInteger(align) || align < 1 || align > 1 << 16) fail(`alignment ${align}`);
+    const dataStart = Math.ceil(pos / align) * align;
+    const tensors = new Map<string, GgufTensor>();
+    infos.forEach((t, i) => {
+      const count = t.dims.reduce((a, b) => a * b, 1);
+      const bytes = ggmlBytes(t.type, count);
+      const offset = dataStart + rel[i]!;
+      if (bytes >= 0 && offset + bytes > size) fail(`tensor ${t.name} (${bytes} bytes at ${offset}) runs past the end of the file (${size} bytes; truncated?)`);
+      if (t.type === GGML_Q8_0 && t.dims[0]! % 32 !== 0) fail(`Q8_0 tensor ${t.name} has rows of ${t.dims[0]} (not a multiple of 32)`);
+      tensors.set(t.name, { ...t, offset, bytes });
+    });
+    return { version, meta, tensors, fileBytes: size };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+// --- writer ------------------------------------------------------------------
+export interface GgufWriteTensor {
+  name: string;
+  dims: number[];
+  type: number;
+  data: Uint8Array;
+}
+
+type Typed = { type: 'u32' | 'i32' | 'f32' | 'str' | 'bool'; value: number | string | boolean } | { type: 'arr'; elem: 'str' | 'f32' | 'i32'; value: (string | number)[] };
+
+/** Writes a GGUF v3 file (alignment 32). */
+export function writeGguf(file: string, meta: [string, Typed][], tensors: GgufWriteTensor[]): void {
+  const parts: Buffer[] = [];
+  const u32 = (v: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(v); parts.push(b); };
+  const i32 = (v: number) => { const b = Buffer.alloc(4); b.writeInt32LE(v); parts.push(b); };
+  const f32 = (v: number) => { const b = Buffer.alloc(4); b.writeFloatLE(v); parts.push(b); };
+  const u64 = (v: number) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); parts.push(b); };
+  const str = (s: string) => { const b = Buffer.from(s, 'utf8'); u64(b.length); parts.push(b); };
+  parts.push(Buffer.from('GGUF', 'latin1'));
+  u32(3);
+  u64(tensors.length);
+  u64(meta.length);
+  const code = { u32: 4, i32: 5, f32: 6, bool: 7, str: 8 } as const;
+  for (const [k, v] of meta) {
+    str(k);
+    if (v.type === 'arr') {
+      u32(9);
+      u32(code[v.elem]);
+      u64(v.value.length);
+      for (const e of v.value) v.elem === 'str' ? str(e as string) : v.elem === 'f32' ? f32(e as number) : i32(e as number);
+    } else {
+      u32(code[v.type]);
+      if (v.type === 'str') str(v.value as string);
+      else if (v.type === 'bool') parts.push(Buffer.from([v.value ? 1 : 0]));
+      else if (v.type === 'f32') f32(v.value as number);
+      else if (v.type === 'i32') i32(v.value as number);
+      else u32(v.value as number);
+    }
+  }
+  let off = 0;
+  const offs: number[] = [];
+  for (const t of tensors) {
+    str(t.name);
+    u32(t.dims.length);
+    for (const d of t.dims) u64(d);
+    u32(t.type);
+    offs.push(off);
+    u64(off);
+    off += Math.ceil(t.data.length / 32) * 32;
+  }
+  const head = Buffer.concat(parts);
+  const pad = (n: number) => Buffer.alloc((32 - (n % 32)) % 32);
+  const fd = fs.openSync(file, 'w');
+  try {
+    fs.writeSync(fd, head);
+    fs.writeSync(fd, pad(head.length));
+    for (const t of tensors) {
+      fs.writeSync(fd, t.data);
+      fs.writeSync(fd, pad(t.data.length));
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}

@@ -1,0 +1,191 @@
+// synth.ts - random-weight Llama models for tests and benchmarks, written in
+// real formats: llama2.c checkpoint + tokenizer.bin, and GGUF v3 with F32,
+// F16 or Q8_0 linears (norms stay F32, as llama.cpp writes them). The same
+// seed gives the same weights in every format.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Rng, f32ToF16 } from '../tensor';
+import { GGML_F16, GGML_F32, GGML_Q8_0, writeGguf, type GgufWriteTensor } from './gguf';
+
+export interface SynthConfig {
+  dim: number;
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  vocab: number;
+  maxSeq: number;
+  /** classifier shares the token embedding (default false) */
+  tied?: boolean;
+  seed?: number;
+}
+
+export type SynthFormat = 'llama2c' | 'gguf-f32' | 'gguf-f16' | 'gguf-q8_0';
+
+interface Weights {
+  embed: Float32Array;
+  layers: { attnNorm: Float32Array; wq: Float32Array; wk: Float32Array; wv: Float32Array; wo: Float32Array; ffnNorm: Float32Array; w1: Float32Array; w2: Float32Array; w3: Float32Array }[];
+  finalNorm: Float32Array;
+  output: Float32Array | null;
+}
+
+function randomWeights(c: SynthConfig): Weights {
+  const rng = new Rng(c.seed ?? 1);
+  const normal = (n: number, std: number) => {
+    const a = new Float32Array(n);
+    for (let i = 0; i < n; i++) a[i] = std * rng.normal();
+    return a;
+  };
+  const norm = (n: number) => {
+    const a = new Float32Array(n);
+    for (let i = 0; i < n; i++) a[i] = 1 + 0.1 * rng.normal();
+    return a;
+  };
+  const hd = c.dim / c.heads, kvd = c.kvHeads * hd;
+  const lin = (n: number, k: number) => normal(n * k, 1 / Math.sqrt(k));
+  return {
+    embed: normal(c.vocab * c.dim, 1),
+    layers: Array.from({ length: c.layers }, () => ({
+      attnNorm: norm(c.dim), wq: lin(c.dim, c.dim), wk: lin(kvd, c.dim), wv: lin(kvd, c.dim), wo: lin(c.dim, c.dim),
+      ffnNorm: norm(c.dim), w1: lin(c.hidden, c.dim), w2: lin(c.dim, c.hidden), w3: lin(c.hidden, c.dim),
+    })),
+    finalNorm: norm(c.dim),
+    output: c.tied ? null : lin(c.vocab, c.dim),
+  };
+}
+
+/** A small SentencePiece-style vocabulary: <unk> <s> </s>, the 256 byte tokens, printable ASCII, then merged pieces. */
+export function synthVocab(size: number, seed = 1): { pieces: string[]; scores: number[] } {
+  if (size < 259 + 95) throw new RangeError(`synthVocab: size must be at least ${259 + 95}`);
+  const pieces = ['<unk>', '<s>', '</s>'];
+  for (let b = 0; b < 256; b++) pieces.push(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
+  const base: string[] = [];
+  for (let ch = 32; ch < 127; ch++) base.push(String.fromCharCode(ch));
+  pieces.push(...base);
+  const seen = new Set(pieces);
+  const rng = new Rng(seed);
+  const words = ['the', 'and', 'was', 'she', 'he', 'little', 'time', 'once', 'upon', 'day', 'play', 'big', 'said', 'happy', 'friend'];
+  while (pieces.length < size) {
+    let p: string;
+    const r = rng.next();
+    if (r < 0.3) p = ' ' + words[Math.floor(rng.next() * words.length)]!;
+    else {
+      const len = 2 + Math.floor(rng.next() * 5);
+      p = (rng.next() < 0.5 ? ' ' : '') + Array.from({ length: len }, () => String.fromCharCode(97 + Math.floor(rng.next() * 26))).join('');
+    }
+    if (!seen.has(p)) {
+      seen.add(p);
+      pieces.push(p);
+    }
+  }
+  // merged pieces score by length (longer first), byte / control tokens lowest
+  const scores = pieces.map((p, i) => (i < 259 ? -1e6 : p.length - i * 1e-6));
+  return { pieces, scores };
+}
+
+function q8_0(x: Float32Array, n: number, k: number): Uint8Array {
+  const out = new Uint8Array(n * (k / 32) * 34);
+  const dv = new DataView(out.buffer);
+  let o = 0;
+  for (let r = 0; r < n; r++)
+    for (let b = 0; b < k / 32; b++) {
+      let amax = 0;
+      for (let i = 0; i < 32; i++) amax = Math.max(amax, Math.abs(x[r * k + b * 32 + i]!));
+      const d = amax / 127, id = d ? 1 / d : 0;
+      dv.setUint16(o, f32ToF16(d), true);
+      for (let i = 0; i < 32; i++) dv.setInt8(o + 2 + i, Math.round(x[r * k + b * 32 + i]! * id));
+      o += 34;
+    }
+  return out;
+}
+
+/** Writes the model in each format requested into `dir`; returns the paths (and tokenizer.bin for llama2c). */
+export function writeRandomModel(dir: string, c: SynthConfig, formats: SynthFormat[]): Record<string, string> {
+  if (c.dim % c.heads || c.heads % c.kvHeads) throw new RangeError('writeRandomModel: heads must divide dim, kvHeads must divide heads');
+  fs.mkdirSync(dir, { recursive: true });
+  const w = randomWeights(c);
+  const vocab = synthVocab(c.vocab, c.seed);
+  const out: Record<string, string> = {};
+  const hd = c.dim / c.heads;
+  if (formats.includes('llama2c')) {
+    const file = path.join(dir, 'model.bin');
+    const fd = fs.openSync(file, 'w');
+    const put = (a: Float32Array) => fs.writeSync(fd, new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+    try {
+      const head = new Int32Array([c.dim, c.hidden, c.layers, c.heads, c.kvHeads, c.tied ? c.vocab : -c.vocab, c.maxSeq]);
+      fs.writeSync(fd, new Uint8Array(head.buffer));
+      put(w.embed);
+      for (const key of ['attnNorm', 'wq', 'wk', 'wv', 'wo', 'ffnNorm', 'w1', 'w2', 'w3'] as const) for (const l of w.layers) put(l[key]);
+      put(w.finalNorm);
+      put(new Float32Array(c.maxSeq * hd));  // freq_cis_real + freq_cis_imag (unused)
+      if (w.output) put(w.output);
+    } finally {
+      fs.closeSync(fd);
+    }
+    out.llama2c = file;
+    const tok = path.join(dir, 'tokenizer.bin');
+    const enc = new TextEncoder();
+    const bytes = vocab.pieces.map((p) => enc.encode(p));
+    const buf = Buffer.alloc(4 + bytes.reduce((s, b) => s + 8 + b.length, 0));
+    buf.writeInt32LE(Math.max(...bytes.map((b) => b.length)), 0);
+    let p = 4;
+    bytes.forEach((b, i) => {
+      buf.writeFloatLE(vocab.scores[i]!, p);
+      buf.writeInt32LE(b.length, p + 4);
+      buf.set(b, p + 8);
+      p += 8 + b.length;
+    });
+    fs.writeFileSync(tok, buf);
+    out.tokenizer = tok;
+  }
+  for (const f of formats) {
+    if (!f.startsWith('gguf')) continue;
+    const lt = f === 'gguf-f16' ? GGML_F16 : f === 'gguf-q8_0' ? GGML_Q8_0 : GGML_F32;
+    const tensors: GgufWriteTensor[] = [];
+    const add = (name: string, a: Float32Array, n: number, k: number, linear: boolean) => {
+      let type = linear ? lt : GGML_F32;
+      if (type === GGML_Q8_0 && k % 32) type = GGML_F32;
+      const data = type === GGML_F32 ? new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
+        : type === GGML_F16 ? new Uint8Array(Uint16Array.from(a, f32ToF16).buffer) : q8_0(a, n, k);
+      tensors.push({ name, dims: n === 1 ? [k] : [k, n], type, data });
+    };
+    const kvd = c.kvHeads * hd;
+    add('token_embd.weight', w.embed, c.vocab, c.dim, true);
+    w.layers.forEach((l, i) => {
+      const b = `blk.${i}.`;
+      add(b + 'attn_norm.weight', l.attnNorm, 1, c.dim, false);
+      add(b + 'attn_q.weight', l.wq, c.dim, c.dim, true);
+      add(b + 'attn_k.weight', l.wk, kvd, c.dim, true);
+      add(b + 'attn_v.weight', l.wv, kvd, c.dim, true);
+      add(b + 'attn_output.weight', l.wo, c.dim, c.dim, true);
+      add(b + 'ffn_norm.weight', l.ffnNorm, 1, c.dim, false);
+      add(b + 'ffn_gate.weight', l.w1, c.hidden, c.dim, true);
+      add(b + 'ffn_down.weight', l.w2, c.dim, c.hidden, true);
+      add(b + 'ffn_up.weight', l.w3, c.hidden, c.dim, true);
+    });
+    add('output_norm.weight', w.finalNorm, 1, c.dim, false);
+    if (w.output) add('output.weight', w.output, c.vocab, c.dim, true);
+    const file = path.join(dir, `model-${f.slice(5)}.gguf`);
+    writeGguf(file, [
+      ['general.architecture', { type: 'str', value: 'llama' }],
+      ['general.name', { type: 'str', value: 'sparq random llama' }],
+      ['llama.context_length', { type: 'u32', value: c.maxSeq }],
+      ['llama.embedding_length', { type: 'u32', value: c.dim }],
+      ['llama.block_count', { type: 'u32', value: c.layers }],
+      ['llama.feed_forward_length', { type: 'u32', value: c.hidden }],
+      ['llama.attention.head_count', { type: 'u32', value: c.heads }],
+      ['llama.attention.head_count_kv', { type: 'u32', value: c.kvHeads }],
+      ['llama.rope.dimension_count', { type: 'u32', value: hd }],
+      ['llama.rope.freq_base', { type: 'f32', value: 10000 }],
+      ['llama.attention.layer_norm_rms_epsilon', { type: 'f32', value: 1e-5 }],
+      ['tokenizer.ggml.model', { type: 'str', value: 'llama' }],
+      ['tokenizer.ggml.tokens', { type: 'arr', elem: 'str', value: vocab.pieces.map((p) => p.replace(/ /g, '\u2581')) }],
+      ['tokenizer.ggml.scores', { type: 'arr', elem: 'f32', value: vocab.scores }],
+      ['tokenizer.ggml.token_type', { type: 'arr', elem: 'i32', value: vocab.pieces.map((_, i) => (i === 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1)) }],
+      ['tokenizer.ggml.bos_token_id', { type: 'u32', value: 1 }],
+      ['tokenizer.ggml.eos_token_id', { type: 'u32', value: 2 }],
+    ], tensors);
+    out[f] = file;
+  }
+  return out;
+}

@@ -1,0 +1,68 @@
+// ggml_formats.cpp - GGUF tensor encodings sparq reads directly: Q8_0 blocks
+// (an f16 scale + 32 int8 values) pack straight into the int8 group-32 layout
+// (no f32 round trip), and Q8_0 / F16 rows widen to f32 where f32 is needed
+// (token embeddings, f32 weights).
+#include <cstring>
+#include <vector>
+
+#include "half.h"
+#include "sparq/sparq.h"
+#include "thread_pool.h"
+
+namespace sparq {
+
+namespace {
+constexpr int64_t kQ8Block = 34;  // bytes: f16 scale + 32 x int8
+}
+
+Error pack_q8_0(const uint8_t* blocks, int64_t n, int64_t k, std::unique_ptr<PackedWeight>* out) {
+  if (n < 1 || k < 1 || k % 32) return Error::make(Status::invalid_argument, "pack_q8_0: k must be a positive multiple of 32");
+  const int64_t g = k / 32;
+  std::vector<int8_t> values;
+  std::vector<float> scales;
+  try {
+    values.resize(size_t(n * k));
+    scales.resize(size_t(n * g));
+  } catch (const std::bad_alloc&) {
+    return Error::make(Status::out_of_memory, "pack_q8_0: out of memory");
+  }
+  parallel_for(std::min<int64_t>(n, 64), [&](int64_t t) {
+    for (int64_t r = n * t / std::min<int64_t>(n, 64); r < n * (t + 1) / std::min<int64_t>(n, 64); ++r)
+      for (int64_t b = 0; b < g; ++b) {
+        const uint8_t* blk = blocks + (r * g + b) * kQ8Block;
+        uint16_t h;
+        std::memcpy(&h, blk, 2);
+        scales[size_t(r * g + b)] = half_to_float(h);
+        std::memcpy(values.data() + r * k + b * 32, blk + 2, 32);
+      }
+  });
+  return pack_s8(values.data(), n, k, 32, scales.data(), nullptr, out);
+}
+
+Error widen_to_f32(const void* src, int type, int64_t count, float* out) {
+  if (type == 1) {
+    const uint16_t* s = static_cast<const uint16_t*>(src);
+    parallel_for(64, [&](int64_t t) {
+      for (int64_t i = count * t / 64; i < count * (t + 1) / 64; ++i) out[i] = half_to_float(s[i]);
+    });
+    return Error{};
+  }
+  if (type == 8) {
+    if (count % 32) return Error::make(Status::invalid_argument, "widen_to_f32: Q8_0 needs a multiple of 32 values");
+    const int64_t blocks = count / 32;
+    const uint8_t* s = static_cast<const uint8_t*>(src);
+    parallel_for(64, [&](int64_t t) {
+      for (int64_t b = blocks * t / 64; b < blocks * (t + 1) / 64; ++b) {
+        uint16_t h;
+        std::memcpy(&h, s + b * kQ8Block, 2);
+        const float d = half_to_float(h);
+        const int8_t* q = reinterpret_cast<const int8_t*>(s + b * kQ8Block + 2);
+        for (int i = 0; i < 32; ++i) out[b * 32 + i] = d * float(q[i]);
+      }
+    });
+    return Error{};
+  }
+  return Error::make(Status::invalid_argument, "widen_to_f32: unsupported type " + std::to_string(type));
+}
+
+}  // namespace sparq

@@ -1,0 +1,92 @@
+// One random-weight model written as llama2.c and as GGUF (F32, F16, Q8_0):
+// the formats agree, the int8 paths stay within their bounds, and broken GGUF
+// files are rejected with clear errors.
+import { expect } from 'chai';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { loadModel, type LoadModelOptions } from '../lib/index';
+import { writeGguf } from '../lib/model/gguf';
+import { writeRandomModel, type SynthConfig } from '../lib/model/synth';
+import { relErr } from './helpers';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-formats-'));
+const cfg: SynthConfig = { dim: 64, hidden: 96, layers: 2, heads: 4, kvHeads: 2, vocab: 400, maxSeq: 96, seed: 11 };
+const ids = [1, 260, 300, 17, 45, 399, 3, 260, 100, 101, 102];
+
+async function logits(file: string, opts: LoadModelOptions = {}): Promise<Float32Array> {
+  const m = await loadModel(file, opts);
+  try {
+    return await m.forwardAll(ids);
+  } finally {
+    m.dispose();
+  }
+}
+
+describe('model formats: llama2.c and GGUF from the same random weights', function () {
+  this.timeout(120000);
+  let files: Record<string, string>;
+  let tied: Record<string, string>;
+  before(() => {
+    files = writeRandomModel(path.join(tmp, 'untied'), cfg, ['llama2c', 'gguf-f32', 'gguf-f16', 'gguf-q8_0']);
+    tied = writeRandomModel(path.join(tmp, 'tied'), { ...cfg, tied: true, seed: 12 }, ['llama2c', 'gguf-f32']);
+  });
+  after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  it('llama2.c and GGUF F32 give the same logits and token ids (tied and untied classifier)', async () => {
+    for (const set of [files, tied]) {
+      const a = await logits(set.llama2c!, { tokenizer: set.tokenizer }), b = await logits(set['gguf-f32']!);
+      expect(relErr(b, a)).to.be.below(1e-6);
+      const ma = await loadModel(set.llama2c!, { tokenizer: set.tokenizer }), mb = await loadModel(set['gguf-f32']!);
+      expect(mb.config).to.deep.equal(ma.config);
+      const text = 'the little friend said hello, once upon a time!';
+      expect(mb.tokenizer.encode(text)).to.deep.equal(ma.tokenizer.encode(text));
+      expect(mb.tokenizer.decode(mb.tokenizer.encode(text))).to.equal(text);
+      ma.dispose();
+      mb.dispose();
+    }
+  });
+
+  it('F16 within 5e-3, Q8_0 (int8 group 32) and weights: int8 (per channel) within 5e-2 of f32', async () => {
+    const ref = await logits(files.llama2c!, { tokenizer: files.tokenizer });
+    const f16 = relErr(await logits(files['gguf-f16']!), ref);
+    const q8 = relErr(await logits(files['gguf-q8_0']!), ref);
+    const i8 = relErr(await logits(files.llama2c!, { tokenizer: files.tokenizer, weights: 'int8' }), ref);
+    const q8i8 = relErr(await logits(files['gguf-q8_0']!, { weights: 'int8' }), ref);
+    console.log(`      relative logit error vs f32: F16 ${f16.toExponential(2)}, Q8_0 ${q8.toExponential(2)}, int8 per-channel ${i8.toExponential(2)}`);
+    expect(f16).to.be.below(5e-3);
+    expect(q8).to.be.below(5e-2);
+    expect(i8).to.be.below(5e-2);
+    expect(q8i8).to.equal(q8);  // Q8_0 tensors are already int8: weights: 'int8' changes nothing
+  });
+
+  it('f16 and int8 KV caches stay close to the f32 cache', async () => {
+    const ref = await logits(files.llama2c!, { tokenizer: files.tokenizer });
+    for (const kvCache of ['f16', 'i8'] as const) {
+      const e = relErr(await logits(files.llama2c!, { tokenizer: files.tokenizer, kvCache }), ref);
+      expect(e, kvCache).to.be.below(kvCache === 'f16' ? 2e-3 : 3e-2);
+    }
+  });
+
+  it('rejects broken and unsupported GGUF files clearly', async () => {
+    const good = fs.readFileSync(files['gguf-f32']!);
+    const put = (name: string, b: Uint8Array) => { const p = path.join(tmp, name); fs.writeFileSync(p, b); return p; };
+    const arch = path.join(tmp, 'gpt2.gguf');
+    writeGguf(arch, [['general.architecture', { type: 'str', value: 'gpt2' }]], []);
+    const q4 = path.join(tmp, 'q4.gguf');
+    writeGguf(q4, [['general.architecture', { type: 'str', value: 'llama' }]], [{ name: 'x', dims: [32, 2], type: 2, data: new Uint8Array(36) }]);
+    const cases: [string, RegExp][] = [
+      [put('trunc.gguf', good.subarray(0, good.length - 1000)), /runs past the end of the file|truncated/],
+      [put('head.gguf', good.subarray(0, 30)), /unexpected end of file|truncated/],
+      [put('ver.gguf', (() => { const b = Buffer.from(good); b.writeUInt32LE(99, 4); return b; })()), /version 99/],
+      [put('count.gguf', (() => { const b = Buffer.from(good); b.writeBigUInt64LE(2n ** 40n, 16); return b; })()), /metadata entries|absurd/],
+      [arch, /architecture 'gpt2' is not supported/],
+      [q4, /metadata llama\.embedding_length is missing|Q4_0/],
+    ];
+    for (const [p, re] of cases) {
+      let err: Error | undefined;
+      try { (await loadModel(p)).dispose(); } catch (e) { err = e as Error; }
+      expect(err?.message, p).to.match(re);
+    }
+  });
+});
