@@ -3,9 +3,11 @@
 //   sparq info                       CPU features, chosen kernels, threads, CUDA
 //   sparq bench gemm [--quick] [--isa avx2,amx] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench attention [--quick] [--threads N] [--min-time S] [--json FILE]
+//   sparq bench e2e [--quick] [--threads N] [--json FILE]
 //   sparq generate --model PATH [--tokenizer PATH] --prompt TEXT [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--weights int8]
-import { info, ISAS, loadModel, type IsaName } from './index';
+import { info, ISAS, loadModel, setNumThreads, type IsaName } from './index';
 import { benchAttention } from './bench/attention';
+import { benchE2e, benchE2eChild } from './bench/e2e';
 import { benchGemm } from './bench/gemm';
 
 const USAGE = `usage:
@@ -50,7 +52,7 @@ async function generate(args: string[]): Promise<number> {
       topK: num(args, '--top-k'), topP: num(args, '--top-p'), seed: num(args, '--seed'), signal: ac.signal,
     })) process.stdout.write(t.text);
     const s = model.stats;
-    process.stdout.write('\n');
+    await new Promise<void>((r) => process.stdout.write('\n', () => r()));
     console.error(`prompt: ${s.promptTokens} tokens, ${s.promptTokensPerSec.toFixed(1)} tokens/s; decode: ${s.generatedTokens} tokens, ${s.decodeTokensPerSec.toFixed(1)} tokens/s (${weights})`);
   } finally {
     model.dispose();
@@ -83,6 +85,17 @@ async function main(argv: string[]): Promise<number> {
       quick: rest.includes('--quick'), json: flag(rest, '--json'),
       threads: threads ? Number(threads) : undefined, minTime: minTime ? Number(minTime) : undefined,
     });
+    return 0;
+  }
+  if (cmd === 'bench' && sub === 'e2e') {
+    const threads = flag(rest, '--threads');
+    const child = flag(rest, '--child');
+    if (child !== undefined) {
+      if (threads) setNumThreads(Number(threads));
+      await benchE2eChild(Number(child), flag(rest, '--dir')!, rest.includes('--quick'));
+      return 0;
+    }
+    await benchE2e({ quick: rest.includes('--quick'), json: flag(rest, '--json'), threads: threads ? Number(threads) : undefined });
     return 0;
   }
   if (cmd === 'generate') return generate(argv.slice(1));

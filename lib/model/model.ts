@@ -235,27 +235,89 @@ interface Plan {
   temp: { dispose(): void }[];
 }
 
+/**
+ * Reads weights tensor by tensor into native memory, so the peak stays near the
+ * model's own size: f32 tensors are kept as read; in int8 mode each f32 linear
+ * is quantized per output channel as soon as it arrives and its f32 bytes freed.
+ */
+class WeightReader {
+  readonly temp: { dispose(): void }[] = [];
+  constructor(private readonly file: string, private readonly int8: boolean) {}
+
+  /** f32 values [count] at a byte offset of the file */
+  async f32(offset: number, count: number): Promise<WeightRef> {
+    const s = await loadNative().readFile(this.file, offset, count * 4);
+    this.temp.push(s);
+    return { storage: s, offset: 0 };
+  }
+
+  /** an f32 linear [n, k] at a byte offset */
+  async linear(offset: number, n: number, k: number): Promise<WeightRef> {
+    if (!this.int8) return this.f32(offset, n * k);
+    const s = await loadNative().readFile(this.file, offset, n * k * 4);
+    try {
+      return this.keep(await loadNative().quantizeWeight(s, 0, n, k, 0, false, false));
+    } finally {
+      s.dispose();
+    }
+  }
+
+  /** F16 / Q8_0 values widened to f32 */
+  async widen(offset: number, type: number, count: number, bytes: number): Promise<WeightRef> {
+    const s = await loadNative().readFile(this.file, offset, bytes);
+    try {
+      return { storage: this.keep(await loadNative().widenToF32(s, 0, type, count)), offset: 0 };
+    } finally {
+      s.dispose();
+    }
+  }
+
+  /** Q8_0 blocks [n, k / 32] packed straight into int8 group 32 */
+  async q8(offset: number, n: number, k: number): Promise<WeightRef> {
+    const s = await loadNative().readFile(this.file, offset, n * (k / 32) * 34);
+    try {
+      return this.keep(await loadNative().packQ8_0(s, 0, n, k));
+    } finally {
+      s.dispose();
+    }
+  }
+
+  private keep<T extends { dispose(): void }>(x: T): T {
+    this.temp.push(x);
+    return x;
+  }
+}
+
 async function planLlama2c(file: string, opts: LoadModelOptions): Promise<Plan> {
   const parsed: ParsedModel = parseLlama2c(file);
   const tokPath = opts.tokenizer ?? path.join(path.dirname(file), 'tokenizer.bin');
   if (!fs.existsSync(tokPath)) throw new Error(`loadModel: llama2.c checkpoints need a tokenizer: pass { tokenizer: 'path/to/tokenizer.bin' } (${tokPath} does not exist)`);
   const tokenizer = Tokenizer.fromLlama2c(fs.readFileSync(tokPath), parsed.config.vocab);
-  const storage = await loadNative().readFile(file, 0, parsed.fileBytes);
-  const ref = (offset: number) => ({ storage, offset });
+  const { dim, hidden, vocab, kvHeads, heads } = parsed.config;
+  const kvd = (kvHeads * dim) / heads;
+  const r = new WeightReader(file, opts.weights === 'int8');
   const w = parsed.weights;
+  const layers: LayerRefs[] = [];
+  for (const l of w.layers) {
+    layers.push({
+      attnNorm: await r.f32(l.attnNorm, dim), ffnNorm: await r.f32(l.ffnNorm, dim), wq: await r.linear(l.wq, dim, dim),
+      wk: await r.linear(l.wk, kvd, dim), wv: await r.linear(l.wv, kvd, dim), wo: await r.linear(l.wo, dim, dim),
+      w1: await r.linear(l.w1, hidden, dim), w2: await r.linear(l.w2, dim, hidden), w3: await r.linear(l.w3, hidden, dim),
+    });
+  }
+  const embed = await r.f32(w.embed, vocab * dim);
   return {
-    config: parsed.config, tokenizer, stopIds: [tokenizer.bos], ropeNeox: false, temp: [storage],
+    config: parsed.config, tokenizer, stopIds: [tokenizer.bos], ropeNeox: false, temp: r.temp,
     weights: {
-      embed: ref(w.embed), finalNorm: ref(w.finalNorm), output: ref(w.output),
-      layers: w.layers.map((l) => ({
-        attnNorm: ref(l.attnNorm), ffnNorm: ref(l.ffnNorm), wq: ref(l.wq), wk: ref(l.wk), wv: ref(l.wv), wo: ref(l.wo),
-        w1: ref(l.w1), w2: ref(l.w2), w3: ref(l.w3),
-      })),
+      embed, finalNorm: await r.f32(w.finalNorm, dim),
+      // a tied classifier is the embedding itself (f32), or its int8 copy
+      output: parsed.config.tiedEmbeddings && opts.weights !== 'int8' ? embed : await r.linear(w.output, vocab, dim),
+      layers,
     },
   };
 }
 
-async function planGguf(file: string): Promise<Plan> {
+async function planGguf(file: string, int8: boolean): Promise<Plan> {
   const g = readGguf(file);
   const bad = (why: string): never => { throw new RangeError(`loadModel: ${file}: ${why}`); };
   const arch = g.meta.get('general.architecture');
@@ -284,9 +346,7 @@ async function planGguf(file: string): Promise<Plan> {
     pieces: (toks as string[]).map((t) => enc.encode(t.replace(/\u2581/g, ' '))), scores: sc, bos, eos,
     addSpacePrefix: g.meta.get('tokenizer.ggml.add_space_prefix') !== false,
   });
-  const nat = loadNative();
-  const storage = await nat.readFile(file, 0, g.fileBytes);
-  const temp: { dispose(): void }[] = [storage];
+  const r = new WeightReader(file, int8);
   const tensor = (name: string, n: number, k: number) => {
     const t = g.tensors.get(name) ?? bad(`tensor ${name} is missing`);
     const want = n === 1 ? [k] : [k, n];
@@ -296,16 +356,18 @@ async function planGguf(file: string): Promise<Plan> {
   };
   const f32 = async (name: string, n: number, k: number): Promise<WeightRef> => {
     const t = tensor(name, n, k);
-    if (t.type === GGML_F32) return { storage, offset: t.offset };
-    const wide = await nat.widenToF32(storage, t.offset, t.type, n * k);
-    temp.push(wide);
-    return { storage: wide, offset: 0 };
+    return t.type === GGML_F32 ? r.f32(t.offset, n * k) : r.widen(t.offset, t.type, n * k, t.bytes);
   };
   const lin = async (name: string, n: number, k: number): Promise<WeightRef> => {
     const t = tensor(name, n, k);
-    if (t.type !== GGML_Q8_0) return f32(name, n, k);
-    const p = await nat.packQ8_0(storage, t.offset, n, k);
-    temp.push(p);
+    if (t.type === GGML_Q8_0) return r.q8(t.offset, n, k);
+    if (t.type === GGML_F32) return r.linear(t.offset, n, k);
+    const wide = await r.widen(t.offset, t.type, n * k, t.bytes);
+    if (!int8) return wide;
+    const ws = (wide as { storage: NativeStorage }).storage;
+    const p = await loadNative().quantizeWeight(ws, 0, n, k, 0, false, false);
+    r.temp.push(p);
+    ws.dispose();
     return p;
   };
   const hd = dim / heads, kvd = kvHeads * hd;
@@ -324,8 +386,12 @@ async function planGguf(file: string): Promise<Plan> {
   }
   return {
     config: { arch: 'llama', dim, hidden, layers, heads, kvHeads, vocab, maxSeq, ropeTheta, normEps, tiedEmbeddings: tied },
-    tokenizer, stopIds: [eos], ropeNeox: false, temp,
-    weights: { embed, finalNorm: await f32('output_norm.weight', 1, dim), output: tied ? embed : await lin('output.weight', vocab, dim), layers: L },
+    tokenizer, stopIds: [eos], ropeNeox: false, temp: r.temp,
+    weights: {
+      embed, finalNorm: await f32('output_norm.weight', 1, dim), layers: L,
+      // tied: the f32 embedding, or an int8 copy (int8 mode, or a Q8_0 embedding)
+      output: tied ? (int8 || g.tensors.get('token_embd.weight')!.type === GGML_Q8_0 ? await lin('token_embd.weight', vocab, dim) : embed) : await lin('output.weight', vocab, dim),
+    },
   };
 }
 
@@ -347,14 +413,14 @@ export async function loadModel(file: string, opts: LoadModelOptions = {}): Prom
   }
   const format = detect(file);
   if (format === 'hf') throw new Error(`${op}: Hugging Face folders are not supported yet (${file})`);
-  const plan = format === 'gguf' ? await planGguf(file) : await planLlama2c(file, opts);
+  const plan = format === 'gguf' ? await planGguf(file, weights === 'int8') : await planLlama2c(file, opts);
   try {
     const maxSeq = opts.maxSeq ?? plan.config.maxSeq;
     const config: ModelConfig = { ...plan.config, maxSeq };
     const native = await loadNative().createModel(
       { dim: config.dim, hidden: config.hidden, layers: config.layers, heads: config.heads, kvHeads: config.kvHeads, vocab: config.vocab,
         maxSeq, ropeTheta: config.ropeTheta, normEps: config.normEps, ropeNeox: plan.ropeNeox, kvType: KV[kv] },
-      plan.weights, weights === 'int8') as NativeModel;
+      plan.weights, false) as NativeModel;
     return new Model(native, config, plan.tokenizer, plan.stopIds);
   } finally {
     // the model holds its own references to what it keeps

@@ -297,7 +297,10 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
           } else {
             s.lw->f32 = r.f32;
           }
-          if (s.lw->q) h->packed.push_back(s.lw->q);
+          if (s.lw->q && std::find(h->packed.begin(), h->packed.end(), s.lw->q) == h->packed.end()) {
+            if (r.q) h->bytes += int64_t(r.q->bytes());  // packed by the caller: now held here too
+            h->packed.push_back(s.lw->q);
+          }
         }
         if (quantize) {
           // Keep only what still points into the file: copy the vectors out.

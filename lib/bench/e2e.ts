@@ -1,0 +1,129 @@
+// e2e.ts - the end-to-end benchmark (`npx sparq bench e2e`): a random-weight
+// Llama of dim 768, 12 layers, 12 heads, hidden 2048, vocab 32000 (untied),
+// written once as a llama2.c checkpoint and a Q8_0 GGUF under the OS temp
+// folder, run in f32 and int8: a 128-token prompt, then 64 greedy tokens.
+// Prints prompt and decode tokens/s, the decode bound (DRAM bandwidth /
+// weight bytes read per token) and the fraction reached, and peak RSS.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { info, loadModel, setNumThreads, type LoadModelOptions } from '../index';
+import { loadNative } from '../native';
+import { writeRandomModel, type SynthConfig } from '../model/synth';
+import { table, writeJson } from './harness';
+
+export interface E2eBenchOptions {
+  threads?: number;
+  quick?: boolean;
+  json?: string;
+  /** folder for the generated model files (default: <tmp>/sparq-bench-model) */
+  dir?: string;
+  log?: (s: string) => void;
+}
+
+const CONFIG: SynthConfig = { dim: 768, hidden: 2048, layers: 12, heads: 12, kvHeads: 12, vocab: 32000, maxSeq: 1024, seed: 42 };
+
+function median(a: number[]): number {
+  const s = [...a].sort((x, y) => x - y);
+  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+function runs(files: { llama2c: string; tokenizer: string; q8: string }, linParams: number, dim: number): [string, string, LoadModelOptions, number][] {
+  return [
+    // name, file, options, weight bytes read per decoded token (linears; the embedding row is noise)
+    ['f32 (llama2.c)', files.llama2c, { tokenizer: files.tokenizer, weights: 'f32' }, linParams * 4],
+    ['int8 per-channel (llama2.c, quantized at load)', files.llama2c, { tokenizer: files.tokenizer, weights: 'int8' }, linParams * (1 + 4 / dim)],
+    ['int8 Q8_0 (GGUF)', files.q8, {}, linParams * (34 / 32)],
+  ];
+}
+
+function modelFiles(dir: string) {
+  return { llama2c: path.join(dir, 'model.bin'), tokenizer: path.join(dir, 'tokenizer.bin'), q8: path.join(dir, 'model-q8_0.gguf') };
+}
+
+const linearParams = (c: SynthConfig) => {
+  const kvd = (c.kvHeads * c.dim) / c.heads;
+  return c.layers * (2 * c.dim * c.dim + 2 * kvd * c.dim + 3 * c.hidden * c.dim) + c.vocab * c.dim;
+};
+const PROMPT = Array.from({ length: 128 }, (_, i) => 259 + ((i * 7919) % (CONFIG.vocab - 259)));
+
+/** One configuration, in this process (the child side of benchE2e): prints one JSON line. */
+export async function benchE2eChild(index: number, dir: string, quick: boolean): Promise<void> {
+  const [, file, o] = runs(modelFiles(dir), linearParams(CONFIG), CONFIG.dim)[index]!;
+  const gen = quick ? 32 : 64, reps = quick ? 2 : 3;
+  const t0 = performance.now();
+  const m = await loadModel(file, o);
+  const load_s = (performance.now() - t0) / 1000;
+  const pp: number[] = [], dec: number[] = [];
+  try {
+    for (let r = 0; r < reps; r++) {
+      let n = 0;
+      for await (const t of m.generate(PROMPT, { maxTokens: gen })) { void t; n++; }
+      if (n !== gen) throw new Error(`generated ${n} tokens instead of ${gen}`);
+      pp.push(m.stats.promptTokensPerSec);
+      dec.push(m.stats.decodeTokensPerSec);
+    }
+    console.log(JSON.stringify({ load_s, pp, dec, peak_rss_mib: process.resourceUsage().maxRSS / 1024, native_mib: m.nativeBytes / 2 ** 20 }));
+  } finally {
+    m.dispose();
+  }
+}
+
+export async function benchE2e(opts: E2eBenchOptions = {}): Promise<unknown> {
+  const log = opts.log ?? ((s: string) => console.log(s));
+  if (opts.threads) setNumThreads(opts.threads);
+  const inf = info();
+  const dir = opts.dir ?? path.join(os.tmpdir(), 'sparq-bench-model');
+  const c = CONFIG;
+  const files = modelFiles(dir);
+  const stamp = path.join(dir, 'config.json');
+  if (!fs.existsSync(stamp) || fs.readFileSync(stamp, 'utf8') !== JSON.stringify(c) || !Object.values(files).every((f) => fs.existsSync(f))) {
+    log(`writing a random ${c.dim}x${c.layers} model (llama2.c f32 + GGUF Q8_0) to ${dir} ...`);
+    writeRandomModel(dir, c, ['llama2c', 'gguf-q8_0']);
+    fs.writeFileSync(stamp, JSON.stringify(c));
+  }
+  const linParams = linearParams(c);
+  const params = linParams + c.vocab * c.dim;
+  log(`sparq ${inf.version} end-to-end benchmark - ${inf.cpu.brand || inf.cpu.vendor}, ${inf.threads} threads; model ${(params / 1e6).toFixed(0)}M parameters`);
+  const ceil = await loadNative().ceilings(opts.quick ? 256 * 2 ** 20 : 2 ** 30);
+  log(`  DRAM read ${ceil.dramReadGBs.toFixed(1)} GB/s`);
+
+  const prompt = PROMPT;
+  const gen = opts.quick ? 32 : 64;
+  const reps = opts.quick ? 2 : 3;
+  const runs_ = runs(files, linParams, c.dim);
+  const rows: Record<string, string | number>[] = [];
+  const results: Record<string, unknown>[] = [];
+  for (let i = 0; i < runs_.length; i++) {
+    const [name, , , bytesPerToken] = runs_[i]!;
+    // each configuration in a fresh process, so its peak RSS is its own
+    const child = spawnSync(process.execPath, [path.join(__dirname, '..', 'cli.js'), 'bench', 'e2e', '--child', String(i), '--dir', dir,
+      ...(opts.quick ? ['--quick'] : []), ...(opts.threads ? ['--threads', String(opts.threads)] : [])], { encoding: 'utf8' });
+    const line = child.stdout.trim().split('\n').pop() ?? '';
+    if (child.status !== 0 || !line.startsWith('{')) throw new Error(`e2e run '${name}' failed: ${child.stderr || child.stdout}`);
+    const m = JSON.parse(line) as { load_s: number; pp: number[]; dec: number[]; peak_rss_mib: number; native_mib: number };
+    const bound = (ceil.dramReadGBs * 1e9) / bytesPerToken;
+    const r = {
+      name, load_s: m.load_s, prompt_tokens: prompt.length, generated_tokens: gen, reps,
+      prompt_tok_s: median(m.pp), decode_tok_s: median(m.dec), prompt_tok_s_all: m.pp, decode_tok_s_all: m.dec,
+      decode_bound_tok_s: bound, pct_of_bound: (100 * median(m.dec)) / bound, weight_bytes_per_token: bytesPerToken,
+      peak_rss_mib: m.peak_rss_mib, native_mib: m.native_mib,
+    };
+    results.push(r);
+    rows.push({ model: name, 'load s': m.load_s, 'prompt tok/s': r.prompt_tok_s, 'decode tok/s': r.decode_tok_s, 'bound tok/s': bound,
+      '% bound': r.pct_of_bound, 'peak RSS MiB': m.peak_rss_mib, 'weights+KV MiB': m.native_mib });
+    log(table([rows[rows.length - 1]!]).split('\n')[2]!);
+  }
+  log('');
+  log(table(rows));
+  const out = {
+    bench: 'e2e', date: new Date().toISOString(), version: inf.version, host: os.hostname(), cpu: inf.cpu, threads: inf.threads,
+    model: { ...c, params }, dram_read_gbs: ceil.dramReadGBs,
+    note: 'prompt 128 token ids, then greedy decoding; tokens/s from model.stats (median of reps); bound = DRAM bandwidth / weight bytes per token; each configuration runs in its own process: peak RSS is its high-water mark, weights+KV the native bytes the model holds',
+    results,
+  };
+  const file = writeJson(opts.json ?? `bench-results/e2e-${Date.now()}.json`, out);
+  log(`\nwrote ${file}`);
+  return out;
+}
