@@ -23,28 +23,42 @@ async function logits(file: string, opts: LoadModelOptions = {}): Promise<Float3
   }
 }
 
-describe('model formats: llama2.c and GGUF from the same random weights', function () {
+describe('model formats: llama2.c, GGUF and Hugging Face from the same random weights', function () {
   this.timeout(120000);
   let files: Record<string, string>;
   let tied: Record<string, string>;
   before(() => {
-    files = writeRandomModel(path.join(tmp, 'untied'), cfg, ['llama2c', 'gguf-f32', 'gguf-f16', 'gguf-q8_0']);
-    tied = writeRandomModel(path.join(tmp, 'tied'), { ...cfg, tied: true, seed: 12 }, ['llama2c', 'gguf-f32']);
+    files = writeRandomModel(path.join(tmp, 'untied'), cfg, ['llama2c', 'gguf-f32', 'gguf-f16', 'gguf-q8_0', 'hf', 'hf-bf16']);
+    tied = writeRandomModel(path.join(tmp, 'tied'), { ...cfg, tied: true, seed: 12 }, ['llama2c', 'gguf-f32', 'hf']);
   });
   after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-  it('llama2.c and GGUF F32 give the same logits and token ids (tied and untied classifier)', async () => {
+  it('llama2.c, GGUF F32 and Hugging Face F32 give the same logits and token ids (tied and untied classifier)', async () => {
     for (const set of [files, tied]) {
-      const a = await logits(set.llama2c!, { tokenizer: set.tokenizer }), b = await logits(set['gguf-f32']!);
-      expect(relErr(b, a)).to.be.below(1e-6);
-      const ma = await loadModel(set.llama2c!, { tokenizer: set.tokenizer }), mb = await loadModel(set['gguf-f32']!);
-      expect(mb.config).to.deep.equal(ma.config);
+      const a = await logits(set.llama2c!, { tokenizer: set.tokenizer });
+      expect(relErr(await logits(set['gguf-f32']!), a)).to.be.below(1e-6);
+      // HF: q / k rows reordered for half-split RoPE, so only the summation order differs
+      expect(relErr(await logits(set.hf!), a)).to.be.below(1e-5);
+      const ma = await loadModel(set.llama2c!, { tokenizer: set.tokenizer });
       const text = 'the little friend said hello, once upon a time!';
-      expect(mb.tokenizer.encode(text)).to.deep.equal(ma.tokenizer.encode(text));
-      expect(mb.tokenizer.decode(mb.tokenizer.encode(text))).to.equal(text);
+      for (const other of [set['gguf-f32']!, set.hf!]) {
+        const mb = await loadModel(other);
+        const { normEps: _a, ...cb } = mb.config, { normEps: _b, ...ca } = ma.config;
+        expect(cb, other).to.deep.equal(ca);
+        expect(mb.tokenizer.encode(text), other).to.deep.equal(ma.tokenizer.encode(text));
+        expect(mb.tokenizer.decode(mb.tokenizer.encode(text))).to.equal(text);
+        mb.dispose();
+      }
       ma.dispose();
-      mb.dispose();
     }
+  });
+
+  it('Hugging Face BF16 within 2e-2, and int8 from BF16', async () => {
+    const ref = await logits(files.llama2c!, { tokenizer: files.tokenizer });
+    const b = relErr(await logits(files['hf-bf16']!), ref), bi = relErr(await logits(files['hf-bf16']!, { weights: 'int8' }), ref);
+    console.log(`      relative logit error vs f32: BF16 ${b.toExponential(2)}, BF16 -> int8 ${bi.toExponential(2)}`);
+    expect(b).to.be.below(2e-2);
+    expect(bi).to.be.below(5e-2);
   });
 
   it('F16 within 5e-3, Q8_0 (int8 group 32) and weights: int8 (per channel) within 5e-2 of f32', async () => {
@@ -68,7 +82,7 @@ describe('model formats: llama2.c and GGUF from the same random weights', functi
     }
   });
 
-  it('rejects broken and unsupported GGUF files clearly', async () => {
+  it('rejects broken and unsupported GGUF files and Hugging Face folders clearly', async () => {
     const good = fs.readFileSync(files['gguf-f32']!);
     const put = (name: string, b: Uint8Array) => { const p = path.join(tmp, name); fs.writeFileSync(p, b); return p; };
     const arch = path.join(tmp, 'gpt2.gguf');
@@ -83,6 +97,21 @@ describe('model formats: llama2.c and GGUF from the same random weights', functi
       [arch, /architecture 'gpt2' is not supported/],
       [q4, /metadata llama\.embedding_length is missing|Q4_0/],
     ];
+    // Hugging Face folders
+    const hf = (name: string, edit: (d: string) => void) => {
+      const d = path.join(tmp, name);
+      fs.cpSync(files.hf!, d, { recursive: true });
+      edit(d);
+      return d;
+    };
+    const st = path.join(files.hf!, 'model.safetensors');
+    cases.push(
+      [hf('hf-noconfig', (d) => fs.rmSync(path.join(d, 'config.json'))), /has no config\.json/],
+      [hf('hf-arch', (d) => fs.writeFileSync(path.join(d, 'config.json'), JSON.stringify({ architectures: ['GPT2LMHeadModel'], model_type: 'gpt2' }))), /architecture 'GPT2LMHeadModel' is not supported/],
+      [hf('hf-trunc', (d) => fs.writeFileSync(path.join(d, 'model.safetensors'), fs.readFileSync(st).subarray(0, 5000))), /do not match its shape or the file|header length/],
+      [hf('hf-json', (d) => { const b = fs.readFileSync(st); b.write('!!', 8); fs.writeFileSync(path.join(d, 'model.safetensors'), b); }), /header is not JSON/],
+      [hf('hf-notok', (d) => fs.rmSync(path.join(d, 'tokenizer.json'))), /has no tokenizer\.json/],
+    );
     for (const [p, re] of cases) {
       let err: Error | undefined;
       try { (await loadModel(p)).dispose(); } catch (e) { err = e as Error; }

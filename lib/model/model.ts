@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { describe } from '../errors';
 import { loadNative, type NativePacked, type NativeStorage } from '../native';
 import { GGML_F16, GGML_F32, GGML_Q8_0, ggmlTypeName, readGguf } from './gguf';
+import { readHfConfig, readHfTokenizer, readSafetensors } from './hf';
 import { parseLlama2c, type ParsedModel } from './llama2c';
 import { Sampler, checkSampling, type SamplingOptions } from './sampler';
 import { StreamDecoder, Tokenizer } from './tokenizer';
@@ -241,8 +242,7 @@ interface Plan {
  * is quantized per output channel as soon as it arrives and its f32 bytes freed.
  */
 class WeightReader {
-  readonly temp: { dispose(): void }[] = [];
-  constructor(private readonly file: string, private readonly int8: boolean) {}
+  constructor(private readonly file: string, private readonly int8: boolean, readonly temp: { dispose(): void }[] = []) {}
 
   /** f32 values [count] at a byte offset of the file */
   async f32(offset: number, count: number): Promise<WeightRef> {
@@ -395,9 +395,65 @@ async function planGguf(file: string, int8: boolean): Promise<Plan> {
   };
 }
 
+async function planHf(dir: string, int8: boolean): Promise<Plan> {
+  const c = readHfConfig(dir);
+  const st = readSafetensors(dir);
+  const tokenizer = readHfTokenizer(dir, c.vocab, c.bos, c.eos);
+  const temp: { dispose(): void }[] = [];
+  const tensor = (name: string, shape: number[]) => {
+    const t = st.get(name);
+    if (!t) throw new RangeError(`loadModel: ${dir}: tensor ${name} is missing`);
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      throw new RangeError(`loadModel: ${dir}: tensor ${name} has shape [${t.shape.join(', ')}], expected [${shape.join(', ')}]`);
+    }
+    if (!['F32', 'F16', 'BF16'].includes(t.dtype)) throw new RangeError(`loadModel: ${dir}: tensor ${name} is ${t.dtype}; sparq reads F32, F16 and BF16`);
+    return t;
+  };
+  const code = (dtype: string) => (dtype === 'F16' ? 1 : 30);
+  const f32 = async (name: string, shape: number[]): Promise<WeightRef> => {
+    const t = tensor(name, shape), r = new WeightReader(t.file, int8, temp), count = shape.reduce((a, b) => a * b, 1);
+    return t.dtype === 'F32' ? r.f32(t.offset, count) : r.widen(t.offset, code(t.dtype), count, t.bytes);
+  };
+  const lin = async (name: string, n: number, k: number): Promise<WeightRef> => {
+    const t = tensor(name, [n, k]), r = new WeightReader(t.file, int8, temp);
+    if (t.dtype === 'F32') return r.linear(t.offset, n, k);
+    const wide = await r.widen(t.offset, code(t.dtype), n * k, t.bytes);
+    if (!int8) return wide;
+    const ws = (wide as { storage: NativeStorage }).storage;
+    const p = await loadNative().quantizeWeight(ws, 0, n, k, 0, false, false);
+    temp.push(p);
+    ws.dispose();
+    return p;
+  };
+  const { dim, hidden, vocab } = c, hd = dim / c.heads, kvd = c.kvHeads * hd;
+  if (!Number.isInteger(hd) || c.heads % c.kvHeads !== 0) throw new RangeError(`loadModel: ${dir}: heads must divide hidden_size and be a multiple of num_key_value_heads`);
+  const layers: LayerRefs[] = [];
+  for (let l = 0; l < c.layers; l++) {
+    const p = `model.layers.${l}.`;
+    layers.push({
+      attnNorm: await f32(p + 'input_layernorm.weight', [dim]), ffnNorm: await f32(p + 'post_attention_layernorm.weight', [dim]),
+      wq: await lin(p + 'self_attn.q_proj.weight', dim, dim), wk: await lin(p + 'self_attn.k_proj.weight', kvd, dim),
+      wv: await lin(p + 'self_attn.v_proj.weight', kvd, dim), wo: await lin(p + 'self_attn.o_proj.weight', dim, dim),
+      w1: await lin(p + 'mlp.gate_proj.weight', hidden, dim), w2: await lin(p + 'mlp.down_proj.weight', dim, hidden),
+      w3: await lin(p + 'mlp.up_proj.weight', hidden, dim),
+    });
+  }
+  const tied = c.tied || !st.has('lm_head.weight');
+  const embed = await f32('model.embed_tokens.weight', [vocab, dim]);
+  return {
+    config: { arch: 'llama', dim, hidden, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, vocab, maxSeq: c.maxSeq, ropeTheta: c.ropeTheta, normEps: c.normEps, tiedEmbeddings: tied },
+    tokenizer, stopIds: [c.eos], ropeNeox: true, temp,
+    weights: {
+      embed, finalNorm: await f32('model.norm.weight', [dim]), layers,
+      output: tied ? (int8 ? await lin('model.embed_tokens.weight', vocab, dim) : embed) : await lin('lm_head.weight', vocab, dim),
+    },
+  };
+}
+
 /**
  * Loads a Llama-family model: a llama2.c checkpoint (+ tokenizer.bin) or a GGUF v3
- * `llama` file (F32 / F16 / Q8_0 tensors; Q8_0 runs through the int8 path as it is).
+ * `llama` file (F32 / F16 / Q8_0 tensors; Q8_0 runs through the int8 path as it is), or a
+ * Hugging Face folder (config.json, *.safetensors in F32 / F16 / BF16, tokenizer.json).
  */
 export async function loadModel(file: string, opts: LoadModelOptions = {}): Promise<Model> {
   const op = 'loadModel';
@@ -412,8 +468,7 @@ export async function loadModel(file: string, opts: LoadModelOptions = {}): Prom
     throw new RangeError(`${op}: maxSeq must be an integer in [1, 2^24]; got ${describe(opts.maxSeq)}`);
   }
   const format = detect(file);
-  if (format === 'hf') throw new Error(`${op}: Hugging Face folders are not supported yet (${file})`);
-  const plan = format === 'gguf' ? await planGguf(file, weights === 'int8') : await planLlama2c(file, opts);
+  const plan = format === 'gguf' ? await planGguf(file, weights === 'int8') : format === 'hf' ? await planHf(file, weights === 'int8') : await planLlama2c(file, opts);
   try {
     const maxSeq = opts.maxSeq ?? plan.config.maxSeq;
     const config: ModelConfig = { ...plan.config, maxSeq };

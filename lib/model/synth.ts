@@ -20,7 +20,7 @@ export interface SynthConfig {
   seed?: number;
 }
 
-export type SynthFormat = 'llama2c' | 'gguf-f32' | 'gguf-f16' | 'gguf-q8_0';
+export type SynthFormat = 'llama2c' | 'gguf-f32' | 'gguf-f16' | 'gguf-q8_0' | 'hf' | 'hf-bf16';
 
 interface Weights {
   embed: Float32Array;
@@ -97,6 +97,77 @@ function q8_0(x: Float32Array, n: number, k: number): Uint8Array {
       o += 34;
     }
   return out;
+}
+
+const bf16 = (a: Float32Array): Uint8Array => {
+  const u = new Uint32Array(a.buffer, a.byteOffset, a.length), o = new Uint16Array(a.length);
+  for (let i = 0; i < a.length; i++) o[i] = (u[i]! + 0x7fff + ((u[i]! >>> 16) & 1)) >>> 16;  // round to nearest even
+  return new Uint8Array(o.buffer);
+};
+
+/** HF Llama layout: q / k rows of each head reordered for rotate_half RoPE (pairs (i, i + hd/2)). */
+function toHalfSplit(w: Float32Array, heads: number, hd: number, k: number): Float32Array {
+  const o = new Float32Array(w.length);
+  for (let h = 0; h < heads; h++)
+    for (let i = 0; i < hd / 2; i++) {
+      o.set(w.subarray((h * hd + 2 * i) * k, (h * hd + 2 * i + 1) * k), (h * hd + i) * k);
+      o.set(w.subarray((h * hd + 2 * i + 1) * k, (h * hd + 2 * i + 2) * k), (h * hd + hd / 2 + i) * k);
+    }
+  return o;
+}
+
+function writeHf(dir: string, c: SynthConfig, w: Weights, vocab: { pieces: string[]; scores: number[] }, half: boolean): string {
+  fs.mkdirSync(dir, { recursive: true });
+  const hd = c.dim / c.heads, kvd = c.kvHeads * hd;
+  const tensors: [string, Float32Array, number[]][] = [['model.embed_tokens.weight', w.embed, [c.vocab, c.dim]]];
+  w.layers.forEach((l, i) => {
+    const p = `model.layers.${i}.`;
+    tensors.push(
+      [p + 'input_layernorm.weight', l.attnNorm, [c.dim]], [p + 'post_attention_layernorm.weight', l.ffnNorm, [c.dim]],
+      [p + 'self_attn.q_proj.weight', toHalfSplit(l.wq, c.heads, hd, c.dim), [c.dim, c.dim]],
+      [p + 'self_attn.k_proj.weight', toHalfSplit(l.wk, c.kvHeads, hd, c.dim), [kvd, c.dim]],
+      [p + 'self_attn.v_proj.weight', l.wv, [kvd, c.dim]], [p + 'self_attn.o_proj.weight', l.wo, [c.dim, c.dim]],
+      [p + 'mlp.gate_proj.weight', l.w1, [c.hidden, c.dim]], [p + 'mlp.down_proj.weight', l.w2, [c.dim, c.hidden]],
+      [p + 'mlp.up_proj.weight', l.w3, [c.hidden, c.dim]],
+    );
+  });
+  tensors.push(['model.norm.weight', w.finalNorm, [c.dim]]);
+  if (w.output) tensors.push(['lm_head.weight', w.output, [c.vocab, c.dim]]);
+  const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
+  const blobs: Uint8Array[] = [];
+  let off = 0;
+  for (const [name, a, shape] of tensors) {
+    const data = half ? bf16(a) : new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    header[name] = { dtype: half ? 'BF16' : 'F32', shape, data_offsets: [off, off + data.length] };
+    blobs.push(data);
+    off += data.length;
+  }
+  let json = Buffer.from(JSON.stringify(header), 'utf8');
+  json = Buffer.concat([json, Buffer.alloc((8 - (json.length % 8)) % 8, 0x20)]);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  fs.writeFileSync(path.join(dir, 'model.safetensors'), Buffer.concat([len, json, ...blobs]));
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({
+    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: c.dim, intermediate_size: c.hidden, num_hidden_layers: c.layers,
+    num_attention_heads: c.heads, num_key_value_heads: c.kvHeads, vocab_size: c.vocab, max_position_embeddings: c.maxSeq,
+    rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: !!c.tied, bos_token_id: 1, eos_token_id: 2,
+  }, null, 2));
+  // BPE merges from the piece scores: every split of a piece into two pieces, best piece first
+  const sp = vocab.pieces.map((p) => p.replace(/ /g, '\u2581'));
+  const ids = new Map(sp.map((p, i) => [p, i]));
+  const order = sp.map((_, i) => i).filter((i) => i >= 259 && sp[i]!.length > 1).sort((a, b) => vocab.scores[b]! - vocab.scores[a]! || a - b);
+  const merges: string[] = [];
+  for (const i of order) {
+    const p = sp[i]!;
+    for (let s = 1; s < p.length; s++) if (ids.has(p.slice(0, s)) && ids.has(p.slice(s))) merges.push(`${p.slice(0, s)} ${p.slice(s)}`);
+  }
+  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify({
+    version: '1.0',
+    added_tokens: [{ id: 0, content: '<unk>', special: true }, { id: 1, content: '<s>', special: true }, { id: 2, content: '</s>', special: true }],
+    normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '\u2581' }, { type: 'Replace', pattern: { String: ' ' }, content: '\u2581' }] },
+    model: { type: 'BPE', byte_fallback: true, unk_token: '<unk>', vocab: Object.fromEntries(sp.map((p, i) => [p, i])), merges },
+  }));
+  return dir;
 }
 
 /** Writes the model in each format requested into `dir`; returns the paths (and tokenizer.bin for llama2c). */
@@ -187,5 +258,6 @@ export function writeRandomModel(dir: string, c: SynthConfig, formats: SynthForm
     ], tensors);
     out[f] = file;
   }
+  for (const f of formats) if (f.startsWith('hf')) out[f] = writeHf(path.join(dir, f), c, w, vocab, f === 'hf-bf16');
   return out;
 }

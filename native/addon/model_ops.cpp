@@ -59,15 +59,15 @@ Napi::Value PackQ8(const Napi::CallbackInfo& info) {
       [out](Napi::Env e) -> Napi::Value { return Packed::Wrap(e, std::shared_ptr<sparq::PackedWeight>(std::move(*out))); });
 }
 
-// widenToF32(storage, offset, type (1 = F16, 8 = Q8_0), count) -> Promise<Storage> of count f32
+// widenToF32(storage, offset, type (1 = F16, 8 = Q8_0, 30 = BF16), count) -> Promise<Storage> of count f32
 Napi::Value Widen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "widenToF32";
   const int64_t type = ArgInt(info, 2, op, "type", 0, 64);
   const int64_t count = ArgInt(info, 3, op, "count", 1, int64_t(1) << 40);
-  if (type != 1 && type != 8) throw Napi::RangeError::New(env, "widenToF32: type must be 1 (F16) or 8 (Q8_0)");
+  if (type != 1 && type != 8 && type != 30) throw Napi::RangeError::New(env, "widenToF32: type must be 1 (F16), 8 (Q8_0) or 30 (BF16)");
   if (type == 8 && count % 32) throw Napi::RangeError::New(env, "widenToF32: Q8_0 needs a multiple of 32 values");
-  const Span s = ArgSpan(info, 0, op, "src", type == 1 ? uint64_t(count) * 2 : uint64_t(count / 32) * 34);
+  const Span s = ArgSpan(info, 0, op, "src", type == 8 ? uint64_t(count / 32) * 34 : uint64_t(count) * 2);
   auto block = std::make_shared<Block>();
   return RunAsync(
       env,

@@ -133,6 +133,8 @@ Error quantize_weight(const float* w, int64_t n, int64_t k, const QuantizeOption
     row.resize(size_t(k));
     sc.resize(size_t(p.groups));
     zp.resize(size_t(p.groups));
+    // plain pointers: inner loops must not re-resolve the thread-local vectors
+    int8_t* const rowp = row.data();
     bool local_m128 = false;
     for (int64_t j = t * 16; j < std::min(n, t * 16 + 16); ++j) {
       const float* wr = w + j * k;
@@ -140,11 +142,16 @@ Error quantize_weight(const float* w, int64_t n, int64_t k, const QuantizeOption
         const int64_t k0 = g * gsz, k1 = std::min(k0 + gsz, k);
         if (!opt.asymmetric) {
           float amax = 0.f;
-          for (int64_t q = k0; q < k1; ++q) amax = std::fmax(amax, std::fabs(wr[q]));
+          for (int64_t q = k0; q < k1; ++q) {
+            const float a = std::fabs(wr[q]);
+            amax = a > amax ? a : amax;  // NaN-free weights: no fmax call needed
+          }
           const float s = amax > 0.f ? amax / 127.f : 1.f;
           const float inv = 1.f / s;
-          for (int64_t q = k0; q < k1; ++q)
-            row[q] = int8_t(std::fmin(127.f, std::fmax(-127.f, std::nearbyint(wr[q] * inv))));
+          for (int64_t q = k0; q < k1; ++q) {
+            const float v = std::nearbyint(wr[q] * inv);
+            rowp[q] = int8_t(v > 127.f ? 127.f : v < -127.f ? -127.f : v == v ? v : -127.f);  // NaN: -127 as before
+          }
           sc[g] = s;
           zp[g] = 0;
         } else {

@@ -47,6 +47,16 @@ Error widen_to_f32(const void* src, int type, int64_t count, float* out) {
     });
     return Error{};
   }
+  if (type == 30) {  // bf16: the high half of an f32
+    const uint16_t* s = static_cast<const uint16_t*>(src);
+    parallel_for(64, [&](int64_t t) {
+      for (int64_t i = count * t / 64; i < count * (t + 1) / 64; ++i) {
+        const uint32_t bits = uint32_t(s[i]) << 16;
+        std::memcpy(out + i, &bits, 4);
+      }
+    });
+    return Error{};
+  }
   if (type == 8) {
     if (count % 32) return Error::make(Status::invalid_argument, "widen_to_f32: Q8_0 needs a multiple of 32 values");
     const int64_t blocks = count / 32;

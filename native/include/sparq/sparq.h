@@ -62,7 +62,7 @@ void unpack_s8(const PackedS8& b, int8_t* values, float* scales, int32_t* zeros)
 
 // GGUF Q8_0 blocks [n, k / 32] (f16 scale + 32 int8 each) -> int8 group-32 packed weight.
 Error pack_q8_0(const uint8_t* blocks, int64_t n, int64_t k, std::unique_ptr<PackedWeight>* out);
-// F16 (type 1) or Q8_0 (type 8) values -> f32.
+// F16 (type 1), Q8_0 (type 8) or BF16 (type 30) values -> f32.
 Error widen_to_f32(const void* src, int type, int64_t count, float* out);
 
 // --- quantizers -----------------------------------------------------------------

@@ -1,0 +1,114 @@
+// hf.ts - Hugging Face model folders: config.json (LlamaForCausalLM),
+// *.safetensors shards (F32 / F16 / BF16), tokenizer.json (SentencePiece-style
+// BPE with byte fallback, as Llama 1/2 and their fine-tunes ship it).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Tokenizer } from './tokenizer';
+
+export interface SafetensorsEntry {
+  file: string;
+  dtype: string;
+  shape: number[];
+  /** absolute byte offset in `file` */
+  offset: number;
+  bytes: number;
+}
+
+const DTYPE_BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2, I8: 1, U8: 1, I32: 4, I64: 8, F64: 8 };
+
+/** The tensor table of every *.safetensors file in a folder. */
+export function readSafetensors(dir: string): Map<string, SafetensorsEntry> {
+  const files = fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort();
+  if (!files.length) throw new Error(`loadModel: ${dir} has no *.safetensors files`);
+  const out = new Map<string, SafetensorsEntry>();
+  for (const name of files) {
+    const file = path.join(dir, name);
+    const size = fs.statSync(file).size;
+    const bad = (why: string): never => { throw new RangeError(`loadModel: ${file} is not a valid safetensors file: ${why}`); };
+    if (size < 8) bad('too short');
+    const fd = fs.openSync(file, 'r');
+    try {
+      const lenBuf = Buffer.alloc(8);
+      fs.readSync(fd, lenBuf, 0, 8, 0);
+      const len = Number(lenBuf.readBigUInt64LE(0));
+      if (len < 2 || len > 100 * 2 ** 20 || 8 + len > size) bad(`header length ${len}`);
+      const head = Buffer.alloc(len);
+      fs.readSync(fd, head, 0, len, 8);
+      let json: Record<string, { dtype?: string; shape?: number[]; data_offsets?: [number, number] }>;
+      try {
+        json = JSON.parse(head.toString('utf8')) as typeof json;
+      } catch {
+        return bad('the header is not JSON');
+      }
+      for (const [k, v] of Object.entries(json)) {
+        if (k === '__metadata__') continue;
+        const es = DTYPE_BYTES[v.dtype ?? ''];
+        if (!es || !Array.isArray(v.shape) || !Array.isArray(v.data_offsets)) bad(`tensor ${k} has a bad entry`);
+        const [b, e] = v.data_offsets!;
+        const count = v.shape!.reduce((a, x) => a * x, 1);
+        if (!(b >= 0 && e >= b && e - b === count * es! && 8 + len + e <= size)) bad(`tensor ${k}: offsets [${b}, ${e}] do not match its shape or the file (truncated?)`);
+        out.set(k, { file, dtype: v.dtype!, shape: v.shape!, offset: 8 + len + b, bytes: e - b });
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  return out;
+}
+
+export interface HfConfig {
+  dim: number; hidden: number; layers: number; heads: number; kvHeads: number; vocab: number; maxSeq: number;
+  normEps: number; ropeTheta: number; tied: boolean; bos: number; eos: number;
+}
+
+export function readHfConfig(dir: string): HfConfig {
+  const file = path.join(dir, 'config.json');
+  if (!fs.existsSync(file)) throw new Error(`loadModel: ${dir} has no config.json`);
+  const c = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  const arch = (c.architectures as string[] | undefined)?.[0] ?? c.model_type;
+  if (c.model_type !== 'llama' && arch !== 'LlamaForCausalLM') throw new RangeError(`loadModel: ${file}: architecture '${String(arch)}' is not supported (LlamaForCausalLM)`);
+  const int = (k: string, d?: number): number => {
+    const v = c[k] ?? d;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new RangeError(`loadModel: ${file}: ${k} must be a non-negative integer; got ${String(v)}`);
+    return v;
+  };
+  if (c.rope_scaling) throw new RangeError(`loadModel: ${file}: rope_scaling is not supported`);
+  const heads = int('num_attention_heads');
+  return {
+    dim: int('hidden_size'), hidden: int('intermediate_size'), layers: int('num_hidden_layers'), heads, kvHeads: int('num_key_value_heads', heads),
+    vocab: int('vocab_size'), maxSeq: int('max_position_embeddings'), normEps: Number(c.rms_norm_eps ?? 1e-6), ropeTheta: Number(c.rope_theta ?? 10000),
+    tied: c.tie_word_embeddings === true, bos: int('bos_token_id', 1), eos: int('eos_token_id', 2),
+  };
+}
+
+interface TokenizerJson {
+  model?: { type?: string; vocab?: Record<string, number>; merges?: (string | [string, string])[]; byte_fallback?: boolean };
+  normalizer?: unknown;
+  added_tokens?: { id: number; content: string }[];
+}
+
+/** tokenizer.json of a SentencePiece-style BPE: merge ranks become piece scores (earlier merge = higher score). */
+export function readHfTokenizer(dir: string, vocabSize: number, bos: number, eos: number): Tokenizer {
+  const file = path.join(dir, 'tokenizer.json');
+  if (!fs.existsSync(file)) throw new Error(`loadModel: ${dir} has no tokenizer.json`);
+  const t = JSON.parse(fs.readFileSync(file, 'utf8')) as TokenizerJson;
+  const m = t.model;
+  if (m?.type !== 'BPE' || !m.vocab || !Array.isArray(m.merges)) throw new RangeError(`loadModel: ${file}: only BPE tokenizers are supported`);
+  const norm = JSON.stringify(t.normalizer ?? null);
+  if (!norm.includes('\u2581')) throw new RangeError(`loadModel: ${file}: byte-level BPE (GPT-2 / Llama 3 style) is not supported; SentencePiece-style BPE only`);
+  const pieces: string[] = new Array<string>(vocabSize).fill('');
+  for (const [p, id] of Object.entries(m.vocab)) {
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new RangeError(`loadModel: ${file}: token id ${id} is outside the model's vocabulary (${vocabSize})`);
+    pieces[id] = p;
+  }
+  for (const a of t.added_tokens ?? []) if (a.id >= 0 && a.id < vocabSize) pieces[a.id] = a.content;
+  const ids = new Map(pieces.map((p, i) => [p, i]));
+  const scores = new Array<number>(vocabSize).fill(-1e9);
+  m.merges.forEach((mg, rank) => {
+    const [a, b] = typeof mg === 'string' ? (mg.split(' ') as [string, string]) : mg;
+    const id = ids.get(a + b);
+    if (id !== undefined && scores[id] === -1e9) scores[id] = -rank;
+  });
+  const enc = new TextEncoder();
+  return new Tokenizer({ pieces: pieces.map((p) => enc.encode(p.replace(/\u2581/g, ' '))), scores, bos, eos, addSpacePrefix: norm.includes('Prepend') });
+}
