@@ -68,6 +68,7 @@ export interface NativeBinding {
   kvStore(src: S, srcOff: Off, b: number, h: number, t: number, d: number, type: number, dst: S, dstOff: Off,
           scales: S | null, scalesOff: Off, cap: number, pos: number): Promise<void>;
   readFile(path: string, offset: number, bytes: number): Promise<NativeStorage>;
+  readFile(path: string, ranges: number[]): Promise<NativeStorage>;
   packQ8_0(s: S, off: Off, n: number, k: number): Promise<NativePacked>;
   widenToF32(s: S, off: Off, type: number, count: number): Promise<NativeStorage>;
   createModel(config: Record<string, number | boolean>, weights: unknown, quantize: boolean): Promise<unknown>;

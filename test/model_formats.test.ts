@@ -6,7 +6,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadModel, type LoadModelOptions } from '../lib/index';
-import { writeGguf } from '../lib/model/gguf';
+import { readGguf, writeGguf } from '../lib/model/gguf';
+import { f32ToF16 } from '../lib/tensor';
 import { writeRandomModel, type SynthConfig } from '../lib/model/synth';
 import { relErr } from './helpers';
 
@@ -72,6 +73,28 @@ describe('model formats: llama2.c, GGUF and Hugging Face from the same random we
     expect(q8).to.be.below(5e-2);
     expect(i8).to.be.below(5e-2);
     expect(q8i8).to.equal(q8);  // Q8_0 tensors are already int8: weights: 'int8' changes nothing
+  });
+
+  it('mixed tensor types load unfused (q / gate in F16, the rest F32) and agree', async () => {
+    // rewrite the F32 GGUF with attn_q and ffn_gate in F16: q|k|v and gate|up can no longer be read as one weight
+    const g = readGguf(files['gguf-f32']!);
+    const raw = fs.readFileSync(files['gguf-f32']!);
+    const meta = [...g.meta].map(([k, v]): [string, Parameters<typeof writeGguf>[1][number][1]] => {
+      if (Array.isArray(v)) return [k, typeof v[0] === 'string' ? { type: 'arr', elem: 'str', value: v as string[] } : k.endsWith('token_type') ? { type: 'arr', elem: 'i32', value: v as number[] } : { type: 'arr', elem: 'f32', value: v as number[] }];
+      if (typeof v === 'string') return [k, { type: 'str', value: v }];
+      return [k, { type: Number.isInteger(v) && !k.includes('eps') && !k.includes('freq') ? 'u32' : 'f32', value: Number(v) }];
+    });
+    const tensors = [...g.tensors.values()].map((t) => {
+      const data = raw.subarray(t.offset, t.offset + t.bytes);
+      if (!/attn_q|ffn_gate/.test(t.name)) return { name: t.name, dims: t.dims, type: t.type, data };
+      const f = new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
+      return { name: t.name, dims: t.dims, type: 1, data: new Uint8Array(Uint16Array.from(f, f32ToF16).buffer) };
+    });
+    const mixed = path.join(tmp, 'mixed.gguf');
+    writeGguf(mixed, meta, tensors);
+    const ref = await logits(files.llama2c!, { tokenizer: files.tokenizer });
+    expect(relErr(await logits(mixed), ref)).to.be.below(5e-3);
+    expect(relErr(await logits(mixed, { weights: 'int8' }), ref)).to.be.below(5e-2);
   });
 
   it('f16 and int8 KV caches stay close to the f32 cache', async () => {

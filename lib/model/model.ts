@@ -225,7 +225,13 @@ function detect(file: string): 'gguf' | 'hf' | 'llama2c' {
 }
 
 type WeightRef = { storage: NativeStorage; offset: number } | NativePacked;
-interface LayerRefs { attnNorm: WeightRef; ffnNorm: WeightRef; wq: WeightRef; wk: WeightRef; wv: WeightRef; wo: WeightRef; w1: WeightRef; w2: WeightRef; w3: WeightRef }
+// q | k | v and gate | up are read back to back into one weight each (one GEMV per
+// group per token); separate only where a format stores them differently.
+interface LayerRefs {
+  attnNorm: WeightRef; ffnNorm: WeightRef; wo: WeightRef; w2: WeightRef;
+  wqkv?: WeightRef; wq?: WeightRef; wk?: WeightRef; wv?: WeightRef;
+  w13?: WeightRef; w1?: WeightRef; w3?: WeightRef;
+}
 interface Plan {
   config: Omit<ModelConfig, 'maxSeq'> & { maxSeq: number };
   tokenizer: Tokenizer;
@@ -251,10 +257,11 @@ class WeightReader {
     return { storage: s, offset: 0 };
   }
 
-  /** an f32 linear [n, k] at a byte offset */
-  async linear(offset: number, n: number, k: number): Promise<WeightRef> {
-    if (!this.int8) return this.f32(offset, n * k);
-    const s = await loadNative().readFile(this.file, offset, n * k * 4);
+  /** an f32 linear [sum of rows, k] from parts [offset, rows] read back to back (fused q|k|v, gate|up) */
+  async linear(parts: [number, number][], k: number): Promise<WeightRef> {
+    const n = parts.reduce((a, p) => a + p[1], 0);
+    const s = await loadNative().readFile(this.file, parts.flatMap(([o, r]) => [o, r * k * 4]));
+    if (!this.int8) return { storage: this.keep(s), offset: 0 };
     try {
       return this.keep(await loadNative().quantizeWeight(s, 0, n, k, 0, false, false));
     } finally {
@@ -262,9 +269,9 @@ class WeightReader {
     }
   }
 
-  /** F16 / Q8_0 values widened to f32 */
-  async widen(offset: number, type: number, count: number, bytes: number): Promise<WeightRef> {
-    const s = await loadNative().readFile(this.file, offset, bytes);
+  /** F16 / BF16 / Q8_0 values (byte ranges, back to back) widened to f32 [count] */
+  async widen(ranges: number[], type: number, count: number): Promise<{ storage: NativeStorage; offset: number }> {
+    const s = await loadNative().readFile(this.file, ranges);
     try {
       return { storage: this.keep(await loadNative().widenToF32(s, 0, type, count)), offset: 0 };
     } finally {
@@ -272,9 +279,20 @@ class WeightReader {
     }
   }
 
-  /** Q8_0 blocks [n, k / 32] packed straight into int8 group 32 */
-  async q8(offset: number, n: number, k: number): Promise<WeightRef> {
-    const s = await loadNative().readFile(this.file, offset, n * (k / 32) * 34);
+  /** F16 / BF16 linear [n, k] from byte ranges: widened, then quantized in int8 mode */
+  async widenLinear(ranges: number[], type: number, n: number, k: number): Promise<WeightRef> {
+    const wide = await this.widen(ranges, type, n * k);
+    if (!this.int8) return wide;
+    try {
+      return this.keep(await loadNative().quantizeWeight(wide.storage, 0, n, k, 0, false, false));
+    } finally {
+      wide.storage.dispose();
+    }
+  }
+
+  /** Q8_0 blocks [n, k / 32] (byte ranges, back to back) packed straight into int8 group 32 */
+  async q8(ranges: number[], n: number, k: number): Promise<WeightRef> {
+    const s = await loadNative().readFile(this.file, ranges);
     try {
       return this.keep(await loadNative().packQ8_0(s, 0, n, k));
     } finally {
@@ -300,9 +318,9 @@ async function planLlama2c(file: string, opts: LoadModelOptions): Promise<Plan> 
   const layers: LayerRefs[] = [];
   for (const l of w.layers) {
     layers.push({
-      attnNorm: await r.f32(l.attnNorm, dim), ffnNorm: await r.f32(l.ffnNorm, dim), wq: await r.linear(l.wq, dim, dim),
-      wk: await r.linear(l.wk, kvd, dim), wv: await r.linear(l.wv, kvd, dim), wo: await r.linear(l.wo, dim, dim),
-      w1: await r.linear(l.w1, hidden, dim), w2: await r.linear(l.w2, dim, hidden), w3: await r.linear(l.w3, hidden, dim),
+      attnNorm: await r.f32(l.attnNorm, dim), ffnNorm: await r.f32(l.ffnNorm, dim),
+      wqkv: await r.linear([[l.wq, dim], [l.wk, kvd], [l.wv, kvd]], dim), wo: await r.linear([[l.wo, dim]], dim),
+      w13: await r.linear([[l.w1, hidden], [l.w3, hidden]], dim), w2: await r.linear([[l.w2, dim]], hidden),
     });
   }
   const embed = await r.f32(w.embed, vocab * dim);
@@ -311,7 +329,7 @@ async function planLlama2c(file: string, opts: LoadModelOptions): Promise<Plan> 
     weights: {
       embed, finalNorm: await r.f32(w.finalNorm, dim),
       // a tied classifier is the embedding itself (f32), or its int8 copy
-      output: parsed.config.tiedEmbeddings && opts.weights !== 'int8' ? embed : await r.linear(w.output, vocab, dim),
+      output: parsed.config.tiedEmbeddings && opts.weights !== 'int8' ? embed : await r.linear([[w.output, vocab]], dim),
       layers,
     },
   };
@@ -356,20 +374,17 @@ async function planGguf(file: string, int8: boolean): Promise<Plan> {
   };
   const f32 = async (name: string, n: number, k: number): Promise<WeightRef> => {
     const t = tensor(name, n, k);
-    return t.type === GGML_F32 ? r.f32(t.offset, n * k) : r.widen(t.offset, t.type, n * k, t.bytes);
+    return t.type === GGML_F32 ? r.f32(t.offset, n * k) : r.widen([t.offset, t.bytes], t.type, n * k);
   };
-  const lin = async (name: string, n: number, k: number): Promise<WeightRef> => {
-    const t = tensor(name, n, k);
-    if (t.type === GGML_Q8_0) return r.q8(t.offset, n, k);
-    if (t.type === GGML_F32) return r.linear(t.offset, n, k);
-    const wide = await r.widen(t.offset, t.type, n * k, t.bytes);
-    if (!int8) return wide;
-    const ws = (wide as { storage: NativeStorage }).storage;
-    const p = await loadNative().quantizeWeight(ws, 0, n, k, 0, false, false);
-    r.temp.push(p);
-    ws.dispose();
-    return p;
+  // one linear from tensors of the same type stored back to back in the weight (rows of each, in order)
+  const lin = async (names: string[], ns: number[], k: number): Promise<WeightRef> => {
+    const ts = names.map((nm, i) => tensor(nm, ns[i]!, k));
+    const n = ns.reduce((a, b) => a + b, 0), type = ts[0]!.type;
+    if (type === GGML_Q8_0) return r.q8(ts.flatMap((t) => [t.offset, t.bytes]), n, k);
+    if (type === GGML_F32) return r.linear(ts.map((t, i) => [t.offset, ns[i]!] as [number, number]), k);
+    return r.widenLinear(ts.flatMap((t) => [t.offset, t.bytes]), type, n, k);
   };
+  const sameType = (names: string[]) => names.every((nm) => g.tensors.get(nm)?.type === g.tensors.get(names[0]!)?.type);
   const hd = dim / heads, kvd = kvHeads * hd;
   if (!Number.isInteger(hd) || heads % kvHeads !== 0) bad(`heads (${heads}) must divide dim (${dim}) and be a multiple of kv heads (${kvHeads})`);
   const tied = !g.tensors.has('output.weight');
@@ -377,12 +392,16 @@ async function planGguf(file: string, int8: boolean): Promise<Plan> {
   const L: LayerRefs[] = [];
   for (let l = 0; l < layers; l++) {
     const b = `blk.${l}.`;
-    L.push({
+    const qkv = [b + 'attn_q.weight', b + 'attn_k.weight', b + 'attn_v.weight'], gu = [b + 'ffn_gate.weight', b + 'ffn_up.weight'];
+    const layer: LayerRefs = {
       attnNorm: await f32(b + 'attn_norm.weight', 1, dim), ffnNorm: await f32(b + 'ffn_norm.weight', 1, dim),
-      wq: await lin(b + 'attn_q.weight', dim, dim), wk: await lin(b + 'attn_k.weight', kvd, dim), wv: await lin(b + 'attn_v.weight', kvd, dim),
-      wo: await lin(b + 'attn_output.weight', dim, dim), w1: await lin(b + 'ffn_gate.weight', hidden, dim),
-      w2: await lin(b + 'ffn_down.weight', dim, hidden), w3: await lin(b + 'ffn_up.weight', hidden, dim),
-    });
+      wo: await lin([b + 'attn_output.weight'], [dim], dim), w2: await lin([b + 'ffn_down.weight'], [dim], hidden),
+    };
+    if (sameType(qkv)) layer.wqkv = await lin(qkv, [dim, kvd, kvd], dim);
+    else [layer.wq, layer.wk, layer.wv] = [await lin([qkv[0]!], [dim], dim), await lin([qkv[1]!], [kvd], dim), await lin([qkv[2]!], [kvd], dim)];
+    if (sameType(gu)) layer.w13 = await lin(gu, [hidden, hidden], dim);
+    else [layer.w1, layer.w3] = [await lin([gu[0]!], [hidden], dim), await lin([gu[1]!], [hidden], dim)];
+    L.push(layer);
   }
   return {
     config: { arch: 'llama', dim, hidden, layers, heads, kvHeads, vocab, maxSeq, ropeTheta, normEps, tiedEmbeddings: tied },
@@ -390,7 +409,7 @@ async function planGguf(file: string, int8: boolean): Promise<Plan> {
     weights: {
       embed, finalNorm: await f32('output_norm.weight', 1, dim), layers: L,
       // tied: the f32 embedding, or an int8 copy (int8 mode, or a Q8_0 embedding)
-      output: tied ? (int8 || g.tensors.get('token_embd.weight')!.type === GGML_Q8_0 ? await lin('token_embd.weight', vocab, dim) : embed) : await lin('output.weight', vocab, dim),
+      output: tied ? (int8 || g.tensors.get('token_embd.weight')!.type === GGML_Q8_0 ? await lin(['token_embd.weight'], [vocab], dim) : embed) : await lin(['output.weight'], [vocab], dim),
     },
   };
 }
@@ -412,31 +431,32 @@ async function planHf(dir: string, int8: boolean): Promise<Plan> {
   const code = (dtype: string) => (dtype === 'F16' ? 1 : 30);
   const f32 = async (name: string, shape: number[]): Promise<WeightRef> => {
     const t = tensor(name, shape), r = new WeightReader(t.file, int8, temp), count = shape.reduce((a, b) => a * b, 1);
-    return t.dtype === 'F32' ? r.f32(t.offset, count) : r.widen(t.offset, code(t.dtype), count, t.bytes);
+    return t.dtype === 'F32' ? r.f32(t.offset, count) : r.widen([t.offset, t.bytes], code(t.dtype), count);
   };
-  const lin = async (name: string, n: number, k: number): Promise<WeightRef> => {
-    const t = tensor(name, [n, k]), r = new WeightReader(t.file, int8, temp);
-    if (t.dtype === 'F32') return r.linear(t.offset, n, k);
-    const wide = await r.widen(t.offset, code(t.dtype), n * k, t.bytes);
-    if (!int8) return wide;
-    const ws = (wide as { storage: NativeStorage }).storage;
-    const p = await loadNative().quantizeWeight(ws, 0, n, k, 0, false, false);
-    temp.push(p);
-    ws.dispose();
-    return p;
+  const lin = async (names: string[], ns: number[], k: number): Promise<WeightRef> => {
+    const ts = names.map((nm, i) => tensor(nm, [ns[i]!, k]));
+    const r = new WeightReader(ts[0]!.file, int8, temp), n = ns.reduce((a, b) => a + b, 0);
+    if (ts[0]!.dtype === 'F32') return r.linear(ts.map((t, i) => [t.offset, ns[i]!] as [number, number]), k);
+    return r.widenLinear(ts.flatMap((t) => [t.offset, t.bytes]), code(ts[0]!.dtype), n, k);
   };
+  // fused only when the parts share a file and a dtype
+  const fusable = (names: string[]) => names.every((nm) => st.get(nm)?.file === st.get(names[0]!)?.file && st.get(nm)?.dtype === st.get(names[0]!)?.dtype);
   const { dim, hidden, vocab } = c, hd = dim / c.heads, kvd = c.kvHeads * hd;
   if (!Number.isInteger(hd) || c.heads % c.kvHeads !== 0) throw new RangeError(`loadModel: ${dir}: heads must divide hidden_size and be a multiple of num_key_value_heads`);
   const layers: LayerRefs[] = [];
   for (let l = 0; l < c.layers; l++) {
     const p = `model.layers.${l}.`;
-    layers.push({
+    const qkv = [p + 'self_attn.q_proj.weight', p + 'self_attn.k_proj.weight', p + 'self_attn.v_proj.weight'];
+    const gu = [p + 'mlp.gate_proj.weight', p + 'mlp.up_proj.weight'];
+    const layer: LayerRefs = {
       attnNorm: await f32(p + 'input_layernorm.weight', [dim]), ffnNorm: await f32(p + 'post_attention_layernorm.weight', [dim]),
-      wq: await lin(p + 'self_attn.q_proj.weight', dim, dim), wk: await lin(p + 'self_attn.k_proj.weight', kvd, dim),
-      wv: await lin(p + 'self_attn.v_proj.weight', kvd, dim), wo: await lin(p + 'self_attn.o_proj.weight', dim, dim),
-      w1: await lin(p + 'mlp.gate_proj.weight', hidden, dim), w2: await lin(p + 'mlp.down_proj.weight', dim, hidden),
-      w3: await lin(p + 'mlp.up_proj.weight', hidden, dim),
-    });
+      wo: await lin([p + 'self_attn.o_proj.weight'], [dim], dim), w2: await lin([p + 'mlp.down_proj.weight'], [dim], hidden),
+    };
+    if (fusable(qkv)) layer.wqkv = await lin(qkv, [dim, kvd, kvd], dim);
+    else [layer.wq, layer.wk, layer.wv] = [await lin([qkv[0]!], [dim], dim), await lin([qkv[1]!], [kvd], dim), await lin([qkv[2]!], [kvd], dim)];
+    if (fusable(gu)) layer.w13 = await lin(gu, [hidden, hidden], dim);
+    else [layer.w1, layer.w3] = [await lin([gu[0]!], [hidden], dim), await lin([gu[1]!], [hidden], dim)];
+    layers.push(layer);
   }
   const tied = c.tied || !st.has('lm_head.weight');
   const embed = await f32('model.embed_tokens.weight', [vocab, dim]);
@@ -445,7 +465,7 @@ async function planHf(dir: string, int8: boolean): Promise<Plan> {
     tokenizer, stopIds: [c.eos], ropeNeox: true, temp,
     weights: {
       embed, finalNorm: await f32('model.norm.weight', [dim]), layers,
-      output: tied ? (int8 ? await lin('model.embed_tokens.weight', vocab, dim) : embed) : await lin('lm_head.weight', vocab, dim),
+      output: tied ? (int8 ? await lin(['model.embed_tokens.weight'], [vocab], dim) : embed) : await lin(['lm_head.weight'], [vocab], dim),
     },
   };
 }

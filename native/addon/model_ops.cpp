@@ -17,30 +17,52 @@ using sparq::Error;
 
 namespace {
 
-// readFile(path, offset, bytes) -> Promise<Storage> holding those bytes of the file.
+// readFile(path, offset, bytes) -> Promise<Storage> holding those bytes of the file;
+// readFile(path, [offset0, bytes0, offset1, bytes1, ...]) -> the ranges, concatenated.
 Napi::Value ReadFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "readFile: path must be a string");
   const std::string path = info[0].As<Napi::String>().Utf8Value();
-  const int64_t off = ArgInt(info, 1, "readFile", "offset", 0, int64_t(1) << 50);
-  const int64_t bytes = ArgInt(info, 2, "readFile", "bytes", 0, int64_t(1) << 46);
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  if (info.Length() > 1 && info[1].IsArray()) {
+    Napi::Array a = info[1].As<Napi::Array>();
+    if (a.Length() == 0 || a.Length() % 2 || a.Length() > 64) throw Napi::RangeError::New(env, "readFile: ranges must be 1..32 (offset, bytes) pairs");
+    for (uint32_t i = 0; i < a.Length(); i += 2) {
+      const double o = a.Get(i).ToNumber().DoubleValue(), b = a.Get(i + 1).ToNumber().DoubleValue();
+      if (!(o >= 0 && o <= double(int64_t(1) << 50)) || !(b >= 0 && b <= double(int64_t(1) << 46)) || o != double(int64_t(o)) ||
+          b != double(int64_t(b)))
+        throw Napi::RangeError::New(env, "readFile: bad range");
+      ranges.push_back({int64_t(o), int64_t(b)});
+    }
+  } else {
+    ranges.push_back({ArgInt(info, 1, "readFile", "offset", 0, int64_t(1) << 50), ArgInt(info, 2, "readFile", "bytes", 0, int64_t(1) << 46)});
+  }
+  int64_t total = 0;
+  for (auto& r : ranges) total += r.second;
+  if (total > (int64_t(1) << 46)) throw Napi::RangeError::New(env, "readFile: too many bytes");
   auto block = std::make_shared<Block>();
   return RunAsync(
       env,
-      [path, off, bytes, block]() {
-        block->p = sparq::aligned_malloc(size_t(bytes ? bytes : 1));
+      [path, ranges, total, block]() {
+        block->p = sparq::aligned_malloc(size_t(total ? total : 1));
         if (!block->p)
-          return Error::make(sparq::Status::out_of_memory, "readFile: cannot allocate " + std::to_string(bytes) + " bytes");
-        block->bytes = size_t(bytes);
+          return Error::make(sparq::Status::out_of_memory, "readFile: cannot allocate " + std::to_string(total) + " bytes");
+        block->bytes = size_t(total);
         FILE* f = std::fopen(path.c_str(), "rb");
         if (!f) return Error::make(sparq::Status::invalid_argument, "readFile: cannot open " + path + ": " + std::strerror(errno));
-        size_t got = 0;
-        if (fseeko(f, off_t(off), SEEK_SET) == 0) got = std::fread(block->p, 1, size_t(bytes), f);
+        char* dst = static_cast<char*>(block->p);
+        for (auto [off, bytes] : ranges) {
+          size_t got = 0;
+          if (fseeko(f, off_t(off), SEEK_SET) == 0) got = std::fread(dst, 1, size_t(bytes), f);
+          if (got != size_t(bytes)) {
+            std::fclose(f);
+            return Error::make(sparq::Status::invalid_argument, "readFile: " + path + " is truncated: wanted " +
+                                                                    std::to_string(bytes) + " bytes at offset " +
+                                                                    std::to_string(off) + ", got " + std::to_string(got));
+          }
+          dst += bytes;
+        }
         std::fclose(f);
-        if (got != size_t(bytes))
-          return Error::make(sparq::Status::invalid_argument, "readFile: " + path + " is truncated: wanted " +
-                                                                  std::to_string(bytes) + " bytes at offset " +
-                                                                  std::to_string(off) + ", got " + std::to_string(got));
         return Error{};
       },
       [block](Napi::Env e) -> Napi::Value { return Storage::Wrap(e, block); });
@@ -216,7 +238,7 @@ WeightRef ReadWeight(const Napi::Object& ws, const char* key, int64_t n, int64_t
 
 // createModel(config, weights, quantize) -> Promise<Model>
 // config: { dim, hidden, layers, heads, kvHeads, vocab, maxSeq, ropeTheta, normEps, ropeNeox, kvType }
-// weights: { embed, finalNorm, output, layers: [{ attnNorm, wq, wk, wv, wo, ffnNorm, w1, w2, w3 }] }
+// weights: { embed, finalNorm, output, layers: [{ attnNorm, wq, wk, wv | wqkv, wo, ffnNorm, w1, w3 | w13, w2 }] }
 Napi::Value CreateModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject())
@@ -271,13 +293,21 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
     sparq::LlamaLayer& L = w->layers[size_t(i)];
     vec(lo, "attnNorm", c.dim, &L.attn_norm);
     vec(lo, "ffnNorm", c.dim, &L.ffn_norm);
-    lin(lo, "wq", c.dim, c.dim, &L.wq);
-    lin(lo, "wk", kvd, c.dim, &L.wk);
-    lin(lo, "wv", kvd, c.dim, &L.wv);
+    if (lo.Has("wqkv")) {
+      lin(lo, "wqkv", c.dim + 2 * kvd, c.dim, &L.wqkv);
+    } else {
+      lin(lo, "wq", c.dim, c.dim, &L.wq);
+      lin(lo, "wk", kvd, c.dim, &L.wk);
+      lin(lo, "wv", kvd, c.dim, &L.wv);
+    }
     lin(lo, "wo", c.dim, c.dim, &L.wo);
-    lin(lo, "w1", c.hidden, c.dim, &L.w1);
+    if (lo.Has("w13")) {
+      lin(lo, "w13", 2 * c.hidden, c.dim, &L.w13);
+    } else {
+      lin(lo, "w1", c.hidden, c.dim, &L.w1);
+      lin(lo, "w3", c.hidden, c.dim, &L.w3);
+    }
     lin(lo, "w2", c.dim, c.hidden, &L.w2);
-    lin(lo, "w3", c.hidden, c.dim, &L.w3);
   }
   return RunAsync(
       env,

@@ -15,10 +15,10 @@ namespace {
 
 Error bad(const std::string& m) { return Error::make(Status::invalid_argument, "model: " + m); }
 
-// [n, h, hd] -> [h, n, hd]
-void to_heads(const float* x, int64_t n, int64_t h, int64_t hd, float* y) {
+// [n, h, hd] (token rows `ld` floats apart) -> [h, n, hd]
+void to_heads(const float* x, int64_t ld, int64_t n, int64_t h, int64_t hd, float* y) {
   for (int64_t t = 0; t < n; ++t)
-    for (int64_t i = 0; i < h; ++i) std::memcpy(y + (i * n + t) * hd, x + (t * h + i) * hd, size_t(hd) * 4);
+    for (int64_t i = 0; i < h; ++i) std::memcpy(y + (i * n + t) * hd, x + t * ld + i * hd, size_t(hd) * 4);
 }
 // [h, n, hd] -> [n, h, hd]
 void from_heads(const float* x, int64_t n, int64_t h, int64_t hd, float* y) {
@@ -66,13 +66,21 @@ Error LlamaModel::create(const LlamaConfig& c, LlamaWeights w, std::unique_ptr<L
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const LlamaLayer& l = w.layers[i];
     if (!l.attn_norm || !l.ffn_norm) return bad("layer " + std::to_string(i) + ": norms are required");
-    SPARQ_TRY(check_linear(l.wq, c.dim, c.dim, "wq"));
-    SPARQ_TRY(check_linear(l.wk, kvd, c.dim, "wk"));
-    SPARQ_TRY(check_linear(l.wv, kvd, c.dim, "wv"));
+    if (l.wqkv.f32 || l.wqkv.q) {
+      SPARQ_TRY(check_linear(l.wqkv, c.dim + 2 * kvd, c.dim, "wqkv"));
+    } else {
+      SPARQ_TRY(check_linear(l.wq, c.dim, c.dim, "wq"));
+      SPARQ_TRY(check_linear(l.wk, kvd, c.dim, "wk"));
+      SPARQ_TRY(check_linear(l.wv, kvd, c.dim, "wv"));
+    }
     SPARQ_TRY(check_linear(l.wo, c.dim, c.dim, "wo"));
-    SPARQ_TRY(check_linear(l.w1, c.hidden, c.dim, "w1"));
+    if (l.w13.f32 || l.w13.q) {
+      SPARQ_TRY(check_linear(l.w13, 2 * c.hidden, c.dim, "w13"));
+    } else {
+      SPARQ_TRY(check_linear(l.w1, c.hidden, c.dim, "w1"));
+      SPARQ_TRY(check_linear(l.w3, c.hidden, c.dim, "w3"));
+    }
     SPARQ_TRY(check_linear(l.w2, c.dim, c.hidden, "w2"));
-    SPARQ_TRY(check_linear(l.w3, c.hidden, c.dim, "w3"));
   }
   SPARQ_TRY(check_linear(w.output, c.vocab, c.dim, "output"));
   std::unique_ptr<LlamaModel> m(new LlamaModel());
@@ -109,19 +117,29 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
       return bad("token id " + std::to_string(tok[i]) + " at index " + std::to_string(i) + " is outside [0, " +
                  std::to_string(c.vocab) + ")");
   const int64_t hd = c.dim / c.heads, kvd = c.kv_heads * hd, dim = c.dim;
-  std::vector<float> x(size_t(n * dim)), xb(size_t(n * dim)), tmp(size_t(n * dim)), q(size_t(n * dim)),
-      qt(size_t(n * dim)), att(size_t(n * dim)), k(size_t(n * kvd)), v(size_t(n * kvd)), kt(size_t(n * kvd)),
-      vt(size_t(n * kvd)), h1(size_t(n * c.hidden)), h3(size_t(n * c.hidden));
+  const int64_t qkvd = dim + 2 * kvd;
+  std::vector<float> x(size_t(n * dim)), xb(size_t(n * dim)), tmp(size_t(n * dim)), qkv(size_t(n * qkvd)),
+      qt(size_t(n * dim)), att(size_t(n * dim)), kt(size_t(n * kvd)), vt(size_t(n * kvd)), h13(size_t(n * 2 * c.hidden)),
+      h1(size_t(n * c.hidden)), h3(size_t(n * c.hidden));
   for (int64_t t = 0; t < n; ++t) std::memcpy(x.data() + t * dim, w_.embed + int64_t(tok[t]) * dim, size_t(dim) * 4);
   for (int64_t li = 0; li < c.layers; ++li) {
     const LlamaLayer& L = w_.layers[size_t(li)];
     SPARQ_TRY(rmsnorm(x.data(), L.attn_norm, n, dim, c.norm_eps, xb.data()));
-    SPARQ_TRY(linear(xb.data(), n, L.wq, q.data()));
-    SPARQ_TRY(linear(xb.data(), n, L.wk, k.data()));
-    SPARQ_TRY(linear(xb.data(), n, L.wv, v.data()));
-    to_heads(q.data(), n, c.heads, hd, qt.data());
-    to_heads(k.data(), n, c.kv_heads, hd, kt.data());
-    to_heads(v.data(), n, c.kv_heads, hd, vt.data());
+    // q | k | v per token row: one fused linear, or three into the same layout
+    float* qp = qkv.data();
+    int64_t ld = qkvd;
+    if (L.wqkv.f32 || L.wqkv.q) {
+      SPARQ_TRY(linear(xb.data(), n, L.wqkv, qp));
+    } else {
+      ld = dim;  // three separate [n, *] blocks
+      SPARQ_TRY(linear(xb.data(), n, L.wq, qp));
+      SPARQ_TRY(linear(xb.data(), n, L.wk, qp + n * dim));
+      SPARQ_TRY(linear(xb.data(), n, L.wv, qp + n * (dim + kvd)));
+    }
+    const bool fused = ld == qkvd;
+    to_heads(qp, ld, n, c.heads, hd, qt.data());
+    to_heads(fused ? qp + dim : qp + n * dim, fused ? ld : kvd, n, c.kv_heads, hd, kt.data());
+    to_heads(fused ? qp + dim + kvd : qp + n * (dim + kvd), fused ? ld : kvd, n, c.kv_heads, hd, vt.data());
     SPARQ_TRY(rope(qt.data(), c.heads, n, hd, pos_, c.rope_theta, c.rope_neox, qt.data()));
     SPARQ_TRY(rope(kt.data(), c.kv_heads, n, hd, pos_, c.rope_theta, c.rope_neox, kt.data()));
     const size_t l = size_t(li);
@@ -145,13 +163,27 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
     a.causal = true;
     a.out = att.data();
     SPARQ_TRY(attention(a));
-    from_heads(att.data(), n, c.heads, hd, q.data());
-    SPARQ_TRY(linear(q.data(), n, L.wo, tmp.data()));
+    from_heads(att.data(), n, c.heads, hd, qt.data());
+    SPARQ_TRY(linear(qt.data(), n, L.wo, tmp.data()));
     SPARQ_TRY(add(x.data(), tmp.data(), n * dim, x.data()));
     SPARQ_TRY(rmsnorm(x.data(), L.ffn_norm, n, dim, c.norm_eps, xb.data()));
-    SPARQ_TRY(linear(xb.data(), n, L.w1, h1.data()));
-    SPARQ_TRY(linear(xb.data(), n, L.w3, h3.data()));
-    SPARQ_TRY(swiglu(h1.data(), h3.data(), n * c.hidden, h1.data()));
+    if (L.w13.f32 || L.w13.q) {
+      // [n, gate | up]: one token's halves are contiguous; more tokens are split out
+      SPARQ_TRY(linear(xb.data(), n, L.w13, h13.data()));
+      if (n == 1) {
+        SPARQ_TRY(swiglu(h13.data(), h13.data() + c.hidden, c.hidden, h1.data()));
+      } else {
+        for (int64_t t = 0; t < n; ++t) {
+          std::memcpy(h1.data() + t * c.hidden, h13.data() + t * 2 * c.hidden, size_t(c.hidden) * 4);
+          std::memcpy(h3.data() + t * c.hidden, h13.data() + t * 2 * c.hidden + c.hidden, size_t(c.hidden) * 4);
+        }
+        SPARQ_TRY(swiglu(h1.data(), h3.data(), n * c.hidden, h1.data()));
+      }
+    } else {
+      SPARQ_TRY(linear(xb.data(), n, L.w1, h1.data()));
+      SPARQ_TRY(linear(xb.data(), n, L.w3, h3.data()));
+      SPARQ_TRY(swiglu(h1.data(), h3.data(), n * c.hidden, h1.data()));
+    }
     SPARQ_TRY(linear(h1.data(), n, L.w2, tmp.data()));
     SPARQ_TRY(add(x.data(), tmp.data(), n * dim, x.data()));
   }

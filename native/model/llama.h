@@ -28,11 +28,16 @@ struct LinearWeight {
   int64_t n = 0, k = 0;
 };
 
+// wq / wk / wv may come fused as one wqkv [heads*hd + 2*kv*hd, dim] (rows of q,
+// then k, then v), and w1 / w3 as one w13 [2*hidden, dim] (gate rows, then up):
+// one GEMV instead of three (two) per token.
 struct LlamaLayer {
   const float* attn_norm = nullptr;  // [dim]
   LinearWeight wq, wk, wv, wo;       // [heads*hd, dim], [kv*hd, dim] x2, [dim, heads*hd]
+  LinearWeight wqkv;                 // or fused
   const float* ffn_norm = nullptr;   // [dim]
   LinearWeight w1, w2, w3;           // gate [hidden, dim], down [dim, hidden], up [hidden, dim]
+  LinearWeight w13;                  // or fused
 };
 
 struct LlamaWeights {
