@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "dispatch.h"
@@ -74,10 +75,20 @@ Error attention(const AttentionArgs& a) {
     return a.causal ? std::clamp<int64_t>(p + shift + 1, 0, a.tk) : a.tk;
   };
 
+  // Tiny problems (small models decoding) run on the calling thread: a pool
+  // wake-up costs more than the arithmetic.
+  const bool inline_run = double(a.b) * double(a.hq) * double(a.tq) * double(a.tk) * double(d) < double(1 << 16);
+  auto run_tasks = [&](int64_t count, const std::function<void(int64_t)>& fn) {
+    if (inline_run) {
+      for (int64_t i = 0; i < count; ++i) fn(i);
+    } else {
+      parallel_for(count, fn);
+    }
+  };
   // Task t: heads outermost, so that consecutive tasks share one head's keys and
   // values in cache; within a head the last query blocks (most keys when causal)
   // come first.
-  parallel_for(base * nsplit, [&](int64_t t) {
+  run_tasks(base * nsplit, [&](int64_t t) {
     const int64_t s = t % nsplit, bt = t / nsplit;
     const int64_t qb = nqb - 1 - bt % nqb, bh = bt / nqb;
     const int64_t bi = bh / a.hkv, kvh = bh % a.hkv;
@@ -147,7 +158,7 @@ Error attention(const AttentionArgs& a) {
   if (nsplit == 1) return Error{};
 
   // Merge: o = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s, M = max_s m_s.
-  parallel_for(base, [&](int64_t bt) {
+  run_tasks(base, [&](int64_t bt) {
     const int64_t qb = bt % nqb, bh = bt / nqb, bi = bh / a.hkv, kvh = bh % a.hkv;
     const int64_t p0 = qb * br, np = std::min(a.tq, p0 + br) - p0;
     for (int64_t r = 0; r < g * np; ++r) {

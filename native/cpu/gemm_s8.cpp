@@ -204,7 +204,10 @@ static void run_gemm_s8(const KernelTable& t, GemmS8Fn fn, const GemmS8Args& arg
   const int64_t nblocks = args.b->n_pad / kS8BlockN;
   const int64_t threads = num_threads();
   if (args.m <= 8) {
-    const int64_t per = std::max<int64_t>(1, nblocks / (threads * 8));
+    // at least ~32K multiply-adds per task: tiny decode GEMVs (small models)
+    // are cheaper on the calling thread than through a pool wake-up
+    const int64_t min_blocks = (int64_t(1) << 15) / std::max<int64_t>(1, args.m * args.b->k_pad * kS8BlockN) + 1;
+    const int64_t per = std::max<int64_t>(min_blocks, nblocks / (threads * 8));
     const int64_t tasks = (nblocks + per - 1) / per;
     parallel_for(tasks, [&](int64_t i) { fn(args, 0, args.m, i * per, std::min(nblocks, i * per + per)); });
     return;

@@ -58,7 +58,9 @@ Error linear_f32(const float* x, int64_t m, int64_t k, const float* w, int64_t n
     SgemvArgs args;
     args.x = x; args.ldx = k; args.w = w; args.ldw = k; args.m = m; args.n = n; args.k = k;
     args.bias = bias; args.c = y; args.ldc = n;
-    const int64_t per = std::max<int64_t>(4, n / (num_threads() * 8)) / 4 * 4;
+    // at least ~32K multiply-adds per task (tiny GEMVs stay on the calling thread)
+    const int64_t min_rows = ((int64_t(1) << 15) / std::max<int64_t>(1, m * k) + 3) / 4 * 4;
+    const int64_t per = std::max<int64_t>({4, min_rows, n / (num_threads() * 8) / 4 * 4});
     parallel_for((n + per - 1) / per, [&](int64_t tt) { t.sgemv(args, tt * per, std::min(n, tt * per + per)); });
     return Error{};
   }
