@@ -1,11 +1,8 @@
 // Fused attention and the KV cache on every path this machine runs, against a
 // materialised f64 softmax computed here.
 import { expect } from 'chai';
-import { ISAS, KVCache, Tensor, attention, attentionNaive, info, setIsa } from '../lib/index';
-import { randn, relErr, runChild } from './helpers';
-
-const supported = info().cpu.supportedIsas;
-const best = info().kernels.gemm_s8;
+import { KVCache, Tensor, attention, attentionNaive } from '../lib/index';
+import { describeEachIsa, randn, relErr, runChild } from './helpers';
 
 interface Case { b: number; hq: number; hkv: number; tq: number; tk: number; d: number; causal: boolean }
 
@@ -68,146 +65,135 @@ async function run(c: Case, data = inputs(c), rows?: number[]): Promise<{ err: n
 
 const label = (c: Case) => `b=${c.b} hq=${c.hq} hkv=${c.hkv} tq=${c.tq} tk=${c.tk} d=${c.d} causal=${c.causal}`;
 
-for (const isa of ISAS) {
-  describe(`attention on the ${isa} path`, function () {
-    this.timeout(600000);
-    before(function () {
-      if (!supported.includes(isa)) {
-        console.log(`      (skipped: this CPU/OS cannot run ${isa}; supported here: ${supported.join(', ')})`);
-        this.skip();
-      }
-      setIsa(isa);
-    });
-    after(() => setIsa(best));
+describeEachIsa('attention', () => {
 
-    it('prefill (tq = tk) within 1e-5 of f64 for d = 1, 3, 64, 80, 128, GQA / MQA, b = 1 and 3', async () => {
-      const cases: Case[] = [];
-      for (const d of [1, 3, 64, 80, 128])
-        for (const [hq, hkv] of [[1, 1], [4, 1], [8, 2]] as const)
-          for (const causal of [false, true]) cases.push({ b: d === 3 ? 3 : 1, hq, hkv, tq: 37, tk: 37, d, causal });
-      for (const t of [1, 2, 64, 65, 130]) cases.push({ b: 3, hq: 4, hkv: 4, tq: t, tk: t, d: 64, causal: true });
-      cases.push({ b: 1, hq: 8, hkv: 1, tq: 200, tk: 200, d: 96, causal: true });
-      for (const c of cases) expect((await run(c)).err).to.be.below(1e-5, label(c));
-    });
-
-    it('long prefill tq = tk = 4096 (sampled rows checked) within 1e-5', async () => {
-      const c: Case = { b: 1, hq: 2, hkv: 1, tq: 4096, tk: 4096, d: 64, causal: true };
-      expect((await run(c, inputs(c), [0, 1, 63, 64, 1000, 2047, 4095])).err).to.be.below(1e-5);
-    });
-
-    it('decode (tq = 1) with tk up to 16384, split over the pool, within 1e-5', async () => {
-      for (const [tk, hq, hkv, d] of [[1, 1, 1, 64], [7, 4, 4, 3], [1000, 8, 1, 128], [500, 7, 1, 64], [300, 6, 2, 24], [5000, 1, 1, 80], [16384, 4, 1, 128], [16384, 1, 1, 64]] as const) {
-        const c: Case = { b: 1, hq, hkv, tq: 1, tk, d, causal: true };
-        expect((await run(c)).err).to.be.below(1e-5, label(c));
-      }
-      const c3: Case = { b: 3, hq: 8, hkv: 2, tq: 1, tk: 333, d: 128, causal: false };
-      expect((await run(c3)).err).to.be.below(1e-5, label(c3));
-    });
-
-    it('causal chunks with tq < tk are aligned bottom-right; rows that see no key (tq > tk) are zeros', async () => {
-      for (const [tq, tk, hq] of [[5, 300, 4], [70, 200, 4], [64, 64 + 64, 4], [3, 1, 4], [2, 300, 6]] as const) {
-        const c: Case = { b: 2, hq, hkv: 2, tq, tk, d: 64, causal: true };
-        expect((await run(c)).err).to.be.below(1e-5, label(c));
-      }
-      const c: Case = { b: 1, hq: 2, hkv: 1, tq: 10, tk: 4, d: 16, causal: true };
-      const { err, out } = await run(c);
-      expect(err).to.be.below(1e-5);
-      // query i sees keys j <= i - 6: rows 0..5 see nothing
-      for (let h = 0; h < 2; h++) for (let i = 0; i < 6; i++) for (let x = 0; x < 16; x++) expect(out[(h * 10 + i) * 16 + x]).to.equal(0);
-    });
-
-    it('additive masks ([tq, tk] and broadcast [b|1, hq|1, tq, tk]) including -Infinity and fully masked rows', async () => {
-      const c: Case = { b: 2, hq: 4, hkv: 2, tq: 9, tk: 70, d: 32, causal: false };
-      const data = inputs(c);
-      const q = Tensor.from(data.q, [c.b, c.hq, c.tq, c.d]);
-      const k = Tensor.from(data.k, [c.b, c.hkv, c.tk, c.d]);
-      const v = Tensor.from(data.v, [c.b, c.hkv, c.tk, c.d]);
-      const val = (bi: number, h: number, i: number, j: number) =>
-        i === 4 ? -Infinity : (j * 7 + i * 3 + h + bi * 5) % 11 === 0 ? -Infinity : Math.sin(i + j + h * 0.3 + bi);
-      for (const shape of [[c.tq, c.tk], [c.b, 1, c.tq, c.tk], [1, c.hq, c.tq, c.tk], [c.b, c.hq, c.tq, c.tk]]) {
-        const m = new Float32Array(shape.reduce((a, x) => a * x, 1));
-        const bs = shape.length === 4 && shape[0] !== 1, hs = shape.length === 4 && shape[1] !== 1;
-        const fn = (bi: number, h: number, i: number, j: number) => val(bs ? bi : 0, hs ? h : 0, i, j);
-        let p = 0;
-        for (let bi = 0; bi < (bs ? c.b : 1); bi++) for (let h = 0; h < (hs ? c.hq : 1); h++)
-          for (let i = 0; i < c.tq; i++) for (let j = 0; j < c.tk; j++) m[p++] = fn(bi, h, i, j);
-        const mask = Tensor.from(m, shape);
-        for (const causal of [false, true]) {
-          const o = (await attention(q, k, v, { mask, causal })).toArray();
-          const r = ref(data.q, data.k, data.v, { ...c, causal }, { mask: fn });
-          expect(relErr(o, r)).to.be.below(1e-5, `mask [${shape.join(', ')}] causal=${causal}`);
-          for (let bh = 0; bh < c.b * c.hq; bh++) for (let x = 0; x < c.d; x++) expect(o[(bh * c.tq + 4) * c.d + x]).to.equal(0);
-        }
-        mask.dispose();
-      }
-      [q, k, v].forEach((t) => t.dispose());
-    });
-
-    it('custom scale, and NaN-free on large-magnitude inputs (running max subtracted)', async () => {
-      const c: Case = { b: 1, hq: 2, hkv: 1, tq: 50, tk: 50, d: 64, causal: true };
-      const data = inputs(c, 30);
-      const q = Tensor.from(data.q, [1, 2, 50, 64]), k = Tensor.from(data.k, [1, 1, 50, 64]), v = Tensor.from(data.v, [1, 1, 50, 64]);
-      const o = (await attention(q, k, v, { causal: true, scale: 0.5 })).toArray();
-      expect(o.every(Number.isFinite)).to.equal(true);
-      // scores of ~1e4: f32 rounding of the score (~1e-3 absolute) bounds the accuracy here
-      expect(relErr(o, ref(data.q, data.k, data.v, c, { scale: 0.5 }))).to.be.below(1e-3);
-    });
-
-    for (const dtype of ['f32', 'f16', 'i8'] as const) {
-      it(`KVCache (${dtype}): chunked appends + decode steps read the stored values exactly; bound vs unquantized`, async () => {
-        const errs: number[] = [];
-        // GQA groups of 4 (tile + converted row paths), one row per head with d % 8 != 0,
-        // and one long single-head cache (in-register conversion, keys split over the pool)
-        for (const [hq, hkv, d, maxSeq, prompt, b] of [[8, 2, 80, 200, 37, 2], [2, 2, 20, 64, 9, 1], [1, 1, 128, 1200, 700, 1]] as const)
-          errs.push(...await kvCase(dtype, hq, hkv, d, maxSeq, prompt, b));
-        if (dtype !== 'f32') console.log(`      ${dtype} KV: rel. error vs unquantized keys/values ${Math.max(...errs).toExponential(2)}`);
-      });
-    }
-
-    async function kvCase(dtype: 'f32' | 'f16' | 'i8', hq: number, hkv: number, d: number, maxSeq: number, prompt: number, b: number): Promise<number[]> {
-      {
-        const steps = 5;
-        const cache = new KVCache({ layers: 2, kvHeads: hkv, headDim: d, maxSeq, batch: b, dtype });
-        const total = prompt + steps;
-        const K = randn(b * hkv * total * d), V = randn(b * hkv * total * d), Q = randn(b * hq * total * d);
-        // [b, h, t, d] slices of positions [t0, t1)
-        const slice = (x: Float32Array, h: number, t0: number, t1: number) => {
-          const o = new Float32Array(b * h * (t1 - t0) * d);
-          for (let bh = 0; bh < b * h; bh++) o.set(x.subarray((bh * total + t0) * d, (bh * total + t1) * d), bh * (t1 - t0) * d);
-          return Tensor.from(o, [b, h, t1 - t0, d]);
-        };
-        const check = async (t0: number, t1: number) => {
-          await cache.append(1, slice(K, hkv, t0, t1), slice(V, hkv, t0, t1));
-          expect(cache.length(1)).to.equal(t1);
-          const q = slice(Q, hq, t0, t1);
-          const o = (await attention(q, cache.view(1), null, { causal: true })).toArray();
-          const c: Case = { b, hq, hkv, tq: t1 - t0, tk: t1, d, causal: true };
-          // reference 1: on the values as stored (decoded here) -> the kernel's own error only
-          const kst = decode(cache._k[1]!, cache._ks[1], b * hkv, maxSeq, d), vst = decode(cache._v[1]!, cache._vs[1], b * hkv, maxSeq, d);
-          expect(relErr(o, ref(q.toArray(), kst, vst, c, { kvCap: maxSeq }))).to.be.below(1e-5, `stored ${t0}..${t1} hq=${hq} hkv=${hkv} d=${d}`);
-          // reference 2: on the original f32 values -> storage error included
-          const full = ref(q.toArray(), slice(K, hkv, 0, t1).toArray(), slice(V, hkv, 0, t1).toArray(), c);
-          const bound = dtype === 'f32' ? 1e-5 : dtype === 'f16' ? 2e-3 : 3e-2;
-          expect(relErr(o, full)).to.be.below(bound, `original ${t0}..${t1} hq=${hq} hkv=${hkv} d=${d}`);
-          return relErr(o, full);
-        };
-        const errs = [await check(0, prompt)];
-        for (let s = 0; s < steps; s++) errs.push(await check(prompt + s, prompt + s + 1));
-        expect(cache.length(0)).to.equal(0);
-        cache.dispose();
-        return errs;
-      }
-    }
-
-    it('the materialising comparison version agrees', async () => {
-      const c: Case = { b: 1, hq: 4, hkv: 2, tq: 33, tk: 90, d: 64, causal: true };
-      const data = inputs(c);
-      const q = Tensor.from(data.q, [1, 4, 33, 64]), k = Tensor.from(data.k, [1, 2, 90, 64]), v = Tensor.from(data.v, [1, 2, 90, 64]);
-      const o = (await attentionNaive(q, k, v, { causal: true })).toArray();
-      expect(relErr(o, ref(data.q, data.k, data.v, c))).to.be.below(1e-5);
-    });
+  it('prefill (tq = tk) within 1e-5 of f64 for d = 1, 3, 64, 80, 128, GQA / MQA, b = 1 and 3', async () => {
+    const cases: Case[] = [];
+    for (const d of [1, 3, 64, 80, 128])
+      for (const [hq, hkv] of [[1, 1], [4, 1], [8, 2]] as const)
+        for (const causal of [false, true]) cases.push({ b: d === 3 ? 3 : 1, hq, hkv, tq: 37, tk: 37, d, causal });
+    for (const t of [1, 2, 64, 65, 130]) cases.push({ b: 3, hq: 4, hkv: 4, tq: t, tk: t, d: 64, causal: true });
+    cases.push({ b: 1, hq: 8, hkv: 1, tq: 200, tk: 200, d: 96, causal: true });
+    for (const c of cases) expect((await run(c)).err).to.be.below(1e-5, label(c));
   });
-}
+
+  it('long prefill tq = tk = 4096 (sampled rows checked) within 1e-5', async () => {
+    const c: Case = { b: 1, hq: 2, hkv: 1, tq: 4096, tk: 4096, d: 64, causal: true };
+    expect((await run(c, inputs(c), [0, 1, 63, 64, 1000, 2047, 4095])).err).to.be.below(1e-5);
+  });
+
+  it('decode (tq = 1) with tk up to 16384, split over the pool, within 1e-5', async () => {
+    for (const [tk, hq, hkv, d] of [[1, 1, 1, 64], [7, 4, 4, 3], [1000, 8, 1, 128], [500, 7, 1, 64], [300, 6, 2, 24], [5000, 1, 1, 80], [16384, 4, 1, 128], [16384, 1, 1, 64]] as const) {
+      const c: Case = { b: 1, hq, hkv, tq: 1, tk, d, causal: true };
+      expect((await run(c)).err).to.be.below(1e-5, label(c));
+    }
+    const c3: Case = { b: 3, hq: 8, hkv: 2, tq: 1, tk: 333, d: 128, causal: false };
+    expect((await run(c3)).err).to.be.below(1e-5, label(c3));
+  });
+
+  it('causal chunks with tq < tk are aligned bottom-right; rows that see no key (tq > tk) are zeros', async () => {
+    for (const [tq, tk, hq] of [[5, 300, 4], [70, 200, 4], [64, 64 + 64, 4], [3, 1, 4], [2, 300, 6]] as const) {
+      const c: Case = { b: 2, hq, hkv: 2, tq, tk, d: 64, causal: true };
+      expect((await run(c)).err).to.be.below(1e-5, label(c));
+    }
+    const c: Case = { b: 1, hq: 2, hkv: 1, tq: 10, tk: 4, d: 16, causal: true };
+    const { err, out } = await run(c);
+    expect(err).to.be.below(1e-5);
+    // query i sees keys j <= i - 6: rows 0..5 see nothing
+    for (let h = 0; h < 2; h++) for (let i = 0; i < 6; i++) for (let x = 0; x < 16; x++) expect(out[(h * 10 + i) * 16 + x]).to.equal(0);
+  });
+
+  it('additive masks ([tq, tk] and broadcast [b|1, hq|1, tq, tk]) including -Infinity and fully masked rows', async () => {
+    const c: Case = { b: 2, hq: 4, hkv: 2, tq: 9, tk: 70, d: 32, causal: false };
+    const data = inputs(c);
+    const q = Tensor.from(data.q, [c.b, c.hq, c.tq, c.d]);
+    const k = Tensor.from(data.k, [c.b, c.hkv, c.tk, c.d]);
+    const v = Tensor.from(data.v, [c.b, c.hkv, c.tk, c.d]);
+    const val = (bi: number, h: number, i: number, j: number) =>
+      i === 4 ? -Infinity : (j * 7 + i * 3 + h + bi * 5) % 11 === 0 ? -Infinity : Math.sin(i + j + h * 0.3 + bi);
+    for (const shape of [[c.tq, c.tk], [c.b, 1, c.tq, c.tk], [1, c.hq, c.tq, c.tk], [c.b, c.hq, c.tq, c.tk]]) {
+      const m = new Float32Array(shape.reduce((a, x) => a * x, 1));
+      const bs = shape.length === 4 && shape[0] !== 1, hs = shape.length === 4 && shape[1] !== 1;
+      const fn = (bi: number, h: number, i: number, j: number) => val(bs ? bi : 0, hs ? h : 0, i, j);
+      let p = 0;
+      for (let bi = 0; bi < (bs ? c.b : 1); bi++) for (let h = 0; h < (hs ? c.hq : 1); h++)
+        for (let i = 0; i < c.tq; i++) for (let j = 0; j < c.tk; j++) m[p++] = fn(bi, h, i, j);
+      const mask = Tensor.from(m, shape);
+      for (const causal of [false, true]) {
+        const o = (await attention(q, k, v, { mask, causal })).toArray();
+        const r = ref(data.q, data.k, data.v, { ...c, causal }, { mask: fn });
+        expect(relErr(o, r)).to.be.below(1e-5, `mask [${shape.join(', ')}] causal=${causal}`);
+        for (let bh = 0; bh < c.b * c.hq; bh++) for (let x = 0; x < c.d; x++) expect(o[(bh * c.tq + 4) * c.d + x]).to.equal(0);
+      }
+      mask.dispose();
+    }
+    [q, k, v].forEach((t) => t.dispose());
+  });
+
+  it('custom scale, and NaN-free on large-magnitude inputs (running max subtracted)', async () => {
+    const c: Case = { b: 1, hq: 2, hkv: 1, tq: 50, tk: 50, d: 64, causal: true };
+    const data = inputs(c, 30);
+    const q = Tensor.from(data.q, [1, 2, 50, 64]), k = Tensor.from(data.k, [1, 1, 50, 64]), v = Tensor.from(data.v, [1, 1, 50, 64]);
+    const o = (await attention(q, k, v, { causal: true, scale: 0.5 })).toArray();
+    expect(o.every(Number.isFinite)).to.equal(true);
+    // scores of ~1e4: f32 rounding of the score (~1e-3 absolute) bounds the accuracy here
+    expect(relErr(o, ref(data.q, data.k, data.v, c, { scale: 0.5 }))).to.be.below(1e-3);
+  });
+
+  for (const dtype of ['f32', 'f16', 'i8'] as const) {
+    it(`KVCache (${dtype}): chunked appends + decode steps read the stored values exactly; bound vs unquantized`, async () => {
+      const errs: number[] = [];
+      // GQA groups of 4 (tile + converted row paths), one row per head with d % 8 != 0,
+      // and one long single-head cache (in-register conversion, keys split over the pool)
+      for (const [hq, hkv, d, maxSeq, prompt, b] of [[8, 2, 80, 200, 37, 2], [2, 2, 20, 64, 9, 1], [1, 1, 128, 1200, 700, 1]] as const)
+        errs.push(...await kvCase(dtype, hq, hkv, d, maxSeq, prompt, b));
+      if (dtype !== 'f32') console.log(`      ${dtype} KV: rel. error vs unquantized keys/values ${Math.max(...errs).toExponential(2)}`);
+    });
+  }
+
+  async function kvCase(dtype: 'f32' | 'f16' | 'i8', hq: number, hkv: number, d: number, maxSeq: number, prompt: number, b: number): Promise<number[]> {
+    {
+      const steps = 5;
+      const cache = new KVCache({ layers: 2, kvHeads: hkv, headDim: d, maxSeq, batch: b, dtype });
+      const total = prompt + steps;
+      const K = randn(b * hkv * total * d), V = randn(b * hkv * total * d), Q = randn(b * hq * total * d);
+      // [b, h, t, d] slices of positions [t0, t1)
+      const slice = (x: Float32Array, h: number, t0: number, t1: number) => {
+        const o = new Float32Array(b * h * (t1 - t0) * d);
+        for (let bh = 0; bh < b * h; bh++) o.set(x.subarray((bh * total + t0) * d, (bh * total + t1) * d), bh * (t1 - t0) * d);
+        return Tensor.from(o, [b, h, t1 - t0, d]);
+      };
+      const check = async (t0: number, t1: number) => {
+        await cache.append(1, slice(K, hkv, t0, t1), slice(V, hkv, t0, t1));
+        expect(cache.length(1)).to.equal(t1);
+        const q = slice(Q, hq, t0, t1);
+        const o = (await attention(q, cache.view(1), null, { causal: true })).toArray();
+        const c: Case = { b, hq, hkv, tq: t1 - t0, tk: t1, d, causal: true };
+        // reference 1: on the values as stored (decoded here) -> the kernel's own error only
+        const kst = decode(cache._k[1]!, cache._ks[1], b * hkv, maxSeq, d), vst = decode(cache._v[1]!, cache._vs[1], b * hkv, maxSeq, d);
+        expect(relErr(o, ref(q.toArray(), kst, vst, c, { kvCap: maxSeq }))).to.be.below(1e-5, `stored ${t0}..${t1} hq=${hq} hkv=${hkv} d=${d}`);
+        // reference 2: on the original f32 values -> storage error included
+        const full = ref(q.toArray(), slice(K, hkv, 0, t1).toArray(), slice(V, hkv, 0, t1).toArray(), c);
+        const bound = dtype === 'f32' ? 1e-5 : dtype === 'f16' ? 2e-3 : 3e-2;
+        expect(relErr(o, full)).to.be.below(bound, `original ${t0}..${t1} hq=${hq} hkv=${hkv} d=${d}`);
+        return relErr(o, full);
+      };
+      const errs = [await check(0, prompt)];
+      for (let s = 0; s < steps; s++) errs.push(await check(prompt + s, prompt + s + 1));
+      expect(cache.length(0)).to.equal(0);
+      cache.dispose();
+      return errs;
+    }
+  }
+
+  it('the materialising comparison version agrees', async () => {
+    const c: Case = { b: 1, hq: 4, hkv: 2, tq: 33, tk: 90, d: 64, causal: true };
+    const data = inputs(c);
+    const q = Tensor.from(data.q, [1, 4, 33, 64]), k = Tensor.from(data.k, [1, 2, 90, 64]), v = Tensor.from(data.v, [1, 2, 90, 64]);
+    const o = (await attentionNaive(q, k, v, { causal: true })).toArray();
+    expect(relErr(o, ref(data.q, data.k, data.v, c))).to.be.below(1e-5);
+  });
+});
 
 function decode(t: Tensor, scales: Tensor | undefined, rows: number, cap: number, d: number): Float64Array {
   const vals = t.toArray();

@@ -70,3 +70,26 @@ export function runChild(code: string, env: Record<string, string> = {}, cwd = R
   });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
+
+/** describe(`${title} on the ${isa} path`) for every path; paths this CPU/OS cannot run are skipped, saying so. */
+export function describeEachIsa(title: string, body: (isa: string) => void): void {
+  // required lazily so that helpers.ts loads without the addon
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { ISAS, info, setIsa } = require('../lib/index') as typeof import('../lib/index');
+  const supported = info().cpu.supportedIsas as string[];
+  const best = info().kernels.gemm_s8;
+  for (const isa of ISAS) {
+    describe(`${title} on the ${isa} path`, function () {
+      this.timeout(600000);
+      before(function () {
+        if (!supported.includes(isa)) {
+          console.log(`      (skipped: this CPU/OS cannot run ${isa}; supported here: ${supported.join(', ')})`);
+          this.skip();
+        }
+        setIsa(isa);
+      });
+      after(() => setIsa(best));
+      body(isa);
+    });
+  }
+}

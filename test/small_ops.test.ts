@@ -1,11 +1,8 @@
 // RMSNorm, RoPE, SwiGLU, softmax and add on every path this machine runs,
 // against f64 references computed here.
 import { expect } from 'chai';
-import { ISAS, Tensor, add, info, rmsnorm, rope, setIsa, softmax, swiglu } from '../lib/index';
-import { randn, relErr } from './helpers';
-
-const supported = info().cpu.supportedIsas;
-const best = info().kernels.gemm_s8;
+import { Tensor, add, rmsnorm, rope, softmax, swiglu } from '../lib/index';
+import { describeEachIsa, randn, relErr } from './helpers';
 
 function refRope(x: Float32Array, bh: number, t: number, d: number, offset: number, theta: number, neox: boolean): Float64Array {
   const y = Float64Array.from(x);
@@ -23,78 +20,68 @@ function refRope(x: Float32Array, bh: number, t: number, d: number, offset: numb
   return y;
 }
 
-for (const isa of ISAS) {
-  describe(`small ops on the ${isa} path`, function () {
-    before(function () {
-      if (!supported.includes(isa)) {
-        console.log(`      (skipped: this CPU/OS cannot run ${isa}; supported here: ${supported.join(', ')})`);
-        this.skip();
-      }
-      setIsa(isa);
-    });
-    after(() => setIsa(best));
+describeEachIsa('small ops', () => {
 
-    it('rmsnorm within 1e-5 of f64', async () => {
-      for (const [rows, d] of [[1, 1], [3, 7], [5, 64], [2, 4099], [17, 288]] as const) {
-        const x = randn(rows * d, 3), w = randn(d);
-        const y = (await rmsnorm(Tensor.from(x, [rows, d]), Tensor.from(w), { eps: 1e-6 })).toArray();
-        const ref = new Float64Array(rows * d);
-        for (let r = 0; r < rows; r++) {
-          let ss = 0;
-          for (let i = 0; i < d; i++) ss += x[r * d + i]! ** 2;
-          const inv = 1 / Math.sqrt(ss / d + 1e-6);
-          for (let i = 0; i < d; i++) ref[r * d + i] = x[r * d + i]! * inv * w[i]!;
-        }
-        expect(relErr(y, ref)).to.be.below(1e-5, `rows=${rows} d=${d}`);
+  it('rmsnorm within 1e-5 of f64', async () => {
+    for (const [rows, d] of [[1, 1], [3, 7], [5, 64], [2, 4099], [17, 288]] as const) {
+      const x = randn(rows * d, 3), w = randn(d);
+      const y = (await rmsnorm(Tensor.from(x, [rows, d]), Tensor.from(w), { eps: 1e-6 })).toArray();
+      const ref = new Float64Array(rows * d);
+      for (let r = 0; r < rows; r++) {
+        let ss = 0;
+        for (let i = 0; i < d; i++) ss += x[r * d + i]! ** 2;
+        const inv = 1 / Math.sqrt(ss / d + 1e-6);
+        for (let i = 0; i < d; i++) ref[r * d + i] = x[r * d + i]! * inv * w[i]!;
       }
-    });
-
-    it('softmax within 1e-5 of f64, NaN-free on large magnitudes', async () => {
-      for (const [rows, n, scale] of [[1, 1, 1], [3, 7, 1], [4, 1000, 3], [2, 16384, 1], [3, 37, 1e4]] as const) {
-        const x = randn(rows * n, scale);
-        const y = (await softmax(Tensor.from(x, [rows, n]))).toArray();
-        const ref = new Float64Array(rows * n);
-        for (let r = 0; r < rows; r++) {
-          let mx = -Infinity, sum = 0;
-          for (let i = 0; i < n; i++) mx = Math.max(mx, x[r * n + i]!);
-          for (let i = 0; i < n; i++) sum += Math.exp(x[r * n + i]! - mx);
-          for (let i = 0; i < n; i++) ref[r * n + i] = Math.exp(x[r * n + i]! - mx) / sum;
-        }
-        expect(y.every((v) => Number.isFinite(v))).to.equal(true);
-        expect(relErr(y, ref)).to.be.below(1e-5, `rows=${rows} n=${n} scale=${scale}`);
-      }
-    });
-
-    it('swiglu and add within 1e-5 of f64 (tails, large |a|)', async () => {
-      for (const n of [1, 7, 8, 33, 100003]) {
-        const a = randn(n, 4), b = randn(n);
-        if (n > 8) { a[3] = 60; a[4] = -60; a[5] = 0; }
-        const A = Tensor.from(a), B = Tensor.from(b);
-        const s = (await swiglu(A, B)).toArray(), p = (await add(A, B)).toArray();
-        const rs = new Float64Array(n), rp = new Float64Array(n);
-        for (let i = 0; i < n; i++) {
-          rs[i] = (a[i]! / (1 + Math.exp(-a[i]!))) * b[i]!;
-          rp[i] = a[i]! + b[i]!;
-        }
-        expect(relErr(s, rs)).to.be.below(1e-5, `swiglu n=${n}`);
-        expect(relErr(p, rp)).to.be.below(1e-6, `add n=${n}`);
-      }
-    });
-
-    it('rope (interleaved and neox, offsets, odd d) within 1e-5 of f64', async () => {
-      for (const [shape, offset, theta, layout] of [
-        [[1, 1, 1, 2], 0, 10000, 'interleaved'], [[2, 3, 5, 64], 7, 10000, 'interleaved'],
-        [[1, 2, 4, 3], 1, 10000, 'interleaved'], [[3, 1, 128], 100, 500000, 'neox'], [[2, 9, 80], 4095, 10000, 'neox'],
-      ] as const) {
-        const n = (shape as readonly number[]).reduce((p, q) => p * q, 1);
-        const [t, d] = shape.slice(-2) as [number, number];
-        const x = randn(n);
-        const y = (await rope(Tensor.from(x, [...shape]), { offset, theta, layout })).toArray();
-        expect(relErr(y, refRope(x, n / (t * d), t, d, offset, theta, layout === 'neox'))).to.be.below(1e-5, `${shape} ${layout}`);
-      }
-    });
+      expect(relErr(y, ref)).to.be.below(1e-5, `rows=${rows} d=${d}`);
+    }
   });
-}
+
+  it('softmax within 1e-5 of f64, NaN-free on large magnitudes', async () => {
+    for (const [rows, n, scale] of [[1, 1, 1], [3, 7, 1], [4, 1000, 3], [2, 16384, 1], [3, 37, 1e4]] as const) {
+      const x = randn(rows * n, scale);
+      const y = (await softmax(Tensor.from(x, [rows, n]))).toArray();
+      const ref = new Float64Array(rows * n);
+      for (let r = 0; r < rows; r++) {
+        let mx = -Infinity, sum = 0;
+        for (let i = 0; i < n; i++) mx = Math.max(mx, x[r * n + i]!);
+        for (let i = 0; i < n; i++) sum += Math.exp(x[r * n + i]! - mx);
+        for (let i = 0; i < n; i++) ref[r * n + i] = Math.exp(x[r * n + i]! - mx) / sum;
+      }
+      expect(y.every((v) => Number.isFinite(v))).to.equal(true);
+      expect(relErr(y, ref)).to.be.below(1e-5, `rows=${rows} n=${n} scale=${scale}`);
+    }
+  });
+
+  it('swiglu and add within 1e-5 of f64 (tails, large |a|)', async () => {
+    for (const n of [1, 7, 8, 33, 100003]) {
+      const a = randn(n, 4), b = randn(n);
+      if (n > 8) { a[3] = 60; a[4] = -60; a[5] = 0; }
+      const A = Tensor.from(a), B = Tensor.from(b);
+      const s = (await swiglu(A, B)).toArray(), p = (await add(A, B)).toArray();
+      const rs = new Float64Array(n), rp = new Float64Array(n);
+      for (let i = 0; i < n; i++) {
+        rs[i] = (a[i]! / (1 + Math.exp(-a[i]!))) * b[i]!;
+        rp[i] = a[i]! + b[i]!;
+      }
+      expect(relErr(s, rs)).to.be.below(1e-5, `swiglu n=${n}`);
+      expect(relErr(p, rp)).to.be.below(1e-6, `add n=${n}`);
+    }
+  });
+
+  it('rope (interleaved and neox, offsets, odd d) within 1e-5 of f64', async () => {
+    for (const [shape, offset, theta, layout] of [
+      [[1, 1, 1, 2], 0, 10000, 'interleaved'], [[2, 3, 5, 64], 7, 10000, 'interleaved'],
+      [[1, 2, 4, 3], 1, 10000, 'interleaved'], [[3, 1, 128], 100, 500000, 'neox'], [[2, 9, 80], 4095, 10000, 'neox'],
+    ] as const) {
+      const n = (shape as readonly number[]).reduce((p, q) => p * q, 1);
+      const [t, d] = shape.slice(-2) as [number, number];
+      const x = randn(n);
+      const y = (await rope(Tensor.from(x, [...shape]), { offset, theta, layout })).toArray();
+      expect(relErr(y, refRope(x, n / (t * d), t, d, offset, theta, layout === 'neox'))).to.be.below(1e-5, `${shape} ${layout}`);
+    }
+  });
+});
 
 describe('small ops: bad input', () => {
   it('names the op and the argument', async () => {

@@ -306,6 +306,21 @@ class WeightReader {
   }
 }
 
+interface LayerNames { attnNorm: string; ffnNorm: string; q: string; k: string; v: string; o: string; gate: string; up: string; down: string }
+
+/** One layer's weights by tensor name (GGUF, HF): q|k|v and gate|up fused where `fusable` allows. */
+async function layerRefs(n: LayerNames, dim: number, kvd: number, hidden: number, vec: (name: string) => Promise<WeightRef>,
+                         lin: (names: string[], rows: number[], k: number) => Promise<WeightRef>, fusable: (names: string[]) => boolean): Promise<LayerRefs> {
+  const layer: LayerRefs = {
+    attnNorm: await vec(n.attnNorm), ffnNorm: await vec(n.ffnNorm), wo: await lin([n.o], [dim], dim), w2: await lin([n.down], [dim], hidden),
+  };
+  if (fusable([n.q, n.k, n.v])) layer.wqkv = await lin([n.q, n.k, n.v], [dim, kvd, kvd], dim);
+  else [layer.wq, layer.wk, layer.wv] = [await lin([n.q], [dim], dim), await lin([n.k], [kvd], dim), await lin([n.v], [kvd], dim)];
+  if (fusable([n.gate, n.up])) layer.w13 = await lin([n.gate, n.up], [hidden, hidden], dim);
+  else [layer.w1, layer.w3] = [await lin([n.gate], [hidden], dim), await lin([n.up], [hidden], dim)];
+  return layer;
+}
+
 async function planLlama2c(file: string, opts: LoadModelOptions): Promise<Plan> {
   const parsed: ParsedModel = parseLlama2c(file);
   const tokPath = opts.tokenizer ?? path.join(path.dirname(file), 'tokenizer.bin');
@@ -392,15 +407,10 @@ async function planGguf(file: string, int8: boolean): Promise<Plan> {
   const L: LayerRefs[] = [];
   for (let l = 0; l < layers; l++) {
     const b = `blk.${l}.`;
-    const qkv = [b + 'attn_q.weight', b + 'attn_k.weight', b + 'attn_v.weight'], gu = [b + 'ffn_gate.weight', b + 'ffn_up.weight'];
-    const layer: LayerRefs = {
-      attnNorm: await f32(b + 'attn_norm.weight', 1, dim), ffnNorm: await f32(b + 'ffn_norm.weight', 1, dim),
-      wo: await lin([b + 'attn_output.weight'], [dim], dim), w2: await lin([b + 'ffn_down.weight'], [dim], hidden),
-    };
-    if (sameType(qkv)) layer.wqkv = await lin(qkv, [dim, kvd, kvd], dim);
-    else [layer.wq, layer.wk, layer.wv] = [await lin([qkv[0]!], [dim], dim), await lin([qkv[1]!], [kvd], dim), await lin([qkv[2]!], [kvd], dim)];
-    if (sameType(gu)) layer.w13 = await lin(gu, [hidden, hidden], dim);
-    else [layer.w1, layer.w3] = [await lin([gu[0]!], [hidden], dim), await lin([gu[1]!], [hidden], dim)];
+    const layer = await layerRefs({
+      attnNorm: b + 'attn_norm.weight', ffnNorm: b + 'ffn_norm.weight', q: b + 'attn_q.weight', k: b + 'attn_k.weight', v: b + 'attn_v.weight',
+      o: b + 'attn_output.weight', gate: b + 'ffn_gate.weight', up: b + 'ffn_up.weight', down: b + 'ffn_down.weight',
+    }, dim, kvd, hidden, (nm) => f32(nm, 1, dim), lin, sameType);
     L.push(layer);
   }
   return {
@@ -446,16 +456,11 @@ async function planHf(dir: string, int8: boolean): Promise<Plan> {
   const layers: LayerRefs[] = [];
   for (let l = 0; l < c.layers; l++) {
     const p = `model.layers.${l}.`;
-    const qkv = [p + 'self_attn.q_proj.weight', p + 'self_attn.k_proj.weight', p + 'self_attn.v_proj.weight'];
-    const gu = [p + 'mlp.gate_proj.weight', p + 'mlp.up_proj.weight'];
-    const layer: LayerRefs = {
-      attnNorm: await f32(p + 'input_layernorm.weight', [dim]), ffnNorm: await f32(p + 'post_attention_layernorm.weight', [dim]),
-      wo: await lin([p + 'self_attn.o_proj.weight'], [dim], dim), w2: await lin([p + 'mlp.down_proj.weight'], [dim], hidden),
-    };
-    if (fusable(qkv)) layer.wqkv = await lin(qkv, [dim, kvd, kvd], dim);
-    else [layer.wq, layer.wk, layer.wv] = [await lin([qkv[0]!], [dim], dim), await lin([qkv[1]!], [kvd], dim), await lin([qkv[2]!], [kvd], dim)];
-    if (fusable(gu)) layer.w13 = await lin(gu, [hidden, hidden], dim);
-    else [layer.w1, layer.w3] = [await lin([gu[0]!], [hidden], dim), await lin([gu[1]!], [hidden], dim)];
+    const layer = await layerRefs({
+      attnNorm: p + 'input_layernorm.weight', ffnNorm: p + 'post_attention_layernorm.weight', q: p + 'self_attn.q_proj.weight',
+      k: p + 'self_attn.k_proj.weight', v: p + 'self_attn.v_proj.weight', o: p + 'self_attn.o_proj.weight',
+      gate: p + 'mlp.gate_proj.weight', up: p + 'mlp.up_proj.weight', down: p + 'mlp.down_proj.weight',
+    }, dim, kvd, hidden, (nm) => f32(nm, [dim]), lin, fusable);
     layers.push(layer);
   }
   const tied = c.tied || !st.has('lm_head.weight');
