@@ -99,19 +99,18 @@ export class Model {
 
   /** Appends tokens to the context and returns the logits of the last one (Float32Array(vocab)). */
   forward(ids: readonly number[] | Int32Array): Promise<Float32Array> {
-    try {
-      const toks = this.checkIds('forward', ids);
-      return this.serial(() => this.live('forward').forward(toks, false));
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    return this.step('forward', ids, false);
   }
 
   /** Appends tokens and returns the logits of every one of them (Float32Array(n * vocab)). */
   forwardAll(ids: readonly number[] | Int32Array): Promise<Float32Array> {
+    return this.step('forwardAll', ids, true);
+  }
+
+  private step(op: string, ids: readonly number[] | Int32Array, all: boolean): Promise<Float32Array> {
     try {
-      const toks = this.checkIds('forwardAll', ids);
-      return this.serial(() => this.live('forwardAll').forward(toks, true));
+      const toks = this.checkIds(op, ids);
+      return this.serial(() => this.live(op).forward(toks, all));
     } catch (e) {
       return Promise.reject(e);
     }
