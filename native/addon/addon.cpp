@@ -197,7 +197,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   k.Set("gemm_s8", r.isa);
   k.Set("sgemm", r.sgemm);
   k.Set("quantize_rows", r.quant);
-  k.Set("attention", r.small_ops);
+  k.Set("attention", r.attention);
   o.Set("kernels", k);
   o.Set("threads", r.threads);
   o.Set("dispatchError", r.dispatch_error);

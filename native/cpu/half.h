@@ -5,6 +5,10 @@
 #include <cstring>
 
 namespace sparq {
+// Internal linkage: this header is included by files compiled with different
+// instruction-set flags, and one shared (COMDAT) copy could carry AVX-512 code
+// into a baseline caller.
+namespace {
 
 inline float half_to_float(uint16_t h) {
   const uint32_t sign = uint32_t(h & 0x8000u) << 16;
@@ -44,4 +48,5 @@ inline uint16_t float_to_half(float f) {
   return uint16_t(sign | (q + (rem > 0x1000u || (rem == 0x1000u && (q & 1u)))));
 }
 
+}  // namespace
 }  // namespace sparq

@@ -149,6 +149,7 @@ inline int64_t attn_work_floats(int64_t rows, int64_t d) {
 }
 void attn_ref(const AttnTaskArgs&);
 void attn_avx2(const AttnTaskArgs&);
+void attn_avx512(const AttnTaskArgs&);  // tile shape in AVX-512; fewer rows -> attn_avx2
 
 // --- the table ------------------------------------------------------------
 struct KernelTable {
@@ -167,6 +168,7 @@ struct KernelTable {
   SwigluFn swiglu = nullptr;
   AddFn add = nullptr;
   AttnFn attn = nullptr;
+  const char* attn_name = "ref";
 };
 
 }  // namespace sparq

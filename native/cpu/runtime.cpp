@@ -15,7 +15,7 @@ RuntimeInfo runtime_info() {
   r.isa = isa_name(t.isa);
   r.sgemm = t.sgemm_name;
   r.quant = t.isa == Isa::ref ? "ref" : "avx2";
-  r.small_ops = r.quant;  // RMSNorm, softmax, SwiGLU, add and attention share one path
+  r.attention = t.attn_name;
   r.features = f.names();
   r.vendor = f.vendor;
   r.brand = f.brand;

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <random>
 #include <vector>
+#include "../cpu/half.h"
 #include "../cpu/kernels.h"
 #include "emu/emu_avx512_amx.h"
 using namespace sparq;
@@ -146,6 +147,68 @@ static void one_f32(int64_t m, int64_t n, int64_t k, bool bias, bool subrange) {
   if (bad) { ++fails; std::printf("FAIL sgemm/sgemv_avx512 m=%ld n=%ld k=%ld bias=%d bad=%d\n", m, n, k, int(bias), bad); }
 }
 
+// --- attention: attn_avx512 (tile shape; fewer rows -> attn_avx2) against attn_ref ---
+static void one_attn(int64_t rows, int64_t d, int64_t nk, KvType type, bool causal, bool masked) {
+  ++runs;
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> q(size_t(rows * d)), kf(size_t(nk * d)), vf(size_t(nk * d));
+  for (auto& x : q) x = nd(rng);
+  for (auto& x : kf) x = nd(rng);
+  for (auto& x : vf) x = nd(rng);
+  // storage of keys / values in `type` (int8: one scale per row)
+  std::vector<uint8_t> kb(size_t(nk * d) * 4), vb(size_t(nk * d) * 4);
+  std::vector<float> ks(static_cast<size_t>(nk)), vs(static_cast<size_t>(nk));
+  auto store = [&](const std::vector<float>& src, std::vector<uint8_t>& dst, std::vector<float>& sc) {
+    for (int64_t j = 0; j < nk; ++j) {
+      float mx = 0.f;
+      for (int64_t i = 0; i < d; ++i) mx = std::max(mx, std::fabs(src[size_t(j * d + i)]));
+      sc[size_t(j)] = mx / 127.f;
+      for (int64_t i = 0; i < d; ++i) {
+        const float x = src[size_t(j * d + i)];
+        if (type == KvType::f32) std::memcpy(dst.data() + (j * d + i) * 4, &x, 4);
+        else if (type == KvType::f16) { const uint16_t h = float_to_half(x); std::memcpy(dst.data() + (j * d + i) * 2, &h, 2); }
+        else dst[size_t(j * d + i)] = uint8_t(int8_t(std::nearbyint(x * 127.f / mx)));
+      }
+    }
+  };
+  store(kf, kb, ks);
+  store(vf, vb, vs);
+  std::vector<const float*> qp(static_cast<size_t>(rows)), mp(static_cast<size_t>(rows));
+  std::vector<int64_t> lim(static_cast<size_t>(rows));
+  std::vector<float> mask(size_t(rows * nk));
+  for (auto& x : mask) x = irand(0, 9) == 0 ? -INFINITY : nd(rng);
+  for (int64_t r = 0; r < rows; ++r) {
+    qp[size_t(r)] = q.data() + r * d;
+    mp[size_t(r)] = mask.data() + r * nk;
+    lim[size_t(r)] = causal ? irand(0, int(nk)) : nk;
+  }
+  if (masked && rows > 2) for (int64_t j = 0; j < nk; ++j) mask[size_t(2 * nk + j)] = -INFINITY;  // a row that sees nothing
+  AttnTaskArgs a;
+  a.q = qp.data(); a.scale = 1.f / std::sqrt(float(d)); a.rows = rows; a.d = d; a.limit = lim.data();
+  a.mask = masked ? mp.data() : nullptr; a.type = type; a.k = kb.data(); a.v = vb.data(); a.k_scale = ks.data(); a.v_scale = vs.data();
+  a.j0 = irand(0, int(nk / 3)); a.j1 = nk - irand(0, int(nk / 4));
+  std::vector<float> w(size_t(attn_work_floats(rows, d) + 16));
+  a.work = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(w.data()) + 63) & ~uintptr_t(63));
+  std::vector<float> o1(static_cast<size_t>(rows * d)), m1(static_cast<size_t>(rows)), l1(static_cast<size_t>(rows));
+  std::vector<float> o2 = o1, m2 = m1, l2 = l1;
+  a.o = o1.data(); a.m = m1.data(); a.l = l1.data();
+  attn_ref(a);
+  a.o = o2.data(); a.m = m2.data(); a.l = l2.data();
+  attn_avx512(a);
+  int bad = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (l1[size_t(r)] == 0.f || l2[size_t(r)] == 0.f) { bad += (l1[size_t(r)] == 0.f) != (l2[size_t(r)] == 0.f); continue; }
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < d; ++i) {
+      const double x = o1[size_t(r * d + i)] / l1[size_t(r)], y = o2[size_t(r * d + i)] / l2[size_t(r)];
+      num += (x - y) * (x - y);
+      den += x * x;
+    }
+    if (!(std::sqrt(num / (den + 1e-30)) < 1e-4)) ++bad;
+  }
+  if (bad) { ++fails; std::printf("FAIL attn_avx512 rows=%ld d=%ld nk=%ld type=%d causal=%d mask=%d bad=%d\n", rows, d, nk, int(type), int(causal), int(masked), bad); }
+}
+
 int main(int argc, char** argv) {
   const int64_t ms[] = {1, 2, 3, 5, 6, 7, 8, 9, 12, 13, 15, 16, 17, 24, 31, 32, 33, 40, 47, 48, 50, 64, 65, 100};
   const int64_t ns[] = {1, 15, 16, 17, 31, 33, 48, 50, 64, 80, 100, 130};
@@ -183,6 +246,10 @@ int main(int argc, char** argv) {
   const int64_t fn[] = {1, 3, 15, 16, 17, 31, 32, 33, 47, 64, 100, 257};
   const int64_t fk[] = {1, 3, 17, 61, 256, 257, 1000};
   for (int it = 0; it < iters / 2; ++it) one_f32(fm[irand(0, 14)], fn[irand(0, 11)], fk[irand(0, 6)], irand(0, 1), irand(0, 2) == 0);
+  const int64_t ar[] = {1, 5, 11, 12, 13, 16, 17, 31, 32, 33, 48, 50};
+  const int64_t ad[] = {1, 3, 16, 17, 64, 80, 128};
+  for (int it = 0; it < iters / 4 + 12; ++it)
+    one_attn(ar[irand(0, 11)], ad[irand(0, 6)], irand(1, 300), KvType(irand(0, 2)), irand(0, 1), irand(0, 2) == 0);
   std::printf("%d runs, %d failures, tdpbssd %ld, ldtilecfg %ld\n", runs, fails, emu::tdp_count(), emu::cfg_count());
   return fails != 0;
 }

@@ -156,7 +156,7 @@ struct RuntimeInfo {
   std::string isa;        // int8 GEMM path
   std::string sgemm;      // f32 GEMM path
   std::string quant;      // activation quantizer path
-  std::string small_ops;  // attention and the small ops
+  std::string attention;  // attention path
   std::vector<std::string> features;
   std::string vendor, brand;
   std::string dispatch_error;

@@ -55,6 +55,37 @@ inline __m512 fmadd_ps(__m512 a, __m512 b, __m512 c) { V x = vf(a), y = vf(b), z
 inline __m256 extractf32x8_ps(__m512 a, int i) { V x = vf(a); __m256 r; std::memcpy(&r, &x.f[i ? 8 : 0], 32); return r; }
 inline __m128 maskz_loadu_ps128(__mmask8 k, const void* p) { float t[4]; for (int l = 0; l < 4; ++l) { t[l] = 0.f; if (k >> l & 1) std::memcpy(&t[l], static_cast<const char*>(p) + 4 * l, 4); } __m128 r; std::memcpy(&r, t, 16); return r; }
 inline void mask_storeu_ps128(void* p, __mmask8 k, __m128 a) { float t[4]; std::memcpy(t, &a, 16); for (int l = 0; l < 4; ++l) if (k >> l & 1) std::memcpy(static_cast<char*>(p) + 4 * l, &t[l], 4); }
+inline __m512 sub_ps(__m512 a, __m512 b) { V x = vf(a), y = vf(b); for (int l = 0; l < 16; ++l) x.f[l] = x.f[l] - y.f[l]; return tof(x); }
+inline __m512 max_ps(__m512 a, __m512 b) { V x = vf(a), y = vf(b); for (int l = 0; l < 16; ++l) x.f[l] = x.f[l] > y.f[l] ? x.f[l] : y.f[l]; return tof(x); }
+inline __m512 min_ps(__m512 a, __m512 b) { V x = vf(a), y = vf(b); for (int l = 0; l < 16; ++l) x.f[l] = x.f[l] < y.f[l] ? x.f[l] : y.f[l]; return tof(x); }
+inline __m512 fnmadd_ps(__m512 a, __m512 b, __m512 c) { V x = vf(a), y = vf(b), z = vf(c); for (int l = 0; l < 16; ++l) x.f[l] = std::fma(-x.f[l], y.f[l], z.f[l]); return tof(x); }
+inline void storeu_ps(void* p, __m512 a) { V v = vf(a); std::memcpy(p, &v, 64); }
+inline __mmask16 cmp_ps_mask(__m512 a, __m512 b, int pred) {
+  V x = vf(a), y = vf(b);
+  __mmask16 k = 0;
+  for (int l = 0; l < 16; ++l) {
+    const float p = x.f[l], q = y.f[l];
+    bool r = false;
+    switch (pred) {
+      case _CMP_LT_OQ: r = p < q; break;
+      case _CMP_GE_OQ: r = p >= q; break;
+      case _CMP_EQ_OQ: r = p == q; break;
+      default: std::fprintf(stderr, "emu: cmp predicate %d\n", pred); std::abort();
+    }
+    k = __mmask16(k | (r ? 1u << l : 0u));
+  }
+  return k;
+}
+inline __m512 mask_blend_ps(__mmask16 k, __m512 a, __m512 b) { V x = vf(a), y = vf(b); for (int l = 0; l < 16; ++l) if (k >> l & 1) x.f[l] = y.f[l]; return tof(x); }
+inline __m512 maskz_mov_ps(__mmask16 k, __m512 a) { V x = vf(a); for (int l = 0; l < 16; ++l) if (!(k >> l & 1)) x.f[l] = 0.f; return tof(x); }
+inline __m512 roundscale_ps(__m512 a, int imm) {
+  if ((imm & 3) != _MM_FROUND_TO_NEAREST_INT) { std::fprintf(stderr, "emu: roundscale mode %d\n", imm); std::abort(); }
+  V x = vf(a); for (int l = 0; l < 16; ++l) x.f[l] = std::nearbyint(x.f[l]); return tof(x);
+}
+inline __m512i cvtps_epi32(__m512 a) { V x = vf(a), r; for (int l = 0; l < 16; ++l) r.i[l] = int32_t(std::nearbyint(x.f[l])); return toi(r); }
+inline __m512i add_epi32(__m512i a, __m512i b) { V x = vi(a), y = vi(b); for (int l = 0; l < 16; ++l) x.u[l] += y.u[l]; return toi(x); }
+inline __m512i slli_epi32(__m512i a, unsigned s) { V x = vi(a); for (int l = 0; l < 16; ++l) x.u[l] = s > 31 ? 0u : x.u[l] << s; return toi(x); }
+inline __m512 castsi512_ps(__m512i a) { V x = vi(a); return tof(x); }
 inline __m512i xor_si512(__m512i a, __m512i b) { V x = vi(a), y = vi(b); for (int l = 0; l < 16; ++l) x.u[l] ^= y.u[l]; return toi(x); }
 
 // --- AMX ---
@@ -128,6 +159,19 @@ inline void release() { ts.configured = false; }
 #define _mm512_store_ps emu::store_ps
 #define _mm512_store_si512 emu::store_si512
 #define _mm512_xor_si512 emu::xor_si512
+#define _mm512_sub_ps emu::sub_ps
+#define _mm512_max_ps emu::max_ps
+#define _mm512_min_ps emu::min_ps
+#define _mm512_fnmadd_ps emu::fnmadd_ps
+#define _mm512_storeu_ps emu::storeu_ps
+#define _mm512_cmp_ps_mask emu::cmp_ps_mask
+#define _mm512_mask_blend_ps emu::mask_blend_ps
+#define _mm512_maskz_mov_ps emu::maskz_mov_ps
+#define _mm512_roundscale_ps emu::roundscale_ps
+#define _mm512_cvtps_epi32 emu::cvtps_epi32
+#define _mm512_add_epi32 emu::add_epi32
+#define _mm512_slli_epi32 emu::slli_epi32
+#define _mm512_castsi512_ps emu::castsi512_ps
 #define _mm512_fmadd_ps emu::fmadd_ps
 #define _mm512_extractf32x8_ps emu::extractf32x8_ps
 #define _mm_maskz_loadu_ps emu::maskz_loadu_ps128
