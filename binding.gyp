@@ -21,7 +21,8 @@
         "native/cpu/x86/quant_rows_avx2.cpp",
         "native/cpu/x86/ceiling_avx2.cpp",
         "native/cpu/x86/small_ops_avx2.cpp",
-        "native/cpu/x86/attention_avx2.cpp"
+        "native/cpu/x86/attention_avx2.cpp",
+        "native/cpu/x86/sparse_avx2.cpp"
       ]
     },
     {
@@ -57,6 +58,7 @@
         "native/cpu/small_ops.cpp",
         "native/cpu/attention.cpp",
         "native/cpu/ggml_formats.cpp",
+        "native/cpu/sparse.cpp",
         "native/model/llama.cpp",
         "native/cpu/cuda_stub.cpp",
         "native/cpu/ref/gemm_s8_ref.cpp",
@@ -66,7 +68,8 @@
         "native/cpu/ref/attention_ref.cpp",
         "native/addon/addon.cpp",
         "native/addon/tensor_ops.cpp",
-        "native/addon/model_ops.cpp"
+        "native/addon/model_ops.cpp",
+        "native/addon/sparse_ops.cpp"
       ]
     }
   ]

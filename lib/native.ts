@@ -34,6 +34,12 @@ export interface NativeInfo {
   allocatedBytes: number;
 }
 
+export interface NativeSparse {
+  meta(): { format: number; n: number; k: number; nnz: number; int8: boolean; N: number; M: number; bytes: number };
+  toDense(out: NativeStorage, off: number): Promise<void>;
+  dispose(): void;
+}
+
 type S = NativeStorage;
 type Off = number;
 
@@ -72,6 +78,10 @@ export interface NativeBinding {
   packQ8_0(s: S, off: Off, n: number, k: number): Promise<NativePacked>;
   widenToF32(s: S, off: Off, type: number, count: number): Promise<NativeStorage>;
   createModel(config: Record<string, number | boolean>, weights: unknown, quantize: boolean): Promise<unknown>;
+  sparseFromDense(w: S, off: Off, n: number, k: number, format: number, N: number, M: number, int8: boolean, sync: true): NativeSparse;
+  sparseFromDense(w: S, off: Off, n: number, k: number, format: number, N: number, M: number, int8: boolean, sync: false): Promise<NativeSparse>;
+  sparseQuantize(s: NativeSparse): NativeSparse;
+  spmm(s: NativeSparse, x: S, xOff: Off, m: number, bias: S | null, biasOff: Off, out: S, outOff: Off): Promise<void>;
   stats(x: S, off: Off, count: number, bins: number, lo: number, hi: number):
     Promise<{ min: number; max: number; histogram?: Float64Array }>;
 }

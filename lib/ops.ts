@@ -2,6 +2,7 @@
 // device, disposal) on the JS thread, allocates the output and runs the
 // kernel off-thread, returning a Promise.
 import { describe, expectDim, expectTensor, nonEmpty, withOutput } from './errors';
+import { SparseTensor } from './sparse';
 import { loadNative } from './native';
 import { QuantizedTensor } from './quantize';
 import { Tensor } from './tensor';
@@ -40,7 +41,7 @@ export async function matmulInt8(a: Tensor, b: Tensor): Promise<Tensor> {
 /** y[m, n] = x[m, k] . w[n, k]^T + bias (nn.Linear). With a QuantizedTensor weight the
  *  activations are quantized per token (row) to int8 on the fly (or with a static
  *  `inputScale`), multiplied by the int8 GEMM and dequantized in the epilogue. */
-export async function linear(x: Tensor, w: Tensor | QuantizedTensor, bias?: Tensor | null, opts: LinearOptions = {}): Promise<Tensor> {
+export async function linear(x: Tensor, w: Tensor | QuantizedTensor | SparseTensor, bias?: Tensor | null, opts: LinearOptions = {}): Promise<Tensor> {
   const op = 'linear';
   const X = expectTensor(op, 'x', x, ['f32'], 2);
   nonEmpty(op, 'x', X);
@@ -58,7 +59,15 @@ export async function linear(x: Tensor, w: Tensor | QuantizedTensor, bias?: Tens
     return withOutput([m, n], 'f32', (out) =>
       nat.linearS8(X._storage, X._offset, m, k, w._packed, B?._storage ?? null, B?._offset ?? 0, s, out._storage, out._offset));
   }
-  if (!(w instanceof Tensor)) throw new TypeError(`${op}: argument 'w' must be an f32 Tensor or a QuantizedTensor; got ${describe(w)}`);
+  if (w instanceof SparseTensor) {
+    const s = w._check(op);
+    const [n, kw] = w.shape;
+    expectDim(op, `w.shape[1] (k of x: [${m}, ${k}])`, kw, k);
+    if (opts.inputScale !== undefined) throw new TypeError(`${op}: inputScale applies to int8 dense weights only (sparse int8 keeps f32 activations)`);
+    const B = checkBias(op, bias, n);
+    return withOutput([m, n], 'f32', (out) => nat.spmm(s, X._storage, X._offset, m, B?._storage ?? null, B?._offset ?? 0, out._storage, out._offset));
+  }
+  if (!(w instanceof Tensor)) throw new TypeError(`${op}: argument 'w' must be an f32 Tensor, a QuantizedTensor or a SparseTensor; got ${describe(w)}`);
   const W = expectTensor(op, 'w', w, ['f32'], 2);
   nonEmpty(op, 'w', W);
   const [n, kw] = W.shape as [number, number];

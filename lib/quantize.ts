@@ -3,6 +3,7 @@
 // scales, and error metrics. Weights are prepacked once, here, into the layout
 // the int8 GEMM kernels read; values/scales are unpacked on demand.
 import { expectTensor } from './errors';
+import { SparseTensor, quantizeSparse } from './sparse';
 import { loadNative, type NativePacked, type PackedMeta } from './native';
 import { Tensor } from './tensor';
 
@@ -153,7 +154,11 @@ export class QuantizedTensor {
 
 /** Quantizes an f32 weight [n, k] (nn.Linear layout) to int8 and prepacks it. Runs on the
  *  calling thread (one-time preparation); use quantizeAsync for large weights in servers. */
-export function quantize(w: Tensor, opts: QuantizeOptions = {}): QuantizedTensor {
+export function quantize(w: Tensor, opts?: QuantizeOptions): QuantizedTensor;
+/** A pruned weight keeps its sparsity and gets int8 values (one scale per output row). */
+export function quantize(w: SparseTensor): SparseTensor;
+export function quantize(w: Tensor | SparseTensor, opts: QuantizeOptions = {}): QuantizedTensor | SparseTensor {
+  if (w instanceof SparseTensor) return quantizeSparse(w);
   const t = expectTensor('quantize', 'w', w, ['f32'], 2);
   const { group, symmetric } = resolveOptions('quantize', opts);
   const [n, k] = t.shape as [number, number];

@@ -254,6 +254,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("allocatedBytes", Napi::Function::New(env, AllocatedBytes, "allocatedBytes"));
   RegisterOps(env, exports);
   RegisterModel(env, exports, data);
+  RegisterSparse(env, exports, data);
   return exports;
 }
 

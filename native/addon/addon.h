@@ -66,6 +66,7 @@ struct InstanceData {
   Napi::FunctionReference storage_ctor;
   Napi::FunctionReference packed_ctor;
   Napi::FunctionReference model_ctor;
+  Napi::FunctionReference sparse_ctor;
 };
 
 // Runs `work` on the libuv pool and settles a Promise: resolved with
@@ -89,5 +90,7 @@ Span ArgSpan(const Napi::CallbackInfo& info, size_t i, const char* op, const cha
 void RegisterOps(Napi::Env env, Napi::Object exports);
 // model_ops.cpp: readFile, the Model class
 void RegisterModel(Napi::Env env, Napi::Object exports, InstanceData* data);
+// sparse_ops.cpp: the Sparse class, spmm
+void RegisterSparse(Napi::Env env, Napi::Object exports, InstanceData* data);
 
 }  // namespace sparq_addon

@@ -5,6 +5,7 @@
 
 #include "sparq/formats.h"
 #include "sparq/sparq.h"
+#include "sparse.h"
 
 namespace sparq {
 
@@ -168,6 +169,8 @@ struct KernelTable {
   SwigluFn swiglu = nullptr;
   AddFn add = nullptr;
   AttnFn attn = nullptr;
+  SpmvFn spmv = nullptr;
+  SpmmTFn spmmt = nullptr;
   const char* attn_name = "ref";
 };
 

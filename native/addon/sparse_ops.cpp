@@ -1,0 +1,131 @@
+// sparse_ops.cpp - the JS `Sparse` class (a pruned weight in csr / bitmask /
+// N:M form) and the sparse x dense product.
+#include <cstring>
+
+#include "../cpu/sparse.h"
+#include "addon.h"
+
+namespace sparq_addon {
+
+using sparq::Error;
+
+namespace {
+
+constexpr int64_t kMaxDim = int64_t(1) << 30;
+
+class Sparse : public Napi::ObjectWrap<Sparse> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Sparse",
+                       {InstanceMethod("meta", &Sparse::Meta), InstanceMethod("toDense", &Sparse::ToDense),
+                        InstanceMethod("dispose", &Sparse::Dispose)});
+  }
+  explicit Sparse(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sparse>(info) {}
+  void Finalize(Napi::Env env) override { Release(env); }
+  static Napi::Object Wrap(Napi::Env env, std::shared_ptr<sparq::SparseWeight> s) {
+    Napi::Object o = env.GetInstanceData<InstanceData>()->sparse_ctor.New({});
+    Sparse* p = Sparse::Unwrap(o);
+    p->reported_ = int64_t(s->bytes());
+    p->s_ = std::move(s);
+    Napi::MemoryManagement::AdjustExternalMemory(env, p->reported_);
+    return o;
+  }
+  static std::shared_ptr<sparq::SparseWeight> Get(const Napi::Value& v, const char* what) {
+    Napi::Env env = v.Env();
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(env.GetInstanceData<InstanceData>()->sparse_ctor.Value()))
+      throw Napi::TypeError::New(env, std::string(what) + ": expected a sparse weight");
+    Sparse* p = Sparse::Unwrap(v.As<Napi::Object>());
+    if (!p->s_) throw Napi::Error::New(env, std::string(what) + ": sparse weight has been disposed");
+    return p->s_;
+  }
+
+ private:
+  void Release(Napi::Env env) {
+    if (!s_) return;
+    s_.reset();
+    if (reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
+    reported_ = 0;
+  }
+  Napi::Value Meta(const Napi::CallbackInfo& info) {
+    auto s = Get(Value(), "meta");
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("format", int(s->format));
+    o.Set("n", double(s->n));
+    o.Set("k", double(s->k));
+    o.Set("nnz", double(s->nnz));
+    o.Set("int8", s->int8);
+    o.Set("N", s->N);
+    o.Set("M", s->M);
+    o.Set("bytes", double(s->bytes()));
+    return o;
+  }
+  // toDense(out, outOff) -> Promise (f32 [n, k], dequantized)
+  Napi::Value ToDense(const Napi::CallbackInfo& info) {
+    auto s = Get(Value(), "toDense");
+    const Span o = ArgSpan(info, 0, "toDense", "out", uint64_t(s->n) * uint64_t(s->k) * 4);
+    return RunAsync(info.Env(), [s, o]() {
+      sparq::sparse_to_dense(*s, o.ptr<float>());
+      return Error{};
+    });
+  }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    Release(info.Env());
+    return info.Env().Undefined();
+  }
+  std::shared_ptr<sparq::SparseWeight> s_;
+  int64_t reported_ = 0;
+};
+
+// sparseFromDense(w, wOff, n, k, format, N, M, int8, sync) -> Sparse (sync) or Promise<Sparse>
+Napi::Value SparseFromDense(const Napi::CallbackInfo& info) {
+  const char* op = "sparseFromDense";
+  const int64_t n = ArgInt(info, 2, op, "n", 1, kMaxDim), k = ArgInt(info, 3, op, "k", 1, kMaxDim);
+  const auto format = sparq::SparseFormat(ArgInt(info, 4, op, "format", 0, 2));
+  const int N = int(ArgInt(info, 5, op, "N", 0, 16)), M = int(ArgInt(info, 6, op, "M", 0, 16));
+  const bool int8 = info.Length() > 7 && info[7].ToBoolean().Value();
+  const Span w = ArgSpan(info, 0, op, "weight", uint64_t(n) * uint64_t(k) * 4);
+  auto out = std::make_shared<std::unique_ptr<sparq::SparseWeight>>();
+  auto work = [w, n, k, format, N, M, int8, out]() { return sparq::sparse_from_dense(w.ptr<float>(), n, k, format, N, M, int8, out.get()); };
+  auto done = [out](Napi::Env e) -> Napi::Value { return Sparse::Wrap(e, std::shared_ptr<sparq::SparseWeight>(std::move(*out))); };
+  if (info.Length() > 8 && info[8].ToBoolean().Value()) {
+    const Error err = work();
+    if (!err.ok()) throw Napi::Error::New(info.Env(), err.message);
+    return done(info.Env());
+  }
+  return RunAsync(info.Env(), work, done);
+}
+
+// sparseQuantize(sparse) -> Sparse with int8 values (sync: one pass over the values)
+Napi::Value SparseQuantize(const Napi::CallbackInfo& info) {
+  auto s = Sparse::Get(info[0], "quantize");
+  std::unique_ptr<sparq::SparseWeight> q;
+  const Error err = sparq::sparse_quantize(*s, &q);
+  if (!err.ok()) throw Napi::Error::New(info.Env(), err.message);
+  return Sparse::Wrap(info.Env(), std::shared_ptr<sparq::SparseWeight>(std::move(q)));
+}
+
+// spmm(sparse, x, xOff, m, bias | null, biasOff, out, outOff) -> Promise: out[m, n] = x[m, k] . W^T + bias
+Napi::Value Spmm(const Napi::CallbackInfo& info) {
+  const char* op = "spmm";
+  auto s = Sparse::Get(info[0], op);
+  const int64_t m = ArgInt(info, 3, op, "m", 1, kMaxDim);
+  const Span x = ArgSpan(info, 1, op, "x", uint64_t(m) * uint64_t(s->k) * 4);
+  const Span bias = ArgSpan(info, 4, op, "bias", uint64_t(s->n) * 4, true);
+  const Span o = ArgSpan(info, 6, op, "out", uint64_t(m) * uint64_t(s->n) * 4);
+  return RunAsync(info.Env(), [s, x, m, bias, o]() {
+    return sparq::spmm(*s, x.ptr<float>(), m, bias.block ? bias.ptr<float>() : nullptr, o.ptr<float>());
+  });
+}
+
+}  // namespace
+
+void RegisterSparse(Napi::Env env, Napi::Object exports, InstanceData* data) {
+  Napi::Function sparse = Sparse::Define(env);
+  data->sparse_ctor = Napi::Persistent(sparse);
+  exports.Set("Sparse", sparse);
+  exports.Set("sparseFromDense", Napi::Function::New(env, SparseFromDense, "sparseFromDense"));
+  exports.Set("spmm", Napi::Function::New(env, Spmm, "spmm"));
+  exports.Set("sparseQuantize", Napi::Function::New(env, SparseQuantize, "sparseQuantize"));
+}
+
+}  // namespace sparq_addon

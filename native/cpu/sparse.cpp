@@ -1,0 +1,201 @@
+// sparse.cpp - building the sparse formats from dense weights, the scalar
+// reference kernels, and the spmm driver (rows of W split over the pool;
+// m <= 8 reads W once per call, larger m works on x transposed so that each
+// nonzero updates a contiguous run of m outputs).
+#include "sparse.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "dispatch.h"
+#include "thread_pool.h"
+
+namespace sparq {
+
+size_t SparseWeight::bytes() const {
+  return row_ptr.size() * 8 + col.size() * 4 + mask.size() * 4 + idx.size() + vf.size() * 4 + vq.size() + scale.size() * 4;
+}
+
+namespace {
+
+// Calls fn(column, value as stored (int8 unscaled)) for every stored value of row j.
+template <class F>
+inline void for_row(const SparseWeight& s, int64_t j, F fn) {
+  auto val = [&](int64_t p) { return s.int8 ? float(s.vq[size_t(p)]) : s.vf[size_t(p)]; };
+  switch (s.format) {
+    case SparseFormat::csr:
+      for (int64_t p = s.row_ptr[size_t(j)]; p < s.row_ptr[size_t(j + 1)]; ++p) fn(int64_t(s.col[size_t(p)]), val(p));
+      break;
+    case SparseFormat::bitmask: {
+      int64_t p = s.row_ptr[size_t(j)];
+      const uint32_t* mw = s.mask.data() + j * s.words();
+      for (int64_t w = 0; w < s.words(); ++w)
+        for (uint32_t bits = mw[w]; bits; bits &= bits - 1) fn(w * 32 + __builtin_ctz(bits), val(p++));
+      break;
+    }
+    case SparseFormat::nm: {
+      const int64_t per = s.groups() * s.N, base = j * per;
+      for (int64_t q = 0; q < per; ++q) fn((q / s.N) * s.M + s.idx[size_t(base + q)], val(base + q));
+      break;
+    }
+  }
+}
+
+Error bad(const std::string& m) { return Error::make(Status::invalid_argument, "sparse: " + m); }
+
+}  // namespace
+
+Error sparse_from_dense(const float* w, int64_t n, int64_t k, SparseFormat f, int N, int M, bool int8,
+                        std::unique_ptr<SparseWeight>* out) {
+  if (n < 1 || k < 1) return bad("shape must be at least [1, 1]");
+  if (f == SparseFormat::nm && !(M >= 2 && M <= 16 && N >= 1 && N < M)) return bad("N:M needs 1 <= N < M <= 16");
+  if (f == SparseFormat::csr && n * k >= (int64_t(1) << 31)) return bad("csr is limited to 2^31 weights (use bitmask)");
+  auto s = std::make_unique<SparseWeight>();
+  s->format = f;
+  s->n = n;
+  s->k = k;
+  s->int8 = int8;
+  s->N = f == SparseFormat::nm ? N : 0;
+  s->M = f == SparseFormat::nm ? M : 0;
+  try {
+    std::vector<float> vals;  // f32 values in storage order
+    if (f == SparseFormat::nm) {
+      const int64_t g = s->groups(), per = g * N;
+      vals.assign(size_t(n * per), 0.f);
+      s->idx.assign(size_t(n * per), 0);
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t gi = 0; gi < g; ++gi) {
+          int c = 0;
+          for (int t = 0; t < M && gi * M + t < k; ++t) {
+            const float v = w[j * k + gi * M + t];
+            if (v == 0.f) continue;
+            if (c == N)
+              return bad("row " + std::to_string(j) + ", group " + std::to_string(gi) + " has more than " + std::to_string(N) +
+                         " nonzeros (not " + std::to_string(N) + ":" + std::to_string(M) + ")");
+            vals[size_t(j * per + gi * N + c)] = v;
+            s->idx[size_t(j * per + gi * N + c)] = uint8_t(t);
+            ++c;
+          }
+          // pad with explicit zeros at unused in-group positions
+          for (int t = 0; c < N; ++t) {
+            bool used = false;
+            for (int u = 0; u < c; ++u) used |= s->idx[size_t(j * per + gi * N + u)] == t;
+            if (!used) s->idx[size_t(j * per + gi * N + c++)] = uint8_t(t);
+          }
+        }
+    } else {
+      s->row_ptr.assign(size_t(n + 1), 0);
+      if (f == SparseFormat::bitmask) s->mask.assign(size_t(n * s->words()), 0u);
+      for (int64_t j = 0; j < n; ++j) {
+        for (int64_t c = 0; c < k; ++c) {
+          const float v = w[j * k + c];
+          if (v == 0.f) continue;
+          vals.push_back(v);
+          if (f == SparseFormat::csr) s->col.push_back(int32_t(c));
+          else s->mask[size_t(j * s->words() + c / 32)] |= 1u << (c % 32);
+        }
+        s->row_ptr[size_t(j + 1)] = int64_t(vals.size());
+      }
+    }
+    s->nnz = int64_t(vals.size());
+    s->vf = std::move(vals);
+    // 8 readable values past the end: vector kernels load whole groups of 8
+    s->vf.resize(s->vf.size() + 8, 0.f);
+  } catch (const std::bad_alloc&) {
+    return Error::make(Status::out_of_memory, "sparse: out of memory");
+  }
+  if (int8) return sparse_quantize(*s, out);
+  *out = std::move(s);
+  return Error{};
+}
+
+Error sparse_quantize(const SparseWeight& s, std::unique_ptr<SparseWeight>* out) {
+  if (s.int8) return bad("the weight is already int8");
+  try {
+    auto q = std::make_unique<SparseWeight>(s);
+    q->int8 = true;
+    q->vf.clear();
+    q->vf.shrink_to_fit();
+    q->vq.assign(s.vf.size(), 0);
+    q->scale.assign(size_t(s.n), 1.f);
+    for (int64_t j = 0; j < s.n; ++j) {
+      const int64_t b = s.format == SparseFormat::nm ? j * s.groups() * s.N : s.row_ptr[size_t(j)];
+      const int64_t e = s.format == SparseFormat::nm ? b + s.groups() * s.N : s.row_ptr[size_t(j + 1)];
+      float mx = 0.f;
+      for (int64_t p = b; p < e; ++p) mx = std::max(mx, std::fabs(s.vf[size_t(p)]));
+      const float sc = mx > 0.f ? mx / 127.f : 1.f, inv = 1.f / sc;
+      q->scale[size_t(j)] = sc;
+      for (int64_t p = b; p < e; ++p) {
+        const float v = std::nearbyint(s.vf[size_t(p)] * inv);
+        q->vq[size_t(p)] = int8_t(v > 127.f ? 127.f : v < -127.f ? -127.f : v == v ? v : 0.f);
+      }
+    }
+    *out = std::move(q);
+  } catch (const std::bad_alloc&) {
+    return Error::make(Status::out_of_memory, "sparse: out of memory");
+  }
+  return Error{};
+}
+
+void sparse_to_dense(const SparseWeight& s, float* out) {
+  std::fill(out, out + s.n * s.k, 0.f);
+  for (int64_t j = 0; j < s.n; ++j) {
+    const float sc = s.int8 ? s.scale[size_t(j)] : 1.f;
+    for_row(s, j, [&](int64_t c, float v) { if (c < s.k) out[j * s.k + c] = v * sc; });
+  }
+}
+
+void spmv_ref(const SparseWeight& s, const float* x, int64_t m, const float* bias, float* y, int64_t j0, int64_t j1) {
+  for (int64_t j = j0; j < j1; ++j) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for_row(s, j, [&](int64_t c, float v) {
+      if (c >= s.k) return;  // nm padding past k
+      for (int64_t i = 0; i < m; ++i) acc[i] += double(v) * x[i * s.k + c];
+    });
+    const double sc = s.int8 ? s.scale[size_t(j)] : 1.0;
+    for (int64_t i = 0; i < m; ++i) y[i * s.n + j] = float(acc[i] * sc + (bias ? bias[j] : 0.f));
+  }
+}
+
+void spmmt_ref(const SparseWeight& s, const float* xt, int64_t m, const float* bias, float* yt, int64_t j0, int64_t j1) {
+  std::vector<double> acc(static_cast<size_t>(m));
+  for (int64_t j = j0; j < j1; ++j) {
+    std::fill(acc.begin(), acc.end(), 0.0);
+    for_row(s, j, [&](int64_t c, float v) {
+      if (c >= s.k) return;
+      for (int64_t i = 0; i < m; ++i) acc[size_t(i)] += double(v) * xt[c * m + i];
+    });
+    const double sc = s.int8 ? s.scale[size_t(j)] : 1.0;
+    for (int64_t i = 0; i < m; ++i) yt[j * m + i] = float(acc[size_t(i)] * sc + (bias ? bias[j] : 0.f));
+  }
+}
+
+Error spmm(const SparseWeight& s, const float* x, int64_t m, const float* bias, float* y) {
+  if (m < 1) return bad("m must be at least 1");
+  const KernelTable t = kernels();
+  // rows of W per task: about 64K stored values, at least 4 tasks per thread when there is work
+  const int64_t per_row = std::max<int64_t>(1, s.nnz / std::max<int64_t>(1, s.n));
+  const int64_t rows = std::max<int64_t>(1, std::min<int64_t>((int64_t(1) << 16) / (per_row * std::max<int64_t>(1, std::min<int64_t>(m, 8))) + 1,
+                                                              (s.n + 4 * num_threads() - 1) / (4 * num_threads())));
+  const int64_t tasks = (s.n + rows - 1) / rows;
+  if (m <= 8) {
+    parallel_for(tasks, [&](int64_t i) { t.spmv(s, x, m, bias, y, i * rows, std::min(s.n, i * rows + rows)); });
+    return Error{};
+  }
+  std::vector<float> xt, yt;
+  try {
+    xt.resize(size_t(s.k * m));
+    yt.resize(size_t(s.n * m));
+  } catch (const std::bad_alloc&) {
+    return Error::make(Status::out_of_memory, "spmm: out of memory");
+  }
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t c = 0; c < s.k; ++c) xt[size_t(c * m + i)] = x[i * s.k + c];
+  parallel_for(tasks, [&](int64_t i) { t.spmmt(s, xt.data(), m, bias, yt.data(), i * rows, std::min(s.n, i * rows + rows)); });
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < s.n; ++j) y[i * s.n + j] = yt[size_t(j * m + i)];
+  return Error{};
+}
+
+}  // namespace sparq

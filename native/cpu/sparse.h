@@ -1,0 +1,59 @@
+// sparse.h - sparse weight formats and the sparse x dense product.
+//
+// A weight W [n, k] (nn.Linear layout) keeps only its nonzeros, in one of:
+//  - csr:     row_ptr [n + 1], col [nnz] (int32), values [nnz]
+//  - bitmask: one bit per weight (rows of ceil(k / 32) words), values of the set
+//             bits in order, row_ptr [n + 1] into the values
+//  - nm:      exactly N values per group of M along k (2:4, 4:8; k padded to M)
+//             with their in-group index (uint8): values / idx [n, k / M * N]
+// Values are f32, or int8 with one f32 scale per row (weight-only int8:
+// activations stay f32, so results match the dequantized weights to rounding).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "sparq/sparq.h"
+
+namespace sparq {
+
+enum class SparseFormat : int { csr = 0, bitmask = 1, nm = 2 };
+
+struct SparseWeight {
+  SparseFormat format = SparseFormat::csr;
+  int64_t n = 0, k = 0, nnz = 0;  // nnz: stored values (nm: n * groups * N, zeros included)
+  bool int8 = false;
+  int N = 0, M = 0;                // nm only
+  std::vector<int64_t> row_ptr;    // csr, bitmask
+  std::vector<int32_t> col;        // csr
+  std::vector<uint32_t> mask;      // bitmask: n * words
+  std::vector<uint8_t> idx;        // nm
+  std::vector<float> vf;           // f32 values
+  std::vector<int8_t> vq;          // int8 values
+  std::vector<float> scale;        // int8: per row
+  int64_t words() const { return (k + 31) / 32; }
+  int64_t groups() const { return M ? (k + M - 1) / M : 0; }
+  size_t bytes() const;
+};
+
+// From a dense [n, k] (zeros are dropped; nm: every group must have <= N nonzeros).
+Error sparse_from_dense(const float* w, int64_t n, int64_t k, SparseFormat f, int N, int M, bool int8,
+                        std::unique_ptr<SparseWeight>* out);
+// The same sparsity pattern with int8 values (one scale per row).
+Error sparse_quantize(const SparseWeight& s, std::unique_ptr<SparseWeight>* out);
+// Dense [n, k] (dequantized).
+void sparse_to_dense(const SparseWeight& s, float* out);
+// y[m, n] = x[m, k] . W^T (+ bias[n])
+Error spmm(const SparseWeight& s, const float* x, int64_t m, const float* bias, float* y);
+
+// Kernels (ref / AVX2): rows [j0, j1) of W, m <= 8 rows of x (row-major, ldx = k),
+// y[i, j] written (ldy = n). Bias and scales applied.
+using SpmvFn = void (*)(const SparseWeight& s, const float* x, int64_t m, const float* bias, float* y, int64_t j0, int64_t j1);
+void spmv_ref(const SparseWeight&, const float*, int64_t, const float*, float*, int64_t, int64_t);
+void spmv_avx2(const SparseWeight&, const float*, int64_t, const float*, float*, int64_t, int64_t);
+// m > 8: xt [k, m] (x transposed), yt [n, m] rows [j0, j1) written (acc * scale + bias).
+using SpmmTFn = void (*)(const SparseWeight& s, const float* xt, int64_t m, const float* bias, float* yt, int64_t j0, int64_t j1);
+void spmmt_ref(const SparseWeight&, const float*, int64_t, const float*, float*, int64_t, int64_t);
+void spmmt_avx2(const SparseWeight&, const float*, int64_t, const float*, float*, int64_t, int64_t);
+
+}  // namespace sparq

@@ -1,0 +1,127 @@
+// Pruners and sparse weights: every format and path against dense results on
+// the same pruned weights, the pruners' exact counts and patterns.
+import { expect } from 'chai';
+import { Tensor, linear, prune, quantize, type SparseFormat } from '../lib/index';
+import { describeEachIsa, randn, refLinear, relErr } from './helpers';
+
+const shapes: [number, number][] = [[1, 1], [7, 33], [16, 64], [33, 100], [64, 257]];
+
+describeEachIsa('sparse linear', () => {
+  it('csr, bitmask and N:M, f32 and int8 values, m = 1..40, sparsity 0..1: within 1e-5 of the dense product', async () => {
+    for (const [n, k] of shapes)
+      for (const sp of [0, 0.5, 0.9, 0.99, 1])
+        for (const m of [1, 3, 8, 9, 40]) {
+          const w = Tensor.from(randn(n * k), [n, k]), x = randn(m * k), bias = randn(n);
+          const X = Tensor.from(x, [m, k]), B = Tensor.from(bias);
+          const variants: [string, Parameters<typeof prune>[1]][] = [
+            ['csr', { sparsity: sp, format: 'csr' }], ['bitmask', { sparsity: sp, format: 'bitmask' }],
+          ];
+          if (sp === 0.5) variants.push(['2:4 nm', { pattern: '2:4' }], ['4:8 nm', { pattern: '4:8' }], ['2:4 csr', { pattern: '2:4', format: 'csr' }]);
+          for (const [name, o] of variants) {
+            const sw = prune(w, o);
+            for (const s of [sw, quantize(sw)]) {
+              const dense = (await s.toDense()).toArray();
+              const y = (await linear(X, s, B)).toArray();
+              const label = `${name} ${s.dtype} n=${n} k=${k} m=${m} sparsity=${sp}`;
+              expect(relErr(y, refLinear(x, dense, bias, m, n, k)), label).to.be.below(1e-5);
+              s.dispose();
+            }
+          }
+          [w, X, B].forEach((t) => t.dispose());
+        }
+  });
+});
+
+describe('pruners', function () {
+  this.timeout(60000);
+
+  it('unstructured: exactly round(sparsity * count) zeros per layer or per row, the smallest scores first', () => {
+    const [n, k] = [13, 97];
+    const v = randn(n * k);
+    const w = Tensor.from(v, [n, k]);
+    for (const sparsity of [0, 0.25, 0.5, 0.9, 1]) {
+      const sw = prune(w, { sparsity, format: 'bitmask' });
+      expect(sw.sparsity).to.be.closeTo(Math.round(sparsity * n * k) / (n * k), 1e-12);
+      const r = prune(w, { sparsity, granularity: 'row', format: 'csr' });
+      expect(r.sparsity).to.be.closeTo((n * Math.round(sparsity * k)) / (n * k), 1e-12);
+      sw.dispose();
+      r.dispose();
+    }
+    // magnitude, per layer: every kept |w| >= every dropped |w|
+    const half = prune(w, { sparsity: 0.5, format: 'csr' });
+    return half.toDense().then((d) => {
+      const dv = d.toArray();
+      let keptMin = Infinity, droppedMax = 0;
+      for (let i = 0; i < v.length; i++) {
+        if (dv[i] === 0) droppedMax = Math.max(droppedMax, Math.abs(v[i]!));
+        else keptMin = Math.min(keptMin, Math.abs(v[i]!));
+      }
+      expect(keptMin).to.be.at.least(droppedMax);
+      half.dispose();
+    });
+  });
+
+  it('N:M: exactly N nonzeros kept in every group of M (the largest), tails included', async () => {
+    for (const [pattern, N, M] of [['2:4', 2, 4], ['4:8', 4, 8]] as const) {
+      const [n, k] = [9, 30];  // 30 % 4 and 30 % 8 leave partial groups
+      const v = randn(n * k);
+      const sw = prune(Tensor.from(v, [n, k]), { pattern });
+      expect(sw.format).to.equal('nm');
+      const d = (await sw.toDense()).toArray();
+      for (let j = 0; j < n; j++)
+        for (let g = 0; g < k; g += M) {
+          const idx = Array.from({ length: Math.min(M, k - g) }, (_, t) => j * k + g + t);
+          const kept = idx.filter((i) => d[i] !== 0);
+          expect(kept.length, `row ${j} group ${g}`).to.equal(Math.min(N, idx.length));
+          const minKept = Math.min(...kept.map((i) => Math.abs(v[i]!)));
+          for (const i of idx) if (d[i] === 0) expect(Math.abs(v[i]!)).to.be.at.most(minKept);
+        }
+      sw.dispose();
+    }
+  });
+
+  it('Wanda equals magnitude when activation norms are all equal, and follows the norms otherwise', async () => {
+    const [n, k] = [8, 64];
+    const w = Tensor.from(randn(n * k), [n, k]);
+    for (const opts of [{ sparsity: 0.5, granularity: 'row' as const }, { pattern: '2:4' as const }]) {
+      const a = await prune(w, { ...opts, method: 'magnitude' }).toDense();
+      const b = await prune(w, { ...opts, method: 'wanda', activationNorms: new Array<number>(k).fill(3) }).toDense();
+      expect(Array.from(b.toArray())).to.deep.equal(Array.from(a.toArray()));
+    }
+    // a channel with a huge activation norm survives
+    const normsArr = new Array<number>(k).fill(1);
+    normsArr[5] = 1e6;
+    const c = (await prune(w, { method: 'wanda', sparsity: 0.9, activationNorms: normsArr }).toDense()).toArray();
+    for (let j = 0; j < n; j++) expect(c[j * k + 5]).to.not.equal(0);
+  });
+
+  it('quantize(prune(w)) keeps the sparsity, the format and the pattern', () => {
+    const sw = prune(Tensor.from(randn(16 * 64), [16, 64]), { pattern: '2:4' });
+    const q = quantize(sw);
+    expect([q.dtype, q.format, q.pattern, q.sparsity]).to.deep.equal(['i8', 'nm', '2:4', sw.sparsity]);
+    expect(q.bytes).to.be.below(sw.bytes);
+  });
+
+  it('bad input gives clear errors', async () => {
+    const w = Tensor.from(randn(4 * 8), [4, 8]);
+    const fails: [() => unknown, RegExp][] = [
+      [() => prune(w, { sparsity: 1.5 }), /sparsity must be in \[0, 1\]/],
+      [() => prune(w, { method: 'wanda' }), /needs activationNorms/],
+      [() => prune(w, { method: 'wanda', activationNorms: [1, 2] }), /must have 8 entries/],
+      [() => prune(w, { pattern: '3:4' as '2:4' }), /pattern must be/],
+      [() => prune(w, { pattern: '2:4', sparsity: 0.3 }), /fixes the sparsity/],
+      [() => prune(w, { format: 'nm' }), /needs pattern '2:4' or '4:8'/],
+      [() => prune(Tensor.from(randn(8), [8]), {}), /'w' must have 2 dimensions/],
+      [() => linear(Tensor.from(randn(3 * 5), [3, 5]), prune(w, {})), /w\.shape\[1\]/],
+      [() => { const s = prune(w, {}); s.dispose(); return linear(Tensor.from(randn(8), [1, 8]), s); }, /disposed/],
+      [() => quantize(quantize(prune(w, {}))), /already int8/],
+    ];
+    for (const [f, re] of fails) {
+      let err: Error | undefined;
+      try { await f(); } catch (e) { err = e as Error; }
+      expect(err?.message, String(re)).to.match(re);
+    }
+    const formats: SparseFormat[] = ['csr', 'bitmask'];
+    for (const format of formats) expect(prune(w, { format }).format).to.equal(format);
+  });
+});
