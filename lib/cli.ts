@@ -4,16 +4,20 @@
 //   sparq bench gemm [--quick] [--isa avx2,amx] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench attention [--quick] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench e2e [--quick] [--threads N] [--json FILE]
+//   sparq bench spmm [--quick] [--threads N] [--min-time S] [--json FILE]
 //   sparq generate --model PATH [--tokenizer PATH] --prompt TEXT [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--weights int8]
 import { info, ISAS, loadModel, setNumThreads, type IsaName } from './index';
 import { benchAttention } from './bench/attention';
 import { benchE2e, benchE2eChild } from './bench/e2e';
 import { benchGemm } from './bench/gemm';
+import { benchSpmm } from './bench/spmm';
 
 const USAGE = `usage:
   sparq info
   sparq bench gemm [--quick] [--isa LIST] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq bench attention [--quick] [--threads N] [--min-time SECONDS] [--json FILE]
+  sparq bench e2e [--quick] [--threads N] [--json FILE]
+  sparq bench spmm [--quick] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq generate --model PATH [--tokenizer PATH] [--prompt TEXT] [-n N] [--temperature T] [--top-k K]
                  [--top-p P] [--seed S] [--weights f32|int8] [--max-seq N]
 
@@ -96,6 +100,12 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     await benchE2e({ quick: rest.includes('--quick'), json: flag(rest, '--json'), threads: threads ? Number(threads) : undefined });
+    return 0;
+  }
+  if (cmd === 'bench' && sub === 'spmm') {
+    const threads = flag(rest, '--threads'), minTime = flag(rest, '--min-time');
+    await benchSpmm({ quick: rest.includes('--quick'), json: flag(rest, '--json'), threads: threads ? Number(threads) : undefined,
+      minTime: minTime ? Number(minTime) : undefined });
     return 0;
   }
   if (cmd === 'generate') return generate(argv.slice(1));

@@ -49,7 +49,8 @@ Error bad(const std::string& m) { return Error::make(Status::invalid_argument, "
 Error sparse_from_dense(const float* w, int64_t n, int64_t k, SparseFormat f, int N, int M, bool int8,
                         std::unique_ptr<SparseWeight>* out) {
   if (n < 1 || k < 1) return bad("shape must be at least [1, 1]");
-  if (f == SparseFormat::nm && !(M >= 2 && M <= 16 && N >= 1 && N < M)) return bad("N:M needs 1 <= N < M <= 16");
+  if (f == SparseFormat::nm && !(M >= 2 && M <= 16 && N >= 1 && N < M && !(N & (N - 1)) && !(M & (M - 1))))
+    return bad("N:M needs powers of two 1 <= N < M <= 16 (2:4, 4:8, ...)");
   if (f == SparseFormat::csr && n * k >= (int64_t(1) << 31)) return bad("csr is limited to 2^31 weights (use bitmask)");
   auto s = std::make_unique<SparseWeight>();
   s->format = f;
@@ -63,7 +64,7 @@ Error sparse_from_dense(const float* w, int64_t n, int64_t k, SparseFormat f, in
     if (f == SparseFormat::nm) {
       const int64_t g = s->groups(), per = g * N;
       vals.assign(size_t(n * per), 0.f);
-      s->idx.assign(size_t(n * per), 0);
+      s->idx.assign(size_t(n * per + 8), 0);  // 8 readable bytes past the end for vector loads
       for (int64_t j = 0; j < n; ++j)
         for (int64_t gi = 0; gi < g; ++gi) {
           int c = 0;

@@ -27,7 +27,7 @@ struct SparseWeight {
   std::vector<int64_t> row_ptr;    // csr, bitmask
   std::vector<int32_t> col;        // csr
   std::vector<uint32_t> mask;      // bitmask: n * words
-  std::vector<uint8_t> idx;        // nm
+  std::vector<uint8_t> idx;        // nm (+ 8 bytes of padding)
   std::vector<float> vf;           // f32 values
   std::vector<int8_t> vq;          // int8 values
   std::vector<float> scale;        // int8: per row

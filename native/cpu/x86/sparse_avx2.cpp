@@ -47,27 +47,52 @@ inline __m256i lanes(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-// acc[i] += vals . x_i[cols] for stored values [p, p + cnt) with columns in `cols` (8 per step)
-template <int MR>
+// acc[i] += vals . x_i[cols] for stored values [p, p + cnt). Columns: csr reads
+// them (int32); N:M (N and M powers of two) derives them in registers from the
+// in-group index: column = (q / N) * M + idx[q].
+template <int MR, bool NM>
 inline void gather_dot(const SparseWeight& s, const float* x, int64_t k, int64_t p, const int32_t* cols, int64_t cnt, __m256* acc) {
-  for (int64_t q = 0; q < cnt; q += 8) {
-    const int64_t n = std::min<int64_t>(8, cnt - q);
-    const __m256i mk = lanes(n);
-    const __m256i ci = _mm256_maskload_epi32(cols + q, mk);
-    const __m256 v = _mm256_and_ps(vals8(s, p + q), _mm256_castsi256_ps(mk));
+  const int ln = NM ? __builtin_ctz(unsigned(s.N)) : 0, lm = NM ? __builtin_ctz(unsigned(s.M)) : 0;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), kmax = _mm256_set1_epi32(int(k - 1));
+  auto columns = [&](int64_t q) {
+    if constexpr (NM) {
+      const __m256i qi = _mm256_add_epi32(_mm256_set1_epi32(int(q)), lane);
+      const __m256i id = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s.idx.data() + p + q)));
+      // padding past k (a partial last group) reads column k - 1 with a zero value
+      return _mm256_min_epi32(_mm256_add_epi32(_mm256_slli_epi32(_mm256_srli_epi32(qi, ln), lm), id), kmax);
+    } else {
+      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cols + q));
+    }
+  };
+  __m256 acc2[MR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) acc2[i] = _mm256_setzero_ps();
+  int64_t q = 0;
+  // two steps in flight: gathers have long latency
+  for (; q + 16 <= cnt; q += 16) {
+    const __m256i c0 = columns(q), c1 = columns(q + 8);
+    const __m256 v0 = vals8(s, p + q), v1 = vals8(s, p + q + 8);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-      const __m256 xv = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), x + i * k, ci, _mm256_castsi256_ps(mk), 4);
-      acc[i] = _mm256_fmadd_ps(v, xv, acc[i]);
+      acc[i] = _mm256_fmadd_ps(v0, _mm256_i32gather_ps(x + i * k, c0, 4), acc[i]);
+      acc2[i] = _mm256_fmadd_ps(v1, _mm256_i32gather_ps(x + i * k, c1, 4), acc2[i]);
     }
   }
+  for (; q < cnt; q += 8) {
+    const __m256i mk = lanes(std::min<int64_t>(8, cnt - q));
+    const __m256i ci = NM ? _mm256_and_si256(columns(q), mk) : _mm256_maskload_epi32(cols + q, mk);
+    const __m256 v = _mm256_and_ps(vals8(s, p + q), _mm256_castsi256_ps(mk));
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i)
+      acc[i] = _mm256_fmadd_ps(v, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), x + i * k, ci, _mm256_castsi256_ps(mk), 4), acc[i]);
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) acc[i] = _mm256_add_ps(acc[i], acc2[i]);
 }
 
 template <int MR>
 void spmv_rows(const SparseWeight& s, const float* x, const float* bias, float* y, int64_t j0, int64_t j1) {
   const int64_t k = s.k;
-  std::vector<int32_t> cols;
-  if (s.format == SparseFormat::nm) cols.resize(size_t(s.groups() * s.N + 8));
   const ExpandTable& T = table();
   for (int64_t j = j0; j < j1; ++j) {
     __m256 acc[MR];
@@ -76,17 +101,12 @@ void spmv_rows(const SparseWeight& s, const float* x, const float* bias, float* 
     switch (s.format) {
       case SparseFormat::csr: {
         const int64_t p0 = s.row_ptr[size_t(j)];
-        gather_dot<MR>(s, x, k, p0, s.col.data() + p0, s.row_ptr[size_t(j + 1)] - p0, acc);
+        gather_dot<MR, false>(s, x, k, p0, s.col.data() + p0, s.row_ptr[size_t(j + 1)] - p0, acc);
         break;
       }
       case SparseFormat::nm: {
-        const int64_t per = s.groups() * s.N, p0 = j * per;
-        // stored columns; padding past k points at column 0 with a zero value
-        for (int64_t q = 0; q < per; ++q) {
-          const int64_t c = (q / s.N) * s.M + s.idx[size_t(p0 + q)];
-          cols[size_t(q)] = int32_t(c < k ? c : 0);
-        }
-        gather_dot<MR>(s, x, k, p0, cols.data(), per, acc);
+        const int64_t per = s.groups() * s.N;
+        gather_dot<MR, true>(s, x, k, j * per, nullptr, per, acc);
         break;
       }
       case SparseFormat::bitmask: {
