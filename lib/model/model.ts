@@ -258,14 +258,9 @@ class WeightReader {
 
   /** an f32 linear [sum of rows, k] from parts [offset, rows] read back to back (fused q|k|v, gate|up) */
   async linear(parts: [number, number][], k: number): Promise<WeightRef> {
-    const n = parts.reduce((a, p) => a + p[1], 0);
-    const s = await loadNative().readFile(this.file, parts.flatMap(([o, r]) => [o, r * k * 4]));
-    if (!this.int8) return { storage: this.keep(s), offset: 0 };
-    try {
-      return this.keep(await loadNative().quantizeWeight(s, 0, n, k, 0, false, false));
-    } finally {
-      s.dispose();
-    }
+    // int8: quantized natively from the file in chunks of rows (never all of it in f32)
+    if (this.int8) return this.keep(await loadNative().quantizeFile(this.file, parts.flat(), k));
+    return { storage: this.keep(await loadNative().readFile(this.file, parts.flatMap(([o, r]) => [o, r * k * 4]))), offset: 0 };
   }
 
   /** F16 / BF16 / Q8_0 values (byte ranges, back to back) widened to f32 [count] */

@@ -102,6 +102,51 @@ Napi::Value Widen(const Napi::CallbackInfo& info) {
       [block](Napi::Env e) -> Napi::Value { return Storage::Wrap(e, block); });
 }
 
+// quantizeFile(path, [offset0, rows0, offset1, rows1, ...], k) -> Promise<Packed>: the f32
+// rows of those ranges (back to back) quantized per output channel, read in chunks.
+Napi::Value QuantizeFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsArray()) throw Napi::TypeError::New(env, "quantizeFile: expected (path, ranges, k)");
+  const std::string path = info[0].As<Napi::String>().Utf8Value();
+  Napi::Array a = info[1].As<Napi::Array>();
+  if (a.Length() == 0 || a.Length() % 2 || a.Length() > 64) throw Napi::RangeError::New(env, "quantizeFile: ranges must be 1..32 (offset, rows) pairs");
+  const int64_t k = ArgInt(info, 2, "quantizeFile", "k", 1, int64_t(1) << 24);
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  int64_t n = 0;
+  for (uint32_t i = 0; i < a.Length(); i += 2) {
+    const double o = a.Get(i).ToNumber().DoubleValue(), r = a.Get(i + 1).ToNumber().DoubleValue();
+    if (!(o >= 0 && o <= double(int64_t(1) << 50)) || !(r >= 1 && r <= double(int64_t(1) << 30)) || o != double(int64_t(o)) || r != double(int64_t(r)))
+      throw Napi::RangeError::New(env, "quantizeFile: bad range");
+    ranges.push_back({int64_t(o), int64_t(r)});
+    n += int64_t(r);
+  }
+  auto out = std::make_shared<std::unique_ptr<sparq::PackedWeight>>();
+  return RunAsync(
+      env,
+      [path, ranges, n, k, out]() {
+        FILE* f = std::fopen(path.c_str(), "rb");
+        if (!f) return Error::make(sparq::Status::invalid_argument, "quantizeFile: cannot open " + path + ": " + std::strerror(errno));
+        auto fill = [&](float* rows, int64_t r0, int64_t r1) {
+          int64_t base = 0;  // first row of the current range
+          for (auto [off, cnt] : ranges) {
+            const int64_t a0 = std::max(r0, base), a1 = std::min(r1, base + cnt);
+            if (a0 < a1) {
+              const size_t want = size_t((a1 - a0) * k) * 4;
+              size_t got = 0;
+              if (fseeko(f, off_t(off + (a0 - base) * k * 4), SEEK_SET) == 0) got = std::fread(rows + (a0 - r0) * k, 1, want, f);
+              if (got != want) return Error::make(sparq::Status::invalid_argument, "quantizeFile: " + path + " is truncated");
+            }
+            base += cnt;
+          }
+          return Error{};
+        };
+        Error e = sparq::quantize_weight_stream(n, k, sparq::QuantizeOptions{}, fill, out.get());
+        std::fclose(f);
+        return e;
+      },
+      [out](Napi::Env e) -> Napi::Value { return Packed::Wrap(e, std::shared_ptr<sparq::PackedWeight>(std::move(*out))); });
+}
+
 struct Held {
   std::mutex mu;  // one forward at a time per model
   std::unique_ptr<sparq::LlamaModel> model;
@@ -366,6 +411,7 @@ void RegisterModel(Napi::Env env, Napi::Object exports, InstanceData* data) {
   exports.Set("readFile", Napi::Function::New(env, ReadFile, "readFile"));
   exports.Set("createModel", Napi::Function::New(env, CreateModel, "createModel"));
   exports.Set("packQ8_0", Napi::Function::New(env, PackQ8, "packQ8_0"));
+  exports.Set("quantizeFile", Napi::Function::New(env, QuantizeFile, "quantizeFile"));
   exports.Set("widenToF32", Napi::Function::New(env, Widen, "widenToF32"));
 }
 

@@ -4,6 +4,7 @@
 // dispatch table (kernels.h).
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <vector>
 #include <cmath>
 #include <cstring>
@@ -117,15 +118,12 @@ void unpack_s8(const PackedS8& p, int8_t* values, float* scales, int32_t* zeros)
 }
 
 // --- weight quantizers --------------------------------------------------------
-Error quantize_weight(const float* w, int64_t n, int64_t k, const QuantizeOptions& opt,
-                      std::unique_ptr<PackedWeight>* out) {
-  std::unique_ptr<PackedWeight> pw;
-  Error e = PackedWeight::create(n, k, opt.group, true, opt.asymmetric, &pw);
-  if (!e.ok()) return e;
-  PackedS8& p = pw->p_;
+// Quantizes rows [r0, r1) of the weight (w points at row r0) into p.
+static void quantize_rows_into(PackedS8& p, const float* w, int64_t r0, int64_t r1, const QuantizeOptions& opt,
+                               std::atomic<bool>& m128) {
+  const int64_t k = p.k, n = r1;
   const int64_t gsz = p.groups == 1 ? k : p.group;
-  std::atomic<bool> m128{false};
-  parallel_for((n + 15) / 16, [&](int64_t t) {
+  parallel_for((r1 - r0 + 15) / 16, [&](int64_t t) {
     // per-thread scratch, reused across calls (no allocator churn in pool threads)
     thread_local std::vector<int8_t> row;
     thread_local std::vector<float> sc;
@@ -136,8 +134,8 @@ Error quantize_weight(const float* w, int64_t n, int64_t k, const QuantizeOption
     // plain pointers: inner loops must not re-resolve the thread-local vectors
     int8_t* const rowp = row.data();
     bool local_m128 = false;
-    for (int64_t j = t * 16; j < std::min(n, t * 16 + 16); ++j) {
-      const float* wr = w + j * k;
+    for (int64_t j = r0 + t * 16; j < std::min(n, r0 + t * 16 + 16); ++j) {
+      const float* wr = w + (j - r0) * k;
       for (int64_t g = 0; g < p.groups; ++g) {
         const int64_t k0 = g * gsz, k1 = std::min(k0 + gsz, k);
         if (!opt.asymmetric) {
@@ -174,7 +172,40 @@ Error quantize_weight(const float* w, int64_t n, int64_t k, const QuantizeOption
     }
     if (local_m128) m128.store(true);
   });
-  p.has_m128 = m128.load();
+}
+
+Error quantize_weight(const float* w, int64_t n, int64_t k, const QuantizeOptions& opt,
+                      std::unique_ptr<PackedWeight>* out) {
+  std::unique_ptr<PackedWeight> pw;
+  Error e = PackedWeight::create(n, k, opt.group, true, opt.asymmetric, &pw);
+  if (!e.ok()) return e;
+  std::atomic<bool> m128{false};
+  quantize_rows_into(pw->p_, w, 0, n, opt, m128);
+  pw->p_.has_m128 = m128.load();
+  *out = std::move(pw);
+  return Error{};
+}
+
+Error quantize_weight_stream(int64_t n, int64_t k, const QuantizeOptions& opt,
+                             const std::function<Error(float* rows, int64_t r0, int64_t r1)>& fill,
+                             std::unique_ptr<PackedWeight>* out) {
+  std::unique_ptr<PackedWeight> pw;
+  Error e = PackedWeight::create(n, k, opt.group, true, opt.asymmetric, &pw);
+  if (!e.ok()) return e;
+  const int64_t chunk = std::max<int64_t>(16, ((int64_t(8) << 20) / (k * 4)) / 16 * 16);
+  std::vector<float> buf;
+  try {
+    buf.resize(size_t(std::min(chunk, n) * k));
+  } catch (const std::bad_alloc&) {
+    return Error::make(Status::out_of_memory, "quantize: out of memory");
+  }
+  std::atomic<bool> m128{false};
+  for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+    const int64_t r1 = std::min(n, r0 + chunk);
+    if (Error fe = fill(buf.data(), r0, r1); !fe.ok()) return fe;
+    quantize_rows_into(pw->p_, buf.data(), r0, r1, opt, m128);
+  }
+  pw->p_.has_m128 = m128.load();
   *out = std::move(pw);
   return Error{};
 }

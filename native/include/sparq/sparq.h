@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -74,6 +75,12 @@ struct QuantizeOptions {
 // asymmetric: s = (max - min) / 255, z = round(-128 - min / s), q in [-128, 127].
 Error quantize_weight(const float* w, int64_t n, int64_t k, const QuantizeOptions& opt,
                       std::unique_ptr<PackedWeight>* out);
+// The same, with the f32 rows produced in chunks by fill(rows, r0, r1) (rows
+// [r0, r1) into `rows`, row-major): a weight read from a file is quantized
+// without ever holding all of it in f32.
+Error quantize_weight_stream(int64_t n, int64_t k, const QuantizeOptions& opt,
+                             const std::function<Error(float* rows, int64_t r0, int64_t r1)>& fill,
+                             std::unique_ptr<PackedWeight>* out);
 // f32 [n, k] = scale * (q - zero)
 void dequantize_weight(const PackedS8& b, float* out);
 
