@@ -42,7 +42,7 @@ describe('bad input', () => {
 
   it('wrong argument types', async () => {
     await rejects(matmulInt8([1, 2] as never, i8([1, 2])), TypeError, /got an array/);
-    await rejects(linear(f([1, 2]), null as never), TypeError, /'w' must be an f32 Tensor or a QuantizedTensor; got null/);
+    await rejects(linear(f([1, 2]), null as never), TypeError, /'w' must be an f32 Tensor, a QuantizedTensor or a SparseTensor; got null/);
     await rejects(matmul(f([1, 2]), new Float32Array(2) as never), TypeError, /got a Float32Array/);
     expect(() => setNumThreads(0)).to.throw(RangeError);
     expect(() => setNumThreads(2.5)).to.throw(RangeError);
