@@ -75,8 +75,8 @@ export interface NativeBinding {
           scales: S | null, scalesOff: Off, cap: number, pos: number): Promise<void>;
   readFile(path: string, offset: number, bytes: number): Promise<NativeStorage>;
   readFile(path: string, ranges: number[]): Promise<NativeStorage>;
-  packQ8_0(s: S, off: Off, n: number, k: number): Promise<NativePacked>;
   quantizeFile(path: string, ranges: number[], k: number): Promise<NativePacked>;
+  packQ8File(path: string, ranges: number[], k: number): Promise<NativePacked>;
   widenToF32(s: S, off: Off, type: number, count: number): Promise<NativeStorage>;
   createModel(config: Record<string, number | boolean>, weights: unknown, quantize: boolean): Promise<unknown>;
   sparseFromDense(w: S, off: Off, n: number, k: number, format: number, N: number, M: number, int8: boolean, sync: true): NativeSparse;

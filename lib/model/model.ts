@@ -284,14 +284,9 @@ class WeightReader {
     }
   }
 
-  /** Q8_0 blocks [n, k / 32] (byte ranges, back to back) packed straight into int8 group 32 */
-  async q8(ranges: number[], n: number, k: number): Promise<WeightRef> {
-    const s = await loadNative().readFile(this.file, ranges);
-    try {
-      return this.keep(await loadNative().packQ8_0(s, 0, n, k));
-    } finally {
-      s.dispose();
-    }
+  /** Q8_0 blocks of rows (parts [offset, rows], back to back) packed straight into int8 group 32, in chunks */
+  async q8(parts: [number, number][], k: number): Promise<WeightRef> {
+    return this.keep(await loadNative().packQ8File(this.file, parts.flat(), k));
   }
 
   private keep<T extends { dispose(): void }>(x: T): T {
@@ -389,7 +384,7 @@ async function planGguf(file: string, int8: boolean): Promise<Plan> {
   const lin = async (names: string[], ns: number[], k: number): Promise<WeightRef> => {
     const ts = names.map((nm, i) => tensor(nm, ns[i]!, k));
     const n = ns.reduce((a, b) => a + b, 0), type = ts[0]!.type;
-    if (type === GGML_Q8_0) return r.q8(ts.flatMap((t) => [t.offset, t.bytes]), n, k);
+    if (type === GGML_Q8_0) return r.q8(ts.map((t, i) => [t.offset, ns[i]!] as [number, number]), k);
     if (type === GGML_F32) return r.linear(ts.map((t, i) => [t.offset, ns[i]!] as [number, number]), k);
     return r.widenLinear(ts.flatMap((t) => [t.offset, t.bytes]), type, n, k);
   };

@@ -68,19 +68,6 @@ Napi::Value ReadFile(const Napi::CallbackInfo& info) {
       [block](Napi::Env e) -> Napi::Value { return Storage::Wrap(e, block); });
 }
 
-// packQ8_0(storage, offset, n, k) -> Promise<Packed>
-Napi::Value PackQ8(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const char* op = "packQ8_0";
-  const int64_t n = ArgInt(info, 2, op, "n", 1, int64_t(1) << 30), k = ArgInt(info, 3, op, "k", 32, int64_t(1) << 30);
-  if (k % 32) throw Napi::RangeError::New(env, "packQ8_0: k must be a multiple of 32");
-  const Span s = ArgSpan(info, 0, op, "blocks", uint64_t(n) * uint64_t(k / 32) * 34);
-  auto out = std::make_shared<std::unique_ptr<sparq::PackedWeight>>();
-  return RunAsync(
-      env, [s, n, k, out]() { return sparq::pack_q8_0(s.ptr<uint8_t>(), n, k, out.get()); },
-      [out](Napi::Env e) -> Napi::Value { return Packed::Wrap(e, std::shared_ptr<sparq::PackedWeight>(std::move(*out))); });
-}
-
 // widenToF32(storage, offset, type (1 = F16, 8 = Q8_0, 30 = BF16), count) -> Promise<Storage> of count f32
 Napi::Value Widen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -102,47 +89,82 @@ Napi::Value Widen(const Napi::CallbackInfo& info) {
       [block](Napi::Env e) -> Napi::Value { return Storage::Wrap(e, block); });
 }
 
-// quantizeFile(path, [offset0, rows0, offset1, rows1, ...], k) -> Promise<Packed>: the f32
-// rows of those ranges (back to back) quantized per output channel, read in chunks.
-Napi::Value QuantizeFile(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsArray()) throw Napi::TypeError::New(env, "quantizeFile: expected (path, ranges, k)");
-  const std::string path = info[0].As<Napi::String>().Utf8Value();
-  Napi::Array a = info[1].As<Napi::Array>();
-  if (a.Length() == 0 || a.Length() % 2 || a.Length() > 64) throw Napi::RangeError::New(env, "quantizeFile: ranges must be 1..32 (offset, rows) pairs");
-  const int64_t k = ArgInt(info, 2, "quantizeFile", "k", 1, int64_t(1) << 24);
+// Rows of a weight stored in a file as ranges (offset, rows) read back to back;
+// read(dst, r0, r1) fills rows [r0, r1) of the concatenation.
+struct RowRanges {
+  std::string path;
   std::vector<std::pair<int64_t, int64_t>> ranges;
-  int64_t n = 0;
-  for (uint32_t i = 0; i < a.Length(); i += 2) {
-    const double o = a.Get(i).ToNumber().DoubleValue(), r = a.Get(i + 1).ToNumber().DoubleValue();
-    if (!(o >= 0 && o <= double(int64_t(1) << 50)) || !(r >= 1 && r <= double(int64_t(1) << 30)) || o != double(int64_t(o)) || r != double(int64_t(r)))
-      throw Napi::RangeError::New(env, "quantizeFile: bad range");
-    ranges.push_back({int64_t(o), int64_t(r)});
-    n += int64_t(r);
+  int64_t row_bytes = 0, rows = 0;
+  FILE* f = nullptr;
+  ~RowRanges() { if (f) std::fclose(f); }
+  Error open() {
+    f = std::fopen(path.c_str(), "rb");
+    return f ? Error{} : Error::make(sparq::Status::invalid_argument, "cannot open " + path + ": " + std::strerror(errno));
   }
+  Error read(void* dst, int64_t r0, int64_t r1) {
+    int64_t base = 0;
+    for (auto [off, cnt] : ranges) {
+      const int64_t a0 = std::max(r0, base), a1 = std::min(r1, base + cnt);
+      if (a0 < a1) {
+        const size_t want = size_t((a1 - a0) * row_bytes);
+        size_t got = 0;
+        if (fseeko(f, off_t(off + (a0 - base) * row_bytes), SEEK_SET) == 0)
+          got = std::fread(static_cast<char*>(dst) + (a0 - r0) * row_bytes, 1, want, f);
+        if (got != want) return Error::make(sparq::Status::invalid_argument, path + " is truncated");
+      }
+      base += cnt;
+    }
+    return Error{};
+  }
+};
+
+// (path, [offset0, rows0, offset1, rows1, ...]) -> RowRanges, checked
+std::shared_ptr<RowRanges> ArgRanges(const Napi::CallbackInfo& info, const char* op) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsArray()) throw Napi::TypeError::New(env, std::string(op) + ": expected (path, ranges, k)");
+  auto r = std::make_shared<RowRanges>();
+  r->path = info[0].As<Napi::String>().Utf8Value();
+  Napi::Array a = info[1].As<Napi::Array>();
+  if (a.Length() == 0 || a.Length() % 2 || a.Length() > 64) throw Napi::RangeError::New(env, std::string(op) + ": ranges must be 1..32 (offset, rows) pairs");
+  for (uint32_t i = 0; i < a.Length(); i += 2) {
+    const double o = a.Get(i).ToNumber().DoubleValue(), n = a.Get(i + 1).ToNumber().DoubleValue();
+    if (!(o >= 0 && o <= double(int64_t(1) << 50)) || !(n >= 1 && n <= double(int64_t(1) << 30)) || o != double(int64_t(o)) || n != double(int64_t(n)))
+      throw Napi::RangeError::New(env, std::string(op) + ": bad range");
+    r->ranges.push_back({int64_t(o), int64_t(n)});
+    r->rows += int64_t(n);
+  }
+  return r;
+}
+
+// quantizeFile(path, [offset0, rows0, ...], k) -> Promise<Packed>: f32 rows quantized per
+// output channel, read in chunks (never all of the f32 weight at once).
+Napi::Value QuantizeFile(const Napi::CallbackInfo& info) {
+  auto r = ArgRanges(info, "quantizeFile");
+  const int64_t k = ArgInt(info, 2, "quantizeFile", "k", 1, int64_t(1) << 24);
+  r->row_bytes = k * 4;
   auto out = std::make_shared<std::unique_ptr<sparq::PackedWeight>>();
   return RunAsync(
-      env,
-      [path, ranges, n, k, out]() {
-        FILE* f = std::fopen(path.c_str(), "rb");
-        if (!f) return Error::make(sparq::Status::invalid_argument, "quantizeFile: cannot open " + path + ": " + std::strerror(errno));
-        auto fill = [&](float* rows, int64_t r0, int64_t r1) {
-          int64_t base = 0;  // first row of the current range
-          for (auto [off, cnt] : ranges) {
-            const int64_t a0 = std::max(r0, base), a1 = std::min(r1, base + cnt);
-            if (a0 < a1) {
-              const size_t want = size_t((a1 - a0) * k) * 4;
-              size_t got = 0;
-              if (fseeko(f, off_t(off + (a0 - base) * k * 4), SEEK_SET) == 0) got = std::fread(rows + (a0 - r0) * k, 1, want, f);
-              if (got != want) return Error::make(sparq::Status::invalid_argument, "quantizeFile: " + path + " is truncated");
-            }
-            base += cnt;
-          }
-          return Error{};
-        };
-        Error e = sparq::quantize_weight_stream(n, k, sparq::QuantizeOptions{}, fill, out.get());
-        std::fclose(f);
-        return e;
+      info.Env(),
+      [r, k, out]() {
+        if (Error e = r->open(); !e.ok()) return e;
+        return sparq::quantize_weight_stream(r->rows, k, sparq::QuantizeOptions{},
+                                             [&](float* rows, int64_t r0, int64_t r1) { return r->read(rows, r0, r1); }, out.get());
+      },
+      [out](Napi::Env e) -> Napi::Value { return Packed::Wrap(e, std::shared_ptr<sparq::PackedWeight>(std::move(*out))); });
+}
+
+// packQ8File(path, [offset0, rows0, ...], k) -> Promise<Packed>: Q8_0 rows packed as int8 group 32, in chunks.
+Napi::Value PackQ8File(const Napi::CallbackInfo& info) {
+  auto r = ArgRanges(info, "packQ8File");
+  const int64_t k = ArgInt(info, 2, "packQ8File", "k", 32, int64_t(1) << 24);
+  if (k % 32) throw Napi::RangeError::New(info.Env(), "packQ8File: k must be a multiple of 32");
+  r->row_bytes = (k / 32) * 34;
+  auto out = std::make_shared<std::unique_ptr<sparq::PackedWeight>>();
+  return RunAsync(
+      info.Env(),
+      [r, k, out]() {
+        if (Error e = r->open(); !e.ok()) return e;
+        return sparq::pack_q8_0_stream(r->rows, k, [&](uint8_t* blocks, int64_t r0, int64_t r1) { return r->read(blocks, r0, r1); }, out.get());
       },
       [out](Napi::Env e) -> Napi::Value { return Packed::Wrap(e, std::shared_ptr<sparq::PackedWeight>(std::move(*out))); });
 }
@@ -410,8 +432,8 @@ void RegisterModel(Napi::Env env, Napi::Object exports, InstanceData* data) {
   exports.Set("Model", model);
   exports.Set("readFile", Napi::Function::New(env, ReadFile, "readFile"));
   exports.Set("createModel", Napi::Function::New(env, CreateModel, "createModel"));
-  exports.Set("packQ8_0", Napi::Function::New(env, PackQ8, "packQ8_0"));
   exports.Set("quantizeFile", Napi::Function::New(env, QuantizeFile, "quantizeFile"));
+  exports.Set("packQ8File", Napi::Function::New(env, PackQ8File, "packQ8File"));
   exports.Set("widenToF32", Napi::Function::New(env, Widen, "widenToF32"));
 }
 

@@ -102,6 +102,17 @@ Error pack_s8(const int8_t* w, int64_t n, int64_t k, int64_t group, const float*
   return Error{};
 }
 
+bool pack_s8_rows(PackedS8& p, int64_t r0, int64_t r1, const int8_t* rows, const float* scales) {
+  std::atomic<bool> m128{false};
+  parallel_for((r1 - r0 + 63) / 64, [&](int64_t t) {
+    const int64_t j0 = r0 + t * 64, j1 = std::min(r1, j0 + 64);
+    for (int64_t j = j0; j < j1; ++j) pack_row(p, j, rows + (j - r0) * p.k, scales ? scales + (j - r0) * p.groups : nullptr, nullptr);
+    if (any_m128(rows + (j0 - r0) * p.k, (j1 - j0) * p.k)) m128.store(true);
+  });
+  if (m128.load()) p.has_m128 = true;
+  return m128.load();
+}
+
 void unpack_s8(const PackedS8& p, int8_t* values, float* scales, int32_t* zeros) {
   const int64_t ksteps = p.k_pad / kS8StepK;
   for (int64_t j = 0; j < p.n; ++j) {

@@ -152,6 +152,10 @@ void attn_ref(const AttnTaskArgs&);
 void attn_avx2(const AttnTaskArgs&);
 void attn_avx512(const AttnTaskArgs&);  // tile shape in AVX-512; fewer rows -> attn_avx2
 
+// Packs symmetric int8 rows [r0, r1) (values [rows, k], scales [rows, groups]) into p
+// (allocated by PackedWeight::create); returns whether any value is -128.
+bool pack_s8_rows(PackedS8& p, int64_t r0, int64_t r1, const int8_t* rows, const float* scales);
+
 // --- the table ------------------------------------------------------------
 struct KernelTable {
   Isa isa = Isa::ref;          // int8 GEMM path

@@ -61,8 +61,10 @@ Error pack_s8(const int8_t* w, int64_t n, int64_t k, int64_t group, const float*
 // Reads back values [n, k], scales [n, groups] and zeros [n, groups] (any may be nullptr).
 void unpack_s8(const PackedS8& b, int8_t* values, float* scales, int32_t* zeros);
 
-// GGUF Q8_0 blocks [n, k / 32] (f16 scale + 32 int8 each) -> int8 group-32 packed weight.
-Error pack_q8_0(const uint8_t* blocks, int64_t n, int64_t k, std::unique_ptr<PackedWeight>* out);
+// GGUF Q8_0 blocks (f16 scale + 32 int8 each) of rows [r0, r1), produced in chunks by fill
+// (read from a file) -> an int8 group-32 packed weight [n, k].
+Error pack_q8_0_stream(int64_t n, int64_t k, const std::function<Error(uint8_t* blocks, int64_t r0, int64_t r1)>& fill,
+                       std::unique_ptr<PackedWeight>* out);
 // F16 (type 1), Q8_0 (type 8) or BF16 (type 30) values -> f32.
 Error widen_to_f32(const void* src, int type, int64_t count, float* out);
 
