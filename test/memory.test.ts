@@ -1,6 +1,10 @@
 // Native memory is returned: by dispose() exactly, and by the finalizer.
 import { expect } from 'chai';
-import { Tensor, info, linear, quantize } from '../lib/index';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { KVCache, Tensor, attention, info, linear, loadModel, quantize } from '../lib/index';
+import { writeRandomModel } from '../lib/model/synth';
 import { runChild, ROOT } from './helpers';
 
 function mib(b: number): string {
@@ -59,6 +63,54 @@ describe('memory', function () {
     for (let i = 0; i < 200; i++) (await linear(x, w)).dispose();
     expect(await settled()).to.equal(base);
     x.dispose(); w.dispose(); qw.dispose();
+  });
+
+  it('models, KV caches and attention give back every native byte on dispose', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-mem-'));
+    try {
+      const files = writeRandomModel(dir, { dim: 64, hidden: 96, layers: 2, heads: 4, kvHeads: 2, vocab: 400, maxSeq: 64, seed: 5 }, ['llama2c', 'gguf-q8_0']);
+      const base = await settled();
+      for (let i = 0; i < 12; i++) {
+        const [file, opts] = i % 3 === 0 ? [files['gguf-q8_0']!, {}] : [files.llama2c!, { tokenizer: files.tokenizer, weights: i % 3 === 1 ? 'int8' as const : 'f32' as const }];
+        const m = await loadModel(file, opts);
+        for await (const t of m.generate([1, 300, 301], { maxTokens: 4 })) void t;
+        m.dispose();
+        const c = new KVCache({ layers: 2, kvHeads: 2, headDim: 16, maxSeq: 32, dtype: i % 2 ? 'i8' : 'f16' });
+        const kv = Tensor.rand([1, 2, 5, 16]);
+        await c.append(1, kv, kv);
+        (await attention(Tensor.rand([1, 4, 5, 16]), c.view(1), null, { causal: true })).dispose();
+        kv.dispose();
+        c.dispose();
+      }
+      const held = await settled();
+      console.log(`      native bytes after 12 load / generate / dispose cycles: ${held - base} B extra`);
+      expect(held).to.equal(base);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('3,000 prune / quantize / sparse linear / dispose cycles keep RSS bounded (< 32 MiB after warm-up)', () => {
+    const r = runChild(`
+      const { Tensor, prune, quantize, linear } = require('./lib/index');
+      (async () => {
+        const w = Tensor.rand([64, 256], { seed: 1 }), x = Tensor.rand([2, 256], { seed: 2 });
+        const rss = [];
+        for (let i = 0; i < 3000; i++) {
+          const s = prune(w, { sparsity: 0.5, format: i % 2 ? 'csr' : 'bitmask' });
+          const q = quantize(s);
+          (await linear(x, q)).dispose();
+          s.dispose();
+          q.dispose();
+          if (i % 600 === 599) { global.gc(); rss.push(process.memoryUsage().rss); }
+        }
+        console.log(JSON.stringify(rss));
+      })();`, {}, ROOT, ['--expose-gc']);
+    expect(r.status, r.stderr).to.equal(0);
+    const rss = JSON.parse(r.stdout) as number[];
+    console.log(`      RSS after each 600 cycles: ${rss.map(mib).join(', ')}`);
+    // one leaked sparse weight per cycle (>= 8 KiB) would add over 20 MiB per 600 cycles
+    expect(rss[rss.length - 1]! - rss[0]!).to.be.below(32 * 2 ** 20);
   });
 
   it('the finalizer frees tensors that were never disposed', async function () {
