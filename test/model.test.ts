@@ -104,6 +104,10 @@ describe('model: stories260K against llama2.c run.c', function () {
     const cut = full.indexOf('Lily');
     const s = await collect(f32, e.prompt, { maxTokens: 40, stop: ['Lily'] });
     expect(s.text).to.equal(full.slice(0, cut));
+    // text held back as a possible stop-string prefix is not lost when generation ends
+    const tail = full.slice(-2);
+    const h = await collect(f32, e.prompt, { maxTokens: 40, stop: [tail + 'zzz'] });
+    expect(h.text).to.equal(full);
   });
 
   it('seeded sampling is reproducible; top-k 1 is greedy', async () => {

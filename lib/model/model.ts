@@ -154,8 +154,14 @@ export class Model {
     for (let n = 0; n < maxTokens; n++) {
       opts.signal?.throwIfAborted();
       const id = sampler.sample(logits);
-      if (this.stopIds.includes(id)) break;
-      const piece = dec.push(id, prev);
+      if (this.stopIds.includes(id)) {
+        // the end token is not yielded, except to carry text held back for a stop string
+        const rest = text + dec.flush();
+        if (rest.length > emitted) yield { id, text: rest.slice(emitted) };
+        break;
+      }
+      const last = n + 1 === maxTokens || this.length >= this.config.maxSeq;
+      const piece = dec.push(id, prev) + (last ? dec.flush() : '');
       prev = id;
       stats.generatedTokens++;
       text += piece;
@@ -165,13 +171,13 @@ export class Model {
         if (keep > emitted) yield { id, text: text.slice(emitted, keep) };
         break;
       }
-      // hold back text that could be the start of a stop string
+      // hold back text that could be the start of a stop string (not after the last token)
       let hold = 0;
-      for (const s of stop) for (let l = Math.min(s.length - 1, text.length); l > hold; l--) if (text.endsWith(s.slice(0, l))) { hold = l; break; }
+      if (!last) for (const s of stop) for (let l = Math.min(s.length - 1, text.length); l > hold; l--) if (text.endsWith(s.slice(0, l))) { hold = l; break; }
       const out = text.slice(emitted, text.length - hold);
       emitted += out.length;
       yield { id, text: out };
-      if (n + 1 === maxTokens || this.length >= this.config.maxSeq) break;
+      if (last) break;
       logits = await this.forward([id]);
       stats.decodeTokensPerSec = stats.generatedTokens / ((performance.now() - t1) / 1000);
     }
