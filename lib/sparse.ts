@@ -94,6 +94,30 @@ function norms(op: string, v: PruneOptions['activationNorms'], k: number): Float
   return a;
 }
 
+/** The k-th smallest value of a (0-based; a is reordered): quickselect, O(n) on average. */
+function kthSmallest(a: Float32Array, k: number): number {
+  let lo = 0, hi = a.length - 1;
+  while (lo < hi) {
+    const pivot = a[(lo + hi) >> 1]!;
+    let i = lo, j = hi;
+    while (i <= j) {
+      while (a[i]! < pivot) i++;
+      while (a[j]! > pivot) j--;
+      if (i <= j) {
+        const t = a[i]!;
+        a[i] = a[j]!;
+        a[j] = t;
+        i++;
+        j--;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else return a[k]!;
+  }
+  return a[k]!;
+}
+
 /** Zeroes `count` of the entries [lo, hi) of w with the lowest scores (ties: the lower index first). */
 function zeroLowest(w: Float32Array, score: Float32Array, lo: number, hi: number, count: number): void {
   if (count <= 0) return;
@@ -101,8 +125,7 @@ function zeroLowest(w: Float32Array, score: Float32Array, lo: number, hi: number
     w.fill(0, lo, hi);
     return;
   }
-  const sorted = score.slice(lo, hi).sort();
-  const t = sorted[count - 1]!;
+  const t = kthSmallest(score.slice(lo, hi), count - 1);
   let below = 0;
   for (let i = lo; i < hi; i++) if (score[i]! < t) below++;
   let ties = count - below;
