@@ -78,7 +78,7 @@ export interface NativeBinding {
   quantizeFile(path: string, ranges: number[], k: number): Promise<NativePacked>;
   packQ8File(path: string, ranges: number[], k: number): Promise<NativePacked>;
   widenToF32(s: S, off: Off, type: number, count: number): Promise<NativeStorage>;
-  createModel(config: Record<string, number | boolean>, weights: unknown, quantize: boolean): Promise<unknown>;
+  createModel(config: Record<string, number | boolean>, weights: unknown): Promise<unknown>;
   sparseFromDense(w: S, off: Off, n: number, k: number, format: number, N: number, M: number, int8: boolean, sync: true): NativeSparse;
   sparseFromDense(w: S, off: Off, n: number, k: number, format: number, N: number, M: number, int8: boolean, sync: false): Promise<NativeSparse>;
   sparseQuantize(s: NativeSparse): NativeSparse;

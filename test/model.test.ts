@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Tokenizer, loadModel, type Model } from '../lib/index';
+import { Sampler } from '../lib/model/sampler';
 
 const DIR = path.resolve(__dirname, '..', '..', 'shared', 'models', 'stories260K');
 const MODEL = path.join(DIR, 'stories260K.bin'), TOK = path.join(DIR, 'tok512.bin');
@@ -182,5 +183,32 @@ describe('model: loader errors', function () {
     expect(err?.message).to.match(/need a tokenizer/);
     const tokBytes = fs.readFileSync(TOK);
     expect(() => Tokenizer.fromLlama2c(tokBytes.subarray(0, 300), 512)).to.throw(/truncated/);
+  });
+});
+
+describe('sampler', () => {
+  const draw = (logits: number[], opts: ConstructorParameters<typeof Sampler>[0], n = 4000) => {
+    const s = new Sampler({ seed: 9, ...opts });
+    const counts = new Array<number>(logits.length).fill(0);
+    const l = Float32Array.from(logits);
+    for (let i = 0; i < n; i++) counts[s.sample(l)]!++;
+    return counts.map((c) => c / n);
+  };
+
+  it('greedy takes the lowest id among ties; top-k keeps the k best (ties to the lower id)', () => {
+    expect(new Sampler({}).sample(Float32Array.from([-3, 2, 5, 5, 1]))).to.equal(2);
+    const f = draw([-1, 3, 3, 3, -2], { temperature: 1, topK: 2 });
+    expect(f[1]! + f[2]!).to.equal(1);
+    expect(f[1]!).to.be.closeTo(0.5, 0.05);
+  });
+
+  it('top-p keeps the smallest most-likely set reaching p, with the temperature applied first', () => {
+    // probabilities 0.5, 0.3, 0.2 (negative and positive logits)
+    const logits = [Math.log(0.3), Math.log(0.5), Math.log(0.2)].map((x) => x + 1.5);
+    const f = draw(logits, { temperature: 1, topP: 0.6 });
+    expect(f[2]).to.equal(0);
+    expect(f[1]!).to.be.closeTo(0.5 / 0.8, 0.03);
+    const all = draw(logits, { temperature: 1 });
+    expect(all[2]!).to.be.closeTo(0.2, 0.03);
   });
 });

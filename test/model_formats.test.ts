@@ -15,6 +15,29 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-formats-'));
 const cfg: SynthConfig = { dim: 64, hidden: 96, layers: 2, heads: 4, kvHeads: 2, vocab: 400, maxSeq: 96, seed: 11 };
 const ids = [1, 260, 300, 17, 45, 399, 3, 260, 100, 101, 102];
 
+type MetaValue = Parameters<typeof writeGguf>[1][number][1];
+
+/** Copies a GGUF file, letting edit() retype a tensor and meta() change metadata. */
+function rewriteGguf(src: string, dst: string, edit: (name: string, data: Uint8Array) => { type: number; data: Uint8Array } | null,
+                     meta: (key: string, v: MetaValue) => MetaValue = (_k, v) => v): string {
+  const g = readGguf(src);
+  const raw = fs.readFileSync(src);
+  const entries = [...g.meta].map(([k, v]): [string, MetaValue] => {
+    let m: MetaValue;
+    if (Array.isArray(v)) m = typeof v[0] === 'string' ? { type: 'arr', elem: 'str', value: v as string[] } : k.endsWith('token_type') ? { type: 'arr', elem: 'i32', value: v as number[] } : { type: 'arr', elem: 'f32', value: v as number[] };
+    else if (typeof v === 'string') m = { type: 'str', value: v };
+    else m = { type: Number.isInteger(v) && !k.includes('eps') && !k.includes('freq') ? 'u32' : 'f32', value: Number(v) };
+    return [k, meta(k, m)];
+  });
+  const tensors = [...g.tensors.values()].map((t) => {
+    const data = raw.subarray(t.offset, t.offset + t.bytes);
+    const e = edit(t.name, data);
+    return { name: t.name, dims: t.dims, type: e ? e.type : t.type, data: e ? e.data : data };
+  });
+  writeGguf(dst, entries, tensors);
+  return dst;
+}
+
 async function logits(file: string, opts: LoadModelOptions = {}): Promise<Float32Array> {
   const m = await loadModel(file, opts);
   try {
@@ -77,21 +100,11 @@ describe('model formats: llama2.c, GGUF and Hugging Face from the same random we
 
   it('mixed tensor types load unfused (q / gate in F16, the rest F32) and agree', async () => {
     // rewrite the F32 GGUF with attn_q and ffn_gate in F16: q|k|v and gate|up can no longer be read as one weight
-    const g = readGguf(files['gguf-f32']!);
-    const raw = fs.readFileSync(files['gguf-f32']!);
-    const meta = [...g.meta].map(([k, v]): [string, Parameters<typeof writeGguf>[1][number][1]] => {
-      if (Array.isArray(v)) return [k, typeof v[0] === 'string' ? { type: 'arr', elem: 'str', value: v as string[] } : k.endsWith('token_type') ? { type: 'arr', elem: 'i32', value: v as number[] } : { type: 'arr', elem: 'f32', value: v as number[] }];
-      if (typeof v === 'string') return [k, { type: 'str', value: v }];
-      return [k, { type: Number.isInteger(v) && !k.includes('eps') && !k.includes('freq') ? 'u32' : 'f32', value: Number(v) }];
-    });
-    const tensors = [...g.tensors.values()].map((t) => {
-      const data = raw.subarray(t.offset, t.offset + t.bytes);
-      if (!/attn_q|ffn_gate/.test(t.name)) return { name: t.name, dims: t.dims, type: t.type, data };
+    const mixed = rewriteGguf(files['gguf-f32']!, path.join(tmp, 'mixed.gguf'), (name, data) => {
+      if (!/attn_q|ffn_gate/.test(name)) return null;
       const f = new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
-      return { name: t.name, dims: t.dims, type: 1, data: new Uint8Array(Uint16Array.from(f, f32ToF16).buffer) };
+      return { type: 1, data: new Uint8Array(Uint16Array.from(f, f32ToF16).buffer) };
     });
-    const mixed = path.join(tmp, 'mixed.gguf');
-    writeGguf(mixed, meta, tensors);
     const ref = await logits(files.llama2c!, { tokenizer: files.tokenizer });
     expect(relErr(await logits(mixed), ref)).to.be.below(5e-3);
     expect(relErr(await logits(mixed, { weights: 'int8' }), ref)).to.be.below(5e-2);
@@ -112,7 +125,10 @@ describe('model formats: llama2.c, GGUF and Hugging Face from the same random we
     writeGguf(arch, [['general.architecture', { type: 'str', value: 'gpt2' }]], []);
     const q4 = path.join(tmp, 'q4.gguf');
     writeGguf(q4, [['general.architecture', { type: 'str', value: 'llama' }]], [{ name: 'x', dims: [32, 2], type: 2, data: new Uint8Array(36) }]);
+    const badBos = rewriteGguf(files['gguf-f32']!, path.join(tmp, 'bos.gguf'), () => null,
+      (k, v) => (k === 'tokenizer.ggml.bos_token_id' ? { type: 'u32', value: 9999 } : v));
     const cases: [string, RegExp][] = [
+      [badBos, /bos_token_id = 9999 is outside the vocabulary/],
       [put('trunc.gguf', good.subarray(0, good.length - 1000)), /runs past the end of the file|truncated/],
       [put('head.gguf', good.subarray(0, 30)), /unexpected end of file|truncated/],
       [put('ver.gguf', (() => { const b = Buffer.from(good); b.writeUInt32LE(99, 4); return b; })()), /version 99/],
@@ -134,6 +150,11 @@ describe('model formats: llama2.c, GGUF and Hugging Face from the same random we
       [hf('hf-trunc', (d) => fs.writeFileSync(path.join(d, 'model.safetensors'), fs.readFileSync(st).subarray(0, 5000))), /do not match its shape or the file|header length/],
       [hf('hf-json', (d) => { const b = fs.readFileSync(st); b.write('!!', 8); fs.writeFileSync(path.join(d, 'model.safetensors'), b); }), /header is not JSON/],
       [hf('hf-notok', (d) => fs.rmSync(path.join(d, 'tokenizer.json'))), /has no tokenizer\.json/],
+      [hf('hf-vocab', (d) => {
+        const t = JSON.parse(fs.readFileSync(path.join(d, 'tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number> } };
+        t.model.vocab['\u2581extra'] = 5000;
+        fs.writeFileSync(path.join(d, 'tokenizer.json'), JSON.stringify(t));
+      }), /token id 5000 is outside the model's vocabulary \(400\)/],
     );
     for (const [p, re] of cases) {
       let err: Error | undefined;

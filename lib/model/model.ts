@@ -495,7 +495,7 @@ export async function loadModel(file: string, opts: LoadModelOptions = {}): Prom
     const native = await loadNative().createModel(
       { dim: config.dim, hidden: config.hidden, layers: config.layers, heads: config.heads, kvHeads: config.kvHeads, vocab: config.vocab,
         maxSeq, ropeTheta: config.ropeTheta, normEps: config.normEps, ropeNeox: plan.ropeNeox, kvType: KV[kv] },
-      plan.weights, false) as NativeModel;
+      plan.weights) as NativeModel;
     return new Model(native, config, plan.tokenizer, plan.stopIds);
   } finally {
     // the model holds its own references to what it keeps

@@ -29,6 +29,7 @@ export function argmax(x: Float32Array): number {
 
 export class Sampler {
   private readonly rng: Rng;
+  private keys = new Float64Array(0);  // sort keys, reused across tokens
   constructor(private readonly o: SamplingOptions) {
     this.rng = new Rng(o.seed);
   }
@@ -37,12 +38,35 @@ export class Sampler {
     const t = this.o.temperature ?? 0;
     if (t === 0) return argmax(logits);
     const n = logits.length;
-    let idx = Array.from({ length: n }, (_, i) => i);
-    const k = this.o.topK ?? 0, p = this.o.topP ?? 1;
-    if ((k > 0 && k < n) || p < 1) idx.sort((a, b) => logits[b]! - logits[a]! || a - b);
-    if (k > 0 && k < n) idx = idx.slice(0, k);
     let mx = -Infinity;
-    for (const i of idx) mx = Math.max(mx, logits[i]!);
+    for (let i = 0; i < n; i++) mx = Math.max(mx, logits[i]!);
+    // Tokens more than 40 nats below the best weigh < 4e-18 of it (all of a 32K vocab
+    // together < 2e-13); leaving them out keeps the sort to the plausible ones.
+    const floor = mx - 40 * t;
+    const k = this.o.topK ?? 0, p = this.o.topP ?? 1;
+    let idx: number[] = [];
+    if (((k > 0 && k < n) || p < 1) && n > 4194304) {
+      for (let i = 0; i < n; i++) if (logits[i]! >= floor) idx.push(i);  // vocab past 2^22: comparator sort
+      idx.sort((a, b) => logits[b]! - logits[a]! || a - b);
+      if (k > 0) idx = idx.slice(0, k);
+    } else if ((k > 0 && k < n) || p < 1) {
+      // descending logit, ascending id on ties, through one numeric typed-array sort:
+      // key = (order-reversed float bits) * 2^22 + id, exact in a float64
+      const bits = new Uint32Array(logits.buffer, logits.byteOffset, n);
+      if (this.keys.length < n) this.keys = new Float64Array(n);
+      const keys = this.keys;
+      let c = 0;
+      for (let i = 0; i < n; i++) {
+        if (!(logits[i]! >= floor)) continue;
+        const b = bits[i]!, u = b & 0x80000000 ? ~b >>> 0 : (b | 0x80000000) >>> 0;
+        keys[c++] = (0xffffffff - u) * 4194304 + i;
+      }
+      const sorted = keys.subarray(0, c).sort();
+      const take = k > 0 ? Math.min(k, c) : c;
+      for (let j = 0; j < take; j++) idx.push(sorted[j]! % 4194304);
+    } else {
+      for (let i = 0; i < n; i++) if (logits[i]! >= floor) idx.push(i);
+    }
     const w = idx.map((i) => Math.exp((logits[i]! - mx) / t));
     let sum = w.reduce((a, b) => a + b, 0);
     if (p < 1) {

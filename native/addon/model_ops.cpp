@@ -173,7 +173,6 @@ struct Held {
   std::mutex mu;  // one forward at a time per model
   std::unique_ptr<sparq::LlamaModel> model;
   std::vector<BlockPtr> keep;                        // file blocks the f32 weights point into
-  std::vector<std::unique_ptr<float[]>> owned;       // copies (int8 models drop the file)
   std::vector<std::shared_ptr<sparq::PackedWeight>> packed;
   int64_t bytes = 0;
 };
@@ -233,10 +232,9 @@ class Model : public Napi::ObjectWrap<Model> {
           return out;
         });
   }
+  // Never waits for a forward in flight (the JS thread must not block).
   Napi::Value Pos(const Napi::CallbackInfo& info) {
-    auto h = get(info.Env());
-    std::lock_guard<std::mutex> lock(h->mu);
-    return Napi::Number::New(info.Env(), double(h->model->pos()));
+    return Napi::Number::New(info.Env(), double(get(info.Env())->model->pos()));
   }
   Napi::Value Truncate(const Napi::CallbackInfo& info) {
     auto h = get(info.Env());
@@ -303,15 +301,14 @@ WeightRef ReadWeight(const Napi::Object& ws, const char* key, int64_t n, int64_t
   return r;
 }
 
-// createModel(config, weights, quantize) -> Promise<Model>
+// createModel(config, weights) -> Promise<Model>
 // config: { dim, hidden, layers, heads, kvHeads, vocab, maxSeq, ropeTheta, normEps, ropeNeox, kvType }
 // weights: { embed, finalNorm, output, layers: [{ attnNorm, wq, wk, wv | wqkv, wo, ffnNorm, w1, w3 | w13, w2 }] }
 Napi::Value CreateModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject())
-    throw Napi::TypeError::New(env, "createModel: expected (config, weights, quantize)");
+    throw Napi::TypeError::New(env, "createModel: expected (config, weights)");
   Napi::Object co = info[0].As<Napi::Object>(), wo = info[1].As<Napi::Object>();
-  const bool quantize = info.Length() > 2 && info[2].ToBoolean().Value();
   sparq::LlamaConfig c;
   const int64_t big = int64_t(1) << 24;
   c.dim = Int(co, "dim", 1, big);
@@ -328,23 +325,34 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
   if (c.dim % c.heads) throw Napi::RangeError::New(env, "createModel: dim must be a multiple of heads");
   const int64_t hd = c.dim / c.heads, kvd = c.kv_heads * hd;
 
+  // Weights stay where the caller put them: f32 in its storages (kept alive
+  // here), int8 in its packed weights (shared).
   auto h = std::make_shared<Held>();
-  std::vector<WeightRef> refs;  // in order; linears are quantized off-thread when asked
-  struct Slot { sparq::LinearWeight* lw; size_t ref; };
-  std::vector<Slot> slots;
-  std::vector<std::pair<const float**, size_t>> vecs;  // norm / embedding pointers and their ref index
   auto w = std::make_shared<sparq::LlamaWeights>();
   w->layers.resize(size_t(c.layers));
+  auto keep = [&](const WeightRef& r) {
+    if (r.block && std::find(h->keep.begin(), h->keep.end(), r.block) == h->keep.end()) {
+      h->keep.push_back(r.block);
+      h->bytes += int64_t(r.block->bytes);
+    }
+    if (r.q && std::find(h->packed.begin(), h->packed.end(), r.q) == h->packed.end()) {
+      h->packed.push_back(r.q);
+      h->bytes += int64_t(r.q->bytes());
+    }
+  };
   auto lin = [&](const Napi::Object& o, const char* key, int64_t n, int64_t k, sparq::LinearWeight* lw) {
-    refs.push_back(ReadWeight(o, key, n, k));
+    const WeightRef r = ReadWeight(o, key, n, k);
     lw->n = n;
     lw->k = k;
-    slots.push_back({lw, refs.size() - 1});
+    lw->f32 = r.f32;
+    lw->q = r.q;
+    keep(r);
   };
   auto vec = [&](const Napi::Object& o, const char* key, int64_t n, const float** dst) {
-    refs.push_back(ReadWeight(o, key, 1, n));
-    if (refs.back().q) throw Napi::TypeError::New(env, std::string("createModel: '") + key + "' must be f32");
-    vecs.push_back({dst, refs.size() - 1});
+    const WeightRef r = ReadWeight(o, key, 1, n);
+    if (r.q) throw Napi::TypeError::New(env, std::string("createModel: '") + key + "' must be f32");
+    *dst = r.f32;
+    keep(r);
   };
   vec(wo, "embed", c.vocab * c.dim, &w->embed);
   vec(wo, "finalNorm", c.dim, &w->final_norm);
@@ -376,47 +384,10 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
     }
     lin(lo, "w2", c.dim, c.hidden, &L.w2);
   }
+  // off the JS thread: the checks and the KV cache allocation
   return RunAsync(
       env,
-      [h, c, w, refs, slots, vecs, quantize]() mutable {
-        // f32 vectors (embedding, norms): point into the file, or own a copy when
-        // the file is dropped (int8 models).
-        for (auto& [dst, i] : vecs) *dst = refs[i].f32;
-        for (const Slot& s : slots) {
-          const WeightRef& r = refs[s.ref];
-          if (r.q) {
-            s.lw->q = r.q;
-          } else if (quantize) {
-            std::unique_ptr<sparq::PackedWeight> p;
-            if (Error e = sparq::quantize_weight(r.f32, s.lw->n, s.lw->k, sparq::QuantizeOptions{}, &p); !e.ok()) return e;
-            h->bytes += int64_t(p->bytes());
-            s.lw->q = std::shared_ptr<sparq::PackedWeight>(std::move(p));
-          } else {
-            s.lw->f32 = r.f32;
-          }
-          if (s.lw->q && std::find(h->packed.begin(), h->packed.end(), s.lw->q) == h->packed.end()) {
-            if (r.q) h->bytes += int64_t(r.q->bytes());  // packed by the caller: now held here too
-            h->packed.push_back(s.lw->q);
-          }
-        }
-        if (quantize) {
-          // Keep only what still points into the file: copy the vectors out.
-          for (auto& [dst, i] : vecs) {
-            const int64_t n = dst == &w->embed ? c.vocab * c.dim : c.dim;
-            std::unique_ptr<float[]> cp(new (std::nothrow) float[size_t(n)]);
-            if (!cp) return Error::make(sparq::Status::out_of_memory, "createModel: out of memory");
-            std::memcpy(cp.get(), *dst, size_t(n) * 4);
-            *dst = cp.get();
-            h->bytes += n * 4;
-            h->owned.push_back(std::move(cp));
-          }
-        } else {
-          for (const WeightRef& r : refs)
-            if (r.block && std::find(h->keep.begin(), h->keep.end(), r.block) == h->keep.end()) {
-              h->keep.push_back(r.block);
-              h->bytes += int64_t(r.block->bytes);
-            }
-        }
+      [h, c, w]() {
         Error e = sparq::LlamaModel::create(c, std::move(*w), &h->model);
         if (e.ok()) h->bytes += int64_t(h->model->cache_bytes());
         return e;

@@ -109,8 +109,9 @@ Error LlamaModel::create(const LlamaConfig& c, LlamaWeights w, std::unique_ptr<L
 Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits) {
   const LlamaConfig& c = cfg_;
   if (n < 1) return bad("no tokens");
-  if (pos_ + n > c.max_seq)
-    return bad("context is full: " + std::to_string(pos_) + " positions + " + std::to_string(n) + " new exceed maxSeq " +
+  const int64_t pos = pos_.load(std::memory_order_relaxed);
+  if (pos + n > c.max_seq)
+    return bad("context is full: " + std::to_string(pos) + " positions + " + std::to_string(n) + " new exceed maxSeq " +
                std::to_string(c.max_seq));
   for (int64_t i = 0; i < n; ++i)
     if (tok[i] < 0 || tok[i] >= c.vocab)
@@ -118,9 +119,21 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
                  std::to_string(c.vocab) + ")");
   const int64_t hd = c.dim / c.heads, kvd = c.kv_heads * hd, dim = c.dim;
   const int64_t qkvd = dim + 2 * kvd;
-  std::vector<float> x(size_t(n * dim)), xb(size_t(n * dim)), tmp(size_t(n * dim)), qkv(size_t(n * qkvd)),
-      qt(size_t(n * dim)), att(size_t(n * dim)), kt(size_t(n * kvd)), vt(size_t(n * kvd)), h13(size_t(n * 2 * c.hidden)),
-      h1(size_t(n * c.hidden)), h3(size_t(n * c.hidden));
+  auto grow = [](std::vector<float>& v, int64_t size) -> std::vector<float>& {
+    if (int64_t(v.size()) < size) v.resize(size_t(size));
+    return v;
+  };
+  std::vector<float>& x = grow(x_, n * dim);
+  std::vector<float>& xb = grow(xb_, n * dim);
+  std::vector<float>& tmp = grow(tmp_, n * dim);
+  std::vector<float>& qkv = grow(qkv_, n * qkvd);
+  std::vector<float>& qt = grow(qt_, n * dim);
+  std::vector<float>& att = grow(att_, n * dim);
+  std::vector<float>& kt = grow(kt_, n * kvd);
+  std::vector<float>& vt = grow(vt_, n * kvd);
+  std::vector<float>& h13 = grow(h13_, n * 2 * c.hidden);
+  std::vector<float>& h1 = grow(h1_, n * c.hidden);
+  std::vector<float>& h3 = grow(h3_, n * c.hidden);
   for (int64_t t = 0; t < n; ++t) std::memcpy(x.data() + t * dim, w_.embed + int64_t(tok[t]) * dim, size_t(dim) * 4);
   for (int64_t li = 0; li < c.layers; ++li) {
     const LlamaLayer& L = w_.layers[size_t(li)];
@@ -140,11 +153,11 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
     to_heads(qp, ld, n, c.heads, hd, qt.data());
     to_heads(fused ? qp + dim : qp + n * dim, fused ? ld : kvd, n, c.kv_heads, hd, kt.data());
     to_heads(fused ? qp + dim + kvd : qp + n * (dim + kvd), fused ? ld : kvd, n, c.kv_heads, hd, vt.data());
-    SPARQ_TRY(rope(qt.data(), c.heads, n, hd, pos_, c.rope_theta, c.rope_neox, qt.data()));
-    SPARQ_TRY(rope(kt.data(), c.kv_heads, n, hd, pos_, c.rope_theta, c.rope_neox, kt.data()));
+    SPARQ_TRY(rope(qt.data(), c.heads, n, hd, pos, c.rope_theta, c.rope_neox, qt.data()));
+    SPARQ_TRY(rope(kt.data(), c.kv_heads, n, hd, pos, c.rope_theta, c.rope_neox, kt.data()));
     const size_t l = size_t(li);
-    SPARQ_TRY(kv_store(kt.data(), 1, c.kv_heads, n, hd, c.kv_type, k_[l], ks_[l], c.max_seq, pos_));
-    SPARQ_TRY(kv_store(vt.data(), 1, c.kv_heads, n, hd, c.kv_type, v_[l], vs_[l], c.max_seq, pos_));
+    SPARQ_TRY(kv_store(kt.data(), 1, c.kv_heads, n, hd, c.kv_type, k_[l], ks_[l], c.max_seq, pos));
+    SPARQ_TRY(kv_store(vt.data(), 1, c.kv_heads, n, hd, c.kv_type, v_[l], vs_[l], c.max_seq, pos));
     AttentionArgs a;
     a.q = qt.data();
     a.b = 1;
@@ -158,7 +171,7 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
     a.kv.v_scale = vs_[l];
     a.kv.cap = c.max_seq;
     a.hkv = c.kv_heads;
-    a.tk = pos_ + n;
+    a.tk = pos + n;
     a.scale = float(1.0 / std::sqrt(double(hd)));
     a.causal = true;
     a.out = att.data();
@@ -191,7 +204,7 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
   const float* last = x.data() + (all ? 0 : (n - 1) * dim);
   SPARQ_TRY(rmsnorm(last, w_.final_norm, rows, dim, c.norm_eps, xb.data()));
   SPARQ_TRY(linear(xb.data(), rows, w_.output, logits));
-  pos_ += n;
+  pos_.store(pos + n, std::memory_order_release);
   return Error{};
 }
 

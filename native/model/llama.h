@@ -4,6 +4,7 @@
 // in]) or int8 packed (dynamic per-token activations). The whole forward pass
 // of a chunk of tokens runs here, so one call from JS is one step.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -58,10 +59,12 @@ class LlamaModel {
   // Checks shapes and allocates the KV cache (max_seq positions).
   static Error create(const LlamaConfig& cfg, LlamaWeights w, std::unique_ptr<LlamaModel>* out);
   // Appends tokens at positions [pos, pos + n) and writes the logits of the last
-  // one (all: of every one, [n, vocab]) to logits. Token ids are checked.
+  // one (all: of every one, [n, vocab]) to logits. Token ids are checked. One
+  // call at a time (the caller serialises forward / truncate).
   Error forward(const int32_t* tokens, int64_t n, bool all, float* logits);
-  int64_t pos() const { return pos_; }
-  void truncate(int64_t n) { if (n < pos_) pos_ = n < 0 ? 0 : n; }
+  // May be read while a forward runs (it then shows the position before it).
+  int64_t pos() const { return pos_.load(std::memory_order_acquire); }
+  void truncate(int64_t n) { if (n < pos()) pos_.store(n < 0 ? 0 : n, std::memory_order_release); }
   const LlamaConfig& config() const { return cfg_; }
   size_t cache_bytes() const { return cache_bytes_; }
 
@@ -72,7 +75,9 @@ class LlamaModel {
   std::vector<void*> k_, v_;       // per layer [kv_heads, max_seq, hd]
   std::vector<float*> ks_, vs_;    // int8 scales [kv_heads, max_seq]
   size_t cache_bytes_ = 0;
-  int64_t pos_ = 0;
+  std::atomic<int64_t> pos_{0};
+  // activations, grown to the largest chunk seen and reused (no allocation per token)
+  std::vector<float> x_, xb_, tmp_, qkv_, qt_, att_, kt_, vt_, h13_, h1_, h3_;
 };
 
 }  // namespace sparq
