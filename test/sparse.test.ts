@@ -2,12 +2,39 @@
 // the same pruned weights, the pruners' exact counts and patterns.
 import { expect } from 'chai';
 import { Tensor, linear, prune, quantize, type SparseFormat } from '../lib/index';
-import { describeEachIsa, randn, refLinear, relErr } from './helpers';
+import { describeEachIsa, randn, refLinear, relErr, roundEven } from './helpers';
 
 const shapes: [number, number][] = [[1, 1], [7, 33], [16, 64], [33, 100], [64, 257]];
+const f = Math.fround;
+
+/** Symmetric int8 per row as the kernels do it: s = max|v| / 127 (1 for all zeros), q = rint(v * (1 / s)) clamped. */
+function quantRows(v: ArrayLike<number>, rows: number, k: number): { q: Int32Array; s: Float32Array } {
+  const q = new Int32Array(rows * k), s = new Float32Array(rows);
+  for (let i = 0; i < rows; i++) {
+    let mx = 0;
+    for (let c = 0; c < k; c++) mx = Math.max(mx, Math.abs(v[i * k + c]!));
+    s[i] = mx > 0 ? f(mx / 127) : 1;
+    const inv = f(1 / s[i]!);
+    for (let c = 0; c < k; c++) q[i * k + c] = Math.max(-127, Math.min(127, roundEven(f(v[i * k + c]! * inv))));
+  }
+  return { q, s };
+}
+
+/** int8 sparse linear: activations quantized per row, exact integer dots, acc * (xs * ws) + bias. */
+function refSparseI8(x: Float32Array, pruned: ArrayLike<number>, bias: Float32Array, m: number, n: number, k: number): Float64Array {
+  const X = quantRows(x, m, k), W = quantRows(pruned, n, k);
+  const y = new Float64Array(m * n);
+  for (let i = 0; i < m; i++)
+    for (let j = 0; j < n; j++) {
+      let acc = 0;
+      for (let c = 0; c < k; c++) acc += X.q[i * k + c]! * W.q[j * k + c]!;
+      y[i * n + j] = acc * f(X.s[i]! * W.s[j]!) + bias[j]!;
+    }
+  return y;
+}
 
 describeEachIsa('sparse linear', () => {
-  it('csr, bitmask and N:M, f32 and int8 values, m = 1..40, sparsity 0..1: within 1e-5 of the dense product', async () => {
+  it('csr, bitmask and N:M, m = 1..40, sparsity 0..1: f32 within 1e-5 of the dense product, int8 equal to the W8A8 reference', async () => {
     for (const [n, k] of shapes)
       for (const sp of [0, 0.5, 0.9, 0.99, 1])
         for (const m of [1, 3, 8, 9, 40]) {
@@ -19,16 +46,38 @@ describeEachIsa('sparse linear', () => {
           if (sp === 0.5) variants.push(['2:4 nm', { pattern: '2:4' }], ['4:8 nm', { pattern: '4:8' }], ['2:4 csr', { pattern: '2:4', format: 'csr' }]);
           for (const [name, o] of variants) {
             const sw = prune(w, o);
+            const pruned = (await sw.toDense()).toArray();
             for (const s of [sw, quantize(sw)]) {
-              const dense = (await s.toDense()).toArray();
               const y = (await linear(X, s, B)).toArray();
               const label = `${name} ${s.dtype} n=${n} k=${k} m=${m} sparsity=${sp}`;
-              expect(relErr(y, refLinear(x, dense, bias, m, n, k)), label).to.be.below(1e-5);
+              const ref = s.dtype === 'f32' ? refLinear(x, pruned, bias, m, n, k) : refSparseI8(x, pruned, bias, m, n, k);
+              // int8: the integer part is exact; the one float rounding of the epilogue may differ by an ulp
+              expect(relErr(y, ref), label).to.be.below(s.dtype === 'f32' ? 1e-5 : 1e-6);
               s.dispose();
             }
           }
           [w, X, B].forEach((t) => t.dispose());
         }
+  });
+});
+
+describeEachIsa('sparse int8 linear', () => {
+  it('int32 accumulation is exact: integer weights and activations at full int8 range give the integer products', async () => {
+    for (const [m, n, k] of [[1, 5, 1000], [3, 17, 4099], [8, 4, 64], [12, 9, 333]] as const) {
+      // every row reaches +-127 so both scales are exactly 1
+      const xi = new Float32Array(m * k).map((_, i) => (i % k === 0 ? 127 : Math.round((Math.random() * 2 - 1) * 127)));
+      const wi = new Float32Array(n * k).map((_, i) => (i % k === 1 ? -127 : Math.random() < 0.5 ? 0 : Math.round((Math.random() * 2 - 1) * 127)));
+      const X = Tensor.from(xi, [m, k]), W = Tensor.from(wi, [n, k]);
+      const exact = new Float64Array(m * n);
+      for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) { let a = 0; for (let c = 0; c < k; c++) a += xi[i * k + c]! * wi[j * k + c]!; exact[i * n + j] = a; }
+      for (const format of ['csr', 'bitmask'] as const) {
+        const s = quantize(prune(W, { sparsity: 0, format }));
+        const y = (await linear(X, s)).toArray();
+        expect(Array.from(y), `${format} m=${m} n=${n} k=${k}`).to.deep.equal(Array.from(exact));
+        s.dispose();
+      }
+      [X, W].forEach((t) => t.dispose());
+    }
   });
 });
 

@@ -118,7 +118,7 @@ Error sparse_quantize(const SparseWeight& s, std::unique_ptr<SparseWeight>* out)
     q->int8 = true;
     q->vf.clear();
     q->vf.shrink_to_fit();
-    q->vq.assign(s.vf.size(), 0);
+    q->vq.assign(s.vf.size() + 32, 0);  // 16-byte loads past the last row stay inside
     q->scale.assign(size_t(s.n), 1.f);
     for (int64_t j = 0; j < s.n; ++j) {
       const int64_t b = s.format == SparseFormat::nm ? j * s.groups() * s.N : s.row_ptr[size_t(j)];
@@ -147,53 +147,105 @@ void sparse_to_dense(const SparseWeight& s, float* out) {
   }
 }
 
-void spmv_ref(const SparseWeight& s, const float* x, int64_t m, const float* bias, float* y, int64_t j0, int64_t j1) {
+void spmv_ref(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
+  const int64_t m = a.m;
   for (int64_t j = j0; j < j1; ++j) {
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t iacc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     for_row(s, j, [&](int64_t c, float v) {
       if (c >= s.k) return;  // nm padding past k
-      for (int64_t i = 0; i < m; ++i) acc[i] += double(v) * x[i * s.k + c];
+      for (int64_t i = 0; i < m; ++i) {
+        if (s.int8) iacc[i] += int64_t(v) * a.xq[i * a.ldq + c];
+        else acc[i] += double(v) * a.x[i * s.k + c];
+      }
     });
-    const double sc = s.int8 ? s.scale[size_t(j)] : 1.0;
-    for (int64_t i = 0; i < m; ++i) y[i * s.n + j] = float(acc[i] * sc + (bias ? bias[j] : 0.f));
+    for (int64_t i = 0; i < m; ++i)
+      a.y[i * s.n + j] = s.int8 ? sparse_q_out(iacc[i], a.xs[i], s.scale[size_t(j)], a.bias, j) : float(acc[i] + (a.bias ? a.bias[j] : 0.f));
   }
 }
 
-void spmmt_ref(const SparseWeight& s, const float* xt, int64_t m, const float* bias, float* yt, int64_t j0, int64_t j1) {
+void spmmt_ref(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
+  const int64_t m = a.m;
   std::vector<double> acc(static_cast<size_t>(m));
+  std::vector<int64_t> iacc(static_cast<size_t>(m));
   for (int64_t j = j0; j < j1; ++j) {
     std::fill(acc.begin(), acc.end(), 0.0);
+    std::fill(iacc.begin(), iacc.end(), 0);
     for_row(s, j, [&](int64_t c, float v) {
       if (c >= s.k) return;
-      for (int64_t i = 0; i < m; ++i) acc[size_t(i)] += double(v) * xt[c * m + i];
+      for (int64_t i = 0; i < m; ++i) {
+        if (s.int8) iacc[size_t(i)] += int64_t(v) * a.xqt[c * m + i];
+        else acc[size_t(i)] += double(v) * a.x[c * m + i];
+      }
     });
-    const double sc = s.int8 ? s.scale[size_t(j)] : 1.0;
-    for (int64_t i = 0; i < m; ++i) yt[j * m + i] = float(acc[size_t(i)] * sc + (bias ? bias[j] : 0.f));
+    for (int64_t i = 0; i < m; ++i)
+      a.y[j * m + i] = s.int8 ? sparse_q_out(iacc[size_t(i)], a.xs[i], s.scale[size_t(j)], a.bias, j)
+                              : float(acc[size_t(i)] + (a.bias ? a.bias[j] : 0.f));
   }
 }
 
 Error spmm(const SparseWeight& s, const float* x, int64_t m, const float* bias, float* y) {
   if (m < 1) return bad("m must be at least 1");
+  if (s.int8 && s.k > kSparseInt8MaxK) return bad("int8 weights need k <= " + std::to_string(kSparseInt8MaxK) + " (int32 accumulation)");
   const KernelTable t = kernels();
   // rows of W per task: about 64K stored values, at least 4 tasks per thread when there is work
   const int64_t per_row = std::max<int64_t>(1, s.nnz / std::max<int64_t>(1, s.n));
   const int64_t rows = std::max<int64_t>(1, std::min<int64_t>((int64_t(1) << 16) / (per_row * std::max<int64_t>(1, std::min<int64_t>(m, 8))) + 1,
                                                               (s.n + 4 * num_threads() - 1) / (4 * num_threads())));
   const int64_t tasks = (s.n + rows - 1) / rows;
-  if (m <= 8) {
-    parallel_for(tasks, [&](int64_t i) { t.spmv(s, x, m, bias, y, i * rows, std::min(s.n, i * rows + rows)); });
-    return Error{};
-  }
-  std::vector<float> xt, yt;
+  SpArgs a;
+  a.m = m;
+  a.bias = bias;
+  // decode (m <= 8) reuses this thread's small scratch: one call per linear per token
+  thread_local std::vector<int8_t> xq_small;
+  thread_local std::vector<float> xs_small;
+  std::vector<int8_t> xq_big;
+  std::vector<float> xs_big, xt, yt;
+  std::vector<int32_t> xqt;
+  std::vector<int8_t>& xq = m <= 8 ? xq_small : xq_big;
+  std::vector<float>& xs = m <= 8 ? xs_small : xs_big;
   try {
-    xt.resize(size_t(s.k * m));
-    yt.resize(size_t(s.n * m));
+    if (s.int8) {
+      a.ldq = (std::max(s.words() * 32, s.k + 4) + 63) / 64 * 64;
+      if (int64_t(xq.size()) < m * a.ldq) xq.resize(size_t(m * a.ldq));
+      if (int64_t(xs.size()) < m) xs.resize(size_t(m));
+      QuantRowsArgs q;
+      q.x = x;
+      q.ldx = s.k;
+      q.m = m;
+      q.k = s.k;
+      q.k_pad = a.ldq;
+      q.out = reinterpret_cast<uint8_t*>(xq.data());
+      q.ldo = a.ldq;
+      q.scale = xs.data();
+      if (m <= 8) t.quant_rows(q, 0, m);
+      else parallel_for((m + 7) / 8, [&](int64_t i) { t.quant_rows(q, i * 8, std::min(m, i * 8 + 8)); });
+      a.xq = xq.data();
+      a.xs = xs.data();
+    }
+    if (m <= 8) {
+      a.x = x;
+      a.y = y;
+      parallel_for(tasks, [&](int64_t i) { t.spmv(s, a, i * rows, std::min(s.n, i * rows + rows)); });
+      return Error{};
+    }
+    if (int64_t(yt.size()) < s.n * m) yt.resize(size_t(s.n * m));
+    if (s.int8) {
+      if (int64_t(xqt.size()) < s.k * m) xqt.resize(size_t(s.k * m));
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t c = 0; c < s.k; ++c) xqt[size_t(c * m + i)] = xq[size_t(i * a.ldq + c)];
+      a.xqt = xqt.data();
+    } else {
+      if (int64_t(xt.size()) < s.k * m) xt.resize(size_t(s.k * m));
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t c = 0; c < s.k; ++c) xt[size_t(c * m + i)] = x[i * s.k + c];
+      a.x = xt.data();
+    }
   } catch (const std::bad_alloc&) {
     return Error::make(Status::out_of_memory, "spmm: out of memory");
   }
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t c = 0; c < s.k; ++c) xt[size_t(c * m + i)] = x[i * s.k + c];
-  parallel_for(tasks, [&](int64_t i) { t.spmmt(s, xt.data(), m, bias, yt.data(), i * rows, std::min(s.n, i * rows + rows)); });
+  a.y = yt.data();
+  parallel_for(tasks, [&](int64_t i) { t.spmmt(s, a, i * rows, std::min(s.n, i * rows + rows)); });
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < s.n; ++j) y[i * s.n + j] = yt[size_t(j * m + i)];
   return Error{};

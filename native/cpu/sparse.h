@@ -6,9 +6,12 @@
 //             bits in order, row_ptr [n + 1] into the values
 //  - nm:      exactly N values per group of M along k (2:4, 4:8; k padded to M)
 //             with their in-group index (uint8): values / idx [n, k / M * N]
-// Values are f32, or int8 with one f32 scale per row (weight-only int8:
-// activations stay f32, so results match the dequantized weights to rounding).
+// Values are f32, or int8 with one f32 scale per row. int8 weights follow the
+// dense int8 linear's contract: each activation row is quantized on the fly
+// (symmetric, max|x| / 127, round to nearest even, as QuantRowsArgs), products
+// accumulate exactly in int32, and y[i, j] = acc * (xs[i] * ws[j]) + bias[j].
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -46,14 +49,36 @@ void sparse_to_dense(const SparseWeight& s, float* out);
 // y[m, n] = x[m, k] . W^T (+ bias[n])
 Error spmm(const SparseWeight& s, const float* x, int64_t m, const float* bias, float* y);
 
-// Kernels (ref / AVX2): rows [j0, j1) of W, m <= 8 rows of x (row-major, ldx = k),
-// y[i, j] written (ldy = n). Bias and scales applied.
-using SpmvFn = void (*)(const SparseWeight& s, const float* x, int64_t m, const float* bias, float* y, int64_t j0, int64_t j1);
-void spmv_ref(const SparseWeight&, const float*, int64_t, const float*, float*, int64_t, int64_t);
-void spmv_avx2(const SparseWeight&, const float*, int64_t, const float*, float*, int64_t, int64_t);
-// m > 8: xt [k, m] (x transposed), yt [n, m] rows [j0, j1) written (acc * scale + bias).
-using SpmmTFn = void (*)(const SparseWeight& s, const float* xt, int64_t m, const float* bias, float* yt, int64_t j0, int64_t j1);
-void spmmt_ref(const SparseWeight&, const float*, int64_t, const float*, float*, int64_t, int64_t);
-void spmmt_avx2(const SparseWeight&, const float*, int64_t, const float*, float*, int64_t, int64_t);
+// Operands of one kernel call (rows [j0, j1) of W; every ISA computes the
+// same epilogue in the same order, so int8 results are identical across paths).
+//  m <= 8 (spmv): f32 values read x (m, k); int8 values read xq (m, ldq) with
+//                 zero columns from k up to ldq (ldq >= words * 32 and >= k + 4);
+//                 y (m, n) written.
+//  m > 8 (spmmt): f32 values read xt (k, m) = x transposed; int8 values read
+//                 xqt (k, m) int32; yt (n, m) written.
+struct SpArgs {
+  const float* x = nullptr;
+  const int8_t* xq = nullptr;
+  const int32_t* xqt = nullptr;
+  int64_t ldq = 0;
+  const float* xs = nullptr;  // int8: per-row activation scales (m)
+  int64_t m = 0;
+  const float* bias = nullptr;
+  float* y = nullptr;
+};
+using SpmvFn = void (*)(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1);
+void spmv_ref(const SparseWeight&, const SpArgs&, int64_t, int64_t);
+void spmv_avx2(const SparseWeight&, const SpArgs&, int64_t, int64_t);
+using SpmmTFn = void (*)(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1);
+void spmmt_ref(const SparseWeight&, const SpArgs&, int64_t, int64_t);
+void spmmt_avx2(const SparseWeight&, const SpArgs&, int64_t, int64_t);
+
+// The int8 epilogue every path uses (one rounding: fma), so results agree bit for bit.
+inline float sparse_q_out(int64_t acc, float xs, float ws, const float* bias, int64_t j) {
+  return std::fma(float(acc), xs * ws, bias ? bias[j] : 0.f);
+}
+
+// int32 accumulation stays exact for k up to this (127 * 127 * k < 2^31).
+constexpr int64_t kSparseInt8MaxK = int64_t(1) << 17;
 
 }  // namespace sparq

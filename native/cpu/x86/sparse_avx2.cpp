@@ -1,8 +1,10 @@
 // sparse_avx2.cpp - sparse x dense with AVX2 + FMA.
 // m <= 8 (decode): csr and N:M gather 8 activations per step at the stored
-// columns (vpgatherdd); bitmask expands 8 packed values per mask byte into
-// their lanes with a permutation table (vpermps) and multiplies 8 contiguous
-// activations - no gather, and each weight byte is read once.
+// columns (vpgatherdd); bitmask expands packed values into their lanes with
+// a table - f32: 8 per mask byte (vpermps); int8: 32 per mask word (vpshufb,
+// one 8-byte control per mask byte), multiplied with the quantized
+// activations by vpmaddubsw (sign trick) into int32 - no gather, and each
+// weight byte is read once.
 // m > 8: a row's nonzeros are decoded once, then each one adds value x
 // xT[column, 0..m) into 32-wide accumulator strips.
 #include <immintrin.h>
@@ -21,12 +23,20 @@ using namespace avx2;
 struct ExpandTable {
   alignas(32) int32_t perm[256][8];
   alignas(32) int32_t keep[256][8];
+  // int8: byte l of bytes[c][b] = c + popcount(b & ((1 << l) - 1)) if bit l is set,
+  // else 0x80 (vpshufb writes zero; c <= 8 keeps the high bit).
+  alignas(64) uint64_t bytes[9][256];
   ExpandTable() {
     for (int b = 0; b < 256; ++b)
       for (int l = 0, c = 0; l < 8; ++l) {
         const bool on = b >> l & 1;
         perm[b][l] = on ? c : 0;
         keep[b][l] = on ? -1 : 0;
+        for (int base = 0; base <= 8; ++base) {
+          uint64_t& e = bytes[base][b];
+          if (l == 0) e = 0;
+          e |= uint64_t(on ? base + c : 0x80) << (8 * l);
+        }
         c += on;
       }
   }
@@ -36,24 +46,57 @@ const ExpandTable& table() {
   return t;
 }
 
-inline __m256 vals8(const SparseWeight& s, int64_t p) {
-  if (s.int8)
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s.vq.data() + p))));
-  return _mm256_loadu_ps(s.vf.data() + p);
-}
-
 // first n (0..8) lanes set
 inline __m256i lanes(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+// Gathered products for f32 values x f32 activations.
+struct F32Dot {
+  using Acc = __m256;
+  const float* x;
+  int64_t ld;
+  static Acc zero() { return _mm256_setzero_ps(); }
+  static Acc add(Acc a, Acc b) { return _mm256_add_ps(a, b); }
+  static Acc vals(const SparseWeight& s, int64_t p) { return _mm256_loadu_ps(s.vf.data() + p); }
+  static Acc keep(Acc v, __m256i mk) { return _mm256_and_ps(v, _mm256_castsi256_ps(mk)); }
+  Acc step(Acc acc, Acc v, int i, __m256i c) const { return _mm256_fmadd_ps(v, _mm256_i32gather_ps(x + i * ld, c, 4), acc); }
+  Acc step(Acc acc, Acc v, int i, __m256i c, __m256i mk) const {
+    return _mm256_fmadd_ps(v, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), x + i * ld, c, _mm256_castsi256_ps(mk), 4), acc);
+  }
+};
+
+// Gathered products for int8 values x int8 activations, exact in int32: each
+// lane gathers the 4 bytes at its column (the rows have >= 3 bytes of padding)
+// and keeps the first, sign-extended.
+struct I8Dot {
+  using Acc = __m256i;
+  const int8_t* x;
+  int64_t ld;
+  static Acc zero() { return _mm256_setzero_si256(); }
+  static Acc add(Acc a, Acc b) { return _mm256_add_epi32(a, b); }
+  static Acc vals(const SparseWeight& s, int64_t p) {
+    return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s.vq.data() + p)));
+  }
+  static Acc keep(Acc v, __m256i mk) { return _mm256_and_si256(v, mk); }
+  static Acc sext(__m256i g) { return _mm256_srai_epi32(_mm256_slli_epi32(g, 24), 24); }
+  Acc step(Acc acc, Acc v, int i, __m256i c) const {
+    return _mm256_add_epi32(acc, _mm256_mullo_epi32(v, sext(_mm256_i32gather_epi32(reinterpret_cast<const int*>(x + i * ld), c, 1))));
+  }
+  Acc step(Acc acc, Acc v, int i, __m256i c, __m256i mk) const {
+    const __m256i g = _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), reinterpret_cast<const int*>(x + i * ld), c, mk, 1);
+    return _mm256_add_epi32(acc, _mm256_mullo_epi32(v, sext(g)));
+  }
+};
+
 // acc[i] += vals . x_i[cols] for stored values [p, p + cnt). Columns: csr reads
 // them (int32); N:M (N and M powers of two) derives them in registers from the
 // in-group index: column = (q / N) * M + idx[q].
-template <int MR, bool NM>
-inline void gather_dot(const SparseWeight& s, const float* x, int64_t k, int64_t p, const int32_t* cols, int64_t cnt, __m256* acc) {
+template <int MR, bool NM, class D>
+inline void gather_dot(const SparseWeight& s, const D& d, int64_t p, const int32_t* cols, int64_t cnt, typename D::Acc* acc) {
+  using Acc = typename D::Acc;
   const int ln = NM ? __builtin_ctz(unsigned(s.N)) : 0, lm = NM ? __builtin_ctz(unsigned(s.M)) : 0;
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), kmax = _mm256_set1_epi32(int(k - 1));
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), kmax = _mm256_set1_epi32(int(s.k - 1));
   auto columns = [&](int64_t q) {
     if constexpr (NM) {
       const __m256i qi = _mm256_add_epi32(_mm256_set1_epi32(int(q)), lane);
@@ -64,163 +107,278 @@ inline void gather_dot(const SparseWeight& s, const float* x, int64_t k, int64_t
       return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cols + q));
     }
   };
-  __m256 acc2[MR];
+  Acc acc2[MR];
 #pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) acc2[i] = _mm256_setzero_ps();
+  for (int i = 0; i < MR; ++i) acc2[i] = D::zero();
   int64_t q = 0;
   // two steps in flight: gathers have long latency
   for (; q + 16 <= cnt; q += 16) {
     const __m256i c0 = columns(q), c1 = columns(q + 8);
-    const __m256 v0 = vals8(s, p + q), v1 = vals8(s, p + q + 8);
+    const Acc v0 = D::vals(s, p + q), v1 = D::vals(s, p + q + 8);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-      acc[i] = _mm256_fmadd_ps(v0, _mm256_i32gather_ps(x + i * k, c0, 4), acc[i]);
-      acc2[i] = _mm256_fmadd_ps(v1, _mm256_i32gather_ps(x + i * k, c1, 4), acc2[i]);
+      acc[i] = d.step(acc[i], v0, i, c0);
+      acc2[i] = d.step(acc2[i], v1, i, c1);
     }
   }
   for (; q < cnt; q += 8) {
     const __m256i mk = lanes(std::min<int64_t>(8, cnt - q));
     const __m256i ci = NM ? _mm256_and_si256(columns(q), mk) : _mm256_maskload_epi32(cols + q, mk);
-    const __m256 v = _mm256_and_ps(vals8(s, p + q), _mm256_castsi256_ps(mk));
+    const Acc v = D::keep(D::vals(s, p + q), mk);
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i)
-      acc[i] = _mm256_fmadd_ps(v, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), x + i * k, ci, _mm256_castsi256_ps(mk), 4), acc[i]);
+    for (int i = 0; i < MR; ++i) acc[i] = d.step(acc[i], v, i, ci, mk);
   }
 #pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) acc[i] = _mm256_add_ps(acc[i], acc2[i]);
+  for (int i = 0; i < MR; ++i) acc[i] = D::add(acc[i], acc2[i]);
+}
+
+// csr / N:M rows through gather_dot (f32 or int8)
+template <int MR, class D>
+inline void gather_row(const SparseWeight& s, const D& d, int64_t j, typename D::Acc* acc) {
+  if (s.format == SparseFormat::csr) {
+    const int64_t p0 = s.row_ptr[size_t(j)];
+    gather_dot<MR, false>(s, d, p0, s.col.data() + p0, s.row_ptr[size_t(j + 1)] - p0, acc);
+  } else {
+    const int64_t per = s.groups() * s.N;
+    gather_dot<MR, true>(s, d, j * per, nullptr, per, acc);
+  }
 }
 
 template <int MR>
-void spmv_rows(const SparseWeight& s, const float* x, const float* bias, float* y, int64_t j0, int64_t j1) {
+void spmv_f32(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
   const int64_t k = s.k;
+  const float* x = a.x;
   const ExpandTable& T = table();
   for (int64_t j = j0; j < j1; ++j) {
     __m256 acc[MR];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
-    switch (s.format) {
-      case SparseFormat::csr: {
-        const int64_t p0 = s.row_ptr[size_t(j)];
-        gather_dot<MR, false>(s, x, k, p0, s.col.data() + p0, s.row_ptr[size_t(j + 1)] - p0, acc);
-        break;
-      }
-      case SparseFormat::nm: {
-        const int64_t per = s.groups() * s.N;
-        gather_dot<MR, true>(s, x, k, j * per, nullptr, per, acc);
-        break;
-      }
-      case SparseFormat::bitmask: {
-        int64_t p = s.row_ptr[size_t(j)];
-        const uint32_t* mw = s.mask.data() + j * s.words();
-        for (int64_t w = 0; w < s.words(); ++w) {
-          uint32_t bits = mw[w];
-          for (int b8 = 0; bits; ++b8, bits >>= 8) {
-            const uint32_t b = bits & 0xff;
-            if (!b) continue;
-            const int64_t c0 = w * 32 + b8 * 8;
-            const __m256 v = _mm256_and_ps(_mm256_permutevar8x32_ps(vals8(s, p), _mm256_load_si256(reinterpret_cast<const __m256i*>(T.perm[b]))),
-                                           _mm256_castsi256_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(T.keep[b]))));
-            p += __builtin_popcount(b);
-            if (c0 + 8 <= k) {
+    if (s.format != SparseFormat::bitmask) {
+      gather_row<MR>(s, F32Dot{x, k}, j, acc);
+    } else {
+      int64_t p = s.row_ptr[size_t(j)];
+      const uint32_t* mw = s.mask.data() + j * s.words();
+      for (int64_t w = 0; w < s.words(); ++w) {
+        uint32_t bits = mw[w];
+        for (int b8 = 0; bits; ++b8, bits >>= 8) {
+          const uint32_t b = bits & 0xff;
+          if (!b) continue;
+          const int64_t c0 = w * 32 + b8 * 8;
+          const __m256 v = _mm256_and_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(s.vf.data() + p), _mm256_load_si256(reinterpret_cast<const __m256i*>(T.perm[b]))),
+                                         _mm256_castsi256_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(T.keep[b]))));
+          p += __builtin_popcount(b);
+          if (c0 + 8 <= k) {
 #pragma GCC unroll 8
-              for (int i = 0; i < MR; ++i) acc[i] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x + i * k + c0), acc[i]);
-            } else {
-              const __m256i mk = lanes(k - c0);
+            for (int i = 0; i < MR; ++i) acc[i] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x + i * k + c0), acc[i]);
+          } else {
+            const __m256i mk = lanes(k - c0);
 #pragma GCC unroll 8
-              for (int i = 0; i < MR; ++i) acc[i] = _mm256_fmadd_ps(v, _mm256_maskload_ps(x + i * k + c0, mk), acc[i]);
-            }
+            for (int i = 0; i < MR; ++i) acc[i] = _mm256_fmadd_ps(v, _mm256_maskload_ps(x + i * k + c0, mk), acc[i]);
           }
         }
-        break;
       }
     }
-    const float sc = s.int8 ? s.scale[size_t(j)] : 1.f, b = bias ? bias[j] : 0.f;
+    const float b = a.bias ? a.bias[j] : 0.f;
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) y[i * s.n + j] = hsum(acc[i]) * sc + b;
+    for (int i = 0; i < MR; ++i) a.y[i * s.n + j] = hsum(acc[i]) + b;
   }
 }
 
-}  // namespace
+inline int32_t hsum_epi32(__m256i v) {
+  __m128i x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0x4e));
+  x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0xb1));
+  return _mm_cvtsi128_si32(x);
+}
 
-void spmv_avx2(const SparseWeight& s, const float* x, int64_t m, const float* bias, float* y, int64_t j0, int64_t j1) {
-  switch (m) {
-    case 1: spmv_rows<1>(s, x, bias, y, j0, j1); break;
-    case 2: spmv_rows<2>(s, x, bias, y, j0, j1); break;
-    case 3: spmv_rows<3>(s, x, bias, y, j0, j1); break;
-    case 4: spmv_rows<4>(s, x, bias, y, j0, j1); break;
-    case 5: spmv_rows<5>(s, x, bias, y, j0, j1); break;
-    case 6: spmv_rows<6>(s, x, bias, y, j0, j1); break;
-    case 7: spmv_rows<7>(s, x, bias, y, j0, j1); break;
-    default: spmv_rows<8>(s, x, bias, y, j0, j1); break;
+// The 32 weights of mask word `b`, expanded from the packed values at vp (int8).
+inline __m256i expand32(const ExpandTable& T, const int8_t* vp, uint32_t b) {
+  const uint32_t b0 = b & 0xff, b1 = b >> 8 & 0xff, b2 = b >> 16 & 0xff, b3 = b >> 24;
+  const int c0 = __builtin_popcount(b0), c01 = __builtin_popcount(b & 0xffff), c2 = __builtin_popcount(b2);
+  const __m128i lo = _mm_unpacklo_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&T.bytes[0][b0])),
+                                        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(&T.bytes[c0][b1])));
+  const __m128i hi = _mm_unpacklo_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&T.bytes[0][b2])),
+                                        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(&T.bytes[c2][b3])));
+  const __m256i ctrl = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+  const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vp))),
+                                            _mm_loadu_si128(reinterpret_cast<const __m128i*>(vp + c01)), 1);
+  return _mm256_shuffle_epi8(v, ctrl);
+}
+
+template <int MR>
+void spmv_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
+  const ExpandTable& T = table();
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t j = j0; j < j1; ++j) {
+    __m256i acc[MR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_si256();
+    if (s.format != SparseFormat::bitmask) {
+      gather_row<MR>(s, I8Dot{a.xq, a.ldq}, j, acc);
+    } else {
+      const int8_t* vp = s.vq.data() + s.row_ptr[size_t(j)];
+      const uint32_t* mw = s.mask.data() + j * s.words();
+      const int64_t words = s.words();
+      for (int64_t w = 0; w < words; ++w) {
+        const uint32_t b = mw[w];
+        if (!b) continue;
+        const __m256i v = expand32(T, vp, b);
+        vp += __builtin_popcount(b);
+        // |w| (u8) x sign(x, w) (s8): pairs stay within int16 (|x|, |w| <= 127)
+        const __m256i av = _mm256_abs_epi8(v);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; ++i) {
+          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.xq + i * a.ldq + w * 32));
+          acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(av, _mm256_sign_epi8(xv, v)), ones));
+        }
+      }
+    }
+    const float ws = s.scale[size_t(j)];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) a.y[i * s.n + j] = sparse_q_out(hsum_epi32(acc[i]), a.xs[i], ws, a.bias, j);
   }
 }
 
-void spmmt_avx2(const SparseWeight& s, const float* xt, int64_t m, const float* bias, float* yt, int64_t j0, int64_t j1) {
+template <int MR>
+void spmv_rows(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
+  if (s.int8) spmv_i8<MR>(s, a, j0, j1);
+  else spmv_f32<MR>(s, a, j0, j1);
+}
+
+// Row j's nonzeros (columns < k) in order, values as stored (int8 unscaled).
+template <class V>
+void decode_row(const SparseWeight& s, int64_t j, std::vector<int64_t>& cols, std::vector<V>& vals) {
+  cols.clear();
+  vals.clear();
+  auto val = [&](int64_t p) { return s.int8 ? V(s.vq[size_t(p)]) : V(s.vf[size_t(p)]); };
+  switch (s.format) {
+    case SparseFormat::csr:
+      for (int64_t p = s.row_ptr[size_t(j)]; p < s.row_ptr[size_t(j + 1)]; ++p) {
+        cols.push_back(s.col[size_t(p)]);
+        vals.push_back(val(p));
+      }
+      break;
+    case SparseFormat::bitmask: {
+      int64_t p = s.row_ptr[size_t(j)];
+      const uint32_t* mw = s.mask.data() + j * s.words();
+      for (int64_t w = 0; w < s.words(); ++w)
+        for (uint32_t bits = mw[w]; bits; bits &= bits - 1, ++p) {
+          cols.push_back(w * 32 + __builtin_ctz(bits));
+          vals.push_back(val(p));
+        }
+      break;
+    }
+    case SparseFormat::nm: {
+      const int64_t per = s.groups() * s.N, p0 = j * per;
+      for (int64_t q = 0; q < per; ++q) {
+        const int64_t c = (q / s.N) * s.M + s.idx[size_t(p0 + q)];
+        const V v = val(p0 + q);
+        if (c < s.k && v != V(0)) {
+          cols.push_back(c);
+          vals.push_back(v);
+        }
+      }
+      break;
+    }
+  }
+}
+
+void spmmt_f32(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
+  const int64_t m = a.m;
   std::vector<int64_t> cols;
   std::vector<float> vals;
   cols.reserve(size_t(s.k));
   vals.reserve(size_t(s.k));
   for (int64_t j = j0; j < j1; ++j) {
-    // decode row j once
-    cols.clear();
-    vals.clear();
-    switch (s.format) {
-      case SparseFormat::csr:
-        for (int64_t p = s.row_ptr[size_t(j)]; p < s.row_ptr[size_t(j + 1)]; ++p) {
-          cols.push_back(s.col[size_t(p)]);
-          vals.push_back(s.int8 ? float(s.vq[size_t(p)]) : s.vf[size_t(p)]);
-        }
-        break;
-      case SparseFormat::bitmask: {
-        int64_t p = s.row_ptr[size_t(j)];
-        const uint32_t* mw = s.mask.data() + j * s.words();
-        for (int64_t w = 0; w < s.words(); ++w)
-          for (uint32_t bits = mw[w]; bits; bits &= bits - 1, ++p) {
-            cols.push_back(w * 32 + __builtin_ctz(bits));
-            vals.push_back(s.int8 ? float(s.vq[size_t(p)]) : s.vf[size_t(p)]);
-          }
-        break;
-      }
-      case SparseFormat::nm: {
-        const int64_t per = s.groups() * s.N, p0 = j * per;
-        for (int64_t q = 0; q < per; ++q) {
-          const int64_t c = (q / s.N) * s.M + s.idx[size_t(p0 + q)];
-          const float v = s.int8 ? float(s.vq[size_t(p0 + q)]) : s.vf[size_t(p0 + q)];
-          if (c < s.k && v != 0.f) {
-            cols.push_back(c);
-            vals.push_back(v);
-          }
-        }
-        break;
-      }
-    }
-    const float sc = s.int8 ? s.scale[size_t(j)] : 1.f;
-    const __m256 vsc = _mm256_set1_ps(sc), vb = _mm256_set1_ps(bias ? bias[j] : 0.f);
-    float* out = yt + j * m;
+    decode_row(s, j, cols, vals);
+    const __m256 vb = _mm256_set1_ps(a.bias ? a.bias[j] : 0.f);
+    float* out = a.y + j * m;
     const size_t nz = cols.size();
     int64_t i0 = 0;
     for (; i0 + 32 <= m; i0 += 32) {
       __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
       for (size_t q = 0; q < nz; ++q) {
         const __m256 v = _mm256_set1_ps(vals[q]);
-        const float* xr = xt + cols[q] * m + i0;
+        const float* xr = a.x + cols[q] * m + i0;
         a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr), a0);
         a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 8), a1);
         a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 16), a2);
         a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 24), a3);
       }
-      _mm256_storeu_ps(out + i0, _mm256_fmadd_ps(a0, vsc, vb));
-      _mm256_storeu_ps(out + i0 + 8, _mm256_fmadd_ps(a1, vsc, vb));
-      _mm256_storeu_ps(out + i0 + 16, _mm256_fmadd_ps(a2, vsc, vb));
-      _mm256_storeu_ps(out + i0 + 24, _mm256_fmadd_ps(a3, vsc, vb));
+      _mm256_storeu_ps(out + i0, _mm256_add_ps(a0, vb));
+      _mm256_storeu_ps(out + i0 + 8, _mm256_add_ps(a1, vb));
+      _mm256_storeu_ps(out + i0 + 16, _mm256_add_ps(a2, vb));
+      _mm256_storeu_ps(out + i0 + 24, _mm256_add_ps(a3, vb));
     }
     for (; i0 < m; i0 += 8) {
       const __m256i mk = lanes(m - i0);
-      __m256 a = _mm256_setzero_ps();
-      for (size_t q = 0; q < nz; ++q) a = _mm256_fmadd_ps(_mm256_set1_ps(vals[q]), _mm256_maskload_ps(xt + cols[q] * m + i0, mk), a);
-      _mm256_maskstore_ps(out + i0, mk, _mm256_fmadd_ps(a, vsc, vb));
+      __m256 acc = _mm256_setzero_ps();
+      for (size_t q = 0; q < nz; ++q) acc = _mm256_fmadd_ps(_mm256_set1_ps(vals[q]), _mm256_maskload_ps(a.x + cols[q] * m + i0, mk), acc);
+      _mm256_maskstore_ps(out + i0, mk, _mm256_add_ps(acc, vb));
     }
   }
+}
+
+// int8: exact int32 strips, then the shared epilogue acc * (xs[i] * ws) + bias.
+void spmmt_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
+  const int64_t m = a.m;
+  std::vector<int64_t> cols;
+  std::vector<int32_t> vals;
+  cols.reserve(size_t(s.k));
+  vals.reserve(size_t(s.k));
+  alignas(32) int32_t acc[32];
+  for (int64_t j = j0; j < j1; ++j) {
+    decode_row(s, j, cols, vals);
+    const float ws = s.scale[size_t(j)];
+    float* out = a.y + j * m;
+    const size_t nz = cols.size();
+    for (int64_t i0 = 0; i0 < m; i0 += 32) {
+      const int64_t w = std::min<int64_t>(32, m - i0);
+      __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+      if (w == 32) {
+        for (size_t q = 0; q < nz; ++q) {
+          const __m256i v = _mm256_set1_epi32(vals[q]);
+          const __m256i* xr = reinterpret_cast<const __m256i*>(a.xqt + cols[q] * m + i0);
+          a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(v, _mm256_loadu_si256(xr)));
+          a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(v, _mm256_loadu_si256(xr + 1)));
+          a2 = _mm256_add_epi32(a2, _mm256_mullo_epi32(v, _mm256_loadu_si256(xr + 2)));
+          a3 = _mm256_add_epi32(a3, _mm256_mullo_epi32(v, _mm256_loadu_si256(xr + 3)));
+        }
+        _mm256_store_si256(reinterpret_cast<__m256i*>(acc), a0);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(acc + 8), a1);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(acc + 16), a2);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(acc + 24), a3);
+      } else {
+        for (int64_t t = 0; t < w; ++t) acc[t] = 0;
+        for (size_t q = 0; q < nz; ++q) {
+          const int32_t v = vals[q];
+          const int32_t* xr = a.xqt + cols[q] * m + i0;
+          for (int64_t t = 0; t < w; ++t) acc[t] += v * xr[t];
+        }
+      }
+      for (int64_t t = 0; t < w; ++t) out[i0 + t] = sparse_q_out(acc[t], a.xs[i0 + t], ws, a.bias, j);
+    }
+  }
+}
+
+}  // namespace
+
+void spmv_avx2(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
+  switch (a.m) {
+    case 1: spmv_rows<1>(s, a, j0, j1); break;
+    case 2: spmv_rows<2>(s, a, j0, j1); break;
+    case 3: spmv_rows<3>(s, a, j0, j1); break;
+    case 4: spmv_rows<4>(s, a, j0, j1); break;
+    case 5: spmv_rows<5>(s, a, j0, j1); break;
+    case 6: spmv_rows<6>(s, a, j0, j1); break;
+    case 7: spmv_rows<7>(s, a, j0, j1); break;
+    default: spmv_rows<8>(s, a, j0, j1); break;
+  }
+}
+
+void spmmt_avx2(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
+  if (s.int8) spmmt_i8(s, a, j0, j1);
+  else spmmt_f32(s, a, j0, j1);
 }
 
 }  // namespace sparq
