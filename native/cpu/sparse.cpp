@@ -56,7 +56,6 @@ Error sparse_from_dense(const float* w, int64_t n, int64_t k, SparseFormat f, in
   s->format = f;
   s->n = n;
   s->k = k;
-  s->int8 = int8;
   s->N = f == SparseFormat::nm ? N : 0;
   s->M = f == SparseFormat::nm ? M : 0;
   try {

@@ -10,6 +10,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "../sparse.h"
@@ -195,11 +196,12 @@ inline int32_t hsum_epi32(__m256i v) {
 inline __m256i expand32(const ExpandTable& T, const int8_t* vp, uint32_t b) {
   const uint32_t b0 = b & 0xff, b1 = b >> 8 & 0xff, b2 = b >> 16 & 0xff, b3 = b >> 24;
   const int c0 = __builtin_popcount(b0), c01 = __builtin_popcount(b & 0xffff), c2 = __builtin_popcount(b2);
-  const __m128i lo = _mm_unpacklo_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&T.bytes[0][b0])),
-                                        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(&T.bytes[c0][b1])));
-  const __m128i hi = _mm_unpacklo_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&T.bytes[0][b2])),
-                                        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(&T.bytes[c2][b3])));
-  const __m256i ctrl = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+  // controls: low 8 bytes by vmovq, high 8 by vmovhps (one load + merge each)
+  const __m128 lo = _mm_loadh_pi(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&T.bytes[0][b0]))),
+                                 reinterpret_cast<const __m64*>(&T.bytes[c0][b1]));
+  const __m128 hi = _mm_loadh_pi(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&T.bytes[0][b2]))),
+                                 reinterpret_cast<const __m64*>(&T.bytes[c2][b3]));
+  const __m256i ctrl = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_castps_si128(lo)), _mm_castps_si128(hi), 1);
   const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vp))),
                                             _mm_loadu_si128(reinterpret_cast<const __m128i*>(vp + c01)), 1);
   return _mm256_shuffle_epi8(v, ctrl);
@@ -219,19 +221,27 @@ void spmv_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
       const int8_t* vp = s.vq.data() + s.row_ptr[size_t(j)];
       const uint32_t* mw = s.mask.data() + j * s.words();
       const int64_t words = s.words();
-      for (int64_t w = 0; w < words; ++w) {
-        const uint32_t b = mw[w];
-        if (!b) continue;
-        const __m256i v = expand32(T, vp, b);
-        vp += __builtin_popcount(b);
-        // |w| (u8) x sign(x, w) (s8): pairs stay within int16 (|x|, |w| <= 127)
+      // |w| (u8) x sign(x, w) (s8): pairs stay within int16 (|x|, |w| <= 127)
+      auto dot = [&](__m256i v, int64_t w) {
         const __m256i av = _mm256_abs_epi8(v);
 #pragma GCC unroll 8
         for (int i = 0; i < MR; ++i) {
           const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.xq + i * a.ldq + w * 32));
           acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(av, _mm256_sign_epi8(xv, v)), ones));
         }
+      };
+      int64_t w = 0;
+      for (; w + 2 <= words; w += 2) {  // two words per step: one 64-bit mask load, independent expansions
+        uint64_t bb;
+        std::memcpy(&bb, mw + w, 8);
+        const uint32_t b0 = uint32_t(bb), b1 = uint32_t(bb >> 32);
+        const int8_t* vp1 = vp + __builtin_popcount(b0);
+        const __m256i v0 = expand32(T, vp, b0), v1 = expand32(T, vp1, b1);
+        vp = vp1 + __builtin_popcount(b1);
+        dot(v0, w);
+        dot(v1, w + 1);
       }
+      if (w < words) dot(expand32(T, vp, mw[w]), w);
     }
     const float ws = s.scale[size_t(j)];
 #pragma GCC unroll 8
