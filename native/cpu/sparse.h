@@ -69,6 +69,8 @@ struct SpArgs {
 using SpmvFn = void (*)(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1);
 void spmv_ref(const SparseWeight&, const SpArgs&, int64_t, int64_t);
 void spmv_avx2(const SparseWeight&, const SpArgs&, int64_t, int64_t);
+// AVX-512 VBMI2 + VNNI: int8 bitmask by vpexpandb + vpdpbusd; the rest -> spmv_avx2
+void spmv_avx512(const SparseWeight&, const SpArgs&, int64_t, int64_t);
 using SpmmTFn = void (*)(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1);
 void spmmt_ref(const SparseWeight&, const SpArgs&, int64_t, int64_t);
 void spmmt_avx2(const SparseWeight&, const SpArgs&, int64_t, int64_t);

@@ -6,6 +6,7 @@
 // the real instructions are missing; test_kernels --isa X checks the real
 // instructions on CPUs that have them.
 //   test_emulated_isa [iterations] [seed]     (seed: random by default, printed)
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -210,6 +211,59 @@ static void one_attn(int64_t rows, int64_t d, int64_t nk, KvType type, bool caus
   if (bad) { ++fails; std::printf("FAIL attn_avx512 rows=%ld d=%ld nk=%ld type=%d causal=%d mask=%d bad=%d\n", rows, d, nk, int(type), int(causal), int(masked), bad); }
 }
 
+// --- sparse: spmv_avx512 (int8 bitmask: vpexpandb + vpdpbusd) against exact integer dots ---
+static void one_sparse(int64_t m, int64_t n, int64_t k, double density) {
+  ++runs;
+  SparseWeight s;
+  s.format = SparseFormat::bitmask;
+  s.n = n;
+  s.k = k;
+  s.int8 = true;
+  s.row_ptr.assign(size_t(n + 1), 0);
+  s.mask.assign(size_t(n * s.words()), 0u);
+  std::vector<int8_t> dense(size_t(n * k), 0);
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t c = 0; c < k; ++c)
+      if (std::uniform_real_distribution<double>(0, 1)(rng) < density) {
+        const int8_t v = int8_t(irand(-127, 127));
+        dense[size_t(j * k + c)] = v;
+        s.vq.push_back(v);
+        if (v) s.mask[size_t(j * s.words() + c / 32)] |= 1u << (c % 32);
+        else s.vq.pop_back();
+      }
+    s.row_ptr[size_t(j + 1)] = int64_t(s.vq.size());
+    s.scale.push_back(float(irand(1, 100)) / 64.f);
+  }
+  s.nnz = int64_t(s.vq.size());
+  s.vq.resize(s.vq.size() + 32, 0);
+  const int64_t ldq = (std::max(s.words() * 32, k + 4) + 63) / 64 * 64;
+  std::vector<int8_t> xq(size_t(m * ldq), 0);
+  std::vector<float> xs(static_cast<size_t>(m)), bias(static_cast<size_t>(n)), y(static_cast<size_t>(m * n), -1.f);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t c = 0; c < k; ++c) xq[size_t(i * ldq + c)] = int8_t(irand(-127, 127));
+    xs[size_t(i)] = float(irand(1, 100)) / 128.f;
+  }
+  for (auto& b : bias) b = float(irand(-50, 50)) / 8.f;
+  SpArgs a;
+  a.xq = xq.data();
+  a.ldq = ldq;
+  a.xs = xs.data();
+  a.m = m;
+  a.bias = irand(0, 1) ? bias.data() : nullptr;
+  a.y = y.data();
+  const int64_t j0 = irand(0, int(n)), j1 = irand(int(j0), int(n));
+  spmv_avx512(s, a, j0, j1);
+  int bad = 0;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      int64_t acc = 0;
+      for (int64_t c = 0; c < k; ++c) acc += int64_t(xq[size_t(i * ldq + c)]) * dense[size_t(j * k + c)];
+      const float want = j >= j0 && j < j1 ? sparse_q_out(acc, xs[size_t(i)], s.scale[size_t(j)], a.bias, j) : -1.f;
+      bad += y[size_t(i * n + j)] != want;
+    }
+  if (bad) { ++fails; std::printf("FAIL spmv_avx512 m=%ld n=%ld k=%ld density=%.2f bad=%d\n", m, n, k, density, bad); }
+}
+
 int main(int argc, char** argv) {
   const int64_t ms[] = {1, 2, 3, 5, 6, 7, 8, 9, 12, 13, 15, 16, 17, 24, 31, 32, 33, 40, 47, 48, 50, 64, 65, 100};
   const int64_t ns[] = {1, 15, 16, 17, 31, 33, 48, 50, 64, 80, 100, 130};
@@ -251,6 +305,9 @@ int main(int argc, char** argv) {
   const int64_t ad[] = {1, 3, 16, 17, 64, 80, 128};
   for (int it = 0; it < iters / 4 + 12; ++it)
     one_attn(ar[irand(0, 11)], ad[irand(0, 6)], irand(1, 300), KvType(irand(0, 2)), irand(0, 1), irand(0, 2) == 0);
+  const int64_t sk[] = {1, 31, 32, 33, 63, 64, 65, 96, 100, 257, 1000};
+  const double sd[] = {0.0, 0.1, 0.5, 0.9, 1.0};
+  for (int it = 0; it < iters / 2 + 20; ++it) one_sparse(irand(1, 8), irand(1, 20), sk[irand(0, 10)], sd[irand(0, 4)]);
   std::printf("%d runs, %d failures, tdpbssd %ld, ldtilecfg %ld\n", runs, fails, emu::tdp_count(), emu::cfg_count());
   return fails != 0;
 }

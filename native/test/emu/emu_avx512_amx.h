@@ -137,6 +137,13 @@ inline void dpbssd(int c, int a, int b) {
     }
 }
 inline void release() { ts.configured = false; }
+// VBMI2 expand: lane l takes the next packed byte when bit l is set
+inline __m512i maskz_expandloadu_epi8(__mmask64 k, const void* p) {
+  V v; const int8_t* s = static_cast<const int8_t*>(p); int c = 0;
+  for (int l = 0; l < 64; ++l) v.s8[l] = (k >> l & 1) ? s[c++] : 0;
+  return toi(v);
+}
+inline int reduce_add_epi32(__m512i a) { V x = vi(a); uint32_t s = 0; for (int l = 0; l < 16; ++l) s += x.u[l]; return int(s); }
 }  // namespace emu
 
 #define _mm512_add_ps emu::add_ps
@@ -159,6 +166,8 @@ inline void release() { ts.configured = false; }
 #define _mm512_store_ps emu::store_ps
 #define _mm512_store_si512 emu::store_si512
 #define _mm512_xor_si512 emu::xor_si512
+#define _mm512_maskz_expandloadu_epi8 emu::maskz_expandloadu_epi8
+#define _mm512_reduce_add_epi32 emu::reduce_add_epi32
 #define _mm512_sub_ps emu::sub_ps
 #define _mm512_max_ps emu::max_ps
 #define _mm512_min_ps emu::min_ps
