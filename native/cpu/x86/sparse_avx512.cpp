@@ -13,6 +13,15 @@
 namespace sparq {
 namespace {
 
+// modular int32 sum of the 16 lanes (once per row)
+inline uint32_t lane_sum(__m512i v) {
+  alignas(64) uint32_t t[16];
+  _mm512_store_si512(t, v);
+  uint32_t s = 0;
+  for (int l = 0; l < 16; ++l) s += t[l];
+  return s;
+}
+
 template <int MR>
 void spmv_bitmask_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
   const __m512i flip = _mm512_set1_epi8(char(0x80)), one = _mm512_set1_epi8(1);
@@ -37,11 +46,11 @@ void spmv_bitmask_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t
         acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_xor_si512(_mm512_loadu_si512(a.xq + i * a.ldq + w * 32), flip), v);
     }
     // sum (x + 128) w - 128 sum w, in modular int32 (the result itself fits)
-    const uint32_t ws = uint32_t(_mm512_reduce_add_epi32(wsum));
+    const uint32_t ws = lane_sum(wsum);
     const float sc = s.scale[size_t(j)];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-      const int32_t dot = int32_t(uint32_t(_mm512_reduce_add_epi32(acc[i])) - 128u * ws);
+      const int32_t dot = int32_t(lane_sum(acc[i]) - 128u * ws);
       a.y[i * s.n + j] = sparse_q_out(dot, a.xs[i], sc, a.bias, j);
     }
   }

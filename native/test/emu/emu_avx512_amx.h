@@ -143,7 +143,6 @@ inline __m512i maskz_expandloadu_epi8(__mmask64 k, const void* p) {
   for (int l = 0; l < 64; ++l) v.s8[l] = (k >> l & 1) ? s[c++] : 0;
   return toi(v);
 }
-inline int reduce_add_epi32(__m512i a) { V x = vi(a); uint32_t s = 0; for (int l = 0; l < 16; ++l) s += x.u[l]; return int(s); }
 }  // namespace emu
 
 #define _mm512_add_ps emu::add_ps
@@ -167,7 +166,6 @@ inline int reduce_add_epi32(__m512i a) { V x = vi(a); uint32_t s = 0; for (int l
 #define _mm512_store_si512 emu::store_si512
 #define _mm512_xor_si512 emu::xor_si512
 #define _mm512_maskz_expandloadu_epi8 emu::maskz_expandloadu_epi8
-#define _mm512_reduce_add_epi32 emu::reduce_add_epi32
 #define _mm512_sub_ps emu::sub_ps
 #define _mm512_max_ps emu::max_ps
 #define _mm512_min_ps emu::min_ps
