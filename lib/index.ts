@@ -9,8 +9,9 @@ export {
 export { matmulInt8, linear, matmul, type LinearOptions } from './ops';
 export { prune, SparseTensor, type PruneOptions, type SparseFormat } from './sparse';
 export { rmsnorm, softmax, swiglu, add, rope, type RmsNormOptions, type RopeOptions } from './small_ops';
-export { loadModel, Model, type ModelConfig, type LoadModelOptions, type GenerateOptions, type GeneratedToken, type GenerationStats } from './model/model';
+export { loadModel, Model, type ModelConfig, type LoadModelOptions, type GenerateOptions, type GeneratedToken, type GenerationStats, type PruneReport } from './model/model';
 export { Tokenizer, type EncodeOptions } from './model/tokenizer';
+export { pruneModel, type PruneModelOptions } from './model/prune';
 export { type SamplingOptions } from './model/sampler';
 export { attention, attentionNaive, KVCache, KVView, type AttentionOptions, type KVCacheOptions, type KVDType } from './attention';
 

@@ -82,6 +82,7 @@ export interface NativeBinding {
   sparseFromDense(w: S, off: Off, n: number, k: number, format: number, N: number, M: number, int8: boolean, sync: true): NativeSparse;
   sparseFromDense(w: S, off: Off, n: number, k: number, format: number, N: number, M: number, int8: boolean, sync: false): Promise<NativeSparse>;
   sparseQuantize(s: NativeSparse): NativeSparse;
+  sparseConcat(parts: NativeSparse[]): NativeSparse;
   spmm(s: NativeSparse, x: S, xOff: Off, m: number, bias: S | null, biasOff: Off, out: S, outOff: Off): Promise<void>;
   stats(x: S, off: Off, count: number, bins: number, lo: number, hi: number):
     Promise<{ min: number; max: number; histogram?: Float64Array }>;

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe } from '../errors';
-import { loadNative, type NativePacked, type NativeStorage } from '../native';
+import { loadNative, type NativePacked, type NativeSparse, type NativeStorage } from '../native';
 import { GGML_F16, GGML_F32, GGML_Q8_0, ggmlTypeName, readGguf } from './gguf';
 import { readHfConfig, readHfTokenizer, readSafetensors } from './hf';
 import { parseLlama2c, type ParsedModel } from './llama2c';
@@ -17,6 +17,8 @@ export interface ModelConfig {
   layers: number;
   heads: number;
   kvHeads: number;
+  /** features per attention head (dim / heads, unless heads were pruned) */
+  headDim: number;
   hidden: number;
   vocab: number;
   maxSeq: number;
@@ -61,6 +63,7 @@ export interface GenerationStats {
 
 interface NativeModel {
   forward(tokens: Int32Array, all: boolean): Promise<Float32Array>;
+  calibrate(tokens: Int32Array, lengths: Int32Array): Promise<Float64Array>;
   pos(): number;
   truncate(n: number): void;
   dispose(): void;
@@ -76,15 +79,35 @@ export class Model {
   stats: GenerationStats = { promptTokens: 0, promptTokensPerSec: 0, generatedTokens: 0, decodeTokensPerSec: 0 };
   /** token id that ends generation (llama2.c: BOS, as run.c; other formats: EOS) */
   readonly stopIds: readonly number[];
+  /** set on models returned by pruneModel(): what was pruned and the bytes it saved */
+  pruneReport?: PruneReport;
+  /** @internal where the weights came from (pruneModel re-reads them in f32) */
+  readonly _source: ModelSource;
   private native: NativeModel | null;
   private queue: Promise<unknown> = Promise.resolve();
 
   /** @internal */
-  constructor(native: NativeModel, config: ModelConfig, tokenizer: Tokenizer, stopIds: number[]) {
+  constructor(native: NativeModel, config: ModelConfig, tokenizer: Tokenizer, stopIds: number[], source: ModelSource) {
     this.native = native;
     this.config = config;
     this.tokenizer = tokenizer;
     this.stopIds = stopIds;
+    this._source = source;
+  }
+
+  /**
+   * @internal Runs each token sequence from an empty context and returns the L2 norm of
+   * every linear input feature over all their tokens (per layer: attention input [dim],
+   * output projection input [dim], FFN input [dim], down projection input [hidden]).
+   */
+  _calibrate(seqs: readonly (readonly number[])[]): Promise<Float64Array> {
+    try {
+      const lengths = Int32Array.from(seqs.map((s) => s.length));
+      const toks = this.checkIds('calibrate', seqs.flat());
+      return this.serial(() => this.live('calibrate').calibrate(toks, lengths));
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   /** Positions in the current context. */
@@ -229,16 +252,45 @@ function detect(file: string): 'gguf' | 'hf' | 'llama2c' {
   }
 }
 
-type WeightRef = { storage: NativeStorage; offset: number } | NativePacked;
 // q | k | v and gate | up are read back to back into one weight each (one GEMV per
 // group per token); separate only where a format stores them differently.
-interface LayerRefs {
+/** @internal */
+export interface ModelSource {
+  file: string;
+  opts: LoadModelOptions;
+  /** the weights of a pruned or structurally shrunk model are not the file's */
+  derived: boolean;
+  ropeNeox: boolean;
+}
+
+/** What pruneModel() did, per linear and in total. */
+export interface PruneReport {
+  method: 'magnitude' | 'wanda';
+  pattern: string;
+  layers: { name: string; shape: [number, number]; sparsity: number; format: string; bytes: number; denseBytes: number }[];
+  /** zeros over all pruned linear weights (of the shrunk shapes, after structured pruning) */
+  sparsity: number;
+  /** bytes of the pruned linears, and of the same linears stored dense (same value type, original shapes) */
+  bytes: number;
+  denseBytes: number;
+  bytesSaved: number;
+  /** structured pruning: sizes before -> after */
+  hidden?: [number, number];
+  heads?: [number, number];
+  kvHeads?: [number, number];
+}
+
+/** @internal */
+export type WeightRef = { storage: NativeStorage; offset: number } | NativePacked | NativeSparse;
+/** @internal */
+export interface LayerRefs {
   attnNorm: WeightRef; ffnNorm: WeightRef; wo: WeightRef; w2: WeightRef;
   wqkv?: WeightRef; wq?: WeightRef; wk?: WeightRef; wv?: WeightRef;
   w13?: WeightRef; w1?: WeightRef; w3?: WeightRef;
 }
-interface Plan {
-  config: Omit<ModelConfig, 'maxSeq'> & { maxSeq: number };
+/** @internal */
+export interface Plan {
+  config: Omit<ModelConfig, 'maxSeq' | 'headDim'> & { maxSeq: number };
   tokenizer: Tokenizer;
   stopIds: number[];
   ropeNeox: boolean;
@@ -487,18 +539,28 @@ export async function loadModel(file: string, opts: LoadModelOptions = {}): Prom
   if (opts.maxSeq !== undefined && (!Number.isInteger(opts.maxSeq) || opts.maxSeq < 1 || opts.maxSeq > 2 ** 24)) {
     throw new RangeError(`${op}: maxSeq must be an integer in [1, 2^24]; got ${describe(opts.maxSeq)}`);
   }
-  const format = detect(file);
-  const plan = format === 'gguf' ? await planGguf(file, weights === 'int8') : format === 'hf' ? await planHf(file, weights === 'int8') : await planLlama2c(file, opts);
+  const plan = await planModel(file, opts);
   try {
-    const maxSeq = opts.maxSeq ?? plan.config.maxSeq;
-    const config: ModelConfig = { ...plan.config, maxSeq };
-    const native = await loadNative().createModel(
-      { dim: config.dim, hidden: config.hidden, layers: config.layers, heads: config.heads, kvHeads: config.kvHeads, vocab: config.vocab,
-        maxSeq, ropeTheta: config.ropeTheta, normEps: config.normEps, ropeNeox: plan.ropeNeox, kvType: KV[kv] },
-      plan.weights) as NativeModel;
-    return new Model(native, config, plan.tokenizer, plan.stopIds);
+    return await createFromPlan(plan, opts.maxSeq ?? plan.config.maxSeq, kv, { file, opts, derived: false, ropeNeox: plan.ropeNeox });
   } finally {
     // the model holds its own references to what it keeps
     for (const t of plan.temp) t.dispose();
   }
+}
+
+/** @internal The weights of a model file (native memory; plan.temp to dispose once used). */
+export async function planModel(file: string, opts: LoadModelOptions): Promise<Plan> {
+  const format = detect(file);
+  const int8 = opts.weights === 'int8';
+  return format === 'gguf' ? await planGguf(file, int8) : format === 'hf' ? await planHf(file, int8) : await planLlama2c(file, opts);
+}
+
+/** @internal A model over a plan's weights (config.headDim set when heads were pruned). */
+export async function createFromPlan(plan: Plan, maxSeq: number, kv: keyof typeof KV, source: ModelSource, headDim?: number): Promise<Model> {
+  const config: ModelConfig = { ...plan.config, maxSeq, headDim: headDim ?? plan.config.dim / plan.config.heads };
+  const native = await loadNative().createModel(
+    { dim: config.dim, hidden: config.hidden, layers: config.layers, heads: config.heads, kvHeads: config.kvHeads, vocab: config.vocab,
+      maxSeq, ropeTheta: config.ropeTheta, normEps: config.normEps, ropeNeox: plan.ropeNeox, kvType: KV[kv], headDim: headDim ?? 0 },
+    plan.weights) as NativeModel;
+  return new Model(native, config, plan.tokenizer, plan.stopIds, source);
 }

@@ -3,6 +3,8 @@
 #pragma once
 #include <napi.h>
 
+#include "../cpu/sparse.h"
+
 #include <functional>
 #include <memory>
 #include <string>
@@ -92,5 +94,7 @@ void RegisterOps(Napi::Env env, Napi::Object exports);
 void RegisterModel(Napi::Env env, Napi::Object exports, InstanceData* data);
 // sparse_ops.cpp: the Sparse class, spmm
 void RegisterSparse(Napi::Env env, Napi::Object exports, InstanceData* data);
+// The weight behind a JS Sparse (throws a TypeError naming `what` otherwise / when disposed).
+std::shared_ptr<sparq::SparseWeight> GetSparse(const Napi::Value& v, const char* what);
 
 }  // namespace sparq_addon

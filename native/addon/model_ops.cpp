@@ -174,6 +174,7 @@ struct Held {
   std::unique_ptr<sparq::LlamaModel> model;
   std::vector<BlockPtr> keep;                        // file blocks the f32 weights point into
   std::vector<std::shared_ptr<sparq::PackedWeight>> packed;
+  std::vector<std::shared_ptr<sparq::SparseWeight>> sparse;
   int64_t bytes = 0;
 };
 
@@ -183,7 +184,7 @@ class Model : public Napi::ObjectWrap<Model> {
     return DefineClass(env, "Model",
                        {InstanceMethod("forward", &Model::Forward), InstanceMethod("pos", &Model::Pos),
                         InstanceMethod("truncate", &Model::Truncate), InstanceMethod("dispose", &Model::Dispose),
-                        InstanceMethod("meta", &Model::Meta)});
+                        InstanceMethod("meta", &Model::Meta), InstanceMethod("calibrate", &Model::Calibrate)});
   }
   explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {}
   void Finalize(Napi::Env env) override { Release(env); }
@@ -247,6 +248,57 @@ class Model : public Napi::ObjectWrap<Model> {
     Release(info.Env());
     return info.Env().Undefined();
   }
+  // calibrate(Int32Array tokens, Int32Array lengths) -> Promise<Float64Array>: runs each
+  // sequence (lengths[i] tokens, one after another in `tokens`) from an empty context and
+  // returns the L2 norm of every linear input feature over all of their tokens
+  // (per layer: attention input [dim], output projection input [dim], FFN input [dim],
+  // down projection input [hidden]). The context is empty afterwards.
+  Napi::Value Calibrate(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto h = get(env);
+    if (info.Length() < 2 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+        !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw Napi::TypeError::New(env, "calibrate: expected (Int32Array tokens, Int32Array lengths)");
+    Napi::Int32Array ta = info[0].As<Napi::Int32Array>(), la = info[1].As<Napi::Int32Array>();
+    auto tokens = std::make_shared<std::vector<int32_t>>(ta.Data(), ta.Data() + ta.ElementLength());
+    auto lengths = std::make_shared<std::vector<int32_t>>(la.Data(), la.Data() + la.ElementLength());
+    int64_t total = 0;
+    for (int32_t l : *lengths) {
+      if (l < 1) throw Napi::RangeError::New(env, "calibrate: every sequence needs at least one token");
+      total += l;
+    }
+    if (total != int64_t(tokens->size())) throw Napi::RangeError::New(env, "calibrate: lengths must add up to the token count");
+    auto sums = std::make_shared<std::vector<double>>();
+    return RunAsync(
+        env,
+        [h, tokens, lengths, sums]() {
+          std::lock_guard<std::mutex> lock(h->mu);
+          sparq::LlamaModel& m = *h->model;
+          try {
+            sums->assign(size_t(m.calibration_size()), 0.0);
+          } catch (const std::bad_alloc&) {
+            return Error::make(sparq::Status::out_of_memory, "calibrate: out of memory");
+          }
+          std::vector<float> logits(size_t(m.config().vocab));
+          m.set_calibration(sums->data());
+          Error e;
+          int64_t at = 0;
+          for (int32_t l : *lengths) {
+            m.truncate(0);
+            e = m.forward(tokens->data() + at, l, false, logits.data());
+            if (!e.ok()) break;
+            at += l;
+          }
+          m.set_calibration(nullptr);
+          m.truncate(0);
+          return e;
+        },
+        [sums](Napi::Env e) -> Napi::Value {
+          Napi::Float64Array out = Napi::Float64Array::New(e, sums->size());
+          for (size_t i = 0; i < sums->size(); ++i) out[i] = std::sqrt((*sums)[i]);
+          return out;
+        });
+  }
   Napi::Value Meta(const Napi::CallbackInfo& info) {
     auto h = get(info.Env());
     Napi::Object o = Napi::Object::New(info.Env());
@@ -273,6 +325,7 @@ struct WeightRef {
   const float* f32 = nullptr;
   BlockPtr block;
   std::shared_ptr<sparq::PackedWeight> q;
+  std::shared_ptr<sparq::SparseWeight> sp;
 };
 
 WeightRef ReadWeight(const Napi::Object& ws, const char* key, int64_t n, int64_t k) {
@@ -284,6 +337,13 @@ WeightRef ReadWeight(const Napi::Object& ws, const char* key, int64_t n, int64_t
   if (v.IsObject() && v.As<Napi::Object>().InstanceOf(data->packed_ctor.Value())) {
     r.q = Packed::Get(v, what.c_str());
     if (r.q->view().n != n || r.q->view().k != k) throw Napi::RangeError::New(env, what + ": packed shape mismatch");
+    return r;
+  }
+  if (v.IsObject() && v.As<Napi::Object>().InstanceOf(data->sparse_ctor.Value())) {
+    r.sp = GetSparse(v, what.c_str());
+    if (r.sp->n != n || r.sp->k != k)
+      throw Napi::RangeError::New(env, what + ": sparse weight is [" + std::to_string(r.sp->n) + ", " + std::to_string(r.sp->k) +
+                                           "], expected [" + std::to_string(n) + ", " + std::to_string(k) + "]");
     return r;
   }
   if (!v.IsObject()) throw Napi::TypeError::New(env, what + " is missing");
@@ -322,8 +382,9 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
   c.rope_theta = float(co.Get("ropeTheta").ToNumber().DoubleValue());
   c.norm_eps = float(co.Get("normEps").ToNumber().DoubleValue());
   c.rope_neox = co.Get("ropeNeox").ToBoolean().Value();
-  if (c.dim % c.heads) throw Napi::RangeError::New(env, "createModel: dim must be a multiple of heads");
-  const int64_t hd = c.dim / c.heads, kvd = c.kv_heads * hd;
+  c.head_dim = co.Has("headDim") ? Int(co, "headDim", 0, big) : 0;
+  if (!c.head_dim && c.dim % c.heads) throw Napi::RangeError::New(env, "createModel: dim must be a multiple of heads");
+  const int64_t hd = c.head_dim ? c.head_dim : c.dim / c.heads, kvd = c.kv_heads * hd, qd = c.heads * hd;
 
   // Weights stay where the caller put them: f32 in its storages (kept alive
   // here), int8 in its packed weights (shared).
@@ -339,6 +400,10 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
       h->packed.push_back(r.q);
       h->bytes += int64_t(r.q->bytes());
     }
+    if (r.sp && std::find(h->sparse.begin(), h->sparse.end(), r.sp) == h->sparse.end()) {
+      h->sparse.push_back(r.sp);
+      h->bytes += int64_t(r.sp->bytes());
+    }
   };
   auto lin = [&](const Napi::Object& o, const char* key, int64_t n, int64_t k, sparq::LinearWeight* lw) {
     const WeightRef r = ReadWeight(o, key, n, k);
@@ -346,11 +411,12 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
     lw->k = k;
     lw->f32 = r.f32;
     lw->q = r.q;
+    lw->sp = r.sp;
     keep(r);
   };
   auto vec = [&](const Napi::Object& o, const char* key, int64_t n, const float** dst) {
     const WeightRef r = ReadWeight(o, key, 1, n);
-    if (r.q) throw Napi::TypeError::New(env, std::string("createModel: '") + key + "' must be f32");
+    if (r.q || r.sp) throw Napi::TypeError::New(env, std::string("createModel: '") + key + "' must be f32");
     *dst = r.f32;
     keep(r);
   };
@@ -369,13 +435,13 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
     vec(lo, "attnNorm", c.dim, &L.attn_norm);
     vec(lo, "ffnNorm", c.dim, &L.ffn_norm);
     if (lo.Has("wqkv")) {
-      lin(lo, "wqkv", c.dim + 2 * kvd, c.dim, &L.wqkv);
+      lin(lo, "wqkv", qd + 2 * kvd, c.dim, &L.wqkv);
     } else {
-      lin(lo, "wq", c.dim, c.dim, &L.wq);
+      lin(lo, "wq", qd, c.dim, &L.wq);
       lin(lo, "wk", kvd, c.dim, &L.wk);
       lin(lo, "wv", kvd, c.dim, &L.wv);
     }
-    lin(lo, "wo", c.dim, c.dim, &L.wo);
+    lin(lo, "wo", c.dim, qd, &L.wo);
     if (lo.Has("w13")) {
       lin(lo, "w13", 2 * c.hidden, c.dim, &L.w13);
     } else {

@@ -117,7 +117,24 @@ Napi::Value Spmm(const Napi::CallbackInfo& info) {
   });
 }
 
+// sparseConcat([a, b, ...]) -> Sparse: the rows of a, then b, ... (same k, format and values)
+Napi::Value SparseConcat(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "sparseConcat: expected an array of sparse weights");
+  Napi::Array arr = info[0].As<Napi::Array>();
+  std::vector<std::shared_ptr<sparq::SparseWeight>> parts;
+  for (uint32_t i = 0; i < arr.Length(); ++i) parts.push_back(Sparse::Get(arr.Get(i), "sparseConcat"));
+  std::vector<const sparq::SparseWeight*> ptrs;
+  for (auto& p : parts) ptrs.push_back(p.get());
+  std::unique_ptr<sparq::SparseWeight> out;
+  const Error err = sparq::sparse_concat_rows(ptrs, &out);
+  if (!err.ok()) throw Napi::Error::New(env, err.message);
+  return Sparse::Wrap(env, std::shared_ptr<sparq::SparseWeight>(std::move(out)));
+}
+
 }  // namespace
+
+std::shared_ptr<sparq::SparseWeight> GetSparse(const Napi::Value& v, const char* what) { return Sparse::Get(v, what); }
 
 void RegisterSparse(Napi::Env env, Napi::Object exports, InstanceData* data) {
   Napi::Function sparse = Sparse::Define(env);
@@ -126,6 +143,7 @@ void RegisterSparse(Napi::Env env, Napi::Object exports, InstanceData* data) {
   exports.Set("sparseFromDense", Napi::Function::New(env, SparseFromDense, "sparseFromDense"));
   exports.Set("spmm", Napi::Function::New(env, Spmm, "spmm"));
   exports.Set("sparseQuantize", Napi::Function::New(env, SparseQuantize, "sparseQuantize"));
+  exports.Set("sparseConcat", Napi::Function::New(env, SparseConcat, "sparseConcat"));
 }
 
 }  // namespace sparq_addon

@@ -138,6 +138,44 @@ Error sparse_quantize(const SparseWeight& s, std::unique_ptr<SparseWeight>* out)
   return Error{};
 }
 
+Error sparse_concat_rows(const std::vector<const SparseWeight*>& parts, std::unique_ptr<SparseWeight>* out) {
+  if (parts.empty()) return bad("concat needs at least one weight");
+  const SparseWeight& a = *parts[0];
+  for (const SparseWeight* p : parts)
+    if (p->k != a.k || p->format != a.format || p->int8 != a.int8 || p->N != a.N || p->M != a.M)
+      return bad("concat: every weight must have the same k, format, value type and N:M pattern");
+  try {
+    auto s = std::make_unique<SparseWeight>();
+    s->format = a.format;
+    s->k = a.k;
+    s->int8 = a.int8;
+    s->N = a.N;
+    s->M = a.M;
+    if (a.format != SparseFormat::nm) s->row_ptr.push_back(0);
+    for (const SparseWeight* p : parts) {
+      const int64_t base = s->nnz;
+      s->n += p->n;
+      s->nnz += p->nnz;
+      if (p->format != SparseFormat::nm)
+        for (int64_t j = 1; j <= p->n; ++j) s->row_ptr.push_back(base + p->row_ptr[size_t(j)]);
+      s->col.insert(s->col.end(), p->col.begin(), p->col.end());
+      s->mask.insert(s->mask.end(), p->mask.begin(), p->mask.end());
+      if (p->format == SparseFormat::nm) s->idx.insert(s->idx.end(), p->idx.begin(), p->idx.begin() + p->nnz);
+      if (p->int8) s->vq.insert(s->vq.end(), p->vq.begin(), p->vq.begin() + p->nnz);
+      else s->vf.insert(s->vf.end(), p->vf.begin(), p->vf.begin() + p->nnz);
+      s->scale.insert(s->scale.end(), p->scale.begin(), p->scale.end());
+    }
+    // the same padding as a freshly built weight
+    if (s->format == SparseFormat::nm) s->idx.resize(s->idx.size() + 8, 0);
+    if (s->int8) s->vq.resize(s->vq.size() + 40, 0);
+    else s->vf.resize(s->vf.size() + 8, 0.f);
+    *out = std::move(s);
+  } catch (const std::bad_alloc&) {
+    return Error::make(Status::out_of_memory, "sparse: out of memory");
+  }
+  return Error{};
+}
+
 void sparse_to_dense(const SparseWeight& s, float* out) {
   std::fill(out, out + s.n * s.k, 0.f);
   for (int64_t j = 0; j < s.n; ++j) {

@@ -44,6 +44,8 @@ Error sparse_from_dense(const float* w, int64_t n, int64_t k, SparseFormat f, in
                         std::unique_ptr<SparseWeight>* out);
 // The same sparsity pattern with int8 values (one scale per row).
 Error sparse_quantize(const SparseWeight& s, std::unique_ptr<SparseWeight>* out);
+// The rows of parts[0], then parts[1], ... as one weight (same k, format, value type, N:M).
+Error sparse_concat_rows(const std::vector<const SparseWeight*>& parts, std::unique_ptr<SparseWeight>* out);
 // Dense [n, k] (dequantized).
 void sparse_to_dense(const SparseWeight& s, float* out);
 // y[m, n] = x[m, k] . W^T (+ bias[n])

@@ -26,11 +26,18 @@ void from_heads(const float* x, int64_t n, int64_t h, int64_t hd, float* y) {
     for (int64_t t = 0; t < n; ++t) std::memcpy(y + (t * h + i) * hd, x + (i * n + t) * hd, size_t(hd) * 4);
 }
 
+// acc[c] += sum over rows of x[r, c]^2
+void sum_squares(const float* x, int64_t rows, int64_t cols, double* acc) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) acc[c] += double(x[r * cols + c]) * x[r * cols + c];
+}
+
 Error check_linear(const LinearWeight& w, int64_t n, int64_t k, const char* name) {
-  if ((!w.f32 && !w.q) || w.n != n || w.k != k)
+  if (!w.present() || w.n != n || w.k != k)
     return bad(std::string(name) + " must be [" + std::to_string(n) + ", " + std::to_string(k) + "]; got [" +
                std::to_string(w.n) + ", " + std::to_string(w.k) + "]");
   if (w.q && (w.q->view().n != n || w.q->view().k != k)) return bad(std::string(name) + ": packed shape mismatch");
+  if (w.sp && (w.sp->n != n || w.sp->k != k)) return bad(std::string(name) + ": sparse shape mismatch");
   return Error{};
 }
 
@@ -43,6 +50,7 @@ Error check_linear(const LinearWeight& w, int64_t n, int64_t k, const char* name
 }  // namespace
 
 Error linear(const float* x, int64_t m, const LinearWeight& w, float* y) {
+  if (w.sp) return spmm(*w.sp, x, m, nullptr, y);
   if (w.q) return linear_s8(x, m, w.k, w.q->view(), nullptr, 0.f, y);
   return linear_f32(x, m, w.k, w.f32, w.n, nullptr, y);
 }
@@ -54,27 +62,30 @@ LlamaModel::~LlamaModel() {
   for (float* p : vs_) aligned_free(p);
 }
 
-Error LlamaModel::create(const LlamaConfig& c, LlamaWeights w, std::unique_ptr<LlamaModel>* out) {
+Error LlamaModel::create(const LlamaConfig& cfg, LlamaWeights w, std::unique_ptr<LlamaModel>* out) {
+  LlamaConfig c = cfg;
   if (c.dim < 1 || c.hidden < 1 || c.layers < 1 || c.heads < 1 || c.kv_heads < 1 || c.vocab < 1 || c.max_seq < 1)
     return bad("every dimension must be at least 1");
-  if (c.dim % c.heads) return bad("dim (" + std::to_string(c.dim) + ") must be a multiple of heads (" + std::to_string(c.heads) + ")");
+  if (c.head_dim < 0) return bad("head dim must be >= 0");
+  if (!c.head_dim && c.dim % c.heads) return bad("dim (" + std::to_string(c.dim) + ") must be a multiple of heads (" + std::to_string(c.heads) + ")");
+  if (!c.head_dim) c.head_dim = c.dim / c.heads;
   if (c.heads % c.kv_heads) return bad("heads must be a multiple of kv heads");
   if (!(c.rope_theta > 0.f) || !(c.norm_eps >= 0.f)) return bad("rope theta must be > 0 and norm eps >= 0");
   if (int64_t(w.layers.size()) != c.layers) return bad("layer count mismatch");
   if (!w.embed || !w.final_norm) return bad("embedding and final norm are required");
-  const int64_t hd = c.dim / c.heads, kvd = c.kv_heads * hd;
+  const int64_t hd = c.head_dim, kvd = c.kv_heads * hd, qd = c.heads * hd;
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const LlamaLayer& l = w.layers[i];
     if (!l.attn_norm || !l.ffn_norm) return bad("layer " + std::to_string(i) + ": norms are required");
-    if (l.wqkv.f32 || l.wqkv.q) {
-      SPARQ_TRY(check_linear(l.wqkv, c.dim + 2 * kvd, c.dim, "wqkv"));
+    if (l.wqkv.present()) {
+      SPARQ_TRY(check_linear(l.wqkv, qd + 2 * kvd, c.dim, "wqkv"));
     } else {
-      SPARQ_TRY(check_linear(l.wq, c.dim, c.dim, "wq"));
+      SPARQ_TRY(check_linear(l.wq, qd, c.dim, "wq"));
       SPARQ_TRY(check_linear(l.wk, kvd, c.dim, "wk"));
       SPARQ_TRY(check_linear(l.wv, kvd, c.dim, "wv"));
     }
-    SPARQ_TRY(check_linear(l.wo, c.dim, c.dim, "wo"));
-    if (l.w13.f32 || l.w13.q) {
+    SPARQ_TRY(check_linear(l.wo, c.dim, qd, "wo"));
+    if (l.w13.present()) {
       SPARQ_TRY(check_linear(l.w13, 2 * c.hidden, c.dim, "w13"));
     } else {
       SPARQ_TRY(check_linear(l.w1, c.hidden, c.dim, "w1"));
@@ -117,8 +128,8 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
     if (tok[i] < 0 || tok[i] >= c.vocab)
       return bad("token id " + std::to_string(tok[i]) + " at index " + std::to_string(i) + " is outside [0, " +
                  std::to_string(c.vocab) + ")");
-  const int64_t hd = c.dim / c.heads, kvd = c.kv_heads * hd, dim = c.dim;
-  const int64_t qkvd = dim + 2 * kvd;
+  const int64_t hd = c.head_dim, kvd = c.kv_heads * hd, dim = c.dim, qd = c.heads * hd;
+  const int64_t qkvd = qd + 2 * kvd;
   auto grow = [](std::vector<float>& v, int64_t size) -> std::vector<float>& {
     if (int64_t(v.size()) < size) v.resize(size_t(size));
     return v;
@@ -127,8 +138,8 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
   std::vector<float>& xb = grow(xb_, n * dim);
   std::vector<float>& tmp = grow(tmp_, n * dim);
   std::vector<float>& qkv = grow(qkv_, n * qkvd);
-  std::vector<float>& qt = grow(qt_, n * dim);
-  std::vector<float>& att = grow(att_, n * dim);
+  std::vector<float>& qt = grow(qt_, n * qd);
+  std::vector<float>& att = grow(att_, n * qd);
   std::vector<float>& kt = grow(kt_, n * kvd);
   std::vector<float>& vt = grow(vt_, n * kvd);
   std::vector<float>& h13 = grow(h13_, n * 2 * c.hidden);
@@ -138,21 +149,23 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
   for (int64_t li = 0; li < c.layers; ++li) {
     const LlamaLayer& L = w_.layers[size_t(li)];
     SPARQ_TRY(rmsnorm(x.data(), L.attn_norm, n, dim, c.norm_eps, xb.data()));
+    double* cal = calib_ ? calib_ + li * calibration_stride() : nullptr;
+    if (cal) sum_squares(xb.data(), n, dim, cal);
     // q | k | v per token row: one fused linear, or three into the same layout
     float* qp = qkv.data();
     int64_t ld = qkvd;
-    if (L.wqkv.f32 || L.wqkv.q) {
+    if (L.wqkv.present()) {
       SPARQ_TRY(linear(xb.data(), n, L.wqkv, qp));
     } else {
-      ld = dim;  // three separate [n, *] blocks
+      ld = qd;  // three separate [n, *] blocks
       SPARQ_TRY(linear(xb.data(), n, L.wq, qp));
-      SPARQ_TRY(linear(xb.data(), n, L.wk, qp + n * dim));
-      SPARQ_TRY(linear(xb.data(), n, L.wv, qp + n * (dim + kvd)));
+      SPARQ_TRY(linear(xb.data(), n, L.wk, qp + n * qd));
+      SPARQ_TRY(linear(xb.data(), n, L.wv, qp + n * (qd + kvd)));
     }
     const bool fused = ld == qkvd;
     to_heads(qp, ld, n, c.heads, hd, qt.data());
-    to_heads(fused ? qp + dim : qp + n * dim, fused ? ld : kvd, n, c.kv_heads, hd, kt.data());
-    to_heads(fused ? qp + dim + kvd : qp + n * (dim + kvd), fused ? ld : kvd, n, c.kv_heads, hd, vt.data());
+    to_heads(fused ? qp + qd : qp + n * qd, fused ? ld : kvd, n, c.kv_heads, hd, kt.data());
+    to_heads(fused ? qp + qd + kvd : qp + n * (qd + kvd), fused ? ld : kvd, n, c.kv_heads, hd, vt.data());
     SPARQ_TRY(rope(qt.data(), c.heads, n, hd, pos, c.rope_theta, c.rope_neox, qt.data()));
     SPARQ_TRY(rope(kt.data(), c.kv_heads, n, hd, pos, c.rope_theta, c.rope_neox, kt.data()));
     const size_t l = size_t(li);
@@ -177,10 +190,12 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
     a.out = att.data();
     SPARQ_TRY(attention(a));
     from_heads(att.data(), n, c.heads, hd, qt.data());
+    if (cal) sum_squares(qt.data(), n, qd, cal + dim);
     SPARQ_TRY(linear(qt.data(), n, L.wo, tmp.data()));
     SPARQ_TRY(add(x.data(), tmp.data(), n * dim, x.data()));
     SPARQ_TRY(rmsnorm(x.data(), L.ffn_norm, n, dim, c.norm_eps, xb.data()));
-    if (L.w13.f32 || L.w13.q) {
+    if (cal) sum_squares(xb.data(), n, dim, cal + dim + qd);
+    if (L.w13.present()) {
       // [n, gate | up]: one token's halves are contiguous; more tokens are split out
       SPARQ_TRY(linear(xb.data(), n, L.w13, h13.data()));
       if (n == 1) {
@@ -197,6 +212,7 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
       SPARQ_TRY(linear(xb.data(), n, L.w3, h3.data()));
       SPARQ_TRY(swiglu(h1.data(), h3.data(), n * c.hidden, h1.data()));
     }
+    if (cal) sum_squares(h1.data(), n, c.hidden, cal + 2 * dim + qd);
     SPARQ_TRY(linear(h1.data(), n, L.w2, tmp.data()));
     SPARQ_TRY(add(x.data(), tmp.data(), n * dim, x.data()));
   }

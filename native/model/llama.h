@@ -9,24 +9,28 @@
 #include <memory>
 #include <vector>
 
+#include "../cpu/sparse.h"
 #include "sparq/sparq.h"
 
 namespace sparq {
 
 struct LlamaConfig {
   int64_t dim = 0, hidden = 0, layers = 0, heads = 0, kv_heads = 0, vocab = 0, max_seq = 0;
+  int64_t head_dim = 0;  // 0: dim / heads (else heads * head_dim may differ from dim: pruned heads)
   float rope_theta = 10000.f;
   float norm_eps = 1e-5f;
   bool rope_neox = false;  // rotate (i, i + d/2) pairs (HF layout) instead of (2i, 2i+1)
   KvType kv_type = KvType::f32;
 };
 
-// One linear weight [n, k]: f32 (not owned; the owner keeps the memory alive)
-// or int8 packed.
+// One linear weight [n, k]: f32 (not owned; the owner keeps the memory alive),
+// int8 packed, or sparse (f32 or int8 values).
 struct LinearWeight {
   const float* f32 = nullptr;
   std::shared_ptr<PackedWeight> q;
+  std::shared_ptr<SparseWeight> sp;
   int64_t n = 0, k = 0;
+  bool present() const { return f32 || q || sp; }
 };
 
 // wq / wk / wv may come fused as one wqkv [heads*hd + 2*kv*hd, dim] (rows of q,
@@ -66,6 +70,14 @@ class LlamaModel {
   int64_t pos() const { return pos_.load(std::memory_order_acquire); }
   void truncate(int64_t n) { if (n < pos()) pos_.store(n < 0 ? 0 : n, std::memory_order_release); }
   const LlamaConfig& config() const { return cfg_; }
+  // Calibration: while set, every forward adds the squares of each linear's
+  // input features to `sumsq` (per layer: attention input [dim], output
+  // projection input [dim], FFN input [dim], down projection input [hidden];
+  // layers * calibration_stride() doubles; the output projection's input has
+  // heads * head_dim features). nullptr stops it.
+  void set_calibration(double* sumsq) { calib_ = sumsq; }
+  int64_t calibration_stride() const { return 2 * cfg_.dim + cfg_.heads * cfg_.head_dim + cfg_.hidden; }
+  int64_t calibration_size() const { return cfg_.layers * calibration_stride(); }
   size_t cache_bytes() const { return cache_bytes_; }
 
  private:
@@ -76,6 +88,7 @@ class LlamaModel {
   std::vector<float*> ks_, vs_;    // int8 scales [kv_heads, max_seq]
   size_t cache_bytes_ = 0;
   std::atomic<int64_t> pos_{0};
+  double* calib_ = nullptr;
   // activations, grown to the largest chunk seen and reused (no allocation per token)
   std::vector<float> x_, xb_, tmp_, qkv_, qt_, att_, kt_, vt_, h13_, h1_, h3_;
 };

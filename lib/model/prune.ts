@@ -1,0 +1,267 @@
+// prune.ts - pruneModel(): prunes every linear of a loaded model (magnitude or
+// Wanda, unstructured or N:M) and/or shrinks it structurally (FFN channels,
+// attention head groups), and returns a new Model over the result. Weights are
+// re-read from the model's file in f32; Wanda's activation norms come from
+// running the calibration text through the model itself (one pass, dense).
+// See docs/DESIGN.md ("Pruning a model").
+import { describe } from '../errors';
+import { loadNative, type NativePacked, type NativeSparse } from '../native';
+import { quantize } from '../quantize';
+import { prune, SparseTensor, type SparseFormat } from '../sparse';
+import { Tensor } from '../tensor';
+import { createFromPlan, planModel, type LayerRefs, type Model, type Plan, type PruneReport, type WeightRef } from './model';
+
+export interface PruneModelOptions {
+  /** 'magnitude' (|W|) or 'wanda' (|W| x the input channel's activation norm; needs calibration). Default 'wanda' with calibration, else 'magnitude'. */
+  method?: 'magnitude' | 'wanda';
+  /** unstructured: fraction of each linear's weights set to zero (default 0.5 unless only structured pruning is asked for) */
+  sparsity?: number;
+  /** 'unstructured' (default), '2:4' or '4:8' */
+  pattern?: 'unstructured' | '2:4' | '4:8';
+  /** unstructured: compare scores per layer or per output row (default: 'row' for Wanda, 'layer' for magnitude) */
+  granularity?: 'layer' | 'row';
+  /** sparse storage (default: 'nm' for N:M, 'csr' at >= 80% sparsity, else 'bitmask') */
+  format?: SparseFormat;
+  /** values of the pruned model's linears (default: the source model's) */
+  weights?: 'f32' | 'int8';
+  /** calibration text (encoded with BOS) or token id arrays: Wanda's activation norms, and the structured scores */
+  calibration?: readonly (string | readonly number[])[];
+  /** tokens per calibration sequence at most (default min(maxSeq, 512)) */
+  calibrationTokens?: number;
+  /** structured pruning: fractions removed - of the FFN channels, and of the attention head groups (a kv head with its query heads) */
+  structured?: { ffn?: number; heads?: number };
+  onProgress?: (p: { stage: 'calibrate' | 'load' | 'prune'; done: number; total: number }) => void;
+}
+
+const OP = 'pruneModel';
+
+function fraction(name: string, v: unknown): number {
+  if (v === undefined) return 0;
+  if (typeof v !== 'number' || !(v >= 0 && v < 1)) throw new RangeError(`${OP}: ${name} must be in [0, 1); got ${describe(v)}`);
+  return v;
+}
+
+/** The indices of the `keep` highest scores, in increasing order (ties: the lower index). */
+function topIndices(score: Float64Array, keep: number): number[] {
+  const order = Array.from(score.keys()).sort((a, b) => score[b]! - score[a]! || a - b);
+  return order.slice(0, keep).sort((a, b) => a - b);
+}
+
+/** f32 [rows.length * block, k]: blocks of `block` rows of w [n, k] at the given block indices. */
+function takeRows(w: Float32Array, k: number, idx: readonly number[], block: number): Tensor {
+  const out = new Float32Array(idx.length * block * k);
+  idx.forEach((r, i) => out.set(w.subarray(r * block * k, (r + 1) * block * k), i * block * k));
+  return Tensor.from(out, [idx.length * block, k]);
+}
+
+/** f32 [n, cols.length * block]: blocks of `block` columns of w [n, k]. */
+function takeCols(w: Float32Array, n: number, k: number, idx: readonly number[], block: number): Tensor {
+  const kk = idx.length * block, out = new Float32Array(n * kk);
+  for (let j = 0; j < n; j++) idx.forEach((c, i) => out.set(w.subarray(j * k + c * block, j * k + (c + 1) * block), j * kk + i * block));
+  return Tensor.from(out, [n, kk]);
+}
+
+function l2(v: Float32Array, start: number, count: number, stride = 1): number {
+  let s = 0;
+  for (let i = 0; i < count; i++) s += v[start + i * stride]! ** 2;
+  return Math.sqrt(s);
+}
+
+/**
+ * Prunes a model loaded with loadModel(): every linear of every layer (q, k, v, o,
+ * gate, up, down; the classifier and embeddings stay dense) and returns a new Model
+ * that generates like any other; `pruned.pruneReport` gives each linear's sparsity and
+ * the bytes saved. The source model stays usable (its context is reset by calibration).
+ */
+export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Promise<Model> {
+  if (typeof opts !== 'object' || opts === null) throw new TypeError(`${OP}: options must be an object; got ${describe(opts)}`);
+  const src = model._source;
+  if (!src || src.derived) throw new TypeError(`${OP}: the model must come from loadModel() (it re-reads the weights from the file)`);
+  const cal = opts.calibration;
+  if (cal !== undefined && (!Array.isArray(cal) || cal.length === 0)) throw new TypeError(`${OP}: calibration must be a non-empty array of strings or token id arrays`);
+  const method = opts.method ?? (cal ? 'wanda' : 'magnitude');
+  if (method !== 'magnitude' && method !== 'wanda') throw new TypeError(`${OP}: method must be 'magnitude' or 'wanda'; got ${describe(method)}`);
+  if (method === 'wanda' && !cal) throw new TypeError(`${OP}: method 'wanda' needs calibration (texts or token id arrays)`);
+  const pattern = opts.pattern ?? 'unstructured';
+  if (pattern !== 'unstructured' && pattern !== '2:4' && pattern !== '4:8') throw new TypeError(`${OP}: pattern must be 'unstructured', '2:4' or '4:8'; got ${describe(pattern)}`);
+  const st = opts.structured ?? {};
+  if (typeof st !== 'object' || st === null) throw new TypeError(`${OP}: structured must be an object`);
+  const ffnFrac = fraction('structured.ffn', st.ffn), headFrac = fraction('structured.heads', st.heads);
+  const structuredOnly = (ffnFrac > 0 || headFrac > 0) && opts.sparsity === undefined && opts.pattern === undefined;
+  const sparsity = pattern !== 'unstructured' ? 0.5 : structuredOnly ? 0 : opts.sparsity ?? 0.5;
+  if (pattern === 'unstructured' && !(typeof sparsity === 'number' && sparsity >= 0 && sparsity <= 1)) throw new RangeError(`${OP}: sparsity must be in [0, 1]; got ${describe(opts.sparsity)}`);
+  if (pattern !== 'unstructured' && opts.sparsity !== undefined) throw new RangeError(`${OP}: pattern ${pattern} fixes the sparsity; leave sparsity out`);
+  const weights = opts.weights ?? src.opts.weights ?? 'f32';
+  if (weights !== 'f32' && weights !== 'int8') throw new TypeError(`${OP}: weights must be 'f32' or 'int8'; got ${describe(weights)}`);
+  const format: SparseFormat = opts.format ?? (pattern !== 'unstructured' ? 'nm' : sparsity >= 0.8 ? 'csr' : 'bitmask');
+  const progress = opts.onProgress ?? (() => undefined);
+  const c = model.config;
+  const { dim, layers } = c;
+  const hd = c.headDim, qd = c.heads * hd, kvd = c.kvHeads * hd, group = c.heads / c.kvHeads;
+
+  // 1. activation norms (per layer: attention in [dim], o in [qd], FFN in [dim], down in [hidden])
+  let norms: Float64Array | null = null;
+  if (cal) {
+    const maxTok = opts.calibrationTokens ?? Math.min(c.maxSeq, 512);
+    if (!Number.isInteger(maxTok) || maxTok < 1) throw new RangeError(`${OP}: calibrationTokens must be a positive integer; got ${describe(maxTok)}`);
+    const seqs = cal.map((t, i) => {
+      if (typeof t === 'string') return model.tokenizer.encode(t).slice(0, Math.min(maxTok, c.maxSeq));
+      if (!Array.isArray(t) || t.length === 0) throw new TypeError(`${OP}: calibration[${i}] must be a string or a non-empty token id array`);
+      return t.slice(0, Math.min(maxTok, c.maxSeq));
+    });
+    progress({ stage: 'calibrate', done: 0, total: seqs.length });
+    norms = await model._calibrate(seqs);
+    progress({ stage: 'calibrate', done: seqs.length, total: seqs.length });
+  }
+  const stride = 2 * dim + qd + c.hidden;
+  const normOf = (l: number, part: 'attn' | 'o' | 'ffn' | 'down'): Float64Array | null => {
+    if (!norms) return null;
+    const at = l * stride + { attn: 0, o: dim, ffn: dim + qd, down: 2 * dim + qd }[part];
+    return norms.subarray(at, at + { attn: dim, o: qd, ffn: dim, down: c.hidden }[part]);
+  };
+
+  // 2. the weights, in f32
+  progress({ stage: 'load', done: 0, total: 1 });
+  const plan = await planModel(src.file, { ...src.opts, weights: 'f32' });
+  progress({ stage: 'load', done: 1, total: 1 });
+  const owned: { dispose(): void }[] = [];
+  const own = <T extends { dispose(): void }>(x: T): T => (owned.push(x), x);
+  const tensorOf = (ref: WeightRef | undefined, n: number, k: number): Tensor => {
+    if (!ref) throw new Error(`${OP}: a weight is missing from the plan`);
+    if ('storage' in ref) return own(new Tensor(ref.storage, [n, k], 'f32', ref.offset, false));
+    const packed = ref as NativePacked;
+    const t = own(Tensor._alloc([n, k], 'f32'));
+    loadNative().dequantize(packed, t._storage, t._offset, true);
+    return t;
+  };
+
+  const report: PruneReport = { method, pattern: pattern === 'unstructured' ? `unstructured ${sparsity}` : pattern, layers: [], sparsity: 0, bytes: 0, denseBytes: 0, bytesSaved: 0 };
+  let zeros = 0, total = 0;
+  const denseBytes = (n: number, k: number) => (weights === 'int8' ? n * k + 4 * n : 4 * n * k);
+  const keepKv = headFrac > 0 ? Math.max(1, c.kvHeads - Math.round(headFrac * c.kvHeads)) : c.kvHeads;
+  const hidden = ffnFrac > 0 ? Math.max(1, c.hidden - Math.round(ffnFrac * c.hidden)) : c.hidden;
+  if (ffnFrac > 0) report.hidden = [c.hidden, hidden];
+  if (headFrac > 0) {
+    report.heads = [c.heads, keepKv * group];
+    report.kvHeads = [c.kvHeads, keepKv];
+  }
+
+  try {
+    // one linear -> what createModel takes (sparse, packed int8 or f32), recorded in the report
+    const finish = (name: string, w: Tensor, origN: number, origK: number, act: Float64Array | null): SparseTensor | Tensor | NativePacked => {
+      const [n, k] = w.shape as [number, number];
+      const entry = { name, shape: [n, k] as [number, number], sparsity: 0, format: 'dense', bytes: 0, denseBytes: denseBytes(origN, origK) };
+      let out: SparseTensor | Tensor | NativePacked;
+      if (sparsity > 0) {
+        const sw = own(prune(w, {
+          method, format, ...(pattern === 'unstructured' ? { sparsity, granularity: opts.granularity } : { pattern }),
+          ...(method === 'wanda' ? { activationNorms: Float32Array.from(act!) } : {}),
+        }));
+        const v = weights === 'int8' ? own(quantize(sw)) : sw;
+        entry.sparsity = sw.sparsity;
+        entry.format = sw.format;
+        entry.bytes = v.bytes;
+        out = v;
+      } else if (weights === 'int8') {
+        const q = own(quantize(w));
+        entry.bytes = denseBytes(n, k);
+        out = q._packed;
+      } else {
+        entry.bytes = 4 * n * k;
+        out = w;
+      }
+      zeros += Math.round(entry.sparsity * n * k);
+      total += n * k;
+      report.layers.push(entry);
+      report.bytes += entry.bytes;
+      report.denseBytes += entry.denseBytes;
+      return out;
+    };
+    const ref = (x: SparseTensor | Tensor | NativePacked): WeightRef => (x instanceof Tensor ? { storage: x._storage, offset: x._offset } : x instanceof SparseTensor ? x._check(OP) : x);
+    // the createModel entry for a group of linears sharing an input (fused when all are sparse or all f32)
+    const fuse = (parts: (SparseTensor | Tensor | NativePacked)[]): WeightRef | WeightRef[] => {
+      if (parts.every((p) => p instanceof Tensor)) {
+        const ts = parts as Tensor[], k = ts[0]!.shape[1]!;
+        const all = new Float32Array(ts.reduce((a, t) => a + t.numel, 0));
+        let at = 0;
+        for (const t of ts) { all.set(t.toArray() as Float32Array, at); at += t.numel; }
+        const f = own(Tensor.from(all, [all.length / k, k]));
+        return { storage: f._storage, offset: f._offset };
+      }
+      if (parts.every((p) => p instanceof SparseTensor)) return own(loadNative().sparseConcat(parts.map((p) => (p as SparseTensor)._check(OP)))) as NativeSparse;
+      return parts.map(ref);
+    };
+
+    const newLayers: LayerRefs[] = [];
+    for (let l = 0; l < layers; l++) {
+      progress({ stage: 'prune', done: l, total: layers });
+      const L = plan.weights.layers[l]!;
+      let wq: Tensor, wk: Tensor, wv: Tensor, w1: Tensor, w3: Tensor;
+      if (L.wqkv) {
+        const t = tensorOf(L.wqkv, qd + 2 * kvd, dim);
+        [wq, wk, wv] = [own(t.slice(0, qd)), own(t.slice(qd, qd + kvd)), own(t.slice(qd + kvd))];
+      } else [wq, wk, wv] = [tensorOf(L.wq, qd, dim), tensorOf(L.wk, kvd, dim), tensorOf(L.wv, kvd, dim)];
+      if (L.w13) {
+        const t = tensorOf(L.w13, 2 * c.hidden, dim);
+        [w1, w3] = [own(t.slice(0, c.hidden)), own(t.slice(c.hidden))];
+      } else [w1, w3] = [tensorOf(L.w1, c.hidden, dim), tensorOf(L.w3, c.hidden, dim)];
+      let wo = tensorOf(L.wo, dim, qd), w2 = tensorOf(L.w2, dim, c.hidden);
+      let oNorm = normOf(l, 'o'), downNorm = normOf(l, 'down');
+
+      if (ffnFrac > 0) {
+        // channel j's contribution to the output is h_j * w2[:, j]: score ||h_j|| * ||w2[:, j]||
+        // (without calibration ||w1_j|| * ||w3_j|| stands in for ||h_j||)
+        const a1 = w1.toArray() as Float32Array, a3 = w3.toArray() as Float32Array, a2 = w2.toArray() as Float32Array;
+        const score = new Float64Array(c.hidden);
+        for (let j = 0; j < c.hidden; j++) score[j] = (downNorm ? downNorm[j]! : l2(a1, j * dim, dim) * l2(a3, j * dim, dim)) * l2(a2, j, dim, c.hidden);
+        const keep = topIndices(score, hidden);
+        [w1, w3, w2] = [own(takeRows(a1, dim, keep, 1)), own(takeRows(a3, dim, keep, 1)), own(takeCols(a2, dim, c.hidden, keep, 1))];
+        if (downNorm) downNorm = Float64Array.from(keep, (j) => downNorm![j]!);
+      }
+      if (headFrac > 0) {
+        // a head group's contribution is its output columns of wo: score sum over them of ||o_c|| * ||wo[:, c]||
+        // (without calibration ||v rows of the kv head|| stands in for ||o_c||)
+        const aq = wq.toArray() as Float32Array, ak = wk.toArray() as Float32Array, av = wv.toArray() as Float32Array, ao = wo.toArray() as Float32Array;
+        const score = new Float64Array(c.kvHeads);
+        for (let u = 0; u < c.kvHeads; u++) {
+          const vNorm = l2(av, u * hd * dim, hd * dim);
+          for (let col = u * group * hd; col < (u + 1) * group * hd; col++) score[u] += (oNorm ? oNorm[col]! : vNorm) * l2(ao, col, dim, qd);
+        }
+        const keep = topIndices(score, keepKv);
+        const qHeads = keep.flatMap((u) => Array.from({ length: group }, (_, g) => u * group + g));
+        [wq, wk, wv, wo] = [own(takeRows(aq, dim, qHeads, hd)), own(takeRows(ak, dim, keep, hd)), own(takeRows(av, dim, keep, hd)), own(takeCols(ao, dim, qd, qHeads, hd))];
+        if (oNorm) oNorm = Float64Array.from({ length: qHeads.length * hd }, (_, i) => oNorm![qHeads[Math.floor(i / hd)]! * hd + (i % hd)]!);
+      }
+      const an = normOf(l, 'attn'), fn = normOf(l, 'ffn');
+      const qkv = fuse([finish(`layers.${l}.wq`, wq, qd, dim, an), finish(`layers.${l}.wk`, wk, kvd, dim, an), finish(`layers.${l}.wv`, wv, kvd, dim, an)]);
+      const o = finish(`layers.${l}.wo`, wo, dim, qd, oNorm);
+      const gu = fuse([finish(`layers.${l}.w1`, w1, c.hidden, dim, fn), finish(`layers.${l}.w3`, w3, c.hidden, dim, fn)]);
+      const down = finish(`layers.${l}.w2`, w2, dim, c.hidden, downNorm);
+      newLayers.push({
+        attnNorm: L.attnNorm, ffnNorm: L.ffnNorm, wo: ref(o), w2: ref(down),
+        ...(Array.isArray(qkv) ? { wq: qkv[0], wk: qkv[1], wv: qkv[2] } : { wqkv: qkv }),
+        ...(Array.isArray(gu) ? { w1: gu[0], w3: gu[1] } : { w13: gu }),
+      });
+    }
+    progress({ stage: 'prune', done: layers, total: layers });
+    report.sparsity = total ? zeros / total : 0;
+    report.bytesSaved = report.denseBytes - report.bytes;
+
+    // the classifier stays dense, in the requested value type
+    let output = plan.weights.output;
+    if (weights === 'int8' && 'storage' in output) output = own(quantize(tensorOf(output, c.vocab, dim)))._packed;
+    const heads = keepKv * group;
+    const newPlan: Plan = {
+      ...plan,
+      config: { ...plan.config, hidden, heads, kvHeads: keepKv },
+      weights: { ...plan.weights, output, layers: newLayers },
+    };
+    const pruned = await createFromPlan(newPlan, c.maxSeq, src.opts.kvCache ?? 'f32', { ...src, derived: true }, headFrac > 0 ? hd : undefined);
+    pruned.pruneReport = report;
+    return pruned;
+  } finally {
+    // the new model holds its own references to the weights it uses
+    for (const o of owned.reverse()) o.dispose();
+    for (const t of plan.temp) t.dispose();
+  }
+}
