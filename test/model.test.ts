@@ -44,7 +44,7 @@ describe('model: stories260K against llama2.c run.c', function () {
   });
 
   it('reads the config', () => {
-    expect(f32.config).to.deep.equal({ arch: 'llama', dim: 64, hidden: 172, layers: 5, heads: 8, kvHeads: 4, vocab: 512, maxSeq: 512,
+    expect(f32.config).to.deep.equal({ arch: 'llama', dim: 64, hidden: 172, layers: 5, heads: 8, kvHeads: 4, headDim: 8, vocab: 512, maxSeq: 512,
       ropeTheta: 10000, normEps: 1e-5, tiedEmbeddings: true });
   });
 
