@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { info, loadModel, setNumThreads, type LoadModelOptions } from '../index';
+import { info, loadModel, pruneModel, setNumThreads, type LoadModelOptions, type PruneModelOptions } from '../index';
 import { loadNative } from '../native';
 import { writeRandomModel, type SynthConfig } from '../model/synth';
 import { table, writeJson } from './harness';
@@ -29,12 +29,17 @@ function median(a: number[]): number {
   return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
-function runs(files: { llama2c: string; tokenizer: string; q8: string }, linParams: number, dim: number): [string, string, LoadModelOptions, number][] {
+type Run = [name: string, file: string, opts: LoadModelOptions, bytesPerToken: number, prune?: PruneModelOptions];
+function runs(files: { llama2c: string; tokenizer: string; q8: string }, c: SynthConfig): Run[] {
+  const linParams = linearParams(c), layerParams = linParams - c.vocab * c.dim, dim = c.dim;
   return [
     // name, file, options, weight bytes read per decoded token (linears; the embedding row is noise)
     ['f32 (llama2.c)', files.llama2c, { tokenizer: files.tokenizer, weights: 'f32' }, linParams * 4],
     ['int8 per-channel (llama2.c, quantized at load)', files.llama2c, { tokenizer: files.tokenizer, weights: 'int8' }, linParams * (1 + 4 / dim)],
     ['int8 Q8_0 (GGUF)', files.q8, {}, linParams * (34 / 32)],
+    // layers pruned 50% (magnitude per layer: the weights are random, no calibration to learn from), bitmask int8; classifier dense int8
+    ['int8 pruned 50% unstructured (bitmask)', files.llama2c, { tokenizer: files.tokenizer, weights: 'int8' },
+      layerParams * (0.5 + 1 / 8) + c.vocab * dim * (1 + 4 / dim), { method: 'magnitude', sparsity: 0.5, format: 'bitmask' }],
   ];
 }
 
@@ -50,10 +55,15 @@ const PROMPT = Array.from({ length: 128 }, (_, i) => 259 + ((i * 7919) % (CONFIG
 
 /** One configuration, in this process (the child side of benchE2e): prints one JSON line. */
 export async function benchE2eChild(index: number, dir: string, quick: boolean): Promise<void> {
-  const [, file, o] = runs(modelFiles(dir), linearParams(CONFIG), CONFIG.dim)[index]!;
+  const [, file, o, , pruneOpts] = runs(modelFiles(dir), CONFIG)[index]!;
   const gen = quick ? 32 : 64, reps = quick ? 2 : 3;
   const t0 = performance.now();
-  const m = await loadModel(file, o);
+  let m = await loadModel(file, o);
+  if (pruneOpts) {
+    const p = await pruneModel(m, pruneOpts);
+    m.dispose();
+    m = p;
+  }
   const load_s = (performance.now() - t0) / 1000;
   const pp: number[] = [], dec: number[] = [];
   try {
@@ -92,7 +102,7 @@ export async function benchE2e(opts: E2eBenchOptions = {}): Promise<unknown> {
   const prompt = PROMPT;
   const gen = opts.quick ? 32 : 64;
   const reps = opts.quick ? 2 : 3;
-  const runs_ = runs(files, linParams, c.dim);
+  const runs_ = runs(files, c);
   const rows: Record<string, string | number>[] = [];
   const results: Record<string, unknown>[] = [];
   for (let i = 0; i < runs_.length; i++) {
