@@ -37,7 +37,7 @@ describeEachIsa('sparse linear', () => {
   it('csr, bitmask and N:M, m = 1..40, sparsity 0..1: f32 within 1e-5 of the dense product, int8 equal to the W8A8 reference', async () => {
     for (const [n, k] of shapes)
       for (const sp of [0, 0.5, 0.9, 0.99, 1])
-        for (const m of [1, 3, 8, 9, 40]) {
+        for (const m of [1, 3, 8, 9, 15, 16, 40]) {
           const w = Tensor.from(randn(n * k), [n, k]), x = randn(m * k), bias = randn(n);
           const X = Tensor.from(x, [m, k]), B = Tensor.from(bias);
           const variants: [string, Parameters<typeof prune>[1]][] = [
@@ -63,7 +63,7 @@ describeEachIsa('sparse linear', () => {
 
 describeEachIsa('sparse int8 linear', () => {
   it('int32 accumulation is exact: integer weights and activations at full int8 range give the integer products', async () => {
-    for (const [m, n, k] of [[1, 5, 1000], [3, 17, 4099], [8, 4, 64], [12, 9, 333]] as const) {
+    for (const [m, n, k] of [[1, 5, 1000], [3, 17, 4099], [8, 4, 64], [12, 9, 333], [20, 37, 300]] as const) {
       // every row reaches +-127 so both scales are exactly 1
       const xi = new Float32Array(m * k).map((_, i) => (i % k === 0 ? 127 : Math.round((Math.random() * 2 - 1) * 127)));
       const wi = new Float32Array(n * k).map((_, i) => (i % k === 1 ? -127 : Math.random() < 0.5 ? 0 : Math.round((Math.random() * 2 - 1) * 127)));

@@ -168,7 +168,7 @@ static KernelTable make_table(Isa isa) {
   t.gemm_s8 = gemm_s8_ref; t.sgemm = sgemm_ref; t.sgemv = sgemv_ref; t.quant_rows = quant_rows_ref;
   t.rmsnorm = rmsnorm_ref; t.softmax = softmax_ref; t.swiglu = swiglu_ref; t.add = add_ref;
   t.attn = attn_ref;
-  t.spmv = spmv_ref; t.spmmt = spmmt_ref;
+  t.spmv = spmv_ref; t.spmmt = spmmt_ref; t.sprow = sprow_ref;
   t.attn_name = "ref";
   t.sgemm_name = "ref";
 #ifdef SPARQ_X86
@@ -176,7 +176,7 @@ static KernelTable make_table(Isa isa) {
     t.quant_rows = quant_rows_avx2;
     t.rmsnorm = rmsnorm_avx2; t.softmax = softmax_avx2; t.swiglu = swiglu_avx2; t.add = add_avx2;
     t.attn = attn_avx2;
-    t.spmv = spmv_avx2; t.spmmt = spmmt_avx2;
+    t.spmv = spmv_avx2; t.spmmt = spmmt_avx2; t.sprow = sprow_avx2;
     t.attn_name = "avx2";
     t.sgemm = sgemm_avx2; t.sgemv = sgemv_avx2; t.sgemm_name = "avx2";
   }

@@ -267,6 +267,21 @@ static void run_gemm_s8(const KernelTable& t, GemmS8Fn fn, const GemmS8Args& arg
   });
 }
 
+void run_linear_s8(const KernelTable& t, const uint8_t* a, const float* a_scale, int64_t m, const PackedS8& b, const float* bias,
+                   float* c, int64_t ldc) {
+  GemmS8Args args;
+  args.a = a;
+  args.lda = b.k_pad;
+  args.m = m;
+  args.b = &b;
+  args.a_scale = a_scale;
+  args.bias = bias;
+  args.c = c;
+  args.ldc = ldc;
+  args.a_has_m128 = false;  // activations are clamped to [-127, 127]
+  run_gemm_s8(t, t.gemm_s8, args);
+}
+
 struct ScratchA {
   uint8_t* a = nullptr;
   float* scale = nullptr;

@@ -156,6 +156,13 @@ void attn_avx512(const AttnTaskArgs&);  // tile shape in AVX-512; fewer rows -> 
 // (allocated by PackedWeight::create); returns whether any value is -128.
 bool pack_s8_rows(PackedS8& p, int64_t r0, int64_t r1, const int8_t* rows, const float* scales);
 
+struct KernelTable;
+// The f32-mode int8 GEMM over pool tasks: c[i, j] (row stride ldc) = a_scale[i] * b.scales[j] *
+// (A . B^T)[i, j] + bias[j], with A quantized per QuantRowsArgs (shift128 = t.gemm_s8_a_u8,
+// lda = b.k_pad, clamped to [-127, 127]) and b symmetric per-channel.
+void run_linear_s8(const KernelTable& t, const uint8_t* a, const float* a_scale, int64_t m, const PackedS8& b, const float* bias,
+                   float* c, int64_t ldc);
+
 // --- the table ------------------------------------------------------------
 struct KernelTable {
   Isa isa = Isa::ref;          // int8 GEMM path
@@ -175,6 +182,7 @@ struct KernelTable {
   AttnFn attn = nullptr;
   SpmvFn spmv = nullptr;
   SpmmTFn spmmt = nullptr;
+  SpRowFn sprow = nullptr;
   const char* attn_name = "ref";
 };
 

@@ -82,6 +82,36 @@ inline float sparse_q_out(int64_t acc, float xs, float ws, const float* bias, in
   return std::fma(float(acc), xs * ws, bias ? bias[j] : 0.f);
 }
 
+// int8 weights with at least this many activation rows go through the dense
+// int8 GEMM, a strip of expanded rows at a time (same quantization; its own
+// epilogue rounding).
+constexpr int64_t kSparseDenseM = 16;
+
+// Row j of an int8 weight, dense: out[0, k) (out has room for words() * 32 bytes;
+// what lies past k is unspecified).
+using SpRowFn = void (*)(const SparseWeight& s, int64_t j, int8_t* out);
+void sprow_ref(const SparseWeight&, int64_t, int8_t*);
+// The scalar expansion every path can fall back to (any format).
+inline void sparse_row_i8(const SparseWeight& s, int64_t j, int8_t* out) {
+  for (int64_t c = 0; c < s.k; ++c) out[c] = 0;
+  const int8_t* vq = s.vq.data();
+  if (s.format == SparseFormat::bitmask) {
+    const int8_t* vp = vq + s.row_ptr[size_t(j)];
+    const uint32_t* mw = s.mask.data() + j * s.words();
+    for (int64_t w = 0; w < s.words(); ++w)
+      for (uint32_t bits = mw[w]; bits; bits &= bits - 1) out[w * 32 + __builtin_ctz(bits)] = *vp++;
+  } else if (s.format == SparseFormat::csr) {
+    for (int64_t q = s.row_ptr[size_t(j)]; q < s.row_ptr[size_t(j + 1)]; ++q) out[s.col[size_t(q)]] = vq[q];
+  } else {
+    const int64_t per = s.groups() * s.N, base = j * per;
+    for (int64_t q = 0; q < per; ++q) {
+      const int64_t c = (q / s.N) * s.M + s.idx[size_t(base + q)];
+      if (c < s.k) out[c] = vq[base + q];
+    }
+  }
+}
+void sprow_avx2(const SparseWeight&, int64_t, int8_t*);
+
 // int32 accumulation stays exact for k up to this (127 * 127 * k < 2^31).
 constexpr int64_t kSparseInt8MaxK = int64_t(1) << 17;
 

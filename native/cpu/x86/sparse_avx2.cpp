@@ -386,6 +386,18 @@ void spmv_avx2(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
   }
 }
 
+void sprow_avx2(const SparseWeight& s, int64_t j, int8_t* out) {
+  if (s.format != SparseFormat::bitmask) return sparse_row_i8(s, j, out);
+  const ExpandTable& T = table();
+  const int8_t* vp = s.vq.data() + s.row_ptr[size_t(j)];
+  const uint32_t* mw = s.mask.data() + j * s.words();
+  for (int64_t w = 0, words = s.words(); w < words; ++w) {
+    const uint32_t b = mw[w];
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + w * 32), expand32(T, vp, b));
+    vp += __builtin_popcount(b);
+  }
+}
+
 void spmmt_avx2(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
   if (s.int8) spmmt_i8(s, a, j0, j1);
   else spmmt_f32(s, a, j0, j1);
