@@ -7,7 +7,7 @@ export {
   type QuantizeOptions, type Granularity, type QuantizationError, type ObserverOptions, type ObserverMethod, type QuantParams,
 } from './quantize';
 export { matmulInt8, linear, matmul, type LinearOptions } from './ops';
-export { prune, SparseTensor, type PruneOptions, type SparseFormat } from './sparse';
+export { prune, pruneRows, SparseTensor, type PruneOptions, type PruneRowsOptions, type SparseFormat } from './sparse';
 export { rmsnorm, softmax, swiglu, add, rope, type RmsNormOptions, type RopeOptions } from './small_ops';
 export { loadModel, Model, type ModelConfig, type LoadModelOptions, type GenerateOptions, type GeneratedToken, type GenerationStats, type PruneReport } from './model/model';
 export { Tokenizer, type EncodeOptions } from './model/tokenizer';

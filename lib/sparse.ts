@@ -199,3 +199,42 @@ export function quantizeSparse(sw: SparseTensor): SparseTensor {
   if (sw.dtype === 'i8') throw new TypeError('quantize: the sparse weight is already int8');
   return new SparseTensor(loadNative().sparseQuantize(s), sw.sparsity, sw.pattern);
 }
+
+export interface PruneRowsOptions {
+  /** 'magnitude' (row L2 norm, default) or 'wanda' (sum over the row of |W| x the input channel's activation norm) */
+  method?: 'magnitude' | 'wanda';
+  /** fraction of the output rows removed, in [0, 1) */
+  sparsity?: number;
+  activationNorms?: Float32Array | number[] | Tensor;
+}
+
+/**
+ * Structured pruning: removes whole output rows of w [n, k] (the lowest-scoring
+ * round(sparsity * n); ties: the higher index goes) and returns the smaller dense
+ * weight [n', k] with the indices of the rows it kept, in order - the next layer
+ * keeps the same input columns (see pruneModel's `structured` for FFN channels and heads).
+ */
+export function pruneRows(w: Tensor, opts: PruneRowsOptions = {}): { weight: Tensor; kept: Int32Array } {
+  const op = 'pruneRows';
+  const W = expectTensor(op, 'w', w, ['f32'], 2);
+  nonEmpty(op, 'w', W);
+  if (typeof opts !== 'object' || opts === null) throw new TypeError(`${op}: options must be an object; got ${describe(opts)}`);
+  const [n, k] = W.shape as [number, number];
+  const method = opts.method ?? 'magnitude';
+  if (method !== 'magnitude' && method !== 'wanda') throw new TypeError(`${op}: method must be 'magnitude' or 'wanda'; got ${describe(method)}`);
+  const sparsity = opts.sparsity ?? 0.5;
+  if (typeof sparsity !== 'number' || !(sparsity >= 0 && sparsity < 1)) throw new RangeError(`${op}: sparsity must be in [0, 1); got ${describe(sparsity)}`);
+  const act = method === 'wanda' ? norms(op, opts.activationNorms, k) : null;
+  const v = W.toArray() as Float32Array;
+  const score = new Float64Array(n);
+  for (let j = 0; j < n; j++) {
+    let s = 0;
+    for (let c = 0; c < k; c++) s += act ? Math.abs(v[j * k + c]!) * act[c]! : v[j * k + c]! ** 2;
+    score[j] = act ? s : Math.sqrt(s);
+  }
+  const keep = n - Math.round(sparsity * n);
+  const kept = Int32Array.from(Array.from(score.keys()).sort((a, b) => score[b]! - score[a]! || a - b).slice(0, keep).sort((a, b) => a - b));
+  const out = new Float32Array(keep * k);
+  kept.forEach((r, i) => out.set(v.subarray(r * k, (r + 1) * k), i * k));
+  return { weight: Tensor.from(out, [keep, k]), kept };
+}

@@ -1,7 +1,7 @@
 // Pruners and sparse weights: every format and path against dense results on
 // the same pruned weights, the pruners' exact counts and patterns.
 import { expect } from 'chai';
-import { Tensor, linear, prune, quantize, type SparseFormat } from '../lib/index';
+import { Tensor, linear, prune, pruneRows, quantize, type SparseFormat } from '../lib/index';
 import { describeEachIsa, randn, refLinear, relErr, roundEven } from './helpers';
 
 const shapes: [number, number][] = [[1, 1], [7, 33], [16, 64], [33, 100], [64, 257]];
@@ -142,6 +142,29 @@ describe('pruners', function () {
     normsArr[5] = 1e6;
     const c = (await prune(w, { method: 'wanda', sparsity: 0.9, activationNorms: normsArr }).toDense()).toArray();
     for (let j = 0; j < n; j++) expect(c[j * k + 5]).to.not.equal(0);
+  });
+
+  it('pruneRows removes the lowest-scoring whole rows and shrinks the matrix', async () => {
+    const [n, k] = [10, 16];
+    const v = randn(n * k);
+    for (let c = 0; c < k; c++) { v[3 * k + c] = 0.01; v[7 * k + c] = 0.02; }  // two weak rows
+    const w = Tensor.from(v, [n, k]);
+    const { weight, kept } = pruneRows(w, { sparsity: 0.2 });
+    expect(weight.shape).to.deep.equal([8, k]);
+    expect(Array.from(kept)).to.deep.equal([0, 1, 2, 4, 5, 6, 8, 9]);
+    const out = weight.toArray();
+    kept.forEach((r, i) => expect(Array.from(out.subarray(i * k, (i + 1) * k))).to.deep.equal(Array.from(v.subarray(r * k, (r + 1) * k))));
+    // the kept rows compute the same outputs as before
+    const x = Tensor.from(randn(3 * k), [3, k]);
+    const full = (await linear(x, w)).toArray(), part = (await linear(x, weight)).toArray();
+    for (let i = 0; i < 3; i++) kept.forEach((r, jj) => expect(part[i * 8 + jj]).to.be.closeTo(full[i * n + r]!, 1e-5));
+    // Wanda: a channel with a huge activation norm makes the rows that use it strong
+    const norms = new Array<number>(k).fill(1e-3);
+    norms[0] = 1e6;
+    const vv = randn(n * k).map((a, i) => (i % k === 0 ? (Math.floor(i / k) === 3 ? 1 : 1e-6) : a));
+    const wanda = pruneRows(Tensor.from(vv, [n, k]), { method: 'wanda', sparsity: 0.9, activationNorms: norms });
+    expect(Array.from(wanda.kept)).to.deep.equal([3]);
+    expect(() => pruneRows(w, { sparsity: 1 })).to.throw(/sparsity must be in \[0, 1\)/);
   });
 
   it('quantize(prune(w)) keeps the sparsity, the format and the pattern', () => {
