@@ -3,7 +3,7 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { KVCache, Tensor, attention, info, linear, loadModel, quantize } from '../lib/index';
+import { KVCache, Tensor, attention, info, linear, loadModel, pruneModel, quantize } from '../lib/index';
 import { writeRandomModel } from '../lib/model/synth';
 import { runChild, ROOT } from './helpers';
 
@@ -65,7 +65,7 @@ describe('memory', function () {
     x.dispose(); w.dispose(); qw.dispose();
   });
 
-  it('models, KV caches and attention give back every native byte on dispose', async () => {
+  it('models (loaded and pruned), KV caches and attention give back every native byte on dispose', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-mem-'));
     try {
       const files = writeRandomModel(dir, { dim: 64, hidden: 96, layers: 2, heads: 4, kvHeads: 2, vocab: 400, maxSeq: 64, seed: 5 }, ['llama2c', 'gguf-q8_0']);
@@ -82,8 +82,17 @@ describe('memory', function () {
         kv.dispose();
         c.dispose();
       }
+      // pruned and structurally shrunk models (their sparse / packed / f32 weights are theirs alone)
+      for (let i = 0; i < 6; i++) {
+        const src = await loadModel(files.llama2c!, { tokenizer: files.tokenizer, weights: i % 2 ? 'int8' : 'f32' });
+        const p = await pruneModel(src, i % 3 === 2 ? { structured: { ffn: 0.25, heads: 0.5 }, calibration: [[1, 300, 301, 302]] }
+          : i % 3 ? { pattern: '2:4', calibration: [[1, 300, 301]] } : { sparsity: 0.5, calibration: [[1, 300, 301]] });
+        src.dispose();
+        for await (const t of p.generate([1, 300, 301], { maxTokens: 4 })) void t;
+        p.dispose();
+      }
       const held = await settled();
-      console.log(`      native bytes after 12 load / generate / dispose cycles: ${held - base} B extra`);
+      console.log(`      native bytes after 12 load / generate / dispose cycles and 6 prune cycles: ${held - base} B extra`);
       expect(held).to.equal(base);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
