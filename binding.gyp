@@ -38,6 +38,12 @@
       "sources": ["native/cpu/x86/gemm_s8_avx512vnni.cpp", "native/cpu/x86/sgemm_avx512.cpp", "native/cpu/x86/attention_avx512.cpp"]
     },
     {
+      "target_name": "sparq_avx512vbmi2",
+      "type": "static_library",
+      "cflags_cc": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mavx512vbmi2", "-mfma", "-mf16c"],
+      "sources": ["native/cpu/x86/sparse_avx512.cpp"]
+    },
+    {
       "target_name": "sparq_amx",
       "type": "static_library",
       "cflags_cc": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mfma", "-mf16c", "-mamx-tile", "-mamx-int8"],
@@ -45,7 +51,7 @@
     },
     {
       "target_name": "sparq",
-      "dependencies": ["sparq_avx2", "sparq_avxvnni", "sparq_avx512", "sparq_amx"],
+      "dependencies": ["sparq_avx2", "sparq_avxvnni", "sparq_avx512", "sparq_avx512vbmi2", "sparq_amx"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "sources": [

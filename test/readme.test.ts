@@ -34,7 +34,7 @@ describe('README', function () {
   });
 
   it('the generation example runs on stories260K', function () {
-    const code = blocks.find((b) => b.includes('loadModel('));
+    const code = blocks.find((b) => b.includes('loadModel(') && !b.includes('pruneModel('));
     expect(code, 'README has the generation example').to.be.a('string');
     if (!fs.existsSync(path.join(MODELS, 'stories260K.bin'))) {
       console.log(`      (skipped: the stories260K model is not at ${MODELS})`);
@@ -44,5 +44,19 @@ describe('README', function () {
     expect(r.status, r.stderr).to.equal(0);
     expect(r.stdout).to.match(/there was a little girl named Lily/);
     expect(r.stdout).to.match(/decodeTokensPerSec/);
+  });
+
+  it('the pruning example runs on stories260K', function () {
+    const code = blocks.find((b) => b.includes('pruneModel('));
+    expect(code, 'README has the pruning example').to.be.a('string');
+    if (!fs.existsSync(path.join(MODELS, 'stories260K.bin'))) {
+      console.log(`      (skipped: the stories260K model is not at ${MODELS})`);
+      this.skip();
+    }
+    const r = runExample(code!, MODELS);
+    expect(r.status, r.stderr).to.equal(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines[0]).to.match(/^0\.5 \d+$/);
+    expect(lines[lines.length - 1]).to.match(/129 6$/);  // after the generated text
   });
 });
