@@ -21,7 +21,7 @@ export const ISAS: readonly IsaName[] = ['ref', 'avx2', 'avxvnni', 'avx512vnni',
 export interface Info {
   version: string;
   cpu: { vendor: string; brand: string; features: string[]; physicalCores: number; supportedIsas: IsaName[] };
-  kernels: { gemm_s8: IsaName; linear_s8: IsaName; sgemm: 'avx512' | 'avx2' | 'ref'; quantize_rows: string; attention: 'avx512' | 'avx2' | 'ref' };
+  kernels: { gemm_s8: IsaName; linear_s8: IsaName; sgemm: 'avx512' | 'avx2' | 'ref'; quantize_rows: string; attention: 'avx512' | 'avx2' | 'ref'; sparse: 'avx512vbmi2' | 'avx2' | 'ref' };
   threads: number;
   cuda: { compiled: boolean; devices: number; archs: string[]; runtimeVersion: number; driverVersion: number; error?: string };
   /** bytes of native memory currently held by sparq (tensors, packed weights, scratch) */
@@ -43,6 +43,7 @@ export function info(): Info {
       sgemm: r.kernels.sgemm as 'avx512' | 'avx2' | 'ref',
       quantize_rows: r.kernels.quantize_rows,
       attention: r.kernels.attention as 'avx512' | 'avx2' | 'ref',
+      sparse: r.kernels.sparse as 'avx512vbmi2' | 'avx2' | 'ref',
     },
     threads: r.threads,
     cuda: { ...r.cuda, archs: r.cuda.archs ? r.cuda.archs.split(',') : [] },

@@ -27,7 +27,7 @@ export interface NativePacked {
 
 export interface NativeInfo {
   cpu: { vendor: string; brand: string; features: string[]; physicalCores: number; supportedIsas: string[] };
-  kernels: { gemm_s8: string; sgemm: string; quantize_rows: string; attention: string };
+  kernels: { gemm_s8: string; sgemm: string; quantize_rows: string; attention: string; sparse: string };
   threads: number;
   dispatchError: string;
   cuda: { compiled: boolean; devices: number; archs: string; runtimeVersion: number; driverVersion: number; error?: string };

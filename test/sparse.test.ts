@@ -1,7 +1,7 @@
 // Pruners and sparse weights: every format and path against dense results on
 // the same pruned weights, the pruners' exact counts and patterns.
 import { expect } from 'chai';
-import { Tensor, linear, prune, pruneRows, quantize, type SparseFormat } from '../lib/index';
+import { Tensor, info, linear, prune, pruneRows, quantize, type SparseFormat } from '../lib/index';
 import { describeEachIsa, randn, refLinear, relErr, roundEven } from './helpers';
 
 const shapes: [number, number][] = [[1, 1], [7, 33], [16, 64], [33, 100], [64, 257]];
@@ -61,8 +61,10 @@ describeEachIsa('sparse linear', () => {
   });
 });
 
-describeEachIsa('sparse int8 linear', () => {
+describeEachIsa('sparse int8 linear', (isa) => {
   it('int32 accumulation is exact: integer weights and activations at full int8 range give the integer products', async () => {
+    const vbmi2 = info().cpu.features.includes('avx512vbmi2');
+    expect(info().kernels.sparse).to.equal(isa === 'ref' ? 'ref' : (isa === 'avx512vnni' || isa === 'amx') && vbmi2 ? 'avx512vbmi2' : 'avx2');
     for (const [m, n, k] of [[1, 5, 1000], [3, 17, 4099], [8, 4, 64], [12, 9, 333], [20, 37, 300]] as const) {
       // every row reaches +-127 so both scales are exactly 1
       const xi = new Float32Array(m * k).map((_, i) => (i % k === 0 ? 127 : Math.round((Math.random() * 2 - 1) * 127)));

@@ -6,6 +6,7 @@
 // DRAM as they would in a model.
 import * as os from 'node:os';
 import { info, linear, prune, quantize, setNumThreads, Tensor, type QuantizedTensor, type SparseTensor } from '../index';
+import { loadNative } from '../native';
 import { measure, table, writeJson } from './harness';
 
 export interface SpmmBenchOptions {
@@ -25,6 +26,9 @@ export async function benchSpmm(opts: SpmmBenchOptions = {}): Promise<unknown> {
   const sps = opts.quick ? [0.5, 0.9] : [0.5, 0.7, 0.9, 0.95];
   const minTime = opts.minTime ?? (opts.quick ? 0.2 : 0.5);
   log(`sparq ${inf.version} sparse benchmark - ${inf.cpu.brand || inf.cpu.vendor}, ${inf.threads} threads, n = k = ${n}`);
+  const ceil = await loadNative().ceilings(opts.quick ? 256 * 2 ** 20 : 2 ** 30);
+  log(`  DRAM read ${ceil.dramReadGBs.toFixed(1)} GB/s (m <= 8 rows also give GB/s of weight bytes and % of it)`);
+  const gbs = (bytes: number, ms: number) => bytes / (ms * 1e6);
   // rotate up to 4 weights (>= 48 MiB for the dense int8 ones, beyond the 32 MiB L3) for m <= 8
   const sets = (bytes: number, m: number) => (m <= 8 ? Math.min(4, Math.max(1, Math.ceil((48 * 2 ** 20) / bytes))) : 1);
   const dense = Array.from({ length: 4 }, (_, s) => Tensor.rand([n, k], { seed: 10 + s, std: 0.02 }));
@@ -42,7 +46,8 @@ export async function benchSpmm(opts: SpmmBenchOptions = {}): Promise<unknown> {
       const q8 = dense.slice(0, sets(n * k, m)).map((w) => quantize(w));
       const d8 = await timeIt(m, q8);
       q8.forEach((q) => q.dispose());
-      log(`m=${m}: dense f32 ${d32.medianMs.toFixed(3)} ms, dense int8 ${d8.medianMs.toFixed(3)} ms`);
+      log(`m=${m}: dense f32 ${d32.medianMs.toFixed(3)} ms, dense int8 ${d8.medianMs.toFixed(3)} ms` +
+        (m <= 8 ? ` (${gbs(n * k * 4, d32.medianMs).toFixed(1)} / ${gbs(n * k, d8.medianMs).toFixed(1)} GB/s of weights)` : ''));
       for (const sp of sps)
         for (const format of ['bitmask', 'csr'] as const)
           for (const dtype of ['f32', 'i8'] as const) {
@@ -54,11 +59,13 @@ export async function benchSpmm(opts: SpmmBenchOptions = {}): Promise<unknown> {
             ws.forEach((w) => w.dispose());
             const r = {
               m, sparsity: sp, format, dtype, median_ms: s.medianMs, spread_pct: s.spreadPct, bytes,
+              weight_gbs: gbs(bytes, s.medianMs), pct_of_dram: (100 * gbs(bytes, s.medianMs)) / ceil.dramReadGBs,
               speedup_vs_dense_f32: d32.medianMs / s.medianMs, speedup_vs_dense_int8: d8.medianMs / s.medianMs,
               dense_f32_ms: d32.medianMs, dense_int8_ms: d8.medianMs,
             };
             results.push(r);
-            rows.push({ m, sparsity: sp, format, values: dtype, 'median ms': s.medianMs, 'MiB': bytes / 2 ** 20, 'x dense f32': r.speedup_vs_dense_f32, 'x dense int8': r.speedup_vs_dense_int8 });
+            rows.push({ m, sparsity: sp, format, values: dtype, 'median ms': s.medianMs, 'spread %': s.spreadPct, 'MiB': bytes / 2 ** 20,
+              'x dense f32': r.speedup_vs_dense_f32, 'x dense int8': r.speedup_vs_dense_int8, '% DRAM': m <= 8 ? r.pct_of_dram : '' });
             log(table([rows[rows.length - 1]!], 8).split('\n')[2]!);
           }
       // N:M (fixed 50%)
@@ -71,9 +78,11 @@ export async function benchSpmm(opts: SpmmBenchOptions = {}): Promise<unknown> {
           const bytes = first.bytes;
           ws.forEach((w) => w.dispose());
           const r = { m, sparsity: 0.5, format: `nm ${pattern}`, dtype, median_ms: s.medianMs, spread_pct: s.spreadPct, bytes,
+            weight_gbs: gbs(bytes, s.medianMs), pct_of_dram: (100 * gbs(bytes, s.medianMs)) / ceil.dramReadGBs,
             speedup_vs_dense_f32: d32.medianMs / s.medianMs, speedup_vs_dense_int8: d8.medianMs / s.medianMs, dense_f32_ms: d32.medianMs, dense_int8_ms: d8.medianMs };
           results.push(r);
-          rows.push({ m, sparsity: 0.5, format: `nm ${pattern}`, values: dtype, 'median ms': s.medianMs, 'MiB': bytes / 2 ** 20, 'x dense f32': r.speedup_vs_dense_f32, 'x dense int8': r.speedup_vs_dense_int8 });
+          rows.push({ m, sparsity: 0.5, format: `nm ${pattern}`, values: dtype, 'median ms': s.medianMs, 'spread %': s.spreadPct, 'MiB': bytes / 2 ** 20,
+            'x dense f32': r.speedup_vs_dense_f32, 'x dense int8': r.speedup_vs_dense_int8, '% DRAM': m <= 8 ? r.pct_of_dram : '' });
           log(table([rows[rows.length - 1]!], 8).split('\n')[2]!);
         }
     }
@@ -93,7 +102,8 @@ export async function benchSpmm(opts: SpmmBenchOptions = {}): Promise<unknown> {
       }
   log('');
   log(table(rows, 8));
-  const out = { bench: 'spmm', date: new Date().toISOString(), version: inf.version, host: os.hostname(), cpu: inf.cpu, threads: inf.threads, n, k, results, break_even: be };
+  const out = { bench: 'spmm', date: new Date().toISOString(), version: inf.version, host: os.hostname(), cpu: inf.cpu, threads: inf.threads, n, k,
+    dram_read_gbs: ceil.dramReadGBs, kernels: inf.kernels, results, break_even: be };
   const file = writeJson(opts.json ?? `bench-results/spmm-${Date.now()}.json`, out);
   log(`\nwrote ${file}`);
   return out;

@@ -198,6 +198,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   k.Set("sgemm", r.sgemm);
   k.Set("quantize_rows", r.quant);
   k.Set("attention", r.attention);
+  k.Set("sparse", r.sparse);
   o.Set("kernels", k);
   o.Set("threads", r.threads);
   o.Set("dispatchError", r.dispatch_error);

@@ -176,14 +176,17 @@ static KernelTable make_table(Isa isa) {
     t.quant_rows = quant_rows_avx2;
     t.rmsnorm = rmsnorm_avx2; t.softmax = softmax_avx2; t.swiglu = swiglu_avx2; t.add = add_avx2;
     t.attn = attn_avx2;
-    t.spmv = spmv_avx2; t.spmmt = spmmt_avx2; t.sprow = sprow_avx2;
+    t.spmv = spmv_avx2; t.spmmt = spmmt_avx2; t.sprow = sprow_avx2; t.sparse_name = "avx2";
     t.attn_name = "avx2";
     t.sgemm = sgemm_avx2; t.sgemv = sgemv_avx2; t.sgemm_name = "avx2";
   }
   if (isa == Isa::avx512vnni || isa == Isa::amx) {
     t.sgemm = sgemm_avx512; t.sgemv = sgemv_avx512; t.sgemm_name = "avx512";
     t.attn = attn_avx512; t.attn_name = "avx512";
-    if (cpu_features().avx512vbmi2) t.spmv = spmv_avx512;
+    if (cpu_features().avx512vbmi2) {
+      t.spmv = spmv_avx512;
+      t.sparse_name = "avx512vbmi2";
+    }
   }
   switch (isa) {
     case Isa::ref: break;

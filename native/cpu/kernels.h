@@ -184,6 +184,7 @@ struct KernelTable {
   SpmmTFn spmmt = nullptr;
   SpRowFn sprow = nullptr;
   const char* attn_name = "ref";
+  const char* sparse_name = "ref";
 };
 
 }  // namespace sparq

@@ -16,6 +16,7 @@ RuntimeInfo runtime_info() {
   r.sgemm = t.sgemm_name;
   r.quant = t.isa == Isa::ref ? "ref" : "avx2";
   r.attention = t.attn_name;
+  r.sparse = t.sparse_name;
   r.features = f.names();
   r.vendor = f.vendor;
   r.brand = f.brand;

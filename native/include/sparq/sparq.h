@@ -166,6 +166,7 @@ struct RuntimeInfo {
   std::string sgemm;      // f32 GEMM path
   std::string quant;      // activation quantizer path
   std::string attention;  // attention path
+  std::string sparse;     // sparse x dense path (avx512vbmi2: int8 bitmask by vpexpandb)
   std::vector<std::string> features;
   std::string vendor, brand;
   std::string dispatch_error;
