@@ -61,6 +61,28 @@ describeEachIsa('sparse linear', () => {
   });
 });
 
+describeEachIsa('sparse csr columns', () => {
+  it('k <= 65536 stores uint16 columns, wider k int32: both multiply right (f32 and int8)', async () => {
+    for (const k of [65536, 70001]) {
+      const n = 3, w = Tensor.from(randn(n * k), [n, k]), bias = randn(n);
+      const sw = prune(w, { sparsity: 0.99, format: 'csr' });
+      const pruned = (await sw.toDense()).toArray();
+      for (const m of [1, 9, 17]) {
+        const x = randn(m * k), X = Tensor.from(x, [m, k]), B = Tensor.from(bias);
+        expect(relErr((await linear(X, sw, B)).toArray(), refLinear(x, pruned, bias, m, n, k)), `f32 k=${k} m=${m}`).to.be.below(1e-5);
+        const q = quantize(sw);
+        expect(relErr((await linear(X, q, B)).toArray(), refSparseI8(x, pruned, bias, m, n, k)), `int8 k=${k} m=${m}`).to.be.below(1e-6);
+        [X, B, q].forEach((t) => t.dispose());
+      }
+      // 1% of the weights: values + 2-byte columns below 64K columns, 4-byte above
+      const nnz = Math.round(0.01 * k) * n;
+      expect(sw.bytes - (n + 1) * 8 - 32).to.be.within(nnz * (k <= 65536 ? 6 : 8), nnz * (k <= 65536 ? 6 : 8) + 64);
+      sw.dispose();
+      w.dispose();
+    }
+  });
+});
+
 describeEachIsa('sparse int8 linear', (isa) => {
   it('int32 accumulation is exact: integer weights and activations at full int8 range give the integer products', async () => {
     const vbmi2 = info().cpu.features.includes('avx512vbmi2');

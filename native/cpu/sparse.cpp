@@ -14,7 +14,7 @@
 namespace sparq {
 
 size_t SparseWeight::bytes() const {
-  return row_ptr.size() * 8 + col.size() * 4 + mask.size() * 4 + idx.size() + vf.size() * 4 + vq.size() + scale.size() * 4;
+  return row_ptr.size() * 8 + col.size() * 4 + col16.size() * 2 + mask.size() * 4 + idx.size() + vf.size() * 4 + vq.size() + scale.size() * 4;
 }
 
 namespace {
@@ -25,7 +25,7 @@ inline void for_row(const SparseWeight& s, int64_t j, F fn) {
   auto val = [&](int64_t p) { return s.int8 ? float(s.vq[size_t(p)]) : s.vf[size_t(p)]; };
   switch (s.format) {
     case SparseFormat::csr:
-      for (int64_t p = s.row_ptr[size_t(j)]; p < s.row_ptr[size_t(j + 1)]; ++p) fn(int64_t(s.col[size_t(p)]), val(p));
+      for (int64_t p = s.row_ptr[size_t(j)]; p < s.row_ptr[size_t(j + 1)]; ++p) fn(s.column(p), val(p));
       break;
     case SparseFormat::bitmask: {
       int64_t p = s.row_ptr[size_t(j)];
@@ -86,13 +86,15 @@ Error sparse_from_dense(const float* w, int64_t n, int64_t k, SparseFormat f, in
         }
     } else {
       s->row_ptr.assign(size_t(n + 1), 0);
+      s->narrow = f == SparseFormat::csr && k <= 65536;
       if (f == SparseFormat::bitmask) s->mask.assign(size_t(n * s->words()), 0u);
       for (int64_t j = 0; j < n; ++j) {
         for (int64_t c = 0; c < k; ++c) {
           const float v = w[j * k + c];
           if (v == 0.f) continue;
           vals.push_back(v);
-          if (f == SparseFormat::csr) s->col.push_back(int32_t(c));
+          if (f == SparseFormat::csr && s->narrow) s->col16.push_back(uint16_t(c));
+          else if (f == SparseFormat::csr) s->col.push_back(int32_t(c));
           else s->mask[size_t(j * s->words() + c / 32)] |= 1u << (c % 32);
         }
         s->row_ptr[size_t(j + 1)] = int64_t(vals.size());
@@ -102,6 +104,7 @@ Error sparse_from_dense(const float* w, int64_t n, int64_t k, SparseFormat f, in
     s->vf = std::move(vals);
     // 8 readable values past the end: vector kernels load whole groups of 8
     s->vf.resize(s->vf.size() + 8, 0.f);
+    if (s->narrow) s->col16.resize(s->col16.size() + 8, 0);  // vector loads of 8 columns
   } catch (const std::bad_alloc&) {
     return Error::make(Status::out_of_memory, "sparse: out of memory");
   }
@@ -144,7 +147,7 @@ Error sparse_concat_rows(const std::vector<const SparseWeight*>& parts, std::uni
   if (parts.empty()) return bad("concat needs at least one weight");
   const SparseWeight& a = *parts[0];
   for (const SparseWeight* p : parts)
-    if (p->k != a.k || p->format != a.format || p->int8 != a.int8 || p->N != a.N || p->M != a.M)
+    if (p->k != a.k || p->format != a.format || p->int8 != a.int8 || p->N != a.N || p->M != a.M || p->narrow != a.narrow)
       return bad("concat: every weight must have the same k, format, value type and N:M pattern");
   try {
     auto s = std::make_unique<SparseWeight>();
@@ -153,6 +156,7 @@ Error sparse_concat_rows(const std::vector<const SparseWeight*>& parts, std::uni
     s->int8 = a.int8;
     s->N = a.N;
     s->M = a.M;
+    s->narrow = a.narrow;
     if (a.format != SparseFormat::nm) s->row_ptr.push_back(0);
     for (const SparseWeight* p : parts) {
       const int64_t base = s->nnz;
@@ -161,6 +165,7 @@ Error sparse_concat_rows(const std::vector<const SparseWeight*>& parts, std::uni
       if (p->format != SparseFormat::nm)
         for (int64_t j = 1; j <= p->n; ++j) s->row_ptr.push_back(base + p->row_ptr[size_t(j)]);
       s->col.insert(s->col.end(), p->col.begin(), p->col.end());
+      if (p->narrow) s->col16.insert(s->col16.end(), p->col16.begin(), p->col16.begin() + p->nnz);
       s->mask.insert(s->mask.end(), p->mask.begin(), p->mask.end());
       if (p->format == SparseFormat::nm) s->idx.insert(s->idx.end(), p->idx.begin(), p->idx.begin() + p->nnz);
       if (p->int8) s->vq.insert(s->vq.end(), p->vq.begin(), p->vq.begin() + p->nnz);
@@ -169,6 +174,7 @@ Error sparse_concat_rows(const std::vector<const SparseWeight*>& parts, std::uni
     }
     // the same padding as a freshly built weight
     if (s->format == SparseFormat::nm) s->idx.resize(s->idx.size() + 8, 0);
+    if (s->narrow) s->col16.resize(s->col16.size() + 8, 0);
     if (s->int8) s->vq.resize(s->vq.size() + 40, 0);
     else s->vf.resize(s->vf.size() + 8, 0.f);
     *out = std::move(s);

@@ -1,7 +1,7 @@
 // sparse.h - sparse weight formats and the sparse x dense product.
 //
 // A weight W [n, k] (nn.Linear layout) keeps only its nonzeros, in one of:
-//  - csr:     row_ptr [n + 1], col [nnz] (int32), values [nnz]
+//  - csr:     row_ptr [n + 1], columns [nnz] (uint16 when k <= 65536, else int32), values [nnz]
 //  - bitmask: one bit per weight (rows of ceil(k / 32) words), values of the set
 //             bits in order, row_ptr [n + 1] into the values
 //  - nm:      exactly N values per group of M along k (2:4, 4:8; k padded to M)
@@ -28,7 +28,9 @@ struct SparseWeight {
   bool int8 = false;
   int N = 0, M = 0;                // nm only
   std::vector<int64_t> row_ptr;    // csr, bitmask
-  std::vector<int32_t> col;        // csr
+  std::vector<int32_t> col;        // csr, k > 65536
+  std::vector<uint16_t> col16;     // csr, k <= 65536 (+ 8 entries of padding)
+  bool narrow = false;             // csr columns are in col16
   std::vector<uint32_t> mask;      // bitmask: n * words
   std::vector<uint8_t> idx;        // nm (+ 8 bytes of padding)
   std::vector<float> vf;           // f32 values
@@ -37,6 +39,7 @@ struct SparseWeight {
   int64_t words() const { return (k + 31) / 32; }
   int64_t groups() const { return M ? (k + M - 1) / M : 0; }
   size_t bytes() const;
+  int64_t column(int64_t p) const { return narrow ? int64_t(col16[size_t(p)]) : int64_t(col[size_t(p)]); }
 };
 
 // From a dense [n, k] (zeros are dropped; nm: every group must have <= N nonzeros).
@@ -101,7 +104,7 @@ inline void sparse_row_i8(const SparseWeight& s, int64_t j, int8_t* out) {
     for (int64_t w = 0; w < s.words(); ++w)
       for (uint32_t bits = mw[w]; bits; bits &= bits - 1) out[w * 32 + __builtin_ctz(bits)] = *vp++;
   } else if (s.format == SparseFormat::csr) {
-    for (int64_t q = s.row_ptr[size_t(j)]; q < s.row_ptr[size_t(j + 1)]; ++q) out[s.col[size_t(q)]] = vq[q];
+    for (int64_t q = s.row_ptr[size_t(j)]; q < s.row_ptr[size_t(j + 1)]; ++q) out[s.column(q)] = vq[q];
   } else {
     const int64_t per = s.groups() * s.N, base = j * per;
     for (int64_t q = 0; q < per; ++q) {

@@ -10,6 +10,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -91,10 +92,10 @@ struct I8Dot {
 };
 
 // acc[i] += vals . x_i[cols] for stored values [p, p + cnt). Columns: csr reads
-// them (int32); N:M (N and M powers of two) derives them in registers from the
-// in-group index: column = (q / N) * M + idx[q].
-template <int MR, bool NM, class D>
-inline void gather_dot(const SparseWeight& s, const D& d, int64_t p, const int32_t* cols, int64_t cnt, typename D::Acc* acc) {
+// them (int32, or uint16 widened: C is the column type); N:M (N and M powers of
+// two) derives them in registers from the in-group index: column = (q / N) * M + idx[q].
+template <int MR, bool NM, class D, class C = int32_t>
+inline void gather_dot(const SparseWeight& s, const D& d, int64_t p, const C* cols, int64_t cnt, typename D::Acc* acc) {
   using Acc = typename D::Acc;
   const int ln = NM ? __builtin_ctz(unsigned(s.N)) : 0, lm = NM ? __builtin_ctz(unsigned(s.M)) : 0;
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), kmax = _mm256_set1_epi32(int(s.k - 1));
@@ -104,6 +105,8 @@ inline void gather_dot(const SparseWeight& s, const D& d, int64_t p, const int32
       const __m256i id = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s.idx.data() + p + q)));
       // padding past k (a partial last group) reads column k - 1 with a zero value
       return _mm256_min_epi32(_mm256_add_epi32(_mm256_slli_epi32(_mm256_srli_epi32(qi, ln), lm), id), kmax);
+    } else if constexpr (sizeof(C) == 2) {
+      return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(cols + q)));  // 8 entries of padding
     } else {
       return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cols + q));
     }
@@ -124,7 +127,9 @@ inline void gather_dot(const SparseWeight& s, const D& d, int64_t p, const int32
   }
   for (; q < cnt; q += 8) {
     const __m256i mk = lanes(std::min<int64_t>(8, cnt - q));
-    const __m256i ci = NM ? _mm256_and_si256(columns(q), mk) : _mm256_maskload_epi32(cols + q, mk);
+    __m256i ci;
+    if constexpr (NM || sizeof(C) == 2) ci = _mm256_and_si256(columns(q), mk);
+    else ci = _mm256_maskload_epi32(cols + q, mk);
     const Acc v = D::keep(D::vals(s, p + q), mk);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) acc[i] = d.step(acc[i], v, i, ci, mk);
@@ -138,10 +143,11 @@ template <int MR, class D>
 inline void gather_row(const SparseWeight& s, const D& d, int64_t j, typename D::Acc* acc) {
   if (s.format == SparseFormat::csr) {
     const int64_t p0 = s.row_ptr[size_t(j)];
-    gather_dot<MR, false>(s, d, p0, s.col.data() + p0, s.row_ptr[size_t(j + 1)] - p0, acc);
+    if (s.narrow) gather_dot<MR, false>(s, d, p0, s.col16.data() + p0, s.row_ptr[size_t(j + 1)] - p0, acc);
+    else gather_dot<MR, false>(s, d, p0, s.col.data() + p0, s.row_ptr[size_t(j + 1)] - p0, acc);
   } else {
     const int64_t per = s.groups() * s.N;
-    gather_dot<MR, true>(s, d, j * per, nullptr, per, acc);
+    gather_dot<MR, true>(s, d, j * per, static_cast<const int32_t*>(nullptr), per, acc);
   }
 }
 
@@ -154,7 +160,23 @@ void spmv_f32(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
     __m256 acc[MR];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
-    if (s.format != SparseFormat::bitmask) {
+    if (MR == 1 && s.format == SparseFormat::csr) {
+      // one activation row: scalar loads beat vgatherdps here (three loads and an
+      // fma per nonzero, eight independent sums)
+      const int64_t p0 = s.row_ptr[size_t(j)], p1 = s.row_ptr[size_t(j + 1)];
+      const float* val = s.vf.data();
+      auto run = [&](const auto* col) {
+        float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int64_t p = p0;
+        for (; p + 8 <= p1; p += 8)
+#pragma GCC unroll 8
+          for (int u = 0; u < 8; ++u) t[u] = std::fma(val[p + u], x[col[p + u]], t[u]);
+        for (; p < p1; ++p) t[0] = std::fma(val[p], x[col[p]], t[0]);
+        acc[0] = _mm256_loadu_ps(t);
+      };
+      if (s.narrow) run(s.col16.data());
+      else run(s.col.data());
+    } else if (s.format != SparseFormat::bitmask) {
       gather_row<MR>(s, F32Dot{x, k}, j, acc);
     } else {
       int64_t p = s.row_ptr[size_t(j)];
@@ -265,7 +287,7 @@ void decode_row(const SparseWeight& s, int64_t j, std::vector<int64_t>& cols, st
   switch (s.format) {
     case SparseFormat::csr:
       for (int64_t p = s.row_ptr[size_t(j)]; p < s.row_ptr[size_t(j + 1)]; ++p) {
-        cols.push_back(s.col[size_t(p)]);
+        cols.push_back(s.column(p));
         vals.push_back(val(p));
       }
       break;
