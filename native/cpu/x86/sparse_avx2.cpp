@@ -1,12 +1,13 @@
 // sparse_avx2.cpp - sparse x dense with AVX2 + FMA.
 // m <= 8 (decode): csr and N:M gather 8 activations per step at the stored
-// columns (vpgatherdd); bitmask expands packed values into their lanes with
-// a table - f32: 8 per mask byte (vpermps); int8: 32 per mask word (vpshufb,
-// one 8-byte control per mask byte), multiplied with the quantized
-// activations by vpmaddubsw (sign trick) into int32 - no gather, and each
-// weight byte is read once.
+// columns (vpgatherdd; csr with one row by scalar loads); bitmask expands
+// packed values into their lanes - f32: 8 per mask byte by vpermps with a
+// table; int8: 32 per mask word by vpshufb with the control computed in
+// registers - and multiplies contiguous activations (int8: vpmaddubsw with
+// the sign trick into int32): no gather, each weight byte read once.
 // m > 8: a row's nonzeros are decoded once, then each one adds value x
-// xT[column, 0..m) into 32-wide accumulator strips.
+// xT[column, 0..m) into 32-wide accumulator strips (int8 with m >= 16 goes
+// through the dense GEMM: sprow_avx2 expands its rows).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -25,20 +26,12 @@ using namespace avx2;
 struct ExpandTable {
   alignas(32) int32_t perm[256][8];
   alignas(32) int32_t keep[256][8];
-  // int8: byte l of bytes[c][b] = c + popcount(b & ((1 << l) - 1)) if bit l is set,
-  // else 0x80 (vpshufb writes zero; c <= 8 keeps the high bit).
-  alignas(64) uint64_t bytes[9][256];
   ExpandTable() {
     for (int b = 0; b < 256; ++b)
       for (int l = 0, c = 0; l < 8; ++l) {
         const bool on = b >> l & 1;
         perm[b][l] = on ? c : 0;
         keep[b][l] = on ? -1 : 0;
-        for (int base = 0; base <= 8; ++base) {
-          uint64_t& e = bytes[base][b];
-          if (l == 0) e = 0;
-          e |= uint64_t(on ? base + c : 0x80) << (8 * l);
-        }
         c += on;
       }
   }
@@ -216,15 +209,22 @@ inline int32_t hsum_epi32(__m256i v) {
 }
 
 // The 32 weights of mask word `b`, expanded from the packed values at vp (int8).
-inline __m256i expand32(const ExpandTable& T, const int8_t* vp, uint32_t b) {
-  const uint32_t b0 = b & 0xff, b1 = b >> 8 & 0xff, b2 = b >> 16 & 0xff, b3 = b >> 24;
-  const int c0 = __builtin_popcount(b0), c01 = __builtin_popcount(b & 0xffff), c2 = __builtin_popcount(b2);
-  // controls: low 8 bytes by vmovq, high 8 by vmovhps (one load + merge each)
-  const __m128 lo = _mm_loadh_pi(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&T.bytes[0][b0]))),
-                                 reinterpret_cast<const __m64*>(&T.bytes[c0][b1]));
-  const __m128 hi = _mm_loadh_pi(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(&T.bytes[0][b2]))),
-                                 reinterpret_cast<const __m64*>(&T.bytes[c2][b3]));
-  const __m256i ctrl = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_castps_si128(lo)), _mm_castps_si128(hi), 1);
+// The shuffle control is computed in registers: each byte lane tests its mask
+// bit, an in-lane prefix sum of the set lanes gives each one its value number,
+// and the upper 16 lanes read from vp + popcount(low 16 bits).
+inline __m256i expand32(const int8_t* vp, uint32_t b) {
+  const __m256i sel = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201ull));
+  // on: 0xff where the weight is stored (-1 per set lane)
+  const __m256i on = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(int(b)), sel), bit), bit);
+  // s: minus the inclusive count of set lanes, within each 16-lane half
+  __m256i sum = _mm256_add_epi8(on, _mm256_slli_si256(on, 1));
+  sum = _mm256_add_epi8(sum, _mm256_slli_si256(sum, 2));
+  sum = _mm256_add_epi8(sum, _mm256_slli_si256(sum, 4));
+  sum = _mm256_add_epi8(sum, _mm256_slli_si256(sum, 8));
+  // set lanes: ~s = count before them (0..15); other lanes 0xff (vpshufb writes zero)
+  const __m256i ctrl = _mm256_andnot_si256(_mm256_and_si256(sum, on), _mm256_set1_epi8(-1));
+  const int c01 = __builtin_popcount(b & 0xffff);
   const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vp))),
                                             _mm_loadu_si128(reinterpret_cast<const __m128i*>(vp + c01)), 1);
   return _mm256_shuffle_epi8(v, ctrl);
@@ -232,7 +232,6 @@ inline __m256i expand32(const ExpandTable& T, const int8_t* vp, uint32_t b) {
 
 template <int MR>
 void spmv_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
-  const ExpandTable& T = table();
   const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t j = j0; j < j1; ++j) {
     __m256i acc[MR];
@@ -259,12 +258,12 @@ void spmv_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
         std::memcpy(&bb, mw + w, 8);
         const uint32_t b0 = uint32_t(bb), b1 = uint32_t(bb >> 32);
         const int8_t* vp1 = vp + __builtin_popcount(b0);
-        const __m256i v0 = expand32(T, vp, b0), v1 = expand32(T, vp1, b1);
+        const __m256i v0 = expand32(vp, b0), v1 = expand32(vp1, b1);
         vp = vp1 + __builtin_popcount(b1);
         dot(v0, w);
         dot(v1, w + 1);
       }
-      if (w < words) dot(expand32(T, vp, mw[w]), w);
+      if (w < words) dot(expand32(vp, mw[w]), w);
     }
     const float ws = s.scale[size_t(j)];
 #pragma GCC unroll 8
@@ -411,12 +410,11 @@ void spmv_avx2(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
 
 void sprow_avx2(const SparseWeight& s, int64_t j, int8_t* out) {
   if (s.format != SparseFormat::bitmask) return sparse_row_i8(s, j, out);
-  const ExpandTable& T = table();
   const int8_t* vp = s.vq.data() + s.row_ptr[size_t(j)];
   const uint32_t* mw = s.mask.data() + j * s.words();
   for (int64_t w = 0, words = s.words(); w < words; ++w) {
     const uint32_t b = mw[w];
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + w * 32), expand32(T, vp, b));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + w * 32), expand32(vp, b));
     vp += __builtin_popcount(b);
   }
 }
