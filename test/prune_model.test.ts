@@ -131,6 +131,28 @@ describe('pruneModel: stories260K', function () {
     }
   });
 
+  it('global magnitude: exactly half of all pruned weights, spread unevenly over the layers', async () => {
+    const g = await pruneModel(dense, { method: 'magnitude', sparsity: 0.5, granularity: 'global' });
+    try {
+      const r = g.pruneReport!;
+      let zeros = 0, total = 0;
+      for (const l of r.layers) {
+        zeros += Math.round(l.sparsity * l.shape[0] * l.shape[1]);
+        total += l.shape[0] * l.shape[1];
+      }
+      expect(zeros).to.equal(Math.round(0.5 * total));
+      const s = r.layers.map((l) => l.sparsity);
+      expect(Math.max(...s) - Math.min(...s)).to.be.above(0.05);  // one threshold, not one per layer
+      let n = 0;
+      for await (const _ of g.generate('Once upon a time', { maxTokens: 8 })) n++;
+      expect(n).to.be.above(0);
+      const cmp = await compare(dense, g, evalSeqs);
+      console.log(`      stories260K magnitude 50% global: mean KL ${cmp.kl.toFixed(4)}, top-1 ${(100 * cmp.top1).toFixed(1)}%; per-linear sparsity ${Math.min(...s).toFixed(2)}..${Math.max(...s).toFixed(2)}`);
+    } finally {
+      g.dispose();
+    }
+  });
+
   it('2:4 and int8 values compose; structured pruning shrinks FFN channels and head groups', async () => {
     const nm = await pruneModel(dense, { pattern: '2:4', calibration: calib, weights: 'int8' });
     const ffn = await pruneModel(dense, { structured: { ffn: 0.25 }, calibration: calib });
@@ -167,6 +189,7 @@ describe('pruneModel: stories260K', function () {
       [{ calibration: [] }, /non-empty array/],
       [{ structured: { ffn: 1 } }, /structured.ffn must be in \[0, 1\)/],
       [{ weights: 'int4' }, /weights must be/],
+      [{ method: 'wanda', granularity: 'global', calibration: [[1, 2]] }, /applies to unstructured magnitude/],
       [{ calibration: [[1, 2, 99999]] }, /outside \[0, 512\)/],
     ];
     for (const [o, re] of cases) {

@@ -221,3 +221,25 @@ describe('pruners', function () {
     for (const format of formats) expect(prune(w, { format }).format).to.equal(format);
   });
 });
+
+describe('global magnitude threshold', () => {
+  it('finds the exact cut over several weights, ties included', async () => {
+    const { globalThreshold } = await import('../lib/model/prune');
+    const a = Tensor.from(new Float32Array([0.5, -0.1, 0.3, 0.3, -0.3, 2]), [2, 3]);
+    const b = Tensor.from(new Float32Array([0.3, -1e-30, 0, 7]), [1, 4]);
+    // sorted |w|: 0, 1e-30, 0.1, 0.3 x4, 0.5, 2, 7
+    expect(globalThreshold([a, b], 0)).to.deep.equal({ t: -Infinity, ties: 0 });
+    expect(globalThreshold([a, b], 2)).to.deep.equal({ t: Math.fround(1e-30), ties: 1 });
+    expect(globalThreshold([a, b], 3)).to.deep.equal({ t: Math.fround(0.1), ties: 1 });
+    expect(globalThreshold([a, b], 5)).to.deep.equal({ t: Math.fround(0.3), ties: 2 });  // two of the four 0.3s
+    expect(globalThreshold([a, b], 10)).to.deep.equal({ t: 7, ties: 1 });
+    // random: the cut leaves exactly `count` strictly below or tied
+    const ws = [Tensor.from(randn(5000), [50, 100]), Tensor.from(randn(3000), [30, 100])];
+    const all = ws.flatMap((t) => Array.from(t.toArray() as Float32Array, Math.abs)).sort((x, y) => x - y);
+    for (const count of [1, 777, 4000, 7999]) {
+      const { t, ties } = globalThreshold(ws, count);
+      expect(t).to.equal(all[count - 1]);
+      expect(all.filter((v) => v < t).length + ties).to.equal(count);
+    }
+  });
+});

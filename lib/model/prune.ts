@@ -18,8 +18,9 @@ export interface PruneModelOptions {
   sparsity?: number;
   /** 'unstructured' (default), '2:4' or '4:8' */
   pattern?: 'unstructured' | '2:4' | '4:8';
-  /** unstructured: compare scores per layer or per output row (default: 'row' for Wanda, 'layer' for magnitude) */
-  granularity?: 'layer' | 'row';
+  /** unstructured: compare scores per linear, per output row, or (magnitude) over all the model's pruned linears at once
+   *  (default: 'row' for Wanda, 'layer' for magnitude) */
+  granularity?: 'layer' | 'row' | 'global';
   /** sparse storage (default: 'nm' for N:M, 'csr' at >= 80% sparsity, else 'bitmask') */
   format?: SparseFormat;
   /** values of the pruned model's linears (default: the source model's) */
@@ -61,6 +62,30 @@ function takeCols(w: Float32Array, n: number, k: number, idx: readonly number[],
   return Tensor.from(out, [n, kk]);
 }
 
+/** @internal
+ * The magnitude below which `count` of the weights of all `ts` lie: |w| as f32 bits
+ * orders like the values, so a histogram of the top 16 bits finds the bucket and a
+ * sort of that bucket the exact value; `ties` weights equal to it go too.
+ */
+export function globalThreshold(ts: Tensor[], count: number): { t: number; ties: number } {
+  if (count <= 0) return { t: -Infinity, ties: 0 };
+  const hist = new Float64Array(65536);
+  const bitsOf = (t: Tensor) => { const a = t.toArray() as Float32Array; return new Uint32Array(a.buffer, a.byteOffset, a.length); };
+  for (const t of ts) { const u = bitsOf(t); for (let i = 0; i < u.length; i++) hist[(u[i]! & 0x7fffffff) >>> 16]++; }
+  let below = 0, b = 0;
+  for (; b < 65535 && below + hist[b]! < count; b++) below += hist[b]!;
+  const inBucket: number[] = [];
+  for (const t of ts) {
+    const u = bitsOf(t), f = new Float32Array(u.buffer, u.byteOffset, u.length);
+    for (let i = 0; i < u.length; i++) if ((u[i]! & 0x7fffffff) >>> 16 === b) inBucket.push(Math.abs(f[i]!));
+  }
+  inBucket.sort((x, y) => x - y);
+  const t = inBucket[count - below - 1]!;
+  let less = 0;
+  while (less < inBucket.length && inBucket[less]! < t) less++;
+  return { t, ties: below + less < count ? count - below - less : 0 };
+}
+
 function l2(v: Float32Array, start: number, count: number, stride = 1): number {
   let s = 0;
   for (let i = 0; i < count; i++) s += v[start + i * stride]! ** 2;
@@ -93,6 +118,9 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
   if (pattern !== 'unstructured' && opts.sparsity !== undefined) throw new RangeError(`${OP}: pattern ${pattern} fixes the sparsity; leave sparsity out`);
   const weights = opts.weights ?? src.opts.weights ?? 'f32';
   if (weights !== 'f32' && weights !== 'int8') throw new TypeError(`${OP}: weights must be 'f32' or 'int8'; got ${describe(weights)}`);
+  const granularity = opts.granularity;
+  if (granularity !== undefined && granularity !== 'layer' && granularity !== 'row' && granularity !== 'global') throw new TypeError(`${OP}: granularity must be 'layer', 'row' or 'global'; got ${describe(granularity)}`);
+  if (granularity === 'global' && (method !== 'magnitude' || pattern !== 'unstructured')) throw new RangeError(`${OP}: granularity 'global' applies to unstructured magnitude pruning (Wanda scores of different layers are not comparable)`);
   const format: SparseFormat = opts.format ?? (pattern !== 'unstructured' ? 'nm' : sparsity >= 0.8 ? 'csr' : 'bitmask');
   const progress = opts.onProgress ?? (() => undefined);
   const c = model.config;
@@ -137,6 +165,7 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
 
   const report: PruneReport = { method, pattern: pattern === 'unstructured' ? `unstructured ${sparsity}` : pattern, layers: [], sparsity: 0, bytes: 0, denseBytes: 0, bytesSaved: 0 };
   let zeros = 0, total = 0;
+  let cut: { t: number; ties: number } | null = null;
   const denseBytes = (n: number, k: number) => (weights === 'int8' ? n * k + 4 * n : 4 * n * k);
   const keepKv = headFrac > 0 ? Math.max(1, c.kvHeads - Math.round(headFrac * c.kvHeads)) : c.kvHeads;
   const hidden = ffnFrac > 0 ? Math.max(1, c.hidden - Math.round(ffnFrac * c.hidden)) : c.hidden;
@@ -152,9 +181,23 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
       const [n, k] = w.shape as [number, number];
       const entry = { name, shape: [n, k] as [number, number], sparsity: 0, format: 'dense', bytes: 0, denseBytes: denseBytes(origN, origK) };
       let out: SparseTensor | Tensor | NativePacked;
-      if (sparsity > 0) {
+      if (sparsity > 0 && cut) {
+        // global: zero what is below the model-wide threshold (ties in layer order), keep the rest
+        const v = w.toArray() as Float32Array;
+        for (let i = 0; i < v.length; i++) {
+          const a = Math.abs(v[i]!);
+          if (a < cut.t || (a === cut.t && cut.ties > 0 && cut.ties--)) v[i] = 0;
+        }
+        const masked = own(Tensor.from(v, [n, k]));
+        const sw = own(prune(masked, { sparsity: 0, format }));
+        const q = weights === 'int8' ? own(quantize(sw)) : sw;
+        entry.sparsity = sw.sparsity;
+        entry.format = sw.format;
+        entry.bytes = q.bytes;
+        out = q;
+      } else if (sparsity > 0) {
         const sw = own(prune(w, {
-          method, format, ...(pattern === 'unstructured' ? { sparsity, granularity: opts.granularity } : { pattern }),
+          method, format, ...(pattern === 'unstructured' ? { sparsity, granularity: granularity as 'layer' | 'row' | undefined } : { pattern }),
           ...(method === 'wanda' ? { activationNorms: Float32Array.from(act!) } : {}),
         }));
         const v = weights === 'int8' ? own(quantize(sw)) : sw;
@@ -192,9 +235,10 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
       return parts.map(ref);
     };
 
-    const newLayers: LayerRefs[] = [];
+    // 1. every layer's linears, shrunk by structured pruning when asked
+    interface Shrunk { L: LayerRefs; wq: Tensor; wk: Tensor; wv: Tensor; wo: Tensor; w1: Tensor; w3: Tensor; w2: Tensor; oNorm: Float64Array | null; downNorm: Float64Array | null }
+    const shrunk: Shrunk[] = [];
     for (let l = 0; l < layers; l++) {
-      progress({ stage: 'prune', done: l, total: layers });
       const L = plan.weights.layers[l]!;
       let wq: Tensor, wk: Tensor, wv: Tensor, w1: Tensor, w3: Tensor;
       if (L.wqkv) {
@@ -232,6 +276,18 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
         [wq, wk, wv, wo] = [own(takeRows(aq, dim, qHeads, hd)), own(takeRows(ak, dim, keep, hd)), own(takeRows(av, dim, keep, hd)), own(takeCols(ao, dim, qd, qHeads, hd))];
         if (oNorm) oNorm = Float64Array.from({ length: qHeads.length * hd }, (_, i) => oNorm![qHeads[Math.floor(i / hd)]! * hd + (i % hd)]!);
       }
+      shrunk.push({ L, wq, wk, wv, wo, w1, w3, w2, oNorm, downNorm });
+    }
+    // 2. global magnitude: the model-wide threshold
+    if (granularity === 'global' && sparsity > 0) {
+      const all = shrunk.flatMap((x) => [x.wq, x.wk, x.wv, x.wo, x.w1, x.w3, x.w2]);
+      cut = globalThreshold(all, Math.round(sparsity * all.reduce((a, t) => a + t.numel, 0)));
+    }
+    // 3. prune, quantize, fuse
+    const newLayers: LayerRefs[] = [];
+    for (let l = 0; l < layers; l++) {
+      progress({ stage: 'prune', done: l, total: layers });
+      const { L, wq, wk, wv, wo, w1, w3, w2, oNorm, downNorm } = shrunk[l]!;
       const an = normOf(l, 'attn'), fn = normOf(l, 'ffn');
       const qkv = fuse([finish(`layers.${l}.wq`, wq, qd, dim, an), finish(`layers.${l}.wk`, wk, kvd, dim, an), finish(`layers.${l}.wv`, wv, kvd, dim, an)]);
       const o = finish(`layers.${l}.wo`, wo, dim, qd, oNorm);
