@@ -12,6 +12,7 @@ export { rmsnorm, softmax, swiglu, add, rope, type RmsNormOptions, type RopeOpti
 export { loadModel, Model, type ModelConfig, type LoadModelOptions, type GenerateOptions, type GeneratedToken, type GenerationStats, type PruneReport } from './model/model';
 export { Tokenizer, type EncodeOptions } from './model/tokenizer';
 export { pruneModel, type PruneModelOptions } from './model/prune';
+export { evaluate, type EvaluateOptions, type EvaluationResult } from './model/evaluate';
 export { type SamplingOptions } from './model/sampler';
 export { attention, attentionNaive, KVCache, KVView, type AttentionOptions, type KVCacheOptions, type KVDType } from './attention';
 
