@@ -6,7 +6,9 @@
 //   sparq bench e2e [--quick] [--threads N] [--json FILE]
 //   sparq bench spmm [--quick] [--threads N] [--min-time S] [--json FILE]
 //   sparq generate --model PATH [--tokenizer PATH] --prompt TEXT [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--weights int8]
-import { info, ISAS, loadModel, setNumThreads, type IsaName } from './index';
+//   sparq eval --model PATH [--reference PATH] [--weights int8] [--prune SPEC] [--text FILE | --sample N] [--json]
+import * as fs from 'node:fs';
+import { evaluate, info, ISAS, loadModel, pruneModel, setNumThreads, type IsaName, type Model, type PruneModelOptions } from './index';
 import { benchAttention } from './bench/attention';
 import { benchE2e, benchE2eChild } from './bench/e2e';
 import { benchGemm } from './bench/gemm';
@@ -20,9 +22,15 @@ const USAGE = `usage:
   sparq bench spmm [--quick] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq generate --model PATH [--tokenizer PATH] [--prompt TEXT] [-n N] [--temperature T] [--top-k K]
                  [--top-p P] [--seed S] [--weights f32|int8] [--max-seq N]
+  sparq eval --model PATH [--reference PATH] [--tokenizer PATH] [--weights f32|int8] [--reference-weights f32|int8]
+             [--prune wanda:0.5|magnitude:0.5|wanda:2:4|magnitude:4:8] [--text FILE | --sample N] [--calibration FILE]
+             [--context N] [--seed S] [--json]
 
   --isa       comma-separated int8 paths to run (${ISAS.join(', ')}); default: every path this CPU supports but ref
   --quick     fewer shapes and shorter timing
+  eval        scores the model (as loaded with --weights, pruned with --prune) against the reference (default: the
+              same file in f32): perplexity of both, mean / p50 / p90 / p99 KL divergence, top-1 agreement; the
+              evaluation text is --text FILE, or N tokens the reference samples itself (--sample, default 2048)
 environment: SPARQ_ISA forces the kernel path, SPARQ_THREADS sets the pool size`;
 
 function flag(args: string[], name: string): string | undefined {
@@ -60,6 +68,81 @@ async function generate(args: string[]): Promise<number> {
     console.error(`prompt: ${s.promptTokens} tokens, ${s.promptTokensPerSec.toFixed(1)} tokens/s; decode: ${s.generatedTokens} tokens, ${s.decodeTokensPerSec.toFixed(1)} tokens/s (${weights})`);
   } finally {
     model.dispose();
+  }
+  return 0;
+}
+
+/** 'wanda:0.5', 'magnitude:0.7', 'wanda:2:4', 'magnitude:4:8' -> pruneModel options */
+function pruneSpec(spec: string): PruneModelOptions {
+  const m = /^(wanda|magnitude):(?:(0(?:\.\d+)?|1(?:\.0*)?)|(2:4|4:8))$/.exec(spec);
+  if (!m) throw new Error(`--prune must look like wanda:0.5, magnitude:0.7, wanda:2:4 or magnitude:4:8; got '${spec}'`);
+  return { method: m[1] as 'wanda' | 'magnitude', ...(m[3] ? { pattern: m[3] as '2:4' | '4:8' } : { sparsity: Number(m[2]) }) };
+}
+
+/** n tokens the model samples itself from BOS (seeded), in sequences of up to 512 */
+async function sampleTokens(model: Model, n: number, seed: number): Promise<number[][]> {
+  const out: number[][] = [];
+  const len = Math.min(512, model.config.maxSeq);
+  for (let got = 0, i = 0; got < n; i++) {
+    const ids = [model.tokenizer.bos];
+    for await (const t of model.generate(ids.slice(), { maxTokens: Math.min(len, n - got + 1) - 1, temperature: 1, seed: seed + i })) ids.push(t.id);
+    if (ids.length < 2) continue;
+    out.push(ids);
+    got += ids.length;
+  }
+  return out;
+}
+
+function progressBar(label: string): (p: { done: number; total: number }) => void {
+  if (!process.stderr.isTTY) return () => undefined;
+  return ({ done, total }) => {
+    const w = 30, f = total ? Math.round((w * done) / total) : w;
+    process.stderr.write(`\r${label} [${'#'.repeat(f)}${'.'.repeat(w - f)}] ${done}/${total}${done === total ? '\n' : ''}`);
+  };
+}
+
+async function evalCmd(args: string[]): Promise<number> {
+  const file = flag(args, '--model');
+  if (!file) throw new Error('eval needs --model PATH');
+  const refFile = flag(args, '--reference') ?? file;
+  const tokenizer = flag(args, '--tokenizer');
+  const weights = (flag(args, '--weights') ?? 'f32') as 'f32' | 'int8';
+  const refWeights = (flag(args, '--reference-weights') ?? 'f32') as 'f32' | 'int8';
+  const seed = num(args, '--seed') ?? 1;
+  const json = args.includes('--json');
+  const reference = await loadModel(refFile, { tokenizer, weights: refWeights });
+  let candidate = await loadModel(file, { tokenizer, weights });
+  try {
+    const textFile = flag(args, '--text');
+    const tokens = textFile ? undefined : await sampleTokens(reference, num(args, '--sample') ?? 2048, seed);
+    const texts = textFile ? fs.readFileSync(textFile, 'utf8').split(/\n\s*\n/).filter((t) => t.trim()) : undefined;
+    const spec = flag(args, '--prune');
+    if (spec) {
+      const calFile = flag(args, '--calibration');
+      const calibration = calFile ? fs.readFileSync(calFile, 'utf8').split(/\n\s*\n/).filter((t) => t.trim())
+        : (await sampleTokens(reference, 2048, seed + 100000));  // other samples than the evaluation's
+      const pruned = await pruneModel(candidate, { ...pruneSpec(spec), calibration, onProgress: progressBar('prune') });
+      candidate.dispose();
+      candidate = pruned;
+    }
+    const r = await evaluate(candidate, reference, { ...(texts ? { texts } : { tokens: tokens! }), contextLength: num(args, '--context'), onProgress: progressBar('eval ') });
+    const what = `${file} (${weights}${spec ? `, pruned ${spec}` : ''})`;
+    if (json) {
+      console.log(JSON.stringify({ candidate: what, reference: `${refFile} (${refWeights})`, ...r, prune: candidate.pruneReport }, null, 2));
+      return 0;
+    }
+    const rows: [string, string][] = [
+      ['candidate', what], ['reference', `${refFile} (${refWeights})`],
+      ['tokens', `${r.tokens} scored in ${r.windows} windows`],
+      ['perplexity', `${r.perplexity.toFixed(4)} (reference ${r.referencePerplexity.toFixed(4)})`],
+      ['mean KLD', `${r.meanKLD.toExponential(3)}  (p50 ${r.kldPercentiles.p50.toExponential(2)}, p90 ${r.kldPercentiles.p90.toExponential(2)}, p99 ${r.kldPercentiles.p99.toExponential(2)})`],
+      ['top-1 agreement', `${(100 * r.top1Agreement).toFixed(2)}%`],
+    ];
+    if (candidate.pruneReport) rows.push(['pruned', `${(100 * candidate.pruneReport.sparsity).toFixed(1)}% of linear weights; ${(candidate.pruneReport.bytesSaved / 2 ** 20).toFixed(2)} MiB saved`]);
+    for (const [k, v] of rows) console.log(`${k.padEnd(16)} ${v}`);
+  } finally {
+    candidate.dispose();
+    reference.dispose();
   }
   return 0;
 }
@@ -109,6 +192,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (cmd === 'generate') return generate(argv.slice(1));
+  if (cmd === 'eval') return evalCmd(argv.slice(1));
   console.error(USAGE);
   return cmd === undefined || cmd === '--help' || cmd === 'help' ? 0 : 2;
 }

@@ -2,9 +2,11 @@
 // model against its reference, on stories260K with evaluation text the f32
 // model wrote itself (sampled, seeded).
 import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { evaluate, loadModel, type Model } from '../lib/index';
+import { ROOT } from './helpers';
 
 const DIR = path.resolve(__dirname, '..', '..', 'shared', 'models', 'stories260K');
 const MODEL = path.join(DIR, 'stories260K.bin'), TOK = path.join(DIR, 'tok512.bin');
@@ -73,6 +75,23 @@ describe('evaluate: stories260K', function () {
     expect(r.top1Agreement).to.be.at.least(0.975);
     expect(r.kldPercentiles.p50).to.be.at.most(r.kldPercentiles.p90);
     expect(r.kldPercentiles.p90).to.be.at.most(r.kldPercentiles.p99);
+  });
+
+  it('npx sparq eval: int8 and a pruned model against f32, as a table and as JSON', () => {
+    const cli = (...a: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'lib/cli.ts', 'eval', '--model', MODEL, '--tokenizer', TOK, ...a], { cwd: ROOT, encoding: 'utf8' });
+    const t = cli('--weights', 'int8', '--sample', '300');
+    expect(t.status, t.stderr).to.equal(0);
+    expect(t.stdout).to.match(/perplexity\s+\d+\.\d+ \(reference \d+\.\d+\)/);
+    expect(t.stdout).to.match(/top-1 agreement\s+\d+\.\d+%/);
+    const j = cli('--prune', 'magnitude:2:4', '--sample', '300', '--json');
+    expect(j.status, j.stderr).to.equal(0);
+    const r = JSON.parse(j.stdout) as { meanKLD: number; top1Agreement: number; tokens: number; prune: { sparsity: number } };
+    expect(r.meanKLD).to.be.above(0);
+    expect(r.tokens).to.be.at.least(290);
+    expect(r.prune.sparsity).to.equal(0.5);
+    const bad = cli('--prune', 'wanda:3');
+    expect(bad.status).to.equal(1);
+    expect(bad.stderr).to.match(/--prune must look like/);
   });
 
   it('bad input gives clear errors', async () => {

@@ -2,6 +2,7 @@
 // the same pruned weights, the pruners' exact counts and patterns.
 import { expect } from 'chai';
 import { Tensor, info, linear, prune, pruneRows, quantize, type SparseFormat } from '../lib/index';
+import { globalThreshold } from '../lib/model/prune';
 import { describeEachIsa, randn, refLinear, relErr, roundEven } from './helpers';
 
 const shapes: [number, number][] = [[1, 1], [7, 33], [16, 64], [33, 100], [64, 257]];
@@ -223,8 +224,7 @@ describe('pruners', function () {
 });
 
 describe('global magnitude threshold', () => {
-  it('finds the exact cut over several weights, ties included', async () => {
-    const { globalThreshold } = await import('../lib/model/prune');
+  it('finds the exact cut over several weights, ties included', () => {
     const a = Tensor.from(new Float32Array([0.5, -0.1, 0.3, 0.3, -0.3, 2]), [2, 3]);
     const b = Tensor.from(new Float32Array([0.3, -1e-30, 0, 7]), [1, 4]);
     // sorted |w|: 0, 1e-30, 0.1, 0.3 x4, 0.5, 2, 7
