@@ -13,6 +13,7 @@ export { loadModel, Model, type ModelConfig, type LoadModelOptions, type Generat
 export { Tokenizer, type EncodeOptions } from './model/tokenizer';
 export { pruneModel, type PruneModelOptions } from './model/prune';
 export { evaluate, type EvaluateOptions, type EvaluationResult } from './model/evaluate';
+export { quantizeModel, type QuantizeModelOptions, type QuantizeReport } from './model/quantize_model';
 export { type SamplingOptions } from './model/sampler';
 export { attention, attentionNaive, KVCache, KVView, type AttentionOptions, type KVCacheOptions, type KVDType } from './attention';
 

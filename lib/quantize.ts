@@ -242,6 +242,20 @@ export class Observer {
     this.hist = new Float64Array(this.bins);
   }
 
+  /** @internal An observer holding statistics gathered elsewhere (a histogram of `bins`
+   *  counts over [min(lo, 0), max(hi, 0)], as observe() builds it). */
+  static _from(opts: ObserverOptions, lo: number, hi: number, hist: Float64Array | null, count: number): Observer {
+    const o = new Observer(opts);
+    o.lo = Math.min(lo, 0);
+    o.hi = Math.max(hi, 0);
+    if (hist) {
+      if (hist.length !== o.bins) throw new RangeError(`Observer: the histogram must have ${o.bins} bins`);
+      o.hist = Float64Array.from(hist);
+    }
+    o.count = count;
+    return o;
+  }
+
   /** Adds a batch of activations (any shape, f32). Off the JS thread. */
   async observe(x: Tensor): Promise<void> {
     const t = expectTensor('Observer.observe', 'x', x, ['f32']);

@@ -8,6 +8,7 @@ import { loadNative, type NativePacked, type NativeSparse, type NativeStorage } 
 import { GGML_F16, GGML_F32, GGML_Q8_0, ggmlTypeName, readGguf } from './gguf';
 import { readHfConfig, readHfTokenizer, readSafetensors } from './hf';
 import { parseLlama2c, type ParsedModel } from './llama2c';
+import type { QuantizeReport } from './quantize_model';
 import { Sampler, checkSampling, type SamplingOptions } from './sampler';
 import { StreamDecoder, Tokenizer } from './tokenizer';
 
@@ -61,9 +62,22 @@ export interface GenerationStats {
   decodeTokensPerSec: number;
 }
 
+/** @internal What a calibration pass records about the linears' inputs (see LlamaCalibration). */
+export interface CalibrationStats {
+  /** per feature: L2 norm over all tokens; layers x (attention [dim], o [heads * headDim], FFN [dim], down [hidden]) */
+  norms: Float64Array;
+  /** per feature: max |x| */
+  amax: Float32Array;
+  /** per (layer, input): min and max */
+  lo: Float32Array;
+  hi: Float32Array;
+  /** per (layer, input): histogram over the given ranges */
+  hist?: Float64Array;
+}
+
 interface NativeModel {
   forward(tokens: Int32Array, all: boolean): Promise<Float32Array>;
-  calibrate(tokens: Int32Array, lengths: Int32Array): Promise<Float64Array>;
+  calibrate(tokens: Int32Array, lengths: Int32Array, ranges?: Float32Array | null, bins?: number): Promise<CalibrationStats>;
   pos(): number;
   truncate(n: number): void;
   dispose(): void;
@@ -81,6 +95,8 @@ export class Model {
   readonly stopIds: readonly number[];
   /** set on models returned by pruneModel(): what was pruned and the bytes it saved */
   pruneReport?: PruneReport;
+  /** set on models returned by quantizeModel(): each linear's format and bytes */
+  quantizeReport?: QuantizeReport;
   /** @internal where the weights came from (pruneModel re-reads them in f32) */
   readonly _source: ModelSource;
   private native: NativeModel | null;
@@ -96,15 +112,15 @@ export class Model {
   }
 
   /**
-   * @internal Runs each token sequence from an empty context and returns the L2 norm of
-   * every linear input feature over all their tokens (per layer: attention input [dim],
-   * output projection input [dim], FFN input [dim], down projection input [hidden]).
+   * @internal Runs each token sequence from an empty context and records the inputs of
+   * the linears (per-feature L2 norms and max |x|, per-input ranges and, given their
+   * ranges, histograms).
    */
-  _calibrate(seqs: readonly (readonly number[])[]): Promise<Float64Array> {
+  _calibrate(seqs: readonly (readonly number[])[], hist?: { ranges: Float32Array; bins: number }): Promise<CalibrationStats> {
     try {
       const lengths = Int32Array.from(seqs.map((s) => s.length));
       const toks = this.checkIds('calibrate', seqs.flat());
-      return this.serial(() => this.live('calibrate').calibrate(toks, lengths));
+      return this.serial(() => this.live('calibrate').calibrate(toks, lengths, hist?.ranges ?? null, hist?.bins ?? 0));
     } catch (e) {
       return Promise.reject(e);
     }

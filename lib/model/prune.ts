@@ -138,7 +138,7 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
       return t.slice(0, Math.min(maxTok, c.maxSeq));
     });
     progress({ stage: 'calibrate', done: 0, total: seqs.length });
-    norms = await model._calibrate(seqs);
+    norms = (await model._calibrate(seqs)).norms;
     progress({ stage: 'calibrate', done: seqs.length, total: seqs.length });
   }
   const stride = 2 * dim + qd + c.hidden;

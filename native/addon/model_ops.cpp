@@ -3,6 +3,7 @@
 // pass weight locations (storage + byte offset, or packed int8 weights); the
 // whole forward pass then runs here, one Promise per call.
 #include <algorithm>
+#include <cmath>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -248,11 +249,11 @@ class Model : public Napi::ObjectWrap<Model> {
     Release(info.Env());
     return info.Env().Undefined();
   }
-  // calibrate(Int32Array tokens, Int32Array lengths) -> Promise<Float64Array>: runs each
-  // sequence (lengths[i] tokens, one after another in `tokens`) from an empty context and
-  // returns the L2 norm of every linear input feature over all of their tokens
-  // (per layer: attention input [dim], output projection input [dim], FFN input [dim],
-  // down projection input [hidden]). The context is empty afterwards.
+  // calibrate(Int32Array tokens, Int32Array lengths, Float32Array | null ranges, bins) -> Promise<{ norms,
+  // amax, lo, hi, hist? }>: runs each sequence (lengths[i] tokens, one after another in `tokens`)
+  // from an empty context and records the linears' inputs (LlamaCalibration): per feature the L2
+  // norm (Float64Array) and max |x| (Float32Array); per (layer, input) min and max, and with
+  // ranges ([layers * 4 * 2] lo, hi) a histogram of `bins` counts each. The context is empty afterwards.
   Napi::Value Calibrate(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto h = get(env);
@@ -268,19 +269,48 @@ class Model : public Napi::ObjectWrap<Model> {
       total += l;
     }
     if (total != int64_t(tokens->size())) throw Napi::RangeError::New(env, "calibrate: lengths must add up to the token count");
-    auto sums = std::make_shared<std::vector<double>>();
+    const int64_t layers = h->model->config().layers;
+    auto ranges = std::make_shared<std::vector<float>>();
+    int64_t bins = 0;
+    if (info.Length() > 2 && info[2].IsTypedArray()) {
+      Napi::TypedArray r = info[2].As<Napi::TypedArray>();
+      if (r.TypedArrayType() != napi_float32_array || int64_t(r.ElementLength()) != layers * 8)
+        throw Napi::TypeError::New(env, "calibrate: ranges must be a Float32Array of layers * 8 entries");
+      Napi::Float32Array rf = info[2].As<Napi::Float32Array>();
+      ranges->assign(rf.Data(), rf.Data() + rf.ElementLength());
+      bins = ArgInt(info, 3, "calibrate", "bins", 16, int64_t(1) << 20);
+    }
+    struct Out {
+      std::vector<double> sumsq, hist;
+      std::vector<float> amax, lo, hi;
+    };
+    auto out = std::make_shared<Out>();
     return RunAsync(
         env,
-        [h, tokens, lengths, sums]() {
+        [h, tokens, lengths, out, ranges, bins, layers]() {
           std::lock_guard<std::mutex> lock(h->mu);
           sparq::LlamaModel& m = *h->model;
+          sparq::LlamaCalibration cal;
           try {
-            sums->assign(size_t(m.calibration_size()), 0.0);
+            out->sumsq.assign(size_t(m.calibration_size()), 0.0);
+            out->amax.assign(size_t(m.calibration_size()), 0.f);
+            out->lo.assign(size_t(layers * 4), INFINITY);
+            out->hi.assign(size_t(layers * 4), -INFINITY);
+            if (bins) out->hist.assign(size_t(layers * 4 * bins), 0.0);
           } catch (const std::bad_alloc&) {
             return Error::make(sparq::Status::out_of_memory, "calibrate: out of memory");
           }
+          cal.sumsq = out->sumsq.data();
+          cal.amax = out->amax.data();
+          cal.lo = out->lo.data();
+          cal.hi = out->hi.data();
+          if (bins) {
+            cal.hist = out->hist.data();
+            cal.bins = bins;
+            cal.range = ranges->data();
+          }
           std::vector<float> logits(size_t(m.config().vocab));
-          m.set_calibration(sums->data());
+          m.set_calibration(&cal);
           Error e;
           int64_t at = 0;
           for (int32_t l : *lengths) {
@@ -293,10 +323,25 @@ class Model : public Napi::ObjectWrap<Model> {
           m.truncate(0);
           return e;
         },
-        [sums](Napi::Env e) -> Napi::Value {
-          Napi::Float64Array out = Napi::Float64Array::New(e, sums->size());
-          for (size_t i = 0; i < sums->size(); ++i) out[i] = std::sqrt((*sums)[i]);
-          return out;
+        [out](Napi::Env e) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(e);
+          Napi::Float64Array norms = Napi::Float64Array::New(e, out->sumsq.size());
+          for (size_t i = 0; i < out->sumsq.size(); ++i) norms[i] = std::sqrt(out->sumsq[i]);
+          o.Set("norms", norms);
+          auto f32 = [&](const std::vector<float>& v) {
+            Napi::Float32Array a = Napi::Float32Array::New(e, v.size());
+            std::memcpy(a.Data(), v.data(), v.size() * 4);
+            return a;
+          };
+          o.Set("amax", f32(out->amax));
+          o.Set("lo", f32(out->lo));
+          o.Set("hi", f32(out->hi));
+          if (!out->hist.empty()) {
+            Napi::Float64Array hist = Napi::Float64Array::New(e, out->hist.size());
+            std::memcpy(hist.Data(), out->hist.data(), out->hist.size() * 8);
+            o.Set("hist", hist);
+          }
+          return o;
         });
   }
   Napi::Value Meta(const Napi::CallbackInfo& info) {
@@ -326,6 +371,7 @@ struct WeightRef {
   BlockPtr block;
   std::shared_ptr<sparq::PackedWeight> q;
   std::shared_ptr<sparq::SparseWeight> sp;
+  float act_scale = 0.f;
 };
 
 WeightRef ReadWeight(const Napi::Object& ws, const char* key, int64_t n, int64_t k) {
@@ -337,6 +383,16 @@ WeightRef ReadWeight(const Napi::Object& ws, const char* key, int64_t n, int64_t
   if (v.IsObject() && v.As<Napi::Object>().InstanceOf(data->packed_ctor.Value())) {
     r.q = Packed::Get(v, what.c_str());
     if (r.q->view().n != n || r.q->view().k != k) throw Napi::RangeError::New(env, what + ": packed shape mismatch");
+    return r;
+  }
+  // { packed, actScale }: an int8 weight with a static per-tensor activation scale
+  if (v.IsObject() && v.As<Napi::Object>().Has("packed")) {
+    Napi::Object o = v.As<Napi::Object>();
+    r.q = Packed::Get(o.Get("packed"), what.c_str());
+    if (r.q->view().n != n || r.q->view().k != k) throw Napi::RangeError::New(env, what + ": packed shape mismatch");
+    const double sc = o.Get("actScale").ToNumber().DoubleValue();
+    if (!(sc > 0) || !std::isfinite(sc)) throw Napi::RangeError::New(env, what + ": actScale must be a finite number > 0");
+    r.act_scale = float(sc);
     return r;
   }
   if (v.IsObject() && v.As<Napi::Object>().InstanceOf(data->sparse_ctor.Value())) {
@@ -412,6 +468,7 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
     lw->f32 = r.f32;
     lw->q = r.q;
     lw->sp = r.sp;
+    lw->act_scale = r.act_scale;
     keep(r);
   };
   auto vec = [&](const Napi::Object& o, const char* key, int64_t n, const float** dst) {

@@ -26,10 +26,31 @@ void from_heads(const float* x, int64_t n, int64_t h, int64_t hd, float* y) {
     for (int64_t t = 0; t < n; ++t) std::memcpy(y + (t * h + i) * hd, x + (i * n + t) * hd, size_t(hd) * 4);
 }
 
-// acc[c] += sum over rows of x[r, c]^2
-void sum_squares(const float* x, int64_t rows, int64_t cols, double* acc) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) acc[c] += double(x[r * cols + c]) * x[r * cols + c];
+// Records x [rows, cols], input `input` of layer `layer` whose features start at
+// `feat` (per-feature arrays) into the calibration arrays that are set.
+void observe(const LlamaCalibration& cal, const float* x, int64_t rows, int64_t cols, int64_t layer, int input, int64_t feat) {
+  const int64_t slot = layer * 4 + input;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    if (cal.sumsq)
+      for (int64_t c = 0; c < cols; ++c) cal.sumsq[feat + c] += double(xr[c]) * xr[c];
+    if (cal.amax)
+      for (int64_t c = 0; c < cols; ++c) cal.amax[feat + c] = std::fmax(cal.amax[feat + c], std::fabs(xr[c]));
+    if (cal.lo)
+      for (int64_t c = 0; c < cols; ++c) {
+        cal.lo[slot] = std::fmin(cal.lo[slot], xr[c]);
+        cal.hi[slot] = std::fmax(cal.hi[slot], xr[c]);
+      }
+    if (cal.hist) {
+      const float a = cal.range[2 * slot], b = cal.range[2 * slot + 1];
+      const double w = b > a ? double(cal.bins) / (double(b) - a) : 0.0;
+      double* h = cal.hist + slot * cal.bins;
+      for (int64_t c = 0; c < cols; ++c) {
+        const double t = (double(xr[c]) - a) * w;
+        h[t <= 0 ? 0 : t >= double(cal.bins - 1) ? cal.bins - 1 : int64_t(t)] += 1.0;
+      }
+    }
+  }
 }
 
 Error check_linear(const LinearWeight& w, int64_t n, int64_t k, const char* name) {
@@ -51,7 +72,7 @@ Error check_linear(const LinearWeight& w, int64_t n, int64_t k, const char* name
 
 Error linear(const float* x, int64_t m, const LinearWeight& w, float* y) {
   if (w.sp) return spmm(*w.sp, x, m, nullptr, y);
-  if (w.q) return linear_s8(x, m, w.k, w.q->view(), nullptr, 0.f, y);
+  if (w.q) return linear_s8(x, m, w.k, w.q->view(), nullptr, w.act_scale, y);
   return linear_f32(x, m, w.k, w.f32, w.n, nullptr, y);
 }
 
@@ -149,8 +170,8 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
   for (int64_t li = 0; li < c.layers; ++li) {
     const LlamaLayer& L = w_.layers[size_t(li)];
     SPARQ_TRY(rmsnorm(x.data(), L.attn_norm, n, dim, c.norm_eps, xb.data()));
-    double* cal = calib_ ? calib_ + li * calibration_stride() : nullptr;
-    if (cal) sum_squares(xb.data(), n, dim, cal);
+    const int64_t feat = li * calibration_stride();
+    if (calib_) observe(*calib_, xb.data(), n, dim, li, 0, feat);
     // q | k | v per token row: one fused linear, or three into the same layout
     float* qp = qkv.data();
     int64_t ld = qkvd;
@@ -190,11 +211,11 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
     a.out = att.data();
     SPARQ_TRY(attention(a));
     from_heads(att.data(), n, c.heads, hd, qt.data());
-    if (cal) sum_squares(qt.data(), n, qd, cal + dim);
+    if (calib_) observe(*calib_, qt.data(), n, qd, li, 1, feat + dim);
     SPARQ_TRY(linear(qt.data(), n, L.wo, tmp.data()));
     SPARQ_TRY(add(x.data(), tmp.data(), n * dim, x.data()));
     SPARQ_TRY(rmsnorm(x.data(), L.ffn_norm, n, dim, c.norm_eps, xb.data()));
-    if (cal) sum_squares(xb.data(), n, dim, cal + dim + qd);
+    if (calib_) observe(*calib_, xb.data(), n, dim, li, 2, feat + dim + qd);
     if (L.w13.present()) {
       // [n, gate | up]: one token's halves are contiguous; more tokens are split out
       SPARQ_TRY(linear(xb.data(), n, L.w13, h13.data()));
@@ -212,7 +233,7 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
       SPARQ_TRY(linear(xb.data(), n, L.w3, h3.data()));
       SPARQ_TRY(swiglu(h1.data(), h3.data(), n * c.hidden, h1.data()));
     }
-    if (cal) sum_squares(h1.data(), n, c.hidden, cal + 2 * dim + qd);
+    if (calib_) observe(*calib_, h1.data(), n, c.hidden, li, 3, feat + 2 * dim + qd);
     SPARQ_TRY(linear(h1.data(), n, L.w2, tmp.data()));
     SPARQ_TRY(add(x.data(), tmp.data(), n * dim, x.data()));
   }

@@ -29,6 +29,7 @@ struct LinearWeight {
   const float* f32 = nullptr;
   std::shared_ptr<PackedWeight> q;
   std::shared_ptr<SparseWeight> sp;
+  float act_scale = 0.f;  // int8: one static activation scale (per tensor); 0: dynamic per token
   int64_t n = 0, k = 0;
   bool present() const { return f32 || q || sp; }
 };
@@ -43,6 +44,20 @@ struct LlamaLayer {
   const float* ffn_norm = nullptr;   // [dim]
   LinearWeight w1, w2, w3;           // gate [hidden, dim], down [dim, hidden], up [hidden, dim]
   LinearWeight w13;                  // or fused
+};
+
+// What a calibration pass records about the inputs of the linears. Inputs,
+// per layer: 0 attention (q, k, v) [dim], 1 output projection [heads *
+// head_dim], 2 FFN (gate, up) [dim], 3 down projection [hidden]. Per feature
+// arrays have layers * calibration_stride() entries, per input ones layers * 4.
+struct LlamaCalibration {
+  double* sumsq = nullptr;  // per feature: sum of x^2 (Wanda's norm, squared)
+  float* amax = nullptr;    // per feature: max |x| (SmoothQuant)
+  float* lo = nullptr;      // per input: min x
+  float* hi = nullptr;      // per input: max x
+  double* hist = nullptr;   // per input: `bins` counts over [range[2i], range[2i+1]] (values outside go to the end bins)
+  int64_t bins = 0;
+  const float* range = nullptr;
 };
 
 struct LlamaWeights {
@@ -70,12 +85,9 @@ class LlamaModel {
   int64_t pos() const { return pos_.load(std::memory_order_acquire); }
   void truncate(int64_t n) { if (n < pos()) pos_.store(n < 0 ? 0 : n, std::memory_order_release); }
   const LlamaConfig& config() const { return cfg_; }
-  // Calibration: while set, every forward adds the squares of each linear's
-  // input features to `sumsq` (per layer: attention input [dim], output
-  // projection input [dim], FFN input [dim], down projection input [hidden];
-  // layers * calibration_stride() doubles; the output projection's input has
-  // heads * head_dim features). nullptr stops it.
-  void set_calibration(double* sumsq) { calib_ = sumsq; }
+  // Calibration: while set, every forward records its linears' inputs into
+  // the arrays of `cal` that are set (see LlamaCalibration). nullptr stops it.
+  void set_calibration(const LlamaCalibration* cal) { calib_ = cal; }
   int64_t calibration_stride() const { return 2 * cfg_.dim + cfg_.heads * cfg_.head_dim + cfg_.hidden; }
   int64_t calibration_size() const { return cfg_.layers * calibration_stride(); }
   size_t cache_bytes() const { return cache_bytes_; }
@@ -88,7 +100,7 @@ class LlamaModel {
   std::vector<float*> ks_, vs_;    // int8 scales [kv_heads, max_seq]
   size_t cache_bytes_ = 0;
   std::atomic<int64_t> pos_{0};
-  double* calib_ = nullptr;
+  const LlamaCalibration* calib_ = nullptr;
   // activations, grown to the largest chunk seen and reused (no allocation per token)
   std::vector<float> x_, xb_, tmp_, qkv_, qt_, att_, kt_, vt_, h13_, h1_, h3_;
 };

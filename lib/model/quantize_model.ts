@@ -1,0 +1,263 @@
+// quantize_model.ts - quantizeModel(): int8 weights (per channel or per group)
+// for every linear of a loaded model, with dynamic per-token activations or
+// static per-tensor activation scales calibrated by an observer, optional
+// SmoothQuant, and linears kept in f32 by name. Weights are re-read from the
+// model's file in f32. See docs/DESIGN.md ("Quantizing a model").
+import { describe } from '../errors';
+import type { NativePacked } from '../native';
+import { Observer, quantize, type ObserverMethod } from '../quantize';
+import { Tensor } from '../tensor';
+import { loadNative } from '../native';
+import { createFromPlan, planModel, type CalibrationStats, type LayerRefs, type Model, type Plan, type WeightRef } from './model';
+
+export interface QuantizeModelOptions {
+  /** int8 weights, one scale per output channel (default) or per group of `groupSize` along k */
+  weights?: { bits?: 8; granularity?: 'per-channel' | { groupSize: number } };
+  /** 'dynamic-per-token' (default: each row's scale at run time), or one static scale per linear input from calibration */
+  activations?: 'dynamic-per-token' | { static: 'per-tensor'; observer?: ObserverMethod; percentile?: number };
+  /** SmoothQuant: s_j = max|X_j|^alpha / max|W_j|^(1 - alpha) per input channel of q|k|v and gate|up, folded into the RMSNorm weights */
+  smoothQuant?: { alpha?: number };
+  /** GPTQ is not available yet */
+  gptq?: unknown;
+  /** linears left in f32: 'output', 'layers.3' (every linear of a layer), 'layers.3.w2', or 'w2' (in every layer) */
+  keepFloat?: readonly string[];
+  /** calibration text (encoded with BOS) or token id arrays: needed by SmoothQuant and static activations */
+  calibration?: readonly (string | readonly number[])[];
+  /** tokens per calibration sequence at most (default min(maxSeq, 512)) */
+  calibrationTokens?: number;
+  onProgress?: (p: { stage: 'calibrate' | 'load' | 'quantize'; done: number; total: number }) => void;
+}
+
+/** What quantizeModel() did, per linear and in total. */
+export interface QuantizeReport {
+  weights: string;
+  activations: string;
+  smoothQuantAlpha?: number;
+  layers: { name: string; shape: [number, number]; format: string; bytes: number; activationScale?: number }[];
+  /** bytes of the linears as stored, and as f32 */
+  bytes: number;
+  f32Bytes: number;
+}
+
+const OP = 'quantizeModel';
+const NAMES = ['wq', 'wk', 'wv', 'wo', 'w1', 'w3', 'w2'] as const;
+type LinearName = (typeof NAMES)[number];
+// which calibration input (0 attention, 1 o, 2 FFN, 3 down) feeds each linear
+const INPUT: Record<LinearName, number> = { wq: 0, wk: 0, wv: 0, wo: 1, w1: 2, w3: 2, w2: 3 };
+
+/**
+ * Quantizes a model loaded with loadModel() and returns a new Model that generates
+ * like any other; `q.quantizeReport` lists each linear's format and bytes.
+ */
+export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {}): Promise<Model> {
+  if (typeof opts !== 'object' || opts === null) throw new TypeError(`${OP}: options must be an object; got ${describe(opts)}`);
+  const src = model._source;
+  if (!src || src.derived) throw new TypeError(`${OP}: the model must come from loadModel() (it re-reads the weights from the file)`);
+  if (opts.gptq !== undefined) throw new TypeError(`${OP}: GPTQ is not available yet (round-to-nearest int8 only)`);
+  const w = opts.weights ?? {};
+  if (typeof w !== 'object' || w === null) throw new TypeError(`${OP}: weights must be an object`);
+  if ((w.bits ?? 8) !== 8) throw new RangeError(`${OP}: weights.bits must be 8 (int4 is not available yet); got ${describe(w.bits)}`);
+  const gran = w.granularity ?? 'per-channel';
+  let groupSize = 0;
+  if (gran !== 'per-channel') {
+    if (typeof gran !== 'object' || gran === null || !Number.isInteger(gran.groupSize) || gran.groupSize < 16 || gran.groupSize % 16) {
+      throw new RangeError(`${OP}: weights.granularity must be 'per-channel' or { groupSize } with a multiple of 16; got ${describe(gran)}`);
+    }
+    groupSize = gran.groupSize;
+  }
+  const act = opts.activations ?? 'dynamic-per-token';
+  let observer: ObserverMethod | null = null, percentile: number | undefined;
+  if (act !== 'dynamic-per-token') {
+    if (typeof act !== 'object' || act === null || act.static !== 'per-tensor') throw new TypeError(`${OP}: activations must be 'dynamic-per-token' or { static: 'per-tensor', observer }`);
+    observer = act.observer ?? 'minmax';
+    if (!['minmax', 'percentile', 'mse'].includes(observer)) throw new TypeError(`${OP}: activations.observer must be 'minmax', 'percentile' or 'mse'; got ${describe(observer)}`);
+    percentile = act.percentile;
+  }
+  const alpha = opts.smoothQuant ? opts.smoothQuant.alpha ?? 0.5 : null;
+  if (alpha !== null && !(typeof alpha === 'number' && alpha >= 0 && alpha <= 1)) throw new RangeError(`${OP}: smoothQuant.alpha must be in [0, 1]; got ${describe(alpha)}`);
+  const cal = opts.calibration;
+  if (cal !== undefined && (!Array.isArray(cal) || cal.length === 0)) throw new TypeError(`${OP}: calibration must be a non-empty array of strings or token id arrays`);
+  if ((alpha !== null || observer) && !cal) throw new TypeError(`${OP}: ${alpha !== null ? 'smoothQuant' : 'static activations'} need calibration (texts or token id arrays)`);
+  const keep = opts.keepFloat ?? [];
+  if (!Array.isArray(keep) || keep.some((k) => typeof k !== 'string')) throw new TypeError(`${OP}: keepFloat must be an array of names`);
+  const c = model.config;
+  const { dim, layers } = c;
+  for (const k of keep) {
+    const ok = k === 'output' || (NAMES as readonly string[]).includes(k) || /^layers\.\d+(\.(wq|wk|wv|wo|w1|w3|w2))?$/.test(k);
+    const l = /^layers\.(\d+)/.exec(k);
+    if (!ok || (l && Number(l[1]) >= layers)) throw new RangeError(`${OP}: keepFloat entry '${k}' names no linear (use 'output', 'layers.N', 'layers.N.wq' .. 'w2', or 'wq' .. 'w2')`);
+  }
+  const isFloat = (l: number, n: LinearName) => keep.includes(n) || keep.includes(`layers.${l}`) || keep.includes(`layers.${l}.${n}`);
+  const progress = opts.onProgress ?? (() => undefined);
+  const hd = c.headDim, qd = c.heads * hd, kvd = c.kvHeads * hd;
+  const seqs = cal ? cal.map((t, i) => {
+    const maxTok = Math.min(opts.calibrationTokens ?? 512, c.maxSeq);
+    if (typeof t === 'string') return model.tokenizer.encode(t).slice(0, maxTok);
+    if (!Array.isArray(t) || t.length === 0) throw new TypeError(`${OP}: calibration[${i}] must be a string or a non-empty token id array`);
+    return t.slice(0, maxTok);
+  }) : [];
+
+  progress({ stage: 'load', done: 0, total: 1 });
+  const plan = await planModel(src.file, { ...src.opts, weights: 'f32' });
+  progress({ stage: 'load', done: 1, total: 1 });
+  const owned: { dispose(): void }[] = [];
+  const own = <T extends { dispose(): void }>(x: T): T => (owned.push(x), x);
+  const tensorOf = (ref: WeightRef | undefined, n: number, k: number): Tensor => {
+    if (!ref) throw new Error(`${OP}: a weight is missing from the plan`);
+    if ('storage' in ref) return own(new Tensor(ref.storage, [n, k], 'f32', ref.offset, false));
+    const t = own(Tensor._alloc([n, k], 'f32'));
+    loadNative().dequantize(ref as NativePacked, t._storage, t._offset, true);
+    return t;
+  };
+  const stride = 2 * dim + qd + c.hidden;
+  const featAt = (l: number, input: number) => l * stride + [0, dim, dim + qd, 2 * dim + qd][input]!;
+  const widthOf = (input: number) => [dim, qd, dim, c.hidden][input]!;
+
+  try {
+    // 1. every layer's f32 linears (copies: SmoothQuant scales their columns) and norms
+    interface Layer { L: LayerRefs; w: Record<LinearName, Float32Array>; attnNorm: Float32Array; ffnNorm: Float32Array }
+    const rowsOf: Record<LinearName, number> = { wq: qd, wk: kvd, wv: kvd, wo: dim, w1: c.hidden, w3: c.hidden, w2: dim };
+    const colsOf: Record<LinearName, number> = { wq: dim, wk: dim, wv: dim, wo: qd, w1: dim, w3: dim, w2: c.hidden };
+    const vec = (ref: WeightRef, n: number) => tensorOf(ref, 1, n).toArray() as Float32Array;
+    const ls: Layer[] = [];
+    for (let l = 0; l < layers; l++) {
+      const L = plan.weights.layers[l]!;
+      const w = {} as Record<LinearName, Float32Array>;
+      if (L.wqkv) {
+        const a = tensorOf(L.wqkv, qd + 2 * kvd, dim).toArray() as Float32Array;
+        [w.wq, w.wk, w.wv] = [a.slice(0, qd * dim), a.slice(qd * dim, (qd + kvd) * dim), a.slice((qd + kvd) * dim)];
+      } else for (const n of ['wq', 'wk', 'wv'] as const) w[n] = tensorOf(L[n], rowsOf[n], colsOf[n]).toArray() as Float32Array;
+      if (L.w13) {
+        const a = tensorOf(L.w13, 2 * c.hidden, dim).toArray() as Float32Array;
+        [w.w1, w.w3] = [a.slice(0, c.hidden * dim), a.slice(c.hidden * dim)];
+      } else for (const n of ['w1', 'w3'] as const) w[n] = tensorOf(L[n], rowsOf[n], colsOf[n]).toArray() as Float32Array;
+      for (const n of ['wo', 'w2'] as const) w[n] = tensorOf(L[n], rowsOf[n], colsOf[n]).toArray() as Float32Array;
+      ls.push({ L, w, attnNorm: vec(L.attnNorm, dim), ffnNorm: vec(L.ffnNorm, dim) });
+    }
+
+    // 2. SmoothQuant: migrate activation outliers of the q|k|v and gate|up inputs into the weights
+    let stats: CalibrationStats | null = null;
+    if (alpha !== null) {
+      progress({ stage: 'calibrate', done: 0, total: seqs.length });
+      stats = await model._calibrate(seqs);
+      for (let l = 0; l < layers; l++) {
+        const x = ls[l]!;
+        for (const [input, names, norm] of [[0, ['wq', 'wk', 'wv'], x.attnNorm], [2, ['w1', 'w3'], x.ffnNorm]] as const) {
+          const at = featAt(l, input);
+          for (let j = 0; j < dim; j++) {
+            let wmax = 0;
+            for (const n of names) for (let r = 0; r < rowsOf[n]; r++) wmax = Math.max(wmax, Math.abs(x.w[n][r * dim + j]!));
+            const amax = stats.amax[at + j]!;
+            const s = amax > 0 && wmax > 0 ? Math.max(1e-5, amax ** alpha / wmax ** (1 - alpha)) : 1;
+            norm[j] = norm[j]! / s;
+            for (const n of names) for (let r = 0; r < rowsOf[n]; r++) x.w[n][r * dim + j] = x.w[n][r * dim + j]! * s;
+          }
+        }
+      }
+    }
+
+    // f32 refs of the (possibly smoothed) weights: fused where the source model fuses
+    const refOf = (a: Float32Array, n: number, k: number): WeightRef => {
+      const t = own(Tensor.from(a, [n, k]));
+      return { storage: t._storage, offset: t._offset };
+    };
+    const cat = (...as: Float32Array[]) => { const o = new Float32Array(as.reduce((s, a) => s + a.length, 0)); let p = 0; for (const a of as) { o.set(a, p); p += a.length; } return o; };
+
+    // 3. static activation scales: calibrate the (smoothed) f32 model, per linear input
+    let actScale: ((l: number, input: number) => number) | null = null;
+    if (observer) {
+      let probe: Model = model;
+      if (alpha !== null) {
+        // the smoothed model in f32: its linears' inputs are what the int8 model will see
+        const fp: Plan = { ...plan, weights: { ...plan.weights, layers: ls.map((x) => ({
+          attnNorm: refOf(x.attnNorm, 1, dim), ffnNorm: refOf(x.ffnNorm, 1, dim),
+          wqkv: refOf(cat(x.w.wq, x.w.wk, x.w.wv), qd + 2 * kvd, dim), wo: refOf(x.w.wo, dim, qd),
+          w13: refOf(cat(x.w.w1, x.w.w3), 2 * c.hidden, dim), w2: refOf(x.w.w2, dim, c.hidden),
+        })) } };
+        probe = await createFromPlan(fp, c.maxSeq, 'f32', { ...src, derived: true });
+      }
+      try {
+        progress({ stage: 'calibrate', done: 0, total: seqs.length });
+        const first = await probe._calibrate(seqs);
+        const bins = 2048;
+        let hist: Float64Array | null = null;
+        if (observer !== 'minmax') {
+          const ranges = new Float32Array(layers * 8);
+          for (let i = 0; i < layers * 4; i++) { ranges[2 * i] = Math.min(first.lo[i]!, 0); ranges[2 * i + 1] = Math.max(first.hi[i]!, 0); }
+          hist = (await probe._calibrate(seqs, { ranges, bins })).hist!;
+        }
+        const tokens = seqs.reduce((a, s) => a + s.length, 0);
+        const scales = new Float64Array(layers * 4);
+        for (let i = 0; i < layers * 4; i++) {
+          const o = Observer._from({ method: observer, percentile, bins }, first.lo[i]!, first.hi[i]!, hist ? hist.subarray(i * bins, (i + 1) * bins) : null, tokens * widthOf(i % 4));
+          scales[i] = o.compute().scale;
+        }
+        actScale = (l, input) => scales[l * 4 + input]!;
+      } finally {
+        if (probe !== model) probe.dispose();
+      }
+      progress({ stage: 'calibrate', done: seqs.length, total: seqs.length });
+    }
+
+    // 4. quantize
+    const report: QuantizeReport = {
+      weights: groupSize ? `int8 per group of ${groupSize}` : 'int8 per channel',
+      activations: observer ? `static per tensor (${observer})` : 'dynamic per token',
+      ...(alpha !== null ? { smoothQuantAlpha: alpha } : {}), layers: [], bytes: 0, f32Bytes: 0,
+    };
+    const qopts = groupSize ? { granularity: 'per-group' as const, groupSize } : { granularity: 'per-channel' as const };
+    const linear = (name: string, a: Float32Array, n: number, k: number, f32: boolean, scale: number | null): WeightRef => {
+      report.f32Bytes += 4 * n * k;
+      if (f32) {
+        report.layers.push({ name, shape: [n, k], format: 'f32', bytes: 4 * n * k });
+        report.bytes += 4 * n * k;
+        return refOf(a, n, k);
+      }
+      const t = own(Tensor.from(a, [n, k]));
+      const q = own(quantize(t, qopts));
+      const bytes = n * k + 4 * n * (groupSize ? Math.ceil(k / groupSize) : 1);
+      report.layers.push({ name, shape: [n, k], format: report.weights, bytes, ...(scale !== null ? { activationScale: scale } : {}) });
+      report.bytes += bytes;
+      return scale !== null ? ({ packed: q._packed, actScale: scale } as unknown as WeightRef) : q._packed;
+    };
+    const newLayers: LayerRefs[] = [];
+    for (let l = 0; l < layers; l++) {
+      progress({ stage: 'quantize', done: l, total: layers });
+      const x = ls[l]!;
+      const sc = (n: LinearName) => (actScale ? actScale(l, INPUT[n]) : null);
+      const one = (n: LinearName) => linear(`layers.${l}.${n}`, x.w[n], rowsOf[n], colsOf[n], isFloat(l, n), isFloat(l, n) ? null : sc(n));
+      const fusedQkv = !(['wq', 'wk', 'wv'] as const).some((n) => isFloat(l, n)) || (['wq', 'wk', 'wv'] as const).every((n) => isFloat(l, n));
+      const fusedGu = isFloat(l, 'w1') === isFloat(l, 'w3');
+      const entry: LayerRefs = {
+        attnNorm: refOf(x.attnNorm, 1, dim), ffnNorm: refOf(x.ffnNorm, 1, dim), wo: one('wo'), w2: one('w2'),
+        ...(fusedQkv ? { wqkv: linear(`layers.${l}.wqkv`, cat(x.w.wq, x.w.wk, x.w.wv), qd + 2 * kvd, dim, isFloat(l, 'wq'), isFloat(l, 'wq') ? null : sc('wq')) }
+          : { wq: one('wq'), wk: one('wk'), wv: one('wv') }),
+        ...(fusedGu ? { w13: linear(`layers.${l}.w13`, cat(x.w.w1, x.w.w3), 2 * c.hidden, dim, isFloat(l, 'w1'), isFloat(l, 'w1') ? null : sc('w1')) }
+          : { w1: one('w1'), w3: one('w3') }),
+      };
+      newLayers.push(entry);
+    }
+    progress({ stage: 'quantize', done: layers, total: layers });
+    // the classifier: int8 per channel with dynamic activations (its input is the final norm's
+    // output, which calibration does not record), or f32
+    let output = plan.weights.output;
+    const outF32 = keep.includes('output');
+    report.f32Bytes += 4 * c.vocab * dim;
+    if (outF32) {
+      if (!('storage' in output)) output = refOf(tensorOf(output, c.vocab, dim).toArray() as Float32Array, c.vocab, dim);
+      report.layers.push({ name: 'output', shape: [c.vocab, dim], format: 'f32', bytes: 4 * c.vocab * dim });
+      report.bytes += 4 * c.vocab * dim;
+    } else {
+      output = own(quantize(tensorOf(output, c.vocab, dim), qopts))._packed;
+      const bytes = c.vocab * dim + 4 * c.vocab * (groupSize ? Math.ceil(dim / groupSize) : 1);
+      report.layers.push({ name: 'output', shape: [c.vocab, dim], format: report.weights, bytes });
+      report.bytes += bytes;
+    }
+    const q = await createFromPlan({ ...plan, weights: { ...plan.weights, output, layers: newLayers } }, c.maxSeq, src.opts.kvCache ?? 'f32', { ...src, derived: true });
+    q.quantizeReport = report;
+    return q;
+  } finally {
+    for (const o of owned.reverse()) o.dispose();
+    for (const t of plan.temp) t.dispose();
+  }
+}

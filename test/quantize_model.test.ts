@@ -1,0 +1,123 @@
+// quantizeModel on stories260K: the default reproduces loadModel(weights: 'int8'),
+// calibration statistics are consistent, and every method's accuracy cost against
+// the f32 model is measured (evaluation text the f32 model wrote itself).
+import { expect } from 'chai';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { evaluate, loadModel, quantizeModel, type Model, type QuantizeModelOptions } from '../lib/index';
+
+const DIR = path.resolve(__dirname, '..', '..', 'shared', 'models', 'stories260K');
+const MODEL = path.join(DIR, 'stories260K.bin'), TOK = path.join(DIR, 'tok512.bin');
+const have = fs.existsSync(MODEL) && fs.existsSync(TOK);
+
+async function sample(m: Model, n: number, seed: number): Promise<number[][]> {
+  const out: number[][] = [];
+  for (let i = 0; i < n; i++) {
+    const ids = [m.tokenizer.bos];
+    for await (const t of m.generate(ids.slice(), { maxTokens: 250, temperature: 1, seed: seed + i })) ids.push(t.id);
+    out.push(ids);
+  }
+  return out;
+}
+
+describe('quantizeModel: stories260K', function () {
+  this.timeout(300000);
+  let f32: Model;
+  let evalTokens: number[][], calib: number[][];
+
+  before(async function () {
+    if (!have) {
+      console.log(`      (skipped: the stories260K model is not at ${DIR})`);
+      this.skip();
+    }
+    f32 = await loadModel(MODEL, { tokenizer: TOK });
+    evalTokens = await sample(f32, 8, 1000);
+    calib = await sample(f32, 8, 5000);  // other text than the evaluation's
+  });
+  after(() => f32?.dispose());
+
+  it('the default (int8 per channel, dynamic activations) gives the logits of loadModel(weights: int8)', async () => {
+    const a = await quantizeModel(f32);
+    const b = await loadModel(MODEL, { tokenizer: TOK, weights: 'int8' });
+    try {
+      const la = await a.forwardAll(evalTokens[0]!.slice(0, 64)), lb = await b.forwardAll(evalTokens[0]!.slice(0, 64));
+      expect(Array.from(la)).to.deep.equal(Array.from(lb));
+      const r = a.quantizeReport!;
+      expect(r.layers.map((l) => l.name)).to.include.members(['layers.0.wqkv', 'layers.0.wo', 'layers.0.w13', 'layers.0.w2', 'output']);
+      expect(r.bytes / r.f32Bytes).to.be.within(0.25, 0.3);
+    } finally {
+      a.dispose();
+      b.dispose();
+    }
+  });
+
+  it('calibration records per-input ranges and histograms that count every value', async () => {
+    const seqs = calib.slice(0, 2);
+    const c = f32.config, tokens = seqs.reduce((a, s) => a + s.length, 0);
+    const first = await f32._calibrate(seqs);
+    const ranges = new Float32Array(c.layers * 8);
+    for (let i = 0; i < c.layers * 4; i++) { ranges[2 * i] = Math.min(first.lo[i]!, 0); ranges[2 * i + 1] = Math.max(first.hi[i]!, 0); }
+    const st = await f32._calibrate(seqs, { ranges, bins: 64 });
+    const width = [c.dim, c.heads * c.headDim, c.dim, c.hidden];
+    for (let i = 0; i < c.layers * 4; i++) {
+      expect(st.hist!.subarray(i * 64, (i + 1) * 64).reduce((a, b) => a + b, 0)).to.equal(tokens * width[i % 4]!);
+      expect(st.lo[i]).to.equal(first.lo[i]);
+      // max |x| per feature agrees with the per-input range
+      const stride = 2 * c.dim + c.heads * c.headDim + c.hidden, at = Math.floor(i / 4) * stride + [0, c.dim, c.dim + c.heads * c.headDim, 2 * c.dim + c.heads * c.headDim][i % 4]!;
+      let amax = 0;
+      for (let j = 0; j < width[i % 4]!; j++) amax = Math.max(amax, st.amax[at + j]!);
+      expect(amax).to.equal(Math.max(-st.lo[i]!, st.hi[i]!));
+    }
+  });
+
+  it('every method measured against f32 (KLD, top-1 agreement); W8A8 within the Q8_0-class bound', async () => {
+    const runs: [string, QuantizeModelOptions][] = [
+      ['int8 per channel, dynamic activations', {}],
+      ['int8 group 32, dynamic', { weights: { granularity: { groupSize: 32 } } }],
+      ['int8 per channel, classifier kept f32', { keepFloat: ['output'] }],
+      ['static activations, minmax', { activations: { static: 'per-tensor', observer: 'minmax' }, calibration: calib }],
+      ['static activations, percentile 99.99', { activations: { static: 'per-tensor', observer: 'percentile' }, calibration: calib }],
+      ['static activations, mse', { activations: { static: 'per-tensor', observer: 'mse' }, calibration: calib }],
+      ['SmoothQuant 0.25, dynamic', { smoothQuant: { alpha: 0.25 }, calibration: calib }],
+      ['SmoothQuant 0.5, dynamic', { smoothQuant: { alpha: 0.5 }, calibration: calib }],
+      ['SmoothQuant 0.75, dynamic', { smoothQuant: { alpha: 0.75 }, calibration: calib }],
+      ['SmoothQuant 0.5, static mse', { smoothQuant: { alpha: 0.5 }, activations: { static: 'per-tensor', observer: 'mse' }, calibration: calib }],
+    ];
+    const kld: Record<string, number> = {};
+    for (const [name, o] of runs) {
+      const q = await quantizeModel(f32, o);
+      try {
+        const r = await evaluate(q, f32, { tokens: evalTokens });
+        kld[name] = r.meanKLD;
+        console.log(`      ${name.padEnd(40)} mean KLD ${r.meanKLD.toExponential(3)}  p99 ${r.kldPercentiles.p99.toExponential(2)}  top-1 ${(100 * r.top1Agreement).toFixed(2)}%  PPL ${r.perplexity.toFixed(4)} (f32 ${r.referencePerplexity.toFixed(4)})  ${(q.quantizeReport!.bytes / 1024).toFixed(0)} KiB`);
+        // measured, not ranked: each is a working model, far from a broken one (log 512 = 6.2)
+        expect(r.meanKLD, name).to.be.above(0).and.below(0.05);
+        if (name === runs[0]![0]) {
+          expect(r.meanKLD).to.be.at.most(2e-3);
+          expect(r.top1Agreement).to.be.at.least(0.98);
+        }
+      } finally {
+        q.dispose();
+      }
+    }
+    // keeping the classifier in f32 removes its share of the error
+    expect(kld['int8 per channel, classifier kept f32']).to.be.below(kld['int8 per channel, dynamic activations']!);
+  });
+
+  it('bad options give clear errors', async () => {
+    const cases: [object, RegExp][] = [
+      [{ gptq: { blockSize: 128 } }, /GPTQ is not available yet/],
+      [{ weights: { bits: 4 } }, /int4 is not available yet/],
+      [{ weights: { granularity: { groupSize: 20 } } }, /multiple of 16/],
+      [{ activations: { static: 'per-tensor' } }, /need calibration/],
+      [{ smoothQuant: { alpha: 2 }, calibration: [[1, 2]] }, /alpha must be in \[0, 1\]/],
+      [{ keepFloat: ['layers.99'] }, /names no linear/],
+      [{ activations: 'per-row' }, /activations must be/],
+    ];
+    for (const [o, re] of cases) {
+      let err: Error | undefined;
+      try { await quantizeModel(f32, o as never); } catch (e) { err = e as Error; }
+      expect(err?.message, String(re)).to.match(re);
+    }
+  });
+});
