@@ -59,4 +59,16 @@ describe('README', function () {
     expect(lines[0]).to.match(/^0\.5 \d+$/);
     expect(lines[lines.length - 1]).to.match(/129 6$/);  // after the generated text
   });
+
+  it('the quantize-and-evaluate example runs on stories260K', function () {
+    const code = blocks.find((b) => b.includes('quantizeModel('));
+    expect(code, 'README has the quantization example').to.be.a('string');
+    if (!fs.existsSync(path.join(MODELS, 'stories260K.bin'))) {
+      console.log(`      (skipped: the stories260K model is not at ${MODELS})`);
+      this.skip();
+    }
+    const r = runExample(code!, MODELS);
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout.trim()).to.equal('true true true');
+  });
 });
