@@ -8,7 +8,7 @@
 //   sparq generate --model PATH [--tokenizer PATH] --prompt TEXT [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--weights int8]
 //   sparq eval --model PATH [--reference PATH] [--weights int8] [--prune SPEC] [--text FILE | --sample N] [--json]
 import * as fs from 'node:fs';
-import { evaluate, info, ISAS, loadModel, pruneModel, setNumThreads, type IsaName, type Model, type PruneModelOptions } from './index';
+import { evaluate, info, ISAS, loadModel, pruneModel, quantizeModel, setNumThreads, type IsaName, type Model, type PruneModelOptions, type QuantizeModelOptions } from './index';
 import { benchAttention } from './bench/attention';
 import { benchE2e, benchE2eChild } from './bench/e2e';
 import { benchGemm } from './bench/gemm';
@@ -23,12 +23,13 @@ const USAGE = `usage:
   sparq generate --model PATH [--tokenizer PATH] [--prompt TEXT] [-n N] [--temperature T] [--top-k K]
                  [--top-p P] [--seed S] [--weights f32|int8] [--max-seq N]
   sparq eval --model PATH [--reference PATH] [--tokenizer PATH] [--weights f32|int8] [--reference-weights f32|int8]
-             [--prune wanda:0.5|magnitude:0.5|wanda:2:4|magnitude:4:8] [--text FILE | --sample N] [--calibration FILE]
+             [--prune wanda:0.5|magnitude:0.5|wanda:2:4|magnitude:4:8] [--quantize int8|int8:gN] [--smoothquant ALPHA]
+             [--static minmax|percentile|mse] [--keep-float NAME,...] [--text FILE | --sample N] [--calibration FILE]
              [--context N] [--seed S] [--json]
 
   --isa       comma-separated int8 paths to run (${ISAS.join(', ')}); default: every path this CPU supports but ref
   --quick     fewer shapes and shorter timing
-  eval        scores the model (as loaded with --weights, pruned with --prune) against the reference (default: the
+  eval        scores the model (as loaded with --weights, pruned with --prune, quantized with --quantize) against the reference (default: the
               same file in f32): perplexity of both, mean / p50 / p90 / p99 KL divergence, top-1 agreement; the
               evaluation text is --text FILE, or N tokens the reference samples itself (--sample, default 2048)
 environment: SPARQ_ISA forces the kernel path, SPARQ_THREADS sets the pool size`;
@@ -101,6 +102,19 @@ function progressBar(label: string): (p: { done: number; total: number }) => voi
   };
 }
 
+/** --quantize int8 | int8:g32, --smoothquant A, --static OBSERVER, --keep-float a,b -> quantizeModel options */
+async function quantizeSpec(args: string[], q: string, calibration: () => Promise<(string | number[])[]>): Promise<QuantizeModelOptions> {
+  const m = /^int8(?::g(\d+))?$/.exec(q);
+  if (!m) throw new Error(`--quantize must be int8 or int8:gN (a group size); got '${q}'`);
+  const o: QuantizeModelOptions = { weights: { granularity: m[1] ? { groupSize: Number(m[1]) } : 'per-channel' } };
+  const sq = num(args, '--smoothquant'), st = flag(args, '--static'), kf = flag(args, '--keep-float');
+  if (sq !== undefined) o.smoothQuant = { alpha: sq };
+  if (st !== undefined) o.activations = { static: 'per-tensor', observer: st as 'minmax' | 'percentile' | 'mse' };
+  if (kf !== undefined) o.keepFloat = kf.split(',');
+  if (sq !== undefined || st !== undefined) o.calibration = await calibration();
+  return o;
+}
+
 async function evalCmd(args: string[]): Promise<number> {
   const file = flag(args, '--model');
   if (!file) throw new Error('eval needs --model PATH');
@@ -116,19 +130,24 @@ async function evalCmd(args: string[]): Promise<number> {
     const textFile = flag(args, '--text');
     const tokens = textFile ? undefined : await sampleTokens(reference, num(args, '--sample') ?? 2048, seed);
     const texts = textFile ? fs.readFileSync(textFile, 'utf8').split(/\n\s*\n/).filter((t) => t.trim()) : undefined;
-    const spec = flag(args, '--prune');
+    const spec = flag(args, '--prune'), qspec = flag(args, '--quantize');
+    const calFile = flag(args, '--calibration');
+    const calibration = async () => (calFile ? fs.readFileSync(calFile, 'utf8').split(/\n\s*\n/).filter((t) => t.trim())
+      : await sampleTokens(reference, 2048, seed + 100000));  // other samples than the evaluation's
     if (spec) {
-      const calFile = flag(args, '--calibration');
-      const calibration = calFile ? fs.readFileSync(calFile, 'utf8').split(/\n\s*\n/).filter((t) => t.trim())
-        : (await sampleTokens(reference, 2048, seed + 100000));  // other samples than the evaluation's
-      const pruned = await pruneModel(candidate, { ...pruneSpec(spec), calibration, onProgress: progressBar('prune') });
+      const pruned = await pruneModel(candidate, { ...pruneSpec(spec), calibration: await calibration(), onProgress: progressBar('prune') });
       candidate.dispose();
       candidate = pruned;
+    } else if (qspec) {
+      const q = await quantizeModel(candidate, { ...(await quantizeSpec(args, qspec, calibration)), onProgress: progressBar('quantize') });
+      candidate.dispose();
+      candidate = q;
     }
     const r = await evaluate(candidate, reference, { ...(texts ? { texts } : { tokens: tokens! }), contextLength: num(args, '--context'), onProgress: progressBar('eval ') });
-    const what = `${file} (${weights}${spec ? `, pruned ${spec}` : ''})`;
+    const what = `${file} (${spec ? `${weights}, pruned ${spec}` : qspec ? candidate.quantizeReport!.weights + ', ' + candidate.quantizeReport!.activations +
+      (candidate.quantizeReport!.smoothQuantAlpha !== undefined ? `, SmoothQuant ${candidate.quantizeReport!.smoothQuantAlpha}` : '') : weights})`;
     if (json) {
-      console.log(JSON.stringify({ candidate: what, reference: `${refFile} (${refWeights})`, ...r, prune: candidate.pruneReport }, null, 2));
+      console.log(JSON.stringify({ candidate: what, reference: `${refFile} (${refWeights})`, ...r, prune: candidate.pruneReport, quantize: candidate.quantizeReport }, null, 2));
       return 0;
     }
     const rows: [string, string][] = [

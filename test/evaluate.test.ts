@@ -89,6 +89,11 @@ describe('evaluate: stories260K', function () {
     expect(r.meanKLD).to.be.above(0);
     expect(r.tokens).to.be.at.least(290);
     expect(r.prune.sparsity).to.equal(0.5);
+    const q = cli('--quantize', 'int8:g32', '--static', 'minmax', '--sample', '200', '--json');
+    expect(q.status, q.stderr).to.equal(0);
+    const rq = JSON.parse(q.stdout) as { candidate: string; meanKLD: number; quantize: { weights: string; activations: string } };
+    expect([rq.quantize.weights, rq.quantize.activations]).to.deep.equal(['int8 per group of 32', 'static per tensor (minmax)']);
+    expect(rq.meanKLD).to.be.above(0).and.below(0.1);
     const bad = cli('--prune', 'wanda:3');
     expect(bad.status).to.equal(1);
     expect(bad.stderr).to.match(/--prune must look like/);
