@@ -66,6 +66,7 @@
         "native/cpu/ggml_formats.cpp",
         "native/cpu/sparse.cpp",
         "native/model/llama.cpp",
+        "native/model/llama_save.cpp",
         "native/cpu/cuda_stub.cpp",
         "native/cpu/ref/gemm_s8_ref.cpp",
         "native/cpu/ref/sgemm_ref.cpp",

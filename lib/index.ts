@@ -9,7 +9,7 @@ export {
 export { matmulInt8, linear, matmul, type LinearOptions } from './ops';
 export { prune, pruneRows, SparseTensor, type PruneOptions, type PruneRowsOptions, type SparseFormat } from './sparse';
 export { rmsnorm, softmax, swiglu, add, rope, type RmsNormOptions, type RopeOptions } from './small_ops';
-export { loadModel, Model, type ModelConfig, type LoadModelOptions, type GenerateOptions, type GeneratedToken, type GenerationStats, type PruneReport } from './model/model';
+export { loadModel, saveModel, Model, type ModelConfig, type LoadModelOptions, type GenerateOptions, type GeneratedToken, type GenerationStats, type PruneReport } from './model/model';
 export { Tokenizer, type EncodeOptions } from './model/tokenizer';
 export { pruneModel, type PruneModelOptions } from './model/prune';
 export { evaluate, type EvaluateOptions, type EvaluationResult } from './model/evaluate';

@@ -3,7 +3,7 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { KVCache, Tensor, attention, info, linear, loadModel, pruneModel, quantize } from '../lib/index';
+import { KVCache, Tensor, attention, info, linear, loadModel, pruneModel, quantize, saveModel } from '../lib/index';
 import { writeRandomModel } from '../lib/model/synth';
 import { runChild, ROOT } from './helpers';
 
@@ -89,10 +89,16 @@ describe('memory', function () {
           : i % 3 ? { pattern: '2:4', calibration: [[1, 300, 301]] } : { sparsity: 0.5, calibration: [[1, 300, 301]] });
         src.dispose();
         for await (const t of p.generate([1, 300, 301], { maxTokens: 4 })) void t;
+        // saved and loaded back
+        const file = path.join(dir, 'saved.safetensors');
+        await saveModel(p, file);
         p.dispose();
+        const back = await loadModel(file);
+        for await (const t of back.generate([1, 300, 301], { maxTokens: 4 })) void t;
+        back.dispose();
       }
       const held = await settled();
-      console.log(`      native bytes after 12 load / generate / dispose cycles and 6 prune cycles: ${held - base} B extra`);
+      console.log(`      native bytes after 12 load / generate / dispose cycles and 6 prune / save / load cycles: ${held - base} B extra`);
       expect(held).to.equal(base);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });

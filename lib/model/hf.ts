@@ -14,45 +14,55 @@ export interface SafetensorsEntry {
   bytes: number;
 }
 
-const DTYPE_BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2, I8: 1, U8: 1, I32: 4, I64: 8, F64: 8 };
+const DTYPE_BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2, I8: 1, U8: 1, U16: 2, I32: 4, U32: 4, I64: 8, F64: 8 };
+
+/** The tensor table and metadata of one safetensors file (offsets checked against the file). */
+export function readSafetensorsFile(file: string): { tensors: Map<string, SafetensorsEntry>; metadata: Record<string, string> } {
+  const size = fs.statSync(file).size;
+  const bad = (why: string): never => { throw new RangeError(`loadModel: ${file} is not a valid safetensors file: ${why}`); };
+  if (size < 8) bad('too short');
+  const out = new Map<string, SafetensorsEntry>();
+  let metadata: Record<string, string> = {};
+  const fd = fs.openSync(file, 'r');
+  try {
+    const lenBuf = Buffer.alloc(8);
+    fs.readSync(fd, lenBuf, 0, 8, 0);
+    const len = Number(lenBuf.readBigUInt64LE(0));
+    if (len < 2 || len > 100 * 2 ** 20 || 8 + len > size) bad(`header length ${len}`);
+    const head = Buffer.alloc(len);
+    fs.readSync(fd, head, 0, len, 8);
+    let json: Record<string, { dtype?: string; shape?: number[]; data_offsets?: [number, number] }>;
+    try {
+      json = JSON.parse(head.toString('utf8')) as typeof json;
+    } catch {
+      return bad('the header is not JSON');
+    }
+    if (typeof json !== 'object' || json === null || Array.isArray(json)) return bad('the header is not a JSON object');
+    for (const [k, v] of Object.entries(json)) {
+      if (k === '__metadata__') {
+        if (typeof v !== 'object' || v === null || Object.values(v).some((x) => typeof x !== 'string')) bad('__metadata__ must map strings to strings');
+        metadata = v as unknown as Record<string, string>;
+        continue;
+      }
+      const es = DTYPE_BYTES[v?.dtype ?? ''];
+      if (!es || !Array.isArray(v.shape) || !Array.isArray(v.data_offsets) || v.shape.some((d) => !Number.isInteger(d) || d < 0)) bad(`tensor ${k} has a bad entry`);
+      const [b, e] = v.data_offsets!;
+      const count = v.shape!.reduce((a, x) => a * x, 1);
+      if (!(Number.isInteger(b) && Number.isInteger(e) && b >= 0 && e >= b && e - b === count * es! && 8 + len + e <= size)) bad(`tensor ${k}: offsets [${b}, ${e}] do not match its shape or the file (truncated?)`);
+      out.set(k, { file, dtype: v.dtype!, shape: v.shape!, offset: 8 + len + b, bytes: e - b });
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return { tensors: out, metadata };
+}
 
 /** The tensor table of every *.safetensors file in a folder. */
 export function readSafetensors(dir: string): Map<string, SafetensorsEntry> {
   const files = fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort();
   if (!files.length) throw new Error(`loadModel: ${dir} has no *.safetensors files`);
   const out = new Map<string, SafetensorsEntry>();
-  for (const name of files) {
-    const file = path.join(dir, name);
-    const size = fs.statSync(file).size;
-    const bad = (why: string): never => { throw new RangeError(`loadModel: ${file} is not a valid safetensors file: ${why}`); };
-    if (size < 8) bad('too short');
-    const fd = fs.openSync(file, 'r');
-    try {
-      const lenBuf = Buffer.alloc(8);
-      fs.readSync(fd, lenBuf, 0, 8, 0);
-      const len = Number(lenBuf.readBigUInt64LE(0));
-      if (len < 2 || len > 100 * 2 ** 20 || 8 + len > size) bad(`header length ${len}`);
-      const head = Buffer.alloc(len);
-      fs.readSync(fd, head, 0, len, 8);
-      let json: Record<string, { dtype?: string; shape?: number[]; data_offsets?: [number, number] }>;
-      try {
-        json = JSON.parse(head.toString('utf8')) as typeof json;
-      } catch {
-        return bad('the header is not JSON');
-      }
-      for (const [k, v] of Object.entries(json)) {
-        if (k === '__metadata__') continue;
-        const es = DTYPE_BYTES[v.dtype ?? ''];
-        if (!es || !Array.isArray(v.shape) || !Array.isArray(v.data_offsets)) bad(`tensor ${k} has a bad entry`);
-        const [b, e] = v.data_offsets!;
-        const count = v.shape!.reduce((a, x) => a * x, 1);
-        if (!(b >= 0 && e >= b && e - b === count * es! && 8 + len + e <= size)) bad(`tensor ${k}: offsets [${b}, ${e}] do not match its shape or the file (truncated?)`);
-        out.set(k, { file, dtype: v.dtype!, shape: v.shape!, offset: 8 + len + b, bytes: e - b });
-      }
-    } finally {
-      fs.closeSync(fd);
-    }
-  }
+  for (const name of files) for (const [k, v] of readSafetensorsFile(path.join(dir, name)).tensors) out.set(k, v);
   return out;
 }
 

@@ -6,11 +6,11 @@ import * as path from 'node:path';
 import { describe } from '../errors';
 import { loadNative, type NativePacked, type NativeSparse, type NativeStorage } from '../native';
 import { GGML_F16, GGML_F32, GGML_Q8_0, ggmlTypeName, readGguf } from './gguf';
-import { readHfConfig, readHfTokenizer, readSafetensors } from './hf';
+import { readHfConfig, readHfTokenizer, readSafetensors, readSafetensorsFile, type SafetensorsEntry } from './hf';
 import { parseLlama2c, type ParsedModel } from './llama2c';
 import type { QuantizeReport } from './quantize_model';
 import { Sampler, checkSampling, type SamplingOptions } from './sampler';
-import { StreamDecoder, Tokenizer } from './tokenizer';
+import { StreamDecoder, Tokenizer, type TokenizerSpec } from './tokenizer';
 
 export interface ModelConfig {
   arch: 'llama';
@@ -76,6 +76,7 @@ export interface CalibrationStats {
 }
 
 interface NativeModel {
+  save(path: string, metadata: string): Promise<void>;
   forward(tokens: Int32Array, all: boolean): Promise<Float32Array>;
   calibrate(tokens: Int32Array, lengths: Int32Array, ranges?: Float32Array | null, bins?: number): Promise<CalibrationStats>;
   pos(): number;
@@ -223,6 +224,25 @@ export class Model {
     if (stats.generatedTokens > 0 && stats.decodeTokensPerSec === 0) stats.decodeTokensPerSec = stats.generatedTokens / ((performance.now() - t1) / 1000);
   }
 
+  /**
+   * Writes the model as it runs (f32, int8 or sparse linears, tokenizer, config) to one
+   * safetensors file that loadModel() reads back bit-exactly.
+   */
+  async save(file: string): Promise<void> {
+    if (typeof file !== 'string' || file.length === 0) throw new TypeError(`saveModel: path must be a non-empty string; got ${describe(file)}`);
+    const spec = this.tokenizer.toSpec();
+    const meta: Record<string, string> = {
+      'sparq.format': '1',
+      'sparq.config': JSON.stringify({ ...this.config, ropeNeox: this._source.ropeNeox }),
+      'sparq.tokenizer': JSON.stringify({ ...spec, pieces: spec.pieces.map((p) => Buffer.from(p).toString('base64')), scores: Array.from(spec.scores) }),
+      'sparq.stop': JSON.stringify(this.stopIds),
+      ...(this.pruneReport ? { 'sparq.prune': JSON.stringify(this.pruneReport) } : {}),
+      ...(this.quantizeReport ? { 'sparq.quantize': JSON.stringify(this.quantizeReport) } : {}),
+    };
+    const n = this.live('saveModel');
+    await this.serial(() => n.save(file, JSON.stringify(meta)));
+  }
+
   dispose(): void {
     this.native?.dispose();
     this.native = null;
@@ -255,14 +275,22 @@ export class Model {
   }
 }
 
-function detect(file: string): 'gguf' | 'hf' | 'llama2c' {
+function detect(file: string): 'gguf' | 'hf' | 'llama2c' | 'sparq' {
   const st = fs.statSync(file);
   if (st.isDirectory()) return 'hf';
   const fd = fs.openSync(file, 'r');
   try {
-    const magic = Buffer.alloc(4);
-    fs.readSync(fd, magic, 0, 4, 0);
-    return magic.toString('latin1') === 'GGUF' ? 'gguf' : 'llama2c';
+    const head = Buffer.alloc(16);
+    const got = fs.readSync(fd, head, 0, 16, 0);
+    if (head.toString('latin1', 0, 4) === 'GGUF') return 'gguf';
+    // a safetensors file written by saveModel: u64 header length, then '{' ... "sparq.format"
+    if (got === 16 && head[8] === 0x7b && head.readBigUInt64LE(0) < BigInt(st.size)) {
+      const len = Math.min(Number(head.readBigUInt64LE(0)), 100 * 2 ** 20);
+      const h = Buffer.alloc(len);
+      fs.readSync(fd, h, 0, len, 8);
+      if (h.includes('"sparq.format"')) return 'sparq';
+    }
+    return 'llama2c';
   } finally {
     fs.closeSync(fd);
   }
@@ -270,6 +298,16 @@ function detect(file: string): 'gguf' | 'hf' | 'llama2c' {
 
 // q | k | v and gate | up are read back to back into one weight each (one GEMV per
 // group per token); separate only where a format stores them differently.
+/**
+ * Writes a model (loaded, quantized or pruned) to one safetensors file - weights as
+ * they run, tokenizer and config in the metadata - that loadModel() reads back
+ * bit-exactly.
+ */
+export function saveModel(model: Model, file: string): Promise<void> {
+  if (!(model instanceof Model)) return Promise.reject(new TypeError(`saveModel: expected a Model; got ${describe(model)}`));
+  return model.save(file);
+}
+
 /** @internal */
 export interface ModelSource {
   file: string;
@@ -311,6 +349,10 @@ export interface Plan {
   stopIds: number[];
   ropeNeox: boolean;
   weights: { embed: WeightRef; finalNorm: WeightRef; output: WeightRef; layers: LayerRefs[] };
+  /** features per head when heads x headDim differs from dim (a saved structurally pruned model) */
+  headDim?: number;
+  /** the file's weights are a pruned / quantized model's (pruneModel and quantizeModel refuse it) */
+  derived?: boolean;
   /** native objects to release once the model holds what it needs */
   temp: { dispose(): void }[];
 }
@@ -363,7 +405,7 @@ class WeightReader {
     return this.keep(await loadNative().packQ8File(this.file, parts.flat(), k));
   }
 
-  private keep<T extends { dispose(): void }>(x: T): T {
+  keep<T extends { dispose(): void }>(x: T): T {
     this.temp.push(x);
     return x;
   }
@@ -410,6 +452,96 @@ async function planLlama2c(file: string, opts: LoadModelOptions): Promise<Plan> 
       output: parsed.config.tiedEmbeddings && opts.weights !== 'int8' ? embed : await r.linear([[w.output, vocab]], dim),
       layers,
     },
+  };
+}
+
+/** A file written by saveModel(): config and tokenizer from the metadata, each linear as it was saved. */
+async function planSparq(file: string, int8: boolean): Promise<Plan> {
+  const { tensors, metadata } = readSafetensorsFile(file);
+  const bad = (why: string): never => { throw new RangeError(`loadModel: ${file}: ${why}`); };
+  const json = <T>(key: string): T => {
+    const v = metadata[key];
+    if (v === undefined) return bad(`metadata ${key} is missing`);
+    try { return JSON.parse(v) as T; } catch { return bad(`metadata ${key} is not JSON`); }
+  };
+  if (metadata['sparq.format'] !== '1') bad(`sparq.format ${String(metadata['sparq.format'])} is not supported (this version reads 1)`);
+  const cfg = json<ModelConfig & { ropeNeox: boolean }>('sparq.config');
+  const ints = ['dim', 'hidden', 'layers', 'heads', 'kvHeads', 'headDim', 'vocab', 'maxSeq'] as const;
+  for (const k of ints) if (!Number.isInteger(cfg[k]) || cfg[k] < 1 || cfg[k] > 2 ** 24) bad(`config.${k} must be an integer in [1, 2^24]`);
+  if (cfg.heads % cfg.kvHeads) bad('config.heads must be a multiple of kvHeads');
+  const tk = json<{ pieces: string[]; scores: number[]; bos: number; eos: number; addSpacePrefix: boolean }>('sparq.tokenizer');
+  if (!Array.isArray(tk.pieces) || tk.pieces.length !== cfg.vocab || !Array.isArray(tk.scores) || tk.scores.length !== cfg.vocab) bad('the tokenizer does not match the vocabulary');
+  for (const id of [tk.bos, tk.eos]) if (!Number.isInteger(id) || id < 0 || id >= cfg.vocab) bad('tokenizer bos / eos are outside the vocabulary');
+  const spec: TokenizerSpec = { pieces: tk.pieces.map((p) => new Uint8Array(Buffer.from(String(p), 'base64'))), scores: tk.scores.map(Number), bos: tk.bos, eos: tk.eos, addSpacePrefix: tk.addSpacePrefix !== false };
+  const stop = json<number[]>('sparq.stop');
+  if (!Array.isArray(stop) || stop.some((id) => !Number.isInteger(id) || id < 0 || id >= cfg.vocab)) bad('sparq.stop must list token ids of the vocabulary');
+  const linears = json<Record<string, { kind: string; group?: number; actScale?: number; asymmetric?: boolean; format?: string; int8?: boolean; N?: number; M?: number; nnz?: number } | boolean>>('sparq.linears');
+  const r = new WeightReader(file, int8);
+  const T = (name: string, dtype: string, shape: number[]): SafetensorsEntry => {
+    const t = tensors.get(name) ?? bad(`tensor ${name} is missing`);
+    if (t.dtype !== dtype || t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) bad(`tensor ${name} is ${t.dtype} [${t.shape.join(', ')}], expected ${dtype} [${shape.join(', ')}]`);
+    return t;
+  };
+  const read = async (t: SafetensorsEntry) => r.keep(await loadNative().readFile(file, t.offset, Math.max(t.bytes, 1)));
+  const f32 = (name: string, shape: number[]) => r.f32(T(name, 'F32', shape).offset, shape.reduce((a, b) => a * b, 1));
+  const nat = loadNative();
+  const lin = async (name: string, n: number, k: number): Promise<WeightRef> => {
+    const d = linears[name];
+    if (typeof d !== 'object' || d === null) return bad(`sparq.linears has no entry for ${name}`);
+    if (d.kind === 'f32') return r.linear([[T(`${name}.weight`, 'F32', [n, k]).offset, n]], k);
+    if (d.kind === 'int8') {
+      const group = d.group ?? 0;
+      if (!Number.isInteger(group) || group < 0 || group > k) bad(`${name}: bad group ${String(group)}`);
+      const groups = group ? Math.ceil(k / group) : 1;
+      const q = await read(T(`${name}.q`, 'I8', [n, k])), s = await read(T(`${name}.scale`, 'F32', [n, groups]));
+      const z = d.asymmetric ? await read(T(`${name}.zero`, 'I32', [n, groups])) : null;
+      const p = r.keep(await nat.packS8Scaled(q, 0, s, 0, z, 0, n, k, group));
+      if (d.actScale) {
+        if (!(d.actScale > 0 && Number.isFinite(d.actScale))) bad(`${name}: bad activation scale`);
+        return { packed: p, actScale: d.actScale } as unknown as WeightRef;
+      }
+      return p;
+    }
+    if (d.kind === 'sparse') {
+      const format = ({ csr: 0, bitmask: 1, nm: 2 } as Record<string, number>)[d.format ?? ''];
+      const nnz = d.nnz ?? -1;
+      if (format === undefined || !Number.isInteger(nnz) || nnz < 0) return bad(`${name}: bad sparse entry`);
+      const i8 = d.int8 === true;
+      const values = await read(T(`${name}.values`, i8 ? 'I8' : 'F32', [nnz]));
+      const scale = i8 ? await read(T(`${name}.scale`, 'F32', [n])) : null;
+      const rowPtr = format !== 2 ? await read(T(`${name}.row_ptr`, 'I64', [n + 1])) : null;
+      const colT = format === 0 ? tensors.get(`${name}.col`) ?? bad(`tensor ${name}.col is missing`) : null;
+      const narrow = colT?.dtype === 'U16';
+      const col = colT ? await read(T(`${name}.col`, narrow ? 'U16' : 'I32', [nnz])) : null;
+      const mask = format === 1 ? await read(T(`${name}.mask`, 'U32', [n, Math.ceil(k / 32)])) : null;
+      const idx = format === 2 ? await read(T(`${name}.idx`, 'U8', [nnz])) : null;
+      return r.keep(await nat.sparseFromParts(format, n, k, nnz, i8, d.N ?? 0, d.M ?? 0, narrow, values, 0, scale, 0, rowPtr, 0, col, 0, mask, 0, idx, 0));
+    }
+    return bad(`${name}: unknown kind ${String(d.kind)}`);
+  };
+  const { dim, hidden, vocab } = cfg;
+  const hd = cfg.headDim, qd = cfg.heads * hd, kvd = cfg.kvHeads * hd;
+  const embed = await f32('embed', [vocab, dim]);
+  const layers: LayerRefs[] = [];
+  for (let l = 0; l < cfg.layers; l++) {
+    const p = `layers.${l}.`;
+    const L: LayerRefs = {
+      attnNorm: await f32(p + 'attn_norm', [dim]), ffnNorm: await f32(p + 'ffn_norm', [dim]),
+      wo: await lin(p + 'wo', dim, qd), w2: await lin(p + 'w2', dim, hidden),
+    };
+    if (linears[p + 'wqkv'] !== undefined) L.wqkv = await lin(p + 'wqkv', qd + 2 * kvd, dim);
+    else [L.wq, L.wk, L.wv] = [await lin(p + 'wq', qd, dim), await lin(p + 'wk', kvd, dim), await lin(p + 'wv', kvd, dim)];
+    if (linears[p + 'w13'] !== undefined) L.w13 = await lin(p + 'w13', 2 * hidden, dim);
+    else [L.w1, L.w3] = [await lin(p + 'w1', hidden, dim), await lin(p + 'w3', hidden, dim)];
+    layers.push(L);
+  }
+  const tied = linears.tied === true;  // the classifier is the f32 embedding itself (not written twice)
+  const { ropeNeox, headDim: _hd, ...config } = cfg;
+  void _hd;
+  return {
+    config: { ...config, tiedEmbeddings: config.tiedEmbeddings === true }, tokenizer: new Tokenizer(spec), stopIds: stop, ropeNeox: ropeNeox === true, temp: r.temp,
+    weights: { embed, finalNorm: await f32('final_norm', [dim]), layers, output: tied ? (int8 ? await r.linear([[T('embed', 'F32', [vocab, dim]).offset, vocab]], dim) : embed) : await lin('output', vocab, dim) },
+    headDim: hd, derived: Boolean(metadata['sparq.prune'] || metadata['sparq.quantize']),
   };
 }
 
@@ -557,7 +689,7 @@ export async function loadModel(file: string, opts: LoadModelOptions = {}): Prom
   }
   const plan = await planModel(file, opts);
   try {
-    return await createFromPlan(plan, opts.maxSeq ?? plan.config.maxSeq, kv, { file, opts, derived: false, ropeNeox: plan.ropeNeox });
+    return await createFromPlan(plan, opts.maxSeq ?? plan.config.maxSeq, kv, { file, opts, derived: plan.derived ?? false, ropeNeox: plan.ropeNeox });
   } finally {
     // the model holds its own references to what it keeps
     for (const t of plan.temp) t.dispose();
@@ -568,15 +700,17 @@ export async function loadModel(file: string, opts: LoadModelOptions = {}): Prom
 export async function planModel(file: string, opts: LoadModelOptions): Promise<Plan> {
   const format = detect(file);
   const int8 = opts.weights === 'int8';
+  if (format === 'sparq') return planSparq(file, int8);
   return format === 'gguf' ? await planGguf(file, int8) : format === 'hf' ? await planHf(file, int8) : await planLlama2c(file, opts);
 }
 
 /** @internal A model over a plan's weights (config.headDim set when heads were pruned). */
 export async function createFromPlan(plan: Plan, maxSeq: number, kv: keyof typeof KV, source: ModelSource, headDim?: number): Promise<Model> {
-  const config: ModelConfig = { ...plan.config, maxSeq, headDim: headDim ?? plan.config.dim / plan.config.heads };
+  const hd = headDim ?? plan.headDim ?? plan.config.dim / plan.config.heads;
+  const config: ModelConfig = { ...plan.config, maxSeq, headDim: hd };
   const native = await loadNative().createModel(
     { dim: config.dim, hidden: config.hidden, layers: config.layers, heads: config.heads, kvHeads: config.kvHeads, vocab: config.vocab,
-      maxSeq, ropeTheta: config.ropeTheta, normEps: config.normEps, ropeNeox: plan.ropeNeox, kvType: KV[kv], headDim: headDim ?? 0 },
+      maxSeq, ropeTheta: config.ropeTheta, normEps: config.normEps, ropeNeox: plan.ropeNeox, kvType: KV[kv], headDim: hd },
     plan.weights) as NativeModel;
   return new Model(native, config, plan.tokenizer, plan.stopIds, source);
 }

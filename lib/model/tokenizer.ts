@@ -38,6 +38,11 @@ export class Tokenizer {
   private readonly tokenByte: Int16Array;
   private readonly addSpacePrefix: boolean;
 
+  /** What the tokenizer was built from (saveModel stores it). */
+  toSpec(): TokenizerSpec {
+    return { pieces: this.pieces.map((p) => p.slice()), scores: Array.from(this.scores), bos: this.bos, eos: this.eos, addSpacePrefix: this.addSpacePrefix };
+  }
+
   constructor(spec: TokenizerSpec) {
     this.pieces = spec.pieces;
     this.vocabSize = spec.pieces.length;

@@ -185,7 +185,8 @@ class Model : public Napi::ObjectWrap<Model> {
     return DefineClass(env, "Model",
                        {InstanceMethod("forward", &Model::Forward), InstanceMethod("pos", &Model::Pos),
                         InstanceMethod("truncate", &Model::Truncate), InstanceMethod("dispose", &Model::Dispose),
-                        InstanceMethod("meta", &Model::Meta), InstanceMethod("calibrate", &Model::Calibrate)});
+                        InstanceMethod("meta", &Model::Meta), InstanceMethod("calibrate", &Model::Calibrate),
+                        InstanceMethod("save", &Model::Save)});
   }
   explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {}
   void Finalize(Napi::Env env) override { Release(env); }
@@ -343,6 +344,17 @@ class Model : public Napi::ObjectWrap<Model> {
           }
           return o;
         });
+  }
+  // save(path, metadataJson) -> Promise: the weights as held, to one safetensors file
+  Napi::Value Save(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto h = get(env);
+    if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) throw Napi::TypeError::New(env, "save: expected (path, metadata)");
+    const std::string path = info[0].As<Napi::String>(), meta = info[1].As<Napi::String>();
+    return RunAsync(env, [h, path, meta]() {
+      std::lock_guard<std::mutex> lock(h->mu);
+      return h->model->save(path, meta);
+    });
   }
   Napi::Value Meta(const Napi::CallbackInfo& info) {
     auto h = get(info.Env());

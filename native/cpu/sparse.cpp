@@ -143,6 +143,84 @@ Error sparse_quantize(const SparseWeight& s, std::unique_ptr<SparseWeight>* out)
 
 void sprow_ref(const SparseWeight& s, int64_t j, int8_t* out) { sparse_row_i8(s, j, out); }
 
+Error sparse_from_parts(const SparseParts& p, std::unique_ptr<SparseWeight>* out) {
+  if (p.n < 1 || p.k < 1 || p.nnz < 0 || p.n > (int64_t(1) << 31) || p.k > (int64_t(1) << 31)) return bad("bad shape or count");
+  if (!p.values || (p.int8 && !p.scale)) return bad("values (and int8 scales) are required");
+  auto s = std::make_unique<SparseWeight>();
+  s->format = p.format;
+  s->n = p.n;
+  s->k = p.k;
+  s->nnz = p.nnz;
+  s->int8 = p.int8;
+  try {
+    if (p.format == SparseFormat::nm) {
+      if (!(p.M >= 2 && p.M <= 16 && p.N >= 1 && p.N < p.M && !(p.N & (p.N - 1)) && !(p.M & (p.M - 1))) || !p.idx)
+        return bad("N:M needs powers of two 1 <= N < M <= 16 and indices");
+      s->N = p.N;
+      s->M = p.M;
+      if (p.nnz != p.n * s->groups() * p.N) return bad("N:M value count does not match n x groups x N");
+      s->idx.assign(p.idx, p.idx + p.nnz);
+      s->idx.resize(size_t(p.nnz + 8), 0);
+      for (int64_t q = 0; q < p.nnz; ++q)
+        if (s->idx[size_t(q)] >= p.M) return bad("N:M index " + std::to_string(s->idx[size_t(q)]) + " is not below M");
+    } else {
+      if (!p.row_ptr) return bad("row pointers are required");
+      if (p.row_ptr[0] != 0 || p.row_ptr[p.n] != p.nnz) return bad("row pointers must start at 0 and end at the value count");
+      for (int64_t j = 0; j < p.n; ++j)
+        if (p.row_ptr[j + 1] < p.row_ptr[j]) return bad("row pointers must not decrease");
+      s->row_ptr.assign(p.row_ptr, p.row_ptr + p.n + 1);
+    }
+    if (p.format == SparseFormat::csr) {
+      if (!p.col) return bad("csr needs columns");
+      if (p.narrow && p.k > 65536) return bad("uint16 columns need k <= 65536");
+      s->narrow = p.narrow;
+      if (p.narrow) {
+        const uint16_t* c = static_cast<const uint16_t*>(p.col);
+        s->col16.assign(c, c + p.nnz);
+        s->col16.resize(size_t(p.nnz + 8), 0);
+      } else {
+        const int32_t* c = static_cast<const int32_t*>(p.col);
+        s->col.assign(c, c + p.nnz);
+      }
+      for (int64_t q = 0; q < p.nnz; ++q)
+        if (s->column(q) < 0 || s->column(q) >= p.k) return bad("column " + std::to_string(s->column(q)) + " is outside [0, k)");
+    }
+    if (p.format == SparseFormat::bitmask) {
+      if (!p.mask) return bad("bitmask needs the mask");
+      const int64_t words = s->words();
+      s->mask.assign(p.mask, p.mask + p.n * words);
+      const uint32_t tail = p.k % 32 ? ~((1u << (p.k % 32)) - 1) : 0u;
+      for (int64_t j = 0; j < p.n; ++j) {
+        int64_t cnt = 0;
+        for (int64_t w = 0; w < words; ++w) cnt += __builtin_popcount(s->mask[size_t(j * words + w)]);
+        if (cnt != p.row_ptr[j + 1] - p.row_ptr[j]) return bad("row " + std::to_string(j) + ": mask bits do not match its value count");
+        if (s->mask[size_t(j * words + words - 1)] & tail) return bad("row " + std::to_string(j) + ": mask bits past k");
+      }
+    }
+    if (p.int8) {
+      const int8_t* v = static_cast<const int8_t*>(p.values);
+      s->vq.assign(v, v + p.nnz);
+      s->vq.resize(size_t(p.nnz + 40), 0);
+      for (int64_t q = 0; q < p.nnz; ++q)
+        if (s->vq[size_t(q)] == -128) return bad("int8 values must be in [-127, 127]");
+      s->scale.assign(p.scale, p.scale + p.n);
+    } else {
+      const float* v = static_cast<const float*>(p.values);
+      s->vf.assign(v, v + p.nnz);
+      s->vf.resize(size_t(p.nnz + 8), 0.f);
+    }
+    if (p.format == SparseFormat::nm)  // padding past k (a partial last group) must hold zeros
+      for (int64_t q = 0; q < p.nnz; ++q) {
+        const int64_t c = (q % (s->groups() * p.N)) / p.N * p.M + s->idx[size_t(q)];
+        if (c >= p.k && (p.int8 ? s->vq[size_t(q)] != 0 : s->vf[size_t(q)] != 0.f)) return bad("N:M padding past k holds a nonzero value");
+      }
+  } catch (const std::bad_alloc&) {
+    return Error::make(Status::out_of_memory, "sparse: out of memory");
+  }
+  *out = std::move(s);
+  return Error{};
+}
+
 Error sparse_concat_rows(const std::vector<const SparseWeight*>& parts, std::unique_ptr<SparseWeight>* out) {
   if (parts.empty()) return bad("concat needs at least one weight");
   const SparseWeight& a = *parts[0];

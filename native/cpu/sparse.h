@@ -47,6 +47,25 @@ Error sparse_from_dense(const float* w, int64_t n, int64_t k, SparseFormat f, in
                         std::unique_ptr<SparseWeight>* out);
 // The same sparsity pattern with int8 values (one scale per row).
 Error sparse_quantize(const SparseWeight& s, std::unique_ptr<SparseWeight>* out);
+// A weight from its arrays as saved (untrusted: every invariant the kernels rely on is
+// checked - row pointers, columns < k, mask popcounts, N:M indices, int8 values in
+// [-127, 127] - and a violation is an error naming it). Arrays not used by the format
+// may be null; counts are in elements.
+struct SparseParts {
+  SparseFormat format = SparseFormat::csr;
+  int64_t n = 0, k = 0, nnz = 0;
+  bool int8 = false;
+  int N = 0, M = 0;
+  const void* values = nullptr;     // f32 or int8 [nnz]
+  const float* scale = nullptr;     // int8: [n]
+  const int64_t* row_ptr = nullptr; // csr, bitmask: [n + 1]
+  const void* col = nullptr;        // csr: uint16 (narrow) or int32 [nnz]
+  bool narrow = false;
+  const uint32_t* mask = nullptr;   // bitmask: [n, words]
+  const uint8_t* idx = nullptr;     // nm: [nnz]
+};
+Error sparse_from_parts(const SparseParts& p, std::unique_ptr<SparseWeight>* out);
+
 // The rows of parts[0], then parts[1], ... as one weight (same k, format, value type, N:M).
 Error sparse_concat_rows(const std::vector<const SparseWeight*>& parts, std::unique_ptr<SparseWeight>* out);
 // Dense [n, k] (dequantized).

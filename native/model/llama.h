@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "../cpu/sparse.h"
@@ -85,6 +86,9 @@ class LlamaModel {
   int64_t pos() const { return pos_.load(std::memory_order_acquire); }
   void truncate(int64_t n) { if (n < pos()) pos_.store(n < 0 ? 0 : n, std::memory_order_release); }
   const LlamaConfig& config() const { return cfg_; }
+  // Writes the weights as held to one safetensors file (llama_save.cpp); `metadata` is
+  // a JSON object of strings added to the header. Not while a forward runs.
+  Error save(const std::string& path, const std::string& metadata) const;
   // Calibration: while set, every forward records its linears' inputs into
   // the arrays of `cal` that are set (see LlamaCalibration). nullptr stops it.
   void set_calibration(const LlamaCalibration* cal) { calib_ = cal; }

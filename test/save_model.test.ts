@@ -1,0 +1,108 @@
+// saveModel -> loadModel round trips: f32, int8 (per channel, per group, static
+// activation scales), sparse (bitmask, csr, 2:4, int8 values) and structurally
+// shrunk models come back with identical logits; damaged files give clear errors.
+import { expect } from 'chai';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { loadModel, pruneModel, quantizeModel, saveModel, type Model } from '../lib/index';
+
+const DIR = path.resolve(__dirname, '..', '..', 'shared', 'models', 'stories260K');
+const MODEL = path.join(DIR, 'stories260K.bin'), TOK = path.join(DIR, 'tok512.bin');
+const have = fs.existsSync(MODEL) && fs.existsSync(TOK);
+const SEQ = [1, 403, 407, 261, 378, 430, 261, 1130 % 512, 365, 281, 395, 267, 384, 286, 268, 415];
+
+describe('saveModel / loadModel round trip: stories260K', function () {
+  this.timeout(300000);
+  let dense: Model, tmp: string;
+
+  before(async function () {
+    if (!have) {
+      console.log(`      (skipped: the stories260K model is not at ${DIR})`);
+      this.skip();
+    }
+    dense = await loadModel(MODEL, { tokenizer: TOK });
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-save-'));
+  });
+  after(() => {
+    dense?.dispose();
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  const roundTrip = async (name: string, make: () => Promise<Model>) => {
+    const m = await make();
+    const file = path.join(tmp, `${name.replace(/\W+/g, '_')}.safetensors`);
+    try {
+      await saveModel(m, file);
+      const back = await loadModel(file);
+      try {
+        expect(back.config, name).to.deep.equal(m.config);
+        const a = await m.forwardAll(SEQ), b = await back.forwardAll(SEQ);
+        expect(Buffer.from(b.buffer).equals(Buffer.from(a.buffer)), `${name}: logits bit for bit`).to.equal(true);
+        expect(back.tokenizer.encode('Once upon a time')).to.deep.equal(m.tokenizer.encode('Once upon a time'));
+        expect(back.stopIds).to.deep.equal(m.stopIds);
+      } finally {
+        back.dispose();
+      }
+      return fs.statSync(file).size;
+    } finally {
+      if (m !== dense) m.dispose();
+    }
+  };
+
+  it('f32, int8 and quantizeModel outputs (groups, static scales, SmoothQuant) come back bit-exactly', async () => {
+    const calib = [[1, 403, 407, 261, 378, 430, 261, 365, 281, 395, 267, 384, 286, 268]];
+    const sizes: Record<string, number> = {};
+    sizes.f32 = await roundTrip('f32', async () => dense);
+    sizes.int8 = await roundTrip('int8', () => loadModel(MODEL, { tokenizer: TOK, weights: 'int8' }));
+    sizes.g32 = await roundTrip('int8 g32 static smoothquant', () => quantizeModel(dense, { weights: { granularity: { groupSize: 32 } }, smoothQuant: { alpha: 0.5 }, activations: { static: 'per-tensor', observer: 'mse' }, calibration: calib }));
+    sizes.keep = await roundTrip('int8 keep output f32', () => quantizeModel(dense, { keepFloat: ['output', 'layers.1.w2'] }));
+    expect(sizes.int8).to.be.below(sizes.f32 / 2);
+  });
+
+  it('pruned models (bitmask, csr, 2:4, int8 values, fewer heads and FFN channels) come back bit-exactly', async () => {
+    const calib = [[1, 403, 407, 261, 378, 430, 261, 365, 281, 395, 267, 384, 286, 268]];
+    await roundTrip('wanda bitmask', () => pruneModel(dense, { sparsity: 0.5, calibration: calib }));
+    await roundTrip('csr int8', () => pruneModel(dense, { sparsity: 0.9, format: 'csr', weights: 'int8' }));
+    await roundTrip('2:4 int8', () => pruneModel(dense, { pattern: '2:4', weights: 'int8' }));
+    await roundTrip('heads and ffn', () => pruneModel(dense, { structured: { heads: 0.5, ffn: 0.25 }, calibration: calib }));
+    // a saved pruned model is not pruned again from "its file"
+    const p = await pruneModel(dense, { sparsity: 0.5, calibration: calib });
+    const file = path.join(tmp, 'again.safetensors');
+    await saveModel(p, file);
+    p.dispose();
+    const back = await loadModel(file);
+    let err: Error | undefined;
+    try { await pruneModel(back, { sparsity: 0.5 }); } catch (e) { err = e as Error; }
+    back.dispose();
+    expect(err?.message).to.match(/must come from loadModel/);
+  });
+
+  it('damaged files give clear errors, never a crash', async () => {
+    const p = await pruneModel(dense, { sparsity: 0.5, weights: 'int8', calibration: [[1, 403, 407, 261]] });
+    const file = path.join(tmp, 'ok.safetensors');
+    await saveModel(p, file);
+    p.dispose();
+    const buf = fs.readFileSync(file);
+    const len = Number(buf.readBigUInt64LE(0));
+    const header = JSON.parse(buf.subarray(8, 8 + len).toString('utf8')) as Record<string, { data_offsets: [number, number] }>;
+    const at = (name: string) => 8 + len + header[name]!.data_offsets[0];
+    const cases: [string, (b: Buffer) => Buffer, RegExp][] = [
+      ['truncated', (b) => b.subarray(0, b.length - 100), /truncated|do not match/],
+      ['mask bits flipped', (b) => { const c = Buffer.from(b); c[at('layers.0.wqkv.mask')] ^= 0x01; return c; }, /mask bits do not match/],
+      ['row pointer decreasing', (b) => { const c = Buffer.from(b); c.writeBigInt64LE(-5n, at('layers.1.w2.row_ptr') + 8); return c; }, /row pointers/],
+      ['int8 -128', (b) => { const c = Buffer.from(b); c[at('layers.2.wo.values')] = 0x80; return c; }, /\[-127, 127\]/],
+      ['metadata garbled', (b) => { const c = Buffer.from(b); const i = c.indexOf('"sparq.config"'); c[i + 18] = 0x7b; return c; }, /not JSON|must be/],
+    ];
+    for (const [name, damage, re] of cases) {
+      const f = path.join(tmp, `bad.safetensors`);
+      fs.writeFileSync(f, damage(buf));
+      let err: Error | undefined;
+      try { (await loadModel(f)).dispose(); } catch (e) { err = e as Error; }
+      expect(err?.message, name).to.match(re);
+    }
+    let err: Error | undefined;
+    try { await saveModel(dense, path.join(tmp, 'no', 'such', 'dir', 'x.safetensors')); } catch (e) { err = e as Error; }
+    expect(err?.message).to.match(/cannot write/);
+  });
+});
