@@ -7,8 +7,9 @@
 //   sparq bench spmm [--quick] [--threads N] [--min-time S] [--json FILE]
 //   sparq generate --model PATH [--tokenizer PATH] --prompt TEXT [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--weights int8]
 //   sparq eval --model PATH [--reference PATH] [--weights int8] [--prune SPEC] [--text FILE | --sample N] [--json]
+//   sparq compress --model IN --out OUT [--quantize int8|int8:gN] [--prune SPEC] [--smoothquant A] [--calibration FILE] [--json]
 import * as fs from 'node:fs';
-import { evaluate, info, ISAS, loadModel, pruneModel, quantizeModel, setNumThreads, type IsaName, type Model, type PruneModelOptions, type QuantizeModelOptions } from './index';
+import { evaluate, info, ISAS, loadModel, pruneModel, quantizeModel, saveModel, setNumThreads, type IsaName, type Model, type PruneModelOptions, type QuantizeModelOptions } from './index';
 import { benchAttention } from './bench/attention';
 import { benchE2e, benchE2eChild } from './bench/e2e';
 import { benchGemm } from './bench/gemm';
@@ -26,9 +27,14 @@ const USAGE = `usage:
              [--prune wanda:0.5|magnitude:0.5|wanda:2:4|magnitude:4:8] [--quantize int8|int8:gN] [--smoothquant ALPHA]
              [--static minmax|percentile|mse] [--keep-float NAME,...] [--text FILE | --sample N] [--calibration FILE]
              [--context N] [--seed S] [--json]
+  sparq compress --model IN --out OUT [--tokenizer PATH] [--quantize int8|int8:gN] [--prune SPEC] [--smoothquant ALPHA]
+                 [--static minmax|percentile|mse] [--keep-float NAME,...] [--calibration FILE] [--json]
 
   --isa       comma-separated int8 paths to run (${ISAS.join(', ')}); default: every path this CPU supports but ref
   --quick     fewer shapes and shorter timing
+  compress    quantizes and/or prunes the model and writes it to one file (loadModel reads it back); with both,
+              the pruned weights get int8 values; calibration text: --calibration FILE (paragraphs) or 2048 tokens
+              the model samples itself
   eval        scores the model (as loaded with --weights, pruned with --prune, quantized with --quantize) against the reference (default: the
               same file in f32): perplexity of both, mean / p50 / p90 / p99 KL divergence, top-1 agreement; the
               evaluation text is --text FILE, or N tokens the reference samples itself (--sample, default 2048)
@@ -113,6 +119,45 @@ async function quantizeSpec(args: string[], q: string, calibration: () => Promis
   if (kf !== undefined) o.keepFloat = kf.split(',');
   if (sq !== undefined || st !== undefined) o.calibration = await calibration();
   return o;
+}
+
+async function compressCmd(args: string[]): Promise<number> {
+  const file = flag(args, '--model'), out = flag(args, '--out');
+  if (!file || !out) throw new Error('compress needs --model PATH and --out PATH');
+  if (args.includes('--gptq')) throw new Error('--gptq is not available yet (round-to-nearest int8 only)');
+  const spec = flag(args, '--prune'), qspec = flag(args, '--quantize');
+  if (!spec && !qspec) throw new Error('compress needs --quantize and/or --prune');
+  const json = args.includes('--json');
+  const seed = num(args, '--seed') ?? 1;
+  const t0 = performance.now();
+  const src = await loadModel(file, { tokenizer: flag(args, '--tokenizer') });
+  let m: Model | null = null;
+  try {
+    const calFile = flag(args, '--calibration');
+    const calibration = async () => (calFile ? fs.readFileSync(calFile, 'utf8').split(/\n\s*\n/).filter((t) => t.trim())
+      : await sampleTokens(src, 2048, seed + 100000));
+    if (spec) {
+      if (qspec && qspec !== 'int8') throw new Error('--prune with --quantize takes int8 (sparse int8 values have one scale per row)');
+      m = await pruneModel(src, { ...pruneSpec(spec), weights: qspec ? 'int8' : 'f32', calibration: await calibration(), onProgress: progressBar('prune   ') });
+    } else {
+      m = await quantizeModel(src, { ...(await quantizeSpec(args, qspec!, calibration)), onProgress: progressBar('quantize') });
+    }
+    await saveModel(m, out);
+    const before = fs.statSync(file).size, after = fs.statSync(out).size;
+    const r = { model: file, out, bytesIn: before, bytesOut: after, seconds: (performance.now() - t0) / 1000, prune: m.pruneReport, quantize: m.quantizeReport };
+    if (json) console.log(JSON.stringify(r, null, 2));
+    else {
+      console.log(`${'wrote'.padEnd(10)} ${out}`);
+      console.log(`${'size'.padEnd(10)} ${(after / 2 ** 20).toFixed(2)} MiB (input ${(before / 2 ** 20).toFixed(2)} MiB)`);
+      if (m.pruneReport) console.log(`${'pruned'.padEnd(10)} ${m.pruneReport.method} ${m.pruneReport.pattern}: ${(100 * m.pruneReport.sparsity).toFixed(1)}% of linear weights zero`);
+      if (m.quantizeReport) console.log(`${'quantized'.padEnd(10)} ${m.quantizeReport.weights}, activations ${m.quantizeReport.activations}`);
+      console.log(`${'time'.padEnd(10)} ${r.seconds.toFixed(1)} s`);
+    }
+  } finally {
+    m?.dispose();
+    src.dispose();
+  }
+  return 0;
 }
 
 async function evalCmd(args: string[]): Promise<number> {
@@ -212,6 +257,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (cmd === 'generate') return generate(argv.slice(1));
   if (cmd === 'eval') return evalCmd(argv.slice(1));
+  if (cmd === 'compress') return compressCmd(argv.slice(1));
   console.error(USAGE);
   return cmd === undefined || cmd === '--help' || cmd === 'help' ? 0 : 2;
 }

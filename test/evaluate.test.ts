@@ -4,8 +4,9 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
-import { evaluate, loadModel, type Model } from '../lib/index';
+import { evaluate, loadModel, quantizeModel, type Model } from '../lib/index';
 import { ROOT } from './helpers';
 
 const DIR = path.resolve(__dirname, '..', '..', 'shared', 'models', 'stories260K');
@@ -97,6 +98,38 @@ describe('evaluate: stories260K', function () {
     const bad = cli('--prune', 'wanda:3');
     expect(bad.status).to.equal(1);
     expect(bad.stderr).to.match(/--prune must look like/);
+  });
+
+  it('npx sparq compress writes a model loadModel reads, and eval scores it', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-compress-'));
+    try {
+      const out = path.join(dir, 'q.safetensors');
+      const run = (...a: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'lib/cli.ts', ...a], { cwd: ROOT, encoding: 'utf8' });
+      const c = run('compress', '--model', MODEL, '--tokenizer', TOK, '--out', out, '--quantize', 'int8:g32', '--json');
+      expect(c.status, c.stderr).to.equal(0);
+      const r = JSON.parse(c.stdout) as { bytesOut: number; quantize: { weights: string } };
+      expect(r.quantize.weights).to.equal('int8 per group of 32');
+      expect(r.bytesOut).to.equal(fs.statSync(out).size);
+      const q = await loadModel(out);
+      const direct = await quantizeModel(f32, { weights: { granularity: { groupSize: 32 } } });
+      try {
+        expect(Array.from(await q.forwardAll(tokens[0]!.slice(0, 32)))).to.deep.equal(Array.from(await direct.forwardAll(tokens[0]!.slice(0, 32))));
+      } finally {
+        q.dispose();
+        direct.dispose();
+      }
+      const e = run('eval', '--model', out, '--reference', MODEL, '--tokenizer', TOK, '--sample', '200', '--json');
+      expect(e.status, e.stderr).to.equal(0);
+      expect((JSON.parse(e.stdout) as { meanKLD: number }).meanKLD).to.be.above(0).and.below(0.01);
+      const p = run('compress', '--model', MODEL, '--tokenizer', TOK, '--out', path.join(dir, 'p.safetensors'), '--prune', 'magnitude:2:4', '--quantize', 'int8');
+      expect(p.status, p.stderr).to.equal(0);
+      expect(p.stdout).to.match(/50\.0% of linear weights zero/);
+      const bad = run('compress', '--model', MODEL, '--tokenizer', TOK, '--out', path.join(dir, 'x'), '--gptq', '--quantize', 'int8');
+      expect(bad.status).to.equal(1);
+      expect(bad.stderr).to.match(/--gptq is not available yet/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('bad input gives clear errors', async () => {
