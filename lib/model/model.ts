@@ -514,7 +514,9 @@ async function planSparq(file: string, int8: boolean): Promise<Plan> {
       const narrow = colT?.dtype === 'U16';
       const col = colT ? await read(T(`${name}.col`, narrow ? 'U16' : 'I32', [nnz])) : null;
       const mask = format === 1 ? await read(T(`${name}.mask`, 'U32', [n, Math.ceil(k / 32)])) : null;
-      const idx = format === 2 ? await read(T(`${name}.idx`, 'U8', [nnz])) : null;
+      const [N, M] = [d.N ?? 0, d.M ?? 0];
+      const idxBytes = M > 0 ? Math.ceil((Math.ceil(k / M) * N * (M <= 2 ? 1 : M <= 4 ? 2 : 4)) / 8) : 0;
+      const idx = format === 2 ? await read(T(`${name}.idx`, 'U8', [n, idxBytes])) : null;
       return r.keep(await nat.sparseFromParts(format, n, k, nnz, i8, d.N ?? 0, d.M ?? 0, narrow, values, 0, scale, 0, rowPtr, 0, col, 0, mask, 0, idx, 0));
     }
     return bad(`${name}: unknown kind ${String(d.kind)}`);

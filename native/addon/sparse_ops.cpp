@@ -152,7 +152,8 @@ Napi::Value SparseFromParts(const Napi::CallbackInfo& info) {
   const Span rp = ArgSpan(info, 12, op, "row_ptr", uint64_t(p.n + 1) * 8, p.format == sparq::SparseFormat::nm);
   const Span col = ArgSpan(info, 14, op, "col", uint64_t(p.nnz) * (p.narrow ? 2 : 4), p.format != sparq::SparseFormat::csr);
   const Span mask = ArgSpan(info, 16, op, "mask", uint64_t(p.n) * uint64_t(words) * 4, p.format != sparq::SparseFormat::bitmask);
-  const Span idx = ArgSpan(info, 18, op, "idx", uint64_t(p.nnz), p.format != sparq::SparseFormat::nm);
+  const int64_t ibits = p.M <= 2 ? 1 : p.M <= 4 ? 2 : 4, igroups = p.M > 0 ? (p.k + p.M - 1) / p.M : 0;
+  const Span idx = ArgSpan(info, 18, op, "idx", uint64_t(p.n) * uint64_t((igroups * p.N * ibits + 7) / 8), p.format != sparq::SparseFormat::nm);
   auto out = std::make_shared<std::unique_ptr<sparq::SparseWeight>>();
   return RunAsync(
       info.Env(),

@@ -36,7 +36,7 @@ inline void for_row(const SparseWeight& s, int64_t j, F fn) {
     }
     case SparseFormat::nm: {
       const int64_t per = s.groups() * s.N, base = j * per;
-      for (int64_t q = 0; q < per; ++q) fn((q / s.N) * s.M + s.idx[size_t(base + q)], val(base + q));
+      for (int64_t q = 0; q < per; ++q) fn((q / s.N) * s.M + s.nm_index(j, q), val(base + q));
       break;
     }
   }
@@ -63,8 +63,11 @@ Error sparse_from_dense(const float* w, int64_t n, int64_t k, SparseFormat f, in
     if (f == SparseFormat::nm) {
       const int64_t g = s->groups(), per = g * N;
       vals.assign(size_t(n * per), 0.f);
-      s->idx.assign(size_t(n * per + 8), 0);  // 8 readable bytes past the end for vector loads
-      for (int64_t j = 0; j < n; ++j)
+      const int64_t rb = s->idx_row_bytes();
+      const int bits = s->idx_bits();
+      s->idx.assign(size_t(n * rb + 8), 0);  // 8 readable bytes past the end for vector loads
+      std::vector<uint8_t> ri(static_cast<size_t>(per));  // one row's indices, then packed
+      for (int64_t j = 0; j < n; ++j) {
         for (int64_t gi = 0; gi < g; ++gi) {
           int c = 0;
           for (int t = 0; t < M && gi * M + t < k; ++t) {
@@ -74,16 +77,18 @@ Error sparse_from_dense(const float* w, int64_t n, int64_t k, SparseFormat f, in
               return bad("row " + std::to_string(j) + ", group " + std::to_string(gi) + " has more than " + std::to_string(N) +
                          " nonzeros (not " + std::to_string(N) + ":" + std::to_string(M) + ")");
             vals[size_t(j * per + gi * N + c)] = v;
-            s->idx[size_t(j * per + gi * N + c)] = uint8_t(t);
+            ri[size_t(gi * N + c)] = uint8_t(t);
             ++c;
           }
           // pad with explicit zeros at unused in-group positions
           for (int t = 0; c < N; ++t) {
             bool used = false;
-            for (int u = 0; u < c; ++u) used |= s->idx[size_t(j * per + gi * N + u)] == t;
-            if (!used) s->idx[size_t(j * per + gi * N + c++)] = uint8_t(t);
+            for (int u = 0; u < c; ++u) used |= ri[size_t(gi * N + u)] == t;
+            if (!used) ri[size_t(gi * N + c++)] = uint8_t(t);
           }
         }
+        for (int64_t q = 0; q < per; ++q) s->idx[size_t(j * rb + q * bits / 8)] |= uint8_t(ri[size_t(q)] << (q * bits % 8));
+      }
     } else {
       s->row_ptr.assign(size_t(n + 1), 0);
       s->narrow = f == SparseFormat::csr && k <= 65536;
@@ -159,10 +164,12 @@ Error sparse_from_parts(const SparseParts& p, std::unique_ptr<SparseWeight>* out
       s->N = p.N;
       s->M = p.M;
       if (p.nnz != p.n * s->groups() * p.N) return bad("N:M value count does not match n x groups x N");
-      s->idx.assign(p.idx, p.idx + p.nnz);
-      s->idx.resize(size_t(p.nnz + 8), 0);
-      for (int64_t q = 0; q < p.nnz; ++q)
-        if (s->idx[size_t(q)] >= p.M) return bad("N:M index " + std::to_string(s->idx[size_t(q)]) + " is not below M");
+      s->idx.assign(p.idx, p.idx + p.n * s->idx_row_bytes());
+      s->idx.resize(s->idx.size() + 8, 0);
+      const int64_t per = s->groups() * p.N;
+      for (int64_t j = 0; j < p.n; ++j)
+        for (int64_t q = 0; q < per; ++q)
+          if (s->nm_index(j, q) >= p.M) return bad("N:M index " + std::to_string(s->nm_index(j, q)) + " is not below M");
     } else {
       if (!p.row_ptr) return bad("row pointers are required");
       if (p.row_ptr[0] != 0 || p.row_ptr[p.n] != p.nnz) return bad("row pointers must start at 0 and end at the value count");
@@ -211,7 +218,7 @@ Error sparse_from_parts(const SparseParts& p, std::unique_ptr<SparseWeight>* out
     }
     if (p.format == SparseFormat::nm)  // padding past k (a partial last group) must hold zeros
       for (int64_t q = 0; q < p.nnz; ++q) {
-        const int64_t c = (q % (s->groups() * p.N)) / p.N * p.M + s->idx[size_t(q)];
+        const int64_t per = s->groups() * p.N, c = (q % per) / p.N * p.M + s->nm_index(q / per, q % per);
         if (c >= p.k && (p.int8 ? s->vq[size_t(q)] != 0 : s->vf[size_t(q)] != 0.f)) return bad("N:M padding past k holds a nonzero value");
       }
   } catch (const std::bad_alloc&) {
@@ -245,7 +252,7 @@ Error sparse_concat_rows(const std::vector<const SparseWeight*>& parts, std::uni
       s->col.insert(s->col.end(), p->col.begin(), p->col.end());
       if (p->narrow) s->col16.insert(s->col16.end(), p->col16.begin(), p->col16.begin() + p->nnz);
       s->mask.insert(s->mask.end(), p->mask.begin(), p->mask.end());
-      if (p->format == SparseFormat::nm) s->idx.insert(s->idx.end(), p->idx.begin(), p->idx.begin() + p->nnz);
+      if (p->format == SparseFormat::nm) s->idx.insert(s->idx.end(), p->idx.begin(), p->idx.begin() + p->n * p->idx_row_bytes());
       if (p->int8) s->vq.insert(s->vq.end(), p->vq.begin(), p->vq.begin() + p->nnz);
       else s->vf.insert(s->vf.end(), p->vf.begin(), p->vf.begin() + p->nnz);
       s->scale.insert(s->scale.end(), p->scale.begin(), p->scale.end());

@@ -5,7 +5,8 @@
 //  - bitmask: one bit per weight (rows of ceil(k / 32) words), values of the set
 //             bits in order, row_ptr [n + 1] into the values
 //  - nm:      exactly N values per group of M along k (2:4, 4:8; k padded to M)
-//             with their in-group index (uint8): values / idx [n, k / M * N]
+//             with their in-group index packed in idx_bits() bits (2 for 2:4, 4 for
+//             4:8): values [n, k / M * N], idx rows of idx_row_bytes()
 // Values are f32, or int8 with one f32 scale per row. int8 weights follow the
 // dense int8 linear's contract: each activation row is quantized on the fly
 // (symmetric, max|x| / 127, round to nearest even, as QuantRowsArgs), products
@@ -32,7 +33,7 @@ struct SparseWeight {
   std::vector<uint16_t> col16;     // csr, k <= 65536 (+ 8 entries of padding)
   bool narrow = false;             // csr columns are in col16
   std::vector<uint32_t> mask;      // bitmask: n * words
-  std::vector<uint8_t> idx;        // nm (+ 8 bytes of padding)
+  std::vector<uint8_t> idx;        // nm: packed in-group indices, n rows of idx_row_bytes() (+ 8 bytes of padding)
   std::vector<float> vf;           // f32 values
   std::vector<int8_t> vq;          // int8 values
   std::vector<float> scale;        // int8: per row
@@ -40,6 +41,15 @@ struct SparseWeight {
   int64_t groups() const { return M ? (k + M - 1) / M : 0; }
   size_t bytes() const;
   int64_t column(int64_t p) const { return narrow ? int64_t(col16[size_t(p)]) : int64_t(col[size_t(p)]); }
+  // nm: bits per in-group index (1 for M = 2, 2 for M = 4, 4 for M = 8 or 16), bytes per row,
+  // and the index of value q of row j
+  int idx_bits() const { return M <= 2 ? 1 : M <= 4 ? 2 : 4; }
+  int64_t idx_row_bytes() const { return (groups() * N * idx_bits() + 7) / 8; }
+  int nm_index(int64_t j, int64_t q) const {
+    const int b = idx_bits();
+    const int64_t bit = q * b;
+    return idx[size_t(j * idx_row_bytes() + bit / 8)] >> (bit % 8) & ((1 << b) - 1);
+  }
 };
 
 // From a dense [n, k] (zeros are dropped; nm: every group must have <= N nonzeros).
@@ -62,7 +72,7 @@ struct SparseParts {
   const void* col = nullptr;        // csr: uint16 (narrow) or int32 [nnz]
   bool narrow = false;
   const uint32_t* mask = nullptr;   // bitmask: [n, words]
-  const uint8_t* idx = nullptr;     // nm: [nnz]
+  const uint8_t* idx = nullptr;     // nm: [n, idx_row_bytes] packed
 };
 Error sparse_from_parts(const SparseParts& p, std::unique_ptr<SparseWeight>* out);
 
@@ -127,7 +137,7 @@ inline void sparse_row_i8(const SparseWeight& s, int64_t j, int8_t* out) {
   } else {
     const int64_t per = s.groups() * s.N, base = j * per;
     for (int64_t q = 0; q < per; ++q) {
-      const int64_t c = (q / s.N) * s.M + s.idx[size_t(base + q)];
+      const int64_t c = (q / s.N) * s.M + s.nm_index(j, q);
       if (c < s.k) out[c] = vq[base + q];
     }
   }

@@ -7,7 +7,7 @@
 //   int8:   NAME.q I8 [n, k], NAME.scale F32 [n, groups]
 //   sparse: NAME.values F32 | I8 [nnz], NAME.scale F32 [n] (int8), NAME.row_ptr I64 [n + 1]
 //           (csr, bitmask), NAME.col U16 | I32 [nnz] (csr), NAME.mask U32 [n, words] (bitmask),
-//           NAME.idx U8 [nnz] (nm)
+//           NAME.idx U8 [n, row bytes] (nm, packed indices)
 // and the metadata key "sparq.linears": a JSON object describing each linear.
 // The file is written next to the target and renamed into place.
 #include <cerrno>
@@ -108,7 +108,7 @@ void linear(std::vector<Out>& out, std::string& desc, const std::string& name, c
       else raw(out, name + ".col", "I32", {s.nnz}, s.col.data(), s.nnz * 4);
     }
     if (s.format == SparseFormat::bitmask) raw(out, name + ".mask", "U32", {s.n, s.words()}, s.mask.data(), s.n * s.words() * 4);
-    if (s.format == SparseFormat::nm) raw(out, name + ".idx", "U8", {s.nnz}, s.idx.data(), s.nnz);
+    if (s.format == SparseFormat::nm) raw(out, name + ".idx", "U8", {s.n, s.idx_row_bytes()}, s.idx.data(), s.n * s.idx_row_bytes());
   }
   desc += "}";
 }

@@ -92,10 +92,16 @@ inline void gather_dot(const SparseWeight& s, const D& d, int64_t p, const C* co
   using Acc = typename D::Acc;
   const int ln = NM ? __builtin_ctz(unsigned(s.N)) : 0, lm = NM ? __builtin_ctz(unsigned(s.M)) : 0;
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), kmax = _mm256_set1_epi32(int(s.k - 1));
+  const int bits = NM ? s.idx_bits() : 0;
+  const uint8_t* ib = NM ? s.idx.data() + (p / (s.groups() * s.N)) * s.idx_row_bytes() : nullptr;  // row p / per
+  const __m256i shift = _mm256_mullo_epi32(lane, _mm256_set1_epi32(bits)), imask = _mm256_set1_epi32((1 << bits) - 1);
   auto columns = [&](int64_t q) {
     if constexpr (NM) {
       const __m256i qi = _mm256_add_epi32(_mm256_set1_epi32(int(q)), lane);
-      const __m256i id = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s.idx.data() + p + q)));
+      // 8 packed indices (q is a multiple of 8): at most 32 bits, shifted into their lanes
+      uint32_t word;
+      std::memcpy(&word, ib + q * bits / 8, 4);
+      const __m256i id = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(word)), shift), imask);
       // padding past k (a partial last group) reads column k - 1 with a zero value
       return _mm256_min_epi32(_mm256_add_epi32(_mm256_slli_epi32(_mm256_srli_epi32(qi, ln), lm), id), kmax);
     } else if constexpr (sizeof(C) == 2) {
@@ -303,7 +309,7 @@ void decode_row(const SparseWeight& s, int64_t j, std::vector<int64_t>& cols, st
     case SparseFormat::nm: {
       const int64_t per = s.groups() * s.N, p0 = j * per;
       for (int64_t q = 0; q < per; ++q) {
-        const int64_t c = (q / s.N) * s.M + s.idx[size_t(p0 + q)];
+        const int64_t c = (q / s.N) * s.M + s.nm_index(j, q);
         const V v = val(p0 + q);
         if (c < s.k && v != V(0)) {
           cols.push_back(c);
