@@ -64,7 +64,7 @@
         "native/cpu/small_ops.cpp",
         "native/cpu/attention.cpp",
         "native/cpu/ggml_formats.cpp",
-        "native/cpu/sparse.cpp",
+        "native/cpu/gptq.cpp", "native/cpu/sparse.cpp",
         "native/model/llama.cpp",
         "native/model/llama_save.cpp",
         "native/cpu/cuda_stub.cpp",

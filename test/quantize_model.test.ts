@@ -4,7 +4,9 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { evaluate, loadModel, quantizeModel, type Model, type QuantizeModelOptions } from '../lib/index';
+import { Tensor, evaluate, loadModel, quantize, quantizeModel, type Model, type QuantizeModelOptions } from '../lib/index';
+import { loadNative } from '../lib/native';
+import { randn } from './helpers';
 
 const DIR = path.resolve(__dirname, '..', '..', 'shared', 'models', 'stories260K');
 const MODEL = path.join(DIR, 'stories260K.bin'), TOK = path.join(DIR, 'tok512.bin');
@@ -104,9 +106,61 @@ describe('quantizeModel: stories260K', function () {
     expect(kld['int8 per channel, classifier kept f32']).to.be.below(kld['int8 per channel, dynamic activations']!);
   });
 
+  it('GPTQ int8: lower reconstruction error than round-to-nearest on every linear, lower KLD with groups of 32', async () => {
+    const res: Record<string, number> = {};
+    for (const [name, o] of [
+      ['RTN per channel', {}], ['GPTQ per channel', { gptq: {}, calibration: calib }],
+      ['RTN group 32', { weights: { granularity: { groupSize: 32 } } }], ['GPTQ group 32', { weights: { granularity: { groupSize: 32 } }, gptq: {}, calibration: calib }],
+    ] as [string, QuantizeModelOptions][]) {
+      const q = await quantizeModel(f32, o);
+      try {
+        const r = await evaluate(q, f32, { tokens: evalTokens });
+        res[name] = r.meanKLD;
+        const g = q.quantizeReport!.gptq;
+        console.log(`      ${name.padEnd(18)} mean KLD ${r.meanKLD.toExponential(3)}  top-1 ${(100 * r.top1Agreement).toFixed(2)}%` +
+          (g ? `  reconstruction error ${g.error.toFixed(1)} (round-to-nearest ${g.rtnError.toFixed(1)})` : ''));
+        if (g) {
+          expect(g.error).to.be.below(g.rtnError);
+          // per linear (the classifier is round-to-nearest: its input is not recorded)
+          for (const l of q.quantizeReport!.layers.filter((x) => x.gptqError !== undefined)) expect(l.gptqError!, l.name).to.be.at.most(l.rtnError!);
+        }
+      } finally {
+        q.dispose();
+      }
+    }
+    expect(res['GPTQ group 32']).to.be.below(res['RTN group 32']!);
+  });
+
+  it('GPTQ with uncorrelated inputs (H = c I) is round-to-nearest; with correlated ones it beats it', async () => {
+    const nat = loadNative();
+    const [n, k] = [7, 45];
+    const w = Tensor.from(randn(n * k), [n, k]);
+    const eye = new Float64Array(k * k);
+    for (let i = 0; i < k; i++) eye[i * k + i] = 3;
+    for (const group of [0, 16]) {
+      const g = await nat.gptq(w._storage, w._offset, n, k, eye, 8, group, 0.01);
+      const out = Tensor._alloc([n, k], 'f32');
+      nat.dequantize(g.packed, out._storage, out._offset, true);
+      const rtn = quantize(w, group ? { granularity: 'per-group', groupSize: group } : {}).dequantize();
+      expect(Array.from(out.toArray())).to.deep.equal(Array.from(rtn.toArray()));
+      expect(g.error).to.be.closeTo(g.rtnError, 1e-6 * g.rtnError);  // (its scales are f32-rounded)
+      g.packed.dispose();
+    }
+    // H from correlated inputs: x = z + 0.9 * shift(z)
+    const t = 400, x = new Float64Array(t * k), z = randn(t * (k + 1));
+    for (let r = 0; r < t; r++) for (let c = 0; c < k; c++) x[r * k + c] = z[r * (k + 1) + c]! + 0.9 * z[r * (k + 1) + c + 1]!;
+    const h = new Float64Array(k * k);
+    for (let r = 0; r < t; r++) for (let a = 0; a < k; a++) for (let b = 0; b < k; b++) h[a * k + b] += x[r * k + a]! * x[r * k + b]!;
+    const g = await nat.gptq(w._storage, w._offset, n, k, h, 8, 0, 0.01);
+    expect(g.error).to.be.below(0.9 * g.rtnError);
+    g.packed.dispose();
+    w.dispose();
+  });
+
   it('bad options give clear errors', async () => {
     const cases: [object, RegExp][] = [
-      [{ gptq: { blockSize: 128 } }, /GPTQ is not available yet/],
+      [{ gptq: { blockSize: 128 } }, /gptq need calibration/],
+      [{ gptq: { dampening: 2 }, calibration: [[1, 2]] }, /dampening must be in \[0, 1\)/],
       [{ weights: { bits: 4 } }, /int4 is not available yet/],
       [{ weights: { granularity: { groupSize: 20 } } }, /multiple of 16/],
       [{ activations: { static: 'per-tensor' } }, /need calibration/],

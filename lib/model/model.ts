@@ -73,12 +73,14 @@ export interface CalibrationStats {
   hi: Float32Array;
   /** per (layer, input): histogram over the given ranges */
   hist?: Float64Array;
+  /** X^T X of the four inputs of the requested layer: [dim^2 | (heads * headDim)^2 | dim^2 | hidden^2] */
+  gram?: Float64Array;
 }
 
 interface NativeModel {
   save(path: string, metadata: string): Promise<void>;
   forward(tokens: Int32Array, all: boolean): Promise<Float32Array>;
-  calibrate(tokens: Int32Array, lengths: Int32Array, ranges?: Float32Array | null, bins?: number): Promise<CalibrationStats>;
+  calibrate(tokens: Int32Array, lengths: Int32Array, ranges: Float32Array | null, bins: number, gramLayer: number): Promise<CalibrationStats>;
   pos(): number;
   truncate(n: number): void;
   dispose(): void;
@@ -117,11 +119,11 @@ export class Model {
    * the linears (per-feature L2 norms and max |x|, per-input ranges and, given their
    * ranges, histograms).
    */
-  _calibrate(seqs: readonly (readonly number[])[], hist?: { ranges: Float32Array; bins: number }): Promise<CalibrationStats> {
+  _calibrate(seqs: readonly (readonly number[])[], opts: { ranges?: Float32Array; bins?: number; gramLayer?: number } = {}): Promise<CalibrationStats> {
     try {
       const lengths = Int32Array.from(seqs.map((s) => s.length));
       const toks = this.checkIds('calibrate', seqs.flat());
-      return this.serial(() => this.live('calibrate').calibrate(toks, lengths, hist?.ranges ?? null, hist?.bins ?? 0));
+      return this.serial(() => this.live('calibrate').calibrate(toks, lengths, opts.ranges ?? null, opts.bins ?? 0, opts.gramLayer ?? -1));
     } catch (e) {
       return Promise.reject(e);
     }

@@ -17,8 +17,9 @@ export interface QuantizeModelOptions {
   activations?: 'dynamic-per-token' | { static: 'per-tensor'; observer?: ObserverMethod; percentile?: number };
   /** SmoothQuant: s_j = max|X_j|^alpha / max|W_j|^(1 - alpha) per input channel of q|k|v and gate|up, folded into the RMSNorm weights */
   smoothQuant?: { alpha?: number };
-  /** GPTQ is not available yet */
-  gptq?: unknown;
+  /** GPTQ: each linear's rounding error pushed onto its not yet quantized columns through the inverse
+   *  Hessian of its calibration inputs (dampening: added to H's diagonal as a fraction of its mean, default 0.01) */
+  gptq?: { dampening?: number; blockSize?: number };
   /** linears left in f32: 'output', 'layers.3' (every linear of a layer), 'layers.3.w2', or 'w2' (in every layer) */
   keepFloat?: readonly string[];
   /** calibration text (encoded with BOS) or token id arrays: needed by SmoothQuant and static activations */
@@ -33,7 +34,11 @@ export interface QuantizeReport {
   weights: string;
   activations: string;
   smoothQuantAlpha?: number;
-  layers: { name: string; shape: [number, number]; format: string; bytes: number; activationScale?: number }[];
+  layers: { name: string; shape: [number, number]; format: string; bytes: number; activationScale?: number;
+    /** gptq: tr((Q - W) H (Q - W)^T) over the calibration inputs, and the same for round-to-nearest */
+    gptqError?: number; rtnError?: number }[];
+  /** gptq: the summed reconstruction error over the calibration inputs, and round-to-nearest's */
+  gptq?: { error: number; rtnError: number; dampening: number };
   /** bytes of the linears as stored, and as f32 */
   bytes: number;
   f32Bytes: number;
@@ -53,7 +58,10 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
   if (typeof opts !== 'object' || opts === null) throw new TypeError(`${OP}: options must be an object; got ${describe(opts)}`);
   const src = model._source;
   if (!src || src.derived) throw new TypeError(`${OP}: the model must come from loadModel() (it re-reads the weights from the file)`);
-  if (opts.gptq !== undefined) throw new TypeError(`${OP}: GPTQ is not available yet (round-to-nearest int8 only)`);
+  const gptq = opts.gptq;
+  if (gptq !== undefined && (typeof gptq !== 'object' || gptq === null)) throw new TypeError(`${OP}: gptq must be an object`);
+  const damp = gptq?.dampening ?? 0.01;
+  if (!(typeof damp === 'number' && damp >= 0 && damp < 1)) throw new RangeError(`${OP}: gptq.dampening must be in [0, 1); got ${describe(damp)}`);
   const w = opts.weights ?? {};
   if (typeof w !== 'object' || w === null) throw new TypeError(`${OP}: weights must be an object`);
   if ((w.bits ?? 8) !== 8) throw new RangeError(`${OP}: weights.bits must be 8 (int4 is not available yet); got ${describe(w.bits)}`);
@@ -77,7 +85,7 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
   if (alpha !== null && !(typeof alpha === 'number' && alpha >= 0 && alpha <= 1)) throw new RangeError(`${OP}: smoothQuant.alpha must be in [0, 1]; got ${describe(alpha)}`);
   const cal = opts.calibration;
   if (cal !== undefined && (!Array.isArray(cal) || cal.length === 0)) throw new TypeError(`${OP}: calibration must be a non-empty array of strings or token id arrays`);
-  if ((alpha !== null || observer) && !cal) throw new TypeError(`${OP}: ${alpha !== null ? 'smoothQuant' : 'static activations'} need calibration (texts or token id arrays)`);
+  if ((alpha !== null || observer || gptq) && !cal) throw new TypeError(`${OP}: ${alpha !== null ? 'smoothQuant' : observer ? 'static activations' : 'gptq'} need calibration (texts or token id arrays)`);
   const keep = opts.keepFloat ?? [];
   if (!Array.isArray(keep) || keep.some((k) => typeof k !== 'string')) throw new TypeError(`${OP}: keepFloat must be an array of names`);
   const c = model.config;
@@ -137,19 +145,24 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
 
     // 2. SmoothQuant: migrate activation outliers of the q|k|v and gate|up inputs into the weights
     let stats: CalibrationStats | null = null;
+    // per layer, the SmoothQuant factors of the attention and FFN inputs (GPTQ rescales its Hessians by them)
+    const smooth: { attn: Float64Array; ffn: Float64Array }[] = [];
     if (alpha !== null) {
       progress({ stage: 'calibrate', done: 0, total: seqs.length });
       stats = await model._calibrate(seqs);
       for (let l = 0; l < layers; l++) {
         const x = ls[l]!;
+        smooth.push({ attn: new Float64Array(dim).fill(1), ffn: new Float64Array(dim).fill(1) });
         for (const [input, names, norm] of [[0, ['wq', 'wk', 'wv'], x.attnNorm], [2, ['w1', 'w3'], x.ffnNorm]] as const) {
           const at = featAt(l, input);
+          const sv = input === 0 ? smooth[l]!.attn : smooth[l]!.ffn;
           for (let j = 0; j < dim; j++) {
             let wmax = 0;
             for (const n of names) for (let r = 0; r < rowsOf[n]; r++) wmax = Math.max(wmax, Math.abs(x.w[n][r * dim + j]!));
             const amax = stats.amax[at + j]!;
             const s = amax > 0 && wmax > 0 ? Math.max(1e-5, amax ** alpha / wmax ** (1 - alpha)) : 1;
             norm[j] = norm[j]! / s;
+            sv[j] = s;
             for (const n of names) for (let r = 0; r < rowsOf[n]; r++) x.w[n][r * dim + j] = x.w[n][r * dim + j]! * s;
           }
         }
@@ -201,12 +214,15 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
 
     // 4. quantize
     const report: QuantizeReport = {
-      weights: groupSize ? `int8 per group of ${groupSize}` : 'int8 per channel',
+      weights: (groupSize ? `int8 per group of ${groupSize}` : 'int8 per channel') + (gptq ? ' (GPTQ)' : ''),
       activations: observer ? `static per tensor (${observer})` : 'dynamic per token',
       ...(alpha !== null ? { smoothQuantAlpha: alpha } : {}), layers: [], bytes: 0, f32Bytes: 0,
     };
     const qopts = groupSize ? { granularity: 'per-group' as const, groupSize } : { granularity: 'per-channel' as const };
-    const linear = (name: string, a: Float32Array, n: number, k: number, f32: boolean, scale: number | null): WeightRef => {
+    // GPTQ: the Hessians (X^T X) of the current layer's four inputs, recorded one layer at a time
+    let grams: Float64Array[] | null = null;
+    const gptqErr = { gptq: 0, rtn: 0 };
+    const linear = async (name: string, a: Float32Array, n: number, k: number, f32: boolean, scale: number | null, input = -1, layer = -1): Promise<WeightRef> => {
       report.f32Bytes += 4 * n * k;
       if (f32) {
         report.layers.push({ name, shape: [n, k], format: 'f32', bytes: 4 * n * k });
@@ -214,30 +230,50 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
         return refOf(a, n, k);
       }
       const t = own(Tensor.from(a, [n, k]));
-      const q = own(quantize(t, qopts));
+      let packed: NativePacked, extra = {};
+      if (grams && input >= 0) {
+        // the Hessian of this input, in the smoothed coordinates when SmoothQuant moved it
+        let h = grams[input]!;
+        const sv = input === 0 ? smooth[layer]?.attn : input === 2 ? smooth[layer]?.ffn : undefined;
+        if (sv) h = h.map((v, i) => v / (sv[Math.floor(i / k)]! * sv[i % k]!));
+        const g = await loadNative().gptq(t._storage, t._offset, n, k, h, 8, groupSize, damp);
+        packed = own({ dispose: () => g.packed.dispose(), p: g.packed }).p;
+        extra = { gptqError: g.error, rtnError: g.rtnError };
+        gptqErr.gptq += g.error;
+        gptqErr.rtn += g.rtnError;
+      } else {
+        packed = own(quantize(t, qopts))._packed;
+      }
       const bytes = n * k + 4 * n * (groupSize ? Math.ceil(k / groupSize) : 1);
-      report.layers.push({ name, shape: [n, k], format: report.weights, bytes, ...(scale !== null ? { activationScale: scale } : {}) });
+      report.layers.push({ name, shape: [n, k], format: report.weights, bytes, ...(scale !== null ? { activationScale: scale } : {}), ...extra });
       report.bytes += bytes;
-      return scale !== null ? ({ packed: q._packed, actScale: scale } as unknown as WeightRef) : q._packed;
+      return scale !== null ? ({ packed, actScale: scale } as unknown as WeightRef) : packed;
     };
     const newLayers: LayerRefs[] = [];
     for (let l = 0; l < layers; l++) {
       progress({ stage: 'quantize', done: l, total: layers });
       const x = ls[l]!;
+      if (gptq) {
+        const g = (await model._calibrate(seqs, { gramLayer: l })).gram!;
+        const sizes = [dim * dim, qd * qd, dim * dim, c.hidden * c.hidden];
+        let at = 0;
+        grams = sizes.map((sz) => { const v = g.subarray(at, at + sz); at += sz; return v; });
+      }
       const sc = (n: LinearName) => (actScale ? actScale(l, INPUT[n]) : null);
-      const one = (n: LinearName) => linear(`layers.${l}.${n}`, x.w[n], rowsOf[n], colsOf[n], isFloat(l, n), isFloat(l, n) ? null : sc(n));
+      const one = (n: LinearName) => linear(`layers.${l}.${n}`, x.w[n], rowsOf[n], colsOf[n], isFloat(l, n), isFloat(l, n) ? null : sc(n), INPUT[n], l);
       const fusedQkv = !(['wq', 'wk', 'wv'] as const).some((n) => isFloat(l, n)) || (['wq', 'wk', 'wv'] as const).every((n) => isFloat(l, n));
       const fusedGu = isFloat(l, 'w1') === isFloat(l, 'w3');
       const entry: LayerRefs = {
-        attnNorm: refOf(x.attnNorm, 1, dim), ffnNorm: refOf(x.ffnNorm, 1, dim), wo: one('wo'), w2: one('w2'),
-        ...(fusedQkv ? { wqkv: linear(`layers.${l}.wqkv`, cat(x.w.wq, x.w.wk, x.w.wv), qd + 2 * kvd, dim, isFloat(l, 'wq'), isFloat(l, 'wq') ? null : sc('wq')) }
-          : { wq: one('wq'), wk: one('wk'), wv: one('wv') }),
-        ...(fusedGu ? { w13: linear(`layers.${l}.w13`, cat(x.w.w1, x.w.w3), 2 * c.hidden, dim, isFloat(l, 'w1'), isFloat(l, 'w1') ? null : sc('w1')) }
-          : { w1: one('w1'), w3: one('w3') }),
+        attnNorm: refOf(x.attnNorm, 1, dim), ffnNorm: refOf(x.ffnNorm, 1, dim), wo: await one('wo'), w2: await one('w2'),
+        ...(fusedQkv ? { wqkv: await linear(`layers.${l}.wqkv`, cat(x.w.wq, x.w.wk, x.w.wv), qd + 2 * kvd, dim, isFloat(l, 'wq'), isFloat(l, 'wq') ? null : sc('wq'), 0, l) }
+          : { wq: await one('wq'), wk: await one('wk'), wv: await one('wv') }),
+        ...(fusedGu ? { w13: await linear(`layers.${l}.w13`, cat(x.w.w1, x.w.w3), 2 * c.hidden, dim, isFloat(l, 'w1'), isFloat(l, 'w1') ? null : sc('w1'), 2, l) }
+          : { w1: await one('w1'), w3: await one('w3') }),
       };
       newLayers.push(entry);
     }
     progress({ stage: 'quantize', done: layers, total: layers });
+    if (gptq) report.gptq = { error: gptqErr.gptq, rtnError: gptqErr.rtn, dampening: damp };
     // the classifier: int8 per channel with dynamic activations (its input is the final norm's
     // output, which calibration does not record), or f32
     let output = plan.weights.output;

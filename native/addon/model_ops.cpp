@@ -281,14 +281,15 @@ class Model : public Napi::ObjectWrap<Model> {
       ranges->assign(rf.Data(), rf.Data() + rf.ElementLength());
       bins = ArgInt(info, 3, "calibrate", "bins", 16, int64_t(1) << 20);
     }
+    const int64_t gram_layer = info.Length() > 4 && info[4].IsNumber() ? ArgInt(info, 4, "calibrate", "gramLayer", -1, layers - 1) : -1;
     struct Out {
-      std::vector<double> sumsq, hist;
+      std::vector<double> sumsq, hist, gram;
       std::vector<float> amax, lo, hi;
     };
     auto out = std::make_shared<Out>();
     return RunAsync(
         env,
-        [h, tokens, lengths, out, ranges, bins, layers]() {
+        [h, tokens, lengths, out, ranges, bins, layers, gram_layer]() {
           std::lock_guard<std::mutex> lock(h->mu);
           sparq::LlamaModel& m = *h->model;
           sparq::LlamaCalibration cal;
@@ -298,6 +299,11 @@ class Model : public Napi::ObjectWrap<Model> {
             out->lo.assign(size_t(layers * 4), INFINITY);
             out->hi.assign(size_t(layers * 4), -INFINITY);
             if (bins) out->hist.assign(size_t(layers * 4 * bins), 0.0);
+            if (gram_layer >= 0) {
+              const sparq::LlamaConfig& c = m.config();
+              const int64_t qd = c.heads * c.head_dim;
+              out->gram.assign(size_t(2 * c.dim * c.dim + qd * qd + c.hidden * c.hidden), 0.0);
+            }
           } catch (const std::bad_alloc&) {
             return Error::make(sparq::Status::out_of_memory, "calibrate: out of memory");
           }
@@ -309,6 +315,10 @@ class Model : public Napi::ObjectWrap<Model> {
             cal.hist = out->hist.data();
             cal.bins = bins;
             cal.range = ranges->data();
+          }
+          if (gram_layer >= 0) {
+            cal.gram = out->gram.data();
+            cal.gram_layer = gram_layer;
           }
           std::vector<float> logits(size_t(m.config().vocab));
           m.set_calibration(&cal);
@@ -337,6 +347,11 @@ class Model : public Napi::ObjectWrap<Model> {
           o.Set("amax", f32(out->amax));
           o.Set("lo", f32(out->lo));
           o.Set("hi", f32(out->hi));
+          if (!out->gram.empty()) {
+            Napi::Float64Array g = Napi::Float64Array::New(e, out->gram.size());
+            std::memcpy(g.Data(), out->gram.data(), out->gram.size() * 8);
+            o.Set("gram", g);
+          }
           if (!out->hist.empty()) {
             Napi::Float64Array hist = Napi::Float64Array::New(e, out->hist.size());
             std::memcpy(hist.Data(), out->hist.data(), out->hist.size() * 8);

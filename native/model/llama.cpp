@@ -28,8 +28,19 @@ void from_heads(const float* x, int64_t n, int64_t h, int64_t hd, float* y) {
 
 // Records x [rows, cols], input `input` of layer `layer` whose features start at
 // `feat` (per-feature arrays) into the calibration arrays that are set.
-void observe(const LlamaCalibration& cal, const float* x, int64_t rows, int64_t cols, int64_t layer, int input, int64_t feat) {
+void observe(const LlamaCalibration& cal, const float* x, int64_t rows, int64_t cols, int64_t layer, int input, int64_t feat,
+             double* gram) {
   const int64_t slot = layer * 4 + input;
+  if (gram && layer == cal.gram_layer)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xr = x + r * cols;
+      for (int64_t a = 0; a < cols; ++a) {
+        const double xa = xr[a];
+        if (xa == 0) continue;
+        double* g = gram + a * cols;
+        for (int64_t b = 0; b < cols; ++b) g[b] += xa * xr[b];
+      }
+    }
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * cols;
     if (cal.sumsq)
@@ -171,7 +182,9 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
     const LlamaLayer& L = w_.layers[size_t(li)];
     SPARQ_TRY(rmsnorm(x.data(), L.attn_norm, n, dim, c.norm_eps, xb.data()));
     const int64_t feat = li * calibration_stride();
-    if (calib_) observe(*calib_, xb.data(), n, dim, li, 0, feat);
+    // X^T X offsets of this layer's four inputs when it is the one being recorded
+    double* gram = calib_ && calib_->gram && calib_->gram_layer == li ? calib_->gram : nullptr;
+    if (calib_) observe(*calib_, xb.data(), n, dim, li, 0, feat, gram);
     // q | k | v per token row: one fused linear, or three into the same layout
     float* qp = qkv.data();
     int64_t ld = qkvd;
@@ -211,11 +224,11 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
     a.out = att.data();
     SPARQ_TRY(attention(a));
     from_heads(att.data(), n, c.heads, hd, qt.data());
-    if (calib_) observe(*calib_, qt.data(), n, qd, li, 1, feat + dim);
+    if (calib_) observe(*calib_, qt.data(), n, qd, li, 1, feat + dim, gram ? gram + dim * dim : nullptr);
     SPARQ_TRY(linear(qt.data(), n, L.wo, tmp.data()));
     SPARQ_TRY(add(x.data(), tmp.data(), n * dim, x.data()));
     SPARQ_TRY(rmsnorm(x.data(), L.ffn_norm, n, dim, c.norm_eps, xb.data()));
-    if (calib_) observe(*calib_, xb.data(), n, dim, li, 2, feat + dim + qd);
+    if (calib_) observe(*calib_, xb.data(), n, dim, li, 2, feat + dim + qd, gram ? gram + dim * dim + qd * qd : nullptr);
     if (L.w13.present()) {
       // [n, gate | up]: one token's halves are contiguous; more tokens are split out
       SPARQ_TRY(linear(xb.data(), n, L.w13, h13.data()));
@@ -233,7 +246,7 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
       SPARQ_TRY(linear(xb.data(), n, L.w3, h3.data()));
       SPARQ_TRY(swiglu(h1.data(), h3.data(), n * c.hidden, h1.data()));
     }
-    if (calib_) observe(*calib_, h1.data(), n, c.hidden, li, 3, feat + 2 * dim + qd);
+    if (calib_) observe(*calib_, h1.data(), n, c.hidden, li, 3, feat + 2 * dim + qd, gram ? gram + 2 * dim * dim + qd * qd : nullptr);
     SPARQ_TRY(linear(h1.data(), n, L.w2, tmp.data()));
     SPARQ_TRY(add(x.data(), tmp.data(), n * dim, x.data()));
   }

@@ -59,6 +59,9 @@ struct LlamaCalibration {
   double* hist = nullptr;   // per input: `bins` counts over [range[2i], range[2i+1]] (values outside go to the end bins)
   int64_t bins = 0;
   const float* range = nullptr;
+  // X^T X of the four inputs of one layer (GPTQ): [dim^2 | qd^2 | dim^2 | hidden^2], row-major
+  double* gram = nullptr;
+  int64_t gram_layer = -1;
 };
 
 struct LlamaWeights {
