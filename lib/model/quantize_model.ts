@@ -11,7 +11,7 @@ import { loadNative } from '../native';
 import { createFromPlan, planModel, type CalibrationStats, type LayerRefs, type Model, type Plan, type WeightRef } from './model';
 
 export interface QuantizeModelOptions {
-  /** int8 weights, one scale per output channel (default) or per group of `groupSize` along k */
+  /** int8 weights, one scale per output channel (default) or per group of `groupSize` (32, 64 or 128) along k */
   weights?: { bits?: 8; granularity?: 'per-channel' | { groupSize: number } };
   /** 'dynamic-per-token' (default: each row's scale at run time), or one static scale per linear input from calibration */
   activations?: 'dynamic-per-token' | { static: 'per-tensor'; observer?: ObserverMethod; percentile?: number };
@@ -68,8 +68,8 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
   const gran = w.granularity ?? 'per-channel';
   let groupSize = 0;
   if (gran !== 'per-channel') {
-    if (typeof gran !== 'object' || gran === null || !Number.isInteger(gran.groupSize) || gran.groupSize < 16 || gran.groupSize % 16) {
-      throw new RangeError(`${OP}: weights.granularity must be 'per-channel' or { groupSize } with a multiple of 16; got ${describe(gran)}`);
+    if (typeof gran !== 'object' || gran === null || ![32, 64, 128].includes(gran.groupSize)) {
+      throw new RangeError(`${OP}: weights.granularity must be 'per-channel' or { groupSize: 32 | 64 | 128 }; got ${describe(gran)}`);
     }
     groupSize = gran.groupSize;
   }
