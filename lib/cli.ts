@@ -7,7 +7,7 @@
 //   sparq bench spmm [--quick] [--threads N] [--min-time S] [--json FILE]
 //   sparq generate --model PATH [--tokenizer PATH] --prompt TEXT [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--weights int8]
 //   sparq eval --model PATH [--reference PATH] [--weights int8] [--prune SPEC] [--text FILE | --sample N] [--json]
-//   sparq compress --model IN --out OUT [--quantize int8|int8:gN] [--prune SPEC] [--smoothquant A] [--calibration FILE] [--json]
+//   sparq compress --model IN --out OUT [--quantize int8|int8:gN] [--gptq] [--prune SPEC] [--smoothquant A] [--calibration FILE] [--json]
 import * as fs from 'node:fs';
 import { evaluate, info, ISAS, loadModel, pruneModel, quantizeModel, saveModel, setNumThreads, type IsaName, type Model, type PruneModelOptions, type QuantizeModelOptions } from './index';
 import { benchAttention } from './bench/attention';
@@ -24,10 +24,10 @@ const USAGE = `usage:
   sparq generate --model PATH [--tokenizer PATH] [--prompt TEXT] [-n N] [--temperature T] [--top-k K]
                  [--top-p P] [--seed S] [--weights f32|int8] [--max-seq N]
   sparq eval --model PATH [--reference PATH] [--tokenizer PATH] [--weights f32|int8] [--reference-weights f32|int8]
-             [--prune wanda:0.5|magnitude:0.5|wanda:2:4|magnitude:4:8] [--quantize int8|int8:gN] [--smoothquant ALPHA]
+             [--prune wanda:0.5|magnitude:0.5|wanda:2:4|magnitude:4:8] [--quantize int8|int8:gN] [--gptq] [--smoothquant ALPHA]
              [--static minmax|percentile|mse] [--keep-float NAME,...] [--text FILE | --sample N] [--calibration FILE]
              [--context N] [--seed S] [--json]
-  sparq compress --model IN --out OUT [--tokenizer PATH] [--quantize int8|int8:gN] [--prune SPEC] [--smoothquant ALPHA]
+  sparq compress --model IN --out OUT [--tokenizer PATH] [--quantize int8|int8:gN] [--gptq] [--prune SPEC] [--smoothquant ALPHA]
                  [--static minmax|percentile|mse] [--keep-float NAME,...] [--calibration FILE] [--json]
 
   --isa       comma-separated int8 paths to run (${ISAS.join(', ')}); default: every path this CPU supports but ref
@@ -108,7 +108,7 @@ function progressBar(label: string): (p: { done: number; total: number }) => voi
   };
 }
 
-/** --quantize int8 | int8:g32, --smoothquant A, --static OBSERVER, --keep-float a,b -> quantizeModel options */
+/** --quantize int8 | int8:g32, --smoothquant A, --static OBSERVER, --gptq, --keep-float a,b -> quantizeModel options */
 async function quantizeSpec(args: string[], q: string, calibration: () => Promise<(string | number[])[]>): Promise<QuantizeModelOptions> {
   const m = /^int8(?::g(\d+))?$/.exec(q);
   if (!m) throw new Error(`--quantize must be int8 or int8:gN (a group size); got '${q}'`);
@@ -117,14 +117,14 @@ async function quantizeSpec(args: string[], q: string, calibration: () => Promis
   if (sq !== undefined) o.smoothQuant = { alpha: sq };
   if (st !== undefined) o.activations = { static: 'per-tensor', observer: st as 'minmax' | 'percentile' | 'mse' };
   if (kf !== undefined) o.keepFloat = kf.split(',');
-  if (sq !== undefined || st !== undefined) o.calibration = await calibration();
+  if (args.includes('--gptq')) o.gptq = {};
+  if (sq !== undefined || st !== undefined || o.gptq) o.calibration = await calibration();
   return o;
 }
 
 async function compressCmd(args: string[]): Promise<number> {
   const file = flag(args, '--model'), out = flag(args, '--out');
   if (!file || !out) throw new Error('compress needs --model PATH and --out PATH');
-  if (args.includes('--gptq')) throw new Error('--gptq is not available yet (round-to-nearest int8 only)');
   const spec = flag(args, '--prune'), qspec = flag(args, '--quantize');
   if (!spec && !qspec) throw new Error('compress needs --quantize and/or --prune');
   const json = args.includes('--json');

@@ -124,9 +124,14 @@ describe('evaluate: stories260K', function () {
       const p = run('compress', '--model', MODEL, '--tokenizer', TOK, '--out', path.join(dir, 'p.safetensors'), '--prune', 'magnitude:2:4', '--quantize', 'int8');
       expect(p.status, p.stderr).to.equal(0);
       expect(p.stdout).to.match(/50\.0% of linear weights zero/);
-      const bad = run('compress', '--model', MODEL, '--tokenizer', TOK, '--out', path.join(dir, 'x'), '--gptq', '--quantize', 'int8');
+      const g = run('compress', '--model', MODEL, '--tokenizer', TOK, '--out', path.join(dir, 'g.safetensors'), '--quantize', 'int8:g32', '--gptq', '--json');
+      expect(g.status, g.stderr).to.equal(0);
+      const rg = JSON.parse(g.stdout) as { quantize: { weights: string; gptq: { error: number; rtnError: number } } };
+      expect(rg.quantize.weights).to.equal('int8 per group of 32 (GPTQ)');
+      expect(rg.quantize.gptq.error).to.be.below(rg.quantize.gptq.rtnError);
+      const bad = run('compress', '--model', MODEL, '--tokenizer', TOK, '--out', path.join(dir, 'x'), '--prune', 'wanda:0.5', '--quantize', 'int8:g32');
       expect(bad.status).to.equal(1);
-      expect(bad.stderr).to.match(/--gptq is not available yet/);
+      expect(bad.stderr).to.match(/--prune with --quantize takes int8/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
