@@ -22,7 +22,8 @@
         "native/cpu/x86/ceiling_avx2.cpp",
         "native/cpu/x86/small_ops_avx2.cpp",
         "native/cpu/x86/attention_avx2.cpp",
-        "native/cpu/x86/sparse_avx2.cpp"
+        "native/cpu/x86/sparse_avx2.cpp",
+        "native/cpu/x86/q4_avx2.cpp"
       ]
     },
     {
@@ -64,7 +65,7 @@
         "native/cpu/small_ops.cpp",
         "native/cpu/attention.cpp",
         "native/cpu/ggml_formats.cpp",
-        "native/cpu/gptq.cpp", "native/cpu/sparse.cpp",
+        "native/cpu/q4.cpp", "native/cpu/gptq.cpp", "native/cpu/sparse.cpp",
         "native/model/llama.cpp",
         "native/model/llama_save.cpp",
         "native/cpu/cuda_stub.cpp",
@@ -76,7 +77,8 @@
         "native/addon/addon.cpp",
         "native/addon/tensor_ops.cpp",
         "native/addon/model_ops.cpp",
-        "native/addon/sparse_ops.cpp"
+        "native/addon/sparse_ops.cpp",
+        "native/addon/q4_ops.cpp"
       ]
     }
   ]

@@ -131,6 +131,28 @@ describe('quantizeModel: stories260K', function () {
     expect(res['GPTQ group 32']).to.be.below(res['RTN group 32']!);
   });
 
+  it('int4 with groups of 32 (rows of 64 and 172: a partial last group): GPTQ has lower KLD than round-to-nearest', async () => {
+    const res: Record<string, number> = {};
+    for (const [name, o] of [
+      ['int4 g32 round-to-nearest', { weights: { bits: 4, granularity: { groupSize: 32 } } }],
+      ['int4 g32 GPTQ', { weights: { bits: 4, granularity: { groupSize: 32 } }, gptq: {}, calibration: calib }],
+    ] as [string, QuantizeModelOptions][]) {
+      const q = await quantizeModel(f32, o);
+      try {
+        const r = await evaluate(q, f32, { tokens: evalTokens });
+        res[name] = r.meanKLD;
+        const g = q.quantizeReport!.gptq;
+        console.log(`      ${name.padEnd(26)} mean KLD ${r.meanKLD.toExponential(3)}  top-1 ${(100 * r.top1Agreement).toFixed(2)}%  PPL ${r.perplexity.toFixed(4)}  ${(q.quantizeReport!.bytes / 1024).toFixed(0)} KiB` +
+          (g ? `  reconstruction error ${g.error.toFixed(0)} (round-to-nearest ${g.rtnError.toFixed(0)})` : ''));
+        expect(q.quantizeReport!.weights).to.match(/^int4 per group of 32/);
+        expect(r.meanKLD).to.be.above(0).and.below(1);
+      } finally {
+        q.dispose();
+      }
+    }
+    expect(res['int4 g32 GPTQ']).to.be.below(res['int4 g32 round-to-nearest']!);
+  });
+
   it('GPTQ with uncorrelated inputs (H = c I) is round-to-nearest; with correlated ones it beats it', async () => {
     const nat = loadNative();
     const [n, k] = [7, 45];
@@ -161,7 +183,9 @@ describe('quantizeModel: stories260K', function () {
     const cases: [object, RegExp][] = [
       [{ gptq: { blockSize: 128 } }, /gptq need calibration/],
       [{ gptq: { dampening: 2 }, calibration: [[1, 2]] }, /dampening must be in \[0, 1\)/],
-      [{ weights: { bits: 4 } }, /int4 is not available yet/],
+      [{ weights: { bits: 3 } }, /bits must be 8 or 4/],
+      [{ weights: { bits: 4, granularity: 'per-channel' } }, /take a group size/],
+      [{ weights: { bits: 4 }, activations: { static: 'per-tensor' }, calibration: [[1, 2]] }, /dynamic activations only/],
       [{ weights: { granularity: { groupSize: 20 } } }, /groupSize: 32 \| 64 \| 128/],
       [{ activations: { static: 'per-tensor' } }, /need calibration/],
       [{ smoothQuant: { alpha: 2 }, calibration: [[1, 2]] }, /alpha must be in \[0, 1\]/],

@@ -50,13 +50,15 @@ describe('saveModel / loadModel round trip: stories260K', function () {
     }
   };
 
-  it('f32, int8 and quantizeModel outputs (groups, static scales, SmoothQuant) come back bit-exactly', async () => {
+  it('f32, int8, int4 and quantizeModel outputs (groups, static scales, SmoothQuant, GPTQ) come back bit-exactly', async () => {
     const calib = [[1, 403, 407, 261, 378, 430, 261, 365, 281, 395, 267, 384, 286, 268]];
     const sizes: Record<string, number> = {};
     sizes.f32 = await roundTrip('f32', async () => dense);
     sizes.int8 = await roundTrip('int8', () => loadModel(MODEL, { tokenizer: TOK, weights: 'int8' }));
     sizes.g32 = await roundTrip('int8 g32 static smoothquant', () => quantizeModel(dense, { weights: { granularity: { groupSize: 32 } }, smoothQuant: { alpha: 0.5 }, activations: { static: 'per-tensor', observer: 'mse' }, calibration: calib }));
     sizes.keep = await roundTrip('int8 keep output f32', () => quantizeModel(dense, { keepFloat: ['output', 'layers.1.w2'] }));
+    sizes.int4 = await roundTrip('int4 g32 gptq', () => quantizeModel(dense, { weights: { bits: 4 }, gptq: {}, calibration: calib }));
+    expect(sizes.int4).to.be.below(sizes.int8);
     expect(sizes.int8).to.be.below(sizes.f32 / 2);
   });
 

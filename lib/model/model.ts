@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe } from '../errors';
-import { loadNative, type NativePacked, type NativeSparse, type NativeStorage } from '../native';
+import { loadNative, type NativePacked, type NativeQ4, type NativeSparse, type NativeStorage } from '../native';
 import { GGML_F16, GGML_F32, GGML_Q8_0, ggmlTypeName, readGguf } from './gguf';
 import { readHfConfig, readHfTokenizer, readSafetensors, readSafetensorsFile, type SafetensorsEntry } from './hf';
 import { parseLlama2c, type ParsedModel } from './llama2c';
@@ -337,7 +337,7 @@ export interface PruneReport {
 }
 
 /** @internal */
-export type WeightRef = { storage: NativeStorage; offset: number } | NativePacked | NativeSparse;
+export type WeightRef = { storage: NativeStorage; offset: number } | NativePacked | NativeSparse | NativeQ4;
 /** @internal */
 export interface LayerRefs {
   attnNorm: WeightRef; ffnNorm: WeightRef; wo: WeightRef; w2: WeightRef;
@@ -503,6 +503,12 @@ async function planSparq(file: string, int8: boolean): Promise<Plan> {
         return { packed: p, actScale: d.actScale } as unknown as WeightRef;
       }
       return p;
+    }
+    if (d.kind === 'int4') {
+      const group = d.group ?? 0;
+      if (![32, 64, 128].includes(group)) bad(`${name}: bad group ${String(group)}`);
+      const nib = await read(T(`${name}.q4`, 'U8', [n, Math.ceil(k / 32) * 16])), s = await read(T(`${name}.scale`, 'F32', [n, Math.ceil(k / group)]));
+      return r.keep(await nat.q4FromNibbles(nib, 0, s, 0, n, k, group));
     }
     if (d.kind === 'sparse') {
       const format = ({ csr: 0, bitmask: 1, nm: 2 } as Record<string, number>)[d.format ?? ''];

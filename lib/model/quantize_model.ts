@@ -4,15 +4,16 @@
 // SmoothQuant, and linears kept in f32 by name. Weights are re-read from the
 // model's file in f32. See docs/DESIGN.md ("Quantizing a model").
 import { describe } from '../errors';
-import type { NativePacked } from '../native';
+import type { NativePacked, NativeQ4 } from '../native';
 import { Observer, quantize, type ObserverMethod } from '../quantize';
 import { Tensor } from '../tensor';
 import { loadNative } from '../native';
 import { createFromPlan, planModel, type CalibrationStats, type LayerRefs, type Model, type Plan, type WeightRef } from './model';
 
 export interface QuantizeModelOptions {
-  /** int8 weights, one scale per output channel (default) or per group of `groupSize` (32, 64 or 128) along k */
-  weights?: { bits?: 8; granularity?: 'per-channel' | { groupSize: number } };
+  /** int8 weights, one scale per output channel (default) or per group of `groupSize` (32, 64 or 128) along k;
+   *  or int4 (bits: 4, two per byte) per group (default 32), dynamic activations only */
+  weights?: { bits?: 8 | 4; granularity?: 'per-channel' | { groupSize: number } };
   /** 'dynamic-per-token' (default: each row's scale at run time), or one static scale per linear input from calibration */
   activations?: 'dynamic-per-token' | { static: 'per-tensor'; observer?: ObserverMethod; percentile?: number };
   /** SmoothQuant: s_j = max|X_j|^alpha / max|W_j|^(1 - alpha) per input channel of q|k|v and gate|up, folded into the RMSNorm weights */
@@ -64,8 +65,10 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
   if (!(typeof damp === 'number' && damp >= 0 && damp < 1)) throw new RangeError(`${OP}: gptq.dampening must be in [0, 1); got ${describe(damp)}`);
   const w = opts.weights ?? {};
   if (typeof w !== 'object' || w === null) throw new TypeError(`${OP}: weights must be an object`);
-  if ((w.bits ?? 8) !== 8) throw new RangeError(`${OP}: weights.bits must be 8 (int4 is not available yet); got ${describe(w.bits)}`);
-  const gran = w.granularity ?? 'per-channel';
+  const bits = w.bits ?? 8;
+  if (bits !== 8 && bits !== 4) throw new RangeError(`${OP}: weights.bits must be 8 or 4; got ${describe(w.bits)}`);
+  const gran = w.granularity ?? (bits === 4 ? { groupSize: 32 } : 'per-channel');
+  if (bits === 4 && gran === 'per-channel') throw new RangeError(`${OP}: 4-bit weights take a group size (32, 64 or 128), not per-channel scales`);
   let groupSize = 0;
   if (gran !== 'per-channel') {
     if (typeof gran !== 'object' || gran === null || ![32, 64, 128].includes(gran.groupSize)) {
@@ -80,6 +83,7 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
     observer = act.observer ?? 'minmax';
     if (!['minmax', 'percentile', 'mse'].includes(observer)) throw new TypeError(`${OP}: activations.observer must be 'minmax', 'percentile' or 'mse'; got ${describe(observer)}`);
     percentile = act.percentile;
+    if (bits === 4) throw new RangeError(`${OP}: 4-bit weights run with dynamic activations only`);
   }
   const alpha = opts.smoothQuant ? opts.smoothQuant.alpha ?? 0.5 : null;
   if (alpha !== null && !(typeof alpha === 'number' && alpha >= 0 && alpha <= 1)) throw new RangeError(`${OP}: smoothQuant.alpha must be in [0, 1]; got ${describe(alpha)}`);
@@ -214,7 +218,7 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
 
     // 4. quantize
     const report: QuantizeReport = {
-      weights: (groupSize ? `int8 per group of ${groupSize}` : 'int8 per channel') + (gptq ? ' (GPTQ)' : ''),
+      weights: (bits === 4 ? `int4 per group of ${groupSize}` : groupSize ? `int8 per group of ${groupSize}` : 'int8 per channel') + (gptq ? ' (GPTQ)' : ''),
       activations: observer ? `static per tensor (${observer})` : 'dynamic per token',
       ...(alpha !== null ? { smoothQuantAlpha: alpha } : {}), layers: [], bytes: 0, f32Bytes: 0,
     };
@@ -230,13 +234,30 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
         return refOf(a, n, k);
       }
       const t = own(Tensor.from(a, [n, k]));
-      let packed: NativePacked, extra = {};
-      if (grams && input >= 0) {
+      let packed: NativePacked | NativeQ4, extra = {};
+      const nat = loadNative();
+      if (bits === 4) {
+        let h: Float64Array | null = null;
+        if (grams && input >= 0) {
+          h = grams[input]!;
+          const sv = input === 0 ? smooth[layer]?.attn : input === 2 ? smooth[layer]?.ffn : undefined;
+          if (sv) h = h.map((v, i) => v / (sv[Math.floor(i / k)]! * sv[i % k]!));
+        }
+        if (h) {
+          const g = await nat.gptq4(t._storage, t._offset, n, k, h, groupSize, damp);
+          packed = own(g.q4);
+          extra = { gptqError: g.error, rtnError: g.rtnError };
+          gptqErr.gptq += g.error;
+          gptqErr.rtn += g.rtnError;
+        } else {
+          packed = own(await nat.q4Quantize(t._storage, t._offset, n, k, groupSize));
+        }
+      } else if (grams && input >= 0) {
         // the Hessian of this input, in the smoothed coordinates when SmoothQuant moved it
         let h = grams[input]!;
         const sv = input === 0 ? smooth[layer]?.attn : input === 2 ? smooth[layer]?.ffn : undefined;
         if (sv) h = h.map((v, i) => v / (sv[Math.floor(i / k)]! * sv[i % k]!));
-        const g = await loadNative().gptq(t._storage, t._offset, n, k, h, 8, groupSize, damp);
+        const g = await nat.gptq(t._storage, t._offset, n, k, h, 8, groupSize, damp);
         packed = own({ dispose: () => g.packed.dispose(), p: g.packed }).p;
         extra = { gptqError: g.error, rtnError: g.rtnError };
         gptqErr.gptq += g.error;
@@ -244,10 +265,10 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
       } else {
         packed = own(quantize(t, qopts))._packed;
       }
-      const bytes = n * k + 4 * n * (groupSize ? Math.ceil(k / groupSize) : 1);
+      const bytes = (bits === 4 ? n * Math.ceil(k / 32) * 16 : n * k) + 4 * n * (groupSize ? Math.ceil(k / groupSize) : 1);
       report.layers.push({ name, shape: [n, k], format: report.weights, bytes, ...(scale !== null ? { activationScale: scale } : {}), ...extra });
       report.bytes += bytes;
-      return scale !== null ? ({ packed, actScale: scale } as unknown as WeightRef) : packed;
+      return scale !== null ? ({ packed, actScale: scale } as unknown as WeightRef) : (packed as WeightRef);
     };
     const newLayers: LayerRefs[] = [];
     for (let l = 0; l < layers; l++) {
@@ -284,8 +305,9 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
       report.layers.push({ name: 'output', shape: [c.vocab, dim], format: 'f32', bytes: 4 * c.vocab * dim });
       report.bytes += 4 * c.vocab * dim;
     } else {
-      output = own(quantize(tensorOf(output, c.vocab, dim), qopts))._packed;
-      const bytes = c.vocab * dim + 4 * c.vocab * (groupSize ? Math.ceil(dim / groupSize) : 1);
+      const ot = tensorOf(output, c.vocab, dim);
+      output = bits === 4 ? own(await loadNative().q4Quantize(ot._storage, ot._offset, c.vocab, dim, groupSize)) as unknown as WeightRef : own(quantize(ot, qopts))._packed;
+      const bytes = (bits === 4 ? c.vocab * Math.ceil(dim / 32) * 16 : c.vocab * dim) + 4 * c.vocab * (groupSize ? Math.ceil(dim / groupSize) : 1);
       report.layers.push({ name: 'output', shape: [c.vocab, dim], format: report.weights, bytes });
       report.bytes += bytes;
     }

@@ -256,6 +256,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterOps(env, exports);
   RegisterModel(env, exports, data);
   RegisterSparse(env, exports, data);
+  RegisterQ4(env, exports, data);
   return exports;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 #include <napi.h>
 
+#include "../cpu/q4.h"
 #include "../cpu/sparse.h"
 
 #include <functional>
@@ -69,6 +70,7 @@ struct InstanceData {
   Napi::FunctionReference packed_ctor;
   Napi::FunctionReference model_ctor;
   Napi::FunctionReference sparse_ctor;
+  Napi::FunctionReference q4_ctor;
 };
 
 // Runs `work` on the libuv pool and settles a Promise: resolved with
@@ -96,5 +98,8 @@ void RegisterModel(Napi::Env env, Napi::Object exports, InstanceData* data);
 void RegisterSparse(Napi::Env env, Napi::Object exports, InstanceData* data);
 // The weight behind a JS Sparse (throws a TypeError naming `what` otherwise / when disposed).
 std::shared_ptr<sparq::SparseWeight> GetSparse(const Napi::Value& v, const char* what);
+// q4_ops.cpp: the Quant4 class (4-bit weights)
+void RegisterQ4(Napi::Env env, Napi::Object exports, InstanceData* data);
+std::shared_ptr<sparq::PackedQ4> GetQ4(const Napi::Value& v, const char* what);
 
 }  // namespace sparq_addon

@@ -176,6 +176,7 @@ struct Held {
   std::vector<BlockPtr> keep;                        // file blocks the f32 weights point into
   std::vector<std::shared_ptr<sparq::PackedWeight>> packed;
   std::vector<std::shared_ptr<sparq::SparseWeight>> sparse;
+  std::vector<std::shared_ptr<sparq::PackedQ4>> q4;
   int64_t bytes = 0;
 };
 
@@ -398,6 +399,7 @@ struct WeightRef {
   BlockPtr block;
   std::shared_ptr<sparq::PackedWeight> q;
   std::shared_ptr<sparq::SparseWeight> sp;
+  std::shared_ptr<sparq::PackedQ4> q4;
   float act_scale = 0.f;
 };
 
@@ -420,6 +422,11 @@ WeightRef ReadWeight(const Napi::Object& ws, const char* key, int64_t n, int64_t
     const double sc = o.Get("actScale").ToNumber().DoubleValue();
     if (!(sc > 0) || !std::isfinite(sc)) throw Napi::RangeError::New(env, what + ": actScale must be a finite number > 0");
     r.act_scale = float(sc);
+    return r;
+  }
+  if (v.IsObject() && v.As<Napi::Object>().InstanceOf(data->q4_ctor.Value())) {
+    r.q4 = GetQ4(v, what.c_str());
+    if (r.q4->n != n || r.q4->k != k) throw Napi::RangeError::New(env, what + ": 4-bit shape mismatch");
     return r;
   }
   if (v.IsObject() && v.As<Napi::Object>().InstanceOf(data->sparse_ctor.Value())) {
@@ -483,6 +490,10 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
       h->packed.push_back(r.q);
       h->bytes += int64_t(r.q->bytes());
     }
+    if (r.q4 && std::find(h->q4.begin(), h->q4.end(), r.q4) == h->q4.end()) {
+      h->q4.push_back(r.q4);
+      h->bytes += int64_t(r.q4->bytes());
+    }
     if (r.sp && std::find(h->sparse.begin(), h->sparse.end(), r.sp) == h->sparse.end()) {
       h->sparse.push_back(r.sp);
       h->bytes += int64_t(r.sp->bytes());
@@ -495,12 +506,13 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
     lw->f32 = r.f32;
     lw->q = r.q;
     lw->sp = r.sp;
+    lw->q4 = r.q4;
     lw->act_scale = r.act_scale;
     keep(r);
   };
   auto vec = [&](const Napi::Object& o, const char* key, int64_t n, const float** dst) {
     const WeightRef r = ReadWeight(o, key, 1, n);
-    if (r.q || r.sp) throw Napi::TypeError::New(env, std::string("createModel: '") + key + "' must be f32");
+    if (r.q || r.sp || r.q4) throw Napi::TypeError::New(env, std::string("createModel: '") + key + "' must be f32");
     *dst = r.f32;
     keep(r);
   };

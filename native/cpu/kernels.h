@@ -5,6 +5,7 @@
 
 #include "sparq/formats.h"
 #include "sparq/sparq.h"
+#include "q4.h"
 #include "sparse.h"
 
 namespace sparq {
@@ -183,6 +184,7 @@ struct KernelTable {
   SpmvFn spmv = nullptr;
   SpmmTFn spmmt = nullptr;
   SpRowFn sprow = nullptr;
+  Q4Fn q4_gemv = nullptr;
   const char* attn_name = "ref";
   const char* sparse_name = "ref";
 };

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../cpu/q4.h"
 #include "../cpu/sparse.h"
 #include "sparq/sparq.h"
 
@@ -30,9 +31,10 @@ struct LinearWeight {
   const float* f32 = nullptr;
   std::shared_ptr<PackedWeight> q;
   std::shared_ptr<SparseWeight> sp;
+  std::shared_ptr<PackedQ4> q4;
   float act_scale = 0.f;  // int8: one static activation scale (per tensor); 0: dynamic per token
   int64_t n = 0, k = 0;
-  bool present() const { return f32 || q || sp; }
+  bool present() const { return f32 || q || sp || q4; }
 };
 
 // wq / wk / wv may come fused as one wqkv [heads*hd + 2*kv*hd, dim] (rows of q,

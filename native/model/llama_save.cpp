@@ -5,6 +5,7 @@
 //   w13 | w1 w3, w2, output):
 //   f32:    NAME.weight F32 [n, k]
 //   int8:   NAME.q I8 [n, k], NAME.scale F32 [n, groups]
+//   int4:   NAME.q4 U8 [n, round_up(k, 32) / 2] (two per byte, see q4.h), NAME.scale F32 [n, groups]
 //   sparse: NAME.values F32 | I8 [nnz], NAME.scale F32 [n] (int8), NAME.row_ptr I64 [n + 1]
 //           (csr, bitmask), NAME.col U16 | I32 [nnz] (csr), NAME.mask U32 [n, words] (bitmask),
 //           NAME.idx U8 [n, row bytes] (nm, packed indices)
@@ -89,6 +90,13 @@ void linear(std::vector<Out>& out, std::string& desc, const std::string& name, c
                        unpack_s8(pw->view(), nullptr, nullptr, z.data());
                        return put(f, z.data(), z.size() * 4);
                      }});
+  } else if (w.q4) {
+    const PackedQ4& p = *w.q4;
+    char b[80];
+    std::snprintf(b, sizeof b, "\"kind\":\"int4\",\"group\":%lld", static_cast<long long>(p.group));
+    desc += b;
+    raw(out, name + ".q4", "U8", {p.n, p.row_bytes()}, p.data.data(), p.n * p.row_bytes());
+    raw(out, name + ".scale", "F32", {p.n, p.groups}, p.scale.data(), p.n * p.groups * 4);
   } else {
     const SparseWeight& s = *w.sp;
     static const char* fmt[] = {"csr", "bitmask", "nm"};

@@ -1,0 +1,189 @@
+// q4_ops.cpp - the JS `Quant4` class (a 4-bit weight, packed two per byte) and
+// its constructors: round-to-nearest, from integer values (GPTQ), from saved
+// nibbles; and the 4-bit linear.
+#include <cstring>
+
+#include "../cpu/gptq.h"
+#include "../cpu/q4.h"
+#include "addon.h"
+
+namespace sparq_addon {
+
+using sparq::Error;
+
+namespace {
+
+constexpr int64_t kMaxDim = int64_t(1) << 30;
+
+class Quant4 : public Napi::ObjectWrap<Quant4> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Quant4", {InstanceMethod("meta", &Quant4::Meta), InstanceMethod("dispose", &Quant4::Dispose)});
+  }
+  explicit Quant4(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Quant4>(info) {}
+  void Finalize(Napi::Env env) override { Release(env); }
+  static Napi::Object Wrap(Napi::Env env, std::shared_ptr<sparq::PackedQ4> p) {
+    Napi::Object o = env.GetInstanceData<InstanceData>()->q4_ctor.New({});
+    Quant4* q = Quant4::Unwrap(o);
+    q->reported_ = int64_t(p->bytes());
+    q->p_ = std::move(p);
+    Napi::MemoryManagement::AdjustExternalMemory(env, q->reported_);
+    return o;
+  }
+  static std::shared_ptr<sparq::PackedQ4> Get(const Napi::Value& v, const char* what) {
+    Napi::Env env = v.Env();
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(env.GetInstanceData<InstanceData>()->q4_ctor.Value()))
+      throw Napi::TypeError::New(env, std::string(what) + ": expected a 4-bit weight");
+    Quant4* q = Quant4::Unwrap(v.As<Napi::Object>());
+    if (!q->p_) throw Napi::Error::New(env, std::string(what) + ": 4-bit weight has been disposed");
+    return q->p_;
+  }
+
+ private:
+  void Release(Napi::Env env) {
+    if (!p_) return;
+    p_.reset();
+    if (reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
+    reported_ = 0;
+  }
+  Napi::Value Meta(const Napi::CallbackInfo& info) {
+    auto p = Get(Value(), "meta");
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("n", double(p->n));
+    o.Set("k", double(p->k));
+    o.Set("group", double(p->group));
+    o.Set("bytes", double(p->bytes()));
+    return o;
+  }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    Release(info.Env());
+    return info.Env().Undefined();
+  }
+  std::shared_ptr<sparq::PackedQ4> p_;
+  int64_t reported_ = 0;
+};
+
+Napi::Value Resolve(Napi::Env env, const std::shared_ptr<std::unique_ptr<sparq::PackedQ4>>& out) {
+  return Quant4::Wrap(env, std::shared_ptr<sparq::PackedQ4>(std::move(*out)));
+}
+
+// q4Quantize(w, off, n, k, group) -> Promise<Quant4> (round to nearest)
+Napi::Value Q4Quantize(const Napi::CallbackInfo& info) {
+  const char* op = "quantize";
+  const int64_t n = ArgInt(info, 2, op, "n", 1, kMaxDim), k = ArgInt(info, 3, op, "k", 1, int64_t(1) << 20);
+  const int64_t group = ArgInt(info, 4, op, "group", 1, 1024);
+  const Span w = ArgSpan(info, 0, op, "w", uint64_t(n) * uint64_t(k) * 4);
+  auto out = std::make_shared<std::unique_ptr<sparq::PackedQ4>>();
+  return RunAsync(info.Env(), [w, n, k, group, out]() { return sparq::q4_quantize(w.ptr<float>(), n, k, group, out.get()); },
+                  [out](Napi::Env e) { return Resolve(e, out); });
+}
+
+// q4FromNibbles(nib, off, scales, off, n, k, group) -> Promise<Quant4> (a saved weight; checked)
+Napi::Value Q4FromNibbles(const Napi::CallbackInfo& info) {
+  const char* op = "loadModel";
+  const int64_t n = ArgInt(info, 4, op, "n", 1, kMaxDim), k = ArgInt(info, 5, op, "k", 1, int64_t(1) << 20);
+  const int64_t group = ArgInt(info, 6, op, "group", 1, 1024);
+  const Span nib = ArgSpan(info, 0, op, "nibbles", uint64_t(n) * uint64_t((k + 31) / 32 * 16));
+  const Span sc = ArgSpan(info, 2, op, "scales", uint64_t(n) * uint64_t((k + group - 1) / group) * 4);
+  auto out = std::make_shared<std::unique_ptr<sparq::PackedQ4>>();
+  return RunAsync(
+      info.Env(), [nib, sc, n, k, group, out]() { return sparq::q4_from_nibbles(nib.ptr<uint8_t>(), sc.ptr<float>(), n, k, group, out.get()); },
+      [out](Napi::Env e) { return Resolve(e, out); });
+}
+
+// q4Nibbles(q4) -> Uint8Array [n, k_pad / 2] and scales Float32Array [n, groups] (for saving and tests)
+Napi::Value Q4Parts(const Napi::CallbackInfo& info) {
+  auto p = Quant4::Get(info[0], "q4Parts");
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Uint8Array nib = Napi::Uint8Array::New(env, size_t(p->n * p->row_bytes()));
+  std::memcpy(nib.Data(), p->data.data(), nib.ElementLength());
+  Napi::Float32Array sc = Napi::Float32Array::New(env, p->scale.size());
+  std::memcpy(sc.Data(), p->scale.data(), p->scale.size() * 4);
+  Napi::Int8Array vals = Napi::Int8Array::New(env, size_t(p->n * p->k));
+  sparq::q4_unpack(*p, vals.Data());
+  o.Set("nibbles", nib);
+  o.Set("scales", sc);
+  o.Set("values", vals);
+  return o;
+}
+
+// linearQ4(q4, x, xOff, m, out, outOff) -> Promise
+Napi::Value LinearQ4(const Napi::CallbackInfo& info) {
+  const char* op = "linear";
+  auto p = Quant4::Get(info[0], op);
+  const int64_t m = ArgInt(info, 3, op, "m", 1, kMaxDim);
+  const Span x = ArgSpan(info, 1, op, "x", uint64_t(m) * uint64_t(p->k) * 4);
+  const Span o = ArgSpan(info, 4, op, "out", uint64_t(m) * uint64_t(p->n) * 4);
+  return RunAsync(info.Env(), [p, x, m, o]() { return sparq::linear_q4(*p, x.ptr<float>(), m, o.ptr<float>()); });
+}
+
+// gptq4(w, off, n, k, H Float64Array [k * k], group, dampening) -> Promise<{ q4, error, rtnError }>
+Napi::Value Gptq4(const Napi::CallbackInfo& info) {
+  const char* op = "gptq";
+  Napi::Env env = info.Env();
+  const int64_t n = ArgInt(info, 2, op, "n", 1, kMaxDim), k = ArgInt(info, 3, op, "k", 1, int64_t(1) << 16);
+  const Span w = ArgSpan(info, 0, op, "w", uint64_t(n) * uint64_t(k) * 4);
+  if (info.Length() < 5 || !info[4].IsTypedArray() || info[4].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+      int64_t(info[4].As<Napi::TypedArray>().ElementLength()) != k * k)
+    throw Napi::TypeError::New(env, "gptq: H must be a Float64Array of k * k");
+  Napi::Float64Array ha = info[4].As<Napi::Float64Array>();
+  auto h = std::make_shared<std::vector<double>>(ha.Data(), ha.Data() + ha.ElementLength());
+  sparq::GptqOptions o;
+  o.bits = 4;
+  o.group = ArgInt(info, 5, op, "group", 1, 1024);
+  o.dampening = ArgNum(info, 6, op, "dampening");
+  struct Res {
+    std::shared_ptr<sparq::PackedQ4> q4;
+    sparq::GptqStats stats;
+  };
+  auto res = std::make_shared<Res>();
+  return RunAsync(
+      env,
+      [w, n, k, h, o, res]() {
+        const int64_t groups = (k + o.group - 1) / o.group;
+        std::vector<int8_t> q;
+        std::vector<float> s;
+        try {
+          q.resize(size_t(n * k));
+          s.resize(size_t(n * groups));
+        } catch (const std::bad_alloc&) {
+          return Error::make(sparq::Status::out_of_memory, "gptq: out of memory");
+        }
+        sparq::GptqOptions oo = o;
+        if (oo.group >= k) oo.group = 0;  // one group: per row
+        Error e = sparq::gptq_quantize(w.ptr<float>(), n, k, h->data(), oo, q.data(), s.data(), &res->stats);
+        if (!e.ok()) return e;
+        std::vector<float> sg(size_t(n * groups));
+        for (int64_t j = 0; j < n; ++j)
+          for (int64_t g = 0; g < groups; ++g) sg[size_t(j * groups + g)] = oo.group ? s[size_t(j * groups + g)] : s[size_t(j)];
+        std::unique_ptr<sparq::PackedQ4> p;
+        e = sparq::q4_pack(q.data(), sg.data(), n, k, o.group, &p);
+        res->q4 = std::move(p);
+        return e;
+      },
+      [res](Napi::Env e) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(e);
+        o.Set("q4", Quant4::Wrap(e, res->q4));
+        o.Set("error", res->stats.error);
+        o.Set("rtnError", res->stats.rtn_error);
+        return o;
+      });
+}
+
+}  // namespace
+
+std::shared_ptr<sparq::PackedQ4> GetQ4(const Napi::Value& v, const char* what) { return Quant4::Get(v, what); }
+
+void RegisterQ4(Napi::Env env, Napi::Object exports, InstanceData* data) {
+  Napi::Function c = Quant4::Define(env);
+  data->q4_ctor = Napi::Persistent(c);
+  exports.Set("Quant4", c);
+  exports.Set("q4Quantize", Napi::Function::New(env, Q4Quantize, "q4Quantize"));
+  exports.Set("q4FromNibbles", Napi::Function::New(env, Q4FromNibbles, "q4FromNibbles"));
+  exports.Set("q4Parts", Napi::Function::New(env, Q4Parts, "q4Parts"));
+  exports.Set("linearQ4", Napi::Function::New(env, LinearQ4, "linearQ4"));
+  exports.Set("gptq4", Napi::Function::New(env, Gptq4, "gptq4"));
+}
+
+}  // namespace sparq_addon

@@ -1,0 +1,171 @@
+// q4.cpp - 4-bit weights: packing, round-to-nearest quantization, the scalar
+// reference GEMV and the driver (m <= 8: the GEMV kernel over rows of W;
+// larger m: W expanded to int8 with the same groups and run through the
+// dense int8 GEMM).
+#include "q4.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "dispatch.h"
+#include "thread_pool.h"
+
+namespace sparq {
+
+namespace {
+
+Error bad(const std::string& m) { return Error::make(Status::invalid_argument, "int4: " + m); }
+
+Error check(int64_t n, int64_t k, int64_t group) {
+  if (n < 1 || k < 1 || n > (int64_t(1) << 31) || k > (int64_t(1) << 20)) return bad("bad shape");
+  if (group != 32 && group != 64 && group != 128) return bad("group must be 32, 64 or 128; got " + std::to_string(group));
+  return Error{};
+}
+
+std::unique_ptr<PackedQ4> make(int64_t n, int64_t k, int64_t group) {
+  auto p = std::make_unique<PackedQ4>();
+  p->n = n;
+  p->k = k;
+  p->k_pad = (k + 31) / 32 * 32;
+  p->group = group;
+  p->groups = (k + group - 1) / group;
+  p->data.assign(size_t(n * p->row_bytes() + 32), 0x88);
+  p->scale.assign(size_t(n * p->groups), 0.f);
+  return p;
+}
+
+inline void put(PackedQ4& p, int64_t j, int64_t c, int v) {
+  uint8_t& b = p.data[size_t(j * p.row_bytes() + (c / 32) * 16 + c % 16)];
+  const uint8_t nib = uint8_t(v + 8);
+  b = c % 32 < 16 ? uint8_t((b & 0xf0) | nib) : uint8_t((b & 0x0f) | nib << 4);
+}
+
+inline int get(const PackedQ4& p, int64_t j, int64_t c) {
+  const uint8_t b = p.data[size_t(j * p.row_bytes() + (c / 32) * 16 + c % 16)];
+  return int(c % 32 < 16 ? b & 0x0f : b >> 4) - 8;
+}
+
+}  // namespace
+
+Error q4_pack(const int8_t* q, const float* scales, int64_t n, int64_t k, int64_t group, std::unique_ptr<PackedQ4>* out) {
+  if (Error e = check(n, k, group); !e.ok()) return e;
+  try {
+    auto p = make(n, k, group);
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t c = 0; c < k; ++c) {
+        const int v = q[j * k + c];
+        if (v < -7 || v > 7) return bad("values must be in [-7, 7]");
+        put(*p, j, c, v);
+      }
+    std::copy(scales, scales + n * p->groups, p->scale.begin());
+    *out = std::move(p);
+  } catch (const std::bad_alloc&) {
+    return Error::make(Status::out_of_memory, "int4: out of memory");
+  }
+  return Error{};
+}
+
+Error q4_from_nibbles(const uint8_t* nib, const float* scales, int64_t n, int64_t k, int64_t group, std::unique_ptr<PackedQ4>* out) {
+  if (Error e = check(n, k, group); !e.ok()) return e;
+  try {
+    auto p = make(n, k, group);
+    const int64_t bytes = n * p->row_bytes();
+    for (int64_t i = 0; i < bytes; ++i)
+      if (!(nib[i] & 0x0f) || !(nib[i] & 0xf0)) return bad("a 4-bit value is -8 (outside [-7, 7])");
+    std::copy(nib, nib + bytes, p->data.begin());
+    std::copy(scales, scales + n * p->groups, p->scale.begin());
+    *out = std::move(p);
+  } catch (const std::bad_alloc&) {
+    return Error::make(Status::out_of_memory, "int4: out of memory");
+  }
+  return Error{};
+}
+
+Error q4_quantize(const float* w, int64_t n, int64_t k, int64_t group, std::unique_ptr<PackedQ4>* out) {
+  if (Error e = check(n, k, group); !e.ok()) return e;
+  try {
+    auto p = make(n, k, group);
+    parallel_for(n, [&](int64_t j) {
+      for (int64_t g = 0; g < p->groups; ++g) {
+        const int64_t c0 = g * group, c1 = std::min(k, c0 + group);
+        float mx = 0.f;
+        for (int64_t c = c0; c < c1; ++c) mx = std::max(mx, std::fabs(w[j * k + c]));
+        const float sc = mx > 0.f ? mx / 7.f : 1.f, inv = 1.f / sc;
+        p->scale[size_t(j * p->groups + g)] = sc;
+        for (int64_t c = c0; c < c1; ++c) {
+          const float r = std::nearbyint(w[j * k + c] * inv);
+          put(*p, j, c, int(r > 7.f ? 7.f : r < -7.f ? -7.f : r == r ? r : 0.f));
+        }
+      }
+    });
+    *out = std::move(p);
+  } catch (const std::bad_alloc&) {
+    return Error::make(Status::out_of_memory, "int4: out of memory");
+  }
+  return Error{};
+}
+
+void q4_unpack(const PackedQ4& p, int8_t* q) {
+  for (int64_t j = 0; j < p.n; ++j)
+    for (int64_t c = 0; c < p.k; ++c) q[j * p.k + c] = int8_t(get(p, j, c));
+}
+
+void q4_gemv_ref(const Q4Args& a, int64_t j0, int64_t j1) {
+  const PackedQ4& p = *a.w;
+  for (int64_t j = j0; j < j1; ++j)
+    for (int64_t i = 0; i < a.m; ++i) {
+      float acc = 0.f;
+      for (int64_t g = 0; g < p.groups; ++g) {
+        int32_t s = 0;
+        for (int64_t c = g * p.group; c < std::min(p.k, g * p.group + p.group); ++c) s += get(p, j, c) * a.xq[i * a.ldq + c];
+        acc += float(s) * p.scale[size_t(j * p.groups + g)];
+      }
+      a.y[i * p.n + j] = acc * a.xs[i];
+    }
+}
+
+Error linear_q4(const PackedQ4& w, const float* x, int64_t m, float* y) {
+  if (m < 1) return bad("m must be at least 1");
+  const KernelTable t = kernels();
+  const int64_t ldq = (w.k_pad + 63) / 64 * 64;
+  try {
+    std::vector<int8_t> xq(size_t(m * ldq));
+    std::vector<float> xs(static_cast<size_t>(m));
+    QuantRowsArgs q;
+    q.x = x;
+    q.ldx = w.k;
+    q.m = m;
+    q.k = w.k;
+    q.k_pad = ldq;
+    q.out = reinterpret_cast<uint8_t*>(xq.data());
+    q.ldo = ldq;
+    q.scale = xs.data();
+    parallel_for((m + 7) / 8, [&](int64_t i) { t.quant_rows(q, i * 8, std::min(m, i * 8 + 8)); });
+    // rows of W per task: about 32K weights, at least 4 tasks per thread
+    const int64_t rows = std::max<int64_t>(1, std::min<int64_t>((int64_t(1) << 15) / w.k_pad + 1, (w.n + 4 * num_threads() - 1) / (4 * num_threads())));
+    if (m >= 16) {
+      // prefill: W expanded to int8 with the same groups, through the dense int8 GEMM
+      std::vector<int8_t> v(static_cast<size_t>(w.n * w.k));
+      q4_unpack(w, v.data());
+      std::unique_ptr<PackedWeight> pw;
+      if (Error e = pack_s8(v.data(), w.n, w.k, w.group, w.scale.data(), nullptr, &pw); !e.ok()) return e;
+      return linear_s8(x, m, w.k, pw->view(), nullptr, 0.f, y);
+    }
+    for (int64_t i0 = 0; i0 < m; i0 += 8) {
+      Q4Args a;
+      a.w = &w;
+      a.xq = xq.data() + i0 * ldq;
+      a.ldq = ldq;
+      a.xs = xs.data() + i0;
+      a.m = std::min<int64_t>(8, m - i0);
+      a.y = y + i0 * w.n;
+      parallel_for((w.n + rows - 1) / rows, [&](int64_t r) { t.q4_gemv(a, r * rows, std::min(w.n, r * rows + rows)); });
+    }
+  } catch (const std::bad_alloc&) {
+    return Error::make(Status::out_of_memory, "int4: out of memory");
+  }
+  return Error{};
+}
+
+}  // namespace sparq
