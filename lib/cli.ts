@@ -7,7 +7,7 @@
 //   sparq bench spmm [--quick] [--threads N] [--min-time S] [--json FILE]
 //   sparq generate --model PATH [--tokenizer PATH] --prompt TEXT [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--weights int8]
 //   sparq eval --model PATH [--reference PATH] [--weights int8] [--prune SPEC] [--text FILE | --sample N] [--json]
-//   sparq compress --model IN --out OUT [--quantize int8|int8:gN] [--gptq] [--prune SPEC] [--smoothquant A] [--calibration FILE] [--json]
+//   sparq compress --model IN --out OUT [--quantize int8|int8:gN|int4:gN] [--gptq] [--prune SPEC] [--smoothquant A] [--calibration FILE] [--json]
 import * as fs from 'node:fs';
 import { evaluate, info, ISAS, loadModel, pruneModel, quantizeModel, saveModel, setNumThreads, type IsaName, type Model, type PruneModelOptions, type QuantizeModelOptions } from './index';
 import { benchAttention } from './bench/attention';
@@ -24,10 +24,10 @@ const USAGE = `usage:
   sparq generate --model PATH [--tokenizer PATH] [--prompt TEXT] [-n N] [--temperature T] [--top-k K]
                  [--top-p P] [--seed S] [--weights f32|int8] [--max-seq N]
   sparq eval --model PATH [--reference PATH] [--tokenizer PATH] [--weights f32|int8] [--reference-weights f32|int8]
-             [--prune wanda:0.5|magnitude:0.5|wanda:2:4|magnitude:4:8] [--quantize int8|int8:gN] [--gptq] [--smoothquant ALPHA]
+             [--prune wanda:0.5|magnitude:0.5|wanda:2:4|magnitude:4:8] [--quantize int8|int8:gN|int4:gN] [--gptq] [--smoothquant ALPHA]
              [--static minmax|percentile|mse] [--keep-float NAME,...] [--text FILE | --sample N] [--calibration FILE]
              [--context N] [--seed S] [--json]
-  sparq compress --model IN --out OUT [--tokenizer PATH] [--quantize int8|int8:gN] [--gptq] [--prune SPEC] [--smoothquant ALPHA]
+  sparq compress --model IN --out OUT [--tokenizer PATH] [--quantize int8|int8:gN|int4:gN] [--gptq] [--prune SPEC] [--smoothquant ALPHA]
                  [--static minmax|percentile|mse] [--keep-float NAME,...] [--calibration FILE] [--json]
 
   --isa       comma-separated int8 paths to run (${ISAS.join(', ')}); default: every path this CPU supports but ref
@@ -108,11 +108,12 @@ function progressBar(label: string): (p: { done: number; total: number }) => voi
   };
 }
 
-/** --quantize int8 | int8:g32, --smoothquant A, --static OBSERVER, --gptq, --keep-float a,b -> quantizeModel options */
+/** --quantize int8 | int8:g32 | int4:g128, --smoothquant A, --static OBSERVER, --gptq, --keep-float a,b -> quantizeModel options */
 async function quantizeSpec(args: string[], q: string, calibration: () => Promise<(string | number[])[]>): Promise<QuantizeModelOptions> {
-  const m = /^int8(?::g(\d+))?$/.exec(q);
-  if (!m) throw new Error(`--quantize must be int8 or int8:gN (a group size); got '${q}'`);
-  const o: QuantizeModelOptions = { weights: { granularity: m[1] ? { groupSize: Number(m[1]) } : 'per-channel' } };
+  const m = /^int(8|4)(?::g(\d+))?$/.exec(q);
+  if (!m) throw new Error(`--quantize must be int8, int8:gN or int4:gN (N: the group size); got '${q}'`);
+  const bits = Number(m[1]) as 8 | 4;
+  const o: QuantizeModelOptions = { weights: { bits, granularity: m[2] ? { groupSize: Number(m[2]) } : bits === 4 ? { groupSize: 32 } : 'per-channel' } };
   const sq = num(args, '--smoothquant'), st = flag(args, '--static'), kf = flag(args, '--keep-float');
   if (sq !== undefined) o.smoothQuant = { alpha: sq };
   if (st !== undefined) o.activations = { static: 'per-tensor', observer: st as 'minmax' | 'percentile' | 'mse' };

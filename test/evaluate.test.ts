@@ -129,6 +129,10 @@ describe('evaluate: stories260K', function () {
       const rg = JSON.parse(g.stdout) as { quantize: { weights: string; gptq: { error: number; rtnError: number } } };
       expect(rg.quantize.weights).to.equal('int8 per group of 32 (GPTQ)');
       expect(rg.quantize.gptq.error).to.be.below(rg.quantize.gptq.rtnError);
+      const i4 = run('compress', '--model', MODEL, '--tokenizer', TOK, '--out', path.join(dir, 'i4.safetensors'), '--quantize', 'int4:g64');
+      expect(i4.status, i4.stderr).to.equal(0);
+      expect(i4.stdout).to.match(/int4 per group of 64/);
+      expect(fs.statSync(path.join(dir, 'i4.safetensors')).size).to.be.below(fs.statSync(out).size);
       const bad = run('compress', '--model', MODEL, '--tokenizer', TOK, '--out', path.join(dir, 'x'), '--prune', 'wanda:0.5', '--quantize', 'int8:g32');
       expect(bad.status).to.equal(1);
       expect(bad.stderr).to.match(/--prune with --quantize takes int8/);
