@@ -3,7 +3,7 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { KVCache, Tensor, attention, info, linear, loadModel, pruneModel, quantize, saveModel } from '../lib/index';
+import { KVCache, Tensor, attention, info, linear, loadModel, pruneModel, quantize, quantizeModel, saveModel } from '../lib/index';
 import { writeRandomModel } from '../lib/model/synth';
 import { runChild, ROOT } from './helpers';
 
@@ -97,8 +97,20 @@ describe('memory', function () {
         for await (const t of back.generate([1, 300, 301], { maxTokens: 4 })) void t;
         back.dispose();
       }
+      // int4 and GPTQ int8, saved and loaded back
+      for (const o of [{ weights: { bits: 4 as const } }, { gptq: {}, calibration: [[1, 300, 301, 302, 303]] }]) {
+        const src = await loadModel(files.llama2c!, { tokenizer: files.tokenizer });
+        const q = await quantizeModel(src, o);
+        src.dispose();
+        const file = path.join(dir, 'q.safetensors');
+        await saveModel(q, file);
+        q.dispose();
+        const back = await loadModel(file);
+        for await (const t of back.generate([1, 300, 301], { maxTokens: 4 })) void t;
+        back.dispose();
+      }
       const held = await settled();
-      console.log(`      native bytes after 12 load / generate / dispose cycles and 6 prune / save / load cycles: ${held - base} B extra`);
+      console.log(`      native bytes after 12 load / generate / dispose cycles, 6 prune and 2 quantize / save / load cycles: ${held - base} B extra`);
       expect(held).to.equal(base);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
