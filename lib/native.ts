@@ -91,12 +91,11 @@ export interface NativeBinding {
   sparseFromParts(format: number, n: number, k: number, nnz: number, int8: boolean, N: number, M: number, narrow: boolean,
                   values: S, vOff: Off, scale: S | null, sOff: Off, rowPtr: S | null, rOff: Off, col: S | null, cOff: Off,
                   mask: S | null, mOff: Off, idx: S | null, iOff: Off): Promise<NativeSparse>;
-  gptq(w: S, off: Off, n: number, k: number, h: Float64Array, bits: number, group: number, dampening: number): Promise<{ packed: NativePacked; error: number; rtnError: number }>;
+  gptq(w: S, off: Off, n: number, k: number, h: Float64Array, bits: number, group: number, dampening: number): Promise<{ packed?: NativePacked; q4?: NativeQ4; error: number; rtnError: number }>;
   q4Quantize(w: S, off: Off, n: number, k: number, group: number): Promise<NativeQ4>;
   q4FromNibbles(nib: S, nOff: Off, scales: S, sOff: Off, n: number, k: number, group: number): Promise<NativeQ4>;
   q4Parts(q: NativeQ4): { nibbles: Uint8Array; scales: Float32Array; values: Int8Array };
   linearQ4(q: NativeQ4, x: S, xOff: Off, m: number, out: S, outOff: Off): Promise<void>;
-  gptq4(w: S, off: Off, n: number, k: number, h: Float64Array, group: number, dampening: number): Promise<{ q4: NativeQ4; error: number; rtnError: number }>;
   packS8Scaled(values: S, vOff: Off, scales: S, sOff: Off, zeros: S | null, zOff: Off, n: number, k: number, group: number): Promise<NativePacked>;
   spmm(s: NativeSparse, x: S, xOff: Off, m: number, bias: S | null, biasOff: Off, out: S, outOff: Off): Promise<void>;
   stats(x: S, off: Off, count: number, bins: number, lo: number, hi: number):

@@ -93,3 +93,18 @@ export function describeEachIsa(title: string, body: (isa: string) => void): voi
     });
   }
 }
+
+/** Symmetric int8 per row as the kernels quantize activations: s = max|v| / 127 (1 for all zeros),
+ *  q = rint(v * (1 / s)) clamped to [-127, 127], in f32 steps. */
+export function quantRowsRef(v: ArrayLike<number>, rows: number, k: number): { q: Int32Array; s: Float32Array } {
+  const f = Math.fround;
+  const q = new Int32Array(rows * k), s = new Float32Array(rows);
+  for (let i = 0; i < rows; i++) {
+    let mx = 0;
+    for (let c = 0; c < k; c++) mx = Math.max(mx, Math.abs(v[i * k + c]!));
+    s[i] = mx > 0 ? f(mx / 127) : 1;
+    const inv = f(1 / s[i]!);
+    for (let c = 0; c < k; c++) q[i * k + c] = Math.max(-127, Math.min(127, roundEven(f(v[i * k + c]! * inv))));
+  }
+  return { q, s };
+}

@@ -4,21 +4,7 @@
 import { expect } from 'chai';
 import { Tensor } from '../lib/index';
 import { loadNative } from '../lib/native';
-import { describeEachIsa, randn, relErr, roundEven } from './helpers';
-
-const f = Math.fround;
-
-function quantRows(v: ArrayLike<number>, rows: number, k: number): { q: Int32Array; s: Float32Array } {
-  const q = new Int32Array(rows * k), s = new Float32Array(rows);
-  for (let i = 0; i < rows; i++) {
-    let mx = 0;
-    for (let c = 0; c < k; c++) mx = Math.max(mx, Math.abs(v[i * k + c]!));
-    s[i] = mx > 0 ? f(mx / 127) : 1;
-    const inv = f(1 / s[i]!);
-    for (let c = 0; c < k; c++) q[i * k + c] = Math.max(-127, Math.min(127, roundEven(f(v[i * k + c]! * inv))));
-  }
-  return { q, s };
-}
+import { describeEachIsa, quantRowsRef, randn, relErr } from './helpers';
 
 describeEachIsa('int4 linear', () => {
   it('m = 1..17, k with partial groups and blocks: equal to the integer reference (1e-5)', async () => {
@@ -38,7 +24,7 @@ describeEachIsa('int4 linear', () => {
       for (const m of [1, 3, 8, 17]) {
         const xv = randn(m * k), x = Tensor.from(xv, [m, k]), out = Tensor._alloc([m, n], 'f32');
         await nat.linearQ4(q4, x._storage, x._offset, m, out._storage, out._offset);
-        const X = quantRows(xv, m, k), ref = new Float64Array(m * n);
+        const X = quantRowsRef(xv, m, k), ref = new Float64Array(m * n);
         for (let i = 0; i < m; i++)
           for (let j = 0; j < n; j++) {
             let acc = 0;

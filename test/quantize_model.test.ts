@@ -162,11 +162,11 @@ describe('quantizeModel: stories260K', function () {
     for (const group of [0, 32]) {
       const g = await nat.gptq(w._storage, w._offset, n, k, eye, 8, group, 0.01);
       const out = Tensor._alloc([n, k], 'f32');
-      nat.dequantize(g.packed, out._storage, out._offset, true);
+      nat.dequantize(g.packed!, out._storage, out._offset, true);
       const rtn = quantize(w, group ? { granularity: 'per-group', groupSize: group } : {}).dequantize();
       expect(Array.from(out.toArray())).to.deep.equal(Array.from(rtn.toArray()));
       expect(g.error).to.be.closeTo(g.rtnError, 1e-6 * g.rtnError);  // (its scales are f32-rounded)
-      g.packed.dispose();
+      g.packed!.dispose();
     }
     // H from correlated inputs: x = z + 0.9 * shift(z)
     const t = 400, x = new Float64Array(t * k), z = randn(t * (k + 1));
@@ -175,7 +175,7 @@ describe('quantizeModel: stories260K', function () {
     for (let r = 0; r < t; r++) for (let a = 0; a < k; a++) for (let b = 0; b < k; b++) h[a * k + b] += x[r * k + a]! * x[r * k + b]!;
     const g = await nat.gptq(w._storage, w._offset, n, k, h, 8, 0, 0.01);
     expect(g.error).to.be.below(0.9 * g.rtnError);
-    g.packed.dispose();
+    g.packed!.dispose();
     w.dispose();
   });
 

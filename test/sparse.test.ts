@@ -3,27 +3,14 @@
 import { expect } from 'chai';
 import { Tensor, info, linear, prune, pruneRows, quantize, type SparseFormat } from '../lib/index';
 import { globalThreshold } from '../lib/model/prune';
-import { describeEachIsa, randn, refLinear, relErr, roundEven } from './helpers';
+import { describeEachIsa, quantRowsRef, randn, refLinear, relErr } from './helpers';
 
 const shapes: [number, number][] = [[1, 1], [7, 33], [16, 64], [33, 100], [64, 257]];
 const f = Math.fround;
 
-/** Symmetric int8 per row as the kernels do it: s = max|v| / 127 (1 for all zeros), q = rint(v * (1 / s)) clamped. */
-function quantRows(v: ArrayLike<number>, rows: number, k: number): { q: Int32Array; s: Float32Array } {
-  const q = new Int32Array(rows * k), s = new Float32Array(rows);
-  for (let i = 0; i < rows; i++) {
-    let mx = 0;
-    for (let c = 0; c < k; c++) mx = Math.max(mx, Math.abs(v[i * k + c]!));
-    s[i] = mx > 0 ? f(mx / 127) : 1;
-    const inv = f(1 / s[i]!);
-    for (let c = 0; c < k; c++) q[i * k + c] = Math.max(-127, Math.min(127, roundEven(f(v[i * k + c]! * inv))));
-  }
-  return { q, s };
-}
-
 /** int8 sparse linear: activations quantized per row, exact integer dots, acc * (xs * ws) + bias. */
 function refSparseI8(x: Float32Array, pruned: ArrayLike<number>, bias: Float32Array, m: number, n: number, k: number): Float64Array {
-  const X = quantRows(x, m, k), W = quantRows(pruned, n, k);
+  const X = quantRowsRef(x, m, k), W = quantRowsRef(pruned, n, k);
   const y = new Float64Array(m * n);
   for (let i = 0; i < m; i++)
     for (let j = 0; j < n; j++) {

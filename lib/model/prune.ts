@@ -9,7 +9,8 @@ import { loadNative, type NativePacked, type NativeSparse } from '../native';
 import { quantize } from '../quantize';
 import { prune, SparseTensor, type SparseFormat } from '../sparse';
 import { Tensor } from '../tensor';
-import { createFromPlan, planModel, type LayerRefs, type Model, type Plan, type PruneReport, type WeightRef } from './model';
+import { createFromPlan, type LayerRefs, type Model, type Plan, type PruneReport, type WeightRef } from './model';
+import { Rebuild, calibrationSequences } from './rebuild';
 
 export interface PruneModelOptions {
   /** 'magnitude' (|W|) or 'wanda' (|W| x the input channel's activation norm; needs calibration). Default 'wanda' with calibration, else 'magnitude'. */
@@ -130,13 +131,7 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
   // 1. activation norms (per layer: attention in [dim], o in [qd], FFN in [dim], down in [hidden])
   let norms: Float64Array | null = null;
   if (cal) {
-    const maxTok = opts.calibrationTokens ?? Math.min(c.maxSeq, 512);
-    if (!Number.isInteger(maxTok) || maxTok < 1) throw new RangeError(`${OP}: calibrationTokens must be a positive integer; got ${describe(maxTok)}`);
-    const seqs = cal.map((t, i) => {
-      if (typeof t === 'string') return model.tokenizer.encode(t).slice(0, Math.min(maxTok, c.maxSeq));
-      if (!Array.isArray(t) || t.length === 0) throw new TypeError(`${OP}: calibration[${i}] must be a string or a non-empty token id array`);
-      return t.slice(0, Math.min(maxTok, c.maxSeq));
-    });
+    const seqs = calibrationSequences(OP, model, cal, opts.calibrationTokens);
     progress({ stage: 'calibrate', done: 0, total: seqs.length });
     norms = (await model._calibrate(seqs)).norms;
     progress({ stage: 'calibrate', done: seqs.length, total: seqs.length });
@@ -149,19 +144,10 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
   };
 
   // 2. the weights, in f32
-  progress({ stage: 'load', done: 0, total: 1 });
-  const plan = await planModel(src.file, { ...src.opts, weights: 'f32' });
-  progress({ stage: 'load', done: 1, total: 1 });
-  const owned: { dispose(): void }[] = [];
-  const own = <T extends { dispose(): void }>(x: T): T => (owned.push(x), x);
-  const tensorOf = (ref: WeightRef | undefined, n: number, k: number): Tensor => {
-    if (!ref) throw new Error(`${OP}: a weight is missing from the plan`);
-    if ('storage' in ref) return own(new Tensor(ref.storage, [n, k], 'f32', ref.offset, false));
-    const packed = ref as NativePacked;
-    const t = own(Tensor._alloc([n, k], 'f32'));
-    loadNative().dequantize(packed, t._storage, t._offset, true);
-    return t;
-  };
+  const rb = await Rebuild.open(OP, model, progress);
+  const plan = rb.plan;
+  const own = <T extends { dispose(): void }>(x: T): T => rb.own(x);
+  const tensorOf = (ref: WeightRef | undefined, n: number, k: number): Tensor => rb.tensor(ref, n, k);
 
   const report: PruneReport = { method, pattern: pattern === 'unstructured' ? `unstructured ${sparsity}` : pattern, layers: [], sparsity: 0, bytes: 0, denseBytes: 0, bytesSaved: 0 };
   let zeros = 0, total = 0;
@@ -316,8 +302,6 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
     pruned.pruneReport = report;
     return pruned;
   } finally {
-    // the new model holds its own references to the weights it uses
-    for (const o of owned.reverse()) o.dispose();
-    for (const t of plan.temp) t.dispose();
+    rb.close();
   }
 }

@@ -8,7 +8,8 @@ import type { NativePacked, NativeQ4 } from '../native';
 import { Observer, quantize, type ObserverMethod } from '../quantize';
 import { Tensor } from '../tensor';
 import { loadNative } from '../native';
-import { createFromPlan, planModel, type CalibrationStats, type LayerRefs, type Model, type Plan, type WeightRef } from './model';
+import { createFromPlan, type CalibrationStats, type LayerRefs, type Model, type Plan, type WeightRef } from './model';
+import { Rebuild, calibrationSequences } from './rebuild';
 
 export interface QuantizeModelOptions {
   /** int8 weights, one scale per output channel (default) or per group of `groupSize` (32, 64 or 128) along k;
@@ -102,25 +103,12 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
   const isFloat = (l: number, n: LinearName) => keep.includes(n) || keep.includes(`layers.${l}`) || keep.includes(`layers.${l}.${n}`);
   const progress = opts.onProgress ?? (() => undefined);
   const hd = c.headDim, qd = c.heads * hd, kvd = c.kvHeads * hd;
-  const seqs = cal ? cal.map((t, i) => {
-    const maxTok = Math.min(opts.calibrationTokens ?? 512, c.maxSeq);
-    if (typeof t === 'string') return model.tokenizer.encode(t).slice(0, maxTok);
-    if (!Array.isArray(t) || t.length === 0) throw new TypeError(`${OP}: calibration[${i}] must be a string or a non-empty token id array`);
-    return t.slice(0, maxTok);
-  }) : [];
+  const seqs = cal ? calibrationSequences(OP, model, cal, opts.calibrationTokens) : [];
 
-  progress({ stage: 'load', done: 0, total: 1 });
-  const plan = await planModel(src.file, { ...src.opts, weights: 'f32' });
-  progress({ stage: 'load', done: 1, total: 1 });
-  const owned: { dispose(): void }[] = [];
-  const own = <T extends { dispose(): void }>(x: T): T => (owned.push(x), x);
-  const tensorOf = (ref: WeightRef | undefined, n: number, k: number): Tensor => {
-    if (!ref) throw new Error(`${OP}: a weight is missing from the plan`);
-    if ('storage' in ref) return own(new Tensor(ref.storage, [n, k], 'f32', ref.offset, false));
-    const t = own(Tensor._alloc([n, k], 'f32'));
-    loadNative().dequantize(ref as NativePacked, t._storage, t._offset, true);
-    return t;
-  };
+  const rb = await Rebuild.open(OP, model, progress);
+  const plan = rb.plan;
+  const own = <T extends { dispose(): void }>(x: T): T => rb.own(x);
+  const tensorOf = (ref: WeightRef | undefined, n: number, k: number): Tensor => rb.tensor(ref, n, k);
   const stride = 2 * dim + qd + c.hidden;
   const featAt = (l: number, input: number) => l * stride + [0, dim, dim + qd, 2 * dim + qd][input]!;
   const widthOf = (input: number) => [dim, qd, dim, c.hidden][input]!;
@@ -244,8 +232,8 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
           if (sv) h = h.map((v, i) => v / (sv[Math.floor(i / k)]! * sv[i % k]!));
         }
         if (h) {
-          const g = await nat.gptq4(t._storage, t._offset, n, k, h, groupSize, damp);
-          packed = own(g.q4);
+          const g = await nat.gptq(t._storage, t._offset, n, k, h, 4, groupSize, damp);
+          packed = own(g.q4!);
           extra = { gptqError: g.error, rtnError: g.rtnError };
           gptqErr.gptq += g.error;
           gptqErr.rtn += g.rtnError;
@@ -258,7 +246,7 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
         const sv = input === 0 ? smooth[layer]?.attn : input === 2 ? smooth[layer]?.ffn : undefined;
         if (sv) h = h.map((v, i) => v / (sv[Math.floor(i / k)]! * sv[i % k]!));
         const g = await nat.gptq(t._storage, t._offset, n, k, h, 8, groupSize, damp);
-        packed = own({ dispose: () => g.packed.dispose(), p: g.packed }).p;
+        packed = own(g.packed!);
         extra = { gptqError: g.error, rtnError: g.rtnError };
         gptqErr.gptq += g.error;
         gptqErr.rtn += g.rtnError;
@@ -315,7 +303,6 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
     q.quantizeReport = report;
     return q;
   } finally {
-    for (const o of owned.reverse()) o.dispose();
-    for (const t of plan.temp) t.dispose();
+    rb.close();
   }
 }

@@ -118,8 +118,9 @@ Napi::Value LinearQ4(const Napi::CallbackInfo& info) {
   return RunAsync(info.Env(), [p, x, m, o]() { return sparq::linear_q4(*p, x.ptr<float>(), m, o.ptr<float>()); });
 }
 
-// gptq4(w, off, n, k, H Float64Array [k * k], group, dampening) -> Promise<{ q4, error, rtnError }>
-Napi::Value Gptq4(const Napi::CallbackInfo& info) {
+// gptq(w, off, n, k, H Float64Array [k * k], bits, group, dampening) -> Promise<{ packed | q4, error, rtnError }>:
+// 8 bits -> an int8 Packed (group 0: per channel), 4 bits -> a Quant4 (group 32, 64 or 128)
+Napi::Value Gptq(const Napi::CallbackInfo& info) {
   const char* op = "gptq";
   Napi::Env env = info.Env();
   const int64_t n = ArgInt(info, 2, op, "n", 1, kMaxDim), k = ArgInt(info, 3, op, "k", 1, int64_t(1) << 16);
@@ -130,18 +131,21 @@ Napi::Value Gptq4(const Napi::CallbackInfo& info) {
   Napi::Float64Array ha = info[4].As<Napi::Float64Array>();
   auto h = std::make_shared<std::vector<double>>(ha.Data(), ha.Data() + ha.ElementLength());
   sparq::GptqOptions o;
-  o.bits = 4;
-  o.group = ArgInt(info, 5, op, "group", 1, 1024);
-  o.dampening = ArgNum(info, 6, op, "dampening");
+  o.bits = int(ArgInt(info, 5, op, "bits", 4, 8));
+  if (o.bits != 8 && o.bits != 4) throw Napi::RangeError::New(env, "gptq: bits must be 8 or 4");
+  const int64_t group = ArgInt(info, 6, op, "group", 0, int64_t(1) << 16);
+  o.group = group >= k ? 0 : group;  // one group: per row
+  o.dampening = ArgNum(info, 7, op, "dampening");
   struct Res {
+    std::shared_ptr<sparq::PackedWeight> packed;
     std::shared_ptr<sparq::PackedQ4> q4;
     sparq::GptqStats stats;
   };
   auto res = std::make_shared<Res>();
   return RunAsync(
       env,
-      [w, n, k, h, o, res]() {
-        const int64_t groups = (k + o.group - 1) / o.group;
+      [w, n, k, h, o, group, res]() {
+        const int64_t groups = o.group ? (k + o.group - 1) / o.group : 1;
         std::vector<int8_t> q;
         std::vector<float> s;
         try {
@@ -150,21 +154,28 @@ Napi::Value Gptq4(const Napi::CallbackInfo& info) {
         } catch (const std::bad_alloc&) {
           return Error::make(sparq::Status::out_of_memory, "gptq: out of memory");
         }
-        sparq::GptqOptions oo = o;
-        if (oo.group >= k) oo.group = 0;  // one group: per row
-        Error e = sparq::gptq_quantize(w.ptr<float>(), n, k, h->data(), oo, q.data(), s.data(), &res->stats);
+        Error e = sparq::gptq_quantize(w.ptr<float>(), n, k, h->data(), o, q.data(), s.data(), &res->stats);
         if (!e.ok()) return e;
-        std::vector<float> sg(size_t(n * groups));
+        if (o.bits == 8) {
+          std::unique_ptr<sparq::PackedWeight> p;
+          e = sparq::pack_s8(q.data(), n, k, o.group, s.data(), nullptr, &p);
+          res->packed = std::move(p);
+          return e;
+        }
+        // int4 scales are per group of `group` (a single group repeats the row's scale)
+        const int64_t g4 = (k + group - 1) / group;
+        std::vector<float> sg(size_t(n * g4));
         for (int64_t j = 0; j < n; ++j)
-          for (int64_t g = 0; g < groups; ++g) sg[size_t(j * groups + g)] = oo.group ? s[size_t(j * groups + g)] : s[size_t(j)];
+          for (int64_t g = 0; g < g4; ++g) sg[size_t(j * g4 + g)] = s[size_t(j * groups + (o.group ? g : 0))];
         std::unique_ptr<sparq::PackedQ4> p;
-        e = sparq::q4_pack(q.data(), sg.data(), n, k, o.group, &p);
+        e = sparq::q4_pack(q.data(), sg.data(), n, k, group, &p);
         res->q4 = std::move(p);
         return e;
       },
       [res](Napi::Env e) -> Napi::Value {
         Napi::Object o = Napi::Object::New(e);
-        o.Set("q4", Quant4::Wrap(e, res->q4));
+        if (res->packed) o.Set("packed", Packed::Wrap(e, res->packed));
+        if (res->q4) o.Set("q4", Quant4::Wrap(e, res->q4));
         o.Set("error", res->stats.error);
         o.Set("rtnError", res->stats.rtn_error);
         return o;
@@ -183,7 +194,7 @@ void RegisterQ4(Napi::Env env, Napi::Object exports, InstanceData* data) {
   exports.Set("q4FromNibbles", Napi::Function::New(env, Q4FromNibbles, "q4FromNibbles"));
   exports.Set("q4Parts", Napi::Function::New(env, Q4Parts, "q4Parts"));
   exports.Set("linearQ4", Napi::Function::New(env, LinearQ4, "linearQ4"));
-  exports.Set("gptq4", Napi::Function::New(env, Gptq4, "gptq4"));
+  exports.Set("gptq", Napi::Function::New(env, Gptq, "gptq"));
 }
 
 }  // namespace sparq_addon

@@ -6,7 +6,6 @@
 #include <initializer_list>
 #include <vector>
 
-#include "../cpu/gptq.h"
 #include "addon.h"
 
 namespace sparq_addon {
@@ -174,55 +173,6 @@ Napi::Value PackS8Scaled(const Napi::CallbackInfo& info) {
         return e;
       },
       [out](Napi::Env env) { return ResolvePacked(env, out); });
-}
-
-// gptq(w, wOff, n, k, H Float64Array [k * k], bits, group, dampening) -> Promise<{ packed, error, rtnError }>
-Napi::Value Gptq(const Napi::CallbackInfo& info) {
-  const char* op = "gptq";
-  Napi::Env env = info.Env();
-  const int64_t n = ArgInt(info, 2, op, "n", 1, kMaxDim), k = ArgInt(info, 3, op, "k", 1, int64_t(1) << 16);
-  const Span w = ArgSpan(info, 0, op, "w", uint64_t(n) * uint64_t(k) * 4);
-  if (info.Length() < 5 || !info[4].IsTypedArray() || info[4].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
-      int64_t(info[4].As<Napi::TypedArray>().ElementLength()) != k * k)
-    throw Napi::TypeError::New(env, "gptq: H must be a Float64Array of k * k");
-  Napi::Float64Array ha = info[4].As<Napi::Float64Array>();
-  auto h = std::make_shared<std::vector<double>>(ha.Data(), ha.Data() + ha.ElementLength());
-  sparq::GptqOptions o;
-  o.bits = int(ArgInt(info, 5, op, "bits", 4, 8));
-  o.group = ArgInt(info, 6, op, "group", 0, k);
-  o.dampening = ArgNum(info, 7, op, "dampening");
-  if (o.bits != 8) throw Napi::RangeError::New(env, "gptq: 4-bit weights are not available yet");
-  struct Res {
-    std::shared_ptr<sparq::PackedWeight> packed;
-    sparq::GptqStats stats;
-  };
-  auto res = std::make_shared<Res>();
-  return RunAsync(
-      env,
-      [w, n, k, h, o, res]() {
-        const int64_t groups = o.group && o.group < k ? (k + o.group - 1) / o.group : 1;
-        std::vector<int8_t> q;
-        std::vector<float> s;
-        try {
-          q.resize(size_t(n * k));
-          s.resize(size_t(n * groups));
-        } catch (const std::bad_alloc&) {
-          return Error::make(sparq::Status::out_of_memory, "gptq: out of memory");
-        }
-        Error e = sparq::gptq_quantize(w.ptr<float>(), n, k, h->data(), o, q.data(), s.data(), &res->stats);
-        if (!e.ok()) return e;
-        std::unique_ptr<sparq::PackedWeight> p;
-        e = sparq::pack_s8(q.data(), n, k, groups > 1 ? o.group : 0, s.data(), nullptr, &p);
-        res->packed = std::move(p);
-        return e;
-      },
-      [res](Napi::Env e) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(e);
-        o.Set("packed", Packed::Wrap(e, res->packed));
-        o.Set("error", res->stats.error);
-        o.Set("rtnError", res->stats.rtn_error);
-        return o;
-      });
 }
 
 // dequantize(packed, out, outOff, sync) -> void | Promise<void>
@@ -475,7 +425,6 @@ void RegisterOps(Napi::Env env, Napi::Object exports) {
   exports.Set("quantizeWeight", Napi::Function::New(env, QuantizeWeight, "quantizeWeight"));
   exports.Set("packS8", Napi::Function::New(env, PackS8, "packS8"));
   exports.Set("packS8Scaled", Napi::Function::New(env, PackS8Scaled, "packS8Scaled"));
-  exports.Set("gptq", Napi::Function::New(env, Gptq, "gptq"));
   exports.Set("dequantize", Napi::Function::New(env, Dequantize, "dequantize"));
   exports.Set("matmulS8", Napi::Function::New(env, MatmulS8, "matmulS8"));
   exports.Set("linearS8", Napi::Function::New(env, LinearS8, "linearS8"));
