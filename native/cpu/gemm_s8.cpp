@@ -267,6 +267,22 @@ static void run_gemm_s8(const KernelTable& t, GemmS8Fn fn, const GemmS8Args& arg
   });
 }
 
+void quantize_activations(const KernelTable& t, const float* x, int64_t m, int64_t k, int64_t ldo, bool shift128, void* out,
+                          float* scale) {
+  QuantRowsArgs q;
+  q.x = x;
+  q.ldx = k;
+  q.m = m;
+  q.k = k;
+  q.k_pad = ldo;
+  q.out = static_cast<uint8_t*>(out);
+  q.ldo = ldo;
+  q.scale = scale;
+  q.shift128 = shift128;
+  if (m <= 8) t.quant_rows(q, 0, m);
+  else parallel_for((m + 7) / 8, [&](int64_t i) { t.quant_rows(q, i * 8, std::min(m, i * 8 + 8)); });
+}
+
 void run_linear_s8(const KernelTable& t, const uint8_t* a, const float* a_scale, int64_t m, const PackedS8& b, const float* bias,
                    float* c, int64_t ldc) {
   GemmS8Args args;

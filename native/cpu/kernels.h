@@ -158,6 +158,11 @@ void attn_avx512(const AttnTaskArgs&);  // tile shape in AVX-512; fewer rows -> 
 bool pack_s8_rows(PackedS8& p, int64_t r0, int64_t r1, const int8_t* rows, const float* scales);
 
 struct KernelTable;
+// Dynamic per-row int8 activations (QuantRowsArgs without groups or a static scale):
+// x (m, k) -> out (m, ldo) with zeros from k to ldo (+128 as u8 when shift128), scale (m).
+// Few rows run on the calling thread, more over the pool.
+void quantize_activations(const KernelTable& t, const float* x, int64_t m, int64_t k, int64_t ldo, bool shift128, void* out,
+                          float* scale);
 // The f32-mode int8 GEMM over pool tasks: c[i, j] (row stride ldc) = a_scale[i] * b.scales[j] *
 // (A . B^T)[i, j] + bias[j], with A quantized per QuantRowsArgs (shift128 = t.gemm_s8_a_u8,
 // lda = b.k_pad, clamped to [-127, 127]) and b symmetric per-channel.

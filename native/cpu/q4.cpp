@@ -132,16 +132,7 @@ Error linear_q4(const PackedQ4& w, const float* x, int64_t m, float* y) {
   try {
     std::vector<int8_t> xq(size_t(m * ldq));
     std::vector<float> xs(static_cast<size_t>(m));
-    QuantRowsArgs q;
-    q.x = x;
-    q.ldx = w.k;
-    q.m = m;
-    q.k = w.k;
-    q.k_pad = ldq;
-    q.out = reinterpret_cast<uint8_t*>(xq.data());
-    q.ldo = ldq;
-    q.scale = xs.data();
-    parallel_for((m + 7) / 8, [&](int64_t i) { t.quant_rows(q, i * 8, std::min(m, i * 8 + 8)); });
+    quantize_activations(t, x, m, w.k, ldq, false, xq.data(), xs.data());
     // rows of W per task: about 32K weights, at least 4 tasks per thread
     const int64_t rows = std::max<int64_t>(1, std::min<int64_t>((int64_t(1) << 15) / w.k_pad + 1, (w.n + 4 * num_threads() - 1) / (4 * num_threads())));
     if (m >= 16) {

@@ -337,17 +337,7 @@ Error spmm_int8_dense(const SparseWeight& s, const float* x, int64_t m, const fl
     return Error::make(Status::out_of_memory, "spmm: out of memory");
   }
   // activations quantized once, as linear_s8 does
-  QuantRowsArgs q;
-  q.x = x;
-  q.ldx = s.k;
-  q.m = m;
-  q.k = s.k;
-  q.k_pad = k_pad;
-  q.out = xq.data();
-  q.ldo = k_pad;
-  q.scale = xs.data();
-  q.shift128 = t.gemm_s8_a_u8;
-  parallel_for((m + 7) / 8, [&](int64_t i) { t.quant_rows(q, i * 8, std::min(m, i * 8 + 8)); });
+  quantize_activations(t, x, m, s.k, k_pad, t.gemm_s8_a_u8, xq.data(), xs.data());
   PackedS8& p = pw->p_;
   const int64_t ksteps = k_pad / kS8StepK;
   for (int64_t r0 = 0; r0 < s.n; r0 += strip) {
@@ -411,17 +401,7 @@ Error spmm(const SparseWeight& s, const float* x, int64_t m, const float* bias, 
       a.ldq = (std::max(s.words() * 32, s.k + 4) + 63) / 64 * 64;
       if (int64_t(xq.size()) < m * a.ldq) xq.resize(size_t(m * a.ldq));
       if (int64_t(xs.size()) < m) xs.resize(size_t(m));
-      QuantRowsArgs q;
-      q.x = x;
-      q.ldx = s.k;
-      q.m = m;
-      q.k = s.k;
-      q.k_pad = a.ldq;
-      q.out = reinterpret_cast<uint8_t*>(xq.data());
-      q.ldo = a.ldq;
-      q.scale = xs.data();
-      if (m <= 8) t.quant_rows(q, 0, m);
-      else parallel_for((m + 7) / 8, [&](int64_t i) { t.quant_rows(q, i * 8, std::min(m, i * 8 + 8)); });
+      quantize_activations(t, x, m, s.k, a.ldq, false, xq.data(), xs.data());
       a.xq = xq.data();
       a.xs = xs.data();
     }
