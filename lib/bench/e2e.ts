@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { info, loadModel, pruneModel, setNumThreads, type LoadModelOptions, type PruneModelOptions } from '../index';
+import { info, loadModel, pruneModel, quantizeModel, setNumThreads, type LoadModelOptions, type PruneModelOptions, type QuantizeModelOptions } from '../index';
 import { loadNative } from '../native';
 import { writeRandomModel, type SynthConfig } from '../model/synth';
 import { table, writeJson } from './harness';
@@ -29,7 +29,7 @@ function median(a: number[]): number {
   return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
-type Run = [name: string, file: string, opts: LoadModelOptions, bytesPerToken: number, prune?: PruneModelOptions];
+type Run = [name: string, file: string, opts: LoadModelOptions, bytesPerToken: number, prune?: PruneModelOptions, quantize?: QuantizeModelOptions];
 function runs(files: { llama2c: string; tokenizer: string; q8: string }, c: SynthConfig): Run[] {
   const linParams = linearParams(c), layerParams = linParams - c.vocab * c.dim, dim = c.dim;
   return [
@@ -40,6 +40,8 @@ function runs(files: { llama2c: string; tokenizer: string; q8: string }, c: Synt
     // layers pruned 50% (magnitude per layer: the weights are random, no calibration to learn from), bitmask int8; classifier dense int8
     ['int8 pruned 50% unstructured (bitmask)', files.llama2c, { tokenizer: files.tokenizer, weights: 'int8' },
       layerParams * (0.5 + 1 / 8) + c.vocab * dim * (1 + 4 / dim), { method: 'magnitude', sparsity: 0.5, format: 'bitmask' }],
+    // 4-bit, groups of 32 (round to nearest), classifier included
+    ['int4 group 32 (quantizeModel)', files.llama2c, { tokenizer: files.tokenizer }, linParams * (0.5 + 4 / 32), undefined, { weights: { bits: 4 } }],
   ];
 }
 
@@ -55,12 +57,12 @@ const PROMPT = Array.from({ length: 128 }, (_, i) => 259 + ((i * 7919) % (CONFIG
 
 /** One configuration, in this process (the child side of benchE2e): prints one JSON line. */
 export async function benchE2eChild(index: number, dir: string, quick: boolean): Promise<void> {
-  const [, file, o, , pruneOpts] = runs(modelFiles(dir), CONFIG)[index]!;
+  const [, file, o, , pruneOpts, quantOpts] = runs(modelFiles(dir), CONFIG)[index]!;
   const gen = quick ? 32 : 64, reps = quick ? 2 : 3;
   const t0 = performance.now();
   let m = await loadModel(file, o);
-  if (pruneOpts) {
-    const p = await pruneModel(m, pruneOpts);
+  if (pruneOpts || quantOpts) {
+    const p = pruneOpts ? await pruneModel(m, pruneOpts) : await quantizeModel(m, quantOpts!);
     m.dispose();
     m = p;
   }

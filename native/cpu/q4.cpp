@@ -107,8 +107,18 @@ Error q4_quantize(const float* w, int64_t n, int64_t k, int64_t group, std::uniq
 }
 
 void q4_unpack(const PackedQ4& p, int8_t* q) {
-  for (int64_t j = 0; j < p.n; ++j)
-    for (int64_t c = 0; c < p.k; ++c) q[j * p.k + c] = int8_t(get(p, j, c));
+  // a block of 16 bytes holds values [0, 16) in its low nibbles and [16, 32) in its high ones
+  parallel_for((p.n + 15) / 16, [&](int64_t t) {
+    for (int64_t j = t * 16; j < std::min(p.n, t * 16 + 16); ++j) {
+      const uint8_t* row = p.data.data() + j * p.row_bytes();
+      int8_t* out = q + j * p.k;
+      for (int64_t b = 0; b < p.k_pad / 32; ++b)
+        for (int64_t i = 0; i < 32; ++i) {
+          const int64_t c = b * 32 + i;
+          if (c < p.k) out[c] = int8_t(int(i < 16 ? row[b * 16 + i] & 0x0f : row[b * 16 + i - 16] >> 4) - 8);
+        }
+    }
+  });
 }
 
 void q4_gemv_ref(const Q4Args& a, int64_t j0, int64_t j1) {
