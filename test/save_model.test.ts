@@ -1,6 +1,7 @@
 // saveModel -> loadModel round trips: f32, int8 (per channel, per group, static
-// activation scales), sparse (bitmask, csr, 2:4, int8 values) and structurally
-// shrunk models come back with identical logits; damaged files give clear errors.
+// activation scales), int4, sparse (bitmask, csr, 2:4, int8 values) and
+// structurally shrunk models come back with identical weights (saved again,
+// byte for byte) and logits; damaged files give clear errors.
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -11,6 +12,19 @@ const DIR = path.resolve(__dirname, '..', '..', 'shared', 'models', 'stories260K
 const MODEL = path.join(DIR, 'stories260K.bin'), TOK = path.join(DIR, 'tok512.bin');
 const have = fs.existsSync(MODEL) && fs.existsSync(TOK);
 const SEQ = [1, 403, 407, 261, 378, 430, 261, 1130 % 512, 365, 281, 395, 267, 384, 286, 268, 415];
+
+/** name -> dtype, shape and bytes of every tensor of a safetensors file */
+function tensorsOf(file: string): Map<string, Buffer> {
+  const buf = fs.readFileSync(file);
+  const len = Number(buf.readBigUInt64LE(0));
+  const head = JSON.parse(buf.subarray(8, 8 + len).toString('utf8')) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+  const out = new Map<string, Buffer>();
+  for (const [k, v] of Object.entries(head)) {
+    if (k === '__metadata__') continue;
+    out.set(k, Buffer.concat([Buffer.from(`${v.dtype}[${v.shape.join(',')}]`), buf.subarray(8 + len + v.data_offsets[0], 8 + len + v.data_offsets[1])]));
+  }
+  return out;
+}
 
 describe('saveModel / loadModel round trip: stories260K', function () {
   this.timeout(300000);
@@ -41,6 +55,12 @@ describe('saveModel / loadModel round trip: stories260K', function () {
         expect(Buffer.from(b.buffer).equals(Buffer.from(a.buffer)), `${name}: logits bit for bit`).to.equal(true);
         expect(back.tokenizer.encode('Once upon a time')).to.deep.equal(m.tokenizer.encode('Once upon a time'));
         expect(back.stopIds).to.deep.equal(m.stopIds);
+        // the weights themselves: the loaded model saves the same tensors, byte for byte
+        const again = file.replace(/\.safetensors$/, '.again.safetensors');
+        await saveModel(back, again);
+        const a1 = tensorsOf(file), a2 = tensorsOf(again);
+        expect([...a2.keys()], name).to.deep.equal([...a1.keys()]);
+        for (const [k, v] of a1) expect(a2.get(k)!.equals(v), `${name}: ${k}`).to.equal(true);
       } finally {
         back.dispose();
       }
