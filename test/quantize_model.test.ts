@@ -169,6 +169,18 @@ describe('quantizeModel: stories260K', function () {
     const g = await nat.gptq(w._storage, w._offset, n, k, h, 8, 0, 0.01);
     expect(g.error).to.be.below(0.9 * g.rtnError);
     g.packed!.dispose();
+    // layouts the result cannot be packed into are refused up front (a 4-bit group of 0 once divided by zero)
+    for (const [bits, group] of [[4, 0], [4, 48], [8, 12]] as const) {
+      let err: Error | undefined;
+      try { await nat.gptq(w._storage, w._offset, n, k, h, bits, group, 0.01); } catch (e) { err = e as Error; }
+      expect(err?.message, `${bits} bits, group ${group}`).to.match(/is not a layout/);
+    }
+    // calibration histogram ranges must be finite
+    const ranges = new Float32Array(f32.config.layers * 8).fill(1);
+    ranges[3] = NaN;
+    let err: Error | undefined;
+    try { await f32._calibrate([[1, 2, 3]], { ranges, bins: 16 }); } catch (e) { err = e as Error; }
+    expect(err?.message).to.match(/finite with lo <= hi/);
     w.dispose();
   });
 

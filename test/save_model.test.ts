@@ -123,7 +123,20 @@ describe('saveModel / loadModel round trip: stories260K', function () {
       try { (await loadModel(f)).dispose(); } catch (e) { err = e as Error; }
       expect(err?.message, name).to.match(re);
     }
+    // csr columns that do not increase
+    const c = await pruneModel(dense, { sparsity: 0.9, format: 'csr' });
+    const cfile = path.join(tmp, 'csr.safetensors');
+    await saveModel(c, cfile);
+    c.dispose();
+    const cb = fs.readFileSync(cfile), clen = Number(cb.readBigUInt64LE(0));
+    const ch = JSON.parse(cb.subarray(8, 8 + clen).toString('utf8')) as Record<string, { data_offsets: [number, number] }>;
+    const colAt = 8 + clen + ch['layers.0.wo.col']!.data_offsets[0];
+    cb.writeUInt16LE(cb.readUInt16LE(colAt), colAt + 2);  // the second column repeats the first
+    fs.writeFileSync(cfile, cb);
     let err: Error | undefined;
+    try { (await loadModel(cfile)).dispose(); } catch (e) { err = e as Error; }
+    expect(err?.message).to.match(/columns must increase/);
+    err = undefined;
     try { await saveModel(dense, path.join(tmp, 'no', 'such', 'dir', 'x.safetensors')); } catch (e) { err = e as Error; }
     expect(err?.message).to.match(/cannot write/);
   });

@@ -280,6 +280,9 @@ class Model : public Napi::ObjectWrap<Model> {
         throw Napi::TypeError::New(env, "calibrate: ranges must be a Float32Array of layers * 8 entries");
       Napi::Float32Array rf = info[2].As<Napi::Float32Array>();
       ranges->assign(rf.Data(), rf.Data() + rf.ElementLength());
+      for (int64_t i = 0; i < layers * 4; ++i)
+        if (!std::isfinite((*ranges)[size_t(2 * i)]) || !std::isfinite((*ranges)[size_t(2 * i + 1)]) || (*ranges)[size_t(2 * i)] > (*ranges)[size_t(2 * i + 1)])
+          throw Napi::RangeError::New(env, "calibrate: every range must be finite with lo <= hi");
       bins = ArgInt(info, 3, "calibrate", "bins", 16, int64_t(1) << 20);
     }
     const int64_t gram_layer = info.Length() > 4 && info[4].IsNumber() ? ArgInt(info, 4, "calibrate", "gramLayer", -1, layers - 1) : -1;
@@ -322,6 +325,14 @@ class Model : public Napi::ObjectWrap<Model> {
             cal.gram_layer = gram_layer;
           }
           std::vector<float> logits(size_t(m.config().vocab));
+          // the model must never keep a pointer to `cal`, even when forward throws
+          struct Detach {
+            sparq::LlamaModel& m;
+            ~Detach() {
+              m.set_calibration(nullptr);
+              m.truncate(0);
+            }
+          } detach{m};
           m.set_calibration(&cal);
           Error e;
           int64_t at = 0;
@@ -331,8 +342,6 @@ class Model : public Napi::ObjectWrap<Model> {
             if (!e.ok()) break;
             at += l;
           }
-          m.set_calibration(nullptr);
-          m.truncate(0);
           return e;
         },
         [out](Napi::Env e) -> Napi::Value {

@@ -134,6 +134,10 @@ Napi::Value Gptq(const Napi::CallbackInfo& info) {
   o.bits = int(ArgInt(info, 5, op, "bits", 4, 8));
   if (o.bits != 8 && o.bits != 4) throw Napi::RangeError::New(env, "gptq: bits must be 8 or 4");
   const int64_t group = ArgInt(info, 6, op, "group", 0, int64_t(1) << 16);
+  // the layouts the result is packed into: int4 groups of 32 / 64 / 128; int8 per channel or the packed int8 groups
+  if (o.bits == 4 ? !(group == 32 || group == 64 || group == 128)
+                  : !(group == 0 || group >= k || (group % 4 == 0 && (group % 64 == 0 || 64 % group == 0))))
+    throw Napi::RangeError::New(env, "gptq: group " + std::to_string(group) + " is not a layout of " + std::to_string(o.bits) + "-bit weights");
   o.group = group >= k ? 0 : group;  // one group: per row
   o.dampening = ArgNum(info, 7, op, "dampening");
   struct Res {

@@ -71,9 +71,9 @@ Error q4_from_nibbles(const uint8_t* nib, const float* scales, int64_t n, int64_
   try {
     auto p = make(n, k, group);
     const int64_t bytes = n * p->row_bytes();
+    std::copy(nib, nib + bytes, p->data.begin());  // checked after the copy: the source may change
     for (int64_t i = 0; i < bytes; ++i)
-      if (!(nib[i] & 0x0f) || !(nib[i] & 0xf0)) return bad("a 4-bit value is -8 (outside [-7, 7])");
-    std::copy(nib, nib + bytes, p->data.begin());
+      if (!(p->data[size_t(i)] & 0x0f) || !(p->data[size_t(i)] & 0xf0)) return bad("a 4-bit value is -8 (outside [-7, 7])");
     std::copy(scales, scales + n * p->groups, p->scale.begin());
     *out = std::move(p);
   } catch (const std::bad_alloc&) {
@@ -140,11 +140,6 @@ Error linear_q4(const PackedQ4& w, const float* x, int64_t m, float* y) {
   const KernelTable t = kernels();
   const int64_t ldq = (w.k_pad + 63) / 64 * 64;
   try {
-    std::vector<int8_t> xq(size_t(m * ldq));
-    std::vector<float> xs(static_cast<size_t>(m));
-    quantize_activations(t, x, m, w.k, ldq, false, xq.data(), xs.data());
-    // rows of W per task: about 32K weights, at least 4 tasks per thread
-    const int64_t rows = std::max<int64_t>(1, std::min<int64_t>((int64_t(1) << 15) / w.k_pad + 1, (w.n + 4 * num_threads() - 1) / (4 * num_threads())));
     if (m >= 16) {
       // prefill: W expanded to int8 with the same groups, through the dense int8 GEMM
       std::vector<int8_t> v(static_cast<size_t>(w.n * w.k));
@@ -153,6 +148,11 @@ Error linear_q4(const PackedQ4& w, const float* x, int64_t m, float* y) {
       if (Error e = pack_s8(v.data(), w.n, w.k, w.group, w.scale.data(), nullptr, &pw); !e.ok()) return e;
       return linear_s8(x, m, w.k, pw->view(), nullptr, 0.f, y);
     }
+    std::vector<int8_t> xq(size_t(m * ldq));
+    std::vector<float> xs(static_cast<size_t>(m));
+    quantize_activations(t, x, m, w.k, ldq, false, xq.data(), xs.data());
+    // rows of W per task: about 32K weights, at least 4 tasks per thread
+    const int64_t rows = std::max<int64_t>(1, std::min<int64_t>((int64_t(1) << 15) / w.k_pad + 1, (w.n + 4 * num_threads() - 1) / (4 * num_threads())));
     for (int64_t i0 = 0; i0 < m; i0 += 8) {
       Q4Args a;
       a.w = &w;

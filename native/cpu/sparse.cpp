@@ -168,14 +168,19 @@ Error sparse_from_parts(const SparseParts& p, std::unique_ptr<SparseWeight>* out
       s->idx.resize(s->idx.size() + 8, 0);
       const int64_t per = s->groups() * p.N;
       for (int64_t j = 0; j < p.n; ++j)
-        for (int64_t q = 0; q < per; ++q)
+        for (int64_t q = 0; q < per; ++q) {
           if (s->nm_index(j, q) >= p.M) return bad("N:M index " + std::to_string(s->nm_index(j, q)) + " is not below M");
+          for (int64_t u = q - q % p.N; u < q; ++u)
+            if (s->nm_index(j, u) == s->nm_index(j, q)) return bad("N:M indices repeat within a group");
+        }
     } else {
       if (!p.row_ptr) return bad("row pointers are required");
-      if (p.row_ptr[0] != 0 || p.row_ptr[p.n] != p.nnz) return bad("row pointers must start at 0 and end at the value count");
-      for (int64_t j = 0; j < p.n; ++j)
-        if (p.row_ptr[j + 1] < p.row_ptr[j]) return bad("row pointers must not decrease");
+      // copied first: the checks (and later ones) look at what the weight keeps
       s->row_ptr.assign(p.row_ptr, p.row_ptr + p.n + 1);
+      const std::vector<int64_t>& rp = s->row_ptr;
+      if (rp[0] != 0 || rp[size_t(p.n)] != p.nnz) return bad("row pointers must start at 0 and end at the value count");
+      for (int64_t j = 0; j < p.n; ++j)
+        if (rp[size_t(j + 1)] < rp[size_t(j)]) return bad("row pointers must not decrease");
     }
     if (p.format == SparseFormat::csr) {
       if (!p.col) return bad("csr needs columns");
@@ -191,6 +196,9 @@ Error sparse_from_parts(const SparseParts& p, std::unique_ptr<SparseWeight>* out
       }
       for (int64_t q = 0; q < p.nnz; ++q)
         if (s->column(q) < 0 || s->column(q) >= p.k) return bad("column " + std::to_string(s->column(q)) + " is outside [0, k)");
+      for (int64_t j = 0; j < p.n; ++j)
+        for (int64_t q = s->row_ptr[size_t(j)] + 1; q < s->row_ptr[size_t(j + 1)]; ++q)
+          if (s->column(q) <= s->column(q - 1)) return bad("row " + std::to_string(j) + ": columns must increase");
     }
     if (p.format == SparseFormat::bitmask) {
       if (!p.mask) return bad("bitmask needs the mask");
@@ -200,7 +208,7 @@ Error sparse_from_parts(const SparseParts& p, std::unique_ptr<SparseWeight>* out
       for (int64_t j = 0; j < p.n; ++j) {
         int64_t cnt = 0;
         for (int64_t w = 0; w < words; ++w) cnt += __builtin_popcount(s->mask[size_t(j * words + w)]);
-        if (cnt != p.row_ptr[j + 1] - p.row_ptr[j]) return bad("row " + std::to_string(j) + ": mask bits do not match its value count");
+        if (cnt != s->row_ptr[size_t(j + 1)] - s->row_ptr[size_t(j)]) return bad("row " + std::to_string(j) + ": mask bits do not match its value count");
         if (s->mask[size_t(j * words + words - 1)] & tail) return bad("row " + std::to_string(j) + ": mask bits past k");
       }
     }

@@ -58,7 +58,8 @@ void observe(const LlamaCalibration& cal, const float* x, int64_t rows, int64_t 
       double* h = cal.hist + slot * cal.bins;
       for (int64_t c = 0; c < cols; ++c) {
         const double t = (double(xr[c]) - a) * w;
-        h[t <= 0 ? 0 : t >= double(cal.bins - 1) ? cal.bins - 1 : int64_t(t)] += 1.0;
+        // NaN lands in bin 0 (both comparisons false)
+        h[t > 0 ? (t < double(cal.bins - 1) ? int64_t(t) : cal.bins - 1) : 0] += 1.0;
       }
     }
   }
