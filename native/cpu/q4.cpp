@@ -151,6 +151,9 @@ Error linear_q4(const PackedQ4& w, const float* x, int64_t m, float* y) {
     std::vector<int8_t> xq(size_t(m * ldq));
     std::vector<float> xs(static_cast<size_t>(m));
     quantize_activations(t, x, m, w.k, ldq, false, xq.data(), xs.data());
+    std::vector<int32_t> xsum(size_t(m * w.groups), 0);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t c = 0; c < w.k; ++c) xsum[size_t(i * w.groups + c / w.group)] += xq[size_t(i * ldq + c)];
     // rows of W per task: about 32K weights, at least 4 tasks per thread
     const int64_t rows = std::max<int64_t>(1, std::min<int64_t>((int64_t(1) << 15) / w.k_pad + 1, (w.n + 4 * num_threads() - 1) / (4 * num_threads())));
     for (int64_t i0 = 0; i0 < m; i0 += 8) {
@@ -159,6 +162,7 @@ Error linear_q4(const PackedQ4& w, const float* x, int64_t m, float* y) {
       a.xq = xq.data() + i0 * ldq;
       a.ldq = ldq;
       a.xs = xs.data() + i0;
+      a.xsum = xsum.data() + i0 * w.groups;
       a.m = std::min<int64_t>(8, m - i0);
       a.y = y + i0 * w.n;
       parallel_for((w.n + rows - 1) / rows, [&](int64_t r) { t.q4_gemv(a, r * rows, std::min(w.n, r * rows + rows)); });

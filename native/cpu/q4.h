@@ -39,6 +39,7 @@ struct Q4Args {
   const int8_t* xq = nullptr;
   int64_t ldq = 0;
   const float* xs = nullptr;
+  const int32_t* xsum = nullptr;  // (m, groups): sum of each group of xq (the kernels may use unsigned nibbles)
   int64_t m = 0;
   float* y = nullptr;  // (m, n)
 };
