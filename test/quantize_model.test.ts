@@ -158,7 +158,7 @@ describe('quantizeModel: stories260K', function () {
       nat.dequantize(g.packed!, out._storage, out._offset, true);
       const rtn = quantize(w, group ? { granularity: 'per-group', groupSize: group } : {}).dequantize();
       expect(Array.from(out.toArray())).to.deep.equal(Array.from(rtn.toArray()));
-      expect(g.error).to.be.closeTo(g.rtnError, 1e-6 * g.rtnError);  // (its scales are f32-rounded)
+      expect(g.error).to.be.closeTo(g.rtnError, 1e-5 * g.rtnError);  // (its scales are f32-rounded)
       g.packed!.dispose();
     }
     // H from correlated inputs: x = z + 0.9 * shift(z)
