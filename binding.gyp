@@ -78,7 +78,8 @@
         "native/addon/tensor_ops.cpp",
         "native/addon/model_ops.cpp",
         "native/addon/sparse_ops.cpp",
-        "native/addon/q4_ops.cpp"
+        "native/addon/q4_ops.cpp",
+        "native/addon/cuda_ops.cpp"
       ]
     }
   ]

@@ -2,9 +2,9 @@
 // Shapes follow PyTorch's scaled_dot_product_attention: q [b, hq, tq, d],
 // k / v [b, hkv, tk, d]. The native kernel never materialises the score
 // matrix; see docs/DESIGN.md ("Attention").
-import { describe, expectTensor, nonEmpty, withOutput } from './errors';
+import { describe, expectTensor, nonEmpty, sameDevice, withOutput } from './errors';
 import { loadNative } from './native';
-import { Tensor } from './tensor';
+import { Tensor, parseDevice, type Device } from './tensor';
 
 export type KVDType = 'f32' | 'f16' | 'i8';
 const KV_CODE: Record<KVDType, number> = { f32: 0, f16: 1, i8: 2 };
@@ -28,6 +28,8 @@ export interface KVCacheOptions {
   batch?: number;
   /** storage: 'f32', 'f16', or 'i8' (symmetric, one f32 scale per token and head). Default 'f32'. */
   dtype?: KVDType;
+  /** 'cuda': keep the cache in GPU memory (append and attend with cuda tensors). Default 'cpu'. */
+  device?: Device;
 }
 
 /** The keys and values of one layer of a KVCache, as they are when view() is called. */
@@ -55,6 +57,7 @@ export class KVCache {
   readonly maxSeq: number;
   readonly batch: number;
   readonly dtype: KVDType;
+  readonly device: Device;
   /** @internal */ readonly _k: Tensor[] = [];
   /** @internal */ readonly _v: Tensor[] = [];
   /** @internal */ readonly _ks: Tensor[] = [];
@@ -75,22 +78,24 @@ export class KVCache {
     const dtype = opts.dtype ?? 'f32';
     if (!(dtype in KV_CODE)) throw new TypeError(`${op}: dtype must be 'f32', 'f16' or 'i8'; got ${describe(dtype)}`);
     this.dtype = dtype;
+    this.device = parseDevice(op, opts.device ?? 'cpu');
     const perLayer = this.batch * this.kvHeads * this.maxSeq;
     const bytes = this.layers * 2 * perLayer * (this.headDim * (dtype === 'f32' ? 4 : dtype === 'f16' ? 2 : 1) + (dtype === 'i8' ? 4 : 0));
     if (!Number.isSafeInteger(bytes) || bytes > 2 ** 46) throw new RangeError(`${op}: ${bytes} bytes is too large`);
     try {
       for (let l = 0; l < this.layers; l++) {
         const shape = [this.batch, this.kvHeads, this.maxSeq, this.headDim];
-        this._k.push(Tensor.zeros(shape, dtype));
-        this._v.push(Tensor.zeros(shape, dtype));
+        this._k.push(Tensor.zeros(shape, dtype, this.device));
+        this._v.push(Tensor.zeros(shape, dtype, this.device));
         if (dtype === 'i8') {
-          this._ks.push(Tensor.zeros([this.batch, this.kvHeads, this.maxSeq]));
-          this._vs.push(Tensor.zeros([this.batch, this.kvHeads, this.maxSeq]));
+          this._ks.push(Tensor.zeros([this.batch, this.kvHeads, this.maxSeq], 'f32', this.device));
+          this._vs.push(Tensor.zeros([this.batch, this.kvHeads, this.maxSeq], 'f32', this.device));
         }
       }
     } catch (e) {
       this.dispose();
-      throw new RangeError(`${op}: cannot allocate ${bytes} bytes: ${(e as Error).message}`);
+      const m = (e as Error).message;
+      throw new (m.includes('no CUDA device') ? Error : RangeError)(`${op}: cannot allocate ${bytes} bytes: ${m}`);
     }
     this.lengths = new Array<number>(this.layers).fill(0);
     this.reserved = new Array<number>(this.layers).fill(0);
@@ -130,6 +135,9 @@ export class KVCache {
         }
       }
       nonEmpty(op, 'k', K);
+      if (sameDevice(op, { k: K, v: V }) !== this.device) {
+        throw new TypeError(`${op}: the cache is on ${this.device} but k and v are on ${K.device} (move them with .to('${this.device}'))`);
+      }
       const t = K.shape[2]!;
       const pos = this.reserved[layer]!;
       if (pos + t > this.maxSeq) {
@@ -199,16 +207,19 @@ interface KvArgs {
   k: Tensor; v: Tensor; ks: Tensor | null; vs: Tensor | null;
 }
 
+const KV_TENSOR_CODE: Record<string, number> = { f32: 0, f16: 1, bf16: 3 };
+
 function kvFromTensors(op: string, k: unknown, v: unknown): KvArgs {
-  const K = expectTensor(op, 'k', k, ['f32', 'f16'], 4);
-  const V = expectTensor(op, 'v', v, ['f32', 'f16'], 4);
+  const K = expectTensor(op, 'k', k, ['f32', 'f16', 'bf16'], 4);
+  const V = expectTensor(op, 'v', v, ['f32', 'f16', 'bf16'], 4);
+  if (K.dtype === 'bf16' && K.device === 'cpu') throw new TypeError(`${op}: bf16 keys and values run on cuda only; got them on the cpu`);
   if (K.dtype !== V.dtype) throw new TypeError(`${op}: k and v must have the same dtype; got ${K.dtype} and ${V.dtype}`);
   if (K.shape.some((d, i) => d !== V.shape[i])) {
     throw new RangeError(`${op}: k and v must have the same shape; got [${K.shape.join(', ')}] and [${V.shape.join(', ')}]`);
   }
   nonEmpty(op, 'k', K);
   const [b, hkv, tk, d] = K.shape as [number, number, number, number];
-  return { b, hkv, tk, d, cap: tk, code: KV_CODE[K.dtype as KVDType], k: K, v: V, ks: null, vs: null };
+  return { b, hkv, tk, d, cap: tk, code: KV_TENSOR_CODE[K.dtype]!, k: K, v: V, ks: null, vs: null };
 }
 
 function kvFromView(op: string, view: KVView): KvArgs {
@@ -223,8 +234,9 @@ function kvFromView(op: string, view: KVView): KvArgs {
 }
 
 async function run(op: string, naive: boolean, q: Tensor, k: Tensor | KVView, v: Tensor | null, opts: AttentionOptions): Promise<Tensor> {
-  const Q = expectTensor(op, 'q', q, ['f32'], 4);
+  const Q = expectTensor(op, 'q', q, ['f32', 'f16', 'bf16'], 4);
   nonEmpty(op, 'q', Q);
+  if (Q.dtype !== 'f32' && Q.device === 'cpu') throw new TypeError(`${op}: ${Q.dtype} queries run on cuda only; on the cpu q must be f32`);
   let kv: KvArgs;
   if (k instanceof KVView) {
     if (v !== null && v !== undefined) throw new TypeError(`${op}: pass null for 'v' with a cache view`);
@@ -254,12 +266,15 @@ async function run(op: string, naive: boolean, q: Tensor, k: Tensor | KVView, v:
       sb = s[0] === 1 ? 0 : s[1]! * tq * kv.tk;
     }
   }
+  const dev = sameDevice(op, { q: Q, k: kv.k, v: kv.v, mask });
+  if (naive && dev !== 'cpu') throw new TypeError(`${op}: runs on the CPU only`);
+  const qType = Q.dtype === 'f32' ? 0 : Q.dtype === 'f16' ? 1 : 2;
   const nat = loadNative();
-  return withOutput([b, hq, tq, d], 'f32', (out) => nat.attention(
+  return withOutput([b, hq, tq, d], Q.dtype, (out) => nat.attention(
     Q._storage, Q._offset, b, hq, tq, d, kv.hkv, kv.tk, kv.cap, kv.code,
     kv.k._storage, kv.k._offset, kv.v._storage, kv.v._offset,
     kv.ks ? kv.ks._storage : null, kv.ks ? kv.ks._offset : 0, kv.vs ? kv.vs._storage : null, kv.vs ? kv.vs._offset : 0,
-    mask ? mask._storage : null, mask ? mask._offset : 0, sb, sh, scale, causal, out._storage, out._offset, naive));
+    mask ? mask._storage : null, mask ? mask._offset : 0, sb, sh, scale, causal, out._storage, out._offset, naive, qType), dev);
 }
 
 /**
@@ -267,6 +282,8 @@ async function run(op: string, naive: boolean, q: Tensor, k: Tensor | KVView, v:
  * [b, hkv, tk, d] (hq a multiple of hkv: grouped-query attention), or a cache
  * view with v = null. Returns f32 [b, hq, tq, d]. Query rows that see no key
  * (causal with tq > tk, or an all -Infinity mask row) come out as zeros.
+ * On cuda (every operand on the GPU): q, k, v may also be f16 or bf16 (f32
+ * accumulation; d <= 256) and the output has q's dtype.
  */
 export function attention(q: Tensor, k: Tensor | KVView, v: Tensor | null, opts: AttentionOptions = {}): Promise<Tensor> {
   return run('attention', false, q, k, v, opts);

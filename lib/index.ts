@@ -15,6 +15,7 @@ export { pruneModel, type PruneModelOptions } from './model/prune';
 export { evaluate, type EvaluateOptions, type EvaluationResult } from './model/evaluate';
 export { quantizeModel, type QuantizeModelOptions, type QuantizeReport } from './model/quantize_model';
 export { type SamplingOptions } from './model/sampler';
+export { CudaWeight, cudaMemory, type CudaWeightFormat, type CudaMemory } from './cuda';
 export { attention, attentionNaive, KVCache, KVView, type AttentionOptions, type KVCacheOptions, type KVDType } from './attention';
 
 export type IsaName = 'amx' | 'avx512vnni' | 'avxvnni' | 'avx2' | 'ref';
@@ -25,7 +26,12 @@ export interface Info {
   cpu: { vendor: string; brand: string; features: string[]; physicalCores: number; supportedIsas: IsaName[] };
   kernels: { gemm_s8: IsaName; linear_s8: IsaName; sgemm: 'avx512' | 'avx2' | 'ref'; quantize_rows: string; attention: 'avx512' | 'avx2' | 'ref'; sparse: 'avx512vbmi2' | 'avx2' | 'ref' };
   threads: number;
-  cuda: { compiled: boolean; devices: number; archs: string[]; runtimeVersion: number; driverVersion: number; error?: string };
+  /** CUDA: whether this build has the kernels (and for which sm_ archs), the devices found
+   *  (0, with `error` saying why, on machines without a GPU or driver) and their properties. */
+  cuda: {
+    compiled: boolean; devices: number; archs: string[]; runtimeVersion: number; driverVersion: number; error?: string;
+    deviceList: { name: string; major: number; minor: number; sms: number; memoryBytes: number; clockMHz: number; bandwidthGBs: number }[];
+  };
   /** bytes of native memory currently held by sparq (tensors, packed weights, scratch) */
   allocatedBytes: number;
 }
@@ -48,7 +54,7 @@ export function info(): Info {
       sparse: r.kernels.sparse as 'avx512vbmi2' | 'avx2' | 'ref',
     },
     threads: r.threads,
-    cuda: { ...r.cuda, archs: r.cuda.archs ? r.cuda.archs.split(',') : [] },
+    cuda: { ...r.cuda, archs: r.cuda.archs ? r.cuda.archs.split(',') : [], deviceList: r.cuda.deviceList ?? [] },
     allocatedBytes: r.allocatedBytes,
   };
 }

@@ -8,6 +8,8 @@ import * as path from 'node:path';
 
 export interface NativeStorage {
   readonly byteLength: number;
+  /** 'cuda' for device memory */
+  readonly device: 'cpu' | 'cuda';
   readonly disposed: boolean;
   write(data: ArrayBufferView, byteOffset: number): void;
   read(byteOffset: number, byteLength: number): ArrayBuffer;
@@ -30,12 +32,18 @@ export interface NativeInfo {
   kernels: { gemm_s8: string; sgemm: string; quantize_rows: string; attention: string; sparse: string };
   threads: number;
   dispatchError: string;
-  cuda: { compiled: boolean; devices: number; archs: string; runtimeVersion: number; driverVersion: number; error?: string };
+  cuda: { compiled: boolean; devices: number; archs: string; runtimeVersion: number; driverVersion: number; error?: string;
+    deviceList: { name: string; major: number; minor: number; sms: number; memoryBytes: number; clockMHz: number; bandwidthGBs: number }[] };
   allocatedBytes: number;
 }
 
 export interface NativeQ4 {
   meta(): { n: number; k: number; group: number; bytes: number };
+  dispose(): void;
+}
+
+export interface NativeDeviceWeight {
+  meta(): { n: number; k: number; kind: 'f32' | 'int8' | 'csr' | 'nm'; bytes: number };
   dispose(): void;
 }
 
@@ -49,7 +57,14 @@ type S = NativeStorage;
 type Off = number;
 
 export interface NativeBinding {
-  Storage: new (byteLength: number) => NativeStorage;
+  Storage: new (byteLength: number, device?: 'cuda') => NativeStorage;
+  cudaUploadPacked(packed: NativePacked, staticScale: number): Promise<NativeDeviceWeight>;
+  cudaUploadQ4(q4: NativeQ4): Promise<NativeDeviceWeight>;
+  cudaUploadSparse(sparse: NativeSparse): Promise<NativeDeviceWeight>;
+  cudaLinear(x: S, xOff: Off, m: number, k: number, w: NativeDeviceWeight, bias: S | null, biasOff: Off, out: S, outOff: Off): Promise<void>;
+  cudaMatmulS8(a: S, aOff: Off, m: number, k: number, b: S, bOff: Off, n: number, out: S, outOff: Off): Promise<void>;
+  cudaMemInfo(): { free: number; total: number; allocated: number };
+  cudaAllocatedBytes(): number;
   Packed: new () => NativePacked;
   info(): NativeInfo;
   setIsa(name: string): void;
@@ -75,7 +90,7 @@ export interface NativeBinding {
   attention(q: S, qOff: Off, b: number, hq: number, tq: number, d: number, hkv: number, tk: number, cap: number,
             kvType: number, k: S, kOff: Off, v: S, vOff: Off, ks: S | null, ksOff: Off, vs: S | null, vsOff: Off,
             mask: S | null, maskOff: Off, maskSb: number, maskSh: number, scale: number, causal: boolean,
-            out: S, outOff: Off, naive: boolean): Promise<void>;
+            out: S, outOff: Off, naive: boolean, qType?: number): Promise<void>;
   kvStore(src: S, srcOff: Off, b: number, h: number, t: number, d: number, type: number, dst: S, dstOff: Off,
           scales: S | null, scalesOff: Off, cap: number, pos: number): Promise<void>;
   readFile(path: string, offset: number, bytes: number): Promise<NativeStorage>;

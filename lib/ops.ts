@@ -1,7 +1,8 @@
 // ops.ts - the GEMM-family ops. Each validates its arguments (dtype, shape,
 // device, disposal) on the JS thread, allocates the output and runs the
 // kernel off-thread, returning a Promise.
-import { describe, expectDim, expectTensor, nonEmpty, withOutput } from './errors';
+import { CudaWeight } from './cuda';
+import { cpuOnly, describe, expectDim, expectTensor, nonEmpty, sameDevice, withOutput } from './errors';
 import { SparseTensor } from './sparse';
 import { loadNative } from './native';
 import { QuantizedTensor } from './quantize';
@@ -30,6 +31,9 @@ export async function matmulInt8(a: Tensor, b: Tensor): Promise<Tensor> {
   const [n, kb] = B.shape as [number, number];
   expectDim(op, `b.shape[1] (k of a: [${m}, ${k}])`, kb, k);
   const nat = loadNative();
+  if (sameDevice(op, { a: A, b: B }) === 'cuda') {
+    return withOutput([m, n], 'i32', (out) => nat.cudaMatmulS8(A._storage, A._offset, m, k, B._storage, B._offset, n, out._storage, out._offset), 'cuda');
+  }
   const packed = await nat.packS8(B._storage, B._offset, n, k);
   try {
     return await withOutput([m, n], 'i32', (out) => nat.matmulS8(A._storage, A._offset, m, k, packed, out._storage, out._offset));
@@ -40,13 +44,27 @@ export async function matmulInt8(a: Tensor, b: Tensor): Promise<Tensor> {
 
 /** y[m, n] = x[m, k] . w[n, k]^T + bias (nn.Linear). With a QuantizedTensor weight the
  *  activations are quantized per token (row) to int8 on the fly (or with a static
- *  `inputScale`), multiplied by the int8 GEMM and dequantized in the epilogue. */
-export async function linear(x: Tensor, w: Tensor | QuantizedTensor | SparseTensor, bias?: Tensor | null, opts: LinearOptions = {}): Promise<Tensor> {
+ *  `inputScale`), multiplied by the int8 GEMM and dequantized in the epilogue. On the GPU:
+ *  x on cuda with an f32 Tensor weight on cuda, or a CudaWeight (from QuantizedTensor /
+ *  SparseTensor .to('cuda')); the output is on cuda. */
+export async function linear(x: Tensor, w: Tensor | QuantizedTensor | SparseTensor | CudaWeight, bias?: Tensor | null, opts: LinearOptions = {}): Promise<Tensor> {
   const op = 'linear';
   const X = expectTensor(op, 'x', x, ['f32'], 2);
   nonEmpty(op, 'x', X);
   const [m, k] = X.shape as [number, number];
   const nat = loadNative();
+  if (w instanceof CudaWeight) {
+    const dw = w._check(op);
+    const [n, kw] = w.shape;
+    expectDim(op, `w.shape[1] (k of x: [${m}, ${k}])`, kw, k);
+    const B = checkBias(op, bias, n);
+    if (sameDevice(op, { x: X, bias: B }) !== 'cuda') throw new TypeError(`${op}: the weight is on cuda but 'x' is on the cpu (move it with x.to('cuda'))`);
+    if (opts.inputScale !== undefined) throw new TypeError(`${op}: a static inputScale is fixed when the weight moves: quantized.to('cuda', { inputScale })`);
+    return withOutput([m, n], 'f32', (out) => nat.cudaLinear(X._storage, X._offset, m, k, dw, B?._storage ?? null, B?._offset ?? 0, out._storage, out._offset), 'cuda');
+  }
+  if ((w instanceof QuantizedTensor || w instanceof SparseTensor) && X.device !== 'cpu') {
+    throw new TypeError(`${op}: 'x' is on cuda but the ${w.constructor.name} weight is on the cpu (move it with await w.to('cuda'))`);
+  }
   if (w instanceof QuantizedTensor) {
     w._check(op);
     const [n, kw] = w.shape;
@@ -74,8 +92,9 @@ export async function linear(x: Tensor, w: Tensor | QuantizedTensor | SparseTens
   expectDim(op, `w.shape[1] (k of x: [${m}, ${k}])`, kw, k);
   if (opts.inputScale !== undefined) throw new TypeError(`${op}: inputScale applies to quantized weights only`);
   const B = checkBias(op, bias, n);
+  const dev = sameDevice(op, { x: X, w: W, bias: B });
   return withOutput([m, n], 'f32', (out) =>
-    nat.linearF32(X._storage, X._offset, m, k, W._storage, W._offset, n, B?._storage ?? null, B?._offset ?? 0, out._storage, out._offset));
+    nat.linearF32(X._storage, X._offset, m, k, W._storage, W._offset, n, B?._storage ?? null, B?._offset ?? 0, out._storage, out._offset), dev);
 }
 
 /** c[m, n] = a[m, k] . b[k, n] in f32. */
@@ -88,6 +107,7 @@ export async function matmul(a: Tensor, b: Tensor): Promise<Tensor> {
   const [m, k] = A.shape as [number, number];
   const [kb, n] = B.shape as [number, number];
   expectDim(op, `b.shape[0] (k of a: [${m}, ${k}])`, kb, k);
+  cpuOnly(op, { a: A, b: B });
   return withOutput([m, n], 'f32', (out) =>
     loadNative().matmulF32(A._storage, A._offset, m, k, B._storage, B._offset, n, null, 0, out._storage, out._offset));
 }

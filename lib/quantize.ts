@@ -2,10 +2,11 @@
 // channel or per group along K), calibration observers for static activation
 // scales, and error metrics. Weights are prepacked once, here, into the layout
 // the int8 GEMM kernels read; values/scales are unpacked on demand.
+import { CudaWeight } from './cuda';
 import { expectTensor } from './errors';
 import { SparseTensor, quantizeSparse } from './sparse';
 import { loadNative, type NativePacked, type PackedMeta } from './native';
-import { Tensor } from './tensor';
+import { Tensor, parseDevice } from './tensor';
 
 export type Granularity = 'per-channel' | 'per-group';
 
@@ -133,6 +134,24 @@ export class QuantizedTensor {
     } finally {
       dq.dispose();
     }
+  }
+
+  /**
+   * The weight in GPU memory, for linear() with cuda activations: int8 values with their
+   * scales (per channel, or groups of 32 / 64 / 128), same quantization contract.
+   * Symmetric weights only. `inputScale` fixes a static activation scale (default: dynamic
+   * per row). Rejects when no CUDA device is available.
+   */
+  async to(device: 'cuda', opts: { inputScale?: number } = {}): Promise<CudaWeight> {
+    const op = `QuantizedTensor.to('${String(device)}')`;
+    if (parseDevice(op, device) !== 'cuda') throw new TypeError(`${op}: a QuantizedTensor already lives on the cpu`);
+    this._check(op);
+    if (!this.symmetric) throw new TypeError(`${op}: asymmetric weights run on the CPU only; quantize with symmetric: true`);
+    const s = opts.inputScale ?? 0;
+    if (opts.inputScale !== undefined && !(typeof s === 'number' && s > 0 && Number.isFinite(s))) {
+      throw new RangeError(`${op}: inputScale must be a positive finite number; got ${String(opts.inputScale)}`);
+    }
+    return new CudaWeight(await loadNative().cudaUploadPacked(this._packed, s));
   }
 
   dispose(): void {

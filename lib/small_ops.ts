@@ -1,6 +1,6 @@
 // small_ops.ts - the decoder's small ops: RMSNorm, RoPE, SwiGLU, softmax and
 // residual add. f32 only; validated here, run off the JS thread.
-import { expectDim, expectTensor, nonEmpty, withOutput } from './errors';
+import { expectDim, expectTensor, nonEmpty, sameDevice, withOutput } from './errors';
 import { loadNative } from './native';
 import { Tensor } from './tensor';
 
@@ -31,8 +31,9 @@ export async function rmsnorm(x: Tensor, weight: Tensor, opts: RmsNormOptions = 
   expectDim(op, 'weight length (the last dimension of x)', W.shape[0]!, d);
   const eps = opts.eps ?? 1e-5;
   if (typeof eps !== 'number' || !(eps >= 0) || !Number.isFinite(eps)) throw new RangeError(`${op}: eps must be a finite number >= 0; got ${String(eps)}`);
+  const dev = sameDevice(op, { x: X, weight: W });
   return withOutput([...X.shape], 'f32', (out) =>
-    loadNative().rmsnorm(X._storage, X._offset, X.numel / d, d, W._storage, W._offset, eps, out._storage, out._offset));
+    loadNative().rmsnorm(X._storage, X._offset, X.numel / d, d, W._storage, W._offset, eps, out._storage, out._offset), dev);
 }
 
 /** Softmax over the last dimension (the row max is subtracted first, so large inputs stay finite). */
@@ -41,7 +42,7 @@ export async function softmax(x: Tensor): Promise<Tensor> {
   const X = expectTensor(op, 'x', x, ['f32']);
   nonEmpty(op, 'x', X);
   const n = lastDim(op, X);
-  return withOutput([...X.shape], 'f32', (out) => loadNative().softmax(X._storage, X._offset, X.numel / n, n, out._storage, out._offset));
+  return withOutput([...X.shape], 'f32', (out) => loadNative().softmax(X._storage, X._offset, X.numel / n, n, out._storage, out._offset), X.device);
 }
 
 /** silu(a) * b elementwise (the gated FFN activation of Llama). */
@@ -60,7 +61,8 @@ async function binary(op: 'swiglu' | 'add', a: Tensor, b: Tensor): Promise<Tenso
   sameShape(op, A, B);
   nonEmpty(op, 'a', A);
   const nat = loadNative();
-  return withOutput([...A.shape], 'f32', (out) => nat[op](A._storage, A._offset, B._storage, B._offset, A.numel, out._storage, out._offset));
+  const dev = sameDevice(op, { a: A, b: B });
+  return withOutput([...A.shape], 'f32', (out) => nat[op](A._storage, A._offset, B._storage, B._offset, A.numel, out._storage, out._offset), dev);
 }
 
 export interface RopeOptions {
@@ -85,5 +87,5 @@ export async function rope(x: Tensor, opts: RopeOptions = {}): Promise<Tensor> {
   if (typeof theta !== 'number' || !(theta > 0) || !Number.isFinite(theta)) throw new RangeError(`${op}: theta must be a positive number; got ${String(theta)}`);
   if (layout !== 'interleaved' && layout !== 'neox') throw new TypeError(`${op}: layout must be 'interleaved' or 'neox'; got ${String(layout)}`);
   return withOutput([...X.shape], 'f32', (out) =>
-    loadNative().rope(X._storage, X._offset, X.numel / (t * d), t, d, offset, theta, layout === 'neox', out._storage, out._offset));
+    loadNative().rope(X._storage, X._offset, X.numel / (t * d), t, d, offset, theta, layout === 'neox', out._storage, out._offset), X.device);
 }

@@ -2,9 +2,10 @@
 // weight is stored in the format its kernel reads fastest (csr for very
 // sparse, bitmask for moderate unstructured sparsity, N:M for 2:4 / 4:8) and
 // multiplied by linear() without densifying. See docs/DESIGN.md ("Sparsity").
+import { CudaWeight } from './cuda';
 import { describe, expectTensor, nonEmpty } from './errors';
 import { loadNative, type NativeSparse } from './native';
-import { Tensor } from './tensor';
+import { Tensor, parseDevice } from './tensor';
 
 export type SparseFormat = 'csr' | 'bitmask' | 'nm';
 const FORMAT_CODE: Record<SparseFormat, number> = { csr: 0, bitmask: 1, nm: 2 };
@@ -68,6 +69,17 @@ export class SparseTensor {
       throw e;
     }
     return out;
+  }
+
+  /**
+   * The weight in GPU memory, for linear() with cuda activations: csr and bitmask go up
+   * as CSR, N:M keeps its packed layout; int8 values keep their row scales (the GPU
+   * multiplies f32 activations by the dequantized values: no activation quantization).
+   */
+  async to(device: 'cuda'): Promise<CudaWeight> {
+    const op = `SparseTensor.to('${String(device)}')`;
+    if (parseDevice(op, device) !== 'cuda') throw new TypeError(`${op}: a SparseTensor already lives on the cpu`);
+    return new CudaWeight(await loadNative().cudaUploadSparse(this._check(op)));
   }
 
   dispose(): void {

@@ -4,7 +4,15 @@
 import { loadNative, type NativeStorage } from './native';
 
 export type DType = 'f32' | 'f16' | 'bf16' | 'i8' | 'u8' | 'i32';
-export type Device = 'cpu';
+export type Device = 'cpu' | 'cuda';
+export const DEVICES: readonly Device[] = ['cpu', 'cuda'];
+
+/** 'cpu', 'cuda' or 'cuda:0' (one device: 'cuda' means device 0) -> Device, else a TypeError. */
+export function parseDevice(op: string, d: unknown): Device {
+  if (d === 'cpu') return 'cpu';
+  if (d === 'cuda' || d === 'cuda:0') return 'cuda';
+  throw new TypeError(`${op}: device must be 'cpu' or 'cuda'; got ${typeof d === 'string' ? `'${d}'` : String(d)}`);
+}
 export const DTYPES: readonly DType[] = ['f32', 'f16', 'bf16', 'i8', 'u8', 'i32'];
 
 const BYTES: Record<DType, number> = { f32: 4, f16: 2, bf16: 2, i8: 1, u8: 1, i32: 4 };
@@ -154,7 +162,6 @@ export interface RandOptions {
 export class Tensor {
   readonly shape: readonly number[];
   readonly dtype: DType;
-  readonly device: Device = 'cpu';
   /** @internal */ readonly _storage: NativeStorage;
   /** @internal byte offset into the storage (views) */ readonly _offset: number;
   private readonly owner: boolean;
@@ -169,10 +176,41 @@ export class Tensor {
     this.owner = owner;
   }
 
-  /** @internal allocate an uninitialised (zeroed) tensor */
-  static _alloc(shape: readonly number[], dtype: DType): Tensor {
-    const storage = new (loadNative().Storage)(numelOf(shape) * BYTES[dtype]);
+  /** @internal allocate a zeroed tensor (device memory for 'cuda') */
+  static _alloc(shape: readonly number[], dtype: DType, device: Device = 'cpu', op = 'Tensor'): Tensor {
+    const Storage = loadNative().Storage;
+    const bytes = numelOf(shape) * BYTES[dtype];
+    if (device === 'cpu') return new Tensor(new Storage(bytes), shape, dtype);
+    let storage: NativeStorage;
+    try {
+      storage = new Storage(bytes, 'cuda');
+    } catch (e) {
+      const m = (e as Error).message.replace(/^Storage: /, '');
+      throw new (m.includes('no CUDA device') ? Error : RangeError)(`${op}: ${m}. sparq.info().cuda shows what this build and machine have.`);
+    }
     return new Tensor(storage, shape, dtype);
+  }
+
+  /** 'cpu', or 'cuda' when the memory is on the GPU. */
+  get device(): Device {
+    return this._storage.device === 'cuda' ? 'cuda' : 'cpu';
+  }
+
+  /** A copy of this tensor on `device` ('cpu' or 'cuda'); always a new tensor, even on the
+   *  same device. Host <-> device copies are synchronous (like Tensor.from). Throws an Error
+   *  naming the reason when no CUDA device is available. */
+  to(device: Device | 'cuda:0'): Tensor {
+    const op = `Tensor.to('${String(device)}')`;
+    const dev = parseDevice(op, device);
+    this._check(op);
+    const t = Tensor._alloc(this.shape, this.dtype, dev, op);
+    try {
+      if (this.byteLength > 0) t._storage.write(new Uint8Array(this._storage.read(this._offset, this.byteLength)), 0);
+    } catch (e) {
+      t.dispose();
+      throw e;
+    }
+    return t;
   }
 
   /** Copies `data` into a new tensor. Float32Array -> f32, Int8Array -> i8, Uint8Array -> u8,
@@ -210,9 +248,9 @@ export class Tensor {
     return t;
   }
 
-  static zeros(shape: readonly number[], dtype: DType = 'f32'): Tensor {
+  static zeros(shape: readonly number[], dtype: DType = 'f32', device: Device = 'cpu'): Tensor {
     if (!DTYPES.includes(dtype)) throw new TypeError(`Tensor.zeros: dtype must be one of ${DTYPES.join(', ')}; got ${String(dtype)}`);
-    return Tensor._alloc(checkShape('Tensor.zeros', shape), dtype);
+    return Tensor._alloc(checkShape('Tensor.zeros', shape), dtype, parseDevice('Tensor.zeros', device), 'Tensor.zeros');
   }
 
   static full(shape: readonly number[], value: number, dtype: DType = 'f32'): Tensor {
@@ -277,7 +315,13 @@ export class Tensor {
   cast(dtype: DType): Tensor {
     this._check('Tensor.cast');
     const src = this.toArray();
-    return Tensor.from(encode(dtype, src), this.shape, dtype);
+    const t = Tensor.from(encode(dtype, src), this.shape, dtype);
+    if (this.device === 'cpu') return t;
+    try {
+      return t.to(this.device);
+    } finally {
+      t.dispose();
+    }
   }
 
   /** A view of rows [start, end) along dimension 0, sharing memory. */
@@ -314,7 +358,7 @@ export class Tensor {
   }
 
   toString(): string {
-    return `Tensor(${this.dtype}, [${this.shape.join(', ')}]${this.disposed ? ', disposed' : ''})`;
+    return `Tensor(${this.dtype}, [${this.shape.join(', ')}]${this.device === 'cuda' ? ', cuda' : ''}${this.disposed ? ', disposed' : ''})`;
   }
 }
 

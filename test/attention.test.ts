@@ -230,14 +230,14 @@ describe('attention: concurrency and bad input', function () {
       [() => attention(Tensor.rand([1, 4, 4, 8]), k2, v2), /head dim 8 but the keys have head dim 16/],
       [() => attention(Tensor.rand([2, 2, 4, 16]), k2, v2), /batch 2 but the keys have batch 1/],
       [() => attention(Tensor.rand([2, 4, 16]), k2, v2), /'q' must have 4 dimensions/],
-      [() => attention(q, Tensor.rand([1, 2, 9, 16], { dtype: 'i8' }), v2), /'k' must have dtype f32 or f16; got i8/],
+      [() => attention(q, Tensor.rand([1, 2, 9, 16], { dtype: 'i8' }), v2), /'k' must have dtype f32 or f16 or bf16; got i8/],
       [() => attention(q, k2, Tensor.rand([1, 2, 9, 16], { dtype: 'f16' })), /same dtype/],
       [() => attention(q, k2, Tensor.rand([1, 2, 8, 16])), /same shape/],
       [() => attention(q, k2, v2, { mask: Tensor.rand([4, 8]) }), /mask must have shape \[4, 9\]/],
       [() => attention(q, k2, v2, { mask: Tensor.rand([1, 3, 4, 9]) }), /mask must have shape/],
       [() => attention(q, k2, v2, { scale: NaN }), /scale must be a finite number/],
-      [() => attention(q, k2, null as unknown as Tensor), /'v' must be a f32\/f16 Tensor; got null/],
-      [() => attention({} as Tensor, k2, v2), /'q' must be a f32 Tensor/],
+      [() => attention(q, k2, null as unknown as Tensor), /'v' must be a f32\/f16\/bf16 Tensor; got null/],
+      [() => attention({} as Tensor, k2, v2), /'q' must be a f32\/f16\/bf16 Tensor/],
     ];
     for (const [f, re] of bad) {
       let err: Error | undefined;

@@ -11,6 +11,7 @@ import { parseLlama2c, type ParsedModel } from './llama2c';
 import type { QuantizeReport } from './quantize_model';
 import { Sampler, checkSampling, type SamplingOptions } from './sampler';
 import { StreamDecoder, Tokenizer, type TokenizerSpec } from './tokenizer';
+import { parseDevice } from '../tensor';
 
 export interface ModelConfig {
   arch: 'llama';
@@ -37,6 +38,8 @@ export interface LoadModelOptions {
   maxSeq?: number;
   /** KV cache storage (default 'f32') */
   kvCache?: 'f32' | 'f16' | 'i8';
+  /** 'cuda': run the forward pass on the GPU (the weights are uploaded after loading; see Model.toDevice). Default 'cpu'. */
+  device?: 'cpu' | 'cuda';
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -85,6 +88,8 @@ interface NativeModel {
   truncate(n: number): void;
   dispose(): void;
   meta(): { cacheBytes: number; nativeBytes: number };
+  toCuda(): Promise<void>;
+  deviceBytes(): number;
 }
 
 const KV = { f32: 0, f16: 1, i8: 2 } as const;
@@ -103,6 +108,7 @@ export class Model {
   /** @internal where the weights came from (pruneModel re-reads them in f32) */
   readonly _source: ModelSource;
   private native: NativeModel | null;
+  private onCuda = false;
   private queue: Promise<unknown> = Promise.resolve();
 
   /** @internal */
@@ -124,6 +130,42 @@ export class Model {
       const lengths = Int32Array.from(seqs.map((s) => s.length));
       const toks = this.checkIds('calibrate', seqs.flat());
       return this.serial(() => this.live('calibrate').calibrate(toks, lengths, opts.ranges ?? null, opts.bins ?? 0, opts.gramLayer ?? -1));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Where the forward pass runs: 'cpu', or 'cuda' after toDevice('cuda'). */
+  get device(): 'cpu' | 'cuda' {
+    return this.onCuda ? 'cuda' : 'cpu';
+  }
+
+  /** Bytes of GPU memory held (weights, KV cache, activations); 0 on the CPU. */
+  get deviceBytes(): number {
+    return this.live('deviceBytes').deviceBytes();
+  }
+
+  /**
+   * Moves the forward pass to the GPU: uploads the weights (f32; int8 and int4 as int8
+   * values with their scales; sparse as CSR or N:M) and keeps the KV cache there. The
+   * context starts empty. One way: the host copy of the weights stays for save() and
+   * for compression, which run on the CPU. Rejects with the reason when no CUDA device
+   * is available.
+   */
+  toDevice(device: 'cpu' | 'cuda'): Promise<void> {
+    const op = `Model.toDevice('${String(device)}')`;
+    try {
+      const dev = parseDevice(op, device);
+      const nat = this.live(op);
+      if (dev === 'cpu') {
+        if (this.onCuda) throw new TypeError(`${op}: a model on cuda stays there; load it again for the CPU`);
+        return Promise.resolve();
+      }
+      if (this.onCuda) return Promise.resolve();
+      return this.serial(async () => {
+        await nat.toCuda();
+        this.onCuda = true;
+      });
     } catch (e) {
       return Promise.reject(e);
     }
@@ -697,13 +739,24 @@ export async function loadModel(file: string, opts: LoadModelOptions = {}): Prom
   if (opts.maxSeq !== undefined && (!Number.isInteger(opts.maxSeq) || opts.maxSeq < 1 || opts.maxSeq > 2 ** 24)) {
     throw new RangeError(`${op}: maxSeq must be an integer in [1, 2^24]; got ${describe(opts.maxSeq)}`);
   }
+  const device = parseDevice(op, opts.device ?? 'cpu');
   const plan = await planModel(file, opts);
+  let model: Model;
   try {
-    return await createFromPlan(plan, opts.maxSeq ?? plan.config.maxSeq, kv, { file, opts, derived: plan.derived ?? false, ropeNeox: plan.ropeNeox });
+    model = await createFromPlan(plan, opts.maxSeq ?? plan.config.maxSeq, kv, { file, opts, derived: plan.derived ?? false, ropeNeox: plan.ropeNeox });
   } finally {
     // the model holds its own references to what it keeps
     for (const t of plan.temp) t.dispose();
   }
+  if (device === 'cuda') {
+    try {
+      await model.toDevice('cuda');
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+  }
+  return model;
 }
 
 /** @internal The weights of a model file (native memory; plan.temp to dispose once used). */

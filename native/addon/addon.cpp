@@ -14,9 +14,11 @@ Napi::Function Storage::Define(Napi::Env env) {
                      {InstanceMethod("write", &Storage::Write), InstanceMethod("read", &Storage::Read),
                       InstanceMethod("dispose", &Storage::Dispose),
                       InstanceAccessor("byteLength", &Storage::ByteLength, nullptr),
+                      InstanceAccessor("device", &Storage::Device, nullptr),
                       InstanceAccessor("disposed", &Storage::Disposed, nullptr)});
 }
 
+// new Storage(byteLength, device?): device 'cuda' allocates device memory.
 Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsNumber()) {
@@ -29,15 +31,37 @@ Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(inf
         .ThrowAsJavaScriptException();
     return;
   }
+  const bool cuda = info.Length() > 1 && info[1].IsString() && info[1].As<Napi::String>().Utf8Value() == "cuda";
   auto b = std::make_shared<Block>();
   b->bytes = size_t(n);
-  b->p = sparq::aligned_malloc(b->bytes ? b->bytes : 1);
-  if (!b->p) {
-    Napi::RangeError::New(env, "Storage: out of memory allocating " + std::to_string(size_t(n)) + " bytes")
-        .ThrowAsJavaScriptException();
-    return;
+  if (cuda) {
+    sparq::cuda::Context* ctx = nullptr;
+    try {
+      ctx = CudaContext(env, "Storage");
+    } catch (const Napi::Error& e) {
+      e.ThrowAsJavaScriptException();
+      return;
+    }
+    void* p = nullptr;
+    sparq::Error e = sparq::cuda::device_alloc(ctx, b->bytes ? b->bytes : 1, &p);
+    if (e.ok()) e = sparq::cuda::memset_zero(ctx, p, b->bytes);
+    if (!e.ok()) {
+      if (p) sparq::cuda::device_free(p, b->bytes ? b->bytes : 1);
+      Napi::RangeError::New(env, "Storage: " + e.message).ThrowAsJavaScriptException();
+      return;
+    }
+    b->p = p;
+    b->device = sparq::cuda::context_device(ctx);
+    b->ctx = ctx;
+  } else {
+    b->p = sparq::aligned_malloc(b->bytes ? b->bytes : 1);
+    if (!b->p) {
+      Napi::RangeError::New(env, "Storage: out of memory allocating " + std::to_string(size_t(n)) + " bytes")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    std::memset(b->p, 0, b->bytes);
   }
-  std::memset(b->p, 0, b->bytes);
   block_ = std::move(b);
   reported_ = int64_t(block_->bytes);
   Napi::MemoryManagement::AdjustExternalMemory(env, reported_);
@@ -84,7 +108,13 @@ Napi::Value Storage::Write(const Napi::CallbackInfo& info) {
   const size_t len = ta.ByteLength();
   if (uint64_t(off) + len > block_->bytes) throw Napi::RangeError::New(env, "write: data exceeds the tensor's storage");
   Napi::ArrayBuffer ab = ta.ArrayBuffer();
-  std::memcpy(static_cast<char*>(block_->p) + off, static_cast<char*>(ab.Data()) + ta.ByteOffset(), len);
+  const char* src = static_cast<char*>(ab.Data()) + ta.ByteOffset();
+  if (block_->device >= 0) {
+    const sparq::Error e = sparq::cuda::copy_h2d(block_->ctx, static_cast<char*>(block_->p) + off, src, len);
+    if (!e.ok()) throw Napi::Error::New(env, "write: " + e.message);
+  } else {
+    std::memcpy(static_cast<char*>(block_->p) + off, src, len);
+  }
   return env.Undefined();
 }
 
@@ -95,7 +125,12 @@ Napi::Value Storage::Read(const Napi::CallbackInfo& info) {
   const int64_t off = ArgInt(info, 0, "read", "byteOffset", 0, int64_t(block_->bytes));
   const int64_t len = ArgInt(info, 1, "read", "byteLength", 0, int64_t(block_->bytes) - off);
   Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, size_t(len));
-  std::memcpy(ab.Data(), static_cast<char*>(block_->p) + off, size_t(len));
+  if (block_->device >= 0) {
+    const sparq::Error e = sparq::cuda::copy_d2h(block_->ctx, ab.Data(), static_cast<char*>(block_->p) + off, size_t(len));
+    if (!e.ok()) throw Napi::Error::New(env, "read: " + e.message);
+  } else {
+    std::memcpy(ab.Data(), static_cast<char*>(block_->p) + off, size_t(len));
+  }
   return ab;
 }
 
@@ -107,6 +142,9 @@ Napi::Value Storage::ByteLength(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), block_ ? double(block_->bytes) : 0);
 }
 Napi::Value Storage::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !block_); }
+Napi::Value Storage::Device(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), block_ && block_->device >= 0 ? "cuda" : "cpu");
+}
 
 // --- helpers ------------------------------------------------------------------
 int64_t ArgInt(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, int64_t lo, int64_t hi) {
@@ -126,10 +164,17 @@ double ArgNum(const Napi::CallbackInfo& info, size_t i, const char* op, const ch
   return info[i].As<Napi::Number>().DoubleValue();
 }
 
-Span ArgSpan(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, uint64_t bytes, bool optional) {
+static Span ArgAnySpan(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, uint64_t bytes,
+                       bool optional, int want_device) {
   Span s;
   if (optional && (info.Length() <= i || info[i].IsNull() || info[i].IsUndefined())) return s;
   s.block = Storage::Get(info.Length() > i ? info[i] : info.Env().Undefined(), (std::string(op) + ": " + name).c_str());
+  const bool on_device = s.block->device >= 0;
+  if (want_device == 0 && on_device)
+    throw Napi::TypeError::New(info.Env(), std::string(op) + ": " + name +
+                                               " is on cuda, but this op runs on the CPU; move it with .to('cpu')");
+  if (want_device == 1 && !on_device)
+    throw Napi::TypeError::New(info.Env(), std::string(op) + ": " + name + " is on the CPU; this op needs cuda memory");
   const int64_t off = ArgInt(info, i + 1, op, (std::string(name) + " offset").c_str(), 0, int64_t(s.block->bytes));
   if (uint64_t(off) + bytes > s.block->bytes)
     throw Napi::RangeError::New(info.Env(), std::string(op) + ": " + name + " needs " + std::to_string(bytes) +
@@ -137,6 +182,40 @@ Span ArgSpan(const Napi::CallbackInfo& info, size_t i, const char* op, const cha
                                                 std::to_string(s.block->bytes));
   s.offset = size_t(off);
   return s;
+}
+
+Span ArgSpan(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, uint64_t bytes, bool optional) {
+  return ArgAnySpan(info, i, op, name, bytes, optional, 0);
+}
+
+Span ArgSpanOn(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, uint64_t bytes, bool device,
+               bool optional) {
+  return ArgAnySpan(info, i, op, name, bytes, optional, device ? 1 : 0);
+}
+
+bool DeviceOf(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() <= i || !info[i].IsObject()) return false;
+  Napi::Object o = info[i].As<Napi::Object>();
+  auto* data = info.Env().GetInstanceData<InstanceData>();
+  if (!o.InstanceOf(data->storage_ctor.Value())) return false;
+  Storage* s = Storage::Unwrap(o);
+  return s->OnDevice();
+}
+
+Span ArgDevSpan(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, uint64_t bytes,
+                bool optional) {
+  return ArgAnySpan(info, i, op, name, bytes, optional, 1);
+}
+
+sparq::cuda::Context* CudaContext(Napi::Env env, const char* op) {
+  auto* data = env.GetInstanceData<InstanceData>();
+  if (!data->cuda) {
+    sparq::cuda::Context* c = nullptr;
+    const sparq::Error e = sparq::cuda::context_create(0, &c);
+    if (!e.ok()) throw Napi::Error::New(env, std::string(op) + ": no CUDA device available (" + e.message + ")");
+    data->cuda = c;
+  }
+  return data->cuda;
 }
 
 namespace {
@@ -209,6 +288,20 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   cu.Set("runtimeVersion", c.runtime_version);
   cu.Set("driverVersion", c.driver_version);
   if (!c.error.empty()) cu.Set("error", c.error);
+  Napi::Array devs = Napi::Array::New(env, c.device_list.size());
+  for (size_t i = 0; i < c.device_list.size(); ++i) {
+    const sparq::CudaDevice& d = c.device_list[i];
+    Napi::Object od = Napi::Object::New(env);
+    od.Set("name", d.name);
+    od.Set("major", d.major);
+    od.Set("minor", d.minor);
+    od.Set("sms", d.sms);
+    od.Set("memoryBytes", d.memory_bytes);
+    od.Set("clockMHz", d.clock_mhz);
+    od.Set("bandwidthGBs", d.bandwidth_gbs);
+    devs.Set(uint32_t(i), od);
+  }
+  cu.Set("deviceList", devs);
   o.Set("cuda", cu);
   o.Set("allocatedBytes", double(sparq::allocated_bytes()));
   return o;
@@ -257,6 +350,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterModel(env, exports, data);
   RegisterSparse(env, exports, data);
   RegisterQ4(env, exports, data);
+  RegisterCuda(env, exports, data);
   return exports;
 }
 

@@ -10,16 +10,23 @@
 #include <memory>
 #include <string>
 
+#include "sparq/cuda.h"
 #include "sparq/sparq.h"
 
 namespace sparq_addon {
 
-// A 64-byte aligned native allocation. Shared so that an async op keeps its
-// inputs alive even if JS disposes the tensor while the op runs.
+// A 64-byte aligned host allocation, or device memory (device >= 0, owned
+// through `ctx`). Shared so that an async op keeps its inputs alive even if JS
+// disposes the tensor while the op runs.
 struct Block {
   void* p = nullptr;
   size_t bytes = 0;
-  ~Block() { sparq::aligned_free(p); }
+  int device = -1;  // -1: host
+  sparq::cuda::Context* ctx = nullptr;
+  ~Block() {
+    if (device >= 0) sparq::cuda::device_free(p, bytes ? bytes : 1);
+    else sparq::aligned_free(p);
+  }
 };
 using BlockPtr = std::shared_ptr<Block>;
 
@@ -34,6 +41,7 @@ class Storage : public Napi::ObjectWrap<Storage> {
   static BlockPtr Get(const Napi::Value& v, const char* what);
   // A new JS Storage owning `block` (already allocated and filled).
   static Napi::Object Wrap(Napi::Env env, BlockPtr block);
+  bool OnDevice() const { return block_ && block_->device >= 0; }
 
  private:
   Napi::Value Write(const Napi::CallbackInfo& info);
@@ -41,6 +49,7 @@ class Storage : public Napi::ObjectWrap<Storage> {
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value ByteLength(const Napi::CallbackInfo& info);
   Napi::Value Disposed(const Napi::CallbackInfo& info);
+  Napi::Value Device(const Napi::CallbackInfo& info);
   void Release(Napi::Env env);
   BlockPtr block_;
   int64_t reported_ = 0;
@@ -66,6 +75,9 @@ class Packed : public Napi::ObjectWrap<Packed> {
 };
 
 struct InstanceData {
+  ~InstanceData() { sparq::cuda::context_destroy(cuda); }
+  sparq::cuda::Context* cuda = nullptr;  // this env's device context (stream), made on first use
+  Napi::FunctionReference device_weight_ctor;
   Napi::FunctionReference storage_ctor;
   Napi::FunctionReference packed_ctor;
   Napi::FunctionReference model_ctor;
@@ -88,8 +100,22 @@ struct Span {
   template <class T>
   T* ptr() const { return reinterpret_cast<T*>(static_cast<char*>(block->p) + offset); }
 };
+// Host memory only: a device storage is refused with a message naming the op.
 Span ArgSpan(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, uint64_t bytes,
              bool optional = false);
+// Host or device memory, as `device` says (ops that run on either).
+Span ArgSpanOn(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, uint64_t bytes, bool device,
+               bool optional = false);
+// Whether argument i is a storage in device memory (false for anything else).
+bool DeviceOf(const Napi::CallbackInfo& info, size_t i);
+// Device memory only.
+Span ArgDevSpan(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, uint64_t bytes,
+                bool optional = false);
+// This env's CUDA context (created on first use); throws a JS Error saying why
+// when CUDA is not compiled in or no device is present.
+sparq::cuda::Context* CudaContext(Napi::Env env, const char* op);
+// cuda_ops.cpp: device bindings
+void RegisterCuda(Napi::Env env, Napi::Object exports, InstanceData* data);
 
 void RegisterOps(Napi::Env env, Napi::Object exports);
 // model_ops.cpp: readFile, the Model class

@@ -187,7 +187,8 @@ class Model : public Napi::ObjectWrap<Model> {
                        {InstanceMethod("forward", &Model::Forward), InstanceMethod("pos", &Model::Pos),
                         InstanceMethod("truncate", &Model::Truncate), InstanceMethod("dispose", &Model::Dispose),
                         InstanceMethod("meta", &Model::Meta), InstanceMethod("calibrate", &Model::Calibrate),
-                        InstanceMethod("save", &Model::Save)});
+                        InstanceMethod("save", &Model::Save), InstanceMethod("toCuda", &Model::ToCuda),
+                        InstanceMethod("deviceBytes", &Model::DeviceBytes)});
   }
   explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {}
   void Finalize(Napi::Env env) override { Release(env); }
@@ -235,6 +236,20 @@ class Model : public Napi::ObjectWrap<Model> {
           std::memcpy(out.Data(), logits->data(), logits->size() * 4);
           return out;
         });
+  }
+  // toCuda() -> Promise<void>: uploads the weights and runs every later forward on the
+  // GPU (an empty cache there). Throws at once when no device is present.
+  Napi::Value ToCuda(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto h = get(env);
+    sparq::cuda::Context* ctx = CudaContext(env, "toDevice('cuda')");
+    return RunAsync(env, [h, ctx]() {
+      std::lock_guard<std::mutex> lock(h->mu);
+      return h->model->to_cuda(ctx);
+    });
+  }
+  Napi::Value DeviceBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), double(get(info.Env())->model->device_bytes()));
   }
   // Never waits for a forward in flight (the JS thread must not block).
   Napi::Value Pos(const Napi::CallbackInfo& info) {
@@ -448,6 +463,7 @@ WeightRef ReadWeight(const Napi::Object& ws, const char* key, int64_t n, int64_t
   if (!v.IsObject()) throw Napi::TypeError::New(env, what + " is missing");
   Napi::Object o = v.As<Napi::Object>();
   r.block = Storage::Get(o.Get("storage"), what.c_str());
+  if (r.block->device >= 0) throw Napi::TypeError::New(env, what + ": is on cuda; build the model from CPU weights, then move it with toDevice('cuda')");
   Napi::Value offv = o.Get("offset");
   if (!offv.IsNumber()) throw Napi::TypeError::New(env, what + ": offset must be a number");
   const double off = offv.As<Napi::Number>().DoubleValue();

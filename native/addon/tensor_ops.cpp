@@ -223,12 +223,15 @@ Napi::Value F32Op(const Napi::CallbackInfo& info) {
   const char* op = kLinear ? "linear" : "matmul";
   const int64_t m = ArgInt(info, 2, op, "m", 1, kMaxDim), k = ArgInt(info, 3, op, "k", 1, kMaxDim);
   const int64_t n = ArgInt(info, 6, op, "n", 1, kMaxDim);
-  const Span a = ArgSpan(info, 0, op, "a", uint64_t(m) * uint64_t(k) * 4);
-  const Span b = ArgSpan(info, 4, op, "b", uint64_t(k) * uint64_t(n) * 4);
-  const Span bias = ArgSpan(info, 7, op, "bias", uint64_t(n) * 4, true);
-  const Span o = ArgSpan(info, 9, op, "out", uint64_t(m) * uint64_t(n) * 4);
-  return RunAsync(info.Env(), [a, b, bias, o, m, k, n]() {
+  const bool dev = kLinear && DeviceOf(info, 0);
+  const Span a = ArgSpanOn(info, 0, op, "a", uint64_t(m) * uint64_t(k) * 4, dev);
+  const Span b = ArgSpanOn(info, 4, op, "b", uint64_t(k) * uint64_t(n) * 4, dev);
+  const Span bias = ArgSpanOn(info, 7, op, "bias", uint64_t(n) * 4, dev, true);
+  const Span o = ArgSpanOn(info, 9, op, "out", uint64_t(m) * uint64_t(n) * 4, dev);
+  sparq::cuda::Context* ctx = dev ? CudaContext(info.Env(), op) : nullptr;
+  return RunAsync(info.Env(), [a, b, bias, o, m, k, n, ctx]() {
     const float* bp = bias.block ? bias.ptr<float>() : nullptr;
+    if (ctx) return sparq::cuda::linear_f32(ctx, a.ptr<float>(), m, k, b.ptr<float>(), n, bp, o.ptr<float>());
     return kLinear ? sparq::linear_f32(a.ptr<float>(), m, k, b.ptr<float>(), n, bp, o.ptr<float>())
                    : sparq::matmul_f32(a.ptr<float>(), m, k, b.ptr<float>(), n, bp, o.ptr<float>());
   });
@@ -292,20 +295,30 @@ Napi::Value MeasureCeilings(const Napi::CallbackInfo& info) {
 Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
   const char* op = "rmsnorm";
   const int64_t rows = ArgInt(info, 2, op, "rows", 1, kMaxDim), d = ArgInt(info, 3, op, "d", 1, kMaxDim);
-  const Span x = ArgSpan(info, 0, op, "x", uint64_t(rows) * uint64_t(d) * 4);
-  const Span w = ArgSpan(info, 4, op, "weight", uint64_t(d) * 4);
+  const bool dev = DeviceOf(info, 0);
+  const Span x = ArgSpanOn(info, 0, op, "x", uint64_t(rows) * uint64_t(d) * 4, dev);
+  const Span w = ArgSpanOn(info, 4, op, "weight", uint64_t(d) * 4, dev);
   const float eps = float(ArgNum(info, 6, op, "eps"));
-  const Span o = ArgSpan(info, 7, op, "out", uint64_t(rows) * uint64_t(d) * 4);
-  return RunAsync(info.Env(), [x, w, o, rows, d, eps]() { return sparq::rmsnorm(x.ptr<float>(), w.ptr<float>(), rows, d, eps, o.ptr<float>()); });
+  const Span o = ArgSpanOn(info, 7, op, "out", uint64_t(rows) * uint64_t(d) * 4, dev);
+  sparq::cuda::Context* ctx = dev ? CudaContext(info.Env(), op) : nullptr;
+  return RunAsync(info.Env(), [x, w, o, rows, d, eps, ctx]() {
+    return ctx ? sparq::cuda::rmsnorm(ctx, x.ptr<float>(), w.ptr<float>(), rows, d, eps, o.ptr<float>())
+               : sparq::rmsnorm(x.ptr<float>(), w.ptr<float>(), rows, d, eps, o.ptr<float>());
+  });
 }
 
 // softmax(x, xOff, rows, n, out, outOff)
 Napi::Value Softmax(const Napi::CallbackInfo& info) {
   const char* op = "softmax";
   const int64_t rows = ArgInt(info, 2, op, "rows", 1, kMaxDim), n = ArgInt(info, 3, op, "n", 1, kMaxDim);
-  const Span x = ArgSpan(info, 0, op, "x", uint64_t(rows) * uint64_t(n) * 4);
-  const Span o = ArgSpan(info, 4, op, "out", uint64_t(rows) * uint64_t(n) * 4);
-  return RunAsync(info.Env(), [x, o, rows, n]() { return sparq::softmax(x.ptr<float>(), rows, n, o.ptr<float>()); });
+  const bool dev = DeviceOf(info, 0);
+  const Span x = ArgSpanOn(info, 0, op, "x", uint64_t(rows) * uint64_t(n) * 4, dev);
+  const Span o = ArgSpanOn(info, 4, op, "out", uint64_t(rows) * uint64_t(n) * 4, dev);
+  sparq::cuda::Context* ctx = dev ? CudaContext(info.Env(), op) : nullptr;
+  return RunAsync(info.Env(), [x, o, rows, n, ctx]() {
+    return ctx ? sparq::cuda::softmax(ctx, x.ptr<float>(), rows, n, o.ptr<float>())
+               : sparq::softmax(x.ptr<float>(), rows, n, o.ptr<float>());
+  });
 }
 
 // swiglu / add (a, aOff, b, bOff, n, out, outOff)
@@ -313,10 +326,15 @@ template <bool kSwiglu>
 Napi::Value Binary(const Napi::CallbackInfo& info) {
   const char* op = kSwiglu ? "swiglu" : "add";
   const int64_t n = ArgInt(info, 4, op, "n", 1, int64_t(1) << 40);
-  const Span a = ArgSpan(info, 0, op, "a", uint64_t(n) * 4);
-  const Span b = ArgSpan(info, 2, op, "b", uint64_t(n) * 4);
-  const Span o = ArgSpan(info, 5, op, "out", uint64_t(n) * 4);
-  return RunAsync(info.Env(), [a, b, o, n]() {
+  const bool dev = DeviceOf(info, 0);
+  const Span a = ArgSpanOn(info, 0, op, "a", uint64_t(n) * 4, dev);
+  const Span b = ArgSpanOn(info, 2, op, "b", uint64_t(n) * 4, dev);
+  const Span o = ArgSpanOn(info, 5, op, "out", uint64_t(n) * 4, dev);
+  sparq::cuda::Context* ctx = dev ? CudaContext(info.Env(), op) : nullptr;
+  return RunAsync(info.Env(), [a, b, o, n, ctx]() {
+    if (ctx)
+      return kSwiglu ? sparq::cuda::swiglu(ctx, a.ptr<float>(), b.ptr<float>(), n, o.ptr<float>())
+                     : sparq::cuda::add(ctx, a.ptr<float>(), b.ptr<float>(), n, o.ptr<float>());
     return kSwiglu ? sparq::swiglu(a.ptr<float>(), b.ptr<float>(), n, o.ptr<float>())
                    : sparq::add(a.ptr<float>(), b.ptr<float>(), n, o.ptr<float>());
   });
@@ -330,9 +348,12 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   const int64_t pos0 = ArgInt(info, 5, op, "offset", 0, kMaxDim);
   const float theta = float(ArgNum(info, 6, op, "theta"));
   const bool neox = info.Length() > 7 && info[7].ToBoolean().Value();
-  const Span x = ArgSpan(info, 0, op, "x", uint64_t(bh) * uint64_t(t) * uint64_t(d) * 4);
-  const Span o = ArgSpan(info, 8, op, "out", uint64_t(bh) * uint64_t(t) * uint64_t(d) * 4);
-  return RunAsync(info.Env(), [x, o, bh, t, d, pos0, theta, neox]() {
+  const bool dev = DeviceOf(info, 0);
+  const Span x = ArgSpanOn(info, 0, op, "x", uint64_t(bh) * uint64_t(t) * uint64_t(d) * 4, dev);
+  const Span o = ArgSpanOn(info, 8, op, "out", uint64_t(bh) * uint64_t(t) * uint64_t(d) * 4, dev);
+  sparq::cuda::Context* ctx = dev ? CudaContext(info.Env(), op) : nullptr;
+  return RunAsync(info.Env(), [x, o, bh, t, d, pos0, theta, neox, ctx]() {
+    if (ctx) return sparq::cuda::rope(ctx, x.ptr<float>(), bh, t, d, pos0, theta, neox, o.ptr<float>());
     return sparq::rope(x.ptr<float>(), bh, t, d, pos0, theta, neox, o.ptr<float>());
   });
 }
@@ -350,11 +371,15 @@ uint64_t Bytes(const Napi::Env& env, const char* op, std::initializer_list<int64
 int64_t KvElemSize(sparq::KvType t) { return t == sparq::KvType::f32 ? 4 : t == sparq::KvType::f16 ? 2 : 1; }
 
 // attention(q, qOff, b, hq, tq, d, hkv, tk, cap, kvType, k, kOff, v, vOff, ks, ksOff, vs, vsOff,
-//           mask, maskOff, maskSb, maskSh, scale, causal, out, outOff, naive)
+//           mask, maskOff, maskSb, maskSh, scale, causal, out, outOff, naive, qType)
+// kvType: 0 f32, 1 f16, 2 i8, 3 bf16 (cuda only); qType (cuda only): 0 f32, 1 f16, 2 bf16.
+// Runs on the device when q is in device memory (every operand must be).
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const bool naive = info.Length() > 26 && info[26].ToBoolean().Value();
   const char* op = naive ? "attentionNaive" : "attention";
+  const bool dev = DeviceOf(info, 0);
+  if (dev && naive) throw Napi::TypeError::New(env, "attentionNaive: runs on the CPU only");
   sparq::AttentionArgs a;
   a.b = ArgInt(info, 2, op, "b", 1, kMaxDim);
   a.hq = ArgInt(info, 3, op, "hq", 1, kMaxDim);
@@ -363,16 +388,19 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   a.hkv = ArgInt(info, 6, op, "hkv", 1, kMaxDim);
   a.tk = ArgInt(info, 7, op, "tk", 1, kMaxDim);
   a.kv.cap = ArgInt(info, 8, op, "capacity", a.tk, kMaxDim);
-  a.kv.type = sparq::KvType(ArgInt(info, 9, op, "kv type", 0, 2));
-  const uint64_t qbytes = Bytes(env, op, {a.b, a.hq, a.tq, a.d}, 4);
-  const uint64_t kvbytes = Bytes(env, op, {a.b, a.hkv, a.kv.cap, a.d}, KvElemSize(a.kv.type));
-  const bool i8 = a.kv.type == sparq::KvType::i8;
+  const int64_t kvt = ArgInt(info, 9, op, "kv type", 0, dev ? 3 : 2);
+  const int64_t qt = dev && info.Length() > 27 ? ArgInt(info, 27, op, "q type", 0, 2) : 0;
+  if (kvt < 3) a.kv.type = sparq::KvType(kvt);
+  const int64_t kv_es = kvt == 0 ? 4 : kvt == 2 ? 1 : 2, q_es = qt == 0 ? 4 : 2;
+  const uint64_t qbytes = Bytes(env, op, {a.b, a.hq, a.tq, a.d}, q_es);
+  const uint64_t kvbytes = Bytes(env, op, {a.b, a.hkv, a.kv.cap, a.d}, kv_es);
+  const bool i8 = kvt == 2;
   const uint64_t sbytes = Bytes(env, op, {a.b, a.hkv, a.kv.cap}, 4);
-  const Span q = ArgSpan(info, 0, op, "q", qbytes);
-  const Span k = ArgSpan(info, 10, op, "k", kvbytes);
-  const Span v = ArgSpan(info, 12, op, "v", kvbytes);
-  const Span ks = ArgSpan(info, 14, op, "k scales", sbytes, !i8);
-  const Span vs = ArgSpan(info, 16, op, "v scales", sbytes, !i8);
+  const Span q = ArgSpanOn(info, 0, op, "q", qbytes, dev);
+  const Span k = ArgSpanOn(info, 10, op, "k", kvbytes, dev);
+  const Span v = ArgSpanOn(info, 12, op, "v", kvbytes, dev);
+  const Span ks = ArgSpanOn(info, 14, op, "k scales", sbytes, dev, !i8);
+  const Span vs = ArgSpanOn(info, 16, op, "v scales", sbytes, dev, !i8);
   a.mask_sb = ArgInt(info, 20, op, "mask batch stride", 0, int64_t(1) << 62);
   a.mask_sh = ArgInt(info, 21, op, "mask head stride", 0, int64_t(1) << 62);
   // Last element the mask is read at: (b-1) sb + (hq-1) sh + tq tk - 1.
@@ -382,10 +410,36 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
       t2 > (uint64_t(1) << 60))
     throw Napi::RangeError::New(env, std::string(op) + ": mask strides too large");
   mlast += (t1 + t2) * 4;
-  const Span mask = ArgSpan(info, 18, op, "mask", mlast, true);
+  const Span mask = ArgSpanOn(info, 18, op, "mask", mlast, dev, true);
   a.scale = float(ArgNum(info, 22, op, "scale"));
   a.causal = info.Length() > 23 && info[23].ToBoolean().Value();
-  const Span o = ArgSpan(info, 24, op, "out", qbytes);
+  const Span o = ArgSpanOn(info, 24, op, "out", qbytes, dev);
+  if (dev) {
+    sparq::cuda::Context* ctx = CudaContext(env, op);
+    using sparq::cuda::DType;
+    sparq::cuda::Attention c;
+    c.q_type = qt == 0 ? DType::f32 : qt == 1 ? DType::f16 : DType::bf16;
+    c.kv_type = kvt == 0 ? DType::f32 : kvt == 1 ? DType::f16 : kvt == 2 ? DType::i8 : DType::bf16;
+    c.b = a.b, c.hq = a.hq, c.tq = a.tq, c.d = a.d, c.hkv = a.hkv, c.tk = a.tk, c.cap = a.kv.cap;
+    c.mask_sb = a.mask_sb, c.mask_sh = a.mask_sh, c.scale = a.scale, c.causal = a.causal;
+    return RunAsync(env, [c, q, k, v, ks, vs, mask, o, ctx]() mutable {
+      c.q = q.ptr<void>();
+      c.k = k.ptr<void>();
+      c.v = v.ptr<void>();
+      if (ks.block) c.k_scale = ks.ptr<float>();
+      if (vs.block) c.v_scale = vs.ptr<float>();
+      if (mask.block) c.mask = mask.ptr<float>();
+      c.out = o.ptr<void>();
+      void* scratch = nullptr;
+      const size_t sb = sparq::cuda::scratch_bytes_attention(c);
+      if (sb) {
+        if (Error e = sparq::cuda::device_alloc(ctx, sb, &scratch); !e.ok()) return e;
+      }
+      Error e = sparq::cuda::attention(ctx, c, scratch);
+      if (scratch) sparq::cuda::device_free(scratch, sb);
+      return e;
+    });
+  }
   return RunAsync(env, [a, q, k, v, ks, vs, mask, o, naive]() mutable {
     a.q = q.ptr<float>();
     a.kv.k = k.ptr<void>();
@@ -410,10 +464,18 @@ Napi::Value KvStore(const Napi::CallbackInfo& info) {
   if (pos + t > cap)
     throw Napi::RangeError::New(env, std::string(op) + ": " + std::to_string(t) + " new positions at " +
                                          std::to_string(pos) + " exceed the capacity " + std::to_string(cap));
-  const Span src = ArgSpan(info, 0, op, "src", Bytes(env, op, {b, h, t, d}, 4));
-  const Span dst = ArgSpan(info, 7, op, "dst", Bytes(env, op, {b, h, cap, d}, KvElemSize(type)));
-  const Span sc = ArgSpan(info, 9, op, "scales", Bytes(env, op, {b, h, cap}, 4), type != sparq::KvType::i8);
+  const bool dev = DeviceOf(info, 0);
+  const Span src = ArgSpanOn(info, 0, op, "src", Bytes(env, op, {b, h, t, d}, 4), dev);
+  const Span dst = ArgSpanOn(info, 7, op, "dst", Bytes(env, op, {b, h, cap, d}, KvElemSize(type)), dev);
+  const Span sc = ArgSpanOn(info, 9, op, "scales", Bytes(env, op, {b, h, cap}, 4), dev, type != sparq::KvType::i8);
+  sparq::cuda::Context* ctx = dev ? CudaContext(env, op) : nullptr;
   return RunAsync(env, [=]() {
+    if (ctx) {
+      using sparq::cuda::DType;
+      const DType dt = type == sparq::KvType::f32 ? DType::f32 : type == sparq::KvType::f16 ? DType::f16 : DType::i8;
+      return sparq::cuda::kv_store(ctx, src.ptr<float>(), b, h, t, d, dt, dst.ptr<void>(),
+                                   sc.block ? sc.ptr<float>() : nullptr, cap, pos);
+    }
     return sparq::kv_store(src.ptr<float>(), b, h, t, d, type, dst.ptr<void>(), sc.block ? sc.ptr<float>() : nullptr,
                            cap, pos);
   });

@@ -5,6 +5,8 @@
 // [heads, n, hd], so q/k/v are transposed on the way in and out (O(n * dim)).
 #include "llama.h"
 
+#include "llama_cuda.h"
+
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -152,6 +154,17 @@ Error LlamaModel::create(const LlamaConfig& cfg, LlamaWeights w, std::unique_ptr
   return Error{};
 }
 
+Error LlamaModel::to_cuda(cuda::Context* ctx) {
+  if (gpu_) return Error{};
+  std::unique_ptr<CudaLlama> g;
+  SPARQ_TRY(CudaLlama::create(ctx, cfg_, w_, &g));
+  gpu_ = std::move(g);
+  pos_.store(0, std::memory_order_release);
+  return Error{};
+}
+
+size_t LlamaModel::device_bytes() const { return gpu_ ? gpu_->device_bytes() : 0; }
+
 Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits) {
   const LlamaConfig& c = cfg_;
   if (n < 1) return bad("no tokens");
@@ -163,6 +176,12 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
     if (tok[i] < 0 || tok[i] >= c.vocab)
       return bad("token id " + std::to_string(tok[i]) + " at index " + std::to_string(i) + " is outside [0, " +
                  std::to_string(c.vocab) + ")");
+  if (gpu_) {
+    if (calib_) return bad("calibration runs on the CPU; calibrate before moving the model to the GPU");
+    SPARQ_TRY(gpu_->forward(tok, n, pos, all, logits));
+    pos_.store(pos + n, std::memory_order_release);
+    return Error{};
+  }
   const int64_t hd = c.head_dim, kvd = c.kv_heads * hd, dim = c.dim, qd = c.heads * hd;
   const int64_t qkvd = qd + 2 * kvd;
   auto grow = [](std::vector<float>& v, int64_t size) -> std::vector<float>& {

@@ -16,6 +16,11 @@
 
 namespace sparq {
 
+class CudaLlama;
+namespace cuda {
+struct Context;
+}
+
 struct LlamaConfig {
   int64_t dim = 0, hidden = 0, layers = 0, heads = 0, kv_heads = 0, vocab = 0, max_seq = 0;
   int64_t head_dim = 0;  // 0: dim / heads (else heads * head_dim may differ from dim: pruned heads)
@@ -100,6 +105,12 @@ class LlamaModel {
   int64_t calibration_stride() const { return 2 * cfg_.dim + cfg_.heads * cfg_.head_dim + cfg_.hidden; }
   int64_t calibration_size() const { return cfg_.layers * calibration_stride(); }
   size_t cache_bytes() const { return cache_bytes_; }
+  // Moves the forward pass to a CUDA device (llama_cuda.h): the weights are
+  // uploaded and the cache starts empty there (pos() is reset to 0). The host
+  // weights stay (save() and CPU-side reads keep working).
+  Error to_cuda(cuda::Context* ctx);
+  bool on_cuda() const { return gpu_ != nullptr; }
+  size_t device_bytes() const;
 
  private:
   LlamaModel() = default;
@@ -110,6 +121,7 @@ class LlamaModel {
   size_t cache_bytes_ = 0;
   std::atomic<int64_t> pos_{0};
   const LlamaCalibration* calib_ = nullptr;
+  std::unique_ptr<CudaLlama> gpu_;
   // activations, grown to the largest chunk seen and reused (no allocation per token)
   std::vector<float> x_, xb_, tmp_, qkv_, qt_, att_, kt_, vt_, h13_, h1_, h3_;
 };

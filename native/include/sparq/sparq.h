@@ -189,9 +189,15 @@ struct Ceilings {
 Ceilings measure_ceilings(int64_t dram_bytes);
 
 // CUDA (cuda/): whether compiled in, device count (0 when no driver/device).
+struct CudaDevice {
+  std::string name;
+  int major = 0, minor = 0, sms = 0;
+  double memory_bytes = 0, clock_mhz = 0, bandwidth_gbs = 0;  // bandwidth: from bus width x memory clock
+};
 struct CudaInfo {
   bool compiled = false;
   int devices = 0;
+  std::vector<CudaDevice> device_list;
   int runtime_version = 0, driver_version = 0;
   std::string archs;  // compiled architectures
   std::string error;  // why devices == 0, when known

@@ -1,0 +1,192 @@
+// cuda_ops.cpp - the device-only bindings: the `DeviceWeight` class (a linear
+// weight uploaded to the GPU from an int8 / int4 / sparse CPU weight), the
+// linear and exact int8 matmul on device memory, and device memory queries.
+// Ops that run on either device (small ops, attention, f32 linear) live in
+// tensor_ops.cpp and pick the device from their operands.
+#include "../cpu/q4.h"
+#include "../model/llama_cuda.h"
+#include "addon.h"
+
+namespace sparq_addon {
+
+using sparq::Error;
+
+namespace {
+
+constexpr int64_t kMaxDim = int64_t(1) << 30;
+
+class DeviceWeight : public Napi::ObjectWrap<DeviceWeight> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "DeviceWeight",
+                       {InstanceMethod("meta", &DeviceWeight::Meta), InstanceMethod("dispose", &DeviceWeight::Dispose)});
+  }
+  explicit DeviceWeight(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DeviceWeight>(info) {}
+  void Finalize(Napi::Env env) override { Release(env); }
+  static Napi::Object Wrap(Napi::Env env, std::shared_ptr<sparq::DeviceLinear> w) {
+    Napi::Object o = env.GetInstanceData<InstanceData>()->device_weight_ctor.New({});
+    DeviceWeight* d = DeviceWeight::Unwrap(o);
+    d->reported_ = int64_t(w->mem.bytes());
+    d->w_ = std::move(w);
+    Napi::MemoryManagement::AdjustExternalMemory(env, d->reported_);
+    return o;
+  }
+  static std::shared_ptr<sparq::DeviceLinear> Get(const Napi::Value& v, const char* what) {
+    Napi::Env env = v.Env();
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(env.GetInstanceData<InstanceData>()->device_weight_ctor.Value()))
+      throw Napi::TypeError::New(env, std::string(what) + ": expected a weight on cuda");
+    DeviceWeight* d = DeviceWeight::Unwrap(v.As<Napi::Object>());
+    if (!d->w_) throw Napi::Error::New(env, std::string(what) + ": weight has been disposed");
+    return d->w_;
+  }
+
+ private:
+  void Release(Napi::Env env) {
+    if (!w_) return;
+    w_.reset();
+    if (reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
+    reported_ = 0;
+  }
+  Napi::Value Meta(const Napi::CallbackInfo& info) {
+    auto w = Get(Value(), "meta");
+    static const char* kinds[] = {"f32", "int8", "csr", "nm"};
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("n", double(w->n));
+    o.Set("k", double(w->k));
+    o.Set("kind", kinds[int(w->kind)]);
+    o.Set("bytes", double(w->mem.bytes()));
+    return o;
+  }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    Release(info.Env());
+    return info.Env().Undefined();
+  }
+  std::shared_ptr<sparq::DeviceLinear> w_;
+  int64_t reported_ = 0;
+};
+
+// Uploads run off the JS thread; the result wraps into a DeviceWeight.
+Napi::Value Upload(Napi::Env env, std::function<Error(std::unique_ptr<sparq::DeviceLinear>*)> up) {
+  auto out = std::make_shared<std::shared_ptr<sparq::DeviceLinear>>();
+  return RunAsync(
+      env,
+      [up, out]() {
+        std::unique_ptr<sparq::DeviceLinear> d;
+        Error e = up(&d);
+        if (e.ok()) *out = std::move(d);
+        return e;
+      },
+      [out](Napi::Env e) -> Napi::Value { return DeviceWeight::Wrap(e, *out); });
+}
+
+// cudaUploadPacked(packed, staticScale) -> Promise<DeviceWeight>
+Napi::Value UploadPacked(const Napi::CallbackInfo& info) {
+  auto w = Packed::Get(info[0], "to('cuda')");
+  const float ss = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().FloatValue() : 0.f;
+  sparq::cuda::Context* ctx = CudaContext(info.Env(), "to('cuda')");
+  return Upload(info.Env(), [w, ss, ctx](std::unique_ptr<sparq::DeviceLinear>* d) {
+    return sparq::upload_packed_s8(ctx, *w, ss, d);
+  });
+}
+
+// cudaUploadQ4(quant4) -> Promise<DeviceWeight> (int8 values with the group scales)
+Napi::Value UploadQ4(const Napi::CallbackInfo& info) {
+  auto w = GetQ4(info[0], "to('cuda')");
+  sparq::cuda::Context* ctx = CudaContext(info.Env(), "to('cuda')");
+  return Upload(info.Env(), [w, ctx](std::unique_ptr<sparq::DeviceLinear>* d) {
+    sparq::LinearWeight lw;
+    lw.q4 = w;
+    lw.n = w->n;
+    lw.k = w->k;
+    return sparq::upload_linear(ctx, lw, d);
+  });
+}
+
+// cudaUploadSparse(sparse) -> Promise<DeviceWeight>
+Napi::Value UploadSparse(const Napi::CallbackInfo& info) {
+  auto w = GetSparse(info[0], "to('cuda')");
+  sparq::cuda::Context* ctx = CudaContext(info.Env(), "to('cuda')");
+  return Upload(info.Env(), [w, ctx](std::unique_ptr<sparq::DeviceLinear>* d) { return sparq::upload_sparse(ctx, *w, d); });
+}
+
+// cudaLinear(x, xOff, m, k, deviceWeight, bias|null, biasOff, out, outOff) -> Promise<void>
+Napi::Value Linear(const Napi::CallbackInfo& info) {
+  const char* op = "linear";
+  const int64_t m = ArgInt(info, 2, op, "m", 1, kMaxDim), k = ArgInt(info, 3, op, "k", 1, kMaxDim);
+  auto w = DeviceWeight::Get(info[4], op);
+  if (w->k != k) throw Napi::RangeError::New(info.Env(), "linear: k mismatch");
+  const Span x = ArgDevSpan(info, 0, op, "x", uint64_t(m) * uint64_t(k) * 4);
+  const Span bias = ArgDevSpan(info, 5, op, "bias", uint64_t(w->n) * 4, true);
+  const Span o = ArgDevSpan(info, 7, op, "out", uint64_t(m) * uint64_t(w->n) * 4);
+  sparq::cuda::Context* ctx = CudaContext(info.Env(), op);
+  return RunAsync(info.Env(), [x, bias, o, w, m, ctx]() {
+    const size_t sb = w->scratch_bytes(m);
+    void* scratch = nullptr;
+    if (sb) {
+      if (Error e = sparq::cuda::device_alloc(ctx, sb, &scratch); !e.ok()) return e;
+    }
+    Error e = sparq::run_linear(ctx, *w, x.ptr<float>(), m, bias.block ? bias.ptr<float>() : nullptr, scratch,
+                                o.ptr<float>());
+    if (scratch) sparq::cuda::device_free(scratch, sb);
+    return e;
+  });
+}
+
+// cudaMatmulS8(a, aOff, m, k, b, bOff, n, out, outOff) -> Promise<void>: exact int32
+// a [m, k] . b [n, k]^T, rows copied into zero-padded [*, round_up(k, 64)] buffers.
+Napi::Value MatmulS8(const Napi::CallbackInfo& info) {
+  const char* op = "matmulInt8";
+  const int64_t m = ArgInt(info, 2, op, "m", 1, kMaxDim), k = ArgInt(info, 3, op, "k", 1, kMaxDim);
+  const int64_t n = ArgInt(info, 6, op, "n", 1, kMaxDim);
+  const Span a = ArgDevSpan(info, 0, op, "a", uint64_t(m) * uint64_t(k));
+  const Span b = ArgDevSpan(info, 4, op, "b", uint64_t(n) * uint64_t(k));
+  const Span o = ArgDevSpan(info, 7, op, "out", uint64_t(m) * uint64_t(n) * 4);
+  sparq::cuda::Context* ctx = CudaContext(info.Env(), op);
+  return RunAsync(info.Env(), [a, b, o, m, k, n, ctx]() {
+    const int64_t kp = sparq::round_up(k, 64);
+    sparq::DeviceBuffers tmp;
+    void *pa = nullptr, *pb = nullptr;
+    if (Error e = tmp.alloc(ctx, size_t(m * kp), &pa); !e.ok()) return e;
+    if (Error e = tmp.alloc(ctx, size_t(n * kp), &pb); !e.ok()) return e;
+    if (Error e = sparq::cuda::memset_zero(ctx, pa, size_t(m * kp)); !e.ok()) return e;
+    if (Error e = sparq::cuda::memset_zero(ctx, pb, size_t(n * kp)); !e.ok()) return e;
+    if (Error e = sparq::cuda::copy_2d(ctx, pa, size_t(kp), a.ptr<void>(), size_t(k), size_t(k), size_t(m)); !e.ok()) return e;
+    if (Error e = sparq::cuda::copy_2d(ctx, pb, size_t(kp), b.ptr<void>(), size_t(k), size_t(k), size_t(n)); !e.ok()) return e;
+    return sparq::cuda::matmul_s8(ctx, static_cast<int8_t*>(pa), m, static_cast<int8_t*>(pb), n, kp, o.ptr<int32_t>());
+  });
+}
+
+// cudaMemInfo() -> { free, total, allocated } (bytes; throws when no device)
+Napi::Value MemInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  sparq::cuda::Context* ctx = CudaContext(env, "cudaMemInfo");
+  size_t f = 0, t = 0;
+  const Error e = sparq::cuda::mem_info(ctx, &f, &t);
+  if (!e.ok()) throw Napi::Error::New(env, e.message);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("free", double(f));
+  o.Set("total", double(t));
+  o.Set("allocated", double(sparq::cuda::device_allocated_bytes()));
+  return o;
+}
+
+Napi::Value AllocatedBytes(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(sparq::cuda::device_allocated_bytes()));
+}
+
+}  // namespace
+
+void RegisterCuda(Napi::Env env, Napi::Object exports, InstanceData* data) {
+  Napi::Function dw = DeviceWeight::Define(env);
+  data->device_weight_ctor = Napi::Persistent(dw);
+  exports.Set("DeviceWeight", dw);
+  exports.Set("cudaUploadPacked", Napi::Function::New(env, UploadPacked, "cudaUploadPacked"));
+  exports.Set("cudaUploadQ4", Napi::Function::New(env, UploadQ4, "cudaUploadQ4"));
+  exports.Set("cudaUploadSparse", Napi::Function::New(env, UploadSparse, "cudaUploadSparse"));
+  exports.Set("cudaLinear", Napi::Function::New(env, Linear, "cudaLinear"));
+  exports.Set("cudaMatmulS8", Napi::Function::New(env, MatmulS8, "cudaMatmulS8"));
+  exports.Set("cudaMemInfo", Napi::Function::New(env, MemInfo, "cudaMemInfo"));
+  exports.Set("cudaAllocatedBytes", Napi::Function::New(env, AllocatedBytes, "cudaAllocatedBytes"));
+}
+
+}  // namespace sparq_addon

@@ -1,0 +1,192 @@
+// linear.cu - weights on the device: uploads from the CPU formats (int8
+// packed, int4, f32, sparse) and the one entry that runs any of them.
+#include <cstring>
+#include <vector>
+
+#include "../cpu/q4.h"
+#include "../cpu/sparse.h"
+#include "../model/llama_cuda.h"
+#include "common.cuh"
+
+namespace sparq {
+
+Error DeviceBuffers::alloc(cuda::Context* ctx, size_t bytes, void** out) {
+  if (Error e = cuda::device_alloc(ctx, bytes, out); !e.ok()) return e;
+  v_.emplace_back(*out, bytes);
+  bytes_ += bytes;
+  return {};
+}
+
+Error DeviceBuffers::upload(cuda::Context* ctx, const void* host, size_t bytes, void** out) {
+  if (Error e = alloc(ctx, bytes, out); !e.ok()) return e;
+  return bytes ? cuda::copy_h2d(ctx, *out, host, bytes) : Error{};
+}
+
+void DeviceBuffers::release() {
+  for (auto& p : v_) cuda::device_free(p.first, p.second);
+  v_.clear();
+  bytes_ = 0;
+}
+
+// int8 values [n, k] + scales [n, groups] -> DeviceS8 with rows padded to 64.
+static Error upload_s8_rows(cuda::Context* ctx, const int8_t* q, const float* scales, int64_t n, int64_t k,
+                            int64_t group, int64_t groups, DeviceLinear* d) {
+  const int64_t k_pad = round_up(k, 64);
+  std::vector<int8_t> rows;
+  try {
+    rows.assign(size_t(n * k_pad), 0);
+  } catch (...) {
+    return Error::make(Status::out_of_memory, "cuda: out of host memory staging a weight");
+  }
+  for (int64_t j = 0; j < n; ++j) std::memcpy(rows.data() + j * k_pad, q + j * k, size_t(k));
+  void *pv = nullptr, *ps = nullptr;
+  if (Error e = d->mem.upload(ctx, rows.data(), rows.size(), &pv); !e.ok()) return e;
+  if (Error e = d->mem.upload(ctx, scales, size_t(n * groups) * 4, &ps); !e.ok()) return e;
+  d->kind = DeviceLinear::Kind::s8;
+  d->s8.n = n;
+  d->s8.k = k;
+  d->s8.k_pad = k_pad;
+  d->s8.group = groups > 1 ? group : 0;
+  d->s8.groups = groups;
+  d->s8.values = static_cast<int8_t*>(pv);
+  d->s8.scales = static_cast<float*>(ps);
+  return {};
+}
+
+Error upload_packed_s8(cuda::Context* ctx, const PackedWeight& w, float act_scale, std::unique_ptr<DeviceLinear>* out) {
+  const PackedS8& p = w.view();
+  if (w.asymmetric()) return Error::make(Status::unsupported, "cuda: asymmetric int8 weights are not supported on the GPU; quantize symmetric");
+  if (!p.scales) return Error::make(Status::unsupported, "cuda: int8 weights without scales (exact mode) cannot be used as a linear on the GPU");
+  const int64_t group = p.groups > 1 ? w.user_group() : 0;
+  if (p.groups > 1 && (group <= 0 || group % 32))
+    return Error::make(Status::unsupported, "cuda: int8 scale groups must be a multiple of 32");
+  std::unique_ptr<DeviceLinear> d(new (std::nothrow) DeviceLinear);
+  if (!d) return Error::make(Status::out_of_memory, "cuda: out of host memory");
+  std::vector<int8_t> q;
+  std::vector<float> s;
+  try {
+    q.resize(size_t(p.n * p.k));
+    s.resize(size_t(p.n * p.groups));
+  } catch (...) {
+    return Error::make(Status::out_of_memory, "cuda: out of host memory staging a weight");
+  }
+  unpack_s8(p, q.data(), s.data(), nullptr);
+  if (Error e = upload_s8_rows(ctx, q.data(), s.data(), p.n, p.k, group, p.groups, d.get()); !e.ok()) return e;
+  d->n = p.n;
+  d->k = p.k;
+  d->act_scale = act_scale;
+  *out = std::move(d);
+  return {};
+}
+
+Error upload_sparse(cuda::Context* ctx, const SparseWeight& w, std::unique_ptr<DeviceLinear>* out) {
+  std::unique_ptr<DeviceLinear> d(new (std::nothrow) DeviceLinear);
+  if (!d) return Error::make(Status::out_of_memory, "cuda: out of host memory");
+  d->n = w.n;
+  d->k = w.k;
+  void* p = nullptr;
+  if (w.int8) {
+    if (Error e = d->mem.upload(ctx, w.scale.data(), w.scale.size() * 4, &p); !e.ok()) return e;
+    d->csr.scale = d->nm.scale = static_cast<float*>(p);
+  }
+  if (w.format == SparseFormat::nm) {
+    cuda::DeviceNm& nm = d->nm;
+    nm.n = w.n;
+    nm.k = w.k;
+    nm.groups = w.groups();
+    nm.row_bytes = w.idx_row_bytes();
+    nm.N = w.N;
+    nm.M = w.M;
+    nm.bits = w.idx_bits();
+    if (Error e = d->mem.upload(ctx, w.idx.data(), w.idx.size(), &p); !e.ok()) return e;
+    nm.idx = static_cast<uint8_t*>(p);
+    if (w.int8) {
+      if (Error e = d->mem.upload(ctx, w.vq.data(), w.vq.size(), &p); !e.ok()) return e;
+      nm.vq = static_cast<int8_t*>(p);
+    } else {
+      if (Error e = d->mem.upload(ctx, w.vf.data(), w.vf.size() * 4, &p); !e.ok()) return e;
+      nm.vf = static_cast<float*>(p);
+    }
+    d->kind = DeviceLinear::Kind::nm;
+    *out = std::move(d);
+    return {};
+  }
+  // csr, and bitmask as csr: row pointers and columns as int32
+  if (w.nnz > 0x7fffffff) return Error::make(Status::unsupported, "cuda: over 2^31 nonzeros in one weight");
+  std::vector<int32_t> rp(size_t(w.n + 1)), col(size_t(w.nnz > 0 ? w.nnz : 1));
+  for (int64_t j = 0; j <= w.n; ++j) rp[size_t(j)] = int32_t(w.row_ptr[size_t(j)]);
+  if (w.format == SparseFormat::csr) {
+    for (int64_t q = 0; q < w.nnz; ++q) col[size_t(q)] = int32_t(w.column(q));
+  } else {
+    const int64_t words = w.words();
+    for (int64_t j = 0; j < w.n; ++j) {
+      int64_t q = w.row_ptr[size_t(j)];
+      for (int64_t wd = 0; wd < words; ++wd) {
+        uint32_t bits = w.mask[size_t(j * words + wd)];
+        while (bits) {
+          col[size_t(q++)] = int32_t(wd * 32 + __builtin_ctz(bits));
+          bits &= bits - 1;
+        }
+      }
+    }
+  }
+  cuda::DeviceCsr& c = d->csr;
+  c.n = w.n;
+  c.k = w.k;
+  c.nnz = w.nnz;
+  if (Error e = d->mem.upload(ctx, rp.data(), rp.size() * 4, &p); !e.ok()) return e;
+  c.row_ptr = static_cast<int32_t*>(p);
+  if (Error e = d->mem.upload(ctx, col.data(), col.size() * 4, &p); !e.ok()) return e;
+  c.col = static_cast<int32_t*>(p);
+  if (w.int8) {
+    if (Error e = d->mem.upload(ctx, w.vq.data(), w.vq.size() ? w.vq.size() : 1, &p); !e.ok()) return e;
+    c.vq = static_cast<int8_t*>(p);
+  } else {
+    if (Error e = d->mem.upload(ctx, w.vf.data(), (w.vf.size() ? w.vf.size() : 1) * 4, &p); !e.ok()) return e;
+    c.vf = static_cast<float*>(p);
+  }
+  d->kind = DeviceLinear::Kind::csr;
+  *out = std::move(d);
+  return {};
+}
+
+Error upload_linear(cuda::Context* ctx, const LinearWeight& w, std::unique_ptr<DeviceLinear>* out) {
+  if (w.sp) return upload_sparse(ctx, *w.sp, out);
+  if (w.q) return upload_packed_s8(ctx, *w.q, w.act_scale, out);
+  std::unique_ptr<DeviceLinear> d(new (std::nothrow) DeviceLinear);
+  if (!d) return Error::make(Status::out_of_memory, "cuda: out of host memory");
+  d->n = w.n;
+  d->k = w.k;
+  if (w.q4) {
+    const PackedQ4& p = *w.q4;
+    std::vector<int8_t> q;
+    try {
+      q.resize(size_t(p.n * p.k));
+    } catch (...) {
+      return Error::make(Status::out_of_memory, "cuda: out of host memory staging a weight");
+    }
+    q4_unpack(p, q.data());
+    if (Error e = upload_s8_rows(ctx, q.data(), p.scale.data(), p.n, p.k, p.group, p.groups, d.get()); !e.ok()) return e;
+    *out = std::move(d);
+    return {};
+  }
+  if (!w.f32) return Error::make(Status::invalid_argument, "cuda: linear weight has no data");
+  void* p = nullptr;
+  if (Error e = d->mem.upload(ctx, w.f32, size_t(w.n * w.k) * 4, &p); !e.ok()) return e;
+  d->f32 = static_cast<float*>(p);
+  d->kind = DeviceLinear::Kind::f32;
+  *out = std::move(d);
+  return {};
+}
+
+Error run_linear(cuda::Context* ctx, const DeviceLinear& w, const float* x, int64_t m, const float* bias, void* scratch,
+                 float* y) {
+  switch (w.kind) {
+    case DeviceLinear::Kind::s8: return cuda::linear_s8(ctx, x, m, w.s8, bias, w.act_scale, scratch, y);
+    case DeviceLinear::Kind::csr: return cuda::spmm_csr(ctx, w.csr, x, m, bias, y);
+    case DeviceLinear::Kind::nm: return cuda::spmm_nm(ctx, w.nm, x, m, bias, y);
+    default: return cuda::linear_f32(ctx, x, m, w.k, w.f32, w.n, bias, y);
+  }
+}
+
+}  // namespace sparq
