@@ -5,12 +5,14 @@
 //   sparq bench attention [--quick] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench e2e [--quick] [--threads N] [--json FILE]
 //   sparq bench spmm [--quick] [--threads N] [--min-time S] [--json FILE]
+//   sparq bench --device cuda [--quick] [--json FILE]
 //   sparq generate --model PATH [--tokenizer PATH] --prompt TEXT [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--weights int8]
 //   sparq eval --model PATH [--reference PATH] [--weights int8] [--prune SPEC] [--text FILE | --sample N] [--json]
 //   sparq compress --model IN --out OUT [--quantize int8|int8:gN|int4:gN] [--gptq] [--prune SPEC] [--smoothquant A] [--calibration FILE] [--json]
 import * as fs from 'node:fs';
 import { evaluate, info, ISAS, loadModel, pruneModel, quantizeModel, saveModel, setNumThreads, type IsaName, type Model, type PruneModelOptions, type QuantizeModelOptions } from './index';
 import { benchAttention } from './bench/attention';
+import { benchCuda } from './bench/cuda';
 import { benchE2e, benchE2eChild } from './bench/e2e';
 import { benchGemm } from './bench/gemm';
 import { benchSpmm } from './bench/spmm';
@@ -21,6 +23,7 @@ const USAGE = `usage:
   sparq bench attention [--quick] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq bench e2e [--quick] [--threads N] [--json FILE]
   sparq bench spmm [--quick] [--threads N] [--min-time SECONDS] [--json FILE]
+  sparq bench --device cuda [--quick] [--json FILE]   GPU kernels and the 110M model on the GPU
   sparq generate --model PATH [--tokenizer PATH] [--prompt TEXT] [-n N] [--temperature T] [--top-k K]
                  [--top-p P] [--seed S] [--weights f32|int8] [--max-seq N]
   sparq eval --model PATH [--reference PATH] [--tokenizer PATH] [--weights f32|int8] [--reference-weights f32|int8]
@@ -216,6 +219,10 @@ async function main(argv: string[]): Promise<number> {
   const [cmd, sub, ...rest] = argv;
   if (cmd === 'info') {
     console.log(JSON.stringify(info(), null, 2));
+    return 0;
+  }
+  if (cmd === 'bench' && (flag(argv, '--device') === 'cuda' || flag(argv, '--device') === 'cuda:0')) {
+    await benchCuda({ quick: argv.includes('--quick'), json: flag(argv, '--json') });
     return 0;
   }
   if (cmd === 'bench' && sub === 'gemm') {

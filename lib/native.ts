@@ -65,6 +65,9 @@ export interface NativeBinding {
   cudaMatmulS8(a: S, aOff: Off, m: number, k: number, b: S, bOff: Off, n: number, out: S, outOff: Off): Promise<void>;
   cudaMemInfo(): { free: number; total: number; allocated: number };
   cudaAllocatedBytes(): number;
+  cudaBenchGemm(m: number, n: number, k: number, group: number, reps: number): Promise<number>;
+  cudaBenchAttention(b: number, hq: number, hkv: number, tq: number, tk: number, d: number, qType: number, kvType: number,
+                     causal: boolean, reps: number): Promise<number>;
   Packed: new () => NativePacked;
   info(): NativeInfo;
   setIsa(name: string): void;

@@ -3,6 +3,8 @@
 // linear and exact int8 matmul on device memory, and device memory queries.
 // Ops that run on either device (small ops, attention, f32 linear) live in
 // tensor_ops.cpp and pick the device from their operands.
+#include <cmath>
+
 #include "../cpu/q4.h"
 #include "../model/llama_cuda.h"
 #include "addon.h"
@@ -170,6 +172,44 @@ Napi::Value MemInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// cudaBenchGemm(m, n, k, group, reps) -> Promise<ms per call>
+Napi::Value BenchGemm(const Napi::CallbackInfo& info) {
+  const char* op = "cudaBenchGemm";
+  const int64_t m = ArgInt(info, 0, op, "m", 1, kMaxDim), n = ArgInt(info, 1, op, "n", 1, kMaxDim);
+  const int64_t k = ArgInt(info, 2, op, "k", 1, kMaxDim), g = ArgInt(info, 3, op, "group", 0, 128);
+  const int reps = int(ArgInt(info, 4, op, "reps", 1, 100000));
+  const int dev = sparq::cuda::context_device(CudaContext(info.Env(), op));
+  auto ms = std::make_shared<double>(0);
+  return RunAsync(
+      info.Env(), [=]() { return sparq::cuda::bench_gemm_s8(dev, m, n, k, g, reps, ms.get()); },
+      [ms](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *ms); });
+}
+
+// cudaBenchAttention(b, hq, hkv, tq, tk, d, qType, kvType, causal, reps) -> Promise<ms per call>
+// types: 0 f32, 1 f16, 2 bf16, 3 i8 (kv only)
+Napi::Value BenchAttention(const Napi::CallbackInfo& info) {
+  const char* op = "cudaBenchAttention";
+  using sparq::cuda::DType;
+  sparq::cuda::Attention a;
+  a.b = ArgInt(info, 0, op, "b", 1, 4096);
+  a.hq = ArgInt(info, 1, op, "hq", 1, 4096);
+  a.hkv = ArgInt(info, 2, op, "hkv", 1, 4096);
+  a.tq = ArgInt(info, 3, op, "tq", 1, kMaxDim);
+  a.tk = ArgInt(info, 4, op, "tk", 1, kMaxDim);
+  a.d = ArgInt(info, 5, op, "d", 1, 256);
+  const DType types[] = {DType::f32, DType::f16, DType::bf16, DType::i8};
+  a.q_type = types[ArgInt(info, 6, op, "q type", 0, 2)];
+  a.kv_type = types[ArgInt(info, 7, op, "kv type", 0, 3)];
+  a.causal = info.Length() > 8 && info[8].ToBoolean().Value();
+  a.scale = 1.f / std::sqrt(float(a.d));
+  const int reps = int(ArgInt(info, 9, op, "reps", 1, 100000));
+  const int dev = sparq::cuda::context_device(CudaContext(info.Env(), op));
+  auto ms = std::make_shared<double>(0);
+  return RunAsync(
+      info.Env(), [=]() { return sparq::cuda::bench_attention(dev, a, reps, ms.get()); },
+      [ms](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *ms); });
+}
+
 Napi::Value AllocatedBytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), double(sparq::cuda::device_allocated_bytes()));
 }
@@ -186,6 +226,8 @@ void RegisterCuda(Napi::Env env, Napi::Object exports, InstanceData* data) {
   exports.Set("cudaLinear", Napi::Function::New(env, Linear, "cudaLinear"));
   exports.Set("cudaMatmulS8", Napi::Function::New(env, MatmulS8, "cudaMatmulS8"));
   exports.Set("cudaMemInfo", Napi::Function::New(env, MemInfo, "cudaMemInfo"));
+  exports.Set("cudaBenchGemm", Napi::Function::New(env, BenchGemm, "cudaBenchGemm"));
+  exports.Set("cudaBenchAttention", Napi::Function::New(env, BenchAttention, "cudaBenchAttention"));
   exports.Set("cudaAllocatedBytes", Napi::Function::New(env, AllocatedBytes, "cudaAllocatedBytes"));
 }
 

@@ -52,6 +52,8 @@ Error kv_store(Context*, const float*, int64_t, int64_t, int64_t, int64_t, DType
 Error spmm_csr(Context*, const DeviceCsr&, const float*, int64_t, const float*, float*) { return none(); }
 Error spmm_nm(Context*, const DeviceNm&, const float*, int64_t, const float*, float*) { return none(); }
 Error embed(Context*, const float*, int64_t, const int32_t*, int64_t, float*) { return none(); }
+Error bench_gemm_s8(int, int64_t, int64_t, int64_t, int64_t, int, double*) { return none(); }
+Error bench_attention(int, const Attention&, int, double*) { return none(); }
 
 }  // namespace cuda
 

@@ -161,5 +161,13 @@ Error spmm_nm(Context* ctx, const DeviceNm& w, const float* x, int64_t m, const 
 // y[i, :] = table[tokens[i], :] (tokens checked on the host beforehand)
 Error embed(Context* ctx, const float* table, int64_t dim, const int32_t* tokens, int64_t n, float* y);
 
+// --- benchmarks ------------------------------------------------------------------
+// Mean milliseconds per call over `reps` back-to-back calls (CUDA events), on
+// inputs generated on the device. gemm: C = A . W^T with A [m, k] int8 (already
+// quantized), W int8 [n, k] per channel (group 0) or per group.
+Error bench_gemm_s8(int device, int64_t m, int64_t n, int64_t k, int64_t group, int reps, double* ms);
+// attention: shapes, types and flags from `shape` (pointers ignored)
+Error bench_attention(int device, const Attention& shape, int reps, double* ms);
+
 }  // namespace cuda
 }  // namespace sparq
