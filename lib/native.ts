@@ -122,6 +122,9 @@ export interface NativeBinding {
 
 export const packageRoot = path.resolve(__dirname, '..');
 
+// The prebuilt binary first; a local build (build/Release) takes over only when it is newer
+// than the prebuild (a developer rebuilt after `npm run prebuild`), so a stale prebuild never
+// shadows fresh native changes.
 function candidates(): string[] {
   const dir = path.join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`);
   let files: string[] = [];
@@ -130,7 +133,14 @@ function candidates(): string[] {
   } catch {
     /* no prebuilds for this platform */
   }
-  return files.map((f) => path.join(dir, f));
+  const pre = files.map((f) => path.join(dir, f));
+  const local = path.join(packageRoot, 'build', 'Release', 'sparq.node');
+  try {
+    if (pre.length && fs.statSync(local).mtimeMs > fs.statSync(pre[0]!).mtimeMs) return [local, ...pre];
+  } catch {
+    /* no local build */
+  }
+  return pre;
 }
 
 // prebuildify names N-API builds `<name>.napi.node` (optionally tagged); prefer those.
