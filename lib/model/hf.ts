@@ -71,15 +71,29 @@ export interface HfConfig {
   normEps: number; ropeTheta: number; tied: boolean; bos: number; eos: number;
 }
 
+/** JSON of a file, or an Error naming the file and where the text stops parsing. */
+function readJson(file: string): unknown {
+  const text = fs.readFileSync(file, 'utf8');
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new SyntaxError(`loadModel: ${file} is not valid JSON (${(e as Error).message})`);
+  }
+}
+
+// Dimensions past these are refused before anything is allocated.
+const MAX_DIM = 2 ** 24;
+
 export function readHfConfig(dir: string): HfConfig {
   const file = path.join(dir, 'config.json');
   if (!fs.existsSync(file)) throw new Error(`loadModel: ${dir} has no config.json`);
-  const c = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  const c = readJson(file) as Record<string, unknown>;
+  if (typeof c !== 'object' || c === null || Array.isArray(c)) throw new TypeError(`loadModel: ${file}: expected a JSON object`);
   const arch = (c.architectures as string[] | undefined)?.[0] ?? c.model_type;
   if (c.model_type !== 'llama' && arch !== 'LlamaForCausalLM') throw new RangeError(`loadModel: ${file}: architecture '${String(arch)}' is not supported (LlamaForCausalLM)`);
   const int = (k: string, d?: number): number => {
     const v = c[k] ?? d;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new RangeError(`loadModel: ${file}: ${k} must be a non-negative integer; got ${String(v)}`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_DIM) throw new RangeError(`loadModel: ${file}: ${k} must be an integer in [0, 2^24]; got ${String(v)}`);
     return v;
   };
   if (c.rope_scaling) throw new RangeError(`loadModel: ${file}: rope_scaling is not supported`);
@@ -101,7 +115,8 @@ interface TokenizerJson {
 export function readHfTokenizer(dir: string, vocabSize: number, bos: number, eos: number): Tokenizer {
   const file = path.join(dir, 'tokenizer.json');
   if (!fs.existsSync(file)) throw new Error(`loadModel: ${dir} has no tokenizer.json`);
-  const t = JSON.parse(fs.readFileSync(file, 'utf8')) as TokenizerJson;
+  const t = readJson(file) as TokenizerJson;
+  if (typeof t !== 'object' || t === null) throw new TypeError(`loadModel: ${file}: expected a JSON object`);
   const m = t.model;
   if (m?.type !== 'BPE' || !m.vocab || !Array.isArray(m.merges)) throw new RangeError(`loadModel: ${file}: only BPE tokenizers are supported`);
   const norm = JSON.stringify(t.normalizer ?? null);

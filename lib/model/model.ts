@@ -474,7 +474,12 @@ async function planLlama2c(file: string, opts: LoadModelOptions): Promise<Plan> 
   const parsed: ParsedModel = parseLlama2c(file);
   const tokPath = opts.tokenizer ?? path.join(path.dirname(file), 'tokenizer.bin');
   if (!fs.existsSync(tokPath)) throw new Error(`loadModel: llama2.c checkpoints need a tokenizer: pass { tokenizer: 'path/to/tokenizer.bin' } (${tokPath} does not exist)`);
-  const tokenizer = Tokenizer.fromLlama2c(fs.readFileSync(tokPath), parsed.config.vocab);
+  let tokenizer: Tokenizer;
+  try {
+    tokenizer = Tokenizer.fromLlama2c(fs.readFileSync(tokPath), parsed.config.vocab);
+  } catch (e) {
+    throw new (e instanceof RangeError ? RangeError : Error)(`loadModel: ${tokPath}: ${(e as Error).message}`);
+  }
   const { dim, hidden, vocab, kvHeads, heads } = parsed.config;
   const kvd = (kvHeads * dim) / heads;
   const r = new WeightReader(file, opts.weights === 'int8');
@@ -740,13 +745,22 @@ export async function loadModel(file: string, opts: LoadModelOptions = {}): Prom
     throw new RangeError(`${op}: maxSeq must be an integer in [1, 2^24]; got ${describe(opts.maxSeq)}`);
   }
   const device = parseDevice(op, opts.device ?? 'cpu');
-  const plan = await planModel(file, opts);
   let model: Model;
   try {
-    model = await createFromPlan(plan, opts.maxSeq ?? plan.config.maxSeq, kv, { file, opts, derived: plan.derived ?? false, ropeNeox: plan.ropeNeox });
-  } finally {
-    // the model holds its own references to what it keeps
-    for (const t of plan.temp) t.dispose();
+    const plan = await planModel(file, opts);
+    try {
+      model = await createFromPlan(plan, opts.maxSeq ?? plan.config.maxSeq, kv, { file, opts, derived: plan.derived ?? false, ropeNeox: plan.ropeNeox });
+    } finally {
+      // the model holds its own references to what it keeps
+      for (const t of plan.temp) t.dispose();
+    }
+  } catch (e) {
+    // every loader error names the file it came from
+    if (e instanceof Error && !e.message.includes(file) && !(opts.tokenizer && e.message.includes(opts.tokenizer))) {
+      const E = e instanceof RangeError ? RangeError : e instanceof TypeError ? TypeError : Error;
+      throw new E(`loadModel: ${file}: ${e.message}`);
+    }
+    throw e;
   }
   if (device === 'cuda') {
     try {
