@@ -35,24 +35,27 @@ Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(inf
   auto b = std::make_shared<Block>();
   b->bytes = size_t(n);
   if (cuda) {
-    sparq::cuda::Context* ctx = nullptr;
+    CudaCtx hold;
     try {
-      ctx = CudaContext(env, "Storage");
+      hold = CudaContext(env, "Storage");
     } catch (const Napi::Error& e) {
       e.ThrowAsJavaScriptException();
       return;
     }
+    sparq::cuda::Context* ctx = hold.get();
     void* p = nullptr;
+    // stream-ordered: neither waits for work other ops have queued
     sparq::Error e = sparq::cuda::device_alloc(ctx, b->bytes ? b->bytes : 1, &p);
     if (e.ok()) e = sparq::cuda::memset_zero(ctx, p, b->bytes);
     if (!e.ok()) {
-      if (p) sparq::cuda::device_free(p, b->bytes ? b->bytes : 1);
+      if (p) sparq::cuda::device_free(ctx, p, b->bytes ? b->bytes : 1);
       Napi::RangeError::New(env, "Storage: " + e.message).ThrowAsJavaScriptException();
       return;
     }
     b->p = p;
     b->device = sparq::cuda::context_device(ctx);
     b->ctx = ctx;
+    b->ctx_hold = std::move(hold);
   } else {
     b->p = sparq::aligned_malloc(b->bytes ? b->bytes : 1);
     if (!b->p) {
@@ -207,13 +210,13 @@ Span ArgDevSpan(const Napi::CallbackInfo& info, size_t i, const char* op, const 
   return ArgAnySpan(info, i, op, name, bytes, optional, 1);
 }
 
-sparq::cuda::Context* CudaContext(Napi::Env env, const char* op) {
+CudaCtx CudaContext(Napi::Env env, const char* op) {
   auto* data = env.GetInstanceData<InstanceData>();
   if (!data->cuda) {
     sparq::cuda::Context* c = nullptr;
     const sparq::Error e = sparq::cuda::context_create(0, &c);
     if (!e.ok()) throw Napi::Error::New(env, std::string(op) + ": no CUDA device available (" + e.message + ")");
-    data->cuda = c;
+    data->cuda = CudaCtx(c, sparq::cuda::context_destroy);
   }
   return data->cuda;
 }

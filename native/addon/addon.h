@@ -15,16 +15,21 @@
 
 namespace sparq_addon {
 
-// A 64-byte aligned host allocation, or device memory (device >= 0, owned
-// through `ctx`). Shared so that an async op keeps its inputs alive even if JS
-// disposes the tensor while the op runs.
+// A CUDA context (device + stream) shared by the env that made it and every
+// device block allocated on it: it is destroyed after the last of them.
+using CudaCtx = std::shared_ptr<sparq::cuda::Context>;
+
+// A 64-byte aligned host allocation, or device memory (device >= 0, allocated
+// and freed stream-ordered on `ctx`). Shared so that an async op keeps its
+// inputs alive even if JS disposes the tensor while the op runs.
 struct Block {
   void* p = nullptr;
   size_t bytes = 0;
   int device = -1;  // -1: host
   sparq::cuda::Context* ctx = nullptr;
+  CudaCtx ctx_hold;
   ~Block() {
-    if (device >= 0) sparq::cuda::device_free(p, bytes ? bytes : 1);
+    if (device >= 0) sparq::cuda::device_free(ctx, p, bytes ? bytes : 1);
     else sparq::aligned_free(p);
   }
 };
@@ -75,8 +80,7 @@ class Packed : public Napi::ObjectWrap<Packed> {
 };
 
 struct InstanceData {
-  ~InstanceData() { sparq::cuda::context_destroy(cuda); }
-  sparq::cuda::Context* cuda = nullptr;  // this env's device context (stream), made on first use
+  CudaCtx cuda;  // this env's device context (stream), made on first use
   Napi::FunctionReference device_weight_ctor;
   Napi::FunctionReference storage_ctor;
   Napi::FunctionReference packed_ctor;
@@ -113,7 +117,7 @@ Span ArgDevSpan(const Napi::CallbackInfo& info, size_t i, const char* op, const 
                 bool optional = false);
 // This env's CUDA context (created on first use); throws a JS Error saying why
 // when CUDA is not compiled in or no device is present.
-sparq::cuda::Context* CudaContext(Napi::Env env, const char* op);
+CudaCtx CudaContext(Napi::Env env, const char* op);
 // cuda_ops.cpp: device bindings
 void RegisterCuda(Napi::Env env, Napi::Object exports, InstanceData* data);
 

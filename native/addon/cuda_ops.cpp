@@ -85,8 +85,9 @@ Napi::Value Upload(Napi::Env env, std::function<Error(std::unique_ptr<sparq::Dev
 Napi::Value UploadPacked(const Napi::CallbackInfo& info) {
   auto w = Packed::Get(info[0], "to('cuda')");
   const float ss = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().FloatValue() : 0.f;
-  sparq::cuda::Context* ctx = CudaContext(info.Env(), "to('cuda')");
-  return Upload(info.Env(), [w, ss, ctx](std::unique_ptr<sparq::DeviceLinear>* d) {
+  CudaCtx hold = CudaContext(info.Env(), "to('cuda')");
+  sparq::cuda::Context* ctx = hold.get();
+  return Upload(info.Env(), [w, ss, ctx, hold](std::unique_ptr<sparq::DeviceLinear>* d) {
     return sparq::upload_packed_s8(ctx, *w, ss, d);
   });
 }
@@ -94,8 +95,9 @@ Napi::Value UploadPacked(const Napi::CallbackInfo& info) {
 // cudaUploadQ4(quant4) -> Promise<DeviceWeight> (int8 values with the group scales)
 Napi::Value UploadQ4(const Napi::CallbackInfo& info) {
   auto w = GetQ4(info[0], "to('cuda')");
-  sparq::cuda::Context* ctx = CudaContext(info.Env(), "to('cuda')");
-  return Upload(info.Env(), [w, ctx](std::unique_ptr<sparq::DeviceLinear>* d) {
+  CudaCtx hold = CudaContext(info.Env(), "to('cuda')");
+  sparq::cuda::Context* ctx = hold.get();
+  return Upload(info.Env(), [w, ctx, hold](std::unique_ptr<sparq::DeviceLinear>* d) {
     sparq::LinearWeight lw;
     lw.q4 = w;
     lw.n = w->n;
@@ -107,8 +109,9 @@ Napi::Value UploadQ4(const Napi::CallbackInfo& info) {
 // cudaUploadSparse(sparse) -> Promise<DeviceWeight>
 Napi::Value UploadSparse(const Napi::CallbackInfo& info) {
   auto w = GetSparse(info[0], "to('cuda')");
-  sparq::cuda::Context* ctx = CudaContext(info.Env(), "to('cuda')");
-  return Upload(info.Env(), [w, ctx](std::unique_ptr<sparq::DeviceLinear>* d) { return sparq::upload_sparse(ctx, *w, d); });
+  CudaCtx hold = CudaContext(info.Env(), "to('cuda')");
+  sparq::cuda::Context* ctx = hold.get();
+  return Upload(info.Env(), [w, ctx, hold](std::unique_ptr<sparq::DeviceLinear>* d) { return sparq::upload_sparse(ctx, *w, d); });
 }
 
 // cudaLinear(x, xOff, m, k, deviceWeight, bias|null, biasOff, out, outOff) -> Promise<void>
@@ -120,8 +123,9 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   const Span x = ArgDevSpan(info, 0, op, "x", uint64_t(m) * uint64_t(k) * 4);
   const Span bias = ArgDevSpan(info, 5, op, "bias", uint64_t(w->n) * 4, true);
   const Span o = ArgDevSpan(info, 7, op, "out", uint64_t(m) * uint64_t(w->n) * 4);
-  sparq::cuda::Context* ctx = CudaContext(info.Env(), op);
-  return RunAsync(info.Env(), [x, bias, o, w, m, ctx]() {
+  CudaCtx hold = CudaContext(info.Env(), op);
+  sparq::cuda::Context* ctx = hold.get();
+  return RunAsync(info.Env(), [x, bias, o, w, m, ctx, hold]() {
     const size_t sb = w->scratch_bytes(m);
     void* scratch = nullptr;
     if (sb) {
@@ -129,7 +133,7 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
     }
     Error e = sparq::run_linear(ctx, *w, x.ptr<float>(), m, bias.block ? bias.ptr<float>() : nullptr, scratch,
                                 o.ptr<float>());
-    if (scratch) sparq::cuda::device_free(scratch, sb);
+    if (scratch) sparq::cuda::device_free(ctx, scratch, sb);
     return e;
   });
 }
@@ -143,8 +147,9 @@ Napi::Value MatmulS8(const Napi::CallbackInfo& info) {
   const Span a = ArgDevSpan(info, 0, op, "a", uint64_t(m) * uint64_t(k));
   const Span b = ArgDevSpan(info, 4, op, "b", uint64_t(n) * uint64_t(k));
   const Span o = ArgDevSpan(info, 7, op, "out", uint64_t(m) * uint64_t(n) * 4);
-  sparq::cuda::Context* ctx = CudaContext(info.Env(), op);
-  return RunAsync(info.Env(), [a, b, o, m, k, n, ctx]() {
+  CudaCtx hold = CudaContext(info.Env(), op);
+  sparq::cuda::Context* ctx = hold.get();
+  return RunAsync(info.Env(), [a, b, o, m, k, n, ctx, hold]() {
     const int64_t kp = sparq::round_up(k, 64);
     sparq::DeviceBuffers tmp;
     void *pa = nullptr, *pb = nullptr;
@@ -161,7 +166,8 @@ Napi::Value MatmulS8(const Napi::CallbackInfo& info) {
 // cudaMemInfo() -> { free, total, allocated } (bytes; throws when no device)
 Napi::Value MemInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  sparq::cuda::Context* ctx = CudaContext(env, "cudaMemInfo");
+  CudaCtx hold = CudaContext(env, "cudaMemInfo");
+  sparq::cuda::Context* ctx = hold.get();
   size_t f = 0, t = 0;
   const Error e = sparq::cuda::mem_info(ctx, &f, &t);
   if (!e.ok()) throw Napi::Error::New(env, e.message);
@@ -178,7 +184,7 @@ Napi::Value BenchGemm(const Napi::CallbackInfo& info) {
   const int64_t m = ArgInt(info, 0, op, "m", 1, kMaxDim), n = ArgInt(info, 1, op, "n", 1, kMaxDim);
   const int64_t k = ArgInt(info, 2, op, "k", 1, kMaxDim), g = ArgInt(info, 3, op, "group", 0, 128);
   const int reps = int(ArgInt(info, 4, op, "reps", 1, 100000));
-  const int dev = sparq::cuda::context_device(CudaContext(info.Env(), op));
+  const int dev = sparq::cuda::context_device(CudaContext(info.Env(), op).get());
   auto ms = std::make_shared<double>(0);
   return RunAsync(
       info.Env(), [=]() { return sparq::cuda::bench_gemm_s8(dev, m, n, k, g, reps, ms.get()); },
@@ -203,7 +209,7 @@ Napi::Value BenchAttention(const Napi::CallbackInfo& info) {
   a.causal = info.Length() > 8 && info[8].ToBoolean().Value();
   a.scale = 1.f / std::sqrt(float(a.d));
   const int reps = int(ArgInt(info, 9, op, "reps", 1, 100000));
-  const int dev = sparq::cuda::context_device(CudaContext(info.Env(), op));
+  const int dev = sparq::cuda::context_device(CudaContext(info.Env(), op).get());
   auto ms = std::make_shared<double>(0);
   return RunAsync(
       info.Env(), [=]() { return sparq::cuda::bench_attention(dev, a, reps, ms.get()); },

@@ -242,8 +242,9 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value ToCuda(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto h = get(env);
-    sparq::cuda::Context* ctx = CudaContext(env, "toDevice('cuda')");
-    return RunAsync(env, [h, ctx]() {
+    CudaCtx hold = CudaContext(env, "toDevice('cuda')");
+  sparq::cuda::Context* ctx = hold.get();
+    return RunAsync(env, [h, ctx, hold]() {
       std::lock_guard<std::mutex> lock(h->mu);
       return h->model->to_cuda(ctx);
     });

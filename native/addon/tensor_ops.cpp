@@ -228,8 +228,9 @@ Napi::Value F32Op(const Napi::CallbackInfo& info) {
   const Span b = ArgSpanOn(info, 4, op, "b", uint64_t(k) * uint64_t(n) * 4, dev);
   const Span bias = ArgSpanOn(info, 7, op, "bias", uint64_t(n) * 4, dev, true);
   const Span o = ArgSpanOn(info, 9, op, "out", uint64_t(m) * uint64_t(n) * 4, dev);
-  sparq::cuda::Context* ctx = dev ? CudaContext(info.Env(), op) : nullptr;
-  return RunAsync(info.Env(), [a, b, bias, o, m, k, n, ctx]() {
+  CudaCtx hold = dev ? CudaContext(info.Env(), op) : nullptr;
+  sparq::cuda::Context* ctx = hold.get();
+  return RunAsync(info.Env(), [a, b, bias, o, m, k, n, ctx, hold]() {
     const float* bp = bias.block ? bias.ptr<float>() : nullptr;
     if (ctx) return sparq::cuda::linear_f32(ctx, a.ptr<float>(), m, k, b.ptr<float>(), n, bp, o.ptr<float>());
     return kLinear ? sparq::linear_f32(a.ptr<float>(), m, k, b.ptr<float>(), n, bp, o.ptr<float>())
@@ -300,8 +301,9 @@ Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
   const Span w = ArgSpanOn(info, 4, op, "weight", uint64_t(d) * 4, dev);
   const float eps = float(ArgNum(info, 6, op, "eps"));
   const Span o = ArgSpanOn(info, 7, op, "out", uint64_t(rows) * uint64_t(d) * 4, dev);
-  sparq::cuda::Context* ctx = dev ? CudaContext(info.Env(), op) : nullptr;
-  return RunAsync(info.Env(), [x, w, o, rows, d, eps, ctx]() {
+  CudaCtx hold = dev ? CudaContext(info.Env(), op) : nullptr;
+  sparq::cuda::Context* ctx = hold.get();
+  return RunAsync(info.Env(), [x, w, o, rows, d, eps, ctx, hold]() {
     return ctx ? sparq::cuda::rmsnorm(ctx, x.ptr<float>(), w.ptr<float>(), rows, d, eps, o.ptr<float>())
                : sparq::rmsnorm(x.ptr<float>(), w.ptr<float>(), rows, d, eps, o.ptr<float>());
   });
@@ -314,8 +316,9 @@ Napi::Value Softmax(const Napi::CallbackInfo& info) {
   const bool dev = DeviceOf(info, 0);
   const Span x = ArgSpanOn(info, 0, op, "x", uint64_t(rows) * uint64_t(n) * 4, dev);
   const Span o = ArgSpanOn(info, 4, op, "out", uint64_t(rows) * uint64_t(n) * 4, dev);
-  sparq::cuda::Context* ctx = dev ? CudaContext(info.Env(), op) : nullptr;
-  return RunAsync(info.Env(), [x, o, rows, n, ctx]() {
+  CudaCtx hold = dev ? CudaContext(info.Env(), op) : nullptr;
+  sparq::cuda::Context* ctx = hold.get();
+  return RunAsync(info.Env(), [x, o, rows, n, ctx, hold]() {
     return ctx ? sparq::cuda::softmax(ctx, x.ptr<float>(), rows, n, o.ptr<float>())
                : sparq::softmax(x.ptr<float>(), rows, n, o.ptr<float>());
   });
@@ -330,8 +333,9 @@ Napi::Value Binary(const Napi::CallbackInfo& info) {
   const Span a = ArgSpanOn(info, 0, op, "a", uint64_t(n) * 4, dev);
   const Span b = ArgSpanOn(info, 2, op, "b", uint64_t(n) * 4, dev);
   const Span o = ArgSpanOn(info, 5, op, "out", uint64_t(n) * 4, dev);
-  sparq::cuda::Context* ctx = dev ? CudaContext(info.Env(), op) : nullptr;
-  return RunAsync(info.Env(), [a, b, o, n, ctx]() {
+  CudaCtx hold = dev ? CudaContext(info.Env(), op) : nullptr;
+  sparq::cuda::Context* ctx = hold.get();
+  return RunAsync(info.Env(), [a, b, o, n, ctx, hold]() {
     if (ctx)
       return kSwiglu ? sparq::cuda::swiglu(ctx, a.ptr<float>(), b.ptr<float>(), n, o.ptr<float>())
                      : sparq::cuda::add(ctx, a.ptr<float>(), b.ptr<float>(), n, o.ptr<float>());
@@ -351,8 +355,9 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   const bool dev = DeviceOf(info, 0);
   const Span x = ArgSpanOn(info, 0, op, "x", uint64_t(bh) * uint64_t(t) * uint64_t(d) * 4, dev);
   const Span o = ArgSpanOn(info, 8, op, "out", uint64_t(bh) * uint64_t(t) * uint64_t(d) * 4, dev);
-  sparq::cuda::Context* ctx = dev ? CudaContext(info.Env(), op) : nullptr;
-  return RunAsync(info.Env(), [x, o, bh, t, d, pos0, theta, neox, ctx]() {
+  CudaCtx hold = dev ? CudaContext(info.Env(), op) : nullptr;
+  sparq::cuda::Context* ctx = hold.get();
+  return RunAsync(info.Env(), [x, o, bh, t, d, pos0, theta, neox, ctx, hold]() {
     if (ctx) return sparq::cuda::rope(ctx, x.ptr<float>(), bh, t, d, pos0, theta, neox, o.ptr<float>());
     return sparq::rope(x.ptr<float>(), bh, t, d, pos0, theta, neox, o.ptr<float>());
   });
@@ -415,14 +420,15 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   a.causal = info.Length() > 23 && info[23].ToBoolean().Value();
   const Span o = ArgSpanOn(info, 24, op, "out", qbytes, dev);
   if (dev) {
-    sparq::cuda::Context* ctx = CudaContext(env, op);
+    CudaCtx hold = CudaContext(env, op);
+  sparq::cuda::Context* ctx = hold.get();
     using sparq::cuda::DType;
     sparq::cuda::Attention c;
     c.q_type = qt == 0 ? DType::f32 : qt == 1 ? DType::f16 : DType::bf16;
     c.kv_type = kvt == 0 ? DType::f32 : kvt == 1 ? DType::f16 : kvt == 2 ? DType::i8 : DType::bf16;
     c.b = a.b, c.hq = a.hq, c.tq = a.tq, c.d = a.d, c.hkv = a.hkv, c.tk = a.tk, c.cap = a.kv.cap;
     c.mask_sb = a.mask_sb, c.mask_sh = a.mask_sh, c.scale = a.scale, c.causal = a.causal;
-    return RunAsync(env, [c, q, k, v, ks, vs, mask, o, ctx]() mutable {
+    return RunAsync(env, [c, q, k, v, ks, vs, mask, o, ctx, hold]() mutable {
       c.q = q.ptr<void>();
       c.k = k.ptr<void>();
       c.v = v.ptr<void>();
@@ -431,12 +437,12 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
       if (mask.block) c.mask = mask.ptr<float>();
       c.out = o.ptr<void>();
       void* scratch = nullptr;
-      const size_t sb = sparq::cuda::scratch_bytes_attention(c);
+      const size_t sb = sparq::cuda::scratch_bytes_attention(ctx, c);
       if (sb) {
         if (Error e = sparq::cuda::device_alloc(ctx, sb, &scratch); !e.ok()) return e;
       }
-      Error e = sparq::cuda::attention(ctx, c, scratch);
-      if (scratch) sparq::cuda::device_free(scratch, sb);
+      Error e = sparq::cuda::attention(ctx, c, scratch, sb);
+      if (scratch) sparq::cuda::device_free(ctx, scratch, sb);
       return e;
     });
   }
@@ -468,7 +474,8 @@ Napi::Value KvStore(const Napi::CallbackInfo& info) {
   const Span src = ArgSpanOn(info, 0, op, "src", Bytes(env, op, {b, h, t, d}, 4), dev);
   const Span dst = ArgSpanOn(info, 7, op, "dst", Bytes(env, op, {b, h, cap, d}, KvElemSize(type)), dev);
   const Span sc = ArgSpanOn(info, 9, op, "scales", Bytes(env, op, {b, h, cap}, 4), dev, type != sparq::KvType::i8);
-  sparq::cuda::Context* ctx = dev ? CudaContext(env, op) : nullptr;
+  CudaCtx hold = dev ? CudaContext(env, op) : nullptr;
+  sparq::cuda::Context* ctx = hold.get();
   return RunAsync(env, [=]() {
     if (ctx) {
       using sparq::cuda::DType;

@@ -24,7 +24,7 @@ int context_device(const Context*) { return -1; }
 void context_set_blocking(Context*, bool) {}
 Error synchronize(Context*) { return none(); }
 Error device_alloc(Context*, size_t, void** out) { *out = nullptr; return none(); }
-void device_free(void*, size_t) {}
+void device_free(Context*, void*, size_t) {}
 int64_t device_allocated_bytes() { return 0; }
 Error mem_info(Context*, size_t*, size_t*) { return none(); }
 Error copy_h2d(Context*, void*, const void*, size_t) { return none(); }
@@ -44,8 +44,8 @@ Error swiglu(Context*, const float*, const float*, int64_t, float*) { return non
 Error add(Context*, const float*, const float*, int64_t, float*) { return none(); }
 Error rope(Context*, const float*, int64_t, int64_t, int64_t, int64_t, float, bool, float*) { return none(); }
 Error convert(Context*, const void*, DType, void*, DType, int64_t) { return none(); }
-size_t scratch_bytes_attention(const Attention&) { return 0; }
-Error attention(Context*, const Attention&, void*) { return none(); }
+size_t scratch_bytes_attention(Context*, const Attention&) { return 0; }
+Error attention(Context*, const Attention&, void*, size_t) { return none(); }
 Error kv_store(Context*, const float*, int64_t, int64_t, int64_t, int64_t, DType, void*, float*, int64_t, int64_t) {
   return none();
 }

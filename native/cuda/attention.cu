@@ -11,6 +11,7 @@
 // the warp updates its running max / sum, then accumulates P.V with the lane
 // owning output dimensions lane, lane + 32, ... (d <= 256).
 #include <cstdint>
+#include <climits>
 
 #include "common.cuh"
 
@@ -157,7 +158,10 @@ __global__ void attention_merge_kernel(const float* __restrict__ partial, int sp
   }
 }
 
-static AttParams plan(const Attention& a, int sms) {
+// splits: enough blocks for two waves of the GPU when few query rows would
+// leave it idle, at least 256 keys per split, and no more than `scratch`
+// holds (its partial rows are (d + 2) floats per split and output row).
+static AttParams plan(const Attention& a, int sms, size_t scratch) {
   AttParams p;
   p.a = a;
   p.g = a.hq / a.hkv;
@@ -167,26 +171,22 @@ static AttParams plan(const Attention& a, int sms) {
   const int64_t target = int64_t(sms > 0 ? sms : 80) * 2;
   if (blocks < target && a.tk > 256) splits = min64((target + blocks - 1) / blocks, (a.tk + 255) / 256);
   splits = max64(1, min64(splits, 64));
+  const int64_t per_split = a.b * a.hq * a.tq * (a.d + 2) * 4;
+  if (splits > 1 && int64_t(scratch) < splits * per_split) splits = int64_t(scratch) / per_split;
+  if (splits < 2) splits = 1;
   p.splits = int(splits);
   p.chunk = (a.tk + splits - 1) / splits;
   if (p.chunk < 1) p.chunk = 1;
   return p;
 }
 
-static int sm_count() {
-  int dev = 0, n = 0;
-  cudaGetDevice(&dev);
-  cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
-  return n;
-}
-
-size_t scratch_bytes_attention(const Attention& a) {
-  if (a.hkv <= 0 || a.hq % a.hkv) return 0;
-  const AttParams p = plan(a, sm_count());
+size_t scratch_bytes_attention(Context* ctx, const Attention& a) {
+  if (!ctx || a.hkv <= 0 || a.hq % a.hkv || a.b < 1 || a.tq < 1 || a.d < 1) return 0;
+  const AttParams p = plan(a, ctx->sms, SIZE_MAX);
   return p.splits > 1 ? size_t(p.splits) * size_t(a.b * a.hq * a.tq) * size_t(a.d + 2) * 4 : 0;
 }
 
-Error attention(Context* ctx, const Attention& a, void* scratch) {
+Error attention(Context* ctx, const Attention& a, void* scratch, size_t scratch_bytes) {
   SPARQ_CUDA_ENTER(ctx);
   if (a.b < 1 || a.hq < 1 || a.tq < 1 || a.d < 1 || a.hkv < 1 || a.tk < 0)
     return bad_arg("attention: empty shape");
@@ -195,13 +195,11 @@ Error attention(Context* ctx, const Attention& a, void* scratch) {
   if (a.tk > a.cap) return bad_arg("attention: more keys than the store holds");
   if (a.kv_type == DType::i8 && (!a.k_scale || !a.v_scale)) return bad_arg("attention: int8 keys need scales");
   if (a.q_type == DType::i8) return bad_arg("attention: queries must be f32, f16 or bf16");
-  AttParams p = plan(a, sm_count());
-  if (p.splits > 1) {
-    if (!scratch) return bad_arg("attention: split-KV needs scratch (scratch_bytes_attention)");
-    p.partial = static_cast<float*>(scratch);
-  }
+  AttParams p = plan(a, ctx->sms, scratch ? scratch_bytes : 0);
+  if (p.splits > 1) p.partial = static_cast<float*>(scratch);
   const int64_t gx = (p.items + att::WARPS - 1) / att::WARPS;
-  if (gx > 0x7fffffff || a.b * a.hkv > 65535) return bad_arg("attention: too many rows or heads for one launch");
+  if (gx > 0x7fffffff || a.b * a.hkv > 65535 || a.b * a.hq * a.tq > 0x7fffffff)
+    return bad_arg("attention: too many rows or heads for one launch");
   if (a.tk == 0) {  // nothing to attend to: zeros
     const size_t eb = a.q_type == DType::f32 ? 4 : 2;
     const cudaError_t e = cudaMemsetAsync(a.out, 0, size_t(a.b * a.hq * a.tq * a.d) * eb, ctx->stream);
@@ -217,7 +215,6 @@ Error attention(Context* ctx, const Attention& a, void* scratch) {
   attention_kernel<<<grid, att::WARPS * 32, smem, ctx->stream>>>(p);
   if (p.splits > 1) {
     const int64_t rows = a.b * a.hq * a.tq;
-    if (rows > 0x7fffffff) return bad_arg("attention: too many rows");
     attention_merge_kernel<<<unsigned(rows), 64, 0, ctx->stream>>>(p.partial, p.splits, rows, a.d, a.out, a.q_type);
   }
   return finish(ctx, "attention");

@@ -98,7 +98,7 @@ Error bench_attention(int device, const Attention& shape, int reps, double* ms) 
     if (e.ok()) e = mem.alloc(ctx, nk * ks, &k);
     if (e.ok()) e = mem.alloc(ctx, nk * ks, &v);
     if (e.ok()) e = mem.alloc(ctx, nq * qs, &o);
-    const size_t sb = scratch_bytes_attention(a);
+    const size_t sb = scratch_bytes_attention(ctx, a);
     if (e.ok() && sb) e = mem.alloc(ctx, sb, &scr);
     if (e.ok() && a.kv_type == DType::i8) {
       e = mem.alloc(ctx, size_t(a.b * a.hkv * a.tk) * 4, &ksc);
@@ -112,7 +112,7 @@ Error bench_attention(int device, const Attention& shape, int reps, double* ms) 
       if (ksc) fill(ctx, ksc, size_t(a.b * a.hkv * a.tk), 8, 1), fill(ctx, vsc, size_t(a.b * a.hkv * a.tk), 9, 1);
       a.q = q, a.k = k, a.v = v, a.out = o;
       a.k_scale = static_cast<float*>(ksc), a.v_scale = static_cast<float*>(vsc);
-      e = time_reps(ctx, reps, [&] { return attention(ctx, a, scr); }, ms);
+      e = time_reps(ctx, reps, [&] { return attention(ctx, a, scr, sb); }, ms);
     }
   }
   context_destroy(ctx);

@@ -16,6 +16,8 @@ struct Context {
   int device = 0;
   cudaStream_t stream = nullptr;
   bool blocking = true;  // ops wait for their kernels
+  bool pools = false;    // cudaMallocAsync / cudaFreeAsync available
+  int sms = 0;
 };
 
 inline Error cuda_error(cudaError_t e, const char* what) {

@@ -65,6 +65,10 @@ Error context_create(int device, Context** out) {
   Context* c = new (std::nothrow) Context;
   if (!c) return Error::make(Status::out_of_memory, "cuda: out of host memory");
   c->device = device;
+  int pools = 0;
+  cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device);
+  c->pools = pools != 0;
+  cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, device);
   e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
   if (e != cudaSuccess) {
     delete c;
@@ -105,18 +109,20 @@ Error device_alloc(Context* ctx, size_t bytes, void** out) {
     return Error::make(Status::out_of_memory, "cuda: cannot allocate " + std::to_string(bytes) + " bytes on device " +
                                                   std::to_string(ctx->device) + " (" + std::to_string(free_b) +
                                                   " free of " + std::to_string(total_b) + ")");
-  const cudaError_t e = cudaMalloc(out, bytes);
+  const cudaError_t e = ctx->pools ? cudaMallocAsync(out, bytes, ctx->stream) : cudaMalloc(out, bytes);
   if (e != cudaSuccess) {
     *out = nullptr;
-    return cuda_error(e, ("cudaMalloc of " + std::to_string(bytes) + " bytes").c_str());
+    return cuda_error(e, ("allocating " + std::to_string(bytes) + " bytes of device memory").c_str());
   }
   g_device_bytes.fetch_add(int64_t(bytes));
   return {};
 }
 
-void device_free(void* p, size_t bytes) {
+void device_free(Context* ctx, void* p, size_t bytes) {
   if (!p) return;
-  cudaFree(p);  // synchronises with work still using p
+  // stream-ordered: released once the work queued before it is done
+  if (ctx && ctx->pools && cudaSetDevice(ctx->device) == cudaSuccess) cudaFreeAsync(p, ctx->stream);
+  else cudaFree(p);  // synchronises with work still using p
   cudaGetLastError();
   g_device_bytes.fetch_sub(int64_t(bytes == 0 ? 1 : bytes));
 }
@@ -153,8 +159,7 @@ Error memset_zero(Context* ctx, void* dst, size_t bytes) {
   SPARQ_CUDA_ENTER(ctx);
   if (bytes == 0) return {};
   const cudaError_t e = cudaMemsetAsync(dst, 0, bytes, ctx->stream);
-  if (e != cudaSuccess) return cuda_error(e, "memset");
-  return finish(ctx, "memset");
+  return e == cudaSuccess ? Error{} : cuda_error(e, "memset");
 }
 
 Error copy_2d(Context* ctx, void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height) {

@@ -59,10 +59,10 @@ enum class Epilogue : int { exact_i32 = 0, per_row = 1, grouped = 2 };
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   const unsigned s = unsigned(__cvta_generic_to_shared(smem));
   const int n = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n) : "memory");
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
 __device__ __forceinline__ void mma_s8(int (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
   asm volatile(
@@ -211,17 +211,26 @@ __global__ void __launch_bounds__(256)
   float facc[M];
 #pragma unroll
   for (int i = 0; i < M; ++i) acc[i] = 0, facc[i] = 0.f;
-#pragma unroll 2
-  for (int c = lane; c < chunks; c += 32) {
-    const int4 wv = __ldg(w + c);
+  // Lanes hold consecutive 16-byte chunks, so a scale group (32 / 64 / 128) is an
+  // aligned run of seg = group / 16 lanes: its int32 sum is exact (a segmented
+  // shuffle reduction) before the one multiply by its scale, as on the CPU.
+  const int seg = GROUPED ? group / 16 : 1;
+  for (int base = 0; base < chunks; base += 32) {
+    const int c = base + lane;
+    const bool valid = c < chunks;
+    const int4 wv = valid ? __ldg(w + c) : make_int4(0, 0, 0, 0);
     float s = 0.f;
-    if (GROUPED) s = sb[int64_t(j) * groups + min((c * 16) / group, groups - 1)];
+    if (GROUPED && valid) s = sb[int64_t(j) * groups + min((c * 16) / group, groups - 1)];
 #pragma unroll
     for (int i = 0; i < M; ++i) {
-      const int4 av = __ldg(reinterpret_cast<const int4*>(A + int64_t(i) * k_pad) + c);
-      const int d = dot16(av, wv);
-      if (GROUPED) facc[i] += float(d) * s;
-      else acc[i] += d;
+      const int4 av = valid ? __ldg(reinterpret_cast<const int4*>(A + int64_t(i) * k_pad) + c) : make_int4(0, 0, 0, 0);
+      int d = dot16(av, wv);
+      if (GROUPED) {
+        for (int o = 1; o < seg; o <<= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+        if ((lane & (seg - 1)) == 0) facc[i] += float(d) * s;
+      } else {
+        acc[i] += d;
+      }
     }
   }
 #pragma unroll
@@ -276,8 +285,8 @@ Error gemm_s8(Context* ctx, const int8_t* a, const float* sa, int64_t m, const D
   SPARQ_CUDA_ENTER(ctx);
   if (Error e = check_dims(m, b.n, b.k_pad); !e.ok()) return e;
   const bool grouped = b.groups > 1;
-  if (grouped && (b.group <= 0 || b.group % 32 || b.groups != (b.k + b.group - 1) / b.group))
-    return bad_arg("gemm_s8: scale groups must be a multiple of 32 and cover k");
+  if (grouped && (b.group < 32 || b.group > 512 || (b.group & (b.group - 1)) || b.groups != (b.k + b.group - 1) / b.group))
+    return bad_arg("gemm_s8: scale groups must be 32, 64, 128, 256 or 512 and cover k");
   const int n = int(b.n), kp = int(b.k_pad), g = int(grouped ? b.group : 0), gs = int(b.groups);
   if (m <= 8) {
     if (grouped) launch_gemv<true>(ctx->stream, int(m), a, sa, b.values, b.scales, n, kp, g, gs, bias, c, nullptr);
@@ -309,9 +318,8 @@ Error matmul_s8(Context* ctx, const int8_t* a, int64_t m, const int8_t* b, int64
   return finish(ctx, "matmul_s8");
 }
 
-size_t scratch_bytes_linear_s8(int64_t m, int64_t k) {
-  const int64_t k_pad = (k + 63) / 64 * 64;
-  return size_t(m * k_pad + 256 + m * 4);
+size_t scratch_bytes_linear_s8(int64_t m, int64_t k_pad) {
+  return size_t((m * k_pad + 255) / 256 * 256 + m * 4);
 }
 
 Error linear_s8(Context* ctx, const float* x, int64_t m, const DeviceS8& w, const float* bias, float static_scale,

@@ -11,7 +11,9 @@
 namespace sparq {
 
 Error DeviceBuffers::alloc(cuda::Context* ctx, size_t bytes, void** out) {
+  if (ctx_ && ctx_ != ctx) return Error::make(Status::internal, "cuda: one DeviceBuffers set per context");
   if (Error e = cuda::device_alloc(ctx, bytes, out); !e.ok()) return e;
+  ctx_ = ctx;
   v_.emplace_back(*out, bytes);
   bytes_ += bytes;
   return {};
@@ -23,7 +25,7 @@ Error DeviceBuffers::upload(cuda::Context* ctx, const void* host, size_t bytes, 
 }
 
 void DeviceBuffers::release() {
-  for (auto& p : v_) cuda::device_free(p.first, p.second);
+  for (auto& p : v_) cuda::device_free(ctx_, p.first, p.second);
   v_.clear();
   bytes_ = 0;
 }

@@ -128,11 +128,14 @@ struct CudaLlama::Impl {
     for (auto& l : layers)
       for (auto* w : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w13, &l.w1, &l.w3, &l.w2}) lin(*w);
     lin(output);
+    // split-KV partials: the most any chunk of up to n tokens can ask for (the
+    // split count is not monotone in the chunk length)
     cuda::Attention a;
-    a.b = 1, a.hq = c.heads, a.tq = n, a.d = hd, a.hkv = c.kv_heads, a.tk = c.max_seq, a.cap = c.max_seq;
-    need = std::max(need, cuda::scratch_bytes_attention(a));
-    a.tq = 1;  // decode splits the most
-    need = std::max(need, cuda::scratch_bytes_attention(a));
+    a.b = 1, a.hq = c.heads, a.d = hd, a.hkv = c.kv_heads, a.tk = c.max_seq, a.cap = c.max_seq;
+    for (int64_t t = 1; t <= n; ++t) {
+      a.tq = t;
+      need = std::max(need, cuda::scratch_bytes_attention(ctx, a));
+    }
     scratch_bytes = need;
     scratch = nullptr;
     if (need) SPARQ_TRY(act.alloc(ctx, need, &scratch));
@@ -158,6 +161,7 @@ Error CudaLlama::create(cuda::Context* shared, const LlamaConfig& cfg, const Lla
   std::unique_ptr<CudaLlama> m(new CudaLlama());
   m->impl_.reset(new Impl());
   Impl& I = *m->impl_;
+  if (cfg.head_dim > 256) return Error::make(Status::unsupported, "cuda: head dimensions over 256 run on the CPU only");
   SPARQ_TRY(cuda::context_create(cuda::context_device(shared), &I.ctx));
   cuda::context_set_blocking(I.ctx, false);
   I.cfg = cfg;
@@ -255,7 +259,7 @@ Error CudaLlama::forward(const int32_t* tokens, int64_t n, int64_t pos, bool all
     a.scale = float(1.0 / std::sqrt(double(hd)));
     a.causal = true;
     a.out = I.att;
-    SPARQ_TRY(cuda::attention(ctx, a, I.scratch));
+    SPARQ_TRY(cuda::attention(ctx, a, I.scratch, I.scratch_bytes));
     from_heads_kernel<<<grid_for(n * qd), 256, 0, st>>>(I.att, n, c.heads, hd, I.qt);
     SPARQ_TRY(run_linear(ctx, *L.wo, I.qt, n, nullptr, I.scratch, I.tmp));
     SPARQ_TRY(cuda::add(ctx, I.x, I.tmp, n * dim, I.x));

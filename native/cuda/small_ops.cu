@@ -14,8 +14,7 @@ static Error check_rows(int64_t rows, int64_t d, const char* op) {
   return {};
 }
 
-__global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ w, int64_t d, float eps,
-                               float* __restrict__ y) {
+__global__ void rmsnorm_kernel(const float* x, const float* __restrict__ w, int64_t d, float eps, float* y) {
   __shared__ float red[32];
   const float* xr = x + blockIdx.x * d;
   float* yr = y + blockIdx.x * d;
@@ -54,12 +53,11 @@ Error softmax(Context* ctx, const float* x, int64_t rows, int64_t n, float* y) {
   return finish(ctx, "softmax");
 }
 
-__global__ void swiglu_kernel(const float* __restrict__ a, const float* __restrict__ b, int64_t n,
-                              float* __restrict__ y) {
+__global__ void swiglu_kernel(const float* a, const float* b, int64_t n, float* y) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     y[i] = a[i] / (1.f + expf(-a[i])) * b[i];
 }
-__global__ void add_kernel(const float* __restrict__ a, const float* __restrict__ b, int64_t n, float* __restrict__ y) {
+__global__ void add_kernel(const float* a, const float* b, int64_t n, float* y) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     y[i] = a[i] + b[i];
 }
@@ -84,8 +82,8 @@ Error add(Context* ctx, const float* a, const float* b, int64_t n, float* y) {
 }
 
 // One thread per rotated pair; the angle in f64 as on the CPU.
-__global__ void rope_kernel(const float* __restrict__ x, int64_t rows, int64_t t, int64_t d, int64_t pos0, double ltheta,
-                            bool neox, float* __restrict__ y) {
+__global__ void rope_kernel(const float* x, int64_t rows, int64_t t, int64_t d, int64_t pos0, double ltheta, bool neox,
+                            float* y) {
   const int64_t half = d / 2;
   const int64_t total = rows * half;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {

@@ -159,11 +159,10 @@ Error LlamaModel::to_cuda(cuda::Context* ctx) {
   std::unique_ptr<CudaLlama> g;
   SPARQ_TRY(CudaLlama::create(ctx, cfg_, w_, &g));
   gpu_ = std::move(g);
+  device_bytes_.store(gpu_->device_bytes(), std::memory_order_release);
   pos_.store(0, std::memory_order_release);
   return Error{};
 }
-
-size_t LlamaModel::device_bytes() const { return gpu_ ? gpu_->device_bytes() : 0; }
 
 Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits) {
   const LlamaConfig& c = cfg_;
@@ -179,6 +178,7 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
   if (gpu_) {
     if (calib_) return bad("calibration runs on the CPU; calibrate before moving the model to the GPU");
     SPARQ_TRY(gpu_->forward(tok, n, pos, all, logits));
+    device_bytes_.store(gpu_->device_bytes(), std::memory_order_release);  // activations grow with the chunk
     pos_.store(pos + n, std::memory_order_release);
     return Error{};
   }

@@ -109,8 +109,9 @@ class LlamaModel {
   // uploaded and the cache starts empty there (pos() is reset to 0). The host
   // weights stay (save() and CPU-side reads keep working).
   Error to_cuda(cuda::Context* ctx);
-  bool on_cuda() const { return gpu_ != nullptr; }
-  size_t device_bytes() const;
+  // Both may be read while a forward or to_cuda runs on another thread.
+  bool on_cuda() const { return device_bytes_.load(std::memory_order_acquire) > 0; }
+  size_t device_bytes() const { return device_bytes_.load(std::memory_order_acquire); }
 
  private:
   LlamaModel() = default;
@@ -122,6 +123,7 @@ class LlamaModel {
   std::atomic<int64_t> pos_{0};
   const LlamaCalibration* calib_ = nullptr;
   std::unique_ptr<CudaLlama> gpu_;
+  std::atomic<size_t> device_bytes_{0};
   // activations, grown to the largest chunk seen and reused (no allocation per token)
   std::vector<float> x_, xb_, tmp_, qkv_, qt_, att_, kt_, vt_, h13_, h1_, h3_;
 };

@@ -28,6 +28,7 @@ class DeviceBuffers {
   size_t bytes() const { return bytes_; }
 
  private:
+  cuda::Context* ctx_ = nullptr;  // the context the blocks were allocated on (outlives them)
   std::vector<std::pair<void*, size_t>> v_;
   size_t bytes_ = 0;
 };
@@ -42,7 +43,7 @@ struct DeviceLinear {
   cuda::DeviceCsr csr;
   cuda::DeviceNm nm;
   DeviceBuffers mem;
-  size_t scratch_bytes(int64_t m) const { return kind == Kind::s8 ? cuda::scratch_bytes_linear_s8(m, k) : 0; }
+  size_t scratch_bytes(int64_t m) const { return kind == Kind::s8 ? cuda::scratch_bytes_linear_s8(m, s8.k_pad) : 0; }
 };
 
 // Uploads: int8 packed (symmetric) or int4 (as int8 values with the same group

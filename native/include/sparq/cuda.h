@@ -35,15 +35,19 @@ void context_set_blocking(Context* ctx, bool blocking);
 Error synchronize(Context* ctx);
 
 // --- memory -----------------------------------------------------------------
-// Device allocations are 256-byte aligned (cudaMalloc). Requests above the
+// Device allocations are 256-byte aligned, stream-ordered on the context's
+// stream (cudaMallocAsync / cudaFreeAsync where the device has memory pools,
+// else cudaMalloc / cudaFree): neither waits for the device, and a block freed
+// while queued kernels still use it is released after them. Requests above the
 // device's free memory are refused with an error, never a crash.
 Error device_alloc(Context* ctx, size_t bytes, void** out);
-void device_free(void* p, size_t bytes);
+void device_free(Context* ctx, void* p, size_t bytes);
 // Bytes currently held by sparq device allocations (all devices; leak checks).
 int64_t device_allocated_bytes();
 // free / total bytes of the context's device
 Error mem_info(Context* ctx, size_t* free_bytes, size_t* total_bytes);
 // Copies on the context's stream; they return when the copy is done.
+// memset_zero queues the fill and does not wait (later work on the stream sees it).
 Error copy_h2d(Context* ctx, void* dst, const void* host_src, size_t bytes);
 Error copy_d2h(Context* ctx, void* host_dst, const void* src, size_t bytes);
 Error copy_d2d(Context* ctx, void* dst, const void* src, size_t bytes);
@@ -82,7 +86,7 @@ Error gemm_s8(Context* ctx, const int8_t* a, const float* sa, int64_t m, const D
 Error matmul_s8(Context* ctx, const int8_t* a, int64_t m, const int8_t* b, int64_t n, int64_t k_pad, int32_t* c);
 // y[m, n] = x[m, k] . w^T + bias: quantizes x per row (or with static_scale),
 // then gemm_s8. `scratch` needs scratch_bytes_linear_s8(m, k) bytes.
-size_t scratch_bytes_linear_s8(int64_t m, int64_t k);
+size_t scratch_bytes_linear_s8(int64_t m, int64_t k_pad);
 Error linear_s8(Context* ctx, const float* x, int64_t m, const DeviceS8& w, const float* bias, float static_scale,
                 void* scratch, float* y);
 // f32: y[m, n] = x[m, k] . w[n, k]^T + bias (SIMT; f32 accumulate)
@@ -123,8 +127,10 @@ struct Attention {
   bool causal = false;
   void* out = nullptr;  // [b, hq, tq, d] of q_type
 };
-size_t scratch_bytes_attention(const Attention& a);
-Error attention(Context* ctx, const Attention& a, void* scratch);
+// Scratch for the split-KV partials (0 when the key range is not split).
+// attention() never writes past scratch_bytes: it splits less to fit.
+size_t scratch_bytes_attention(Context* ctx, const Attention& a);
+Error attention(Context* ctx, const Attention& a, void* scratch, size_t scratch_bytes);
 // Writes src [b, h, t, d] (f32) into rows [pos, pos + t) of a [b, h, cap, d]
 // store of type `type` (i8: per-row scales into scale [b, h, cap]).
 Error kv_store(Context* ctx, const float* src, int64_t b, int64_t h, int64_t t, int64_t d, DType type, void* dst,
