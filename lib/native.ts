@@ -154,7 +154,9 @@ export function loadNative(): NativeBinding {
   if (cached) return cached;
   const errors: string[] = [];
   let binding: NativeBinding | undefined;
-  for (const file of candidates()) {
+  // SPARQ_ADDON=path: that binary and no other (sanitizer builds, debugging)
+  const forced = process.env.SPARQ_ADDON;
+  for (const file of forced ? [path.resolve(forced)] : candidates()) {
     try {
       binding = require(file) as NativeBinding;
       break;
@@ -162,7 +164,7 @@ export function loadNative(): NativeBinding {
       errors.push(`  ${file}: ${(e as Error).message.split('\n')[0]}`);
     }
   }
-  if (!binding) {
+  if (!binding && !forced) {
     try {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => unknown;

@@ -1,6 +1,7 @@
 // The build recipes agree: binding.gyp (node-gyp, CPU-only) compiles the same
 // C++ sources as CMakeLists.txt, and release builds never use -march=native.
 import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -23,6 +24,12 @@ describe('build recipes', () => {
     for (const f of ['CMakeLists.txt', 'binding.gyp']) {
       expect(fs.readFileSync(path.join(ROOT, f), 'utf8')).to.not.match(/march=native/);
     }
+  });
+
+  it('docs/API.md is what scripts/api-docs.js generates from the current .d.ts', function () {
+    if (!fs.existsSync(path.join(ROOT, 'dist', 'index.d.ts'))) this.skip();
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'scripts', 'api-docs.js'), '--check'], { encoding: 'utf8' });
+    expect(r.status, r.stderr).to.equal(0);
   });
 
   it('reports whether CUDA was compiled in, and its devices', () => {

@@ -109,6 +109,7 @@ export class Model {
   readonly _source: ModelSource;
   private native: NativeModel | null;
   private onCuda = false;
+  private generating: Promise<void> = Promise.resolve();
   private queue: Promise<unknown> = Promise.resolve();
 
   /** @internal */
@@ -207,7 +208,9 @@ export class Model {
 
   /**
    * Streams generated tokens. A string prompt is encoded with BOS; an id array is used
-   * as given. Starts from an empty context unless { continue: true }.
+   * as given. Starts from an empty context unless { continue: true }. Generations on one
+   * model run one at a time, in the order they start (they share its context): a second
+   * waits until the first finishes or its loop is left (break / return).
    */
   async *generate(prompt: string | readonly number[], opts: GenerateOptions = {}): AsyncGenerator<GeneratedToken> {
     const op = 'generate';
@@ -224,6 +227,25 @@ export class Model {
       throw new RangeError(`${op}: the prompt (${ids.length} tokens${start ? ` after ${start} in context` : ''}) does not fit maxSeq ${this.config.maxSeq}`);
     }
     opts.signal?.throwIfAborted();
+    // One generation at a time per model (they share its context): a second one waits
+    // until the first finishes or its loop is left.
+    const prevGen = this.generating;
+    let release!: () => void;
+    this.generating = new Promise<void>((r) => { release = r; });
+    try {
+      await prevGen;
+      opts.signal?.throwIfAborted();
+      this.live(op);
+      if (opts.continue ? this.length + ids.length > this.config.maxSeq : false) {
+        throw new RangeError(`${op}: the prompt (${ids.length} tokens after ${this.length} in context) does not fit maxSeq ${this.config.maxSeq}`);
+      }
+      yield* this.run(ids, opts, maxTokens, stop);
+    } finally {
+      release();
+    }
+  }
+
+  private async *run(ids: number[], opts: GenerateOptions, maxTokens: number, stop: string[]): AsyncGenerator<GeneratedToken> {
     if (!opts.continue) this.reset();
     const sampler = new Sampler(opts);
     const stats: GenerationStats = { promptTokens: ids.length, promptTokensPerSec: 0, generatedTokens: 0, decodeTokensPerSec: 0 };

@@ -2,6 +2,7 @@
 // that every span fits its storage (the TS layer validates shapes and dtypes
 // first, with friendlier messages), copies the arguments into a closure and
 // runs the kernel library off the JS thread.
+#include <cmath>
 #include <cstring>
 #include <initializer_list>
 #include <vector>
@@ -166,7 +167,13 @@ Napi::Value PackS8Scaled(const Napi::CallbackInfo& info) {
   auto out = std::make_shared<std::shared_ptr<sparq::PackedWeight>>();
   return RunAsync(
       info.Env(),
-      [v, s, z, n, k, group, out]() {
+      [v, s, z, n, k, group, groups, out]() {
+        // scales from a file: NaN / infinite / negative ones are damage, not weights
+        for (int64_t i = 0; i < n * groups; ++i) {
+          const float sc = s.ptr<float>()[i];
+          if (!(std::isfinite(sc) && sc >= 0.f))
+            return Error::make(sparq::Status::invalid_argument, "int8 scales must be finite and >= 0");
+        }
         std::unique_ptr<sparq::PackedWeight> p;
         Error e = sparq::pack_s8(v.ptr<int8_t>(), n, k, group, s.ptr<float>(), z.block ? z.ptr<int32_t>() : nullptr, &p);
         *out = std::move(p);

@@ -59,7 +59,11 @@ Error bench_attention(int, const Attention&, int, double*) { return none(); }
 
 Error DeviceBuffers::alloc(cuda::Context*, size_t, void** out) { *out = nullptr; return cuda::none(); }
 Error DeviceBuffers::upload(cuda::Context*, const void*, size_t, void** out) { *out = nullptr; return cuda::none(); }
-void DeviceBuffers::release() { v_.clear(); bytes_ = 0; }
+void DeviceBuffers::release() {
+  v_.clear();
+  bytes_ = 0;
+  ctx_ = nullptr;
+}
 Error upload_linear(cuda::Context*, const LinearWeight&, std::unique_ptr<DeviceLinear>*) { return cuda::none(); }
 Error upload_packed_s8(cuda::Context*, const PackedWeight&, float, std::unique_ptr<DeviceLinear>*) { return cuda::none(); }
 Error upload_sparse(cuda::Context*, const SparseWeight&, std::unique_ptr<DeviceLinear>*) { return cuda::none(); }

@@ -3,7 +3,9 @@
 // (no f32 round trip), and Q8_0 / F16 rows widen to f32 where f32 is needed
 // (token embeddings, f32 weights).
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <string>
 #include <functional>
 #include <vector>
 
@@ -45,6 +47,9 @@ Error pack_q8_0_stream(int64_t n, int64_t k, const std::function<Error(uint8_t* 
         uint16_t h;
         std::memcpy(&h, blk, 2);
         scales[size_t(r * g + b)] = half_to_float(h);
+        if (!std::isfinite(scales[size_t(r * g + b)]))
+          return Error::make(Status::invalid_argument, "Q8_0: the scale of block " + std::to_string(b) + " of row " +
+                                                           std::to_string(r0 + r) + " is not finite (damaged file)");
         std::memcpy(values.data() + r * k + b * 32, blk + 2, 32);
       }
     pack_s8_rows(pw->p_, r0, r1, values.data(), scales.data());

@@ -59,6 +59,8 @@ Error q4_pack(const int8_t* q, const float* scales, int64_t n, int64_t k, int64_
         put(*p, j, c, v);
       }
     std::copy(scales, scales + n * p->groups, p->scale.begin());
+    for (float sc : p->scale)
+      if (!(std::isfinite(sc) && sc >= 0.f)) return bad("group scales must be finite and >= 0");
     *out = std::move(p);
   } catch (const std::bad_alloc&) {
     return Error::make(Status::out_of_memory, "int4: out of memory");
@@ -75,6 +77,8 @@ Error q4_from_nibbles(const uint8_t* nib, const float* scales, int64_t n, int64_
     for (int64_t i = 0; i < bytes; ++i)
       if (!(p->data[size_t(i)] & 0x0f) || !(p->data[size_t(i)] & 0xf0)) return bad("a 4-bit value is -8 (outside [-7, 7])");
     std::copy(scales, scales + n * p->groups, p->scale.begin());
+    for (float sc : p->scale)
+      if (!(std::isfinite(sc) && sc >= 0.f)) return bad("group scales must be finite and >= 0");
     *out = std::move(p);
   } catch (const std::bad_alloc&) {
     return Error::make(Status::out_of_memory, "int4: out of memory");

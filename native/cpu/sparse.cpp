@@ -219,6 +219,8 @@ Error sparse_from_parts(const SparseParts& p, std::unique_ptr<SparseWeight>* out
       for (int64_t q = 0; q < p.nnz; ++q)
         if (s->vq[size_t(q)] == -128) return bad("int8 values must be in [-127, 127]");
       s->scale.assign(p.scale, p.scale + p.n);
+      for (float sc : s->scale)
+        if (!(std::isfinite(sc) && sc >= 0.f)) return bad("int8 row scales must be finite and >= 0");
     } else {
       const float* v = static_cast<const float*>(p.values);
       s->vf.assign(v, v + p.nnz);

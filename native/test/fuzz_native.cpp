@@ -221,8 +221,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   return 0;
 }
 
-#ifdef SPARQ_FUZZ_STANDALONE
-// Valid inputs from random weights, then 0..4 random bytes changed (most runs).
+// Valid inputs from random weights (the standalone runs mutate them; the
+// libFuzzer build writes some as its seed corpus).
 namespace {
 
 struct Writer {
@@ -294,6 +294,26 @@ std::vector<uint8_t> valid_q4(std::mt19937& rng) {
 
 }  // namespace
 
+#ifndef SPARQ_FUZZ_STANDALONE
+// SPARQ_FUZZ_SEED_CORPUS=DIR: write 300 inputs built from valid weights there first
+// (libFuzzer reads its corpus folders after this runs).
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  const char* dir = std::getenv("SPARQ_FUZZ_SEED_CORPUS");
+  if (!dir) return 0;
+  std::mt19937 rng(12345);
+  for (int i = 0; i < 300; ++i) {
+    const std::vector<uint8_t> in = i % 2 ? valid_q4(rng) : valid_sparse(rng);
+    if (in.empty()) continue;
+    char name[4096];
+    std::snprintf(name, sizeof name, "%s/seed-%03d", dir, i);
+    if (FILE* f = std::fopen(name, "wb")) {
+      std::fwrite(in.data(), 1, in.size(), f);
+      std::fclose(f);
+    }
+  }
+  return 0;
+}
+#else
 int main(int argc, char** argv) {
   const long runs = argc > 1 ? std::atol(argv[1]) : 20000;
   const unsigned seed = argc > 2 ? unsigned(std::atol(argv[2])) : 1u;

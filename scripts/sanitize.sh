@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# sanitize.sh - the native tests and a subset of the JS tests under
+# AddressSanitizer + UndefinedBehaviorSanitizer (any finding aborts), in their
+# own CPU-only build (build-asan/: the addon, test_kernels, test_emulated_isa,
+# fuzz_native). Node is not instrumented, so libasan is preloaded and the
+# addon is chosen with SPARQ_ADDON.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+npx cmake-js compile -O build-asan --CDSPARQ_CUDA=OFF --CDSPARQ_SANITIZE=ON --CDSPARQ_BUILD_TESTS=ON
+ctest --test-dir build-asan --output-on-failure
+asan="$(g++ -print-file-name=libasan.so)"
+unset SPARQ_EXPECT_CUDA  # this build has no CUDA
+LD_PRELOAD="$asan" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+SPARQ_ADDON=build-asan/Release/sparq.node SPARQ_FUZZ_CASES="${SPARQ_FUZZ_CASES:-600}" \
+  npx mocha test/tensor.test.ts test/errors.test.ts test/gemm.test.ts test/small_ops.test.ts test/sparse.test.ts \
+    test/q4.test.ts test/cuda.test.ts test/model.test.ts test/save_model.test.ts test/fuzz.test.ts \
+    test/concurrency.test.ts test/attention.test.ts test/stress.test.ts --grep 'O\(t\*d\) extra memory' --invert
