@@ -132,7 +132,7 @@ describe('stress', function () {
     const growth = (process.memoryUsage.rss() - rss0) / 2 ** 20;
     console.log(`      RSS growth over 100 cycles: ${growth.toFixed(1)} MiB`);
     expect(info().allocatedBytes).to.be.at.most(base);
-    expect(growth).to.be.below(24);
+    if (process.env.SPARQ_ASAN !== '1') expect(growth).to.be.below(24);  // ASan's quarantine holds freed memory
   });
 
   it('absurd sizes, token ids past the vocab and impossible caches are refused before anything is allocated', async function () {

@@ -12,6 +12,24 @@ namespace cuda {
 
 constexpr int kRows = 8;  // activation rows per warp pass
 
+// acc[i] += v * x[i0 + i, c] for the rows of this pass
+__device__ __forceinline__ void apply(float (&acc)[kRows], float v, const float* __restrict__ x, int64_t i0, int rows,
+                                      int64_t k, int64_t c) {
+#pragma unroll
+  for (int i = 0; i < kRows; ++i)
+    if (i < rows) acc[i] = fmaf(v, __ldg(x + (i0 + i) * k + c), acc[i]);
+}
+
+// y[i0 + i, j] = (sum over the warp of acc[i]) * s + b (int8 values: s is the row scale)
+__device__ __forceinline__ void store(const float (&acc)[kRows], int lane, int64_t i0, int rows, int64_t n, int64_t j,
+                                      float s, float b, float* __restrict__ y) {
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    const float v = warp_sum(acc[i]);
+    if (lane == 0 && i < rows) y[(i0 + i) * n + j] = v * s + b;
+  }
+}
+
 __global__ void __launch_bounds__(256) spmm_csr_kernel(const DeviceCsr w, const float* __restrict__ x, int64_t m,
                                                        const float* __restrict__ bias, float* __restrict__ y) {
   const int lane = threadIdx.x & 31;
@@ -24,18 +42,9 @@ __global__ void __launch_bounds__(256) spmm_csr_kernel(const DeviceCsr w, const 
   for (int i = 0; i < kRows; ++i) acc[i] = 0.f;
   for (int64_t p = w.row_ptr[j] + lane; p < w.row_ptr[j + 1]; p += 32) {
     const int64_t c = w.col[p];
-    const float v = w.vf ? w.vf[p] : float(w.vq[p]);
-#pragma unroll
-    for (int i = 0; i < kRows; ++i)
-      if (i < rows) acc[i] = fmaf(v, __ldg(x + (i0 + i) * w.k + c), acc[i]);
+    apply(acc, w.vf ? w.vf[p] : float(w.vq[p]), x, i0, rows, w.k, c);
   }
-  const float s = w.vf ? 1.f : w.scale[j];
-  const float b = bias ? bias[j] : 0.f;
-#pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-    const float v = warp_sum(acc[i]);
-    if (lane == 0 && i < rows) y[(i0 + i) * w.n + j] = v * s + b;
-  }
+  store(acc, lane, i0, rows, w.n, j, w.vf ? 1.f : w.scale[j], bias ? bias[j] : 0.f, y);
 }
 
 __global__ void __launch_bounds__(256) spmm_nm_kernel(const DeviceNm w, const float* __restrict__ x, int64_t m,
@@ -55,18 +64,9 @@ __global__ void __launch_bounds__(256) spmm_nm_kernel(const DeviceNm w, const fl
     const int64_t bit = q * w.bits;
     const int64_t c = (q / w.N) * w.M + ((idx[bit >> 3] >> (bit & 7)) & imask);
     if (c >= w.k) continue;  // padding of the last group (value 0)
-    const float v = w.vf ? w.vf[j * per_row + q] : float(w.vq[j * per_row + q]);
-#pragma unroll
-    for (int i = 0; i < kRows; ++i)
-      if (i < rows) acc[i] = fmaf(v, __ldg(x + (i0 + i) * w.k + c), acc[i]);
+    apply(acc, w.vf ? w.vf[j * per_row + q] : float(w.vq[j * per_row + q]), x, i0, rows, w.k, c);
   }
-  const float s = w.vf ? 1.f : w.scale[j];
-  const float b = bias ? bias[j] : 0.f;
-#pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-    const float v = warp_sum(acc[i]);
-    if (lane == 0 && i < rows) y[(i0 + i) * w.n + j] = v * s + b;
-  }
+  store(acc, lane, i0, rows, w.n, j, w.vf ? 1.f : w.scale[j], bias ? bias[j] : 0.f, y);
 }
 
 static Error grid_for(int64_t n, int64_t m, dim3* g) {
