@@ -94,8 +94,7 @@ export class KVCache {
       }
     } catch (e) {
       this.dispose();
-      const m = (e as Error).message;
-      throw new (m.includes('no CUDA device') ? Error : RangeError)(`${op}: cannot allocate ${bytes} bytes: ${m}`);
+      throw new (e instanceof RangeError ? RangeError : Error)(`${op}: cannot allocate ${bytes} bytes: ${(e as Error).message}`);
     }
     this.lengths = new Array<number>(this.layers).fill(0);
     this.reserved = new Array<number>(this.layers).fill(0);

@@ -32,6 +32,13 @@ export function nonEmpty(op: string, name: string, t: Tensor): void {
   if (t.numel === 0) throw new RangeError(`${op}: argument '${name}' is empty (shape [${t.shape.join(', ')}])`);
 }
 
+/** A static activation scale (> 0, finite) or 0 for dynamic per-row scales when absent. */
+export function inputScaleOf(op: string, v: unknown): number {
+  if (v === undefined) return 0;
+  if (!(typeof v === 'number' && v > 0 && Number.isFinite(v))) throw new RangeError(`${op}: inputScale must be a positive finite number; got ${String(v)}`);
+  return v;
+}
+
 /** The device all the given operands share (null / undefined entries are skipped), or a
  *  TypeError naming the ones that differ. */
 export function sameDevice(op: string, operands: Record<string, Tensor | null | undefined>): Device {

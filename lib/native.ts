@@ -59,12 +59,10 @@ type Off = number;
 export interface NativeBinding {
   Storage: new (byteLength: number, device?: 'cuda') => NativeStorage;
   cudaUploadPacked(packed: NativePacked, staticScale: number): Promise<NativeDeviceWeight>;
-  cudaUploadQ4(q4: NativeQ4): Promise<NativeDeviceWeight>;
   cudaUploadSparse(sparse: NativeSparse): Promise<NativeDeviceWeight>;
   cudaLinear(x: S, xOff: Off, m: number, k: number, w: NativeDeviceWeight, bias: S | null, biasOff: Off, out: S, outOff: Off): Promise<void>;
   cudaMatmulS8(a: S, aOff: Off, m: number, k: number, b: S, bOff: Off, n: number, out: S, outOff: Off): Promise<void>;
   cudaMemInfo(): { free: number; total: number; allocated: number };
-  cudaAllocatedBytes(): number;
   cudaBenchGemm(m: number, n: number, k: number, group: number, reps: number): Promise<number>;
   cudaBenchAttention(b: number, hq: number, hkv: number, tq: number, tk: number, d: number, qType: number, kvType: number,
                      causal: boolean, reps: number): Promise<number>;

@@ -2,7 +2,7 @@
 // device, disposal) on the JS thread, allocates the output and runs the
 // kernel off-thread, returning a Promise.
 import { CudaWeight } from './cuda';
-import { cpuOnly, describe, expectDim, expectTensor, nonEmpty, sameDevice, withOutput } from './errors';
+import { cpuOnly, describe, expectDim, expectTensor, inputScaleOf, nonEmpty, sameDevice, withOutput } from './errors';
 import { SparseTensor } from './sparse';
 import { loadNative } from './native';
 import { QuantizedTensor } from './quantize';
@@ -70,10 +70,7 @@ export async function linear(x: Tensor, w: Tensor | QuantizedTensor | SparseTens
     const [n, kw] = w.shape;
     expectDim(op, `w.shape[1] (k of x: [${m}, ${k}])`, kw, k);
     const B = checkBias(op, bias, n);
-    const s = opts.inputScale ?? 0;
-    if (opts.inputScale !== undefined && !(typeof s === 'number' && s > 0 && Number.isFinite(s))) {
-      throw new RangeError(`${op}: inputScale must be a positive finite number; got ${String(opts.inputScale)}`);
-    }
+    const s = inputScaleOf(op, opts.inputScale);
     return withOutput([m, n], 'f32', (out) =>
       nat.linearS8(X._storage, X._offset, m, k, w._packed, B?._storage ?? null, B?._offset ?? 0, s, out._storage, out._offset));
   }

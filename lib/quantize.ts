@@ -3,7 +3,7 @@
 // scales, and error metrics. Weights are prepacked once, here, into the layout
 // the int8 GEMM kernels read; values/scales are unpacked on demand.
 import { CudaWeight } from './cuda';
-import { expectTensor } from './errors';
+import { expectTensor, inputScaleOf } from './errors';
 import { SparseTensor, quantizeSparse } from './sparse';
 import { loadNative, type NativePacked, type PackedMeta } from './native';
 import { Tensor, parseDevice } from './tensor';
@@ -147,11 +147,7 @@ export class QuantizedTensor {
     if (parseDevice(op, device) !== 'cuda') throw new TypeError(`${op}: a QuantizedTensor already lives on the cpu`);
     this._check(op);
     if (!this.symmetric) throw new TypeError(`${op}: asymmetric weights run on the CPU only; quantize with symmetric: true`);
-    const s = opts.inputScale ?? 0;
-    if (opts.inputScale !== undefined && !(typeof s === 'number' && s > 0 && Number.isFinite(s))) {
-      throw new RangeError(`${op}: inputScale must be a positive finite number; got ${String(opts.inputScale)}`);
-    }
-    return new CudaWeight(await loadNative().cudaUploadPacked(this._packed, s));
+    return new CudaWeight(await loadNative().cudaUploadPacked(this._packed, inputScaleOf(op, opts.inputScale)));
   }
 
   dispose(): void {

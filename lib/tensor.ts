@@ -185,8 +185,8 @@ export class Tensor {
     try {
       storage = new Storage(bytes, 'cuda');
     } catch (e) {
-      const m = (e as Error).message.replace(/^Storage: /, '');
-      throw new (m.includes('no CUDA device') ? Error : RangeError)(`${op}: ${m}. sparq.info().cuda shows what this build and machine have.`);
+      // the addon throws Error when there is no device, RangeError when the memory is not there
+      throw new (e instanceof RangeError ? RangeError : Error)(`${op}: ${(e as Error).message.replace(/^Storage: /, '')}. sparq.info().cuda shows what this build and machine have.`);
     }
     return new Tensor(storage, shape, dtype);
   }

@@ -11,7 +11,8 @@
 // device (no host round trip); the model is timed from JS, as users see it.
 import { info, loadModel } from '../index';
 import { loadNative } from '../native';
-import { writeRandomModel, type SynthConfig } from '../model/synth';
+import { writeRandomModel } from '../model/synth';
+import { CONFIG as MODEL, PROMPT as prompt, linearParams } from './e2e';
 import { measure, table, writeJson } from './harness';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -26,8 +27,6 @@ export interface CudaBenchOptions {
 // dense ops per clock per SM (multiply-add = 2 ops) on the tensor cores
 const INT8_OPS_PER_CLK: Record<string, number> = { '8.0': 4096, '8.6': 2048, '8.7': 2048, '8.9': 2048, '9.0': 8192 };
 const F16_OPS_PER_CLK: Record<string, number> = { '8.0': 2048, '8.6': 1024, '8.7': 1024, '8.9': 1024, '9.0': 4096 };
-
-const MODEL: SynthConfig = { dim: 768, hidden: 2048, layers: 12, heads: 12, kvHeads: 12, vocab: 32000, maxSeq: 1024, seed: 42 };
 
 export async function benchCuda(opts: CudaBenchOptions = {}): Promise<void> {
   const log = opts.log ?? ((s: string) => console.log(s));
@@ -87,10 +86,8 @@ export async function benchCuda(opts: CudaBenchOptions = {}): Promise<void> {
   const dir = path.join(os.tmpdir(), 'sparq-bench-model');
   const file = path.join(dir, 'model.bin'), tok = path.join(dir, 'tokenizer.bin');
   if (!fs.existsSync(file) || !fs.existsSync(tok)) writeRandomModel(dir, MODEL, ['llama2c']);
-  const kvd = MODEL.dim;
-  const linParams = MODEL.layers * (2 * MODEL.dim * MODEL.dim + 2 * kvd * MODEL.dim + 3 * MODEL.hidden * MODEL.dim) + MODEL.vocab * MODEL.dim;
+  const linParams = linearParams(MODEL);
   const e2e: Record<string, string | number>[] = [];
-  const prompt = Array.from({ length: 128 }, (_, i) => 259 + ((i * 7919) % (MODEL.vocab - 259)));
   for (const [name, weights, bytes] of [['int8', 'int8', linParams * (1 + 4 / MODEL.dim)], ['f32', 'f32', linParams * 4]] as const) {
     const m = await loadModel(file, { tokenizer: tok, weights, device: 'cuda' });
     try {

@@ -22,7 +22,8 @@ export interface E2eBenchOptions {
   log?: (s: string) => void;
 }
 
-const CONFIG: SynthConfig = { dim: 768, hidden: 2048, layers: 12, heads: 12, kvHeads: 12, vocab: 32000, maxSeq: 1024, seed: 42 };
+/** @internal the benchmark model (also run on the GPU by bench --device cuda) */
+export const CONFIG: SynthConfig = { dim: 768, hidden: 2048, layers: 12, heads: 12, kvHeads: 12, vocab: 32000, maxSeq: 1024, seed: 42 };
 
 function median(a: number[]): number {
   const s = [...a].sort((x, y) => x - y);
@@ -49,11 +50,13 @@ function modelFiles(dir: string) {
   return { llama2c: path.join(dir, 'model.bin'), tokenizer: path.join(dir, 'tokenizer.bin'), q8: path.join(dir, 'model-q8_0.gguf') };
 }
 
-const linearParams = (c: SynthConfig) => {
+/** @internal weights of every linear (the ones read per decoded token) */
+export const linearParams = (c: SynthConfig) => {
   const kvd = (c.kvHeads * c.dim) / c.heads;
   return c.layers * (2 * c.dim * c.dim + 2 * kvd * c.dim + 3 * c.hidden * c.dim) + c.vocab * c.dim;
 };
-const PROMPT = Array.from({ length: 128 }, (_, i) => 259 + ((i * 7919) % (CONFIG.vocab - 259)));
+/** @internal */
+export const PROMPT = Array.from({ length: 128 }, (_, i) => 259 + ((i * 7919) % (CONFIG.vocab - 259)));
 
 /** One configuration, in this process (the child side of benchE2e): prints one JSON line. */
 export async function benchE2eChild(index: number, dir: string, quick: boolean): Promise<void> {

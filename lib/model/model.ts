@@ -108,7 +108,6 @@ export class Model {
   /** @internal where the weights came from (pruneModel re-reads them in f32) */
   readonly _source: ModelSource;
   private native: NativeModel | null;
-  private onCuda = false;
   private generating: Promise<void> = Promise.resolve();
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -138,7 +137,7 @@ export class Model {
 
   /** Where the forward pass runs: 'cpu', or 'cuda' after toDevice('cuda'). */
   get device(): 'cpu' | 'cuda' {
-    return this.onCuda ? 'cuda' : 'cpu';
+    return this.native && this.native.deviceBytes() > 0 ? 'cuda' : 'cpu';
   }
 
   /** Bytes of GPU memory held (weights, KV cache, activations); 0 on the CPU. */
@@ -159,14 +158,10 @@ export class Model {
       const dev = parseDevice(op, device);
       const nat = this.live(op);
       if (dev === 'cpu') {
-        if (this.onCuda) throw new TypeError(`${op}: a model on cuda stays there; load it again for the CPU`);
+        if (this.device === 'cuda') throw new TypeError(`${op}: a model on cuda stays there; load it again for the CPU`);
         return Promise.resolve();
       }
-      if (this.onCuda) return Promise.resolve();
-      return this.serial(async () => {
-        await nat.toCuda();
-        this.onCuda = true;
-      });
+      return this.serial(() => nat.toCuda());  // a no-op when already there
     } catch (e) {
       return Promise.reject(e);
     }
@@ -222,10 +217,7 @@ export class Model {
     const ids = typeof prompt === 'string' ? this.tokenizer.encode(prompt) : [...prompt];
     if (ids.length === 0) throw new RangeError(`${op}: the prompt has no tokens`);
     this.checkIds(op, ids);
-    const start = opts.continue ? this.length : 0;
-    if (start + ids.length > this.config.maxSeq) {
-      throw new RangeError(`${op}: the prompt (${ids.length} tokens${start ? ` after ${start} in context` : ''}) does not fit maxSeq ${this.config.maxSeq}`);
-    }
+    if (ids.length > this.config.maxSeq) throw new RangeError(`${op}: the prompt (${ids.length} tokens) does not fit maxSeq ${this.config.maxSeq}`);
     opts.signal?.throwIfAborted();
     // One generation at a time per model (they share its context): a second one waits
     // until the first finishes or its loop is left.
@@ -235,9 +227,9 @@ export class Model {
     try {
       await prevGen;
       opts.signal?.throwIfAborted();
-      this.live(op);
-      if (opts.continue ? this.length + ids.length > this.config.maxSeq : false) {
-        throw new RangeError(`${op}: the prompt (${ids.length} tokens after ${this.length} in context) does not fit maxSeq ${this.config.maxSeq}`);
+      const start = opts.continue ? this.length : 0;  // stable now: no other generation runs
+      if (start + ids.length > this.config.maxSeq) {
+        throw new RangeError(`${op}: the prompt (${ids.length} tokens after ${start} in context) does not fit maxSeq ${this.config.maxSeq}`);
       }
       yield* this.run(ids, opts, maxTokens, stop);
     } finally {
@@ -778,7 +770,7 @@ export async function loadModel(file: string, opts: LoadModelOptions = {}): Prom
     }
   } catch (e) {
     // every loader error names the file it came from
-    if (e instanceof Error && !e.message.includes(file) && !(opts.tokenizer && e.message.includes(opts.tokenizer))) {
+    if (e instanceof Error && !e.message.startsWith('loadModel: ')) {
       const E = e instanceof RangeError ? RangeError : e instanceof TypeError ? TypeError : Error;
       throw new E(`loadModel: ${file}: ${e.message}`);
     }

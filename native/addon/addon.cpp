@@ -53,9 +53,7 @@ Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(inf
       return;
     }
     b->p = p;
-    b->device = sparq::cuda::context_device(ctx);
-    b->ctx = ctx;
-    b->ctx_hold = std::move(hold);
+    b->ctx = std::move(hold);
   } else {
     b->p = sparq::aligned_malloc(b->bytes ? b->bytes : 1);
     if (!b->p) {
@@ -112,8 +110,8 @@ Napi::Value Storage::Write(const Napi::CallbackInfo& info) {
   if (uint64_t(off) + len > block_->bytes) throw Napi::RangeError::New(env, "write: data exceeds the tensor's storage");
   Napi::ArrayBuffer ab = ta.ArrayBuffer();
   const char* src = static_cast<char*>(ab.Data()) + ta.ByteOffset();
-  if (block_->device >= 0) {
-    const sparq::Error e = sparq::cuda::copy_h2d(block_->ctx, static_cast<char*>(block_->p) + off, src, len);
+  if (block_->on_device()) {
+    const sparq::Error e = sparq::cuda::copy_h2d(block_->ctx.get(), static_cast<char*>(block_->p) + off, src, len);
     if (!e.ok()) throw Napi::Error::New(env, "write: " + e.message);
   } else {
     std::memcpy(static_cast<char*>(block_->p) + off, src, len);
@@ -128,8 +126,8 @@ Napi::Value Storage::Read(const Napi::CallbackInfo& info) {
   const int64_t off = ArgInt(info, 0, "read", "byteOffset", 0, int64_t(block_->bytes));
   const int64_t len = ArgInt(info, 1, "read", "byteLength", 0, int64_t(block_->bytes) - off);
   Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, size_t(len));
-  if (block_->device >= 0) {
-    const sparq::Error e = sparq::cuda::copy_d2h(block_->ctx, ab.Data(), static_cast<char*>(block_->p) + off, size_t(len));
+  if (block_->on_device()) {
+    const sparq::Error e = sparq::cuda::copy_d2h(block_->ctx.get(), ab.Data(), static_cast<char*>(block_->p) + off, size_t(len));
     if (!e.ok()) throw Napi::Error::New(env, "read: " + e.message);
   } else {
     std::memcpy(ab.Data(), static_cast<char*>(block_->p) + off, size_t(len));
@@ -146,7 +144,7 @@ Napi::Value Storage::ByteLength(const Napi::CallbackInfo& info) {
 }
 Napi::Value Storage::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !block_); }
 Napi::Value Storage::Device(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), block_ && block_->device >= 0 ? "cuda" : "cpu");
+  return Napi::String::New(info.Env(), block_ && block_->on_device() ? "cuda" : "cpu");
 }
 
 // --- helpers ------------------------------------------------------------------
@@ -172,7 +170,7 @@ static Span ArgAnySpan(const Napi::CallbackInfo& info, size_t i, const char* op,
   Span s;
   if (optional && (info.Length() <= i || info[i].IsNull() || info[i].IsUndefined())) return s;
   s.block = Storage::Get(info.Length() > i ? info[i] : info.Env().Undefined(), (std::string(op) + ": " + name).c_str());
-  const bool on_device = s.block->device >= 0;
+  const bool on_device = s.block->on_device();
   if (want_device == 0 && on_device)
     throw Napi::TypeError::New(info.Env(), std::string(op) + ": " + name +
                                                " is on cuda, but this op runs on the CPU; move it with .to('cpu')");

@@ -19,17 +19,17 @@ namespace sparq_addon {
 // device block allocated on it: it is destroyed after the last of them.
 using CudaCtx = std::shared_ptr<sparq::cuda::Context>;
 
-// A 64-byte aligned host allocation, or device memory (device >= 0, allocated
-// and freed stream-ordered on `ctx`). Shared so that an async op keeps its
-// inputs alive even if JS disposes the tensor while the op runs.
+// A 64-byte aligned host allocation, or device memory when `ctx` is set
+// (allocated and freed stream-ordered on it; the block keeps the context
+// alive). Shared so that an async op keeps its inputs alive even if JS
+// disposes the tensor while the op runs.
 struct Block {
   void* p = nullptr;
   size_t bytes = 0;
-  int device = -1;  // -1: host
-  sparq::cuda::Context* ctx = nullptr;
-  CudaCtx ctx_hold;
+  CudaCtx ctx;
+  bool on_device() const { return ctx != nullptr; }
   ~Block() {
-    if (device >= 0) sparq::cuda::device_free(ctx, p, bytes ? bytes : 1);
+    if (ctx) sparq::cuda::device_free(ctx.get(), p, bytes ? bytes : 1);
     else sparq::aligned_free(p);
   }
 };
@@ -46,7 +46,7 @@ class Storage : public Napi::ObjectWrap<Storage> {
   static BlockPtr Get(const Napi::Value& v, const char* what);
   // A new JS Storage owning `block` (already allocated and filled).
   static Napi::Object Wrap(Napi::Env env, BlockPtr block);
-  bool OnDevice() const { return block_ && block_->device >= 0; }
+  bool OnDevice() const { return block_ && block_->on_device(); }
 
  private:
   Napi::Value Write(const Napi::CallbackInfo& info);

@@ -92,20 +92,6 @@ Napi::Value UploadPacked(const Napi::CallbackInfo& info) {
   });
 }
 
-// cudaUploadQ4(quant4) -> Promise<DeviceWeight> (int8 values with the group scales)
-Napi::Value UploadQ4(const Napi::CallbackInfo& info) {
-  auto w = GetQ4(info[0], "to('cuda')");
-  CudaCtx hold = CudaContext(info.Env(), "to('cuda')");
-  sparq::cuda::Context* ctx = hold.get();
-  return Upload(info.Env(), [w, ctx, hold](std::unique_ptr<sparq::DeviceLinear>* d) {
-    sparq::LinearWeight lw;
-    lw.q4 = w;
-    lw.n = w->n;
-    lw.k = w->k;
-    return sparq::upload_linear(ctx, lw, d);
-  });
-}
-
 // cudaUploadSparse(sparse) -> Promise<DeviceWeight>
 Napi::Value UploadSparse(const Napi::CallbackInfo& info) {
   auto w = GetSparse(info[0], "to('cuda')");
@@ -216,10 +202,6 @@ Napi::Value BenchAttention(const Napi::CallbackInfo& info) {
       [ms](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *ms); });
 }
 
-Napi::Value AllocatedBytes(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), double(sparq::cuda::device_allocated_bytes()));
-}
-
 }  // namespace
 
 void RegisterCuda(Napi::Env env, Napi::Object exports, InstanceData* data) {
@@ -227,14 +209,12 @@ void RegisterCuda(Napi::Env env, Napi::Object exports, InstanceData* data) {
   data->device_weight_ctor = Napi::Persistent(dw);
   exports.Set("DeviceWeight", dw);
   exports.Set("cudaUploadPacked", Napi::Function::New(env, UploadPacked, "cudaUploadPacked"));
-  exports.Set("cudaUploadQ4", Napi::Function::New(env, UploadQ4, "cudaUploadQ4"));
   exports.Set("cudaUploadSparse", Napi::Function::New(env, UploadSparse, "cudaUploadSparse"));
   exports.Set("cudaLinear", Napi::Function::New(env, Linear, "cudaLinear"));
   exports.Set("cudaMatmulS8", Napi::Function::New(env, MatmulS8, "cudaMatmulS8"));
   exports.Set("cudaMemInfo", Napi::Function::New(env, MemInfo, "cudaMemInfo"));
   exports.Set("cudaBenchGemm", Napi::Function::New(env, BenchGemm, "cudaBenchGemm"));
   exports.Set("cudaBenchAttention", Napi::Function::New(env, BenchAttention, "cudaBenchAttention"));
-  exports.Set("cudaAllocatedBytes", Napi::Function::New(env, AllocatedBytes, "cudaAllocatedBytes"));
 }
 
 }  // namespace sparq_addon

@@ -464,7 +464,7 @@ WeightRef ReadWeight(const Napi::Object& ws, const char* key, int64_t n, int64_t
   if (!v.IsObject()) throw Napi::TypeError::New(env, what + " is missing");
   Napi::Object o = v.As<Napi::Object>();
   r.block = Storage::Get(o.Get("storage"), what.c_str());
-  if (r.block->device >= 0) throw Napi::TypeError::New(env, what + ": is on cuda; build the model from CPU weights, then move it with toDevice('cuda')");
+  if (r.block->on_device()) throw Napi::TypeError::New(env, what + ": is on cuda; build the model from CPU weights, then move it with toDevice('cuda')");
   Napi::Value offv = o.Get("offset");
   if (!offv.IsNumber()) throw Napi::TypeError::New(env, what + ": offset must be a number");
   const double off = offv.As<Napi::Number>().DoubleValue();

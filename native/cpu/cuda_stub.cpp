@@ -43,7 +43,6 @@ Error softmax(Context*, const float*, int64_t, int64_t, float*) { return none();
 Error swiglu(Context*, const float*, const float*, int64_t, float*) { return none(); }
 Error add(Context*, const float*, const float*, int64_t, float*) { return none(); }
 Error rope(Context*, const float*, int64_t, int64_t, int64_t, int64_t, float, bool, float*) { return none(); }
-Error convert(Context*, const void*, DType, void*, DType, int64_t) { return none(); }
 size_t scratch_bytes_attention(Context*, const Attention&) { return 0; }
 Error attention(Context*, const Attention&, void*, size_t) { return none(); }
 Error kv_store(Context*, const float*, int64_t, int64_t, int64_t, int64_t, DType, void*, float*, int64_t, int64_t) {

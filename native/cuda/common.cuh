@@ -89,24 +89,18 @@ __device__ __forceinline__ int warp_sum_i(int v) {
 
 // Sum / max over a block of blockDim.x threads (a multiple of 32, <= 1024);
 // every thread gets the result. `red` holds 32 floats of shared memory.
-__device__ __forceinline__ float block_sum(float v, float* red) {
+template <bool kMax>
+__device__ __forceinline__ float block_reduce(float v, float* red) {
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  v = warp_sum(v);
+  v = kMax ? warp_max(v) : warp_sum(v);
   __syncthreads();
   if (lane == 0) red[w] = v;
   __syncthreads();
-  v = lane < nw ? red[lane] : 0.f;
-  return warp_sum(v);
+  v = lane < nw ? red[lane] : (kMax ? -INFINITY : 0.f);
+  return kMax ? warp_max(v) : warp_sum(v);
 }
-__device__ __forceinline__ float block_max(float v, float* red) {
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  v = warp_max(v);
-  __syncthreads();
-  if (lane == 0) red[w] = v;
-  __syncthreads();
-  v = lane < nw ? red[lane] : -INFINITY;
-  return warp_max(v);
-}
+__device__ __forceinline__ float block_sum(float v, float* red) { return block_reduce<false>(v, red); }
+__device__ __forceinline__ float block_max(float v, float* red) { return block_reduce<true>(v, red); }
 
 }  // namespace cuda
 }  // namespace sparq

@@ -52,12 +52,6 @@ cuda::DType kv_dtype(KvType t) {
   return t == KvType::f16 ? cuda::DType::f16 : t == KvType::i8 ? cuda::DType::i8 : cuda::DType::f32;
 }
 
-#define SPARQ_TRY(expr)      \
-  do {                       \
-    Error e_ = (expr);       \
-    if (!e_.ok()) return e_; \
-  } while (0)
-
 }  // namespace
 
 struct CudaLlama::Impl {

@@ -1,5 +1,5 @@
 // small_ops.cu - the decoder's small ops on the GPU: RMSNorm, softmax,
-// SwiGLU, add, RoPE, dtype conversion, embedding lookup and the KV-cache
+// SwiGLU, add, RoPE, embedding lookup and the KV-cache
 // store. Same formulas as the CPU references (native/cpu/ref/small_ops_ref.cpp).
 #include <cstdint>
 
@@ -109,19 +109,6 @@ Error rope(Context* ctx, const float* x, int64_t bh, int64_t t, int64_t d, int64
   if (d < 2) return copy_d2d(ctx, y, x, size_t(bh * t * d) * 4);
   rope_kernel<<<grid_1d(bh * t * (d / 2)), 256, 0, ctx->stream>>>(x, bh * t, t, d, pos0, log(double(theta)), neox, y);
   return finish(ctx, "rope");
-}
-
-__global__ void convert_kernel(const void* __restrict__ src, DType from, void* __restrict__ dst, DType to, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    store_elem(dst, to, i, load_elem(src, from, i));
-}
-
-Error convert(Context* ctx, const void* src, DType from, void* dst, DType to, int64_t n) {
-  SPARQ_CUDA_ENTER(ctx);
-  if (n <= 0) return {};
-  if (from == DType::i8 || to == DType::i8) return bad_arg("convert: int8 needs scales; use the quantizers");
-  convert_kernel<<<grid_1d(n), 256, 0, ctx->stream>>>(src, from, dst, to, n);
-  return finish(ctx, "convert");
 }
 
 __global__ void embed_kernel(const float* __restrict__ table, int64_t dim, const int32_t* __restrict__ tok,

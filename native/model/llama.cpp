@@ -77,12 +77,6 @@ Error check_linear(const LinearWeight& w, int64_t n, int64_t k, const char* name
   return Error{};
 }
 
-#define SPARQ_TRY(expr)            \
-  do {                             \
-    Error e_ = (expr);             \
-    if (!e_.ok()) return e_;       \
-  } while (0)
-
 }  // namespace
 
 Error linear(const float* x, int64_t m, const LinearWeight& w, float* y) {

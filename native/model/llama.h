@@ -14,6 +14,13 @@
 #include "../cpu/sparse.h"
 #include "sparq/sparq.h"
 
+// Returns the Error of `expr` from the enclosing function when it failed.
+#define SPARQ_TRY(expr)      \
+  do {                       \
+    ::sparq::Error e_ = (expr); \
+    if (!e_.ok()) return e_; \
+  } while (0)
+
 namespace sparq {
 
 class CudaLlama;

@@ -101,8 +101,6 @@ Error add(Context* ctx, const float* a, const float* b, int64_t n, float* y);
 // x (bh, t, d) -> y, row t at position pos0 + t (see sparq::rope)
 Error rope(Context* ctx, const float* x, int64_t bh, int64_t t, int64_t d, int64_t pos0, float theta, bool neox,
            float* y);
-// Element type conversion of n elements (f32 <-> f16 / bf16)
-Error convert(Context* ctx, const void* src, DType from, void* dst, DType to, int64_t n);
 
 // --- attention -----------------------------------------------------------------
 // The CPU's AttentionArgs contract (causal bottom-right, GQA, additive mask,
