@@ -7,9 +7,9 @@ import { loadNative } from '../lib/native';
 import { describeEachIsa, quantRowsRef, randn, relErr } from './helpers';
 
 describeEachIsa('int4 linear', () => {
-  it('m = 1..17, k with partial groups and blocks: equal to the integer reference (1e-5)', async () => {
+  it('m = 1..17, k with partial groups and blocks, n over several expanded strips: equal to the integer reference (1e-5)', async () => {
     const nat = loadNative();
-    for (const [n, k, group] of [[5, 45, 32], [17, 172, 32], [33, 256, 64], [8, 300, 128], [1, 1, 32]] as const) {
+    for (const [n, k, group] of [[5, 45, 32], [17, 172, 32], [33, 256, 64], [8, 300, 128], [1, 1, 32], [300, 4000, 32]] as const) {
       const wv = randn(n * k), w = Tensor.from(wv, [n, k]);
       const q4 = await nat.q4Quantize(w._storage, w._offset, n, k, group);
       const { values, scales } = nat.q4Parts(q4);

@@ -49,6 +49,24 @@ describeEachIsa('sparse linear', () => {
   });
 });
 
+describeEachIsa('sparse int8 prefill', () => {
+  it('n over several expanded strips (the last one partial), m = 16 / 17: equal to the W8A8 reference', async () => {
+    const [n, k] = [300, 4000];
+    const w = Tensor.from(randn(n * k), [n, k]), bias = randn(n), B = Tensor.from(bias);
+    for (const o of [{ sparsity: 0.5, format: 'bitmask' }, { sparsity: 0.7, format: 'csr' }, { pattern: '2:4' }] as const) {
+      const s = quantize(prune(w, o)), pruned = (await s.toDense()).toArray();
+      for (const m of [16, 17]) {
+        const x = randn(m * k), X = Tensor.from(x, [m, k]);
+        const y = (await linear(X, s, B)).toArray();
+        expect(relErr(y, refSparseI8(x, pruned, bias, m, n, k)), `${JSON.stringify(o)} m=${m}`).to.be.below(1e-6);
+        X.dispose();
+      }
+      s.dispose();
+    }
+    [w, B].forEach((t) => t.dispose());
+  });
+});
+
 describeEachIsa('sparse csr columns', () => {
   it('k <= 65536 stores uint16 columns, wider k int32: both multiply right (f32 and int8)', async () => {
     for (const k of [65536, 70001]) {

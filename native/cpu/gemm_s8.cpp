@@ -8,6 +8,9 @@
 #include <vector>
 #include <cmath>
 #include <cstring>
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>
+#endif
 
 #include "dispatch.h"
 #include "sparq/sparq.h"
@@ -78,9 +81,9 @@ static void pack_row(PackedS8& p, int64_t j, const int8_t* row, const float* sca
 }
 
 static bool any_m128(const int8_t* v, int64_t count) {
-  for (int64_t i = 0; i < count; ++i)
-    if (v[i] == -128) return true;
-  return false;
+  uint8_t any = 0;  // no early exit: the loop vectorizes
+  for (int64_t i = 0; i < count; ++i) any |= uint8_t(v[i] == -128);
+  return any != 0;
 }
 
 Error pack_s8(const int8_t* w, int64_t n, int64_t k, int64_t group, const float* scales, const int32_t* zeros,
@@ -296,6 +299,115 @@ void run_linear_s8(const KernelTable& t, const uint8_t* a, const float* a_scale,
   args.ldc = ldc;
   args.a_has_m128 = false;  // activations are clamped to [-127, 127]
   run_gemm_s8(t, t.gemm_s8, args);
+}
+
+// The sum of n int8 values; sets m128 when one of them is -128.
+static int32_t sum_s8(const int8_t* v, int64_t n, bool& m128) {
+  int64_t i = 0;
+  int32_t sum = 0;
+#if defined(__SSE2__) || defined(_M_X64)
+  // |v + 128| summed by psadbw, 16 bytes at a time
+  const __m128i flip = _mm_set1_epi8(int8_t(-128)), zero = _mm_setzero_si128();
+  __m128i acc = zero, neg = zero;
+  for (; i + 16 <= n; i += 16) {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(v + i));
+    acc = _mm_add_epi64(acc, _mm_sad_epu8(_mm_xor_si128(x, flip), zero));
+    neg = _mm_or_si128(neg, _mm_cmpeq_epi8(x, flip));
+  }
+  sum = int32_t(_mm_cvtsi128_si32(acc) + _mm_cvtsi128_si32(_mm_unpackhi_epi64(acc, acc))) - int32_t(128 * i);
+  if (_mm_movemask_epi8(neg)) m128 = true;
+#endif
+  for (; i < n; ++i) {
+    sum += v[i];
+    if (v[i] == -128) m128 = true;
+  }
+  return sum;
+}
+
+// 16 rows of int8 (stride k_pad) into one block of the packed layout: for each
+// step of 4 k-bytes, the 16 rows' 4 bytes side by side.
+static void interleave_block(const int8_t* rows, int64_t k_pad, int8_t* blk) {
+  const int64_t ksteps = k_pad / kS8StepK;
+#if defined(__SSE2__) || defined(_M_X64)
+  // 4 rows x 4 steps at a time: a 4 x 4 transpose of 32-bit words
+  for (int64_t st = 0; st < ksteps; st += 4)
+    for (int64_t jq = 0; jq < kS8BlockN; jq += 4) {
+      const int8_t* r = rows + jq * k_pad + st * kS8StepK;
+      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r));
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r + k_pad));
+      const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r + 2 * k_pad));
+      const __m128i d = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r + 3 * k_pad));
+      const __m128i ab0 = _mm_unpacklo_epi32(a, b), ab1 = _mm_unpackhi_epi32(a, b);
+      const __m128i cd0 = _mm_unpacklo_epi32(c, d), cd1 = _mm_unpackhi_epi32(c, d);
+      int8_t* o = blk + st * kS8BlockBytes + jq * kS8StepK;
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm_unpacklo_epi64(ab0, cd0));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + kS8BlockBytes), _mm_unpackhi_epi64(ab0, cd0));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 2 * kS8BlockBytes), _mm_unpacklo_epi64(ab1, cd1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 3 * kS8BlockBytes), _mm_unpackhi_epi64(ab1, cd1));
+    }
+#else
+  for (int64_t st = 0; st < ksteps; ++st)
+    for (int64_t jj = 0; jj < kS8BlockN; ++jj) std::memcpy(blk + st * kS8BlockBytes + jj * kS8StepK, rows + jj * k_pad + st * kS8StepK, kS8StepK);
+#endif
+}
+
+Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn& expand, const float* x, int64_t m,
+                         const float* bias, float* y) {
+  const KernelTable t = kernels();
+  // strips of about 1 MiB of weights, whole 16-column blocks
+  const int64_t strip = std::min(round_up(n, kS8BlockN), std::max<int64_t>(kS8BlockN, ((int64_t(1) << 20) / k) / kS8BlockN * kS8BlockN));
+  std::unique_ptr<PackedWeight> pw;
+  if (Error e = PackedWeight::create(strip, k, group, true, false, &pw); !e.ok()) return e;
+  PackedS8& p = pw->p_;
+  const int64_t k_pad = p.k_pad, ksteps = k_pad / kS8StepK, groups = p.groups;
+  std::vector<int8_t> rows;
+  std::vector<float> row_scales, xs;
+  std::vector<uint8_t> xq;
+  try {
+    rows.resize(size_t(strip * k_pad));
+    row_scales.resize(size_t(strip * groups));
+    xq.resize(size_t(m * k_pad));
+    xs.resize(size_t(m));
+  } catch (const std::bad_alloc&) {
+    return Error::make(Status::out_of_memory, "int8 linear: out of memory");
+  }
+  // activations quantized once for every strip, as linear_s8 does
+  quantize_activations(t, x, m, k, k_pad, t.gemm_s8_a_u8, xq.data(), xs.data());
+  for (int64_t r0 = 0; r0 < n; r0 += strip) {
+    const int64_t nr = std::min(strip, n - r0);
+    std::atomic<bool> m128{false};
+    // rows expanded 16 at a time, then interleaved into the packed layout
+    // (blocks of 16 columns, 4 k-bytes per step) with their group sums and scales
+    parallel_for((nr + kS8BlockN - 1) / kS8BlockN, [&](int64_t nb) {
+      int8_t* rb = rows.data() + nb * kS8BlockN * k_pad;
+      int8_t* blk = p.data + nb * ksteps * kS8BlockBytes;
+      for (int64_t jj = 0; jj < kS8BlockN; ++jj) {
+        const int64_t j = nb * kS8BlockN + jj;
+        int8_t* row = rb + jj * k_pad;
+        float* sc = row_scales.data() + j * groups;
+        if (j < nr) {
+          expand(r0 + j, row, sc);
+          std::memset(row + k, 0, size_t(k_pad - k));
+        } else {
+          std::memset(row, 0, size_t(k_pad));
+          std::fill(sc, sc + groups, 0.f);
+        }
+        bool row_m128 = false;
+        for (int64_t g = 0; g < groups; ++g) {
+          const int64_t k0 = g * p.group, k1 = std::min(k0 + p.group, k_pad);
+          const int64_t idx = s8_group_index(nb, g, groups) + jj;
+          p.colsum[idx] = sum_s8(row + k0, k1 - k0, row_m128);
+          p.scales[idx] = sc[g];
+        }
+        if (row_m128) m128.store(true);
+      }
+      interleave_block(rb, k_pad, blk);
+    });
+    p.n = nr;  // the last strip may be shorter: only its columns are written
+    p.has_m128 = m128.load();
+    run_linear_s8(t, xq.data(), xs.data(), m, p, bias ? bias + r0 : nullptr, y + r0, n);
+  }
+  return Error{};
 }
 
 struct ScratchA {

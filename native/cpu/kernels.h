@@ -2,6 +2,7 @@
 // ISA files and the drivers. One function table per process (dispatch.cpp).
 #pragma once
 #include <cstdint>
+#include <functional>
 
 #include "sparq/formats.h"
 #include "sparq/sparq.h"
@@ -168,6 +169,14 @@ void quantize_activations(const KernelTable& t, const float* x, int64_t m, int64
 // lda = b.k_pad, clamped to [-127, 127]) and b symmetric per-channel.
 void run_linear_s8(const KernelTable& t, const uint8_t* a, const float* a_scale, int64_t m, const PackedS8& b, const float* bias,
                    float* c, int64_t ldc);
+// The int8 linear of a weight kept in another format (4-bit, sparse): strips of
+// about 1 MiB of W are expanded to int8 rows, packed and multiplied by the dense
+// int8 GEMM, so prefill runs at dense int8 speed with scratch that stays small
+// (the expansion is O(n k), the product O(m n k)). expand(j, row, scales) writes
+// row j's k values in [-127, 127] and its groups' scales (one when group is 0).
+using ExpandRowFn = std::function<void(int64_t j, int8_t* row, float* scales)>;
+Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn& expand, const float* x, int64_t m,
+                         const float* bias, float* y);
 
 // --- the table ------------------------------------------------------------
 struct KernelTable {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "dispatch.h"
@@ -110,17 +111,27 @@ Error q4_quantize(const float* w, int64_t n, int64_t k, int64_t group, std::uniq
   return Error{};
 }
 
+void q4_row(const PackedQ4& p, int64_t j, int8_t* out) {
+  // a block of 16 bytes holds values [0, 16) in its low nibbles and [16, 32) in its high ones;
+  // eight nibbles at a time in a uint64: (v + 0x78) ^ 0x80 is v - 8 as int8 (no carry between bytes)
+  constexpr uint64_t lo4 = 0x0f0f0f0f0f0f0f0full, bias = 0x7878787878787878ull, sign = 0x8080808080808080ull;
+  const uint8_t* row = p.data.data() + j * p.row_bytes();
+  for (int64_t b = 0; b < p.k_pad / 32; ++b, row += 16, out += 32)
+    for (int h = 0; h < 2; ++h) {
+      uint64_t v;
+      std::memcpy(&v, row + 8 * h, 8);
+      const uint64_t lo = ((v & lo4) + bias) ^ sign, hi = (((v >> 4) & lo4) + bias) ^ sign;
+      std::memcpy(out + 8 * h, &lo, 8);
+      std::memcpy(out + 16 + 8 * h, &hi, 8);
+    }
+}
+
 void q4_unpack(const PackedQ4& p, int8_t* q) {
-  // a block of 16 bytes holds values [0, 16) in its low nibbles and [16, 32) in its high ones
   parallel_for((p.n + 15) / 16, [&](int64_t t) {
+    std::vector<int8_t> row(static_cast<size_t>(p.k_pad));
     for (int64_t j = t * 16; j < std::min(p.n, t * 16 + 16); ++j) {
-      const uint8_t* row = p.data.data() + j * p.row_bytes();
-      int8_t* out = q + j * p.k;
-      for (int64_t b = 0; b < p.k_pad / 32; ++b)
-        for (int64_t i = 0; i < 32; ++i) {
-          const int64_t c = b * 32 + i;
-          if (c < p.k) out[c] = int8_t(int(i < 16 ? row[b * 16 + i] & 0x0f : row[b * 16 + i - 16] >> 4) - 8);
-        }
+      q4_row(p, j, row.data());
+      std::copy(row.begin(), row.begin() + p.k, q + j * p.k);
     }
   });
 }
@@ -144,13 +155,12 @@ Error linear_q4(const PackedQ4& w, const float* x, int64_t m, float* y) {
   const KernelTable t = kernels();
   const int64_t ldq = (w.k_pad + 63) / 64 * 64;
   try {
-    if (m >= 16) {
-      // prefill: W expanded to int8 with the same groups, through the dense int8 GEMM
-      std::vector<int8_t> v(static_cast<size_t>(w.n * w.k));
-      q4_unpack(w, v.data());
-      std::unique_ptr<PackedWeight> pw;
-      if (Error e = pack_s8(v.data(), w.n, w.k, w.group, w.scale.data(), nullptr, &pw); !e.ok()) return e;
-      return linear_s8(x, m, w.k, pw->view(), nullptr, 0.f, y);
+    if (m >= kQ4DenseM) {
+      // prefill: W expanded to int8 a strip at a time, with the same groups, through the dense int8 GEMM
+      return linear_s8_expanded(w.n, w.k, w.group, [&](int64_t j, int8_t* row, float* scales) {
+        q4_row(w, j, row);
+        std::copy_n(w.scale.data() + j * w.groups, w.groups, scales);
+      }, x, m, nullptr, y);
     }
     std::vector<int8_t> xq(size_t(m * ldq));
     std::vector<float> xs(static_cast<size_t>(m));

@@ -30,6 +30,10 @@ Error q4_from_nibbles(const uint8_t* nib, const float* scales, int64_t n, int64_
 Error q4_quantize(const float* w, int64_t n, int64_t k, int64_t group, std::unique_ptr<PackedQ4>* out);
 // The integer values [n, k].
 void q4_unpack(const PackedQ4& p, int8_t* q);
+// Row j's values [k_pad] (zeros past k).
+void q4_row(const PackedQ4& p, int64_t j, int8_t* out);
+// From this many activation rows on, W is expanded to int8 for the dense int8 GEMM.
+constexpr int64_t kQ4DenseM = 16;
 // y[m, n] = x[m, k] . W^T with dynamic per-row int8 activations.
 Error linear_q4(const PackedQ4& w, const float* x, int64_t m, float* y);
 

@@ -324,72 +324,19 @@ void spmmt_ref(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
   }
 }
 
-namespace {
-
-// int8 weights, many activation rows: strips of W are expanded to int8 rows,
-// packed, and multiplied by the dense int8 GEMM (the expansion is O(n k), the
-// product O(m n k)), so prefill runs at dense int8 speed.
-Error spmm_int8_dense(const SparseWeight& s, const float* x, int64_t m, const float* bias, float* y) {
-  const KernelTable t = kernels();
-  // strips of about 1 MiB of weights: expanded, packed, multiplied; scratch stays small
-  const int64_t strip = std::min(round_up(s.n, kS8BlockN), std::max<int64_t>(kS8BlockN, ((int64_t(1) << 20) / s.k) / kS8BlockN * kS8BlockN));
-  const int64_t k_pad = round_up(s.k, kS8AlignK);
-  std::unique_ptr<PackedWeight> pw;
-  if (Error e = PackedWeight::create(strip, s.k, 0, true, false, &pw); !e.ok()) return e;
-  std::vector<int8_t> rows;
-  std::vector<uint8_t> xq;
-  std::vector<float> xs;
-  try {
-    rows.resize(size_t(strip * k_pad));
-    xq.resize(size_t(m * k_pad));
-    xs.resize(size_t(m));
-  } catch (const std::bad_alloc&) {
-    return Error::make(Status::out_of_memory, "spmm: out of memory");
-  }
-  // activations quantized once, as linear_s8 does
-  quantize_activations(t, x, m, s.k, k_pad, t.gemm_s8_a_u8, xq.data(), xs.data());
-  PackedS8& p = pw->p_;
-  const int64_t ksteps = k_pad / kS8StepK;
-  for (int64_t r0 = 0; r0 < s.n; r0 += strip) {
-    const int64_t nr = std::min(strip, s.n - r0);
-    // rows expanded to int8 (16 at a time), then interleaved into the packed layout
-    // (blocks of 16 columns, 4 k-bytes per step); the column sums come from the values
-    parallel_for((nr + kS8BlockN - 1) / kS8BlockN, [&](int64_t nb) {
-      int8_t* rb = rows.data() + nb * kS8BlockN * k_pad;
-      int8_t* blk = p.data + nb * ksteps * kS8BlockBytes;
-      for (int64_t jj = 0; jj < kS8BlockN; ++jj) {
-        const int64_t j = nb * kS8BlockN + jj, idx = s8_group_index(nb, 0, 1) + jj;
-        int8_t* row = rb + jj * k_pad;
-        int32_t sum = 0;
-        if (j < nr) {
-          t.sprow(s, r0 + j, row);
-          std::memset(row + s.k, 0, size_t(k_pad - s.k));
-          const int64_t b = s.format == SparseFormat::nm ? (r0 + j) * s.groups() * s.N : s.row_ptr[size_t(r0 + j)];
-          const int64_t e = s.format == SparseFormat::nm ? b + s.groups() * s.N : s.row_ptr[size_t(r0 + j + 1)];
-          for (int64_t v = b; v < e; ++v) sum += s.vq[size_t(v)];
-        } else {
-          std::memset(row, 0, size_t(k_pad));
-        }
-        p.colsum[idx] = sum;
-        p.scales[idx] = j < nr ? s.scale[size_t(r0 + j)] : 0.f;
-      }
-      for (int64_t st = 0; st < ksteps; ++st)
-        for (int64_t jj = 0; jj < kS8BlockN; ++jj) std::memcpy(blk + st * kS8BlockBytes + jj * kS8StepK, rb + jj * k_pad + st * kS8StepK, kS8StepK);
-    });
-    p.n = nr;  // the last strip may be shorter: only its columns are written
-    p.has_m128 = false;  // int8 sparse values are in [-127, 127]
-    run_linear_s8(t, xq.data(), xs.data(), m, p, bias ? bias + r0 : nullptr, y + r0, s.n);
-  }
-  return Error{};
-}
-
-}  // namespace
 
 Error spmm(const SparseWeight& s, const float* x, int64_t m, const float* bias, float* y) {
   if (m < 1) return bad("m must be at least 1");
   if (s.int8 && s.k > kSparseInt8MaxK) return bad("int8 weights need k <= " + std::to_string(kSparseInt8MaxK) + " (int32 accumulation)");
-  if (s.int8 && m >= kSparseDenseM) return spmm_int8_dense(s, x, m, bias, y);
   const KernelTable t = kernels();
+  if (s.int8 && m >= kSparseDenseM) {
+    // prefill: rows expanded to int8 through the dense int8 GEMM
+    const SpRowFn sprow = t.sprow;
+    return linear_s8_expanded(s.n, s.k, 0, [&](int64_t j, int8_t* row, float* scale) {
+      sprow(s, j, row);
+      *scale = s.scale[size_t(j)];
+    }, x, m, bias, y);
+  }
   // rows of W per task: about 64K stored values, at least 4 tasks per thread when there is work
   const int64_t per_row = std::max<int64_t>(1, s.nnz / std::max<int64_t>(1, s.n));
   const int64_t rows = std::max<int64_t>(1, std::min<int64_t>((int64_t(1) << 16) / (per_row * std::max<int64_t>(1, std::min<int64_t>(m, 8))) + 1,
