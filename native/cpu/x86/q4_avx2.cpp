@@ -1,8 +1,14 @@
-// q4_avx2.cpp - the 4-bit GEMV for m <= 8 activation rows: 16 bytes give 32
-// weights (low nibbles, then high nibbles), multiplied as unsigned v + 8 with
-// the int8 activations by vpmaddubsw + vpmaddwd into int32 per group (the
-// +8 taken back with the group's activation sum), then scaled into f32.
+// q4_avx2.cpp - the 4-bit GEMV for m <= 8 activation rows. Two blocks of 32
+// weights (32 bytes) are read at once: their low nibbles give values [0, 16) of
+// both blocks, their high nibbles values [16, 32), so the activations are
+// permuted once per task to match (for each 64 values: 0-15, 32-47, then 16-31,
+// 48-63). Unsigned nibbles u = v + 8 multiply the int8 activations by
+// vpmaddubsw (pair sums up to 2 x 15 x 127; two of them added stay below 2^15)
+// and vpmaddwd into exact int32 per group; the +8 is taken back with the group's
+// activation sum, then each group is scaled into f32.
 #include <immintrin.h>
+
+#include <vector>
 
 #include "../q4.h"
 #include "avx2_math.h"
@@ -10,32 +16,109 @@
 namespace sparq {
 namespace {
 
-// Unsigned nibbles u = v + 8 go straight into vpmaddubsw (u8 x s8, pair sums
-// below 2 x 15 x 127: no saturation); each group's int32 sum then drops
-// 8 x sum(x) of the group in lane 0 before it is scaled into f32.
-template <int MR>
-void rows(const Q4Args& a, int64_t j0, int64_t j1) {
-  const PackedQ4& p = *a.w;
+// Per-task activation layout: xp (MR rows, stride ldq) permuted as above; for
+// groups of 32, corr holds for each block pair [-8 sum(x) of the first block,
+// 0, 0, 0, -8 sum(x) of the second, 0, 0, 0].
+struct Prepared {
+  const int8_t* xp;
+  const int32_t* corr;
+  int64_t pairs;
+};
+
+inline __m256i nibbles_lo(__m256i bytes) { return _mm256_and_si256(bytes, _mm256_set1_epi8(0x0f)); }
+inline __m256i nibbles_hi(__m256i bytes) { return _mm256_and_si256(_mm256_srli_epi16(bytes, 4), _mm256_set1_epi8(0x0f)); }
+
+// Sum of u . x over a block pair, as 8 int32 lanes (lanes 0-3: the first block, 4-7: the second).
+inline __m256i pair_dot(__m256i ulo, __m256i uhi, const int8_t* x) {
+  const __m256i xl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  const __m256i xh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32));
+  const __m256i d = _mm256_add_epi16(_mm256_maddubs_epi16(ulo, xl), _mm256_maddubs_epi16(uhi, xh));
+  return _mm256_madd_epi16(d, _mm256_set1_epi16(1));
+}
+
+// Sum of u . x over one block (16 bytes of W, 32 activations in their original order).
+inline __m256i block_dot(const uint8_t* w, const int8_t* x) {
   const __m128i lo4 = _mm_set1_epi8(0x0f);
-  const __m256i ones = _mm256_set1_epi16(1);
-  const int64_t blocks_per_group = p.group / 32, blocks = p.k_pad / 32;
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
+  const __m256i u = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(bytes, lo4)), _mm_and_si128(_mm_srli_epi16(bytes, 4), lo4), 1);
+  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, xv), _mm256_set1_epi16(1));
+}
+
+inline __m256i lane0(int32_t v) { return _mm256_zextsi128_si256(_mm_cvtsi32_si128(v)); }
+
+// Groups of 32: one scale per block, applied to each block pair's two halves.
+template <int MR>
+void rows_g32(const Q4Args& a, const Prepared& x, int64_t j0, int64_t j1) {
+  const PackedQ4& p = *a.w;
+  const int64_t blocks = p.k_pad / 32;
+  const __m256i half = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
   for (int64_t j = j0; j < j1; ++j) {
     const uint8_t* row = p.data.data() + j * p.row_bytes();
     const float* sc = p.scale.data() + j * p.groups;
     __m256 accf[MR];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) accf[i] = _mm256_setzero_ps();
-    for (int64_t g = 0, b = 0; g < p.groups; ++g) {
+    for (int64_t q = 0; q < x.pairs; ++q) {
+      const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + q * 32));
+      const __m256i ulo = nibbles_lo(bytes), uhi = nibbles_hi(bytes);
+      const __m256 s = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(sc + 2 * q)))), half);
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.corr + (i * x.pairs + q) * 8));
+        const __m256i acc = _mm256_add_epi32(c, pair_dot(ulo, uhi, x.xp + i * a.ldq + q * 64));
+        accf[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), s, accf[i]);
+      }
+    }
+    if (blocks & 1) {  // the last block alone
+      const int64_t b = blocks - 1;
+      const __m256 s = _mm256_set1_ps(sc[b]);
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        const __m256i acc = _mm256_add_epi32(lane0(-8 * a.xsum[i * p.groups + b]), block_dot(row + b * 16, a.xq + i * a.ldq + b * 32));
+        accf[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), s, accf[i]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) a.y[i * p.n + j] = avx2::hsum(accf[i]) * a.xs[i];
+  }
+}
+
+// Groups of 64 or 128 (G = 2 or 4 blocks): block pairs never straddle a group.
+template <int MR, int G>
+void rows_wide(const Q4Args& a, const Prepared& x, int64_t j0, int64_t j1) {
+  const PackedQ4& p = *a.w;
+  const int64_t blocks = p.k_pad / 32, full = blocks / G;  // groups with all G blocks, then maybe a partial one
+  for (int64_t j = j0; j < j1; ++j) {
+    const uint8_t* row = p.data.data() + j * p.row_bytes();
+    const float* sc = p.scale.data() + j * p.groups;
+    __m256 accf[MR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) accf[i] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const int64_t b0 = g * G, b1 = g < full ? b0 + G : blocks;
       __m256i acc[MR];
 #pragma GCC unroll 8
-      for (int i = 0; i < MR; ++i) acc[i] = _mm256_setr_epi32(-8 * a.xsum[i * p.groups + g], 0, 0, 0, 0, 0, 0, 0);
-      for (int64_t e = std::min(blocks, b + blocks_per_group); b < e; ++b) {
-        const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + b * 16));
-        const __m256i u = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(bytes, lo4)), _mm_and_si128(_mm_srli_epi16(bytes, 4), lo4), 1);
+      for (int i = 0; i < MR; ++i) acc[i] = lane0(-8 * a.xsum[i * p.groups + g]);
+      if (g < full) {
+#pragma GCC unroll 2
+        for (int h = 0; h < G; h += 2) {
+          const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + (b0 + h) * 16));
+          const __m256i ulo = nibbles_lo(bytes), uhi = nibbles_hi(bytes);
 #pragma GCC unroll 8
-        for (int i = 0; i < MR; ++i) {
-          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.xq + i * a.ldq + b * 32));
-          acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(u, xv), ones));
+          for (int i = 0; i < MR; ++i) acc[i] = _mm256_add_epi32(acc[i], pair_dot(ulo, uhi, x.xp + i * a.ldq + (b0 + h) * 32));
+        }
+      } else {
+        int64_t b = b0;
+        for (; b + 2 <= b1; b += 2) {
+          const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + b * 16));
+          const __m256i ulo = nibbles_lo(bytes), uhi = nibbles_hi(bytes);
+#pragma GCC unroll 8
+          for (int i = 0; i < MR; ++i) acc[i] = _mm256_add_epi32(acc[i], pair_dot(ulo, uhi, x.xp + i * a.ldq + b * 32));
+        }
+        if (b < b1) {
+#pragma GCC unroll 8
+          for (int i = 0; i < MR; ++i) acc[i] = _mm256_add_epi32(acc[i], block_dot(row + b * 16, a.xq + i * a.ldq + b * 32));
         }
       }
       const __m256 s = _mm256_set1_ps(sc[g]);
@@ -47,18 +130,71 @@ void rows(const Q4Args& a, int64_t j0, int64_t j1) {
   }
 }
 
+// More than 4 rows of wide groups would not fit their int32 and f32
+// accumulators in 16 registers: the first 4, then the rest, over the same rows of W.
+template <int MR, int G>
+void rows_wide_split(const Q4Args& a, const Prepared& x, int64_t j0, int64_t j1) {
+  if constexpr (MR <= 4) {
+    rows_wide<MR, G>(a, x, j0, j1);
+  } else {
+    rows_wide<4, G>(a, x, j0, j1);
+    Q4Args b = a;
+    b.xq += 4 * a.ldq;
+    b.xs += 4;
+    b.xsum += 4 * a.w->groups;
+    b.y += 4 * a.w->n;
+    b.m -= 4;
+    rows_wide<MR - 4, G>(b, Prepared{x.xp + 4 * a.ldq, x.corr, x.pairs}, j0, j1);
+  }
+}
+
+template <int MR>
+void rows(const Q4Args& a, const Prepared& x, int64_t j0, int64_t j1) {
+  switch (a.w->group) {
+    case 32: rows_g32<MR>(a, x, j0, j1); break;
+    case 64: rows_wide_split<MR, 2>(a, x, j0, j1); break;
+    default: rows_wide_split<MR, 4>(a, x, j0, j1); break;
+  }
+}
+
 }  // namespace
 
 void q4_gemv_avx2(const Q4Args& a, int64_t j0, int64_t j1) {
+  const PackedQ4& p = *a.w;
+  const int64_t pairs = p.k_pad / 64;
+  // this thread's permuted activations (and group-32 corrections), reused across calls
+  thread_local std::vector<int8_t> xp;
+  thread_local std::vector<int32_t> corr;
+  if (int64_t(xp.size()) < a.m * a.ldq) xp.resize(size_t(a.m * a.ldq));
+  for (int64_t i = 0; i < a.m; ++i)
+    for (int64_t q = 0; q < pairs; ++q) {
+      const int8_t* src = a.xq + i * a.ldq + q * 64;
+      int8_t* dst = xp.data() + i * a.ldq + q * 64;
+      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+      const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm256_permute2x128_si256(x0, x1, 0x20));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 32), _mm256_permute2x128_si256(x0, x1, 0x31));
+    }
+  if (p.group == 32) {
+    if (int64_t(corr.size()) < a.m * pairs * 8) corr.resize(size_t(a.m * pairs * 8));
+    for (int64_t i = 0; i < a.m; ++i)
+      for (int64_t q = 0; q < pairs; ++q) {
+        int32_t* c = corr.data() + (i * pairs + q) * 8;
+        c[0] = -8 * a.xsum[i * p.groups + 2 * q];
+        c[4] = 2 * q + 1 < p.groups ? -8 * a.xsum[i * p.groups + 2 * q + 1] : 0;
+        c[1] = c[2] = c[3] = c[5] = c[6] = c[7] = 0;
+      }
+  }
+  const Prepared x{xp.data(), corr.data(), pairs};
   switch (a.m) {
-    case 1: rows<1>(a, j0, j1); break;
-    case 2: rows<2>(a, j0, j1); break;
-    case 3: rows<3>(a, j0, j1); break;
-    case 4: rows<4>(a, j0, j1); break;
-    case 5: rows<5>(a, j0, j1); break;
-    case 6: rows<6>(a, j0, j1); break;
-    case 7: rows<7>(a, j0, j1); break;
-    default: rows<8>(a, j0, j1); break;
+    case 1: rows<1>(a, x, j0, j1); break;
+    case 2: rows<2>(a, x, j0, j1); break;
+    case 3: rows<3>(a, x, j0, j1); break;
+    case 4: rows<4>(a, x, j0, j1); break;
+    case 5: rows<5>(a, x, j0, j1); break;
+    case 6: rows<6>(a, x, j0, j1); break;
+    case 7: rows<7>(a, x, j0, j1); break;
+    default: rows<8>(a, x, j0, j1); break;
   }
 }
 
