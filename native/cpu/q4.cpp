@@ -162,12 +162,21 @@ Error linear_q4(const PackedQ4& w, const float* x, int64_t m, float* y) {
         std::copy_n(w.scale.data() + j * w.groups, w.groups, scales);
       }, x, m, nullptr, y);
     }
-    std::vector<int8_t> xq(size_t(m * ldq));
-    std::vector<float> xs(static_cast<size_t>(m));
+    // decode: this thread's scratch, reused (one call per linear per token)
+    thread_local std::vector<int8_t> xq;
+    thread_local std::vector<float> xs;
+    thread_local std::vector<int32_t> xsum;
+    if (int64_t(xq.size()) < m * ldq) xq.resize(size_t(m * ldq));
+    if (int64_t(xs.size()) < m) xs.resize(size_t(m));
+    if (int64_t(xsum.size()) < m * w.groups) xsum.resize(size_t(m * w.groups));
     quantize_activations(t, x, m, w.k, ldq, false, xq.data(), xs.data());
-    std::vector<int32_t> xsum(size_t(m * w.groups), 0);
     for (int64_t i = 0; i < m; ++i)
-      for (int64_t c = 0; c < w.k; ++c) xsum[size_t(i * w.groups + c / w.group)] += xq[size_t(i * ldq + c)];
+      for (int64_t g = 0; g < w.groups; ++g) {
+        const int8_t* q = xq.data() + i * ldq + g * w.group;
+        int32_t sum = 0;
+        for (int64_t c = 0; c < std::min(w.group, w.k - g * w.group); ++c) sum += q[c];
+        xsum[size_t(i * w.groups + g)] = sum;
+      }
     // rows of W per task: about 32K weights, at least 4 tasks per thread
     const int64_t rows = std::max<int64_t>(1, std::min<int64_t>((int64_t(1) << 15) / w.k_pad + 1, (w.n + 4 * num_threads() - 1) / (4 * num_threads())));
     for (int64_t i0 = 0; i0 < m; i0 += 8) {
