@@ -6,6 +6,7 @@
 #include "llama.h"
 
 #include "llama_cuda.h"
+#include "../cpu/thread_pool.h"
 
 #include <cmath>
 #include <cstring>
@@ -28,21 +29,35 @@ void from_heads(const float* x, int64_t n, int64_t h, int64_t hd, float* y) {
     for (int64_t t = 0; t < n; ++t) std::memcpy(y + (t * h + i) * hd, x + (i * n + t) * hd, size_t(hd) * 4);
 }
 
+// gram [cols, cols] += x^T x for x [rows, cols]: blocks of up to 256 rows
+// multiplied by the f32 GEMM (sums of at most 256 products), added up in f64.
+Error accumulate_gram(const float* x, int64_t rows, int64_t cols, double* gram) {
+  constexpr int64_t kRows = 256;
+  std::vector<float> xt, c;
+  try {
+    xt.resize(size_t(cols * std::min(rows, kRows)));
+    c.resize(size_t(cols * cols));
+  } catch (const std::bad_alloc&) {
+    return Error::make(Status::out_of_memory, "calibration: out of memory for X^T X");
+  }
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    const int64_t nr = std::min(kRows, rows - r0);
+    for (int64_t a = 0; a < cols; ++a)
+      for (int64_t r = 0; r < nr; ++r) xt[size_t(a * nr + r)] = x[(r0 + r) * cols + a];
+    SPARQ_TRY(linear_f32(xt.data(), cols, nr, xt.data(), cols, nullptr, c.data()));  // c[a, b] = sum_r x[r, a] x[r, b]
+    parallel_for(cols, [&](int64_t a) {
+      for (int64_t b = 0; b < cols; ++b) gram[a * cols + b] += double(c[size_t(a * cols + b)]);
+    });
+  }
+  return Error{};
+}
+
 // Records x [rows, cols], input `input` of layer `layer` whose features start at
 // `feat` (per-feature arrays) into the calibration arrays that are set.
-void observe(const LlamaCalibration& cal, const float* x, int64_t rows, int64_t cols, int64_t layer, int input, int64_t feat,
-             double* gram) {
+Error observe(const LlamaCalibration& cal, const float* x, int64_t rows, int64_t cols, int64_t layer, int input, int64_t feat,
+              double* gram) {
   const int64_t slot = layer * 4 + input;
-  if (gram && layer == cal.gram_layer)
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* xr = x + r * cols;
-      for (int64_t a = 0; a < cols; ++a) {
-        const double xa = xr[a];
-        if (xa == 0) continue;
-        double* g = gram + a * cols;
-        for (int64_t b = 0; b < cols; ++b) g[b] += xa * xr[b];
-      }
-    }
+  if (gram && layer == cal.gram_layer) SPARQ_TRY(accumulate_gram(x, rows, cols, gram));
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * cols;
     if (cal.sumsq)
@@ -65,6 +80,7 @@ void observe(const LlamaCalibration& cal, const float* x, int64_t rows, int64_t 
       }
     }
   }
+  return Error{};
 }
 
 Error check_linear(const LinearWeight& w, int64_t n, int64_t k, const char* name) {
@@ -200,7 +216,7 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
     const int64_t feat = li * calibration_stride();
     // X^T X offsets of this layer's four inputs when it is the one being recorded
     double* gram = calib_ && calib_->gram && calib_->gram_layer == li ? calib_->gram : nullptr;
-    if (calib_) observe(*calib_, xb.data(), n, dim, li, 0, feat, gram);
+    if (calib_) SPARQ_TRY(observe(*calib_, xb.data(), n, dim, li, 0, feat, gram));
     // q | k | v per token row: one fused linear, or three into the same layout
     float* qp = qkv.data();
     int64_t ld = qkvd;
@@ -240,11 +256,11 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
     a.out = att.data();
     SPARQ_TRY(attention(a));
     from_heads(att.data(), n, c.heads, hd, qt.data());
-    if (calib_) observe(*calib_, qt.data(), n, qd, li, 1, feat + dim, gram ? gram + dim * dim : nullptr);
+    if (calib_) SPARQ_TRY(observe(*calib_, qt.data(), n, qd, li, 1, feat + dim, gram ? gram + dim * dim : nullptr));
     SPARQ_TRY(linear(qt.data(), n, L.wo, tmp.data()));
     SPARQ_TRY(add(x.data(), tmp.data(), n * dim, x.data()));
     SPARQ_TRY(rmsnorm(x.data(), L.ffn_norm, n, dim, c.norm_eps, xb.data()));
-    if (calib_) observe(*calib_, xb.data(), n, dim, li, 2, feat + dim + qd, gram ? gram + dim * dim + qd * qd : nullptr);
+    if (calib_) SPARQ_TRY(observe(*calib_, xb.data(), n, dim, li, 2, feat + dim + qd, gram ? gram + dim * dim + qd * qd : nullptr));
     if (L.w13.present()) {
       // [n, gate | up]: one token's halves are contiguous; more tokens are split out
       SPARQ_TRY(linear(xb.data(), n, L.w13, h13.data()));
@@ -262,7 +278,7 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
       SPARQ_TRY(linear(xb.data(), n, L.w3, h3.data()));
       SPARQ_TRY(swiglu(h1.data(), h3.data(), n * c.hidden, h1.data()));
     }
-    if (calib_) observe(*calib_, h1.data(), n, c.hidden, li, 3, feat + 2 * dim + qd, gram ? gram + 2 * dim * dim + qd * qd : nullptr);
+    if (calib_) SPARQ_TRY(observe(*calib_, h1.data(), n, c.hidden, li, 3, feat + 2 * dim + qd, gram ? gram + 2 * dim * dim + qd * qd : nullptr));
     SPARQ_TRY(linear(h1.data(), n, L.w2, tmp.data()));
     SPARQ_TRY(add(x.data(), tmp.data(), n * dim, x.data()));
   }
