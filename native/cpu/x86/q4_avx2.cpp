@@ -100,22 +100,18 @@ void rows_wide(const Q4Args& a, const Prepared& x, int64_t j0, int64_t j1) {
       __m256i acc[MR];
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) acc[i] = lane0(-8 * a.xsum[i * p.groups + g]);
-      if (g < full) {
-#pragma GCC unroll 2
-        for (int h = 0; h < G; h += 2) {
-          const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + (b0 + h) * 16));
-          const __m256i ulo = nibbles_lo(bytes), uhi = nibbles_hi(bytes);
+      const auto pair = [&](int64_t b) {
+        const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + b * 16));
+        const __m256i ulo = nibbles_lo(bytes), uhi = nibbles_hi(bytes);
 #pragma GCC unroll 8
-          for (int i = 0; i < MR; ++i) acc[i] = _mm256_add_epi32(acc[i], pair_dot(ulo, uhi, x.xp + i * a.ldq + (b0 + h) * 32));
-        }
+        for (int i = 0; i < MR; ++i) acc[i] = _mm256_add_epi32(acc[i], pair_dot(ulo, uhi, x.xp + i * a.ldq + b * 32));
+      };
+      if (g < full) {  // a fixed count: unrolled
+#pragma GCC unroll 2
+        for (int h = 0; h < G; h += 2) pair(b0 + h);
       } else {
         int64_t b = b0;
-        for (; b + 2 <= b1; b += 2) {
-          const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + b * 16));
-          const __m256i ulo = nibbles_lo(bytes), uhi = nibbles_hi(bytes);
-#pragma GCC unroll 8
-          for (int i = 0; i < MR; ++i) acc[i] = _mm256_add_epi32(acc[i], pair_dot(ulo, uhi, x.xp + i * a.ldq + b * 32));
-        }
+        for (; b + 2 <= b1; b += 2) pair(b);
         if (b < b1) {
 #pragma GCC unroll 8
           for (int i = 0; i < MR; ++i) acc[i] = _mm256_add_epi32(acc[i], block_dot(row + b * 16, a.xq + i * a.ldq + b * 32));
