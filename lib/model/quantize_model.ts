@@ -114,37 +114,43 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
   const widthOf = (input: number) => [dim, qd, dim, c.hidden][input]!;
 
   try {
-    // 1. every layer's f32 linears (copies: SmoothQuant scales their columns) and norms
-    interface Layer { L: LayerRefs; w: Record<LinearName, Float32Array>; attnNorm: Float32Array; ffnNorm: Float32Array }
-    const rowsOf: Record<LinearName, number> = { wq: qd, wk: kvd, wv: kvd, wo: dim, w1: c.hidden, w3: c.hidden, w2: dim };
-    const colsOf: Record<LinearName, number> = { wq: dim, wk: dim, wv: dim, wo: qd, w1: dim, w3: dim, w2: c.hidden };
-    const vec = (ref: WeightRef, n: number) => tensorOf(ref, 1, n).toArray() as Float32Array;
-    const ls: Layer[] = [];
-    for (let l = 0; l < layers; l++) {
-      const L = plan.weights.layers[l]!;
-      const w = {} as Record<LinearName, Float32Array>;
-      if (L.wqkv) {
-        const a = tensorOf(L.wqkv, qd + 2 * kvd, dim).toArray() as Float32Array;
-        [w.wq, w.wk, w.wv] = [a.slice(0, qd * dim), a.slice(qd * dim, (qd + kvd) * dim), a.slice((qd + kvd) * dim)];
-      } else for (const n of ['wq', 'wk', 'wv'] as const) w[n] = tensorOf(L[n], rowsOf[n], colsOf[n]).toArray() as Float32Array;
-      if (L.w13) {
-        const a = tensorOf(L.w13, 2 * c.hidden, dim).toArray() as Float32Array;
-        [w.w1, w.w3] = [a.slice(0, c.hidden * dim), a.slice(c.hidden * dim)];
-      } else for (const n of ['w1', 'w3'] as const) w[n] = tensorOf(L[n], rowsOf[n], colsOf[n]).toArray() as Float32Array;
-      for (const n of ['wo', 'w2'] as const) w[n] = tensorOf(L[n], rowsOf[n], colsOf[n]).toArray() as Float32Array;
-      ls.push({ L, w, attnNorm: vec(L.attnNorm, dim), ffnNorm: vec(L.ffnNorm, dim) });
-    }
-
-    // 2. SmoothQuant: migrate activation outliers of the q|k|v and gate|up inputs into the weights
+    // 1. SmoothQuant: per-channel input statistics of the dense model (the factors follow per layer)
     let stats: CalibrationStats | null = null;
-    // per layer, the SmoothQuant factors of the attention and FFN inputs (GPTQ rescales its Hessians by them)
-    const smooth: { attn: Float64Array; ffn: Float64Array }[] = [];
     if (alpha !== null) {
       progress({ stage: 'calibrate', done: 0, total: seqs.length });
       stats = await model._calibrate(seqs);
-      for (let l = 0; l < layers; l++) {
-        const x = ls[l]!;
-        smooth.push({ attn: new Float64Array(dim).fill(1), ffn: new Float64Array(dim).fill(1) });
+    }
+    // per layer, the SmoothQuant factors of the attention and FFN inputs (GPTQ rescales its Hessians by them)
+    const smooth: { attn: Float64Array; ffn: Float64Array }[] = [];
+
+    // 2. one layer's f32 linears (copies: SmoothQuant scales their columns) and norms, made when
+    // the layer is quantized and dropped after it, so only one layer's copies exist at a time
+    interface Layer { L: LayerRefs; w: Record<LinearName, Float32Array>; attnNorm: Float32Array; ffnNorm: Float32Array }
+    const rowsOf: Record<LinearName, number> = { wq: qd, wk: kvd, wv: kvd, wo: dim, w1: c.hidden, w3: c.hidden, w2: dim };
+    const colsOf: Record<LinearName, number> = { wq: dim, wk: dim, wv: dim, wo: qd, w1: dim, w3: dim, w2: c.hidden };
+    // a planned weight's f32 values (the view of a dequantized one is released at once)
+    const valuesOf = (ref: WeightRef | undefined, n: number, k: number) => {
+      const dequantized = ref !== undefined && !('storage' in ref);
+      const t = tensorOf(ref, n, k), a = t.toArray() as Float32Array;
+      if (dequantized) t.dispose();
+      return a;
+    };
+    const layerAt = (l: number): Layer => {
+      const L = plan.weights.layers[l]!;
+      const w = {} as Record<LinearName, Float32Array>;
+      if (L.wqkv) {
+        const a = valuesOf(L.wqkv, qd + 2 * kvd, dim);
+        [w.wq, w.wk, w.wv] = [a.subarray(0, qd * dim), a.subarray(qd * dim, (qd + kvd) * dim), a.subarray((qd + kvd) * dim)];
+      } else for (const n of ['wq', 'wk', 'wv'] as const) w[n] = valuesOf(L[n], rowsOf[n], colsOf[n]);
+      if (L.w13) {
+        const a = valuesOf(L.w13, 2 * c.hidden, dim);
+        [w.w1, w.w3] = [a.subarray(0, c.hidden * dim), a.subarray(c.hidden * dim)];
+      } else for (const n of ['w1', 'w3'] as const) w[n] = valuesOf(L[n], rowsOf[n], colsOf[n]);
+      for (const n of ['wo', 'w2'] as const) w[n] = valuesOf(L[n], rowsOf[n], colsOf[n]);
+      const x: Layer = { L, w, attnNorm: valuesOf(L.attnNorm, 1, dim), ffnNorm: valuesOf(L.ffnNorm, 1, dim) };
+      if (stats) {
+        // migrate activation outliers of the q|k|v and gate|up inputs into the weights
+        smooth[l] = { attn: new Float64Array(dim).fill(1), ffn: new Float64Array(dim).fill(1) };
         for (const [input, names, norm] of [[0, ['wq', 'wk', 'wv'], x.attnNorm], [2, ['w1', 'w3'], x.ffnNorm]] as const) {
           const at = featAt(l, input);
           const sv = input === 0 ? smooth[l]!.attn : smooth[l]!.ffn;
@@ -152,14 +158,15 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
             let wmax = 0;
             for (const n of names) for (let r = 0; r < rowsOf[n]; r++) wmax = Math.max(wmax, Math.abs(x.w[n][r * dim + j]!));
             const amax = stats.amax[at + j]!;
-            const s = amax > 0 && wmax > 0 ? Math.max(1e-5, amax ** alpha / wmax ** (1 - alpha)) : 1;
+            const s = amax > 0 && wmax > 0 ? Math.max(1e-5, amax ** alpha! / wmax ** (1 - alpha!)) : 1;
             norm[j] = norm[j]! / s;
             sv[j] = s;
             for (const n of names) for (let r = 0; r < rowsOf[n]; r++) x.w[n][r * dim + j] = x.w[n][r * dim + j]! * s;
           }
         }
       }
-    }
+      return x;
+    };
 
     // f32 refs of the (possibly smoothed) weights: fused where the source model fuses
     const refOf = (a: Float32Array, n: number, k: number): WeightRef => {
@@ -174,11 +181,14 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
       let probe: Model = model;
       if (alpha !== null) {
         // the smoothed model in f32: its linears' inputs are what the int8 model will see
-        const fp: Plan = { ...plan, weights: { ...plan.weights, layers: ls.map((x) => ({
-          attnNorm: refOf(x.attnNorm, 1, dim), ffnNorm: refOf(x.ffnNorm, 1, dim),
-          wqkv: refOf(cat(x.w.wq, x.w.wk, x.w.wv), qd + 2 * kvd, dim), wo: refOf(x.w.wo, dim, qd),
-          w13: refOf(cat(x.w.w1, x.w.w3), 2 * c.hidden, dim), w2: refOf(x.w.w2, dim, c.hidden),
-        })) } };
+        const fp: Plan = { ...plan, weights: { ...plan.weights, layers: Array.from({ length: layers }, (_, l) => {
+          const x = layerAt(l);
+          return {
+            attnNorm: refOf(x.attnNorm, 1, dim), ffnNorm: refOf(x.ffnNorm, 1, dim),
+            wqkv: refOf(cat(x.w.wq, x.w.wk, x.w.wv), qd + 2 * kvd, dim), wo: refOf(x.w.wo, dim, qd),
+            w13: refOf(cat(x.w.w1, x.w.w3), 2 * c.hidden, dim), w2: refOf(x.w.w2, dim, c.hidden),
+          };
+        }) } };
         probe = await createFromPlan(fp, c.maxSeq, 'f32', { ...src, derived: true });
       }
       try {
@@ -221,10 +231,11 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
         report.bytes += 4 * n * k;
         return refOf(a, n, k);
       }
-      const t = own(Tensor.from(a, [n, k]));
-      let packed: NativePacked | NativeQ4, extra = {};
-      const nat = loadNative();
-      if (bits === 4) {
+      const t = Tensor.from(a, [n, k]);  // released once quantized
+      try {
+        let packed: NativePacked | NativeQ4, extra = {};
+        const nat = loadNative();
+        // GPTQ: the Hessian of this input, in the smoothed coordinates when SmoothQuant moved it
         let h: Float64Array | null = null;
         if (grams && input >= 0) {
           h = grams[input]!;
@@ -232,36 +243,26 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
           if (sv) h = h.map((v, i) => v / (sv[Math.floor(i / k)]! * sv[i % k]!));
         }
         if (h) {
-          const g = await nat.gptq(t._storage, t._offset, n, k, h, 4, groupSize, damp);
-          packed = own(g.q4!);
+          const g = await nat.gptq(t._storage, t._offset, n, k, h, bits, groupSize, damp);
+          packed = own(bits === 4 ? g.q4! : g.packed!);
           extra = { gptqError: g.error, rtnError: g.rtnError };
           gptqErr.gptq += g.error;
           gptqErr.rtn += g.rtnError;
         } else {
-          packed = own(await nat.q4Quantize(t._storage, t._offset, n, k, groupSize));
+          packed = bits === 4 ? own(await nat.q4Quantize(t._storage, t._offset, n, k, groupSize)) : own(quantize(t, qopts))._packed;
         }
-      } else if (grams && input >= 0) {
-        // the Hessian of this input, in the smoothed coordinates when SmoothQuant moved it
-        let h = grams[input]!;
-        const sv = input === 0 ? smooth[layer]?.attn : input === 2 ? smooth[layer]?.ffn : undefined;
-        if (sv) h = h.map((v, i) => v / (sv[Math.floor(i / k)]! * sv[i % k]!));
-        const g = await nat.gptq(t._storage, t._offset, n, k, h, 8, groupSize, damp);
-        packed = own(g.packed!);
-        extra = { gptqError: g.error, rtnError: g.rtnError };
-        gptqErr.gptq += g.error;
-        gptqErr.rtn += g.rtnError;
-      } else {
-        packed = own(quantize(t, qopts))._packed;
+        const bytes = (bits === 4 ? n * Math.ceil(k / 32) * 16 : n * k) + 4 * n * (groupSize ? Math.ceil(k / groupSize) : 1);
+        report.layers.push({ name, shape: [n, k], format: report.weights, bytes, ...(scale !== null ? { activationScale: scale } : {}), ...extra });
+        report.bytes += bytes;
+        return scale !== null ? ({ packed, actScale: scale } as unknown as WeightRef) : (packed as WeightRef);
+      } finally {
+        t.dispose();
       }
-      const bytes = (bits === 4 ? n * Math.ceil(k / 32) * 16 : n * k) + 4 * n * (groupSize ? Math.ceil(k / groupSize) : 1);
-      report.layers.push({ name, shape: [n, k], format: report.weights, bytes, ...(scale !== null ? { activationScale: scale } : {}), ...extra });
-      report.bytes += bytes;
-      return scale !== null ? ({ packed, actScale: scale } as unknown as WeightRef) : (packed as WeightRef);
     };
     const newLayers: LayerRefs[] = [];
     for (let l = 0; l < layers; l++) {
       progress({ stage: 'quantize', done: l, total: layers });
-      const x = ls[l]!;
+      const x = layerAt(l);
       if (gptq) {
         const g = (await model._calibrate(seqs, { gramLayer: l })).gram!;
         const sizes = [dim * dim, qd * qd, dim * dim, c.hidden * c.hidden];
