@@ -174,22 +174,25 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
           const a = Math.abs(v[i]!);
           if (a < cut.t || (a === cut.t && cut.ties > 0 && cut.ties--)) v[i] = 0;
         }
-        const masked = own(Tensor.from(v, [n, k]));
-        const sw = own(prune(masked, { sparsity: 0, format }));
-        const q = weights === 'int8' ? own(quantize(sw)) : sw;
+        const masked = Tensor.from(v, [n, k]);
+        const sw = prune(masked, { sparsity: 0, format });
+        masked.dispose();
+        const q = own(weights === 'int8' ? quantize(sw) : sw);
         entry.sparsity = sw.sparsity;
         entry.format = sw.format;
         entry.bytes = q.bytes;
+        if (q !== sw) sw.dispose();  // intermediates are released as soon as they are used
         out = q;
       } else if (sparsity > 0) {
-        const sw = own(prune(w, {
+        const sw = prune(w, {
           method, format, ...(pattern === 'unstructured' ? { sparsity, granularity: granularity as 'layer' | 'row' | undefined } : { pattern }),
           ...(method === 'wanda' ? { activationNorms: Float32Array.from(act!) } : {}),
-        }));
-        const v = weights === 'int8' ? own(quantize(sw)) : sw;
+        });
+        const v = own(weights === 'int8' ? quantize(sw) : sw);
         entry.sparsity = sw.sparsity;
         entry.format = sw.format;
         entry.bytes = v.bytes;
+        if (v !== sw) sw.dispose();
         out = v;
       } else if (weights === 'int8') {
         const q = own(quantize(w));
@@ -217,7 +220,11 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
         const f = own(Tensor.from(all, [all.length / k, k]));
         return { storage: f._storage, offset: f._offset };
       }
-      if (parts.every((p) => p instanceof SparseTensor)) return own(loadNative().sparseConcat(parts.map((p) => (p as SparseTensor)._check(OP)))) as NativeSparse;
+      if (parts.every((p) => p instanceof SparseTensor)) {
+        const cat = own(loadNative().sparseConcat(parts.map((p) => (p as SparseTensor)._check(OP)))) as NativeSparse;
+        for (const p of parts) (p as SparseTensor).dispose();  // concatenated: the parts are copies no longer used
+        return cat;
+      }
       return parts.map(ref);
     };
 
