@@ -157,6 +157,60 @@ describe('model: stories260K against llama2.c run.c', function () {
   });
 });
 
+describe('tokenizer: BPE merges', () => {
+  // run.c's loop: merge the best-scoring adjacent pair (leftmost on ties) until none merges - O(n^2)
+  function naive(tok: Tokenizer, text: string): number[] {
+    const t = tok as unknown as { lookup: Map<string, number>; keys: string[]; scores: Float32Array };
+    const toks = tok.encode(text, { bos: false }).flatMap((id) => [...t.keys[id]!].map((ch) => {
+      const one = t.lookup.get(ch);
+      if (one === undefined) throw new Error('test tokenizers hold every byte');
+      return one;
+    }));
+    for (;;) {
+      let best = -Infinity, bestId = -1, bestAt = -1;
+      for (let i = 0; i + 1 < toks.length; i++) {
+        const id = t.lookup.get(t.keys[toks[i]!]! + t.keys[toks[i + 1]!]!);
+        if (id !== undefined && t.scores[id]! > best) { best = t.scores[id]!; bestId = id; bestAt = i; }
+      }
+      if (bestAt < 0) return toks;
+      toks.splice(bestAt, 2, bestId);
+    }
+  }
+  // a vocabulary of single bytes 'a'..'e' and ' ', and every pair / some triples with few distinct scores (many ties)
+  function tiny(seed: number): Tokenizer {
+    let s = seed;
+    const rnd = () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const chars = ['<s>', '</s>', ' ', 'a', 'b', 'c', 'd', 'e'];
+    const pieces = [...chars];
+    for (const x of chars.slice(2)) for (const y of chars.slice(2)) if (rnd() < 0.6) pieces.push(x + y);
+    for (let i = 0; i < 40; i++) pieces.push(pieces[2 + Math.floor(rnd() * (pieces.length - 2))]! + chars[2 + Math.floor(rnd() * 6)]!);
+    const uniq = [...new Set(pieces)];
+    return new Tokenizer({ pieces: uniq.map((p) => new TextEncoder().encode(p)), scores: uniq.map((_, i) => (i < chars.length ? 0 : Math.floor(rnd() * 3))), bos: 0, eos: 1, addSpacePrefix: false });
+  }
+
+  it('equals run.c\'s quadratic merge loop on random text, ties included', () => {
+    let s = 7;
+    const rnd = () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    for (let v = 0; v < 20; v++) {
+      const tok = tiny(v + 1);
+      for (let r = 0; r < 20; r++) {
+        const text = Array.from({ length: 1 + Math.floor(rnd() * 120) }, () => ' abcde'[Math.floor(rnd() * 6)]).join('');
+        expect(tok.encode(text, { bos: false }), `vocab ${v} text '${text}'`).to.deep.equal(naive(tok, text));
+      }
+    }
+  });
+
+  it('a 200,000-character text encodes and decodes back (stories260K tokenizer)', function () {
+    if (!have) this.skip();
+    const tok = Tokenizer.fromLlama2c(fs.readFileSync(TOK), 512);
+    const text = 'Once upon a time, there was a little girl named Lily. She liked to play outside. '.repeat(2500);
+    const ids = tok.encode(text);
+    expect(ids.length).to.be.above(20000);
+    expect(tok.decode(ids)).to.equal(text);
+    expect(tok.encode(text.slice(0, 3000))).to.deep.equal([1, ...naive(tok, text.slice(0, 3000))]);
+  });
+});
+
 describe('model: loader errors', function () {
   this.timeout(60000);
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-model-'));

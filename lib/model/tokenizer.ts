@@ -84,6 +84,7 @@ export class Tokenizer {
   /** Token ids of `text` (BOS first unless { bos: false }). */
   encode(text: string, opts: EncodeOptions = {}): number[] {
     if (typeof text !== 'string') throw new TypeError(`encode: text must be a string; got ${typeof text}`);
+    if (typeof opts !== 'object' || opts === null) throw new TypeError('encode: options must be an object');
     const ids: number[] = [];
     if (opts.bos ?? true) ids.push(this.bos);
     if (text.length > 0) {
@@ -103,24 +104,73 @@ export class Tokenizer {
         else for (const b of cp) toks.push(this.byteToken[b]! >= 0 ? this.byteToken[b]! : b + 3);
         i = j;
       }
-      // merge the best-scoring adjacent pair until none merges
-      for (;;) {
-        let best = -Infinity, bestId = -1, bestAt = -1;
-        for (let i = 0; i + 1 < toks.length; i++) {
-          const id = this.lookup.get(this.keys[toks[i]!]! + this.keys[toks[i + 1]!]!);
-          if (id !== undefined && this.scores[id]! > best) {
-            best = this.scores[id]!;
-            bestId = id;
-            bestAt = i;
-          }
-        }
-        if (bestAt < 0) break;
-        toks.splice(bestAt, 2, bestId);
-      }
-      ids.push(...toks);
+      for (const t of this.merge(toks)) ids.push(t);
     }
     if (opts.eos) ids.push(this.eos);
     return ids;
+  }
+
+  /**
+   * Merges the best-scoring adjacent pair (leftmost on ties) until none merges, as
+   * run.c does, in O(n log n): candidate pairs wait in a heap ordered by (score,
+   * position); a merge links its symbol to its neighbours and offers the two new
+   * pairs; entries whose symbols changed since are skipped when they come up.
+   */
+  private merge(toks: number[]): number[] {
+    const n = toks.length;
+    if (n < 2) return toks;
+    const id = Int32Array.from(toks), next = new Int32Array(n), prev = new Int32Array(n), ver = new Uint32Array(n);
+    for (let i = 0; i < n; i++) { next[i] = i + 1 < n ? i + 1 : -1; prev[i] = i - 1; }
+    interface Pair { s: number; l: number; r: number; m: number; vl: number; vr: number }
+    const heap: Pair[] = [];
+    const before = (a: Pair, b: Pair) => a.s > b.s || (a.s === b.s && a.l < b.l);
+    const offer = (l: number, r: number) => {
+      const m = this.lookup.get(this.keys[id[l]!]! + this.keys[id[r]!]!);
+      if (m === undefined) return;
+      const s = this.scores[m]!;
+      if (!(s > -Infinity)) return;  // NaN / -Infinity scores never merge (as run.c's strict comparison)
+      const e = { s, l, r, m, vl: ver[l]!, vr: ver[r]! };
+      let i = heap.push(e) - 1;
+      while (i > 0) {
+        const up = (i - 1) >> 1;
+        if (!before(e, heap[up]!)) break;
+        heap[i] = heap[up]!;
+        i = up;
+      }
+      heap[i] = e;
+    };
+    const pop = (): Pair => {
+      const top = heap[0]!, last = heap.pop()!;
+      if (heap.length > 0) {
+        let i = 0;
+        for (;;) {
+          const a = 2 * i + 1, b = a + 1;
+          let c = a;
+          if (a >= heap.length) break;
+          if (b < heap.length && before(heap[b]!, heap[a]!)) c = b;
+          if (!before(heap[c]!, last)) break;
+          heap[i] = heap[c]!;
+          i = c;
+        }
+        heap[i] = last;
+      }
+      return top;
+    };
+    for (let i = 0; i + 1 < n; i++) offer(i, i + 1);
+    while (heap.length > 0) {
+      const e = pop();
+      if (ver[e.l] !== e.vl || ver[e.r] !== e.vr || next[e.l] !== e.r) continue;  // stale
+      id[e.l] = e.m;
+      ver[e.l]!++;
+      ver[e.r]!++;
+      next[e.l] = next[e.r]!;
+      if (next[e.l]! >= 0) prev[next[e.l]!] = e.l;
+      if (prev[e.l]! >= 0) offer(prev[e.l]!, e.l);
+      if (next[e.l]! >= 0) offer(e.l, next[e.l]!);
+    }
+    const out: number[] = [];
+    for (let i = 0; i >= 0; i = next[i]!) out.push(id[i]!);
+    return out;
   }
 
   /** The bytes of token `id` as it prints after `prev` (a leading space is dropped after BOS). */
