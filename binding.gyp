@@ -53,8 +53,9 @@
     {
       "target_name": "sparq",
       "dependencies": ["sparq_avx2", "sparq_avxvnni", "sparq_avx512", "sparq_avx512vbmi2", "sparq_amx"],
-      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "ldflags": ["-Wl,-z,nodelete"],
       "sources": [
         "native/cpu/memory.cpp",
         "native/cpu/dispatch.cpp",

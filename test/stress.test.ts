@@ -5,6 +5,7 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { KVCache, Tensor, attention, info, linear, loadModel, matmulInt8, quantize, type Model } from '../lib/index';
 import { ROOT, randI8, randn } from './helpers';
@@ -115,6 +116,34 @@ describe('stress', function () {
     const [a, b] = await Promise.all([run('f32'), run('f32')]);
     expect(a).to.deep.equal(ref);
     expect(b).to.deep.equal(ref);
+  });
+
+  it('worker threads terminated while their ops run (matmul, linear, softmax, generate) leave the process alive', function () {
+    const dist = path.join(ROOT, 'dist', 'index.js');
+    if (!have || !fs.existsSync(dist)) {
+      console.log('      (skipped: needs the stories260K model and the compiled dist/)');
+      this.skip();
+    }
+    // in a child process: settling a promise in a dying env used to abort the whole process
+    const code = `
+      const { Worker } = require('node:worker_threads');
+      const body = \`const S = require(${JSON.stringify(dist)}); const { parentPort } = require('node:worker_threads');
+        const a = S.Tensor.zeros([768, 768]); parentPort.postMessage('start');
+        S.matmul(a, a); S.linear(a, a); (async () => { for (;;) await S.softmax(a); })();
+        S.loadModel(${JSON.stringify(MODEL)}, { tokenizer: ${JSON.stringify(TOK)} }).then(async (m) => { for await (const t of m.generate('Once', { maxTokens: 400 })) {} });\`;
+      (async () => {
+        for (let i = 0; i < 12; i++) {
+          const w = new Worker(body, { eval: true });
+          await new Promise((r) => w.once('message', r));
+          await new Promise((r) => setTimeout(r, i * 6));
+          await w.terminate();
+        }
+        console.log('alive');
+      })();`;
+    const r = spawnSync(process.execPath, ['-e', code], { encoding: 'utf8', timeout: 120000 });
+    expect(r.stderr).to.not.match(/terminate called|Aborted/);
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.contain('alive');
   });
 
   it('100 load / generate / dispose cycles keep RSS flat (< 24 MiB growth after warm-up) and native memory exact', async function () {

@@ -239,17 +239,32 @@ class Task : public Napi::AsyncWorker {
       SetError("internal error");
     }
   }
+  // Settling the promise fails when the env is being torn down (a worker_thread
+  // terminated while this op ran): nothing is left to tell, and an exception
+  // escaping a libuv callback would abort the process, so it is dropped.
   void OnOK() override {
     Napi::Env env = Env();
     try {
       deferred_.Resolve(done_ ? done_(env) : env.Undefined());
     } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
+      Settle(e);
+    } catch (const std::exception& e) {
+      try {
+        Settle(Napi::Error::New(env, std::string("internal error: ") + e.what()));
+      } catch (...) {
+      }
     }
   }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  void OnError(const Napi::Error& e) override { Settle(e); }
 
  private:
+  void Settle(const Napi::Error& e) {
+    try {
+      deferred_.Reject(e.Value());
+    } catch (...) {
+    }
+  }
+
   Napi::Promise::Deferred deferred_;
   std::function<sparq::Error()> work_;
   std::function<Napi::Value(Napi::Env)> done_;
