@@ -12,6 +12,7 @@
 import * as fs from 'node:fs';
 import { evaluate, info, ISAS, loadModel, pruneModel, quantizeModel, saveModel, setNumThreads, type IsaName, type Model, type PruneModelOptions, type QuantizeModelOptions } from './index';
 import { benchAttention } from './bench/attention';
+import { readBoundedFile } from './model/files';
 import { benchCuda } from './bench/cuda';
 import { benchE2e, benchE2eChild } from './bench/e2e';
 import { benchGemm } from './bench/gemm';
@@ -138,7 +139,7 @@ async function compressCmd(args: string[]): Promise<number> {
   let m: Model | null = null;
   try {
     const calFile = flag(args, '--calibration');
-    const calibration = async () => (calFile ? fs.readFileSync(calFile, 'utf8').split(/\n\s*\n/).filter((t) => t.trim())
+    const calibration = async () => (calFile ? readBoundedFile(calFile, 'sparq', 'calibration text').toString('utf8').split(/\n\s*\n/).filter((t) => t.trim())
       : await sampleTokens(src, 2048, seed + 100000));
     if (spec) {
       if (qspec && qspec !== 'int8') throw new Error('--prune with --quantize takes int8 (sparse int8 values have one scale per row)');
@@ -178,10 +179,10 @@ async function evalCmd(args: string[]): Promise<number> {
   try {
     const textFile = flag(args, '--text');
     const tokens = textFile ? undefined : await sampleTokens(reference, num(args, '--sample') ?? 2048, seed);
-    const texts = textFile ? fs.readFileSync(textFile, 'utf8').split(/\n\s*\n/).filter((t) => t.trim()) : undefined;
+    const texts = textFile ? readBoundedFile(textFile, 'sparq', 'evaluation text').toString('utf8').split(/\n\s*\n/).filter((t) => t.trim()) : undefined;
     const spec = flag(args, '--prune'), qspec = flag(args, '--quantize');
     const calFile = flag(args, '--calibration');
-    const calibration = async () => (calFile ? fs.readFileSync(calFile, 'utf8').split(/\n\s*\n/).filter((t) => t.trim())
+    const calibration = async () => (calFile ? readBoundedFile(calFile, 'sparq', 'calibration text').toString('utf8').split(/\n\s*\n/).filter((t) => t.trim())
       : await sampleTokens(reference, 2048, seed + 100000));  // other samples than the evaluation's
     if (spec) {
       const pruned = await pruneModel(candidate, { ...pruneSpec(spec), calibration: await calibration(), onProgress: progressBar('prune') });

@@ -4,6 +4,7 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { Tokenizer, loadModel, type Model } from '../lib/index';
 import { Sampler } from '../lib/model/sampler';
 
@@ -237,6 +238,23 @@ describe('model: loader errors', function () {
     expect(err?.message).to.match(/need a tokenizer/);
     const tokBytes = fs.readFileSync(TOK);
     expect(() => Tokenizer.fromLlama2c(tokBytes.subarray(0, 300), 512)).to.throw(/truncated/);
+  });
+
+  it('FIFOs and devices (which block or never end) are refused before they are opened, as model or tokenizer', async function () {
+    if (!have) this.skip();
+    const fifo = path.join(tmp, 'fifo');
+    spawnSync('mkfifo', [fifo]);
+    const cases: [string, string | undefined, RegExp][] = [
+      ['/dev/zero', undefined, /\/dev\/zero is not a regular file \(a character device\)/],
+      [MODEL, '/dev/urandom', /\/dev\/urandom is not a regular file/],
+    ];
+    if (fs.existsSync(fifo)) cases.push([fifo, undefined, /is not a regular file \(a FIFO\)/], [MODEL, fifo, /is not a regular file \(a FIFO\)/]);
+    for (const [file, tokenizer, re] of cases) {
+      let err: Error | undefined;
+      try { (await loadModel(file, tokenizer ? { tokenizer } : {})).dispose(); } catch (e) { err = e as Error; }
+      expect(err, `${file} ${tokenizer}`).to.be.instanceOf(TypeError);
+      expect(err!.message).to.match(re);
+    }
   });
 });
 

@@ -2,6 +2,7 @@
 // tensor infos, aligned data section. The reader checks every length against
 // the file before trusting it; the writer is used by the model generator.
 import * as fs from 'node:fs';
+import { regularFileSize } from './files';
 
 export const GGML_F32 = 0, GGML_F16 = 1, GGML_Q8_0 = 8;
 const TYPE_NAMES: Record<number, string> = {
@@ -39,6 +40,7 @@ export function ggmlBytes(type: number, count: number): number {
 
 /** Reads a GGUF file's header, metadata and tensor table (not the tensor data). */
 export function readGguf(file: string): GgufFile {
+  regularFileSize(file, 'loadModel');
   const fd = fs.openSync(file, 'r');
   const size = fs.fstatSync(fd).size;
   const fail = (why: string): never => { throw new RangeError(`loadModel: ${file} is not a valid GGUF file: ${why}`); };

@@ -3,6 +3,7 @@
 // BPE with byte fallback, as Llama 1/2 and their fine-tunes ship it).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { readBoundedFile, regularFileSize } from './files';
 import { Tokenizer } from './tokenizer';
 
 export interface SafetensorsEntry {
@@ -18,7 +19,7 @@ const DTYPE_BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2, I8: 1, U8
 
 /** The tensor table and metadata of one safetensors file (offsets checked against the file). */
 export function readSafetensorsFile(file: string): { tensors: Map<string, SafetensorsEntry>; metadata: Record<string, string> } {
-  const size = fs.statSync(file).size;
+  const size = regularFileSize(file, 'loadModel');
   const bad = (why: string): never => { throw new RangeError(`loadModel: ${file} is not a valid safetensors file: ${why}`); };
   if (size < 8) bad('too short');
   const out = new Map<string, SafetensorsEntry>();
@@ -73,7 +74,7 @@ export interface HfConfig {
 
 /** JSON of a file, or an Error naming the file and where the text stops parsing. */
 function readJson(file: string): unknown {
-  const text = fs.readFileSync(file, 'utf8');
+  const text = readBoundedFile(file, 'loadModel', 'JSON file').toString('utf8');
   try {
     return JSON.parse(text);
   } catch (e) {

@@ -2,6 +2,7 @@
 // run.c reads): a 7 x int32 header, then f32 arrays in a fixed order. A
 // negative vocab size means the classifier is stored separately (unshared).
 import * as fs from 'node:fs';
+import { regularFileSize } from './files';
 
 export interface LayerOffsets {
   attnNorm: number; ffnNorm: number; wq: number; wk: number; wv: number; wo: number; w1: number; w2: number; w3: number;
@@ -21,7 +22,7 @@ const HEADER = 28;
 
 export function parseLlama2c(file: string): ParsedModel {
   const op = 'loadModel';
-  const size = fs.statSync(file).size;
+  const size = regularFileSize(file, op);
   if (size < HEADER) throw new RangeError(`${op}: ${file} is too short for a llama2.c checkpoint (${size} bytes)`);
   const fd = fs.openSync(file, 'r');
   const head = Buffer.alloc(HEADER);

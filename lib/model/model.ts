@@ -7,6 +7,7 @@ import { describe } from '../errors';
 import { loadNative, type NativePacked, type NativeQ4, type NativeSparse, type NativeStorage } from '../native';
 import { GGML_F16, GGML_F32, GGML_Q8_0, ggmlTypeName, readGguf } from './gguf';
 import { readHfConfig, readHfTokenizer, readSafetensors, readSafetensorsFile, type SafetensorsEntry } from './hf';
+import { readBoundedFile, regularFileSize } from './files';
 import { parseLlama2c, type ParsedModel } from './llama2c';
 import type { QuantizeReport } from './quantize_model';
 import { Sampler, checkSampling, type SamplingOptions } from './sampler';
@@ -336,6 +337,7 @@ export class Model {
 function detect(file: string): 'gguf' | 'hf' | 'llama2c' | 'sparq' {
   const st = fs.statSync(file);
   if (st.isDirectory()) return 'hf';
+  regularFileSize(file, 'loadModel');
   const fd = fs.openSync(file, 'r');
   try {
     const head = Buffer.alloc(16);
@@ -488,9 +490,10 @@ async function planLlama2c(file: string, opts: LoadModelOptions): Promise<Plan> 
   const parsed: ParsedModel = parseLlama2c(file);
   const tokPath = opts.tokenizer ?? path.join(path.dirname(file), 'tokenizer.bin');
   if (!fs.existsSync(tokPath)) throw new Error(`loadModel: llama2.c checkpoints need a tokenizer: pass { tokenizer: 'path/to/tokenizer.bin' } (${tokPath} does not exist)`);
+  const tokBytes = readBoundedFile(tokPath, 'loadModel', 'tokenizer');
   let tokenizer: Tokenizer;
   try {
-    tokenizer = Tokenizer.fromLlama2c(fs.readFileSync(tokPath), parsed.config.vocab);
+    tokenizer = Tokenizer.fromLlama2c(tokBytes, parsed.config.vocab);
   } catch (e) {
     throw new (e instanceof RangeError ? RangeError : Error)(`loadModel: ${tokPath}: ${(e as Error).message}`);
   }
