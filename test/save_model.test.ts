@@ -100,6 +100,40 @@ describe('saveModel / loadModel round trip: stories260K', function () {
     expect(err?.message).to.match(/must come from loadModel/);
   });
 
+  it('saves land whole: through symlinks, never over devices or unrelated files, concurrent saves of one path each complete', async () => {
+    const q = await quantizeModel(dense, {});
+    try {
+      // a symlink is written through (the link stays a link)
+      const real = path.join(tmp, 'real.safetensors'), link = path.join(tmp, 'link.safetensors');
+      fs.writeFileSync(real, 'old');
+      fs.symlinkSync(real, link);
+      await saveModel(dense, link);
+      expect(fs.lstatSync(link).isSymbolicLink()).to.equal(true);
+      (await loadModel(real)).dispose();
+      // a file named like a temporary one is left alone
+      const target = path.join(tmp, 'target.safetensors');
+      fs.writeFileSync(`${target}.tmp`, 'keep');
+      await saveModel(dense, target);
+      expect(fs.readFileSync(`${target}.tmp`, 'utf8')).to.equal('keep');
+      // something that is not a regular file is refused before anything is written
+      let err: Error | undefined;
+      try { await saveModel(dense, '/dev/null'); } catch (e) { err = e as Error; }
+      expect(err).to.be.instanceOf(TypeError);
+      expect(err!.message).to.match(/not a regular file/);
+      // concurrent saves of two models to one path: each resolves, the file is one of them whole
+      const both = path.join(tmp, 'both.safetensors');
+      await Promise.all([saveModel(dense, both), saveModel(q, both), saveModel(dense, both), saveModel(q, both)]);
+      const back = await loadModel(both);
+      const a = await back.forwardAll(SEQ), d = await dense.forwardAll(SEQ), b = await q.forwardAll(SEQ);
+      back.dispose();
+      const same = (x: Float32Array, y: Float32Array) => Buffer.from(x.buffer).equals(Buffer.from(y.buffer));
+      expect(same(a, d) || same(a, b)).to.equal(true);
+      expect(fs.readdirSync(tmp).filter((f) => f.includes('.tmp-'))).to.deep.equal([]);
+    } finally {
+      q.dispose();
+    }
+  });
+
   it('damaged files give clear errors, never a crash', async () => {
     const p = await pruneModel(dense, { sparsity: 0.5, weights: 'int8', calibration: [[1, 403, 407, 261]] });
     const file = path.join(tmp, 'ok.safetensors');

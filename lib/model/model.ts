@@ -299,7 +299,7 @@ export class Model {
       ...(this.quantizeReport ? { 'sparq.quantize': JSON.stringify(this.quantizeReport) } : {}),
     };
     const n = this.live('saveModel');
-    await this.serial(() => n.save(file, JSON.stringify(meta)));
+    await this.serial(() => n.save(saveTarget(file), JSON.stringify(meta)));
   }
 
   dispose(): void {
@@ -332,6 +332,22 @@ export class Model {
     this.queue = p.catch(() => undefined);
     return p;
   }
+}
+
+/**
+ * Where a save lands: through a symlink to its target, and only over a regular
+ * file (the new file is renamed into place, which would replace a device node).
+ */
+function saveTarget(file: string): string {
+  let target = file;
+  try {
+    target = fs.realpathSync(file);
+  } catch {
+    return file;  // nothing there yet (or a dangling link: written as a new file)
+  }
+  const st = fs.statSync(target);
+  if (!st.isFile()) throw new TypeError(`saveModel: ${file} exists and is not a regular file`);
+  return target;
 }
 
 function detect(file: string): 'gguf' | 'hf' | 'llama2c' | 'sparq' {

@@ -11,10 +11,12 @@
 //           NAME.idx U8 [n, row bytes] (nm, packed indices)
 // and the metadata key "sparq.linears": a JSON object describing each linear.
 // The file is written next to the target and renamed into place.
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -166,8 +168,17 @@ Error LlamaModel::save(const std::string& path, const std::string& metadata) con
   head += "\"__metadata__\":" + metadata.substr(0, metadata.size() - 1) + (metadata.size() > 2 ? "," : "") + "\"sparq.linears\":\"" +
           json_escape(linears) + "\"}}";
   while ((8 + head.size()) % 8) head += ' ';  // tensor data 8-byte aligned
-  const std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  // written beside the target under a name no other save uses (created exclusively,
+  // so nothing existing is clobbered), then renamed over it: readers see the old
+  // file or the whole new one, and concurrent saves of one path each land whole
+  static std::atomic<uint64_t> seq{std::random_device{}()};
+  std::string tmp;
+  std::FILE* f = nullptr;
+  for (int attempt = 0; attempt < 16 && !f; ++attempt) {
+    tmp = path + ".tmp-" + std::to_string(seq.fetch_add(1) % 1000000007);
+    f = std::fopen(tmp.c_str(), "wbx");
+    if (!f && errno != EEXIST) break;
+  }
   if (!f) return Error::make(Status::invalid_argument, "saveModel: cannot write " + tmp + ": " + std::strerror(errno));
   Error e;
   const uint64_t n = head.size();
