@@ -267,6 +267,16 @@ describe('sampler', () => {
     return counts.map((c) => c / n);
   };
 
+  it('NaN or +Infinity logits are an error, greedy or sampled (never an arbitrary token)', () => {
+    for (const bad of [NaN, Infinity])
+      for (const opts of [{}, { temperature: 1 }, { temperature: 0.8, topK: 2 }, { temperature: 1, topP: 0.5 }]) {
+        const l = Float32Array.from([1, 2, 3, 4]);
+        l[2] = bad;
+        expect(() => new Sampler(opts).sample(l), `${bad} ${JSON.stringify(opts)}`).to.throw(RangeError, /logits are not finite \(token 2/);
+      }
+    expect(new Sampler({ temperature: 1 }).sample(Float32Array.from([-Infinity, 0, -Infinity]))).to.equal(1);
+  });
+
   it('greedy takes the lowest id among ties; top-k keeps the k best (ties to the lower id)', () => {
     expect(new Sampler({}).sample(Float32Array.from([-3, 2, 5, 5, 1]))).to.equal(2);
     const f = draw([-1, 3, 3, 3, -2], { temperature: 1, topK: 2 });

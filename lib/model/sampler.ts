@@ -35,6 +35,9 @@ export class Sampler {
   }
 
   sample(logits: Float32Array): number {
+    // NaN or +Infinity (a model with non-finite weights or inputs) would pick an arbitrary token
+    for (let i = 0; i < logits.length; i++)
+      if (!(logits[i]! < Infinity)) throw new RangeError(`generate: the model's logits are not finite (token ${i}: ${logits[i]}); its weights or inputs hold NaN or Infinity`);
     const t = this.o.temperature ?? 0;
     if (t === 0) return argmax(logits);
     const n = logits.length;
