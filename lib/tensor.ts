@@ -238,7 +238,7 @@ export class Tensor {
     if (dtype !== undefined && dtype !== d) {
       throw new TypeError(`${op}: a ${data.constructor.name} holds ${d}, not ${dtype}; convert the data first`);
     }
-    const count = data.byteLength / BYTES[d];
+    const count = typedByteLength(data) / BYTES[d];
     const s = checkShape(op, shape ?? [count]);
     if (numelOf(s) !== count) {
       throw new RangeError(`${op}: shape [${s.join(', ')}] needs ${numelOf(s)} elements; data has ${count}`);
@@ -254,29 +254,38 @@ export class Tensor {
   }
 
   static full(shape: readonly number[], value: number, dtype: DType = 'f32'): Tensor {
-    const s = checkShape('Tensor.full', shape);
-    return Tensor.from(encode(dtype, new Array<number>(numelOf(s)).fill(value)), s, dtype);
+    const op = 'Tensor.full';
+    if (!DTYPES.includes(dtype)) throw new TypeError(`${op}: dtype must be one of ${DTYPES.join(', ')}; got ${String(dtype)}`);
+    if (typeof value !== 'number') throw new TypeError(`${op}: value must be a number; got ${typeof value}`);
+    const s = checkShape(op, shape);
+    const one = encode(dtype, [value]);
+    return fillChunks(op, s, dtype, (chunk) => chunk.fill(one[0]!));
   }
 
   /** Random tensor: uniform (default [-1, 1) for floats, full range for integers) or normal
    *  with `std`; reproducible with `seed`. */
   static rand(shape: readonly number[], opts: RandOptions = {}): Tensor {
-    const s = checkShape('Tensor.rand', shape);
+    const op = 'Tensor.rand';
+    const s = checkShape(op, shape);
+    if (typeof opts !== 'object' || opts === null) throw new TypeError(`${op}: options must be an object`);
     const dtype = opts.dtype ?? 'f32';
-    if (!DTYPES.includes(dtype)) throw new TypeError(`Tensor.rand: dtype must be one of ${DTYPES.join(', ')}`);
+    if (!DTYPES.includes(dtype)) throw new TypeError(`${op}: dtype must be one of ${DTYPES.join(', ')}`);
     const rng = new Rng(opts.seed);
-    const n = numelOf(s);
     const isInt = dtype === 'i8' || dtype === 'u8' || dtype === 'i32';
     const range = { i8: [-128, 127], u8: [0, 255], i32: [-(2 ** 31), 2 ** 31 - 1] } as Record<string, number[]>;
     const lo = opts.min ?? (isInt ? range[dtype]![0]! : -1);
     const hi = opts.max ?? (isInt ? range[dtype]![1]! : 1);
-    const vals = new Array<number>(n);
-    for (let i = 0; i < n; i++) {
-      if (opts.std !== undefined) vals[i] = rng.normal() * opts.std;
-      else if (isInt) vals[i] = lo + Math.floor(rng.next() * (hi - lo + 1));
-      else vals[i] = lo + rng.next() * (hi - lo);
-    }
-    return Tensor.from(encode(dtype, vals), s, dtype);
+    const std = opts.std;
+    if (std !== undefined && !(Number.isFinite(std) && std >= 0)) throw new RangeError(`${op}: std must be a finite number >= 0; got ${String(std)}`);
+    if (!(Number.isFinite(lo) && Number.isFinite(hi) && lo <= hi)) throw new RangeError(`${op}: min and max must be finite with min <= max; got ${String(lo)}, ${String(hi)}`);
+    return fillChunks(op, s, dtype, (_chunk, vals) => {
+      for (let i = 0; i < vals.length; i++) {
+        if (std !== undefined) vals[i] = rng.normal() * std;
+        else if (isInt) vals[i] = lo + Math.floor(rng.next() * (hi - lo + 1));
+        else vals[i] = lo + rng.next() * (hi - lo);
+      }
+      return encode(dtype, vals);
+    });
   }
 
   get disposed(): boolean {
@@ -363,6 +372,27 @@ export class Tensor {
 }
 
 /** Encodes numbers into the typed array of `dtype`. */
+// TypedArray.prototype's byteLength getter: an own `byteLength` property on the
+// array (or a subclass getter) cannot make the data look longer than it is
+const byteLengthGetter = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Int8Array.prototype) as object, 'byteLength')!.get!;
+const typedByteLength = (a: ArrayBufferView): number => byteLengthGetter.call(a) as number;
+
+/**
+ * A new cpu tensor written a million elements at a time (no JS array of the whole
+ * size): make(chunk, vals) returns the encoded elements of the next chunk, from the
+ * typed `chunk` or the f64 scratch `vals` it is handed (both of the chunk's length).
+ */
+function fillChunks(op: string, s: number[], dtype: DType, make: (chunk: AnyTyped, vals: Float64Array) => AnyTyped): Tensor {
+  const t = Tensor._alloc(s, dtype, 'cpu', op);
+  const n = numelOf(s), step = Math.min(n, 1 << 20);
+  const chunk = encode(dtype, new Float64Array(step)), vals = new Float64Array(step);
+  for (let i = 0; i < n; i += step) {
+    const m = Math.min(step, n - i);
+    t._storage.write(make(chunk.subarray(0, m), vals.subarray(0, m)), i * BYTES[dtype]);
+  }
+  return t;
+}
+
 export function encode(dtype: DType, vals: ArrayLike<number>): AnyTyped {
   const n = vals.length;
   switch (dtype) {

@@ -55,6 +55,33 @@ describe('Tensor', () => {
     for (const t of [z, f, r1, r2, r3]) t.dispose();
   });
 
+  it('full and rand are written in chunks: past a chunk boundary every element is set, rand continues one sequence', () => {
+    const n = (1 << 20) + 5;
+    const f = Tensor.full([n], -3, 'i8'), h = Tensor.full([n], 0.5, 'f16');
+    expect(new Set(f.toArray()).size).to.equal(1);
+    expect(f.toArray()[n - 1]).to.equal(-3);
+    expect(h.toArray()[n - 1]).to.equal(0.5);
+    const r = Tensor.rand([n], { seed: 11 }).toArray(), head = Tensor.rand([1 << 20], { seed: 11 }).toArray();
+    expect(Buffer.from(r.buffer, 0, head.byteLength).equals(Buffer.from(head.buffer))).to.equal(true);
+    expect(new Set(r.subarray(1 << 20)).size).to.equal(5);
+    expect(Math.min(...r.subarray(1 << 20))).to.be.at.least(-1);
+    const g = Tensor.rand([n], { std: 2, seed: 1 }).toArray();
+    let ss = 0;
+    for (const v of g) ss += v * v;
+    expect(Math.sqrt(ss / n)).to.be.closeTo(2, 0.01);
+    for (const t of [f, h]) t.dispose();
+  });
+
+  it('rand and full check their options; an overridden byteLength does not make data look longer', () => {
+    expect(() => Tensor.rand([3], { std: NaN })).to.throw(RangeError, /std must be a finite number/);
+    expect(() => Tensor.rand([3], { min: 2, max: 1 })).to.throw(RangeError, /min <= max/);
+    expect(() => Tensor.full([2], 1, 'x' as never)).to.throw(TypeError, /Tensor.full: dtype must be one of/);
+    expect(() => Tensor.full([2], '1' as never)).to.throw(TypeError, /value must be a number/);
+    const a = new Float32Array(4);
+    Object.defineProperty(a, 'byteLength', { value: 1 << 20 });
+    expect(() => Tensor.from(a, [1 << 18])).to.throw(RangeError, /data has 4/);
+  });
+
   it('slices along dim 0 without copying and reshapes as a view', () => {
     const t = Tensor.from(Float32Array.from({ length: 12 }, (_, i) => i), [4, 3]);
     const s = t.slice(1, 3);
