@@ -1,8 +1,9 @@
 // int8 and f32 GEMM through the public API, on every ISA path this machine
 // supports (forced one by one), against independent references.
 import { expect } from 'chai';
-import { ISAS, Tensor, info, linear, matmul, matmulInt8, quantize, setIsa, setNumThreads, type IsaName } from '../lib/index';
-import { randI8, randn, refLinear, refMatmulI8, relErr, runChild } from './helpers';
+import { ISAS, Tensor, info, linear, matmul, matmulInt8, prune, quantize, setIsa, setNumThreads, type IsaName } from '../lib/index';
+import { loadNative } from '../lib/native';
+import { describeEachIsa, randI8, randn, refLinear, refMatmulI8, relErr, runChild } from './helpers';
 
 const supported = info().cpu.supportedIsas;
 const best = info().kernels.gemm_s8;
@@ -156,5 +157,31 @@ describe('SPARQ_ISA and SPARQ_THREADS in a fresh process', function () {
     const r = runChild(probe, { SPARQ_ISA: 'bogus' });
     expect(r.status).to.not.equal(0);
     expect(r.stderr).to.match(/SPARQ_ISA='bogus' is not one of/);
+  });
+});
+
+describeEachIsa('non-finite activations', () => {
+  it('a NaN or Inf in a row makes that row of every int8 product NaN (as in f32); the other rows are unchanged', async () => {
+    const nat = loadNative();
+    const [m, k, n] = [3, 100, 20];
+    const wv = randn(n * k), w = Tensor.from(wv, [n, k]);
+    const xs = randn(m * k);
+    const weights: [string, (x: Tensor) => Promise<Tensor>][] = [];
+    const pc = quantize(w), pg = quantize(w, { granularity: 'per-group', groupSize: 32 });
+    const sp = quantize(prune(w, { sparsity: 0.5, format: 'bitmask' }));
+    const q4 = await nat.q4Quantize(w._storage, w._offset, n, k, 32);
+    weights.push(['per channel', (x) => linear(x, pc)], ['per group', (x) => linear(x, pg)], ['static scale', (x) => linear(x, pc, undefined, { inputScale: 0.05 })],
+      ['sparse int8', (x) => linear(x, sp)],
+      ['int4', async (x) => { const o = Tensor.zeros([m, n]); await nat.linearQ4(q4, x._storage, x._offset, m, o._storage, o._offset); return o; }]);
+    for (const bad of [NaN, Infinity, -Infinity])
+      for (const [name, run] of weights) {
+        const clean = Tensor.from(xs, [m, k]), dirty = Tensor.from(Float32Array.from(xs, (v, i) => (i === k + 37 ? bad : v)), [m, k]);
+        const a = (await run(clean)).toArray(), b = (await run(dirty)).toArray();
+        expect(Array.from(b.subarray(n, 2 * n)).every(Number.isNaN), `${name} ${bad}: row 1 NaN`).to.equal(true);
+        expect(Array.from(b.subarray(0, n)), `${name} ${bad}: row 0`).to.deep.equal(Array.from(a.subarray(0, n)));
+        expect(Array.from(b.subarray(2 * n)), `${name} ${bad}: row 2`).to.deep.equal(Array.from(a.subarray(2 * n)));
+        [clean, dirty].forEach((t) => t.dispose());
+      }
+    [w, pc, pg, sp, q4].forEach((t) => t.dispose());
   });
 });

@@ -28,11 +28,17 @@ __global__ void quantize_rows_kernel(const float* __restrict__ x, int64_t k, int
   }
   const float inv = 1.f / s;
   int8_t* qr = q + row * k_pad;
+  int nonfinite = 0;
   for (int64_t i = threadIdx.x; i < k_pad; i += blockDim.x) {
     int v = 0;
-    if (i < k) v = max(-127, min(127, __float2int_rn(xr[i] * inv)));
+    if (i < k) {
+      v = max(-127, min(127, __float2int_rn(xr[i] * inv)));
+      nonfinite |= !isfinite(xr[i]);
+    }
     qr[i] = int8_t(v);
   }
+  // as on the CPU: a NaN / Inf input makes the row's outputs NaN
+  if (__syncthreads_or(nonfinite)) s = __int_as_float(0x7fc00000);
   if (threadIdx.x == 0) scale[row] = s;
 }
 

@@ -19,9 +19,11 @@ void quant_rows_ref(const QuantRowsArgs& p, int64_t m0, int64_t m1) {
     uint8_t* o = p.out + i * p.ldo;
     if (p.rowsum)
       for (int64_t g = 0; g < p.groups; ++g) p.rowsum[i * p.groups + g] = 0;
+    bool finite = true;
     for (int64_t q = 0; q < p.k_pad; ++q) {
       int v = 0;
       if (q < p.k) {
+        if (!std::isfinite(x[q])) finite = false;
         float r = std::nearbyint(x[q] * inv);
         r = std::fmin(127.f, std::fmax(-127.f, r));
         v = int(r);
@@ -29,7 +31,7 @@ void quant_rows_ref(const QuantRowsArgs& p, int64_t m0, int64_t m1) {
       if (p.rowsum && q < p.k) p.rowsum[i * p.groups + q / p.group] += v;
       o[q] = uint8_t(p.shift128 ? v + 128 : int8_t(v));
     }
-    p.scale[i] = s;
+    p.scale[i] = finite ? s : NAN;  // a NaN / Inf input makes the row's outputs NaN
   }
 }
 

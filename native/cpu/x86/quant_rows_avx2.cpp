@@ -33,10 +33,13 @@ void quant_rows_avx2(const QuantRowsArgs& p, int64_t m0, int64_t m1) {
     const __m256 vinv = _mm256_set1_ps(inv);
     const __m256i shift = _mm256_set1_epi8(p.shift128 ? char(0x80) : 0);
     q = 0;
+    __m256 nonfinite = _mm256_setzero_ps();  // sums x - x: 0 unless some x is NaN or +-Inf
     for (; q + 32 <= p.k; q += 32) {
       __m256i v[4];
       for (int u = 0; u < 4; ++u) {
-        __m256 f = _mm256_mul_ps(_mm256_loadu_ps(x + q + 8 * u), vinv);
+        const __m256 xv = _mm256_loadu_ps(x + q + 8 * u);
+        nonfinite = _mm256_add_ps(nonfinite, _mm256_sub_ps(xv, xv));
+        __m256 f = _mm256_mul_ps(xv, vinv);
         f = _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
         v[u] = _mm256_cvtps_epi32(f);
       }
@@ -47,7 +50,9 @@ void quant_rows_avx2(const QuantRowsArgs& p, int64_t m0, int64_t m1) {
       b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + q), _mm256_xor_si256(b, shift));
     }
+    bool finite = _mm256_movemask_ps(_mm256_cmp_ps(nonfinite, nonfinite, _CMP_UNORD_Q)) == 0;
     for (; q < p.k; ++q) {
+      if (!std::isfinite(x[q])) finite = false;
       float r = std::nearbyint(x[q] * inv);
       r = std::fmin(127.f, std::fmax(-127.f, r));
       const int v = int(r);
@@ -62,7 +67,7 @@ void quant_rows_avx2(const QuantRowsArgs& p, int64_t m0, int64_t m1) {
         p.rowsum[i * p.groups + g] = sum;
       }
     }
-    p.scale[i] = s;
+    p.scale[i] = finite ? s : NAN;  // a NaN / Inf input makes the row's outputs NaN
   }
 }
 
