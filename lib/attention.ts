@@ -2,7 +2,7 @@
 // Shapes follow PyTorch's scaled_dot_product_attention: q [b, hq, tq, d],
 // k / v [b, hkv, tk, d]. The native kernel never materialises the score
 // matrix; see docs/DESIGN.md ("Attention").
-import { describe, expectTensor, nonEmpty, sameDevice, withOutput } from './errors';
+import { checkOptions, describe, expectTensor, nonEmpty, sameDevice, withOutput } from './errors';
 import { loadNative } from './native';
 import { Tensor, parseDevice, type Device } from './tensor';
 
@@ -233,6 +233,7 @@ function kvFromView(op: string, view: KVView): KvArgs {
 }
 
 async function run(op: string, naive: boolean, q: Tensor, k: Tensor | KVView, v: Tensor | null, opts: AttentionOptions): Promise<Tensor> {
+  checkOptions(op, opts);
   const Q = expectTensor(op, 'q', q, ['f32', 'f16', 'bf16'], 4);
   nonEmpty(op, 'q', Q);
   if (Q.dtype !== 'f32' && Q.device === 'cpu') throw new TypeError(`${op}: ${Q.dtype} queries run on cuda only; on the cpu q must be f32`);

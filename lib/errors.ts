@@ -10,6 +10,11 @@ export function describe(v: unknown): string {
   return typeof v === 'object' ? `an object (${(v as object).constructor?.name ?? 'Object'})` : `${typeof v} ${String(v)}`;
 }
 
+/** Options may be left out; when given they must be an object. */
+export function checkOptions(op: string, o: unknown): void {
+  if (typeof o !== 'object' || o === null) throw new TypeError(`${op}: options must be an object; got ${describe(o)}`);
+}
+
 export function expectTensor(op: string, name: string, v: unknown, dtypes: readonly DType[], rank?: number): Tensor {
   if (!(v instanceof Tensor)) {
     throw new TypeError(`${op}: argument '${name}' must be a ${dtypes.join('/')} Tensor; got ${describe(v)}`);

@@ -2,7 +2,7 @@
 // device, disposal) on the JS thread, allocates the output and runs the
 // kernel off-thread, returning a Promise.
 import { CudaWeight } from './cuda';
-import { cpuOnly, describe, expectDim, expectTensor, inputScaleOf, nonEmpty, sameDevice, withOutput } from './errors';
+import { checkOptions, cpuOnly, describe, expectDim, expectTensor, inputScaleOf, nonEmpty, sameDevice, withOutput } from './errors';
 import { SparseTensor } from './sparse';
 import { loadNative } from './native';
 import { QuantizedTensor } from './quantize';
@@ -49,6 +49,7 @@ export async function matmulInt8(a: Tensor, b: Tensor): Promise<Tensor> {
  *  SparseTensor .to('cuda')); the output is on cuda. */
 export async function linear(x: Tensor, w: Tensor | QuantizedTensor | SparseTensor | CudaWeight, bias?: Tensor | null, opts: LinearOptions = {}): Promise<Tensor> {
   const op = 'linear';
+  checkOptions(op, opts);
   const X = expectTensor(op, 'x', x, ['f32'], 2);
   nonEmpty(op, 'x', X);
   const [m, k] = X.shape as [number, number];

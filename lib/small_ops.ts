@@ -1,6 +1,6 @@
 // small_ops.ts - the decoder's small ops: RMSNorm, RoPE, SwiGLU, softmax and
 // residual add. f32 only; validated here, run off the JS thread.
-import { expectDim, expectTensor, nonEmpty, sameDevice, withOutput } from './errors';
+import { checkOptions, expectDim, expectTensor, nonEmpty, sameDevice, withOutput } from './errors';
 import { loadNative } from './native';
 import { Tensor } from './tensor';
 
@@ -23,6 +23,7 @@ export interface RmsNormOptions {
 
 /** y = x / sqrt(mean(x^2 over the last dim) + eps) * weight. */
 export async function rmsnorm(x: Tensor, weight: Tensor, opts: RmsNormOptions = {}): Promise<Tensor> {
+  checkOptions('rmsnorm', opts);
   const op = 'rmsnorm';
   const X = expectTensor(op, 'x', x, ['f32']);
   nonEmpty(op, 'x', X);
@@ -77,6 +78,7 @@ export interface RopeOptions {
 /** Rotary position embedding of x [..., t, d] (e.g. [b, h, t, d]): row t is at position
  *  offset + t, pair i turns by position * theta^(-2i/d). Returns a new tensor. */
 export async function rope(x: Tensor, opts: RopeOptions = {}): Promise<Tensor> {
+  checkOptions('rope', opts);
   const op = 'rope';
   const X = expectTensor(op, 'x', x, ['f32']);
   if (X.shape.length < 2) throw new RangeError(`${op}: x must have shape [..., t, d]; got [${X.shape.join(', ')}]`);

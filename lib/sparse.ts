@@ -3,7 +3,7 @@
 // sparse, bitmask for moderate unstructured sparsity, N:M for 2:4 / 4:8) and
 // multiplied by linear() without densifying. See docs/DESIGN.md ("Sparsity").
 import { CudaWeight } from './cuda';
-import { describe, expectTensor, nonEmpty } from './errors';
+import { checkOptions, describe, expectTensor, nonEmpty } from './errors';
 import { loadNative, type NativeSparse } from './native';
 import { Tensor, parseDevice } from './tensor';
 
@@ -152,6 +152,7 @@ function zeroLowest(w: Float32Array, score: Float32Array, lo: number, hi: number
 
 /** The pruned dense values (f32 [n * k]) of w. */
 export function pruneValues(w: Tensor, opts: PruneOptions = {}): { values: Float32Array; n: number; k: number; N: number; M: number } {
+  checkOptions('prune', opts);
   const op = 'prune';
   const W = expectTensor(op, 'w', w, ['f32'], 2);
   nonEmpty(op, 'w', W);
@@ -227,6 +228,7 @@ export interface PruneRowsOptions {
  * keeps the same input columns (see pruneModel's `structured` for FFN channels and heads).
  */
 export function pruneRows(w: Tensor, opts: PruneRowsOptions = {}): { weight: Tensor; kept: Int32Array } {
+  checkOptions('pruneRows', opts);
   const op = 'pruneRows';
   const W = expectTensor(op, 'w', w, ['f32'], 2);
   nonEmpty(op, 'w', W);

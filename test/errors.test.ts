@@ -1,6 +1,6 @@
 // Misuse never crashes the process: every bad call is a clear TypeError/RangeError.
 import { expect } from 'chai';
-import { Tensor, linear, matmul, matmulInt8, quantize, setIsa, setNumThreads } from '../lib/index';
+import { Tensor, attention, linear, loadModel, matmul, matmulInt8, prune, pruneRows, quantize, rmsnorm, rope, setIsa, setNumThreads } from '../lib/index';
 import { loadNative } from '../lib/native';
 
 async function rejects(p: Promise<unknown>, type: ErrorConstructor, re: RegExp): Promise<void> {
@@ -47,6 +47,19 @@ describe('bad input', () => {
     expect(() => setNumThreads(0)).to.throw(RangeError);
     expect(() => setNumThreads(2.5)).to.throw(RangeError);
     expect(() => setIsa('sse' as never)).to.throw(RangeError, /isa must be one of/);
+  });
+
+  it('options that are not objects (null, a number) are TypeErrors naming the op', async () => {
+    const x = f([2, 4]), w = f([3, 4]), q4 = Tensor.zeros([1, 2, 3, 4]);
+    await rejects(linear(x, w, null, null as never), TypeError, /linear: options must be an object; got null/);
+    await rejects(rmsnorm(x, f([4]), 5 as never), TypeError, /rmsnorm: options must be an object; got number 5/);
+    await rejects(rope(q4, null as never), TypeError, /rope: options must be an object/);
+    await rejects(attention(q4, q4, q4, null as never), TypeError, /attention: options must be an object/);
+    expect(() => prune(w, null as never)).to.throw(TypeError, /prune: options must be an object/);
+    expect(() => pruneRows(w, null as never)).to.throw(TypeError, /pruneRows: options must be an object/);
+    expect(() => Tensor.rand([2], null as never)).to.throw(TypeError, /Tensor.rand: options must be an object/);
+    await rejects(loadModel('x', null as never), TypeError, /loadModel: options must be an object/);
+    [x, w, q4].forEach((t) => t.dispose());
   });
 
   it('disposed tensors and weights', async () => {

@@ -144,6 +144,8 @@ describe('model: stories260K against llama2.c run.c', function () {
       [() => collect(small, 'Once upon a time there was a very long prompt', {}), /does not fit maxSeq 8/],
       [() => collect(small, 'hi', { temperature: -1 }), /temperature must be/],
       [() => collect(small, 'hi', { topP: 0 }), /topP must be in/],
+      [() => collect(small, 'hi', null as never), /generate: options must be an object; got null/],
+      [() => collect(small, 'hi', { signal: {} as never }), /generate: signal must be an AbortSignal/],
       [async () => { small.reset(); await small.forward([1, 2, 3, 4, 5, 6, 7]); await small.forward([1, 2]); }, /context is full/],
     ];
     for (const [f, re] of fails) {

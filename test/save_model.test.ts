@@ -150,6 +150,16 @@ describe('saveModel / loadModel round trip: stories260K', function () {
       ['int8 -128', (b) => { const c = Buffer.from(b); c[at('layers.2.wo.values')] = 0x80; return c; }, /\[-127, 127\]/],
       ['metadata garbled', (b) => { const c = Buffer.from(b); const i = c.indexOf('"sparq.config"'); c[i + 18] = 0x7b; return c; }, /not JSON|must be/],
     ];
+    // metadata entries that are valid JSON of the wrong kind
+    const withMeta = (key: string, value: string) => (b: Buffer) => {
+      const h = JSON.parse(b.subarray(8, 8 + len).toString('utf8')) as { __metadata__: Record<string, string> };
+      h.__metadata__[key] = value;
+      const text = Buffer.from(JSON.stringify(h)), n = Buffer.alloc(8);
+      n.writeBigUInt64LE(BigInt(text.length));
+      return Buffer.concat([n, text, b.subarray(8 + len)]);
+    };
+    for (const key of ['sparq.config', 'sparq.tokenizer', 'sparq.linears']) cases.push([`${key} null`, withMeta(key, 'null'), new RegExp(`metadata ${key} must be a JSON object`)]);
+    cases.push(['sparq.stop an object', withMeta('sparq.stop', '{}'), /metadata sparq.stop must be a JSON array/]);
     for (const [name, damage, re] of cases) {
       const f = path.join(tmp, `bad.safetensors`);
       fs.writeFileSync(f, damage(buf));

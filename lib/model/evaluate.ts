@@ -3,7 +3,7 @@
 // models on the same tokens, and per-position KL divergence and top-1
 // agreement of the candidate's next-token distribution against the
 // reference's. One forward pass per window of `contextLength` tokens.
-import { describe } from '../errors';
+import { checkOptions, describe } from '../errors';
 import type { Model } from './model';
 
 export interface EvaluateOptions {
@@ -58,6 +58,7 @@ function pct(sorted: Float64Array, p: number): number {
  * position with a next token inside the window is scored.
  */
 export async function evaluate(candidate: Model, reference: Model, opts: EvaluateOptions = {}): Promise<EvaluationResult> {
+  checkOptions('evaluate', opts);
   const op = 'evaluate';
   if (typeof opts !== 'object' || opts === null) throw new TypeError(`${op}: options must be an object; got ${describe(opts)}`);
   const V = reference.config.vocab;

@@ -3,7 +3,7 @@
 // (sampling, streaming, stop conditions, statistics).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe } from '../errors';
+import { checkOptions, describe } from '../errors';
 import { loadNative, type NativePacked, type NativeQ4, type NativeSparse, type NativeStorage } from '../native';
 import { GGML_F16, GGML_F32, GGML_Q8_0, ggmlTypeName, readGguf } from './gguf';
 import { readHfConfig, readHfTokenizer, readSafetensors, readSafetensorsFile, type SafetensorsEntry } from './hf';
@@ -210,7 +210,9 @@ export class Model {
    */
   async *generate(prompt: string | readonly number[], opts: GenerateOptions = {}): AsyncGenerator<GeneratedToken> {
     const op = 'generate';
+    checkOptions(op, opts);
     checkSampling(op, opts);
+    if (opts.signal !== undefined && !(opts.signal instanceof AbortSignal)) throw new TypeError(`${op}: signal must be an AbortSignal; got ${describe(opts.signal)}`);
     const maxTokens = opts.maxTokens ?? 128;
     if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new RangeError(`${op}: maxTokens must be a non-negative integer; got ${describe(maxTokens)}`);
     const stop = opts.stop ?? [];
@@ -541,10 +543,14 @@ async function planLlama2c(file: string, opts: LoadModelOptions): Promise<Plan> 
 async function planSparq(file: string, int8: boolean): Promise<Plan> {
   const { tensors, metadata } = readSafetensorsFile(file);
   const bad = (why: string): never => { throw new RangeError(`loadModel: ${file}: ${why}`); };
-  const json = <T>(key: string): T => {
+  // a JSON object (or array) from the metadata; anything else (null, a number) is an error
+  const json = <T>(key: string, array = false): T => {
     const v = metadata[key];
     if (v === undefined) return bad(`metadata ${key} is missing`);
-    try { return JSON.parse(v) as T; } catch { return bad(`metadata ${key} is not JSON`); }
+    let o: unknown;
+    try { o = JSON.parse(v); } catch { return bad(`metadata ${key} is not JSON`); }
+    if (array ? !Array.isArray(o) : typeof o !== 'object' || o === null || Array.isArray(o)) bad(`metadata ${key} must be a JSON ${array ? 'array' : 'object'}`);
+    return o as T;
   };
   if (metadata['sparq.format'] !== '1') bad(`sparq.format ${String(metadata['sparq.format'])} is not supported (this version reads 1)`);
   const cfg = json<ModelConfig & { ropeNeox: boolean }>('sparq.config');
@@ -555,7 +561,7 @@ async function planSparq(file: string, int8: boolean): Promise<Plan> {
   if (!Array.isArray(tk.pieces) || tk.pieces.length !== cfg.vocab || !Array.isArray(tk.scores) || tk.scores.length !== cfg.vocab) bad('the tokenizer does not match the vocabulary');
   for (const id of [tk.bos, tk.eos]) if (!Number.isInteger(id) || id < 0 || id >= cfg.vocab) bad('tokenizer bos / eos are outside the vocabulary');
   const spec: TokenizerSpec = { pieces: tk.pieces.map((p) => new Uint8Array(Buffer.from(String(p), 'base64'))), scores: tk.scores.map(Number), bos: tk.bos, eos: tk.eos, addSpacePrefix: tk.addSpacePrefix !== false };
-  const stop = json<number[]>('sparq.stop');
+  const stop = json<number[]>('sparq.stop', true);
   if (!Array.isArray(stop) || stop.some((id) => !Number.isInteger(id) || id < 0 || id >= cfg.vocab)) bad('sparq.stop must list token ids of the vocabulary');
   const linears = json<Record<string, { kind: string; group?: number; actScale?: number; asymmetric?: boolean; format?: string; int8?: boolean; N?: number; M?: number; nnz?: number } | boolean>>('sparq.linears');
   const r = new WeightReader(file, int8);
@@ -766,6 +772,7 @@ async function planHf(dir: string, int8: boolean): Promise<Plan> {
  * Hugging Face folder (config.json, *.safetensors in F32 / F16 / BF16, tokenizer.json).
  */
 export async function loadModel(file: string, opts: LoadModelOptions = {}): Promise<Model> {
+  checkOptions('loadModel', opts);
   const op = 'loadModel';
   if (typeof file !== 'string') throw new TypeError(`${op}: path must be a string; got ${describe(file)}`);
   if (!fs.existsSync(file)) throw new Error(`${op}: ${file} does not exist`);
