@@ -20,7 +20,9 @@ function checkBias(op: string, bias: Tensor | null | undefined, n: number): Tens
   return b;
 }
 
-/** Exact int32 C[m, n] = a[m, k] . b[n, k]^T for int8 a and b. */
+const MATMUL_S8_MAX_K = 131071;
+
+/** Exact int32 C[m, n] = a[m, k] . b[n, k]^T for int8 a and b (k <= 131071). */
 export async function matmulInt8(a: Tensor, b: Tensor): Promise<Tensor> {
   const op = 'matmulInt8';
   const A = expectTensor(op, 'a', a, ['i8'], 2);
@@ -30,6 +32,8 @@ export async function matmulInt8(a: Tensor, b: Tensor): Promise<Tensor> {
   const [m, k] = A.shape as [number, number];
   const [n, kb] = B.shape as [number, number];
   expectDim(op, `b.shape[1] (k of a: [${m}, ${k}])`, kb, k);
+  // 131072 products of -128 x -128 sum to 2^31, one past int32
+  if (k > MATMUL_S8_MAX_K) throw new RangeError(`${op}: k must be at most ${MATMUL_S8_MAX_K} for exact int32 sums; got ${k}`);
   const nat = loadNative();
   if (sameDevice(op, { a: A, b: B }) === 'cuda') {
     return withOutput([m, n], 'i32', (out) => nat.cudaMatmulS8(A._storage, A._offset, m, k, B._storage, B._offset, n, out._storage, out._offset), 'cuda');

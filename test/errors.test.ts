@@ -32,6 +32,7 @@ describe('bad input', () => {
     await rejects(linear(f([2, 3]), f([4, 3]), f([5])), RangeError, /bias length/);
     await rejects(matmul(f([2, 3]), f([2, 3])), RangeError, /b.shape\[0\]/);
     await rejects(matmul(f([2, 3, 4]), f([4, 3])), RangeError, /2 dimensions/);
+    await rejects(matmulInt8(i8([1, 131072]), i8([1, 131072])), RangeError, /k must be at most 131071 for exact int32 sums; got 131072/);
     await rejects(linear(f([0, 3]), f([4, 3])), RangeError, /empty/);
     const qw = quantize(f([4, 3]));
     await rejects(linear(f([2, 5]), qw), RangeError, /w.shape\[1\]/);

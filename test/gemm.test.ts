@@ -153,6 +153,13 @@ describe('SPARQ_ISA and SPARQ_THREADS in a fresh process', function () {
       }
     });
   }
+  it('SPARQ_THREADS that is not an integer in [1, 1024] is refused', () => {
+    for (const v of ['abc', '1e3', '0', '100000']) {
+      const r = runChild(probe, { SPARQ_THREADS: v });
+      expect(r.status, v).to.not.equal(0);
+      expect(r.stderr).to.contain(`SPARQ_THREADS='${v}' is not an integer in [1, 1024]`);
+    }
+  });
   it('SPARQ_ISA=bogus is refused', () => {
     const r = runChild(probe, { SPARQ_ISA: 'bogus' });
     expect(r.status).to.not.equal(0);

@@ -419,6 +419,7 @@ struct ScratchA {
 
 Error matmul_s8(const int8_t* a, int64_t m, int64_t k, const PackedS8& b, int32_t* c) {
   if (k != b.k) return Error::make(Status::invalid_argument, "matmul_s8: k mismatch");
+  if (k > 131071) return Error::make(Status::invalid_argument, "matmul_s8: k must be at most 131071 for exact int32 sums");
   if (b.groups != 1 || b.scales) return Error::make(Status::invalid_argument, "matmul_s8: B must be raw per-channel int8");
   const KernelTable t = kernels();
   ScratchA s;

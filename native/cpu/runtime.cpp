@@ -21,6 +21,7 @@ RuntimeInfo runtime_info() {
   r.vendor = f.vendor;
   r.brand = f.brand;
   r.dispatch_error = dispatch_error();
+  if (r.dispatch_error.empty()) r.dispatch_error = threads_env_error();
   r.threads = num_threads();
   r.physical_cores = physical_cores();
   for (int i = 0; i <= int(Isa::amx); ++i)

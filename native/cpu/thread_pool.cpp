@@ -3,6 +3,7 @@
 #include "thread_pool.h"
 
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
@@ -86,15 +87,21 @@ class Pool {
  public:
   Pool() {
     int n = physical_cores();
-    if (const char* env = std::getenv("SPARQ_THREADS")) {
-      const int v = std::atoi(env);
-      if (v >= 1 && v <= 1024) n = v;
+    if (const char* env = std::getenv("SPARQ_THREADS"); env && *env) {
+      char* end = nullptr;
+      errno = 0;
+      const long v = std::strtol(env, &end, 10);
+      if (end == env || *end != '\0' || errno == ERANGE || v < 1 || v > 1024)
+        env_error_ = std::string("SPARQ_THREADS='") + env + "' is not an integer in [1, 1024]";
+      else
+        n = int(v);
     }
     resize(n);
   }
   ~Pool() { stop_workers(); }
 
   int size() const { return size_.load(); }
+  const std::string& env_error() const { return env_error_; }
 
   void resize(int n) {
     std::lock_guard<std::mutex> lock(resize_mu_);
@@ -187,6 +194,7 @@ class Pool {
   std::deque<std::shared_ptr<Job>> queue_;
   std::vector<std::thread> workers_;
   std::atomic<int> size_{1};
+  std::string env_error_;  // SPARQ_THREADS that does not parse (the default size is used)
   std::atomic<int> queued_{0};  // jobs in queue_ (read without the lock by spinning workers)
   std::atomic<bool> stopping_flag_{false};
   bool stopping_ = false;
@@ -203,6 +211,8 @@ Pool& pool() {
 }  // namespace
 
 int num_threads() { return pool().size(); }
+
+const std::string& threads_env_error() { return pool().env_error(); }
 void set_num_threads(int n) { pool().resize(n < 1 ? 1 : (n > 1024 ? 1024 : n)); }
 void parallel_for(int64_t tasks, const std::function<void(int64_t)>& fn) { pool().run(tasks, fn); }
 

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <string>
 
 namespace sparq {
 
@@ -11,6 +12,8 @@ namespace sparq {
 int physical_cores();
 // Pool size including the calling thread (>= 1).
 int num_threads();
+// Why SPARQ_THREADS was not used (empty when it was, or is unset).
+const std::string& threads_env_error();
 // Resize the pool (1..1024). Safe while other ops run.
 void set_num_threads(int n);
 // Runs fn(t) for t in [0, tasks), spread over the pool and the caller.
