@@ -249,7 +249,6 @@ async function run(op: string, naive: boolean, q: Tensor, k: Tensor | KVView, v:
   if (b !== kv.b) throw new RangeError(`${op}: q has batch ${b} but the keys have batch ${kv.b}`);
   if (d !== kv.d) throw new RangeError(`${op}: q has head dim ${d} but the keys have head dim ${kv.d}`);
   if (hq % kv.hkv !== 0) throw new RangeError(`${op}: query heads (${hq}) must be a multiple of key/value heads (${kv.hkv})`);
-  if (typeof opts !== 'object' || opts === null) throw new TypeError(`${op}: options must be an object; got ${describe(opts)}`);
   const scale = opts.scale ?? 1 / Math.sqrt(d);
   if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new RangeError(`${op}: scale must be a finite number; got ${describe(scale)}`);
   const causal = opts.causal ?? false;

@@ -157,7 +157,6 @@ export function pruneValues(w: Tensor, opts: PruneOptions = {}): { values: Float
   const W = expectTensor(op, 'w', w, ['f32'], 2);
   nonEmpty(op, 'w', W);
   const [n, k] = W.shape as [number, number];
-  if (typeof opts !== 'object' || opts === null) throw new TypeError(`${op}: options must be an object; got ${describe(opts)}`);
   const method = opts.method ?? 'magnitude';
   if (method !== 'magnitude' && method !== 'wanda') throw new TypeError(`${op}: method must be 'magnitude' or 'wanda'; got ${describe(method)}`);
   const pattern = opts.pattern ?? 'unstructured';
@@ -228,11 +227,10 @@ export interface PruneRowsOptions {
  * keeps the same input columns (see pruneModel's `structured` for FFN channels and heads).
  */
 export function pruneRows(w: Tensor, opts: PruneRowsOptions = {}): { weight: Tensor; kept: Int32Array } {
-  checkOptions('pruneRows', opts);
   const op = 'pruneRows';
+  checkOptions(op, opts);
   const W = expectTensor(op, 'w', w, ['f32'], 2);
   nonEmpty(op, 'w', W);
-  if (typeof opts !== 'object' || opts === null) throw new TypeError(`${op}: options must be an object; got ${describe(opts)}`);
   const [n, k] = W.shape as [number, number];
   const method = opts.method ?? 'magnitude';
   if (method !== 'magnitude' && method !== 'wanda') throw new TypeError(`${op}: method must be 'magnitude' or 'wanda'; got ${describe(method)}`);
@@ -247,6 +245,7 @@ export function pruneRows(w: Tensor, opts: PruneRowsOptions = {}): { weight: Ten
     score[j] = act ? s : Math.sqrt(s);
   }
   const keep = n - Math.round(sparsity * n);
+  if (keep < 1) throw new RangeError(`${op}: sparsity ${sparsity} of ${n} rows removes every row; at least one must stay`);
   const kept = Int32Array.from(Array.from(score.keys()).sort((a, b) => score[b]! - score[a]! || a - b).slice(0, keep).sort((a, b) => a - b));
   const out = new Float32Array(keep * k);
   kept.forEach((r, i) => out.set(v.subarray(r * k, (r + 1) * k), i * k));

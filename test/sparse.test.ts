@@ -195,6 +195,9 @@ describe('pruners', function () {
     const wanda = pruneRows(Tensor.from(vv, [n, k]), { method: 'wanda', sparsity: 0.9, activationNorms: norms });
     expect(Array.from(wanda.kept)).to.deep.equal([3]);
     expect(() => pruneRows(w, { sparsity: 1 })).to.throw(/sparsity must be in \[0, 1\)/);
+    const eight = Tensor.from(randn(8 * 4), [8, 4]);
+    expect(() => pruneRows(eight, { sparsity: 0.99 })).to.throw(RangeError, /sparsity 0.99 of 8 rows removes every row/);
+    eight.dispose();
   });
 
   it('quantize(prune(w)) keeps the sparsity, the format and the pattern', () => {

@@ -60,7 +60,6 @@ function pct(sorted: Float64Array, p: number): number {
 export async function evaluate(candidate: Model, reference: Model, opts: EvaluateOptions = {}): Promise<EvaluationResult> {
   checkOptions('evaluate', opts);
   const op = 'evaluate';
-  if (typeof opts !== 'object' || opts === null) throw new TypeError(`${op}: options must be an object; got ${describe(opts)}`);
   const V = reference.config.vocab;
   if (candidate.config.vocab !== V) throw new RangeError(`${op}: the models' vocabularies differ (${candidate.config.vocab} vs ${V})`);
   if ((opts.texts === undefined) === (opts.tokens === undefined)) throw new TypeError(`${op}: give texts or tokens (one of them)`);

@@ -776,7 +776,6 @@ export async function loadModel(file: string, opts: LoadModelOptions = {}): Prom
   const op = 'loadModel';
   if (typeof file !== 'string') throw new TypeError(`${op}: path must be a string; got ${describe(file)}`);
   if (!fs.existsSync(file)) throw new Error(`${op}: ${file} does not exist`);
-  if (typeof opts !== 'object' || opts === null) throw new TypeError(`${op}: options must be an object; got ${describe(opts)}`);
   const weights = opts.weights ?? 'f32';
   if (weights !== 'f32' && weights !== 'int8') throw new TypeError(`${op}: weights must be 'f32' or 'int8'; got ${describe(weights)}`);
   const kv = opts.kvCache ?? 'f32';

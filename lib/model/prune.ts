@@ -4,7 +4,7 @@
 // re-read from the model's file in f32; Wanda's activation norms come from
 // running the calibration text through the model itself (one pass, dense).
 // See docs/DESIGN.md ("Pruning a model").
-import { describe } from '../errors';
+import { checkOptions, describe } from '../errors';
 import { loadNative, type NativePacked, type NativeSparse } from '../native';
 import { quantize } from '../quantize';
 import { prune, SparseTensor, type SparseFormat } from '../sparse';
@@ -100,7 +100,7 @@ function l2(v: Float32Array, start: number, count: number, stride = 1): number {
  * the bytes saved. The source model stays usable (its context is reset by calibration).
  */
 export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Promise<Model> {
-  if (typeof opts !== 'object' || opts === null) throw new TypeError(`${OP}: options must be an object; got ${describe(opts)}`);
+  checkOptions(OP, opts);
   const src = model._source;
   if (!src || src.derived) throw new TypeError(`${OP}: the model must come from loadModel() (it re-reads the weights from the file)`);
   const cal = opts.calibration;

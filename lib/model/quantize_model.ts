@@ -3,7 +3,7 @@
 // static per-tensor activation scales calibrated by an observer, optional
 // SmoothQuant, and linears kept in f32 by name. Weights are re-read from the
 // model's file in f32. See docs/DESIGN.md ("Quantizing a model").
-import { describe } from '../errors';
+import { checkOptions, describe } from '../errors';
 import type { NativePacked, NativeQ4 } from '../native';
 import { Observer, quantize, type ObserverMethod } from '../quantize';
 import { Tensor } from '../tensor';
@@ -57,7 +57,7 @@ const INPUT: Record<LinearName, number> = { wq: 0, wk: 0, wv: 0, wo: 1, w1: 2, w
  * like any other; `q.quantizeReport` lists each linear's format and bytes.
  */
 export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {}): Promise<Model> {
-  if (typeof opts !== 'object' || opts === null) throw new TypeError(`${OP}: options must be an object; got ${describe(opts)}`);
+  checkOptions(OP, opts);
   const src = model._source;
   if (!src || src.derived) throw new TypeError(`${OP}: the model must come from loadModel() (it re-reads the weights from the file)`);
   const gptq = opts.gptq;
