@@ -314,7 +314,9 @@ static int32_t sum_s8(const int8_t* v, int64_t n, bool& m128) {
     acc = _mm_add_epi64(acc, _mm_sad_epu8(_mm_xor_si128(x, flip), zero));
     neg = _mm_or_si128(neg, _mm_cmpeq_epi8(x, flip));
   }
-  sum = int32_t(_mm_cvtsi128_si32(acc) + _mm_cvtsi128_si32(_mm_unpackhi_epi64(acc, acc))) - int32_t(128 * i);
+  alignas(16) int64_t lanes[2];
+  _mm_store_si128(reinterpret_cast<__m128i*>(lanes), acc);
+  sum = int32_t(lanes[0] + lanes[1] - 128 * i);
   if (_mm_movemask_epi8(neg)) m128 = true;
 #endif
   for (; i < n; ++i) {

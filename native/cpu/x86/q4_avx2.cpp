@@ -62,7 +62,9 @@ void rows_g32(const Q4Args& a, const Prepared& x, int64_t j0, int64_t j1) {
     for (int64_t q = 0; q < x.pairs; ++q) {
       const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + q * 32));
       const __m256i ulo = nibbles_lo(bytes), uhi = nibbles_hi(bytes);
-      const __m256 s = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(sc + 2 * q)))), half);
+      // the pair's two scales (8 bytes, any alignment) spread over the halves
+      const __m128 two = _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc + 2 * q)));
+      const __m256 s = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two), half);
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
         const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.corr + (i * x.pairs + q) * 8));
