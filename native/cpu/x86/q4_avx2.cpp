@@ -47,6 +47,19 @@ inline __m256i block_dot(const uint8_t* w, const int8_t* x) {
 
 inline __m256i lane0(int32_t v) { return _mm256_zextsi128_si256(_mm_cvtsi32_si128(v)); }
 
+// Exact int32 sums before any scaling: the lanes carry the +8 bias of the
+// unsigned nibbles (taken back in lane 0), so scaling lanes separately would
+// round large terms that cancel. halves: [A x4 | B x4], the sums of each 128-bit
+// half; all: the total in all 8 lanes.
+inline __m256i sum_halves(__m256i v) {
+  v = _mm256_hadd_epi32(v, v);
+  return _mm256_hadd_epi32(v, v);
+}
+inline __m256i sum_all(__m256i v) {
+  v = sum_halves(v);
+  return _mm256_add_epi32(v, _mm256_permute2x128_si256(v, v, 1));
+}
+
 // Groups of 32: one scale per block, applied to each block pair's two halves.
 template <int MR>
 void rows_g32(const Q4Args& a, const Prepared& x, int64_t j0, int64_t j1) {
@@ -68,21 +81,21 @@ void rows_g32(const Q4Args& a, const Prepared& x, int64_t j0, int64_t j1) {
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
         const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.corr + (i * x.pairs + q) * 8));
-        const __m256i acc = _mm256_add_epi32(c, pair_dot(ulo, uhi, x.xp + i * a.ldq + q * 64));
-        accf[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), s, accf[i]);
+        const __m256i acc = sum_halves(_mm256_add_epi32(c, pair_dot(ulo, uhi, x.xp + i * a.ldq + q * 64)));
+        accf[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), s, accf[i]);  // each block's sum x its scale, 4 times
       }
     }
-    if (blocks & 1) {  // the last block alone
+    if (blocks & 1) {  // the last block alone: its sum in all 8 lanes, half the scale (4 times in all)
       const int64_t b = blocks - 1;
-      const __m256 s = _mm256_set1_ps(sc[b]);
+      const __m256 s = _mm256_set1_ps(0.5f * sc[b]);
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
-        const __m256i acc = _mm256_add_epi32(lane0(-8 * a.xsum[i * p.groups + b]), block_dot(row + b * 16, a.xq + i * a.ldq + b * 32));
+        const __m256i acc = sum_all(_mm256_add_epi32(lane0(-8 * a.xsum[i * p.groups + b]), block_dot(row + b * 16, a.xq + i * a.ldq + b * 32)));
         accf[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), s, accf[i]);
       }
     }
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) a.y[i * p.n + j] = avx2::hsum(accf[i]) * a.xs[i];
+    for (int i = 0; i < MR; ++i) a.y[i * p.n + j] = avx2::hsum(accf[i]) * 0.25f * a.xs[i];
   }
 }
 
@@ -119,12 +132,12 @@ void rows_wide(const Q4Args& a, const Prepared& x, int64_t j0, int64_t j1) {
           for (int i = 0; i < MR; ++i) acc[i] = _mm256_add_epi32(acc[i], block_dot(row + b * 16, a.xq + i * a.ldq + b * 32));
         }
       }
-      const __m256 s = _mm256_set1_ps(sc[g]);
+      const __m256 s = _mm256_set1_ps(0.5f * sc[g]);  // the group's exact sum in all 8 lanes: 4 times in all
 #pragma GCC unroll 8
-      for (int i = 0; i < MR; ++i) accf[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i]), s, accf[i]);
+      for (int i = 0; i < MR; ++i) accf[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum_all(acc[i])), s, accf[i]);
     }
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) a.y[i * p.n + j] = avx2::hsum(accf[i]) * a.xs[i];
+    for (int i = 0; i < MR; ++i) a.y[i * p.n + j] = avx2::hsum(accf[i]) * 0.25f * a.xs[i];
   }
 }
 
