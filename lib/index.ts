@@ -23,7 +23,9 @@ export const ISAS: readonly IsaName[] = ['ref', 'avx2', 'avxvnni', 'avx512vnni',
 
 export interface Info {
   version: string;
-  cpu: { vendor: string; brand: string; features: string[]; physicalCores: number; supportedIsas: IsaName[] };
+  /** supportedIsas: the paths `setIsa` accepts here; emulatedIsas: those of them that run with
+   *  emulated intrinsics (only in a build made with SPARQ_EMULATE_ISA=ON, for tests; empty otherwise) */
+  cpu: { vendor: string; brand: string; features: string[]; physicalCores: number; supportedIsas: IsaName[]; emulatedIsas: IsaName[] };
   kernels: { gemm_s8: IsaName; linear_s8: IsaName; sgemm: 'avx512' | 'avx2' | 'ref'; quantize_rows: string; attention: 'avx512' | 'avx2' | 'ref'; sparse: 'avx512vbmi2' | 'avx2' | 'ref' };
   threads: number;
   /** CUDA: whether this build has the kernels (and for which sm_ archs), the devices found
@@ -44,7 +46,7 @@ export function info(): Info {
   const r = loadNative().info();
   return {
     version: VERSION,
-    cpu: { ...r.cpu, supportedIsas: r.cpu.supportedIsas as IsaName[] },
+    cpu: { ...r.cpu, supportedIsas: r.cpu.supportedIsas as IsaName[], emulatedIsas: r.cpu.emulatedIsas as IsaName[] },
     kernels: {
       gemm_s8: r.kernels.gemm_s8 as IsaName,
       linear_s8: r.kernels.gemm_s8 as IsaName,

@@ -28,7 +28,7 @@ export interface NativePacked {
 }
 
 export interface NativeInfo {
-  cpu: { vendor: string; brand: string; features: string[]; physicalCores: number; supportedIsas: string[] };
+  cpu: { vendor: string; brand: string; features: string[]; physicalCores: number; supportedIsas: string[]; emulatedIsas: string[] };
   kernels: { gemm_s8: string; sgemm: string; quantize_rows: string; attention: string; sparse: string };
   threads: number;
   dispatchError: string;

@@ -287,6 +287,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   cpu.Set("features", Strings(env, r.features));
   cpu.Set("physicalCores", r.physical_cores);
   cpu.Set("supportedIsas", Strings(env, r.supported_isas));
+  cpu.Set("emulatedIsas", Strings(env, r.emulated_isas));
   o.Set("cpu", cpu);
   Napi::Object k = Napi::Object::New(env);
   k.Set("gemm_s8", r.isa);

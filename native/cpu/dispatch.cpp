@@ -136,9 +136,27 @@ const CpuFeatures& cpu_features() {
 
 static bool avx512_base(const CpuFeatures& f) { return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.fma; }
 
+// The emulated build (CMake SPARQ_EMULATE_ISA, and the sparq_core_emu library of
+// the native tests): the AVX-VNNI, AVX-512 and AMX objects are compiled with
+// -mavx2 and their intrinsics replaced by plain C++ (native/test/emu/), so those
+// paths - drivers, strips, tails and kernels - run on any CPU with AVX2, slowly.
+bool isa_emulated(Isa isa) {
+#ifdef SPARQ_EMULATED_ISA
+  return isa == Isa::avxvnni || isa == Isa::avx512vnni || isa == Isa::amx;
+#else
+  (void)isa;
+  return false;
+#endif
+}
+
 bool isa_supported(Isa isa, std::string* why) {
   const CpuFeatures& f = cpu_features();
   const char* missing = nullptr;
+  if (isa_emulated(isa)) {
+    if (!(f.avx2 && f.fma && f.f16c)) missing = "avx2+fma+f16c (the emulated paths are built on AVX2)";
+    if (missing && why) *why = std::string("this CPU/OS lacks ") + missing;
+    return missing == nullptr;
+  }
   switch (isa) {
     case Isa::ref: return true;
     case Isa::avx2: if (!(f.avx2 && f.fma && f.f16c)) missing = "avx2+fma+f16c (with OS AVX state)"; break;
@@ -158,7 +176,7 @@ bool isa_supported(Isa isa, std::string* why) {
 Isa best_isa() {
   const Isa order[] = {Isa::amx, Isa::avx512vnni, Isa::avxvnni, Isa::avx2};
   for (Isa i : order)
-    if (isa_supported(i)) return i;
+    if (!isa_emulated(i) && isa_supported(i)) return i;  // an emulated path runs only when asked for
   return Isa::ref;
 }
 
@@ -184,7 +202,7 @@ static KernelTable make_table(Isa isa) {
   if (isa == Isa::avx512vnni || isa == Isa::amx) {
     t.sgemm = sgemm_avx512; t.sgemv = sgemv_avx512; t.sgemm_name = "avx512";
     t.attn = attn_avx512; t.attn_name = "avx512";
-    if (cpu_features().avx512vbmi2) {
+    if (cpu_features().avx512vbmi2 || isa_emulated(isa)) {
       t.spmv = spmv_avx512;
       t.sparse_name = "avx512vbmi2";
     }

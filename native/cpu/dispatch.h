@@ -23,8 +23,10 @@ const CpuFeatures& cpu_features();
 
 // Whether this machine can run a path (CPU and OS support, AMX permission).
 bool isa_supported(Isa isa, std::string* why = nullptr);
-// Best supported ISA.
+// Best supported ISA (never an emulated one).
 Isa best_isa();
+// Whether this build runs the path with emulated intrinsics (SPARQ_EMULATED_ISA builds).
+bool isa_emulated(Isa isa);
 
 // The active table. First call initialises from SPARQ_ISA (or the best path).
 const KernelTable& kernels();

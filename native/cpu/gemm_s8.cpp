@@ -246,7 +246,7 @@ void dequantize_weight(const PackedS8& p, float* out) {
 // starting from the ISA's preferred task size and halving it until there are
 // enough tasks to keep every thread busy.
 static void run_gemm_s8(const KernelTable& t, GemmS8Fn fn, const GemmS8Args& args) {
-  const int64_t nblocks = args.b->n_pad / kS8BlockN;
+  const int64_t nblocks = s8_blocks(*args.b);  // blocks holding a column < n, never the padding past them
   const int64_t threads = num_threads();
   if (args.m <= 8) {
     // at least ~32K multiply-adds per task: tiny decode GEMVs (small models)
@@ -353,14 +353,19 @@ static void interleave_block(const int8_t* rows, int64_t k_pad, int8_t* blk) {
 #endif
 }
 
+static std::atomic<int64_t> g_strip_bytes{0};
+
+void set_expand_strip_bytes(int64_t bytes) { g_strip_bytes.store(bytes > 0 ? bytes : 0, std::memory_order_relaxed); }
+
 Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn& expand, const float* x, int64_t m,
                          const float* bias, float* y) {
   const KernelTable t = kernels();
-  // strips of about 1 MiB of weights, whole 16-column blocks
-  const int64_t strip = std::min(round_up(n, kS8BlockN), std::max<int64_t>(kS8BlockN, ((int64_t(1) << 20) / k) / kS8BlockN * kS8BlockN));
+  // strips of about 1 MiB of weights (set_expand_strip_bytes), whole 16-column blocks
+  const int64_t strip_bytes = g_strip_bytes.load(std::memory_order_relaxed) ? g_strip_bytes.load(std::memory_order_relaxed) : int64_t(1) << 20;
+  const int64_t strip = std::min(round_up(n, kS8BlockN), std::max<int64_t>(kS8BlockN, (strip_bytes / k) / kS8BlockN * kS8BlockN));
   std::unique_ptr<PackedWeight> pw;
   if (Error e = PackedWeight::create(strip, k, group, true, false, &pw); !e.ok()) return e;
-  PackedS8& p = pw->p_;
+  const PackedS8& p = pw->p_;
   const int64_t k_pad = p.k_pad, ksteps = k_pad / kS8StepK, groups = p.groups;
   std::vector<int8_t> rows;
   std::vector<float> row_scales, xs;
@@ -377,10 +382,15 @@ Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn&
   quantize_activations(t, x, m, k, k_pad, t.gemm_s8_a_u8, xq.data(), xs.data());
   for (int64_t r0 = 0; r0 < n; r0 += strip) {
     const int64_t nr = std::min(strip, n - r0);
+    // The strip as a weight of its own: nr rows (the last strip may be shorter), n_pad to match,
+    // so the driver and the kernels see only the blocks that hold its columns.
+    PackedS8 v = p;
+    v.n = nr;
+    v.n_pad = round_up(nr, kS8BlockN);
     std::atomic<bool> m128{false};
     // rows expanded 16 at a time, then interleaved into the packed layout
     // (blocks of 16 columns, 4 k-bytes per step) with their group sums and scales
-    parallel_for((nr + kS8BlockN - 1) / kS8BlockN, [&](int64_t nb) {
+    parallel_for(v.n_pad / kS8BlockN, [&](int64_t nb) {
       int8_t* rb = rows.data() + nb * kS8BlockN * k_pad;
       int8_t* blk = p.data + nb * ksteps * kS8BlockBytes;
       for (int64_t jj = 0; jj < kS8BlockN; ++jj) {
@@ -405,9 +415,8 @@ Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn&
       }
       interleave_block(rb, k_pad, blk);
     });
-    p.n = nr;  // the last strip may be shorter: only its columns are written
-    p.has_m128 = m128.load();
-    run_linear_s8(t, xq.data(), xs.data(), m, p, bias ? bias + r0 : nullptr, y + r0, n);
+    v.has_m128 = m128.load();
+    run_linear_s8(t, xq.data(), xs.data(), m, v, bias ? bias + r0 : nullptr, y + r0, n);
   }
   return Error{};
 }

@@ -37,7 +37,10 @@ struct GemmS8Args {
 };
 // Computes rows [m0, m1) and column blocks [nb0, nb1) (16 columns each; only
 // columns < b->n are written). Called concurrently from pool threads on
-// disjoint ranges.
+// disjoint ranges. nb1 <= s8_blocks(*b): every block handed to a kernel holds
+// 1..16 columns < n (blocks wholly in the padding are never passed, even when
+// the allocation has them, as a strip of linear_s8_expanded does).
+inline int64_t s8_blocks(const PackedS8& b) { return (b.n + kS8BlockN - 1) / kS8BlockN; }
 using GemmS8Fn = void (*)(const GemmS8Args& args, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1);
 
 void gemm_s8_ref(const GemmS8Args&, int64_t, int64_t, int64_t, int64_t);
@@ -177,6 +180,9 @@ void run_linear_s8(const KernelTable& t, const uint8_t* a, const float* a_scale,
 using ExpandRowFn = std::function<void(int64_t j, int8_t* row, float* scales)>;
 Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn& expand, const float* x, int64_t m,
                          const float* bias, float* y);
+// Bytes of expanded weight per strip (0: the default, 1 MiB). Tests make it small so
+// that small shapes walk many strips, the last one short.
+void set_expand_strip_bytes(int64_t bytes);
 
 // --- the table ------------------------------------------------------------
 struct KernelTable {

@@ -25,7 +25,10 @@ RuntimeInfo runtime_info() {
   r.threads = num_threads();
   r.physical_cores = physical_cores();
   for (int i = 0; i <= int(Isa::amx); ++i)
-    if (isa_supported(Isa(i))) r.supported_isas.emplace_back(isa_name(Isa(i)));
+    if (isa_supported(Isa(i))) {
+      r.supported_isas.emplace_back(isa_name(Isa(i)));
+      if (isa_emulated(Isa(i))) r.emulated_isas.emplace_back(isa_name(Isa(i)));
+    }
   return r;
 }
 

@@ -1,6 +1,7 @@
 // test_kernels.cpp - native tests of every kernel path against independent
 // references (plain loops over the unpacked inputs, f64 for float results).
-//   test_kernels --isa avx2     run all op checks with the int8/f32 paths of that ISA
+//   test_kernels --isa avx2 [--quick]   run all op checks with the int8/f32 paths of that ISA
+//                                       (--quick: without the large shapes; for emulated paths)
 //   test_kernels --dispatch     feature detection and SPARQ_ISA parsing
 // Exits 77 (ctest: skipped) when the CPU lacks the requested ISA.
 #include <atomic>
@@ -216,14 +217,16 @@ static void check_concurrency() {
   CHECK(bad == 0, "concurrent matmul_s8 gave %d wrong results", bad.load());
 }
 
-static int run_isa(const std::string& name) {
+static int run_isa(const std::string& name, bool quick) {
   Error e = set_isa(name);
   if (!e.ok()) {
     std::printf("SKIP %s: %s\n", name.c_str(), e.message.c_str());
     return 77;
   }
-  std::printf("isa %s (int8 %s, f32 %s), %d threads\n", name.c_str(), runtime_info().isa.c_str(),
-              runtime_info().sgemm.c_str(), num_threads());
+  Isa isa;
+  const bool emulated = parse_isa(name, &isa) && isa_emulated(isa);
+  std::printf("isa %s%s (int8 %s, f32 %s), %d threads\n", name.c_str(), emulated ? " (emulated intrinsics)" : "",
+              runtime_info().isa.c_str(), runtime_info().sgemm.c_str(), num_threads());
   check_quant_rows();
   for (const Shape& s : kShapes) {
     check_matmul_s8(s, -127, 127, -128, 127);  // activations never hold -128
@@ -236,9 +239,11 @@ static int run_isa(const std::string& name) {
     check_linear_s8(s, 0, false, true, 0.02f);
     check_f32(s, s.k % 2 == 0);
   }
-  check_matmul_s8({512, 4096, 4096}, -127, 127, -128, 127);
-  check_linear_s8({512, 1024, 4096}, 0, false, true, 0.f);
-  check_f32({300, 515, 1031}, true);
+  if (!quick) {  // large shapes (row blocks, many tasks); --quick for the slow emulated paths
+    check_matmul_s8({512, 4096, 4096}, -127, 127, -128, 127);
+    check_linear_s8({512, 1024, 4096}, 0, false, true, 0.f);
+    check_f32({300, 515, 1031}, true);
+  }
   check_concurrency();
   for (int threads : {1, 3}) {
     set_threads(threads);
@@ -272,7 +277,7 @@ static int run_dispatch() {
 }
 
 int main(int argc, char** argv) {
-  if (argc >= 3 && std::string(argv[1]) == "--isa") return run_isa(argv[2]);
+  if (argc >= 3 && std::string(argv[1]) == "--isa") return run_isa(argv[2], argc >= 4 && std::string(argv[3]) == "--quick");
   if (argc >= 2 && std::string(argv[1]) == "--dispatch") return run_dispatch();
   std::fprintf(stderr, "usage: test_kernels --isa NAME | --dispatch\n");
   return 2;

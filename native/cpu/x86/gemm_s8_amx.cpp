@@ -261,7 +261,7 @@ void gemm_s8_amx(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int64
   assert(b.k_pad % kS8StepK == 0 && b.k_pad >= b.k && b.n_pad % kS8BlockN == 0 && b.n <= b.n_pad);
   assert(p.lda >= b.k_pad);
   assert(0 <= m0 && m0 <= m1 && m1 <= p.m);
-  assert(0 <= nb0 && nb0 <= nb1 && nb1 <= b.n_pad / kS8BlockN);
+  assert(0 <= nb0 && nb0 <= nb1 && nb1 <= s8_blocks(b));
   // Every group starts inside k_pad; the last one may end past it (the packer
   // allows e.g. group 48 with k = 100: 3 groups, k_pad 128), so it is clamped.
   assert(b.groups >= 1 && b.group > 0 && b.group % kS8StepK == 0 && (b.groups - 1) * b.group < b.k_pad);

@@ -95,7 +95,7 @@ inline void tile(const GemmS8Args& p, int64_t i0, int64_t nb0) {
 
   for (int c = 0; c < NB; ++c) {
     const int64_t j0 = (nb0 + c) * kS8BlockN;
-    const int64_t ncols = b.n - j0 < kS8BlockN ? b.n - j0 : kS8BlockN;
+    const int64_t ncols = b.n - j0 < kS8BlockN ? (b.n > j0 ? b.n - j0 : 0) : kS8BlockN;
     for (int r = 0; r < MR; ++r) {
       const int64_t i = i0 + r;
       if (p.ci) {
@@ -148,6 +148,8 @@ void gemm_s8_avx2(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int6
   assert(p.b && p.a && (p.c || p.ci));
   assert(p.lda % 4 == 0 && p.b->group % kS8StepK == 0);
   assert(!(p.a_has_m128 && p.b->has_m128));  // the driver routes this case to the reference
+  assert(0 <= m0 && m0 <= m1 && m1 <= p.m && 0 <= nb0 && nb0 <= nb1 && nb1 <= s8_blocks(*p.b));
+  assert(p.ldc >= p.b->n && p.lda >= p.b->k_pad);
   if (!p.a_has_m128)
     run<true>(p, m0, m1, nb0, nb1);
   else

@@ -51,11 +51,12 @@ constexpr int kNB = 3;                      // 16-column blocks per register til
 constexpr int64_t kPrefetch = 1024;         // bytes ahead in each B block stream (16 k-steps)
 constexpr int64_t kABlockBytes = 512 << 10;  // rows per outer block: A block <= this
 
-// Columns nb*16 .. nb*16+15 that exist (j < n). Every block below n_pad / 16 has
-// at least one (n_pad = round_up(n, 16)), so v is in [1, 16].
+// Columns nb*16 .. nb*16+15 that exist (j < n). The contract passes only blocks
+// below s8_blocks(b), so v is in [1, 16]; a block past n still gets an empty
+// mask (nothing written, no bias read) rather than a shift by a negative count.
 SPARQ_INLINE __mmask16 col_mask(int64_t n, int64_t nb) {
   const int64_t v = n - nb * kS8BlockN;
-  return v >= kS8BlockN ? __mmask16(0xFFFF) : __mmask16((1u << v) - 1u);
+  return v >= kS8BlockN ? __mmask16(0xFFFF) : v <= 0 ? __mmask16(0) : __mmask16((1u << v) - 1u);
 }
 
 // int32 -> f32 (vcvtdq2ps). The all-ones maskz form sidesteps a GCC 12 false

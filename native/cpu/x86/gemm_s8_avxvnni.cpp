@@ -113,8 +113,11 @@ SPARQ_INLINE void accumulate_to(const Ctx& x, int32_t (&buf)[MR][kS8BlockN], int
   asm volatile("" : : "r"(&buf[0][0]) : "memory");
 }
 
-// Valid columns of block nb: v = n - 16 * nb, in [1, 16] for nb < n_pad / 16.
-SPARQ_INLINE int64_t valid_cols(int64_t n, int64_t nb) { return std::min<int64_t>(kS8BlockN, n - nb * kS8BlockN); }
+// Valid columns of block nb: v = n - 16 * nb, in [1, 16] for the blocks the
+// contract passes (nb < s8_blocks(b)); clamped to 0 past n (nothing written).
+SPARQ_INLINE int64_t valid_cols(int64_t n, int64_t nb) {
+  return std::max<int64_t>(0, std::min<int64_t>(kS8BlockN, n - nb * kS8BlockN));
+}
 
 // out[0..v) = (float(acc) * sc) * as + bi, 16 lanes computed, v written.
 SPARQ_INLINE void store_f32(float* out, int64_t v, const int32_t* acc, __m256 sc0, __m256 sc1, __m256 as,

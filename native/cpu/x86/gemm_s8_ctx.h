@@ -31,7 +31,8 @@ struct Ctx {
 };
 
 // Checks the call against the contract of gemm_s8_ref (kernels.h) and
-// flattens it. The packer keeps k_pad a multiple of 64 and of the group, so
+// flattens it. The checks are live in the checked builds (native tests,
+// sanitizer and emulated builds: -UNDEBUG), compiled out in release ones. The packer keeps k_pad a multiple of 64 and of the group, so
 // groups * group <= k_pad; the kernels still clamp the last group to k_pad.
 inline Ctx make_ctx(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1) {
   assert(p.a && p.b);
@@ -40,7 +41,7 @@ inline Ctx make_ctx(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, in
   assert(b.k_pad % kS8StepK == 0 && b.k_pad >= b.k && b.n_pad % kS8BlockN == 0 && b.n <= b.n_pad);
   assert(p.lda >= b.k_pad);
   assert(0 <= m0 && m0 <= m1 && m1 <= p.m);
-  assert(0 <= nb0 && nb0 <= nb1 && nb1 <= b.n_pad / kS8BlockN);
+  assert(0 <= nb0 && nb0 <= nb1 && nb1 <= s8_blocks(b));
   assert(b.groups >= 1 && b.group > 0 && b.group % kS8StepK == 0 && (b.groups - 1) * b.group < b.k_pad);
   assert(p.ci ? b.groups == 1 : (p.c && b.scales && p.a_scale));
   assert(p.ldc >= b.n);

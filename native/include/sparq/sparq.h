@@ -173,6 +173,7 @@ struct RuntimeInfo {
   int threads = 1;
   int physical_cores = 1;
   std::vector<std::string> supported_isas;
+  std::vector<std::string> emulated_isas;  // of those, the ones run with emulated intrinsics (test builds)
 };
 RuntimeInfo runtime_info();
 Error set_isa(const std::string& name);

@@ -1,11 +1,13 @@
 // emu_avx512_amx.h - test-only emulation of the AVX-512 and AMX intrinsics used by
 // sparq's int8 and f32 kernels, so their logic (indexing, tails, masks, groups, tile
 // shapes) runs and is checked on CPUs without those ISAs. Force-included
-// (-include) before a kernel file; see test_emulated_isa.cpp. It checks the
-// source against the reference, not the real instructions.
+// (-include) before a kernel file by the emulated core (CMake sparq_core_emu,
+// native/test/emu/*_emu.cpp); see test_ops.cpp and test_emulated_isa.cpp. It
+// checks the source against the reference, not the real instructions.
 #pragma once
 #define SPARQ_EMULATED_ISA 1
 #include <immintrin.h>
+#include <atomic>
 #include <cassert>
 #include <cmath>
 #include <cstdint>
@@ -92,9 +94,10 @@ inline __m512i xor_si512(__m512i a, __m512i b) { V x = vi(a), y = vi(b); for (in
 struct Tile { int rows = 0, colsb = 0; uint8_t d[16][64]; };
 struct TileState { bool configured = false; Tile t[8]; };
 inline thread_local TileState ts;
-inline long g_tdp = 0, g_cfg = 0;
-inline long tdp_count() { return g_tdp; }
-inline long cfg_count() { return g_cfg; }
+// instruction counts over all threads (the emulated core runs the kernels in the pool)
+inline std::atomic<long> g_tdp{0}, g_cfg{0};
+inline long tdp_count() { return g_tdp.load(); }
+inline long cfg_count() { return g_cfg.load(); }
 inline void fail(const char* m) { std::fprintf(stderr, "AMX emu: %s\n", m); std::abort(); }
 inline void loadconfig(const void* cfg) {
   const uint8_t* c = static_cast<const uint8_t*>(cfg);

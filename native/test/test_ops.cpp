@@ -1,0 +1,488 @@
+// test_ops.cpp - the table of ops x weight formats x shapes, run on every int8
+// path (ref, avx2, avxvnni, avx512vnni, amx) through the entry points the
+// model and the addon call (linear_s8, linear_q4, spmm, linear_f32 and
+// LlamaModel::forward), so drivers, strips, tails and kernels are exercised
+// together. Each case is compared with an independent reference computed from
+// the format's own integers (int8 / int4 values, scales, zero points; f64 sums).
+// Outputs sit between guard zones and must be written in full; inputs are
+// exact-size heap blocks. A write past a logical bound therefore fails in any
+// build, and any out-of-bounds access fails under AddressSanitizer.
+//
+// Built twice (CMakeLists.txt): test_ops links the hardware core (paths this CPU
+// lacks are skipped, exit 77 when none ran), test_ops_emu the emulated core,
+// where avxvnni / avx512vnni / amx run with emulated intrinsics on any AVX2 CPU.
+//   test_ops --isa ref,avx2,avxvnni,avx512vnni,amx [--quick] [--seed N] [--only FORMAT]
+#include <algorithm>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "../cpu/dispatch.h"
+#include "../cpu/kernels.h"
+#include "../cpu/thread_pool.h"
+#include "../model/llama.h"
+#include "sparq/sparq.h"
+
+using namespace sparq;
+
+static std::mt19937_64 g_rng;
+static int g_failures = 0, g_cases = 0;
+
+#define FAIL(...)                          \
+  do {                                     \
+    ++g_failures;                          \
+    std::fprintf(stderr, "FAIL ");         \
+    std::fprintf(stderr, __VA_ARGS__);     \
+    std::fprintf(stderr, "\n");            \
+  } while (0)
+
+static std::vector<float> randn(size_t n, float std = 1.f) {
+  std::normal_distribution<float> d(0.f, std);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g_rng);
+  return v;
+}
+
+// --- weight formats -------------------------------------------------------------
+// One weight under test, with what the reference needs: the integer value of
+// every entry, its group's scale and zero point (int formats), or the f32 value.
+struct Weight {
+  std::string format;
+  int64_t n = 0, k = 0;
+  bool f32 = false;
+  std::vector<float> wf;          // f32 formats: dense values [n, k]
+  std::vector<int32_t> q;         // int formats: integer values [n, k]
+  int64_t gsz = 0, groups = 1;    // k per scale group
+  std::vector<float> scale;       // [n, groups]
+  std::vector<int32_t> zero;      // [n, groups]
+  bool expanded = false;          // m >= 16 runs W expanded a strip at a time (linear_s8_expanded)
+  bool has_bias = false;          // the entry point takes a bias
+  std::unique_ptr<PackedWeight> s8;
+  std::unique_ptr<PackedQ4> q4;
+  std::unique_ptr<SparseWeight> sp;
+  std::function<Error(const float* x, int64_t m, const float* bias, float* y)> run;
+};
+
+static const char* kFormats[] = {"int8", "int8_g32", "int8_g64_asym", "int4_g32", "int4_g128",
+                                 "csr_int8", "bitmask_int8", "nm24_int8", "bitmask_f32", "f32"};
+
+// Random [n, k] values; the sparse formats get half of them zeroed (2:4: two of
+// every four along k, the last group of a k tail included).
+static std::vector<float> weight_values(const std::string& f, int64_t n, int64_t k) {
+  auto w = randn(size_t(n * k));
+  if (f == "nm24_int8") {
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t c0 = 0; c0 < k; c0 += 4) {
+        int keep[4] = {0, 1, 2, 3};
+        std::shuffle(keep, keep + 4, g_rng);
+        for (int t = 2; t < 4; ++t)
+          if (c0 + keep[t] < k) w[size_t(j * k + c0 + keep[t])] = 0.f;
+      }
+  } else if (f.rfind("csr", 0) == 0 || f.rfind("bitmask", 0) == 0) {
+    std::bernoulli_distribution drop(0.5);
+    for (auto& v : w)
+      if (drop(g_rng)) v = 0.f;
+  }
+  return w;
+}
+
+static Error make_weight(const std::string& f, int64_t n, int64_t k, Weight* out) {
+  Weight& W = *out;
+  W.format = f;
+  W.n = n;
+  W.k = k;
+  const std::vector<float> w = weight_values(f, n, k);
+  if (f.rfind("int8", 0) == 0) {
+    QuantizeOptions opt;
+    opt.group = f == "int8_g32" ? 32 : f == "int8_g64_asym" ? 64 : 0;
+    opt.asymmetric = f == "int8_g64_asym";
+    SPARQ_TRY(quantize_weight(w.data(), n, k, opt, &W.s8));
+    const PackedS8& b = W.s8->view();
+    W.groups = b.groups;
+    W.gsz = b.groups == 1 ? k : b.group;
+    std::vector<int8_t> v(size_t(n * k));
+    W.scale.resize(size_t(n * b.groups));
+    W.zero.resize(size_t(n * b.groups));
+    unpack_s8(b, v.data(), W.scale.data(), W.zero.data());
+    W.q.assign(v.begin(), v.end());
+    W.has_bias = true;
+    W.run = [&W](const float* x, int64_t m, const float* bias, float* y) {
+      return linear_s8(x, m, W.k, W.s8->view(), bias, 0.f, y);
+    };
+  } else if (f.rfind("int4", 0) == 0) {
+    const int64_t group = f == "int4_g32" ? 32 : 128;
+    SPARQ_TRY(q4_quantize(w.data(), n, k, group, &W.q4));
+    W.groups = W.q4->groups;
+    W.gsz = group;
+    std::vector<int8_t> v(size_t(n * k));
+    q4_unpack(*W.q4, v.data());
+    W.q.assign(v.begin(), v.end());
+    W.scale = W.q4->scale;
+    W.zero.assign(W.scale.size(), 0);
+    W.expanded = true;
+    W.run = [&W](const float* x, int64_t m, const float*, float* y) { return linear_q4(*W.q4, x, m, y); };
+  } else if (f == "f32") {
+    W.f32 = true;
+    W.wf = w;
+    W.has_bias = true;
+    W.run = [&W](const float* x, int64_t m, const float* bias, float* y) {
+      return linear_f32(x, m, W.k, W.wf.data(), W.n, bias, y);
+    };
+  } else {
+    const SparseFormat sf = f.rfind("csr", 0) == 0 ? SparseFormat::csr : f.rfind("bitmask", 0) == 0 ? SparseFormat::bitmask : SparseFormat::nm;
+    const bool int8 = f.find("int8") != std::string::npos;
+    SPARQ_TRY(sparse_from_dense(w.data(), n, k, sf, 2, 4, int8, &W.sp));
+    if (int8) {
+      W.q.resize(size_t(n * k));
+      std::vector<int8_t> row(size_t(W.sp->words() * 32 + 64));
+      for (int64_t j = 0; j < n; ++j) {
+        sparse_row_i8(*W.sp, j, row.data());
+        std::copy(row.begin(), row.begin() + k, W.q.begin() + j * k);
+      }
+      W.scale = W.sp->scale;
+      W.zero.assign(size_t(n), 0);
+      W.gsz = k;
+      W.expanded = true;
+    } else {
+      W.f32 = true;
+      W.wf.resize(size_t(n * k));
+      sparse_to_dense(*W.sp, W.wf.data());
+    }
+    W.has_bias = true;
+    W.run = [&W](const float* x, int64_t m, const float* bias, float* y) { return spmm(*W.sp, x, m, bias, y); };
+  }
+  return Error{};
+}
+
+// --- the reference -----------------------------------------------------------------
+// Activations as the int8 contract quantizes them (kernels.h, QuantRowsArgs):
+// s = max|x| / 127 (1 for a zero row), q = nearbyint(x * (1 / s)) clamped to +-127.
+static void quantize_rows_ref(const std::vector<float>& x, int64_t m, int64_t k, std::vector<int32_t>& q, std::vector<float>& s) {
+  q.resize(size_t(m * k));
+  s.resize(size_t(m));
+  for (int64_t i = 0; i < m; ++i) {
+    float amax = 0.f;
+    for (int64_t c = 0; c < k; ++c) amax = std::fmax(amax, std::fabs(x[size_t(i * k + c)]));
+    const float sc = amax > 0.f ? amax / 127.f : 1.f, inv = 1.f / sc;
+    s[size_t(i)] = sc;
+    for (int64_t c = 0; c < k; ++c)
+      q[size_t(i * k + c)] = int32_t(std::fmin(127.f, std::fmax(-127.f, std::nearbyint(x[size_t(i * k + c)] * inv))));
+  }
+}
+
+// ref[i, j] and the magnitude of its terms (sum of |products|, which the f32
+// rounding of any summation order scales with).
+static void reference(const Weight& W, const std::vector<float>& x, int64_t m, const float* bias, std::vector<double>& ref,
+                      std::vector<double>& mag) {
+  const int64_t n = W.n, k = W.k;
+  ref.assign(size_t(m * n), 0.0);
+  mag.assign(size_t(m * n), 0.0);
+  if (W.f32) {
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = bias ? bias[j] : 0.0, a = bias ? std::fabs(bias[j]) : 0.0;
+        for (int64_t c = 0; c < k; ++c) {
+          const double p = double(x[size_t(i * k + c)]) * W.wf[size_t(j * k + c)];
+          acc += p;
+          a += std::fabs(p);
+        }
+        ref[size_t(i * n + j)] = acc;
+        mag[size_t(i * n + j)] = a;
+      }
+    return;
+  }
+  std::vector<int32_t> q;
+  std::vector<float> s;
+  quantize_rows_ref(x, m, k, q, s);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = 0.0, a = 0.0;
+      for (int64_t g = 0; g < W.groups; ++g) {
+        const double sc = W.scale[size_t(j * W.groups + g)];
+        const int64_t z = W.zero[size_t(j * W.groups + g)];
+        int64_t sum = 0, abs_sum = 0;
+        for (int64_t c = g * W.gsz; c < std::min(k, (g + 1) * W.gsz); ++c) {
+          const int64_t xq = q[size_t(i * k + c)], wq = W.q[size_t(j * k + c)];
+          sum += xq * (wq - z);
+          abs_sum += std::llabs(xq) * (std::llabs(wq) + std::llabs(z));
+        }
+        acc += double(sum) * sc;
+        a += double(abs_sum) * std::fabs(sc);
+      }
+      ref[size_t(i * n + j)] = acc * s[size_t(i)] + (bias ? bias[j] : 0.0);
+      mag[size_t(i * n + j)] = a * s[size_t(i)] + (bias ? std::fabs(bias[j]) : 0.0);
+    }
+}
+
+// --- one case ------------------------------------------------------------------------
+constexpr int64_t kGuard = 1024;  // floats of guard zone on each side of an output
+static float sentinel() {
+  const uint32_t bits = 0x7fc0dead;  // a NaN no computation produces
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+static bool is_sentinel(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  return bits == 0x7fc0dead;
+}
+
+static void check_case(const Weight& W, const char* isa, int64_t m, int64_t strip_rows, const std::vector<float>& x,
+                       const float* bias, const std::vector<double>& ref, const std::vector<double>& mag) {
+  ++g_cases;
+  const int64_t n = W.n;
+  std::vector<float> buf(size_t(m * n + 2 * kGuard), sentinel());
+  float* y = buf.data() + kGuard;
+  const std::unique_ptr<float[]> xin(new float[size_t(m * W.k)]);  // exact size: ASan sees any over-read
+  std::copy(x.begin(), x.end(), xin.get());
+  const Error e = W.run(xin.get(), m, bias, y);
+  char where[200];
+  std::snprintf(where, sizeof where, "%s %s m=%" PRId64 " n=%" PRId64 " k=%" PRId64 " strip=%" PRId64 "%s", isa, W.format.c_str(), m, n,
+                W.k, strip_rows, bias ? " bias" : "");
+  if (!e.ok()) {
+    FAIL("%s: %s", where, e.message.c_str());
+    return;
+  }
+  int64_t guard = 0, unwritten = 0, wrong = 0;
+  for (int64_t i = 0; i < kGuard; ++i) guard += !is_sentinel(buf[size_t(i)]) + !is_sentinel(buf[size_t(kGuard + m * n + i)]);
+  double worst = 0.0;
+  int64_t worst_at = -1;
+  for (int64_t i = 0; i < m * n; ++i) {
+    if (is_sentinel(y[i])) {
+      ++unwritten;
+      continue;
+    }
+    const double err = std::fabs(double(y[i]) - ref[size_t(i)]);
+    // f32 sums in any order: a few ulps of the largest partial sums (1e-5 of the terms' magnitude)
+    if (!(err <= 1e-5 * mag[size_t(i)] + 1e-30)) {
+      if (++wrong == 1 || err / (mag[size_t(i)] + 1e-30) > worst) worst = err / (mag[size_t(i)] + 1e-30), worst_at = i;
+    }
+  }
+  if (guard) FAIL("%s: %" PRId64 " floats written outside the output [m, n]", where, guard);
+  if (unwritten) FAIL("%s: %" PRId64 " outputs never written", where, unwritten);
+  if (wrong)
+    FAIL("%s: %" PRId64 " outputs off the reference (worst at row %" PRId64 " col %" PRId64 ": got %g want %g, err/magnitude %.3g)", where,
+         wrong, worst_at / n, worst_at % n, double(y[worst_at]), ref[size_t(worst_at)], worst);
+}
+
+struct Run {
+  std::vector<std::string> isas;  // requested paths this build can run
+  bool quick = false;
+  std::string only;
+};
+
+static bool use_isa(const std::string& name) {
+  const Error e = set_isa(name);
+  if (!e.ok()) FAIL("set_isa(%s): %s", name.c_str(), e.message.c_str());
+  return e.ok();
+}
+
+// Every ISA x (the default strip and short ones, for the expanded formats at m >= 16).
+static void run_shape(const Run& r, const Weight& W, int64_t m) {
+  const auto x = randn(size_t(m * W.k), 2.f);
+  const auto bias_v = randn(size_t(W.n));
+  const float* bias = W.has_bias && (m + W.n) % 2 == 1 ? bias_v.data() : nullptr;
+  std::vector<double> ref, mag;
+  reference(W, x, m, bias, ref, mag);
+  std::vector<int64_t> strips = {0};
+  if (W.expanded && m >= kQ4DenseM && m >= kSparseDenseM) strips = {0, 16, 48};
+  for (int64_t rows : strips) {
+    set_expand_strip_bytes(rows * W.k);
+    for (const std::string& isa : r.isas)
+      if (use_isa(isa)) check_case(W, isa.c_str(), m, rows, x, bias, ref, mag);
+  }
+  set_expand_strip_bytes(0);
+}
+
+// The sweep: formats x n x m x k (k = 256 fills every group; 203 ends in a
+// partial group of every group size and is not a multiple of 4).
+static void sweep(const Run& r) {
+  const int64_t ns[] = {1, 15, 16, 17, 300, 1000};
+  const int64_t ms[] = {1, 8, 15, 16, 17, 64, 129};
+  const int64_t ks[] = {256, 203};
+  for (const char* f : kFormats) {
+    if (!r.only.empty() && r.only != f) continue;
+    const int before = g_failures, cases = g_cases;
+    for (int64_t k : ks)
+      for (int64_t n : ns) {
+        if (r.quick && n == 1000) continue;
+        Weight W;
+        if (Error e = make_weight(f, n, k, &W); !e.ok()) {
+          FAIL("%s n=%" PRId64 " k=%" PRId64 ": %s", f, n, k, e.message.c_str());
+          continue;
+        }
+        for (int64_t m : ms) run_shape(r, W, m);
+      }
+    std::printf("  %-14s %5d cases, %s\n", f, g_cases - cases, g_failures == before ? "ok" : "FAILED");
+    std::fflush(stdout);
+  }
+}
+
+// The shape that corrupted the heap on the VNNI paths: n = 300 over strips of
+// 256 rows (k = 4000: 1 MiB / k), the last one 44 rows, m = 16 / 17 (prefill).
+static void regression(const Run& r) {
+  const int before = g_failures, cases = g_cases;
+  for (const char* f : {"int4_g32", "csr_int8", "bitmask_int8", "nm24_int8", "int8_g32"}) {
+    if (!r.only.empty() && r.only != f) continue;
+    Weight W;
+    if (Error e = make_weight(f, 300, 4000, &W); !e.ok()) {
+      FAIL("%s: %s", f, e.message.c_str());
+      continue;
+    }
+    for (int64_t m : {16, 17}) {
+      const auto x = randn(size_t(m * W.k), 2.f);
+      const auto bias_v = randn(size_t(W.n));
+      const float* bias = W.has_bias ? bias_v.data() : nullptr;
+      std::vector<double> ref, mag;
+      reference(W, x, m, bias, ref, mag);
+      for (const std::string& isa : r.isas)
+        if (use_isa(isa)) check_case(W, isa.c_str(), m, 0, x, bias, ref, mag);
+    }
+  }
+  std::printf("  %-14s %5d cases, %s\n", "n300 k4000", g_cases - cases, g_failures == before ? "ok" : "FAILED");
+}
+
+// --- the model end to end ---------------------------------------------------------------
+// A small random Llama whose linears take every int format in turn, run on each
+// path with short strips (so the expanded prefill walks several, the last one
+// short): a prefill of 21 tokens, then 3 decode steps. Logits are compared with
+// the ref path's (the paths agree to f32 rounding per linear).
+static void model(const Run& r) {
+  if (!r.only.empty() && r.only != "model") return;
+  LlamaConfig cfg;
+  cfg.dim = 96;
+  cfg.hidden = 250;
+  cfg.layers = 2;
+  cfg.heads = 6;
+  cfg.kv_heads = 2;
+  cfg.vocab = 301;
+  cfg.max_seq = 40;
+  const int64_t hd = cfg.dim / cfg.heads, kvd = cfg.kv_heads * hd;
+  const auto embed = randn(size_t(cfg.vocab * cfg.dim));
+  std::vector<float> ones(size_t(cfg.dim), 1.f);
+  std::vector<std::unique_ptr<Weight>> keep;
+  const char* formats[] = {"int4_g32", "bitmask_int8", "int8_g32", "nm24_int8", "csr_int8", "int8", "int4_g128"};
+  int fi = 0;
+  auto lin = [&](int64_t n, int64_t k, LinearWeight* lw) -> Error {
+    keep.emplace_back(new Weight());
+    Weight& W = *keep.back();
+    SPARQ_TRY(make_weight(formats[fi++ % 7], n, k, &W));
+    lw->n = n;
+    lw->k = k;
+    if (W.s8) lw->q = std::shared_ptr<PackedWeight>(std::move(W.s8));
+    if (W.q4) lw->q4 = std::shared_ptr<PackedQ4>(std::move(W.q4));
+    if (W.sp) lw->sp = std::shared_ptr<SparseWeight>(std::move(W.sp));
+    return Error{};
+  };
+  LlamaWeights w;
+  w.embed = embed.data();
+  w.final_norm = ones.data();
+  w.layers.resize(size_t(cfg.layers));
+  Error e;
+  for (auto& l : w.layers) {
+    l.attn_norm = ones.data();
+    l.ffn_norm = ones.data();
+    const std::vector<std::tuple<LinearWeight*, int64_t, int64_t>> linears = {
+        {&l.wq, cfg.dim, cfg.dim}, {&l.wk, kvd, cfg.dim}, {&l.wv, kvd, cfg.dim}, {&l.wo, cfg.dim, cfg.dim},
+        {&l.w1, cfg.hidden, cfg.dim}, {&l.w2, cfg.dim, cfg.hidden}, {&l.w3, cfg.hidden, cfg.dim}};
+    for (const auto& [lw, n, k] : linears)
+      if (e.ok()) e = lin(n, k, lw);
+  }
+  if (e.ok()) e = lin(cfg.vocab, cfg.dim, &w.output);
+  std::unique_ptr<LlamaModel> mdl;
+  if (e.ok()) e = LlamaModel::create(cfg, w, &mdl);
+  if (!e.ok()) {
+    FAIL("model: %s", e.message.c_str());
+    return;
+  }
+  std::vector<int32_t> tokens(24);
+  for (auto& t : tokens) t = int32_t(std::uniform_int_distribution<int>(0, int(cfg.vocab - 1))(g_rng));
+  const int cases = g_cases, before = g_failures;
+  // logits of every prefill token, then of each decoded one
+  auto forward_all = [&](std::vector<float>* out) -> Error {
+    mdl->truncate(0);
+    out->assign(size_t((21 + 3) * cfg.vocab), 0.f);
+    SPARQ_TRY(mdl->forward(tokens.data(), 21, true, out->data()));
+    for (int t = 0; t < 3; ++t) SPARQ_TRY(mdl->forward(tokens.data() + 21 + t, 1, false, out->data() + (21 + t) * cfg.vocab));
+    return Error{};
+  };
+  set_expand_strip_bytes(16 * cfg.hidden);
+  std::vector<float> want;
+  if (!use_isa("ref")) return;
+  if (Error fe = forward_all(&want); !fe.ok()) {
+    FAIL("model on ref: %s", fe.message.c_str());
+    return;
+  }
+  for (const std::string& isa : r.isas) {
+    if (isa == "ref" || !use_isa(isa)) continue;
+    ++g_cases;
+    std::vector<float> got;
+    if (Error fe = forward_all(&got); !fe.ok()) {
+      FAIL("model on %s: %s", isa.c_str(), fe.message.c_str());
+      continue;
+    }
+    double num = 0, den = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+      den += double(want[i]) * want[i];
+    }
+    const double rel = std::sqrt(num / (den > 0 ? den : 1));
+    if (!(rel < 1e-3)) FAIL("model on %s: logits differ from the ref path by %.3g (relative L2)", isa.c_str(), rel);
+  }
+  set_expand_strip_bytes(0);
+  std::printf("  %-14s %5d cases, %s\n", "model", g_cases - cases, g_failures == before ? "ok" : "FAILED");
+}
+
+int main(int argc, char** argv) {
+  Run r;
+  std::string list = "ref,avx2,avxvnni,avx512vnni,amx";
+  unsigned long long seed = std::random_device{}();
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--isa" && i + 1 < argc) list = argv[++i];
+    else if (a == "--seed" && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
+    else if (a == "--only" && i + 1 < argc) r.only = argv[++i];
+    else if (a == "--quick") r.quick = true;
+    else {
+      std::fprintf(stderr, "usage: test_ops [--isa a,b,...] [--quick] [--seed N] [--only FORMAT|model]\n");
+      return 2;
+    }
+  }
+  g_rng.seed(seed);
+  std::string skipped;
+  for (size_t p = 0; p <= list.size();) {
+    const size_t q = std::min(list.find(',', p), list.size());
+    const std::string name = list.substr(p, q - p);
+    p = q + 1;
+    Isa isa;
+    std::string why;
+    if (!parse_isa(name, &isa)) {
+      std::fprintf(stderr, "unknown ISA '%s'\n", name.c_str());
+      return 2;
+    }
+    if (isa_supported(isa, &why)) r.isas.push_back(name);
+    else skipped += " " + name + " (" + why + ")";
+  }
+  std::printf("test_ops: seed %llu, %d threads; paths:", seed, num_threads());
+  for (const auto& s : r.isas) {
+    Isa isa;
+    parse_isa(s, &isa);
+    std::printf(" %s%s", s.c_str(), isa_emulated(isa) ? " (emulated)" : "");
+  }
+  std::printf("\n");
+  if (!skipped.empty()) std::printf("skipped:%s\n", skipped.c_str());
+  if (r.isas.empty()) return 77;
+  regression(r);
+  sweep(r);
+  model(r);
+  std::printf("test_ops: %d cases, %d failures\n", g_cases, g_failures);
+  return g_failures ? 1 : 0;
+}
