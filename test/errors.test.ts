@@ -97,6 +97,9 @@ describe('the addon checks spans itself (calls that bypass the TS layer)', () =>
     expect(() => N.matmulF32(s, 0, 4, 4, s, 0, 4, null, 0, o, 32)).to.throw(RangeError, /out needs 64 bytes at offset 32/);
     expect(() => N.matmulF32(s, 0, 2 ** 31, 2 ** 31, s, 0, 4, null, 0, o, 0)).to.throw(RangeError, /m must be an integer in/);
     expect(() => N.linearF32(s, 0, 2 ** 30, 2 ** 30, s, 0, 2 ** 30, null, 0, o, 0)).to.throw(RangeError, /needs \d+ bytes/);
+    // three dims of 2^30, 2^30, 4 floats: 2^64 bytes, which a plain uint64 product wraps to 0
+    expect(() => N.rope(s, 0, 2 ** 30, 2 ** 30, 4, 0, 1e4, false, o, 0)).to.throw(RangeError, /rope: sizes too large/);
+    expect(() => N.rope(s, 0, 4, 2 ** 30, 2 ** 30, 0, 1e4, false, o, 0)).to.throw(RangeError, /rope: sizes too large/);
     expect(() => N.matmulS8(s, 0, 1, 1, {} as never, o, 0)).to.throw(TypeError, /expected a quantized weight/);
     expect(() => N.stats({} as never, 0, 1, 0, 0, 0)).to.throw(TypeError, /expected a tensor storage/);
     s.dispose();

@@ -13,10 +13,19 @@ namespace sparq_addon {
 
 using sparq::Error;
 
-// Largest dimension accepted from JS. With dims <= 2^30 every byte count below
-// (at most three factors: two dims and an element size <= 4) stays under 2^62,
-// so the span checks cannot overflow.
+// Largest dimension accepted from JS. With dims <= 2^30 a byte count of two
+// dims and an element size <= 4 stays under 2^62, so those span checks cannot
+// overflow; a count of three dims or more goes through Bytes (checked).
 constexpr int64_t kMaxDim = int64_t(1) << 30;
+
+// Product of dims times an element size, or a RangeError when it overflows 2^62.
+uint64_t Bytes(const Napi::Env& env, const char* op, std::initializer_list<int64_t> dims, int64_t es) {
+  uint64_t n = uint64_t(es);
+  for (int64_t d : dims)
+    if (__builtin_mul_overflow(n, uint64_t(d), &n) || n > (uint64_t(1) << 62))
+      throw Napi::RangeError::New(env, std::string(op) + ": sizes too large");
+  return n;
+}
 
 // --- Packed -------------------------------------------------------------------------
 Napi::Function Packed::Define(Napi::Env env) {
@@ -360,8 +369,10 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   const float theta = float(ArgNum(info, 6, op, "theta"));
   const bool neox = info.Length() > 7 && info[7].ToBoolean().Value();
   const bool dev = DeviceOf(info, 0);
-  const Span x = ArgSpanOn(info, 0, op, "x", uint64_t(bh) * uint64_t(t) * uint64_t(d) * 4, dev);
-  const Span o = ArgSpanOn(info, 8, op, "out", uint64_t(bh) * uint64_t(t) * uint64_t(d) * 4, dev);
+  // three dims: the product can pass 2^64, so it is checked (Bytes) rather than wrapped
+  const uint64_t bytes = Bytes(info.Env(), op, {bh, t, d}, 4);
+  const Span x = ArgSpanOn(info, 0, op, "x", bytes, dev);
+  const Span o = ArgSpanOn(info, 8, op, "out", bytes, dev);
   CudaCtx hold = dev ? CudaContext(info.Env(), op) : nullptr;
   sparq::cuda::Context* ctx = hold.get();
   return RunAsync(info.Env(), [x, o, bh, t, d, pos0, theta, neox, ctx, hold]() {
@@ -371,14 +382,6 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
 }
 
 // --- attention --------------------------------------------------------------------
-// Product of dims times an element size, or a RangeError when it overflows 2^62.
-uint64_t Bytes(const Napi::Env& env, const char* op, std::initializer_list<int64_t> dims, int64_t es) {
-  uint64_t n = uint64_t(es);
-  for (int64_t d : dims)
-    if (__builtin_mul_overflow(n, uint64_t(d), &n) || n > (uint64_t(1) << 62))
-      throw Napi::RangeError::New(env, std::string(op) + ": sizes too large");
-  return n;
-}
 
 int64_t KvElemSize(sparq::KvType t) { return t == sparq::KvType::f32 ? 4 : t == sparq::KvType::f16 ? 2 : 1; }
 

@@ -30,21 +30,25 @@ Error PackedWeight::create(int64_t n, int64_t k, int64_t group, bool with_scales
                        "group size must be 4, 8, 16, 32 or a multiple of 64; got " + std::to_string(group));
   if (n > (int64_t(1) << 31) || k > (int64_t(1) << 31) || n * k > (int64_t(1) << 40))
     return Error::make(Status::invalid_argument, "packed int8 weight is too large");
+  // a group as large as k or larger is one group per row: k_pad follows k, not the group
+  // (round_up(k, group) of a huge group would make an absurd, or wrapping, allocation)
+  const int64_t requested = group;
+  if (group >= k) group = 0;
   std::unique_ptr<PackedWeight> w(new (std::nothrow) PackedWeight());
   if (!w) return Error::make(Status::out_of_memory, "out of memory");
+  w->user_group_ = requested;
   PackedS8& p = w->p_;
   p.n = n;
   p.k = k;
   p.n_pad = round_up(n, kS8BlockN);
   p.k_pad = round_up(k, std::max<int64_t>(kS8AlignK, group));
-  if (group == 0 || group >= k) {
+  if (group == 0) {
     p.group = p.k_pad;
     p.groups = 1;
   } else {
     p.group = group;
     p.groups = (k + group - 1) / group;
   }
-  w->user_group_ = group;
   const size_t data_b = size_t(p.n_pad * p.k_pad);
   const size_t vec_b = size_t(round_up(p.n_pad * p.groups * 4, 64));
   const size_t total = data_b + vec_b * (1 + (with_scales ? 1 : 0) + (asymmetric ? 1 : 0));
@@ -466,6 +470,9 @@ Error linear_s8(const float* x, int64_t m, int64_t k, const PackedS8& b, const f
                 float* y) {
   if (k != b.k) return Error::make(Status::invalid_argument, "linear_s8: k mismatch");
   if (!b.scales) return Error::make(Status::invalid_argument, "linear_s8: weight has no scales");
+  if ((b.groups == 1 ? b.k : b.group) > kS8MaxGroupK)
+    return Error::make(Status::invalid_argument, "linear_s8: a scale group of more than " + std::to_string(kS8MaxGroupK) +
+                                                     " values could overflow the exact int32 sums; use a smaller group");
   const KernelTable t = kernels();
   ScratchA s;
   s.a = static_cast<uint8_t*>(aligned_malloc(size_t(m * b.k_pad)));

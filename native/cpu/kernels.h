@@ -40,6 +40,8 @@ struct GemmS8Args {
 // disjoint ranges. nb1 <= s8_blocks(*b): every block handed to a kernel holds
 // 1..16 columns < n (blocks wholly in the padding are never passed, even when
 // the allocation has them, as a strip of linear_s8_expanded does).
+// int32 sums of one group stay exact up to this many values (127 * 128 * k < 2^31).
+constexpr int64_t kS8MaxGroupK = int64_t(1) << 17;
 inline int64_t s8_blocks(const PackedS8& b) { return (b.n + kS8BlockN - 1) / kS8BlockN; }
 using GemmS8Fn = void (*)(const GemmS8Args& args, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1);
 
@@ -177,6 +179,10 @@ void run_linear_s8(const KernelTable& t, const uint8_t* a, const float* a_scale,
 // int8 GEMM, so prefill runs at dense int8 speed with scratch that stays small
 // (the expansion is O(n k), the product O(m n k)). expand(j, row, scales) writes
 // row j's k values in [-127, 127] and its groups' scales (one when group is 0).
+// row has room for k_pad >= round_up(k, 64) bytes: expand may write up to
+// round_up(k, 32) (q4_row, sprow write whole 32-value blocks); the driver zeroes
+// [k, k_pad) afterwards. Each strip is packed as a weight of its own (n = its
+// rows, n_pad = round_up(n, 16)), so no kernel sees a block past its last row.
 using ExpandRowFn = std::function<void(int64_t j, int8_t* row, float* scales)>;
 Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn& expand, const float* x, int64_t m,
                          const float* bias, float* y);

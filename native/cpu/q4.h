@@ -16,7 +16,7 @@ namespace sparq {
 
 struct PackedQ4 {
   int64_t n = 0, k = 0, k_pad = 0, group = 0, groups = 0;
-  std::vector<uint8_t> data;  // n * k_pad / 2 (+ 32 bytes of padding)
+  std::vector<uint8_t> data;  // n * k_pad / 2 (+ 32 bytes of slack; kernels read whole rows only)
   std::vector<float> scale;   // n * groups
   int64_t row_bytes() const { return k_pad / 2; }
   size_t bytes() const { return data.size() + scale.size() * 4; }

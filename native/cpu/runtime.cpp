@@ -60,8 +60,9 @@ void histogram_f32(const float* x, int64_t count, float lo, float hi, int64_t bi
   for (int64_t i = 0; i < count; ++i) {
     const float v = x[i];
     if (std::isnan(v)) continue;
-    int64_t b = width > 0 ? int64_t((double(v) - lo) / width) : 0;
-    b = b < 0 ? 0 : (b >= bins ? bins - 1 : b);
+    // clamped as a double, then converted (an infinite or huge value is never cast out of range)
+    const double t = width > 0 ? (double(v) - lo) / width : 0.0;
+    const int64_t b = t > 0 ? (t < double(bins - 1) ? int64_t(t) : bins - 1) : 0;
     counts[b] += 1;
   }
 }

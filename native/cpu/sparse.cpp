@@ -4,6 +4,7 @@
 // nonzero updates a contiguous run of m outputs).
 #include "sparse.h"
 
+#include <cassert>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -288,6 +289,7 @@ void sparse_to_dense(const SparseWeight& s, float* out) {
 }
 
 void spmv_ref(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
+  assert(1 <= a.m && a.m <= 8 && 0 <= j0 && j0 <= j1 && j1 <= s.n);  // acc[8]
   const int64_t m = a.m;
   for (int64_t j = j0; j < j1; ++j) {
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};

@@ -86,8 +86,9 @@ Error spmm(const SparseWeight& s, const float* x, int64_t m, const float* bias, 
 // Operands of one kernel call (rows [j0, j1) of W; every ISA computes the
 // same epilogue in the same order, so int8 results are identical across paths).
 //  m <= 8 (spmv): f32 values read x (m, k); int8 values read xq (m, ldq) with
-//                 zero columns from k up to ldq (ldq >= words * 32 and >= k + 4);
-//                 y (m, n) written.
+//                 zero columns from k up to ldq (ldq a multiple of 64, >= words * 32
+//                 and >= k + 4: the AVX2 gathers read 4 bytes at column k - 1, the
+//                 AVX-512 kernel 64 bytes per pair of mask words); y (m, n) written.
 //  m > 8 (spmmt): f32 values read xt (k, m) = x transposed; int8 values read
 //                 xqt (k, m) int32; yt (n, m) written.
 struct SpArgs {

@@ -172,7 +172,8 @@ static AttParams plan(const Attention& a, int sms, size_t scratch) {
   if (blocks < target && a.tk > 256) splits = min64((target + blocks - 1) / blocks, (a.tk + 255) / 256);
   splits = max64(1, min64(splits, 64));
   const int64_t per_split = a.b * a.hq * a.tq * (a.d + 2) * 4;
-  if (splits > 1 && int64_t(scratch) < splits * per_split) splits = int64_t(scratch) / per_split;
+  // in size_t: scratch may be SIZE_MAX ("as much as it takes", scratch_bytes_attention)
+  if (splits > 1 && scratch / size_t(per_split) < size_t(splits)) splits = int64_t(scratch / size_t(per_split));
   if (splits < 2) splits = 1;
   p.splits = int(splits);
   p.chunk = (a.tk + splits - 1) / splits;

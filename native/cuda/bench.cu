@@ -82,7 +82,22 @@ Error bench_gemm_s8(int device, int64_t m, int64_t n, int64_t k, int64_t group, 
   return e;
 }
 
+// a * b * c * d elements without wrapping, at most 2^40 (else false)
+bool count4(int64_t a, int64_t b, int64_t c, int64_t d, size_t* out) {
+  uint64_t n = 1;
+  for (int64_t x : {a, b, c, d})
+    if (x < 1 || __builtin_mul_overflow(n, uint64_t(x), &n)) return false;
+  *out = size_t(n);
+  return n <= (uint64_t(1) << 40);
+}
+
 Error bench_attention(int device, const Attention& shape, int reps, double* ms) {
+  // the shape is checked before anything is sized, allocated or filled (attention() checks
+  // it again, but only after the buffers exist)
+  size_t nq = 0, nk = 0;
+  if (!count4(shape.b, shape.hq, shape.tq, shape.d, &nq) || !count4(shape.b, shape.hkv, shape.tk, shape.d, &nk) ||
+      shape.hq % shape.hkv || shape.d > 256 || shape.b * shape.hkv > 65535 || shape.b * shape.hq * shape.tq > 0x7fffffff)
+    return bad_arg("bench attention: bad or too large shape");
   Context* ctx = nullptr;
   if (Error e = context_create(device, &ctx); !e.ok()) return e;
   context_set_blocking(ctx, false);
@@ -92,7 +107,6 @@ Error bench_attention(int device, const Attention& shape, int reps, double* ms) 
     Attention a = shape;
     a.cap = a.tk;
     const size_t qs = a.q_type == DType::f32 ? 4 : 2, ks = a.kv_type == DType::f32 ? 4 : a.kv_type == DType::i8 ? 1 : 2;
-    const size_t nq = size_t(a.b * a.hq * a.tq * a.d), nk = size_t(a.b * a.hkv * a.tk * a.d);
     void *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr, *scr = nullptr, *ksc = nullptr, *vsc = nullptr;
     e = mem.alloc(ctx, nq * qs, &q);
     if (e.ok()) e = mem.alloc(ctx, nk * ks, &k);

@@ -4,6 +4,7 @@
 //                                       (--quick: without the large shapes; for emulated paths)
 //   test_kernels --dispatch     feature detection and SPARQ_ISA parsing
 // Exits 77 (ctest: skipped) when the CPU lacks the requested ISA.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -176,6 +177,8 @@ static void check_quant_rows() {
     // row 1 has max |x| = 127 (scale 1) and exact .5 ties: round half to even must agree
     for (int64_t q = 0; q < k; ++q) x[size_t(k + q)] = float(q % 7) - 3.5f;
     x[size_t(k)] = 127.f;
+    // row 2: a denormal maximum (1 / scale overflows to inf, 0 * inf is NaN): -127 or 0, never -128
+    for (int64_t q = 0; q < k; ++q) x[size_t(2 * k + q)] = q % 3 == 0 ? 0.f : (q % 2 ? 1e-40f : -1e-40f);
     for (bool shift : {false, true}) {
       std::vector<uint8_t> o1(size_t(m * k_pad), 0x11), o2(size_t(m * k_pad), 0x22);
       std::vector<float> s1(m), s2(m);
@@ -190,6 +193,8 @@ static void check_quant_rows() {
       CHECK(o1 == o2 && s1 == s2, "quant_rows(%s) differs from reference at k=%lld shift=%d", isa_name(t.isa),
             (long long)k, int(shift));
       CHECK(std::equal(r1.begin(), r1.begin() + m * q.groups, r2.begin()), "quant_rows rowsum differs k=%lld", (long long)k);
+      CHECK(shift || std::count(o2.begin(), o2.end(), uint8_t(0x80)) == 0, "quant_rows(%s) wrote -128 at k=%lld",
+            isa_name(t.isa), (long long)k);
     }
   }
 }

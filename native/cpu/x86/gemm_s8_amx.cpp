@@ -254,10 +254,10 @@ void gemm_s8_amx(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int64
   assert(p.a && p.b);
   const PackedS8& b = *p.b;
   assert(b.data);
-  // formats.h / kernels.h promise k_pad % 64 == 0 and lda % 64 == 0, but the
-  // packer makes k_pad = round_up(k, group) for groups > 64 that 64 does not
-  // divide (e.g. 96), and the driver then uses lda = k_pad: only what the code
-  // needs is asserted (k_pad % 4; the AMX path checks % 64 itself).
+  // PackedWeight::create only makes groups 4..32 or multiples of 64 (k_pad % 64
+  // == 0), but the kernel contract is any group % 4 == 0 (test_emulated_isa
+  // packs 48, 96, 100...): only what the code needs is asserted (k_pad % 4; the
+  // AMX path checks % 64 itself and falls back otherwise).
   assert(b.k_pad % kS8StepK == 0 && b.k_pad >= b.k && b.n_pad % kS8BlockN == 0 && b.n <= b.n_pad);
   assert(p.lda >= b.k_pad);
   assert(0 <= m0 && m0 <= m1 && m1 <= p.m);
@@ -267,6 +267,7 @@ void gemm_s8_amx(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int64
   assert(b.groups >= 1 && b.group > 0 && b.group % kS8StepK == 0 && (b.groups - 1) * b.group < b.k_pad);
   assert(p.ci ? b.groups == 1 : (p.c && b.scales && p.a_scale));
   assert(p.ldc >= b.n);
+  nb1 = std::min(nb1, s8_blocks(b));  // release builds clamp what the asserts check
   if (m0 >= m1 || nb0 >= nb1) return;
 
   const bool grouped = !p.ci && b.groups > 1;

@@ -150,6 +150,7 @@ void gemm_s8_avx2(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int6
   assert(!(p.a_has_m128 && p.b->has_m128));  // the driver routes this case to the reference
   assert(0 <= m0 && m0 <= m1 && m1 <= p.m && 0 <= nb0 && nb0 <= nb1 && nb1 <= s8_blocks(*p.b));
   assert(p.ldc >= p.b->n && p.lda >= p.b->k_pad);
+  nb1 = nb1 < s8_blocks(*p.b) ? nb1 : s8_blocks(*p.b);  // release builds clamp what the asserts check
   if (!p.a_has_m128)
     run<true>(p, m0, m1, nb0, nb1);
   else

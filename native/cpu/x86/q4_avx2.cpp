@@ -6,6 +6,7 @@
 // vpmaddubsw (pair sums up to 2 x 15 x 127; two of them added stay below 2^15)
 // and vpmaddwd into exact int32 per group; the +8 is taken back with the group's
 // activation sum, then each group is scaled into f32.
+#include <cassert>
 #include <immintrin.h>
 
 #include <vector>
@@ -197,6 +198,7 @@ void q4_gemv_avx2(const Q4Args& a, int64_t j0, int64_t j1) {
       }
   }
   const Prepared x{xp.data(), corr.data(), pairs};
+  assert(1 <= a.m && a.m <= 8 && 0 <= j0 && j0 <= j1 && j1 <= p.n);
   switch (a.m) {
     case 1: rows<1>(a, x, j0, j1); break;
     case 2: rows<2>(a, x, j0, j1); break;
@@ -205,7 +207,8 @@ void q4_gemv_avx2(const Q4Args& a, int64_t j0, int64_t j1) {
     case 5: rows<5>(a, x, j0, j1); break;
     case 6: rows<6>(a, x, j0, j1); break;
     case 7: rows<7>(a, x, j0, j1); break;
-    default: rows<8>(a, x, j0, j1); break;
+    case 8: rows<8>(a, x, j0, j1); break;
+    default: break;  // m in [1, 8] (asserted above)
   }
 }
 

@@ -40,7 +40,9 @@ void quant_rows_avx2(const QuantRowsArgs& p, int64_t m0, int64_t m1) {
         const __m256 xv = _mm256_loadu_ps(x + q + 8 * u);
         nonfinite = _mm256_add_ps(nonfinite, _mm256_sub_ps(xv, xv));
         __m256 f = _mm256_mul_ps(xv, vinv);
-        f = _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+        // max / min return their second operand for a NaN (0 * inf when the scale is
+        // denormal and 1 / s overflows): -127 then, as the scalar fmax gives - never -128
+        f = _mm256_min_ps(_mm256_max_ps(_mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), lo), hi);
         v[u] = _mm256_cvtps_epi32(f);
       }
       // pack 4 x 8 int32 -> 32 int8, fixing the lane interleave of packs

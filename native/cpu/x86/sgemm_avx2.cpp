@@ -34,9 +34,10 @@ constexpr int64_t kKC = 256;  // k block: a 16-column B sub-panel is 16 KiB (L1)
 constexpr int64_t kMC = 96;   // row block: the packed A block is 96 KiB (L2)
 static_assert(kMC % kMR == 0, "row block is a whole number of strips");
 
-// Lanes [0, n) set, n in [0, 8].
+// Lanes [0, n) set; n is clamped to [0, 8] (so the table is never read outside).
 inline __m256i lane_mask(int64_t n) {
   alignas(32) static const int32_t tbl[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  n = n < 0 ? 0 : n > 8 ? 8 : n;
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tbl + 8 - n));
 }
 
@@ -401,6 +402,10 @@ void sgemm_avx2(const SgemmArgs& p, int64_t m0, int64_t m1, int64_t nb0, int64_t
   assert(0 <= m0 && m0 <= m1 && m1 <= p.m);
   assert(0 <= nb0 && nb0 <= nb1 && nb1 <= (p.n + 15) / 16);
   assert(p.k >= 0 && (p.m <= 1 || (p.lda >= p.k && p.ldc >= p.n)));
+  // the asserts are the contract (checked builds); release builds clamp, so a bad
+  // range computes less instead of touching memory past the logical [m, n]
+  m1 = m1 < p.m ? m1 : p.m;
+  nb1 = nb1 < (p.n + 15) / 16 ? nb1 : (p.n + 15) / 16;
   if (m0 >= m1 || nb0 >= nb1) return;
   assert(p.c && (p.k == 0 || (p.a && p.bp)));
 
@@ -449,6 +454,7 @@ void sgemv_avx2(const SgemvArgs& p, int64_t n0, int64_t n1) {
   assert(0 <= n0 && n0 <= n1 && n1 <= p.n);
   assert(p.m >= 0 && p.k >= 0 && (n1 - n0 <= 1 || p.ldw >= p.k));
   assert(p.m <= 1 || (p.ldx >= p.k && p.ldc >= p.n));
+  n1 = n1 < p.n ? n1 : p.n;  // release builds clamp (see sgemm_avx2)
   if (n0 >= n1 || p.m == 0) return;
   assert(p.c && (p.k == 0 || (p.x && p.w)));
   int64_t j = n0;

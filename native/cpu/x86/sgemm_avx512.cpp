@@ -44,8 +44,8 @@ constexpr int64_t kKC = 256;  // k block: a pair of B sub-panels is 32 KiB
 constexpr int64_t kMC = 144;  // row block: the packed A block is 144 KiB (L2)
 static_assert(kMC % kMR == 0, "row block is a whole number of strips");
 
-// Lanes [0, n) set, n in [0, 16].
-inline __mmask16 lane_mask16(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
+// Lanes [0, n) set; n <= 0 gives no lane (never a shift by a negative count).
+inline __mmask16 lane_mask16(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1u); }
 
 // ---------------------------------------------------------------------------
 // sgemm micro-kernel: C[MR x 16*NP] (+)= A[MR x kc] * B[kc x 16*NP], where panel
@@ -355,6 +355,10 @@ void sgemm_avx512(const SgemmArgs& p, int64_t m0, int64_t m1, int64_t nb0, int64
   assert(0 <= m0 && m0 <= m1 && m1 <= p.m);
   assert(0 <= nb0 && nb0 <= nb1 && nb1 <= (p.n + 15) / 16);
   assert(p.k >= 0 && (p.m <= 1 || (p.lda >= p.k && p.ldc >= p.n)));
+  // the asserts are the contract (checked builds); release builds clamp, so a bad
+  // range computes less instead of touching memory past the logical [m, n]
+  m1 = m1 < p.m ? m1 : p.m;
+  nb1 = nb1 < (p.n + 15) / 16 ? nb1 : (p.n + 15) / 16;
   if (m0 >= m1 || nb0 >= nb1) return;
   assert(p.c && (p.k == 0 || (p.a && p.bp)));
 
@@ -416,6 +420,7 @@ void sgemv_avx512(const SgemvArgs& p, int64_t n0, int64_t n1) {
   assert(0 <= n0 && n0 <= n1 && n1 <= p.n);
   assert(p.m >= 0 && p.k >= 0 && (n1 - n0 <= 1 || p.ldw >= p.k));
   assert(p.m <= 1 || (p.ldx >= p.k && p.ldc >= p.n));
+  n1 = n1 < p.n ? n1 : p.n;  // release builds clamp (see sgemm_avx512)
   if (n0 >= n1 || p.m == 0) return;
   assert(p.c && (p.k == 0 || (p.x && p.w)));
   int64_t j = n0;

@@ -8,6 +8,7 @@
 // m > 8: a row's nonzeros are decoded once, then each one adds value x
 // xT[column, 0..m) into 32-wide accumulator strips (int8 with m >= 16 goes
 // through the dense GEMM: sprow_avx2 expands its rows).
+#include <cassert>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -402,6 +403,8 @@ void spmmt_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
 }  // namespace
 
 void spmv_avx2(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
+  assert(1 <= a.m && a.m <= 8 && 0 <= j0 && j0 <= j1 && j1 <= s.n);
+  assert(!s.int8 || (a.ldq >= s.words() * 32 && a.ldq >= s.k + 4));
   switch (a.m) {
     case 1: spmv_rows<1>(s, a, j0, j1); break;
     case 2: spmv_rows<2>(s, a, j0, j1); break;
@@ -410,7 +413,8 @@ void spmv_avx2(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
     case 5: spmv_rows<5>(s, a, j0, j1); break;
     case 6: spmv_rows<6>(s, a, j0, j1); break;
     case 7: spmv_rows<7>(s, a, j0, j1); break;
-    default: spmv_rows<8>(s, a, j0, j1); break;
+    case 8: spmv_rows<8>(s, a, j0, j1); break;
+    default: break;  // m in [1, 8] (asserted above)
   }
 }
 

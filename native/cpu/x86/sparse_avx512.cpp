@@ -4,6 +4,7 @@
 // (u8 = int8 + 128; the shift is taken back with the row's weight sum, which
 // a second vpdpbusd against ones accumulates). Other formats and value types
 // use the AVX2 kernels.
+#include <cassert>
 #include <immintrin.h>
 
 #include <cstring>
@@ -60,6 +61,9 @@ void spmv_bitmask_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t
 
 void spmv_avx512(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
   if (!s.int8 || s.format != SparseFormat::bitmask) return spmv_avx2(s, a, j0, j1);
+  // 64 activation bytes per pair of mask words: rows padded to a multiple of 64 (sparse.h)
+  assert(1 <= a.m && a.m <= 8 && 0 <= j0 && j0 <= j1 && j1 <= s.n);
+  assert(a.ldq % 64 == 0 && a.ldq >= s.words() * 32);
   switch (a.m) {
     case 1: spmv_bitmask_i8<1>(s, a, j0, j1); break;
     case 2: spmv_bitmask_i8<2>(s, a, j0, j1); break;
@@ -68,7 +72,8 @@ void spmv_avx512(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1)
     case 5: spmv_bitmask_i8<5>(s, a, j0, j1); break;
     case 6: spmv_bitmask_i8<6>(s, a, j0, j1); break;
     case 7: spmv_bitmask_i8<7>(s, a, j0, j1); break;
-    default: spmv_bitmask_i8<8>(s, a, j0, j1); break;
+    case 8: spmv_bitmask_i8<8>(s, a, j0, j1); break;
+    default: break;  // m in [1, 8] (asserted above)
   }
 }
 
