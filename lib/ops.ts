@@ -21,6 +21,7 @@ function checkBias(op: string, bias: Tensor | null | undefined, n: number): Tens
 }
 
 const MATMUL_S8_MAX_K = 131071;
+const LINEAR_S8_MAX_GROUP_K = 131072;
 
 /** Exact int32 C[m, n] = a[m, k] . b[n, k]^T for int8 a and b (k <= 131071). */
 export async function matmulInt8(a: Tensor, b: Tensor): Promise<Tensor> {
@@ -76,6 +77,10 @@ export async function linear(x: Tensor, w: Tensor | QuantizedTensor | SparseTens
     expectDim(op, `w.shape[1] (k of x: [${m}, ${k}])`, kw, k);
     const B = checkBias(op, bias, n);
     const s = inputScaleOf(op, opts.inputScale);
+    // the exact int32 sums of one scale group: 127 * 128 * 2^17 < 2^31
+    const groupK = Math.min(w.groupSize, kw);
+    if (groupK > LINEAR_S8_MAX_GROUP_K)
+      throw new RangeError(`${op}: a scale group of ${groupK} values could overflow the exact int32 sums (at most ${LINEAR_S8_MAX_GROUP_K}); quantize with granularity 'per-group'`);
     return withOutput([m, n], 'f32', (out) =>
       nat.linearS8(X._storage, X._offset, m, k, w._packed, B?._storage ?? null, B?._offset ?? 0, s, out._storage, out._offset));
   }

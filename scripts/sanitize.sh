@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # sanitize.sh - the native tests and a subset of the JS tests under
 # AddressSanitizer + UndefinedBehaviorSanitizer (any finding aborts), in their
-# own CPU-only build (build-asan/: the addon, test_kernels, test_emulated_isa,
-# fuzz_native). Node is not instrumented, so libasan is preloaded and the
-# addon is chosen with SPARQ_ADDON.
+# own CPU-only, checked build (build-asan/: the addon and its emulated twin
+# sparq_emu.node, test_kernels, test_ops and their emulated-core builds,
+# test_emulated_isa, fuzz_native). Node is not instrumented, so libasan is
+# preloaded and the addon is chosen with SPARQ_ADDON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npx cmake-js compile -O build-asan --CDSPARQ_CUDA=OFF --CDSPARQ_SANITIZE=ON --CDSPARQ_BUILD_TESTS=ON
@@ -17,3 +18,9 @@ SPARQ_ADDON="$PWD/build-asan/Release/sparq.node" SPARQ_ASAN=1 SPARQ_FUZZ_CASES="
   npx mocha --no-config --node-option import=tsx --node-option expose-gc --timeout 600000 test/tensor.test.ts test/errors.test.ts test/gemm.test.ts test/small_ops.test.ts test/sparse.test.ts \
     test/q4.test.ts test/cuda.test.ts test/model.test.ts test/save_model.test.ts test/fuzz.test.ts \
     test/concurrency.test.ts test/attention.test.ts test/stress.test.ts --grep 'O\(t\*d\) extra memory' --invert
+# The per-path JS tests on the emulated addon: AVX-VNNI, AVX-512 VNNI and AMX run
+# with emulated intrinsics (the hardware ones ran above), through the addon.
+LD_PRELOAD="$asan" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+SPARQ_ADDON="$PWD/build-asan/Release/sparq_emu.node" SPARQ_ASAN=1 SPARQ_EXPECT_EMULATED=1 \
+  npx mocha --no-config --node-option import=tsx --node-option expose-gc --timeout 600000 test/build.test.ts test/gemm.test.ts \
+    test/q4.test.ts test/sparse.test.ts test/attention.test.ts test/small_ops.test.ts --grep 'emulated intrinsics|emulates no ISA path'

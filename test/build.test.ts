@@ -32,6 +32,17 @@ describe('build recipes', () => {
     expect(r.status, r.stderr).to.equal(0);
   });
 
+  it('emulates no ISA path unless built with SPARQ_EMULATE_ISA (then every path runs, the missing ones emulated)', () => {
+    const { supportedIsas, emulatedIsas } = info().cpu;
+    if (process.env.SPARQ_EXPECT_EMULATED === '1') {
+      expect(emulatedIsas).to.deep.equal(['avxvnni', 'avx512vnni', 'amx']);
+      expect(supportedIsas).to.deep.equal(['ref', 'avx2', 'avxvnni', 'avx512vnni', 'amx']);
+      expect(info().kernels.gemm_s8).to.not.be.oneOf(emulatedIsas);  // an emulated path only runs when asked for
+    } else {
+      expect(emulatedIsas).to.deep.equal([]);
+    }
+  });
+
   it('reports whether CUDA was compiled in, and its devices', () => {
     const c = info().cuda;
     expect(c.compiled).to.be.a('boolean');

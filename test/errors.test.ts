@@ -33,6 +33,9 @@ describe('bad input', () => {
     await rejects(matmul(f([2, 3]), f([2, 3])), RangeError, /b.shape\[0\]/);
     await rejects(matmul(f([2, 3, 4]), f([4, 3])), RangeError, /2 dimensions/);
     await rejects(matmulInt8(i8([1, 131072]), i8([1, 131072])), RangeError, /k must be at most 131071 for exact int32 sums; got 131072/);
+    const wide = quantize(f([2, 131073]));  // one group per row of 131073 values
+    await rejects(linear(f([1, 131073]), wide), RangeError, /a scale group of 131073 values could overflow the exact int32 sums/);
+    wide.dispose();
     await rejects(linear(f([0, 3]), f([4, 3])), RangeError, /empty/);
     const qw = quantize(f([4, 3]));
     await rejects(linear(f([2, 5]), qw), RangeError, /w.shape\[1\]/);

@@ -76,10 +76,10 @@ export function describeEachIsa(title: string, body: (isa: string) => void): voi
   // required lazily so that helpers.ts loads without the addon
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { ISAS, info, setIsa } = require('../lib/index') as typeof import('../lib/index');
-  const supported = info().cpu.supportedIsas as string[];
+  const supported = info().cpu.supportedIsas as string[], emulated = info().cpu.emulatedIsas as string[];
   const best = info().kernels.gemm_s8;
   for (const isa of ISAS) {
-    describe(`${title} on the ${isa} path`, function () {
+    describe(`${title} on the ${isa} path${emulated.includes(isa) ? ' (emulated intrinsics)' : ''}`, function () {
       this.timeout(600000);
       before(function () {
         if (!supported.includes(isa)) {

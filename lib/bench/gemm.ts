@@ -39,8 +39,9 @@ export async function benchGemm(opts: GemmBenchOptions = {}): Promise<unknown> {
   const inf = info();
   const threads = inf.threads;
   const minTime = opts.minTime ?? (opts.quick ? 0.25 : 1.0);
-  const supported = inf.cpu.supportedIsas;
-  const isas = (opts.isas ?? supported.filter((i) => i !== 'ref')).filter((i) => {
+  const supported = inf.cpu.supportedIsas, emulated = inf.cpu.emulatedIsas;
+  if (emulated.length) log(`note: this build emulates ${emulated.join(', ')} (SPARQ_EMULATE_ISA): their times are not the hardware's`);
+  const isas = (opts.isas ?? supported.filter((i) => i !== 'ref' && !emulated.includes(i))).filter((i) => {
     if (!supported.includes(i)) log(`skipping ${i}: this CPU/OS cannot run it (supported: ${supported.join(', ')})`);
     return supported.includes(i);
   });
