@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // cli.ts - `npx sparq <command>`:
 //   sparq info                       CPU features, chosen kernels, threads, CUDA
-//   sparq bench gemm [--quick] [--isa avx2,amx] [--threads N] [--min-time S] [--json FILE]
+//   sparq bench gemm [--quick] [--isa avx2,amx] [--groups 32,128] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench attention [--quick] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench e2e [--quick] [--threads N] [--json FILE]
 //   sparq bench spmm [--quick] [--threads N] [--min-time S] [--json FILE]
@@ -20,7 +20,7 @@ import { benchSpmm } from './bench/spmm';
 
 const USAGE = `usage:
   sparq info
-  sparq bench gemm [--quick] [--isa LIST] [--threads N] [--min-time SECONDS] [--json FILE]
+  sparq bench gemm [--quick] [--isa LIST] [--groups 32,128] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq bench attention [--quick] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq bench e2e [--quick] [--threads N] [--json FILE]
   sparq bench spmm [--quick] [--threads N] [--min-time SECONDS] [--json FILE]
@@ -232,8 +232,11 @@ async function main(argv: string[]): Promise<number> {
     for (const i of isas ?? []) if (!ISAS.includes(i)) throw new Error(`unknown ISA '${i}' (expected ${ISAS.join(', ')})`);
     const threads = flag(rest, '--threads');
     const minTime = flag(rest, '--min-time');
+    const groupArg = flag(rest, '--groups');
+    const groups = groupArg?.split(',').map((s) => Number(s.trim()));
+    for (const g of groups ?? []) if (!Number.isInteger(g) || g < 4) throw new Error(`--groups takes group sizes such as 32,128; got '${groupArg}'`);
     await benchGemm({
-      isas, quick: rest.includes('--quick'), json: flag(rest, '--json'),
+      isas, groups, quick: rest.includes('--quick'), json: flag(rest, '--json'),
       threads: threads ? Number(threads) : undefined, minTime: minTime ? Number(minTime) : undefined,
     });
     return 0;

@@ -11,6 +11,8 @@ import { measure, table, writeJson } from './harness';
 
 export interface GemmBenchOptions {
   isas?: IsaName[];
+  /** also time int8 weights quantized per group of these sizes (Q8_0 is groups of 32) */
+  groups?: number[];
   threads?: number;
   minTime?: number;
   quick?: boolean;
@@ -88,9 +90,12 @@ export async function benchGemm(opts: GemmBenchOptions = {}): Promise<unknown> {
       const sets = m <= 8 ? Math.max(1, Math.ceil(ROTATE / (n * k))) : 1;
       const wf: Tensor[] = [];
       const wq: QuantizedTensor[] = [];
+      const groups = opts.groups ?? [];
+      const wg: QuantizedTensor[][] = groups.map(() => []);
       for (let s = 0; s < sets; s++) {
         const w = Tensor.rand([n, k], { seed: 100 + s, min: -0.05, max: 0.05 });
         wq.push(quantize(w));
+        groups.forEach((g, i) => wg[i]!.push(quantize(w, { granularity: 'per-group', groupSize: g })));
         if (m > 8 || s < Math.max(1, Math.ceil(ROTATE / (n * k * 4)))) wf.push(w);
         else w.dispose();
       }
@@ -100,6 +105,12 @@ export async function benchGemm(opts: GemmBenchOptions = {}): Promise<unknown> {
           (await linear(x, wq[rep % wq.length]!)).dispose();
         }, minTime);
         record(`int8 ${isa}`, isa, m, n, k, s, n * k);
+        for (const [i, g] of groups.entries()) {
+          const sg = await measure(async (rep) => {
+            (await linear(x, wg[i]![rep % wg[i]!.length]!)).dispose();
+          }, minTime);
+          record(`int8 g${g} ${isa}`, isa, m, n, k, sg, n * k + (n * k / g) * 4);
+        }
       }
       setIsa(best);
       const f32key = `f32-${info().kernels.sgemm}`;
@@ -110,6 +121,7 @@ export async function benchGemm(opts: GemmBenchOptions = {}): Promise<unknown> {
       x.dispose();
       wf.forEach((t) => t.dispose());
       wq.forEach((t) => t.dispose());
+      wg.flat().forEach((t) => t.dispose());
     }
   } finally {
     setIsa(best);
