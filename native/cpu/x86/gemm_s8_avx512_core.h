@@ -192,13 +192,22 @@ constexpr int kMRG = 6, kNBG = 2;
 // loop nest when vpdpbusd came through the intrinsic: the asm form ties the
 // accumulator to its register, and the pin keeps the totals in theirs. The
 // emulated build (native/test/emu) has no zmm registers and uses the intrinsic.
+// (Functions, not macros: clang 14 does not capture a variable into a lambda when
+// only an asm statement uses it.)
+SPARQ_INLINE void dpbusd_tied(__m512i& acc, __m512i a, __m512i b) {
 #ifdef SPARQ_EMULATED_ISA
-#define SPARQ_PIN_ZMM(v) ((void)0)
-#define SPARQ_DPBUSD(acc, a, b) ((acc) = _mm512_dpbusd_epi32((acc), (a), (b)))
+  acc = _mm512_dpbusd_epi32(acc, a, b);
 #else
-#define SPARQ_PIN_ZMM(v) __asm__("" : "+v"(v))
-#define SPARQ_DPBUSD(acc, a, b) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
+  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
 #endif
+}
+SPARQ_INLINE void pin_zmm(__m512& v) {
+#ifndef SPARQ_EMULATED_ISA
+  __asm__("" : "+v"(v));
+#else
+  (void)v;
+#endif
+}
 
 template <bool kAU8, int MR, int NB>
 void tile_groups(const Ctx& x, int64_t i0, int64_t nb) {
@@ -233,14 +242,14 @@ void tile_groups(const Ctx& x, int64_t i0, int64_t nb) {
       });
       static_for<MR>([&](auto r) SPARQ_LAMBDA {
         const __m512i av = bcast_a<kAU8>(p + r * lda);
-        static_for<NB>([&](auto c) SPARQ_LAMBDA { SPARQ_DPBUSD(acc[r][c], av, bv[c]); });
+        static_for<NB>([&](auto c) SPARQ_LAMBDA { dpbusd_tied(acc[r][c], av, bv[c]); });
       });
     }
     static_for<NB>([&](auto c) SPARQ_LAMBDA {
       const __m512 sc = _mm512_loadu_ps(x.scales + s8_group_index(nb + c, g, x.groups));
       static_for<MR>([&](auto r) SPARQ_LAMBDA {
         sum[r][c] = _mm512_fmadd_ps(to_f32(acc[r][c]), sc, sum[r][c]);
-        SPARQ_PIN_ZMM(sum[r][c]);
+        pin_zmm(sum[r][c]);
       });
     });
   }
@@ -268,8 +277,6 @@ template <bool kAU8>
 const TileFn kTilesGrouped[kMRG][kNBG] = {SPARQ_G(1), SPARQ_G(2), SPARQ_G(3), SPARQ_G(4), SPARQ_G(5), SPARQ_G(6)};
 #undef SPARQ_G
 #undef SPARQ_TILE_ROW
-#undef SPARQ_PIN_ZMM
-#undef SPARQ_DPBUSD
 #undef SPARQ_INLINE
 #undef SPARQ_LAMBDA
 

@@ -193,11 +193,15 @@ void tile_one_group(const Ctx& x, int64_t i0, int64_t nb) {
 // copied every accumulator between registers on each k-step of this loop nest.
 // Groups cover k in [g*group, (g+1)*group); k >= groups*group is zero padding.
 constexpr int kMRG = 6;
+// (A function, not a macro: clang 14 does not capture a variable into a lambda
+// when only an asm statement uses it.)
+SPARQ_INLINE void dpbusd_tied(__m256i& acc, __m256i a, __m256i b) {
 #ifdef SPARQ_EMULATED_ISA
-#define SPARQ_DPBUSD(acc, a, b) ((acc) = _mm256_dpbusd_avx_epi32((acc), (a), (b)))
+  acc = _mm256_dpbusd_avx_epi32(acc, a, b);
 #else
-#define SPARQ_DPBUSD(acc, a, b) __asm__("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(a), "x"(b))
+  __asm__("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(a), "x"(b));
 #endif
+}
 
 template <int MR>
 void tile_groups(const Ctx& x, int64_t i0, int64_t nb) {
@@ -234,8 +238,8 @@ void tile_groups(const Ctx& x, int64_t i0, int64_t nb) {
       _mm_prefetch(reinterpret_cast<const char*>(bp + kPrefetch), _MM_HINT_T0);
       static_for<MR>([&](auto r) SPARQ_LAMBDA {
         const __m256i av = bcast_a(p + r * lda);
-        SPARQ_DPBUSD(acc[r][0], av, b0);
-        SPARQ_DPBUSD(acc[r][1], av, b1);
+        dpbusd_tied(acc[r][0], av, b0);
+        dpbusd_tied(acc[r][1], av, b1);
       });
     }
     const float* sc = x.scales + s8_group_index(nb, g, x.groups);
@@ -264,7 +268,6 @@ void tile_groups(const Ctx& x, int64_t i0, int64_t nb) {
     }
   });
 }
-#undef SPARQ_DPBUSD
 
 using TileFn = void (*)(const Ctx&, int64_t, int64_t);
 // [rows - 1]

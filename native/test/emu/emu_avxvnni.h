@@ -1,6 +1,8 @@
 // emu_avxvnni.h - test-only emulation of the AVX-VNNI vpdpbusd intrinsic (see
 // emu_avx512_amx.h).
 #pragma once
+// kernels check it to avoid their inline-asm forms of the emulated instructions
+#define SPARQ_EMULATED_ISA 1
 #include <immintrin.h>
 #include <cstdint>
 #include <cstring>
