@@ -365,7 +365,8 @@ Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn&
                          const float* bias, float* y) {
   const KernelTable t = kernels();
   // strips of about 1 MiB of weights (set_expand_strip_bytes), whole 16-column blocks
-  const int64_t strip_bytes = g_strip_bytes.load(std::memory_order_relaxed) ? g_strip_bytes.load(std::memory_order_relaxed) : int64_t(1) << 20;
+  const int64_t set_bytes = g_strip_bytes.load(std::memory_order_relaxed);
+  const int64_t strip_bytes = set_bytes ? set_bytes : int64_t(1) << 20;
   const int64_t strip = std::min(round_up(n, kS8BlockN), std::max<int64_t>(kS8BlockN, (strip_bytes / k) / kS8BlockN * kS8BlockN));
   std::unique_ptr<PackedWeight> pw;
   if (Error e = PackedWeight::create(strip, k, group, true, false, &pw); !e.ok()) return e;

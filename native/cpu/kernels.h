@@ -40,8 +40,6 @@ struct GemmS8Args {
 // disjoint ranges. nb1 <= s8_blocks(*b): every block handed to a kernel holds
 // 1..16 columns < n (blocks wholly in the padding are never passed, even when
 // the allocation has them, as a strip of linear_s8_expanded does).
-// int32 sums of one group stay exact up to this many values (127 * 128 * k < 2^31).
-constexpr int64_t kS8MaxGroupK = int64_t(1) << 17;
 inline int64_t s8_blocks(const PackedS8& b) { return (b.n + kS8BlockN - 1) / kS8BlockN; }
 using GemmS8Fn = void (*)(const GemmS8Args& args, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1);
 

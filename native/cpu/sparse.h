@@ -145,7 +145,7 @@ inline void sparse_row_i8(const SparseWeight& s, int64_t j, int8_t* out) {
 }
 void sprow_avx2(const SparseWeight&, int64_t, int8_t*);
 
-// int32 accumulation stays exact for k up to this (127 * 127 * k < 2^31).
-constexpr int64_t kSparseInt8MaxK = int64_t(1) << 17;
+// int32 accumulation stays exact for k up to this (formats.h).
+constexpr int64_t kSparseInt8MaxK = kS8MaxGroupK;
 
 }  // namespace sparq

@@ -222,16 +222,16 @@ void tile_groups(const Ctx& x, int64_t i0, int64_t nb) {
     const int64_t nsteps = std::min(x.gsteps, x.ksteps - s0);  // >= 1: every group starts inside k_pad
     const uint8_t* p = x.a + i0 * lda + s0 * kS8StepK;
     const int8_t* bp = x.b + nb * bs + s0 * kS8BlockBytes;
-    __m512i acc[MR][NB], bv[NB];
-    // the first k-step starts from -128 * colsum: every accumulator is then a value of
-    // its own (starting them all as copies of one init made GCC copy them every step)
-    static_for<NB>([&](auto c) SPARQ_LAMBDA { bv[c] = _mm512_loadu_si512(bp + c * bs); });
+    __m512i acc[MR][NB], bv[NB], init[NB];
+    // the first k-step starts from -128 * colsum, so every accumulator is a value of its own
+    static_for<NB>([&](auto c) SPARQ_LAMBDA {
+      bv[c] = _mm512_loadu_si512(bp + c * bs);
+      init[c] = _mm512_mullo_epi32(_mm512_loadu_si512(x.colsum + s8_group_index(nb + c, g, x.groups)),
+                                   _mm512_set1_epi32(-128));
+    });
     static_for<MR>([&](auto r) SPARQ_LAMBDA {
       const __m512i av = bcast_a<kAU8>(p + r * lda);
-      static_for<NB>([&](auto c) SPARQ_LAMBDA {
-        const __m512i cs = _mm512_loadu_si512(x.colsum + s8_group_index(nb + c, g, x.groups));
-        acc[r][c] = _mm512_dpbusd_epi32(_mm512_mullo_epi32(cs, _mm512_set1_epi32(-128)), av, bv[c]);
-      });
+      static_for<NB>([&](auto c) SPARQ_LAMBDA { acc[r][c] = _mm512_dpbusd_epi32(init[c], av, bv[c]); });
     });
     for (int64_t st = 1; st < nsteps; ++st) {
       p += kS8StepK;

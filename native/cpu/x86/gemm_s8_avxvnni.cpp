@@ -192,7 +192,6 @@ void tile_one_group(const Ctx& x, int64_t i0, int64_t nb) {
 // vpdpbusd is asm with the accumulator tied ("+x"): through the intrinsic GCC 12
 // copied every accumulator between registers on each k-step of this loop nest.
 // Groups cover k in [g*group, (g+1)*group); k >= groups*group is zero padding.
-constexpr int kMRG = 6;
 // (A function, not a macro: clang 14 does not capture a variable into a lambda
 // when only an asm statement uses it.)
 SPARQ_INLINE void dpbusd_tied(__m256i& acc, __m256i a, __m256i b) {
@@ -205,7 +204,6 @@ SPARQ_INLINE void dpbusd_tied(__m256i& acc, __m256i a, __m256i b) {
 
 template <int MR>
 void tile_groups(const Ctx& x, int64_t i0, int64_t nb) {
-  static_assert(MR <= kMRG, "grouped tiles have at most kMRG rows");
   const int64_t lda = x.lda;
   alignas(32) float sum[MR][kS8BlockN];  // f32 totals in L1: 12 accumulators + B + A fill the 16 ymm
   static_for<MR>([&](auto r) SPARQ_LAMBDA {
@@ -273,7 +271,7 @@ using TileFn = void (*)(const Ctx&, int64_t, int64_t);
 // [rows - 1]
 const TileFn kTiles[kMR] = {&tile_one_group<1>, &tile_one_group<2>, &tile_one_group<3>,
                             &tile_one_group<4>, &tile_one_group<5>, &tile_one_group<6>};
-const TileFn kTilesGrouped[kMRG] = {&tile_groups<1>, &tile_groups<2>, &tile_groups<3>,
+const TileFn kTilesGrouped[kMR] = {&tile_groups<1>, &tile_groups<2>, &tile_groups<3>,
                                     &tile_groups<4>, &tile_groups<5>, &tile_groups<6>};
 
 #undef SPARQ_INLINE
@@ -287,13 +285,12 @@ void gemm_s8_avxvnni(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, i
   nb1 = std::min(nb1, s8_blocks(b));  // release builds clamp what the asserts check
   if (m0 >= m1 || nb0 >= nb1) return;
 
-  const int64_t rows = x.grouped ? kMRG : kMR;  // rows per register tile
-  const int64_t mc = std::max<int64_t>(rows, kABlockBytes / b.k_pad / rows * rows);
+  const int64_t mc = std::max<int64_t>(kMR, kABlockBytes / b.k_pad / kMR * kMR);
   for (int64_t ib = m0; ib < m1; ib += mc) {
     const int64_t ie = std::min(m1, ib + mc);
     for (int64_t nb = nb0; nb < nb1; ++nb) {
-      for (int64_t i = ib; i < ie; i += rows) {
-        const int64_t mr = std::min<int64_t>(rows, ie - i);
+      for (int64_t i = ib; i < ie; i += kMR) {
+        const int64_t mr = std::min<int64_t>(kMR, ie - i);
         (x.grouped ? kTilesGrouped[mr - 1] : kTiles[mr - 1])(x, i, nb);
       }
     }

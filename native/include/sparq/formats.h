@@ -23,6 +23,11 @@ static_assert(kS8BlockBytes == 64, "one packed k-step of a block is one cache li
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// int32 sums of int8 weights x activations in [-127, 127] stay exact over this many
+// values (127 * 128 * 2^17 < 2^31): the longest scale group an int8 linear (dense or
+// sparse) accepts.
+constexpr int64_t kS8MaxGroupK = int64_t(1) << 17;
+
 // A prepacked int8 weight matrix B[n, k] (PyTorch nn.Linear layout: [out, in]).
 // Quantization contract: W[n, k] ~= scale[n, g] * (B[n, k] - zero[n, g]) with g = k / group.
 struct PackedS8 {
