@@ -27,6 +27,12 @@
       ]
     },
     {
+      "target_name": "sparq_avx2_exact",
+      "type": "static_library",
+      "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-ffp-contract=off"],
+      "sources": ["native/cpu/x86/quants_avx2.cpp"]
+    },
+    {
       "target_name": "sparq_avxvnni",
       "type": "static_library",
       "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-mavxvnni"],
@@ -52,7 +58,7 @@
     },
     {
       "target_name": "sparq",
-      "dependencies": ["sparq_avx2", "sparq_avxvnni", "sparq_avx512", "sparq_avx512vbmi2", "sparq_amx"],
+      "dependencies": ["sparq_avx2", "sparq_avx2_exact", "sparq_avxvnni", "sparq_avx512", "sparq_avx512vbmi2", "sparq_amx"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "ldflags": ["-Wl,-z,nodelete"],
@@ -66,7 +72,7 @@
         "native/cpu/small_ops.cpp",
         "native/cpu/attention.cpp",
         "native/cpu/ggml_formats.cpp",
-        "native/cpu/q4.cpp", "native/cpu/gptq.cpp", "native/cpu/sparse.cpp",
+        "native/cpu/q4.cpp", "native/cpu/gptq.cpp", "native/cpu/sparse.cpp", "native/cpu/quants.cpp",
         "native/model/llama.cpp",
         "native/model/llama_save.cpp",
         "native/cpu/cuda_stub.cpp",

@@ -2,14 +2,30 @@
 // tensor infos, aligned data section. The reader checks every length against
 // the file before trusting it; the writer is used by the model generator.
 import * as fs from 'node:fs';
+import { loadNative } from '../native';
 import { regularFileSize } from './files';
 
-export const GGML_F32 = 0, GGML_F16 = 1, GGML_Q8_0 = 8;
-const TYPE_NAMES: Record<number, string> = {
-  0: 'F32', 1: 'F16', 2: 'Q4_0', 3: 'Q4_1', 6: 'Q5_0', 7: 'Q5_1', 8: 'Q8_0', 9: 'Q8_1', 10: 'Q2_K', 11: 'Q3_K', 12: 'Q4_K',
-  13: 'Q5_K', 14: 'Q6_K', 15: 'Q8_K', 30: 'BF16',
+export const GGML_F32 = 0, GGML_F16 = 1, GGML_Q8_0 = 8, GGML_BF16 = 30;
+
+/** A ggml tensor type as the native block-format table describes it. */
+export interface GgmlType { type: number; name: string; block: number; bytes: number; quantized: boolean; offsets: boolean }
+let TYPES: Map<number, GgmlType> | undefined;
+/** The ggml types sparq reads, by id (from the native table: sizes are never restated here). */
+export function ggmlTypes(): Map<number, GgmlType> {
+  TYPES ??= new Map(loadNative().ggmlTypes().map((t) => [t.type, t]));
+  return TYPES;
+}
+/** The type named `name` ('Q4_K', case-insensitive), or undefined. */
+export function ggmlTypeByName(name: string): GgmlType | undefined {
+  for (const t of ggmlTypes().values()) if (t.name.toLowerCase() === name.toLowerCase()) return t;
+  return undefined;
+}
+// names of types sparq does not read, for error messages
+const OTHER_NAMES: Record<number, string> = {
+  9: 'Q8_1', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS', 18: 'IQ3_XXS', 19: 'IQ1_S', 21: 'IQ3_S', 22: 'IQ2_S', 24: 'I8', 25: 'I16', 26: 'I32',
+  27: 'I64', 28: 'F64', 29: 'IQ1_M', 34: 'TQ1_0', 35: 'TQ2_0', 39: 'MXFP4',
 };
-export const ggmlTypeName = (t: number): string => TYPE_NAMES[t] ?? `type ${t}`;
+export const ggmlTypeName = (t: number): string => ggmlTypes().get(t)?.name ?? OTHER_NAMES[t] ?? `type ${t}`;
 
 export type GgufValue = number | bigint | boolean | string | GgufValue[];
 
@@ -30,12 +46,11 @@ export interface GgufFile {
   fileBytes: number;
 }
 
-/** Bytes of a tensor of `count` elements of a type sparq reads (others: -1). */
+/** Bytes of a tensor of `count` elements of a type sparq reads (others, or a count that is not whole blocks: -1). */
 export function ggmlBytes(type: number, count: number): number {
-  if (type === GGML_F32) return count * 4;
-  if (type === GGML_F16) return count * 2;
-  if (type === GGML_Q8_0) return (count / 32) * 34;
-  return -1;
+  const t = ggmlTypes().get(type);
+  if (!t || count % t.block !== 0) return -1;
+  return (count / t.block) * t.bytes;
 }
 
 /** Reads a GGUF file's header, metadata and tensor table (not the tensor data). */
@@ -129,7 +144,8 @@ export function readGguf(file: string): GgufFile {
       const bytes = ggmlBytes(t.type, count);
       const offset = dataStart + rel[i]!;
       if (bytes >= 0 && offset + bytes > size) fail(`tensor ${t.name} (${bytes} bytes at ${offset}) runs past the end of the file (${size} bytes; truncated?)`);
-      if (t.type === GGML_Q8_0 && t.dims[0]! % 32 !== 0) fail(`Q8_0 tensor ${t.name} has rows of ${t.dims[0]} (not a multiple of 32)`);
+      const tt = ggmlTypes().get(t.type);
+      if (tt && t.dims[0]! % tt.block !== 0) fail(`${tt.name} tensor ${t.name} has rows of ${t.dims[0]} (not a multiple of ${tt.block})`);
       tensors.set(t.name, { ...t, offset, bytes });
     });
     return { version, meta, tensors, fileBytes: size };

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { checkOptions, describe } from '../errors';
 import { loadNative, type NativePacked, type NativeQ4, type NativeSparse, type NativeStorage } from '../native';
-import { GGML_F16, GGML_F32, GGML_Q8_0, ggmlTypeName, readGguf } from './gguf';
+import { GGML_F32, GGML_Q8_0, ggmlTypeName, ggmlTypes, readGguf } from './gguf';
 import { readHfConfig, readHfTokenizer, readSafetensors, readSafetensorsFile, type SafetensorsEntry } from './hf';
 import { readBoundedFile, regularFileSize } from './files';
 import { parseLlama2c, type ParsedModel } from './llama2c';
@@ -413,7 +413,7 @@ export interface PruneReport {
 }
 
 /** @internal */
-export type WeightRef = { storage: NativeStorage; offset: number } | NativePacked | NativeSparse | NativeQ4;
+export type WeightRef = { storage: NativeStorage; offset: number; ggml?: number } | NativePacked | NativeSparse | NativeQ4;
 /** @internal */
 export interface LayerRefs {
   attnNorm: WeightRef; ffnNorm: WeightRef; wo: WeightRef; w2: WeightRef;
@@ -481,6 +481,11 @@ class WeightReader {
   /** Q8_0 blocks of rows (parts [offset, rows], back to back) packed straight into int8 group 32, in chunks */
   async q8(parts: [number, number][], k: number): Promise<WeightRef> {
     return this.keep(await loadNative().packQ8File(this.file, parts.flat(), k));
+  }
+
+  /** GGUF blocks of rows (byte ranges, back to back) kept as they are stored: the linear runs on them */
+  async blocks(ranges: number[], type: number): Promise<WeightRef> {
+    return { storage: this.keep(await loadNative().readFile(this.file, ranges)), offset: 0, ggml: type };
   }
 
   keep<T extends { dispose(): void }>(x: T): T {
@@ -563,7 +568,7 @@ async function planSparq(file: string, int8: boolean): Promise<Plan> {
   const spec: TokenizerSpec = { pieces: tk.pieces.map((p) => new Uint8Array(Buffer.from(String(p), 'base64'))), scores: tk.scores.map(Number), bos: tk.bos, eos: tk.eos, addSpacePrefix: tk.addSpacePrefix !== false };
   const stop = json<number[]>('sparq.stop', true);
   if (!Array.isArray(stop) || stop.some((id) => !Number.isInteger(id) || id < 0 || id >= cfg.vocab)) bad('sparq.stop must list token ids of the vocabulary');
-  const linears = json<Record<string, { kind: string; group?: number; actScale?: number; asymmetric?: boolean; format?: string; int8?: boolean; N?: number; M?: number; nnz?: number } | boolean>>('sparq.linears');
+  const linears = json<Record<string, { kind: string; type?: number; group?: number; actScale?: number; asymmetric?: boolean; format?: string; int8?: boolean; N?: number; M?: number; nnz?: number } | boolean>>('sparq.linears');
   const r = new WeightReader(file, int8);
   const T = (name: string, dtype: string, shape: number[]): SafetensorsEntry => {
     const t = tensors.get(name) ?? bad(`tensor ${name} is missing`);
@@ -595,6 +600,11 @@ async function planSparq(file: string, int8: boolean): Promise<Plan> {
       if (![32, 64, 128].includes(group)) bad(`${name}: bad group ${String(group)}`);
       const nib = await read(T(`${name}.q4`, 'U8', [n, Math.ceil(k / 32) * 16])), s = await read(T(`${name}.scale`, 'F32', [n, Math.ceil(k / group)]));
       return r.keep(await nat.q4FromNibbles(nib, 0, s, 0, n, k, group));
+    }
+    if (d.kind === 'ggml') {
+      const t = ggmlTypes().get(d.type ?? -1);
+      if (!t?.quantized || k % t.block !== 0) return bad(`${name}: bad GGUF block type ${String(d.type)}`);
+      return { storage: await read(T(`${name}.blocks`, 'U8', [n, (k / t.block) * t.bytes])), offset: 0, ggml: t.type };
     }
     if (d.kind === 'sparse') {
       const format = ({ csr: 0, bitmask: 1, nm: 2 } as Record<string, number>)[d.format ?? ''];
@@ -641,7 +651,8 @@ async function planSparq(file: string, int8: boolean): Promise<Plan> {
   };
 }
 
-async function planGguf(file: string, int8: boolean): Promise<Plan> {
+/** widenBlocks: quantized GGUF linears widened to f32 (exactly) instead of kept in their blocks (pruneModel / quantizeModel re-read them so). */
+async function planGguf(file: string, int8: boolean, widenBlocks = false): Promise<Plan> {
   const g = readGguf(file);
   const bad = (why: string): never => { throw new RangeError(`loadModel: ${file}: ${why}`); };
   const arch = g.meta.get('general.architecture');
@@ -675,7 +686,7 @@ async function planGguf(file: string, int8: boolean): Promise<Plan> {
     const t = g.tensors.get(name) ?? bad(`tensor ${name} is missing`);
     const want = n === 1 ? [k] : [k, n];
     if (t.dims.length !== want.length || t.dims.some((d, i) => d !== want[i])) bad(`tensor ${name} has shape [${t.dims.join(', ')}], expected [${want.join(', ')}] (ggml order)`);
-    if (t.type !== GGML_F32 && t.type !== GGML_F16 && t.type !== GGML_Q8_0) bad(`tensor ${name} is ${ggmlTypeName(t.type)}; sparq reads F32, F16 and Q8_0`);
+    if (!ggmlTypes().has(t.type)) bad(`tensor ${name} is ${ggmlTypeName(t.type)}; sparq reads ${[...ggmlTypes().values()].map((x) => x.name).join(', ')}`);
     return t;
   };
   const f32 = async (name: string, n: number, k: number): Promise<WeightRef> => {
@@ -688,6 +699,7 @@ async function planGguf(file: string, int8: boolean): Promise<Plan> {
     const n = ns.reduce((a, b) => a + b, 0), type = ts[0]!.type;
     if (type === GGML_Q8_0) return r.q8(ts.map((t, i) => [t.offset, ns[i]!] as [number, number]), k);
     if (type === GGML_F32) return r.linear(ts.map((t, i) => [t.offset, ns[i]!] as [number, number]), k);
+    if (ggmlTypes().get(type)!.quantized && !widenBlocks) return r.blocks(ts.flatMap((t) => [t.offset, t.bytes]), type);
     return r.widenLinear(ts.flatMap((t) => [t.offset, t.bytes]), type, n, k);
   };
   const sameType = (names: string[]) => names.every((nm) => g.tensors.get(nm)?.type === g.tensors.get(names[0]!)?.type);
@@ -709,8 +721,8 @@ async function planGguf(file: string, int8: boolean): Promise<Plan> {
     tokenizer, stopIds: [eos], ropeNeox: false, temp: r.temp,
     weights: {
       embed, finalNorm: await f32('output_norm.weight', 1, dim), layers: L,
-      // tied: the f32 embedding, or an int8 copy (int8 mode, or a Q8_0 embedding)
-      output: tied ? (int8 || g.tensors.get('token_embd.weight')!.type === GGML_Q8_0 ? await lin(['token_embd.weight'], [vocab], dim) : embed) : await lin(['output.weight'], [vocab], dim),
+      // tied: the f32 embedding, or an int8 copy (int8 mode), or the quantized embedding's own blocks (Q8_0 as int8)
+      output: tied ? (int8 || ggmlTypes().get(g.tensors.get('token_embd.weight')!.type)!.quantized ? await lin(['token_embd.weight'], [vocab], dim) : embed) : await lin(['output.weight'], [vocab], dim),
     },
   };
 }
@@ -813,11 +825,11 @@ export async function loadModel(file: string, opts: LoadModelOptions = {}): Prom
 }
 
 /** @internal The weights of a model file (native memory; plan.temp to dispose once used). */
-export async function planModel(file: string, opts: LoadModelOptions): Promise<Plan> {
+export async function planModel(file: string, opts: LoadModelOptions, widenBlocks = false): Promise<Plan> {
   const format = detect(file);
   const int8 = opts.weights === 'int8';
   if (format === 'sparq') return planSparq(file, int8);
-  return format === 'gguf' ? await planGguf(file, int8) : format === 'hf' ? await planHf(file, int8) : await planLlama2c(file, opts);
+  return format === 'gguf' ? await planGguf(file, int8, widenBlocks) : format === 'hf' ? await planHf(file, int8) : await planLlama2c(file, opts);
 }
 
 /** @internal A model over a plan's weights (config.headDim set when heads were pruned). */

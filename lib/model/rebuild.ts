@@ -25,7 +25,7 @@ export class Rebuild {
     const src = model._source;
     if (!src || src.derived) throw new TypeError(`${op}: the model must come from loadModel() (it re-reads the weights from the file)`);
     progress({ stage: 'load', done: 0, total: 1 });
-    const plan = await planModel(src.file, { ...src.opts, weights: 'f32' });
+    const plan = await planModel(src.file, { ...src.opts, weights: 'f32' }, true);
     progress({ stage: 'load', done: 1, total: 1 });
     return new Rebuild(op, plan);
   }

@@ -69,25 +69,96 @@ Napi::Value ReadFile(const Napi::CallbackInfo& info) {
       [block](Napi::Env e) -> Napi::Value { return Storage::Wrap(e, block); });
 }
 
-// widenToF32(storage, offset, type (1 = F16, 8 = Q8_0, 30 = BF16), count) -> Promise<Storage> of count f32
+// The block format of a ggml type id argument (throws a RangeError naming it otherwise).
+const sparq::BlockFormat& ArgType(const Napi::CallbackInfo& info, size_t i, const char* op, bool quantized) {
+  const int64_t type = ArgInt(info, i, op, "type", 0, 1 << 20);
+  const sparq::BlockFormat* f = sparq::block_format(int(type));
+  if (!f || (quantized && !f->quantized))
+    throw Napi::RangeError::New(info.Env(), std::string(op) + ": GGUF type " + sparq::ggml_type_name(int(type)) + " is not one sparq " +
+                                                (f ? "quantizes" : "reads"));
+  return *f;
+}
+
+// widenToF32(storage, offset, type (ggml id: F16, BF16, Q4_0 .. Q6_K, IQ4_*), count) -> Promise<Storage> of count f32
 Napi::Value Widen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "widenToF32";
-  const int64_t type = ArgInt(info, 2, op, "type", 0, 64);
+  const sparq::BlockFormat& f = ArgType(info, 2, op, false);
   const int64_t count = ArgInt(info, 3, op, "count", 1, int64_t(1) << 40);
-  if (type != 1 && type != 8 && type != 30) throw Napi::RangeError::New(env, "widenToF32: type must be 1 (F16), 8 (Q8_0) or 30 (BF16)");
-  if (type == 8 && count % 32) throw Napi::RangeError::New(env, "widenToF32: Q8_0 needs a multiple of 32 values");
-  const Span s = ArgSpan(info, 0, op, "src", type == 8 ? uint64_t(count / 32) * 34 : uint64_t(count) * 2);
+  if (count % f.block)
+    throw Napi::RangeError::New(env, std::string(op) + ": " + f.name + " needs a multiple of " + std::to_string(f.block) + " values");
+  const Span s = ArgSpan(info, 0, op, "src", uint64_t(count / f.block) * uint64_t(f.bytes));
   auto block = std::make_shared<Block>();
+  const int type = int(f.type);
   return RunAsync(
       env,
       [s, type, count, block]() {
         block->p = sparq::aligned_malloc(size_t(count) * 4);
         if (!block->p) return Error::make(sparq::Status::out_of_memory, "widenToF32: out of memory");
         block->bytes = size_t(count) * 4;
-        return sparq::widen_to_f32(s.ptr<void>(), int(type), count, static_cast<float*>(block->p));
+        return sparq::ggml_to_f32(s.ptr<void>(), type, count, static_cast<float*>(block->p));
       },
       [block](Napi::Env e) -> Napi::Value { return Storage::Wrap(e, block); });
+}
+
+// ggmlTypes() -> [{ type, name, block, bytes, quantized, offsets }]: the block-format table
+Napi::Value GgmlTypes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int n = 0;
+  const sparq::BlockFormat* f = sparq::block_formats(&n);
+  Napi::Array a = Napi::Array::New(env, size_t(n));
+  for (int i = 0; i < n; ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("type", int(f[i].type));
+    o.Set("name", f[i].name);
+    o.Set("block", f[i].block);
+    o.Set("bytes", f[i].bytes);
+    o.Set("quantized", f[i].quantized);
+    o.Set("offsets", f[i].offsets);
+    a.Set(uint32_t(i), o);
+  }
+  return a;
+}
+
+// ggmlQuantize(storage, offset, type, n, k) -> Promise<Storage> of n rows of `type` blocks
+Napi::Value GgmlQuantize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "ggmlQuantize";
+  const sparq::BlockFormat& f = ArgType(info, 2, op, true);
+  const int64_t n = ArgInt(info, 3, op, "n", 1, int64_t(1) << 30), k = ArgInt(info, 4, op, "k", 1, int64_t(1) << 24);
+  if (k % f.block) throw Napi::RangeError::New(env, std::string(op) + ": " + f.name + " rows must be a multiple of " + std::to_string(f.block) + " values");
+  const Span x = ArgSpan(info, 0, op, "x", uint64_t(n) * uint64_t(k) * 4);
+  const int64_t bytes = n * (k / f.block) * f.bytes;
+  auto block = std::make_shared<Block>();
+  const int type = int(f.type);
+  return RunAsync(
+      env,
+      [x, type, n, k, bytes, block]() {
+        block->p = sparq::aligned_malloc(size_t(bytes));
+        if (!block->p) return Error::make(sparq::Status::out_of_memory, "ggmlQuantize: out of memory");
+        block->bytes = size_t(bytes);
+        return sparq::ggml_quantize(x.ptr<float>(), type, n, k, static_cast<uint8_t*>(block->p));
+      },
+      [block](Napi::Env e) -> Napi::Value { return Storage::Wrap(e, block); });
+}
+
+// linearBlocks(w, wOff, type, n, k, x, xOff, m, out, outOff) -> Promise<void>: out[m, n] = x[m, k] . W^T
+Napi::Value LinearBlocks(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "linearBlocks";
+  const sparq::BlockFormat& f = ArgType(info, 2, op, true);
+  const int64_t n = ArgInt(info, 3, op, "n", 1, int64_t(1) << 30), k = ArgInt(info, 4, op, "k", 1, int64_t(1) << 24);
+  const int64_t m = ArgInt(info, 7, op, "m", 1, int64_t(1) << 30);
+  if (k % f.block) throw Napi::RangeError::New(env, std::string(op) + ": " + f.name + " rows must be a multiple of " + std::to_string(f.block) + " values");
+  const Span w = ArgSpan(info, 0, op, "w", uint64_t(n) * uint64_t(k / f.block) * uint64_t(f.bytes));
+  const Span x = ArgSpan(info, 5, op, "x", uint64_t(m) * uint64_t(k) * 4);
+  const Span y = ArgSpan(info, 8, op, "out", uint64_t(m) * uint64_t(n) * 4);
+  const int type = int(f.type);
+  return RunAsync(env, [w, x, y, type, n, k, m]() {
+    sparq::BlockWeight bw;
+    if (Error e = sparq::block_weight(type, n, k, w.ptr<void>(), &bw); !e.ok()) return e;
+    return sparq::linear_blocks(bw, x.ptr<float>(), m, y.ptr<float>());
+  });
 }
 
 // Rows of a weight stored in a file as ranges (offset, rows) read back to back;
@@ -425,6 +496,7 @@ struct WeightRef {
   std::shared_ptr<sparq::PackedWeight> q;
   std::shared_ptr<sparq::SparseWeight> sp;
   std::shared_ptr<sparq::PackedQ4> q4;
+  std::shared_ptr<const sparq::BlockWeight> blk;
   float act_scale = 0.f;
 };
 
@@ -468,6 +540,22 @@ WeightRef ReadWeight(const Napi::Object& ws, const char* key, int64_t n, int64_t
   Napi::Value offv = o.Get("offset");
   if (!offv.IsNumber()) throw Napi::TypeError::New(env, what + ": offset must be a number");
   const double off = offv.As<Napi::Number>().DoubleValue();
+  // { storage, offset, ggml: type }: a linear kept in GGUF blocks (rows of k / block blocks)
+  if (o.Has("ggml")) {
+    const double t = o.Get("ggml").ToNumber().DoubleValue();
+    const sparq::BlockFormat* f = t == double(int(t)) ? sparq::block_format(int(t)) : nullptr;
+    if (!f || !f->quantized) throw Napi::RangeError::New(env, what + ": ggml type " + std::to_string(t) + " is not a block type sparq reads");
+    if (k % f->block) throw Napi::RangeError::New(env, what + ": " + f->name + " rows must be a multiple of " + std::to_string(f->block));
+    const uint64_t need = uint64_t(n) * uint64_t(k / f->block) * uint64_t(f->bytes);
+    if (!(off >= 0) || off != double(int64_t(off)) || uint64_t(off) + need > r.block->bytes)
+      throw Napi::RangeError::New(env, what + ": needs " + std::to_string(need) + " bytes at offset " + std::to_string(int64_t(off)) +
+                                           " of a " + std::to_string(r.block->bytes) + "-byte storage");
+    auto bw = std::make_shared<sparq::BlockWeight>();
+    if (Error e = sparq::block_weight(int(f->type), n, k, static_cast<const char*>(r.block->p) + int64_t(off), bw.get()); !e.ok())
+      throw Napi::RangeError::New(env, what + ": " + e.message);
+    r.blk = std::move(bw);
+    return r;
+  }
   const uint64_t bytes = uint64_t(n) * uint64_t(k) * 4;
   if (!(off >= 0) || off != double(int64_t(off)) || uint64_t(off) + bytes > r.block->bytes || int64_t(off) % 4)
     throw Napi::RangeError::New(env, what + ": needs " + std::to_string(bytes) + " bytes at offset " +
@@ -533,12 +621,13 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
     lw->q = r.q;
     lw->sp = r.sp;
     lw->q4 = r.q4;
+    lw->blk = r.blk;
     lw->act_scale = r.act_scale;
     keep(r);
   };
   auto vec = [&](const Napi::Object& o, const char* key, int64_t n, const float** dst) {
     const WeightRef r = ReadWeight(o, key, 1, n);
-    if (r.q || r.sp || r.q4) throw Napi::TypeError::New(env, std::string("createModel: '") + key + "' must be f32");
+    if (r.q || r.sp || r.q4 || r.blk) throw Napi::TypeError::New(env, std::string("createModel: '") + key + "' must be f32");
     *dst = r.f32;
     keep(r);
   };
@@ -594,6 +683,9 @@ void RegisterModel(Napi::Env env, Napi::Object exports, InstanceData* data) {
   exports.Set("quantizeFile", Napi::Function::New(env, QuantizeFile, "quantizeFile"));
   exports.Set("packQ8File", Napi::Function::New(env, PackQ8File, "packQ8File"));
   exports.Set("widenToF32", Napi::Function::New(env, Widen, "widenToF32"));
+  exports.Set("ggmlTypes", Napi::Function::New(env, GgmlTypes, "ggmlTypes"));
+  exports.Set("ggmlQuantize", Napi::Function::New(env, GgmlQuantize, "ggmlQuantize"));
+  exports.Set("linearBlocks", Napi::Function::New(env, LinearBlocks, "linearBlocks"));
 }
 
 }  // namespace sparq_addon

@@ -1,7 +1,7 @@
 // ggml_formats.cpp - GGUF tensor encodings sparq reads directly: Q8_0 blocks
 // (an f16 scale + 32 int8 values) pack straight into the int8 group-32 layout
-// (no f32 round trip), and Q8_0 / F16 rows widen to f32 where f32 is needed
-// (token embeddings, f32 weights).
+// (no f32 round trip), and every GGUF type widens to f32 where f32 is needed
+// (token embeddings, f32 weights) through the block-format table (quants.h).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -11,6 +11,7 @@
 
 #include "half.h"
 #include "kernels.h"
+#include "quants.h"
 #include "sparq/sparq.h"
 #include "thread_pool.h"
 
@@ -58,40 +59,6 @@ Error pack_q8_0_stream(int64_t n, int64_t k, const std::function<Error(uint8_t* 
   return Error{};
 }
 
-Error widen_to_f32(const void* src, int type, int64_t count, float* out) {
-  if (type == 1) {
-    const uint16_t* s = static_cast<const uint16_t*>(src);
-    parallel_for(64, [&](int64_t t) {
-      for (int64_t i = count * t / 64; i < count * (t + 1) / 64; ++i) out[i] = half_to_float(s[i]);
-    });
-    return Error{};
-  }
-  if (type == 30) {  // bf16: the high half of an f32
-    const uint16_t* s = static_cast<const uint16_t*>(src);
-    parallel_for(64, [&](int64_t t) {
-      for (int64_t i = count * t / 64; i < count * (t + 1) / 64; ++i) {
-        const uint32_t bits = uint32_t(s[i]) << 16;
-        std::memcpy(out + i, &bits, 4);
-      }
-    });
-    return Error{};
-  }
-  if (type == 8) {
-    if (count % 32) return Error::make(Status::invalid_argument, "widen_to_f32: Q8_0 needs a multiple of 32 values");
-    const int64_t blocks = count / 32;
-    const uint8_t* s = static_cast<const uint8_t*>(src);
-    parallel_for(64, [&](int64_t t) {
-      for (int64_t b = blocks * t / 64; b < blocks * (t + 1) / 64; ++b) {
-        uint16_t h;
-        std::memcpy(&h, s + b * kQ8Block, 2);
-        const float d = half_to_float(h);
-        const int8_t* q = reinterpret_cast<const int8_t*>(s + b * kQ8Block + 2);
-        for (int i = 0; i < 32; ++i) out[b * 32 + i] = d * float(q[i]);
-      }
-    });
-    return Error{};
-  }
-  return Error::make(Status::invalid_argument, "widen_to_f32: unsupported type " + std::to_string(type));
-}
+Error widen_to_f32(const void* src, int type, int64_t count, float* out) { return ggml_to_f32(src, type, count, out); }
 
 }  // namespace sparq

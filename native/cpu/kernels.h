@@ -7,6 +7,7 @@
 #include "sparq/formats.h"
 #include "sparq/sparq.h"
 #include "q4.h"
+#include "quants.h"
 #include "sparse.h"
 
 namespace sparq {
@@ -184,6 +185,12 @@ void run_linear_s8(const KernelTable& t, const uint8_t* a, const float* a_scale,
 using ExpandRowFn = std::function<void(int64_t j, int8_t* row, float* scales)>;
 Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn& expand, const float* x, int64_t m,
                          const float* bias, float* y);
+// The f32 linear of a weight kept in another format, for many rows (prefill):
+// x^T is packed once, then strips of W rows are written as f32 by rows(j0, j1,
+// strip) (strip [j1 - j0, k], row-major; it may use the pool) and multiplied by
+// the f32 GEMM into y[:, j0:j1). Scratch: one strip and the packed x.
+using StripRowsFn = std::function<void(int64_t j0, int64_t j1, float* strip)>;
+Error linear_f32_strips(const float* x, int64_t m, int64_t k, int64_t n, const StripRowsFn& rows, float* y);
 // Bytes of expanded weight per strip (0: the default, 1 MiB). Tests make it small so
 // that small shapes walk many strips, the last one short.
 void set_expand_strip_bytes(int64_t bytes);
@@ -209,6 +216,9 @@ struct KernelTable {
   SpmmTFn spmmt = nullptr;
   SpRowFn sprow = nullptr;
   Q4Fn q4_gemv = nullptr;
+  BlockGemvFn block_gemv = nullptr;      // GGUF block formats (quants.h)
+  BlockExpandFn block_expand = nullptr;
+  BlockQuantFn block_quant = nullptr;
   const char* attn_name = "ref";
   const char* sparse_name = "ref";
 };

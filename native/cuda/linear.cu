@@ -172,9 +172,19 @@ Error upload_linear(cuda::Context* ctx, const LinearWeight& w, std::unique_ptr<D
     *out = std::move(d);
     return {};
   }
-  if (!w.f32) return Error::make(Status::invalid_argument, "cuda: linear weight has no data");
+  std::vector<float> wide;  // GGUF blocks run as their exact f32 values
+  if (w.blk) {
+    try {
+      wide.resize(size_t(w.n * w.k));
+    } catch (...) {
+      return Error::make(Status::out_of_memory, "cuda: out of host memory staging a weight");
+    }
+    if (Error e = ggml_to_f32(w.blk->data, int(w.blk->fmt->type), w.n * w.k, wide.data()); !e.ok()) return e;
+  }
+  const float* src = w.blk ? wide.data() : w.f32;
+  if (!src) return Error::make(Status::invalid_argument, "cuda: linear weight has no data");
   void* p = nullptr;
-  if (Error e = d->mem.upload(ctx, w.f32, size_t(w.n * w.k) * 4, &p); !e.ok()) return e;
+  if (Error e = d->mem.upload(ctx, src, size_t(w.n * w.k) * 4, &p); !e.ok()) return e;
   d->f32 = static_cast<float*>(p);
   d->kind = DeviceLinear::Kind::f32;
   *out = std::move(d);

@@ -90,6 +90,7 @@ Error check_linear(const LinearWeight& w, int64_t n, int64_t k, const char* name
   if (w.q && (w.q->view().n != n || w.q->view().k != k)) return bad(std::string(name) + ": packed shape mismatch");
   if (w.sp && (w.sp->n != n || w.sp->k != k)) return bad(std::string(name) + ": sparse shape mismatch");
   if (w.q4 && (w.q4->n != n || w.q4->k != k)) return bad(std::string(name) + ": 4-bit shape mismatch");
+  if (w.blk && (w.blk->n != n || w.blk->k != k)) return bad(std::string(name) + ": block weight shape mismatch");
   return Error{};
 }
 
@@ -98,6 +99,7 @@ Error check_linear(const LinearWeight& w, int64_t n, int64_t k, const char* name
 Error linear(const float* x, int64_t m, const LinearWeight& w, float* y) {
   if (w.sp) return spmm(*w.sp, x, m, nullptr, y);
   if (w.q4) return linear_q4(*w.q4, x, m, y);
+  if (w.blk) return linear_blocks(*w.blk, x, m, y);
   if (w.q) return linear_s8(x, m, w.k, w.q->view(), nullptr, w.act_scale, y);
   return linear_f32(x, m, w.k, w.f32, w.n, nullptr, y);
 }

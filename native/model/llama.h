@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../cpu/q4.h"
+#include "../cpu/quants.h"
 #include "../cpu/sparse.h"
 #include "sparq/sparq.h"
 
@@ -38,15 +39,17 @@ struct LlamaConfig {
 };
 
 // One linear weight [n, k]: f32 (not owned; the owner keeps the memory alive),
-// int8 packed, or sparse (f32 or int8 values).
+// int8 packed, sparse (f32 or int8 values), 4-bit, or GGUF blocks (quants.h;
+// the blocks are not owned either).
 struct LinearWeight {
   const float* f32 = nullptr;
   std::shared_ptr<PackedWeight> q;
   std::shared_ptr<SparseWeight> sp;
   std::shared_ptr<PackedQ4> q4;
+  std::shared_ptr<const BlockWeight> blk;
   float act_scale = 0.f;  // int8: one static activation scale (per tensor); 0: dynamic per token
   int64_t n = 0, k = 0;
-  bool present() const { return f32 || q || sp || q4; }
+  bool present() const { return f32 || q || sp || q4 || blk; }
 };
 
 // wq / wk / wv may come fused as one wqkv [heads*hd + 2*kv*hd, dim] (rows of q,

@@ -6,6 +6,7 @@
 //   f32:    NAME.weight F32 [n, k]
 //   int8:   NAME.q I8 [n, k], NAME.scale F32 [n, groups]
 //   int4:   NAME.q4 U8 [n, round_up(k, 32) / 2] (two per byte, see q4.h), NAME.scale F32 [n, groups]
+//   GGUF blocks: NAME.blocks U8 [n, row bytes] (the blocks as stored in GGUF; "type": the ggml type id)
 //   sparse: NAME.values F32 | I8 [nnz], NAME.scale F32 [n] (int8), NAME.row_ptr I64 [n + 1]
 //           (csr, bitmask), NAME.col U16 | I32 [nnz] (csr), NAME.mask U32 [n, words] (bitmask),
 //           NAME.idx U8 [n, row bytes] (nm, packed indices)
@@ -92,6 +93,12 @@ void linear(std::vector<Out>& out, std::string& desc, const std::string& name, c
                        unpack_s8(pw->view(), nullptr, nullptr, z.data());
                        return put(f, z.data(), z.size() * 4);
                      }});
+  } else if (w.blk) {
+    const BlockWeight& b = *w.blk;
+    char d[80];
+    std::snprintf(d, sizeof d, "\"kind\":\"ggml\",\"type\":%d", int(b.fmt->type));
+    desc += d;
+    raw(out, name + ".blocks", "U8", {b.n, b.row_bytes}, b.data, int64_t(b.bytes()));
   } else if (w.q4) {
     const PackedQ4& p = *w.q4;
     char b[80];

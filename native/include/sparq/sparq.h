@@ -65,7 +65,8 @@ void unpack_s8(const PackedS8& b, int8_t* values, float* scales, int32_t* zeros)
 // (read from a file) -> an int8 group-32 packed weight [n, k].
 Error pack_q8_0_stream(int64_t n, int64_t k, const std::function<Error(uint8_t* blocks, int64_t r0, int64_t r1)>& fill,
                        std::unique_ptr<PackedWeight>* out);
-// F16 (type 1), Q8_0 (type 8) or BF16 (type 30) values -> f32.
+// Values of any GGUF type sparq reads (F32, F16, BF16, Q4_0 .. Q6_K, IQ4_NL / IQ4_XS;
+// native/cpu/quants.h) -> f32, exactly as ggml dequantizes them.
 Error widen_to_f32(const void* src, int type, int64_t count, float* out);
 
 // --- quantizers -----------------------------------------------------------------

@@ -1,0 +1,700 @@
+// quants.cpp - the GGUF block formats: the table, the reference dequantizers
+// (to_f32: ggml's dequantize_row_* arithmetic, operation for operation), the
+// decoders to the shared int8 + scale / offset form, the quantizers used to
+// write files, and the driver of the block linear.
+//
+// Layouts (ggml-common.h; f16 = IEEE half, little-endian):
+//   Q4_0  18 B / 32: d f16, qs[16]            w = d * (nib - 8); value j in byte j % 16, low nibble for j < 16
+//   Q4_1  20 B / 32: d, m f16, qs[16]         w = d * nib + m
+//   Q5_0  22 B / 32: d, qh u32, qs[16]        w = d * ((nib | bit j of qh << 4) - 16)
+//   Q5_1  24 B / 32: d, m, qh u32, qs[16]     w = d * (nib | bit << 4) + m
+//   Q8_0  34 B / 32: d, qs[32] int8           w = d * q
+//   Q2_K  84 B / 256: scales[16] (4-bit scale | 4-bit min), qs[64] (2-bit), d, dmin
+//   Q3_K 110 B / 256: hmask[32], qs[64] (2-bit), scales[12] (16 x 6-bit, -32), d
+//   Q4_K 144 B / 256: d, dmin, scales[12] (8 x 6-bit scale + 8 x 6-bit min), qs[128]
+//   Q5_K 176 B / 256: d, dmin, scales[12], qh[32], qs[128]
+//   Q6_K 210 B / 256: ql[128], qh[64], scales[16] int8, d
+//   IQ4_NL 18 B / 32: d, qs[16]               w = d * kvalues[nib]
+//   IQ4_XS 136 B / 256: d, scales_h u16, scales_l[4], qs[128]   w = d * (6-bit ls - 32) * kvalues[nib]
+#include "quants.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "dispatch.h"
+#include "half.h"
+#include "thread_pool.h"
+
+namespace sparq {
+
+namespace {
+
+constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+inline float f16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return half_to_float(h);
+}
+inline void put_f16(uint8_t* p, float v) {
+  const uint16_t h = float_to_half(v);
+  std::memcpy(p, &h, 2);
+}
+inline uint32_t u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline int nearest(float v) { return int(std::nearbyint(v)); }
+inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+// The decoded value of each type, value by value (shared by to_f32 and decode):
+// visit(i, q, group scale, group offset) for every value i of one block, in order.
+// to_f32 writes scale * q + offset as ggml does: offsets are added after the product.
+
+// 6-bit scale j and min j of the K types' 12-byte scales (Q4_K, Q5_K).
+inline void scale_min_k4(int j, const uint8_t* s, int* sc, int* mn) {
+  if (j < 4) {
+    *sc = s[j] & 63;
+    *mn = s[j + 4] & 63;
+  } else {
+    *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+    *mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+// 6-bit scale j of Q3_K, less 32.
+inline int scale_q3k(int j, const uint8_t* s) {
+  const int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
+  const int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+  return (lo | hi << 4) - 32;
+}
+
+template <class Visit>
+void q4_0_block(const uint8_t* b, Visit&& v) {
+  const float d = f16(b);
+  for (int j = 0; j < 16; ++j) v(j, (b[2 + j] & 0xF) - 8, d, 0.f);
+  for (int j = 0; j < 16; ++j) v(16 + j, (b[2 + j] >> 4) - 8, d, 0.f);
+}
+template <class Visit>
+void q4_1_block(const uint8_t* b, Visit&& v) {
+  const float d = f16(b), m = f16(b + 2);
+  for (int j = 0; j < 16; ++j) v(j, b[4 + j] & 0xF, d, m);
+  for (int j = 0; j < 16; ++j) v(16 + j, b[4 + j] >> 4, d, m);
+}
+template <class Visit>
+void q5_0_block(const uint8_t* b, Visit&& v) {
+  const float d = f16(b);
+  const uint32_t qh = u32(b + 2);
+  for (int j = 0; j < 16; ++j) v(j, int((b[6 + j] & 0xF) | ((qh >> j) & 1) << 4) - 16, d, 0.f);
+  for (int j = 0; j < 16; ++j) v(16 + j, int((b[6 + j] >> 4) | ((qh >> (16 + j)) & 1) << 4) - 16, d, 0.f);
+}
+template <class Visit>
+void q5_1_block(const uint8_t* b, Visit&& v) {
+  const float d = f16(b), m = f16(b + 2);
+  const uint32_t qh = u32(b + 4);
+  for (int j = 0; j < 16; ++j) v(j, int((b[8 + j] & 0xF) | ((qh >> j) & 1) << 4), d, m);
+  for (int j = 0; j < 16; ++j) v(16 + j, int((b[8 + j] >> 4) | ((qh >> (16 + j)) & 1) << 4), d, m);
+}
+template <class Visit>
+void q8_0_block(const uint8_t* b, Visit&& v) {
+  const float d = f16(b);
+  for (int j = 0; j < 32; ++j) v(j, int(int8_t(b[2 + j])), d, 0.f);
+}
+template <class Visit>
+void q2_k_block(const uint8_t* b, Visit&& v) {
+  const uint8_t* scales = b;
+  const uint8_t* qs = b + 16;
+  const float d = f16(b + 80), dmin = f16(b + 82);
+  int g = 0;
+  for (int n = 0; n < 256; n += 128, qs += 32)
+    for (int s = 0; s < 8; s += 2)
+      for (int h = 0; h < 2; ++h, ++g) {
+        const float dl = d * float(scales[g] & 0xF), ml = dmin * float(scales[g] >> 4);
+        for (int l = 0; l < 16; ++l) v(16 * g + l, (qs[16 * h + l] >> s) & 3, dl, -ml);
+      }
+}
+template <class Visit>
+void q3_k_block(const uint8_t* b, Visit&& v) {
+  const uint8_t* hm = b;
+  const uint8_t* qs = b + 32;
+  const uint8_t* sc = b + 96;
+  const float d = f16(b + 108);
+  int g = 0, bit = 0;
+  for (int n = 0; n < 256; n += 128, qs += 32)
+    for (int s = 0; s < 8; s += 2, ++bit)
+      for (int h = 0; h < 2; ++h, ++g) {
+        const float dl = d * float(scale_q3k(g, sc));
+        for (int l = 0; l < 16; ++l)
+          v(16 * g + l, int((qs[16 * h + l] >> s) & 3) - ((hm[16 * h + l] >> bit) & 1 ? 0 : 4), dl, 0.f);
+      }
+}
+template <class Visit>
+void q4_k_block(const uint8_t* b, Visit&& v) {
+  const float d = f16(b), dmin = f16(b + 2);
+  const uint8_t* sc = b + 4;
+  const uint8_t* qs = b + 16;
+  for (int j = 0; j < 4; ++j, qs += 32) {
+    int s, m;
+    scale_min_k4(2 * j, sc, &s, &m);
+    const float d1 = d * float(s), m1 = dmin * float(m);
+    scale_min_k4(2 * j + 1, sc, &s, &m);
+    const float d2 = d * float(s), m2 = dmin * float(m);
+    for (int l = 0; l < 32; ++l) v(64 * j + l, qs[l] & 0xF, d1, -m1);
+    for (int l = 0; l < 32; ++l) v(64 * j + 32 + l, qs[l] >> 4, d2, -m2);
+  }
+}
+template <class Visit>
+void q5_k_block(const uint8_t* b, Visit&& v) {
+  const float d = f16(b), dmin = f16(b + 2);
+  const uint8_t* sc = b + 4;
+  const uint8_t* qh = b + 16;
+  const uint8_t* qs = b + 48;
+  for (int j = 0; j < 4; ++j, qs += 32) {
+    int s, m;
+    scale_min_k4(2 * j, sc, &s, &m);
+    const float d1 = d * float(s), m1 = dmin * float(m);
+    scale_min_k4(2 * j + 1, sc, &s, &m);
+    const float d2 = d * float(s), m2 = dmin * float(m);
+    for (int l = 0; l < 32; ++l) v(64 * j + l, (qs[l] & 0xF) + ((qh[l] >> (2 * j)) & 1) * 16, d1, -m1);
+    for (int l = 0; l < 32; ++l) v(64 * j + 32 + l, (qs[l] >> 4) + ((qh[l] >> (2 * j + 1)) & 1) * 16, d2, -m2);
+  }
+}
+template <class Visit>
+void q6_k_block(const uint8_t* b, Visit&& v) {
+  const uint8_t* ql = b;
+  const uint8_t* qh = b + 128;
+  const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
+  const float d = f16(b + 208);
+  for (int n = 0; n < 256; n += 128, ql += 64, qh += 32, sc += 8)
+    for (int t = 0; t < 4; ++t)
+      for (int l = 0; l < 32; ++l) {
+        const int lo = t & 1 ? ql[l + 32] : ql[l];
+        const int q = ((t < 2 ? lo & 0xF : lo >> 4) | ((qh[l] >> (2 * t)) & 3) << 4) - 32;
+        v(n + 32 * t + l, q, d * float(sc[l / 16 + 2 * t]), 0.f);
+      }
+}
+template <class Visit>
+void iq4_nl_block(const uint8_t* b, Visit&& v) {
+  const float d = f16(b);
+  for (int j = 0; j < 16; ++j) v(j, kIq4Values[b[2 + j] & 0xF], d, 0.f);
+  for (int j = 0; j < 16; ++j) v(16 + j, kIq4Values[b[2 + j] >> 4], d, 0.f);
+}
+template <class Visit>
+void iq4_xs_block(const uint8_t* b, Visit&& v) {
+  const float d = f16(b);
+  uint16_t sh;
+  std::memcpy(&sh, b + 2, 2);
+  const uint8_t* sl = b + 4;
+  const uint8_t* qs = b + 8;
+  for (int ib = 0; ib < 8; ++ib, qs += 16) {
+    const int ls = ((sl[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4);
+    const float dl = d * float(ls - 32);
+    for (int j = 0; j < 16; ++j) v(32 * ib + j, kIq4Values[qs[j] & 0xF], dl, 0.f);
+    for (int j = 0; j < 16; ++j) v(32 * ib + 16 + j, kIq4Values[qs[j] >> 4], dl, 0.f);
+  }
+}
+
+// to_f32 and decode for a block visitor. Offsets are added only where the type
+// has them (ggml computes d * q alone for the symmetric types; adding 0.f would
+// turn -0 into +0).
+#define SPARQ_BLOCK_FNS(NAME, N, B, OFFS)                                                                    \
+  void NAME##_to_f32(const uint8_t* src, int64_t blocks, float* out) {                                     \
+    for (int64_t i = 0; i < blocks; ++i)                                                                   \
+      NAME##_block(src + i * (B), [&](int j, int q, float s, float o) {                                    \
+        out[i * (N) + j] = OFFS ? s * float(q) + o : s * float(q);                                        \
+      });                                                                                                  \
+  }                                                                                                        \
+  void NAME##_decode(const uint8_t* src, int64_t blocks, DecodedRow r) {                                  \
+    for (int64_t i = 0; i < blocks; ++i)                                                                   \
+      NAME##_block(src + i * (B), [&](int j, int q, float s, float o) {                                    \
+        r.q[i * (N) + j] = int8_t(q);                                                                      \
+        if (j % kGgmlGroup == 0) {                                                                         \
+          r.scale[(i * (N) + j) / kGgmlGroup] = s;                                                         \
+          r.offset[(i * (N) + j) / kGgmlGroup] = o;                                                        \
+        }                                                                                                  \
+      });                                                                                                  \
+  }
+
+SPARQ_BLOCK_FNS(q4_0, 32, 18, false)
+SPARQ_BLOCK_FNS(q4_1, 32, 20, true)
+SPARQ_BLOCK_FNS(q5_0, 32, 22, false)
+SPARQ_BLOCK_FNS(q5_1, 32, 24, true)
+SPARQ_BLOCK_FNS(q8_0, 32, 34, false)
+SPARQ_BLOCK_FNS(q2_k, 256, 84, true)
+SPARQ_BLOCK_FNS(q3_k, 256, 110, false)
+SPARQ_BLOCK_FNS(q4_k, 256, 144, true)
+SPARQ_BLOCK_FNS(q5_k, 256, 176, true)
+SPARQ_BLOCK_FNS(q6_k, 256, 210, false)
+SPARQ_BLOCK_FNS(iq4_nl, 32, 18, false)
+SPARQ_BLOCK_FNS(iq4_xs, 256, 136, false)
+#undef SPARQ_BLOCK_FNS
+
+// --- quantizers ---------------------------------------------------------------
+// Q4_0 .. Q8_0 follow ggml's reference rounding (quantize_row_*_ref), so a file
+// written here holds the blocks llama.cpp's quantizer writes from the same f32.
+// The K and IQ4 types use plain round-to-nearest from each sub-block's range
+// (ggml searches the scales; any valid block decodes the same way everywhere).
+
+// value of largest magnitude (its sign kept)
+float signed_max(const float* x, int n) {
+  float amax = 0.f, max = 0.f;
+  for (int i = 0; i < n; ++i)
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      max = x[i];
+    }
+  return max;
+}
+void min_max(const float* x, int n, float* lo, float* hi) {
+  *lo = x[0];
+  *hi = x[0];
+  for (int i = 1; i < n; ++i) {
+    *lo = std::min(*lo, x[i]);
+    *hi = std::max(*hi, x[i]);
+  }
+}
+
+void q4_0_quantize(const float* x, int64_t blocks, uint8_t* out) {
+  for (int64_t i = 0; i < blocks; ++i, x += 32, out += 18) {
+    const float d = signed_max(x, 32) / -8, id = d != 0.f ? 1.f / d : 0.f;
+    put_f16(out, d);
+    for (int j = 0; j < 16; ++j) {
+      const int a = std::min(15, int(int8_t(x[j] * id + 8.5f))), b = std::min(15, int(int8_t(x[16 + j] * id + 8.5f)));
+      out[2 + j] = uint8_t(a | b << 4);
+    }
+  }
+}
+void q4_1_quantize(const float* x, int64_t blocks, uint8_t* out) {
+  for (int64_t i = 0; i < blocks; ++i, x += 32, out += 20) {
+    float lo, hi;
+    min_max(x, 32, &lo, &hi);
+    const float d = (hi - lo) / 15, id = d != 0.f ? 1.f / d : 0.f;
+    put_f16(out, d);
+    put_f16(out + 2, lo);
+    for (int j = 0; j < 16; ++j) {
+      const int a = std::min(15, int(int8_t((x[j] - lo) * id + 0.5f))), b = std::min(15, int(int8_t((x[16 + j] - lo) * id + 0.5f)));
+      out[4 + j] = uint8_t(a | b << 4);
+    }
+  }
+}
+void q5_0_quantize(const float* x, int64_t blocks, uint8_t* out) {
+  for (int64_t i = 0; i < blocks; ++i, x += 32, out += 22) {
+    const float d = signed_max(x, 32) / -16, id = d != 0.f ? 1.f / d : 0.f;
+    put_f16(out, d);
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; ++j) {
+      const int a = std::min(31, int(int8_t(x[j] * id + 16.5f))), b = std::min(31, int(int8_t(x[16 + j] * id + 16.5f)));
+      out[6 + j] = uint8_t((a & 0xF) | (b & 0xF) << 4);
+      qh |= uint32_t(a >> 4 & 1) << j | uint32_t(b >> 4 & 1) << (16 + j);
+    }
+    std::memcpy(out + 2, &qh, 4);
+  }
+}
+void q5_1_quantize(const float* x, int64_t blocks, uint8_t* out) {
+  for (int64_t i = 0; i < blocks; ++i, x += 32, out += 24) {
+    float lo, hi;
+    min_max(x, 32, &lo, &hi);
+    const float d = (hi - lo) / 31, id = d != 0.f ? 1.f / d : 0.f;
+    put_f16(out, d);
+    put_f16(out + 2, lo);
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; ++j) {
+      const int a = int(uint8_t((x[j] - lo) * id + 0.5f)), b = int(uint8_t((x[16 + j] - lo) * id + 0.5f));
+      out[8 + j] = uint8_t((a & 0xF) | (b & 0xF) << 4);
+      qh |= uint32_t(a >> 4 & 1) << j | uint32_t(b >> 4 & 1) << (16 + j);
+    }
+    std::memcpy(out + 4, &qh, 4);
+  }
+}
+void q8_0_quantize(const float* x, int64_t blocks, uint8_t* out) {
+  for (int64_t i = 0; i < blocks; ++i, x += 32, out += 34) {
+    float amax = 0.f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127, id = d != 0.f ? 1.f / d : 0.f;
+    put_f16(out, d);
+    for (int j = 0; j < 32; ++j) out[2 + j] = uint8_t(int8_t(std::round(x[j] * id)));
+  }
+}
+
+// Asymmetric sub-blocks (Q2_K / Q4_K / Q5_K): scale = (max - min) / levels with
+// min <= 0 stored as a positive mult of dmin; both quantized to `sbits` bits
+// against the super-block's largest; the values then rounded with the stored
+// (decoded) scale and min so that they fit what the decoder computes.
+void asym_scales(const float* x, int subs, int len, int levels, int sbits, float* d, float* dmin, int* ls, int* lm) {
+  float sc[16], mn[16], max_sc = 0.f, max_mn = 0.f;
+  for (int s = 0; s < subs; ++s) {
+    float lo, hi;
+    min_max(x + s * len, len, &lo, &hi);
+    lo = std::min(lo, 0.f);
+    sc[s] = (hi - lo) / float(levels);
+    mn[s] = -lo;
+    max_sc = std::max(max_sc, sc[s]);
+    max_mn = std::max(max_mn, mn[s]);
+  }
+  const float top = float((1 << sbits) - 1);
+  *d = half_to_float(float_to_half(max_sc / top));
+  *dmin = half_to_float(float_to_half(max_mn / top));
+  for (int s = 0; s < subs; ++s) {
+    ls[s] = *d > 0.f ? clampi(nearest(sc[s] / *d), 0, int(top)) : 0;
+    lm[s] = *dmin > 0.f ? clampi(nearest(mn[s] / *dmin), 0, int(top)) : 0;
+  }
+}
+int asym_value(float x, float dl, float ml, int levels) { return dl > 0.f ? clampi(nearest((x + ml) / dl), 0, levels) : 0; }
+
+void q2_k_quantize(const float* x, int64_t blocks, uint8_t* out) {
+  for (int64_t i = 0; i < blocks; ++i, x += 256, out += 84) {
+    float d, dmin;
+    int ls[16], lm[16];
+    asym_scales(x, 16, 16, 3, 4, &d, &dmin, ls, lm);
+    std::memset(out, 0, 84);
+    for (int g = 0; g < 16; ++g) out[g] = uint8_t(ls[g] | lm[g] << 4);
+    put_f16(out + 80, d);
+    put_f16(out + 82, dmin);
+    uint8_t* qs = out + 16;
+    // value 16 g + l of half h of shift s (see q2_k_block): g = 8 (n / 128) + 2 (s / 2) + h
+    for (int g = 0; g < 16; ++g) {
+      const float dl = d * float(ls[g]), ml = dmin * float(lm[g]);
+      const int n = g / 8, s = 2 * ((g % 8) / 2), h = g % 2;
+      for (int l = 0; l < 16; ++l) qs[32 * n + 16 * h + l] |= uint8_t(asym_value(x[16 * g + l], dl, ml, 3) << s);
+    }
+  }
+}
+void k4_scales(const int* ls, const int* lm, uint8_t* s) {
+  std::memset(s, 0, 12);
+  for (int j = 0; j < 8; ++j) {
+    if (j < 4) {
+      s[j] = uint8_t(ls[j]);
+      s[j + 4] = uint8_t(lm[j]);
+    } else {
+      s[j + 4] = uint8_t((ls[j] & 0xF) | (lm[j] & 0xF) << 4);
+      s[j - 4] |= uint8_t((ls[j] >> 4) << 6);
+      s[j] |= uint8_t((lm[j] >> 4) << 6);
+    }
+  }
+}
+void q4_k_quantize(const float* x, int64_t blocks, uint8_t* out) {
+  for (int64_t i = 0; i < blocks; ++i, x += 256, out += 144) {
+    float d, dmin;
+    int ls[8], lm[8];
+    asym_scales(x, 8, 32, 15, 6, &d, &dmin, ls, lm);
+    put_f16(out, d);
+    put_f16(out + 2, dmin);
+    k4_scales(ls, lm, out + 4);
+    uint8_t* qs = out + 16;
+    std::memset(qs, 0, 128);
+    for (int s = 0; s < 8; ++s) {
+      const float dl = d * float(ls[s]), ml = dmin * float(lm[s]);
+      for (int l = 0; l < 32; ++l) qs[32 * (s / 2) + l] |= uint8_t(asym_value(x[32 * s + l], dl, ml, 15) << (4 * (s % 2)));
+    }
+  }
+}
+void q5_k_quantize(const float* x, int64_t blocks, uint8_t* out) {
+  for (int64_t i = 0; i < blocks; ++i, x += 256, out += 176) {
+    float d, dmin;
+    int ls[8], lm[8];
+    asym_scales(x, 8, 32, 31, 6, &d, &dmin, ls, lm);
+    put_f16(out, d);
+    put_f16(out + 2, dmin);
+    k4_scales(ls, lm, out + 4);
+    uint8_t* qh = out + 16;
+    uint8_t* qs = out + 48;
+    std::memset(qh, 0, 32 + 128);
+    for (int s = 0; s < 8; ++s) {
+      const float dl = d * float(ls[s]), ml = dmin * float(lm[s]);
+      for (int l = 0; l < 32; ++l) {
+        const int q = asym_value(x[32 * s + l], dl, ml, 31);
+        qs[32 * (s / 2) + l] |= uint8_t((q & 0xF) << (4 * (s % 2)));
+        qh[l] |= uint8_t((q >> 4) << s);
+      }
+    }
+  }
+}
+// Symmetric sub-blocks: the value of largest magnitude maps to `lo` (< 0) as in
+// ggml's Q4_0; sub-block scales relative to the super-block scale d.
+void q3_k_quantize(const float* x, int64_t blocks, uint8_t* out) {
+  for (int64_t i = 0; i < blocks; ++i, x += 256, out += 110) {
+    float sc[16], max_scale = 0.f;
+    for (int g = 0; g < 16; ++g) {
+      sc[g] = signed_max(x + 16 * g, 16) / -4.f;
+      if (std::fabs(sc[g]) > std::fabs(max_scale)) max_scale = sc[g];
+    }
+    std::memset(out, 0, 110);
+    const float iscale = max_scale != 0.f ? -32.f / max_scale : 0.f;
+    uint8_t* s = out + 96;
+    for (int g = 0; g < 16; ++g) {
+      const int l = clampi(nearest(iscale * sc[g]), -32, 31) + 32;
+      if (g < 8) s[g] |= uint8_t(l & 0xF);
+      else s[g - 8] |= uint8_t((l & 0xF) << 4);
+      s[8 + g % 4] |= uint8_t((l >> 4) << (2 * (g / 4)));
+    }
+    put_f16(out + 108, max_scale != 0.f ? 1.f / iscale : 0.f);
+    const float d = f16(out + 108);
+    uint8_t* hm = out;
+    uint8_t* qs = out + 32;
+    for (int g = 0; g < 16; ++g) {
+      const float dl = d * float(scale_q3k(g, s));
+      const int n = g / 8, sh = 2 * ((g % 8) / 2), h = g % 2, bit = 4 * n + (g % 8) / 2;
+      for (int l = 0; l < 16; ++l) {
+        const int q = (dl != 0.f ? clampi(nearest(x[16 * g + l] / dl), -4, 3) : 0) + 4;  // 0..7
+        qs[32 * n + 16 * h + l] |= uint8_t((q & 3) << sh);
+        if (q > 3) hm[16 * h + l] |= uint8_t(1 << bit);
+      }
+    }
+  }
+}
+void q6_k_quantize(const float* x, int64_t blocks, uint8_t* out) {
+  for (int64_t i = 0; i < blocks; ++i, x += 256, out += 210) {
+    float sc[16], max_scale = 0.f;
+    for (int g = 0; g < 16; ++g) {
+      sc[g] = signed_max(x + 16 * g, 16) / -32.f;
+      if (std::fabs(sc[g]) > std::fabs(max_scale)) max_scale = sc[g];
+    }
+    std::memset(out, 0, 210);
+    const float iscale = max_scale != 0.f ? -128.f / max_scale : 0.f;
+    int8_t* s = reinterpret_cast<int8_t*>(out + 192);
+    for (int g = 0; g < 16; ++g) s[g] = int8_t(std::min(127, nearest(iscale * sc[g])));
+    put_f16(out + 208, max_scale != 0.f ? 1.f / iscale : 0.f);
+    const float d = f16(out + 208);
+    uint8_t* ql = out;
+    uint8_t* qh = out + 128;
+    for (int v = 0; v < 256; ++v) {
+      const float dl = d * float(s[v / 16]);
+      const int q = (dl != 0.f ? clampi(nearest(x[v] / dl), -32, 31) : 0) + 32;  // 0..63
+      const int n = v / 128, t = (v % 128) / 32, l = v % 32;
+      ql[64 * n + (t & 1 ? 32 : 0) + l] |= uint8_t((q & 0xF) << (t < 2 ? 0 : 4));
+      qh[32 * n + l] |= uint8_t((q >> 4) << (2 * t));
+    }
+  }
+}
+int iq4_index(float v) {
+  int best = 0;
+  for (int i = 1; i < 16; ++i)
+    if (std::fabs(v - kIq4Values[i]) < std::fabs(v - kIq4Values[best])) best = i;
+  return best;
+}
+void iq4_nl_quantize(const float* x, int64_t blocks, uint8_t* out) {
+  for (int64_t i = 0; i < blocks; ++i, x += 32, out += 18) {
+    const float d = signed_max(x, 32) / -127.f;
+    put_f16(out, d);
+    const float dd = f16(out), id = dd != 0.f ? 1.f / dd : 0.f;
+    for (int j = 0; j < 16; ++j) out[2 + j] = uint8_t(iq4_index(x[j] * id) | iq4_index(x[16 + j] * id) << 4);
+  }
+}
+void iq4_xs_quantize(const float* x, int64_t blocks, uint8_t* out) {
+  for (int64_t i = 0; i < blocks; ++i, x += 256, out += 136) {
+    float sc[8], amax = 0.f;
+    for (int b = 0; b < 8; ++b) {
+      sc[b] = signed_max(x + 32 * b, 32) / -127.f;
+      amax = std::max(amax, std::fabs(sc[b]));
+    }
+    std::memset(out, 0, 136);
+    put_f16(out, amax / 32.f);
+    const float d = f16(out);
+    uint16_t sh = 0;
+    for (int b = 0; b < 8; ++b) {
+      const int ls = (d > 0.f ? clampi(nearest(sc[b] / d), -32, 31) : 0) + 32;
+      out[4 + b / 2] |= uint8_t((ls & 0xF) << (4 * (b % 2)));
+      sh |= uint16_t((ls >> 4) << (2 * b));
+      const float dl = d * float(ls - 32), id = dl != 0.f ? 1.f / dl : 0.f;
+      for (int j = 0; j < 16; ++j)
+        out[8 + 16 * b + j] = uint8_t(iq4_index(x[32 * b + j] * id) | iq4_index(x[32 * b + 16 + j] * id) << 4);
+    }
+    std::memcpy(out + 2, &sh, 2);
+  }
+}
+
+void f16_to_f32(const uint8_t* src, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = f16(src + 2 * i);
+}
+void bf16_to_f32(const uint8_t* src, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, src + 2 * i, 2);
+    const uint32_t bits = uint32_t(h) << 16;
+    std::memcpy(out + i, &bits, 4);
+  }
+}
+void f32_to_f32(const uint8_t* src, int64_t n, float* out) { std::memcpy(out, src, size_t(n) * 4); }
+
+const BlockFormat kFormats[] = {
+    {GgmlType::f32, "F32", 1, 4, false, false, f32_to_f32, nullptr, nullptr},
+    {GgmlType::f16, "F16", 1, 2, false, false, f16_to_f32, nullptr, nullptr},
+    {GgmlType::q4_0, "Q4_0", 32, 18, false, true, q4_0_to_f32, q4_0_decode, q4_0_quantize},
+    {GgmlType::q4_1, "Q4_1", 32, 20, true, true, q4_1_to_f32, q4_1_decode, q4_1_quantize},
+    {GgmlType::q5_0, "Q5_0", 32, 22, false, true, q5_0_to_f32, q5_0_decode, q5_0_quantize},
+    {GgmlType::q5_1, "Q5_1", 32, 24, true, true, q5_1_to_f32, q5_1_decode, q5_1_quantize},
+    {GgmlType::q8_0, "Q8_0", 32, 34, false, true, q8_0_to_f32, q8_0_decode, q8_0_quantize},
+    {GgmlType::q2_k, "Q2_K", 256, 84, true, true, q2_k_to_f32, q2_k_decode, q2_k_quantize},
+    {GgmlType::q3_k, "Q3_K", 256, 110, false, true, q3_k_to_f32, q3_k_decode, q3_k_quantize},
+    {GgmlType::q4_k, "Q4_K", 256, 144, true, true, q4_k_to_f32, q4_k_decode, q4_k_quantize},
+    {GgmlType::q5_k, "Q5_K", 256, 176, true, true, q5_k_to_f32, q5_k_decode, q5_k_quantize},
+    {GgmlType::q6_k, "Q6_K", 256, 210, false, true, q6_k_to_f32, q6_k_decode, q6_k_quantize},
+    {GgmlType::iq4_nl, "IQ4_NL", 32, 18, false, true, iq4_nl_to_f32, iq4_nl_decode, iq4_nl_quantize},
+    {GgmlType::iq4_xs, "IQ4_XS", 256, 136, false, true, iq4_xs_to_f32, iq4_xs_decode, iq4_xs_quantize},
+    {GgmlType::bf16, "BF16", 1, 2, false, false, bf16_to_f32, nullptr, nullptr},
+};
+
+Error bad(const std::string& m) { return Error::make(Status::invalid_argument, m); }
+
+}  // namespace
+
+const BlockFormat* block_format(int type) {
+  for (const BlockFormat& f : kFormats)
+    if (int(f.type) == type) return &f;
+  return nullptr;
+}
+
+const BlockFormat* block_formats(int* n) {
+  *n = int(sizeof kFormats / sizeof kFormats[0]);
+  return kFormats;
+}
+
+std::string ggml_type_name(int type) {
+  const BlockFormat* f = block_format(type);
+  return f ? f->name : "type " + std::to_string(type);
+}
+
+Error block_weight(int type, int64_t n, int64_t k, const void* data, BlockWeight* w) {
+  const BlockFormat* f = block_format(type);
+  if (!f || !f->quantized) return bad("block weight: " + ggml_type_name(type) + " is not a quantized GGUF type sparq reads");
+  if (n < 1 || k < 1 || k % f->block)
+    return bad(std::string("block weight: ") + f->name + " rows must be a positive multiple of " + std::to_string(f->block) +
+               " values; got [" + std::to_string(n) + ", " + std::to_string(k) + "]");
+  if (k > (int64_t(1) << 24)) return bad("block weight: k is absurd (" + std::to_string(k) + ")");
+  if (!data) return bad("block weight: no data");
+  w->fmt = f;
+  w->n = n;
+  w->k = k;
+  w->row_bytes = k / f->block * f->bytes;
+  w->data = static_cast<const uint8_t*>(data);
+  return Error{};
+}
+
+Error ggml_to_f32(const void* src, int type, int64_t count, float* out) {
+  const BlockFormat* f = block_format(type);
+  if (!f) return bad("dequantize: " + ggml_type_name(type) + " is not a GGUF type sparq reads");
+  if (count < 0 || count % f->block)
+    return bad(std::string("dequantize: ") + f->name + " needs a multiple of " + std::to_string(f->block) + " values");
+  const int64_t blocks = count / f->block;
+  const uint8_t* s = static_cast<const uint8_t*>(src);
+  const int64_t per = std::max<int64_t>(1, (int64_t(1) << 14) / f->block);
+  parallel_for((blocks + per - 1) / per, [&](int64_t t) {
+    const int64_t b0 = t * per, b1 = std::min(blocks, b0 + per);
+    f->to_f32(s + b0 * f->bytes, b1 - b0, out + b0 * f->block);
+  });
+  return Error{};
+}
+
+Error ggml_quantize(const float* x, int type, int64_t n, int64_t k, uint8_t* out) {
+  const BlockFormat* f = block_format(type);
+  if (!f || !f->quantize) return bad("quantize: sparq cannot write " + ggml_type_name(type));
+  if (n < 1 || k < 1 || k % f->block)
+    return bad(std::string("quantize: ") + f->name + " rows must be a positive multiple of " + std::to_string(f->block) + " values");
+  for (int64_t i = 0; i < n * k; ++i)
+    if (!std::isfinite(x[i])) return bad("quantize: value " + std::to_string(i) + " is not finite");
+  const int64_t bpr = k / f->block;
+  parallel_for(n, [&](int64_t j) { f->quantize(x + j * k, bpr, out + j * bpr * f->bytes); });
+  return Error{};
+}
+
+// --- reference kernels --------------------------------------------------------------
+
+void block_gemv_ref(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
+  const BlockWeight& w = *a.w;
+  const int64_t k = w.k, groups = k / kGgmlGroup;
+  std::vector<int8_t> q(static_cast<size_t>(k));
+  std::vector<float> sc(static_cast<size_t>(groups)), off(static_cast<size_t>(groups));
+  for (int64_t j = j0; j < j1; ++j) {
+    w.fmt->decode(w.data + j * w.row_bytes, k / w.fmt->block, DecodedRow{q.data(), sc.data(), off.data()});
+    for (int64_t i = 0; i < a.x.m; ++i) {
+      const int8_t* xq = a.x.q + i * k;
+      const float* xs = a.x.s + i * (k / 32);
+      const float* so = a.x.so + i * groups;
+      float acc = 0.f;
+      for (int64_t g = 0; g < groups; ++g) {
+        int32_t dot = 0;
+        for (int64_t c = g * kGgmlGroup; c < (g + 1) * kGgmlGroup; ++c) dot += int32_t(q[size_t(c)]) * xq[c];
+        acc += sc[size_t(g)] * xs[g / 2] * float(dot) + off[size_t(g)] * so[g];
+      }
+      a.y[i * a.ldy + j] = acc;
+    }
+  }
+}
+
+void block_expand_ref(const BlockFormat& f, const uint8_t* row, int64_t k, int8_t* q, float* sc, float* off, float* out) {
+  f.to_f32(row, k / f.block, out);
+}
+
+namespace {
+
+// x rows -> int8 per block of 32 (scale max|x| / 127, x * 127 / max|x| rounded
+// to nearest even), the block scales and the offset terms per group of 16.
+void quantize_blocks_32(const float* x, int64_t m, int64_t k, int8_t* q, float* s, float* so) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t b = 0; b < k / 32; ++b) {
+      const float* xb = x + i * k + b * 32;
+      float amax = 0.f;
+      for (int c = 0; c < 32; ++c) amax = std::fmax(amax, std::fabs(xb[c]));
+      const float d = amax / 127.f, id = d > 0.f ? 127.f / amax : 0.f;
+      int32_t sum[2] = {0, 0};
+      for (int c = 0; c < 32; ++c) {
+        const float v = xb[c] * id;
+        const int r = std::isfinite(v) ? clampi(int(std::nearbyint(v)), -127, 127) : 0;
+        q[i * k + b * 32 + c] = int8_t(r);
+        sum[c / 16] += r;
+      }
+      s[i * (k / 32) + b] = d;
+      so[i * (k / 16) + 2 * b] = d * float(sum[0]);
+      so[i * (k / 16) + 2 * b + 1] = d * float(sum[1]);
+    }
+}
+
+struct Buf {
+  void* p = nullptr;
+  ~Buf() { aligned_free(p); }
+};
+
+}  // namespace
+
+Error linear_blocks(const BlockWeight& w, const float* x, int64_t m, float* y) {
+  if (!w.fmt || !w.data) return bad("linear: the block weight is empty");
+  if (m < 1) return Error{};
+  const KernelTable& t = kernels();
+  const int64_t n = w.n, k = w.k;
+  if (m <= kBlockGemvMaxM) {
+    Buf qb, sb;
+    qb.p = aligned_malloc(size_t(m * k));
+    sb.p = aligned_malloc(size_t(m * (k / 32 + k / 16)) * 4);
+    if (!qb.p || !sb.p) return Error::make(Status::out_of_memory, "linear: out of memory");
+    BlockGemvArgs a;
+    a.w = &w;
+    a.x.q = static_cast<int8_t*>(qb.p);
+    a.x.s = static_cast<float*>(sb.p);
+    a.x.so = a.x.s + m * (k / 32);
+    a.x.m = m;
+    a.x.k = k;
+    a.y = y;
+    a.ldy = n;
+    t.block_quant(x, m, k, const_cast<int8_t*>(a.x.q), const_cast<float*>(a.x.s), const_cast<float*>(a.x.so));
+    const int64_t per = std::max<int64_t>(4, n / (num_threads() * 16));
+    parallel_for((n + per - 1) / per, [&](int64_t tt) { t.block_gemv(a, tt * per, std::min(n, tt * per + per)); });
+    return Error{};
+  }
+  // prefill: strips of rows decoded to f32 (exact), multiplied in f32
+  const BlockFormat& f = *w.fmt;
+  return linear_f32_strips(x, m, k, n, [&](int64_t j0, int64_t j1, float* strip) {
+    parallel_for(j1 - j0, [&](int64_t r) {
+      thread_local std::vector<int8_t> q;
+      thread_local std::vector<float> sc;
+      if (int64_t(q.size()) < k) q.resize(size_t(k));
+      if (int64_t(sc.size()) < k / 8) sc.resize(size_t(k / 8));
+      t.block_expand(f, w.data + (j0 + r) * w.row_bytes, k, q.data(), sc.data(), sc.data() + k / 16, strip + r * k);
+    });
+  }, y);
+}
+
+void block_quant_ref(const float* x, int64_t m, int64_t k, int8_t* q, float* s, float* so) { quantize_blocks_32(x, m, k, q, s, so); }
+
+}  // namespace sparq

@@ -1,0 +1,114 @@
+// quants.h - the GGUF block formats (ggml's weight types), one table row each.
+//
+// A row of k weights is k / block consecutive blocks, exactly as a GGUF file
+// stores it; sparq multiplies by the values ggml's dequantize_row_* gives
+// (to_f32 below is that reference). Every type decodes a row to one common
+// form the kernels share:
+//
+//   w[i] = scale[i / 16] * q[i] + offset[i / 16]        q int8 in [-127, 127]
+//
+// (groups of 16: the K types' smallest sub-block; a 32-value sub-block is two
+// groups with equal scales). Decoding is exact: the f32 products and sums are
+// the ones ggml's dequantizer rounds (a * q then + b, never fused).
+//
+// Activation contract (decode, m <= kBlockGemvMaxM): x is quantized to int8 per
+// block of 32 values (scale = max|x| / 127), as ggml quantizes activations to
+// Q8_0 / Q8_K (blocks of 32 / 256: ours are never coarser). Int32 sums per group
+// of 16 are exact; they are scaled in f32. Prefill (more rows) multiplies the
+// exact f32 weights by the f32 activations (strips of rows decoded to f32).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "sparq/sparq.h"
+
+namespace sparq {
+
+// GGUF / ggml type ids (ggml.h enum ggml_type).
+enum class GgmlType : int {
+  f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q5_0 = 6, q5_1 = 7, q8_0 = 8,
+  q2_k = 10, q3_k = 11, q4_k = 12, q5_k = 13, q6_k = 14, iq4_nl = 20, iq4_xs = 23, bf16 = 30,
+};
+constexpr int kGgmlGroup = 16;  // values per scale / offset group of the decoded form
+
+// Row j of a decoded weight: q [k] int8, scale / offset [k / 16] f32.
+struct DecodedRow {
+  int8_t* q = nullptr;
+  float* scale = nullptr;
+  float* offset = nullptr;  // all zero for symmetric types
+};
+
+struct BlockFormat {
+  GgmlType type;
+  const char* name;     // ggml's name: "Q4_K"
+  int block;            // values per block
+  int bytes;            // bytes per block
+  bool offsets;         // decoded offsets can be non-zero (q4_1, q5_1, q2_k, q4_k, q5_k)
+  bool quantized;       // a block type (decode / quantize exist); false: f32, f16, bf16
+  // The reference dequantizer: `blocks` blocks -> blocks * block floats (ggml's dequantize_row_*).
+  void (*to_f32)(const uint8_t* src, int64_t blocks, float* out);
+  // The decoded form of `blocks` blocks (q, scale and offset advance by block, block / 16).
+  void (*decode)(const uint8_t* src, int64_t blocks, DecodedRow out);
+  // Round-to-nearest quantizer of `blocks` blocks (for writing GGUF files; see quants.cpp).
+  void (*quantize)(const float* x, int64_t blocks, uint8_t* out);
+};
+
+// The row of `type`, or nullptr for a type sparq does not know.
+const BlockFormat* block_format(int type);
+// Every row, in type order (count in *n).
+const BlockFormat* block_formats(int* n);
+// "Q4_K" or "type 99".
+std::string ggml_type_name(int type);
+
+// A linear weight [n, k] kept in GGUF blocks (rows of k / block blocks, row_bytes apart).
+// The memory is not owned (the file image or a storage the caller keeps alive).
+struct BlockWeight {
+  const BlockFormat* fmt = nullptr;
+  int64_t n = 0, k = 0, row_bytes = 0;
+  const uint8_t* data = nullptr;
+  size_t bytes() const { return size_t(n * row_bytes); }
+};
+
+// Checks the shape against the type (k a multiple of the block) and fills w.
+Error block_weight(int type, int64_t n, int64_t k, const void* data, BlockWeight* w);
+// y[m, n] = x[m, k] . W^T (see the activation contract above).
+Error linear_blocks(const BlockWeight& w, const float* x, int64_t m, float* y);
+constexpr int64_t kBlockGemvMaxM = 8;
+
+// Dequantizes `count` values of any known type (count a multiple of its block).
+Error ggml_to_f32(const void* src, int type, int64_t count, float* out);
+// Quantizes rows [n, k] of f32 into `type` blocks (n * k / block * bytes bytes).
+Error ggml_quantize(const float* x, int type, int64_t n, int64_t k, uint8_t* out);
+
+// --- kernels (kernels.h table slot `block_gemv`) ----------------------------------
+// Activations quantized per block of 32 for the decode GEMV.
+struct BlockActs {
+  const int8_t* q = nullptr;   // (m, k)
+  const float* s = nullptr;    // (m, k / 32) block scales
+  const float* so = nullptr;   // (m, k / 16) s of the group's block * int32 sum of the group (offset term)
+  int64_t m = 0, k = 0;
+};
+struct BlockGemvArgs {
+  const BlockWeight* w = nullptr;
+  BlockActs x;
+  float* y = nullptr;  // (m, ldy)
+  int64_t ldy = 0;
+};
+// Rows [j0, j1) of W against all m activation rows.
+using BlockGemvFn = void (*)(const BlockGemvArgs& a, int64_t j0, int64_t j1);
+void block_gemv_ref(const BlockGemvArgs&, int64_t, int64_t);
+void block_gemv_avx2(const BlockGemvArgs&, int64_t, int64_t);
+// Activations [m, k] -> BlockActs arrays (q, s, so).
+using BlockQuantFn = void (*)(const float* x, int64_t m, int64_t k, int8_t* q, float* s, float* so);
+void block_quant_ref(const float*, int64_t, int64_t, int8_t*, float*, float*);
+void block_quant_avx2(const float*, int64_t, int64_t, int8_t*, float*, float*);
+// Decoded rows to f32 (the prefill strips): out[i] = scale * q + offset, unfused.
+using BlockExpandFn = void (*)(const BlockFormat& f, const uint8_t* row, int64_t k, int8_t* qbuf, float* sbuf, float* obuf, float* out);
+void block_expand_ref(const BlockFormat&, const uint8_t*, int64_t, int8_t*, float*, float*, float*);
+void block_expand_avx2(const BlockFormat&, const uint8_t*, int64_t, int8_t*, float*, float*, float*);
+// The decoders with AVX2 bodies (nullptr where the reference decoder is used).
+using BlockDecodeFn = void (*)(const uint8_t* src, int64_t blocks, DecodedRow out);
+BlockDecodeFn block_decode_avx2(GgmlType type);
+
+}  // namespace sparq
