@@ -23,14 +23,9 @@
         "native/cpu/x86/small_ops_avx2.cpp",
         "native/cpu/x86/attention_avx2.cpp",
         "native/cpu/x86/sparse_avx2.cpp",
-        "native/cpu/x86/q4_avx2.cpp"
+        "native/cpu/x86/q4_avx2.cpp",
+        "native/cpu/x86/quants_avx2.cpp"
       ]
-    },
-    {
-      "target_name": "sparq_avx2_exact",
-      "type": "static_library",
-      "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-ffp-contract=off"],
-      "sources": ["native/cpu/x86/quants_avx2.cpp"]
     },
     {
       "target_name": "sparq_avxvnni",
@@ -58,7 +53,7 @@
     },
     {
       "target_name": "sparq",
-      "dependencies": ["sparq_avx2", "sparq_avx2_exact", "sparq_avxvnni", "sparq_avx512", "sparq_avx512vbmi2", "sparq_amx"],
+      "dependencies": ["sparq_avx2", "sparq_avxvnni", "sparq_avx512", "sparq_avx512vbmi2", "sparq_amx"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "ldflags": ["-Wl,-z,nodelete"],

@@ -3,8 +3,9 @@
 //   sparq info                       CPU features, chosen kernels, threads, CUDA
 //   sparq bench gemm [--quick] [--isa avx2,amx] [--groups 32,128] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench attention [--quick] [--threads N] [--min-time S] [--json FILE]
-//   sparq bench e2e [--quick] [--threads N] [--json FILE]
+//   sparq bench e2e [--quick] [--model FILE] [--threads N] [--json FILE]
 //   sparq bench spmm [--quick] [--threads N] [--min-time S] [--json FILE]
+//   sparq bench quants [--quick] [--types q4_k,q6_k] [--m 1,8] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench --device cuda [--quick] [--json FILE]
 //   sparq generate --model PATH [--tokenizer PATH] --prompt TEXT [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--weights int8]
 //   sparq eval --model PATH [--reference PATH] [--weights int8] [--prune SPEC] [--text FILE | --sample N] [--json]
@@ -16,14 +17,16 @@ import { readBoundedFile } from './model/files';
 import { benchCuda } from './bench/cuda';
 import { benchE2e, benchE2eChild } from './bench/e2e';
 import { benchGemm } from './bench/gemm';
+import { benchQuants } from './bench/quants';
 import { benchSpmm } from './bench/spmm';
 
 const USAGE = `usage:
   sparq info
   sparq bench gemm [--quick] [--isa LIST] [--groups 32,128] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq bench attention [--quick] [--threads N] [--min-time SECONDS] [--json FILE]
-  sparq bench e2e [--quick] [--threads N] [--json FILE]
+  sparq bench e2e [--quick] [--model FILE] [--threads N] [--json FILE]
   sparq bench spmm [--quick] [--threads N] [--min-time SECONDS] [--json FILE]
+  sparq bench quants [--quick] [--types q4_0,q4_k,...] [--m 1,8,128] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq bench --device cuda [--quick] [--json FILE]   GPU kernels and the 110M model on the GPU
   sparq generate --model PATH [--tokenizer PATH] [--prompt TEXT] [-n N] [--temperature T] [--top-k K]
                  [--top-p P] [--seed S] [--weights f32|int8] [--max-seq N]
@@ -255,16 +258,24 @@ async function main(argv: string[]): Promise<number> {
     const child = flag(rest, '--child');
     if (child !== undefined) {
       if (threads) setNumThreads(Number(threads));
-      await benchE2eChild(Number(child), flag(rest, '--dir')!, rest.includes('--quick'));
+      await benchE2eChild(Number(child), flag(rest, '--dir')!, rest.includes('--quick'), flag(rest, '--model'));
       return 0;
     }
-    await benchE2e({ quick: rest.includes('--quick'), json: flag(rest, '--json'), threads: threads ? Number(threads) : undefined });
+    await benchE2e({ quick: rest.includes('--quick'), json: flag(rest, '--json'), threads: threads ? Number(threads) : undefined, model: flag(rest, '--model') });
     return 0;
   }
   if (cmd === 'bench' && sub === 'spmm') {
     const threads = flag(rest, '--threads'), minTime = flag(rest, '--min-time');
     await benchSpmm({ quick: rest.includes('--quick'), json: flag(rest, '--json'), threads: threads ? Number(threads) : undefined,
       minTime: minTime ? Number(minTime) : undefined });
+    return 0;
+  }
+  if (cmd === 'bench' && sub === 'quants') {
+    const threads = flag(rest, '--threads'), minTime = flag(rest, '--min-time'), types = flag(rest, '--types'), mArg = flag(rest, '--m');
+    const ms = mArg?.split(',').map((s) => Number(s.trim()));
+    for (const m of ms ?? []) if (!Number.isInteger(m) || m < 1) throw new Error(`--m takes row counts such as 1,8,128; got '${mArg}'`);
+    await benchQuants({ quick: rest.includes('--quick'), json: flag(rest, '--json'), threads: threads ? Number(threads) : undefined,
+      minTime: minTime ? Number(minTime) : undefined, types: types?.split(',').map((s) => s.trim()), ms });
     return 0;
   }
   if (cmd === 'generate') return generate(argv.slice(1));

@@ -100,7 +100,8 @@ export interface NativeBinding {
   packQ8File(path: string, ranges: number[], k: number): Promise<NativePacked>;
   widenToF32(s: S, off: Off, type: number, count: number): Promise<NativeStorage>;
   ggmlTypes(): { type: number; name: string; block: number; bytes: number; quantized: boolean; offsets: boolean }[];
-  ggmlQuantize(x: S, off: Off, type: number, n: number, k: number): Promise<NativeStorage>;
+  ggmlQuantize(x: S, off: Off, type: number, n: number, k: number, sync?: false): Promise<NativeStorage>;
+  ggmlQuantize(x: S, off: Off, type: number, n: number, k: number, sync: true): NativeStorage;
   linearBlocks(w: S, wOff: Off, type: number, n: number, k: number, x: S, xOff: Off, m: number, out: S, outOff: Off): Promise<void>;
   createModel(config: Record<string, number | boolean>, weights: unknown): Promise<unknown>;
   sparseFromDense(w: S, off: Off, n: number, k: number, format: number, N: number, M: number, int8: boolean, sync: true): NativeSparse;

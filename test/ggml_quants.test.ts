@@ -2,7 +2,8 @@
 // its dequantizer against one written from the format specification (exactly
 // equal, on random blocks with zero, tiny and extreme scales), the quantizers'
 // round trip, and the block linear on every path against float64 products of
-// the dequantized weights with the activations as the contract quantizes them.
+// the dequantized weights with the activations as the contract quantizes them
+// (per block of 32, int8), at decode and prefill sizes.
 import { expect } from 'chai';
 import { Tensor } from '../lib/index';
 import { loadNative, type NativeStorage } from '../lib/native';
@@ -102,10 +103,10 @@ describe('GGUF block formats', () => {
 });
 
 describeEachIsa('GGUF block linear', () => {
-  it('decode (m <= 8) equals float64 products with per-32 int8 activations; prefill (m > 8) equals exact f32 products; tails in n and k', async () => {
+  it('decode (m <= 8: GEMV) and prefill (m > 8: int8 GEMM over expanded strips, many strips) equal float64 products with per-32 int8 activations; tails in n and k', async () => {
     for (const type of TYPES) {
       const { block, bytes, name } = SPEC[type]!;
-      for (const [n, kb] of [[1, 1], [17, 3], [33, 2], [5, 9]] as const) {
+      for (const [n, kb] of [[1, 1], [17, 3], [33, 2], [5, 9], [70, 2]] as const) {
         const k = kb * block;
         const raw = new Uint8Array(n * (k / block) * bytes);
         // quantized from Gaussian values (realistic scales), then one random block per row (extreme codes)
@@ -124,23 +125,14 @@ describeEachIsa('GGUF block linear', () => {
         for (const m of [1, 2, 3, 5, 8, 9, 17]) {
           const xv = randn(m * k), x = Tensor.from(xv, [m, k]), out = Tensor._alloc([m, n], 'f32');
           await nat().linearBlocks(wst._storage, wst._offset, type, n, k, x._storage, x._offset, m, out._storage, out._offset);
-          const ref = new Float64Array(m * n);
-          if (m <= 8) {
-            const X = quantBlocks32(xv, m, k);
-            for (let i = 0; i < m; i++)
-              for (let j = 0; j < n; j++) {
-                let acc = 0;
-                for (let c = 0; c < k; c++) acc += W[j * k + c]! * X.q[i * k + c]! * X.d[(i * k + c) >> 5]!;
-                ref[i * n + j] = acc;
-              }
-          } else {
-            for (let i = 0; i < m; i++)
-              for (let j = 0; j < n; j++) {
-                let acc = 0;
-                for (let c = 0; c < k; c++) acc += W[j * k + c]! * xv[i * k + c]!;
-                ref[i * n + j] = acc;
-              }
-          }
+          // decode (m <= 8, the GEMV) and prefill (the int8 GEMM over expanded strips) share the contract
+          const ref = new Float64Array(m * n), X = quantBlocks32(xv, m, k);
+          for (let i = 0; i < m; i++)
+            for (let j = 0; j < n; j++) {
+              let acc = 0;
+              for (let c = 0; c < k; c++) acc += W[j * k + c]! * X.q[i * k + c]! * X.d[(i * k + c) >> 5]!;
+              ref[i * n + j] = acc;
+            }
           expect(relErr(out.toArray(), ref), `${name} n=${n} k=${k} m=${m}`).to.be.below(2e-5);
           [x, out].forEach((t) => t.dispose());
         }

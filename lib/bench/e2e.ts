@@ -1,7 +1,9 @@
 // e2e.ts - the end-to-end benchmark (`npx sparq bench e2e`): a random-weight
 // Llama of dim 768, 12 layers, 12 heads, hidden 2048, vocab 32000 (untied),
-// written once as a llama2.c checkpoint and a Q8_0 GGUF under the OS temp
-// folder, run in f32 and int8: a 128-token prompt, then 64 greedy tokens.
+// written once as a llama2.c checkpoint and GGUF files (Q8_0, Q6_K, Q4_K_M,
+// Q4_0) under the OS temp folder, run in f32, int8, the GGUF block types, int4
+// and pruned: a 128-token prompt, then 64 greedy tokens. `--model FILE` runs
+// one file of the user's instead.
 // Prints prompt and decode tokens/s, the decode bound (DRAM bandwidth /
 // weight bytes read per token) and the fraction reached, and peak RSS.
 import * as fs from 'node:fs';
@@ -10,6 +12,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { info, loadModel, pruneModel, quantizeModel, setNumThreads, type LoadModelOptions, type PruneModelOptions, type QuantizeModelOptions } from '../index';
 import { loadNative } from '../native';
+import { readGguf } from '../model/gguf';
 import { writeRandomModel, type SynthConfig } from '../model/synth';
 import { table, writeJson } from './harness';
 
@@ -19,6 +22,8 @@ export interface E2eBenchOptions {
   json?: string;
   /** folder for the generated model files (default: <tmp>/sparq-bench-model) */
   dir?: string;
+  /** a model file (GGUF, llama2.c, HF folder) to run instead of the generated suite */
+  model?: string;
   log?: (s: string) => void;
 }
 
@@ -30,14 +35,27 @@ function median(a: number[]): number {
   return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
+/** Weight bytes a decoded token reads from a GGUF file: every 2-D tensor but the embedding (unless it is the tied classifier). */
+export function ggufBytesPerToken(file: string): number {
+  const g = readGguf(file);
+  const tied = !g.tensors.has('output.weight');
+  let bytes = 0;
+  for (const t of g.tensors.values()) if (t.dims.length === 2 && (tied || t.name !== 'token_embd.weight')) bytes += t.bytes;
+  return bytes;
+}
+
 type Run = [name: string, file: string, opts: LoadModelOptions, bytesPerToken: number, prune?: PruneModelOptions, quantize?: QuantizeModelOptions];
-function runs(files: { llama2c: string; tokenizer: string; q8: string }, c: SynthConfig): Run[] {
+function runs(files: ReturnType<typeof modelFiles>, c: SynthConfig, model?: string): Run[] {
+  if (model) return [[path.basename(model), model, {}, model.endsWith('.gguf') ? ggufBytesPerToken(model) : linearParams(c) * 4]];
   const linParams = linearParams(c), layerParams = linParams - c.vocab * c.dim, dim = c.dim;
   return [
     // name, file, options, weight bytes read per decoded token (linears; the embedding row is noise)
     ['f32 (llama2.c)', files.llama2c, { tokenizer: files.tokenizer, weights: 'f32' }, linParams * 4],
     ['int8 per-channel (llama2.c, quantized at load)', files.llama2c, { tokenizer: files.tokenizer, weights: 'int8' }, linParams * (1 + 4 / dim)],
-    ['int8 Q8_0 (GGUF)', files.q8, {}, linParams * (34 / 32)],
+    ['Q8_0 (GGUF)', files.q8, {}, ggufBytesPerToken(files.q8)],
+    ['Q6_K (GGUF)', files.q6k, {}, ggufBytesPerToken(files.q6k)],
+    ['Q4_K_M (GGUF)', files.q4km, {}, ggufBytesPerToken(files.q4km)],
+    ['Q4_0 (GGUF)', files.q4_0, {}, ggufBytesPerToken(files.q4_0)],
     // layers pruned 50% (magnitude per layer: the weights are random, no calibration to learn from), bitmask int8; classifier dense int8
     ['int8 pruned 50% unstructured (bitmask)', files.llama2c, { tokenizer: files.tokenizer, weights: 'int8' },
       layerParams * (0.5 + 1 / 8) + c.vocab * dim * (1 + 4 / dim), { method: 'magnitude', sparsity: 0.5, format: 'bitmask' }],
@@ -47,7 +65,10 @@ function runs(files: { llama2c: string; tokenizer: string; q8: string }, c: Synt
 }
 
 function modelFiles(dir: string) {
-  return { llama2c: path.join(dir, 'model.bin'), tokenizer: path.join(dir, 'tokenizer.bin'), q8: path.join(dir, 'model-q8_0.gguf') };
+  return {
+    llama2c: path.join(dir, 'model.bin'), tokenizer: path.join(dir, 'tokenizer.bin'), q8: path.join(dir, 'model-q8_0.gguf'),
+    q6k: path.join(dir, 'model-q6_k.gguf'), q4km: path.join(dir, 'model-q4_k_m.gguf'), q4_0: path.join(dir, 'model-q4_0.gguf'),
+  };
 }
 
 /** @internal weights of every linear (the ones read per decoded token) */
@@ -59,8 +80,8 @@ export const linearParams = (c: SynthConfig) => {
 export const PROMPT = Array.from({ length: 128 }, (_, i) => 259 + ((i * 7919) % (CONFIG.vocab - 259)));
 
 /** One configuration, in this process (the child side of benchE2e): prints one JSON line. */
-export async function benchE2eChild(index: number, dir: string, quick: boolean): Promise<void> {
-  const [, file, o, , pruneOpts, quantOpts] = runs(modelFiles(dir), CONFIG)[index]!;
+export async function benchE2eChild(index: number, dir: string, quick: boolean, model?: string): Promise<void> {
+  const [, file, o, , pruneOpts, quantOpts] = runs(modelFiles(dir), CONFIG, model)[index]!;
   const gen = quick ? 32 : 64, reps = quick ? 2 : 3;
   const t0 = performance.now();
   let m = await loadModel(file, o);
@@ -93,28 +114,29 @@ export async function benchE2e(opts: E2eBenchOptions = {}): Promise<unknown> {
   const c = CONFIG;
   const files = modelFiles(dir);
   const stamp = path.join(dir, 'config.json');
-  if (!fs.existsSync(stamp) || fs.readFileSync(stamp, 'utf8') !== JSON.stringify(c) || !Object.values(files).every((f) => fs.existsSync(f))) {
-    log(`writing a random ${c.dim}x${c.layers} model (llama2.c f32 + GGUF Q8_0) to ${dir} ...`);
-    writeRandomModel(dir, c, ['llama2c', 'gguf-q8_0']);
+  if (!opts.model && (!fs.existsSync(stamp) || fs.readFileSync(stamp, 'utf8') !== JSON.stringify(c) || !Object.values(files).every((f) => fs.existsSync(f)))) {
+    log(`writing a random ${c.dim}x${c.layers} model (llama2.c f32 + GGUF Q8_0, Q6_K, Q4_K_M, Q4_0) to ${dir} ...`);
+    writeRandomModel(dir, c, ['llama2c', 'gguf-q8_0', 'gguf-q6_k', 'gguf-q4_k_m', 'gguf-q4_0']);
     fs.writeFileSync(stamp, JSON.stringify(c));
   }
   const linParams = linearParams(c);
   const params = linParams + c.vocab * c.dim;
-  log(`sparq ${inf.version} end-to-end benchmark - ${inf.cpu.brand || inf.cpu.vendor}, ${inf.threads} threads; model ${(params / 1e6).toFixed(0)}M parameters`);
+  log(`sparq ${inf.version} end-to-end benchmark - ${inf.cpu.brand || inf.cpu.vendor}, ${inf.threads} threads; ${opts.model ? `model ${opts.model}` : `model ${(params / 1e6).toFixed(0)}M parameters`}`);
   const ceil = await loadNative().ceilings(opts.quick ? 256 * 2 ** 20 : 2 ** 30);
   log(`  DRAM read ${ceil.dramReadGBs.toFixed(1)} GB/s`);
 
   const prompt = PROMPT;
   const gen = opts.quick ? 32 : 64;
   const reps = opts.quick ? 2 : 3;
-  const runs_ = runs(files, c);
+  const runs_ = runs(files, c, opts.model);
   const rows: Record<string, string | number>[] = [];
   const results: Record<string, unknown>[] = [];
   for (let i = 0; i < runs_.length; i++) {
     const [name, , , bytesPerToken] = runs_[i]!;
     // each configuration in a fresh process, so its peak RSS is its own
     const child = spawnSync(process.execPath, [path.join(__dirname, '..', 'cli.js'), 'bench', 'e2e', '--child', String(i), '--dir', dir,
-      ...(opts.quick ? ['--quick'] : []), ...(opts.threads ? ['--threads', String(opts.threads)] : [])], { encoding: 'utf8' });
+      ...(opts.quick ? ['--quick'] : []), ...(opts.threads ? ['--threads', String(opts.threads)] : []), ...(opts.model ? ['--model', opts.model] : [])],
+      { encoding: 'utf8' });
     const line = child.stdout.trim().split('\n').pop() ?? '';
     if (child.status !== 0 || !line.startsWith('{')) throw new Error(`e2e run '${name}' failed: ${child.stderr || child.stdout}`);
     const m = JSON.parse(line) as { load_s: number; pp: number[]; dec: number[]; peak_rss_mib: number; native_mib: number };

@@ -697,7 +697,7 @@ async function planGguf(file: string, int8: boolean, widenBlocks = false): Promi
   const lin = async (names: string[], ns: number[], k: number): Promise<WeightRef> => {
     const ts = names.map((nm, i) => tensor(nm, ns[i]!, k));
     const n = ns.reduce((a, b) => a + b, 0), type = ts[0]!.type;
-    if (type === GGML_Q8_0) return r.q8(ts.map((t, i) => [t.offset, ns[i]!] as [number, number]), k);
+    if (type === GGML_Q8_0 && widenBlocks) return r.q8(ts.map((t, i) => [t.offset, ns[i]!] as [number, number]), k);
     if (type === GGML_F32) return r.linear(ts.map((t, i) => [t.offset, ns[i]!] as [number, number]), k);
     if (ggmlTypes().get(type)!.quantized && !widenBlocks) return r.blocks(ts.flatMap((t) => [t.offset, t.bytes]), type);
     return r.widenLinear(ts.flatMap((t) => [t.offset, t.bytes]), type, n, k);

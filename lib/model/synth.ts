@@ -1,11 +1,13 @@
 // synth.ts - random-weight Llama models for tests and benchmarks, written in
 // real formats: llama2.c checkpoint + tokenizer.bin, and GGUF v3 with F32,
-// F16 or Q8_0 linears (norms stay F32, as llama.cpp writes them). The same
-// seed gives the same weights in every format.
+// F16 or any quantized ggml type sparq writes (Q4_0 .. Q6_K, IQ4_*, the Q4_K_M
+// mix; norms stay F32, as llama.cpp writes them). The same seed gives the same
+// weights in every format.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Rng, f32ToF16 } from '../tensor';
-import { GGML_F16, GGML_F32, GGML_Q8_0, writeGguf, type GgufWriteTensor } from './gguf';
+import { loadNative } from '../native';
+import { Rng, Tensor, f32ToF16 } from '../tensor';
+import { GGML_F16, GGML_F32, GGML_Q8_0, ggmlTypeByName, ggmlTypeName, writeGguf, type GgufWriteTensor } from './gguf';
 
 export interface SynthConfig {
   dim: number;
@@ -20,7 +22,10 @@ export interface SynthConfig {
   seed?: number;
 }
 
-export type SynthFormat = 'llama2c' | 'gguf-f32' | 'gguf-f16' | 'gguf-q8_0' | 'hf' | 'hf-bf16';
+/** gguf-TYPE: every linear (and the embedding) in that ggml type (q4_0, q4_k, iq4_xs, ...); gguf-q4_k_m: llama.cpp's
+ *  Q4_K_M mix (Q6_K for the classifier, attn_v and ffn_down, Q4_K elsewhere); rows whose length is not a
+ *  multiple of the type's block fall back to Q8_0 (or F32) as llama.cpp's quantizer does. */
+export type SynthFormat = 'llama2c' | 'gguf-f32' | 'gguf-f16' | 'gguf-q8_0' | `gguf-${string}` | 'hf' | 'hf-bf16';
 
 interface Weights {
   embed: Float32Array;
@@ -83,20 +88,18 @@ export function synthVocab(size: number, seed = 1): { pieces: string[]; scores: 
   return { pieces, scores };
 }
 
-function q8_0(x: Float32Array, n: number, k: number): Uint8Array {
-  const out = new Uint8Array(n * (k / 32) * 34);
-  const dv = new DataView(out.buffer);
-  let o = 0;
-  for (let r = 0; r < n; r++)
-    for (let b = 0; b < k / 32; b++) {
-      let amax = 0;
-      for (let i = 0; i < 32; i++) amax = Math.max(amax, Math.abs(x[r * k + b * 32 + i]!));
-      const d = amax / 127, id = d ? 1 / d : 0;
-      dv.setUint16(o, f32ToF16(d), true);
-      for (let i = 0; i < 32; i++) dv.setInt8(o + 2 + i, Math.round(x[r * k + b * 32 + i]! * id));
-      o += 34;
-    }
-  return out;
+/** rows [n, k] of f32 in GGUF blocks of `type`, by the native quantizer */
+function blocks(x: Float32Array, type: number, n: number, k: number): Uint8Array {
+  const nat = loadNative();
+  const t = Tensor.from(x, [n * k]);
+  try {
+    const st = nat.ggmlQuantize(t._storage, t._offset, type, n, k, true);
+    const out = new Uint8Array(st.read(0, st.byteLength));
+    st.dispose();
+    return out;
+  } finally {
+    t.dispose();
+  }
 }
 
 const bf16 = (a: Float32Array): Uint8Array => {
@@ -211,13 +214,17 @@ export function writeRandomModel(dir: string, c: SynthConfig, formats: SynthForm
   }
   for (const f of formats) {
     if (!f.startsWith('gguf')) continue;
-    const lt = f === 'gguf-f16' ? GGML_F16 : f === 'gguf-q8_0' ? GGML_Q8_0 : GGML_F32;
+    const spec = f.slice(5), mixed = spec === 'q4_k_m';
+    const lt = spec === 'f16' ? GGML_F16 : spec === 'f32' ? GGML_F32 : (ggmlTypeByName(mixed ? 'q4_k' : spec) ?? { type: -1 }).type;
+    if (lt < 0) throw new RangeError(`writeRandomModel: unknown format ${f}`);
+    const q6k = ggmlTypeByName('q6_k')!.type;
     const tensors: GgufWriteTensor[] = [];
     const add = (name: string, a: Float32Array, n: number, k: number, linear: boolean) => {
-      let type = linear ? lt : GGML_F32;
-      if (type === GGML_Q8_0 && k % 32) type = GGML_F32;
+      let type = linear ? (mixed && /output\.|attn_v|ffn_down/.test(name) ? q6k : lt) : GGML_F32;
+      const block = type === GGML_F32 || type === GGML_F16 ? 1 : ggmlTypeByName(ggmlTypeName(type))!.block;
+      if (k % block) type = k % 32 ? GGML_F32 : GGML_Q8_0;
       const data = type === GGML_F32 ? new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
-        : type === GGML_F16 ? new Uint8Array(Uint16Array.from(a, f32ToF16).buffer) : q8_0(a, n, k);
+        : type === GGML_F16 ? new Uint8Array(Uint16Array.from(a, f32ToF16).buffer) : blocks(a, type, n, k);
       tensors.push({ name, dims: n === 1 ? [k] : [k, n], type, data });
     };
     const kvd = c.kvHeads * hd;

@@ -120,7 +120,7 @@ Napi::Value GgmlTypes(const Napi::CallbackInfo& info) {
   return a;
 }
 
-// ggmlQuantize(storage, offset, type, n, k) -> Promise<Storage> of n rows of `type` blocks
+// ggmlQuantize(storage, offset, type, n, k, sync?) -> Promise<Storage> (sync: Storage) of n rows of `type` blocks
 Napi::Value GgmlQuantize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "ggmlQuantize";
@@ -131,15 +131,19 @@ Napi::Value GgmlQuantize(const Napi::CallbackInfo& info) {
   const int64_t bytes = n * (k / f.block) * f.bytes;
   auto block = std::make_shared<Block>();
   const int type = int(f.type);
-  return RunAsync(
-      env,
-      [x, type, n, k, bytes, block]() {
-        block->p = sparq::aligned_malloc(size_t(bytes));
-        if (!block->p) return Error::make(sparq::Status::out_of_memory, "ggmlQuantize: out of memory");
-        block->bytes = size_t(bytes);
-        return sparq::ggml_quantize(x.ptr<float>(), type, n, k, static_cast<uint8_t*>(block->p));
-      },
-      [block](Napi::Env e) -> Napi::Value { return Storage::Wrap(e, block); });
+  auto work = [x, type, n, k, bytes, block]() {
+    block->p = sparq::aligned_malloc(size_t(bytes));
+    if (!block->p) return Error::make(sparq::Status::out_of_memory, "ggmlQuantize: out of memory");
+    block->bytes = size_t(bytes);
+    return sparq::ggml_quantize(x.ptr<float>(), type, n, k, static_cast<uint8_t*>(block->p));
+  };
+  auto done = [block](Napi::Env e) -> Napi::Value { return Storage::Wrap(e, block); };
+  if (info.Length() > 5 && info[5].ToBoolean().Value()) {  // small tensors (fixtures): on this thread
+    const Error err = work();
+    if (!err.ok()) throw Napi::Error::New(env, err.message);
+    return done(env);
+  }
+  return RunAsync(env, work, done);
 }
 
 // linearBlocks(w, wOff, type, n, k, x, xOff, m, out, outOff) -> Promise<void>: out[m, n] = x[m, k] . W^T

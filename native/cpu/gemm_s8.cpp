@@ -291,9 +291,10 @@ void quantize_activations(const KernelTable& t, const float* x, int64_t m, int64
 }
 
 void run_linear_s8(const KernelTable& t, const uint8_t* a, const float* a_scale, int64_t m, const PackedS8& b, const float* bias,
-                   float* c, int64_t ldc) {
+                   float* c, int64_t ldc, const float* a_gscale) {
   GemmS8Args args;
   args.a = a;
+  args.a_gscale = a_gscale;
   args.lda = b.k_pad;
   args.m = m;
   args.b = &b;
@@ -361,30 +362,76 @@ static std::atomic<int64_t> g_strip_bytes{0};
 
 void set_expand_strip_bytes(int64_t bytes) { g_strip_bytes.store(bytes > 0 ? bytes : 0, std::memory_order_relaxed); }
 
-Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn& expand, const float* x, int64_t m,
-                         const float* bias, float* y) {
+#define SPARQ_TRY_E(expr) do { Error e_ = (expr); if (!e_.ok()) return e_; } while (0)
+
+namespace {
+
+// linear_s8_expanded and linear_s8_expanded_blocks: block_acts quantizes the
+// activations per block of 32 (group 16 or 32) with one scale per (row, group)
+// handed to the kernels, and adds the weights' f32 offsets (when `offsets`)
+// as sum_g offset[j, g] * scale[i, g] * sum of the group's int8 activations.
+Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn& expand, bool block_acts, bool offsets,
+                    const float* x, int64_t m, const float* bias, float* y) {
   const KernelTable t = kernels();
   // strips of about 1 MiB of weights (set_expand_strip_bytes), whole 16-column blocks
   const int64_t set_bytes = g_strip_bytes.load(std::memory_order_relaxed);
   const int64_t strip_bytes = set_bytes ? set_bytes : int64_t(1) << 20;
   const int64_t strip = std::min(round_up(n, kS8BlockN), std::max<int64_t>(kS8BlockN, (strip_bytes / k) / kS8BlockN * kS8BlockN));
+  if (block_acts && (k % 32 || (group != 16 && group != 32)))
+    return Error::make(Status::invalid_argument, "int8 linear: per-block activations need k % 32 == 0 and groups of 16 or 32");
   std::unique_ptr<PackedWeight> pw;
   if (Error e = PackedWeight::create(strip, k, group, true, false, &pw); !e.ok()) return e;
   const PackedS8& p = pw->p_;
   const int64_t k_pad = p.k_pad, ksteps = k_pad / kS8StepK, groups = p.groups;
   std::vector<int8_t> rows;
-  std::vector<float> row_scales, xs;
+  std::vector<float> row_scales, row_offs, xs, gscale, gso, corr;
   std::vector<uint8_t> xq;
   try {
     rows.resize(size_t(strip * k_pad));
     row_scales.resize(size_t(strip * groups));
+    if (offsets) {
+      row_offs.resize(size_t(strip * groups));
+      corr.resize(size_t(m * strip));
+    }
     xq.resize(size_t(m * k_pad));
     xs.resize(size_t(m));
+    if (block_acts) gscale.resize(size_t(m * groups)), gso.resize(size_t(m * groups));
   } catch (const std::bad_alloc&) {
     return Error::make(Status::out_of_memory, "int8 linear: out of memory");
   }
-  // activations quantized once for every strip, as linear_s8 does
-  quantize_activations(t, x, m, k, k_pad, t.gemm_s8_a_u8, xq.data(), xs.data());
+  const float* a_gscale = nullptr;
+  if (!block_acts) {
+    // activations quantized once for every strip, as linear_s8 does
+    quantize_activations(t, x, m, k, k_pad, t.gemm_s8_a_u8, xq.data(), xs.data());
+  } else {
+    std::vector<int8_t> q8;
+    std::vector<float> s32, so16, so32;
+    try {
+      q8.resize(size_t(m * k));
+      s32.resize(size_t(m * k / 32));
+      so16.resize(size_t(m * k / 16));
+      so32.resize(size_t(m * k / 32));
+    } catch (const std::bad_alloc&) {
+      return Error::make(Status::out_of_memory, "int8 linear: out of memory");
+    }
+    parallel_for((m + 7) / 8, [&](int64_t c) {
+      const int64_t i0 = c * 8, i1 = std::min(m, i0 + 8);
+      t.block_quant(x + i0 * k, i1 - i0, k, q8.data() + i0 * k, s32.data() + i0 * (k / 32), so16.data() + i0 * (k / 16),
+                    so32.data() + i0 * (k / 32));
+      const uint8_t shift = t.gemm_s8_a_u8 ? 128 : 0;
+      for (int64_t i = i0; i < i1; ++i) {
+        uint8_t* dst = xq.data() + i * k_pad;
+        for (int64_t c2 = 0; c2 < k; ++c2) dst[c2] = uint8_t(q8[size_t(i * k + c2)] + shift);
+        std::memset(dst + k, shift, size_t(k_pad - k));
+        for (int64_t g = 0; g < groups; ++g) {
+          gscale[size_t(i * groups + g)] = s32[size_t(i * (k / 32) + g * group / 32)];
+          gso[size_t(i * groups + g)] = group == 32 ? so32[size_t(i * (k / 32) + g)] : so16[size_t(i * (k / 16) + g)];
+        }
+        xs[size_t(i)] = groups == 1 ? gscale[size_t(i)] : 1.f;  // one group: the per-row path takes the scale
+      }
+    });
+    if (groups > 1) a_gscale = gscale.data();
+  }
   for (int64_t r0 = 0; r0 < n; r0 += strip) {
     const int64_t nr = std::min(strip, n - r0);
     // The strip as a weight of its own: nr rows (the last strip may be shorter), n_pad to match,
@@ -403,7 +450,7 @@ Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn&
         int8_t* row = rb + jj * k_pad;
         float* sc = row_scales.data() + j * groups;
         if (j < nr) {
-          expand(r0 + j, row, sc);
+          expand(r0 + j, row, sc, offsets ? row_offs.data() + j * groups : nullptr);
           std::memset(row + k, 0, size_t(k_pad - k));
         } else {
           std::memset(row, 0, size_t(k_pad));
@@ -421,9 +468,29 @@ Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn&
       interleave_block(rb, k_pad, blk);
     });
     v.has_m128 = m128.load();
-    run_linear_s8(t, xq.data(), xs.data(), m, v, bias ? bias + r0 : nullptr, y + r0, n);
+    run_linear_s8(t, xq.data(), xs.data(), m, v, bias ? bias + r0 : nullptr, y + r0, n, a_gscale);
+    if (offsets) {
+      // y[:, r0:r0+nr] += (scale * group sums of x) . offsets^T
+      SPARQ_TRY_E(linear_f32(gso.data(), m, groups, row_offs.data(), nr, nullptr, corr.data()));
+      parallel_for((m + 15) / 16, [&](int64_t c) {
+        for (int64_t i = c * 16; i < std::min(m, c * 16 + 16); ++i)
+          for (int64_t j = 0; j < nr; ++j) y[i * n + r0 + j] += corr[size_t(i * nr + j)];
+      });
+    }
   }
   return Error{};
+}
+
+}  // namespace
+
+Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn& expand, const float* x, int64_t m,
+                         const float* bias, float* y) {
+  return expanded_impl(n, k, group, [&](int64_t j, int8_t* row, float* sc, float*) { expand(j, row, sc); }, false, false, x, m, bias, y);
+}
+
+Error linear_s8_expanded_blocks(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn& expand, bool offsets, const float* x,
+                                int64_t m, float* y) {
+  return expanded_impl(n, k, group, expand, true, offsets, x, m, nullptr, y);
 }
 
 struct ScratchA {

@@ -30,6 +30,9 @@ struct GemmS8Args {
   int64_t m = 0;
   const PackedS8* b = nullptr;
   const float* a_scale = nullptr;  // (m) per-row activation scales [f32 mode]
+  // (m, b->groups) per-row, per-group activation scales [f32 mode, groups > 1], or nullptr:
+  // c[i, j] = a_scale[i] * sum_g (b->scales[j,g] * a_gscale[i,g]) * acc_g[i,j] (+ bias[j])
+  const float* a_gscale = nullptr;
   const float* bias = nullptr;     // (n) or nullptr                 [f32 mode]
   float* c = nullptr;              // (m, ldc) f32 output
   int32_t* ci = nullptr;           // (m, ldc) int32 output
@@ -172,7 +175,7 @@ void quantize_activations(const KernelTable& t, const float* x, int64_t m, int64
 // (A . B^T)[i, j] + bias[j], with A quantized per QuantRowsArgs (shift128 = t.gemm_s8_a_u8,
 // lda = b.k_pad, clamped to [-127, 127]) and b symmetric per-channel.
 void run_linear_s8(const KernelTable& t, const uint8_t* a, const float* a_scale, int64_t m, const PackedS8& b, const float* bias,
-                   float* c, int64_t ldc);
+                   float* c, int64_t ldc, const float* a_gscale = nullptr);
 // The int8 linear of a weight kept in another format (4-bit, sparse): strips of
 // about 1 MiB of W are expanded to int8 rows, packed and multiplied by the dense
 // int8 GEMM, so prefill runs at dense int8 speed with scratch that stays small
@@ -185,12 +188,13 @@ void run_linear_s8(const KernelTable& t, const uint8_t* a, const float* a_scale,
 using ExpandRowFn = std::function<void(int64_t j, int8_t* row, float* scales)>;
 Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn& expand, const float* x, int64_t m,
                          const float* bias, float* y);
-// The f32 linear of a weight kept in another format, for many rows (prefill):
-// x^T is packed once, then strips of W rows are written as f32 by rows(j0, j1,
-// strip) (strip [j1 - j0, k], row-major; it may use the pool) and multiplied by
-// the f32 GEMM into y[:, j0:j1). Scratch: one strip and the packed x.
-using StripRowsFn = std::function<void(int64_t j0, int64_t j1, float* strip)>;
-Error linear_f32_strips(const float* x, int64_t m, int64_t k, int64_t n, const StripRowsFn& rows, float* y);
+// The same for weights with f32 offsets per group (GGUF block types): expand(j, row,
+// scales, offsets) writes row j's k int8 values and its groups' scales, and its
+// groups' offsets (w = scale * q + offset) when `offsets`. The activations are
+// quantized per block of 32 (one scale per row and group; group is 16 or 32).
+using ExpandBlockRowFn = std::function<void(int64_t j, int8_t* row, float* scales, float* offsets)>;
+Error linear_s8_expanded_blocks(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn& expand, bool offsets, const float* x,
+                                int64_t m, float* y);
 // Bytes of expanded weight per strip (0: the default, 1 MiB). Tests make it small so
 // that small shapes walk many strips, the last one short.
 void set_expand_strip_bytes(int64_t bytes);
@@ -217,7 +221,7 @@ struct KernelTable {
   SpRowFn sprow = nullptr;
   Q4Fn q4_gemv = nullptr;
   BlockGemvFn block_gemv = nullptr;      // GGUF block formats (quants.h)
-  BlockExpandFn block_expand = nullptr;
+  BlockDecodeRowFn block_decode_row = nullptr;
   BlockQuantFn block_quant = nullptr;
   const char* attn_name = "ref";
   const char* sparse_name = "ref";

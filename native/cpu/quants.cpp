@@ -519,21 +519,21 @@ void bf16_to_f32(const uint8_t* src, int64_t n, float* out) {
 void f32_to_f32(const uint8_t* src, int64_t n, float* out) { std::memcpy(out, src, size_t(n) * 4); }
 
 const BlockFormat kFormats[] = {
-    {GgmlType::f32, "F32", 1, 4, false, false, f32_to_f32, nullptr, nullptr},
-    {GgmlType::f16, "F16", 1, 2, false, false, f16_to_f32, nullptr, nullptr},
-    {GgmlType::q4_0, "Q4_0", 32, 18, false, true, q4_0_to_f32, q4_0_decode, q4_0_quantize},
-    {GgmlType::q4_1, "Q4_1", 32, 20, true, true, q4_1_to_f32, q4_1_decode, q4_1_quantize},
-    {GgmlType::q5_0, "Q5_0", 32, 22, false, true, q5_0_to_f32, q5_0_decode, q5_0_quantize},
-    {GgmlType::q5_1, "Q5_1", 32, 24, true, true, q5_1_to_f32, q5_1_decode, q5_1_quantize},
-    {GgmlType::q8_0, "Q8_0", 32, 34, false, true, q8_0_to_f32, q8_0_decode, q8_0_quantize},
-    {GgmlType::q2_k, "Q2_K", 256, 84, true, true, q2_k_to_f32, q2_k_decode, q2_k_quantize},
-    {GgmlType::q3_k, "Q3_K", 256, 110, false, true, q3_k_to_f32, q3_k_decode, q3_k_quantize},
-    {GgmlType::q4_k, "Q4_K", 256, 144, true, true, q4_k_to_f32, q4_k_decode, q4_k_quantize},
-    {GgmlType::q5_k, "Q5_K", 256, 176, true, true, q5_k_to_f32, q5_k_decode, q5_k_quantize},
-    {GgmlType::q6_k, "Q6_K", 256, 210, false, true, q6_k_to_f32, q6_k_decode, q6_k_quantize},
-    {GgmlType::iq4_nl, "IQ4_NL", 32, 18, false, true, iq4_nl_to_f32, iq4_nl_decode, iq4_nl_quantize},
-    {GgmlType::iq4_xs, "IQ4_XS", 256, 136, false, true, iq4_xs_to_f32, iq4_xs_decode, iq4_xs_quantize},
-    {GgmlType::bf16, "BF16", 1, 2, false, false, bf16_to_f32, nullptr, nullptr},
+    {GgmlType::f32, "F32", 1, 4, 0, false, false, f32_to_f32, nullptr, nullptr},
+    {GgmlType::f16, "F16", 1, 2, 0, false, false, f16_to_f32, nullptr, nullptr},
+    {GgmlType::q4_0, "Q4_0", 32, 18, 32, false, true, q4_0_to_f32, q4_0_decode, q4_0_quantize},
+    {GgmlType::q4_1, "Q4_1", 32, 20, 32, true, true, q4_1_to_f32, q4_1_decode, q4_1_quantize},
+    {GgmlType::q5_0, "Q5_0", 32, 22, 32, false, true, q5_0_to_f32, q5_0_decode, q5_0_quantize},
+    {GgmlType::q5_1, "Q5_1", 32, 24, 32, true, true, q5_1_to_f32, q5_1_decode, q5_1_quantize},
+    {GgmlType::q8_0, "Q8_0", 32, 34, 32, false, true, q8_0_to_f32, q8_0_decode, q8_0_quantize},
+    {GgmlType::q2_k, "Q2_K", 256, 84, 16, true, true, q2_k_to_f32, q2_k_decode, q2_k_quantize},
+    {GgmlType::q3_k, "Q3_K", 256, 110, 16, false, true, q3_k_to_f32, q3_k_decode, q3_k_quantize},
+    {GgmlType::q4_k, "Q4_K", 256, 144, 32, true, true, q4_k_to_f32, q4_k_decode, q4_k_quantize},
+    {GgmlType::q5_k, "Q5_K", 256, 176, 32, true, true, q5_k_to_f32, q5_k_decode, q5_k_quantize},
+    {GgmlType::q6_k, "Q6_K", 256, 210, 16, false, true, q6_k_to_f32, q6_k_decode, q6_k_quantize},
+    {GgmlType::iq4_nl, "IQ4_NL", 32, 18, 32, false, true, iq4_nl_to_f32, iq4_nl_decode, iq4_nl_quantize},
+    {GgmlType::iq4_xs, "IQ4_XS", 256, 136, 32, false, true, iq4_xs_to_f32, iq4_xs_decode, iq4_xs_quantize},
+    {GgmlType::bf16, "BF16", 1, 2, 0, false, false, bf16_to_f32, nullptr, nullptr},
 };
 
 Error bad(const std::string& m) { return Error::make(Status::invalid_argument, m); }
@@ -623,15 +623,13 @@ void block_gemv_ref(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
   }
 }
 
-void block_expand_ref(const BlockFormat& f, const uint8_t* row, int64_t k, int8_t* q, float* sc, float* off, float* out) {
-  f.to_f32(row, k / f.block, out);
-}
+void block_decode_ref(const BlockFormat& f, const uint8_t* row, int64_t k, DecodedRow out) { f.decode(row, k / f.block, out); }
 
 namespace {
 
 // x rows -> int8 per block of 32 (scale max|x| / 127, x * 127 / max|x| rounded
 // to nearest even), the block scales and the offset terms per group of 16.
-void quantize_blocks_32(const float* x, int64_t m, int64_t k, int8_t* q, float* s, float* so) {
+void quantize_blocks_32(const float* x, int64_t m, int64_t k, int8_t* q, float* s, float* so, float* so32) {
   for (int64_t i = 0; i < m; ++i)
     for (int64_t b = 0; b < k / 32; ++b) {
       const float* xb = x + i * k + b * 32;
@@ -648,6 +646,7 @@ void quantize_blocks_32(const float* x, int64_t m, int64_t k, int8_t* q, float* 
       s[i * (k / 32) + b] = d;
       so[i * (k / 16) + 2 * b] = d * float(sum[0]);
       so[i * (k / 16) + 2 * b + 1] = d * float(sum[1]);
+      so32[i * (k / 32) + b] = d * float(sum[0] + sum[1]);
     }
 }
 
@@ -666,35 +665,40 @@ Error linear_blocks(const BlockWeight& w, const float* x, int64_t m, float* y) {
   if (m <= kBlockGemvMaxM) {
     Buf qb, sb;
     qb.p = aligned_malloc(size_t(m * k));
-    sb.p = aligned_malloc(size_t(m * (k / 32 + k / 16)) * 4);
+    sb.p = aligned_malloc(size_t(m * (2 * (k / 32) + k / 16)) * 4);
     if (!qb.p || !sb.p) return Error::make(Status::out_of_memory, "linear: out of memory");
     BlockGemvArgs a;
     a.w = &w;
     a.x.q = static_cast<int8_t*>(qb.p);
     a.x.s = static_cast<float*>(sb.p);
     a.x.so = a.x.s + m * (k / 32);
+    a.x.so32 = a.x.so + m * (k / 16);
     a.x.m = m;
     a.x.k = k;
     a.y = y;
     a.ldy = n;
-    t.block_quant(x, m, k, const_cast<int8_t*>(a.x.q), const_cast<float*>(a.x.s), const_cast<float*>(a.x.so));
+    t.block_quant(x, m, k, const_cast<int8_t*>(a.x.q), const_cast<float*>(a.x.s), const_cast<float*>(a.x.so), const_cast<float*>(a.x.so32));
     const int64_t per = std::max<int64_t>(4, n / (num_threads() * 16));
     parallel_for((n + per - 1) / per, [&](int64_t tt) { t.block_gemv(a, tt * per, std::min(n, tt * per + per)); });
     return Error{};
   }
-  // prefill: strips of rows decoded to f32 (exact), multiplied in f32
+  // prefill: strips of rows decoded to int8 + group scales (and offsets) for the int8 GEMM
   const BlockFormat& f = *w.fmt;
-  return linear_f32_strips(x, m, k, n, [&](int64_t j0, int64_t j1, float* strip) {
-    parallel_for(j1 - j0, [&](int64_t r) {
-      thread_local std::vector<int8_t> q;
-      thread_local std::vector<float> sc;
-      if (int64_t(q.size()) < k) q.resize(size_t(k));
-      if (int64_t(sc.size()) < k / 8) sc.resize(size_t(k / 8));
-      t.block_expand(f, w.data + (j0 + r) * w.row_bytes, k, q.data(), sc.data(), sc.data() + k / 16, strip + r * k);
-    });
-  }, y);
+  const int64_t group = f.group, groups = k / group;
+  return linear_s8_expanded_blocks(n, k, group, [&](int64_t j, int8_t* row, float* scales, float* offsets) {
+    thread_local std::vector<float> sc;
+    if (int64_t(sc.size()) < k / 8) sc.resize(size_t(k / 8));
+    const DecodedRow r{row, sc.data(), sc.data() + k / 16};
+    t.block_decode_row(f, w.data + j * w.row_bytes, k, r);
+    const int64_t step = group / kGgmlGroup;  // decoded scales per group (equal within a group)
+    for (int64_t g = 0; g < groups; ++g) scales[g] = r.scale[g * step];
+    if (offsets)
+      for (int64_t g = 0; g < groups; ++g) offsets[g] = r.offset[g * step];
+  }, f.offsets, x, m, y);
 }
 
-void block_quant_ref(const float* x, int64_t m, int64_t k, int8_t* q, float* s, float* so) { quantize_blocks_32(x, m, k, q, s, so); }
+void block_quant_ref(const float* x, int64_t m, int64_t k, int8_t* q, float* s, float* so, float* so32) {
+  quantize_blocks_32(x, m, k, q, s, so, so32);
+}
 
 }  // namespace sparq

@@ -11,11 +11,13 @@
 // groups with equal scales). Decoding is exact: the f32 products and sums are
 // the ones ggml's dequantizer rounds (a * q then + b, never fused).
 //
-// Activation contract (decode, m <= kBlockGemvMaxM): x is quantized to int8 per
-// block of 32 values (scale = max|x| / 127), as ggml quantizes activations to
-// Q8_0 / Q8_K (blocks of 32 / 256: ours are never coarser). Int32 sums per group
-// of 16 are exact; they are scaled in f32. Prefill (more rows) multiplies the
-// exact f32 weights by the f32 activations (strips of rows decoded to f32).
+// Activation contract (every m): x is quantized to int8 per block of 32 values
+// (scale = max|x| / 127, round to nearest even), as ggml quantizes activations
+// to Q8_0 / Q8_K (blocks of 32 / 256: ours are never coarser). Int32 sums per
+// group are exact; they are scaled in f32. Decode (m <= kBlockGemvMaxM) reads
+// the blocks in place; prefill decodes strips of rows to int8 + group scales for
+// the int8 GEMM (one activation scale per row and group) and adds the offsets
+// as an f32 product of the activation group sums.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -44,6 +46,7 @@ struct BlockFormat {
   const char* name;     // ggml's name: "Q4_K"
   int block;            // values per block
   int bytes;            // bytes per block
+  int group;            // values per distinct decoded scale: 16 (Q2_K, Q3_K, Q6_K) or 32 (0 for F32 / F16 / BF16)
   bool offsets;         // decoded offsets can be non-zero (q4_1, q5_1, q2_k, q4_k, q5_k)
   bool quantized;       // a block type (decode / quantize exist); false: f32, f16, bf16
   // The reference dequantizer: `blocks` blocks -> blocks * block floats (ggml's dequantize_row_*).
@@ -87,6 +90,7 @@ struct BlockActs {
   const int8_t* q = nullptr;   // (m, k)
   const float* s = nullptr;    // (m, k / 32) block scales
   const float* so = nullptr;   // (m, k / 16) s of the group's block * int32 sum of the group (offset term)
+  const float* so32 = nullptr; // (m, k / 32) the same per block of 32 (so[2b] + so[2b + 1])
   int64_t m = 0, k = 0;
 };
 struct BlockGemvArgs {
@@ -99,14 +103,14 @@ struct BlockGemvArgs {
 using BlockGemvFn = void (*)(const BlockGemvArgs& a, int64_t j0, int64_t j1);
 void block_gemv_ref(const BlockGemvArgs&, int64_t, int64_t);
 void block_gemv_avx2(const BlockGemvArgs&, int64_t, int64_t);
-// Activations [m, k] -> BlockActs arrays (q, s, so).
-using BlockQuantFn = void (*)(const float* x, int64_t m, int64_t k, int8_t* q, float* s, float* so);
-void block_quant_ref(const float*, int64_t, int64_t, int8_t*, float*, float*);
-void block_quant_avx2(const float*, int64_t, int64_t, int8_t*, float*, float*);
-// Decoded rows to f32 (the prefill strips): out[i] = scale * q + offset, unfused.
-using BlockExpandFn = void (*)(const BlockFormat& f, const uint8_t* row, int64_t k, int8_t* qbuf, float* sbuf, float* obuf, float* out);
-void block_expand_ref(const BlockFormat&, const uint8_t*, int64_t, int8_t*, float*, float*, float*);
-void block_expand_avx2(const BlockFormat&, const uint8_t*, int64_t, int8_t*, float*, float*, float*);
+// Activations [m, k] -> BlockActs arrays (q, s, so, so32).
+using BlockQuantFn = void (*)(const float* x, int64_t m, int64_t k, int8_t* q, float* s, float* so, float* so32);
+void block_quant_ref(const float*, int64_t, int64_t, int8_t*, float*, float*, float*);
+void block_quant_avx2(const float*, int64_t, int64_t, int8_t*, float*, float*, float*);
+// One row (k values) decoded (the prefill strips, expanded to int8 for the int8 GEMM).
+using BlockDecodeRowFn = void (*)(const BlockFormat& f, const uint8_t* row, int64_t k, DecodedRow out);
+void block_decode_ref(const BlockFormat&, const uint8_t*, int64_t, DecodedRow);
+void block_decode_row_avx2(const BlockFormat&, const uint8_t*, int64_t, DecodedRow);
 // The decoders with AVX2 bodies (nullptr where the reference decoder is used).
 using BlockDecodeFn = void (*)(const uint8_t* src, int64_t blocks, DecodedRow out);
 BlockDecodeFn block_decode_avx2(GgmlType type);

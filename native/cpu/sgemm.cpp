@@ -64,31 +64,6 @@ static void pack_xt(const float* x, int64_t m, int64_t k, float* xp) {
   });
 }
 
-Error linear_f32_strips(const float* x, int64_t m, int64_t k, int64_t n, const StripRowsFn& rows, float* y) {
-  const KernelTable t = kernels();
-  // strips of ~2 MiB of f32 rows (a multiple of 16 rows), so W's expansion stays in cache-sized pieces
-  const int64_t strip = std::min(n, std::max<int64_t>(16, (int64_t(2) << 20) / (k * 4) / 16 * 16));
-  Panels xp, w, yt;
-  xp.p = static_cast<float*>(aligned_malloc(size_t((m + 15) / 16 * k * 16) * 4));
-  w.p = static_cast<float*>(aligned_malloc(size_t(strip * k) * 4));
-  yt.p = static_cast<float*>(aligned_malloc(size_t(strip * m) * 4));
-  if (!xp.p || !w.p || !yt.p) return Error::make(Status::out_of_memory, "linear: out of memory");
-  pack_xt(x, m, k, xp.p);
-  for (int64_t j0 = 0; j0 < n; j0 += strip) {
-    const int64_t nr = std::min(strip, n - j0);
-    rows(j0, j0 + nr, w.p);
-    SgemmArgs args;
-    args.a = w.p; args.lda = k; args.bp = xp.p; args.m = nr; args.n = m; args.k = k;
-    args.c = yt.p; args.ldc = m;
-    run_sgemm(t.sgemm, args);
-    parallel_for((m + 15) / 16, [&](int64_t tt) {
-      for (int64_t i = tt * 16; i < std::min(m, tt * 16 + 16); ++i)
-        for (int64_t j = 0; j < nr; ++j) y[i * n + j0 + j] = yt.p[j * m + i];
-    });
-  }
-  return Error{};
-}
-
 Error linear_f32(const float* x, int64_t m, int64_t k, const float* w, int64_t n, const float* bias, float* y) {
   const KernelTable t = kernels();
   if (m <= kRowDotMaxM) {

@@ -1,7 +1,7 @@
 // test_ops.cpp - the table of ops x weight formats x shapes, run on every int8
 // path (ref, avx2, avxvnni, avx512vnni, amx) through the entry points the
-// model and the addon call (linear_s8, linear_q4, spmm, linear_f32 and
-// LlamaModel::forward), so drivers, strips, tails and kernels are exercised
+// model and the addon call (linear_s8, linear_q4, spmm, linear_f32,
+// linear_blocks and LlamaModel::forward), so drivers, strips, tails and kernels are exercised
 // together. Each case is compared with an independent reference computed from
 // the format's own integers (int8 / int4 values, scales, zero points; f64 sums).
 // Outputs sit between guard zones and must be written in full; inputs are
@@ -63,6 +63,9 @@ struct Weight {
   std::vector<float> scale;       // [n, groups]
   std::vector<int32_t> zero;      // [n, groups]
   bool expanded = false;          // m >= 16 runs W expanded a strip at a time (linear_s8_expanded)
+  bool block_acts = false;        // GGUF block types: wf holds the dequantized weights, activations per 32
+  std::vector<uint8_t> blocks;    // GGUF block types: the rows as stored
+  BlockWeight bw;
   bool has_bias = false;          // the entry point takes a bias
   std::unique_ptr<PackedWeight> s8;
   std::unique_ptr<PackedQ4> q4;
@@ -71,7 +74,17 @@ struct Weight {
 };
 
 static const char* kFormats[] = {"int8", "int8_g32", "int8_g64_asym", "int4_g32", "int4_g128",
-                                 "csr_int8", "bitmask_int8", "nm24_int8", "bitmask_f32", "f32"};
+                                 "csr_int8", "bitmask_int8", "nm24_int8", "bitmask_f32", "f32",
+                                 // GGUF block types: every decoder family (symmetric / offsets, groups of 16 / 32, signed / unsigned codes)
+                                 "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"};
+
+static const BlockFormat* block_type(const std::string& f) {
+  int count = 0;
+  const BlockFormat* all = block_formats(&count);
+  for (int i = 0; i < count; ++i)
+    if (f == all[i].name && all[i].quantized) return &all[i];
+  return nullptr;
+}
 
 // Random [n, k] values; the sparse formats get half of them zeroed (2:4: two of
 // every four along k, the last group of a k tail included).
@@ -99,7 +112,16 @@ static Error make_weight(const std::string& f, int64_t n, int64_t k, Weight* out
   W.n = n;
   W.k = k;
   const std::vector<float> w = weight_values(f, n, k);
-  if (f.rfind("int8", 0) == 0) {
+  if (const BlockFormat* bf = block_type(f)) {
+    W.blocks.resize(size_t(n * (k / bf->block) * bf->bytes));
+    SPARQ_TRY(ggml_quantize(w.data(), int(bf->type), n, k, W.blocks.data()));
+    SPARQ_TRY(block_weight(int(bf->type), n, k, W.blocks.data(), &W.bw));
+    W.wf.resize(size_t(n * k));
+    SPARQ_TRY(ggml_to_f32(W.blocks.data(), int(bf->type), n * k, W.wf.data()));
+    W.block_acts = true;
+    W.expanded = true;
+    W.run = [&W](const float* x, int64_t m, const float*, float* y) { return linear_blocks(W.bw, x, m, y); };
+  } else if (f.rfind("int8", 0) == 0) {
     QuantizeOptions opt;
     opt.group = f == "int8_g32" ? 32 : f == "int8_g64_asym" ? 64 : 0;
     opt.asymmetric = f == "int8_g64_asym";
@@ -184,6 +206,27 @@ static void reference(const Weight& W, const std::vector<float>& x, int64_t m, c
   const int64_t n = W.n, k = W.k;
   ref.assign(size_t(m * n), 0.0);
   mag.assign(size_t(m * n), 0.0);
+  if (W.block_acts) {
+    // per block of 32: s = max|x| / 127, q = nearbyint(x * (127 / max|x|)) (quants.h)
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = 0.0, a = 0.0;
+        for (int64_t b = 0; b < k / 32; ++b) {
+          const float* xb = x.data() + i * k + b * 32;
+          float amax = 0.f;
+          for (int c = 0; c < 32; ++c) amax = std::fmax(amax, std::fabs(xb[c]));
+          const float s = amax / 127.f, inv = amax > 0.f ? 127.f / amax : 0.f;
+          for (int c = 0; c < 32; ++c) {
+            const double p = double(std::fmin(127.f, std::fmax(-127.f, std::nearbyint(xb[c] * inv)))) * s * W.wf[size_t(j * k + b * 32 + c)];
+            acc += p;
+            a += std::fabs(p);
+          }
+        }
+        ref[size_t(i * n + j)] = acc;
+        mag[size_t(i * n + j)] = a;
+      }
+    return;
+  }
   if (W.f32) {
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j) {
@@ -303,14 +346,17 @@ static void run_shape(const Run& r, const Weight& W, int64_t m) {
 }
 
 // The sweep: formats x n x m x k (k = 256 fills every group; 203 ends in a
-// partial group of every group size and is not a multiple of 4).
+// partial group of every group size and is not a multiple of 4; the GGUF block
+// types take whole blocks).
 static void sweep(const Run& r) {
   const int64_t ns[] = {1, 15, 16, 17, 300, 1000};
   const int64_t ms[] = {1, 8, 15, 16, 17, 64, 129};
-  const int64_t ks[] = {256, 203};
   for (const char* f : kFormats) {
     if (!r.only.empty() && r.only != f) continue;
     const int before = g_failures, cases = g_cases;
+    // block types take whole blocks: 7 x 32 (odd) for the 32-value types, 3 x 256 for the K types
+    const BlockFormat* bf = block_type(f);
+    const std::vector<int64_t> ks = bf ? std::vector<int64_t>{256, bf->block == 32 ? 224 : 768} : std::vector<int64_t>{256, 203};
     for (int64_t k : ks)
       for (int64_t n : ns) {
         if (r.quick && n == 1000) continue;

@@ -28,7 +28,8 @@ void gemm_s8_ref(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int64
           int32_t acc = 0;
           for (int64_t kk = k0; kk < k1; ++kk)
             acc += int32_t(a[kk]) * blk[(kk / 4) * 64 + jj * 4 + (kk % 4)];
-          sum += float(acc) * b.scales[s8_group_index(nb, g, b.groups) + jj];
+          const float sc = b.scales[s8_group_index(nb, g, b.groups) + jj];
+          sum += float(acc) * (p.a_gscale ? sc * p.a_gscale[i * b.groups + g] : sc);
         }
         sum *= p.a_scale[i];
         if (p.bias) sum += p.bias[j];

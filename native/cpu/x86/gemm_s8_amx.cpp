@@ -108,6 +108,7 @@ struct AmxCtx {
   const float* scales;
   const float* bias;
   const float* a_scale;
+  const float* a_gscale;  // (m, groups) or nullptr (see GemmS8Args)
   float* c;
   int32_t* ci;
   int64_t ldc;
@@ -226,7 +227,8 @@ void step(const AmxCtx& x, const uint8_t* const* ap, const int64_t* sa, int64_t 
       const __m512 sc = _mm512_loadu_ps(x.scales + s8_group_index(nb + b, g, x.groups));
       for (int a = 0; a < NA; ++a)
         for (int64_t r = 0; r < rows[a]; ++r) {
-          const __m512 t = _mm512_mul_ps(to_f32(_mm512_load_si512(cbuf[2 * a + b][r])), sc);
+          const __m512 s = x.a_gscale ? _mm512_mul_ps(sc, _mm512_set1_ps(x.a_gscale[(r0 + a * kTileM + r) * x.groups + g])) : sc;
+          const __m512 t = _mm512_mul_ps(to_f32(_mm512_load_si512(cbuf[2 * a + b][r])), s);
           _mm512_store_ps(sum[a][r][b], _mm512_add_ps(_mm512_load_ps(sum[a][r][b]), t));
         }
     }
@@ -288,6 +290,7 @@ void gemm_s8_amx(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int64
   x.scales = b.scales;
   x.bias = p.bias;
   x.a_scale = p.a_scale;
+  x.a_gscale = grouped ? p.a_gscale : nullptr;
   x.c = p.c;
   x.ci = p.ci;
   x.ldc = p.ldc;

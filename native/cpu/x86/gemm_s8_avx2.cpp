@@ -86,8 +86,14 @@ inline void tile(const GemmS8Args& p, int64_t i0, int64_t nb0) {
         const __m256 s0v = _mm256_loadu_ps(sc), s1v = _mm256_loadu_ps(sc + 8);
         for (int r = 0; r < MR; ++r) {
           float* f = facc[c][r];
-          _mm256_store_ps(f, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[c][r][0]), s0v, _mm256_load_ps(f)));
-          _mm256_store_ps(f + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[c][r][1]), s1v, _mm256_load_ps(f + 8)));
+          __m256 t0 = s0v, t1 = s1v;
+          if (p.a_gscale) {
+            const __m256 ag = _mm256_set1_ps(p.a_gscale[(i0 + r) * b.groups + g]);
+            t0 = _mm256_mul_ps(t0, ag);
+            t1 = _mm256_mul_ps(t1, ag);
+          }
+          _mm256_store_ps(f, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[c][r][0]), t0, _mm256_load_ps(f)));
+          _mm256_store_ps(f + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[c][r][1]), t1, _mm256_load_ps(f + 8)));
         }
       }
     }

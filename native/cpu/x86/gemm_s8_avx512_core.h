@@ -248,7 +248,8 @@ void tile_groups(const Ctx& x, int64_t i0, int64_t nb) {
     static_for<NB>([&](auto c) SPARQ_LAMBDA {
       const __m512 sc = _mm512_loadu_ps(x.scales + s8_group_index(nb + c, g, x.groups));
       static_for<MR>([&](auto r) SPARQ_LAMBDA {
-        sum[r][c] = _mm512_fmadd_ps(to_f32(acc[r][c]), sc, sum[r][c]);
+        const __m512 t = x.a_gscale ? _mm512_mul_ps(sc, _mm512_set1_ps(x.a_gscale[(i0 + r) * x.groups + g])) : sc;
+        sum[r][c] = _mm512_fmadd_ps(to_f32(acc[r][c]), t, sum[r][c]);
         pin_zmm(sum[r][c]);
       });
     });

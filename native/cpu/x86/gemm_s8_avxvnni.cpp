@@ -243,8 +243,14 @@ void tile_groups(const Ctx& x, int64_t i0, int64_t nb) {
     const float* sc = x.scales + s8_group_index(nb, g, x.groups);
     const __m256 sc0 = _mm256_loadu_ps(sc), sc1 = _mm256_loadu_ps(sc + 8);
     static_for<MR>([&](auto r) SPARQ_LAMBDA {
-      _mm256_store_ps(sum[r], _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][0]), sc0, _mm256_load_ps(sum[r])));
-      _mm256_store_ps(sum[r] + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][1]), sc1, _mm256_load_ps(sum[r] + 8)));
+      __m256 t0 = sc0, t1 = sc1;
+      if (x.a_gscale) {
+        const __m256 ag = _mm256_set1_ps(x.a_gscale[(i0 + r) * x.groups + g]);
+        t0 = _mm256_mul_ps(t0, ag);
+        t1 = _mm256_mul_ps(t1, ag);
+      }
+      _mm256_store_ps(sum[r], _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][0]), t0, _mm256_load_ps(sum[r])));
+      _mm256_store_ps(sum[r] + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][1]), t1, _mm256_load_ps(sum[r] + 8)));
     });
   }
   const int64_t v = valid_cols(x.n, nb);

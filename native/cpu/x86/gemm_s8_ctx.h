@@ -24,6 +24,7 @@ struct Ctx {
   const float* scales;
   const float* bias;
   const float* a_scale;
+  const float* a_gscale;  // (m, groups) or nullptr (see GemmS8Args)
   float* c;
   int32_t* ci;
   int64_t ldc;
@@ -60,6 +61,7 @@ inline Ctx make_ctx(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, in
   x.scales = b.scales;
   x.bias = p.bias;
   x.a_scale = p.a_scale;
+  x.a_gscale = grouped ? p.a_gscale : nullptr;
   x.c = p.c;
   x.ci = p.ci;
   x.ldc = p.ldc;

@@ -1,18 +1,18 @@
 // quants_avx2.cpp - the GGUF block formats on AVX2: per-type decoders to the
-// shared int8 + scale / offset form (quants.h), the decode GEMV over decoded
-// rows, the f32 expansion of prefill strips, and the per-32 activation
-// quantizer.
+// shared int8 + scale / offset form (quants.h; the prefill strips), the fused
+// decode GEMV, and the per-32 activation quantizer.
 //
-// The GEMV decodes one weight row into L1 (k int8 + k / 16 scales and
-// offsets) and multiplies it by every activation row: per 32 values one
-// vpmaddubsw of |w| by sign(x, w) (pair sums up to 2 x 127 x 127 < 2^15) and one
-// vpmaddwd give 8 int32 lanes, lanes 0-3 the first group of 16 and 4-7 the
-// second, which are scaled by [s0 x4 | s1 x4] * x_scale into an f32 accumulator.
-// Compiled with -ffp-contract=off: the f32 expansion must round scale * q and
-// + offset separately, as ggml's dequantizer does.
+// The GEMV decodes each block in registers and multiplies it by every
+// activation row at once: per 32 values one vpmaddubsw of the codes by the
+// int8 activations (unsigned codes <= 63 as they are: pair sums <= 2 x 63 x 127;
+// signed ones as |w| by sign(x, w): <= 2 x 127 x 127, both < 2^15), one vpmaddwd
+// by the integer sub-block scales (exact int32), then one cvt + fma by the
+// block's f32 factor times the activation block's scale. Offsets (mins, and the
+// bias of unsigned codes) are taken back with the activation sums per 16.
 #include <immintrin.h>
 
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "../quants.h"
@@ -191,57 +191,224 @@ void dec_q3_k(const uint8_t* s, int64_t blocks, DecodedRow r) {
   }
 }
 
-// Thread-local decode buffers (grown to the largest k seen).
-struct RowBuf {
-  std::vector<int8_t> q;
-  std::vector<float> f;  // scale [k / 16], offset [k / 16]
-  DecodedRow get(int64_t k) {
-    if (int64_t(q.size()) < k) q.resize(size_t(k));
-    if (int64_t(f.size()) < k / 8) f.resize(size_t(k / 8));
-    return DecodedRow{q.data(), f.data(), f.data() + k / 16};
+// --- the fused decode GEMV ------------------------------------------------------
+// Each type's visit(block, f) calls f(sub, u, isc, dw, off0, off1) for every 32
+// values of the block: u the 32 weight codes (unsigned in [0, 63], or signed in
+// [-127, 127] when the type's kSigned), isc the integer sub-block scales as 16
+// int16 lanes (lanes 0-7 the first 16 values, 8-15 the second; ones where the
+// type has none), dw the f32 factor and off0 / off1 the per-weight f32 offsets
+// of the two halves, so that the weights are w = dw * isc * u + off (kOff16:
+// the halves' offsets differ; else off0 == off1 and one term per 32 serves).
+inline __m256i isc2(int a, int b) { return _mm256_set_m128i(_mm_set1_epi16(int16_t(b)), _mm_set1_epi16(int16_t(a))); }
+
+struct TQ4_0 {
+  static constexpr int kBlock = 32, kBytes = 18;
+  static constexpr bool kSigned = false, kOff = true, kOff16 = false;
+  template <class F> static void visit(const uint8_t* b, F&& f) {
+    const float d = h2f(b);
+    f(0, nib32(b + 2), _mm256_set1_epi16(1), d, -8.f * d, -8.f * d);
+  }
+};
+struct TQ4_1 {
+  static constexpr int kBlock = 32, kBytes = 20;
+  static constexpr bool kSigned = false, kOff = true, kOff16 = false;
+  template <class F> static void visit(const uint8_t* b, F&& f) {
+    const float m = h2f(b + 2);
+    f(0, nib32(b + 4), _mm256_set1_epi16(1), h2f(b), m, m);
+  }
+};
+struct TQ5_0 {
+  static constexpr int kBlock = 32, kBytes = 22;
+  static constexpr bool kSigned = false, kOff = true, kOff16 = false;
+  template <class F> static void visit(const uint8_t* b, F&& f) {
+    uint32_t qh;
+    std::memcpy(&qh, b + 2, 4);
+    const float d = h2f(b);
+    f(0, _mm256_or_si256(nib32(b + 6), bits_x16(qh)), _mm256_set1_epi16(1), d, -16.f * d, -16.f * d);
+  }
+};
+struct TQ5_1 {
+  static constexpr int kBlock = 32, kBytes = 24;
+  static constexpr bool kSigned = false, kOff = true, kOff16 = false;
+  template <class F> static void visit(const uint8_t* b, F&& f) {
+    uint32_t qh;
+    std::memcpy(&qh, b + 4, 4);
+    const float m = h2f(b + 2);
+    f(0, _mm256_or_si256(nib32(b + 8), bits_x16(qh)), _mm256_set1_epi16(1), h2f(b), m, m);
+  }
+};
+struct TQ8_0 {
+  static constexpr int kBlock = 32, kBytes = 34;
+  static constexpr bool kSigned = true, kOff = false, kOff16 = false;
+  template <class F> static void visit(const uint8_t* b, F&& f) { f(0, load32(b + 2), _mm256_set1_epi16(1), h2f(b), 0.f, 0.f); }
+};
+struct TIQ4_NL {
+  static constexpr int kBlock = 32, kBytes = 18;
+  static constexpr bool kSigned = true, kOff = false, kOff16 = false;
+  template <class F> static void visit(const uint8_t* b, F&& f) {
+    const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4)));
+    f(0, _mm256_shuffle_epi8(tab, nib32(b + 2)), _mm256_set1_epi16(1), h2f(b), 0.f, 0.f);
+  }
+};
+struct TIQ4_XS {
+  static constexpr int kBlock = 256, kBytes = 136;
+  static constexpr bool kSigned = true, kOff = false, kOff16 = false;
+  template <class F> static void visit(const uint8_t* b, F&& f) {
+    const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4)));
+    const float d = h2f(b);
+    uint16_t sh;
+    std::memcpy(&sh, b + 2, 2);
+#pragma GCC unroll 8
+    for (int ib = 0; ib < 8; ++ib) {
+      const int ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4);
+      f(ib, _mm256_shuffle_epi8(tab, nib32(b + 8 + 16 * ib)), _mm256_set1_epi16(int16_t(ls - 32)), d, 0.f, 0.f);
+    }
+  }
+};
+template <bool Q5>
+struct TQK45 {
+  static constexpr int kBlock = 256, kBytes = Q5 ? 176 : 144;
+  static constexpr bool kSigned = false, kOff = true, kOff16 = false;
+  template <class F> static void visit(const uint8_t* b, F&& f) {
+    const __m256i lo4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    const float d = h2f(b), dmin = h2f(b + 2);
+    const uint8_t* qs = b + (Q5 ? 48 : 16);
+    const __m256i hb = Q5 ? load32(b + 16) : _mm256_setzero_si256();
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const __m256i v = load32(qs + 32 * j);
+      __m256i lo = _mm256_and_si256(v, lo4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+      if (Q5) {
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j), one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j + 1), one), 4));
+      }
+      int sc, mn;
+      scale_min_k4(2 * j, b + 4, &sc, &mn);
+      const float o0 = -(dmin * float(mn));
+      f(2 * j, lo, _mm256_set1_epi16(int16_t(sc)), d, o0, o0);
+      scale_min_k4(2 * j + 1, b + 4, &sc, &mn);
+      const float o1 = -(dmin * float(mn));
+      f(2 * j + 1, hi, _mm256_set1_epi16(int16_t(sc)), d, o1, o1);
+    }
+  }
+};
+struct TQ6_K {
+  static constexpr int kBlock = 256, kBytes = 210;
+  static constexpr bool kSigned = false, kOff = true, kOff16 = true;
+  template <class F> static void visit(const uint8_t* b, F&& f) {
+    const __m256i lo4 = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3);
+    const float d = h2f(b + 208);
+    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
+    for (int n = 0; n < 2; ++n) {
+      const __m256i l0 = load32(b + 64 * n), l1 = load32(b + 64 * n + 32), h = load32(b + 128 + 32 * n);
+#pragma GCC unroll 4
+      for (int t = 0; t < 4; ++t) {
+        const __m256i lo = t == 0 ? _mm256_and_si256(l0, lo4) : t == 1 ? _mm256_and_si256(l1, lo4)
+                         : t == 2 ? _mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4) : _mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4);
+        const __m256i u = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2 * t), three), 4));
+        const int g = 8 * n + 2 * t;
+        f(4 * n + t, u, isc2(sc[g], sc[g + 1]), d, -32.f * d * float(sc[g]), -32.f * d * float(sc[g + 1]));
+      }
+    }
+  }
+};
+struct TQ2_K {
+  static constexpr int kBlock = 256, kBytes = 84;
+  static constexpr bool kSigned = false, kOff = true, kOff16 = true;
+  template <class F> static void visit(const uint8_t* b, F&& f) {
+    const __m256i three = _mm256_set1_epi8(3);
+    const float d = h2f(b + 80), dmin = h2f(b + 82);
+    for (int n = 0; n < 2; ++n) {
+      const __m256i v = load32(b + 16 + 32 * n);
+#pragma GCC unroll 4
+      for (int t = 0; t < 4; ++t) {
+        const int g = 8 * n + 2 * t;
+        f(4 * n + t, _mm256_and_si256(_mm256_srli_epi16(v, 2 * t), three), isc2(b[g] & 0xF, b[g + 1] & 0xF), d,
+          -(dmin * float(b[g] >> 4)), -(dmin * float(b[g + 1] >> 4)));
+      }
+    }
+  }
+};
+struct TQ3_K {
+  static constexpr int kBlock = 256, kBytes = 110;
+  static constexpr bool kSigned = false, kOff = true, kOff16 = true;
+  template <class F> static void visit(const uint8_t* b, F&& f) {
+    const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    const float d = h2f(b + 108);
+    const uint8_t* sc = b + 96;
+    int s[16];
+    for (int g = 0; g < 16; ++g) {
+      const int lo = g < 8 ? sc[g] & 0xF : sc[g - 8] >> 4, hi = (sc[8 + g % 4] >> (2 * (g / 4))) & 3;
+      s[g] = (lo | hi << 4) - 32;
+    }
+    const __m256i hm = load32(b);
+    for (int n = 0; n < 2; ++n) {
+      const __m256i v = load32(b + 32 + 32 * n);
+#pragma GCC unroll 4
+      for (int t = 0; t < 4; ++t) {
+        const __m256i h = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * n + t), one), 2);
+        const int g = 8 * n + 2 * t;
+        f(4 * n + t, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 2 * t), three), h), isc2(s[g], s[g + 1]), d,
+          -4.f * d * float(s[g]), -4.f * d * float(s[g + 1]));
+      }
+    }
   }
 };
 
-inline void decode_row(const BlockWeight& w, int64_t j, DecodedRow r) {
-  const BlockDecodeFn fn = block_decode_avx2(w.fmt->type);
-  (fn ? fn : w.fmt->decode)(w.data + j * w.row_bytes, w.k / w.fmt->block, r);
+// Two accumulator sets (by the parity of the 32-value sub-block) so that the fma
+// and offset chains do not serialise on their latency. Visitors unroll their
+// loops and the row loop pairs blocks, so the parity folds to a constant.
+template <class T, int MR>
+void fused_rows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
+  const int64_t k = a.w->k, nb = k / 32, g16 = k / 16, blocks = k / T::kBlock;
+  const uint8_t* row = a.w->data + j * a.w->row_bytes;
+  const int8_t* xq[MR];
+  const float* xs[MR];
+  const float* so[MR];
+  const float* so32[MR];
+  __m256 acc[2][MR];
+  float off[2][MR];
+  for (int i = 0; i < MR; ++i) {
+    xq[i] = a.x.q + (i0 + i) * k;
+    xs[i] = a.x.s + (i0 + i) * nb;
+    so[i] = a.x.so + (i0 + i) * g16;
+    so32[i] = a.x.so32 + (i0 + i) * nb;
+    acc[0][i] = acc[1][i] = _mm256_setzero_ps();
+    off[0][i] = off[1][i] = 0.f;
+  }
+  auto block = [&](int64_t blk, auto par) {
+    const int64_t b0 = blk * (T::kBlock / 32);
+    T::visit(row + blk * T::kBytes, [&](int sub, __m256i u, __m256i isc, float dw, float o0, float o1) {
+      const int p = (sub + decltype(par)::value) & 1;
+      const int64_t b = b0 + sub;
+      const __m256i au = T::kSigned ? _mm256_sign_epi8(u, u) : u;
+      for (int i = 0; i < MR; ++i) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[i] + 32 * b));
+        const __m256i pr = _mm256_maddubs_epi16(au, T::kSigned ? _mm256_sign_epi8(xv, u) : xv);
+        acc[p][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(pr, isc)), _mm256_set1_ps(dw * xs[i][b]), acc[p][i]);
+        if (T::kOff16) off[p][i] += o0 * so[i][2 * b] + o1 * so[i][2 * b + 1];
+        else if (T::kOff) off[p][i] += o0 * so32[i][b];
+      }
+    });
+  };
+  int64_t blk = 0;
+  for (; blk + 2 <= blocks; blk += 2) {
+    block(blk, std::integral_constant<int, 0>{});
+    block(blk + 1, std::integral_constant<int, 1>{});
+  }
+  if (blk < blocks) block(blk, std::integral_constant<int, 0>{});
+  for (int i = 0; i < MR; ++i) a.y[(i0 + i) * a.ldy + j] = hsum(_mm256_add_ps(acc[0][i], acc[1][i])) + (off[0][i] + off[1][i]);
 }
 
-template <int MR>
-void gemv_rows(const BlockGemvArgs& a, int64_t i0, const DecodedRow& r, int64_t j) {
-  const int64_t k = a.w->k, nb = k / 32;
-  __m256 acc[MR];
-  for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
-  const __m256i ones = _mm256_set1_epi16(1);
-  const __m256i pair = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-  for (int64_t b = 0; b < nb; ++b) {
-    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r.q + 32 * b));
-    const __m256i aw = _mm256_sign_epi8(w, w);
-    const __m256 sc = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(r.scale + 2 * b)))), pair);
-    for (int i = 0; i < MR; ++i) {
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.x.q + (i0 + i) * k + 32 * b));
-      const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, w)), ones);
-      const __m256 xs = _mm256_broadcast_ss(a.x.s + (i0 + i) * nb + b);
-      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(sc, xs), acc[i]);
-    }
+template <class T>
+void fused_gemv(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
+  for (int64_t j = j0; j < j1; ++j) {
+    int64_t i = 0;
+    for (; i + 4 <= a.x.m; i += 4) fused_rows<T, 4>(a, i, j);
+    for (; i + 2 <= a.x.m; i += 2) fused_rows<T, 2>(a, i, j);
+    for (; i < a.x.m; ++i) fused_rows<T, 1>(a, i, j);
   }
-  if (a.w->fmt->offsets) {
-    const int64_t groups = k / 16;
-    int64_t g = 0;
-    for (; g + 8 <= groups; g += 8) {
-      const __m256 off = _mm256_loadu_ps(r.offset + g);
-      for (int i = 0; i < MR; ++i) acc[i] = _mm256_fmadd_ps(off, _mm256_loadu_ps(a.x.so + (i0 + i) * groups + g), acc[i]);
-    }
-    float tail[MR] = {};
-    for (; g < groups; ++g)
-      for (int i = 0; i < MR; ++i) tail[i] += r.offset[g] * a.x.so[(i0 + i) * groups + g];
-    for (int i = 0; i < MR; ++i) a.y[(i0 + i) * a.ldy + j] = hsum(acc[i]) + tail[i];
-    return;
-  }
-  for (int i = 0; i < MR; ++i) a.y[(i0 + i) * a.ldy + j] = hsum(acc[i]);
 }
-
-thread_local RowBuf t_buf;
 
 }  // namespace
 
@@ -264,37 +431,29 @@ BlockDecodeFn block_decode_avx2(GgmlType type) {
 }
 
 void block_gemv_avx2(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
-  const BlockWeight& w = *a.w;
-  const DecodedRow r = t_buf.get(w.k);
-  for (int64_t j = j0; j < j1; ++j) {
-    decode_row(w, j, r);
-    int64_t i = 0;
-    for (; i + 4 <= a.x.m; i += 4) gemv_rows<4>(a, i, r, j);
-    for (; i + 2 <= a.x.m; i += 2) gemv_rows<2>(a, i, r, j);
-    for (; i < a.x.m; ++i) gemv_rows<1>(a, i, r, j);
+  switch (a.w->fmt->type) {
+    case GgmlType::q4_0: return fused_gemv<TQ4_0>(a, j0, j1);
+    case GgmlType::q4_1: return fused_gemv<TQ4_1>(a, j0, j1);
+    case GgmlType::q5_0: return fused_gemv<TQ5_0>(a, j0, j1);
+    case GgmlType::q5_1: return fused_gemv<TQ5_1>(a, j0, j1);
+    case GgmlType::q8_0: return fused_gemv<TQ8_0>(a, j0, j1);
+    case GgmlType::q2_k: return fused_gemv<TQ2_K>(a, j0, j1);
+    case GgmlType::q3_k: return fused_gemv<TQ3_K>(a, j0, j1);
+    case GgmlType::q4_k: return fused_gemv<TQK45<false>>(a, j0, j1);
+    case GgmlType::q5_k: return fused_gemv<TQK45<true>>(a, j0, j1);
+    case GgmlType::q6_k: return fused_gemv<TQ6_K>(a, j0, j1);
+    case GgmlType::iq4_nl: return fused_gemv<TIQ4_NL>(a, j0, j1);
+    case GgmlType::iq4_xs: return fused_gemv<TIQ4_XS>(a, j0, j1);
+    default: return block_gemv_ref(a, j0, j1);
   }
 }
 
-void block_expand_avx2(const BlockFormat& f, const uint8_t* row, int64_t k, int8_t* q, float* sc, float* off, float* out) {
+void block_decode_row_avx2(const BlockFormat& f, const uint8_t* row, int64_t k, DecodedRow out) {
   const BlockDecodeFn fn = block_decode_avx2(f.type);
-  const DecodedRow r{q, sc, off};
-  (fn ? fn : f.decode)(row, k / f.block, r);
-  for (int64_t g = 0; g < k / 16; ++g) {
-    const __m256 s = _mm256_set1_ps(sc[g]);
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16 * g));
-    __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), s);
-    __m256 v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b, 8))), s);
-    if (f.offsets) {
-      const __m256 o = _mm256_set1_ps(off[g]);
-      v0 = _mm256_add_ps(v0, o);
-      v1 = _mm256_add_ps(v1, o);
-    }
-    _mm256_storeu_ps(out + 16 * g, v0);
-    _mm256_storeu_ps(out + 16 * g + 8, v1);
-  }
+  (fn ? fn : f.decode)(row, k / f.block, out);
 }
 
-void block_quant_avx2(const float* x, int64_t m, int64_t k, int8_t* q, float* s, float* so) {
+void block_quant_avx2(const float* x, int64_t m, int64_t k, int8_t* q, float* s, float* so, float* so32) {
   const __m256 sign = _mm256_set1_ps(-0.f);
   for (int64_t i = 0; i < m; ++i)
     for (int64_t b = 0; b < k / 32; ++b) {
@@ -306,7 +465,7 @@ void block_quant_avx2(const float* x, int64_t m, int64_t k, int8_t* q, float* s,
       }
       const float amax = hmax(mx);
       if (!(amax > 0.f) || !(amax <= 3.4e38f)) {  // zero, NaN or inf: the reference's handling
-        block_quant_ref(xb, 1, 32, q + i * k + 32 * b, s + i * (k / 32) + b, so + i * (k / 16) + 2 * b);
+        block_quant_ref(xb, 1, 32, q + i * k + 32 * b, s + i * (k / 32) + b, so + i * (k / 16) + 2 * b, so32 + i * (k / 32) + b);
         continue;
       }
       const __m256 id = _mm256_set1_ps(127.f / amax);
@@ -332,6 +491,7 @@ void block_quant_avx2(const float* x, int64_t m, int64_t k, int8_t* q, float* s,
       }
       so[i * (k / 16) + 2 * b] = d * float(s0);
       so[i * (k / 16) + 2 * b + 1] = d * float(s1);
+      so32[i * (k / 32) + b] = d * float(s0 + s1);
     }
 }
 
