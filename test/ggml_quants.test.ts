@@ -9,7 +9,7 @@ import { Tensor } from '../lib/index';
 import { loadNative, type NativeStorage } from '../lib/native';
 
 const bytesOf = (s: NativeStorage) => new Uint8Array(s.read(0, s.byteLength));
-import { HALF_FIELDS, SPEC, dequantize, quantBlocks32 } from './ggml_ref';
+import { HALF_FIELDS, SPEC, actBlock, dequantize, quantBlocks } from './ggml_ref';
 import { describeEachIsa, randn, relErr } from './helpers';
 
 const TYPES = Object.keys(SPEC).map(Number);
@@ -103,7 +103,7 @@ describe('GGUF block formats', () => {
 });
 
 describeEachIsa('GGUF block linear', () => {
-  it('decode (m <= 8: GEMV) and prefill (m > 8: int8 GEMM over expanded strips, many strips) equal float64 products with per-32 int8 activations; tails in n and k', async () => {
+  it('decode (m <= 8: GEMV) and prefill (m > 8: int8 GEMM over expanded strips, many strips) equal float64 products with int8 activations per block of 32 (per 256 for the K types); tails in n and k', async () => {
     for (const type of TYPES) {
       const { block, bytes, name } = SPEC[type]!;
       for (const [n, kb] of [[1, 1], [17, 3], [33, 2], [5, 9], [70, 2]] as const) {
@@ -126,11 +126,11 @@ describeEachIsa('GGUF block linear', () => {
           const xv = randn(m * k), x = Tensor.from(xv, [m, k]), out = Tensor._alloc([m, n], 'f32');
           await nat().linearBlocks(wst._storage, wst._offset, type, n, k, x._storage, x._offset, m, out._storage, out._offset);
           // decode (m <= 8, the GEMV) and prefill (the int8 GEMM over expanded strips) share the contract
-          const ref = new Float64Array(m * n), X = quantBlocks32(xv, m, k);
+          const B = actBlock(type), ref = new Float64Array(m * n), X = quantBlocks(xv, m, k, B);
           for (let i = 0; i < m; i++)
             for (let j = 0; j < n; j++) {
               let acc = 0;
-              for (let c = 0; c < k; c++) acc += W[j * k + c]! * X.q[i * k + c]! * X.d[(i * k + c) >> 5]!;
+              for (let c = 0; c < k; c++) acc += W[j * k + c]! * X.q[i * k + c]! * X.d[Math.floor((i * k + c) / B)]!;
               ref[i * n + j] = acc;
             }
           expect(relErr(out.toArray(), ref), `${name} n=${n} k=${k} m=${m}`).to.be.below(2e-5);

@@ -145,16 +145,19 @@ export function dequantize(type: number, b: Uint8Array, blocks: number, o = 0): 
   return y;
 }
 
-/** Activations as the block GEMV quantizes them: per block of 32, d = max|x| / 127, q = rint(x * (127 / max|x|)). */
-export function quantBlocks32(x: ArrayLike<number>, m: number, k: number): { q: Int32Array; d: Float32Array } {
-  const q = new Int32Array(m * k), d = new Float32Array((m * k) / 32);
+/** The activation block of each type (ggml's vec_dot type: Q8_0 / Q8_1 blocks of 32, Q8_K blocks of 256). */
+export const actBlock = (type: number): number => (SPEC[type]!.block === 256 ? 256 : 32);
+
+/** Activations as the block linear quantizes them: per block of B, d = max|x| / 127, q = rint(x * (127 / max|x|)). */
+export function quantBlocks(x: ArrayLike<number>, m: number, k: number, B: number): { q: Int32Array; d: Float32Array } {
+  const q = new Int32Array(m * k), d = new Float32Array((m * k) / B);
   for (let i = 0; i < m; i++)
-    for (let b = 0; b < k / 32; b++) {
+    for (let b = 0; b < k / B; b++) {
       let amax = 0;
-      for (let c = 0; c < 32; c++) amax = Math.max(amax, Math.abs(x[i * k + b * 32 + c]!));
-      d[(i * k) / 32 + b] = f(amax / 127);
+      for (let c = 0; c < B; c++) amax = Math.max(amax, Math.abs(x[i * k + b * B + c]!));
+      d[(i * k) / B + b] = f(amax / 127);
       const id = amax > 0 ? f(127 / amax) : 0;
-      for (let c = 0; c < 32; c++) q[i * k + b * 32 + c] = Math.max(-127, Math.min(127, roundEven(f(x[i * k + b * 32 + c]! * id))));
+      for (let c = 0; c < B; c++) q[i * k + b * B + c] = Math.max(-127, Math.min(127, roundEven(f(x[i * k + b * B + c]! * id))));
     }
   return { q, d };
 }

@@ -366,19 +366,20 @@ void set_expand_strip_bytes(int64_t bytes) { g_strip_bytes.store(bytes > 0 ? byt
 
 namespace {
 
-// linear_s8_expanded and linear_s8_expanded_blocks: block_acts quantizes the
-// activations per block of 32 (group 16 or 32) with one scale per (row, group)
+// linear_s8_expanded and linear_s8_expanded_blocks: act > 0 quantizes the
+// activations per block of act values (32 or 256; group 16 or 32) with one scale per (row, group)
 // handed to the kernels, and adds the weights' f32 offsets (when `offsets`)
 // as sum_g offset[j, g] * scale[i, g] * sum of the group's int8 activations.
-Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn& expand, bool block_acts, bool offsets,
+Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn& expand, int64_t act, bool offsets,
                     const float* x, int64_t m, const float* bias, float* y) {
+  const bool block_acts = act > 0;
   const KernelTable t = kernels();
   // strips of about 1 MiB of weights (set_expand_strip_bytes), whole 16-column blocks
   const int64_t set_bytes = g_strip_bytes.load(std::memory_order_relaxed);
   const int64_t strip_bytes = set_bytes ? set_bytes : int64_t(1) << 20;
   const int64_t strip = std::min(round_up(n, kS8BlockN), std::max<int64_t>(kS8BlockN, (strip_bytes / k) / kS8BlockN * kS8BlockN));
-  if (block_acts && (k % 32 || (group != 16 && group != 32)))
-    return Error::make(Status::invalid_argument, "int8 linear: per-block activations need k % 32 == 0 and groups of 16 or 32");
+  if (block_acts && ((act != 32 && act != 256) || k % act || (group != 16 && group != 32)))
+    return Error::make(Status::invalid_argument, "int8 linear: per-block activations need blocks of 32 or 256 dividing k and groups of 16 or 32");
   std::unique_ptr<PackedWeight> pw;
   if (Error e = PackedWeight::create(strip, k, group, true, false, &pw); !e.ok()) return e;
   const PackedS8& p = pw->p_;
@@ -404,28 +405,25 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
     // activations quantized once for every strip, as linear_s8 does
     quantize_activations(t, x, m, k, k_pad, t.gemm_s8_a_u8, xq.data(), xs.data());
   } else {
-    std::vector<int8_t> q8;
-    std::vector<float> s32, so16, so32;
+    std::vector<char> mem;
     try {
-      q8.resize(size_t(m * k));
-      s32.resize(size_t(m * k / 32));
-      so16.resize(size_t(m * k / 16));
-      so32.resize(size_t(m * k / 32));
+      mem.resize(block_acts_bytes(m, k, act) + 64);
     } catch (const std::bad_alloc&) {
       return Error::make(Status::out_of_memory, "int8 linear: out of memory");
     }
+    const BlockActsOut o = block_acts_layout(reinterpret_cast<void*>(round_up(int64_t(reinterpret_cast<uintptr_t>(mem.data())), 64)), m, k, act);
     parallel_for((m + 7) / 8, [&](int64_t c) {
       const int64_t i0 = c * 8, i1 = std::min(m, i0 + 8);
-      t.block_quant(x + i0 * k, i1 - i0, k, q8.data() + i0 * k, s32.data() + i0 * (k / 32), so16.data() + i0 * (k / 16),
-                    so32.data() + i0 * (k / 32));
+      const BlockActsOut oi{o.q + i0 * k, o.s + i0 * (k / act), o.isum + i0 * (k / 16), o.so + i0 * (k / 16), o.so32 + i0 * (k / 32)};
+      t.block_quant(x + i0 * k, i1 - i0, k, act, oi);
       const uint8_t shift = t.gemm_s8_a_u8 ? 128 : 0;
       for (int64_t i = i0; i < i1; ++i) {
         uint8_t* dst = xq.data() + i * k_pad;
-        for (int64_t c2 = 0; c2 < k; ++c2) dst[c2] = uint8_t(q8[size_t(i * k + c2)] + shift);
+        for (int64_t c2 = 0; c2 < k; ++c2) dst[c2] = uint8_t(o.q[i * k + c2] + shift);
         std::memset(dst + k, shift, size_t(k_pad - k));
         for (int64_t g = 0; g < groups; ++g) {
-          gscale[size_t(i * groups + g)] = s32[size_t(i * (k / 32) + g * group / 32)];
-          gso[size_t(i * groups + g)] = group == 32 ? so32[size_t(i * (k / 32) + g)] : so16[size_t(i * (k / 16) + g)];
+          gscale[size_t(i * groups + g)] = o.s[i * (k / act) + g * group / act];
+          gso[size_t(i * groups + g)] = group == 32 ? o.so32[i * (k / 32) + g] : o.so[i * (k / 16) + g];
         }
         xs[size_t(i)] = groups == 1 ? gscale[size_t(i)] : 1.f;  // one group: the per-row path takes the scale
       }
@@ -485,12 +483,12 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
 
 Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn& expand, const float* x, int64_t m,
                          const float* bias, float* y) {
-  return expanded_impl(n, k, group, [&](int64_t j, int8_t* row, float* sc, float*) { expand(j, row, sc); }, false, false, x, m, bias, y);
+  return expanded_impl(n, k, group, [&](int64_t j, int8_t* row, float* sc, float*) { expand(j, row, sc); }, 0, false, x, m, bias, y);
 }
 
-Error linear_s8_expanded_blocks(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn& expand, bool offsets, const float* x,
-                                int64_t m, float* y) {
-  return expanded_impl(n, k, group, expand, true, offsets, x, m, nullptr, y);
+Error linear_s8_expanded_blocks(int64_t n, int64_t k, int64_t group, int64_t act, const ExpandBlockRowFn& expand, bool offsets,
+                                const float* x, int64_t m, float* y) {
+  return expanded_impl(n, k, group, expand, act, offsets, x, m, nullptr, y);
 }
 
 struct ScratchA {

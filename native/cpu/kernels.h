@@ -191,10 +191,11 @@ Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn&
 // The same for weights with f32 offsets per group (GGUF block types): expand(j, row,
 // scales, offsets) writes row j's k int8 values and its groups' scales, and its
 // groups' offsets (w = scale * q + offset) when `offsets`. The activations are
-// quantized per block of 32 (one scale per row and group; group is 16 or 32).
+// quantized per block of `act` values (32 or 256: quants.h), one scale per row and
+// group (group is 16 or 32).
 using ExpandBlockRowFn = std::function<void(int64_t j, int8_t* row, float* scales, float* offsets)>;
-Error linear_s8_expanded_blocks(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn& expand, bool offsets, const float* x,
-                                int64_t m, float* y);
+Error linear_s8_expanded_blocks(int64_t n, int64_t k, int64_t group, int64_t act, const ExpandBlockRowFn& expand, bool offsets,
+                                const float* x, int64_t m, float* y);
 // Bytes of expanded weight per strip (0: the default, 1 MiB). Tests make it small so
 // that small shapes walk many strips, the last one short.
 void set_expand_strip_bytes(int64_t bytes);

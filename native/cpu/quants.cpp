@@ -519,21 +519,21 @@ void bf16_to_f32(const uint8_t* src, int64_t n, float* out) {
 void f32_to_f32(const uint8_t* src, int64_t n, float* out) { std::memcpy(out, src, size_t(n) * 4); }
 
 const BlockFormat kFormats[] = {
-    {GgmlType::f32, "F32", 1, 4, 0, false, false, f32_to_f32, nullptr, nullptr},
-    {GgmlType::f16, "F16", 1, 2, 0, false, false, f16_to_f32, nullptr, nullptr},
-    {GgmlType::q4_0, "Q4_0", 32, 18, 32, false, true, q4_0_to_f32, q4_0_decode, q4_0_quantize},
-    {GgmlType::q4_1, "Q4_1", 32, 20, 32, true, true, q4_1_to_f32, q4_1_decode, q4_1_quantize},
-    {GgmlType::q5_0, "Q5_0", 32, 22, 32, false, true, q5_0_to_f32, q5_0_decode, q5_0_quantize},
-    {GgmlType::q5_1, "Q5_1", 32, 24, 32, true, true, q5_1_to_f32, q5_1_decode, q5_1_quantize},
-    {GgmlType::q8_0, "Q8_0", 32, 34, 32, false, true, q8_0_to_f32, q8_0_decode, q8_0_quantize},
-    {GgmlType::q2_k, "Q2_K", 256, 84, 16, true, true, q2_k_to_f32, q2_k_decode, q2_k_quantize},
-    {GgmlType::q3_k, "Q3_K", 256, 110, 16, false, true, q3_k_to_f32, q3_k_decode, q3_k_quantize},
-    {GgmlType::q4_k, "Q4_K", 256, 144, 32, true, true, q4_k_to_f32, q4_k_decode, q4_k_quantize},
-    {GgmlType::q5_k, "Q5_K", 256, 176, 32, true, true, q5_k_to_f32, q5_k_decode, q5_k_quantize},
-    {GgmlType::q6_k, "Q6_K", 256, 210, 16, false, true, q6_k_to_f32, q6_k_decode, q6_k_quantize},
-    {GgmlType::iq4_nl, "IQ4_NL", 32, 18, 32, false, true, iq4_nl_to_f32, iq4_nl_decode, iq4_nl_quantize},
-    {GgmlType::iq4_xs, "IQ4_XS", 256, 136, 32, false, true, iq4_xs_to_f32, iq4_xs_decode, iq4_xs_quantize},
-    {GgmlType::bf16, "BF16", 1, 2, 0, false, false, bf16_to_f32, nullptr, nullptr},
+    {GgmlType::f32, "F32", 1, 4, 0, 0, false, false, f32_to_f32, nullptr, nullptr},
+    {GgmlType::f16, "F16", 1, 2, 0, 0, false, false, f16_to_f32, nullptr, nullptr},
+    {GgmlType::q4_0, "Q4_0", 32, 18, 32, 32, false, true, q4_0_to_f32, q4_0_decode, q4_0_quantize},
+    {GgmlType::q4_1, "Q4_1", 32, 20, 32, 32, true, true, q4_1_to_f32, q4_1_decode, q4_1_quantize},
+    {GgmlType::q5_0, "Q5_0", 32, 22, 32, 32, false, true, q5_0_to_f32, q5_0_decode, q5_0_quantize},
+    {GgmlType::q5_1, "Q5_1", 32, 24, 32, 32, true, true, q5_1_to_f32, q5_1_decode, q5_1_quantize},
+    {GgmlType::q8_0, "Q8_0", 32, 34, 32, 32, false, true, q8_0_to_f32, q8_0_decode, q8_0_quantize},
+    {GgmlType::q2_k, "Q2_K", 256, 84, 16, 256, true, true, q2_k_to_f32, q2_k_decode, q2_k_quantize},
+    {GgmlType::q3_k, "Q3_K", 256, 110, 16, 256, false, true, q3_k_to_f32, q3_k_decode, q3_k_quantize},
+    {GgmlType::q4_k, "Q4_K", 256, 144, 32, 256, true, true, q4_k_to_f32, q4_k_decode, q4_k_quantize},
+    {GgmlType::q5_k, "Q5_K", 256, 176, 32, 256, true, true, q5_k_to_f32, q5_k_decode, q5_k_quantize},
+    {GgmlType::q6_k, "Q6_K", 256, 210, 16, 256, false, true, q6_k_to_f32, q6_k_decode, q6_k_quantize},
+    {GgmlType::iq4_nl, "IQ4_NL", 32, 18, 32, 32, false, true, iq4_nl_to_f32, iq4_nl_decode, iq4_nl_quantize},
+    {GgmlType::iq4_xs, "IQ4_XS", 256, 136, 32, 256, false, true, iq4_xs_to_f32, iq4_xs_decode, iq4_xs_quantize},
+    {GgmlType::bf16, "BF16", 1, 2, 0, 0, false, false, bf16_to_f32, nullptr, nullptr},
 };
 
 Error bad(const std::string& m) { return Error::make(Status::invalid_argument, m); }
@@ -610,13 +610,13 @@ void block_gemv_ref(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
     w.fmt->decode(w.data + j * w.row_bytes, k / w.fmt->block, DecodedRow{q.data(), sc.data(), off.data()});
     for (int64_t i = 0; i < a.x.m; ++i) {
       const int8_t* xq = a.x.q + i * k;
-      const float* xs = a.x.s + i * (k / 32);
+      const float* xs = a.x.s + i * (k / a.x.act);
       const float* so = a.x.so + i * groups;
       float acc = 0.f;
       for (int64_t g = 0; g < groups; ++g) {
         int32_t dot = 0;
         for (int64_t c = g * kGgmlGroup; c < (g + 1) * kGgmlGroup; ++c) dot += int32_t(q[size_t(c)]) * xq[c];
-        acc += sc[size_t(g)] * xs[g / 2] * float(dot) + off[size_t(g)] * so[g];
+        acc += sc[size_t(g)] * xs[g * kGgmlGroup / a.x.act] * float(dot) + off[size_t(g)] * so[g];
       }
       a.y[i * a.ldy + j] = acc;
     }
@@ -627,26 +627,34 @@ void block_decode_ref(const BlockFormat& f, const uint8_t* row, int64_t k, Decod
 
 namespace {
 
-// x rows -> int8 per block of 32 (scale max|x| / 127, x * 127 / max|x| rounded
-// to nearest even), the block scales and the offset terms per group of 16.
-void quantize_blocks_32(const float* x, int64_t m, int64_t k, int8_t* q, float* s, float* so, float* so32) {
+// x rows -> int8 per block of `act` values (scale max|x| / 127, x * 127 / max|x|
+// rounded to nearest even), the block scales, the int sums per 16 and the f32
+// offset terms per 16 and 32.
+void quantize_blocks(const float* x, int64_t m, int64_t k, int64_t act, const BlockActsOut& o) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t b = 0; b < k / act; ++b) {
+      const float* xb = x + i * k + b * act;
+      float amax = 0.f;
+      for (int64_t c = 0; c < act; ++c) amax = std::fmax(amax, std::fabs(xb[c]));
+      const float d = amax / 127.f, id = d > 0.f ? 127.f / amax : 0.f;
+      o.s[i * (k / act) + b] = d;
+      for (int64_t g = 0; g < act / 16; ++g) {
+        int32_t sum = 0;
+        for (int c = 0; c < 16; ++c) {
+          const float v = xb[16 * g + c] * id;
+          const int r = std::isfinite(v) ? clampi(int(std::nearbyint(v)), -127, 127) : 0;
+          o.q[i * k + b * act + 16 * g + c] = int8_t(r);
+          sum += r;
+        }
+        const int64_t gi = i * (k / 16) + b * (act / 16) + g;
+        o.isum[gi] = int16_t(sum);
+        o.so[gi] = d * float(sum);
+      }
+    }
   for (int64_t i = 0; i < m; ++i)
     for (int64_t b = 0; b < k / 32; ++b) {
-      const float* xb = x + i * k + b * 32;
-      float amax = 0.f;
-      for (int c = 0; c < 32; ++c) amax = std::fmax(amax, std::fabs(xb[c]));
-      const float d = amax / 127.f, id = d > 0.f ? 127.f / amax : 0.f;
-      int32_t sum[2] = {0, 0};
-      for (int c = 0; c < 32; ++c) {
-        const float v = xb[c] * id;
-        const int r = std::isfinite(v) ? clampi(int(std::nearbyint(v)), -127, 127) : 0;
-        q[i * k + b * 32 + c] = int8_t(r);
-        sum[c / 16] += r;
-      }
-      s[i * (k / 32) + b] = d;
-      so[i * (k / 16) + 2 * b] = d * float(sum[0]);
-      so[i * (k / 16) + 2 * b + 1] = d * float(sum[1]);
-      so32[i * (k / 32) + b] = d * float(sum[0] + sum[1]);
+      const int64_t gi = i * (k / 16) + 2 * b;
+      o.so32[i * (k / 32) + b] = o.s[i * (k / act) + b * 32 / act] * float(int32_t(o.isum[gi]) + o.isum[gi + 1]);
     }
 }
 
@@ -663,21 +671,17 @@ Error linear_blocks(const BlockWeight& w, const float* x, int64_t m, float* y) {
   const KernelTable& t = kernels();
   const int64_t n = w.n, k = w.k;
   if (m <= kBlockGemvMaxM) {
-    Buf qb, sb;
-    qb.p = aligned_malloc(size_t(m * k));
-    sb.p = aligned_malloc(size_t(m * (2 * (k / 32) + k / 16)) * 4);
-    if (!qb.p || !sb.p) return Error::make(Status::out_of_memory, "linear: out of memory");
+    const int64_t act = w.fmt->act;
+    Buf buf;
+    buf.p = aligned_malloc(block_acts_bytes(m, k, act));
+    if (!buf.p) return Error::make(Status::out_of_memory, "linear: out of memory");
+    const BlockActsOut o = block_acts_layout(buf.p, m, k, act);
+    t.block_quant(x, m, k, act, o);
     BlockGemvArgs a;
     a.w = &w;
-    a.x.q = static_cast<int8_t*>(qb.p);
-    a.x.s = static_cast<float*>(sb.p);
-    a.x.so = a.x.s + m * (k / 32);
-    a.x.so32 = a.x.so + m * (k / 16);
-    a.x.m = m;
-    a.x.k = k;
+    a.x = BlockActs{o.q, o.s, o.isum, o.so, o.so32, m, k, act};
     a.y = y;
     a.ldy = n;
-    t.block_quant(x, m, k, const_cast<int8_t*>(a.x.q), const_cast<float*>(a.x.s), const_cast<float*>(a.x.so), const_cast<float*>(a.x.so32));
     const int64_t per = std::max<int64_t>(4, n / (num_threads() * 16));
     parallel_for((n + per - 1) / per, [&](int64_t tt) { t.block_gemv(a, tt * per, std::min(n, tt * per + per)); });
     return Error{};
@@ -685,7 +689,7 @@ Error linear_blocks(const BlockWeight& w, const float* x, int64_t m, float* y) {
   // prefill: strips of rows decoded to int8 + group scales (and offsets) for the int8 GEMM
   const BlockFormat& f = *w.fmt;
   const int64_t group = f.group, groups = k / group;
-  return linear_s8_expanded_blocks(n, k, group, [&](int64_t j, int8_t* row, float* scales, float* offsets) {
+  return linear_s8_expanded_blocks(n, k, group, f.act, [&](int64_t j, int8_t* row, float* scales, float* offsets) {
     thread_local std::vector<float> sc;
     if (int64_t(sc.size()) < k / 8) sc.resize(size_t(k / 8));
     const DecodedRow r{row, sc.data(), sc.data() + k / 16};
@@ -697,8 +701,27 @@ Error linear_blocks(const BlockWeight& w, const float* x, int64_t m, float* y) {
   }, f.offsets, x, m, y);
 }
 
-void block_quant_ref(const float* x, int64_t m, int64_t k, int8_t* q, float* s, float* so, float* so32) {
-  quantize_blocks_32(x, m, k, q, s, so, so32);
+void block_quant_ref(const float* x, int64_t m, int64_t k, int64_t act, const BlockActsOut& o) { quantize_blocks(x, m, k, act, o); }
+
+size_t block_acts_bytes(int64_t m, int64_t k, int64_t act) {
+  auto a64 = [](int64_t b) { return size_t(round_up(b, 64)); };
+  return a64(m * k) + a64(m * (k / act) * 4) + a64(m * (k / 16) * 2) + a64(m * (k / 16) * 4) + a64(m * (k / 32) * 4);
+}
+
+BlockActsOut block_acts_layout(void* mem, int64_t m, int64_t k, int64_t act) {
+  auto a64 = [](int64_t b) { return size_t(round_up(b, 64)); };
+  char* p = static_cast<char*>(mem);
+  BlockActsOut o;
+  o.q = reinterpret_cast<int8_t*>(p);
+  p += a64(m * k);
+  o.s = reinterpret_cast<float*>(p);
+  p += a64(m * (k / act) * 4);
+  o.isum = reinterpret_cast<int16_t*>(p);
+  p += a64(m * (k / 16) * 2);
+  o.so = reinterpret_cast<float*>(p);
+  p += a64(m * (k / 16) * 4);
+  o.so32 = reinterpret_cast<float*>(p);
+  return o;
 }
 
 }  // namespace sparq

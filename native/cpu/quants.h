@@ -11,13 +11,15 @@
 // groups with equal scales). Decoding is exact: the f32 products and sums are
 // the ones ggml's dequantizer rounds (a * q then + b, never fused).
 //
-// Activation contract (every m): x is quantized to int8 per block of 32 values
-// (scale = max|x| / 127, round to nearest even), as ggml quantizes activations
-// to Q8_0 / Q8_K (blocks of 32 / 256: ours are never coarser). Int32 sums per
-// group are exact; they are scaled in f32. Decode (m <= kBlockGemvMaxM) reads
-// the blocks in place; prefill decodes strips of rows to int8 + group scales for
-// the int8 GEMM (one activation scale per row and group) and adds the offsets
-// as an f32 product of the activation group sums.
+// Activation contract (every m): x is quantized to int8 per block of `act`
+// values - the weight block: 32 for Q4_0 .. Q8_0 and IQ4_NL, 256 for the K types
+// and IQ4_XS, as ggml quantizes them (to Q8_0 / Q8_1 and Q8_K) - with scale =
+// max|x| / 127 and x * 127 / max|x| rounded to nearest even. Int32 sums are
+// exact (per 32-value block, or per 256-value super-block with the integer
+// sub-block scales applied); they are scaled in f32. Decode (m <=
+// kBlockGemvMaxM) reads the blocks in place; prefill decodes strips of rows to
+// int8 + group scales for the int8 GEMM (one activation scale per row and
+// group) and adds the offsets as an f32 product of the activation group sums.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -47,6 +49,7 @@ struct BlockFormat {
   int block;            // values per block
   int bytes;            // bytes per block
   int group;            // values per distinct decoded scale: 16 (Q2_K, Q3_K, Q6_K) or 32 (0 for F32 / F16 / BF16)
+  int act;              // activation block (values per activation scale; see the contract above)
   bool offsets;         // decoded offsets can be non-zero (q4_1, q5_1, q2_k, q4_k, q5_k)
   bool quantized;       // a block type (decode / quantize exist); false: f32, f16, bf16
   // The reference dequantizer: `blocks` blocks -> blocks * block floats (ggml's dequantize_row_*).
@@ -87,11 +90,12 @@ Error ggml_quantize(const float* x, int type, int64_t n, int64_t k, uint8_t* out
 // --- kernels (kernels.h table slot `block_gemv`) ----------------------------------
 // Activations quantized per block of 32 for the decode GEMV.
 struct BlockActs {
-  const int8_t* q = nullptr;   // (m, k)
-  const float* s = nullptr;    // (m, k / 32) block scales
-  const float* so = nullptr;   // (m, k / 16) s of the group's block * int32 sum of the group (offset term)
-  const float* so32 = nullptr; // (m, k / 32) the same per block of 32 (so[2b] + so[2b + 1])
-  int64_t m = 0, k = 0;
+  const int8_t* q = nullptr;    // (m, k)
+  const float* s = nullptr;     // (m, k / act) block scales
+  const int16_t* isum = nullptr;  // (m, k / 16) int sum of each group of 16 q values (|sum| <= 2032)
+  const float* so = nullptr;    // (m, k / 16) s of the group's block * isum (the f32 offset terms)
+  const float* so32 = nullptr;  // (m, k / 32) the same per 32 values (so[2b] + so[2b + 1])
+  int64_t m = 0, k = 0, act = 32;
 };
 struct BlockGemvArgs {
   const BlockWeight* w = nullptr;
@@ -103,10 +107,21 @@ struct BlockGemvArgs {
 using BlockGemvFn = void (*)(const BlockGemvArgs& a, int64_t j0, int64_t j1);
 void block_gemv_ref(const BlockGemvArgs&, int64_t, int64_t);
 void block_gemv_avx2(const BlockGemvArgs&, int64_t, int64_t);
-// Activations [m, k] -> BlockActs arrays (q, s, so, so32).
-using BlockQuantFn = void (*)(const float* x, int64_t m, int64_t k, int8_t* q, float* s, float* so, float* so32);
-void block_quant_ref(const float*, int64_t, int64_t, int8_t*, float*, float*, float*);
-void block_quant_avx2(const float*, int64_t, int64_t, int8_t*, float*, float*, float*);
+// Activations [m, k] -> the BlockActs arrays, blocks of `act` values (32 or 256; k % act == 0).
+struct BlockActsOut {
+  int8_t* q;
+  float* s;
+  int16_t* isum;
+  float* so;
+  float* so32;
+};
+using BlockQuantFn = void (*)(const float* x, int64_t m, int64_t k, int64_t act, const BlockActsOut& out);
+void block_quant_ref(const float*, int64_t, int64_t, int64_t, const BlockActsOut&);
+void block_quant_avx2(const float*, int64_t, int64_t, int64_t, const BlockActsOut&);
+// Bytes of the BlockActs arrays of m rows (one allocation, see block_acts_layout).
+size_t block_acts_bytes(int64_t m, int64_t k, int64_t act);
+// Lays out the arrays in `mem` (block_acts_bytes of it, 64-byte aligned).
+BlockActsOut block_acts_layout(void* mem, int64_t m, int64_t k, int64_t act);
 // One row (k values) decoded (the prefill strips, expanded to int8 for the int8 GEMM).
 using BlockDecodeRowFn = void (*)(const BlockFormat& f, const uint8_t* row, int64_t k, DecodedRow out);
 void block_decode_ref(const BlockFormat&, const uint8_t*, int64_t, DecodedRow);

@@ -63,7 +63,7 @@ struct Weight {
   std::vector<float> scale;       // [n, groups]
   std::vector<int32_t> zero;      // [n, groups]
   bool expanded = false;          // m >= 16 runs W expanded a strip at a time (linear_s8_expanded)
-  bool block_acts = false;        // GGUF block types: wf holds the dequantized weights, activations per 32
+  int64_t block_acts = 0;         // GGUF block types: activations per block of this many (wf holds the dequantized weights)
   std::vector<uint8_t> blocks;    // GGUF block types: the rows as stored
   BlockWeight bw;
   bool has_bias = false;          // the entry point takes a bias
@@ -118,7 +118,7 @@ static Error make_weight(const std::string& f, int64_t n, int64_t k, Weight* out
     SPARQ_TRY(block_weight(int(bf->type), n, k, W.blocks.data(), &W.bw));
     W.wf.resize(size_t(n * k));
     SPARQ_TRY(ggml_to_f32(W.blocks.data(), int(bf->type), n * k, W.wf.data()));
-    W.block_acts = true;
+    W.block_acts = bf->act;
     W.expanded = true;
     W.run = [&W](const float* x, int64_t m, const float*, float* y) { return linear_blocks(W.bw, x, m, y); };
   } else if (f.rfind("int8", 0) == 0) {
@@ -207,17 +207,18 @@ static void reference(const Weight& W, const std::vector<float>& x, int64_t m, c
   ref.assign(size_t(m * n), 0.0);
   mag.assign(size_t(m * n), 0.0);
   if (W.block_acts) {
-    // per block of 32: s = max|x| / 127, q = nearbyint(x * (127 / max|x|)) (quants.h)
+    // per block of B (32 or 256): s = max|x| / 127, q = nearbyint(x * (127 / max|x|)) (quants.h)
+    const int64_t B = W.block_acts;
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j) {
         double acc = 0.0, a = 0.0;
-        for (int64_t b = 0; b < k / 32; ++b) {
-          const float* xb = x.data() + i * k + b * 32;
+        for (int64_t b = 0; b < k / B; ++b) {
+          const float* xb = x.data() + i * k + b * B;
           float amax = 0.f;
-          for (int c = 0; c < 32; ++c) amax = std::fmax(amax, std::fabs(xb[c]));
+          for (int64_t c = 0; c < B; ++c) amax = std::fmax(amax, std::fabs(xb[c]));
           const float s = amax / 127.f, inv = amax > 0.f ? 127.f / amax : 0.f;
-          for (int c = 0; c < 32; ++c) {
-            const double p = double(std::fmin(127.f, std::fmax(-127.f, std::nearbyint(xb[c] * inv)))) * s * W.wf[size_t(j * k + b * 32 + c)];
+          for (int64_t c = 0; c < B; ++c) {
+            const double p = double(std::fmin(127.f, std::fmax(-127.f, std::nearbyint(xb[c] * inv)))) * s * W.wf[size_t(j * k + b * B + c)];
             acc += p;
             a += std::fabs(p);
           }

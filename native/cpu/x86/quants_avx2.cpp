@@ -192,18 +192,16 @@ void dec_q3_k(const uint8_t* s, int64_t blocks, DecodedRow r) {
 }
 
 // --- the fused decode GEMV ------------------------------------------------------
-// Each type's visit(block, f) calls f(sub, u, isc, dw, off0, off1) for every 32
-// values of the block: u the 32 weight codes (unsigned in [0, 63], or signed in
-// [-127, 127] when the type's kSigned), isc the integer sub-block scales as 16
-// int16 lanes (lanes 0-7 the first 16 values, 8-15 the second; ones where the
-// type has none), dw the f32 factor and off0 / off1 the per-weight f32 offsets
-// of the two halves, so that the weights are w = dw * isc * u + off (kOff16:
-// the halves' offsets differ; else off0 == off1 and one term per 32 serves).
+// The 32-value types (activations in blocks of 32): visit(block, f) calls
+// f(0, u, ones, dw, off, off) with u the 32 weight codes (unsigned in [0, 31], or
+// signed in [-127, 127] when the type's kSigned), dw the block's f32 scale and
+// off the per-weight f32 offset (a min, or the bias of unsigned codes), so that
+// w = dw * u + off.
 inline __m256i isc2(int a, int b) { return _mm256_set_m128i(_mm_set1_epi16(int16_t(b)), _mm_set1_epi16(int16_t(a))); }
 
 struct TQ4_0 {
   static constexpr int kBlock = 32, kBytes = 18;
-  static constexpr bool kSigned = false, kOff = true, kOff16 = false;
+  static constexpr bool kSigned = false, kOff = true;
   template <class F> static void visit(const uint8_t* b, F&& f) {
     const float d = h2f(b);
     f(0, nib32(b + 2), _mm256_set1_epi16(1), d, -8.f * d, -8.f * d);
@@ -211,7 +209,7 @@ struct TQ4_0 {
 };
 struct TQ4_1 {
   static constexpr int kBlock = 32, kBytes = 20;
-  static constexpr bool kSigned = false, kOff = true, kOff16 = false;
+  static constexpr bool kSigned = false, kOff = true;
   template <class F> static void visit(const uint8_t* b, F&& f) {
     const float m = h2f(b + 2);
     f(0, nib32(b + 4), _mm256_set1_epi16(1), h2f(b), m, m);
@@ -219,7 +217,7 @@ struct TQ4_1 {
 };
 struct TQ5_0 {
   static constexpr int kBlock = 32, kBytes = 22;
-  static constexpr bool kSigned = false, kOff = true, kOff16 = false;
+  static constexpr bool kSigned = false, kOff = true;
   template <class F> static void visit(const uint8_t* b, F&& f) {
     uint32_t qh;
     std::memcpy(&qh, b + 2, 4);
@@ -229,7 +227,7 @@ struct TQ5_0 {
 };
 struct TQ5_1 {
   static constexpr int kBlock = 32, kBytes = 24;
-  static constexpr bool kSigned = false, kOff = true, kOff16 = false;
+  static constexpr bool kSigned = false, kOff = true;
   template <class F> static void visit(const uint8_t* b, F&& f) {
     uint32_t qh;
     std::memcpy(&qh, b + 4, 4);
@@ -239,39 +237,77 @@ struct TQ5_1 {
 };
 struct TQ8_0 {
   static constexpr int kBlock = 32, kBytes = 34;
-  static constexpr bool kSigned = true, kOff = false, kOff16 = false;
+  static constexpr bool kSigned = true, kOff = false;
   template <class F> static void visit(const uint8_t* b, F&& f) { f(0, load32(b + 2), _mm256_set1_epi16(1), h2f(b), 0.f, 0.f); }
 };
 struct TIQ4_NL {
   static constexpr int kBlock = 32, kBytes = 18;
-  static constexpr bool kSigned = true, kOff = false, kOff16 = false;
+  static constexpr bool kSigned = true, kOff = false;
   template <class F> static void visit(const uint8_t* b, F&& f) {
     const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4)));
     f(0, _mm256_shuffle_epi8(tab, nib32(b + 2)), _mm256_set1_epi16(1), h2f(b), 0.f, 0.f);
   }
 };
+// The 256-value types (activations in blocks of 256: one f32 step per
+// super-block). prep(b, &ks) gives the super-block's integer scale and offset
+// multiplier of each group of 16 (sc16, mo16: 16 int16 lanes) and its floats
+// d, dO, so that w = d * sc16[g] * u + dO * mo16[g]; codes(b, f) calls f(sub, u)
+// with the codes u of every 32 values.
+struct KScales {
+  __m256i sc16, mo16;
+  float d, dO;
+};
+// 8 bytes -> 16 int16 lanes, each byte twice (a scale per 32 -> per 16)
+inline __m256i dup8(uint64_t bytes) {
+  const __m128i b = _mm_shuffle_epi8(_mm_cvtsi64_si128(int64_t(bytes)), _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7));
+  return _mm256_cvtepu8_epi16(b);
+}
+// The 6-bit scales (bytes 0-7) and mins (8-15) of the Q4_K / Q5_K 12-byte field
+// (scale_min_k4, four at a time).
+inline void k4_scales(const uint8_t* s, uint64_t* sc, uint64_t* mn) {
+  uint32_t w0, w1, w2;
+  std::memcpy(&w0, s, 4);
+  std::memcpy(&w1, s + 4, 4);
+  std::memcpy(&w2, s + 8, 4);
+  const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
+  *sc = uint64_t(w0 & m6) | uint64_t((w2 & m4) | ((w0 >> 6) & m2) << 4) << 32;
+  *mn = uint64_t(w1 & m6) | uint64_t(((w2 >> 4) & m4) | ((w1 >> 6) & m2) << 4) << 32;
+}
+
 struct TIQ4_XS {
-  static constexpr int kBlock = 256, kBytes = 136;
-  static constexpr bool kSigned = true, kOff = false, kOff16 = false;
-  template <class F> static void visit(const uint8_t* b, F&& f) {
-    const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4)));
-    const float d = h2f(b);
+  static constexpr bool kSigned = true, kOff = false;
+  static constexpr int kBytes = 136;
+  static void prep(const uint8_t* b, KScales* k) {
     uint16_t sh;
     std::memcpy(&sh, b + 2, 2);
+    uint64_t ls = 0;
+    for (int ib = 0; ib < 8; ++ib)
+      ls |= uint64_t(((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)) << (8 * ib);
+    k->sc16 = _mm256_sub_epi16(dup8(ls), _mm256_set1_epi16(32));
+    k->mo16 = _mm256_setzero_si256();
+    k->d = h2f(b);
+    k->dO = 0.f;
+  }
+  template <class F> static void codes(const uint8_t* b, F&& f) {
+    const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4)));
 #pragma GCC unroll 8
-    for (int ib = 0; ib < 8; ++ib) {
-      const int ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4);
-      f(ib, _mm256_shuffle_epi8(tab, nib32(b + 8 + 16 * ib)), _mm256_set1_epi16(int16_t(ls - 32)), d, 0.f, 0.f);
-    }
+    for (int ib = 0; ib < 8; ++ib) f(ib, _mm256_shuffle_epi8(tab, nib32(b + 8 + 16 * ib)));
   }
 };
 template <bool Q5>
 struct TQK45 {
-  static constexpr int kBlock = 256, kBytes = Q5 ? 176 : 144;
-  static constexpr bool kSigned = false, kOff = true, kOff16 = false;
-  template <class F> static void visit(const uint8_t* b, F&& f) {
+  static constexpr bool kSigned = false, kOff = true;
+  static constexpr int kBytes = Q5 ? 176 : 144;
+  static void prep(const uint8_t* b, KScales* k) {
+    uint64_t sc, mn;
+    k4_scales(b + 4, &sc, &mn);
+    k->sc16 = dup8(sc);
+    k->mo16 = dup8(mn);
+    k->d = h2f(b);
+    k->dO = -h2f(b + 2);
+  }
+  template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m256i lo4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
-    const float d = h2f(b), dmin = h2f(b + 2);
     const uint8_t* qs = b + (Q5 ? 48 : 16);
     const __m256i hb = Q5 ? load32(b + 16) : _mm256_setzero_si256();
 #pragma GCC unroll 4
@@ -282,96 +318,163 @@ struct TQK45 {
         lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j), one), 4));
         hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j + 1), one), 4));
       }
-      int sc, mn;
-      scale_min_k4(2 * j, b + 4, &sc, &mn);
-      const float o0 = -(dmin * float(mn));
-      f(2 * j, lo, _mm256_set1_epi16(int16_t(sc)), d, o0, o0);
-      scale_min_k4(2 * j + 1, b + 4, &sc, &mn);
-      const float o1 = -(dmin * float(mn));
-      f(2 * j + 1, hi, _mm256_set1_epi16(int16_t(sc)), d, o1, o1);
+      f(2 * j, lo);
+      f(2 * j + 1, hi);
     }
   }
 };
 struct TQ6_K {
-  static constexpr int kBlock = 256, kBytes = 210;
-  static constexpr bool kSigned = false, kOff = true, kOff16 = true;
-  template <class F> static void visit(const uint8_t* b, F&& f) {
+  static constexpr bool kSigned = false, kOff = true;
+  static constexpr int kBytes = 210;
+  static void prep(const uint8_t* b, KScales* k) {
+    k->sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192)));
+    k->mo16 = k->sc16;  // w = d * sc * (u - 32)
+    k->d = h2f(b + 208);
+    k->dO = -32.f * k->d;
+  }
+  template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m256i lo4 = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3);
-    const float d = h2f(b + 208);
-    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
     for (int n = 0; n < 2; ++n) {
       const __m256i l0 = load32(b + 64 * n), l1 = load32(b + 64 * n + 32), h = load32(b + 128 + 32 * n);
 #pragma GCC unroll 4
       for (int t = 0; t < 4; ++t) {
         const __m256i lo = t == 0 ? _mm256_and_si256(l0, lo4) : t == 1 ? _mm256_and_si256(l1, lo4)
                          : t == 2 ? _mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4) : _mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4);
-        const __m256i u = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2 * t), three), 4));
-        const int g = 8 * n + 2 * t;
-        f(4 * n + t, u, isc2(sc[g], sc[g + 1]), d, -32.f * d * float(sc[g]), -32.f * d * float(sc[g + 1]));
+        f(4 * n + t, _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2 * t), three), 4)));
       }
     }
   }
 };
 struct TQ2_K {
-  static constexpr int kBlock = 256, kBytes = 84;
-  static constexpr bool kSigned = false, kOff = true, kOff16 = true;
-  template <class F> static void visit(const uint8_t* b, F&& f) {
+  static constexpr bool kSigned = false, kOff = true;
+  static constexpr int kBytes = 84;
+  static void prep(const uint8_t* b, KScales* k) {
+    const __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
+    const __m128i lo4 = _mm_set1_epi8(0x0f);
+    k->sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(s, lo4));
+    k->mo16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), lo4));
+    k->d = h2f(b + 80);
+    k->dO = -h2f(b + 82);
+  }
+  template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m256i three = _mm256_set1_epi8(3);
-    const float d = h2f(b + 80), dmin = h2f(b + 82);
     for (int n = 0; n < 2; ++n) {
       const __m256i v = load32(b + 16 + 32 * n);
 #pragma GCC unroll 4
-      for (int t = 0; t < 4; ++t) {
-        const int g = 8 * n + 2 * t;
-        f(4 * n + t, _mm256_and_si256(_mm256_srli_epi16(v, 2 * t), three), isc2(b[g] & 0xF, b[g + 1] & 0xF), d,
-          -(dmin * float(b[g] >> 4)), -(dmin * float(b[g + 1] >> 4)));
-      }
+      for (int t = 0; t < 4; ++t) f(4 * n + t, _mm256_and_si256(_mm256_srli_epi16(v, 2 * t), three));
     }
   }
 };
 struct TQ3_K {
-  static constexpr int kBlock = 256, kBytes = 110;
-  static constexpr bool kSigned = false, kOff = true, kOff16 = true;
-  template <class F> static void visit(const uint8_t* b, F&& f) {
+  static constexpr bool kSigned = false, kOff = true;
+  static constexpr int kBytes = 110;
+  static void prep(const uint8_t* b, KScales* k) {
+    // 16 6-bit scales: low nibbles from bytes 0-7, high pairs from bytes 8-11 (scale_q3k, four at a time)
+    uint32_t w0, w1, w2;
+    std::memcpy(&w0, b + 96, 4);
+    std::memcpy(&w1, b + 100, 4);
+    std::memcpy(&w2, b + 104, 4);
+    const uint32_t m4 = 0x0f0f0f0f, m2 = 0x03030303;
+    const uint32_t a0 = (w0 & m4) | (w2 & m2) << 4, a1 = (w1 & m4) | ((w2 >> 2) & m2) << 4;
+    const uint32_t a2 = ((w0 >> 4) & m4) | ((w2 >> 4) & m2) << 4, a3 = ((w1 >> 4) & m4) | ((w2 >> 6) & m2) << 4;
+    k->sc16 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_setr_epi32(int(a0), int(a1), int(a2), int(a3))), _mm256_set1_epi16(32));
+    k->mo16 = k->sc16;  // w = d * s * (u - 4)
+    k->d = h2f(b + 108);
+    k->dO = -4.f * k->d;
+  }
+  template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
-    const float d = h2f(b + 108);
-    const uint8_t* sc = b + 96;
-    int s[16];
-    for (int g = 0; g < 16; ++g) {
-      const int lo = g < 8 ? sc[g] & 0xF : sc[g - 8] >> 4, hi = (sc[8 + g % 4] >> (2 * (g / 4))) & 3;
-      s[g] = (lo | hi << 4) - 32;
-    }
     const __m256i hm = load32(b);
     for (int n = 0; n < 2; ++n) {
       const __m256i v = load32(b + 32 + 32 * n);
 #pragma GCC unroll 4
       for (int t = 0; t < 4; ++t) {
         const __m256i h = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * n + t), one), 2);
-        const int g = 8 * n + 2 * t;
-        f(4 * n + t, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 2 * t), three), h), isc2(s[g], s[g + 1]), d,
-          -4.f * d * float(s[g]), -4.f * d * float(s[g + 1]));
+        f(4 * n + t, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 2 * t), three), h));
       }
     }
   }
 };
+
+// K rows: int32 sums over a whole super-block (exact: |u| <= 63, |x| <= 127,
+// |scale| <= 128: each lane's 32 products stay below 2^31), then one cvt + fma
+// by d * the super-block's activation scale. Each 32 values take the scales of
+// their two groups of 16 from sc16 by one vpshufb; the offsets meet the int sums
+// of x per 16 in one vpmaddwd per super-block.
+template <class T, int MR>
+void kquant_rows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
+  const int64_t k = a.w->k, nsb = k / 256, g16 = k / 16;
+  const uint8_t* row = a.w->data + j * a.w->row_bytes;
+  // pick[s]: lanes 0-7 <- int16 2s, lanes 8-15 <- int16 2s + 1 of a 128-bit half
+  alignas(32) static const int8_t kPick[4][32] = {
+      {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3},
+      {4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7},
+      {8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11},
+      {12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15}};
+  const int8_t* xq[MR];
+  const float* xs[MR];
+  const int16_t* is[MR];
+  __m256 acc[MR], offv[MR];
+  for (int i = 0; i < MR; ++i) {
+    xq[i] = a.x.q + (i0 + i) * k;
+    xs[i] = a.x.s + (i0 + i) * nsb;
+    is[i] = a.x.isum + (i0 + i) * g16;
+    acc[i] = offv[i] = _mm256_setzero_ps();
+  }
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* b = row + sb * T::kBytes;
+    KScales ks;
+    T::prep(b, &ks);
+    const __m256i lo = _mm256_permute2x128_si256(ks.sc16, ks.sc16, 0x00), hi = _mm256_permute2x128_si256(ks.sc16, ks.sc16, 0x11);
+    __m256i iacc[MR];
+    for (int i = 0; i < MR; ++i) iacc[i] = _mm256_setzero_si256();
+    T::codes(b, [&](int sub, __m256i u) {
+      const __m256i isc = _mm256_shuffle_epi8(sub < 4 ? lo : hi, _mm256_load_si256(reinterpret_cast<const __m256i*>(kPick[sub & 3])));
+      const int64_t c = sb * 256 + 32 * sub;
+      const __m256i au = T::kSigned ? _mm256_sign_epi8(u, u) : u;
+      for (int i = 0; i < MR; ++i) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[i] + c));
+        const __m256i pr = _mm256_maddubs_epi16(au, T::kSigned ? _mm256_sign_epi8(xv, u) : xv);
+        iacc[i] = _mm256_add_epi32(iacc[i], _mm256_madd_epi16(pr, isc));
+      }
+    });
+    for (int i = 0; i < MR; ++i) {
+      const float x = xs[i][sb];
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[i]), _mm256_set1_ps(ks.d * x), acc[i]);
+      if (T::kOff) {
+        const __m256i sums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(is[i] + sb * 16));
+        offv[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(ks.mo16, sums)), _mm256_set1_ps(ks.dO * x), offv[i]);
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i) a.y[(i0 + i) * a.ldy + j] = hsum(T::kOff ? _mm256_add_ps(acc[i], offv[i]) : acc[i]);
+}
+
+template <class T>
+void kquant_gemv(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
+  for (int64_t j = j0; j < j1; ++j) {
+    int64_t i = 0;
+    for (; i + 4 <= a.x.m; i += 4) kquant_rows<T, 4>(a, i, j);
+    for (; i + 2 <= a.x.m; i += 2) kquant_rows<T, 2>(a, i, j);
+    for (; i < a.x.m; ++i) kquant_rows<T, 1>(a, i, j);
+  }
+}
 
 // Two accumulator sets (by the parity of the 32-value sub-block) so that the fma
 // and offset chains do not serialise on their latency. Visitors unroll their
 // loops and the row loop pairs blocks, so the parity folds to a constant.
 template <class T, int MR>
 void fused_rows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
-  const int64_t k = a.w->k, nb = k / 32, g16 = k / 16, blocks = k / T::kBlock;
+  const int64_t k = a.w->k, nb = k / 32, blocks = k / T::kBlock;
   const uint8_t* row = a.w->data + j * a.w->row_bytes;
   const int8_t* xq[MR];
   const float* xs[MR];
-  const float* so[MR];
   const float* so32[MR];
   __m256 acc[2][MR];
   float off[2][MR];
   for (int i = 0; i < MR; ++i) {
     xq[i] = a.x.q + (i0 + i) * k;
     xs[i] = a.x.s + (i0 + i) * nb;
-    so[i] = a.x.so + (i0 + i) * g16;
     so32[i] = a.x.so32 + (i0 + i) * nb;
     acc[0][i] = acc[1][i] = _mm256_setzero_ps();
     off[0][i] = off[1][i] = 0.f;
@@ -386,8 +489,7 @@ void fused_rows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
         const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[i] + 32 * b));
         const __m256i pr = _mm256_maddubs_epi16(au, T::kSigned ? _mm256_sign_epi8(xv, u) : xv);
         acc[p][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(pr, isc)), _mm256_set1_ps(dw * xs[i][b]), acc[p][i]);
-        if (T::kOff16) off[p][i] += o0 * so[i][2 * b] + o1 * so[i][2 * b + 1];
-        else if (T::kOff) off[p][i] += o0 * so32[i][b];
+        if (T::kOff) off[p][i] += o0 * so32[i][b];
       }
     });
   };
@@ -437,13 +539,13 @@ void block_gemv_avx2(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
     case GgmlType::q5_0: return fused_gemv<TQ5_0>(a, j0, j1);
     case GgmlType::q5_1: return fused_gemv<TQ5_1>(a, j0, j1);
     case GgmlType::q8_0: return fused_gemv<TQ8_0>(a, j0, j1);
-    case GgmlType::q2_k: return fused_gemv<TQ2_K>(a, j0, j1);
-    case GgmlType::q3_k: return fused_gemv<TQ3_K>(a, j0, j1);
-    case GgmlType::q4_k: return fused_gemv<TQK45<false>>(a, j0, j1);
-    case GgmlType::q5_k: return fused_gemv<TQK45<true>>(a, j0, j1);
-    case GgmlType::q6_k: return fused_gemv<TQ6_K>(a, j0, j1);
+    case GgmlType::q2_k: return kquant_gemv<TQ2_K>(a, j0, j1);
+    case GgmlType::q3_k: return kquant_gemv<TQ3_K>(a, j0, j1);
+    case GgmlType::q4_k: return kquant_gemv<TQK45<false>>(a, j0, j1);
+    case GgmlType::q5_k: return kquant_gemv<TQK45<true>>(a, j0, j1);
+    case GgmlType::q6_k: return kquant_gemv<TQ6_K>(a, j0, j1);
     case GgmlType::iq4_nl: return fused_gemv<TIQ4_NL>(a, j0, j1);
-    case GgmlType::iq4_xs: return fused_gemv<TIQ4_XS>(a, j0, j1);
+    case GgmlType::iq4_xs: return kquant_gemv<TIQ4_XS>(a, j0, j1);
     default: return block_gemv_ref(a, j0, j1);
   }
 }
@@ -453,45 +555,46 @@ void block_decode_row_avx2(const BlockFormat& f, const uint8_t* row, int64_t k, 
   (fn ? fn : f.decode)(row, k / f.block, out);
 }
 
-void block_quant_avx2(const float* x, int64_t m, int64_t k, int8_t* q, float* s, float* so, float* so32) {
+void block_quant_avx2(const float* x, int64_t m, int64_t k, int64_t act, const BlockActsOut& o) {
   const __m256 sign = _mm256_set1_ps(-0.f);
   for (int64_t i = 0; i < m; ++i)
-    for (int64_t b = 0; b < k / 32; ++b) {
-      const float* xb = x + i * k + 32 * b;
-      __m256 v[4], mx = _mm256_setzero_ps();
-      for (int t = 0; t < 4; ++t) {
-        v[t] = _mm256_loadu_ps(xb + 8 * t);
-        mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[t]));
-      }
+    for (int64_t b = 0; b < k / act; ++b) {
+      const float* xb = x + i * k + act * b;
+      __m256 mx = _mm256_setzero_ps();
+      for (int64_t t = 0; t < act; t += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + t)));
       const float amax = hmax(mx);
       if (!(amax > 0.f) || !(amax <= 3.4e38f)) {  // zero, NaN or inf: the reference's handling
-        block_quant_ref(xb, 1, 32, q + i * k + 32 * b, s + i * (k / 32) + b, so + i * (k / 16) + 2 * b, so32 + i * (k / 32) + b);
+        const BlockActsOut ob{o.q + i * k + act * b, o.s + i * (k / act) + b, o.isum + i * (k / 16) + act / 16 * b,
+                              o.so + i * (k / 16) + act / 16 * b, o.so32 + i * (k / 32) + act / 32 * b};
+        block_quant_ref(xb, 1, act, act, ob);
         continue;
       }
-      const __m256 id = _mm256_set1_ps(127.f / amax);
-      __m256i r[4];
-      for (int t = 0; t < 4; ++t) {
-        // round to nearest even, as the reference (|x * 127 / amax| <= 127 up to rounding)
-        const __m256 p = _mm256_round_ps(_mm256_mul_ps(v[t], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        r[t] = _mm256_cvtps_epi32(_mm256_max_ps(_mm256_min_ps(p, _mm256_set1_ps(127.f)), _mm256_set1_ps(-127.f)));
-      }
-      const __m256i p01 = _mm256_packs_epi32(r[0], r[1]), p23 = _mm256_packs_epi32(r[2], r[3]);
-      const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p01, p23), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i * k + 32 * b), bytes);
-      const __m256i s01 = _mm256_add_epi32(r[0], r[1]), s23 = _mm256_add_epi32(r[2], r[3]);
       const float d = amax / 127.f;
-      s[i * (k / 32) + b] = d;
-      int32_t l[8], h[8];
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(l), s01);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(h), s23);
-      int32_t s0 = 0, s1 = 0;
-      for (int t = 0; t < 8; ++t) {
-        s0 += l[t];
-        s1 += h[t];
+      const __m256 id = _mm256_set1_ps(127.f / amax);
+      o.s[i * (k / act) + b] = d;
+      for (int64_t c = 0; c < act; c += 32) {
+        __m256i r[4];
+        for (int t = 0; t < 4; ++t) {
+          // round to nearest even, as the reference (|x * 127 / amax| <= 127 up to rounding)
+          const __m256 p = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xb + c + 8 * t), id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+          r[t] = _mm256_cvtps_epi32(_mm256_max_ps(_mm256_min_ps(p, _mm256_set1_ps(127.f)), _mm256_set1_ps(-127.f)));
+        }
+        const __m256i p01 = _mm256_packs_epi32(r[0], r[1]), p23 = _mm256_packs_epi32(r[2], r[3]);
+        const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p01, p23), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o.q + i * k + act * b + c), bytes);
+        // the sums of each 16: lanes of r0 + r1 and of r2 + r3
+        const __m256i s01 = _mm256_add_epi32(r[0], r[1]), s23 = _mm256_add_epi32(r[2], r[3]);
+        __m256i h = _mm256_hadd_epi32(s01, s23);  // [a01 a23 b01 b23 | a45 a67 b45 b67]
+        h = _mm256_hadd_epi32(h, h);              // [a0-3 b0-3 .. | a4-7 b4-7 ..]
+        const __m128i t2 = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        const int32_t s0 = _mm_cvtsi128_si32(t2), s1 = _mm_extract_epi32(t2, 1);
+        const int64_t g = i * (k / 16) + (act * b + c) / 16;
+        o.isum[g] = int16_t(s0);
+        o.isum[g + 1] = int16_t(s1);
+        o.so[g] = d * float(s0);
+        o.so[g + 1] = d * float(s1);
+        o.so32[i * (k / 32) + (act * b + c) / 32] = d * float(s0 + s1);
       }
-      so[i * (k / 16) + 2 * b] = d * float(s0);
-      so[i * (k / 16) + 2 * b + 1] = d * float(s1);
-      so32[i * (k / 32) + b] = d * float(s0 + s1);
     }
 }
 
