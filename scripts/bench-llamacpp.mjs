@@ -3,19 +3,22 @@
 // llama.cpp, through node-llama-cpp's prebuilt CPU binary, for comparison.
 // node-llama-cpp is not a dependency of sparq; install it next to this script:
 //   npm install --no-save node-llama-cpp@3
-//   node scripts/bench-llamacpp.mjs <tmp>/sparq-bench-model/model-q8_0.gguf
-// (the GGUF is written by `npx sparq bench e2e`). Prints one JSON line per run:
-// prompt tokens/s (128 ids) and decode tokens/s (64 greedy tokens), 2 threads.
+//   node scripts/bench-llamacpp.mjs <tmp>/sparq-bench-model/model-q8_0.gguf [THREADS]
+// (the GGUFs - Q8_0, Q6_K, Q4_K_M, Q4_0 - are written by `npx sparq bench e2e`).
+// Prints one JSON line per run: prompt tokens/s (128 ids) and decode tokens/s
+// (64 greedy tokens), with THREADS threads (default 2; on 2-vCPU machines 1 can
+// be faster: run both).
 import { getLlama } from 'node-llama-cpp';
 
 const file = process.argv[2];
 if (!file) {
-  console.error('usage: node scripts/bench-llamacpp.mjs MODEL.gguf');
+  console.error('usage: node scripts/bench-llamacpp.mjs MODEL.gguf [THREADS]');
   process.exit(2);
 }
 const llama = await getLlama({ gpu: false, build: 'never' });
 const model = await llama.loadModel({ modelPath: file });
-const ctx = await model.createContext({ contextSize: 1024, threads: 2, batchSize: 512 });
+const threads = Number(process.argv[3] ?? 2);
+const ctx = await model.createContext({ contextSize: 1024, threads, batchSize: 512 });
 const seq = ctx.getSequence();
 const vocab = 32000;
 const prompt = Array.from({ length: 128 }, (_, i) => 259 + ((i * 7919) % (vocab - 259)));  // as bench e2e
@@ -29,5 +32,5 @@ for (let r = 0; r < 5; r++) {
     if (++n > 64) break;
   }
   const t2 = performance.now();
-  console.log(JSON.stringify({ prompt_tok_s: 128 / ((t1 - t0) / 1000), decode_tok_s: 64 / ((t2 - t1) / 1000) }));
+  console.log(JSON.stringify({ threads, prompt_tok_s: 128 / ((t1 - t0) / 1000), decode_tok_s: 64 / ((t2 - t1) / 1000) }));
 }

@@ -145,8 +145,10 @@ export function dequantize(type: number, b: Uint8Array, blocks: number, o = 0): 
   return y;
 }
 
-/** The activation block of each type (ggml's vec_dot type: Q8_0 / Q8_1 blocks of 32, Q8_K blocks of 256). */
-export const actBlock = (type: number): number => (SPEC[type]!.block === 256 ? 256 : 32);
+/** The activation block of each type in sparq's contract (32 for all: native/cpu/quants.h). */
+export const actBlock = (_type: number): number => 32;
+/** ggml's: Q8_0 / Q8_1 blocks of 32 for the 32-value types, Q8_K blocks of 256 for the K types and IQ4_XS. */
+export const ggmlActBlock = (type: number): number => (SPEC[type]!.block === 256 ? 256 : 32);
 
 /** Activations as the block linear quantizes them: per block of B, d = max|x| / 127, q = rint(x * (127 / max|x|)). */
 export function quantBlocks(x: ArrayLike<number>, m: number, k: number, B: number): { q: Int32Array; d: Float32Array } {

@@ -11,15 +11,18 @@
 // groups with equal scales). Decoding is exact: the f32 products and sums are
 // the ones ggml's dequantizer rounds (a * q then + b, never fused).
 //
-// Activation contract (every m): x is quantized to int8 per block of `act`
-// values - the weight block: 32 for Q4_0 .. Q8_0 and IQ4_NL, 256 for the K types
-// and IQ4_XS, as ggml quantizes them (to Q8_0 / Q8_1 and Q8_K) - with scale =
-// max|x| / 127 and x * 127 / max|x| rounded to nearest even. Int32 sums are
-// exact (per 32-value block, or per 256-value super-block with the integer
-// sub-block scales applied); they are scaled in f32. Decode (m <=
-// kBlockGemvMaxM) reads the blocks in place; prefill decodes strips of rows to
-// int8 + group scales for the int8 GEMM (one activation scale per row and
-// group) and adds the offsets as an f32 product of the activation group sums.
+// Activation contract (every type, every m): x is quantized to int8 per block
+// of `act` = 32 values, scale = max|x| / 127, x * 127 / max|x| rounded to
+// nearest even. ggml quantizes activations per 32 (Q8_0 / Q8_1) for Q4_0 .. Q8_0
+// and IQ4_NL but per 256 (Q8_K) for the K types and IQ4_XS; blocks of 32 there
+// cost ~1.35x in the K GEMV (one cvt + fma per 32 values instead of per 256) and
+// bring the logits ~28% closer to a float64 forward than llama.cpp's (measured:
+// scripts/accuracy-llamacpp.ts, docs/PERFORMANCE.md). Int32 sums per 32 values
+// (integer sub-block scales applied by vpmaddwd) are exact; they are scaled in
+// f32. Decode (m <= kBlockGemvMaxM) reads the blocks in place; prefill decodes
+// strips of rows to int8 + group scales for the int8 GEMM (one activation
+// scale per row and group) and adds the offsets as an f32 product of the
+// activation group sums.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -49,7 +52,7 @@ struct BlockFormat {
   int block;            // values per block
   int bytes;            // bytes per block
   int group;            // values per distinct decoded scale: 16 (Q2_K, Q3_K, Q6_K) or 32 (0 for F32 / F16 / BF16)
-  int act;              // activation block (values per activation scale; see the contract above)
+  int act;              // activation block (values per activation scale: 32, see the contract above)
   bool offsets;         // decoded offsets can be non-zero (q4_1, q5_1, q2_k, q4_k, q5_k)
   bool quantized;       // a block type (decode / quantize exist); false: f32, f16, bf16
   // The reference dequantizer: `blocks` blocks -> blocks * block floats (ggml's dequantize_row_*).

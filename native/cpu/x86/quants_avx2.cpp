@@ -9,6 +9,7 @@
 // by the integer sub-block scales (exact int32), then one cvt + fma by the
 // block's f32 factor times the activation block's scale. Offsets (mins, and the
 // bias of unsigned codes) are taken back with the activation sums per 16.
+#include <cassert>
 #include <immintrin.h>
 
 #include <cstring>
@@ -248,8 +249,7 @@ struct TIQ4_NL {
     f(0, _mm256_shuffle_epi8(tab, nib32(b + 2)), _mm256_set1_epi16(1), h2f(b), 0.f, 0.f);
   }
 };
-// The 256-value types (activations in blocks of 256: one f32 step per
-// super-block). prep(b, &ks) gives the super-block's integer scale and offset
+// The 256-value types. prep(b, &ks) gives the super-block's integer scale and offset
 // multiplier of each group of 16 (sc16, mo16: 16 int16 lanes) and its floats
 // d, dO, so that w = d * sc16[g] * u + dO * mo16[g]; codes(b, f) calls f(sub, u)
 // with the codes u of every 32 values.
@@ -396,14 +396,14 @@ struct TQ3_K {
   }
 };
 
-// K rows: int32 sums over a whole super-block (exact: |u| <= 63, |x| <= 127,
-// |scale| <= 128: each lane's 32 products stay below 2^31), then one cvt + fma
-// by d * the super-block's activation scale. Each 32 values take the scales of
-// their two groups of 16 from sc16 by one vpshufb; the offsets meet the int sums
-// of x per 16 in one vpmaddwd per super-block.
+// K rows: each 32 values take the scales of their two groups of 16 from sc16 by
+// one vpshufb, their int32 sums (exact: |u| <= 63, |x| <= 127, |scale| <= 128)
+// one cvt + fma by d * their activation block's scale (two accumulator chains);
+// the offsets meet the activation sums per 16 (scaled) once per super-block.
 template <class T, int MR>
 void kquant_rows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
   const int64_t k = a.w->k, nsb = k / 256, g16 = k / 16;
+  assert(a.x.act == 32);
   const uint8_t* row = a.w->data + j * a.w->row_bytes;
   // pick[s]: lanes 0-7 <- int16 2s, lanes 8-15 <- int16 2s + 1 of a 128-bit half
   alignas(32) static const int8_t kPick[4][32] = {
@@ -413,41 +413,44 @@ void kquant_rows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
       {12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15}};
   const int8_t* xq[MR];
   const float* xs[MR];
-  const int16_t* is[MR];
-  __m256 acc[MR], offv[MR];
+  const float* so[MR];
+  __m256 acc[2][MR], offv[MR];
   for (int i = 0; i < MR; ++i) {
     xq[i] = a.x.q + (i0 + i) * k;
-    xs[i] = a.x.s + (i0 + i) * nsb;
-    is[i] = a.x.isum + (i0 + i) * g16;
-    acc[i] = offv[i] = _mm256_setzero_ps();
+    xs[i] = a.x.s + (i0 + i) * (k / 32);
+    so[i] = a.x.so + (i0 + i) * g16;
+    acc[0][i] = acc[1][i] = offv[i] = _mm256_setzero_ps();
   }
   for (int64_t sb = 0; sb < nsb; ++sb) {
     const uint8_t* b = row + sb * T::kBytes;
     KScales ks;
     T::prep(b, &ks);
     const __m256i lo = _mm256_permute2x128_si256(ks.sc16, ks.sc16, 0x00), hi = _mm256_permute2x128_si256(ks.sc16, ks.sc16, 0x11);
-    __m256i iacc[MR];
-    for (int i = 0; i < MR; ++i) iacc[i] = _mm256_setzero_si256();
+    __m256 dx[MR];  // d * the scale of each of the 8 activation blocks
+    for (int i = 0; i < MR; ++i) dx[i] = _mm256_mul_ps(_mm256_loadu_ps(xs[i] + 8 * sb), _mm256_set1_ps(ks.d));
     T::codes(b, [&](int sub, __m256i u) {
       const __m256i isc = _mm256_shuffle_epi8(sub < 4 ? lo : hi, _mm256_load_si256(reinterpret_cast<const __m256i*>(kPick[sub & 3])));
       const int64_t c = sb * 256 + 32 * sub;
       const __m256i au = T::kSigned ? _mm256_sign_epi8(u, u) : u;
       for (int i = 0; i < MR; ++i) {
         const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[i] + c));
-        const __m256i pr = _mm256_maddubs_epi16(au, T::kSigned ? _mm256_sign_epi8(xv, u) : xv);
-        iacc[i] = _mm256_add_epi32(iacc[i], _mm256_madd_epi16(pr, isc));
+        const __m256i pr = _mm256_madd_epi16(_mm256_maddubs_epi16(au, T::kSigned ? _mm256_sign_epi8(xv, u) : xv), isc);
+        acc[sub & 1][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pr), _mm256_permutevar8x32_ps(dx[i], _mm256_set1_epi32(sub)), acc[sub & 1][i]);
       }
     });
-    for (int i = 0; i < MR; ++i) {
-      const float x = xs[i][sb];
-      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[i]), _mm256_set1_ps(ks.d * x), acc[i]);
-      if (T::kOff) {
-        const __m256i sums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(is[i] + sb * 16));
-        offv[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(ks.mo16, sums)), _mm256_set1_ps(ks.dO * x), offv[i]);
+    if (T::kOff) {  // sum_g mo16[g] * (x scale * int sum of the group), in f32
+      const __m256 m0 = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(ks.mo16)));
+      const __m256 m1 = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(ks.mo16, 1)));
+      for (int i = 0; i < MR; ++i) {
+        const __m256 t = _mm256_fmadd_ps(m1, _mm256_loadu_ps(so[i] + sb * 16 + 8), _mm256_mul_ps(m0, _mm256_loadu_ps(so[i] + sb * 16)));
+        offv[i] = _mm256_fmadd_ps(t, _mm256_set1_ps(ks.dO), offv[i]);
       }
     }
   }
-  for (int i = 0; i < MR; ++i) a.y[(i0 + i) * a.ldy + j] = hsum(T::kOff ? _mm256_add_ps(acc[i], offv[i]) : acc[i]);
+  for (int i = 0; i < MR; ++i) {
+    const __m256 t = _mm256_add_ps(acc[0][i], acc[1][i]);
+    a.y[(i0 + i) * a.ldy + j] = hsum(T::kOff ? _mm256_add_ps(t, offv[i]) : t);
+  }
 }
 
 template <class T>
