@@ -10,10 +10,13 @@
 //   sparq generate --model PATH [--tokenizer PATH] --prompt TEXT [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--weights int8]
 //   sparq eval --model PATH [--reference PATH] [--weights int8] [--prune SPEC] [--text FILE | --sample N] [--json]
 //   sparq compress --model IN --out OUT [--quantize int8|int8:gN|int4:gN] [--gptq] [--prune SPEC] [--smoothquant A] [--calibration FILE] [--json]
+//   sparq compress --model IN --out OUT.gguf --quantize q4_k_m|q4_0|q8_0|q6_k|... [--json]
 import * as fs from 'node:fs';
 import { evaluate, info, ISAS, loadModel, pruneModel, quantizeModel, saveModel, setNumThreads, type IsaName, type Model, type PruneModelOptions, type QuantizeModelOptions } from './index';
 import { benchAttention } from './bench/attention';
 import { readBoundedFile } from './model/files';
+import { GGUF_WRITE_TYPES } from './model/gguf';
+import { writeGgufModel } from './model/gguf_write';
 import { benchCuda } from './bench/cuda';
 import { benchE2e, benchE2eChild } from './bench/e2e';
 import { benchGemm } from './bench/gemm';
@@ -36,12 +39,13 @@ const USAGE = `usage:
              [--context N] [--seed S] [--json]
   sparq compress --model IN --out OUT [--tokenizer PATH] [--quantize int8|int8:gN|int4:gN] [--gptq] [--prune SPEC] [--smoothquant ALPHA]
                  [--static minmax|percentile|mse] [--keep-float NAME,...] [--calibration FILE] [--json]
+  sparq compress --model IN --out OUT.gguf --quantize q4_k_m|q4_0|q4_1|q5_0|q5_1|q8_0|q2_k|q3_k|q4_k|q5_k|q6_k|iq4_nl|iq4_xs|f16|f32
 
   --isa       comma-separated int8 paths to run (${ISAS.join(', ')}); default: every path this CPU supports but ref
   --quick     fewer shapes and shorter timing
   compress    quantizes and/or prunes the model and writes it to one file (loadModel reads it back); with both,
               the pruned weights get int8 values; calibration text: --calibration FILE (paragraphs) or 2048 tokens
-              the model samples itself
+              the model samples itself; an OUT ending in .gguf is a GGUF file (llama.cpp reads it) in a ggml type
   eval        scores the model (as loaded with --weights, pruned with --prune, quantized with --quantize) against the reference (default: the
               same file in f32): perplexity of both, mean / p50 / p90 / p99 KL divergence, top-1 agreement; the
               evaluation text is --text FILE, or N tokens the reference samples itself (--sample, default 2048)
@@ -138,6 +142,28 @@ async function compressCmd(args: string[]): Promise<number> {
   const json = args.includes('--json');
   const seed = num(args, '--seed') ?? 1;
   const t0 = performance.now();
+  if (out.toLowerCase().endsWith('.gguf')) {
+    // GGUF out: the linears in a ggml type (llama.cpp and sparq read it)
+    if (spec || !qspec || !GGUF_WRITE_TYPES.includes(qspec.toLowerCase()))
+      throw new Error(`compress to .gguf takes --quantize ${GGUF_WRITE_TYPES.join('|')} (and no --prune)`);
+    const src = await loadModel(file, { tokenizer: flag(args, '--tokenizer') });
+    try {
+      const bar = progressBar('quantize');
+      const r = await writeGgufModel(src, out, qspec, (p) => { if (p.stage === 'quantize') bar(p); });
+      const before = fs.statSync(file).size, after = fs.statSync(out).size;
+      const rep = { model: file, out, bytesIn: before, bytesOut: after, seconds: (performance.now() - t0) / 1000, gguf: r };
+      if (json) console.log(JSON.stringify(rep, null, 2));
+      else {
+        console.log(`${'wrote'.padEnd(10)} ${out}`);
+        console.log(`${'size'.padEnd(10)} ${(after / 2 ** 20).toFixed(2)} MiB (input ${(before / 2 ** 20).toFixed(2)} MiB)`);
+        console.log(`${'tensors'.padEnd(10)} ${Object.entries(r.types).map(([t, n]) => `${n} ${t}`).join(', ')}`);
+        console.log(`${'time'.padEnd(10)} ${rep.seconds.toFixed(1)} s`);
+      }
+    } finally {
+      src.dispose();
+    }
+    return 0;
+  }
   const src = await loadModel(file, { tokenizer: flag(args, '--tokenizer') });
   let m: Model | null = null;
   try {

@@ -3,6 +3,7 @@
 // the file before trusting it; the writer is used by the model generator.
 import * as fs from 'node:fs';
 import { loadNative } from '../native';
+import { Tensor, f32ToF16 } from '../tensor';
 import { regularFileSize } from './files';
 
 export const GGML_F32 = 0, GGML_F16 = 1, GGML_Q8_0 = 8, GGML_BF16 = 30;
@@ -154,6 +155,38 @@ export function readGguf(file: string): GgufFile {
   }
 }
 
+// --- encoding weights ---------------------------------------------------------
+/** GGUF weight types sparq writes: a ggml type name, or q4_k_m (llama.cpp's mix: Q6_K for the classifier,
+ *  attn_v and ffn_down, Q4_K elsewhere). Norms are always F32. */
+export const GGUF_WRITE_TYPES = ['f32', 'f16', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q8_0', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k', 'iq4_nl', 'iq4_xs', 'q4_k_m'];
+
+/** The type a linear named `name` (GGUF tensor name) with rows of k gets under `spec`; rows that are not whole
+ *  blocks of it fall back to Q8_0 (or F32 when k % 32), as llama.cpp's quantizer falls back to another type. */
+export function ggufTypeFor(spec: string, name: string, k: number): number {
+  const s = spec.toLowerCase();
+  if (!GGUF_WRITE_TYPES.includes(s)) throw new RangeError(`unknown GGUF weight type '${spec}' (expected ${GGUF_WRITE_TYPES.join(', ')})`);
+  if (s === 'f32') return GGML_F32;
+  if (s === 'f16') return GGML_F16;
+  const t = ggmlTypeByName(s === 'q4_k_m' ? (/^output\.|attn_v|ffn_down/.test(name) ? 'q6_k' : 'q4_k') : s)!;
+  if (k % t.block) return k % 32 ? GGML_F32 : GGML_Q8_0;
+  return t.type;
+}
+
+/** rows [n, k] of f32 encoded as `type` (F32, F16 or a block type, by the native quantizer) */
+export function encodeTensor(a: Float32Array, type: number, n: number, k: number): Uint8Array {
+  if (type === GGML_F32) return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  if (type === GGML_F16) return new Uint8Array(Uint16Array.from(a, f32ToF16).buffer);
+  const nat = loadNative(), t = Tensor.from(a, [n * k]);
+  try {
+    const st = nat.ggmlQuantize(t._storage, t._offset, type, n, k, true);
+    const out = new Uint8Array(st.read(0, st.byteLength));
+    st.dispose();
+    return out;
+  } finally {
+    t.dispose();
+  }
+}
+
 // --- writer ------------------------------------------------------------------
 export interface GgufWriteTensor {
   name: string;
@@ -162,7 +195,7 @@ export interface GgufWriteTensor {
   data: Uint8Array;
 }
 
-type Typed = { type: 'u32' | 'i32' | 'f32' | 'str' | 'bool'; value: number | string | boolean } | { type: 'arr'; elem: 'str' | 'f32' | 'i32'; value: (string | number)[] };
+export type Typed = { type: 'u32' | 'i32' | 'f32' | 'str' | 'bool'; value: number | string | boolean } | { type: 'arr'; elem: 'str' | 'f32' | 'i32'; value: (string | number)[] };
 
 /** Writes a GGUF v3 file (alignment 32). */
 export function writeGguf(file: string, meta: [string, Typed][], tensors: GgufWriteTensor[]): void {

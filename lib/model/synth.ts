@@ -5,9 +5,8 @@
 // weights in every format.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { loadNative } from '../native';
-import { Rng, Tensor, f32ToF16 } from '../tensor';
-import { GGML_F16, GGML_F32, GGML_Q8_0, ggmlTypeByName, ggmlTypeName, writeGguf, type GgufWriteTensor } from './gguf';
+import { Rng } from '../tensor';
+import { GGML_F32, encodeTensor, ggufTypeFor, writeGguf, type GgufWriteTensor } from './gguf';
 
 export interface SynthConfig {
   dim: number;
@@ -86,20 +85,6 @@ export function synthVocab(size: number, seed = 1): { pieces: string[]; scores: 
   // merged pieces score by length (longer first), byte / control tokens lowest
   const scores = pieces.map((p, i) => (i < 259 ? -1e6 : p.length - i * 1e-6));
   return { pieces, scores };
-}
-
-/** rows [n, k] of f32 in GGUF blocks of `type`, by the native quantizer */
-function blocks(x: Float32Array, type: number, n: number, k: number): Uint8Array {
-  const nat = loadNative();
-  const t = Tensor.from(x, [n * k]);
-  try {
-    const st = nat.ggmlQuantize(t._storage, t._offset, type, n, k, true);
-    const out = new Uint8Array(st.read(0, st.byteLength));
-    st.dispose();
-    return out;
-  } finally {
-    t.dispose();
-  }
 }
 
 const bf16 = (a: Float32Array): Uint8Array => {
@@ -214,18 +199,11 @@ export function writeRandomModel(dir: string, c: SynthConfig, formats: SynthForm
   }
   for (const f of formats) {
     if (!f.startsWith('gguf')) continue;
-    const spec = f.slice(5), mixed = spec === 'q4_k_m';
-    const lt = spec === 'f16' ? GGML_F16 : spec === 'f32' ? GGML_F32 : (ggmlTypeByName(mixed ? 'q4_k' : spec) ?? { type: -1 }).type;
-    if (lt < 0) throw new RangeError(`writeRandomModel: unknown format ${f}`);
-    const q6k = ggmlTypeByName('q6_k')!.type;
+    const spec = f.slice(5);
     const tensors: GgufWriteTensor[] = [];
     const add = (name: string, a: Float32Array, n: number, k: number, linear: boolean) => {
-      let type = linear ? (mixed && /output\.|attn_v|ffn_down/.test(name) ? q6k : lt) : GGML_F32;
-      const block = type === GGML_F32 || type === GGML_F16 ? 1 : ggmlTypeByName(ggmlTypeName(type))!.block;
-      if (k % block) type = k % 32 ? GGML_F32 : GGML_Q8_0;
-      const data = type === GGML_F32 ? new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
-        : type === GGML_F16 ? new Uint8Array(Uint16Array.from(a, f32ToF16).buffer) : blocks(a, type, n, k);
-      tensors.push({ name, dims: n === 1 ? [k] : [k, n], type, data });
+      const type = linear ? ggufTypeFor(spec, name, k) : GGML_F32;
+      tensors.push({ name, dims: n === 1 ? [k] : [k, n], type, data: encodeTensor(a, type, n, k) });
     };
     const kvd = c.kvHeads * hd;
     add('token_embd.weight', w.embed, c.vocab, c.dim, true);
