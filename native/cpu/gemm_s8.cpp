@@ -366,6 +366,8 @@ void set_expand_strip_bytes(int64_t bytes) { g_strip_bytes.store(bytes > 0 ? byt
 
 namespace {
 
+constexpr int64_t kOffsetRows = 4096;
+
 // linear_s8_expanded and linear_s8_expanded_blocks: act > 0 quantizes the
 // activations per block of act values (32 or 256; group 16 or 32) with one scale per (row, group)
 // handed to the kernels, and adds the weights' f32 offsets (when `offsets`)
@@ -391,8 +393,8 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
     rows.resize(size_t(strip * k_pad));
     row_scales.resize(size_t(strip * groups));
     if (offsets) {
-      row_offs.resize(size_t(strip * groups));
-      corr.resize(size_t(m * strip));
+      row_offs.resize(size_t(n * groups));  // every row's: f32 products after the strips
+      corr.resize(size_t(m * std::min<int64_t>(n, kOffsetRows)));
     }
     xq.resize(size_t(m * k_pad));
     xs.resize(size_t(m));
@@ -448,7 +450,7 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
         int8_t* row = rb + jj * k_pad;
         float* sc = row_scales.data() + j * groups;
         if (j < nr) {
-          expand(r0 + j, row, sc, offsets ? row_offs.data() + j * groups : nullptr);
+          expand(r0 + j, row, sc, offsets ? row_offs.data() + (r0 + j) * groups : nullptr);
           std::memset(row + k, 0, size_t(k_pad - k));
         } else {
           std::memset(row, 0, size_t(k_pad));
@@ -467,14 +469,16 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
     });
     v.has_m128 = m128.load();
     run_linear_s8(t, xq.data(), xs.data(), m, v, bias ? bias + r0 : nullptr, y + r0, n, a_gscale);
-    if (offsets) {
-      // y[:, r0:r0+nr] += (scale * group sums of x) . offsets^T
-      SPARQ_TRY_E(linear_f32(gso.data(), m, groups, row_offs.data(), nr, nullptr, corr.data()));
-      parallel_for((m + 15) / 16, [&](int64_t c) {
-        for (int64_t i = c * 16; i < std::min(m, c * 16 + 16); ++i)
-          for (int64_t j = 0; j < nr; ++j) y[i * n + r0 + j] += corr[size_t(i * nr + j)];
-      });
-    }
+  }
+  // y += (scale * group sums of x) . offsets^T, [m, groups] x [groups, n], in f32 products of
+  // kOffsetRows rows (large enough for the f32 GEMM, small enough to keep its output in L2/L3)
+  for (int64_t j0 = 0; offsets && j0 < n; j0 += kOffsetRows) {
+    const int64_t nc = std::min(kOffsetRows, n - j0);
+    SPARQ_TRY_E(linear_f32(gso.data(), m, groups, row_offs.data() + j0 * groups, nc, nullptr, corr.data()));
+    parallel_for((m + 15) / 16, [&](int64_t c) {
+      for (int64_t i = c * 16; i < std::min(m, c * 16 + 16); ++i)
+        for (int64_t j = 0; j < nc; ++j) y[i * n + j0 + j] += corr[size_t(i * nc + j)];
+    });
   }
   return Error{};
 }
