@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { loadModel, saveModel } from '../lib/index';
+import { loadModel, quantizeModel, saveModel } from '../lib/index';
 import { GGML_F32, readGguf, writeGguf } from '../lib/model/gguf';
 import { writeRandomModel, type SynthConfig } from '../lib/model/synth';
 import { SPEC, dequantize } from './ggml_ref';
@@ -99,9 +99,18 @@ describe('GGUF models in every quantized type', function () {
     const c = await run(saved);
     expect(relErr(c.prefill, a.prefill)).to.equal(0);
     expect(relErr(c.decode, a.decode)).to.equal(0);
-    // the blocks are kept as stored: 144 bytes per 256 weights, not 4 bytes per weight
-    const linears = cfg.layers * (4 * cfg.dim * cfg.dim / 2 + 3 * cfg.dim * cfg.hidden) + cfg.vocab * cfg.dim;
-    expect(bytes).to.be.below(linears * 4 * 0.5 + cfg.vocab * cfg.dim * 4 + 4 << 20);
+    // the blocks are kept as stored (144 bytes per 256 weights), the embedding too (rows dequantized on lookup)
+    const weights = cfg.layers * (2 * cfg.dim * cfg.dim + 2 * (cfg.dim / 2) * cfg.dim + 3 * cfg.dim * cfg.hidden) + cfg.vocab * cfg.dim;
+    expect(bytes).to.be.below(weights * (144 / 256) + (1 << 20));
+    // pruneModel / quantizeModel re-read the blocks widened to f32: from the GGUF file and from the saved one
+    for (const src of [file, saved]) {
+      const m2 = await loadModel(src);
+      const q = await quantizeModel(m2, {});
+      const err = relErr(await q.forwardAll(ids), await m2.forwardAll(ids));
+      expect(err, src).to.be.below(0.05);
+      q.dispose();
+      m2.dispose();
+    }
   });
 
   it('truncated files and unknown types are refused naming the tensor and the type', async () => {

@@ -545,7 +545,7 @@ async function planLlama2c(file: string, opts: LoadModelOptions): Promise<Plan> 
 }
 
 /** A file written by saveModel(): config and tokenizer from the metadata, each linear as it was saved. */
-async function planSparq(file: string, int8: boolean): Promise<Plan> {
+async function planSparq(file: string, int8: boolean, widenBlocks = false): Promise<Plan> {
   const { tensors, metadata } = readSafetensorsFile(file);
   const bad = (why: string): never => { throw new RangeError(`loadModel: ${file}: ${why}`); };
   // a JSON object (or array) from the metadata; anything else (null, a number) is an error
@@ -604,7 +604,9 @@ async function planSparq(file: string, int8: boolean): Promise<Plan> {
     if (d.kind === 'ggml') {
       const t = ggmlTypes().get(d.type ?? -1);
       if (!t?.quantized || k % t.block !== 0) return bad(`${name}: bad GGUF block type ${String(d.type)}`);
-      return { storage: await read(T(`${name}.blocks`, 'U8', [n, (k / t.block) * t.bytes])), offset: 0, ggml: t.type };
+      const bt = T(`${name}.blocks`, 'U8', [n, (k / t.block) * t.bytes]);
+      if (widenBlocks) return r.widen([bt.offset, bt.bytes], t.type, n * k);  // pruneModel / quantizeModel re-read f32
+      return { storage: await read(bt), offset: 0, ggml: t.type };
     }
     if (d.kind === 'sparse') {
       const format = ({ csr: 0, bitmask: 1, nm: 2 } as Record<string, number>)[d.format ?? ''];
@@ -627,7 +629,8 @@ async function planSparq(file: string, int8: boolean): Promise<Plan> {
   };
   const { dim, hidden, vocab } = cfg;
   const hd = cfg.headDim, qd = cfg.heads * hd, kvd = cfg.kvHeads * hd;
-  const embed = await f32('embed', [vocab, dim]);
+  const embedEntry = linears.embed;  // an embedding kept in GGUF blocks
+  const embed = typeof embedEntry === 'object' && embedEntry?.kind === 'ggml' ? await lin('embed', vocab, dim) : await f32('embed', [vocab, dim]);
   const layers: LayerRefs[] = [];
   for (let l = 0; l < cfg.layers; l++) {
     const p = `layers.${l}.`;
@@ -646,7 +649,7 @@ async function planSparq(file: string, int8: boolean): Promise<Plan> {
   void _hd;
   return {
     config: { ...config, tiedEmbeddings: config.tiedEmbeddings === true }, tokenizer: new Tokenizer(spec), stopIds: stop, ropeNeox: ropeNeox === true, temp: r.temp,
-    weights: { embed, finalNorm: await f32('final_norm', [dim]), layers, output: tied ? (int8 ? await r.linear([[T('embed', 'F32', [vocab, dim]).offset, vocab]], dim) : embed) : await lin('output', vocab, dim) },
+    weights: { embed, finalNorm: await f32('final_norm', [dim]), layers, output: tied ? (int8 && 'storage' in embed && !embed.ggml ? await r.linear([[T('embed', 'F32', [vocab, dim]).offset, vocab]], dim) : embed) : await lin('output', vocab, dim) },
     headDim: hd, derived: Boolean(metadata['sparq.prune'] || metadata['sparq.quantize']),
   };
 }
@@ -706,7 +709,10 @@ async function planGguf(file: string, int8: boolean, widenBlocks = false): Promi
   const hd = dim / heads, kvd = kvHeads * hd;
   if (!Number.isInteger(hd) || heads % kvHeads !== 0) bad(`heads (${heads}) must divide dim (${dim}) and be a multiple of kv heads (${kvHeads})`);
   const tied = !g.tensors.has('output.weight');
-  const embed = await f32('token_embd.weight', vocab, dim);
+  // a quantized embedding stays in its blocks (rows dequantized on lookup), and is the tied classifier as it is
+  const et = g.tensors.get('token_embd.weight') ?? bad('tensor token_embd.weight is missing');
+  const embedBlocks = ggmlTypes().get(et.type)?.quantized === true && !widenBlocks;
+  const embed = embedBlocks ? await r.blocks([tensor('token_embd.weight', vocab, dim).offset, et.bytes], et.type) : await f32('token_embd.weight', vocab, dim);
   const L: LayerRefs[] = [];
   for (let l = 0; l < layers; l++) {
     const b = `blk.${l}.`;
@@ -721,8 +727,8 @@ async function planGguf(file: string, int8: boolean, widenBlocks = false): Promi
     tokenizer, stopIds: [eos], ropeNeox: false, temp: r.temp,
     weights: {
       embed, finalNorm: await f32('output_norm.weight', 1, dim), layers: L,
-      // tied: the f32 embedding, or an int8 copy (int8 mode), or the quantized embedding's own blocks (Q8_0 as int8)
-      output: tied ? (int8 || ggmlTypes().get(g.tensors.get('token_embd.weight')!.type)!.quantized ? await lin(['token_embd.weight'], [vocab], dim) : embed) : await lin(['output.weight'], [vocab], dim),
+      // tied: the embedding's own blocks, the f32 embedding, or an int8 copy (int8 mode, or a widened quantized embedding)
+      output: tied ? (embedBlocks ? embed : int8 || ggmlTypes().get(et.type)!.quantized ? await lin(['token_embd.weight'], [vocab], dim) : embed) : await lin(['output.weight'], [vocab], dim),
     },
   };
 }
@@ -828,7 +834,7 @@ export async function loadModel(file: string, opts: LoadModelOptions = {}): Prom
 export async function planModel(file: string, opts: LoadModelOptions, widenBlocks = false): Promise<Plan> {
   const format = detect(file);
   const int8 = opts.weights === 'int8';
-  if (format === 'sparq') return planSparq(file, int8);
+  if (format === 'sparq') return planSparq(file, int8, widenBlocks);
   return format === 'gguf' ? await planGguf(file, int8, widenBlocks) : format === 'hf' ? await planHf(file, int8) : await planLlama2c(file, opts);
 }
 

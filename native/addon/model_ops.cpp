@@ -635,7 +635,13 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
     *dst = r.f32;
     keep(r);
   };
-  vec(wo, "embed", c.vocab * c.dim, &w->embed);
+  {  // the embedding: f32, or GGUF blocks ({ storage, offset, ggml })
+    const WeightRef r = ReadWeight(wo, "embed", c.vocab, c.dim);
+    if (r.q || r.sp || r.q4) throw Napi::TypeError::New(env, "createModel: 'embed' must be f32 or GGUF blocks");
+    w->embed = r.f32;
+    w->embed_blk = r.blk;
+    keep(r);
+  }
   vec(wo, "finalNorm", c.dim, &w->final_norm);
   lin(wo, "output", c.vocab, c.dim, &w->output);
   Napi::Value lv = wo.Get("layers");

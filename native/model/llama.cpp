@@ -121,7 +121,8 @@ Error LlamaModel::create(const LlamaConfig& cfg, LlamaWeights w, std::unique_ptr
   if (c.heads % c.kv_heads) return bad("heads must be a multiple of kv heads");
   if (!(c.rope_theta > 0.f) || !(c.norm_eps >= 0.f)) return bad("rope theta must be > 0 and norm eps >= 0");
   if (int64_t(w.layers.size()) != c.layers) return bad("layer count mismatch");
-  if (!w.embed || !w.final_norm) return bad("embedding and final norm are required");
+  if ((!w.embed && !w.embed_blk) || !w.final_norm) return bad("embedding and final norm are required");
+  if (w.embed_blk && (w.embed_blk->n != c.vocab || w.embed_blk->k != c.dim)) return bad("embedding blocks must be [vocab, dim]");
   const int64_t hd = c.head_dim, kvd = c.kv_heads * hd, qd = c.heads * hd;
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const LlamaLayer& l = w.layers[i];
@@ -211,7 +212,14 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
   std::vector<float>& h13 = grow(h13_, n * 2 * c.hidden);
   std::vector<float>& h1 = grow(h1_, n * c.hidden);
   std::vector<float>& h3 = grow(h3_, n * c.hidden);
-  for (int64_t t = 0; t < n; ++t) std::memcpy(x.data() + t * dim, w_.embed + int64_t(tok[t]) * dim, size_t(dim) * 4);
+  for (int64_t t = 0; t < n; ++t) {
+    if (w_.embed_blk) {  // one row of blocks, dequantized exactly
+      const BlockWeight& e = *w_.embed_blk;
+      e.fmt->to_f32(e.data + int64_t(tok[t]) * e.row_bytes, dim / e.fmt->block, x.data() + t * dim);
+    } else {
+      std::memcpy(x.data() + t * dim, w_.embed + int64_t(tok[t]) * dim, size_t(dim) * 4);
+    }
+  }
   for (int64_t li = 0; li < c.layers; ++li) {
     const LlamaLayer& L = w_.layers[size_t(li)];
     SPARQ_TRY(rmsnorm(x.data(), L.attn_norm, n, dim, c.norm_eps, xb.data()));

@@ -82,7 +82,8 @@ struct LlamaCalibration {
 };
 
 struct LlamaWeights {
-  const float* embed = nullptr;  // [vocab, dim] f32
+  const float* embed = nullptr;  // [vocab, dim] f32, or
+  std::shared_ptr<const BlockWeight> embed_blk;  // GGUF blocks (rows dequantized on lookup)
   std::vector<LlamaLayer> layers;
   const float* final_norm = nullptr;  // [dim]
   LinearWeight output;                // [vocab, dim] (tied: points at embed)

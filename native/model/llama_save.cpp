@@ -1,6 +1,6 @@
 // llama_save.cpp - writes a model's weights, as they are held (f32, int8
 // values + scales, or sparse arrays), to one safetensors file. Tensor names:
-//   embed, final_norm, output (absent when tied), layers.N.attn_norm,
+//   embed (or embed.blocks: GGUF blocks), final_norm, output (absent when tied), layers.N.attn_norm,
 //   layers.N.ffn_norm, and per linear (layers.N.wqkv | wq wk wv, wo,
 //   w13 | w1 w3, w2, output):
 //   f32:    NAME.weight F32 [n, k]
@@ -137,9 +137,15 @@ Error LlamaModel::save(const std::string& path, const std::string& metadata) con
   if (metadata.size() < 2 || metadata.front() != '{' || metadata.back() != '}') return Error::make(Status::invalid_argument, "saveModel: metadata must be a JSON object");
   std::vector<Out> out;
   std::string desc;
-  raw(out, "embed", "F32", {c.vocab, c.dim}, w_.embed, c.vocab * c.dim * 4);
+  if (w_.embed_blk) {  // kept in its GGUF blocks ("sparq.linears" entry "embed")
+    if (!desc.empty()) desc += ",";
+    desc += "\"embed\":{\"kind\":\"ggml\",\"type\":" + std::to_string(int(w_.embed_blk->fmt->type)) + "}";
+    raw(out, "embed.blocks", "U8", {c.vocab, w_.embed_blk->row_bytes}, w_.embed_blk->data, int64_t(w_.embed_blk->bytes()));
+  } else {
+    raw(out, "embed", "F32", {c.vocab, c.dim}, w_.embed, c.vocab * c.dim * 4);
+  }
   raw(out, "final_norm", "F32", {c.dim}, w_.final_norm, c.dim * 4);
-  const bool tied = w_.output.f32 && w_.output.f32 == w_.embed;
+  const bool tied = (w_.output.f32 && w_.output.f32 == w_.embed) || (w_.embed_blk && w_.output.blk && w_.output.blk->data == w_.embed_blk->data);
   if (!tied) linear(out, desc, "output", w_.output);
   for (int64_t i = 0; i < c.layers; ++i) {
     const LlamaLayer& L = w_.layers[size_t(i)];
