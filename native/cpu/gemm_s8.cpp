@@ -382,23 +382,45 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
   const int64_t strip = std::min(round_up(n, kS8BlockN), std::max<int64_t>(kS8BlockN, (strip_bytes / k) / kS8BlockN * kS8BlockN));
   if (block_acts && ((act != 32 && act != 256) || k % act || (group != 16 && group != 32)))
     return Error::make(Status::invalid_argument, "int8 linear: per-block activations need blocks of 32 or 256 dividing k and groups of 16 or 32");
-  std::unique_ptr<PackedWeight> pw;
-  if (Error e = PackedWeight::create(strip, k, group, true, false, &pw); !e.ok()) return e;
-  const PackedS8& p = pw->p_;
+  // Scratch owned by the calling thread and reused across calls (grown, never
+  // shrunk): a fresh ~1 MiB strip, zeroed and page-faulted in on every call,
+  // cost more than the expansion itself. Pool tasks never start another op, so
+  // one op at a time uses a thread's scratch.
+  struct Scratch {
+    std::unique_ptr<PackedWeight> pw;
+    int64_t strip = 0, k = 0, group = 0;
+    std::vector<int8_t> rows;
+    std::vector<float> row_scales, row_offs, xs, gscale, gso, corr;
+    std::vector<uint8_t> xq;
+    std::vector<char> acts;
+  };
+  thread_local Scratch sc_;
+  if (!sc_.pw || sc_.strip != strip || sc_.k != k || sc_.group != group) {
+    sc_.pw.reset();
+    if (Error e = PackedWeight::create(strip, k, group, true, false, &sc_.pw); !e.ok()) return e;
+    sc_.strip = strip;
+    sc_.k = k;
+    sc_.group = group;
+  }
+  const PackedS8& p = sc_.pw->p_;
   const int64_t k_pad = p.k_pad, ksteps = k_pad / kS8StepK, groups = p.groups;
-  std::vector<int8_t> rows;
-  std::vector<float> row_scales, row_offs, xs, gscale, gso, corr;
-  std::vector<uint8_t> xq;
+  auto grow = [](auto& v, int64_t size) {
+    if (int64_t(v.size()) < size) v.resize(size_t(size));
+  };
+  std::vector<int8_t>& rows = sc_.rows;
+  std::vector<float>&row_scales = sc_.row_scales, &row_offs = sc_.row_offs, &xs = sc_.xs, &gscale = sc_.gscale, &gso = sc_.gso,
+                     &corr = sc_.corr;
+  std::vector<uint8_t>& xq = sc_.xq;
   try {
-    rows.resize(size_t(strip * k_pad));
-    row_scales.resize(size_t(strip * groups));
+    grow(rows, strip * k_pad);
+    grow(row_scales, strip * groups);
     if (offsets) {
-      row_offs.resize(size_t(n * groups));  // every row's: f32 products after the strips
-      corr.resize(size_t(m * std::min<int64_t>(n, kOffsetRows)));
+      grow(row_offs, n * groups);  // every row's: f32 products after the strips
+      grow(corr, m * std::min<int64_t>(n, kOffsetRows));
     }
-    xq.resize(size_t(m * k_pad));
-    xs.resize(size_t(m));
-    if (block_acts) gscale.resize(size_t(m * groups)), gso.resize(size_t(m * groups));
+    grow(xq, m * k_pad);
+    grow(xs, m);
+    if (block_acts) grow(gscale, m * groups), grow(gso, m * groups);
   } catch (const std::bad_alloc&) {
     return Error::make(Status::out_of_memory, "int8 linear: out of memory");
   }
@@ -407,9 +429,9 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
     // activations quantized once for every strip, as linear_s8 does
     quantize_activations(t, x, m, k, k_pad, t.gemm_s8_a_u8, xq.data(), xs.data());
   } else {
-    std::vector<char> mem;
+    std::vector<char>& mem = sc_.acts;
     try {
-      mem.resize(block_acts_bytes(m, k, act) + 64);
+      grow(mem, int64_t(block_acts_bytes(m, k, act)) + 64);
     } catch (const std::bad_alloc&) {
       return Error::make(Status::out_of_memory, "int8 linear: out of memory");
     }
