@@ -126,14 +126,21 @@ describeEachIsa('GGUF block linear', () => {
           const xv = randn(m * k), x = Tensor.from(xv, [m, k]), out = Tensor._alloc([m, n], 'f32');
           await nat().linearBlocks(wst._storage, wst._offset, type, n, k, x._storage, x._offset, m, out._storage, out._offset);
           // decode (m <= 8, the GEMV) and prefill (the int8 GEMM over expanded strips) share the contract
-          const B = actBlock(type), ref = new Float64Array(m * n), X = quantBlocks(xv, m, k, B);
+          // each output within 2e-5 of the magnitude of its terms (f32 sums in any order; a
+          // relative bound on the result alone fails where the terms cancel)
+          const B = actBlock(type), X = quantBlocks(xv, m, k, B), got = out.toArray();
+          let worst = 0;
           for (let i = 0; i < m; i++)
             for (let j = 0; j < n; j++) {
-              let acc = 0;
-              for (let c = 0; c < k; c++) acc += W[j * k + c]! * X.q[i * k + c]! * X.d[Math.floor((i * k + c) / B)]!;
-              ref[i * n + j] = acc;
+              let acc = 0, mag = 0;
+              for (let c = 0; c < k; c++) {
+                const p = W[j * k + c]! * X.q[i * k + c]! * X.d[Math.floor((i * k + c) / B)]!;
+                acc += p;
+                mag += Math.abs(p);
+              }
+              worst = Math.max(worst, Math.abs(got[i * n + j]! - acc) / (mag + 1e-30));
             }
-          expect(relErr(out.toArray(), ref), `${name} n=${n} k=${k} m=${m}`).to.be.below(2e-5);
+          expect(worst, `${name} n=${n} k=${k} m=${m}`).to.be.below(2e-5);
           [x, out].forEach((t) => t.dispose());
         }
         wst.dispose();
