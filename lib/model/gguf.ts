@@ -187,6 +187,36 @@ export function encodeTensor(a: Float32Array, type: number, n: number, k: number
   }
 }
 
+/** What a GGUF `llama` file's metadata says (llama.cpp's keys): the shape and the SentencePiece vocabulary. */
+export interface LlamaGgufMeta {
+  name: string; dim: number; hidden: number; layers: number; heads: number; kvHeads: number; maxSeq: number; headDim: number;
+  ropeTheta: number; normEps: number;
+  /** pieces as text, U+2581 for spaces */
+  tokens: string[]; scores: number[]; tokenTypes: number[]; bos: number; eos: number; addSpacePrefix: boolean;
+}
+export function llamaGgufMeta(m: LlamaGgufMeta): [string, Typed][] {
+  return [
+    ['general.architecture', { type: 'str', value: 'llama' }],
+    ['general.name', { type: 'str', value: m.name }],
+    ['llama.context_length', { type: 'u32', value: m.maxSeq }],
+    ['llama.embedding_length', { type: 'u32', value: m.dim }],
+    ['llama.block_count', { type: 'u32', value: m.layers }],
+    ['llama.feed_forward_length', { type: 'u32', value: m.hidden }],
+    ['llama.attention.head_count', { type: 'u32', value: m.heads }],
+    ['llama.attention.head_count_kv', { type: 'u32', value: m.kvHeads }],
+    ['llama.rope.dimension_count', { type: 'u32', value: m.headDim }],
+    ['llama.rope.freq_base', { type: 'f32', value: m.ropeTheta }],
+    ['llama.attention.layer_norm_rms_epsilon', { type: 'f32', value: m.normEps }],
+    ['tokenizer.ggml.model', { type: 'str', value: 'llama' }],
+    ['tokenizer.ggml.tokens', { type: 'arr', elem: 'str', value: m.tokens }],
+    ['tokenizer.ggml.scores', { type: 'arr', elem: 'f32', value: m.scores }],
+    ['tokenizer.ggml.token_type', { type: 'arr', elem: 'i32', value: m.tokenTypes }],
+    ['tokenizer.ggml.bos_token_id', { type: 'u32', value: m.bos }],
+    ['tokenizer.ggml.eos_token_id', { type: 'u32', value: m.eos }],
+    ['tokenizer.ggml.add_space_prefix', { type: 'bool', value: m.addSpacePrefix }],
+  ];
+}
+
 // --- writer ------------------------------------------------------------------
 export interface GgufWriteTensor {
   name: string;

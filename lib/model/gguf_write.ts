@@ -7,7 +7,7 @@
 // order. Used by `npx sparq compress --out FILE.gguf --quantize TYPE`.
 import { Rebuild } from './rebuild';
 import type { Model } from './model';
-import { GGML_F32, encodeTensor, ggmlTypeName, ggufTypeFor, writeGguf, type GgufWriteTensor, type Typed } from './gguf';
+import { GGML_F32, encodeTensor, ggmlTypeName, ggufTypeFor, llamaGgufMeta, writeGguf, type GgufWriteTensor } from './gguf';
 
 /** rows of each head from the half-split order (i, i + hd/2) back to interleaved pairs (2i, 2i + 1) */
 function toInterleaved(w: Float32Array, heads: number, hd: number, k: number): Float32Array {
@@ -74,27 +74,11 @@ export async function writeGgufModel(model: Model, file: string, type: string,
     const spec = model.tokenizer.toSpec(), dec = new TextDecoder();
     const pieces = spec.pieces.map((p) => dec.decode(p).replace(/ /g, '\u2581'));
     const types = pieces.map((p, i) => (i === spec.bos || i === spec.eos ? 3 : /^<0x[0-9A-Fa-f]{2}>$/.test(p) ? 6 : i === 0 ? 2 : 1));
-    const meta: [string, Typed][] = [
-      ['general.architecture', { type: 'str', value: 'llama' }],
-      ['general.name', { type: 'str', value: `sparq ${type}` }],
-      ['general.file_type', { type: 'u32', value: 0 }],
-      ['llama.context_length', { type: 'u32', value: c.maxSeq }],
-      ['llama.embedding_length', { type: 'u32', value: c.dim }],
-      ['llama.block_count', { type: 'u32', value: c.layers }],
-      ['llama.feed_forward_length', { type: 'u32', value: c.hidden }],
-      ['llama.attention.head_count', { type: 'u32', value: c.heads }],
-      ['llama.attention.head_count_kv', { type: 'u32', value: c.kvHeads }],
-      ['llama.rope.dimension_count', { type: 'u32', value: hd }],
-      ['llama.rope.freq_base', { type: 'f32', value: c.ropeTheta }],
-      ['llama.attention.layer_norm_rms_epsilon', { type: 'f32', value: c.normEps }],
-      ['tokenizer.ggml.model', { type: 'str', value: 'llama' }],
-      ['tokenizer.ggml.tokens', { type: 'arr', elem: 'str', value: pieces }],
-      ['tokenizer.ggml.scores', { type: 'arr', elem: 'f32', value: Array.from(spec.scores) }],
-      ['tokenizer.ggml.token_type', { type: 'arr', elem: 'i32', value: types }],
-      ['tokenizer.ggml.bos_token_id', { type: 'u32', value: spec.bos }],
-      ['tokenizer.ggml.eos_token_id', { type: 'u32', value: spec.eos }],
-      ['tokenizer.ggml.add_space_prefix', { type: 'bool', value: spec.addSpacePrefix !== false }],
-    ];
+    const meta = llamaGgufMeta({
+      name: `sparq ${type}`, dim: c.dim, hidden: c.hidden, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, maxSeq: c.maxSeq,
+      headDim: hd, ropeTheta: c.ropeTheta, normEps: c.normEps, tokens: pieces, scores: Array.from(spec.scores), tokenTypes: types,
+      bos: spec.bos, eos: spec.eos, addSpacePrefix: spec.addSpacePrefix !== false,
+    });
     writeGguf(file, meta, tensors);
     const count: Record<string, number> = {};
     for (const t of tensors) count[ggmlTypeName(t.type)] = (count[ggmlTypeName(t.type)] ?? 0) + 1;

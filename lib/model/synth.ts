@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Rng } from '../tensor';
-import { GGML_F32, encodeTensor, ggufTypeFor, writeGguf, type GgufWriteTensor } from './gguf';
+import { GGML_F32, encodeTensor, ggufTypeFor, llamaGgufMeta, writeGguf, type GgufWriteTensor } from './gguf';
 
 export interface SynthConfig {
   dim: number;
@@ -222,25 +222,11 @@ export function writeRandomModel(dir: string, c: SynthConfig, formats: SynthForm
     add('output_norm.weight', w.finalNorm, 1, c.dim, false);
     if (w.output) add('output.weight', w.output, c.vocab, c.dim, true);
     const file = path.join(dir, `model-${f.slice(5)}.gguf`);
-    writeGguf(file, [
-      ['general.architecture', { type: 'str', value: 'llama' }],
-      ['general.name', { type: 'str', value: 'sparq random llama' }],
-      ['llama.context_length', { type: 'u32', value: c.maxSeq }],
-      ['llama.embedding_length', { type: 'u32', value: c.dim }],
-      ['llama.block_count', { type: 'u32', value: c.layers }],
-      ['llama.feed_forward_length', { type: 'u32', value: c.hidden }],
-      ['llama.attention.head_count', { type: 'u32', value: c.heads }],
-      ['llama.attention.head_count_kv', { type: 'u32', value: c.kvHeads }],
-      ['llama.rope.dimension_count', { type: 'u32', value: hd }],
-      ['llama.rope.freq_base', { type: 'f32', value: 10000 }],
-      ['llama.attention.layer_norm_rms_epsilon', { type: 'f32', value: 1e-5 }],
-      ['tokenizer.ggml.model', { type: 'str', value: 'llama' }],
-      ['tokenizer.ggml.tokens', { type: 'arr', elem: 'str', value: vocab.pieces.map((p) => p.replace(/ /g, '\u2581')) }],
-      ['tokenizer.ggml.scores', { type: 'arr', elem: 'f32', value: vocab.scores }],
-      ['tokenizer.ggml.token_type', { type: 'arr', elem: 'i32', value: vocab.pieces.map((_, i) => (i === 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1)) }],
-      ['tokenizer.ggml.bos_token_id', { type: 'u32', value: 1 }],
-      ['tokenizer.ggml.eos_token_id', { type: 'u32', value: 2 }],
-    ], tensors);
+    writeGguf(file, llamaGgufMeta({
+      name: 'sparq random llama', dim: c.dim, hidden: c.hidden, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, maxSeq: c.maxSeq,
+      headDim: hd, ropeTheta: 10000, normEps: 1e-5, tokens: vocab.pieces.map((p) => p.replace(/ /g, '\u2581')), scores: vocab.scores,
+      tokenTypes: vocab.pieces.map((_, i) => (i === 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1)), bos: 1, eos: 2, addSpacePrefix: true,
+    }), tensors);
     out[f] = file;
   }
   for (const f of formats) if (f.startsWith('hf')) out[f] = writeHf(path.join(dir, f), c, w, vocab, f === 'hf-bf16');

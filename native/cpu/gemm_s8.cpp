@@ -438,7 +438,7 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
     const BlockActsOut o = block_acts_layout(reinterpret_cast<void*>(round_up(int64_t(reinterpret_cast<uintptr_t>(mem.data())), 64)), m, k, act);
     parallel_for((m + 7) / 8, [&](int64_t c) {
       const int64_t i0 = c * 8, i1 = std::min(m, i0 + 8);
-      const BlockActsOut oi{o.q + i0 * k, o.s + i0 * (k / act), o.isum + i0 * (k / 16), o.so + i0 * (k / 16), o.so32 + i0 * (k / 32)};
+      const BlockActsOut oi{o.q + i0 * k, o.s + i0 * (k / act), o.so + i0 * (k / 16), o.so32 + i0 * (k / 32)};
       t.block_quant(x + i0 * k, i1 - i0, k, act, oi);
       const uint8_t shift = t.gemm_s8_a_u8 ? 128 : 0;
       for (int64_t i = i0; i < i1; ++i) {

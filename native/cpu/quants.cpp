@@ -374,43 +374,32 @@ void k4_scales(const int* ls, const int* lm, uint8_t* s) {
     }
   }
 }
-void q4_k_quantize(const float* x, int64_t blocks, uint8_t* out) {
-  for (int64_t i = 0; i < blocks; ++i, x += 256, out += 144) {
+// Q4_K and Q5_K: the same scales and mins; Q5_K adds a fifth bit per value (qh).
+template <bool Q5>
+void qk45_quantize(const float* x, int64_t blocks, uint8_t* out) {
+  constexpr int kLevels = Q5 ? 31 : 15, kBytes = Q5 ? 176 : 144;
+  for (int64_t i = 0; i < blocks; ++i, x += 256, out += kBytes) {
     float d, dmin;
     int ls[8], lm[8];
-    asym_scales(x, 8, 32, 15, 6, &d, &dmin, ls, lm);
-    put_f16(out, d);
-    put_f16(out + 2, dmin);
-    k4_scales(ls, lm, out + 4);
-    uint8_t* qs = out + 16;
-    std::memset(qs, 0, 128);
-    for (int s = 0; s < 8; ++s) {
-      const float dl = d * float(ls[s]), ml = dmin * float(lm[s]);
-      for (int l = 0; l < 32; ++l) qs[32 * (s / 2) + l] |= uint8_t(asym_value(x[32 * s + l], dl, ml, 15) << (4 * (s % 2)));
-    }
-  }
-}
-void q5_k_quantize(const float* x, int64_t blocks, uint8_t* out) {
-  for (int64_t i = 0; i < blocks; ++i, x += 256, out += 176) {
-    float d, dmin;
-    int ls[8], lm[8];
-    asym_scales(x, 8, 32, 31, 6, &d, &dmin, ls, lm);
+    asym_scales(x, 8, 32, kLevels, 6, &d, &dmin, ls, lm);
     put_f16(out, d);
     put_f16(out + 2, dmin);
     k4_scales(ls, lm, out + 4);
     uint8_t* qh = out + 16;
-    uint8_t* qs = out + 48;
-    std::memset(qh, 0, 32 + 128);
+    uint8_t* qs = out + (Q5 ? 48 : 16);
+    std::memset(out + 16, 0, size_t(kBytes - 16));
     for (int s = 0; s < 8; ++s) {
       const float dl = d * float(ls[s]), ml = dmin * float(lm[s]);
       for (int l = 0; l < 32; ++l) {
-        const int q = asym_value(x[32 * s + l], dl, ml, 31);
+        const int q = asym_value(x[32 * s + l], dl, ml, kLevels);
         qs[32 * (s / 2) + l] |= uint8_t((q & 0xF) << (4 * (s % 2)));
-        qh[l] |= uint8_t((q >> 4) << s);
+        if (Q5) qh[l] |= uint8_t((q >> 4) << s);
       }
     }
   }
 }
+void q4_k_quantize(const float* x, int64_t blocks, uint8_t* out) { qk45_quantize<false>(x, blocks, out); }
+void q5_k_quantize(const float* x, int64_t blocks, uint8_t* out) { qk45_quantize<true>(x, blocks, out); }
 // Symmetric sub-blocks: the value of largest magnitude maps to `lo` (< 0) as in
 // ggml's Q4_0; sub-block scales relative to the super-block scale d.
 void q3_k_quantize(const float* x, int64_t blocks, uint8_t* out) {
@@ -628,8 +617,8 @@ void block_decode_ref(const BlockFormat& f, const uint8_t* row, int64_t k, Decod
 namespace {
 
 // x rows -> int8 per block of `act` values (scale max|x| / 127, x * 127 / max|x|
-// rounded to nearest even), the block scales, the int sums per 16 and the f32
-// offset terms per 16 and 32.
+// rounded to nearest even), the block scales and the f32 offset terms (scale *
+// int sum) per 16 and 32.
 void quantize_blocks(const float* x, int64_t m, int64_t k, int64_t act, const BlockActsOut& o) {
   for (int64_t i = 0; i < m; ++i)
     for (int64_t b = 0; b < k / act; ++b) {
@@ -638,6 +627,7 @@ void quantize_blocks(const float* x, int64_t m, int64_t k, int64_t act, const Bl
       for (int64_t c = 0; c < act; ++c) amax = std::fmax(amax, std::fabs(xb[c]));
       const float d = amax / 127.f, id = d > 0.f ? 127.f / amax : 0.f;
       o.s[i * (k / act) + b] = d;
+      int32_t prev = 0;  // the sum of the first 16 of each 32
       for (int64_t g = 0; g < act / 16; ++g) {
         int32_t sum = 0;
         for (int c = 0; c < 16; ++c) {
@@ -647,21 +637,13 @@ void quantize_blocks(const float* x, int64_t m, int64_t k, int64_t act, const Bl
           sum += r;
         }
         const int64_t gi = i * (k / 16) + b * (act / 16) + g;
-        o.isum[gi] = int16_t(sum);
         o.so[gi] = d * float(sum);
+        if (g % 2) o.so32[gi / 2] = d * float(prev + sum);
+        prev = sum;
       }
-    }
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t b = 0; b < k / 32; ++b) {
-      const int64_t gi = i * (k / 16) + 2 * b;
-      o.so32[i * (k / 32) + b] = o.s[i * (k / act) + b * 32 / act] * float(int32_t(o.isum[gi]) + o.isum[gi + 1]);
     }
 }
 
-struct Buf {
-  void* p = nullptr;
-  ~Buf() { aligned_free(p); }
-};
 
 }  // namespace
 
@@ -672,14 +654,18 @@ Error linear_blocks(const BlockWeight& w, const float* x, int64_t m, float* y) {
   const int64_t n = w.n, k = w.k;
   if (m <= kBlockGemvMaxM) {
     const int64_t act = w.fmt->act;
-    Buf buf;
-    buf.p = aligned_malloc(block_acts_bytes(m, k, act));
-    if (!buf.p) return Error::make(Status::out_of_memory, "linear: out of memory");
-    const BlockActsOut o = block_acts_layout(buf.p, m, k, act);
+    // the calling thread's buffer, reused: no allocation (and page faults) per decoded token
+    thread_local std::vector<char> buf;
+    try {
+      if (buf.size() < block_acts_bytes(m, k, act) + 64) buf.resize(block_acts_bytes(m, k, act) + 64);
+    } catch (const std::bad_alloc&) {
+      return Error::make(Status::out_of_memory, "linear: out of memory");
+    }
+    const BlockActsOut o = block_acts_layout(reinterpret_cast<void*>(round_up(int64_t(reinterpret_cast<uintptr_t>(buf.data())), 64)), m, k, act);
     t.block_quant(x, m, k, act, o);
     BlockGemvArgs a;
     a.w = &w;
-    a.x = BlockActs{o.q, o.s, o.isum, o.so, o.so32, m, k, act};
+    a.x = BlockActs{o.q, o.s, o.so, o.so32, m, k, act};
     a.y = y;
     a.ldy = n;
     const int64_t per = std::max<int64_t>(4, n / (num_threads() * 16));
@@ -705,7 +691,7 @@ void block_quant_ref(const float* x, int64_t m, int64_t k, int64_t act, const Bl
 
 size_t block_acts_bytes(int64_t m, int64_t k, int64_t act) {
   auto a64 = [](int64_t b) { return size_t(round_up(b, 64)); };
-  return a64(m * k) + a64(m * (k / act) * 4) + a64(m * (k / 16) * 2) + a64(m * (k / 16) * 4) + a64(m * (k / 32) * 4);
+  return a64(m * k) + a64(m * (k / act) * 4) + a64(m * (k / 16) * 4) + a64(m * (k / 32) * 4);
 }
 
 BlockActsOut block_acts_layout(void* mem, int64_t m, int64_t k, int64_t act) {
@@ -716,8 +702,6 @@ BlockActsOut block_acts_layout(void* mem, int64_t m, int64_t k, int64_t act) {
   p += a64(m * k);
   o.s = reinterpret_cast<float*>(p);
   p += a64(m * (k / act) * 4);
-  o.isum = reinterpret_cast<int16_t*>(p);
-  p += a64(m * (k / 16) * 2);
   o.so = reinterpret_cast<float*>(p);
   p += a64(m * (k / 16) * 4);
   o.so32 = reinterpret_cast<float*>(p);

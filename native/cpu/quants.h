@@ -95,8 +95,7 @@ Error ggml_quantize(const float* x, int type, int64_t n, int64_t k, uint8_t* out
 struct BlockActs {
   const int8_t* q = nullptr;    // (m, k)
   const float* s = nullptr;     // (m, k / act) block scales
-  const int16_t* isum = nullptr;  // (m, k / 16) int sum of each group of 16 q values (|sum| <= 2032)
-  const float* so = nullptr;    // (m, k / 16) s of the group's block * isum (the f32 offset terms)
+  const float* so = nullptr;    // (m, k / 16) s of the group's block * int sum of the group's q (the f32 offset terms)
   const float* so32 = nullptr;  // (m, k / 32) the same per 32 values (so[2b] + so[2b + 1])
   int64_t m = 0, k = 0, act = 32;
 };
@@ -114,7 +113,6 @@ void block_gemv_avx2(const BlockGemvArgs&, int64_t, int64_t);
 struct BlockActsOut {
   int8_t* q;
   float* s;
-  int16_t* isum;
   float* so;
   float* so32;
 };
@@ -129,8 +127,5 @@ BlockActsOut block_acts_layout(void* mem, int64_t m, int64_t k, int64_t act);
 using BlockDecodeRowFn = void (*)(const BlockFormat& f, const uint8_t* row, int64_t k, DecodedRow out);
 void block_decode_ref(const BlockFormat&, const uint8_t*, int64_t, DecodedRow);
 void block_decode_row_avx2(const BlockFormat&, const uint8_t*, int64_t, DecodedRow);
-// The decoders with AVX2 bodies (nullptr where the reference decoder is used).
-using BlockDecodeFn = void (*)(const uint8_t* src, int64_t blocks, DecodedRow out);
-BlockDecodeFn block_decode_avx2(GgmlType type);
 
 }  // namespace sparq

@@ -453,16 +453,6 @@ void kquant_rows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
   }
 }
 
-template <class T>
-void kquant_gemv(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
-  for (int64_t j = j0; j < j1; ++j) {
-    int64_t i = 0;
-    for (; i + 4 <= a.x.m; i += 4) kquant_rows<T, 4>(a, i, j);
-    for (; i + 2 <= a.x.m; i += 2) kquant_rows<T, 2>(a, i, j);
-    for (; i < a.x.m; ++i) kquant_rows<T, 1>(a, i, j);
-  }
-}
-
 // Two accumulator sets (by the parity of the 32-value sub-block) so that the fma
 // and offset chains do not serialise on their latency. Visitors unroll their
 // loops and the row loop pairs blocks, so the parity folds to a constant.
@@ -505,18 +495,24 @@ void fused_rows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
   for (int i = 0; i < MR; ++i) a.y[(i0 + i) * a.ldy + j] = hsum(_mm256_add_ps(acc[0][i], acc[1][i])) + (off[0][i] + off[1][i]);
 }
 
-template <class T>
-void fused_gemv(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
+// Every weight row against the activation rows, 4, 2 then 1 at a time, with the
+// super-block kernel (K types) or the 32-value one.
+template <class T, bool K>
+void gemv(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
+  auto rows = [&](auto mr, int64_t i, int64_t j) {
+    if constexpr (K) kquant_rows<T, decltype(mr)::value>(a, i, j);
+    else fused_rows<T, decltype(mr)::value>(a, i, j);
+  };
   for (int64_t j = j0; j < j1; ++j) {
     int64_t i = 0;
-    for (; i + 4 <= a.x.m; i += 4) fused_rows<T, 4>(a, i, j);
-    for (; i + 2 <= a.x.m; i += 2) fused_rows<T, 2>(a, i, j);
-    for (; i < a.x.m; ++i) fused_rows<T, 1>(a, i, j);
+    for (; i + 4 <= a.x.m; i += 4) rows(std::integral_constant<int, 4>{}, i, j);
+    for (; i + 2 <= a.x.m; i += 2) rows(std::integral_constant<int, 2>{}, i, j);
+    for (; i < a.x.m; ++i) rows(std::integral_constant<int, 1>{}, i, j);
   }
 }
 
-}  // namespace
-
+// The decoders with AVX2 bodies (nullptr where the reference decoder is used).
+using BlockDecodeFn = void (*)(const uint8_t* src, int64_t blocks, DecodedRow out);
 BlockDecodeFn block_decode_avx2(GgmlType type) {
   switch (type) {
     case GgmlType::q4_0: return dec_q4_0;
@@ -535,20 +531,22 @@ BlockDecodeFn block_decode_avx2(GgmlType type) {
   }
 }
 
+}  // namespace
+
 void block_gemv_avx2(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
   switch (a.w->fmt->type) {
-    case GgmlType::q4_0: return fused_gemv<TQ4_0>(a, j0, j1);
-    case GgmlType::q4_1: return fused_gemv<TQ4_1>(a, j0, j1);
-    case GgmlType::q5_0: return fused_gemv<TQ5_0>(a, j0, j1);
-    case GgmlType::q5_1: return fused_gemv<TQ5_1>(a, j0, j1);
-    case GgmlType::q8_0: return fused_gemv<TQ8_0>(a, j0, j1);
-    case GgmlType::q2_k: return kquant_gemv<TQ2_K>(a, j0, j1);
-    case GgmlType::q3_k: return kquant_gemv<TQ3_K>(a, j0, j1);
-    case GgmlType::q4_k: return kquant_gemv<TQK45<false>>(a, j0, j1);
-    case GgmlType::q5_k: return kquant_gemv<TQK45<true>>(a, j0, j1);
-    case GgmlType::q6_k: return kquant_gemv<TQ6_K>(a, j0, j1);
-    case GgmlType::iq4_nl: return fused_gemv<TIQ4_NL>(a, j0, j1);
-    case GgmlType::iq4_xs: return kquant_gemv<TIQ4_XS>(a, j0, j1);
+    case GgmlType::q4_0: return gemv<TQ4_0, false>(a, j0, j1);
+    case GgmlType::q4_1: return gemv<TQ4_1, false>(a, j0, j1);
+    case GgmlType::q5_0: return gemv<TQ5_0, false>(a, j0, j1);
+    case GgmlType::q5_1: return gemv<TQ5_1, false>(a, j0, j1);
+    case GgmlType::q8_0: return gemv<TQ8_0, false>(a, j0, j1);
+    case GgmlType::q2_k: return gemv<TQ2_K, true>(a, j0, j1);
+    case GgmlType::q3_k: return gemv<TQ3_K, true>(a, j0, j1);
+    case GgmlType::q4_k: return gemv<TQK45<false>, true>(a, j0, j1);
+    case GgmlType::q5_k: return gemv<TQK45<true>, true>(a, j0, j1);
+    case GgmlType::q6_k: return gemv<TQ6_K, true>(a, j0, j1);
+    case GgmlType::iq4_nl: return gemv<TIQ4_NL, false>(a, j0, j1);
+    case GgmlType::iq4_xs: return gemv<TIQ4_XS, true>(a, j0, j1);
     default: return block_gemv_ref(a, j0, j1);
   }
 }
@@ -567,8 +565,8 @@ void block_quant_avx2(const float* x, int64_t m, int64_t k, int64_t act, const B
       for (int64_t t = 0; t < act; t += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + t)));
       const float amax = hmax(mx);
       if (!(amax > 0.f) || !(amax <= 3.4e38f)) {  // zero, NaN or inf: the reference's handling
-        const BlockActsOut ob{o.q + i * k + act * b, o.s + i * (k / act) + b, o.isum + i * (k / 16) + act / 16 * b,
-                              o.so + i * (k / 16) + act / 16 * b, o.so32 + i * (k / 32) + act / 32 * b};
+        const BlockActsOut ob{o.q + i * k + act * b, o.s + i * (k / act) + b, o.so + i * (k / 16) + act / 16 * b,
+                              o.so32 + i * (k / 32) + act / 32 * b};
         block_quant_ref(xb, 1, act, act, ob);
         continue;
       }
@@ -592,8 +590,6 @@ void block_quant_avx2(const float* x, int64_t m, int64_t k, int64_t act, const B
         const __m128i t2 = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
         const int32_t s0 = _mm_cvtsi128_si32(t2), s1 = _mm_extract_epi32(t2, 1);
         const int64_t g = i * (k / 16) + (act * b + c) / 16;
-        o.isum[g] = int16_t(s0);
-        o.isum[g + 1] = int16_t(s1);
         o.so[g] = d * float(s0);
         o.so[g + 1] = d * float(s1);
         o.so32[i * (k / 32) + (act * b + c) / 32] = d * float(s0 + s1);
