@@ -10,7 +10,7 @@ import {
   KVCache, Tensor, attention, cudaMemory, info, linear, loadModel, matmulInt8, prune, quantize,
   add, rmsnorm, rope, softmax, swiglu, type Model,
 } from '../lib/index';
-import { randI8, randn, relErr } from './helpers';
+import { randI8, randn, relErr, settled } from './helpers';
 
 const DIR = path.resolve(__dirname, '..', '..', 'shared', 'models', 'stories260K');
 const MODEL = path.join(DIR, 'stories260K.bin'), TOK = path.join(DIR, 'tok512.bin');
@@ -84,7 +84,7 @@ describe('cuda: without a device', function () {
 
   it("loadModel(..., { device: 'cuda' }) rejects with the reason and leaks nothing", async function () {
     if (!haveModel) this.skip();
-    const before = info().allocatedBytes;
+    const before = await settled(() => info().allocatedBytes);
     let err: unknown;
     try {
       await loadModel(MODEL, { tokenizer: TOK, device: 'cuda' });
@@ -92,8 +92,7 @@ describe('cuda: without a device', function () {
       err = e;
     }
     expect(String(err)).to.match(/toDevice\('cuda'\): no CUDA device available/);
-    if (global.gc) global.gc();
-    expect(info().allocatedBytes).to.equal(before);
+    expect(await settled(() => info().allocatedBytes)).to.equal(before);
   });
 });
 
@@ -266,15 +265,14 @@ describe('cuda: ops against the CPU (GPU present)', function () {
   });
 
   it('device memory returns to its starting level after dispose', async () => {
-    if (global.gc) global.gc();
-    const start = cudaMemory().allocated;
+    const start = await settled(() => cudaMemory().allocated);
     for (let i = 0; i < 50; i++) {
       const t = Tensor.rand([256, 256], { seed: i }).to('cuda');
       const q = await quantize(Tensor.rand([64, 256], { seed: i })).to('cuda');
       const y = await linear(t, q);
       for (const x of [t, q, y]) x.dispose();
     }
-    expect(cudaMemory().allocated).to.equal(start);
+    expect(await settled(() => cudaMemory().allocated)).to.equal(start);
   });
 });
 
@@ -300,7 +298,7 @@ describe('cuda: stories260K on the GPU', function () {
   }
 
   it('reproduces the run.c logits and greedy ids (f32), int8 agrees with the CPU int8 model', async () => {
-    const start = cudaMemory().allocated;
+    const start = await settled(() => cudaMemory().allocated);
     const g = await loadModel(MODEL, { tokenizer: TOK, device: 'cuda' });
     expect(g.device).to.equal('cuda');
     expect(g.deviceBytes).to.be.above(0);
@@ -317,7 +315,6 @@ describe('cuda: stories260K on the GPU', function () {
       c.dispose();
       gi.dispose();
     }
-    if (global.gc) global.gc();
-    expect(cudaMemory().allocated).to.equal(start);
+    expect(await settled(() => cudaMemory().allocated)).to.equal(start);
   });
 });

@@ -4,6 +4,20 @@ import * as path from 'node:path';
 
 export const ROOT = path.resolve(__dirname, '..');
 
+/** A memory counter once the finalizers of earlier garbage have run: Node-API
+ * finalizers run after global.gc() returns, so one read right after it races them. */
+export async function settled(read: () => number): Promise<number> {
+  let prev = -1;
+  for (let i = 0; i < 50; i++) {
+    (global as { gc?: () => void }).gc?.();
+    await new Promise((r) => setImmediate(r));
+    const now = read();
+    if (now === prev) return now;
+    prev = now;
+  }
+  return prev;
+}
+
 export function randI8(n: number, lo = -128, hi = 127): Int8Array {
   const a = new Int8Array(n);
   for (let i = 0; i < n; i++) a[i] = lo + Math.floor(Math.random() * (hi - lo + 1));

@@ -5,24 +5,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { KVCache, Tensor, attention, info, linear, loadModel, pruneModel, quantize, quantizeModel, saveModel } from '../lib/index';
 import { writeRandomModel } from '../lib/model/synth';
-import { runChild, ROOT } from './helpers';
+import { runChild, ROOT, settled as settledBy } from './helpers';
 
 function mib(b: number): string {
   return `${(b / 2 ** 20).toFixed(1)} MiB`;
 }
 
 // Native bytes held once finalizers of earlier garbage have run.
-async function settled(): Promise<number> {
-  let prev = -1;
-  for (let i = 0; i < 50; i++) {
-    global.gc?.();
-    await new Promise((r) => setImmediate(r));
-    const now = info().allocatedBytes;
-    if (now === prev) return now;
-    prev = now;
-  }
-  return prev;
-}
+const settled = (): Promise<number> => settledBy(() => info().allocatedBytes);
 
 describe('memory', function () {
   this.timeout(300000);
