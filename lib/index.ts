@@ -36,6 +36,8 @@ export interface Info {
   };
   /** bytes of native memory currently held by sparq (tensors, packed weights, scratch) */
   allocatedBytes: number;
+  /** bytes of model files memory-mapped now (weights used as stored point into them; freed with the model) */
+  mappedBytes: number;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -58,6 +60,7 @@ export function info(): Info {
     threads: r.threads,
     cuda: { ...r.cuda, archs: r.cuda.archs ? r.cuda.archs.split(',') : [], deviceList: r.cuda.deviceList ?? [] },
     allocatedBytes: r.allocatedBytes,
+    mappedBytes: r.mappedBytes,
   };
 }
 

@@ -35,6 +35,7 @@ export interface NativeInfo {
   cuda: { compiled: boolean; devices: number; archs: string; runtimeVersion: number; driverVersion: number; error?: string;
     deviceList: { name: string; major: number; minor: number; sms: number; memoryBytes: number; clockMHz: number; bandwidthGBs: number }[] };
   allocatedBytes: number;
+  mappedBytes: number;
 }
 
 export interface NativeQ4 {
@@ -96,6 +97,7 @@ export interface NativeBinding {
           scales: S | null, scalesOff: Off, cap: number, pos: number): Promise<void>;
   readFile(path: string, offset: number, bytes: number): Promise<NativeStorage>;
   readFile(path: string, ranges: number[]): Promise<NativeStorage>;
+  mapFile(path: string): Promise<NativeStorage>;
   quantizeFile(path: string, ranges: number[], k: number): Promise<NativePacked>;
   packQ8File(path: string, ranges: number[], k: number): Promise<NativePacked>;
   widenToF32(s: S, off: Off, type: number, count: number): Promise<NativeStorage>;

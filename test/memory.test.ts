@@ -5,6 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { KVCache, Tensor, attention, info, linear, loadModel, pruneModel, quantize, quantizeModel, saveModel } from '../lib/index';
 import { writeRandomModel } from '../lib/model/synth';
+import { writeGgufModel } from '../lib/model/gguf_write';
 import { runChild, ROOT, settled as settledBy } from './helpers';
 
 function mib(b: number): string {
@@ -13,6 +14,7 @@ function mib(b: number): string {
 
 // Native bytes held once finalizers of earlier garbage have run.
 const settled = (): Promise<number> => settledBy(() => info().allocatedBytes);
+const settledMapped = (): Promise<number> => settledBy(() => info().mappedBytes);
 
 describe('memory', function () {
   this.timeout(300000);
@@ -99,9 +101,36 @@ describe('memory', function () {
         for await (const t of back.generate([1, 300, 301], { maxTokens: 4 })) void t;
         back.dispose();
       }
+      expect(await settledMapped(), 'mapped files').to.equal(0);
       const held = await settled();
       console.log(`      native bytes after 12 load / generate / dispose cycles, 6 prune and 2 quantize / save / load cycles: ${held - base} B extra`);
       expect(held).to.equal(base);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a model maps its file once and unmaps it on dispose or when collected; rewriting the file in place leaves it intact', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-map-'));
+    try {
+      const files = writeRandomModel(dir, { dim: 64, hidden: 96, layers: 2, heads: 4, kvHeads: 2, vocab: 400, maxSeq: 64, seed: 9 }, ['llama2c', 'gguf-q4_k_m']);
+      const base = await settledMapped();
+      for (const [file, opts] of [[files['gguf-q4_k_m']!, {}], [files.llama2c!, { tokenizer: files.tokenizer }]] as const) {
+        const m = await loadModel(file, opts);
+        expect(info().mappedBytes - base, file).to.equal(fs.statSync(file).size);
+        const ids = [1, 300, 301, 7];
+        const before = await m.forwardAll(ids);
+        // written next to it and renamed over it: the mapping keeps the old file
+        if (file.endsWith('.gguf')) await writeGgufModel(m, file, 'q8_0');
+        else { fs.writeFileSync(file + '.new', Buffer.alloc(100)); fs.renameSync(file + '.new', file); }
+        m.reset();
+        expect(Array.from(await m.forwardAll(ids)), file).to.deep.equal(Array.from(before));
+        m.dispose();
+        expect(await settledMapped(), file).to.equal(base);
+      }
+      // left to the garbage collector
+      await (async () => { await (await loadModel(files['gguf-q4_k_m']!)).forward([1]); })();
+      expect(await settledMapped()).to.equal(base);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

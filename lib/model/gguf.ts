@@ -269,15 +269,24 @@ export function writeGguf(file: string, meta: [string, Typed][], tensors: GgufWr
   }
   const head = Buffer.concat(parts);
   const pad = (n: number) => Buffer.alloc((32 - (n % 32)) % 32);
-  const fd = fs.openSync(file, 'w');
+  // written next to the target, then renamed over it: a model mapped from the
+  // old file (even the one being rewritten) keeps reading the old bytes
+  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
+  const fd = fs.openSync(tmp, 'wx');
   try {
-    fs.writeSync(fd, head);
-    fs.writeSync(fd, pad(head.length));
-    for (const t of tensors) {
-      fs.writeSync(fd, t.data);
-      fs.writeSync(fd, pad(t.data.length));
+    try {
+      fs.writeSync(fd, head);
+      fs.writeSync(fd, pad(head.length));
+      for (const t of tensors) {
+        fs.writeSync(fd, t.data);
+        fs.writeSync(fd, pad(t.data.length));
+      }
+    } finally {
+      fs.closeSync(fd);
     }
-  } finally {
-    fs.closeSync(fd);
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
   }
 }

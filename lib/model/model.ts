@@ -173,7 +173,7 @@ export class Model {
     return this.live('length').pos();
   }
 
-  /** Native bytes held (weights copied or quantized at load, and the KV cache). */
+  /** Native bytes held: the weights (the mapped file's bytes, and what was copied or quantized at load) and the KV cache. */
   get nativeBytes(): number {
     return this.live('nativeBytes').meta().nativeBytes;
   }
@@ -436,29 +436,42 @@ export interface Plan {
 }
 
 /**
- * Reads weights tensor by tensor into native memory, so the peak stays near the
- * model's own size: f32 tensors are kept as read; in int8 mode each f32 linear
- * is quantized per output channel as soon as it arrives and its f32 bytes freed.
+ * Reads weights tensor by tensor. The file is memory-mapped once (private,
+ * copy-on-write): tensors used as stored (f32 vectors and linears, GGUF blocks)
+ * point into the mapping, with no copy and the page cache's pages shared. What
+ * is converted is read in chunks, so the peak stays near the model's own size:
+ * in int8 mode each f32 linear is quantized per output channel as soon as it
+ * arrives and its f32 bytes freed.
  */
 class WeightReader {
+  private map?: Promise<NativeStorage>;
   constructor(private readonly file: string, private readonly int8: boolean, readonly temp: { dispose(): void }[] = []) {}
+
+  /** the whole file, mapped on first use (one mapping per reader) */
+  mapped(): Promise<NativeStorage> {
+    this.map ??= loadNative().mapFile(this.file).then((s) => this.keep(s));
+    return this.map;
+  }
 
   /** f32 values [count] at a byte offset of the file */
   async f32(offset: number, count: number): Promise<WeightRef> {
-    const s = await loadNative().readFile(this.file, offset, count * 4);
-    this.temp.push(s);
-    return { storage: s, offset: 0 };
+    if (offset % 4 === 0) return { storage: await this.mapped(), offset };
+    return { storage: this.keep(await loadNative().readFile(this.file, offset, count * 4)), offset: 0 };
   }
 
   /** an f32 linear [sum of rows, k] from parts [offset, rows] read back to back (fused q|k|v, gate|up) */
   async linear(parts: [number, number][], k: number): Promise<WeightRef> {
     // int8: quantized natively from the file in chunks of rows (never all of it in f32)
     if (this.int8) return this.keep(await loadNative().quantizeFile(this.file, parts.flat(), k));
-    return { storage: this.keep(await loadNative().readFile(this.file, parts.flatMap(([o, r]) => [o, r * k * 4]))), offset: 0 };
+    const ranges = parts.flatMap(([o, r]) => [o, r * k * 4]), at = contiguous(ranges);
+    if (at !== null && at % 4 === 0) return { storage: await this.mapped(), offset: at };
+    return { storage: this.keep(await loadNative().readFile(this.file, ranges)), offset: 0 };
   }
 
   /** F16 / BF16 / Q8_0 values (byte ranges, back to back) widened to f32 [count] */
   async widen(ranges: number[], type: number, count: number): Promise<{ storage: NativeStorage; offset: number }> {
+    const at = contiguous(ranges);
+    if (at !== null) return { storage: this.keep(await loadNative().widenToF32(await this.mapped(), at, type, count)), offset: 0 };
     const s = await loadNative().readFile(this.file, ranges);
     try {
       return { storage: this.keep(await loadNative().widenToF32(s, 0, type, count)), offset: 0 };
@@ -485,6 +498,8 @@ class WeightReader {
 
   /** GGUF blocks of rows (byte ranges, back to back) kept as they are stored: the linear runs on them */
   async blocks(ranges: number[], type: number): Promise<WeightRef> {
+    const at = contiguous(ranges);
+    if (at !== null) return { storage: await this.mapped(), offset: at, ggml: type };
     return { storage: this.keep(await loadNative().readFile(this.file, ranges)), offset: 0, ggml: type };
   }
 
@@ -492,6 +507,12 @@ class WeightReader {
     this.temp.push(x);
     return x;
   }
+}
+
+/** The offset where byte ranges [offset, bytes, ...] start when they lie back to back in the file, else null. */
+function contiguous(ranges: number[]): number | null {
+  for (let i = 2; i < ranges.length; i += 2) if (ranges[i]! !== ranges[i - 2]! + ranges[i - 1]!) return null;
+  return ranges[0]!;
 }
 
 interface LayerNames { attnNorm: string; ffnNorm: string; q: string; k: string; v: string; o: string; gate: string; up: string; down: string }
@@ -525,12 +546,18 @@ async function planLlama2c(file: string, opts: LoadModelOptions): Promise<Plan> 
   const r = new WeightReader(file, opts.weights === 'int8');
   const w = parsed.weights;
   const layers: LayerRefs[] = [];
+  // f32 linears are used in place (mapped), so q|k|v and gate|up, which are not
+  // adjacent in this layout, stay apart; int8 ones are converted, so fused
+  const fuse = opts.weights === 'int8';
   for (const l of w.layers) {
-    layers.push({
+    const L: LayerRefs = {
       attnNorm: await r.f32(l.attnNorm, dim), ffnNorm: await r.f32(l.ffnNorm, dim),
-      wqkv: await r.linear([[l.wq, dim], [l.wk, kvd], [l.wv, kvd]], dim), wo: await r.linear([[l.wo, dim]], dim),
-      w13: await r.linear([[l.w1, hidden], [l.w3, hidden]], dim), w2: await r.linear([[l.w2, dim]], hidden),
-    });
+      wo: await r.linear([[l.wo, dim]], dim), w2: await r.linear([[l.w2, dim]], hidden),
+    };
+    if (fuse) [L.wqkv, L.w13] = [await r.linear([[l.wq, dim], [l.wk, kvd], [l.wv, kvd]], dim), await r.linear([[l.w1, hidden], [l.w3, hidden]], dim)];
+    else [L.wq, L.wk, L.wv, L.w1, L.w3] = [await r.linear([[l.wq, dim]], dim), await r.linear([[l.wk, kvd]], dim), await r.linear([[l.wv, kvd]], dim),
+      await r.linear([[l.w1, hidden]], dim), await r.linear([[l.w3, hidden]], dim)];
+    layers.push(L);
   }
   const embed = await r.f32(w.embed, vocab * dim);
   return {
@@ -606,7 +633,7 @@ async function planSparq(file: string, int8: boolean, widenBlocks = false): Prom
       if (!t?.quantized || k % t.block !== 0) return bad(`${name}: bad GGUF block type ${String(d.type)}`);
       const bt = T(`${name}.blocks`, 'U8', [n, (k / t.block) * t.bytes]);
       if (widenBlocks) return r.widen([bt.offset, bt.bytes], t.type, n * k);  // pruneModel / quantizeModel re-read f32
-      return { storage: await read(bt), offset: 0, ggml: t.type };
+      return r.blocks([bt.offset, bt.bytes], t.type);
     }
     if (d.kind === 'sparse') {
       const format = ({ csr: 0, bitmask: 1, nm: 2 } as Record<string, number>)[d.format ?? ''];
@@ -705,7 +732,13 @@ async function planGguf(file: string, int8: boolean, widenBlocks = false): Promi
     if (ggmlTypes().get(type)!.quantized && !widenBlocks) return r.blocks(ts.flatMap((t) => [t.offset, t.bytes]), type);
     return r.widenLinear(ts.flatMap((t) => [t.offset, t.bytes]), type, n, k);
   };
-  const sameType = (names: string[]) => names.every((nm) => g.tensors.get(nm)?.type === g.tensors.get(names[0]!)?.type);
+  // fused when of one type, and, for tensors used in place (mapped), back to back in the file
+  const inPlace = (type: number) => (type === GGML_F32 && !int8) || (ggmlTypes().get(type)?.quantized === true && !widenBlocks);
+  const fusable = (names: string[]) => {
+    const ts = names.map((nm) => g.tensors.get(nm));
+    if (ts.some((t) => t?.type !== ts[0]?.type)) return false;
+    return !inPlace(ts[0]!.type) || contiguous(ts.flatMap((t) => [t!.offset, t!.bytes])) !== null;
+  };
   const hd = dim / heads, kvd = kvHeads * hd;
   if (!Number.isInteger(hd) || heads % kvHeads !== 0) bad(`heads (${heads}) must divide dim (${dim}) and be a multiple of kv heads (${kvHeads})`);
   const tied = !g.tensors.has('output.weight');
@@ -719,7 +752,7 @@ async function planGguf(file: string, int8: boolean, widenBlocks = false): Promi
     const layer = await layerRefs({
       attnNorm: b + 'attn_norm.weight', ffnNorm: b + 'ffn_norm.weight', q: b + 'attn_q.weight', k: b + 'attn_k.weight', v: b + 'attn_v.weight',
       o: b + 'attn_output.weight', gate: b + 'ffn_gate.weight', up: b + 'ffn_up.weight', down: b + 'ffn_down.weight',
-    }, dim, kvd, hidden, (nm) => f32(nm, 1, dim), lin, sameType);
+    }, dim, kvd, hidden, (nm) => f32(nm, 1, dim), lin, fusable);
     L.push(layer);
   }
   return {
@@ -738,6 +771,8 @@ async function planHf(dir: string, int8: boolean): Promise<Plan> {
   const st = readSafetensors(dir);
   const tokenizer = readHfTokenizer(dir, c.vocab, c.bos, c.eos);
   const temp: { dispose(): void }[] = [];
+  const readers = new Map<string, WeightReader>();  // one per shard: each file mapped once
+  const reader = (file: string) => readers.get(file) ?? readers.set(file, new WeightReader(file, int8, temp)).get(file)!;
   const tensor = (name: string, shape: number[]) => {
     const t = st.get(name);
     if (!t) throw new RangeError(`loadModel: ${dir}: tensor ${name} is missing`);
@@ -749,17 +784,21 @@ async function planHf(dir: string, int8: boolean): Promise<Plan> {
   };
   const code = (dtype: string) => (dtype === 'F16' ? 1 : 30);
   const f32 = async (name: string, shape: number[]): Promise<WeightRef> => {
-    const t = tensor(name, shape), r = new WeightReader(t.file, int8, temp), count = shape.reduce((a, b) => a * b, 1);
+    const t = tensor(name, shape), r = reader(t.file), count = shape.reduce((a, b) => a * b, 1);
     return t.dtype === 'F32' ? r.f32(t.offset, count) : r.widen([t.offset, t.bytes], code(t.dtype), count);
   };
   const lin = async (names: string[], ns: number[], k: number): Promise<WeightRef> => {
     const ts = names.map((nm, i) => tensor(nm, [ns[i]!, k]));
-    const r = new WeightReader(ts[0]!.file, int8, temp), n = ns.reduce((a, b) => a + b, 0);
+    const r = reader(ts[0]!.file), n = ns.reduce((a, b) => a + b, 0);
     if (ts[0]!.dtype === 'F32') return r.linear(ts.map((t, i) => [t.offset, ns[i]!] as [number, number]), k);
     return r.widenLinear(ts.flatMap((t) => [t.offset, t.bytes]), code(ts[0]!.dtype), n, k);
   };
-  // fused only when the parts share a file and a dtype
-  const fusable = (names: string[]) => names.every((nm) => st.get(nm)?.file === st.get(names[0]!)?.file && st.get(nm)?.dtype === st.get(names[0]!)?.dtype);
+  // fused when the parts share a file and a dtype, and, f32 ones used in place (mapped), lie back to back
+  const fusable = (names: string[]) => {
+    const ts = names.map((nm) => st.get(nm));
+    if (ts.some((t) => t?.file !== ts[0]?.file || t?.dtype !== ts[0]?.dtype)) return false;
+    return int8 || ts[0]!.dtype !== 'F32' || contiguous(ts.flatMap((t) => [t!.offset, t!.bytes])) !== null;
+  };
   const { dim, hidden, vocab } = c, hd = dim / c.heads, kvd = c.kvHeads * hd;
   if (!Number.isInteger(hd) || c.heads % c.kvHeads !== 0) throw new RangeError(`loadModel: ${dir}: heads must divide hidden_size and be a multiple of num_key_value_heads`);
   const layers: LayerRefs[] = [];

@@ -321,6 +321,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   cu.Set("deviceList", devs);
   o.Set("cuda", cu);
   o.Set("allocatedBytes", double(sparq::allocated_bytes()));
+  o.Set("mappedBytes", double(mapped_bytes()));
   return o;
 }
 

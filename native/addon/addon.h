@@ -19,17 +19,26 @@ namespace sparq_addon {
 // device block allocated on it: it is destroyed after the last of them.
 using CudaCtx = std::shared_ptr<sparq::cuda::Context>;
 
-// A 64-byte aligned host allocation, or device memory when `ctx` is set
+// A file memory-mapped whole (private, copy-on-write: a write never reaches
+// the file); model_ops.cpp. Returns an empty Error and sets *p / *bytes, or says why.
+sparq::Error map_file(const std::string& path, void** p, size_t* bytes);
+void unmap_file(void* p, size_t bytes);
+// Bytes of files mapped now (info().mappedBytes).
+int64_t mapped_bytes();
+
+// A 64-byte aligned host allocation, device memory when `ctx` is set
 // (allocated and freed stream-ordered on it; the block keeps the context
-// alive). Shared so that an async op keeps its inputs alive even if JS
-// disposes the tensor while the op runs.
+// alive), or a mapped file when `mapped`. Shared so that an async op keeps its
+// inputs alive even if JS disposes the tensor while the op runs.
 struct Block {
   void* p = nullptr;
   size_t bytes = 0;
   CudaCtx ctx;
+  bool mapped = false;
   bool on_device() const { return ctx != nullptr; }
   ~Block() {
     if (ctx) sparq::cuda::device_free(ctx.get(), p, bytes ? bytes : 1);
+    else if (mapped) unmap_file(p, bytes);
     else sparq::aligned_free(p);
   }
 };
