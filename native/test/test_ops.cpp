@@ -352,13 +352,15 @@ static void run_shape(const Run& r, const Weight& W, int64_t m) {
 // types take whole blocks).
 static void sweep(const Run& r) {
   const int64_t ns[] = {1, 15, 16, 17, 300, 1000};
-  const int64_t ms[] = {1, 8, 15, 16, 17, 64, 129};
+  const int64_t ms[] = {1, 7, 8, 15, 16, 17, 64, 129};  // 7: the GEMVs' 4 + 2 + 1 row groups
   for (const char* f : kFormats) {
     if (!r.only.empty() && r.only != f) continue;
     const int before = g_failures, cases = g_cases;
-    // block types take whole blocks: 7 x 32 (odd) for the 32-value types, 3 x 256 for the K types
+    // block types take whole blocks: 7 and 11 x 32 for the 32-value types (an odd count, and one
+    // past a group of 8 blocks), 3 x 256 for the K types
     const BlockFormat* bf = block_type(f);
-    const std::vector<int64_t> ks = bf ? std::vector<int64_t>{256, bf->block == 32 ? 224 : 768} : std::vector<int64_t>{256, 203};
+    const std::vector<int64_t> ks = !bf ? std::vector<int64_t>{256, 203}
+                                    : bf->block == 32 ? std::vector<int64_t>{256, 224, 352} : std::vector<int64_t>{256, 768};
     for (int64_t k : ks)
       for (int64_t n : ns) {
         if (r.quick && n == 1000) continue;

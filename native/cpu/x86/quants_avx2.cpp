@@ -18,6 +18,7 @@
 
 #include "../quants.h"
 #include "avx2_math.h"
+#include "quants_x86.h"
 
 namespace sparq {
 namespace {
@@ -25,30 +26,9 @@ namespace {
 using avx2::hmax;
 using avx2::hsum;
 
-constexpr int8_t kIq4[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
-
-inline float h2f(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return _cvtsh_ss(h);
-}
 inline void store32(int8_t* dst, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), v); }
-inline __m256i load32(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
-// 16 bytes -> 32 values: low nibbles (values 0-15), then high nibbles (16-31)
-inline __m256i nib32(const uint8_t* p) {
-  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m128i m = _mm_set1_epi8(0x0f);
-  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m), _mm_and_si128(b, m));
-}
-// bit j of v -> byte j = 0x10 when set, 0 otherwise
-inline __m256i bits_x16(uint32_t v) {
-  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(int(v)),
-                                             _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2,
-                                                              3, 3, 3, 3, 3, 3, 3, 3));
-  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201ull));
-  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
-}
 inline void put2(float* p, float v) { p[0] = p[1] = v; }
+
 
 void dec_q4_0(const uint8_t* s, int64_t blocks, DecodedRow r) {
   for (int64_t i = 0; i < blocks; ++i, s += 18) {
@@ -249,45 +229,11 @@ struct TIQ4_NL {
     f(0, _mm256_shuffle_epi8(tab, nib32(b + 2)), _mm256_set1_epi16(1), h2f(b), 0.f, 0.f);
   }
 };
-// The 256-value types. prep(b, &ks) gives the super-block's integer scale and offset
-// multiplier of each group of 16 (sc16, mo16: 16 int16 lanes) and its floats
-// d, dO, so that w = d * sc16[g] * u + dO * mo16[g]; codes(b, f) calls f(sub, u)
-// with the codes u of every 32 values.
-struct KScales {
-  __m256i sc16, mo16;
-  float d, dO;
-};
-// 8 bytes -> 16 int16 lanes, each byte twice (a scale per 32 -> per 16)
-inline __m256i dup8(uint64_t bytes) {
-  const __m128i b = _mm_shuffle_epi8(_mm_cvtsi64_si128(int64_t(bytes)), _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7));
-  return _mm256_cvtepu8_epi16(b);
-}
-// The 6-bit scales (bytes 0-7) and mins (8-15) of the Q4_K / Q5_K 12-byte field
-// (scale_min_k4, four at a time).
-inline void k4_scales(const uint8_t* s, uint64_t* sc, uint64_t* mn) {
-  uint32_t w0, w1, w2;
-  std::memcpy(&w0, s, 4);
-  std::memcpy(&w1, s + 4, 4);
-  std::memcpy(&w2, s + 8, 4);
-  const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
-  *sc = uint64_t(w0 & m6) | uint64_t((w2 & m4) | ((w0 >> 6) & m2) << 4) << 32;
-  *mn = uint64_t(w1 & m6) | uint64_t(((w2 >> 4) & m4) | ((w1 >> 6) & m2) << 4) << 32;
-}
 
 struct TIQ4_XS {
   static constexpr bool kSigned = true, kOff = false;
   static constexpr int kBytes = 136;
-  static void prep(const uint8_t* b, KScales* k) {
-    uint16_t sh;
-    std::memcpy(&sh, b + 2, 2);
-    uint64_t ls = 0;
-    for (int ib = 0; ib < 8; ++ib)
-      ls |= uint64_t(((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)) << (8 * ib);
-    k->sc16 = _mm256_sub_epi16(dup8(ls), _mm256_set1_epi16(32));
-    k->mo16 = _mm256_setzero_si256();
-    k->d = h2f(b);
-    k->dO = 0.f;
-  }
+  static void prep(const uint8_t* b, KScales* k) { prep_iq4_xs(b, k); }
   template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4)));
 #pragma GCC unroll 8
@@ -298,14 +244,7 @@ template <bool Q5>
 struct TQK45 {
   static constexpr bool kSigned = false, kOff = true;
   static constexpr int kBytes = Q5 ? 176 : 144;
-  static void prep(const uint8_t* b, KScales* k) {
-    uint64_t sc, mn;
-    k4_scales(b + 4, &sc, &mn);
-    k->sc16 = dup8(sc);
-    k->mo16 = dup8(mn);
-    k->d = h2f(b);
-    k->dO = -h2f(b + 2);
-  }
+  static void prep(const uint8_t* b, KScales* k) { prep_qk45(b, k); }
   template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m256i lo4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
     const uint8_t* qs = b + (Q5 ? 48 : 16);
@@ -326,12 +265,7 @@ struct TQK45 {
 struct TQ6_K {
   static constexpr bool kSigned = false, kOff = true;
   static constexpr int kBytes = 210;
-  static void prep(const uint8_t* b, KScales* k) {
-    k->sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192)));
-    k->mo16 = k->sc16;  // w = d * sc * (u - 32)
-    k->d = h2f(b + 208);
-    k->dO = -32.f * k->d;
-  }
+  static void prep(const uint8_t* b, KScales* k) { prep_q6_k(b, k); }
   template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m256i lo4 = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3);
     for (int n = 0; n < 2; ++n) {
@@ -348,14 +282,7 @@ struct TQ6_K {
 struct TQ2_K {
   static constexpr bool kSigned = false, kOff = true;
   static constexpr int kBytes = 84;
-  static void prep(const uint8_t* b, KScales* k) {
-    const __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
-    const __m128i lo4 = _mm_set1_epi8(0x0f);
-    k->sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(s, lo4));
-    k->mo16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), lo4));
-    k->d = h2f(b + 80);
-    k->dO = -h2f(b + 82);
-  }
+  static void prep(const uint8_t* b, KScales* k) { prep_q2_k(b, k); }
   template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m256i three = _mm256_set1_epi8(3);
     for (int n = 0; n < 2; ++n) {
@@ -368,20 +295,7 @@ struct TQ2_K {
 struct TQ3_K {
   static constexpr bool kSigned = false, kOff = true;
   static constexpr int kBytes = 110;
-  static void prep(const uint8_t* b, KScales* k) {
-    // 16 6-bit scales: low nibbles from bytes 0-7, high pairs from bytes 8-11 (scale_q3k, four at a time)
-    uint32_t w0, w1, w2;
-    std::memcpy(&w0, b + 96, 4);
-    std::memcpy(&w1, b + 100, 4);
-    std::memcpy(&w2, b + 104, 4);
-    const uint32_t m4 = 0x0f0f0f0f, m2 = 0x03030303;
-    const uint32_t a0 = (w0 & m4) | (w2 & m2) << 4, a1 = (w1 & m4) | ((w2 >> 2) & m2) << 4;
-    const uint32_t a2 = ((w0 >> 4) & m4) | ((w2 >> 4) & m2) << 4, a3 = ((w1 >> 4) & m4) | ((w2 >> 6) & m2) << 4;
-    k->sc16 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_setr_epi32(int(a0), int(a1), int(a2), int(a3))), _mm256_set1_epi16(32));
-    k->mo16 = k->sc16;  // w = d * s * (u - 4)
-    k->d = h2f(b + 108);
-    k->dO = -4.f * k->d;
-  }
+  static void prep(const uint8_t* b, KScales* k) { prep_q3_k(b, k); }
   template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
     const __m256i hm = load32(b);
@@ -495,20 +409,14 @@ void fused_rows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
   for (int i = 0; i < MR; ++i) a.y[(i0 + i) * a.ldy + j] = hsum(_mm256_add_ps(acc[0][i], acc[1][i])) + (off[0][i] + off[1][i]);
 }
 
-// Every weight row against the activation rows, 4, 2 then 1 at a time, with the
+// Every weight row against the activation rows (each_row), with the
 // super-block kernel (K types) or the 32-value one.
 template <class T, bool K>
 void gemv(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
-  auto rows = [&](auto mr, int64_t i, int64_t j) {
+  each_row(a, j0, j1, [&](auto mr, int64_t i, int64_t j) {
     if constexpr (K) kquant_rows<T, decltype(mr)::value>(a, i, j);
     else fused_rows<T, decltype(mr)::value>(a, i, j);
-  };
-  for (int64_t j = j0; j < j1; ++j) {
-    int64_t i = 0;
-    for (; i + 4 <= a.x.m; i += 4) rows(std::integral_constant<int, 4>{}, i, j);
-    for (; i + 2 <= a.x.m; i += 2) rows(std::integral_constant<int, 2>{}, i, j);
-    for (; i < a.x.m; ++i) rows(std::integral_constant<int, 1>{}, i, j);
-  }
+  });
 }
 
 // The decoders with AVX2 bodies (nullptr where the reference decoder is used).

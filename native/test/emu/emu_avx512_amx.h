@@ -90,6 +90,37 @@ inline __m512i slli_epi32(__m512i a, unsigned s) { V x = vi(a); for (int l = 0; 
 inline __m512 castsi512_ps(__m512i a) { V x = vi(a); return tof(x); }
 inline __m512i xor_si512(__m512i a, __m512i b) { V x = vi(a), y = vi(b); for (int l = 0; l < 16; ++l) x.u[l] ^= y.u[l]; return toi(x); }
 
+// the GGUF block GEMV (quants_avx512.cpp)
+inline __m512i castsi256_si512(__m256i a) { V v{}; std::memcpy(&v, &a, 32); return toi(v); }
+inline __m512i zextsi256_si512(__m256i a) { V v{}; std::memcpy(&v, &a, 32); return toi(v); }
+inline __m512i inserti64x4(__m512i a, __m256i b, int i) { V v = vi(a); std::memcpy(&v.u8[i ? 32 : 0], &b, 32); return toi(v); }
+inline __m512 castps256_ps512(__m256 a) { V v{}; std::memcpy(&v, &a, 32); return tof(v); }
+inline __m512i and_si512(__m512i a, __m512i b) { V x = vi(a), y = vi(b); for (int l = 0; l < 16; ++l) x.u[l] &= y.u[l]; return toi(x); }
+inline __m512i or_si512(__m512i a, __m512i b) { V x = vi(a), y = vi(b); for (int l = 0; l < 16; ++l) x.u[l] |= y.u[l]; return toi(x); }
+inline __m512i slli_epi16(__m512i a, unsigned s) {
+  V x = vi(a); uint16_t h[32]; std::memcpy(h, &x, 64);
+  for (int l = 0; l < 32; ++l) h[l] = s > 15 ? 0 : uint16_t(h[l] << s);
+  std::memcpy(&x, h, 64); return toi(x);
+}
+inline __m512i srli_epi16(__m512i a, unsigned s) {
+  V x = vi(a); uint16_t h[32]; std::memcpy(h, &x, 64);
+  for (int l = 0; l < 32; ++l) h[l] = s > 15 ? 0 : uint16_t(h[l] >> s);
+  std::memcpy(&x, h, 64); return toi(x);
+}
+inline __m512 cvtepi32_ps(__m512i a) { V x = vi(a), r; for (int l = 0; l < 16; ++l) r.f[l] = float(x.i[l]); return tof(r); }
+inline __m512i cvtepi16_epi32(__m256i a) { int16_t h[16]; std::memcpy(h, &a, 32); V r; for (int l = 0; l < 16; ++l) r.i[l] = h[l]; return toi(r); }
+inline __m512 permutexvar_ps(__m512i idx, __m512 a) { V i = vi(idx), x = vf(a), r; for (int l = 0; l < 16; ++l) r.f[l] = x.f[i.u[l] & 15]; return tof(r); }
+inline float reduce_add_ps(__m512 a) {  // pairwise, as the compiler's sequence: halves, then quarters ...
+  V x = vf(a); for (int w = 8; w >= 1; w /= 2) for (int l = 0; l < w; ++l) x.f[l] = x.f[l] + x.f[l + w]; return x.f[0];
+}
+inline __m512i abs_epi8(__m512i a) { V x = vi(a); for (int l = 0; l < 64; ++l) x.u8[l] = uint8_t(x.s8[l] < 0 ? -x.s8[l] : x.s8[l]); return toi(x); }
+inline __mmask64 movepi8_mask(__m512i a) { V x = vi(a); __mmask64 k = 0; for (int l = 0; l < 64; ++l) if (x.s8[l] < 0) k |= __mmask64(1) << l; return k; }
+inline __m512i mask_sub_epi8(__m512i src, __mmask64 k, __m512i a, __m512i b) {
+  V r = vi(src), x = vi(a), y = vi(b);
+  for (int l = 0; l < 64; ++l) if (k >> l & 1) r.u8[l] = uint8_t(x.u8[l] - y.u8[l]);
+  return toi(r);
+}
+
 // --- AMX ---
 struct Tile { int rows = 0, colsb = 0; uint8_t d[16][64]; };
 struct TileState { bool configured = false; Tile t[8]; };
@@ -186,6 +217,24 @@ inline __m512i maskz_expandloadu_epi8(__mmask64 k, const void* p) {
 #define _mm512_extractf32x8_ps emu::extractf32x8_ps
 #define _mm_maskz_loadu_ps emu::maskz_loadu_ps128
 #define _mm_mask_storeu_ps emu::mask_storeu_ps128
+#define _mm512_castsi256_si512 emu::castsi256_si512
+#define _mm512_zextsi256_si512 emu::zextsi256_si512
+#undef _mm512_inserti64x4
+#define _mm512_inserti64x4 emu::inserti64x4
+#define _mm512_castps256_ps512 emu::castps256_ps512
+#define _mm512_and_si512 emu::and_si512
+#define _mm512_or_si512 emu::or_si512
+#undef _mm512_slli_epi16
+#undef _mm512_srli_epi16
+#define _mm512_slli_epi16 emu::slli_epi16
+#define _mm512_srli_epi16 emu::srli_epi16
+#define _mm512_cvtepi32_ps emu::cvtepi32_ps
+#define _mm512_cvtepi16_epi32 emu::cvtepi16_epi32
+#define _mm512_permutexvar_ps emu::permutexvar_ps
+#define _mm512_reduce_add_ps emu::reduce_add_ps
+#define _mm512_abs_epi8 emu::abs_epi8
+#define _mm512_movepi8_mask emu::movepi8_mask
+#define _mm512_mask_sub_epi8 emu::mask_sub_epi8
 #undef _tile_loadd
 #undef _tile_stored
 #undef _tile_zero

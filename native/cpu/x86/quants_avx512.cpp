@@ -1,0 +1,350 @@
+// quants_avx512.cpp - the decode GEMV of the GGUF block formats on AVX-512 VNNI:
+// 64 weights per instruction where the AVX2 kernel (quants_avx2.cpp) does 32.
+//
+// Each 64 codes meet the int8 activations in one vpdpbusd (unsigned codes as
+// they are; signed ones as |w| by x with w's sign); its 16 int32 lanes (each a
+// sum of 4 products, exact) are converted and multiplied, lane by lane, by the
+// f32 factor of their group: weight scale x integer sub-block scale x the
+// scale of the activation block they lie in. Those factors are made once per
+// super-block (K types: 16 groups of 16 = one register) or per 8 blocks (the
+// 32-value types), and picked per chunk by one vpermps. Offsets (mins, the
+// bias of unsigned codes) meet the activation sums per 16 / 32 once per
+// super-block / 8 blocks. IQ4_XS (signed codes of 256-value blocks) runs the
+// AVX2 kernel.
+// GCC 12 flags the _mm512_undefined_* inside its own inserti64x4 / permutexvar /
+// cvtepi32_ps / reduce_add_ps wrappers (false positives of the header)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "../quants.h"
+#include "quants_x86.h"
+
+
+
+namespace sparq {
+
+
+namespace {
+
+inline __m512i cat(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
+inline float hsum512(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+// lane l of chunk c (64 values = groups 4c .. 4c + 3 of 16) -> group 4c + l / 4
+alignas(64) constexpr int32_t kGroupOf[4][16] = {{0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3},
+                                                 {4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7},
+                                                 {8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11},
+                                                 {12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15}};
+// group g of 16 -> its activation block of 32, g / 2
+alignas(64) constexpr int32_t kHalf[16] = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7};
+// lane l of block pair p (64 values = blocks 2p, 2p + 1) -> block 2p + l / 8
+alignas(64) constexpr int32_t kBlockOf[4][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},
+                                                 {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+                                                 {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},
+                                                 {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7}};
+
+// --- the K types: codes(b, f) calls f(c, u) with the unsigned codes u of values 64c .. 64c + 63
+struct ZQK4 {
+  static constexpr int kBytes = 144;
+  static constexpr bool kOff = true;
+  static void prep(const uint8_t* b, KScales* k) { prep_qk45(b, k); }
+  template <class F> static void codes(const uint8_t* b, F&& f) {
+    const __m512i lo4 = _mm512_set1_epi8(0x0f);
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {
+      const __m256i v = load32(b + 16 + 32 * c);  // low nibbles: values 64c + 0..31, high: 64c + 32..63
+      f(c, _mm512_and_si512(cat(v, _mm256_srli_epi16(v, 4)), lo4));
+    }
+  }
+};
+struct ZQK5 {
+  static constexpr int kBytes = 176;
+  static constexpr bool kOff = true;
+  static void prep(const uint8_t* b, KScales* k) { prep_qk45(b, k); }
+  template <class F> static void codes(const uint8_t* b, F&& f) {
+    const __m512i lo4 = _mm512_set1_epi8(0x0f), one = _mm512_set1_epi8(1);
+    const __m256i hb = load32(b + 16);  // bit 2c of byte l: value 64c + l; bit 2c + 1: 64c + 32 + l
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {
+      const __m256i v = load32(b + 48 + 32 * c);
+      const __m512i h = _mm512_and_si512(cat(_mm256_srli_epi16(hb, 2 * c), _mm256_srli_epi16(hb, 2 * c + 1)), one);
+      f(c, _mm512_or_si512(_mm512_and_si512(cat(v, _mm256_srli_epi16(v, 4)), lo4), _mm512_slli_epi16(h, 4)));
+    }
+  }
+};
+struct ZQ6_K {
+  static constexpr int kBytes = 210;
+  static constexpr bool kOff = true;
+  static void prep(const uint8_t* b, KScales* k) { prep_q6_k(b, k); }
+  template <class F> static void codes(const uint8_t* b, F&& f) {
+    const __m512i lo4 = _mm512_set1_epi8(0x0f), three = _mm512_set1_epi8(3);
+#pragma GCC unroll 2
+    for (int n = 0; n < 2; ++n) {
+      // ql[64n .. 64n + 63]: low nibbles are values 128n + 0..63, high ones 128n + 64..127;
+      // qh[32n + l] bits 2t, 2t + 1: the high pair of value 128n + 32t + l
+      const __m512i l = _mm512_loadu_si512(b + 64 * n);
+      const __m256i hv = load32(b + 128 + 32 * n);
+      const __m512i h = cat(hv, _mm256_srli_epi16(hv, 2));
+      f(2 * n, _mm512_or_si512(_mm512_and_si512(l, lo4), _mm512_slli_epi16(_mm512_and_si512(h, three), 4)));
+      f(2 * n + 1, _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), lo4),
+                                   _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(h, 4), three), 4)));
+    }
+  }
+};
+struct ZQ2_K {
+  static constexpr int kBytes = 84;
+  static constexpr bool kOff = true;
+  static void prep(const uint8_t* b, KScales* k) { prep_q2_k(b, k); }
+  template <class F> static void codes(const uint8_t* b, F&& f) {
+    const __m512i three = _mm512_set1_epi8(3);
+#pragma GCC unroll 2
+    for (int n = 0; n < 2; ++n) {
+      const __m256i v = load32(b + 16 + 32 * n);  // bits 2t: value 128n + 32t + l
+      f(2 * n, _mm512_and_si512(cat(v, _mm256_srli_epi16(v, 2)), three));
+      f(2 * n + 1, _mm512_and_si512(cat(_mm256_srli_epi16(v, 4), _mm256_srli_epi16(v, 6)), three));
+    }
+  }
+};
+struct ZQ3_K {
+  static constexpr int kBytes = 110;
+  static constexpr bool kOff = true;
+  static void prep(const uint8_t* b, KScales* k) { prep_q3_k(b, k); }
+  template <class F> static void codes(const uint8_t* b, F&& f) {
+    const __m512i three = _mm512_set1_epi8(3), one = _mm512_set1_epi8(1);
+    const __m256i hm = load32(b);  // bit 4n + t of byte l: the high bit of value 128n + 32t + l
+#pragma GCC unroll 2
+    for (int n = 0; n < 2; ++n) {
+      const __m256i v = load32(b + 32 + 32 * n);
+      for (int h = 0; h < 2; ++h) {
+        const __m512i lo = _mm512_and_si512(cat(_mm256_srli_epi16(v, 4 * h), _mm256_srli_epi16(v, 4 * h + 2)), three);
+        const __m512i hi = _mm512_and_si512(cat(_mm256_srli_epi16(hm, 4 * n + 2 * h), _mm256_srli_epi16(hm, 4 * n + 2 * h + 1)), one);
+        f(2 * n + h, _mm512_or_si512(lo, _mm512_slli_epi16(hi, 2)));
+      }
+    }
+  }
+};
+
+// K rows: per super-block the factor of each group g, F[g] = d * sc[g] * (scale of
+// its activation block), in one register per activation row; per chunk of 64 one
+// vpdpbusd, one cvt, one vpermps (the chunk's 4 groups) and one fma.
+template <class T, int MR>
+void krows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
+  const int64_t k = a.w->k, nsb = k / 256, g16 = k / 16;
+  const uint8_t* row = a.w->data + j * a.w->row_bytes;
+  const __m512i half = _mm512_load_si512(kHalf);
+  const int8_t* xq[MR];
+  const float* xs[MR];
+  const float* so[MR];
+  __m512 acc[2][MR], offv[MR];
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i) {
+    xq[i] = a.x.q + (i0 + i) * k;
+    xs[i] = a.x.s + (i0 + i) * (k / 32);
+    so[i] = a.x.so + (i0 + i) * g16;
+    acc[0][i] = acc[1][i] = offv[i] = _mm512_setzero_ps();
+  }
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* b = row + sb * T::kBytes;
+    KScales ks;
+    T::prep(b, &ks);
+    const __m512 scf = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(ks.sc16)), _mm512_set1_ps(ks.d));
+    __m512 fac[MR];
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; ++i)
+      fac[i] = _mm512_mul_ps(scf, _mm512_permutexvar_ps(half, _mm512_castps256_ps512(_mm256_loadu_ps(xs[i] + 8 * sb))));
+    if (T::kOff) {  // sum_g mo16[g] * (x scale * int sum of the group), dO applied per super-block
+      const __m512 mo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(ks.mo16)), _mm512_set1_ps(ks.dO));
+#pragma GCC unroll 4
+      for (int i = 0; i < MR; ++i) offv[i] = _mm512_fmadd_ps(mo, _mm512_loadu_ps(so[i] + 16 * sb), offv[i]);
+    }
+    T::codes(b, [&](int c, __m512i u) {
+      const __m512i pick = _mm512_load_si512(kGroupOf[c]);
+#pragma GCC unroll 4
+      for (int i = 0; i < MR; ++i) {
+        const __m512i xv = _mm512_loadu_si512(xq[i] + sb * 256 + 64 * c);
+        const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, xv);
+        acc[c & 1][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(pick, fac[i]), acc[c & 1][i]);
+      }
+    });
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i) a.y[(i0 + i) * a.ldy + j] = hsum512(_mm512_add_ps(_mm512_add_ps(acc[0][i], acc[1][i]), offv[i]));
+}
+
+// --- the 32-value types: code(b) gives a block's 32 codes (unsigned, or signed
+// when kSigned); its f16 scale is at kD; its offset per weight is kMinMul * scale
+// (Q4_0, Q5_0), or the f16 min at kMin (Q4_1, Q5_1), or none.
+struct ZQ4_0 {
+  static constexpr int kBytes = 18, kD = 0, kMin = -1;
+  static constexpr float kMinMul = -8.f;
+  static constexpr bool kSigned = false;
+  static __m256i code(const uint8_t* b) { return nib32(b + 2); }
+};
+struct ZQ4_1 {
+  static constexpr int kBytes = 20, kD = 0, kMin = 2;
+  static constexpr float kMinMul = 0.f;
+  static constexpr bool kSigned = false;
+  static __m256i code(const uint8_t* b) { return nib32(b + 4); }
+};
+struct ZQ5_0 {
+  static constexpr int kBytes = 22, kD = 0, kMin = -1;
+  static constexpr float kMinMul = -16.f;
+  static constexpr bool kSigned = false;
+  static __m256i code(const uint8_t* b) {
+    uint32_t qh;
+    std::memcpy(&qh, b + 2, 4);
+    return _mm256_or_si256(nib32(b + 6), bits_x16(qh));
+  }
+};
+struct ZQ5_1 {
+  static constexpr int kBytes = 24, kD = 0, kMin = 2;
+  static constexpr float kMinMul = 0.f;
+  static constexpr bool kSigned = false;
+  static __m256i code(const uint8_t* b) {
+    uint32_t qh;
+    std::memcpy(&qh, b + 4, 4);
+    return _mm256_or_si256(nib32(b + 8), bits_x16(qh));
+  }
+};
+struct ZQ8_0 {
+  static constexpr int kBytes = 34, kD = 0, kMin = -1;
+  static constexpr float kMinMul = 0.f;
+  static constexpr bool kSigned = true;
+  static __m256i code(const uint8_t* b) { return load32(b + 2); }
+};
+struct ZIQ4_NL {
+  static constexpr int kBytes = 18, kD = 0, kMin = -1;
+  static constexpr float kMinMul = 0.f;
+  static constexpr bool kSigned = true;
+  static __m256i code(const uint8_t* b) {
+    const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4)));
+    return _mm256_shuffle_epi8(tab, nib32(b + 2));
+  }
+};
+
+// The f16 at byte kAt of each of 8 blocks (kBytes apart; only the first cnt,
+// the others 0), as f32. Scalar loads into one vector: a vpgatherdd here made
+// the whole GEMV 1.5-2x slower on Zen 5.
+template <int kBytes, int kAt>
+inline __m256 f16x8(const uint8_t* blk, int cnt) {
+  auto h = [&](int t) {
+    uint16_t v = 0;
+    if (t < cnt) std::memcpy(&v, blk + kAt + t * kBytes, 2);
+    return short(v);
+  };
+  return _mm256_cvtph_ps(_mm_setr_epi16(h(0), h(1), h(2), h(3), h(4), h(5), h(6), h(7)));
+}
+
+// 32-value rows, 8 blocks at a time: their 8 scales (and mins) converted at once and multiplied by the 8 activation scales of each row,
+// then pairs of blocks (64 values) per vpdpbusd, fully unrolled. A last group
+// of fewer than 8 blocks reads only its own (a last odd block with its upper
+// half zero).
+template <class T, int MR>
+void lrows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
+  const int64_t k = a.w->k, nb = k / 32;
+  constexpr bool kOff = T::kMin >= 0 || T::kMinMul != 0.f;
+  const uint8_t* row = a.w->data + j * a.w->row_bytes;
+  const int8_t* xq[MR];
+  const float* xs[MR];
+  const float* so32[MR];
+  __m512 acc[2][MR];
+  __m256 offv[MR];
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i) {
+    xq[i] = a.x.q + (i0 + i) * k;
+    xs[i] = a.x.s + (i0 + i) * nb;
+    so32[i] = a.x.so32 + (i0 + i) * nb;
+    acc[0][i] = acc[1][i] = _mm512_setzero_ps();
+    offv[i] = _mm256_setzero_ps();
+  }
+  auto group = [&](int64_t b0, auto full) {
+    constexpr bool kFull = decltype(full)::value;
+    const int cnt = kFull ? 8 : int(nb - b0);
+    const uint8_t* blk = row + b0 * T::kBytes;
+    const __m256 d8 = f16x8<T::kBytes, T::kD>(blk, cnt);
+    __m256 o8 = _mm256_setzero_ps();
+    if constexpr (T::kMin >= 0) o8 = f16x8<T::kBytes, (T::kMin >= 0 ? T::kMin : 0)>(blk, cnt);
+    else if constexpr (kOff) o8 = _mm256_mul_ps(d8, _mm256_set1_ps(T::kMinMul));
+    __m512 fac[MR];
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; ++i) {
+      __m256 x8, s8 = _mm256_setzero_ps();
+      if (kFull) {
+        x8 = _mm256_loadu_ps(xs[i] + b0);
+        if (kOff) s8 = _mm256_loadu_ps(so32[i] + b0);
+      } else {
+        alignas(32) float xt[8] = {}, st[8] = {};
+        std::memcpy(xt, xs[i] + b0, size_t(cnt) * 4);
+        if (kOff) std::memcpy(st, so32[i] + b0, size_t(cnt) * 4);
+        x8 = _mm256_load_ps(xt);
+        s8 = _mm256_load_ps(st);
+      }
+      fac[i] = _mm512_castps256_ps512(_mm256_mul_ps(d8, x8));
+      if (kOff) offv[i] = _mm256_fmadd_ps(o8, s8, offv[i]);
+    }
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; ++p) {
+      const int t = 2 * p;
+      if (!kFull && t >= cnt) break;
+      const bool two = kFull || t + 1 < cnt;
+      const __m512i w = two ? cat(T::code(blk + t * T::kBytes), T::code(blk + (t + 1) * T::kBytes))
+                            : _mm512_zextsi256_si512(T::code(blk + t * T::kBytes));
+      const __m512i pick = _mm512_load_si512(kBlockOf[p]);
+      const __m512i u = T::kSigned ? _mm512_abs_epi8(w) : w;
+      const __mmask64 neg = T::kSigned ? _mm512_movepi8_mask(w) : 0;
+#pragma GCC unroll 4
+      for (int i = 0; i < MR; ++i) {
+        const int8_t* xp = xq[i] + 32 * (b0 + t);
+        __m512i xv = two ? _mm512_loadu_si512(xp) : _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp)));
+        if (T::kSigned) xv = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
+        const __m512i pr = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, xv);
+        acc[p & 1][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pr), _mm512_permutexvar_ps(pick, fac[i]), acc[p & 1][i]);
+      }
+    }
+  };
+  int64_t b0 = 0;
+  for (; b0 + 8 <= nb; b0 += 8) group(b0, std::true_type{});
+  if (b0 < nb) group(b0, std::false_type{});
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i) {
+    float y = hsum512(_mm512_add_ps(acc[0][i], acc[1][i]));
+    if (kOff) {
+      alignas(32) float o[8];
+      _mm256_store_ps(o, offv[i]);
+      y += ((o[0] + o[1]) + (o[2] + o[3])) + ((o[4] + o[5]) + (o[6] + o[7]));
+    }
+    a.y[(i0 + i) * a.ldy + j] = y;
+  }
+}
+
+template <class T, bool K>
+void gemv(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
+  each_row(a, j0, j1, [&](auto mr, int64_t i, int64_t j) {
+    if constexpr (K) krows<T, decltype(mr)::value>(a, i, j);
+    else lrows<T, decltype(mr)::value>(a, i, j);
+  });
+}
+
+}  // namespace
+
+void block_gemv_avx512(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
+  switch (a.w->fmt->type) {
+    case GgmlType::q4_0: return gemv<ZQ4_0, false>(a, j0, j1);
+    case GgmlType::q4_1: return gemv<ZQ4_1, false>(a, j0, j1);
+    case GgmlType::q5_0: return gemv<ZQ5_0, false>(a, j0, j1);
+    case GgmlType::q5_1: return gemv<ZQ5_1, false>(a, j0, j1);
+    case GgmlType::q8_0: return gemv<ZQ8_0, false>(a, j0, j1);
+    case GgmlType::iq4_nl: return gemv<ZIQ4_NL, false>(a, j0, j1);
+    case GgmlType::q2_k: return gemv<ZQ2_K, true>(a, j0, j1);
+    case GgmlType::q3_k: return gemv<ZQ3_K, true>(a, j0, j1);
+    case GgmlType::q4_k: return gemv<ZQK4, true>(a, j0, j1);
+    case GgmlType::q5_k: return gemv<ZQK5, true>(a, j0, j1);
+    case GgmlType::q6_k: return gemv<ZQ6_K, true>(a, j0, j1);
+    default: return block_gemv_avx2(a, j0, j1);
+  }
+}
+
+}  // namespace sparq

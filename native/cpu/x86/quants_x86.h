@@ -1,0 +1,126 @@
+// quants_x86.h - pieces of the GGUF block kernels shared by the AVX2 and the
+// AVX-512 files (each includes it under its own ISA flags; everything here is
+// internal to the including file): f16 scalars, the 32-value code unpackers,
+// the super-block scales of the K types, and the GEMV row loop.
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "../quants.h"
+
+namespace sparq {
+namespace {
+
+constexpr int8_t kIq4[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+inline float h2f(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+inline __m256i load32(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+// 16 bytes -> 32 values: low nibbles (values 0-15), then high nibbles (16-31)
+inline __m256i nib32(const uint8_t* p) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i m = _mm_set1_epi8(0x0f);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m), _mm_and_si128(b, m));
+}
+// bit j of v -> byte j = 0x10 when set, 0 otherwise
+inline __m256i bits_x16(uint32_t v) {
+  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(int(v)),
+                                             _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2,
+                                                              3, 3, 3, 3, 3, 3, 3, 3));
+  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201ull));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
+}
+
+// The 256-value types. prep(b, &ks) gives the super-block's integer scale and offset
+// multiplier of each group of 16 (sc16, mo16: 16 int16 lanes) and its floats
+// d, dO, so that w = d * sc16[g] * u + dO * mo16[g]; codes(b, f) calls f(sub, u)
+// with the codes u of every 32 values.
+struct KScales {
+  __m256i sc16, mo16;
+  float d, dO;
+};
+// 8 bytes -> 16 int16 lanes, each byte twice (a scale per 32 -> per 16)
+inline __m256i dup8(uint64_t bytes) {
+  const __m128i b = _mm_shuffle_epi8(_mm_cvtsi64_si128(int64_t(bytes)), _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7));
+  return _mm256_cvtepu8_epi16(b);
+}
+// The 6-bit scales (bytes 0-7) and mins (8-15) of the Q4_K / Q5_K 12-byte field
+// (scale_min_k4, four at a time).
+inline void k4_scales(const uint8_t* s, uint64_t* sc, uint64_t* mn) {
+  uint32_t w0, w1, w2;
+  std::memcpy(&w0, s, 4);
+  std::memcpy(&w1, s + 4, 4);
+  std::memcpy(&w2, s + 8, 4);
+  const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
+  *sc = uint64_t(w0 & m6) | uint64_t((w2 & m4) | ((w0 >> 6) & m2) << 4) << 32;
+  *mn = uint64_t(w1 & m6) | uint64_t(((w2 >> 4) & m4) | ((w1 >> 6) & m2) << 4) << 32;
+}
+
+// The super-block scales of each K type (prep(b, &ks)).
+[[gnu::always_inline]] inline void prep_iq4_xs(const uint8_t* b, KScales* k) {
+  uint16_t sh;
+  std::memcpy(&sh, b + 2, 2);
+  uint64_t ls = 0;
+  for (int ib = 0; ib < 8; ++ib) ls |= uint64_t(((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)) << (8 * ib);
+  k->sc16 = _mm256_sub_epi16(dup8(ls), _mm256_set1_epi16(32));
+  k->mo16 = _mm256_setzero_si256();
+  k->d = h2f(b);
+  k->dO = 0.f;
+}
+[[gnu::always_inline]] inline void prep_qk45(const uint8_t* b, KScales* k) {  // Q4_K and Q5_K
+  uint64_t sc, mn;
+  k4_scales(b + 4, &sc, &mn);
+  k->sc16 = dup8(sc);
+  k->mo16 = dup8(mn);
+  k->d = h2f(b);
+  k->dO = -h2f(b + 2);
+}
+[[gnu::always_inline]] inline void prep_q6_k(const uint8_t* b, KScales* k) {
+  k->sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192)));
+  k->mo16 = k->sc16;  // w = d * sc * (u - 32)
+  k->d = h2f(b + 208);
+  k->dO = -32.f * k->d;
+}
+[[gnu::always_inline]] inline void prep_q2_k(const uint8_t* b, KScales* k) {
+  const __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
+  const __m128i lo4 = _mm_set1_epi8(0x0f);
+  k->sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(s, lo4));
+  k->mo16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), lo4));
+  k->d = h2f(b + 80);
+  k->dO = -h2f(b + 82);
+}
+[[gnu::always_inline]] inline void prep_q3_k(const uint8_t* b, KScales* k) {
+  // 16 6-bit scales: low nibbles from bytes 0-7, high pairs from bytes 8-11 (scale_q3k, four at a time)
+  uint32_t w0, w1, w2;
+  std::memcpy(&w0, b + 96, 4);
+  std::memcpy(&w1, b + 100, 4);
+  std::memcpy(&w2, b + 104, 4);
+  const uint32_t m4 = 0x0f0f0f0f, m2 = 0x03030303;
+  const uint32_t a0 = (w0 & m4) | (w2 & m2) << 4, a1 = (w1 & m4) | ((w2 >> 2) & m2) << 4;
+  const uint32_t a2 = ((w0 >> 4) & m4) | ((w2 >> 4) & m2) << 4, a3 = ((w1 >> 4) & m4) | ((w2 >> 6) & m2) << 4;
+  k->sc16 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_setr_epi32(int(a0), int(a1), int(a2), int(a3))), _mm256_set1_epi16(32));
+  k->mo16 = k->sc16;  // w = d * s * (u - 4)
+  k->d = h2f(b + 108);
+  k->dO = -4.f * k->d;
+}
+
+// Every weight row in [j0, j1) against the activation rows, 4, 2 then 1 at a
+// time: rows(std::integral_constant<int, MR>, i, j).
+template <class Rows>
+inline void each_row(const BlockGemvArgs& a, int64_t j0, int64_t j1, Rows&& rows) {
+  for (int64_t j = j0; j < j1; ++j) {
+    int64_t i = 0;
+    for (; i + 4 <= a.x.m; i += 4) rows(std::integral_constant<int, 4>{}, i, j);
+    for (; i + 2 <= a.x.m; i += 2) rows(std::integral_constant<int, 2>{}, i, j);
+    for (; i < a.x.m; ++i) rows(std::integral_constant<int, 1>{}, i, j);
+  }
+}
+
+}  // namespace
+}  // namespace sparq
