@@ -109,7 +109,7 @@ struct BlockGemvArgs {
 using BlockGemvFn = void (*)(const BlockGemvArgs& a, int64_t j0, int64_t j1);
 void block_gemv_ref(const BlockGemvArgs&, int64_t, int64_t);
 void block_gemv_avx2(const BlockGemvArgs&, int64_t, int64_t);
-void block_gemv_avx512(const BlockGemvArgs&, int64_t, int64_t);  // AVX-512 VNNI (IQ4_XS: the AVX2 kernel)
+void block_gemv_avx512(const BlockGemvArgs&, int64_t, int64_t);  // AVX-512 VNNI
 // Activations [m, k] -> the BlockActs arrays, blocks of `act` values (32 or 256; k % act == 0).
 struct BlockActsOut {
   int8_t* q;

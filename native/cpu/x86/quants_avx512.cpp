@@ -9,8 +9,7 @@
 // super-block (K types: 16 groups of 16 = one register) or per 8 blocks (the
 // 32-value types), and picked per chunk by one vpermps. Offsets (mins, the
 // bias of unsigned codes) meet the activation sums per 16 / 32 once per
-// super-block / 8 blocks. IQ4_XS (signed codes of 256-value blocks) runs the
-// AVX2 kernel.
+// super-block / 8 blocks.
 // GCC 12 flags the _mm512_undefined_* inside its own inserti64x4 / permutexvar /
 // cvtepi32_ps / reduce_add_ps wrappers (false positives of the header)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -46,10 +45,11 @@ alignas(64) constexpr int32_t kBlockOf[4][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 
                                                  {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},
                                                  {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7}};
 
-// --- the K types: codes(b, f) calls f(c, u) with the unsigned codes u of values 64c .. 64c + 63
+// --- the K types: codes(b, f) calls f(c, u) with the codes u of values 64c .. 64c + 63
+// (unsigned, or signed when kSigned)
 struct ZQK4 {
   static constexpr int kBytes = 144;
-  static constexpr bool kOff = true;
+  static constexpr bool kOff = true, kSigned = false;
   static void prep(const uint8_t* b, KScales* k) { prep_qk45(b, k); }
   template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m512i lo4 = _mm512_set1_epi8(0x0f);
@@ -61,6 +61,7 @@ struct ZQK4 {
   }
 };
 struct ZQK5 {
+  static constexpr bool kSigned = false;
   static constexpr int kBytes = 176;
   static constexpr bool kOff = true;
   static void prep(const uint8_t* b, KScales* k) { prep_qk45(b, k); }
@@ -76,6 +77,7 @@ struct ZQK5 {
   }
 };
 struct ZQ6_K {
+  static constexpr bool kSigned = false;
   static constexpr int kBytes = 210;
   static constexpr bool kOff = true;
   static void prep(const uint8_t* b, KScales* k) { prep_q6_k(b, k); }
@@ -95,6 +97,7 @@ struct ZQ6_K {
   }
 };
 struct ZQ2_K {
+  static constexpr bool kSigned = false;
   static constexpr int kBytes = 84;
   static constexpr bool kOff = true;
   static void prep(const uint8_t* b, KScales* k) { prep_q2_k(b, k); }
@@ -109,6 +112,7 @@ struct ZQ2_K {
   }
 };
 struct ZQ3_K {
+  static constexpr bool kSigned = false;
   static constexpr int kBytes = 110;
   static constexpr bool kOff = true;
   static void prep(const uint8_t* b, KScales* k) { prep_q3_k(b, k); }
@@ -124,6 +128,18 @@ struct ZQ3_K {
         f(2 * n + h, _mm512_or_si512(lo, _mm512_slli_epi16(hi, 2)));
       }
     }
+  }
+};
+
+struct ZIQ4_XS {
+  static constexpr int kBytes = 136;
+  static constexpr bool kOff = false, kSigned = true;
+  static void prep(const uint8_t* b, KScales* k) { prep_iq4_xs(b, k); }
+  template <class F> static void codes(const uint8_t* b, F&& f) {
+    const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4)));
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c)
+      f(c, cat(_mm256_shuffle_epi8(tab, nib32(b + 8 + 32 * c)), _mm256_shuffle_epi8(tab, nib32(b + 24 + 32 * c))));
   }
 };
 
@@ -160,11 +176,14 @@ void krows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
 #pragma GCC unroll 4
       for (int i = 0; i < MR; ++i) offv[i] = _mm512_fmadd_ps(mo, _mm512_loadu_ps(so[i] + 16 * sb), offv[i]);
     }
-    T::codes(b, [&](int c, __m512i u) {
+    T::codes(b, [&](int c, __m512i w) {
       const __m512i pick = _mm512_load_si512(kGroupOf[c]);
+      const __m512i u = T::kSigned ? _mm512_abs_epi8(w) : w;  // signed: |w| by x with w's sign
+      const __mmask64 neg = T::kSigned ? _mm512_movepi8_mask(w) : 0;
 #pragma GCC unroll 4
       for (int i = 0; i < MR; ++i) {
-        const __m512i xv = _mm512_loadu_si512(xq[i] + sb * 256 + 64 * c);
+        __m512i xv = _mm512_loadu_si512(xq[i] + sb * 256 + 64 * c);
+        if (T::kSigned) xv = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
         const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, xv);
         acc[c & 1][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(pick, fac[i]), acc[c & 1][i]);
       }
@@ -343,7 +362,8 @@ void block_gemv_avx512(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
     case GgmlType::q4_k: return gemv<ZQK4, true>(a, j0, j1);
     case GgmlType::q5_k: return gemv<ZQK5, true>(a, j0, j1);
     case GgmlType::q6_k: return gemv<ZQ6_K, true>(a, j0, j1);
-    default: return block_gemv_avx2(a, j0, j1);
+    case GgmlType::iq4_xs: return gemv<ZIQ4_XS, true>(a, j0, j1);
+    default: return block_gemv_ref(a, j0, j1);
   }
 }
 
