@@ -232,10 +232,10 @@ SPARQ_BLOCK_FNS(iq4_xs, 256, 136, false)
 #undef SPARQ_BLOCK_FNS
 
 // --- quantizers ---------------------------------------------------------------
-// Q4_0 .. Q8_0 follow ggml's reference rounding (quantize_row_*_ref), so a file
-// written here holds the blocks llama.cpp's quantizer writes from the same f32.
-// The K and IQ4 types use plain round-to-nearest from each sub-block's range
-// (ggml searches the scales; any valid block decodes the same way everywhere).
+// Every type follows ggml's reference quantizer (quantize_row_*_ref; for IQ4
+// the search ggml_quantize_chunk runs), so a file written here holds the blocks
+// llama.cpp's quantizer writes from the same f32 (checked byte for byte by
+// scripts/check-ggml-quantize.ts and test/ggml_llamacpp.test.ts).
 
 // value of largest magnitude (its sign kept)
 float signed_max(const float* x, int n) {
@@ -318,47 +318,209 @@ void q8_0_quantize(const float* x, int64_t blocks, uint8_t* out) {
   }
 }
 
-// Asymmetric sub-blocks (Q2_K / Q4_K / Q5_K): scale = (max - min) / levels with
-// min <= 0 stored as a positive mult of dmin; both quantized to `sbits` bits
-// against the super-block's largest; the values then rounded with the stored
-// (decoded) scale and min so that they fit what the decoder computes.
-void asym_scales(const float* x, int subs, int len, int levels, int sbits, float* d, float* dmin, int* ls, int* lm) {
-  float sc[16], mn[16], max_sc = 0.f, max_mn = 0.f;
-  for (int s = 0; s < subs; ++s) {
-    float lo, hi;
-    min_max(x + s * len, len, &lo, &hi);
-    lo = std::min(lo, 0.f);
-    sc[s] = (hi - lo) / float(levels);
-    mn[s] = -lo;
-    max_sc = std::max(max_sc, sc[s]);
-    max_mn = std::max(max_mn, mn[s]);
-  }
-  const float top = float((1 << sbits) - 1);
-  *d = half_to_float(float_to_half(max_sc / top));
-  *dmin = half_to_float(float_to_half(max_mn / top));
-  for (int s = 0; s < subs; ++s) {
-    ls[s] = *d > 0.f ? clampi(nearest(sc[s] / *d), 0, int(top)) : 0;
-    lm[s] = *dmin > 0.f ? clampi(nearest(mn[s] / *dmin), 0, int(top)) : 0;
-  }
+// The K and IQ4 types: ggml's reference quantizers (quantize_row_q*_K_ref and
+// the IQ4 ones ggml_quantize_chunk runs), the same search for each sub-block's
+// scale (and min) and the same f32 operations in the same order, so that the
+// blocks are byte-identical to llama.cpp's (scripts/check-ggml-quantize.ts).
+
+// round half to even by the float magic number, as ggml (|v| < 2^22)
+inline int round_even(float v) {
+  const float t = v + 12582912.f;
+  int32_t i;
+  std::memcpy(&i, &t, 4);
+  return (i & 0x007fffff) - 0x00400000;
 }
-int asym_value(float x, float dl, float ml, int levels) { return dl > 0.f ? clampi(nearest((x + ml) / dl), 0, levels) : 0; }
+constexpr float kGroupEps = 1e-15f;
+inline float f16_round(float v) { return half_to_float(float_to_half(v)); }
+
+// Asymmetric sub-block (Q2_K, Q4_K, Q5_K): codes L in [0, nmax] and a scale and
+// min (returned, min as a positive *the_min) that minimise the weighted error,
+// searched over nstep + 1 trial scales around the range's.
+float fit_scale_min(int n, int nmax, const float* x, const float* w, uint8_t* L, float* the_min, float rmin, float rdelta, int nstep,
+                    bool use_mad) {
+  uint8_t aux[32];
+  float lo = x[0], hi = x[0], sum_w = w[0], sum_x = sum_w * x[0];
+  for (int i = 1; i < n; ++i) {
+    if (x[i] < lo) lo = x[i];
+    if (x[i] > hi) hi = x[i];
+    sum_w += w[i];
+    sum_x += w[i] * x[i];
+  }
+  if (lo > 0) lo = 0;
+  if (hi == lo) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    *the_min = -lo;
+    return 0.f;
+  }
+  float iscale = float(nmax) / (hi - lo), scale = 1 / iscale, best = 0;
+  for (int i = 0; i < n; ++i) {
+    L[i] = uint8_t(clampi(round_even(iscale * (x[i] - lo)), 0, nmax));
+    float diff = scale * L[i] + lo - x[i];
+    diff = use_mad ? std::fabs(diff) : diff * diff;
+    best += w[i] * diff;
+  }
+  for (int is = 0; is <= nstep; ++is) {
+    iscale = (rmin + rdelta * float(is) + float(nmax)) / (hi - lo);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = clampi(round_even(iscale * (x[i] - lo)), 0, nmax);
+      aux[i] = uint8_t(l);
+      sum_l += w[i] * float(l);
+      sum_l2 += w[i] * float(l) * float(l);
+      sum_xl += w[i] * float(l) * x[i];
+    }
+    const float D = sum_w * sum_l2 - sum_l * sum_l;
+    if (D > 0) {
+      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D, this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+      if (this_min > 0) {
+        this_min = 0;
+        this_scale = sum_xl / sum_l2;
+      }
+      float err = 0;
+      for (int i = 0; i < n; ++i) {
+        float diff = this_scale * aux[i] + this_min - x[i];
+        diff = use_mad ? std::fabs(diff) : diff * diff;
+        err += w[i] * diff;
+      }
+      if (err < best) {
+        std::memcpy(L, aux, size_t(n));
+        best = err;
+        scale = this_scale;
+        lo = this_min;
+      }
+    }
+  }
+  *the_min = -lo;
+  return scale;
+}
+
+// Symmetric sub-block of 16 (Q6_K): codes L = l + nmax, l in [-nmax, nmax - 1],
+// the scale the best of 19 trials around nmax / max under weights x^2.
+float fit_scale_sym(int n, int nmax, const float* x, int8_t* L) {
+  float amax = 0, max = 0;
+  for (int i = 0; i < n; ++i)
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      max = x[i];
+    }
+  if (amax < kGroupEps) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    return 0.f;
+  }
+  float iscale = -float(nmax) / max, sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = clampi(round_even(iscale * x[i]), -nmax, nmax - 1);
+    L[i] = int8_t(l + nmax);
+    const float w = x[i] * x[i];
+    sumlx += w * x[i] * float(l);
+    suml2 += w * float(l) * float(l);
+  }
+  float scale = suml2 ? sumlx / suml2 : 0.f, best = scale * sumlx;
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    iscale = -(float(nmax) + 0.1f * float(is)) / max;
+    sumlx = suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = clampi(round_even(iscale * x[i]), -nmax, nmax - 1);
+      const float w = x[i] * x[i];
+      sumlx += w * x[i] * float(l);
+      suml2 += w * float(l) * float(l);
+    }
+    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+      for (int i = 0; i < n; ++i) L[i] = int8_t(nmax + clampi(round_even(iscale * x[i]), -nmax, nmax - 1));
+      scale = sumlx / suml2;
+      best = scale * sumlx;
+    }
+  }
+  return scale;
+}
+
+// Q3_K's sub-block of 16: l in [-nmax, nmax - 1] refined one value at a time
+// (up to 5 passes) while the weighted fit improves; L = l + nmax.
+float fit_scale_q3(int n, int nmax, const float* x, int8_t* L) {
+  float amax = 0, max = 0;
+  for (int i = 0; i < n; ++i)
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      max = x[i];
+    }
+  if (amax < kGroupEps) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    return 0.f;
+  }
+  const float iscale = -float(nmax) / max;
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    L[i] = int8_t(clampi(round_even(iscale * x[i]), -nmax, nmax - 1));
+    const float w = x[i] * x[i];
+    sumlx += w * x[i] * float(L[i]);
+    suml2 += w * float(L[i]) * float(L[i]);
+  }
+  for (int pass = 0; pass < 5; ++pass) {
+    int changed = 0;
+    for (int i = 0; i < n; ++i) {
+      const float w = x[i] * x[i];
+      float slx = sumlx - w * x[i] * float(L[i]);
+      if (slx > 0) {
+        float sl2 = suml2 - w * float(L[i]) * float(L[i]);
+        const int nl = clampi(round_even(x[i] * sl2 / slx), -nmax, nmax - 1);
+        if (nl != L[i]) {
+          slx += w * x[i] * float(nl);
+          sl2 += w * float(nl) * float(nl);
+          if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
+            L[i] = int8_t(nl);
+            sumlx = slx;
+            suml2 = sl2;
+            ++changed;
+          }
+        }
+      }
+    }
+    if (!changed) break;
+  }
+  for (int i = 0; i < n; ++i) L[i] = int8_t(L[i] + nmax);
+  return suml2 > 0.f ? sumlx / suml2 : 0.f;
+}
+
+// four 2-bit codes per byte: byte l of each 32 holds values l, l + 32, l + 64, l + 96 of its 128
+void pack2(const uint8_t* L, uint8_t* qs) {
+  for (int j = 0; j < 256; j += 128)
+    for (int l = 0; l < 32; ++l) qs[j / 4 + l] = uint8_t(L[j + l] | L[j + l + 32] << 2 | L[j + l + 64] << 4 | L[j + l + 96] << 6);
+}
 
 void q2_k_quantize(const float* x, int64_t blocks, uint8_t* out) {
   for (int64_t i = 0; i < blocks; ++i, x += 256, out += 84) {
-    float d, dmin;
-    int ls[16], lm[16];
-    asym_scales(x, 16, 16, 3, 4, &d, &dmin, ls, lm);
-    std::memset(out, 0, 84);
-    for (int g = 0; g < 16; ++g) out[g] = uint8_t(ls[g] | lm[g] << 4);
-    put_f16(out + 80, d);
-    put_f16(out + 82, dmin);
-    uint8_t* qs = out + 16;
-    // value 16 g + l of half h of shift s (see q2_k_block): g = 8 (n / 128) + 2 (s / 2) + h
-    for (int g = 0; g < 16; ++g) {
-      const float dl = d * float(ls[g]), ml = dmin * float(lm[g]);
-      const int n = g / 8, s = 2 * ((g % 8) / 2), h = g % 2;
-      for (int l = 0; l < 16; ++l) qs[32 * n + 16 * h + l] |= uint8_t(asym_value(x[16 * g + l], dl, ml, 3) << s);
+    uint8_t L[256];
+    float w[16], mins[16], scales[16], max_scale = 0, max_min = 0;
+    for (int j = 0; j < 16; ++j) {
+      for (int l = 0; l < 16; ++l) w[l] = std::fabs(x[16 * j + l]);
+      scales[j] = fit_scale_min(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], -0.5f, 0.1f, 15, true);
+      max_scale = std::max(max_scale, scales[j]);
+      max_min = std::max(max_min, mins[j]);
     }
+    uint8_t* sc = out;
+    if (max_scale > 0) {
+      const float iscale = 15.f / max_scale;
+      for (int j = 0; j < 16; ++j) sc[j] = uint8_t(round_even(iscale * scales[j]));
+      put_f16(out + 80, max_scale / 15.f);
+    } else {
+      std::memset(sc, 0, 16);
+      put_f16(out + 80, 0.f);
+    }
+    if (max_min > 0) {
+      const float iscale = 15.f / max_min;
+      for (int j = 0; j < 16; ++j) sc[j] = uint8_t(sc[j] | round_even(iscale * mins[j]) << 4);
+      put_f16(out + 82, max_min / 15.f);
+    } else {
+      put_f16(out + 82, 0.f);
+    }
+    for (int j = 0; j < 16; ++j) {
+      const float d = f16(out + 80) * float(sc[j] & 0xF);
+      if (!d) continue;
+      const float dm = f16(out + 82) * float(sc[j] >> 4);
+      for (int l = 0; l < 16; ++l) L[16 * j + l] = uint8_t(clampi(round_even((x[16 * j + l] + dm) / d), 0, 3));
+    }
+    pack2(L, out + 16);
   }
 }
 void k4_scales(const int* ls, const int* lm, uint8_t* s) {
@@ -377,120 +539,208 @@ void k4_scales(const int* ls, const int* lm, uint8_t* s) {
 // Q4_K and Q5_K: the same scales and mins; Q5_K adds a fifth bit per value (qh).
 template <bool Q5>
 void qk45_quantize(const float* x, int64_t blocks, uint8_t* out) {
-  constexpr int kLevels = Q5 ? 31 : 15, kBytes = Q5 ? 176 : 144;
+  constexpr int kLevels = Q5 ? 31 : 15, kBytes = Q5 ? 176 : 144, kSteps = Q5 ? 15 : 20;
+  constexpr float kRmin = Q5 ? -0.5f : -1.f;
   for (int64_t i = 0; i < blocks; ++i, x += 256, out += kBytes) {
-    float d, dmin;
+    uint8_t L[256];
+    float w[32], mins[8], scales[8], max_scale = 0, max_min = 0;
+    for (int j = 0; j < 8; ++j) {
+      const float* xb = x + 32 * j;
+      float sum_x2 = 0;
+      for (int l = 0; l < 32; ++l) sum_x2 += xb[l] * xb[l];
+      const float av_x = std::sqrt(sum_x2 / 32);
+      for (int l = 0; l < 32; ++l) w[l] = av_x + std::fabs(xb[l]);
+      scales[j] = fit_scale_min(32, kLevels, xb, w, L + 32 * j, &mins[j], kRmin, 0.1f, kSteps, false);
+      max_scale = std::max(max_scale, scales[j]);
+      max_min = std::max(max_min, mins[j]);
+    }
+    const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f, inv_min = max_min > 0 ? 63.f / max_min : 0.f;
     int ls[8], lm[8];
-    asym_scales(x, 8, 32, kLevels, 6, &d, &dmin, ls, lm);
-    put_f16(out, d);
-    put_f16(out + 2, dmin);
+    for (int j = 0; j < 8; ++j) {
+      ls[j] = std::min(63, int(uint8_t(round_even(inv_scale * scales[j]))));
+      lm[j] = std::min(63, int(uint8_t(round_even(inv_min * mins[j]))));
+    }
+    put_f16(out, max_scale / 63.f);
+    put_f16(out + 2, max_min / 63.f);
     k4_scales(ls, lm, out + 4);
+    for (int j = 0; j < 8; ++j) {
+      const float d = f16(out) * float(ls[j]);
+      if (!d) continue;
+      const float dm = f16(out + 2) * float(lm[j]);
+      for (int l = 0; l < 32; ++l) L[32 * j + l] = uint8_t(clampi(round_even((x[32 * j + l] + dm) / d), 0, kLevels));
+    }
     uint8_t* qh = out + 16;
     uint8_t* qs = out + (Q5 ? 48 : 16);
-    std::memset(out + 16, 0, size_t(kBytes - 16));
-    for (int s = 0; s < 8; ++s) {
-      const float dl = d * float(ls[s]), ml = dmin * float(lm[s]);
+    if (Q5) std::memset(qh, 0, 32);
+    for (int n = 0; n < 256; n += 64)  // byte l of each 32: values n + l (low nibble) and n + 32 + l
       for (int l = 0; l < 32; ++l) {
-        const int q = asym_value(x[32 * s + l], dl, ml, kLevels);
-        qs[32 * (s / 2) + l] |= uint8_t((q & 0xF) << (4 * (s % 2)));
-        if (Q5) qh[l] |= uint8_t((q >> 4) << s);
+        const int a = L[n + l], b = L[n + 32 + l];
+        qs[n / 2 + l] = uint8_t((a & 0xF) | (b & 0xF) << 4);
+        if (Q5) qh[l] = uint8_t(qh[l] | (a >> 4) << (n / 32) | (b >> 4) << (n / 32 + 1));
       }
-    }
   }
 }
 void q4_k_quantize(const float* x, int64_t blocks, uint8_t* out) { qk45_quantize<false>(x, blocks, out); }
 void q5_k_quantize(const float* x, int64_t blocks, uint8_t* out) { qk45_quantize<true>(x, blocks, out); }
-// Symmetric sub-blocks: the value of largest magnitude maps to `lo` (< 0) as in
-// ggml's Q4_0; sub-block scales relative to the super-block scale d.
 void q3_k_quantize(const float* x, int64_t blocks, uint8_t* out) {
   for (int64_t i = 0; i < blocks; ++i, x += 256, out += 110) {
-    float sc[16], max_scale = 0.f;
-    for (int g = 0; g < 16; ++g) {
-      sc[g] = signed_max(x + 16 * g, 16) / -4.f;
-      if (std::fabs(sc[g]) > std::fabs(max_scale)) max_scale = sc[g];
-    }
-    std::memset(out, 0, 110);
-    const float iscale = max_scale != 0.f ? -32.f / max_scale : 0.f;
-    uint8_t* s = out + 96;
-    for (int g = 0; g < 16; ++g) {
-      const int l = clampi(nearest(iscale * sc[g]), -32, 31) + 32;
-      if (g < 8) s[g] |= uint8_t(l & 0xF);
-      else s[g - 8] |= uint8_t((l & 0xF) << 4);
-      s[8 + g % 4] |= uint8_t((l >> 4) << (2 * (g / 4)));
-    }
-    put_f16(out + 108, max_scale != 0.f ? 1.f / iscale : 0.f);
-    const float d = f16(out + 108);
-    uint8_t* hm = out;
-    uint8_t* qs = out + 32;
-    for (int g = 0; g < 16; ++g) {
-      const float dl = d * float(scale_q3k(g, s));
-      const int n = g / 8, sh = 2 * ((g % 8) / 2), h = g % 2, bit = 4 * n + (g % 8) / 2;
-      for (int l = 0; l < 16; ++l) {
-        const int q = (dl != 0.f ? clampi(nearest(x[16 * g + l] / dl), -4, 3) : 0) + 4;  // 0..7
-        qs[32 * n + 16 * h + l] |= uint8_t((q & 3) << sh);
-        if (q > 3) hm[16 * h + l] |= uint8_t(1 << bit);
+    int8_t L[256];
+    float scales[16], max_scale = 0, amax = 0;
+    for (int j = 0; j < 16; ++j) {
+      scales[j] = fit_scale_q3(16, 4, x + 16 * j, L + 16 * j);
+      if (std::fabs(scales[j]) > amax) {
+        amax = std::fabs(scales[j]);
+        max_scale = scales[j];
       }
     }
+    uint8_t* s = out + 96;
+    std::memset(s, 0, 12);
+    if (max_scale) {
+      const float iscale = -32.f / max_scale;
+      for (int j = 0; j < 16; ++j) {
+        const int l = clampi(int(int8_t(round_even(iscale * scales[j]))), -32, 31) + 32;
+        if (j < 8) s[j] = uint8_t(l & 0xF);
+        else s[j - 8] |= uint8_t((l & 0xF) << 4);
+        s[8 + j % 4] |= uint8_t((l >> 4) << (2 * (j / 4)));
+      }
+      put_f16(out + 108, 1 / iscale);
+    } else {
+      put_f16(out + 108, 0.f);
+    }
+    for (int j = 0; j < 16; ++j) {
+      const float d = f16(out + 108) * float(scale_q3k(j, s));
+      if (!d) continue;
+      for (int l = 0; l < 16; ++l) L[16 * j + l] = int8_t(clampi(round_even(x[16 * j + l] / d), -4, 3) + 4);
+    }
+    // the high bit of value v in bit v / 32 of hmask byte v % 32; the low two bits packed by 128s
+    uint8_t* hm = out;
+    std::memset(hm, 0, 32);
+    uint8_t lo[256];
+    for (int v = 0; v < 256; ++v) {
+      if (L[v] > 3) hm[v % 32] |= uint8_t(1 << (v / 32));
+      lo[v] = uint8_t(L[v] & 3);
+    }
+    pack2(lo, out + 32);
   }
 }
 void q6_k_quantize(const float* x, int64_t blocks, uint8_t* out) {
   for (int64_t i = 0; i < blocks; ++i, x += 256, out += 210) {
-    float sc[16], max_scale = 0.f;
-    for (int g = 0; g < 16; ++g) {
-      sc[g] = signed_max(x + 16 * g, 16) / -32.f;
-      if (std::fabs(sc[g]) > std::fabs(max_scale)) max_scale = sc[g];
+    int8_t L[256];
+    float scales[16], max_scale = 0, max_abs = 0;
+    for (int j = 0; j < 16; ++j) {
+      scales[j] = fit_scale_sym(16, 32, x + 16 * j, L + 16 * j);
+      if (std::fabs(scales[j]) > max_abs) {
+        max_abs = std::fabs(scales[j]);
+        max_scale = scales[j];
+      }
     }
     std::memset(out, 0, 210);
-    const float iscale = max_scale != 0.f ? -128.f / max_scale : 0.f;
+    if (max_abs < kGroupEps) continue;  // all zero, d = 0
+    const float iscale = -128.f / max_scale;
+    put_f16(out + 208, 1 / iscale);
     int8_t* s = reinterpret_cast<int8_t*>(out + 192);
-    for (int g = 0; g < 16; ++g) s[g] = int8_t(std::min(127, nearest(iscale * sc[g])));
-    put_f16(out + 208, max_scale != 0.f ? 1.f / iscale : 0.f);
-    const float d = f16(out + 208);
+    for (int j = 0; j < 16; ++j) s[j] = int8_t(std::min(127, round_even(iscale * scales[j])));
+    for (int j = 0; j < 16; ++j) {
+      const float d = f16(out + 208) * float(s[j]);
+      if (!d) continue;
+      for (int l = 0; l < 16; ++l) L[16 * j + l] = int8_t(clampi(round_even(x[16 * j + l] / d), -32, 31) + 32);
+    }
     uint8_t* ql = out;
     uint8_t* qh = out + 128;
-    for (int v = 0; v < 256; ++v) {
-      const float dl = d * float(s[v / 16]);
-      const int q = (dl != 0.f ? clampi(nearest(x[v] / dl), -32, 31) : 0) + 32;  // 0..63
-      const int n = v / 128, t = (v % 128) / 32, l = v % 32;
-      ql[64 * n + (t & 1 ? 32 : 0) + l] |= uint8_t((q & 0xF) << (t < 2 ? 0 : 4));
-      qh[32 * n + l] |= uint8_t((q >> 4) << (2 * t));
-    }
+    for (int j = 0; j < 256; j += 128, ql += 64, qh += 32)
+      for (int l = 0; l < 32; ++l) {
+        const int a = L[j + l], b = L[j + l + 32], c = L[j + l + 64], e = L[j + l + 96];
+        ql[l] = uint8_t((a & 0xF) | (c & 0xF) << 4);
+        ql[l + 32] = uint8_t((b & 0xF) | (e & 0xF) << 4);
+        qh[l] = uint8_t(a >> 4 | (b >> 4) << 2 | (c >> 4) << 4 | (e >> 4) << 6);
+      }
   }
 }
-int iq4_index(float v) {
-  int best = 0;
-  for (int i = 1; i < 16; ++i)
-    if (std::fabs(v - kIq4Values[i]) < std::fabs(v - kIq4Values[best])) best = i;
-  return best;
+// the index of the IQ4 value nearest x (ties to the lower), by bisection
+int iq4_index(float x) {
+  if (x <= kIq4Values[0]) return 0;
+  if (x >= kIq4Values[15]) return 15;
+  int lo = 0, hi = 15;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (x < kIq4Values[mid]) hi = mid;
+    else lo = mid;
+  }
+  return x - kIq4Values[hi - 1] < kIq4Values[hi] - x ? hi - 1 : hi;
+}
+// One IQ4 block of 32: the scale of the best fit (weights x^2) over 15 trial
+// scales around max / -127; the codes of the values in L (0 when all zero).
+float iq4_fit(const float* x, uint8_t* L) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < 32; ++j)
+    if (std::fabs(x[j]) > amax) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  if (amax < kGroupEps) return 0.f;
+  float d = -max / float(kIq4Values[0]), id = 1 / d, sumqx = 0, sumq2 = 0;
+  for (int j = 0; j < 32; ++j) {
+    const int l = iq4_index(id * x[j]);
+    L[j] = uint8_t(l);
+    const float q = float(kIq4Values[l]), w = x[j] * x[j];
+    sumqx += w * q * x[j];
+    sumq2 += w * q * q;
+  }
+  d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
+  float best = d * sumqx;
+  for (int t = -7; t <= 7; ++t) {
+    id = (float(t) + float(kIq4Values[0])) / max;
+    sumqx = sumq2 = 0;
+    for (int j = 0; j < 32; ++j) {
+      const float q = float(kIq4Values[iq4_index(id * x[j])]), w = x[j] * x[j];
+      sumqx += w * q * x[j];
+      sumq2 += w * q * q;
+    }
+    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+      d = sumqx / sumq2;
+      best = d * sumqx;
+    }
+  }
+  return d;
+}
+void pack_iq4(const uint8_t* L, int n, uint8_t* q) {
+  for (int b = 0; b < n / 32; ++b)
+    for (int j = 0; j < 16; ++j) q[16 * b + j] = uint8_t(L[32 * b + j] | L[32 * b + 16 + j] << 4);
 }
 void iq4_nl_quantize(const float* x, int64_t blocks, uint8_t* out) {
   for (int64_t i = 0; i < blocks; ++i, x += 32, out += 18) {
-    const float d = signed_max(x, 32) / -127.f;
+    uint8_t L[32];
+    const float d = iq4_fit(x, L);
     put_f16(out, d);
-    const float dd = f16(out), id = dd != 0.f ? 1.f / dd : 0.f;
-    for (int j = 0; j < 16; ++j) out[2 + j] = uint8_t(iq4_index(x[j] * id) | iq4_index(x[16 + j] * id) << 4);
+    const float id = d ? 1 / d : 0.f;
+    for (int j = 0; j < 32; ++j) L[j] = uint8_t(iq4_index(id * x[j]));
+    pack_iq4(L, 32, out + 2);
   }
 }
 void iq4_xs_quantize(const float* x, int64_t blocks, uint8_t* out) {
   for (int64_t i = 0; i < blocks; ++i, x += 256, out += 136) {
-    float sc[8], amax = 0.f;
+    uint8_t L[256] = {};
+    float scales[8], max_scale = 0, amax = 0;
     for (int b = 0; b < 8; ++b) {
-      sc[b] = signed_max(x + 32 * b, 32) / -127.f;
-      amax = std::max(amax, std::fabs(sc[b]));
+      scales[b] = iq4_fit(x + 32 * b, L + 32 * b);
+      if (std::fabs(scales[b]) > amax) {
+        amax = std::fabs(scales[b]);
+        max_scale = scales[b];
+      }
     }
     std::memset(out, 0, 136);
-    put_f16(out, amax / 32.f);
-    const float d = f16(out);
+    const float d = -max_scale / 32, id = d ? 1 / d : 0.f;
+    put_f16(out, d);
     uint16_t sh = 0;
     for (int b = 0; b < 8; ++b) {
-      const int ls = (d > 0.f ? clampi(nearest(sc[b] / d), -32, 31) : 0) + 32;
-      out[4 + b / 2] |= uint8_t((ls & 0xF) << (4 * (b % 2)));
-      sh |= uint16_t((ls >> 4) << (2 * b));
-      const float dl = d * float(ls - 32), id = dl != 0.f ? 1.f / dl : 0.f;
-      for (int j = 0; j < 16; ++j)
-        out[8 + 16 * b + j] = uint8_t(iq4_index(x[32 * b + j] * id) | iq4_index(x[32 * b + 16 + j] * id) << 4);
+      const int l = clampi(round_even(id * scales[b]), -32, 31);
+      const float dl = d * float(l), idl = dl ? 1 / dl : 0.f;
+      for (int j = 0; j < 32; ++j) L[32 * b + j] = uint8_t(iq4_index(idl * x[32 * b + j]));
+      out[4 + b / 2] |= uint8_t(((l + 32) & 0xF) << (4 * (b % 2)));
+      sh = uint16_t(sh | ((l + 32) >> 4) << (2 * b));
     }
     std::memcpy(out + 2, &sh, 2);
+    pack_iq4(L, 256, out + 8);
   }
 }
 
