@@ -154,13 +154,16 @@ void krows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
   const int8_t* xq[MR];
   const float* xs[MR];
   const float* so[MR];
-  __m512 acc[2][MR], offv[MR];
-#pragma GCC unroll 4
+  // two accumulator chains per row (fma latency), one when 8 rows fill the
+  // registers; the offsets go into the last chain
+  constexpr int kChains = MR >= 8 ? 1 : 2;
+  __m512 acc[kChains][MR];
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
     xq[i] = a.x.q + (i0 + i) * k;
     xs[i] = a.x.s + (i0 + i) * (k / 32);
     so[i] = a.x.so + (i0 + i) * g16;
-    acc[0][i] = acc[1][i] = offv[i] = _mm512_setzero_ps();
+    for (int c = 0; c < kChains; ++c) acc[c][i] = _mm512_setzero_ps();
   }
   for (int64_t sb = 0; sb < nsb; ++sb) {
     const uint8_t* b = row + sb * T::kBytes;
@@ -168,29 +171,29 @@ void krows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
     T::prep(b, &ks);
     const __m512 scf = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(ks.sc16)), _mm512_set1_ps(ks.d));
     __m512 fac[MR];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int i = 0; i < MR; ++i)
       fac[i] = _mm512_mul_ps(scf, _mm512_permutexvar_ps(half, _mm512_castps256_ps512(_mm256_loadu_ps(xs[i] + 8 * sb))));
     if (T::kOff) {  // sum_g mo16[g] * (x scale * int sum of the group), dO applied per super-block
       const __m512 mo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(ks.mo16)), _mm512_set1_ps(ks.dO));
-#pragma GCC unroll 4
-      for (int i = 0; i < MR; ++i) offv[i] = _mm512_fmadd_ps(mo, _mm512_loadu_ps(so[i] + 16 * sb), offv[i]);
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) acc[kChains - 1][i] = _mm512_fmadd_ps(mo, _mm512_loadu_ps(so[i] + 16 * sb), acc[kChains - 1][i]);
     }
     T::codes(b, [&](int c, __m512i w) {
       const __m512i pick = _mm512_load_si512(kGroupOf[c]);
       const __m512i u = T::kSigned ? _mm512_abs_epi8(w) : w;  // signed: |w| by x with w's sign
       const __mmask64 neg = T::kSigned ? _mm512_movepi8_mask(w) : 0;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
         __m512i xv = _mm512_loadu_si512(xq[i] + sb * 256 + 64 * c);
         if (T::kSigned) xv = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
         const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, xv);
-        acc[c & 1][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(pick, fac[i]), acc[c & 1][i]);
+        acc[c % kChains][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(pick, fac[i]), acc[c % kChains][i]);
       }
     });
   }
-#pragma GCC unroll 4
-  for (int i = 0; i < MR; ++i) a.y[(i0 + i) * a.ldy + j] = hsum512(_mm512_add_ps(_mm512_add_ps(acc[0][i], acc[1][i]), offv[i]));
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) a.y[(i0 + i) * a.ldy + j] = hsum512(kChains == 2 ? _mm512_add_ps(acc[0][i], acc[kChains - 1][i]) : acc[0][i]);
 }
 
 // --- the 32-value types: code(b) gives a block's 32 codes (unsigned, or signed
@@ -269,14 +272,15 @@ void lrows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
   const int8_t* xq[MR];
   const float* xs[MR];
   const float* so32[MR];
-  __m512 acc[2][MR];
+  constexpr int kChains = MR >= 8 ? 1 : 2;  // as krows
+  __m512 acc[kChains][MR];
   __m256 offv[MR];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
     xq[i] = a.x.q + (i0 + i) * k;
     xs[i] = a.x.s + (i0 + i) * nb;
     so32[i] = a.x.so32 + (i0 + i) * nb;
-    acc[0][i] = acc[1][i] = _mm512_setzero_ps();
+    for (int c = 0; c < kChains; ++c) acc[c][i] = _mm512_setzero_ps();
     offv[i] = _mm256_setzero_ps();
   }
   auto group = [&](int64_t b0, auto full) {
@@ -288,7 +292,7 @@ void lrows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
     if constexpr (T::kMin >= 0) o8 = f16x8<T::kBytes, (T::kMin >= 0 ? T::kMin : 0)>(blk, cnt);
     else if constexpr (kOff) o8 = _mm256_mul_ps(d8, _mm256_set1_ps(T::kMinMul));
     __m512 fac[MR];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       __m256 x8, s8 = _mm256_setzero_ps();
       if (kFull) {
@@ -314,22 +318,22 @@ void lrows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
       const __m512i pick = _mm512_load_si512(kBlockOf[p]);
       const __m512i u = T::kSigned ? _mm512_abs_epi8(w) : w;
       const __mmask64 neg = T::kSigned ? _mm512_movepi8_mask(w) : 0;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
         const int8_t* xp = xq[i] + 32 * (b0 + t);
         __m512i xv = two ? _mm512_loadu_si512(xp) : _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp)));
         if (T::kSigned) xv = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
         const __m512i pr = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, xv);
-        acc[p & 1][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pr), _mm512_permutexvar_ps(pick, fac[i]), acc[p & 1][i]);
+        acc[p % kChains][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pr), _mm512_permutexvar_ps(pick, fac[i]), acc[p % kChains][i]);
       }
     }
   };
   int64_t b0 = 0;
   for (; b0 + 8 <= nb; b0 += 8) group(b0, std::true_type{});
   if (b0 < nb) group(b0, std::false_type{});
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
-    float y = hsum512(_mm512_add_ps(acc[0][i], acc[1][i]));
+    float y = hsum512(kChains == 2 ? _mm512_add_ps(acc[0][i], acc[kChains - 1][i]) : acc[0][i]);
     if (kOff) {
       alignas(32) float o[8];
       _mm256_store_ps(o, offv[i]);
@@ -341,7 +345,7 @@ void lrows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
 
 template <class T, bool K>
 void gemv(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
-  each_row(a, j0, j1, [&](auto mr, int64_t i, int64_t j) {
+  each_row<8>(a, j0, j1, [&](auto mr, int64_t i, int64_t j) {
     if constexpr (K) krows<T, decltype(mr)::value>(a, i, j);
     else lrows<T, decltype(mr)::value>(a, i, j);
   });

@@ -110,12 +110,14 @@ inline void k4_scales(const uint8_t* s, uint64_t* sc, uint64_t* mn) {
   k->dO = -4.f * k->d;
 }
 
-// Every weight row in [j0, j1) against the activation rows, 4, 2 then 1 at a
-// time: rows(std::integral_constant<int, MR>, i, j).
-template <class Rows>
+// Every weight row in [j0, j1) against the activation rows, kMax (8 or 4), 4,
+// 2 then 1 at a time: rows(std::integral_constant<int, MR>, i, j).
+template <int kMax = 4, class Rows>
 inline void each_row(const BlockGemvArgs& a, int64_t j0, int64_t j1, Rows&& rows) {
   for (int64_t j = j0; j < j1; ++j) {
     int64_t i = 0;
+    if constexpr (kMax >= 8)
+      for (; i + 8 <= a.x.m; i += 8) rows(std::integral_constant<int, 8>{}, i, j);
     for (; i + 4 <= a.x.m; i += 4) rows(std::integral_constant<int, 4>{}, i, j);
     for (; i + 2 <= a.x.m; i += 2) rows(std::integral_constant<int, 2>{}, i, j);
     for (; i < a.x.m; ++i) rows(std::integral_constant<int, 1>{}, i, j);
