@@ -397,37 +397,31 @@ float fit_scale_min(int n, int nmax, const float* x, const float* w, uint8_t* L,
 // Symmetric sub-block of 16 (Q6_K): codes L = l + nmax, l in [-nmax, nmax - 1],
 // the scale the best of 19 trials around nmax / max under weights x^2.
 float fit_scale_sym(int n, int nmax, const float* x, int8_t* L) {
-  float amax = 0, max = 0;
-  for (int i = 0; i < n; ++i)
-    if (std::fabs(x[i]) > amax) {
-      amax = std::fabs(x[i]);
-      max = x[i];
-    }
-  if (amax < kGroupEps) {
+  const float max = signed_max(x, n);
+  if (std::fabs(max) < kGroupEps) {
     for (int i = 0; i < n; ++i) L[i] = 0;
     return 0.f;
   }
-  float iscale = -float(nmax) / max, sumlx = 0, suml2 = 0;
-  for (int i = 0; i < n; ++i) {
-    const int l = clampi(round_even(iscale * x[i]), -nmax, nmax - 1);
-    L[i] = int8_t(l + nmax);
-    const float w = x[i] * x[i];
-    sumlx += w * x[i] * float(l);
-    suml2 += w * float(l) * float(l);
-  }
+  // the weighted sums of one trial scale; its codes into L when `keep`
+  auto trial = [&](float iscale, bool keep, float* sumlx, float* suml2) {
+    *sumlx = *suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = clampi(round_even(iscale * x[i]), -nmax, nmax - 1);
+      if (keep) L[i] = int8_t(l + nmax);
+      const float w = x[i] * x[i];
+      *sumlx += w * x[i] * float(l);
+      *suml2 += w * float(l) * float(l);
+    }
+  };
+  float sumlx, suml2;
+  trial(-float(nmax) / max, true, &sumlx, &suml2);
   float scale = suml2 ? sumlx / suml2 : 0.f, best = scale * sumlx;
   for (int is = -9; is <= 9; ++is) {
     if (is == 0) continue;
-    iscale = -(float(nmax) + 0.1f * float(is)) / max;
-    sumlx = suml2 = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = clampi(round_even(iscale * x[i]), -nmax, nmax - 1);
-      const float w = x[i] * x[i];
-      sumlx += w * x[i] * float(l);
-      suml2 += w * float(l) * float(l);
-    }
+    const float iscale = -(float(nmax) + 0.1f * float(is)) / max;
+    trial(iscale, false, &sumlx, &suml2);
     if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-      for (int i = 0; i < n; ++i) L[i] = int8_t(nmax + clampi(round_even(iscale * x[i]), -nmax, nmax - 1));
+      trial(iscale, true, &sumlx, &suml2);
       scale = sumlx / suml2;
       best = scale * sumlx;
     }
@@ -438,13 +432,8 @@ float fit_scale_sym(int n, int nmax, const float* x, int8_t* L) {
 // Q3_K's sub-block of 16: l in [-nmax, nmax - 1] refined one value at a time
 // (up to 5 passes) while the weighted fit improves; L = l + nmax.
 float fit_scale_q3(int n, int nmax, const float* x, int8_t* L) {
-  float amax = 0, max = 0;
-  for (int i = 0; i < n; ++i)
-    if (std::fabs(x[i]) > amax) {
-      amax = std::fabs(x[i]);
-      max = x[i];
-    }
-  if (amax < kGroupEps) {
+  const float max = signed_max(x, n);
+  if (std::fabs(max) < kGroupEps) {
     for (int i = 0; i < n; ++i) L[i] = 0;
     return 0.f;
   }
@@ -671,13 +660,8 @@ int iq4_index(float x) {
 // One IQ4 block of 32: the scale of the best fit (weights x^2) over 15 trial
 // scales around max / -127; the codes of the values in L (0 when all zero).
 float iq4_fit(const float* x, uint8_t* L) {
-  float amax = 0, max = 0;
-  for (int j = 0; j < 32; ++j)
-    if (std::fabs(x[j]) > amax) {
-      amax = std::fabs(x[j]);
-      max = x[j];
-    }
-  if (amax < kGroupEps) return 0.f;
+  const float max = signed_max(x, 32);
+  if (std::fabs(max) < kGroupEps) return 0.f;
   float d = -max / float(kIq4Values[0]), id = 1 / d, sumqx = 0, sumq2 = 0;
   for (int j = 0; j < 32; ++j) {
     const int l = iq4_index(id * x[j]);
