@@ -160,15 +160,41 @@ export function readGguf(file: string): GgufFile {
  *  attn_v and ffn_down, Q4_K elsewhere). Norms are always F32. */
 export const GGUF_WRITE_TYPES = ['f32', 'f16', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q8_0', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k', 'iq4_nl', 'iq4_xs', 'q4_k_m'];
 
-/** The type a linear named `name` (GGUF tensor name) with rows of k gets under `spec`; rows that are not whole
- *  blocks of it fall back to Q8_0 (or F32 when k % 32), as llama.cpp's quantizer falls back to another type. */
-export function ggufTypeFor(spec: string, name: string, k: number): number {
+/** llama.cpp's layers that get more bits in its _M mixes (attn_v, ffn_down): the first and last eighth, every third between. */
+export function moreBitsLayer(i: number, n: number): boolean {
+  const e = Math.trunc(n / 8);
+  return i < e || i >= Math.trunc((7 * n) / 8) || (i - e) % 3 === 2;
+}
+
+/** What a GGUF type choice needs to know of the model: its layer count, and whether the embedding is the classifier. */
+export interface GgufMix { layers: number; tied: boolean }
+
+// llama.cpp's fallback when rows are not whole blocks of the type (tensor_type_fallback), then F16
+const FALLBACK: Record<string, string> = { q2_k: 'q4_0', q3_k: 'q4_0', q4_k: 'q5_0', q5_k: 'q5_1', q6_k: 'q8_0', iq4_xs: 'iq4_nl' };
+
+/**
+ * The type a linear named `name` (GGUF tensor name) with rows of k gets under `spec`, as llama.cpp's
+ * quantizer chooses it: a single type is every linear in it (llama-quantize --pure); `q4_k_m` is its mix
+ * (Q4_K; Q6_K for the classifier, a tied embedding, and attn_v / ffn_down of the layers moreBitsLayer
+ * picks); rows that are not whole blocks fall back as llama.cpp's do (Q4_K -> Q5_0, Q6_K -> Q8_0 ...,
+ * then F16).
+ */
+export function ggufTypeFor(spec: string, name: string, k: number, mix: GgufMix = { layers: 1, tied: false }): number {
   const s = spec.toLowerCase();
   if (!GGUF_WRITE_TYPES.includes(s)) throw new RangeError(`unknown GGUF weight type '${spec}' (expected ${GGUF_WRITE_TYPES.join(', ')})`);
   if (s === 'f32') return GGML_F32;
   if (s === 'f16') return GGML_F16;
-  const t = ggmlTypeByName(s === 'q4_k_m' ? (/^output\.|attn_v|ffn_down/.test(name) ? 'q6_k' : 'q4_k') : s)!;
-  if (k % t.block) return k % 32 ? GGML_F32 : GGML_Q8_0;
+  let want = s;
+  if (s === 'q4_k_m') {
+    const layer = /^blk\.(\d+)\.(attn_v|ffn_down)\./.exec(name);
+    const classifier = name.startsWith('output.') || (mix.tied && name.startsWith('token_embd.'));
+    want = classifier || (layer && moreBitsLayer(Number(layer[1]), mix.layers)) ? 'q6_k' : 'q4_k';
+  }
+  let t = ggmlTypeByName(want)!;
+  if (k % t.block) {
+    if (FALLBACK[want]) t = ggmlTypeByName(FALLBACK[want]!)!;
+    if (k % t.block) return GGML_F16;
+  }
   return t.type;
 }
 

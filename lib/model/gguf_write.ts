@@ -35,7 +35,7 @@ export async function writeGgufModel(model: Model, file: string, type: string,
     const tensors: GgufWriteTensor[] = [];
     const f32 = (ref: Parameters<Rebuild['tensor']>[0], n: number, k: number) => rb.tensor(ref, n, k).toArray() as Float32Array;
     const add = (name: string, a: Float32Array, n: number, k: number, linear: boolean) => {
-      const t = linear ? ggufTypeFor(type, name, k) : GGML_F32;
+      const t = linear ? ggufTypeFor(type, name, k, { layers: c.layers, tied: c.tiedEmbeddings === true }) : GGML_F32;
       tensors.push({ name, dims: n === 1 ? [k] : [k, n], type: t, data: encodeTensor(a, t, n, k) });
     };
     add('token_embd.weight', f32(plan.weights.embed, c.vocab, c.dim), c.vocab, c.dim, true);

@@ -202,7 +202,7 @@ export function writeRandomModel(dir: string, c: SynthConfig, formats: SynthForm
     const spec = f.slice(5);
     const tensors: GgufWriteTensor[] = [];
     const add = (name: string, a: Float32Array, n: number, k: number, linear: boolean) => {
-      const type = linear ? ggufTypeFor(spec, name, k) : GGML_F32;
+      const type = linear ? ggufTypeFor(spec, name, k, { layers: c.layers, tied: !!c.tied }) : GGML_F32;
       tensors.push({ name, dims: n === 1 ? [k] : [k, n], type, data: encodeTensor(a, type, n, k) });
     };
     const kvd = c.kvHeads * hd;
