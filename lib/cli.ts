@@ -3,7 +3,7 @@
 //   sparq info                       CPU features, chosen kernels, threads, CUDA
 //   sparq bench gemm [--quick] [--isa avx2,amx] [--groups 32,128] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench attention [--quick] [--threads N] [--min-time S] [--json FILE]
-//   sparq bench e2e [--quick] [--model FILE] [--threads N] [--json FILE]
+//   sparq bench e2e [--quick] [--model FILE] [--prompt N] [--tokens N] [--threads N] [--json FILE]
 //   sparq bench spmm [--quick] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench quants [--quick] [--types q4_k,q6_k] [--m 1,8] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench --device cuda [--quick] [--json FILE]
@@ -27,7 +27,7 @@ const USAGE = `usage:
   sparq info
   sparq bench gemm [--quick] [--isa LIST] [--groups 32,128] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq bench attention [--quick] [--threads N] [--min-time SECONDS] [--json FILE]
-  sparq bench e2e [--quick] [--model FILE] [--threads N] [--json FILE]
+  sparq bench e2e [--quick] [--model FILE] [--prompt N] [--tokens N] [--threads N] [--json FILE]
   sparq bench spmm [--quick] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq bench quants [--quick] [--types q4_0,q4_k,...] [--m 1,8,128] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq bench --device cuda [--quick] [--json FILE]   GPU kernels and the 110M model on the GPU
@@ -282,12 +282,20 @@ async function main(argv: string[]): Promise<number> {
   if (cmd === 'bench' && sub === 'e2e') {
     const threads = flag(rest, '--threads');
     const child = flag(rest, '--child');
+    const count = (name: string): number | undefined => {
+      const v = flag(rest, name);
+      if (v === undefined) return undefined;
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1 || n > 65536) throw new RangeError(`bench e2e: ${name} must be an integer in [1, 65536]; got ${v}`);
+      return n;
+    };
+    const prompt = count('--prompt'), tokens = count('--tokens');
     if (child !== undefined) {
       if (threads) setNumThreads(Number(threads));
-      await benchE2eChild(Number(child), flag(rest, '--dir')!, rest.includes('--quick'), flag(rest, '--model'));
+      await benchE2eChild(Number(child), flag(rest, '--dir')!, rest.includes('--quick'), flag(rest, '--model'), prompt, tokens);
       return 0;
     }
-    await benchE2e({ quick: rest.includes('--quick'), json: flag(rest, '--json'), threads: threads ? Number(threads) : undefined, model: flag(rest, '--model') });
+    await benchE2e({ quick: rest.includes('--quick'), json: flag(rest, '--json'), threads: threads ? Number(threads) : undefined, model: flag(rest, '--model'), prompt, tokens });
     return 0;
   }
   if (cmd === 'bench' && sub === 'spmm') {

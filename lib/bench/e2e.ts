@@ -2,8 +2,8 @@
 // Llama of dim 768, 12 layers, 12 heads, hidden 2048, vocab 32000 (untied),
 // written once as a llama2.c checkpoint and GGUF files (Q8_0, Q6_K, Q4_K_M,
 // Q4_0) under the OS temp folder, run in f32, int8, the GGUF block types, int4
-// and pruned: a 128-token prompt, then 64 greedy tokens. `--model FILE` runs
-// one file of the user's instead.
+// and pruned: a 128-token prompt, then 64 greedy tokens (`--prompt N --tokens N`
+// change them). `--model FILE` runs one file of the user's instead.
 // Prints prompt and decode tokens/s, the decode bound (DRAM bandwidth /
 // weight bytes read per token) and the fraction reached, and peak RSS.
 import * as fs from 'node:fs';
@@ -24,6 +24,9 @@ export interface E2eBenchOptions {
   dir?: string;
   /** a model file (GGUF, llama2.c, HF folder) to run instead of the generated suite */
   model?: string;
+  /** prompt tokens (default 128) and generated tokens (default 64, 32 with quick) */
+  prompt?: number;
+  tokens?: number;
   log?: (s: string) => void;
 }
 
@@ -76,13 +79,17 @@ export const linearParams = (c: SynthConfig) => {
   const kvd = (c.kvHeads * c.dim) / c.heads;
   return c.layers * (2 * c.dim * c.dim + 2 * kvd * c.dim + 3 * c.hidden * c.dim) + c.vocab * c.dim;
 };
+/** @internal n prompt ids spread over a vocabulary (past its first 259: control and byte tokens); llama.cpp's bench uses the same */
+export function promptIds(n: number, vocab: number): number[] {
+  return Array.from({ length: n }, (_, i) => (vocab > 518 ? 259 + ((i * 7919) % (vocab - 259)) : (i * 7919) % vocab));
+}
 /** @internal */
-export const PROMPT = Array.from({ length: 128 }, (_, i) => 259 + ((i * 7919) % (CONFIG.vocab - 259)));
+export const PROMPT = promptIds(128, CONFIG.vocab);
 
 /** One configuration, in this process (the child side of benchE2e): prints one JSON line. */
-export async function benchE2eChild(index: number, dir: string, quick: boolean, model?: string): Promise<void> {
+export async function benchE2eChild(index: number, dir: string, quick: boolean, model?: string, promptLen = 128, tokens?: number): Promise<void> {
   const [, file, o, , pruneOpts, quantOpts] = runs(modelFiles(dir), CONFIG, model)[index]!;
-  const gen = quick ? 32 : 64, reps = quick ? 2 : 3;
+  const gen = tokens ?? (quick ? 32 : 64), reps = quick ? 2 : 3;
   const t0 = performance.now();
   let m = await loadModel(file, o);
   if (pruneOpts || quantOpts) {
@@ -95,7 +102,7 @@ export async function benchE2eChild(index: number, dir: string, quick: boolean, 
   try {
     for (let r = 0; r < reps; r++) {
       let n = 0;
-      for await (const t of m.generate(PROMPT, { maxTokens: gen })) { void t; n++; }
+      for await (const t of m.generate(promptIds(promptLen, m.config.vocab), { maxTokens: gen })) { void t; n++; }
       if (n !== gen) throw new Error(`generated ${n} tokens instead of ${gen}`);
       pp.push(m.stats.promptTokensPerSec);
       dec.push(m.stats.decodeTokensPerSec);
@@ -125,8 +132,8 @@ export async function benchE2e(opts: E2eBenchOptions = {}): Promise<unknown> {
   const ceil = await loadNative().ceilings(opts.quick ? 256 * 2 ** 20 : 2 ** 30);
   log(`  DRAM read ${ceil.dramReadGBs.toFixed(1)} GB/s`);
 
-  const prompt = PROMPT;
-  const gen = opts.quick ? 32 : 64;
+  const promptLen = opts.prompt ?? 128;
+  const gen = opts.tokens ?? (opts.quick ? 32 : 64);
   const reps = opts.quick ? 2 : 3;
   const runs_ = runs(files, c, opts.model);
   const rows: Record<string, string | number>[] = [];
@@ -135,14 +142,15 @@ export async function benchE2e(opts: E2eBenchOptions = {}): Promise<unknown> {
     const [name, , , bytesPerToken] = runs_[i]!;
     // each configuration in a fresh process, so its peak RSS is its own
     const child = spawnSync(process.execPath, [path.join(__dirname, '..', 'cli.js'), 'bench', 'e2e', '--child', String(i), '--dir', dir,
-      ...(opts.quick ? ['--quick'] : []), ...(opts.threads ? ['--threads', String(opts.threads)] : []), ...(opts.model ? ['--model', opts.model] : [])],
+      ...(opts.quick ? ['--quick'] : []), ...(opts.threads ? ['--threads', String(opts.threads)] : []), ...(opts.model ? ['--model', opts.model] : []),
+      '--prompt', String(promptLen), '--tokens', String(gen)],
       { encoding: 'utf8' });
     const line = child.stdout.trim().split('\n').pop() ?? '';
     if (child.status !== 0 || !line.startsWith('{')) throw new Error(`e2e run '${name}' failed: ${child.stderr || child.stdout}`);
     const m = JSON.parse(line) as { load_s: number; pp: number[]; dec: number[]; peak_rss_mib: number; native_mib: number };
     const bound = (ceil.dramReadGBs * 1e9) / bytesPerToken;
     const r = {
-      name, load_s: m.load_s, prompt_tokens: prompt.length, generated_tokens: gen, reps,
+      name, load_s: m.load_s, prompt_tokens: promptLen, generated_tokens: gen, reps,
       prompt_tok_s: median(m.pp), decode_tok_s: median(m.dec), prompt_tok_s_all: m.pp, decode_tok_s_all: m.dec,
       decode_bound_tok_s: bound, pct_of_bound: (100 * median(m.dec)) / bound, weight_bytes_per_token: bytesPerToken,
       peak_rss_mib: m.peak_rss_mib, native_mib: m.native_mib,
@@ -157,7 +165,7 @@ export async function benchE2e(opts: E2eBenchOptions = {}): Promise<unknown> {
   const out = {
     bench: 'e2e', date: new Date().toISOString(), version: inf.version, host: os.hostname(), cpu: inf.cpu, threads: inf.threads,
     model: { ...c, params }, dram_read_gbs: ceil.dramReadGBs,
-    note: 'prompt 128 token ids, then greedy decoding; tokens/s from model.stats (median of reps); bound = DRAM bandwidth / weight bytes per token; each configuration runs in its own process: peak RSS is its high-water mark, weights+KV the native bytes the model holds',
+    note: `prompt ${promptLen} token ids, then ${gen} greedy tokens; tokens/s from model.stats (median of reps); bound = DRAM bandwidth / weight bytes per token; each configuration runs in its own process: peak RSS is its high-water mark, weights+KV the native bytes the model holds`,
     results,
   };
   const file = writeJson(opts.json ?? `bench-results/e2e-${Date.now()}.json`, out);
