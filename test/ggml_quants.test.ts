@@ -68,9 +68,10 @@ describe('GGUF block formats', () => {
   });
 
   it('quantizes f32 rows into blocks that decode close to them (and to exactly what the reference decodes)', async () => {
-    // relative RMS error of round-to-nearest on Gaussian values with an outlier of 40: ~1.5x the largest seen
-    // over many runs (SPARQ_PRINT=1 prints them); a sanity bound on the quantizers, not an exactness check
-    const bound: Record<string, number> = process.env.SPARQ_PRINT ? {} : { Q4_0: 0.17, Q4_1: 0.14, Q5_0: 0.11, Q5_1: 0.07, Q8_0: 0.015, Q2_K: 0.45, Q3_K: 0.2, Q4_K: 0.15, Q5_K: 0.075, Q6_K: 0.04, IQ4_NL: 0.16, IQ4_XS: 0.16 };
+    // relative RMS error of ggml's quantizers on Gaussian values with an outlier of 40: ~1.4-1.5x the largest
+    // seen over many runs (SPARQ_PRINT=1 prints them; e.g. Q2_K 0.24-0.25, Q4_K 0.08-0.09, IQ4_XS 0.09-0.11);
+    // a sanity bound on the quantizers, not an exactness check (that is test/ggml_llamacpp.test.ts)
+    const bound: Record<string, number> = process.env.SPARQ_PRINT ? {} : { Q4_0: 0.17, Q4_1: 0.14, Q5_0: 0.11, Q5_1: 0.07, Q8_0: 0.015, Q2_K: 0.38, Q3_K: 0.2, Q4_K: 0.14, Q5_K: 0.07, Q6_K: 0.04, IQ4_NL: 0.15, IQ4_XS: 0.16 };
     for (const type of TYPES) {
       const n = 5, k = 512, w = randn(n * k);
       w[3] = 0; w.fill(0, 256, 512);  // a zero block / super-block
