@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { KVCache, Tensor, attention, info, linear, loadModel, pruneModel, quantize, quantizeModel, saveModel } from '../lib/index';
 import { writeRandomModel } from '../lib/model/synth';
 import { writeGgufModel } from '../lib/model/gguf_write';
+import { loadNative } from '../lib/native';
 import { runChild, ROOT, settled as settledBy } from './helpers';
 
 function mib(b: number): string {
@@ -131,6 +132,20 @@ describe('memory', function () {
       // left to the garbage collector
       await (async () => { await (await loadModel(files['gguf-q4_k_m']!)).forward([1]); })();
       expect(await settledMapped()).to.equal(base);
+      // a file system without mmap: the weights are read instead, with the same logits
+      const nat = loadNative() as unknown as { mapFile: (p: string) => Promise<unknown> };
+      const mapFile = nat.mapFile;
+      const mapped = await loadModel(files['gguf-q4_k_m']!), want = await mapped.forwardAll([1, 300, 301]);
+      mapped.dispose();
+      nat.mapFile = () => Promise.reject(new Error('mapFile: ENODEV'));
+      try {
+        const read = await loadModel(files['gguf-q4_k_m']!);
+        expect(info().mappedBytes).to.equal(base);
+        expect(Array.from(await read.forwardAll([1, 300, 301]))).to.deep.equal(Array.from(want));
+        read.dispose();
+      } finally {
+        nat.mapFile = mapFile;
+      }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

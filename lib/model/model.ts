@@ -444,18 +444,20 @@ export interface Plan {
  * arrives and its f32 bytes freed.
  */
 class WeightReader {
-  private map?: Promise<NativeStorage>;
+  private map?: Promise<NativeStorage | null>;
   constructor(private readonly file: string, private readonly int8: boolean, readonly temp: { dispose(): void }[] = []) {}
 
-  /** the whole file, mapped on first use (one mapping per reader) */
-  mapped(): Promise<NativeStorage> {
-    this.map ??= loadNative().mapFile(this.file).then((s) => this.keep(s));
+  /** the whole file, mapped on first use (one mapping per reader); null where it cannot be mapped
+   *  (a file system without mmap): everything is then read into native memory instead */
+  mapped(): Promise<NativeStorage | null> {
+    this.map ??= loadNative().mapFile(this.file).then((s) => this.keep(s), () => null);
     return this.map;
   }
 
   /** f32 values [count] at a byte offset of the file */
   async f32(offset: number, count: number): Promise<WeightRef> {
-    if (offset % 4 === 0) return { storage: await this.mapped(), offset };
+    const m = offset % 4 === 0 ? await this.mapped() : null;
+    if (m) return { storage: m, offset };
     return { storage: this.keep(await loadNative().readFile(this.file, offset, count * 4)), offset: 0 };
   }
 
@@ -464,14 +466,15 @@ class WeightReader {
     // int8: quantized natively from the file in chunks of rows (never all of it in f32)
     if (this.int8) return this.keep(await loadNative().quantizeFile(this.file, parts.flat(), k));
     const ranges = parts.flatMap(([o, r]) => [o, r * k * 4]), at = contiguous(ranges);
-    if (at !== null && at % 4 === 0) return { storage: await this.mapped(), offset: at };
+    const m = at !== null && at % 4 === 0 ? await this.mapped() : null;
+    if (m) return { storage: m, offset: at! };
     return { storage: this.keep(await loadNative().readFile(this.file, ranges)), offset: 0 };
   }
 
   /** F16 / BF16 / Q8_0 values (byte ranges, back to back) widened to f32 [count] */
   async widen(ranges: number[], type: number, count: number): Promise<{ storage: NativeStorage; offset: number }> {
-    const at = contiguous(ranges);
-    if (at !== null) return { storage: this.keep(await loadNative().widenToF32(await this.mapped(), at, type, count)), offset: 0 };
+    const at = contiguous(ranges), m = at !== null ? await this.mapped() : null;
+    if (m) return { storage: this.keep(await loadNative().widenToF32(m, at!, type, count)), offset: 0 };
     const s = await loadNative().readFile(this.file, ranges);
     try {
       return { storage: this.keep(await loadNative().widenToF32(s, 0, type, count)), offset: 0 };
@@ -498,8 +501,8 @@ class WeightReader {
 
   /** GGUF blocks of rows (byte ranges, back to back) kept as they are stored: the linear runs on them */
   async blocks(ranges: number[], type: number): Promise<WeightRef> {
-    const at = contiguous(ranges);
-    if (at !== null) return { storage: await this.mapped(), offset: at, ggml: type };
+    const at = contiguous(ranges), m = at !== null ? await this.mapped() : null;
+    if (m) return { storage: m, offset: at!, ggml: type };
     return { storage: this.keep(await loadNative().readFile(this.file, ranges)), offset: 0, ggml: type };
   }
 
