@@ -517,6 +517,10 @@ function contiguous(ranges: number[]): number | null {
   for (let i = 2; i < ranges.length; i += 2) if (ranges[i]! !== ranges[i - 2]! + ranges[i - 1]!) return null;
   return ranges[0]!;
 }
+/** Whether tensors (fused parts) lie back to back in their file: used in place (mapped), only such parts are fused. */
+function backToBack(ts: { offset: number; bytes: number }[]): boolean {
+  return contiguous(ts.flatMap((t) => [t.offset, t.bytes])) !== null;
+}
 
 interface LayerNames { attnNorm: string; ffnNorm: string; q: string; k: string; v: string; o: string; gate: string; up: string; down: string }
 
@@ -739,8 +743,8 @@ async function planGguf(file: string, int8: boolean, widenBlocks = false): Promi
   const inPlace = (type: number) => (type === GGML_F32 && !int8) || (ggmlTypes().get(type)?.quantized === true && !widenBlocks);
   const fusable = (names: string[]) => {
     const ts = names.map((nm) => g.tensors.get(nm));
-    if (ts.some((t) => t?.type !== ts[0]?.type)) return false;
-    return !inPlace(ts[0]!.type) || contiguous(ts.flatMap((t) => [t!.offset, t!.bytes])) !== null;
+    if (ts.some((t) => !t || t.type !== ts[0]!.type)) return false;  // a missing part is reported when it is read
+    return !inPlace(ts[0]!.type) || backToBack(ts as { offset: number; bytes: number }[]);
   };
   const hd = dim / heads, kvd = kvHeads * hd;
   if (!Number.isInteger(hd) || heads % kvHeads !== 0) bad(`heads (${heads}) must divide dim (${dim}) and be a multiple of kv heads (${kvHeads})`);
@@ -799,8 +803,8 @@ async function planHf(dir: string, int8: boolean): Promise<Plan> {
   // fused when the parts share a file and a dtype, and, f32 ones used in place (mapped), lie back to back
   const fusable = (names: string[]) => {
     const ts = names.map((nm) => st.get(nm));
-    if (ts.some((t) => t?.file !== ts[0]?.file || t?.dtype !== ts[0]?.dtype)) return false;
-    return int8 || ts[0]!.dtype !== 'F32' || contiguous(ts.flatMap((t) => [t!.offset, t!.bytes])) !== null;
+    if (ts.some((t) => !t || t.file !== ts[0]!.file || t.dtype !== ts[0]!.dtype)) return false;  // a missing part is reported when it is read
+    return int8 || ts[0]!.dtype !== 'F32' || backToBack(ts as SafetensorsEntry[]);
   };
   const { dim, hidden, vocab } = c, hd = dim / c.heads, kvd = c.kvHeads * hd;
   if (!Number.isInteger(hd) || c.heads % c.kvHeads !== 0) throw new RangeError(`loadModel: ${dir}: heads must divide hidden_size and be a multiple of num_key_value_heads`);

@@ -47,7 +47,6 @@ inline uint32_t u32(const uint8_t* p) {
   std::memcpy(&v, p, 4);
   return v;
 }
-inline int nearest(float v) { return int(std::nearbyint(v)); }
 inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 // The decoded value of each type, value by value (shared by to_f32 and decode):
@@ -331,7 +330,6 @@ inline int round_even(float v) {
   return (i & 0x007fffff) - 0x00400000;
 }
 constexpr float kGroupEps = 1e-15f;
-inline float f16_round(float v) { return half_to_float(float_to_half(v)); }
 
 // Asymmetric sub-block (Q2_K, Q4_K, Q5_K): codes L in [0, nmax] and a scale and
 // min (returned, min as a positive *the_min) that minimise the weighted error,
@@ -574,14 +572,9 @@ void q5_k_quantize(const float* x, int64_t blocks, uint8_t* out) { qk45_quantize
 void q3_k_quantize(const float* x, int64_t blocks, uint8_t* out) {
   for (int64_t i = 0; i < blocks; ++i, x += 256, out += 110) {
     int8_t L[256];
-    float scales[16], max_scale = 0, amax = 0;
-    for (int j = 0; j < 16; ++j) {
-      scales[j] = fit_scale_q3(16, 4, x + 16 * j, L + 16 * j);
-      if (std::fabs(scales[j]) > amax) {
-        amax = std::fabs(scales[j]);
-        max_scale = scales[j];
-      }
-    }
+    float scales[16];
+    for (int j = 0; j < 16; ++j) scales[j] = fit_scale_q3(16, 4, x + 16 * j, L + 16 * j);
+    const float max_scale = signed_max(scales, 16);
     uint8_t* s = out + 96;
     std::memset(s, 0, 12);
     if (max_scale) {
@@ -615,16 +608,11 @@ void q3_k_quantize(const float* x, int64_t blocks, uint8_t* out) {
 void q6_k_quantize(const float* x, int64_t blocks, uint8_t* out) {
   for (int64_t i = 0; i < blocks; ++i, x += 256, out += 210) {
     int8_t L[256];
-    float scales[16], max_scale = 0, max_abs = 0;
-    for (int j = 0; j < 16; ++j) {
-      scales[j] = fit_scale_sym(16, 32, x + 16 * j, L + 16 * j);
-      if (std::fabs(scales[j]) > max_abs) {
-        max_abs = std::fabs(scales[j]);
-        max_scale = scales[j];
-      }
-    }
+    float scales[16];
+    for (int j = 0; j < 16; ++j) scales[j] = fit_scale_sym(16, 32, x + 16 * j, L + 16 * j);
+    const float max_scale = signed_max(scales, 16);
     std::memset(out, 0, 210);
-    if (max_abs < kGroupEps) continue;  // all zero, d = 0
+    if (std::fabs(max_scale) < kGroupEps) continue;  // all zero, d = 0
     const float iscale = -128.f / max_scale;
     put_f16(out + 208, 1 / iscale);
     int8_t* s = reinterpret_cast<int8_t*>(out + 192);
@@ -658,15 +646,14 @@ int iq4_index(float x) {
   return x - kIq4Values[hi - 1] < kIq4Values[hi] - x ? hi - 1 : hi;
 }
 // One IQ4 block of 32: the scale of the best fit (weights x^2) over 15 trial
-// scales around max / -127; the codes of the values in L (0 when all zero).
-float iq4_fit(const float* x, uint8_t* L) {
+// scales around max / -127 (0 when all zero). The callers then code every value
+// with the scale they store.
+float iq4_fit(const float* x) {
   const float max = signed_max(x, 32);
   if (std::fabs(max) < kGroupEps) return 0.f;
   float d = -max / float(kIq4Values[0]), id = 1 / d, sumqx = 0, sumq2 = 0;
   for (int j = 0; j < 32; ++j) {
-    const int l = iq4_index(id * x[j]);
-    L[j] = uint8_t(l);
-    const float q = float(kIq4Values[l]), w = x[j] * x[j];
+    const float q = float(kIq4Values[iq4_index(id * x[j])]), w = x[j] * x[j];
     sumqx += w * q * x[j];
     sumq2 += w * q * q;
   }
@@ -694,7 +681,7 @@ void pack_iq4(const uint8_t* L, int n, uint8_t* q) {
 void iq4_nl_quantize(const float* x, int64_t blocks, uint8_t* out) {
   for (int64_t i = 0; i < blocks; ++i, x += 32, out += 18) {
     uint8_t L[32];
-    const float d = iq4_fit(x, L);
+    const float d = iq4_fit(x);
     put_f16(out, d);
     const float id = d ? 1 / d : 0.f;
     for (int j = 0; j < 32; ++j) L[j] = uint8_t(iq4_index(id * x[j]));
@@ -703,15 +690,10 @@ void iq4_nl_quantize(const float* x, int64_t blocks, uint8_t* out) {
 }
 void iq4_xs_quantize(const float* x, int64_t blocks, uint8_t* out) {
   for (int64_t i = 0; i < blocks; ++i, x += 256, out += 136) {
-    uint8_t L[256] = {};
-    float scales[8], max_scale = 0, amax = 0;
-    for (int b = 0; b < 8; ++b) {
-      scales[b] = iq4_fit(x + 32 * b, L + 32 * b);
-      if (std::fabs(scales[b]) > amax) {
-        amax = std::fabs(scales[b]);
-        max_scale = scales[b];
-      }
-    }
+    uint8_t L[256];
+    float scales[8];
+    for (int b = 0; b < 8; ++b) scales[b] = iq4_fit(x + 32 * b);
+    const float max_scale = signed_max(scales, 8);
     std::memset(out, 0, 136);
     const float d = -max_scale / 32, id = d ? 1 / d : 0.f;
     put_f16(out, d);

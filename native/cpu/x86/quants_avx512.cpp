@@ -30,6 +30,23 @@ namespace sparq {
 namespace {
 
 inline __m512i cat(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
+
+// 64 codes ready for vpdpbusd: unsigned ones as they are; signed ones as |w|,
+// with the mask of the negative ones, by which the activations change sign.
+template <bool kSigned>
+struct Codes64 {
+  __m512i u;
+  __mmask64 neg = 0;
+  explicit Codes64(__m512i w) : u(kSigned ? _mm512_abs_epi8(w) : w) {
+    if (kSigned) neg = _mm512_movepi8_mask(w);
+  }
+  // acc + (the 16 int32 sums of 4 products with x) x fac[pick[lane]]
+  __m512 fma(__m512i x, __m512i pick, __m512 fac, __m512 acc) const {
+    if (kSigned) x = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
+    const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, x);
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(pick, fac), acc);
+  }
+};
 inline float hsum512(__m512 v) { return _mm512_reduce_add_ps(v); }
 
 // lane l of chunk c (64 values = groups 4c .. 4c + 3 of 16) -> group 4c + l / 4
@@ -181,15 +198,10 @@ void krows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
     }
     T::codes(b, [&](int c, __m512i w) {
       const __m512i pick = _mm512_load_si512(kGroupOf[c]);
-      const __m512i u = T::kSigned ? _mm512_abs_epi8(w) : w;  // signed: |w| by x with w's sign
-      const __mmask64 neg = T::kSigned ? _mm512_movepi8_mask(w) : 0;
+      const Codes64<T::kSigned> cw(w);
 #pragma GCC unroll 8
-      for (int i = 0; i < MR; ++i) {
-        __m512i xv = _mm512_loadu_si512(xq[i] + sb * 256 + 64 * c);
-        if (T::kSigned) xv = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
-        const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, xv);
-        acc[c % kChains][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(pick, fac[i]), acc[c % kChains][i]);
-      }
+      for (int i = 0; i < MR; ++i)
+        acc[c % kChains][i] = cw.fma(_mm512_loadu_si512(xq[i] + sb * 256 + 64 * c), pick, fac[i], acc[c % kChains][i]);
     });
   }
 #pragma GCC unroll 8
@@ -197,22 +209,22 @@ void krows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
 }
 
 // --- the 32-value types: code(b) gives a block's 32 codes (unsigned, or signed
-// when kSigned); its f16 scale is at kD; its offset per weight is kMinMul * scale
+// when kSigned); its f16 scale is its first field; its offset per weight is kMinMul * scale
 // (Q4_0, Q5_0), or the f16 min at kMin (Q4_1, Q5_1), or none.
 struct ZQ4_0 {
-  static constexpr int kBytes = 18, kD = 0, kMin = -1;
+  static constexpr int kBytes = 18, kMin = -1;
   static constexpr float kMinMul = -8.f;
   static constexpr bool kSigned = false;
   static __m256i code(const uint8_t* b) { return nib32(b + 2); }
 };
 struct ZQ4_1 {
-  static constexpr int kBytes = 20, kD = 0, kMin = 2;
+  static constexpr int kBytes = 20, kMin = 2;
   static constexpr float kMinMul = 0.f;
   static constexpr bool kSigned = false;
   static __m256i code(const uint8_t* b) { return nib32(b + 4); }
 };
 struct ZQ5_0 {
-  static constexpr int kBytes = 22, kD = 0, kMin = -1;
+  static constexpr int kBytes = 22, kMin = -1;
   static constexpr float kMinMul = -16.f;
   static constexpr bool kSigned = false;
   static __m256i code(const uint8_t* b) {
@@ -222,7 +234,7 @@ struct ZQ5_0 {
   }
 };
 struct ZQ5_1 {
-  static constexpr int kBytes = 24, kD = 0, kMin = 2;
+  static constexpr int kBytes = 24, kMin = 2;
   static constexpr float kMinMul = 0.f;
   static constexpr bool kSigned = false;
   static __m256i code(const uint8_t* b) {
@@ -232,13 +244,13 @@ struct ZQ5_1 {
   }
 };
 struct ZQ8_0 {
-  static constexpr int kBytes = 34, kD = 0, kMin = -1;
+  static constexpr int kBytes = 34, kMin = -1;
   static constexpr float kMinMul = 0.f;
   static constexpr bool kSigned = true;
   static __m256i code(const uint8_t* b) { return load32(b + 2); }
 };
 struct ZIQ4_NL {
-  static constexpr int kBytes = 18, kD = 0, kMin = -1;
+  static constexpr int kBytes = 18, kMin = -1;
   static constexpr float kMinMul = 0.f;
   static constexpr bool kSigned = true;
   static __m256i code(const uint8_t* b) {
@@ -260,8 +272,9 @@ inline __m256 f16x8(const uint8_t* blk, int cnt) {
   return _mm256_cvtph_ps(_mm_setr_epi16(h(0), h(1), h(2), h(3), h(4), h(5), h(6), h(7)));
 }
 
-// 32-value rows, 8 blocks at a time: their 8 scales (and mins) converted at once and multiplied by the 8 activation scales of each row,
-// then pairs of blocks (64 values) per vpdpbusd, fully unrolled. A last group
+// 32-value rows, 8 blocks at a time: their 8 scales (and mins) converted at
+// once and multiplied by the 8 activation scales of each row, then pairs of
+// blocks (64 values) per vpdpbusd, fully unrolled. A last group
 // of fewer than 8 blocks reads only its own (a last odd block with its upper
 // half zero).
 template <class T, int MR>
@@ -287,7 +300,7 @@ void lrows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
     constexpr bool kFull = decltype(full)::value;
     const int cnt = kFull ? 8 : int(nb - b0);
     const uint8_t* blk = row + b0 * T::kBytes;
-    const __m256 d8 = f16x8<T::kBytes, T::kD>(blk, cnt);
+    const __m256 d8 = f16x8<T::kBytes, 0>(blk, cnt);
     __m256 o8 = _mm256_setzero_ps();
     if constexpr (T::kMin >= 0) o8 = f16x8<T::kBytes, (T::kMin >= 0 ? T::kMin : 0)>(blk, cnt);
     else if constexpr (kOff) o8 = _mm256_mul_ps(d8, _mm256_set1_ps(T::kMinMul));
@@ -316,15 +329,12 @@ void lrows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
       const __m512i w = two ? cat(T::code(blk + t * T::kBytes), T::code(blk + (t + 1) * T::kBytes))
                             : _mm512_zextsi256_si512(T::code(blk + t * T::kBytes));
       const __m512i pick = _mm512_load_si512(kBlockOf[p]);
-      const __m512i u = T::kSigned ? _mm512_abs_epi8(w) : w;
-      const __mmask64 neg = T::kSigned ? _mm512_movepi8_mask(w) : 0;
+      const Codes64<T::kSigned> cw(w);
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
         const int8_t* xp = xq[i] + 32 * (b0 + t);
-        __m512i xv = two ? _mm512_loadu_si512(xp) : _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp)));
-        if (T::kSigned) xv = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
-        const __m512i pr = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, xv);
-        acc[p % kChains][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pr), _mm512_permutexvar_ps(pick, fac[i]), acc[p % kChains][i]);
+        const __m512i xv = two ? _mm512_loadu_si512(xp) : _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp)));
+        acc[p % kChains][i] = cw.fma(xv, pick, fac[i], acc[p % kChains][i]);
       }
     }
   };
