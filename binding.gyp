@@ -71,6 +71,7 @@
         "native/cpu/q4.cpp", "native/cpu/gptq.cpp", "native/cpu/sparse.cpp", "native/cpu/quants.cpp",
         "native/model/llama.cpp",
         "native/model/llama_save.cpp",
+        "native/model/linear_formats.cpp",
         "native/cpu/cuda_stub.cpp",
         "native/cpu/ref/gemm_s8_ref.cpp",
         "native/cpu/ref/sgemm_ref.cpp",

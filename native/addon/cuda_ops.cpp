@@ -88,7 +88,7 @@ Napi::Value UploadPacked(const Napi::CallbackInfo& info) {
   CudaCtx hold = CudaContext(info.Env(), "to('cuda')");
   sparq::cuda::Context* ctx = hold.get();
   return Upload(info.Env(), [w, ss, ctx, hold](std::unique_ptr<sparq::DeviceLinear>* d) {
-    return sparq::upload_packed_s8(ctx, *w, ss, d);
+    return sparq::upload_linear(ctx, sparq::int8_linear(w, ss), d);
   });
 }
 
@@ -97,7 +97,7 @@ Napi::Value UploadSparse(const Napi::CallbackInfo& info) {
   auto w = GetSparse(info[0], "to('cuda')");
   CudaCtx hold = CudaContext(info.Env(), "to('cuda')");
   sparq::cuda::Context* ctx = hold.get();
-  return Upload(info.Env(), [w, ctx, hold](std::unique_ptr<sparq::DeviceLinear>* d) { return sparq::upload_sparse(ctx, *w, d); });
+  return Upload(info.Env(), [w, ctx, hold](std::unique_ptr<sparq::DeviceLinear>* d) { return sparq::upload_linear(ctx, sparq::sparse_linear(w), d); });
 }
 
 // cudaLinear(x, xOff, m, k, deviceWeight, bias|null, biasOff, out, outOff) -> Promise<void>

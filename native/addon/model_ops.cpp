@@ -317,9 +317,7 @@ struct Held {
   std::mutex mu;  // one forward at a time per model
   std::unique_ptr<sparq::LlamaModel> model;
   std::vector<BlockPtr> keep;                        // file blocks the f32 weights point into
-  std::vector<std::shared_ptr<sparq::PackedWeight>> packed;
-  std::vector<std::shared_ptr<sparq::SparseWeight>> sparse;
-  std::vector<std::shared_ptr<sparq::PackedQ4>> q4;
+  std::vector<std::shared_ptr<const void>> owned;     // the linears' format data (counted in bytes)
   int64_t bytes = 0;
 };
 
@@ -561,15 +559,12 @@ int64_t Int(const Napi::Object& o, const char* key, int64_t lo, int64_t hi) {
   return int64_t(d);
 }
 
-// A weight entry: { storage, offset } (f32, row-major [n, k]) or a Packed int8 weight.
+// A weight entry, as one of the linear formats (linear_format.h): a Packed int8
+// weight (or { packed, actScale }), a Q4 weight, a Sparse weight, GGUF blocks
+// ({ storage, offset, ggml: type }) or f32 rows ({ storage, offset }).
 struct WeightRef {
-  const float* f32 = nullptr;
-  BlockPtr block;
-  std::shared_ptr<sparq::PackedWeight> q;
-  std::shared_ptr<sparq::SparseWeight> sp;
-  std::shared_ptr<sparq::PackedQ4> q4;
-  std::shared_ptr<const sparq::BlockWeight> blk;
-  float act_scale = 0.f;
+  sparq::LinearWeight lw;
+  BlockPtr block;  // the storage f32 rows / GGUF blocks point into
 };
 
 WeightRef ReadWeight(const Napi::Object& ws, const char* key, int64_t n, int64_t k) {
@@ -578,33 +573,25 @@ WeightRef ReadWeight(const Napi::Object& ws, const char* key, int64_t n, int64_t
   auto* data = env.GetInstanceData<InstanceData>();
   WeightRef r;
   const std::string what = std::string("createModel: weight '") + key + "'";
-  if (v.IsObject() && v.As<Napi::Object>().InstanceOf(data->packed_ctor.Value())) {
-    r.q = Packed::Get(v, what.c_str());
-    if (r.q->view().n != n || r.q->view().k != k) throw Napi::RangeError::New(env, what + ": packed shape mismatch");
+  auto shaped = [&](sparq::LinearWeight lw) {
+    if (lw.n != n || lw.k != k)
+      throw Napi::RangeError::New(env, what + ": " + lw.format->name + " weight is [" + std::to_string(lw.n) + ", " + std::to_string(lw.k) +
+                                           "], expected [" + std::to_string(n) + ", " + std::to_string(k) + "]");
+    r.lw = std::move(lw);
     return r;
-  }
+  };
+  if (v.IsObject() && v.As<Napi::Object>().InstanceOf(data->packed_ctor.Value())) return shaped(sparq::int8_linear(Packed::Get(v, what.c_str())));
   // { packed, actScale }: an int8 weight with a static per-tensor activation scale
   if (v.IsObject() && v.As<Napi::Object>().Has("packed")) {
     Napi::Object o = v.As<Napi::Object>();
-    r.q = Packed::Get(o.Get("packed"), what.c_str());
-    if (r.q->view().n != n || r.q->view().k != k) throw Napi::RangeError::New(env, what + ": packed shape mismatch");
+    auto q = Packed::Get(o.Get("packed"), what.c_str());
     const double sc = o.Get("actScale").ToNumber().DoubleValue();
     if (!(sc > 0) || !std::isfinite(sc)) throw Napi::RangeError::New(env, what + ": actScale must be a finite number > 0");
-    r.act_scale = float(sc);
-    return r;
+    return shaped(sparq::int8_linear(std::move(q), float(sc)));
   }
-  if (v.IsObject() && v.As<Napi::Object>().InstanceOf(data->q4_ctor.Value())) {
-    r.q4 = GetQ4(v, what.c_str());
-    if (r.q4->n != n || r.q4->k != k) throw Napi::RangeError::New(env, what + ": 4-bit shape mismatch");
-    return r;
-  }
-  if (v.IsObject() && v.As<Napi::Object>().InstanceOf(data->sparse_ctor.Value())) {
-    r.sp = GetSparse(v, what.c_str());
-    if (r.sp->n != n || r.sp->k != k)
-      throw Napi::RangeError::New(env, what + ": sparse weight is [" + std::to_string(r.sp->n) + ", " + std::to_string(r.sp->k) +
-                                           "], expected [" + std::to_string(n) + ", " + std::to_string(k) + "]");
-    return r;
-  }
+  if (v.IsObject() && v.As<Napi::Object>().InstanceOf(data->q4_ctor.Value())) return shaped(sparq::int4_linear(GetQ4(v, what.c_str())));
+  if (v.IsObject() && v.As<Napi::Object>().InstanceOf(data->sparse_ctor.Value()))
+    return shaped(sparq::sparse_linear(GetSparse(v, what.c_str())));
   if (!v.IsObject()) throw Napi::TypeError::New(env, what + " is missing");
   Napi::Object o = v.As<Napi::Object>();
   r.block = Storage::Get(o.Get("storage"), what.c_str());
@@ -625,16 +612,14 @@ WeightRef ReadWeight(const Napi::Object& ws, const char* key, int64_t n, int64_t
     auto bw = std::make_shared<sparq::BlockWeight>();
     if (Error e = sparq::block_weight(int(f->type), n, k, static_cast<const char*>(r.block->p) + int64_t(off), bw.get()); !e.ok())
       throw Napi::RangeError::New(env, what + ": " + e.message);
-    r.blk = std::move(bw);
-    return r;
+    return shaped(sparq::ggml_linear(std::move(bw)));
   }
   const uint64_t bytes = uint64_t(n) * uint64_t(k) * 4;
   if (!(off >= 0) || off != double(int64_t(off)) || uint64_t(off) + bytes > r.block->bytes || int64_t(off) % 4)
     throw Napi::RangeError::New(env, what + ": needs " + std::to_string(bytes) + " bytes at offset " +
                                          std::to_string(int64_t(off)) + " (4-byte aligned) of a " +
                                          std::to_string(r.block->bytes) + "-byte storage");
-  r.f32 = reinterpret_cast<const float*>(static_cast<const char*>(r.block->p) + int64_t(off));
-  return r;
+  return shaped(sparq::f32_linear(reinterpret_cast<const float*>(static_cast<const char*>(r.block->p) + int64_t(off)), n, k, r.block));
 }
 
 // createModel(config, weights) -> Promise<Model>
@@ -672,42 +657,27 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
       h->keep.push_back(r.block);
       h->bytes += int64_t(r.block->bytes);
     }
-    if (r.q && std::find(h->packed.begin(), h->packed.end(), r.q) == h->packed.end()) {
-      h->packed.push_back(r.q);
-      h->bytes += int64_t(r.q->bytes());
-    }
-    if (r.q4 && std::find(h->q4.begin(), h->q4.end(), r.q4) == h->q4.end()) {
-      h->q4.push_back(r.q4);
-      h->bytes += int64_t(r.q4->bytes());
-    }
-    if (r.sp && std::find(h->sparse.begin(), h->sparse.end(), r.sp) == h->sparse.end()) {
-      h->sparse.push_back(r.sp);
-      h->bytes += int64_t(r.sp->bytes());
+    // native memory the formats own (a weight shared by two entries counts once)
+    if (r.lw.bytes() && std::find(h->owned.begin(), h->owned.end(), r.lw.data) == h->owned.end()) {
+      h->owned.push_back(r.lw.data);
+      h->bytes += int64_t(r.lw.bytes());
     }
   };
   auto lin = [&](const Napi::Object& o, const char* key, int64_t n, int64_t k, sparq::LinearWeight* lw) {
     const WeightRef r = ReadWeight(o, key, n, k);
-    lw->n = n;
-    lw->k = k;
-    lw->f32 = r.f32;
-    lw->q = r.q;
-    lw->sp = r.sp;
-    lw->q4 = r.q4;
-    lw->blk = r.blk;
-    lw->act_scale = r.act_scale;
+    *lw = r.lw;
     keep(r);
   };
   auto vec = [&](const Napi::Object& o, const char* key, int64_t n, const float** dst) {
     const WeightRef r = ReadWeight(o, key, 1, n);
-    if (r.q || r.sp || r.q4 || r.blk) throw Napi::TypeError::New(env, std::string("createModel: '") + key + "' must be f32");
-    *dst = r.f32;
+    if (!sparq::f32_rows(r.lw)) throw Napi::TypeError::New(env, std::string("createModel: '") + key + "' must be f32");
+    *dst = sparq::f32_rows(r.lw);
     keep(r);
   };
   {  // the embedding: f32, or GGUF blocks ({ storage, offset, ggml })
     const WeightRef r = ReadWeight(wo, "embed", c.vocab, c.dim);
-    if (r.q || r.sp || r.q4) throw Napi::TypeError::New(env, "createModel: 'embed' must be f32 or GGUF blocks");
-    w->embed = r.f32;
-    w->embed_blk = r.blk;
+    if (!r.lw.format->row_f32) throw Napi::TypeError::New(env, "createModel: 'embed' must be f32 or GGUF blocks");
+    w->embed = r.lw;
     keep(r);
   }
   vec(wo, "finalNorm", c.dim, &w->final_norm);

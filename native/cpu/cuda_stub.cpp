@@ -64,8 +64,6 @@ void DeviceBuffers::release() {
   ctx_ = nullptr;
 }
 Error upload_linear(cuda::Context*, const LinearWeight&, std::unique_ptr<DeviceLinear>*) { return cuda::none(); }
-Error upload_packed_s8(cuda::Context*, const PackedWeight&, float, std::unique_ptr<DeviceLinear>*) { return cuda::none(); }
-Error upload_sparse(cuda::Context*, const SparseWeight&, std::unique_ptr<DeviceLinear>*) { return cuda::none(); }
 Error run_linear(cuda::Context*, const DeviceLinear&, const float*, int64_t, const float*, void*, float*) { return cuda::none(); }
 
 struct CudaLlama::Impl {};

@@ -1,9 +1,9 @@
-// linear.cu - weights on the device: uploads from the CPU formats (int8
-// packed, int4, f32, sparse) and the one entry that runs any of them.
+// linear.cu - weights on the device: uploads in the form each CPU format's
+// row (linear_format.h) names - f32 rows, int8 rows with group scales, sparse -
+// and the one entry that runs any of them.
 #include <cstring>
 #include <vector>
 
-#include "../cpu/q4.h"
 #include "../cpu/sparse.h"
 #include "../model/llama_cuda.h"
 #include "common.cuh"
@@ -55,33 +55,7 @@ static Error upload_s8_rows(cuda::Context* ctx, const int8_t* q, const float* sc
   return {};
 }
 
-Error upload_packed_s8(cuda::Context* ctx, const PackedWeight& w, float act_scale, std::unique_ptr<DeviceLinear>* out) {
-  const PackedS8& p = w.view();
-  if (w.asymmetric()) return Error::make(Status::unsupported, "cuda: asymmetric int8 weights are not supported on the GPU; quantize symmetric");
-  if (!p.scales) return Error::make(Status::unsupported, "cuda: int8 weights without scales (exact mode) cannot be used as a linear on the GPU");
-  const int64_t group = p.groups > 1 ? w.user_group() : 0;
-  if (p.groups > 1 && (group <= 0 || group % 32))
-    return Error::make(Status::unsupported, "cuda: int8 scale groups must be a multiple of 32");
-  std::unique_ptr<DeviceLinear> d(new (std::nothrow) DeviceLinear);
-  if (!d) return Error::make(Status::out_of_memory, "cuda: out of host memory");
-  std::vector<int8_t> q;
-  std::vector<float> s;
-  try {
-    q.resize(size_t(p.n * p.k));
-    s.resize(size_t(p.n * p.groups));
-  } catch (...) {
-    return Error::make(Status::out_of_memory, "cuda: out of host memory staging a weight");
-  }
-  unpack_s8(p, q.data(), s.data(), nullptr);
-  if (Error e = upload_s8_rows(ctx, q.data(), s.data(), p.n, p.k, group, p.groups, d.get()); !e.ok()) return e;
-  d->n = p.n;
-  d->k = p.k;
-  d->act_scale = act_scale;
-  *out = std::move(d);
-  return {};
-}
-
-Error upload_sparse(cuda::Context* ctx, const SparseWeight& w, std::unique_ptr<DeviceLinear>* out) {
+static Error upload_sparse(cuda::Context* ctx, const SparseWeight& w, std::unique_ptr<DeviceLinear>* out) {
   std::unique_ptr<DeviceLinear> d(new (std::nothrow) DeviceLinear);
   if (!d) return Error::make(Status::out_of_memory, "cuda: out of host memory");
   d->n = w.n;
@@ -152,39 +126,28 @@ Error upload_sparse(cuda::Context* ctx, const SparseWeight& w, std::unique_ptr<D
   return {};
 }
 
+// Through the format's device form: f32 rows, int8 rows + scales, or sparse arrays.
 Error upload_linear(cuda::Context* ctx, const LinearWeight& w, std::unique_ptr<DeviceLinear>* out) {
-  if (w.sp) return upload_sparse(ctx, *w.sp, out);
-  if (w.q) return upload_packed_s8(ctx, *w.q, w.act_scale, out);
+  if (!w.present()) return Error::make(Status::invalid_argument, "cuda: linear weight has no data");
+  const LinearFormat& f = *w.format;
+  if (f.device == DeviceForm::sparse) return upload_sparse(ctx, w.as<SparseWeight>(), out);
   std::unique_ptr<DeviceLinear> d(new (std::nothrow) DeviceLinear);
   if (!d) return Error::make(Status::out_of_memory, "cuda: out of host memory");
   d->n = w.n;
   d->k = w.k;
-  if (w.q4) {
-    const PackedQ4& p = *w.q4;
-    std::vector<int8_t> q;
-    try {
-      q.resize(size_t(p.n * p.k));
-    } catch (...) {
-      return Error::make(Status::out_of_memory, "cuda: out of host memory staging a weight");
-    }
-    q4_unpack(p, q.data());
-    if (Error e = upload_s8_rows(ctx, q.data(), p.scale.data(), p.n, p.k, p.group, p.groups, d.get()); !e.ok()) return e;
+  if (f.device == DeviceForm::s8) {
+    S8Rows r;
+    if (Error e = f.device_s8(w, &r); !e.ok()) return e;
+    if (Error e = upload_s8_rows(ctx, r.q.data(), r.scales.data(), w.n, w.k, r.group, r.groups, d.get()); !e.ok()) return e;
+    d->act_scale = w.act_scale;
     *out = std::move(d);
     return {};
   }
-  std::vector<float> wide;  // GGUF blocks run as their exact f32 values
-  if (w.blk) {
-    try {
-      wide.resize(size_t(w.n * w.k));
-    } catch (...) {
-      return Error::make(Status::out_of_memory, "cuda: out of host memory staging a weight");
-    }
-    if (Error e = ggml_to_f32(w.blk->data, int(w.blk->fmt->type), w.n * w.k, wide.data()); !e.ok()) return e;
-  }
-  const float* src = w.blk ? wide.data() : w.f32;
-  if (!src) return Error::make(Status::invalid_argument, "cuda: linear weight has no data");
+  std::vector<float> staging;
+  const float* rows = nullptr;
+  if (Error e = f.device_f32(w, &staging, &rows); !e.ok()) return e;
   void* p = nullptr;
-  if (Error e = d->mem.upload(ctx, src, size_t(w.n * w.k) * 4, &p); !e.ok()) return e;
+  if (Error e = d->mem.upload(ctx, rows, size_t(w.n * w.k) * 4, &p); !e.ok()) return e;
   d->f32 = static_cast<float*>(p);
   d->kind = DeviceLinear::Kind::f32;
   *out = std::move(d);

@@ -162,16 +162,13 @@ Error CudaLlama::create(cuda::Context* shared, const LlamaConfig& cfg, const Lla
   const LlamaConfig& c = cfg;
   const int64_t hd = c.head_dim, kvd = c.kv_heads * hd;
   void* p = nullptr;
-  std::vector<float> wide;  // a GGUF-block embedding runs as its exact f32 values
-  if (w.embed_blk) {
-    try {
-      wide.resize(size_t(c.vocab * c.dim));
-    } catch (...) {
-      return Error::make(Status::out_of_memory, "cuda: out of host memory staging the embedding");
-    }
-    SPARQ_TRY(ggml_to_f32(w.embed_blk->data, int(w.embed_blk->fmt->type), c.vocab * c.dim, wide.data()));
+  {  // the embedding's f32 rows (GGUF blocks as their exact f32 values)
+    std::vector<float> staging;
+    const float* rows = nullptr;
+    if (w.embed.format->device != DeviceForm::f32) return Error::make(Status::unsupported, "cuda: the embedding must be f32 or GGUF blocks");
+    SPARQ_TRY(w.embed.format->device_f32(w.embed, &staging, &rows));
+    SPARQ_TRY(I.mem.upload(I.ctx, rows, size_t(c.vocab * c.dim) * 4, &p));
   }
-  SPARQ_TRY(I.mem.upload(I.ctx, w.embed_blk ? wide.data() : w.embed, size_t(c.vocab * c.dim) * 4, &p));
   I.embed = static_cast<float*>(p);
   SPARQ_TRY(I.mem.upload(I.ctx, w.final_norm, size_t(c.dim) * 4, &p));
   I.final_norm = static_cast<float*>(p);

@@ -83,26 +83,7 @@ Error observe(const LlamaCalibration& cal, const float* x, int64_t rows, int64_t
   return Error{};
 }
 
-Error check_linear(const LinearWeight& w, int64_t n, int64_t k, const char* name) {
-  if (!w.present() || w.n != n || w.k != k)
-    return bad(std::string(name) + " must be [" + std::to_string(n) + ", " + std::to_string(k) + "]; got [" +
-               std::to_string(w.n) + ", " + std::to_string(w.k) + "]");
-  if (w.q && (w.q->view().n != n || w.q->view().k != k)) return bad(std::string(name) + ": packed shape mismatch");
-  if (w.sp && (w.sp->n != n || w.sp->k != k)) return bad(std::string(name) + ": sparse shape mismatch");
-  if (w.q4 && (w.q4->n != n || w.q4->k != k)) return bad(std::string(name) + ": 4-bit shape mismatch");
-  if (w.blk && (w.blk->n != n || w.blk->k != k)) return bad(std::string(name) + ": block weight shape mismatch");
-  return Error{};
-}
-
 }  // namespace
-
-Error linear(const float* x, int64_t m, const LinearWeight& w, float* y) {
-  if (w.sp) return spmm(*w.sp, x, m, nullptr, y);
-  if (w.q4) return linear_q4(*w.q4, x, m, y);
-  if (w.blk) return linear_blocks(*w.blk, x, m, y);
-  if (w.q) return linear_s8(x, m, w.k, w.q->view(), nullptr, w.act_scale, y);
-  return linear_f32(x, m, w.k, w.f32, w.n, nullptr, y);
-}
 
 LlamaModel::~LlamaModel() {
   for (void* p : k_) aligned_free(p);
@@ -121,8 +102,9 @@ Error LlamaModel::create(const LlamaConfig& cfg, LlamaWeights w, std::unique_ptr
   if (c.heads % c.kv_heads) return bad("heads must be a multiple of kv heads");
   if (!(c.rope_theta > 0.f) || !(c.norm_eps >= 0.f)) return bad("rope theta must be > 0 and norm eps >= 0");
   if (int64_t(w.layers.size()) != c.layers) return bad("layer count mismatch");
-  if ((!w.embed && !w.embed_blk) || !w.final_norm) return bad("embedding and final norm are required");
-  if (w.embed_blk && (w.embed_blk->n != c.vocab || w.embed_blk->k != c.dim)) return bad("embedding blocks must be [vocab, dim]");
+  if (!w.embed.present() || !w.final_norm) return bad("embedding and final norm are required");
+  if (!w.embed.format->row_f32) return bad(std::string("the embedding cannot be ") + w.embed.format->name + " (f32 or GGUF blocks)");
+  SPARQ_TRY(check_linear(w.embed, c.vocab, c.dim, "embed"));
   const int64_t hd = c.head_dim, kvd = c.kv_heads * hd, qd = c.heads * hd;
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const LlamaLayer& l = w.layers[i];
@@ -212,14 +194,7 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
   std::vector<float>& h13 = grow(h13_, n * 2 * c.hidden);
   std::vector<float>& h1 = grow(h1_, n * c.hidden);
   std::vector<float>& h3 = grow(h3_, n * c.hidden);
-  for (int64_t t = 0; t < n; ++t) {
-    if (w_.embed_blk) {  // one row of blocks, dequantized exactly
-      const BlockWeight& e = *w_.embed_blk;
-      e.fmt->to_f32(e.data + int64_t(tok[t]) * e.row_bytes, dim / e.fmt->block, x.data() + t * dim);
-    } else {
-      std::memcpy(x.data() + t * dim, w_.embed + int64_t(tok[t]) * dim, size_t(dim) * 4);
-    }
-  }
+  for (int64_t t = 0; t < n; ++t) SPARQ_TRY(w_.embed.format->row_f32(w_.embed, int64_t(tok[t]), x.data() + t * dim));
   for (int64_t li = 0; li < c.layers; ++li) {
     const LlamaLayer& L = w_.layers[size_t(li)];
     SPARQ_TRY(rmsnorm(x.data(), L.attn_norm, n, dim, c.norm_eps, xb.data()));

@@ -1,7 +1,7 @@
 // llama.h - the Llama-family decoder (llama2.c / GGUF `llama` / Hugging Face
 // LlamaForCausalLM): RMSNorm, rotary attention with grouped-query heads and a
-// KV cache, SwiGLU FFN. Weights are f32 (row-major, nn.Linear layout [out,
-// in]) or int8 packed (dynamic per-token activations). The whole forward pass
+// KV cache, SwiGLU FFN. Linear weights are any format of linear_format.h (f32,
+// int8, int4, sparse, GGUF blocks); norms are f32. The whole forward pass
 // of a chunk of tokens runs here, so one call from JS is one step.
 #pragma once
 #include <atomic>
@@ -13,14 +13,8 @@
 #include "../cpu/q4.h"
 #include "../cpu/quants.h"
 #include "../cpu/sparse.h"
+#include "linear_format.h"
 #include "sparq/sparq.h"
-
-// Returns the Error of `expr` from the enclosing function when it failed.
-#define SPARQ_TRY(expr)      \
-  do {                       \
-    ::sparq::Error e_ = (expr); \
-    if (!e_.ok()) return e_; \
-  } while (0)
 
 namespace sparq {
 
@@ -36,20 +30,6 @@ struct LlamaConfig {
   float norm_eps = 1e-5f;
   bool rope_neox = false;  // rotate (i, i + d/2) pairs (HF layout) instead of (2i, 2i+1)
   KvType kv_type = KvType::f32;
-};
-
-// One linear weight [n, k]: f32 (not owned; the owner keeps the memory alive),
-// int8 packed, sparse (f32 or int8 values), 4-bit, or GGUF blocks (quants.h;
-// the blocks are not owned either).
-struct LinearWeight {
-  const float* f32 = nullptr;
-  std::shared_ptr<PackedWeight> q;
-  std::shared_ptr<SparseWeight> sp;
-  std::shared_ptr<PackedQ4> q4;
-  std::shared_ptr<const BlockWeight> blk;
-  float act_scale = 0.f;  // int8: one static activation scale (per tensor); 0: dynamic per token
-  int64_t n = 0, k = 0;
-  bool present() const { return f32 || q || sp || q4 || blk; }
 };
 
 // wq / wk / wv may come fused as one wqkv [heads*hd + 2*kv*hd, dim] (rows of q,
@@ -82,15 +62,12 @@ struct LlamaCalibration {
 };
 
 struct LlamaWeights {
-  const float* embed = nullptr;  // [vocab, dim] f32, or
-  std::shared_ptr<const BlockWeight> embed_blk;  // GGUF blocks (rows dequantized on lookup)
+  LinearWeight embed;  // [vocab, dim]: a format with row_f32 (f32, GGUF blocks; rows dequantized on lookup)
   std::vector<LlamaLayer> layers;
   const float* final_norm = nullptr;  // [dim]
-  LinearWeight output;                // [vocab, dim] (tied: points at embed)
+  LinearWeight output;                // [vocab, dim] (tied: the embed weight itself)
 };
 
-// y[m, n] = x[m, k] . w^T through the f32 or int8 path.
-Error linear(const float* x, int64_t m, const LinearWeight& w, float* y);
 
 class LlamaModel {
  public:

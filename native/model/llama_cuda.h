@@ -46,11 +46,10 @@ struct DeviceLinear {
   size_t scratch_bytes(int64_t m) const { return kind == Kind::s8 ? cuda::scratch_bytes_linear_s8(m, s8.k_pad) : 0; }
 };
 
-// Uploads: int8 packed (symmetric) or int4 (as int8 values with the same group
-// scales); f32 [n, k] host rows; sparse (bitmask goes up as CSR).
+// Uploads any format through its row's device form: int8 packed (symmetric) and
+// int4 as int8 values with the same group scales; f32 rows (GGUF blocks as their
+// exact f32 values); sparse (bitmask goes up as CSR).
 Error upload_linear(cuda::Context* ctx, const LinearWeight& w, std::unique_ptr<DeviceLinear>* out);
-Error upload_packed_s8(cuda::Context* ctx, const PackedWeight& w, float act_scale, std::unique_ptr<DeviceLinear>* out);
-Error upload_sparse(cuda::Context* ctx, const SparseWeight& w, std::unique_ptr<DeviceLinear>* out);
 // y[m, n] = x . W^T (+ bias); scratch: w.scratch_bytes(m) bytes of device memory.
 Error run_linear(cuda::Context* ctx, const DeviceLinear& w, const float* x, int64_t m, const float* bias, void* scratch,
                  float* y);

@@ -1,0 +1,301 @@
+// linear_formats.cpp - the rows of the linear weight format table (linear_format.h).
+#include <cerrno>
+#include <cstdarg>
+#include <cstring>
+#include <new>
+
+#include "../cpu/q4.h"
+#include "../cpu/quants.h"
+#include "../cpu/sparse.h"
+#include "linear_format.h"
+
+namespace sparq {
+
+Error write_bytes(std::FILE* f, const void* p, size_t bytes) {
+  if (bytes && std::fwrite(p, 1, bytes, f) != bytes)
+    return Error::make(Status::internal, std::string("saveModel: write failed: ") + std::strerror(errno));
+  return Error{};
+}
+
+void SaveList::raw(const std::string& name, const char* dtype, std::vector<int64_t> shape, const void* p, int64_t bytes) {
+  tensors.push_back({name, dtype, std::move(shape), bytes, [p, bytes](std::FILE* f) { return write_bytes(f, p, size_t(bytes)); }});
+}
+
+void SaveList::begin(const std::string& name, const char* kind) {
+  if (!desc.empty()) desc += ",";
+  desc += "\"" + name + "\":{\"kind\":\"" + kind + "\"";
+}
+
+namespace {
+
+Error oom(const char* what) { return Error::make(Status::out_of_memory, std::string("out of host memory ") + what); }
+
+template <class V>
+Error sized(V* v, size_t n) {
+  try {
+    v->resize(n);
+  } catch (...) {
+    return oom("staging a weight");
+  }
+  return Error{};
+}
+
+std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
+std::string fmt(const char* f, ...) {
+  char b[256];
+  va_list ap;
+  va_start(ap, f);
+  std::vsnprintf(b, sizeof b, f, ap);
+  va_end(ap);
+  return b;
+}
+
+// --- f32: row-major [n, k], a view ----------------------------------------------------
+struct F32Rows {
+  const float* p;
+  int64_t n, k;
+};
+const F32Rows& f32_of(const LinearWeight& w) { return w.as<F32Rows>(); }
+
+const LinearFormat* const kAll[] = {&kLinearF32, &kLinearInt8, &kLinearInt4, &kLinearSparse, &kLinearGgml};
+
+}  // namespace
+
+const LinearFormat kLinearF32 = {
+    "f32",
+    [](const void* d, int64_t* n, int64_t* k) {
+      *n = static_cast<const F32Rows*>(d)->n;
+      *k = static_cast<const F32Rows*>(d)->k;
+    },
+    [](const void*) -> size_t { return 0; },
+    [](const void* d) -> const void* { return static_cast<const F32Rows*>(d)->p; },
+    [](const LinearWeight& w, const float* x, int64_t m, float* y) { return linear_f32(x, m, w.k, f32_of(w).p, w.n, nullptr, y); },
+    [](const LinearWeight& w, int64_t r, float* out) {
+      std::memcpy(out, f32_of(w).p + r * w.k, size_t(w.k) * 4);
+      return Error{};
+    },
+    [](const LinearWeight& w, const std::string& name, SaveList& out) {
+      out.begin(name, "f32");
+      out.desc += "}";
+      out.raw(name + ".weight", "F32", {w.n, w.k}, f32_of(w).p, w.n * w.k * 4);
+    },
+    DeviceForm::f32,
+    [](const LinearWeight& w, std::vector<float>*, const float** rows) {
+      *rows = f32_of(w).p;
+      return Error{};
+    },
+    nullptr,
+};
+
+// --- int8: the n16k4 packed layout ---------------------------------------------------
+const LinearFormat kLinearInt8 = {
+    "int8",
+    [](const void* d, int64_t* n, int64_t* k) {
+      *n = static_cast<const PackedWeight*>(d)->view().n;
+      *k = static_cast<const PackedWeight*>(d)->view().k;
+    },
+    [](const void* d) { return static_cast<const PackedWeight*>(d)->bytes(); },
+    [](const void* d) -> const void* { return static_cast<const PackedWeight*>(d)->view().data; },
+    [](const LinearWeight& w, const float* x, int64_t m, float* y) {
+      return linear_s8(x, m, w.k, w.as<PackedWeight>().view(), nullptr, w.act_scale, y);
+    },
+    nullptr,
+    [](const LinearWeight& w, const std::string& name, SaveList& out) {
+      const PackedS8& p = w.as<PackedWeight>().view();
+      out.begin(name, "int8");
+      out.desc += fmt(",\"group\":%lld,\"actScale\":%.9g,\"asymmetric\":%s}", static_cast<long long>(p.groups == 1 ? 0 : p.group),
+                      double(w.act_scale), p.zeros ? "true" : "false");
+      // values, scales and zeros come out of the packed layout when written (one copy at a time)
+      auto pw = std::static_pointer_cast<const PackedWeight>(w.data);
+      out.tensors.push_back({name + ".q", "I8", {w.n, w.k}, w.n * w.k, [pw](std::FILE* f) {
+                               std::vector<int8_t> v(size_t(pw->view().n * pw->view().k));
+                               unpack_s8(pw->view(), v.data(), nullptr, nullptr);
+                               return write_bytes(f, v.data(), v.size());
+                             }});
+      out.tensors.push_back({name + ".scale", "F32", {w.n, p.groups}, w.n * p.groups * 4, [pw](std::FILE* f) {
+                               std::vector<float> s(size_t(pw->view().n * pw->view().groups));
+                               unpack_s8(pw->view(), nullptr, s.data(), nullptr);
+                               return write_bytes(f, s.data(), s.size() * 4);
+                             }});
+      if (p.zeros)
+        out.tensors.push_back({name + ".zero", "I32", {w.n, p.groups}, w.n * p.groups * 4, [pw](std::FILE* f) {
+                                 std::vector<int32_t> z(size_t(pw->view().n * pw->view().groups));
+                                 unpack_s8(pw->view(), nullptr, nullptr, z.data());
+                                 return write_bytes(f, z.data(), z.size() * 4);
+                               }});
+    },
+    DeviceForm::s8,
+    nullptr,
+    [](const LinearWeight& w, S8Rows* out) {
+      const PackedWeight& pw = w.as<PackedWeight>();
+      const PackedS8& p = pw.view();
+      if (pw.asymmetric()) return Error::make(Status::unsupported, "cuda: asymmetric int8 weights are not supported on the GPU; quantize symmetric");
+      if (!p.scales) return Error::make(Status::unsupported, "cuda: int8 weights without scales (exact mode) cannot be used as a linear on the GPU");
+      out->group = p.groups > 1 ? pw.user_group() : 0;
+      out->groups = p.groups;
+      if (p.groups > 1 && (out->group <= 0 || out->group % 32)) return Error::make(Status::unsupported, "cuda: int8 scale groups must be a multiple of 32");
+      SPARQ_TRY(sized(&out->q, size_t(p.n * p.k)));
+      SPARQ_TRY(sized(&out->scales, size_t(p.n * p.groups)));
+      unpack_s8(p, out->q.data(), out->scales.data(), nullptr);
+      return Error{};
+    },
+};
+
+// --- int4: PackedQ4 ---------------------------------------------------------------------
+const LinearFormat kLinearInt4 = {
+    "int4",
+    [](const void* d, int64_t* n, int64_t* k) {
+      *n = static_cast<const PackedQ4*>(d)->n;
+      *k = static_cast<const PackedQ4*>(d)->k;
+    },
+    [](const void* d) { return static_cast<const PackedQ4*>(d)->bytes(); },
+    [](const void* d) -> const void* { return static_cast<const PackedQ4*>(d)->data.data(); },
+    [](const LinearWeight& w, const float* x, int64_t m, float* y) { return linear_q4(w.as<PackedQ4>(), x, m, y); },
+    nullptr,
+    [](const LinearWeight& w, const std::string& name, SaveList& out) {
+      const PackedQ4& p = w.as<PackedQ4>();
+      out.begin(name, "int4");
+      out.desc += fmt(",\"group\":%lld}", static_cast<long long>(p.group));
+      out.raw(name + ".q4", "U8", {p.n, p.row_bytes()}, p.data.data(), p.n * p.row_bytes());
+      out.raw(name + ".scale", "F32", {p.n, p.groups}, p.scale.data(), p.n * p.groups * 4);
+    },
+    DeviceForm::s8,
+    nullptr,
+    [](const LinearWeight& w, S8Rows* out) {
+      const PackedQ4& p = w.as<PackedQ4>();
+      SPARQ_TRY(sized(&out->q, size_t(p.n * p.k)));
+      try {
+        out->scales = p.scale;
+      } catch (...) {
+        return oom("staging a weight");
+      }
+      out->group = p.group;
+      out->groups = p.groups;
+      q4_unpack(p, out->q.data());
+      return Error{};
+    },
+};
+
+// --- sparse: csr / bitmask / n:m ---------------------------------------------------------
+const LinearFormat kLinearSparse = {
+    "sparse",
+    [](const void* d, int64_t* n, int64_t* k) {
+      *n = static_cast<const SparseWeight*>(d)->n;
+      *k = static_cast<const SparseWeight*>(d)->k;
+    },
+    [](const void* d) { return static_cast<const SparseWeight*>(d)->bytes(); },
+    [](const void* d) -> const void* { return d; },
+    [](const LinearWeight& w, const float* x, int64_t m, float* y) { return spmm(w.as<SparseWeight>(), x, m, nullptr, y); },
+    nullptr,
+    [](const LinearWeight& w, const std::string& name, SaveList& out) {
+      const SparseWeight& s = w.as<SparseWeight>();
+      static const char* kind[] = {"csr", "bitmask", "nm"};
+      out.begin(name, "sparse");
+      out.desc += fmt(",\"format\":\"%s\",\"int8\":%s,\"N\":%d,\"M\":%d,\"nnz\":%lld}", kind[int(s.format)], s.int8 ? "true" : "false", s.N,
+                      s.M, static_cast<long long>(s.nnz));
+      if (s.int8) {
+        out.raw(name + ".values", "I8", {s.nnz}, s.vq.data(), s.nnz);
+        out.raw(name + ".scale", "F32", {s.n}, s.scale.data(), s.n * 4);
+      } else {
+        out.raw(name + ".values", "F32", {s.nnz}, s.vf.data(), s.nnz * 4);
+      }
+      if (s.format != SparseFormat::nm) out.raw(name + ".row_ptr", "I64", {s.n + 1}, s.row_ptr.data(), (s.n + 1) * 8);
+      if (s.format == SparseFormat::csr) {
+        if (s.narrow) out.raw(name + ".col", "U16", {s.nnz}, s.col16.data(), s.nnz * 2);
+        else out.raw(name + ".col", "I32", {s.nnz}, s.col.data(), s.nnz * 4);
+      }
+      if (s.format == SparseFormat::bitmask) out.raw(name + ".mask", "U32", {s.n, s.words()}, s.mask.data(), s.n * s.words() * 4);
+      if (s.format == SparseFormat::nm) out.raw(name + ".idx", "U8", {s.n, s.idx_row_bytes()}, s.idx.data(), s.n * s.idx_row_bytes());
+    },
+    DeviceForm::sparse,
+    nullptr,
+    nullptr,
+};
+
+// --- ggml: GGUF blocks as stored (the block types: quants.h) -----------------------------
+const LinearFormat kLinearGgml = {
+    "ggml",
+    [](const void* d, int64_t* n, int64_t* k) {
+      *n = static_cast<const BlockWeight*>(d)->n;
+      *k = static_cast<const BlockWeight*>(d)->k;
+    },
+    [](const void*) -> size_t { return 0; },
+    [](const void* d) -> const void* { return static_cast<const BlockWeight*>(d)->data; },
+    [](const LinearWeight& w, const float* x, int64_t m, float* y) { return linear_blocks(w.as<BlockWeight>(), x, m, y); },
+    [](const LinearWeight& w, int64_t r, float* out) {
+      const BlockWeight& b = w.as<BlockWeight>();
+      b.fmt->to_f32(b.data + r * b.row_bytes, b.k / b.fmt->block, out);
+      return Error{};
+    },
+    [](const LinearWeight& w, const std::string& name, SaveList& out) {
+      const BlockWeight& b = w.as<BlockWeight>();
+      out.begin(name, "ggml");
+      out.desc += fmt(",\"type\":%d}", int(b.fmt->type));
+      out.raw(name + ".blocks", "U8", {b.n, b.row_bytes}, b.data, int64_t(b.bytes()));
+    },
+    DeviceForm::f32,
+    [](const LinearWeight& w, std::vector<float>* staging, const float** rows) {
+      const BlockWeight& b = w.as<BlockWeight>();  // runs as its exact f32 values
+      SPARQ_TRY(sized(staging, size_t(b.n * b.k)));
+      SPARQ_TRY(ggml_to_f32(b.data, int(b.fmt->type), b.n * b.k, staging->data()));
+      *rows = staging->data();
+      return Error{};
+    },
+    nullptr,
+};
+
+const LinearFormat* const* linear_formats(int* n) {
+  *n = int(sizeof kAll / sizeof kAll[0]);
+  return kAll;
+}
+
+LinearWeight f32_linear(const float* w, int64_t n, int64_t k, std::shared_ptr<const void> owner) {
+  struct Held {  // the rows, and the owner of the floats kept alive with them
+    F32Rows r;
+    std::shared_ptr<const void> owner;
+  };
+  LinearWeight l;
+  auto h = std::make_shared<Held>(Held{{w, n, k}, std::move(owner)});
+  l.data = std::shared_ptr<const void>(h, &h->r);
+  l.format = &kLinearF32;
+  l.n = n;
+  l.k = k;
+  return l;
+}
+
+namespace {
+template <class T>
+LinearWeight of(const LinearFormat* f, std::shared_ptr<const T> w, float act_scale = 0.f) {
+  LinearWeight l;
+  if (!w) return l;
+  f->shape(w.get(), &l.n, &l.k);
+  l.format = f;
+  l.data = std::move(w);
+  l.act_scale = act_scale;
+  return l;
+}
+}  // namespace
+
+LinearWeight int8_linear(std::shared_ptr<const PackedWeight> w, float act_scale) { return of(&kLinearInt8, std::move(w), act_scale); }
+LinearWeight int4_linear(std::shared_ptr<const PackedQ4> w) { return of(&kLinearInt4, std::move(w)); }
+LinearWeight sparse_linear(std::shared_ptr<const SparseWeight> w) { return of(&kLinearSparse, std::move(w)); }
+LinearWeight ggml_linear(std::shared_ptr<const BlockWeight> w) { return of(&kLinearGgml, std::move(w)); }
+
+const float* f32_rows(const LinearWeight& w) { return w.format == &kLinearF32 ? f32_of(w).p : nullptr; }
+
+Error linear(const float* x, int64_t m, const LinearWeight& w, float* y) {
+  if (!w.present()) return Error::make(Status::invalid_argument, "linear: the weight is missing");
+  return w.format->linear(w, x, m, y);
+}
+
+Error check_linear(const LinearWeight& w, int64_t n, int64_t k, const char* name) {
+  const auto bad = [&](const std::string& m) { return Error::make(Status::invalid_argument, "model: " + std::string(name) + m); };
+  if (!w.present() || w.n != n || w.k != k)
+    return bad(" must be [" + std::to_string(n) + ", " + std::to_string(k) + "]; got [" + std::to_string(w.n) + ", " + std::to_string(w.k) + "]");
+  int64_t dn = 0, dk = 0;
+  w.format->shape(w.data.get(), &dn, &dk);
+  if (dn != n || dk != k) return bad(std::string(": ") + w.format->name + " data is [" + std::to_string(dn) + ", " + std::to_string(dk) + "]");
+  return Error{};
+}
+
+}  // namespace sparq
