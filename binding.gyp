@@ -83,6 +83,7 @@
         "native/addon/model_ops.cpp",
         "native/addon/sparse_ops.cpp",
         "native/addon/q4_ops.cpp",
+        "native/addon/linear_ops.cpp",
         "native/addon/cuda_ops.cpp"
       ]
     }

@@ -43,6 +43,15 @@ export interface NativeQ4 {
   dispose(): void;
 }
 
+/** A linear weight of any format of the native format table (loaded from a saved model). */
+export interface NativeLinear {
+  meta(): { format: string; n: number; k: number; bytes: number };
+  dispose(): void;
+}
+
+/** A tensor of a saved linear, read (or mapped) for loadLinear. */
+export interface SavedPart { suffix: string; dtype: string; shape: number[]; storage: NativeStorage; offset: number; bytes: number }
+
 export interface NativeDeviceWeight {
   meta(): { n: number; k: number; kind: 'f32' | 'int8' | 'csr' | 'nm'; bytes: number };
   dispose(): void;
@@ -110,15 +119,14 @@ export interface NativeBinding {
   sparseFromDense(w: S, off: Off, n: number, k: number, format: number, N: number, M: number, int8: boolean, sync: false): Promise<NativeSparse>;
   sparseQuantize(s: NativeSparse): NativeSparse;
   sparseConcat(parts: NativeSparse[]): NativeSparse;
-  sparseFromParts(format: number, n: number, k: number, nnz: number, int8: boolean, N: number, M: number, narrow: boolean,
-                  values: S, vOff: Off, scale: S | null, sOff: Off, rowPtr: S | null, rOff: Off, col: S | null, cOff: Off,
-                  mask: S | null, mOff: Off, idx: S | null, iOff: Off): Promise<NativeSparse>;
   gptq(w: S, off: Off, n: number, k: number, h: Float64Array, bits: number, group: number, dampening: number): Promise<{ packed?: NativePacked; q4?: NativeQ4; error: number; rtnError: number }>;
   q4Quantize(w: S, off: Off, n: number, k: number, group: number): Promise<NativeQ4>;
-  q4FromNibbles(nib: S, nOff: Off, scales: S, sOff: Off, n: number, k: number, group: number): Promise<NativeQ4>;
   q4Parts(q: NativeQ4): { nibbles: Uint8Array; scales: Float32Array; values: Int8Array };
   linearQ4(q: NativeQ4, x: S, xOff: Off, m: number, out: S, outOff: Off): Promise<void>;
-  packS8Scaled(values: S, vOff: Off, scales: S, sOff: Off, zeros: S | null, zOff: Off, n: number, k: number, group: number): Promise<NativePacked>;
+  linearFormats(): { name: string; loads: boolean }[];
+  loadLinear(entry: object, name: string, n: number, k: number, parts: SavedPart[]): Promise<NativeLinear>;
+  linearToF32(w: NativeLinear | NativePacked | NativeQ4 | NativeSparse, out: S, off: Off, sync: true): void;
+  linearToF32(w: NativeLinear | NativePacked | NativeQ4 | NativeSparse, out: S, off: Off, sync?: false): Promise<void>;
   spmm(s: NativeSparse, x: S, xOff: Off, m: number, bias: S | null, biasOff: Off, out: S, outOff: Off): Promise<void>;
   stats(x: S, off: Off, count: number, bins: number, lo: number, hi: number):
     Promise<{ min: number; max: number; histogram?: Float64Array }>;

@@ -16,7 +16,7 @@ unset SPARQ_EXPECT_CUDA  # this build has no CUDA
 LD_PRELOAD="$asan" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 SPARQ_ADDON="$PWD/build-asan/Release/sparq.node" SPARQ_ASAN=1 SPARQ_FUZZ_CASES="${SPARQ_FUZZ_CASES:-600}" \
   npx mocha --no-config --node-option import=tsx --node-option expose-gc --timeout 600000 test/tensor.test.ts test/errors.test.ts test/gemm.test.ts test/small_ops.test.ts test/sparse.test.ts \
-    test/q4.test.ts test/cuda.test.ts test/model.test.ts test/save_model.test.ts test/fuzz.test.ts \
+    test/q4.test.ts test/linear_formats.test.ts test/cuda.test.ts test/model.test.ts test/save_model.test.ts test/fuzz.test.ts \
     test/concurrency.test.ts test/attention.test.ts test/stress.test.ts test/ggml_quants.test.ts test/gguf_types.test.ts \
     --grep 'O\(t\*d\) extra memory' --invert
 # The per-path JS tests on the emulated addon: AVX-VNNI, AVX-512 VNNI and AMX run

@@ -56,7 +56,9 @@ describeEachIsa('int4 linear', () => {
     bytes[5] = 0x08;  // a -8 in the high nibble
     const nib = Tensor.from(bytes, [4, 32], 'u8'), sc = Tensor.from(new Float32Array(8).fill(1), [8]);
     err = undefined;
-    try { await nat.q4FromNibbles(nib._storage, nib._offset, sc._storage, sc._offset, 4, 64, 32); } catch (e) { err = e as Error; }
+    const parts = [{ suffix: 'q4', dtype: 'U8', shape: [4, 32], storage: nib._storage, offset: nib._offset, bytes: 128 },
+      { suffix: 'scale', dtype: 'F32', shape: [4, 2], storage: sc._storage, offset: sc._offset, bytes: 32 }];
+    try { await nat.loadLinear({ kind: 'int4', group: 32 }, 'w', 4, 64, parts); } catch (e) { err = e as Error; }
     expect(err?.message).to.match(/outside \[-7, 7\]/);
     w.dispose();
   });

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { checkOptions, describe } from '../errors';
-import { loadNative, type NativePacked, type NativeQ4, type NativeSparse, type NativeStorage } from '../native';
+import { loadNative, type NativeLinear, type NativePacked, type NativeQ4, type NativeSparse, type NativeStorage, type SavedPart } from '../native';
 import { GGML_F32, GGML_Q8_0, ggmlTypeName, ggmlTypes, readGguf } from './gguf';
 import { readHfConfig, readHfTokenizer, readSafetensors, readSafetensorsFile, type SafetensorsEntry } from './hf';
 import { readBoundedFile, regularFileSize } from './files';
@@ -413,7 +413,7 @@ export interface PruneReport {
 }
 
 /** @internal */
-export type WeightRef = { storage: NativeStorage; offset: number; ggml?: number } | NativePacked | NativeSparse | NativeQ4;
+export type WeightRef = { storage: NativeStorage; offset: number; ggml?: number } | NativePacked | NativeSparse | NativeQ4 | NativeLinear;
 /** @internal */
 export interface LayerRefs {
   attnNorm: WeightRef; ffnNorm: WeightRef; wo: WeightRef; w2: WeightRef;
@@ -609,32 +609,13 @@ async function planSparq(file: string, int8: boolean, widenBlocks = false): Prom
     if (t.dtype !== dtype || t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) bad(`tensor ${name} is ${t.dtype} [${t.shape.join(', ')}], expected ${dtype} [${shape.join(', ')}]`);
     return t;
   };
-  const read = async (t: SafetensorsEntry) => r.keep(await loadNative().readFile(file, t.offset, Math.max(t.bytes, 1)));
   const f32 = (name: string, shape: number[]) => r.f32(T(name, 'F32', shape).offset, shape.reduce((a, b) => a * b, 1));
   const nat = loadNative();
+  const formats = new Map(nat.linearFormats().map((f) => [f.name, f.loads]));
   const lin = async (name: string, n: number, k: number): Promise<WeightRef> => {
     const d = linears[name];
     if (typeof d !== 'object' || d === null) return bad(`sparq.linears has no entry for ${name}`);
     if (d.kind === 'f32') return r.linear([[T(`${name}.weight`, 'F32', [n, k]).offset, n]], k);
-    if (d.kind === 'int8') {
-      const group = d.group ?? 0;
-      if (!Number.isInteger(group) || group < 0 || group > k) bad(`${name}: bad group ${String(group)}`);
-      const groups = group ? Math.ceil(k / group) : 1;
-      const q = await read(T(`${name}.q`, 'I8', [n, k])), s = await read(T(`${name}.scale`, 'F32', [n, groups]));
-      const z = d.asymmetric ? await read(T(`${name}.zero`, 'I32', [n, groups])) : null;
-      const p = r.keep(await nat.packS8Scaled(q, 0, s, 0, z, 0, n, k, group));
-      if (d.actScale) {
-        if (!(d.actScale > 0 && Number.isFinite(d.actScale))) bad(`${name}: bad activation scale`);
-        return { packed: p, actScale: d.actScale } as unknown as WeightRef;
-      }
-      return p;
-    }
-    if (d.kind === 'int4') {
-      const group = d.group ?? 0;
-      if (![32, 64, 128].includes(group)) bad(`${name}: bad group ${String(group)}`);
-      const nib = await read(T(`${name}.q4`, 'U8', [n, Math.ceil(k / 32) * 16])), s = await read(T(`${name}.scale`, 'F32', [n, Math.ceil(k / group)]));
-      return r.keep(await nat.q4FromNibbles(nib, 0, s, 0, n, k, group));
-    }
     if (d.kind === 'ggml') {
       const t = ggmlTypes().get(d.type ?? -1);
       if (!t?.quantized || k % t.block !== 0) return bad(`${name}: bad GGUF block type ${String(d.type)}`);
@@ -642,22 +623,19 @@ async function planSparq(file: string, int8: boolean, widenBlocks = false): Prom
       if (widenBlocks) return r.widen([bt.offset, bt.bytes], t.type, n * k);  // pruneModel / quantizeModel re-read f32
       return r.blocks([bt.offset, bt.bytes], t.type);
     }
-    if (d.kind === 'sparse') {
-      const format = ({ csr: 0, bitmask: 1, nm: 2 } as Record<string, number>)[d.format ?? ''];
-      const nnz = d.nnz ?? -1;
-      if (format === undefined || !Number.isInteger(nnz) || nnz < 0) return bad(`${name}: bad sparse entry`);
-      const i8 = d.int8 === true;
-      const values = await read(T(`${name}.values`, i8 ? 'I8' : 'F32', [nnz]));
-      const scale = i8 ? await read(T(`${name}.scale`, 'F32', [n])) : null;
-      const rowPtr = format !== 2 ? await read(T(`${name}.row_ptr`, 'I64', [n + 1])) : null;
-      const colT = format === 0 ? tensors.get(`${name}.col`) ?? bad(`tensor ${name}.col is missing`) : null;
-      const narrow = colT?.dtype === 'U16';
-      const col = colT ? await read(T(`${name}.col`, narrow ? 'U16' : 'I32', [nnz])) : null;
-      const mask = format === 1 ? await read(T(`${name}.mask`, 'U32', [n, Math.ceil(k / 32)])) : null;
-      const [N, M] = [d.N ?? 0, d.M ?? 0];
-      const idxBytes = M > 0 ? Math.ceil((Math.ceil(k / M) * N * (M <= 2 ? 1 : M <= 4 ? 2 : 4)) / 8) : 0;
-      const idx = format === 2 ? await read(T(`${name}.idx`, 'U8', [n, idxBytes])) : null;
-      return r.keep(await nat.sparseFromParts(format, n, k, nnz, i8, d.N ?? 0, d.M ?? 0, narrow, values, 0, scale, 0, rowPtr, 0, col, 0, mask, 0, idx, 0));
+    if (formats.get(d.kind)) {  // a format the native table loads from its tensors (int8, int4, sparse)
+      // read, not mapped: the tensors are converted, and the mapping's pages would stay resident
+      const parts: SavedPart[] = [];
+      try {
+        for (const [tn, t] of tensors) {
+          if (!tn.startsWith(name + '.')) continue;
+          const storage = await nat.readFile(file, t.offset, Math.max(t.bytes, 1));
+          parts.push({ suffix: tn.slice(name.length + 1), dtype: t.dtype, shape: t.shape, storage, offset: 0, bytes: t.bytes });
+        }
+        return r.keep(await nat.loadLinear(d, name, n, k, parts));
+      } finally {
+        for (const p of parts) p.storage.dispose();
+      }
     }
     return bad(`${name}: unknown kind ${String(d.kind)}`);
   };

@@ -1,7 +1,7 @@
 // rebuild.ts - what pruneModel() and quantizeModel() share: the calibration
 // sequences, and the source model's weights re-read from its file in f32 with
 // everything made from them owned until the new model holds what it needs.
-import { loadNative, type NativePacked } from '../native';
+import { loadNative, type NativeLinear } from '../native';
 import { Tensor } from '../tensor';
 import { planModel, type Model, type Plan, type WeightRef } from './model';
 
@@ -36,12 +36,12 @@ export class Rebuild {
     return x;
   }
 
-  /** An f32 [n, k] view of a planned weight (int8 ones, as GGUF Q8_0 tensors plan, dequantized). */
+  /** An f32 [n, k] view of a planned weight (any other format dequantized: int8 as GGUF Q8_0 tensors plan, saved int8 / int4 / sparse). */
   tensor(ref: WeightRef | undefined, n: number, k: number): Tensor {
     if (!ref) throw new Error(`${this.op}: a weight is missing from the plan`);
     if ('storage' in ref) return this.own(new Tensor(ref.storage, [n, k], 'f32', ref.offset, false));
     const t = this.own(Tensor._alloc([n, k], 'f32'));
-    loadNative().dequantize(ref as NativePacked, t._storage, t._offset, true);
+    loadNative().linearToF32(ref as NativeLinear, t._storage, t._offset, true);
     return t;
   }
 

@@ -368,6 +368,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterModel(env, exports, data);
   RegisterSparse(env, exports, data);
   RegisterQ4(env, exports, data);
+  RegisterLinear(env, exports, data);
   RegisterCuda(env, exports, data);
   return exports;
 }

@@ -5,6 +5,7 @@
 
 #include "../cpu/q4.h"
 #include "../cpu/sparse.h"
+#include "../model/linear_format.h"
 
 #include <functional>
 #include <memory>
@@ -96,6 +97,7 @@ struct InstanceData {
   Napi::FunctionReference model_ctor;
   Napi::FunctionReference sparse_ctor;
   Napi::FunctionReference q4_ctor;
+  Napi::FunctionReference linear_ctor;
 };
 
 // Runs `work` on the libuv pool and settles a Promise: resolved with
@@ -140,5 +142,10 @@ std::shared_ptr<sparq::SparseWeight> GetSparse(const Napi::Value& v, const char*
 // q4_ops.cpp: the Quant4 class (4-bit weights)
 void RegisterQ4(Napi::Env env, Napi::Object exports, InstanceData* data);
 std::shared_ptr<sparq::PackedQ4> GetQ4(const Napi::Value& v, const char* what);
+// linear_ops.cpp: the Linear class (any format of the linear format table)
+void RegisterLinear(Napi::Env env, Napi::Object exports, InstanceData* data);
+// The weight behind a JS Linear, Packed, Quant4 or Sparse (an absent one for
+// anything else; throws naming `what` when disposed).
+sparq::LinearWeight AnyLinear(const Napi::Value& v, const char* what);
 
 }  // namespace sparq_addon

@@ -570,7 +570,6 @@ struct WeightRef {
 WeightRef ReadWeight(const Napi::Object& ws, const char* key, int64_t n, int64_t k) {
   Napi::Env env = ws.Env();
   Napi::Value v = ws.Get(key);
-  auto* data = env.GetInstanceData<InstanceData>();
   WeightRef r;
   const std::string what = std::string("createModel: weight '") + key + "'";
   auto shaped = [&](sparq::LinearWeight lw) {
@@ -580,7 +579,8 @@ WeightRef ReadWeight(const Napi::Object& ws, const char* key, int64_t n, int64_t
     r.lw = std::move(lw);
     return r;
   };
-  if (v.IsObject() && v.As<Napi::Object>().InstanceOf(data->packed_ctor.Value())) return shaped(sparq::int8_linear(Packed::Get(v, what.c_str())));
+  // Linear, Packed, Quant4, Sparse: a weight in its own format
+  if (sparq::LinearWeight lw = AnyLinear(v, what.c_str()); lw.present()) return shaped(std::move(lw));
   // { packed, actScale }: an int8 weight with a static per-tensor activation scale
   if (v.IsObject() && v.As<Napi::Object>().Has("packed")) {
     Napi::Object o = v.As<Napi::Object>();
@@ -589,9 +589,6 @@ WeightRef ReadWeight(const Napi::Object& ws, const char* key, int64_t n, int64_t
     if (!(sc > 0) || !std::isfinite(sc)) throw Napi::RangeError::New(env, what + ": actScale must be a finite number > 0");
     return shaped(sparq::int8_linear(std::move(q), float(sc)));
   }
-  if (v.IsObject() && v.As<Napi::Object>().InstanceOf(data->q4_ctor.Value())) return shaped(sparq::int4_linear(GetQ4(v, what.c_str())));
-  if (v.IsObject() && v.As<Napi::Object>().InstanceOf(data->sparse_ctor.Value()))
-    return shaped(sparq::sparse_linear(GetSparse(v, what.c_str())));
   if (!v.IsObject()) throw Napi::TypeError::New(env, what + " is missing");
   Napi::Object o = v.As<Napi::Object>();
   r.block = Storage::Get(o.Get("storage"), what.c_str());
@@ -669,6 +666,7 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
     keep(r);
   };
   auto vec = [&](const Napi::Object& o, const char* key, int64_t n, const float** dst) {
+    if (AnyLinear(o.Get(key), key).present()) throw Napi::TypeError::New(env, std::string("createModel: '") + key + "' must be f32");
     const WeightRef r = ReadWeight(o, key, 1, n);
     if (!sparq::f32_rows(r.lw)) throw Napi::TypeError::New(env, std::string("createModel: '") + key + "' must be f32");
     *dst = sparq::f32_rows(r.lw);

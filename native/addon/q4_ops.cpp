@@ -78,19 +78,6 @@ Napi::Value Q4Quantize(const Napi::CallbackInfo& info) {
                   [out](Napi::Env e) { return Resolve(e, out); });
 }
 
-// q4FromNibbles(nib, off, scales, off, n, k, group) -> Promise<Quant4> (a saved weight; checked)
-Napi::Value Q4FromNibbles(const Napi::CallbackInfo& info) {
-  const char* op = "loadModel";
-  const int64_t n = ArgInt(info, 4, op, "n", 1, kMaxDim), k = ArgInt(info, 5, op, "k", 1, int64_t(1) << 20);
-  const int64_t group = ArgInt(info, 6, op, "group", 1, 1024);
-  const Span nib = ArgSpan(info, 0, op, "nibbles", uint64_t(n) * uint64_t((k + 31) / 32 * 16));
-  const Span sc = ArgSpan(info, 2, op, "scales", uint64_t(n) * uint64_t((k + group - 1) / group) * 4);
-  auto out = std::make_shared<std::unique_ptr<sparq::PackedQ4>>();
-  return RunAsync(
-      info.Env(), [nib, sc, n, k, group, out]() { return sparq::q4_from_nibbles(nib.ptr<uint8_t>(), sc.ptr<float>(), n, k, group, out.get()); },
-      [out](Napi::Env e) { return Resolve(e, out); });
-}
-
 // q4Nibbles(q4) -> Uint8Array [n, k_pad / 2] and scales Float32Array [n, groups] (for saving and tests)
 Napi::Value Q4Parts(const Napi::CallbackInfo& info) {
   auto p = Quant4::Get(info[0], "q4Parts");
@@ -195,7 +182,6 @@ void RegisterQ4(Napi::Env env, Napi::Object exports, InstanceData* data) {
   data->q4_ctor = Napi::Persistent(c);
   exports.Set("Quant4", c);
   exports.Set("q4Quantize", Napi::Function::New(env, Q4Quantize, "q4Quantize"));
-  exports.Set("q4FromNibbles", Napi::Function::New(env, Q4FromNibbles, "q4FromNibbles"));
   exports.Set("q4Parts", Napi::Function::New(env, Q4Parts, "q4Parts"));
   exports.Set("linearQ4", Napi::Function::New(env, LinearQ4, "linearQ4"));
   exports.Set("gptq", Napi::Function::New(env, Gptq, "gptq"));

@@ -132,43 +132,6 @@ Napi::Value SparseConcat(const Napi::CallbackInfo& info) {
   return Sparse::Wrap(env, std::shared_ptr<sparq::SparseWeight>(std::move(out)));
 }
 
-// sparseFromParts(format, n, k, nnz, int8, N, M, narrow, values, vOff, scale | null, sOff, rowPtr | null, rOff,
-//                 col | null, cOff, mask | null, mOff, idx | null, iOff) -> Promise<Sparse>
-// A weight from its saved arrays; every invariant is checked (the file is untrusted).
-Napi::Value SparseFromParts(const Napi::CallbackInfo& info) {
-  const char* op = "loadModel";
-  sparq::SparseParts p;
-  p.format = sparq::SparseFormat(ArgInt(info, 0, op, "format", 0, 2));
-  p.n = ArgInt(info, 1, op, "n", 1, kMaxDim);
-  p.k = ArgInt(info, 2, op, "k", 1, kMaxDim);
-  p.nnz = ArgInt(info, 3, op, "nnz", 0, int64_t(1) << 40);
-  p.int8 = info[4].ToBoolean().Value();
-  p.N = int(ArgInt(info, 5, op, "N", 0, 16));
-  p.M = int(ArgInt(info, 6, op, "M", 0, 16));
-  p.narrow = info[7].ToBoolean().Value();
-  const int64_t words = (p.k + 31) / 32;
-  const Span v = ArgSpan(info, 8, op, "values", uint64_t(p.nnz) * (p.int8 ? 1 : 4));
-  const Span sc = ArgSpan(info, 10, op, "scale", uint64_t(p.n) * 4, !p.int8);
-  const Span rp = ArgSpan(info, 12, op, "row_ptr", uint64_t(p.n + 1) * 8, p.format == sparq::SparseFormat::nm);
-  const Span col = ArgSpan(info, 14, op, "col", uint64_t(p.nnz) * (p.narrow ? 2 : 4), p.format != sparq::SparseFormat::csr);
-  const Span mask = ArgSpan(info, 16, op, "mask", uint64_t(p.n) * uint64_t(words) * 4, p.format != sparq::SparseFormat::bitmask);
-  const int64_t ibits = p.M <= 2 ? 1 : p.M <= 4 ? 2 : 4, igroups = p.M > 0 ? (p.k + p.M - 1) / p.M : 0;
-  const Span idx = ArgSpan(info, 18, op, "idx", uint64_t(p.n) * uint64_t((igroups * p.N * ibits + 7) / 8), p.format != sparq::SparseFormat::nm);
-  auto out = std::make_shared<std::unique_ptr<sparq::SparseWeight>>();
-  return RunAsync(
-      info.Env(),
-      [p, v, sc, rp, col, mask, idx, out]() mutable {
-        p.values = v.ptr<void>();
-        p.scale = sc.block ? sc.ptr<float>() : nullptr;
-        p.row_ptr = rp.block ? rp.ptr<int64_t>() : nullptr;
-        p.col = col.block ? col.ptr<void>() : nullptr;
-        p.mask = mask.block ? mask.ptr<uint32_t>() : nullptr;
-        p.idx = idx.block ? idx.ptr<uint8_t>() : nullptr;
-        return sparq::sparse_from_parts(p, out.get());
-      },
-      [out](Napi::Env e) -> Napi::Value { return Sparse::Wrap(e, std::shared_ptr<sparq::SparseWeight>(std::move(*out))); });
-}
-
 }  // namespace
 
 std::shared_ptr<sparq::SparseWeight> GetSparse(const Napi::Value& v, const char* what) { return Sparse::Get(v, what); }
@@ -181,7 +144,6 @@ void RegisterSparse(Napi::Env env, Napi::Object exports, InstanceData* data) {
   exports.Set("spmm", Napi::Function::New(env, Spmm, "spmm"));
   exports.Set("sparseQuantize", Napi::Function::New(env, SparseQuantize, "sparseQuantize"));
   exports.Set("sparseConcat", Napi::Function::New(env, SparseConcat, "sparseConcat"));
-  exports.Set("sparseFromParts", Napi::Function::New(env, SparseFromParts, "sparseFromParts"));
 }
 
 }  // namespace sparq_addon

@@ -163,34 +163,6 @@ Napi::Value PackS8(const Napi::CallbackInfo& info) {
       [out](Napi::Env env) { return ResolvePacked(env, out); });
 }
 
-// packS8Scaled(values, vOff, scales, sOff, zeros | null, zOff, n, k, group) -> Promise<Packed>
-// int8 values [n, k] with scales (and zero points) [n, groups] as saved; group 0: per channel.
-Napi::Value PackS8Scaled(const Napi::CallbackInfo& info) {
-  const char* op = "loadModel";
-  const int64_t n = ArgInt(info, 6, op, "n", 1, kMaxDim), k = ArgInt(info, 7, op, "k", 1, kMaxDim);
-  const int64_t group = ArgInt(info, 8, op, "group", 0, k);
-  const int64_t groups = group ? (k + group - 1) / group : 1;
-  const Span v = ArgSpan(info, 0, op, "values", uint64_t(n) * uint64_t(k));
-  const Span s = ArgSpan(info, 2, op, "scales", uint64_t(n) * uint64_t(groups) * 4);
-  const Span z = ArgSpan(info, 4, op, "zeros", uint64_t(n) * uint64_t(groups) * 4, true);
-  auto out = std::make_shared<std::shared_ptr<sparq::PackedWeight>>();
-  return RunAsync(
-      info.Env(),
-      [v, s, z, n, k, group, groups, out]() {
-        // scales from a file: NaN / infinite / negative ones are damage, not weights
-        for (int64_t i = 0; i < n * groups; ++i) {
-          const float sc = s.ptr<float>()[i];
-          if (!(std::isfinite(sc) && sc >= 0.f))
-            return Error::make(sparq::Status::invalid_argument, "int8 scales must be finite and >= 0");
-        }
-        std::unique_ptr<sparq::PackedWeight> p;
-        Error e = sparq::pack_s8(v.ptr<int8_t>(), n, k, group, s.ptr<float>(), z.block ? z.ptr<int32_t>() : nullptr, &p);
-        *out = std::move(p);
-        return e;
-      },
-      [out](Napi::Env env) { return ResolvePacked(env, out); });
-}
-
 // dequantize(packed, out, outOff, sync) -> void | Promise<void>
 Napi::Value Dequantize(const Napi::CallbackInfo& info) {
   auto w = Packed::Get(info[0], "dequantize");
@@ -503,7 +475,6 @@ Napi::Value KvStore(const Napi::CallbackInfo& info) {
 void RegisterOps(Napi::Env env, Napi::Object exports) {
   exports.Set("quantizeWeight", Napi::Function::New(env, QuantizeWeight, "quantizeWeight"));
   exports.Set("packS8", Napi::Function::New(env, PackS8, "packS8"));
-  exports.Set("packS8Scaled", Napi::Function::New(env, PackS8Scaled, "packS8Scaled"));
   exports.Set("dequantize", Napi::Function::New(env, Dequantize, "dequantize"));
   exports.Set("matmulS8", Napi::Function::New(env, MatmulS8, "matmulS8"));
   exports.Set("linearS8", Napi::Function::New(env, LinearS8, "linearS8"));

@@ -54,6 +54,27 @@ struct SaveList {
 };
 Error write_bytes(std::FILE* f, const void* p, size_t bytes);
 
+// One tensor of a saved linear ("NAME.<suffix>"), as the file holds it.
+struct SavedPart {
+  std::string suffix, dtype;
+  std::vector<int64_t> shape;
+  const void* p = nullptr;
+  int64_t bytes = 0;
+};
+// A saved linear [n, k]: the members of its "sparq.linears" entry and its tensors.
+struct SavedLinear {
+  int64_t n = 0, k = 0;
+  std::vector<std::pair<std::string, double>> nums;  // numbers, and booleans as 1 / 0
+  std::vector<std::pair<std::string, std::string>> texts;
+  std::vector<SavedPart> parts;
+  std::string name;  // for messages
+  double num(const char* key, double absent) const;
+  std::string text(const char* key) const;
+  bool has(const char* suffix) const;
+  // The part `suffix`, checked against dtype and shape (an error naming the tensor otherwise).
+  Error part(const char* suffix, const char* dtype, const std::vector<int64_t>& shape, const SavedPart** out) const;
+};
+
 // How a GPU runs a format: its f32 rows, int8 rows with group scales, or sparse
 // (the SparseWeight's own arrays).
 enum class DeviceForm { f32, s8, sparse };
@@ -77,8 +98,13 @@ struct LinearFormat {
   Error (*linear)(const LinearWeight& w, const float* x, int64_t m, float* y);
   // Row r's values, exactly (an embedding lookup); nullptr: not usable as an embedding.
   Error (*row_f32)(const LinearWeight& w, int64_t r, float* out);
-  // Its tensors and description in a saved model (safetensors, see llama_save.cpp).
+  // All n * k values in f32 (int formats: value x scale, exactly as the kernels see them).
+  Error (*to_f32)(const LinearWeight& w, float* out);
+  // Its tensors and description in a saved model (safetensors, see llama_save.cpp),
+  // and back (untrusted input: every size and value is checked). nullptr load:
+  // the format is a view of the file, placed by the loader itself (f32, ggml).
   void (*save)(const LinearWeight& w, const std::string& name, SaveList& out);
+  Error (*load)(const SavedLinear& in, LinearWeight* out);
   DeviceForm device;
   // DeviceForm::f32: the rows [n, k] (*rows points into the data, or into `staging` when decoded).
   Error (*device_f32)(const LinearWeight& w, std::vector<float>* staging, const float** rows);
@@ -103,8 +129,9 @@ struct LinearWeight {
 };
 
 extern const LinearFormat kLinearF32, kLinearInt8, kLinearInt4, kLinearSparse, kLinearGgml;
-// Every row (count in *n).
+// Every row (count in *n), and the row named `name` (nullptr if none).
 const LinearFormat* const* linear_formats(int* n);
+const LinearFormat* linear_format(const std::string& name);
 
 class PackedWeight;
 struct PackedQ4;

@@ -1,5 +1,6 @@
 // linear_formats.cpp - the rows of the linear weight format table (linear_format.h).
 #include <cerrno>
+#include <cmath>
 #include <cstdarg>
 #include <cstring>
 #include <new>
@@ -24,6 +25,45 @@ void SaveList::raw(const std::string& name, const char* dtype, std::vector<int64
 void SaveList::begin(const std::string& name, const char* kind) {
   if (!desc.empty()) desc += ",";
   desc += "\"" + name + "\":{\"kind\":\"" + kind + "\"";
+}
+
+double SavedLinear::num(const char* key, double absent) const {
+  for (const auto& kv : nums)
+    if (kv.first == key) return kv.second;
+  return absent;
+}
+
+std::string SavedLinear::text(const char* key) const {
+  for (const auto& kv : texts)
+    if (kv.first == key) return kv.second;
+  return "";
+}
+
+bool SavedLinear::has(const char* suffix) const {
+  for (const SavedPart& q : parts)
+    if (q.suffix == suffix) return true;
+  return false;
+}
+
+Error SavedLinear::part(const char* suffix, const char* dtype, const std::vector<int64_t>& shape, const SavedPart** out) const {
+  const auto dims = [](const std::vector<int64_t>& v) {
+    std::string t = "[";
+    for (size_t i = 0; i < v.size(); ++i) t += (i ? ", " : "") + std::to_string(v[i]);
+    return t + "]";
+  };
+  const std::string what = "tensor " + name + "." + suffix;
+  for (const SavedPart& q : parts) {
+    if (q.suffix != suffix) continue;
+    if (q.dtype != dtype || q.shape != shape)
+      return Error::make(Status::invalid_argument, what + " is " + q.dtype + " " + dims(q.shape) + ", expected " + dtype + " " + dims(shape));
+    int64_t count = 1;
+    for (int64_t d : shape) count *= d;
+    const int64_t es = q.dtype == "I8" || q.dtype == "U8" ? 1 : q.dtype == "U16" ? 2 : q.dtype == "I64" ? 8 : 4;
+    if (q.bytes != count * es || (!q.p && q.bytes)) return Error::make(Status::invalid_argument, what + " has " + std::to_string(q.bytes) + " bytes");
+    *out = &q;
+    return Error{};
+  }
+  return Error::make(Status::invalid_argument, what + " is missing");
 }
 
 namespace {
@@ -74,11 +114,16 @@ const LinearFormat kLinearF32 = {
       std::memcpy(out, f32_of(w).p + r * w.k, size_t(w.k) * 4);
       return Error{};
     },
+    [](const LinearWeight& w, float* out) {
+      std::memcpy(out, f32_of(w).p, size_t(w.n * w.k) * 4);
+      return Error{};
+    },
     [](const LinearWeight& w, const std::string& name, SaveList& out) {
       out.begin(name, "f32");
       out.desc += "}";
       out.raw(name + ".weight", "F32", {w.n, w.k}, f32_of(w).p, w.n * w.k * 4);
     },
+    nullptr,
     DeviceForm::f32,
     [](const LinearWeight& w, std::vector<float>*, const float** rows) {
       *rows = f32_of(w).p;
@@ -100,6 +145,10 @@ const LinearFormat kLinearInt8 = {
       return linear_s8(x, m, w.k, w.as<PackedWeight>().view(), nullptr, w.act_scale, y);
     },
     nullptr,
+    [](const LinearWeight& w, float* out) {
+      dequantize_weight(w.as<PackedWeight>().view(), out);
+      return Error{};
+    },
     [](const LinearWeight& w, const std::string& name, SaveList& out) {
       const PackedS8& p = w.as<PackedWeight>().view();
       out.begin(name, "int8");
@@ -123,6 +172,25 @@ const LinearFormat kLinearInt8 = {
                                  unpack_s8(pw->view(), nullptr, nullptr, z.data());
                                  return write_bytes(f, z.data(), z.size() * 4);
                                }});
+    },
+    [](const SavedLinear& in, LinearWeight* out) {
+      const double group = in.num("group", 0), act = in.num("actScale", 0);
+      if (!(group >= 0 && group <= double(in.k) && group == double(int64_t(group))))
+        return Error::make(Status::invalid_argument, in.name + ": bad group " + std::to_string(group));
+      if (!(act >= 0 && std::isfinite(act))) return Error::make(Status::invalid_argument, in.name + ": bad activation scale");
+      const int64_t g = int64_t(group), groups = g ? (in.k + g - 1) / g : 1;
+      const SavedPart *q = nullptr, *sc = nullptr, *z = nullptr;
+      SPARQ_TRY(in.part("q", "I8", {in.n, in.k}, &q));
+      SPARQ_TRY(in.part("scale", "F32", {in.n, groups}, &sc));
+      if (in.num("asymmetric", 0) != 0) SPARQ_TRY(in.part("zero", "I32", {in.n, groups}, &z));
+      // scales from a file: NaN / infinite / negative ones are damage, not weights
+      const float* s = static_cast<const float*>(sc->p);
+      for (int64_t i = 0; i < in.n * groups; ++i)
+        if (!(std::isfinite(s[i]) && s[i] >= 0.f)) return Error::make(Status::invalid_argument, in.name + ": int8 scales must be finite and >= 0");
+      std::unique_ptr<PackedWeight> p;
+      SPARQ_TRY(pack_s8(static_cast<const int8_t*>(q->p), in.n, in.k, g, s, z ? static_cast<const int32_t*>(z->p) : nullptr, &p));
+      *out = int8_linear(std::move(p), float(act));
+      return Error{};
     },
     DeviceForm::s8,
     nullptr,
@@ -152,12 +220,34 @@ const LinearFormat kLinearInt4 = {
     [](const void* d) -> const void* { return static_cast<const PackedQ4*>(d)->data.data(); },
     [](const LinearWeight& w, const float* x, int64_t m, float* y) { return linear_q4(w.as<PackedQ4>(), x, m, y); },
     nullptr,
+    [](const LinearWeight& w, float* out) {
+      const PackedQ4& p = w.as<PackedQ4>();
+      std::vector<int8_t> row;
+      SPARQ_TRY(sized(&row, size_t(p.k_pad)));
+      for (int64_t j = 0; j < p.n; ++j) {
+        q4_row(p, j, row.data());
+        for (int64_t c = 0; c < p.k; ++c) out[j * p.k + c] = float(row[size_t(c)]) * p.scale[size_t(j * p.groups + c / p.group)];
+      }
+      return Error{};
+    },
     [](const LinearWeight& w, const std::string& name, SaveList& out) {
       const PackedQ4& p = w.as<PackedQ4>();
       out.begin(name, "int4");
       out.desc += fmt(",\"group\":%lld}", static_cast<long long>(p.group));
       out.raw(name + ".q4", "U8", {p.n, p.row_bytes()}, p.data.data(), p.n * p.row_bytes());
       out.raw(name + ".scale", "F32", {p.n, p.groups}, p.scale.data(), p.n * p.groups * 4);
+    },
+    [](const SavedLinear& in, LinearWeight* out) {
+      const double group = in.num("group", 0);
+      if (group != 32 && group != 64 && group != 128) return Error::make(Status::invalid_argument, in.name + ": bad group " + std::to_string(group));
+      const int64_t g = int64_t(group);
+      const SavedPart *nib = nullptr, *sc = nullptr;
+      SPARQ_TRY(in.part("q4", "U8", {in.n, round_up(in.k, 32) / 2}, &nib));
+      SPARQ_TRY(in.part("scale", "F32", {in.n, (in.k + g - 1) / g}, &sc));
+      std::unique_ptr<PackedQ4> p;
+      SPARQ_TRY(q4_from_nibbles(static_cast<const uint8_t*>(nib->p), static_cast<const float*>(sc->p), in.n, in.k, g, &p));
+      *out = int4_linear(std::move(p));
+      return Error{};
     },
     DeviceForm::s8,
     nullptr,
@@ -187,6 +277,10 @@ const LinearFormat kLinearSparse = {
     [](const void* d) -> const void* { return d; },
     [](const LinearWeight& w, const float* x, int64_t m, float* y) { return spmm(w.as<SparseWeight>(), x, m, nullptr, y); },
     nullptr,
+    [](const LinearWeight& w, float* out) {
+      sparse_to_dense(w.as<SparseWeight>(), out);
+      return Error{};
+    },
     [](const LinearWeight& w, const std::string& name, SaveList& out) {
       const SparseWeight& s = w.as<SparseWeight>();
       static const char* kind[] = {"csr", "bitmask", "nm"};
@@ -206,6 +300,51 @@ const LinearFormat kLinearSparse = {
       }
       if (s.format == SparseFormat::bitmask) out.raw(name + ".mask", "U32", {s.n, s.words()}, s.mask.data(), s.n * s.words() * 4);
       if (s.format == SparseFormat::nm) out.raw(name + ".idx", "U8", {s.n, s.idx_row_bytes()}, s.idx.data(), s.n * s.idx_row_bytes());
+    },
+    [](const SavedLinear& in, LinearWeight* out) {
+      const std::string f = in.text("format");
+      const double nnz = in.num("nnz", -1), N = in.num("N", 0), M = in.num("M", 0);
+      SparseParts p;
+      p.format = f == "csr" ? SparseFormat::csr : f == "bitmask" ? SparseFormat::bitmask : SparseFormat::nm;
+      if ((f != "csr" && f != "bitmask" && f != "nm") || !(nnz >= 0 && nnz <= double(int64_t(1) << 40) && nnz == double(int64_t(nnz))) ||
+          !(N >= 0 && N <= 16 && N == double(int(N))) || !(M >= 0 && M <= 16 && M == double(int(M))))
+        return Error::make(Status::invalid_argument, in.name + ": bad sparse entry");
+      p.n = in.n;
+      p.k = in.k;
+      p.nnz = int64_t(nnz);
+      p.int8 = in.num("int8", 0) != 0;
+      p.N = int(N);
+      p.M = int(M);
+      const SavedPart* t = nullptr;
+      SPARQ_TRY(in.part("values", p.int8 ? "I8" : "F32", {p.nnz}, &t));
+      p.values = t->p;
+      if (p.int8) {
+        SPARQ_TRY(in.part("scale", "F32", {p.n}, &t));
+        p.scale = static_cast<const float*>(t->p);
+      }
+      if (p.format != SparseFormat::nm) {
+        SPARQ_TRY(in.part("row_ptr", "I64", {p.n + 1}, &t));
+        p.row_ptr = static_cast<const int64_t*>(t->p);
+      }
+      if (p.format == SparseFormat::csr) {
+        for (const SavedPart& c : in.parts)
+          if (c.suffix == "col") p.narrow = c.dtype == "U16";
+        SPARQ_TRY(in.part("col", p.narrow ? "U16" : "I32", {p.nnz}, &t));
+        p.col = t->p;
+      }
+      if (p.format == SparseFormat::bitmask) {
+        SPARQ_TRY(in.part("mask", "U32", {p.n, (p.k + 31) / 32}, &t));
+        p.mask = static_cast<const uint32_t*>(t->p);
+      }
+      if (p.format == SparseFormat::nm) {
+        const int64_t bits = p.M <= 2 ? 1 : p.M <= 4 ? 2 : 4, groups = p.M > 0 ? (p.k + p.M - 1) / p.M : 0;
+        SPARQ_TRY(in.part("idx", "U8", {p.n, (groups * p.N * bits + 7) / 8}, &t));
+        p.idx = static_cast<const uint8_t*>(t->p);
+      }
+      std::unique_ptr<SparseWeight> w;
+      SPARQ_TRY(sparse_from_parts(p, &w));
+      *out = sparse_linear(std::move(w));
+      return Error{};
     },
     DeviceForm::sparse,
     nullptr,
@@ -227,12 +366,17 @@ const LinearFormat kLinearGgml = {
       b.fmt->to_f32(b.data + r * b.row_bytes, b.k / b.fmt->block, out);
       return Error{};
     },
+    [](const LinearWeight& w, float* out) {
+      const BlockWeight& b = w.as<BlockWeight>();
+      return ggml_to_f32(b.data, int(b.fmt->type), b.n * b.k, out);
+    },
     [](const LinearWeight& w, const std::string& name, SaveList& out) {
       const BlockWeight& b = w.as<BlockWeight>();
       out.begin(name, "ggml");
       out.desc += fmt(",\"type\":%d}", int(b.fmt->type));
       out.raw(name + ".blocks", "U8", {b.n, b.row_bytes}, b.data, int64_t(b.bytes()));
     },
+    nullptr,
     DeviceForm::f32,
     [](const LinearWeight& w, std::vector<float>* staging, const float** rows) {
       const BlockWeight& b = w.as<BlockWeight>();  // runs as its exact f32 values
@@ -247,6 +391,12 @@ const LinearFormat kLinearGgml = {
 const LinearFormat* const* linear_formats(int* n) {
   *n = int(sizeof kAll / sizeof kAll[0]);
   return kAll;
+}
+
+const LinearFormat* linear_format(const std::string& name) {
+  for (const LinearFormat* f : kAll)
+    if (name == f->name) return f;
+  return nullptr;
 }
 
 LinearWeight f32_linear(const float* w, int64_t n, int64_t k, std::shared_ptr<const void> owner) {
