@@ -124,6 +124,7 @@ export interface NativeBinding {
   q4Parts(q: NativeQ4): { nibbles: Uint8Array; scales: Float32Array; values: Int8Array };
   linearQ4(q: NativeQ4, x: S, xOff: Off, m: number, out: S, outOff: Off): Promise<void>;
   linearFormats(): { name: string; loads: boolean }[];
+  linearStoredBytes(w: NativeLinear | NativePacked | NativeQ4 | NativeSparse): number;
   loadLinear(entry: object, name: string, n: number, k: number, parts: SavedPart[]): Promise<NativeLinear>;
   linearToF32(w: NativeLinear | NativePacked | NativeQ4 | NativeSparse, out: S, off: Off, sync: true): void;
   linearToF32(w: NativeLinear | NativePacked | NativeQ4 | NativeSparse, out: S, off: Off, sync?: false): Promise<void>;

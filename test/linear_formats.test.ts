@@ -49,13 +49,14 @@ describe('linear format table', () => {
     expect(rows.filter((r) => r.loads).map((r) => r.name)).to.deep.equal(['int8', 'int4', 'sparse']);
   });
 
-  it('int8 (per channel, groups, asymmetric): to_f32 is (q - zero) x scale of the unpacked parts, and a load of those parts gives the same weight', async () => {
+  it('int8 (per channel, groups, asymmetric): to_f32 is (q - zero) x scale of the unpacked parts, its stored bytes are theirs, and a load of them gives the same weight', async () => {
     for (const [n, k, group, asym] of [[1, 1, 0, false], [5, 37, 0, false], [17, 100, 32, false], [9, 70, 64, true], [3, 129, 0, true]] as const) {
       const w = Tensor.from(randn(n * k), [n, k]);
       const p = nat().quantizeWeight(w._storage, w._offset, n, k, group, asym, true);
       const u = p.unpack(), q = new Int8Array(u.values), s = new Float32Array(u.scales), z = new Int32Array(u.zeros);
       const groups = group ? Math.ceil(k / group) : 1;
       const got = f32Of(p, n, k);
+      expect(nat().linearStoredBytes(p), 'stored bytes: values, scales (and zeros)').to.equal(n * k + 4 * n * groups * (asym ? 2 : 1));
       for (let j = 0; j < n; j++)
         for (let c = 0; c < k; c++) {
           const g = j * groups + (group ? Math.floor(c / group) : 0);
@@ -78,6 +79,7 @@ describe('linear format table', () => {
       const q4 = await nat().q4Quantize(w._storage, w._offset, n, k, group);
       const { nibbles, scales, values } = nat().q4Parts(q4);
       const groups = Math.ceil(k / group), got = f32Of(q4, n, k);
+      expect(nat().linearStoredBytes(q4), 'stored bytes: nibbles of whole blocks of 32, scales').to.equal(n * Math.ceil(k / 32) * 16 + 4 * n * groups);
       for (let j = 0; j < n; j++)
         for (let c = 0; c < k; c++) expect(got[j * k + c]).to.equal(Math.fround(values[j * k + c]! * scales[j * groups + Math.floor(c / group)]!));
       const back = await nat().loadLinear({ kind: 'int4', group }, 'w', n, k,

@@ -251,7 +251,7 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
         } else {
           packed = bits === 4 ? own(await nat.q4Quantize(t._storage, t._offset, n, k, groupSize)) : own(quantize(t, qopts))._packed;
         }
-        const bytes = (bits === 4 ? n * Math.ceil(k / 32) * 16 : n * k) + 4 * n * (groupSize ? Math.ceil(k / groupSize) : 1);
+        const bytes = nat.linearStoredBytes(packed);
         report.layers.push({ name, shape: [n, k], format: report.weights, bytes, ...(scale !== null ? { activationScale: scale } : {}), ...extra });
         report.bytes += bytes;
         return scale !== null ? ({ packed, actScale: scale } as unknown as WeightRef) : (packed as WeightRef);
@@ -296,7 +296,7 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
     } else {
       const ot = tensorOf(output, c.vocab, dim);
       output = bits === 4 ? own(await loadNative().q4Quantize(ot._storage, ot._offset, c.vocab, dim, groupSize)) as unknown as WeightRef : own(quantize(ot, qopts))._packed;
-      const bytes = (bits === 4 ? c.vocab * Math.ceil(dim / 32) * 16 : c.vocab * dim) + 4 * c.vocab * (groupSize ? Math.ceil(dim / groupSize) : 1);
+      const bytes = loadNative().linearStoredBytes(output as NativePacked | NativeQ4);
       report.layers.push({ name: 'output', shape: [c.vocab, dim], format: report.weights, bytes });
       report.bytes += bytes;
     }

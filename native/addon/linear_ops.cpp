@@ -143,6 +143,17 @@ Napi::Value LinearToF32(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// linearStoredBytes(weight) -> number: the bytes its format saves (the size a report quotes).
+Napi::Value LinearStoredBytes(const Napi::CallbackInfo& info) {
+  sparq::LinearWeight w = AnyLinear(info[0], "linearStoredBytes");
+  if (!w.present()) throw Napi::TypeError::New(info.Env(), "linearStoredBytes: expected a weight (Linear, Packed, Quant4 or Sparse)");
+  sparq::SaveList list;
+  w.format->save(w, "w", list);
+  double bytes = 0;
+  for (const sparq::SavedTensor& t : list.tensors) bytes += double(t.bytes);
+  return Napi::Number::New(info.Env(), bytes);
+}
+
 // linearFormats() -> [{ name, loads }]: the rows of the format table.
 Napi::Value LinearFormats(const Napi::CallbackInfo& info) {
   int n = 0;
@@ -177,6 +188,7 @@ void RegisterLinear(Napi::Env env, Napi::Object exports, InstanceData* data) {
   exports.Set("Linear", linear);
   exports.Set("loadLinear", Napi::Function::New(env, LoadLinear, "loadLinear"));
   exports.Set("linearToF32", Napi::Function::New(env, LinearToF32, "linearToF32"));
+  exports.Set("linearStoredBytes", Napi::Function::New(env, LinearStoredBytes, "linearStoredBytes"));
   exports.Set("linearFormats", Napi::Function::New(env, LinearFormats, "linearFormats"));
 }
 

@@ -301,8 +301,8 @@ Napi::Value QuantizeFile(const Napi::CallbackInfo& info) {
 Napi::Value PackQ8File(const Napi::CallbackInfo& info) {
   auto r = ArgRanges(info, "packQ8File");
   const int64_t k = ArgInt(info, 2, "packQ8File", "k", 32, int64_t(1) << 24);
-  if (k % 32) throw Napi::RangeError::New(info.Env(), "packQ8File: k must be a multiple of 32");
-  r->row_bytes = (k / 32) * 34;
+  if (k % sparq::kQK8_0) throw Napi::RangeError::New(info.Env(), "packQ8File: k must be a multiple of 32");
+  r->row_bytes = (k / sparq::kQK8_0) * sparq::kQ8_0Bytes;
   auto out = std::make_shared<std::unique_ptr<sparq::PackedWeight>>();
   return RunAsync(
       info.Env(),

@@ -18,7 +18,7 @@
 namespace sparq {
 
 namespace {
-constexpr int64_t kQ8Block = 34;  // bytes: f16 scale + 32 x int8
+constexpr int64_t kQ8Block = kQ8_0Bytes;  // bytes: f16 scale + 32 x int8
 }
 
 Error pack_q8_0_stream(int64_t n, int64_t k, const std::function<Error(uint8_t* blocks, int64_t r0, int64_t r1)>& fill,

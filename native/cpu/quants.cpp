@@ -220,7 +220,7 @@ SPARQ_BLOCK_FNS(q4_0, 32, 18, false)
 SPARQ_BLOCK_FNS(q4_1, 32, 20, true)
 SPARQ_BLOCK_FNS(q5_0, 32, 22, false)
 SPARQ_BLOCK_FNS(q5_1, 32, 24, true)
-SPARQ_BLOCK_FNS(q8_0, 32, 34, false)
+SPARQ_BLOCK_FNS(q8_0, kQK8_0, kQ8_0Bytes, false)
 SPARQ_BLOCK_FNS(q2_k, 256, 84, true)
 SPARQ_BLOCK_FNS(q3_k, 256, 110, false)
 SPARQ_BLOCK_FNS(q4_k, 256, 144, true)
@@ -308,7 +308,7 @@ void q5_1_quantize(const float* x, int64_t blocks, uint8_t* out) {
   }
 }
 void q8_0_quantize(const float* x, int64_t blocks, uint8_t* out) {
-  for (int64_t i = 0; i < blocks; ++i, x += 32, out += 34) {
+  for (int64_t i = 0; i < blocks; ++i, x += kQK8_0, out += kQ8_0Bytes) {
     float amax = 0.f;
     for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
     const float d = amax / 127, id = d != 0.f ? 1.f / d : 0.f;
@@ -730,7 +730,7 @@ const BlockFormat kFormats[] = {
     {GgmlType::q4_1, "Q4_1", 32, 20, 32, 32, true, true, q4_1_to_f32, q4_1_decode, q4_1_quantize},
     {GgmlType::q5_0, "Q5_0", 32, 22, 32, 32, false, true, q5_0_to_f32, q5_0_decode, q5_0_quantize},
     {GgmlType::q5_1, "Q5_1", 32, 24, 32, 32, true, true, q5_1_to_f32, q5_1_decode, q5_1_quantize},
-    {GgmlType::q8_0, "Q8_0", 32, 34, 32, 32, false, true, q8_0_to_f32, q8_0_decode, q8_0_quantize},
+    {GgmlType::q8_0, "Q8_0", kQK8_0, kQ8_0Bytes, 32, 32, false, true, q8_0_to_f32, q8_0_decode, q8_0_quantize},
     {GgmlType::q2_k, "Q2_K", 256, 84, 16, 32, true, true, q2_k_to_f32, q2_k_decode, q2_k_quantize},
     {GgmlType::q3_k, "Q3_K", 256, 110, 16, 32, false, true, q3_k_to_f32, q3_k_decode, q3_k_quantize},
     {GgmlType::q4_k, "Q4_K", 256, 144, 32, 32, true, true, q4_k_to_f32, q4_k_decode, q4_k_quantize},

@@ -61,7 +61,7 @@ void dec_q5_1(const uint8_t* s, int64_t blocks, DecodedRow r) {
   }
 }
 void dec_q8_0(const uint8_t* s, int64_t blocks, DecodedRow r) {
-  for (int64_t i = 0; i < blocks; ++i, s += 34) {
+  for (int64_t i = 0; i < blocks; ++i, s += kQ8_0Bytes) {
     store32(r.q + 32 * i, load32(s + 2));
     put2(r.scale + 2 * i, h2f(s));
   }
@@ -217,7 +217,7 @@ struct TQ5_1 {
   }
 };
 struct TQ8_0 {
-  static constexpr int kBlock = 32, kBytes = 34;
+  static constexpr int kBlock = kQK8_0, kBytes = kQ8_0Bytes;
   static constexpr bool kSigned = true, kOff = false;
   template <class F> static void visit(const uint8_t* b, F&& f) { f(0, load32(b + 2), _mm256_set1_epi16(1), h2f(b), 0.f, 0.f); }
 };

@@ -244,7 +244,7 @@ struct ZQ5_1 {
   }
 };
 struct ZQ8_0 {
-  static constexpr int kBytes = 34, kMin = -1;
+  static constexpr int kBytes = kQ8_0Bytes, kMin = -1;
   static constexpr float kMinMul = 0.f;
   static constexpr bool kSigned = true;
   static __m256i code(const uint8_t* b) { return load32(b + 2); }

@@ -52,5 +52,6 @@ struct BlockQ8_0 {
   int8_t qs[kQK8_0];   // values
 };
 static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block is 34 bytes as in GGUF");
+constexpr int kQ8_0Bytes = int(sizeof(BlockQ8_0));  // the one place its size is stated
 
 }  // namespace sparq
