@@ -417,23 +417,33 @@ static void model(const Run& r) {
   cfg.vocab = 301;
   cfg.max_seq = 40;
   const int64_t hd = cfg.dim / cfg.heads, kvd = cfg.kv_heads * hd;
-  const auto embed = randn(size_t(cfg.vocab * cfg.dim));
   std::vector<float> ones(size_t(cfg.dim), 1.f);
   std::vector<std::unique_ptr<Weight>> keep;
-  const char* formats[] = {"int4_g32", "bitmask_int8", "int8_g32", "nm24_int8", "csr_int8", "int8", "int4_g128"};
+  // every row of the linear format table (GGUF blocks where k is whole blocks, else int8 groups of 32)
+  const char* formats[] = {"int4_g32", "bitmask_int8", "Q4_1", "int8_g32", "nm24_int8", "csr_int8", "Q8_0", "int8", "int4_g128", "f32"};
+  const int nformats = int(sizeof formats / sizeof formats[0]);
   int fi = 0;
   auto lin = [&](int64_t n, int64_t k, LinearWeight* lw) -> Error {
     keep.emplace_back(new Weight());
     Weight& W = *keep.back();
-    SPARQ_TRY(make_weight(formats[fi++ % 7], n, k, &W));
-    if (W.s8) *lw = int8_linear(std::move(W.s8));
+    const char* f = formats[fi++ % nformats];
+    if (const BlockFormat* bf = block_type(f); bf && k % bf->block) f = "int8_g32";
+    SPARQ_TRY(make_weight(f, n, k, &W));
+    if (!W.blocks.empty()) *lw = ggml_linear(std::make_shared<BlockWeight>(W.bw));
+    else if (W.s8) *lw = int8_linear(std::move(W.s8));
     else if (W.q4) *lw = int4_linear(std::move(W.q4));
     else if (W.sp) *lw = sparse_linear(std::move(W.sp));
     else if (W.f32) *lw = f32_linear(W.wf.data(), n, k, nullptr);
     return Error{};
   };
   LlamaWeights w;
-  w.embed = f32_linear(embed.data(), cfg.vocab, cfg.dim, nullptr);
+  // the embedding in Q8_0 blocks (rows dequantized on lookup)
+  Weight E;
+  if (Error e = make_weight("Q8_0", cfg.vocab, cfg.dim, &E); !e.ok()) {
+    FAIL("model: %s", e.message.c_str());
+    return;
+  }
+  w.embed = ggml_linear(std::make_shared<BlockWeight>(E.bw));
   w.final_norm = ones.data();
   w.layers.resize(size_t(cfg.layers));
   Error e;
