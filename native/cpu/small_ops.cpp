@@ -48,6 +48,14 @@ Error swiglu(const float* a, const float* b, int64_t n, float* y) {
   return Error{};
 }
 
+Error swiglu_rows(const float* gu, int64_t rows, int64_t h, float* y) {
+  const KernelTable t = kernels();
+  chunked(rows, std::max<int64_t>(1, kGrainElems / std::max<int64_t>(h, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) t.swiglu(gu + r * 2 * h, gu + r * 2 * h + h, y + r * h, 0, h);
+  });
+  return Error{};
+}
+
 Error add(const float* a, const float* b, int64_t n, float* y) {
   const KernelTable t = kernels();
   chunked(n, kGrainElems, [&](int64_t i0, int64_t i1) { t.add(a, b, y, i0, i1); });

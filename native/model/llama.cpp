@@ -191,9 +191,14 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
   std::vector<float>& att = grow(att_, n * qd);
   std::vector<float>& kt = grow(kt_, n * kvd);
   std::vector<float>& vt = grow(vt_, n * kvd);
-  std::vector<float>& h13 = grow(h13_, n * 2 * c.hidden);
+  // the FFN's gate | up outputs: fused ([n, 2 * hidden]) or apart ([n, hidden] twice), and
+  // silu(gate) * up [n, hidden]; only what this model's layout uses is allocated (at 512
+  // tokens of a 1B model each [n, hidden] is 16 MiB)
+  bool any_fused = false, any_apart = false;
+  for (const LlamaLayer& L : w_.layers) (L.w13.present() ? any_fused : any_apart) = true;
+  std::vector<float>& h13 = any_fused ? grow(h13_, n * 2 * c.hidden) : h13_;
   std::vector<float>& h1 = grow(h1_, n * c.hidden);
-  std::vector<float>& h3 = grow(h3_, n * c.hidden);
+  std::vector<float>& h3 = any_apart ? grow(h3_, n * c.hidden) : h3_;
   for (int64_t t = 0; t < n; ++t) SPARQ_TRY(w_.embed.format->row_f32(w_.embed, int64_t(tok[t]), x.data() + t * dim));
   for (int64_t li = 0; li < c.layers; ++li) {
     const LlamaLayer& L = w_.layers[size_t(li)];
@@ -249,15 +254,7 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
     if (L.w13.present()) {
       // [n, gate | up]: one token's halves are contiguous; more tokens are split out
       SPARQ_TRY(linear(xb.data(), n, L.w13, h13.data()));
-      if (n == 1) {
-        SPARQ_TRY(swiglu(h13.data(), h13.data() + c.hidden, c.hidden, h1.data()));
-      } else {
-        for (int64_t t = 0; t < n; ++t) {
-          std::memcpy(h1.data() + t * c.hidden, h13.data() + t * 2 * c.hidden, size_t(c.hidden) * 4);
-          std::memcpy(h3.data() + t * c.hidden, h13.data() + t * 2 * c.hidden + c.hidden, size_t(c.hidden) * 4);
-        }
-        SPARQ_TRY(swiglu(h1.data(), h3.data(), n * c.hidden, h1.data()));
-      }
+      SPARQ_TRY(swiglu_rows(h13.data(), n, c.hidden, h1.data()));
     } else {
       SPARQ_TRY(linear(xb.data(), n, L.w1, h1.data()));
       SPARQ_TRY(linear(xb.data(), n, L.w3, h3.data()));

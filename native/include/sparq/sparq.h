@@ -106,6 +106,8 @@ Error rmsnorm(const float* x, const float* w, int64_t rows, int64_t d, float eps
 Error softmax(const float* x, int64_t rows, int64_t n, float* y);
 // y = silu(a) * b, elementwise over n values
 Error swiglu(const float* a, const float* b, int64_t n, float* y);
+// Rows of [gate | up] (2h values each) -> y[rows, h] = silu(gate) * up (a fused gate|up linear's output).
+Error swiglu_rows(const float* gu, int64_t rows, int64_t h, float* y);
 // y = a + b, elementwise over n values
 Error add(const float* a, const float* b, int64_t n, float* y);
 // Rotary position embedding of x (bh, t, d) -> y: row t is at position pos0 + t;
