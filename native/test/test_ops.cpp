@@ -506,6 +506,38 @@ static void model(const Run& r) {
   std::printf("  %-14s %5d cases, %s\n", "model", g_cases - cases, g_failures == before ? "ok" : "FAILED");
 }
 
+// swiglu_rows (a fused gate|up linear's rows -> silu(gate) * up) on every path against
+// f64, for row lengths with vector tails and row counts that split over threads unevenly.
+static void small_ops(const Run& r) {
+  if (!r.only.empty() && r.only != "small") return;
+  const int cases = g_cases, before = g_failures;
+  for (const std::string& isa : r.isas) {
+    if (Error e = set_isa(isa); !e.ok()) {
+      FAIL("set_isa(%s): %s", isa.c_str(), e.message.c_str());
+      continue;
+    }
+    for (int64_t h : {1, 7, 33, 100, 8192})
+      for (int64_t rows : {1, 3, 17}) {
+        ++g_cases;
+        const auto gu = randn(size_t(rows * 2 * h), 3.f);
+        std::vector<float> y(size_t(rows * h), -1.f);
+        if (Error e = swiglu_rows(gu.data(), rows, h, y.data()); !e.ok()) {
+          FAIL("swiglu_rows: %s", e.message.c_str());
+          continue;
+        }
+        double num = 0, den = 0;
+        for (int64_t t = 0; t < rows; ++t)
+          for (int64_t i = 0; i < h; ++i) {
+            const double a = gu[size_t(t * 2 * h + i)], b = gu[size_t(t * 2 * h + h + i)], want = a / (1 + std::exp(-a)) * b;
+            num += (y[size_t(t * h + i)] - want) * (y[size_t(t * h + i)] - want);
+            den += want * want;
+          }
+        if (!(std::sqrt(num / den) < 1e-5)) FAIL("swiglu_rows on %s, h=%lld rows=%lld: relative error %.3g", isa.c_str(), (long long)h, (long long)rows, std::sqrt(num / den));
+      }
+  }
+  std::printf("  %-14s %5d cases, %s\n", "swiglu_rows", g_cases - cases, g_failures == before ? "ok" : "FAILED");
+}
+
 int main(int argc, char** argv) {
   Run r;
   std::string list = "ref,avx2,avxvnni,avx512vnni,amx";
@@ -517,7 +549,7 @@ int main(int argc, char** argv) {
     else if (a == "--only" && i + 1 < argc) r.only = argv[++i];
     else if (a == "--quick") r.quick = true;
     else {
-      std::fprintf(stderr, "usage: test_ops [--isa a,b,...] [--quick] [--seed N] [--only FORMAT|model]\n");
+      std::fprintf(stderr, "usage: test_ops [--isa a,b,...] [--quick] [--seed N] [--only FORMAT|model|small]\n");
       return 2;
     }
   }
@@ -548,6 +580,7 @@ int main(int argc, char** argv) {
   regression(r);
   sweep(r);
   model(r);
+  small_ops(r);
   std::printf("test_ops: %d cases, %d failures\n", g_cases, g_failures);
   return g_failures ? 1 : 0;
 }
