@@ -233,7 +233,7 @@ struct TIQ4_NL {
 struct TIQ4_XS {
   static constexpr bool kSigned = true, kOff = false;
   static constexpr int kBytes = 136;
-  static void prep(const uint8_t* b, KScales* k) { prep_iq4_xs(b, k); }
+  [[gnu::always_inline]] static void prep(const uint8_t* b, KScales* k) { prep_iq4_xs(b, k); }
   template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4)));
 #pragma GCC unroll 8
@@ -244,7 +244,7 @@ template <bool Q5>
 struct TQK45 {
   static constexpr bool kSigned = false, kOff = true;
   static constexpr int kBytes = Q5 ? 176 : 144;
-  static void prep(const uint8_t* b, KScales* k) { prep_qk45(b, k); }
+  [[gnu::always_inline]] static void prep(const uint8_t* b, KScales* k) { prep_qk45(b, k); }
   template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m256i lo4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
     const uint8_t* qs = b + (Q5 ? 48 : 16);
@@ -265,7 +265,7 @@ struct TQK45 {
 struct TQ6_K {
   static constexpr bool kSigned = false, kOff = true;
   static constexpr int kBytes = 210;
-  static void prep(const uint8_t* b, KScales* k) { prep_q6_k(b, k); }
+  [[gnu::always_inline]] static void prep(const uint8_t* b, KScales* k) { prep_q6_k(b, k); }
   template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m256i lo4 = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3);
     for (int n = 0; n < 2; ++n) {
@@ -282,7 +282,7 @@ struct TQ6_K {
 struct TQ2_K {
   static constexpr bool kSigned = false, kOff = true;
   static constexpr int kBytes = 84;
-  static void prep(const uint8_t* b, KScales* k) { prep_q2_k(b, k); }
+  [[gnu::always_inline]] static void prep(const uint8_t* b, KScales* k) { prep_q2_k(b, k); }
   template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m256i three = _mm256_set1_epi8(3);
     for (int n = 0; n < 2; ++n) {
@@ -295,7 +295,7 @@ struct TQ2_K {
 struct TQ3_K {
   static constexpr bool kSigned = false, kOff = true;
   static constexpr int kBytes = 110;
-  static void prep(const uint8_t* b, KScales* k) { prep_q3_k(b, k); }
+  [[gnu::always_inline]] static void prep(const uint8_t* b, KScales* k) { prep_q3_k(b, k); }
   template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
     const __m256i hm = load32(b);

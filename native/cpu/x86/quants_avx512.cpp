@@ -67,7 +67,7 @@ alignas(64) constexpr int32_t kBlockOf[4][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 
 struct ZQK4 {
   static constexpr int kBytes = 144;
   static constexpr bool kOff = true, kSigned = false;
-  static void prep(const uint8_t* b, KScales* k) { prep_qk45(b, k); }
+  [[gnu::always_inline]] static void prep(const uint8_t* b, KScales* k) { prep_qk45(b, k); }
   template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m512i lo4 = _mm512_set1_epi8(0x0f);
 #pragma GCC unroll 4
@@ -81,7 +81,7 @@ struct ZQK5 {
   static constexpr bool kSigned = false;
   static constexpr int kBytes = 176;
   static constexpr bool kOff = true;
-  static void prep(const uint8_t* b, KScales* k) { prep_qk45(b, k); }
+  [[gnu::always_inline]] static void prep(const uint8_t* b, KScales* k) { prep_qk45(b, k); }
   template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m512i lo4 = _mm512_set1_epi8(0x0f), one = _mm512_set1_epi8(1);
     const __m256i hb = load32(b + 16);  // bit 2c of byte l: value 64c + l; bit 2c + 1: 64c + 32 + l
@@ -97,7 +97,7 @@ struct ZQ6_K {
   static constexpr bool kSigned = false;
   static constexpr int kBytes = 210;
   static constexpr bool kOff = true;
-  static void prep(const uint8_t* b, KScales* k) { prep_q6_k(b, k); }
+  [[gnu::always_inline]] static void prep(const uint8_t* b, KScales* k) { prep_q6_k(b, k); }
   template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m512i lo4 = _mm512_set1_epi8(0x0f), three = _mm512_set1_epi8(3);
 #pragma GCC unroll 2
@@ -117,7 +117,7 @@ struct ZQ2_K {
   static constexpr bool kSigned = false;
   static constexpr int kBytes = 84;
   static constexpr bool kOff = true;
-  static void prep(const uint8_t* b, KScales* k) { prep_q2_k(b, k); }
+  [[gnu::always_inline]] static void prep(const uint8_t* b, KScales* k) { prep_q2_k(b, k); }
   template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m512i three = _mm512_set1_epi8(3);
 #pragma GCC unroll 2
@@ -132,7 +132,7 @@ struct ZQ3_K {
   static constexpr bool kSigned = false;
   static constexpr int kBytes = 110;
   static constexpr bool kOff = true;
-  static void prep(const uint8_t* b, KScales* k) { prep_q3_k(b, k); }
+  [[gnu::always_inline]] static void prep(const uint8_t* b, KScales* k) { prep_q3_k(b, k); }
   template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m512i three = _mm512_set1_epi8(3), one = _mm512_set1_epi8(1);
     const __m256i hm = load32(b);  // bit 4n + t of byte l: the high bit of value 128n + 32t + l
@@ -151,7 +151,7 @@ struct ZQ3_K {
 struct ZIQ4_XS {
   static constexpr int kBytes = 136;
   static constexpr bool kOff = false, kSigned = true;
-  static void prep(const uint8_t* b, KScales* k) { prep_iq4_xs(b, k); }
+  [[gnu::always_inline]] static void prep(const uint8_t* b, KScales* k) { prep_iq4_xs(b, k); }
   template <class F> static void codes(const uint8_t* b, F&& f) {
     const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4)));
 #pragma GCC unroll 4
