@@ -43,8 +43,10 @@ struct SparseWeight {
   int64_t column(int64_t p) const { return narrow ? int64_t(col16[size_t(p)]) : int64_t(col[size_t(p)]); }
   // nm: bits per in-group index (1 for M = 2, 2 for M = 4, 4 for M = 8 or 16), bytes per row,
   // and the index of value q of row j
-  int idx_bits() const { return M <= 2 ? 1 : M <= 4 ? 2 : 4; }
-  int64_t idx_row_bytes() const { return (groups() * N * idx_bits() + 7) / 8; }
+  static int idx_bits(int M) { return M <= 2 ? 1 : M <= 4 ? 2 : 4; }
+  static int64_t idx_row_bytes(int64_t k, int N, int M) { return ((M ? (k + M - 1) / M : 0) * N * idx_bits(M) + 7) / 8; }
+  int idx_bits() const { return idx_bits(M); }
+  int64_t idx_row_bytes() const { return idx_row_bytes(k, N, M); }
   int nm_index(int64_t j, int64_t q) const {
     const int b = idx_bits();
     const int64_t bit = q * b;

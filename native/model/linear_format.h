@@ -70,7 +70,7 @@ struct SavedLinear {
   std::string name;  // for messages
   double num(const char* key, double absent) const;
   std::string text(const char* key) const;
-  bool has(const char* suffix) const;
+  const SavedPart* find(const char* suffix) const;  // nullptr when absent
   // The part `suffix`, checked against dtype and shape (an error naming the tensor otherwise).
   Error part(const char* suffix, const char* dtype, const std::vector<int64_t>& shape, const SavedPart** out) const;
 };

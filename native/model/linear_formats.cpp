@@ -39,10 +39,10 @@ std::string SavedLinear::text(const char* key) const {
   return "";
 }
 
-bool SavedLinear::has(const char* suffix) const {
+const SavedPart* SavedLinear::find(const char* suffix) const {
   for (const SavedPart& q : parts)
-    if (q.suffix == suffix) return true;
-  return false;
+    if (q.suffix == suffix) return &q;
+  return nullptr;
 }
 
 Error SavedLinear::part(const char* suffix, const char* dtype, const std::vector<int64_t>& shape, const SavedPart** out) const {
@@ -52,18 +52,16 @@ Error SavedLinear::part(const char* suffix, const char* dtype, const std::vector
     return t + "]";
   };
   const std::string what = "tensor " + name + "." + suffix;
-  for (const SavedPart& q : parts) {
-    if (q.suffix != suffix) continue;
-    if (q.dtype != dtype || q.shape != shape)
-      return Error::make(Status::invalid_argument, what + " is " + q.dtype + " " + dims(q.shape) + ", expected " + dtype + " " + dims(shape));
-    int64_t count = 1;
-    for (int64_t d : shape) count *= d;
-    const int64_t es = q.dtype == "I8" || q.dtype == "U8" ? 1 : q.dtype == "U16" ? 2 : q.dtype == "I64" ? 8 : 4;
-    if (q.bytes != count * es || (!q.p && q.bytes)) return Error::make(Status::invalid_argument, what + " has " + std::to_string(q.bytes) + " bytes");
-    *out = &q;
-    return Error{};
-  }
-  return Error::make(Status::invalid_argument, what + " is missing");
+  const SavedPart* q = find(suffix);
+  if (!q) return Error::make(Status::invalid_argument, what + " is missing");
+  if (q->dtype != dtype || q->shape != shape)
+    return Error::make(Status::invalid_argument, what + " is " + q->dtype + " " + dims(q->shape) + ", expected " + dtype + " " + dims(shape));
+  int64_t count = 1;
+  for (int64_t d : shape) count *= d;
+  const int64_t es = q->dtype == "I8" || q->dtype == "U8" ? 1 : q->dtype == "U16" ? 2 : q->dtype == "I64" ? 8 : 4;
+  if (q->bytes != count * es || (!q->p && q->bytes)) return Error::make(Status::invalid_argument, what + " has " + std::to_string(q->bytes) + " bytes");
+  *out = q;
+  return Error{};
 }
 
 namespace {
@@ -327,8 +325,8 @@ const LinearFormat kLinearSparse = {
         p.row_ptr = static_cast<const int64_t*>(t->p);
       }
       if (p.format == SparseFormat::csr) {
-        for (const SavedPart& c : in.parts)
-          if (c.suffix == "col") p.narrow = c.dtype == "U16";
+        const SavedPart* c = in.find("col");
+        p.narrow = c && c->dtype == "U16";
         SPARQ_TRY(in.part("col", p.narrow ? "U16" : "I32", {p.nnz}, &t));
         p.col = t->p;
       }
@@ -337,8 +335,7 @@ const LinearFormat kLinearSparse = {
         p.mask = static_cast<const uint32_t*>(t->p);
       }
       if (p.format == SparseFormat::nm) {
-        const int64_t bits = p.M <= 2 ? 1 : p.M <= 4 ? 2 : 4, groups = p.M > 0 ? (p.k + p.M - 1) / p.M : 0;
-        SPARQ_TRY(in.part("idx", "U8", {p.n, (groups * p.N * bits + 7) / 8}, &t));
+        SPARQ_TRY(in.part("idx", "U8", {p.n, SparseWeight::idx_row_bytes(p.k, p.N, p.M)}, &t));
         p.idx = static_cast<const uint8_t*>(t->p);
       }
       std::unique_ptr<SparseWeight> w;

@@ -129,6 +129,7 @@ Error LlamaModel::create(const LlamaConfig& cfg, LlamaWeights w, std::unique_ptr
   std::unique_ptr<LlamaModel> m(new LlamaModel());
   m->cfg_ = c;
   m->w_ = std::move(w);
+  for (const LlamaLayer& L : m->w_.layers) (L.w13.present() ? m->ffn_fused_ : m->ffn_apart_) = true;
   const size_t es = c.kv_type == KvType::f32 ? 4 : c.kv_type == KvType::f16 ? 2 : 1;
   const size_t rows = size_t(c.kv_heads * c.max_seq), bytes = rows * size_t(hd) * es;
   for (int64_t l = 0; l < c.layers; ++l) {
@@ -194,11 +195,9 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
   // the FFN's gate | up outputs: fused ([n, 2 * hidden]) or apart ([n, hidden] twice), and
   // silu(gate) * up [n, hidden]; only what this model's layout uses is allocated (at 512
   // tokens of a 1B model each [n, hidden] is 16 MiB)
-  bool any_fused = false, any_apart = false;
-  for (const LlamaLayer& L : w_.layers) (L.w13.present() ? any_fused : any_apart) = true;
-  std::vector<float>& h13 = any_fused ? grow(h13_, n * 2 * c.hidden) : h13_;
+  std::vector<float>& h13 = ffn_fused_ ? grow(h13_, n * 2 * c.hidden) : h13_;
   std::vector<float>& h1 = grow(h1_, n * c.hidden);
-  std::vector<float>& h3 = any_apart ? grow(h3_, n * c.hidden) : h3_;
+  std::vector<float>& h3 = ffn_apart_ ? grow(h3_, n * c.hidden) : h3_;
   for (int64_t t = 0; t < n; ++t) SPARQ_TRY(w_.embed.format->row_f32(w_.embed, int64_t(tok[t]), x.data() + t * dim));
   for (int64_t li = 0; li < c.layers; ++li) {
     const LlamaLayer& L = w_.layers[size_t(li)];

@@ -114,6 +114,7 @@ class LlamaModel {
   std::atomic<size_t> device_bytes_{0};
   // activations, grown to the largest chunk seen and reused (no allocation per token)
   std::vector<float> x_, xb_, tmp_, qkv_, qt_, att_, kt_, vt_, h13_, h1_, h3_;
+  bool ffn_fused_ = false, ffn_apart_ = false;  // some layer has gate|up fused (h13_) / apart (h3_)
 };
 
 }  // namespace sparq
