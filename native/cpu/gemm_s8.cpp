@@ -306,58 +306,6 @@ void run_linear_s8(const KernelTable& t, const uint8_t* a, const float* a_scale,
   run_gemm_s8(t, t.gemm_s8, args);
 }
 
-// The sum of n int8 values; sets m128 when one of them is -128.
-static int32_t sum_s8(const int8_t* v, int64_t n, bool& m128) {
-  int64_t i = 0;
-  int32_t sum = 0;
-#if defined(__SSE2__) || defined(_M_X64)
-  // |v + 128| summed by psadbw, 16 bytes at a time
-  const __m128i flip = _mm_set1_epi8(int8_t(-128)), zero = _mm_setzero_si128();
-  __m128i acc = zero, neg = zero;
-  for (; i + 16 <= n; i += 16) {
-    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(v + i));
-    acc = _mm_add_epi64(acc, _mm_sad_epu8(_mm_xor_si128(x, flip), zero));
-    neg = _mm_or_si128(neg, _mm_cmpeq_epi8(x, flip));
-  }
-  alignas(16) int64_t lanes[2];
-  _mm_store_si128(reinterpret_cast<__m128i*>(lanes), acc);
-  sum = int32_t(lanes[0] + lanes[1] - 128 * i);
-  if (_mm_movemask_epi8(neg)) m128 = true;
-#endif
-  for (; i < n; ++i) {
-    sum += v[i];
-    if (v[i] == -128) m128 = true;
-  }
-  return sum;
-}
-
-// 16 rows of int8 (stride k_pad) into one block of the packed layout: for each
-// step of 4 k-bytes, the 16 rows' 4 bytes side by side.
-static void interleave_block(const int8_t* rows, int64_t k_pad, int8_t* blk) {
-  const int64_t ksteps = k_pad / kS8StepK;
-#if defined(__SSE2__) || defined(_M_X64)
-  // 4 rows x 4 steps at a time: a 4 x 4 transpose of 32-bit words
-  for (int64_t st = 0; st < ksteps; st += 4)
-    for (int64_t jq = 0; jq < kS8BlockN; jq += 4) {
-      const int8_t* r = rows + jq * k_pad + st * kS8StepK;
-      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r));
-      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r + k_pad));
-      const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r + 2 * k_pad));
-      const __m128i d = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r + 3 * k_pad));
-      const __m128i ab0 = _mm_unpacklo_epi32(a, b), ab1 = _mm_unpackhi_epi32(a, b);
-      const __m128i cd0 = _mm_unpacklo_epi32(c, d), cd1 = _mm_unpackhi_epi32(c, d);
-      int8_t* o = blk + st * kS8BlockBytes + jq * kS8StepK;
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm_unpacklo_epi64(ab0, cd0));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + kS8BlockBytes), _mm_unpackhi_epi64(ab0, cd0));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 2 * kS8BlockBytes), _mm_unpacklo_epi64(ab1, cd1));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 3 * kS8BlockBytes), _mm_unpackhi_epi64(ab1, cd1));
-    }
-#else
-  for (int64_t st = 0; st < ksteps; ++st)
-    for (int64_t jj = 0; jj < kS8BlockN; ++jj) std::memcpy(blk + st * kS8BlockBytes + jj * kS8StepK, rows + jj * k_pad + st * kS8StepK, kS8StepK);
-#endif
-}
-
 static std::atomic<int64_t> g_strip_bytes{0};
 
 void set_expand_strip_bytes(int64_t bytes) { g_strip_bytes.store(bytes > 0 ? bytes : 0, std::memory_order_relaxed); }
@@ -366,12 +314,12 @@ void set_expand_strip_bytes(int64_t bytes) { g_strip_bytes.store(bytes > 0 ? byt
 
 namespace {
 
-constexpr int64_t kOffsetRows = 4096;
-
 // linear_s8_expanded and linear_s8_expanded_blocks: act > 0 quantizes the
 // activations per block of act values (32 or 256; group 16 or 32) with one scale per (row, group)
 // handed to the kernels, and adds the weights' f32 offsets (when `offsets`)
-// as sum_g offset[j, g] * scale[i, g] * sum of the group's int8 activations.
+// as sum_g offset[j, g] * scale[i, g] * sum of the group's int8 activations: an
+// f32 GEMM per strip that adds into the strip's output, with the offsets written
+// as its B panels (16 rows x groups, the layout of the group scales).
 Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn& expand, int64_t act, bool offsets,
                     const float* x, int64_t m, const float* bias, float* y) {
   const bool block_acts = act > 0;
@@ -389,8 +337,7 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
   struct Scratch {
     std::unique_ptr<PackedWeight> pw;
     int64_t strip = 0, k = 0, group = 0;
-    std::vector<int8_t> rows;
-    std::vector<float> row_scales, row_offs, xs, gscale, gso, corr;
+    std::vector<float> row_scales, off_panels, xs, gscale, gso;
     std::vector<uint8_t> xq;
     std::vector<char> acts;
   };
@@ -407,17 +354,12 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
   auto grow = [](auto& v, int64_t size) {
     if (int64_t(v.size()) < size) v.resize(size_t(size));
   };
-  std::vector<int8_t>& rows = sc_.rows;
-  std::vector<float>&row_scales = sc_.row_scales, &row_offs = sc_.row_offs, &xs = sc_.xs, &gscale = sc_.gscale, &gso = sc_.gso,
-                     &corr = sc_.corr;
+  std::vector<float>&row_scales = sc_.row_scales, &off_panels = sc_.off_panels, &xs = sc_.xs, &gscale = sc_.gscale,
+                     &gso = sc_.gso;
   std::vector<uint8_t>& xq = sc_.xq;
   try {
-    grow(rows, strip * k_pad);
-    grow(row_scales, strip * groups);
-    if (offsets) {
-      grow(row_offs, n * groups);  // every row's: f32 products after the strips
-      grow(corr, m * std::min<int64_t>(n, kOffsetRows));
-    }
+    grow(row_scales, 2 * strip * groups);  // each row's scales and offsets as expand writes them
+    if (offsets) grow(off_panels, strip * groups);
     grow(xq, m * k_pad);
     grow(xs, m);
     if (block_acts) grow(gscale, m * groups), grow(gso, m * groups);
@@ -462,45 +404,56 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
     v.n = nr;
     v.n_pad = round_up(nr, kS8BlockN);
     std::atomic<bool> m128{false};
-    // rows expanded 16 at a time, then interleaved into the packed layout
-    // (blocks of 16 columns, 4 k-bytes per step) with their group sums and scales
+    // rows expanded 16 at a time, then packed (blocks of 16 columns, 4 k-bytes per
+    // step) with their group sums, scales (and offsets, as B panels of the f32 GEMM)
+    std::atomic<bool> oom{false};
     parallel_for(v.n_pad / kS8BlockN, [&](int64_t nb) {
-      int8_t* rb = rows.data() + nb * kS8BlockN * k_pad;
-      int8_t* blk = p.data + nb * ksteps * kS8BlockBytes;
+      // 16 rows at a time in the pool thread's own buffer (L1 / L2 sized, reused)
+      thread_local std::vector<int8_t> rows16;
+      try {
+        grow(rows16, kS8BlockN * k_pad);
+      } catch (const std::bad_alloc&) {
+        oom.store(true);
+        return;
+      }
+      int8_t* rb = rows16.data();
       for (int64_t jj = 0; jj < kS8BlockN; ++jj) {
         const int64_t j = nb * kS8BlockN + jj;
         int8_t* row = rb + jj * k_pad;
-        float* sc = row_scales.data() + j * groups;
+        float* sc = row_scales.data() + 2 * j * groups;
+        float* off = sc + groups;
         if (j < nr) {
-          expand(r0 + j, row, sc, offsets ? row_offs.data() + (r0 + j) * groups : nullptr);
+          expand(r0 + j, row, sc, offsets ? off : nullptr);
           std::memset(row + k, 0, size_t(k_pad - k));
         } else {
           std::memset(row, 0, size_t(k_pad));
-          std::fill(sc, sc + groups, 0.f);
+          std::fill(sc, sc + 2 * groups, 0.f);
         }
-        bool row_m128 = false;
-        for (int64_t g = 0; g < groups; ++g) {
-          const int64_t k0 = g * p.group, k1 = std::min(k0 + p.group, k_pad);
-          const int64_t idx = s8_group_index(nb, g, groups) + jj;
-          p.colsum[idx] = sum_s8(row + k0, k1 - k0, row_m128);
-          p.scales[idx] = sc[g];
-        }
-        if (row_m128) m128.store(true);
+        for (int64_t g = 0; g < groups; ++g) p.scales[s8_group_index(nb, g, groups) + jj] = sc[g];
+        if (offsets)
+          for (int64_t g = 0; g < groups; ++g) off_panels[size_t(s8_group_index(nb, g, groups) + jj)] = off[g];
       }
-      interleave_block(rb, k_pad, blk);
+      if (t.pack_s8_block(rb, k_pad, k_pad, p.group, groups, p.data + nb * ksteps * kS8BlockBytes,
+                          p.colsum + s8_group_index(nb, 0, groups)))
+        m128.store(true);
     });
+    if (oom.load()) return Error::make(Status::out_of_memory, "int8 linear: out of memory");
     v.has_m128 = m128.load();
     run_linear_s8(t, xq.data(), xs.data(), m, v, bias ? bias + r0 : nullptr, y + r0, n, a_gscale);
-  }
-  // y += (scale * group sums of x) . offsets^T, [m, groups] x [groups, n], in f32 products of
-  // kOffsetRows rows (large enough for the f32 GEMM, small enough to keep its output in L2/L3)
-  for (int64_t j0 = 0; offsets && j0 < n; j0 += kOffsetRows) {
-    const int64_t nc = std::min(kOffsetRows, n - j0);
-    SPARQ_TRY_E(linear_f32(gso.data(), m, groups, row_offs.data() + j0 * groups, nc, nullptr, corr.data()));
-    parallel_for((m + 15) / 16, [&](int64_t c) {
-      for (int64_t i = c * 16; i < std::min(m, c * 16 + 16); ++i)
-        for (int64_t j = 0; j < nc; ++j) y[i * n + j0 + j] += corr[size_t(i * nc + j)];
-    });
+    if (offsets) {
+      // y[:, strip] += (scale * group sums of x) [m, groups] . offsets^T [groups, nr]
+      SgemmArgs f;
+      f.a = gso.data();
+      f.lda = groups;
+      f.bp = off_panels.data();
+      f.m = m;
+      f.n = nr;
+      f.k = groups;
+      f.c = y + r0;
+      f.ldc = n;
+      f.accumulate = true;
+      run_sgemm(t.sgemm, f);
+    }
   }
   return Error{};
 }

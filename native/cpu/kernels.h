@@ -53,9 +53,20 @@ void gemm_s8_avxvnni(const GemmS8Args&, int64_t, int64_t, int64_t, int64_t);
 void gemm_s8_avx512vnni(const GemmS8Args&, int64_t, int64_t, int64_t, int64_t);
 void gemm_s8_amx(const GemmS8Args&, int64_t, int64_t, int64_t, int64_t);
 
+// One packed n16k4 block from 16 int8 rows (row jj at rows + jj * ld, k_pad bytes,
+// k_pad % 64 == 0): blk[(s * 16 + jj) * 4 + b] = row jj's value 4 s + b (k_pad * 16
+// bytes), and colsum[g * 16 + jj] = the sum of row jj over group g's values
+// [g * group, min((g + 1) * group, k_pad)) for g < groups (group % 4 == 0). Returns
+// whether any value is -128 (PackedS8::has_m128).
+using PackS8BlockFn = bool (*)(const int8_t* rows, int64_t ld, int64_t k_pad, int64_t group, int64_t groups, int8_t* blk,
+                               int32_t* colsum);
+bool pack_s8_block_ref(const int8_t*, int64_t, int64_t, int64_t, int64_t, int8_t*, int32_t*);
+bool pack_s8_block_avx2(const int8_t*, int64_t, int64_t, int64_t, int64_t, int8_t*, int32_t*);
+
 // --- f32 GEMM --------------------------------------------------------------
 // c[i, j] = sum_p a[i, p] * B[p, j] (+ bias[j]) where B is packed in panels of
 // 16 columns: bp[(nb * k + p) * 16 + jj] = B[p, nb * 16 + jj] (zero-padded).
+// accumulate: c[i, j] += sum_p a[i, p] * B[p, j] instead (bias must be nullptr).
 struct SgemmArgs {
   const float* a = nullptr;   // (m, lda)
   int64_t lda = 0;
@@ -64,8 +75,11 @@ struct SgemmArgs {
   const float* bias = nullptr;  // (n) or nullptr
   float* c = nullptr;           // (m, ldc)
   int64_t ldc = 0;
+  bool accumulate = false;
 };
 using SgemmFn = void (*)(const SgemmArgs& args, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1);
+// The whole product over pool tasks (fn: a table's sgemm).
+void run_sgemm(SgemmFn fn, const SgemmArgs& args);
 void sgemm_ref(const SgemmArgs&, int64_t, int64_t, int64_t, int64_t);
 void sgemm_avx2(const SgemmArgs&, int64_t, int64_t, int64_t, int64_t);
 void sgemm_avx512(const SgemmArgs&, int64_t, int64_t, int64_t, int64_t);
@@ -204,6 +218,7 @@ void set_expand_strip_bytes(int64_t bytes);
 struct KernelTable {
   Isa isa = Isa::ref;          // int8 GEMM path
   GemmS8Fn gemm_s8 = nullptr;
+  PackS8BlockFn pack_s8_block = nullptr;  // the expansion of other formats into gemm_s8's layout
   bool gemm_s8_a_u8 = false;   // A passed as int8 + 128
   bool gemm_s8_sign_trick = false;  // kernel is wrong when A and B both hold -128
   int gemm_s8_task_rows = 64;       // preferred rows x 16-column blocks per pool task

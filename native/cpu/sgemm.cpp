@@ -17,6 +17,10 @@ struct Panels {
   ~Panels() { aligned_free(p); }
 };
 
+constexpr int64_t kRowDotMaxM = 8;
+
+}  // namespace
+
 void run_sgemm(SgemmFn fn, const SgemmArgs& args) {
   const int64_t nblocks = (args.n + 15) / 16;
   const int64_t mc = 96, nc = 8;
@@ -26,10 +30,6 @@ void run_sgemm(SgemmFn fn, const SgemmArgs& args) {
     fn(args, im * mc, std::min(args.m, im * mc + mc), in * nc, std::min(nblocks, in * nc + nc));
   });
 }
-
-constexpr int64_t kRowDotMaxM = 8;
-
-}  // namespace
 
 Error matmul_f32(const float* a, int64_t m, int64_t k, const float* b, int64_t n, const float* bias, float* c) {
   const KernelTable t = kernels();

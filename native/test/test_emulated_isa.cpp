@@ -111,8 +111,9 @@ static void one(Kind kind, int64_t m, int64_t n, int64_t k, int64_t group_req, b
 
 // --- f32: sgemm_avx512 / sgemv_avx512 against sgemm_ref / sgemv_ref ---------------
 // Per element |got - ref| <= 1e-5 * (sum_p |a * b| + |bias|): f32 accumulation in
-// a different order, judged against the magnitude of the terms.
-static void one_f32(int64_t m, int64_t n, int64_t k, bool bias, bool subrange) {
+// a different order, judged against the magnitude of the terms. accumulate (no
+// bias): the GEMM adds to random values already in c.
+static void one_f32(int64_t m, int64_t n, int64_t k, bool bias, bool subrange, bool accumulate) {
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   std::vector<float> a(m * k), w(n * k), bi(n);
   for (auto& v : a) v = u(rng);
@@ -126,6 +127,12 @@ static void one_f32(int64_t m, int64_t n, int64_t k, bool bias, bool subrange) {
   if (subrange) { m0 = irand(0, int(m)); m1 = irand(int(m0), int(m)); nb0 = irand(0, int(nblk)); nb1 = irand(int(nb0), int(nblk)); }
   SgemmArgs g; g.a = a.data(); g.lda = k; g.bp = bp.data(); g.m = m; g.n = n; g.k = k; g.bias = bias ? bi.data() : nullptr; g.ldc = n;
   std::vector<float> c1(m * n, NAN), c2(m * n, NAN);
+  if (accumulate) {
+    g.bias = nullptr;
+    g.accumulate = true;
+    for (auto& v : c1) v = u(rng);
+    c2 = c1;
+  }
   g.c = c1.data(); sgemm_ref(g, m0, m1, nb0, nb1);
   g.c = c2.data(); sgemm_avx512(g, m0, m1, nb0, nb1);
   SgemvArgs v; v.x = a.data(); v.ldx = k; v.w = w.data(); v.ldw = k; v.m = m; v.n = n; v.k = k; v.bias = g.bias; v.ldc = n;
@@ -137,7 +144,7 @@ static void one_f32(int64_t m, int64_t n, int64_t k, bool bias, bool subrange) {
   int bad = 0;
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) {
-      double mag = bias ? std::fabs(bi[j]) : 0.0;
+      double mag = bias ? std::fabs(bi[j]) : accumulate ? 1.0 : 0.0;
       for (int64_t q = 0; q < k; ++q) mag += std::fabs(double(a[i * k + q]) * w[j * k + q]);
       const double tol = 1e-5 * mag + 1e-30;
       for (auto* pr : {&c1, &y1}) {
@@ -145,7 +152,7 @@ static void one_f32(int64_t m, int64_t n, int64_t k, bool bias, bool subrange) {
         if (std::isnan(r) != std::isnan(x) || (!std::isnan(r) && std::fabs(double(r) - x) > tol)) ++bad;
       }
     }
-  if (bad) { ++fails; std::printf("FAIL sgemm/sgemv_avx512 m=%ld n=%ld k=%ld bias=%d bad=%d\n", m, n, k, int(bias), bad); }
+  if (bad) { ++fails; std::printf("FAIL sgemm/sgemv_avx512 m=%ld n=%ld k=%ld bias=%d accumulate=%d bad=%d\n", m, n, k, int(bias), int(accumulate), bad); }
 }
 
 // --- attention: attn_avx512 (tile shape; fewer rows -> attn_avx2) against attn_ref ---
@@ -300,7 +307,7 @@ int main(int argc, char** argv) {
   const int64_t fm[] = {1, 2, 3, 4, 5, 7, 8, 11, 12, 13, 24, 25, 100, 145, 300};
   const int64_t fn[] = {1, 3, 15, 16, 17, 31, 32, 33, 47, 64, 100, 257};
   const int64_t fk[] = {1, 3, 17, 61, 256, 257, 1000};
-  for (int it = 0; it < iters / 2; ++it) one_f32(fm[irand(0, 14)], fn[irand(0, 11)], fk[irand(0, 6)], irand(0, 1), irand(0, 2) == 0);
+  for (int it = 0; it < iters / 2; ++it) one_f32(fm[irand(0, 14)], fn[irand(0, 11)], fk[irand(0, 6)], irand(0, 1), irand(0, 2) == 0, irand(0, 3) == 0);
   const int64_t ar[] = {1, 5, 11, 12, 13, 16, 17, 31, 32, 33, 48, 50};
   const int64_t ad[] = {1, 3, 16, 17, 64, 80, 128};
   for (int it = 0; it < iters / 4 + 12; ++it)

@@ -199,6 +199,42 @@ static void check_quant_rows() {
   }
 }
 
+// --- the expansion's packer: 16 rows -> one n16k4 block + group column sums -----------
+static void check_pack_s8_block() {
+  const KernelTable& t = kernels();
+  for (int it = 0; it < 60; ++it) {
+    const int64_t k_pad = 64 * std::uniform_int_distribution<int64_t>(1, it < 50 ? 8 : 130)(g_rng);
+    const int64_t groups_of[] = {4, 8, 12, 16, 20, 32, 48, 64, 128, 256, k_pad};
+    const int64_t group = std::min(k_pad, groups_of[std::uniform_int_distribution<int>(0, 10)(g_rng)]);
+    const int64_t most = (k_pad + group - 1) / group;  // (groups - 1) * group < k_pad
+    const int64_t groups = std::uniform_int_distribution<int64_t>(std::max<int64_t>(1, most - 2), most)(g_rng);
+    const int64_t ld = k_pad + 64 * (it % 3);
+    const bool with_m128 = it % 4 == 0;
+    auto rows = rand_i8(size_t(16 * ld), with_m128 ? -128 : -127, 127);
+    std::vector<int8_t> blk(size_t(16 * k_pad) + 64, 7);
+    std::vector<int32_t> colsum(size_t(groups * 16) + 16, 12345);
+    const bool got = t.pack_s8_block(rows.data(), ld, k_pad, group, groups, blk.data(), colsum.data());
+    bool want_m128 = false;
+    int bad = 0;
+    for (int64_t jj = 0; jj < 16; ++jj) {
+      for (int64_t c = 0; c < k_pad; ++c) {
+        const int8_t v = rows[size_t(jj * ld + c)];
+        want_m128 |= v == -128;
+        bad += blk[size_t((c / 4) * 64 + jj * 4 + c % 4)] != v;
+      }
+      for (int64_t g = 0; g < groups; ++g) {
+        int64_t sum = 0;
+        for (int64_t c = g * group; c < std::min(k_pad, (g + 1) * group); ++c) sum += rows[size_t(jj * ld + c)];
+        bad += colsum[size_t(g * 16 + jj)] != sum;
+      }
+    }
+    for (size_t i = size_t(16 * k_pad); i < blk.size(); ++i) bad += blk[i] != 7;
+    for (size_t i = size_t(groups * 16); i < colsum.size(); ++i) bad += colsum[i] != 12345;
+    CHECK(bad == 0 && got == want_m128, "pack_s8_block k_pad=%lld group=%lld groups=%lld: %d wrong, m128 %d want %d",
+          (long long)k_pad, (long long)group, (long long)groups, bad, int(got), int(want_m128));
+  }
+}
+
 // --- concurrency: several threads use the pool at once -------------------------------
 static void check_concurrency() {
   const Shape s{37, 129, 300};
@@ -233,6 +269,7 @@ static int run_isa(const std::string& name, bool quick) {
   std::printf("isa %s%s (int8 %s, f32 %s), %d threads\n", name.c_str(), emulated ? " (emulated intrinsics)" : "",
               runtime_info().isa.c_str(), runtime_info().sgemm.c_str(), num_threads());
   check_quant_rows();
+  check_pack_s8_block();
   for (const Shape& s : kShapes) {
     check_matmul_s8(s, -127, 127, -128, 127);  // activations never hold -128
     check_matmul_s8(s, -128, 127, -127, 127);  // the other orientation of the AVX2 sign trick

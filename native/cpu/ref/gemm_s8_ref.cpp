@@ -1,6 +1,8 @@
 // gemm_s8_ref.cpp - scalar oracle for the int8 GEMM contract in kernels.h.
 // Reads the packed n16k4 layout element by element; every ISA path is checked
 // against this function.
+#include <algorithm>
+
 #include "../kernels.h"
 
 namespace sparq {
@@ -37,6 +39,24 @@ void gemm_s8_ref(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int64
       }
     }
   }
+}
+
+bool pack_s8_block_ref(const int8_t* rows, int64_t ld, int64_t k_pad, int64_t group, int64_t groups, int8_t* blk,
+                       int32_t* colsum) {
+  bool m128 = false;
+  for (int64_t jj = 0; jj < kS8BlockN; ++jj) {
+    const int8_t* row = rows + jj * ld;
+    for (int64_t c = 0; c < k_pad; ++c) {
+      blk[(c / kS8StepK * kS8BlockN + jj) * kS8StepK + c % kS8StepK] = row[c];
+      if (row[c] == -128) m128 = true;
+    }
+    for (int64_t g = 0; g < groups; ++g) {
+      int32_t sum = 0;
+      for (int64_t c = g * group; c < std::min(k_pad, (g + 1) * group); ++c) sum += row[c];
+      colsum[g * kS8BlockN + jj] = sum;
+    }
+  }
+  return m128;
 }
 
 }  // namespace sparq

@@ -12,7 +12,7 @@ void sgemm_ref(const SgemmArgs& p, int64_t m0, int64_t m1, int64_t nb0, int64_t 
         float acc = 0.f;
         for (int64_t q = 0; q < p.k; ++q) acc += p.a[i * p.lda + q] * p.bp[(nb * p.k + q) * 16 + jj];
         if (p.bias) acc += p.bias[j];
-        p.c[i * p.ldc + j] = acc;
+        p.c[i * p.ldc + j] = p.accumulate ? p.c[i * p.ldc + j] + acc : acc;
       }
 }
 

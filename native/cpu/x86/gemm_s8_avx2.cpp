@@ -163,4 +163,53 @@ void gemm_s8_avx2(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int6
     run<false>(p, m0, m1, nb0, nb1);
 }
 
+// The expansion's packer (kernels.h): per 8 rows and 8 k-steps an 8 x 8 transpose
+// of 32-bit words (each output vector is one k-step of 8 columns), the column sums
+// by vpmaddubsw(1, w) + vpmaddwd(1) on the packed vectors, -128 found by vpcmpeqb.
+bool pack_s8_block_avx2(const int8_t* rows, int64_t ld, int64_t k_pad, int64_t group, int64_t groups, int8_t* blk,
+                        int32_t* colsum) {
+  assert(k_pad % 64 == 0 && group % kS8StepK == 0 && group > 0 && groups >= 1);
+  const int64_t ksteps = k_pad / kS8StepK, gsteps = group / kS8StepK;
+  const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1), m128 = _mm256_set1_epi8(-128);
+  __m256i neg = _mm256_setzero_si256();
+  for (int h = 0; h < 2; ++h) {  // columns 8 h .. 8 h + 7
+    const int8_t* r0 = rows + 8 * h * ld;
+    __m256i cs = _mm256_setzero_si256();
+    int64_t g = 0, left = gsteps;  // the group being summed, its k-steps still to come
+    for (int64_t st = 0; st < ksteps; st += 8) {
+      __m256i v[8], t[8];
+      for (int r = 0; r < 8; ++r) v[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + r * ld + st * kS8StepK));
+      for (int r = 0; r < 8; r += 2) {
+        t[r] = _mm256_unpacklo_epi32(v[r], v[r + 1]);
+        t[r + 1] = _mm256_unpackhi_epi32(v[r], v[r + 1]);
+      }
+      for (int r = 0; r < 8; r += 4) {
+        v[r] = _mm256_unpacklo_epi64(t[r], t[r + 2]);
+        v[r + 1] = _mm256_unpackhi_epi64(t[r], t[r + 2]);
+        v[r + 2] = _mm256_unpacklo_epi64(t[r + 1], t[r + 3]);
+        v[r + 3] = _mm256_unpackhi_epi64(t[r + 1], t[r + 3]);
+      }
+      // v[q] (q < 4) holds words q and q + 4 of rows 0-3; v[4 + q] the same of rows 4-7
+      for (int q = 0; q < 4; ++q) {
+        t[q] = _mm256_permute2x128_si256(v[q], v[4 + q], 0x20);
+        t[4 + q] = _mm256_permute2x128_si256(v[q], v[4 + q], 0x31);
+      }
+      for (int s = 0; s < 8; ++s) {  // t[s]: k-step st + s of the 8 columns
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(blk + (st + s) * kS8BlockBytes + h * 32), t[s]);
+        neg = _mm256_or_si256(neg, _mm256_cmpeq_epi8(t[s], m128));
+        cs = _mm256_add_epi32(cs, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, t[s]), ones16));
+        if (--left == 0) {
+          if (g < groups) _mm256_storeu_si256(reinterpret_cast<__m256i*>(colsum + g * kS8BlockN + h * 8), cs);
+          ++g;
+          left = gsteps;
+          cs = _mm256_setzero_si256();
+        }
+      }
+    }
+    if (g < groups && left != gsteps) _mm256_storeu_si256(reinterpret_cast<__m256i*>(colsum + g * kS8BlockN + h * 8), cs);
+  }
+  return !_mm256_testz_si256(neg, neg);
+}
+
 }  // namespace sparq
+

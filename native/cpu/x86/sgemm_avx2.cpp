@@ -408,8 +408,10 @@ void sgemm_avx2(const SgemmArgs& p, int64_t m0, int64_t m1, int64_t nb0, int64_t
   nb1 = nb1 < (p.n + 15) / 16 ? nb1 : (p.n + 15) / 16;
   if (m0 >= m1 || nb0 >= nb1) return;
   assert(p.c && (p.k == 0 || (p.a && p.bp)));
+  assert(!p.accumulate || !p.bias);
 
-  if (p.k == 0) {  // c = bias (or 0)
+  if (p.k == 0) {  // c = bias (or 0); unchanged when accumulating
+    if (p.accumulate) return;
     for (int64_t i = m0; i < m1; ++i)
       for (int64_t j = nb0 * 16; j < nb1 * 16 && j < p.n; ++j) p.c[i * p.ldc + j] = p.bias ? p.bias[j] : 0.f;
     return;
@@ -420,7 +422,7 @@ void sgemm_avx2(const SgemmArgs& p, int64_t m0, int64_t m1, int64_t nb0, int64_t
   float* ap = nb1 - nb0 >= 3 ? t_pack.get() : nullptr;
   for (int64_t pc = 0; pc < p.k; pc += kKC) {
     const int64_t kc = p.k - pc < kKC ? p.k - pc : kKC;
-    const bool init = pc == 0;
+    const bool init = pc == 0 && !p.accumulate;
     for (int64_t ic = m0; ic < m1; ic += kMC) {
       const int64_t mc = m1 - ic < kMC ? m1 - ic : kMC;
       const float* ablk = p.a + ic * p.lda + pc;
