@@ -13,6 +13,7 @@
 #endif
 
 #include "dispatch.h"
+#include "scratch.h"
 #include "sparq/sparq.h"
 #include "thread_pool.h"
 
@@ -314,6 +315,18 @@ void set_expand_strip_bytes(int64_t bytes) { g_strip_bytes.store(bytes > 0 ? byt
 
 namespace {
 
+struct ExpandScratch {
+  std::vector<std::unique_ptr<PackedWeight>> strips;  // packed strips by (rows, k, group), the newest last
+  std::vector<float> row_scales, off_panels, xs, gscale, gso;
+  std::vector<uint8_t> xq;
+  std::vector<char> acts;
+};
+
+ScratchCache<ExpandScratch>& expand_scratch() {
+  static auto* cache = new ScratchCache<ExpandScratch>();  // never destroyed: pool threads may outlive statics
+  return *cache;
+}
+
 // linear_s8_expanded and linear_s8_expanded_blocks: act > 0 quantizes the
 // activations per block of act values (32 or 256; group 16 or 32) with one scale per (row, group)
 // handed to the kernels, and adds the weights' f32 offsets (when `offsets`)
@@ -330,26 +343,28 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
   const int64_t strip = std::min(round_up(n, kS8BlockN), std::max<int64_t>(kS8BlockN, (strip_bytes / k) / kS8BlockN * kS8BlockN));
   if (block_acts && ((act != 32 && act != 256) || k % act || (group != 16 && group != 32)))
     return Error::make(Status::invalid_argument, "int8 linear: per-block activations need blocks of 32 or 256 dividing k and groups of 16 or 32");
-  // Scratch owned by the calling thread and reused across calls (grown, never
-  // shrunk): a fresh ~1 MiB strip, zeroed and page-faulted in on every call,
-  // cost more than the expansion itself. Pool tasks never start another op, so
-  // one op at a time uses a thread's scratch.
-  struct Scratch {
-    std::unique_ptr<PackedWeight> pw;
-    int64_t strip = 0, k = 0, group = 0;
-    std::vector<float> row_scales, off_panels, xs, gscale, gso;
-    std::vector<uint8_t> xq;
-    std::vector<char> acts;
-  };
-  thread_local Scratch sc_;
-  if (!sc_.pw || sc_.strip != strip || sc_.k != k || sc_.group != group) {
-    sc_.pw.reset();
-    if (Error e = PackedWeight::create(strip, k, group, true, false, &sc_.pw); !e.ok()) return e;
-    sc_.strip = strip;
-    sc_.k = k;
-    sc_.group = group;
+  // Scratch leased for the call and reused across calls (grown, never shrunk): a
+  // fresh ~1 MiB strip, zeroed and page-faulted in on every call, cost more than
+  // the expansion itself. The packed strips are kept per (rows, k, group), so a
+  // model's linears of different widths do not re-create them in turn.
+  ScratchCache<ExpandScratch>::Lease lease = expand_scratch().take();
+  if (!lease) return Error::make(Status::out_of_memory, "int8 linear: out of memory");
+  ExpandScratch& sc_ = *lease;
+  PackedWeight* pw = nullptr;
+  for (const auto& s : sc_.strips)
+    if (s->view().n == strip && s->view().k == k && s->user_group() == group) pw = s.get();
+  if (!pw) {
+    std::unique_ptr<PackedWeight> fresh;
+    if (Error e = PackedWeight::create(strip, k, group, true, false, &fresh); !e.ok()) return e;
+    try {
+      if (sc_.strips.size() >= 4) sc_.strips.erase(sc_.strips.begin());
+      sc_.strips.push_back(std::move(fresh));
+    } catch (const std::bad_alloc&) {
+      return Error::make(Status::out_of_memory, "int8 linear: out of memory");
+    }
+    pw = sc_.strips.back().get();
   }
-  const PackedS8& p = sc_.pw->p_;
+  const PackedS8& p = pw->p_;
   const int64_t k_pad = p.k_pad, ksteps = k_pad / kS8StepK, groups = p.groups;
   auto grow = [](auto& v, int64_t size) {
     if (int64_t(v.size()) < size) v.resize(size_t(size));
