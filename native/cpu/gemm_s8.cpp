@@ -485,11 +485,12 @@ Error linear_s8_expanded_blocks(int64_t n, int64_t k, int64_t group, int64_t act
   return expanded_impl(n, k, group, expand, act, offsets, x, m, nullptr, y);
 }
 
+// The quantized activations (and their scales, row sums) of one call, in leased
+// scratch (scratch.h): a fresh allocation per call was page-faulted in every time.
 struct ScratchA {
   uint8_t* a = nullptr;
   float* scale = nullptr;
   int32_t* rowsum = nullptr;
-  ~ScratchA() { aligned_free(a); aligned_free(scale); aligned_free(rowsum); }
 };
 
 Error matmul_s8(const int8_t* a, int64_t m, int64_t k, const PackedS8& b, int32_t* c) {
@@ -498,8 +499,9 @@ Error matmul_s8(const int8_t* a, int64_t m, int64_t k, const PackedS8& b, int32_
   if (b.groups != 1 || b.scales) return Error::make(Status::invalid_argument, "matmul_s8: B must be raw per-channel int8");
   const KernelTable t = kernels();
   ScratchA s;
-  s.a = static_cast<uint8_t*>(aligned_malloc(size_t(m * b.k_pad)));
-  if (!s.a) return Error::make(Status::out_of_memory, "matmul_s8: out of memory");
+  ScratchCache<ByteScratch>::Lease mem = byte_scratch().take();
+  if (!mem || !mem->carve({{size_t(m * b.k_pad), reinterpret_cast<void**>(&s.a)}}))
+    return Error::make(Status::out_of_memory, "matmul_s8: out of memory");
   const bool a_m128 = any_m128(a, m * k);
   const bool use_ref = t.gemm_s8_sign_trick && a_m128 && b.has_m128;
   const bool shift = t.gemm_s8_a_u8 && !use_ref;
@@ -535,10 +537,12 @@ Error linear_s8(const float* x, int64_t m, int64_t k, const PackedS8& b, const f
                                                      " values could overflow the exact int32 sums; use a smaller group");
   const KernelTable t = kernels();
   ScratchA s;
-  s.a = static_cast<uint8_t*>(aligned_malloc(size_t(m * b.k_pad)));
-  s.scale = static_cast<float*>(aligned_malloc(size_t(m) * 4));
-  if (b.zeros) s.rowsum = static_cast<int32_t*>(aligned_malloc(size_t(m * b.groups) * 4));
-  if (!s.a || !s.scale || (b.zeros && !s.rowsum)) return Error::make(Status::out_of_memory, "linear_s8: out of memory");
+  ScratchCache<ByteScratch>::Lease mem = byte_scratch().take();
+  if (!mem || !mem->carve({{size_t(m * b.k_pad), reinterpret_cast<void**>(&s.a)},
+                           {size_t(m) * 4, reinterpret_cast<void**>(&s.scale)},
+                           {b.zeros ? size_t(m * b.groups) * 4 : 0, reinterpret_cast<void**>(&s.rowsum)}}))
+    return Error::make(Status::out_of_memory, "linear_s8: out of memory");
+  if (!b.zeros) s.rowsum = nullptr;
   QuantRowsArgs q;
   q.x = x;
   q.ldx = k;

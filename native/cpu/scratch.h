@@ -7,6 +7,10 @@
 // returns it when done, so the number held is the number of calls that ran at
 // the same time, whatever threads they ran on.
 #pragma once
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -63,4 +67,31 @@ class ScratchCache {
   std::vector<std::unique_ptr<T>> free_;
 };
 
+// Bytes grown on demand and never shrunk, handed out as 64-byte aligned pieces.
+struct ByteScratch {
+  std::vector<char> mem;
+  // Points each out at a piece of its byte count; false when out of memory.
+  bool carve(std::initializer_list<std::pair<size_t, void**>> parts) {
+    size_t total = 64;
+    for (const auto& p : parts) total += (p.first + 63) / 64 * 64;
+    try {
+      if (mem.size() < total) mem.resize(total);
+    } catch (const std::exception&) {  // bad_alloc, length_error
+      return false;
+    }
+    uintptr_t at = (reinterpret_cast<uintptr_t>(mem.data()) + 63) & ~uintptr_t(63);
+    for (const auto& p : parts) {
+      *p.second = reinterpret_cast<void*>(at);
+      at += (p.first + 63) / 64 * 64;
+    }
+    return true;
+  }
+};
+
+inline ScratchCache<ByteScratch>& byte_scratch() {
+  static auto* cache = new ScratchCache<ByteScratch>();  // never destroyed: pool threads may outlive statics
+  return *cache;
+}
+
 }  // namespace sparq
+
