@@ -58,7 +58,7 @@ export interface NativeDeviceWeight {
 }
 
 export interface NativeSparse {
-  meta(): { format: number; n: number; k: number; nnz: number; int8: boolean; N: number; M: number; bytes: number };
+  meta(): { format: 'csr' | 'bitmask' | 'nm'; n: number; k: number; nnz: number; int8: boolean; N: number; M: number; bytes: number };
   toDense(out: NativeStorage, off: number): Promise<void>;
   dispose(): void;
 }
@@ -115,8 +115,10 @@ export interface NativeBinding {
   ggmlQuantize(x: S, off: Off, type: number, n: number, k: number, sync: true): NativeStorage;
   linearBlocks(w: S, wOff: Off, type: number, n: number, k: number, x: S, xOff: Off, m: number, out: S, outOff: Off): Promise<void>;
   createModel(config: Record<string, number | boolean>, weights: unknown): Promise<unknown>;
-  sparseFromDense(w: S, off: Off, n: number, k: number, format: number, N: number, M: number, int8: boolean, sync: true): NativeSparse;
-  sparseFromDense(w: S, off: Off, n: number, k: number, format: number, N: number, M: number, int8: boolean, sync: false): Promise<NativeSparse>;
+  /** the sparse formats' names, as the native code spells them */
+  sparseFormats: string[];
+  sparseFromDense(w: S, off: Off, n: number, k: number, format: string, N: number, M: number, int8: boolean, sync: true): NativeSparse;
+  sparseFromDense(w: S, off: Off, n: number, k: number, format: string, N: number, M: number, int8: boolean, sync: false): Promise<NativeSparse>;
   sparseQuantize(s: NativeSparse): NativeSparse;
   sparseConcat(parts: NativeSparse[]): NativeSparse;
   gptq(w: S, off: Off, n: number, k: number, h: Float64Array, bits: number, group: number, dampening: number): Promise<{ packed?: NativePacked; q4?: NativeQ4; error: number; rtnError: number }>;

@@ -8,8 +8,6 @@ import { loadNative, type NativeSparse } from './native';
 import { Tensor, parseDevice } from './tensor';
 
 export type SparseFormat = 'csr' | 'bitmask' | 'nm';
-const FORMAT_CODE: Record<SparseFormat, number> = { csr: 0, bitmask: 1, nm: 2 };
-const FORMAT_NAME: SparseFormat[] = ['csr', 'bitmask', 'nm'];
 
 export interface PruneOptions {
   /** 'magnitude' (|W|, default) or 'wanda' (|W| x the L2 norm of each input channel's activations) */
@@ -43,7 +41,7 @@ export class SparseTensor {
     const m = native.meta();
     this._native = native;
     this.shape = Object.freeze([m.n, m.k]) as readonly [number, number];
-    this.format = FORMAT_NAME[m.format]!;
+    this.format = m.format;
     this.dtype = m.int8 ? 'i8' : 'f32';
     this.sparsity = sparsity;
     this.pattern = pattern;
@@ -195,11 +193,14 @@ export function prune(w: Tensor, opts: PruneOptions = {}): SparseTensor {
   for (let i = 0; i < values.length; i++) if (values[i] === 0) zeros++;
   const sparsity = zeros / values.length;
   const format = opts.format ?? (N ? 'nm' : sparsity >= 0.8 ? 'csr' : 'bitmask');
-  if (!(format in FORMAT_CODE)) throw new TypeError(`prune: format must be 'csr', 'bitmask' or 'nm'; got ${describe(format)}`);
+  const formats = loadNative().sparseFormats;
+  if (typeof format !== 'string' || !formats.includes(format)) {
+    throw new TypeError(`prune: format must be ${formats.map((f) => `'${f}'`).join(', ')}; got ${describe(format)}`);
+  }
   if (format === 'nm' && !N) throw new RangeError("prune: format 'nm' needs pattern '2:4' or '4:8'");
   const t = Tensor.from(values, [n, k]);
   try {
-    return new SparseTensor(loadNative().sparseFromDense(t._storage, t._offset, n, k, FORMAT_CODE[format], N, M, false, true), sparsity, N ? `${N}:${M}` : 'unstructured');
+    return new SparseTensor(loadNative().sparseFromDense(t._storage, t._offset, n, k, format, N, M, false, true), sparsity, N ? `${N}:${M}` : 'unstructured');
   } finally {
     t.dispose();
   }

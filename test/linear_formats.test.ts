@@ -93,7 +93,7 @@ describe('linear format table', () => {
     const n = 6, k = 70, a = randn(n * k);
     for (let i = 0; i < a.length; i++) if (i % 3) a[i] = 0;
     const w = Tensor.from(a, [n, k]);
-    for (const format of [0, 1]) {
+    for (const format of ['csr', 'bitmask']) {
       const s = nat().sparseFromDense(w._storage, w._offset, n, k, format, 0, 0, false, true);
       expect(f32Of(s, n, k)).to.deep.equal(a);
       s.dispose();

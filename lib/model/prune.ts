@@ -152,6 +152,7 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
   const report: PruneReport = { method, pattern: pattern === 'unstructured' ? `unstructured ${sparsity}` : pattern, layers: [], sparsity: 0, bytes: 0, denseBytes: 0, bytesSaved: 0 };
   let zeros = 0, total = 0;
   let cut: { t: number; ties: number } | null = null;
+  // the reference a layer's bytes are compared with: the unpruned shape, dense (int8: values + one f32 scale per row)
   const denseBytes = (n: number, k: number) => (weights === 'int8' ? n * k + 4 * n : 4 * n * k);
   const keepKv = headFrac > 0 ? Math.max(1, c.kvHeads - Math.round(headFrac * c.kvHeads)) : c.kvHeads;
   const hidden = ffnFrac > 0 ? Math.max(1, c.hidden - Math.round(ffnFrac * c.hidden)) : c.hidden;
@@ -196,7 +197,7 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
         out = v;
       } else if (weights === 'int8') {
         const q = own(quantize(w));
-        entry.bytes = denseBytes(n, k);
+        entry.bytes = loadNative().linearStoredBytes(q._packed);
         out = q._packed;
       } else {
         entry.bytes = 4 * n * k;

@@ -49,7 +49,7 @@ class Sparse : public Napi::ObjectWrap<Sparse> {
   Napi::Value Meta(const Napi::CallbackInfo& info) {
     auto s = Get(Value(), "meta");
     Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("format", int(s->format));
+    o.Set("format", sparq::sparse_format_name(s->format));
     o.Set("n", double(s->n));
     o.Set("k", double(s->k));
     o.Set("nnz", double(s->nnz));
@@ -76,11 +76,13 @@ class Sparse : public Napi::ObjectWrap<Sparse> {
   int64_t reported_ = 0;
 };
 
-// sparseFromDense(w, wOff, n, k, format, N, M, int8, sync) -> Sparse (sync) or Promise<Sparse>
+// sparseFromDense(w, wOff, n, k, format ('csr' | 'bitmask' | 'nm'), N, M, int8, sync) -> Sparse (sync) or Promise<Sparse>
 Napi::Value SparseFromDense(const Napi::CallbackInfo& info) {
   const char* op = "sparseFromDense";
   const int64_t n = ArgInt(info, 2, op, "n", 1, kMaxDim), k = ArgInt(info, 3, op, "k", 1, kMaxDim);
-  const auto format = sparq::SparseFormat(ArgInt(info, 4, op, "format", 0, 2));
+  sparq::SparseFormat format;
+  if (!info[4].IsString() || !sparq::parse_sparse_format(info[4].As<Napi::String>().Utf8Value(), &format))
+    throw Napi::TypeError::New(info.Env(), std::string(op) + ": format must be one of sparseFormats");
   const int N = int(ArgInt(info, 5, op, "N", 0, 16)), M = int(ArgInt(info, 6, op, "M", 0, 16));
   const bool int8 = info.Length() > 7 && info[7].ToBoolean().Value();
   const Span w = ArgSpan(info, 0, op, "weight", uint64_t(n) * uint64_t(k) * 4);
@@ -144,6 +146,10 @@ void RegisterSparse(Napi::Env env, Napi::Object exports, InstanceData* data) {
   exports.Set("spmm", Napi::Function::New(env, Spmm, "spmm"));
   exports.Set("sparseQuantize", Napi::Function::New(env, SparseQuantize, "sparseQuantize"));
   exports.Set("sparseConcat", Napi::Function::New(env, SparseConcat, "sparseConcat"));
+  const sparq::SparseFormat formats[] = {sparq::SparseFormat::csr, sparq::SparseFormat::bitmask, sparq::SparseFormat::nm};
+  Napi::Array names = Napi::Array::New(env, 3);
+  for (uint32_t i = 0; i < 3; ++i) names.Set(i, sparq::sparse_format_name(formats[i]));
+  exports.Set("sparseFormats", names);
 }
 
 }  // namespace sparq_addon

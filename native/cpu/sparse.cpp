@@ -47,6 +47,24 @@ Error bad(const std::string& m) { return Error::make(Status::invalid_argument, "
 
 }  // namespace
 
+const char* sparse_format_name(SparseFormat f) {
+  switch (f) {
+    case SparseFormat::csr: return "csr";
+    case SparseFormat::bitmask: return "bitmask";
+    case SparseFormat::nm: return "nm";
+  }
+  return "?";
+}
+
+bool parse_sparse_format(const std::string& name, SparseFormat* out) {
+  for (SparseFormat f : {SparseFormat::csr, SparseFormat::bitmask, SparseFormat::nm})
+    if (name == sparse_format_name(f)) {
+      *out = f;
+      return true;
+    }
+  return false;
+}
+
 Error sparse_from_dense(const float* w, int64_t n, int64_t k, SparseFormat f, int N, int M, bool int8,
                         std::unique_ptr<SparseWeight>* out) {
   if (n < 1 || k < 1) return bad("shape must be at least [1, 1]");

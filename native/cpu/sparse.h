@@ -17,11 +17,18 @@
 #include <memory>
 #include <vector>
 
+#include <string>
+
 #include "sparq/sparq.h"
 
 namespace sparq {
 
 enum class SparseFormat : int { csr = 0, bitmask = 1, nm = 2 };
+// The formats' names ("csr", "bitmask", "nm"): the one place they are spelled, for
+// saved models and the JS API.
+const char* sparse_format_name(SparseFormat f);
+// false when name is none of them
+bool parse_sparse_format(const std::string& name, SparseFormat* out);
 
 struct SparseWeight {
   SparseFormat format = SparseFormat::csr;

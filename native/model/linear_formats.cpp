@@ -281,9 +281,8 @@ const LinearFormat kLinearSparse = {
     },
     [](const LinearWeight& w, const std::string& name, SaveList& out) {
       const SparseWeight& s = w.as<SparseWeight>();
-      static const char* kind[] = {"csr", "bitmask", "nm"};
       out.begin(name, "sparse");
-      out.desc += fmt(",\"format\":\"%s\",\"int8\":%s,\"N\":%d,\"M\":%d,\"nnz\":%lld}", kind[int(s.format)], s.int8 ? "true" : "false", s.N,
+      out.desc += fmt(",\"format\":\"%s\",\"int8\":%s,\"N\":%d,\"M\":%d,\"nnz\":%lld}", sparse_format_name(s.format), s.int8 ? "true" : "false", s.N,
                       s.M, static_cast<long long>(s.nnz));
       if (s.int8) {
         out.raw(name + ".values", "I8", {s.nnz}, s.vq.data(), s.nnz);
@@ -303,8 +302,7 @@ const LinearFormat kLinearSparse = {
       const std::string f = in.text("format");
       const double nnz = in.num("nnz", -1), N = in.num("N", 0), M = in.num("M", 0);
       SparseParts p;
-      p.format = f == "csr" ? SparseFormat::csr : f == "bitmask" ? SparseFormat::bitmask : SparseFormat::nm;
-      if ((f != "csr" && f != "bitmask" && f != "nm") || !(nnz >= 0 && nnz <= double(int64_t(1) << 40) && nnz == double(int64_t(nnz))) ||
+      if (!parse_sparse_format(f, &p.format) || !(nnz >= 0 && nnz <= double(int64_t(1) << 40) && nnz == double(int64_t(nnz))) ||
           !(N >= 0 && N <= 16 && N == double(int(N))) || !(M >= 0 && M <= 16 && M == double(int(M))))
         return Error::make(Status::invalid_argument, in.name + ": bad sparse entry");
       p.n = in.n;
