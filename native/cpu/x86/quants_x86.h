@@ -52,7 +52,7 @@ inline __m256i dup8(uint64_t bytes) {
 }
 // The 6-bit scales (bytes 0-7) and mins (8-15) of the Q4_K / Q5_K 12-byte field
 // (scale_min_k4, four at a time).
-inline void k4_scales(const uint8_t* s, uint64_t* sc, uint64_t* mn) {
+[[gnu::always_inline]] inline void k4_scales(const uint8_t* s, uint64_t* sc, uint64_t* mn) {
   uint32_t w0, w1, w2;
   std::memcpy(&w0, s, 4);
   std::memcpy(&w1, s + 4, 4);
