@@ -13,6 +13,7 @@
 // where avxvnni / avx512vnni / amx run with emulated intrinsics on any AVX2 CPU.
 //   test_ops --isa ref,avx2,avxvnni,avx512vnni,amx [--quick] [--seed N] [--only FORMAT]
 #include <algorithm>
+#include <atomic>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -22,6 +23,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -400,6 +402,52 @@ static void regression(const Run& r) {
   std::printf("  %-14s %5d cases, %s\n", "n300 k4000", g_cases - cases, g_failures == before ? "ok" : "FAILED");
 }
 
+// Concurrent calls (Node runs ops on several libuv workers at once): the expanded
+// prefill and the decode GEMV of the same weights from 4 threads, with shapes that
+// differ per call so the leased scratch (scratch.h) is grown and handed between
+// calls, must give exactly the results of the same calls made one at a time.
+static void concurrency(const Run& r) {
+  if (!r.only.empty() && r.only != "concurrency") return;
+  const int before = g_failures, cases = g_cases;
+  const int64_t ms[] = {40, 17, 1, 64, 5};
+  for (const char* f : {"Q4_K", "Q4_0", "Q6_K", "int4_g32", "int8", "csr_int8"}) {
+    Weight W;
+    if (Error e = make_weight(f, 300, 768, &W); !e.ok()) {
+      FAIL("%s: %s", f, e.message.c_str());
+      continue;
+    }
+    // the scratch is the drivers', the same on every path: the last (fastest) path run
+    // natively (the emulated ones are too slow for 270 calls and add nothing here)
+    for (auto it = r.isas.rbegin(); it != r.isas.rend(); ++it) {
+      const std::string& isa = *it;
+      Isa id;
+      if (!parse_isa(isa, &id) || isa_emulated(id)) continue;
+      if (!use_isa(isa)) break;
+      std::vector<std::vector<float>> x, want;
+      for (int64_t m : ms) {
+        x.push_back(randn(size_t(m * W.k)));
+        want.emplace_back(size_t(m * W.n));
+        if (Error e = W.run(x.back().data(), m, nullptr, want.back().data()); !e.ok()) FAIL("%s %s m=%" PRId64 ": %s", f, isa.c_str(), m, e.message.c_str());
+      }
+      std::atomic<int> bad{0};
+      std::vector<std::thread> ts;
+      for (int t = 0; t < 4; ++t)
+        ts.emplace_back([&, t] {
+          for (int rep = 0; rep < 10; ++rep) {
+            const size_t c = size_t(t + rep) % (sizeof ms / sizeof ms[0]);
+            std::vector<float> y(want[c].size());
+            if (!W.run(x[c].data(), ms[c], nullptr, y.data()).ok() || y != want[c]) bad++;
+          }
+        });
+      for (auto& t : ts) t.join();
+      ++g_cases;
+      if (bad.load()) FAIL("%s %s: %d of 40 concurrent calls differ from the same calls made alone", f, isa.c_str(), bad.load());
+      break;
+    }
+  }
+  std::printf("  %-14s %5d cases, %s\n", "concurrent", g_cases - cases, g_failures == before ? "ok" : "FAILED");
+}
+
 // --- the model end to end ---------------------------------------------------------------
 // A small random Llama whose linears take every int format in turn, run on each
 // path with short strips (so the expanded prefill walks several, the last one
@@ -549,7 +597,7 @@ int main(int argc, char** argv) {
     else if (a == "--only" && i + 1 < argc) r.only = argv[++i];
     else if (a == "--quick") r.quick = true;
     else {
-      std::fprintf(stderr, "usage: test_ops [--isa a,b,...] [--quick] [--seed N] [--only FORMAT|model|small]\n");
+      std::fprintf(stderr, "usage: test_ops [--isa a,b,...] [--quick] [--seed N] [--only FORMAT|concurrency|model|small]\n");
       return 2;
     }
   }
@@ -579,6 +627,7 @@ int main(int argc, char** argv) {
   if (r.isas.empty()) return 77;
   regression(r);
   sweep(r);
+  concurrency(r);
   model(r);
   small_ops(r);
   std::printf("test_ops: %d cases, %d failures\n", g_cases, g_failures);

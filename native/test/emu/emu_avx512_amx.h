@@ -95,6 +95,11 @@ inline __m512i castsi256_si512(__m256i a) { V v{}; std::memcpy(&v, &a, 32); retu
 inline __m512i zextsi256_si512(__m256i a) { V v{}; std::memcpy(&v, &a, 32); return toi(v); }
 inline __m512i inserti64x4(__m512i a, __m256i b, int i) { V v = vi(a); std::memcpy(&v.u8[i ? 32 : 0], &b, 32); return toi(v); }
 inline __m512 castps256_ps512(__m256 a) { V v{}; std::memcpy(&v, &a, 32); return tof(v); }
+inline __m512i shuffle_i64x2(__m512i a, __m512i b, int imm) {
+  V x = vi(a), y = vi(b), r;
+  for (int p = 0; p < 4; ++p) std::memcpy(&r.u8[16 * p], &(p < 2 ? x : y).u8[16 * ((imm >> (2 * p)) & 3)], 16);
+  return toi(r);
+}
 inline __m512i and_si512(__m512i a, __m512i b) { V x = vi(a), y = vi(b); for (int l = 0; l < 16; ++l) x.u[l] &= y.u[l]; return toi(x); }
 inline __m512i or_si512(__m512i a, __m512i b) { V x = vi(a), y = vi(b); for (int l = 0; l < 16; ++l) x.u[l] |= y.u[l]; return toi(x); }
 inline __m512i slli_epi16(__m512i a, unsigned s) {
@@ -221,6 +226,8 @@ inline __m512i maskz_expandloadu_epi8(__mmask64 k, const void* p) {
 #define _mm512_zextsi256_si512 emu::zextsi256_si512
 #undef _mm512_inserti64x4
 #define _mm512_inserti64x4 emu::inserti64x4
+#undef _mm512_shuffle_i64x2
+#define _mm512_shuffle_i64x2 emu::shuffle_i64x2
 #define _mm512_castps256_ps512 emu::castps256_ps512
 #define _mm512_and_si512 emu::and_si512
 #define _mm512_or_si512 emu::or_si512
