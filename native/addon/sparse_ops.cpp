@@ -146,9 +146,8 @@ void RegisterSparse(Napi::Env env, Napi::Object exports, InstanceData* data) {
   exports.Set("spmm", Napi::Function::New(env, Spmm, "spmm"));
   exports.Set("sparseQuantize", Napi::Function::New(env, SparseQuantize, "sparseQuantize"));
   exports.Set("sparseConcat", Napi::Function::New(env, SparseConcat, "sparseConcat"));
-  const sparq::SparseFormat formats[] = {sparq::SparseFormat::csr, sparq::SparseFormat::bitmask, sparq::SparseFormat::nm};
-  Napi::Array names = Napi::Array::New(env, 3);
-  for (uint32_t i = 0; i < 3; ++i) names.Set(i, sparq::sparse_format_name(formats[i]));
+  Napi::Array names = Napi::Array::New(env);
+  for (sparq::SparseFormat f : sparq::kSparseFormats) names.Set(names.Length(), sparq::sparse_format_name(f));
   exports.Set("sparseFormats", names);
 }
 

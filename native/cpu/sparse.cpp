@@ -57,7 +57,7 @@ const char* sparse_format_name(SparseFormat f) {
 }
 
 bool parse_sparse_format(const std::string& name, SparseFormat* out) {
-  for (SparseFormat f : {SparseFormat::csr, SparseFormat::bitmask, SparseFormat::nm})
+  for (SparseFormat f : kSparseFormats)
     if (name == sparse_format_name(f)) {
       *out = f;
       return true;

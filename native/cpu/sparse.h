@@ -15,15 +15,15 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
-#include <vector>
-
 #include <string>
+#include <vector>
 
 #include "sparq/sparq.h"
 
 namespace sparq {
 
 enum class SparseFormat : int { csr = 0, bitmask = 1, nm = 2 };
+constexpr SparseFormat kSparseFormats[] = {SparseFormat::csr, SparseFormat::bitmask, SparseFormat::nm};
 // The formats' names ("csr", "bitmask", "nm"): the one place they are spelled, for
 // saved models and the JS API.
 const char* sparse_format_name(SparseFormat f);
