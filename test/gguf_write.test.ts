@@ -8,11 +8,23 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { loadModel } from '../lib/index';
+import { createHash } from 'node:crypto';
+import { loadModel, saveModel } from '../lib/index';
 import { readGguf } from '../lib/model/gguf';
 import { writeGgufModel } from '../lib/model/gguf_write';
 import { writeRandomModel, type SynthConfig } from '../lib/model/synth';
 import { ROOT, relErr } from './helpers';
+
+const hash = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+/** name -> bytes of every tensor of a safetensors file */
+function safetensorsOf(file: string): Map<string, Buffer> {
+  const buf = fs.readFileSync(file);
+  const len = Number(buf.readBigUInt64LE(0));
+  const head = JSON.parse(buf.subarray(8, 8 + len).toString('utf8')) as Record<string, { data_offsets: [number, number] }>;
+  const out = new Map<string, Buffer>();
+  for (const [k, v] of Object.entries(head)) if (k !== '__metadata__') out.set(k, buf.subarray(8 + len + v.data_offsets[0], 8 + len + v.data_offsets[1]));
+  return out;
+}
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-gguf-write-'));
 const cfg: SynthConfig = { dim: 256, hidden: 512, layers: 2, heads: 4, kvHeads: 2, vocab: 400, maxSeq: 64, seed: 17 };
@@ -71,9 +83,28 @@ describe('writing GGUF', function () {
       const m = await loadModel(out);
       expect(m.tokenizer.encode(text)).to.deep.equal(ids);
       expect(m.config.dim).to.equal(f32.config.dim);
-      const err = relErr(await m.forwardAll(ids), ref);
+      const logits = await m.forwardAll(ids);
+      const err = relErr(logits, ref);
       console.log(`      ${type}: relative logit error vs f32 ${err.toExponential(2)}`);
       expect(err, type).to.be.below(bound);
+      if (type === 'q4_0') {
+        // its Q4_0 linears were repacked 16 rows at a time at load: saved, they hold the
+        // file's blocks byte for byte, and the saved model gives the same logits bit for bit
+        const saved = path.join(tmp, 'stories-q4_0.safetensors');
+        await saveModel(m, saved);
+        const blocks = new Set([...safetensorsOf(saved)].filter(([k]) => k.endsWith('.blocks')).map(([, v]) => hash(v)));
+        const g = readGguf(out), bytes = fs.readFileSync(out);
+        const of = (name: string) => { const t = g.tensors.get(name)!; return bytes.subarray(t.offset, t.offset + t.bytes); };
+        for (let l = 0; l < m.config.layers; l++) {
+          const b = (n: string) => `blk.${l}.${n}.weight`;
+          // q, k and v are one fused linear in the model: their rows in that order
+          expect(blocks.has(hash(Buffer.concat([of(b('attn_q')), of(b('attn_k')), of(b('attn_v'))]))), b('attn_qkv')).to.equal(true);
+          for (const n of ['attn_output', 'ffn_gate', 'ffn_up']) expect(blocks.has(hash(of(b(n)))), b(n)).to.equal(true);
+        }
+        const back = await loadModel(saved);
+        expect(Buffer.from((await back.forwardAll(ids)).buffer).equals(Buffer.from(logits.buffer)), 'saved Q4_0: logits bit for bit').to.equal(true);
+        back.dispose();
+      }
       m.dispose();
     }
     f32.dispose();

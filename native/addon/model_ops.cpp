@@ -55,12 +55,14 @@ Error map_file(const std::string& path, void** p, size_t* bytes) {
   }
   *p = m;
   *bytes = size_t(st.st_size);
+  sparq::register_file_mapping(m, size_t(st.st_size));  // a repacked weight gives its pages back
   g_mapped.fetch_add(int64_t(st.st_size));
   return Error{};
 }
 
 void unmap_file(void* p, size_t bytes) {
   if (!p) return;
+  sparq::unregister_file_mapping(p);
   ::munmap(p, bytes);
   g_mapped.fetch_sub(int64_t(bytes));
 }

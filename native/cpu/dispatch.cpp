@@ -188,6 +188,7 @@ static KernelTable make_table(Isa isa) {
   t.attn = attn_ref;
   t.spmv = spmv_ref; t.spmmt = spmmt_ref; t.sprow = sprow_ref; t.q4_gemv = q4_gemv_ref;
   t.block_gemv = block_gemv_ref; t.block_decode_row = block_decode_ref; t.block_quant = block_quant_ref;
+  t.x16_pack = x16_pack_ref;
   t.attn_name = "ref";
   t.sgemm_name = "ref";
 #ifdef SPARQ_X86
@@ -199,6 +200,7 @@ static KernelTable make_table(Isa isa) {
     t.spmv = spmv_avx2; t.spmmt = spmmt_avx2; t.sprow = sprow_avx2; t.sparse_name = "avx2";
     t.q4_gemv = q4_gemv_avx2;
     t.block_gemv = block_gemv_avx2; t.block_decode_row = block_decode_row_avx2; t.block_quant = block_quant_avx2;
+    t.x16_pack = x16_pack_avx2;
     t.attn_name = "avx2";
     t.sgemm = sgemm_avx2; t.sgemv = sgemv_avx2; t.sgemm_name = "avx2";
   }

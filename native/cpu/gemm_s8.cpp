@@ -334,7 +334,9 @@ ScratchCache<ExpandScratch>& expand_scratch() {
 // f32 GEMM per strip that adds into the strip's output, with the offsets written
 // as its B panels (16 rows x groups, the layout of the group scales).
 Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn& expand, int64_t act, bool offsets,
-                    const float* x, int64_t m, const float* bias, float* y) {
+                    const float* x, int64_t m, const float* bias, float* y, const Pack16Fn& pack16) {
+  if (pack16 && (n % kS8BlockN || offsets))
+    return Error::make(Status::invalid_argument, "int8 linear: whole-block packing needs n % 16 == 0 and no offsets");
   const bool block_acts = act > 0;
   const KernelTable t = kernels();
   // strips of about 1 MiB of weights (set_expand_strip_bytes), whole 16-column blocks
@@ -423,6 +425,11 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
     // step) with their group sums, scales (and offsets, as B panels of the f32 GEMM)
     std::atomic<bool> oom{false};
     parallel_for(v.n_pad / kS8BlockN, [&](int64_t nb) {
+      if (pack16) {
+        pack16(r0 + nb * kS8BlockN, k_pad, p.data + nb * ksteps * kS8BlockBytes, p.colsum + s8_group_index(nb, 0, groups),
+               p.scales + s8_group_index(nb, 0, groups));
+        return;
+      }
       // 16 rows at a time in the pool thread's own buffer (L1 / L2 sized, reused)
       thread_local std::vector<int8_t> rows16;
       try {
@@ -477,12 +484,13 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
 
 Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn& expand, const float* x, int64_t m,
                          const float* bias, float* y) {
-  return expanded_impl(n, k, group, [&](int64_t j, int8_t* row, float* sc, float*) { expand(j, row, sc); }, 0, false, x, m, bias, y);
+  return expanded_impl(n, k, group, [&](int64_t j, int8_t* row, float* sc, float*) { expand(j, row, sc); }, 0, false, x, m, bias, y,
+                       nullptr);
 }
 
 Error linear_s8_expanded_blocks(int64_t n, int64_t k, int64_t group, int64_t act, const ExpandBlockRowFn& expand, bool offsets,
-                                const float* x, int64_t m, float* y) {
-  return expanded_impl(n, k, group, expand, act, offsets, x, m, nullptr, y);
+                                const float* x, int64_t m, float* y, const Pack16Fn& pack16) {
+  return expanded_impl(n, k, group, expand, act, offsets, x, m, nullptr, y, pack16);
 }
 
 // The quantized activations (and their scales, row sums) of one call, in leased

@@ -2,7 +2,12 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <sys/mman.h>
 #include <unistd.h>
+
+#include <mutex>
+#include <utility>
+#include <vector>
 
 #include "sparq/sparq.h"
 
@@ -51,5 +56,81 @@ void aligned_free(void* p) {
 }
 
 int64_t allocated_bytes() { return g_bytes.load(); }
+
+namespace {
+constexpr size_t kHuge = size_t(2) << 20;
+std::mutex g_huge_mu;
+std::vector<std::pair<void*, size_t>> g_huge;  // live huge allocations and their sizes
+std::mutex g_map_mu;
+std::vector<std::pair<const char*, size_t>> g_maps;  // registered file mappings
+}  // namespace
+
+void* huge_malloc(size_t bytes) {
+  if (bytes == 0 || bytes > physical_bytes()) return nullptr;
+  void* p = nullptr;
+  if (posix_memalign(&p, kHuge, bytes) != 0) return nullptr;
+#ifdef MADV_HUGEPAGE
+  // whole huge pages only: a last partial one would be backed (and counted in
+  // RSS) in full; advisory, ignored where THP is off
+  if (bytes >= kHuge) ::madvise(p, bytes / kHuge * kHuge, MADV_HUGEPAGE);
+#endif
+  try {
+    std::lock_guard<std::mutex> lock(g_huge_mu);
+    g_huge.emplace_back(p, bytes);
+  } catch (...) {
+    std::free(p);
+    return nullptr;
+  }
+  g_bytes.fetch_add(int64_t(bytes));
+  return p;
+}
+
+void huge_free(void* p) {
+  if (!p) return;
+  {
+    std::lock_guard<std::mutex> lock(g_huge_mu);
+    for (auto& e : g_huge)
+      if (e.first == p) {
+        g_bytes.fetch_sub(int64_t(e.second));
+        e = g_huge.back();
+        g_huge.pop_back();
+        break;
+      }
+  }
+  std::free(p);
+}
+
+void register_file_mapping(const void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_map_mu);
+  try {
+    g_maps.emplace_back(static_cast<const char*>(p), bytes);
+  } catch (...) {
+    // unregistered: its pages are simply never released early
+  }
+}
+
+void unregister_file_mapping(const void* p) {
+  std::lock_guard<std::mutex> lock(g_map_mu);
+  for (auto& e : g_maps)
+    if (e.first == p) {
+      e = g_maps.back();
+      g_maps.pop_back();
+      return;
+    }
+}
+
+void release_file_pages(const void* p, size_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  std::lock_guard<std::mutex> lock(g_map_mu);  // held: the mapping cannot go away meanwhile
+  for (const auto& e : g_maps)
+    if (c >= e.first && c + bytes <= e.first + e.second) {
+      const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+      const uintptr_t lo = (reinterpret_cast<uintptr_t>(c) + page - 1) / page * page;
+      const uintptr_t hi = (reinterpret_cast<uintptr_t>(c) + bytes) / page * page;
+      // private, never written: the pages are dropped, and read again from the file if touched
+      if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+      return;
+    }
+}
 
 }  // namespace sparq

@@ -777,6 +777,71 @@ Error block_weight(int type, int64_t n, int64_t k, const void* data, BlockWeight
   return Error{};
 }
 
+// --- the x16 layout (quants.h) ---------------------------------------------------
+
+namespace {
+constexpr int64_t kQ4_0Bytes = 18;
+// Bytes of one group of 16 rows: scales [blocks][16] f16, then codes [blocks][256].
+inline int64_t x16_group_bytes(int64_t blocks) { return blocks * kX16Rows * kQ4_0Bytes; }
+
+// A repacked weight and the memory it owns.
+struct X16Holder {
+  BlockWeight w;
+  void* mem = nullptr;
+  ~X16Holder() { huge_free(mem); }
+};
+}  // namespace
+
+bool block_x16_supported(const BlockWeight& w) {
+  return w.fmt && w.fmt->type == GgmlType::q4_0 && !w.x16 && w.data && w.n % kX16Rows == 0;
+}
+
+Error block_repack_x16(const BlockWeight& w, std::shared_ptr<const BlockWeight>* out) {
+  if (!block_x16_supported(w)) return bad("repack: only Q4_0 weights with a multiple of 16 rows are repacked");
+  const int64_t nb = w.k / 32, gbytes = x16_group_bytes(nb);
+  auto h = std::make_shared<X16Holder>();
+  h->mem = huge_malloc(w.bytes());
+  if (!h->mem) return Error::make(Status::out_of_memory, "repack: out of memory");
+  uint8_t* dst = static_cast<uint8_t*>(h->mem);
+  // block by block, so that the writes are sequential (each group is its 16 rows' bytes)
+  parallel_for(w.n / kX16Rows, [&](int64_t g) {
+    // the group's 16 rows copied whole first (one sequential read), then rearranged in cache
+    thread_local std::vector<uint8_t> copy;
+    if (int64_t(copy.size()) < gbytes) copy.resize(size_t(gbytes));
+    std::memcpy(copy.data(), w.data + g * gbytes, size_t(gbytes));
+    const uint8_t* rows = copy.data();
+    uint8_t* scales = dst + g * gbytes;
+    uint8_t* codes = scales + nb * kX16Rows * 2;
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t* sc = scales + b * kX16Rows * 2;
+      uint8_t* cb = codes + b * 256;
+      for (int64_t r = 0; r < kX16Rows; ++r) {
+        const uint8_t* blk = rows + r * w.row_bytes + b * kQ4_0Bytes;
+        std::memcpy(sc + r * 2, blk, 2);
+        for (int s = 0; s < 4; ++s) std::memcpy(cb + s * 64 + r * 4, blk + 2 + 4 * s, 4);
+      }
+    }
+  });
+  h->w = w;
+  h->w.data = dst;
+  h->w.x16 = true;
+  *out = std::shared_ptr<const BlockWeight>(h, &h->w);
+  return Error{};
+}
+
+const uint8_t* block_row(const BlockWeight& w, int64_t j, uint8_t* tmp) {
+  if (!w.x16) return w.data + j * w.row_bytes;
+  const int64_t nb = w.k / 32, g = j / kX16Rows, r = j % kX16Rows;
+  const uint8_t* scales = w.data + g * x16_group_bytes(nb);
+  const uint8_t* codes = scales + nb * kX16Rows * 2;
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t* blk = tmp + b * kQ4_0Bytes;
+    std::memcpy(blk, scales + (b * kX16Rows + r) * 2, 2);
+    for (int s = 0; s < 4; ++s) std::memcpy(blk + 2 + 4 * s, codes + b * 256 + s * 64 + r * 4, 4);
+  }
+  return tmp;
+}
+
 Error ggml_to_f32(const void* src, int type, int64_t count, float* out) {
   const BlockFormat* f = block_format(type);
   if (!f) return bad("dequantize: " + ggml_type_name(type) + " is not a GGUF type sparq reads");
@@ -811,8 +876,9 @@ void block_gemv_ref(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
   const int64_t k = w.k, groups = k / kGgmlGroup;
   std::vector<int8_t> q(static_cast<size_t>(k));
   std::vector<float> sc(static_cast<size_t>(groups)), off(static_cast<size_t>(groups));
+  std::vector<uint8_t> tmp(static_cast<size_t>(w.row_bytes));
   for (int64_t j = j0; j < j1; ++j) {
-    w.fmt->decode(w.data + j * w.row_bytes, k / w.fmt->block, DecodedRow{q.data(), sc.data(), off.data()});
+    w.fmt->decode(block_row(w, j, tmp.data()), k / w.fmt->block, DecodedRow{q.data(), sc.data(), off.data()});
     for (int64_t i = 0; i < a.x.m; ++i) {
       const int8_t* xq = a.x.q + i * k;
       const float* xs = a.x.s + i * (k / a.x.act);
@@ -829,6 +895,26 @@ void block_gemv_ref(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
 }
 
 void block_decode_ref(const BlockFormat& f, const uint8_t* row, int64_t k, DecodedRow out) { f.decode(row, k / f.block, out); }
+
+void x16_pack_ref(const uint8_t* group, int64_t blocks, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales) {
+  const uint8_t* sc = group;
+  const uint8_t* codes = group + blocks * kX16Rows * 2;
+  std::memset(blk + blocks * 32 * kX16Rows, 0, size_t((k_pad - blocks * 32) * kX16Rows));
+  for (int64_t b = 0; b < blocks; ++b)
+    for (int64_t r = 0; r < kX16Rows; ++r) {
+      scales[b * kX16Rows + r] = half_to_float(uint16_t(sc[(b * kX16Rows + r) * 2] | sc[(b * kX16Rows + r) * 2 + 1] << 8));
+      int32_t sum = 0;
+      for (int q = 0; q < 4; ++q)
+        for (int c = 0; c < 4; ++c) {
+          const uint8_t byte = codes[b * 256 + q * 64 + r * 4 + c];
+          const int lo = (byte & 15) - 8, hi = (byte >> 4) - 8;  // values 4q + c and 16 + 4q + c
+          blk[((b * 8 + q) * kX16Rows + r) * 4 + c] = int8_t(lo);
+          blk[((b * 8 + 4 + q) * kX16Rows + r) * 4 + c] = int8_t(hi);
+          sum += lo + hi;
+        }
+      colsum[b * kX16Rows + r] = sum;
+    }
+}
 
 namespace {
 
@@ -884,23 +970,31 @@ Error linear_blocks(const BlockWeight& w, const float* x, int64_t m, float* y) {
     a.x = BlockActs{o.q, o.s, o.so, o.so32, m, k, act};
     a.y = y;
     a.ldy = n;
-    const int64_t per = std::max<int64_t>(4, n / (num_threads() * 16));
+    int64_t per = std::max<int64_t>(4, n / (num_threads() * 16));
+    if (w.x16) per = round_up(per, kX16Rows);  // whole groups of 16 rows
     parallel_for((n + per - 1) / per, [&](int64_t tt) { t.block_gemv(a, tt * per, std::min(n, tt * per + per)); });
     return Error{};
   }
   // prefill: strips of rows decoded to int8 + group scales (and offsets) for the int8 GEMM
   const BlockFormat& f = *w.fmt;
   const int64_t group = f.group, groups = k / group;
+  Pack16Fn pack16;
+  if (w.x16)  // straight from the repacked groups into the GEMM's layout
+    pack16 = [&](int64_t j0, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales) {
+      t.x16_pack(w.data + j0 * w.row_bytes, k / 32, k_pad, blk, colsum, scales);
+    };
   return linear_s8_expanded_blocks(n, k, group, f.act, [&](int64_t j, int8_t* row, float* scales, float* offsets) {
     thread_local std::vector<float> sc;
+    thread_local std::vector<uint8_t> tmp;
     if (int64_t(sc.size()) < k / 8) sc.resize(size_t(k / 8));
+    if (w.x16 && int64_t(tmp.size()) < w.row_bytes) tmp.resize(size_t(w.row_bytes));
     const DecodedRow r{row, sc.data(), sc.data() + k / 16};
-    t.block_decode_row(f, w.data + j * w.row_bytes, k, r);
+    t.block_decode_row(f, block_row(w, j, tmp.data()), k, r);
     const int64_t step = group / kGgmlGroup;  // decoded scales per group (equal within a group)
     for (int64_t g = 0; g < groups; ++g) scales[g] = r.scale[g * step];
     if (offsets)
       for (int64_t g = 0; g < groups; ++g) offsets[g] = r.offset[g * step];
-  }, f.offsets, x, m, y);
+  }, f.offsets, x, m, y, pack16);
 }
 
 void block_quant_ref(const float* x, int64_t m, int64_t k, int64_t act, const BlockActsOut& o) { quantize_blocks(x, m, k, act, o); }

@@ -76,8 +76,28 @@ struct BlockWeight {
   const BlockFormat* fmt = nullptr;
   int64_t n = 0, k = 0, row_bytes = 0;
   const uint8_t* data = nullptr;
+  // Rows repacked 16 at a time (the "x16" layout below) instead of as stored.
+  bool x16 = false;
   size_t bytes() const { return size_t(n * row_bytes); }
 };
+
+// The x16 layout: a lossless repack, made once at load, of Q4_0 weights whose n
+// is a multiple of 16, for the decode GEMV (16 rows per vector, one vpdpbusd
+// per 4 values of 16 rows; llama.cpp's CPU "repack" buffers do the same). The
+// same bytes as stored, rearranged: per group of 16 rows (k / 32 blocks each,
+// 18 bytes per row and block), first the f16 scales [blocks][16 rows], then the
+// codes [blocks][4][16 rows][4 bytes], where byte c of row r in quarter s is the
+// block's code byte 4s + c (low nibble: value 4s + c, high nibble: value
+// 16 + 4s + c). Quarter s is thus, per row, 4 bytes of one vpdpbusd lane.
+constexpr int64_t kX16Rows = 16;
+// Whether w (as stored) can be repacked to x16.
+bool block_x16_supported(const BlockWeight& w);
+// w (as stored) repacked into memory this weight owns (2 MiB aligned, huge pages
+// where the kernel gives them); the stored rows are only read.
+Error block_repack_x16(const BlockWeight& w, std::shared_ptr<const BlockWeight>* out);
+// Row j's blocks as a GGUF file stores them: in place, or (x16) gathered into tmp
+// (row_bytes bytes).
+const uint8_t* block_row(const BlockWeight& w, int64_t j, uint8_t* tmp);
 
 // Checks the shape against the type (k a multiple of the block) and fills w.
 Error block_weight(int type, int64_t n, int64_t k, const void* data, BlockWeight* w);
@@ -106,7 +126,7 @@ struct BlockGemvArgs {
   int64_t ldy = 0;
 };
 // Rows [j0, j1) of W against all m activation rows.
-using BlockGemvFn = void (*)(const BlockGemvArgs& a, int64_t j0, int64_t j1);
+using BlockGemvFn = void (*)(const BlockGemvArgs& a, int64_t j0, int64_t j1);  // x16: j0, j1 multiples of 16
 void block_gemv_ref(const BlockGemvArgs&, int64_t, int64_t);
 void block_gemv_avx2(const BlockGemvArgs&, int64_t, int64_t);
 void block_gemv_avx512(const BlockGemvArgs&, int64_t, int64_t);  // AVX-512 VNNI
@@ -124,6 +144,13 @@ void block_quant_avx2(const float*, int64_t, int64_t, int64_t, const BlockActsOu
 size_t block_acts_bytes(int64_t m, int64_t k, int64_t act);
 // Lays out the arrays in `mem` (block_acts_bytes of it, 64-byte aligned).
 BlockActsOut block_acts_layout(void* mem, int64_t m, int64_t k, int64_t act);
+// One x16 group of 16 Q4_0 rows (k = blocks * 32) as one block of the packed int8
+// layout (sparq/formats.h, group 32): blk[(s * 16 + r) * 4 + c] = value 4s + c of
+// row r, code - 8 (k_pad * 16 bytes, steps past k zero), colsum[b * 16 + r] = the
+// sum of row r's block b, scales[b * 16 + r] = its scale.
+using X16PackFn = void (*)(const uint8_t* group, int64_t blocks, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales);
+void x16_pack_ref(const uint8_t*, int64_t, int64_t, int8_t*, int32_t*, float*);
+void x16_pack_avx2(const uint8_t*, int64_t, int64_t, int8_t*, int32_t*, float*);
 // One row (k values) decoded (the prefill strips, expanded to int8 for the int8 GEMM).
 using BlockDecodeRowFn = void (*)(const BlockFormat& f, const uint8_t* row, int64_t k, DecodedRow out);
 void block_decode_ref(const BlockFormat&, const uint8_t*, int64_t, DecodedRow);

@@ -8,6 +8,7 @@
 #include "../cpu/q4.h"
 #include "../cpu/quants.h"
 #include "../cpu/sparse.h"
+#include "../cpu/thread_pool.h"
 #include "linear_format.h"
 
 namespace sparq {
@@ -346,37 +347,68 @@ const LinearFormat kLinearSparse = {
     nullptr,
 };
 
-// --- ggml: GGUF blocks as stored (the block types: quants.h) -----------------------------
+// --- ggml: GGUF blocks as stored, or repacked (x16) at load (the block types: quants.h) --
+namespace {
+// All n * k values, exactly (rows gathered from x16 into their stored form first).
+Error blocks_to_f32(const BlockWeight& b, float* out) {
+  if (!b.x16) return ggml_to_f32(b.data, int(b.fmt->type), b.n * b.k, out);
+  parallel_for(b.n, [&](int64_t j) {
+    thread_local std::vector<uint8_t> tmp;
+    if (int64_t(tmp.size()) < b.row_bytes) tmp.resize(size_t(b.row_bytes));
+    b.fmt->to_f32(block_row(b, j, tmp.data()), b.k / b.fmt->block, out + j * b.k);
+  });
+  return Error{};
+}
+}  // namespace
+
 const LinearFormat kLinearGgml = {
     "ggml",
     [](const void* d, int64_t* n, int64_t* k) {
       *n = static_cast<const BlockWeight*>(d)->n;
       *k = static_cast<const BlockWeight*>(d)->k;
     },
-    [](const void*) -> size_t { return 0; },
+    // a view of the file, unless repacked (x16: owned)
+    [](const void* d) -> size_t {
+      const BlockWeight& b = *static_cast<const BlockWeight*>(d);
+      return b.x16 ? b.bytes() : 0;
+    },
     [](const void* d) -> const void* { return static_cast<const BlockWeight*>(d)->data; },
     [](const LinearWeight& w, const float* x, int64_t m, float* y) { return linear_blocks(w.as<BlockWeight>(), x, m, y); },
     [](const LinearWeight& w, int64_t r, float* out) {
       const BlockWeight& b = w.as<BlockWeight>();
-      b.fmt->to_f32(b.data + r * b.row_bytes, b.k / b.fmt->block, out);
+      std::vector<uint8_t> tmp(b.x16 ? size_t(b.row_bytes) : 0);
+      b.fmt->to_f32(block_row(b, r, tmp.data()), b.k / b.fmt->block, out);
       return Error{};
     },
-    [](const LinearWeight& w, float* out) {
-      const BlockWeight& b = w.as<BlockWeight>();
-      return ggml_to_f32(b.data, int(b.fmt->type), b.n * b.k, out);
-    },
+    [](const LinearWeight& w, float* out) { return blocks_to_f32(w.as<BlockWeight>(), out); },
     [](const LinearWeight& w, const std::string& name, SaveList& out) {
       const BlockWeight& b = w.as<BlockWeight>();
       out.begin(name, "ggml");
       out.desc += fmt(",\"type\":%d}", int(b.fmt->type));
-      out.raw(name + ".blocks", "U8", {b.n, b.row_bytes}, b.data, int64_t(b.bytes()));
+      if (!b.x16) {
+        out.raw(name + ".blocks", "U8", {b.n, b.row_bytes}, b.data, int64_t(b.bytes()));
+        return;
+      }
+      // repacked at load: written back row by row as stored
+      SavedTensor t;
+      t.name = name + ".blocks";
+      t.dtype = "U8";
+      t.shape = {b.n, b.row_bytes};
+      t.bytes = int64_t(b.bytes());
+      std::shared_ptr<const void> keep = w.data;
+      t.write = [keep, &b](std::FILE* f) -> Error {
+        std::vector<uint8_t> tmp(size_t(b.row_bytes));
+        for (int64_t j = 0; j < b.n; ++j) SPARQ_TRY(write_bytes(f, block_row(b, j, tmp.data()), size_t(b.row_bytes)));
+        return Error{};
+      };
+      out.tensors.push_back(std::move(t));
     },
     nullptr,
     DeviceForm::f32,
     [](const LinearWeight& w, std::vector<float>* staging, const float** rows) {
       const BlockWeight& b = w.as<BlockWeight>();  // runs as its exact f32 values
       SPARQ_TRY(sized(staging, size_t(b.n * b.k)));
-      SPARQ_TRY(ggml_to_f32(b.data, int(b.fmt->type), b.n * b.k, staging->data()));
+      SPARQ_TRY(blocks_to_f32(b, staging->data()));
       *rows = staging->data();
       return Error{};
     },

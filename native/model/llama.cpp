@@ -6,9 +6,11 @@
 #include "llama.h"
 
 #include "llama_cuda.h"
+#include "../cpu/quants.h"
 #include "../cpu/thread_pool.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -83,6 +85,25 @@ Error observe(const LlamaCalibration& cal, const float* x, int64_t rows, int64_t
   return Error{};
 }
 
+// A linear kept in Q4_0 blocks is repacked (x16, quants.h) for the decode GEMV,
+// and the file pages it was read from are given back (the copy replaces them:
+// peak RSS stays file + one tensor). SPARQ_REPACK=0 keeps the stored layout.
+Error repack(LinearWeight& w) {
+  static const bool off = [] {
+    const char* e = std::getenv("SPARQ_REPACK");
+    return e && std::strcmp(e, "0") == 0;
+  }();
+  if (off || w.format != &kLinearGgml || !block_x16_supported(w.as<BlockWeight>())) return Error{};
+  const BlockWeight& b = w.as<BlockWeight>();
+  const void* src = b.data;
+  const size_t bytes = b.bytes();
+  std::shared_ptr<const BlockWeight> r;
+  SPARQ_TRY(block_repack_x16(b, &r));
+  w = ggml_linear(std::move(r));
+  release_file_pages(src, bytes);
+  return Error{};
+}
+
 }  // namespace
 
 LlamaModel::~LlamaModel() {
@@ -129,6 +150,9 @@ Error LlamaModel::create(const LlamaConfig& cfg, LlamaWeights w, std::unique_ptr
   std::unique_ptr<LlamaModel> m(new LlamaModel());
   m->cfg_ = c;
   m->w_ = std::move(w);
+  for (LlamaLayer& L : m->w_.layers)
+    for (LinearWeight* lw : {&L.wqkv, &L.wq, &L.wk, &L.wv, &L.wo, &L.w13, &L.w1, &L.w3, &L.w2}) SPARQ_TRY(repack(*lw));
+  if (!m->w_.output.same(m->w_.embed)) SPARQ_TRY(repack(m->w_.output));  // a tied one is also the embedding: left as stored
   for (const LlamaLayer& L : m->w_.layers) (L.w13.present() ? m->ffn_fused_ : m->ffn_apart_) = true;
   const size_t es = c.kv_type == KvType::f32 ? 4 : c.kv_type == KvType::f16 ? 2 : 1;
   const size_t rows = size_t(c.kv_heads * c.max_seq), bytes = rows * size_t(hd) * es;

@@ -69,6 +69,7 @@ struct Weight {
   int64_t block_acts = 0;         // GGUF block types: activations per block of this many (wf holds the dequantized weights)
   std::vector<uint8_t> blocks;    // GGUF block types: the rows as stored
   BlockWeight bw;
+  std::shared_ptr<const BlockWeight> x16;  // "Q4_0x16": the Q4_0 rows repacked (bw is a copy of its view)
   bool has_bias = false;          // the entry point takes a bias
   std::unique_ptr<PackedWeight> s8;
   std::unique_ptr<PackedQ4> q4;
@@ -79,13 +80,16 @@ struct Weight {
 static const char* kFormats[] = {"int8", "int8_g32", "int8_g64_asym", "int4_g32", "int4_g128",
                                  "csr_int8", "bitmask_int8", "nm24_int8", "bitmask_f32", "f32",
                                  // GGUF block types: every decoder family (symmetric / offsets, groups of 16 / 32, signed / unsigned codes)
-                                 "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"};
+                                 "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS",
+                                 // Q4_0 repacked 16 rows at a time at load (the x16 layout of quants.h)
+                                 "Q4_0x16"};
 
 static const BlockFormat* block_type(const std::string& f) {
   int count = 0;
   const BlockFormat* all = block_formats(&count);
+  const std::string name = f == "Q4_0x16" ? "Q4_0" : f;
   for (int i = 0; i < count; ++i)
-    if (f == all[i].name && all[i].quantized) return &all[i];
+    if (name == all[i].name && all[i].quantized) return &all[i];
   return nullptr;
 }
 
@@ -119,6 +123,15 @@ static Error make_weight(const std::string& f, int64_t n, int64_t k, Weight* out
     W.blocks.resize(size_t(n * (k / bf->block) * bf->bytes));
     SPARQ_TRY(ggml_quantize(w.data(), int(bf->type), n, k, W.blocks.data()));
     SPARQ_TRY(block_weight(int(bf->type), n, k, W.blocks.data(), &W.bw));
+    if (f == "Q4_0x16") {
+      SPARQ_TRY(block_repack_x16(W.bw, &W.x16));
+      // lossless: every row gathered back is the stored row, byte for byte
+      std::vector<uint8_t> tmp(size_t(W.bw.row_bytes));
+      for (int64_t j = 0; j < n; ++j)
+        if (std::memcmp(block_row(*W.x16, j, tmp.data()), W.blocks.data() + j * W.bw.row_bytes, size_t(W.bw.row_bytes)))
+          return Error::make(Status::internal, "x16 row " + std::to_string(j) + " differs from the stored row");
+      W.bw = *W.x16;
+    }
     W.wf.resize(size_t(n * k));
     SPARQ_TRY(ggml_to_f32(W.blocks.data(), int(bf->type), n * k, W.wf.data()));
     W.block_acts = bf->act;
@@ -364,8 +377,10 @@ static void sweep(const Run& r) {
     const std::vector<int64_t> ks = !bf ? std::vector<int64_t>{256, 203}
                                     : bf->block == 32 ? std::vector<int64_t>{256, 224, 352} : std::vector<int64_t>{256, 768};
     for (int64_t k : ks)
-      for (int64_t n : ns) {
-        if (r.quick && n == 1000) continue;
+      for (int64_t n0 : ns) {
+        if (r.quick && n0 == 1000) continue;
+        // x16 takes whole groups of 16 rows (others stay as stored): 16, 16, 16, 32, 304, 1008
+        const int64_t n = std::string(f) == "Q4_0x16" ? (n0 + 15) / 16 * 16 : n0;
         Weight W;
         if (Error e = make_weight(f, n, k, &W); !e.ok()) {
           FAIL("%s n=%" PRId64 " k=%" PRId64 ": %s", f, n, k, e.message.c_str());
@@ -410,9 +425,9 @@ static void concurrency(const Run& r) {
   if (!r.only.empty() && r.only != "concurrency") return;
   const int before = g_failures, cases = g_cases;
   const int64_t ms[] = {40, 17, 1, 64, 5};
-  for (const char* f : {"Q4_K", "Q4_0", "Q6_K", "int4_g32", "int8", "csr_int8"}) {
+  for (const char* f : {"Q4_K", "Q4_0", "Q4_0x16", "Q6_K", "int4_g32", "int8", "csr_int8"}) {
     Weight W;
-    if (Error e = make_weight(f, 300, 768, &W); !e.ok()) {
+    if (Error e = make_weight(f, 304, 768, &W); !e.ok()) {
       FAIL("%s: %s", f, e.message.c_str());
       continue;
     }

@@ -409,6 +409,47 @@ void fused_rows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
   for (int i = 0; i < MR; ++i) a.y[(i0 + i) * a.ldy + j] = hsum(_mm256_add_ps(acc[0][i], acc[1][i])) + (off[0][i] + off[1][i]);
 }
 
+// Q4_0 repacked 16 rows at a time (x16, quants.h), one half of the group (8
+// rows, lane r = row 16g + 8h + r) per pass: per block and quarter of its codes
+// two vpmaddubsw (low / high nibbles with 4 activation bytes broadcast), their
+// int16 sums added (8 x 2 x 15 x 127 = 30480 fits), one vpmaddwd per block.
+// sum (code - 8) x = sum code x - 8 sum x (the activation block's so32).
+template <int MR>
+void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
+  const int64_t k = a.w->k, nb = k / 32;
+  const uint8_t* scales = a.w->data + g * nb * (kX16Rows * 18);
+  const uint8_t* codes = scales + nb * kX16Rows * 2;
+  const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  for (int h = 0; h < 2; ++h) {
+    __m256 acc[MR];
+    for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + b * 32 + h * 16)));
+      __m256i lo[4], hi[4];
+      for (int q = 0; q < 4; ++q) {
+        const __m256i v = load32(codes + b * 256 + q * 64 + h * 32);
+        lo[q] = _mm256_and_si256(v, m4);
+        hi[q] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+      }
+      for (int i = 0; i < MR; ++i) {
+        const int8_t* xb = a.x.q + (i0 + i) * k + b * 32;
+        __m256i p16 = _mm256_setzero_si256();
+        for (int q = 0; q < 4; ++q) {
+          int32_t x0, x1;
+          std::memcpy(&x0, xb + 4 * q, 4);
+          std::memcpy(&x1, xb + 16 + 4 * q, 4);
+          p16 = _mm256_add_epi16(p16, _mm256_maddubs_epi16(lo[q], _mm256_set1_epi32(x0)));
+          p16 = _mm256_add_epi16(p16, _mm256_maddubs_epi16(hi[q], _mm256_set1_epi32(x1)));
+        }
+        const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+        const float xs = a.x.s[(i0 + i) * nb + b], so = a.x.so32[(i0 + i) * nb + b];
+        acc[i] = _mm256_fmadd_ps(d, _mm256_fmadd_ps(p, _mm256_set1_ps(xs), _mm256_set1_ps(-8.f * so)), acc[i]);
+      }
+    }
+    for (int i = 0; i < MR; ++i) _mm256_storeu_ps(a.y + (i0 + i) * a.ldy + g * kX16Rows + h * 8, acc[i]);
+  }
+}
+
 // Every weight row against the activation rows (each_row), with the
 // super-block kernel (K types) or the 32-value one.
 template <class T, bool K>
@@ -442,6 +483,8 @@ BlockDecodeFn block_decode_avx2(GgmlType type) {
 }  // namespace
 
 void block_gemv_avx2(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
+  if (a.w->x16)  // Q4_0, whole groups of 16 rows
+    return each_row(a, j0 / kX16Rows, j1 / kX16Rows, [&](auto mr, int64_t i, int64_t g) { x16_rows<decltype(mr)::value>(a, i, g); });
   switch (a.w->fmt->type) {
     case GgmlType::q4_0: return gemv<TQ4_0, false>(a, j0, j1);
     case GgmlType::q4_1: return gemv<TQ4_1, false>(a, j0, j1);
@@ -456,6 +499,30 @@ void block_gemv_avx2(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
     case GgmlType::iq4_nl: return gemv<TIQ4_NL, false>(a, j0, j1);
     case GgmlType::iq4_xs: return gemv<TIQ4_XS, true>(a, j0, j1);
     default: return block_gemv_ref(a, j0, j1);
+  }
+}
+
+void x16_pack_avx2(const uint8_t* group, int64_t blocks, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales) {
+  const uint8_t* sc = group;
+  const uint8_t* codes = group + blocks * kX16Rows * 2;
+  const __m256i m4 = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8), ones8 = _mm256_set1_epi8(1),
+                ones16 = _mm256_set1_epi16(1), bias = _mm256_set1_epi32(256);  // 32 values x 8
+  std::memset(blk + blocks * 32 * kX16Rows, 0, size_t((k_pad - blocks * 32) * kX16Rows));
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (int h = 0; h < 2; ++h) {  // rows 8h .. 8h + 7: one 32-byte half of each quarter
+      _mm256_storeu_ps(scales + b * kX16Rows + 8 * h,
+                       _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + b * 32 + 16 * h))));
+      __m256i sum = _mm256_setzero_si256();  // codes summed per byte: 8 x 15 fits
+      for (int q = 0; q < 4; ++q) {
+        const __m256i v = load32(codes + b * 256 + q * 64 + 32 * h);
+        const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        sum = _mm256_add_epi8(sum, _mm256_add_epi8(lo, hi));
+        store32(blk + (b * 8 + q) * 64 + 32 * h, _mm256_sub_epi8(lo, eight));
+        store32(blk + (b * 8 + 4 + q) * 64 + 32 * h, _mm256_sub_epi8(hi, eight));
+      }
+      const __m256i rows = _mm256_madd_epi16(_mm256_maddubs_epi16(sum, ones8), ones16);  // per 4-byte lane = per row
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(colsum + b * kX16Rows + 8 * h), _mm256_sub_epi32(rows, bias));
+    }
   }
 }
 

@@ -28,8 +28,24 @@ void* aligned_malloc(size_t bytes);
 void aligned_free(void* p);
 struct AlignedDeleter { void operator()(void* p) const { aligned_free(p); } };
 
+// Large (weight-sized) allocation, 2 MiB aligned with transparent huge pages
+// asked for (one page fault per 2 MiB instead of per 4 KiB); counted in
+// allocated_bytes; nullptr on failure.
+void* huge_malloc(size_t bytes);
+void huge_free(void* p);
+
 // Bytes currently held by sparq allocations (for leak checks).
 int64_t allocated_bytes();
+
+// Read-only file mappings (the model files' weights used in place) are
+// registered, so that a weight copied out of one (a repack at load) can give
+// its pages back: release_file_pages drops the whole pages of [p, p + bytes)
+// from the process's memory (a later read maps them again from the page
+// cache) when the range lies inside a registered mapping, and does nothing
+// otherwise.
+void register_file_mapping(const void* p, size_t bytes);
+void unregister_file_mapping(const void* p);
+void release_file_pages(const void* p, size_t bytes);
 
 // --- packed int8 weights -------------------------------------------------------
 // Owns the storage behind a PackedS8.

@@ -182,8 +182,16 @@ inline __m512i maskz_expandloadu_epi8(__mmask64 k, const void* p) {
   for (int l = 0; l < 64; ++l) v.s8[l] = (k >> l & 1) ? s[c++] : 0;
   return toi(v);
 }
+inline __m512 cvtph_ps(__m256i h) {  // F16C, one half at a time
+  V r;
+  uint16_t u[16];
+  std::memcpy(u, &h, 32);
+  for (int l = 0; l < 16; ++l) r.f[l] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u[l])));
+  return tof(r);
+}
 }  // namespace emu
 
+#define _mm512_cvtph_ps emu::cvtph_ps
 #define _mm512_add_ps emu::add_ps
 #define _mm512_mul_ps emu::mul_ps
 #define _mm512_maskz_cvtepi32_ps emu::maskz_cvtepi32_ps
