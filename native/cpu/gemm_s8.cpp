@@ -335,8 +335,7 @@ ScratchCache<ExpandScratch>& expand_scratch() {
 // as its B panels (16 rows x groups, the layout of the group scales).
 Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn& expand, int64_t act, bool offsets,
                     const float* x, int64_t m, const float* bias, float* y, const Pack16Fn& pack16) {
-  if (pack16 && (n % kS8BlockN || offsets))
-    return Error::make(Status::invalid_argument, "int8 linear: whole-block packing needs n % 16 == 0 and no offsets");
+  if (pack16 && n % kS8BlockN) return Error::make(Status::invalid_argument, "int8 linear: whole-block packing needs n % 16 == 0");
   const bool block_acts = act > 0;
   const KernelTable t = kernels();
   // strips of about 1 MiB of weights (set_expand_strip_bytes), whole 16-column blocks
@@ -427,7 +426,7 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
     parallel_for(v.n_pad / kS8BlockN, [&](int64_t nb) {
       if (pack16) {
         pack16(r0 + nb * kS8BlockN, k_pad, p.data + nb * ksteps * kS8BlockBytes, p.colsum + s8_group_index(nb, 0, groups),
-               p.scales + s8_group_index(nb, 0, groups));
+               p.scales + s8_group_index(nb, 0, groups), offsets ? off_panels.data() + s8_group_index(nb, 0, groups) : nullptr);
         return;
       }
       // 16 rows at a time in the pool thread's own buffer (L1 / L2 sized, reused)

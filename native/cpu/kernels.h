@@ -208,11 +208,11 @@ Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn&
 // quantized per block of `act` values (32 or 256: quants.h), one scale per row and
 // group (group is 16 or 32).
 using ExpandBlockRowFn = std::function<void(int64_t j, int8_t* row, float* scales, float* offsets)>;
-// pack16 (optional; n % 16 == 0, no offsets): packs rows [j0, j0 + 16) straight into
-// one block of the packed layout - blk (k_pad * 16 bytes), colsum and scales
-// (groups x 16 each, as PackedS8 holds them) - in place of expand + pack_s8_block;
-// no value may be -128.
-using Pack16Fn = std::function<void(int64_t j0, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales)>;
+// pack16 (optional; n % 16 == 0): packs rows [j0, j0 + 16) straight into one block
+// of the packed layout - blk (k_pad * 16 bytes), colsum, scales and (when
+// `offsets`) the offsets (groups x 16 each, as PackedS8 holds them / the offsets'
+// B panels) - in place of expand + pack_s8_block; no value may be -128.
+using Pack16Fn = std::function<void(int64_t j0, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales, float* offsets)>;
 Error linear_s8_expanded_blocks(int64_t n, int64_t k, int64_t group, int64_t act, const ExpandBlockRowFn& expand, bool offsets,
                                 const float* x, int64_t m, float* y, const Pack16Fn& pack16 = nullptr);
 // Bytes of expanded weight per strip (0: the default, 1 MiB). Tests make it small so
@@ -244,7 +244,7 @@ struct KernelTable {
   BlockGemvFn block_gemv = nullptr;      // GGUF block formats (quants.h)
   BlockDecodeRowFn block_decode_row = nullptr;
   BlockQuantFn block_quant = nullptr;
-  X16PackFn x16_pack = nullptr;          // Q4_0 x16 groups straight into the packed int8 layout
+  X16PackFn x16_pack = nullptr;          // x16 groups straight into the packed int8 layout
   const char* attn_name = "ref";
   const char* sparse_name = "ref";
 };

@@ -780,9 +780,33 @@ Error block_weight(int type, int64_t n, int64_t k, const void* data, BlockWeight
 // --- the x16 layout (quants.h) ---------------------------------------------------
 
 namespace {
-constexpr int64_t kQ4_0Bytes = 18;
-// Bytes of one group of 16 rows: scales [blocks][16] f16, then codes [blocks][256].
-inline int64_t x16_group_bytes(int64_t blocks) { return blocks * kX16Rows * kQ4_0Bytes; }
+constexpr int64_t kQ4_0Bytes = 18, kQ4_KBytes = 144;
+
+// Where byte `i` of row r's stored block b lies in its x16 group (g0: the group's
+// first byte, nb: blocks per row). Q4_0: scales [blocks][16] f16, then codes
+// [blocks][4][16][4]. Q4_K, per super-block (2304 bytes): d [16] f16, dmin [16]
+// f16, the 12 scale bytes as planes [12][16], codes [4 chunks][8][16][4].
+// Returns the x16 offset of a run of `len` stored bytes starting at i (runs never
+// straddle a field: 2 for an f16, 1 for a scale byte, 4 for codes).
+struct X16Map {
+  GgmlType type;
+  int64_t nb;
+  // the runs of one stored block: (stored offset, length)
+  template <class F>
+  void each(int64_t b, int64_t r, F&& f) const {
+    if (type == GgmlType::q4_0) {
+      f(0, 2, b * kX16Rows * 2 + r * 2);
+      const int64_t codes = nb * kX16Rows * 2 + b * 256;
+      for (int q = 0; q < 4; ++q) f(2 + 4 * q, 4, codes + q * 64 + r * 4);
+    } else {  // q4_k
+      const int64_t u = b * kX16Rows * kQ4_KBytes;
+      f(0, 2, u + r * 2);
+      f(2, 2, u + 32 + r * 2);
+      for (int p = 0; p < 12; ++p) f(4 + p, 1, u + 64 + p * 16 + r);
+      for (int t = 0; t < 32; ++t) f(16 + 4 * t, 4, u + 256 + t * 64 + r * 4);
+    }
+  }
+};
 
 // A repacked weight and the memory it owns.
 struct X16Holder {
@@ -793,34 +817,26 @@ struct X16Holder {
 }  // namespace
 
 bool block_x16_supported(const BlockWeight& w) {
-  return w.fmt && w.fmt->type == GgmlType::q4_0 && !w.x16 && w.data && w.n % kX16Rows == 0;
+  return w.fmt && (w.fmt->type == GgmlType::q4_0 || w.fmt->type == GgmlType::q4_k) && !w.x16 && w.data && w.n % kX16Rows == 0;
 }
 
 Error block_repack_x16(const BlockWeight& w, std::shared_ptr<const BlockWeight>* out) {
-  if (!block_x16_supported(w)) return bad("repack: only Q4_0 weights with a multiple of 16 rows are repacked");
-  const int64_t nb = w.k / 32, gbytes = x16_group_bytes(nb);
+  if (!block_x16_supported(w)) return bad("repack: only Q4_0 and Q4_K weights with a multiple of 16 rows are repacked");
+  const int64_t nb = w.k / w.fmt->block, gbytes = kX16Rows * w.row_bytes, bb = w.fmt->bytes;
+  const X16Map map{w.fmt->type, nb};
   auto h = std::make_shared<X16Holder>();
   h->mem = huge_malloc(w.bytes());
   if (!h->mem) return Error::make(Status::out_of_memory, "repack: out of memory");
   uint8_t* dst = static_cast<uint8_t*>(h->mem);
-  // block by block, so that the writes are sequential (each group is its 16 rows' bytes)
+  // block by block, so that the writes are sequential (a group is its 16 rows' bytes)
   parallel_for(w.n / kX16Rows, [&](int64_t g) {
-    // the group's 16 rows copied whole first (one sequential read), then rearranged in cache
-    thread_local std::vector<uint8_t> copy;
-    if (int64_t(copy.size()) < gbytes) copy.resize(size_t(gbytes));
-    std::memcpy(copy.data(), w.data + g * gbytes, size_t(gbytes));
-    const uint8_t* rows = copy.data();
-    uint8_t* scales = dst + g * gbytes;
-    uint8_t* codes = scales + nb * kX16Rows * 2;
-    for (int64_t b = 0; b < nb; ++b) {
-      uint8_t* sc = scales + b * kX16Rows * 2;
-      uint8_t* cb = codes + b * 256;
+    const uint8_t* rows = w.data + g * gbytes;
+    uint8_t* gd = dst + g * gbytes;
+    for (int64_t b = 0; b < nb; ++b)
       for (int64_t r = 0; r < kX16Rows; ++r) {
-        const uint8_t* blk = rows + r * w.row_bytes + b * kQ4_0Bytes;
-        std::memcpy(sc + r * 2, blk, 2);
-        for (int s = 0; s < 4; ++s) std::memcpy(cb + s * 64 + r * 4, blk + 2 + 4 * s, 4);
+        const uint8_t* blk = rows + r * w.row_bytes + b * bb;
+        map.each(b, r, [&](int64_t i, int64_t len, int64_t at) { std::memcpy(gd + at, blk + i, size_t(len)); });
       }
-    }
   });
   h->w = w;
   h->w.data = dst;
@@ -831,14 +847,11 @@ Error block_repack_x16(const BlockWeight& w, std::shared_ptr<const BlockWeight>*
 
 const uint8_t* block_row(const BlockWeight& w, int64_t j, uint8_t* tmp) {
   if (!w.x16) return w.data + j * w.row_bytes;
-  const int64_t nb = w.k / 32, g = j / kX16Rows, r = j % kX16Rows;
-  const uint8_t* scales = w.data + g * x16_group_bytes(nb);
-  const uint8_t* codes = scales + nb * kX16Rows * 2;
-  for (int64_t b = 0; b < nb; ++b) {
-    uint8_t* blk = tmp + b * kQ4_0Bytes;
-    std::memcpy(blk, scales + (b * kX16Rows + r) * 2, 2);
-    for (int s = 0; s < 4; ++s) std::memcpy(blk + 2 + 4 * s, codes + b * 256 + s * 64 + r * 4, 4);
-  }
+  const int64_t nb = w.k / w.fmt->block, g = j / kX16Rows, r = j % kX16Rows, bb = w.fmt->bytes;
+  const uint8_t* gd = w.data + g * kX16Rows * w.row_bytes;
+  const X16Map map{w.fmt->type, nb};
+  for (int64_t b = 0; b < nb; ++b)
+    map.each(b, r, [&](int64_t i, int64_t len, int64_t at) { std::memcpy(tmp + b * bb + i, gd + at, size_t(len)); });
   return tmp;
 }
 
@@ -896,24 +909,56 @@ void block_gemv_ref(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
 
 void block_decode_ref(const BlockFormat& f, const uint8_t* row, int64_t k, DecodedRow out) { f.decode(row, k / f.block, out); }
 
-void x16_pack_ref(const uint8_t* group, int64_t blocks, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales) {
-  const uint8_t* sc = group;
-  const uint8_t* codes = group + blocks * kX16Rows * 2;
-  std::memset(blk + blocks * 32 * kX16Rows, 0, size_t((k_pad - blocks * 32) * kX16Rows));
-  for (int64_t b = 0; b < blocks; ++b)
+void x16_pack_ref(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales,
+                  float* offsets) {
+  std::memset(blk + k * kX16Rows, 0, size_t((k_pad - k) * kX16Rows));
+  auto put = [&](int64_t r, int64_t v, int q) { blk[(v / 4 * kX16Rows + r) * 4 + v % 4] = int8_t(q); };
+  auto f16at = [](const uint8_t* p) { return half_to_float(uint16_t(p[0] | p[1] << 8)); };
+  if (type == GgmlType::q4_0) {
+    const int64_t blocks = k / 32;
+    const uint8_t* codes = group + blocks * kX16Rows * 2;
+    for (int64_t b = 0; b < blocks; ++b)
+      for (int64_t r = 0; r < kX16Rows; ++r) {
+        scales[b * kX16Rows + r] = f16at(group + (b * kX16Rows + r) * 2);
+        int32_t sum = 0;
+        for (int q = 0; q < 4; ++q)
+          for (int c = 0; c < 4; ++c) {
+            const uint8_t byte = codes[b * 256 + q * 64 + r * 4 + c];
+            const int lo = (byte & 15) - 8, hi = (byte >> 4) - 8;  // values 4q + c and 16 + 4q + c
+            put(r, b * 32 + 4 * q + c, lo);
+            put(r, b * 32 + 16 + 4 * q + c, hi);
+            sum += lo + hi;
+          }
+        colsum[b * kX16Rows + r] = sum;
+      }
+    return;
+  }
+  // Q4_K: per super-block d, dmin, the scale planes and the codes (quants.cpp X16Map)
+  for (int64_t sb = 0; sb < k / 256; ++sb) {
+    const uint8_t* u = group + sb * kX16Rows * kQ4_KBytes;
     for (int64_t r = 0; r < kX16Rows; ++r) {
-      scales[b * kX16Rows + r] = half_to_float(uint16_t(sc[(b * kX16Rows + r) * 2] | sc[(b * kX16Rows + r) * 2 + 1] << 8));
-      int32_t sum = 0;
-      for (int q = 0; q < 4; ++q)
-        for (int c = 0; c < 4; ++c) {
-          const uint8_t byte = codes[b * 256 + q * 64 + r * 4 + c];
-          const int lo = (byte & 15) - 8, hi = (byte >> 4) - 8;  // values 4q + c and 16 + 4q + c
-          blk[((b * 8 + q) * kX16Rows + r) * 4 + c] = int8_t(lo);
-          blk[((b * 8 + 4 + q) * kX16Rows + r) * 4 + c] = int8_t(hi);
-          sum += lo + hi;
-        }
-      colsum[b * kX16Rows + r] = sum;
+      const float d = f16at(u + 2 * r), dmin = f16at(u + 32 + 2 * r);
+      uint8_t sc12[12];
+      for (int p = 0; p < 12; ++p) sc12[p] = u[64 + 16 * p + r];
+      for (int sub = 0; sub < 8; ++sub) {
+        int sc, mn;
+        scale_min_k4(sub, sc12, &sc, &mn);
+        const int64_t gi = (sb * 8 + sub) * kX16Rows + r;
+        scales[gi] = d * float(sc);
+        offsets[gi] = -(dmin * float(mn));
+        int32_t sum = 0;
+        const int j = sub / 2, hi = sub % 2;
+        for (int t = 0; t < 8; ++t)
+          for (int c = 0; c < 4; ++c) {
+            const uint8_t byte = u[256 + (8 * j + t) * 64 + r * 4 + c];
+            const int q = hi ? byte >> 4 : byte & 15;
+            put(r, sb * 256 + 64 * j + 32 * hi + 4 * t + c, q);
+            sum += q;
+          }
+        colsum[(sb * 8 + sub) * kX16Rows + r] = sum;
+      }
     }
+  }
 }
 
 namespace {
@@ -980,8 +1025,8 @@ Error linear_blocks(const BlockWeight& w, const float* x, int64_t m, float* y) {
   const int64_t group = f.group, groups = k / group;
   Pack16Fn pack16;
   if (w.x16)  // straight from the repacked groups into the GEMM's layout
-    pack16 = [&](int64_t j0, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales) {
-      t.x16_pack(w.data + j0 * w.row_bytes, k / 32, k_pad, blk, colsum, scales);
+    pack16 = [&](int64_t j0, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales, float* offsets) {
+      t.x16_pack(f.type, w.data + j0 * w.row_bytes, k, k_pad, blk, colsum, scales, offsets);
     };
   return linear_s8_expanded_blocks(n, k, group, f.act, [&](int64_t j, int8_t* row, float* scales, float* offsets) {
     thread_local std::vector<float> sc;

@@ -81,16 +81,21 @@ struct BlockWeight {
   size_t bytes() const { return size_t(n * row_bytes); }
 };
 
-// The x16 layout: a lossless repack, made once at load, of Q4_0 weights whose n
-// is a multiple of 16, for the decode GEMV (16 rows per vector, one vpdpbusd
-// per 4 values of 16 rows; llama.cpp's CPU "repack" buffers do the same). The
-// same bytes as stored, rearranged: per group of 16 rows (k / 32 blocks each,
-// 18 bytes per row and block), first the f16 scales [blocks][16 rows], then the
-// codes [blocks][4][16 rows][4 bytes], where byte c of row r in quarter s is the
-// block's code byte 4s + c (low nibble: value 4s + c, high nibble: value
-// 16 + 4s + c). Quarter s is thus, per row, 4 bytes of one vpdpbusd lane.
+// The x16 layout: a lossless repack, made once at load, of Q4_0 and Q4_K weights
+// whose n is a multiple of 16, for the GEMV (16 rows per vector, one vpdpbusd
+// per 4 values of 16 rows; llama.cpp's CPU "repack" buffers do the same) and
+// the prefill (a nibble split gives the int8 GEMM's packed blocks). The same
+// bytes as stored, rearranged per group of 16 rows (16 x row_bytes):
+//   Q4_0: the f16 scales [blocks][16 rows], then the codes [blocks][4][16
+//         rows][4 bytes], byte c of row r in quarter s being the block's code
+//         byte 4s + c (low nibble: value 4s + c, high: 16 + 4s + c);
+//   Q4_K: per super-block (2304 bytes) d [16] and dmin [16] f16, the 12 scale
+//         bytes as planes [12][16 rows], then the codes [4 chunks][8][16
+//         rows][4 bytes], byte c of row r in slot t of chunk j being qs byte
+//         32j + 4t + c (low nibble: value 64j + 4t + c, high: + 32).
+// A slot is thus, per row, 4 bytes of one vpdpbusd lane.
 constexpr int64_t kX16Rows = 16;
-// Whether w (as stored) can be repacked to x16.
+// Whether w (as stored) can be repacked to x16 (Q4_0, Q4_K; n % 16 == 0).
 bool block_x16_supported(const BlockWeight& w);
 // w (as stored) repacked into memory this weight owns (2 MiB aligned, huge pages
 // where the kernel gives them); the stored rows are only read.
@@ -144,13 +149,16 @@ void block_quant_avx2(const float*, int64_t, int64_t, int64_t, const BlockActsOu
 size_t block_acts_bytes(int64_t m, int64_t k, int64_t act);
 // Lays out the arrays in `mem` (block_acts_bytes of it, 64-byte aligned).
 BlockActsOut block_acts_layout(void* mem, int64_t m, int64_t k, int64_t act);
-// One x16 group of 16 Q4_0 rows (k = blocks * 32) as one block of the packed int8
-// layout (sparq/formats.h, group 32): blk[(s * 16 + r) * 4 + c] = value 4s + c of
-// row r, code - 8 (k_pad * 16 bytes, steps past k zero), colsum[b * 16 + r] = the
-// sum of row r's block b, scales[b * 16 + r] = its scale.
-using X16PackFn = void (*)(const uint8_t* group, int64_t blocks, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales);
-void x16_pack_ref(const uint8_t*, int64_t, int64_t, int8_t*, int32_t*, float*);
-void x16_pack_avx2(const uint8_t*, int64_t, int64_t, int8_t*, int32_t*, float*);
+// One x16 group of 16 rows of `type` (Q4_0 or Q4_K; k values each) as one block of
+// the packed int8 layout (sparq/formats.h, groups of 32): blk[(s * 16 + r) * 4 +
+// c] = value 4s + c of row r in the decoded form (Q4_0: code - 8; Q4_K: the code)
+// (k_pad * 16 bytes, steps past k zero); per group g of 32 values colsum[g * 16 +
+// r] = the sum of row r's values there, scales[g * 16 + r] its decoded scale and
+// (Q4_K) offsets[g * 16 + r] its decoded offset.
+using X16PackFn = void (*)(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales,
+                           float* offsets);
+void x16_pack_ref(GgmlType, const uint8_t*, int64_t, int64_t, int8_t*, int32_t*, float*, float*);
+void x16_pack_avx2(GgmlType, const uint8_t*, int64_t, int64_t, int8_t*, int32_t*, float*, float*);
 // One row (k values) decoded (the prefill strips, expanded to int8 for the int8 GEMM).
 using BlockDecodeRowFn = void (*)(const BlockFormat& f, const uint8_t* row, int64_t k, DecodedRow out);
 void block_decode_ref(const BlockFormat&, const uint8_t*, int64_t, DecodedRow);

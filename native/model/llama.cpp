@@ -85,7 +85,7 @@ Error observe(const LlamaCalibration& cal, const float* x, int64_t rows, int64_t
   return Error{};
 }
 
-// A linear kept in Q4_0 blocks is repacked (x16, quants.h) for the decode GEMV,
+// A linear kept in Q4_0 / Q4_K blocks is repacked (x16, quants.h) for the GEMV,
 // and the file pages it was read from are given back (the copy replaces them:
 // peak RSS stays file + one tensor). SPARQ_REPACK=0 keeps the stored layout.
 Error repack(LinearWeight& w) {

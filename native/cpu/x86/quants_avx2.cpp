@@ -424,6 +424,10 @@ void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
     __m256 acc[MR];
     for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
+      if (h == 0) {  // the first pass streams the group from memory (the second finds it in cache)
+        for (int q = 0; q < 4; ++q) _mm_prefetch(reinterpret_cast<const char*>(codes + b * 256 + kX16Prefetch + 64 * q), _MM_HINT_T0);
+        if (b % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(scales + b * 32 + kX16Prefetch / 8), _MM_HINT_T0);
+      }
       const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + b * 32 + h * 16)));
       __m256i lo[4], hi[4];
       for (int q = 0; q < 4; ++q) {
@@ -444,6 +448,60 @@ void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
         const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
         const float xs = a.x.s[(i0 + i) * nb + b], so = a.x.so32[(i0 + i) * nb + b];
         acc[i] = _mm256_fmadd_ps(d, _mm256_fmadd_ps(p, _mm256_set1_ps(xs), _mm256_set1_ps(-8.f * so)), acc[i]);
+      }
+    }
+    for (int i = 0; i < MR; ++i) _mm256_storeu_ps(a.y + (i0 + i) * a.ldy + g * kX16Rows + h * 8, acc[i]);
+  }
+}
+
+// Q4_K repacked 16 rows at a time (x16, quants.h), one half of the group per
+// pass as x16_rows: per super-block the 8 rows' d, dmin and 6-bit sub-block
+// scales / mins decoded at once from the byte planes; per sub-block 8
+// vpmaddubsw (int16 sums: 8 x 2 x 15 x 127 = 30480 fits), one vpmaddwd, cvt and
+// fma, and the min times the activation sub-block's sum (so32).
+template <int MR>
+void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
+  const int64_t k = a.w->k, nsb = k / 256, nb32 = k / 32;
+  const uint8_t* base = a.w->data + g * nsb * (kX16Rows * 144);
+  const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1), m6 = _mm256_set1_epi32(63), m4d = _mm256_set1_epi32(15);
+  for (int h = 0; h < 2; ++h) {
+    __m256 acc[MR];
+    for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; ++sb) {
+      const uint8_t* u = base + sb * (kX16Rows * 144);
+      if (h == 0)  // the first pass streams the group from memory (the second finds it in cache)
+        for (int q = 0; q < 36; ++q) _mm_prefetch(reinterpret_cast<const char*>(u + kX16Prefetch + 64 * q), _MM_HINT_T0);
+      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h)));
+      const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 32 + 16 * h)));
+      auto plane = [&](int p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u + 64 + 16 * p + 8 * h))); };
+      for (int sub = 0; sub < 8; ++sub) {
+        __m256i sc, mn;
+        if (sub < 4) {
+          sc = _mm256_and_si256(plane(sub), m6);
+          mn = _mm256_and_si256(plane(sub + 4), m6);
+        } else {
+          const __m256i hi = plane(sub + 4);
+          sc = _mm256_or_si256(_mm256_and_si256(hi, m4d), _mm256_slli_epi32(_mm256_srli_epi32(plane(sub - 4), 6), 4));
+          mn = _mm256_or_si256(_mm256_srli_epi32(hi, 4), _mm256_slli_epi32(_mm256_srli_epi32(plane(sub), 6), 4));
+        }
+        const __m256 dsc = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc)), dmn = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(mn));
+        const int j = sub / 2, high = sub % 2;
+        for (int i = 0; i < MR; ++i) {
+          const int8_t* xb = a.x.q + (i0 + i) * k + sb * 256 + 32 * sub;
+          __m256i p16 = _mm256_setzero_si256();
+          for (int t = 0; t < 8; ++t) {
+            const __m256i v = load32(u + 256 + (8 * j + t) * 64 + 32 * h);
+            const __m256i c = high ? _mm256_and_si256(_mm256_srli_epi16(v, 4), m4) : _mm256_and_si256(v, m4);
+            int32_t x4;
+            std::memcpy(&x4, xb + 4 * t, 4);
+            p16 = _mm256_add_epi16(p16, _mm256_maddubs_epi16(c, _mm256_set1_epi32(x4)));
+          }
+          const int64_t s = sb * 8 + sub;
+          const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+          const float xs = a.x.s[(i0 + i) * nb32 + s], so = a.x.so32[(i0 + i) * nb32 + s];
+          acc[i] = _mm256_fmadd_ps(dsc, _mm256_mul_ps(p, _mm256_set1_ps(xs)), acc[i]);
+          acc[i] = _mm256_fnmadd_ps(dmn, _mm256_set1_ps(so), acc[i]);
+        }
       }
     }
     for (int i = 0; i < MR; ++i) _mm256_storeu_ps(a.y + (i0 + i) * a.ldy + g * kX16Rows + h * 8, acc[i]);
@@ -483,6 +541,8 @@ BlockDecodeFn block_decode_avx2(GgmlType type) {
 }  // namespace
 
 void block_gemv_avx2(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
+  if (a.w->x16 && a.w->fmt->type == GgmlType::q4_k)  // whole groups of 16 rows
+    return each_row(a, j0 / kX16Rows, j1 / kX16Rows, [&](auto mr, int64_t i, int64_t g) { x16k_rows<decltype(mr)::value>(a, i, g); });
   if (a.w->x16)  // Q4_0, whole groups of 16 rows
     return each_row(a, j0 / kX16Rows, j1 / kX16Rows, [&](auto mr, int64_t i, int64_t g) { x16_rows<decltype(mr)::value>(a, i, g); });
   switch (a.w->fmt->type) {
@@ -502,27 +562,63 @@ void block_gemv_avx2(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
   }
 }
 
-void x16_pack_avx2(const uint8_t* group, int64_t blocks, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales) {
-  const uint8_t* sc = group;
-  const uint8_t* codes = group + blocks * kX16Rows * 2;
+void x16_pack_avx2(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales,
+                   float* offsets) {
   const __m256i m4 = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8), ones8 = _mm256_set1_epi8(1),
-                ones16 = _mm256_set1_epi16(1), bias = _mm256_set1_epi32(256);  // 32 values x 8
-  std::memset(blk + blocks * 32 * kX16Rows, 0, size_t((k_pad - blocks * 32) * kX16Rows));
-  for (int64_t b = 0; b < blocks; ++b) {
-    for (int h = 0; h < 2; ++h) {  // rows 8h .. 8h + 7: one 32-byte half of each quarter
-      _mm256_storeu_ps(scales + b * kX16Rows + 8 * h,
-                       _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + b * 32 + 16 * h))));
-      __m256i sum = _mm256_setzero_si256();  // codes summed per byte: 8 x 15 fits
-      for (int q = 0; q < 4; ++q) {
-        const __m256i v = load32(codes + b * 256 + q * 64 + 32 * h);
-        const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        sum = _mm256_add_epi8(sum, _mm256_add_epi8(lo, hi));
-        store32(blk + (b * 8 + q) * 64 + 32 * h, _mm256_sub_epi8(lo, eight));
-        store32(blk + (b * 8 + 4 + q) * 64 + 32 * h, _mm256_sub_epi8(hi, eight));
+                ones16 = _mm256_set1_epi16(1);
+  // per 4-byte lane (= row) of a vector of byte sums
+  auto row_sums = [&](__m256i v) { return _mm256_madd_epi16(_mm256_maddubs_epi16(v, ones8), ones16); };
+  std::memset(blk + k * kX16Rows, 0, size_t((k_pad - k) * kX16Rows));
+  if (type == GgmlType::q4_0) {
+    const int64_t blocks = k / 32;
+    const uint8_t* sc = group;
+    const uint8_t* codes = group + blocks * kX16Rows * 2;
+    const __m256i bias = _mm256_set1_epi32(256);  // 32 values x 8
+    for (int64_t b = 0; b < blocks; ++b) {
+      for (int h = 0; h < 2; ++h) {  // rows 8h .. 8h + 7: one 32-byte half of each quarter
+        _mm256_storeu_ps(scales + b * kX16Rows + 8 * h,
+                         _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + b * 32 + 16 * h))));
+        __m256i sum = _mm256_setzero_si256();  // codes summed per byte: 8 x 15 fits
+        for (int q = 0; q < 4; ++q) {
+          const __m256i v = load32(codes + b * 256 + q * 64 + 32 * h);
+          const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+          sum = _mm256_add_epi8(sum, _mm256_add_epi8(lo, hi));
+          store32(blk + (b * 8 + q) * 64 + 32 * h, _mm256_sub_epi8(lo, eight));
+          store32(blk + (b * 8 + 4 + q) * 64 + 32 * h, _mm256_sub_epi8(hi, eight));
+        }
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(colsum + b * kX16Rows + 8 * h), _mm256_sub_epi32(row_sums(sum), bias));
       }
-      const __m256i rows = _mm256_madd_epi16(_mm256_maddubs_epi16(sum, ones8), ones16);  // per 4-byte lane = per row
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(colsum + b * kX16Rows + 8 * h), _mm256_sub_epi32(rows, bias));
     }
+    return;
+  }
+  // Q4_K, per super-block: scales and offsets row by row, codes 8 rows per vector
+  for (int64_t sb = 0; sb < k / 256; ++sb) {
+    const uint8_t* u = group + sb * kX16Rows * 144;
+    for (int r = 0; r < kX16Rows; ++r) {
+      const float d = h2f(u + 2 * r), dmin = h2f(u + 32 + 2 * r);
+      uint8_t sc12[12];
+      for (int p = 0; p < 12; ++p) sc12[p] = u[64 + 16 * p + r];
+      for (int sub = 0; sub < 8; ++sub) {
+        int sc, mn;
+        scale_min_k4(sub, sc12, &sc, &mn);
+        scales[(sb * 8 + sub) * kX16Rows + r] = d * float(sc);
+        offsets[(sb * 8 + sub) * kX16Rows + r] = -(dmin * float(mn));
+      }
+    }
+    for (int j = 0; j < 4; ++j)
+      for (int h = 0; h < 2; ++h) {
+        __m256i slo = _mm256_setzero_si256(), shi = slo;
+        for (int t = 0; t < 8; ++t) {
+          const __m256i v = load32(u + 256 + (8 * j + t) * 64 + 32 * h);
+          const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+          slo = _mm256_add_epi8(slo, lo);
+          shi = _mm256_add_epi8(shi, hi);
+          store32(blk + (sb * 64 + 16 * j + t) * 64 + 32 * h, lo);
+          store32(blk + (sb * 64 + 16 * j + 8 + t) * 64 + 32 * h, hi);
+        }
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(colsum + (sb * 8 + 2 * j) * kX16Rows + 8 * h), row_sums(slo));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(colsum + (sb * 8 + 2 * j + 1) * kX16Rows + 8 * h), row_sums(shi));
+      }
   }
 }
 

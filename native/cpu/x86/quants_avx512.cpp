@@ -376,10 +376,7 @@ void lrows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
 // where the row-at-a-time body needs 8 per 512 plus the unpacking, permutes and
 // scalar scale loads of 8 rows. sum (code - 8) x = sum code x - 8 sum x: the
 // second term from the activation block's sum (so32).
-// Software prefetch this far ahead in the codes (and 1/8 of it in the scales):
-// streaming from DRAM, the two streams per group of rows ran at 14-16 GB/s on
-// one Zen 5 core without it and 21-23 with it (the stored layout: 20-23).
-constexpr int64_t kPf = 8192;
+constexpr int64_t kPf = kX16Prefetch;  // quants_x86.h
 template <int MR>
 void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   const int64_t k = a.w->k, nb = k / 32;
@@ -431,6 +428,83 @@ void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   for (int i = 0; i < MR; ++i) _mm512_storeu_ps(a.y + (i0 + i) * a.ldy + g * kX16Rows, _mm512_add_ps(acc[i], off[i]));
 }
 
+// Q4_K repacked 16 rows at a time (x16, quants.h): per super-block the 16
+// rows' d and dmin are one cvtph each and their 6-bit sub-block scales and mins
+// are decoded from the byte planes for all 16 rows at once (vpmovzxbd + shifts);
+// each chunk of 64 values is 8 vectors of codes whose low / high nibbles are
+// sub-blocks 2j / 2j + 1: 8 vpdpbusd each, one cvt and fma per sub-block,
+// and the min times the activation sub-block's sum (so32).
+template <int MR>
+void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
+  const int64_t k = a.w->k, nsb = k / 256, nb32 = k / 32;
+  const uint8_t* base = a.w->data + g * nsb * (kX16Rows * 144);
+  const __m512i m4 = _mm512_set1_epi8(0x0f), m6 = _mm512_set1_epi32(63), m4d = _mm512_set1_epi32(15);
+  const int8_t* xq[MR];
+  const float* xs[MR];
+  const float* so32[MR];
+  __m512 acc[MR][2], off[MR];
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i) {
+    xq[i] = a.x.q + (i0 + i) * k;
+    xs[i] = a.x.s + (i0 + i) * nb32;
+    so32[i] = a.x.so32 + (i0 + i) * nb32;
+    acc[i][0] = acc[i][1] = off[i] = _mm512_setzero_ps();
+  }
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* u = base + sb * (kX16Rows * 144);
+    for (int q = 0; q < 36; ++q) _mm_prefetch(reinterpret_cast<const char*>(u + kPf + 64 * q), _MM_HINT_T0);
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u)));
+    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + 32)));
+    auto plane = [&](int p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 64 + 16 * p))); };
+    for (int j = 0; j < 4; ++j) {
+      // scales and mins of sub-blocks 2j, 2j + 1 (ggml's get_scale_min_k4), times d / dmin
+      __m512 dsc[2], dmn[2];
+      for (int h = 0; h < 2; ++h) {
+        const int sub = 2 * j + h;
+        __m512i sc, mn;
+        if (sub < 4) {
+          sc = _mm512_and_si512(plane(sub), m6);
+          mn = _mm512_and_si512(plane(sub + 4), m6);
+        } else {
+          const __m512i hi = plane(sub + 4);
+          sc = _mm512_or_si512(_mm512_and_si512(hi, m4d), _mm512_slli_epi32(_mm512_srli_epi32(plane(sub - 4), 6), 4));
+          mn = _mm512_or_si512(_mm512_srli_epi32(hi, 4), _mm512_slli_epi32(_mm512_srli_epi32(plane(sub), 6), 4));
+        }
+        dsc[h] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
+        dmn[h] = _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(mn));
+      }
+      __m512i lo[8], hi[8];
+#pragma GCC unroll 8
+      for (int t = 0; t < 8; ++t) {
+        const __m512i v = _mm512_loadu_si512(u + 256 + (8 * j + t) * 64);
+        lo[t] = _mm512_and_si512(v, m4);
+        hi[t] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+      }
+#pragma GCC unroll 4
+      for (int i = 0; i < MR; ++i) {
+        const int8_t* xb = xq[i] + sb * 256 + 64 * j;
+        __m512i p0 = _mm512_setzero_si512(), p1 = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int t = 0; t < 8; ++t) {
+          int32_t x0, x1;
+          std::memcpy(&x0, xb + 4 * t, 4);
+          std::memcpy(&x1, xb + 32 + 4 * t, 4);
+          p0 = _mm512_dpbusd_epi32(p0, lo[t], _mm512_set1_epi32(x0));
+          p1 = _mm512_dpbusd_epi32(p1, hi[t], _mm512_set1_epi32(x1));
+        }
+        const int64_t s0 = sb * 8 + 2 * j;
+        acc[i][0] = _mm512_fmadd_ps(dsc[0], _mm512_mul_ps(_mm512_cvtepi32_ps(p0), _mm512_set1_ps(xs[i][s0])), acc[i][0]);
+        acc[i][1] = _mm512_fmadd_ps(dsc[1], _mm512_mul_ps(_mm512_cvtepi32_ps(p1), _mm512_set1_ps(xs[i][s0 + 1])), acc[i][1]);
+        off[i] = _mm512_fmadd_ps(dmn[0], _mm512_set1_ps(so32[i][s0]), off[i]);
+        off[i] = _mm512_fmadd_ps(dmn[1], _mm512_set1_ps(so32[i][s0 + 1]), off[i]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i)
+    _mm512_storeu_ps(a.y + (i0 + i) * a.ldy + g * kX16Rows, _mm512_sub_ps(_mm512_add_ps(acc[i][0], acc[i][1]), off[i]));
+}
+
 template <class T, bool K>
 void gemv(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
   each_row<8>(a, j0, j1, [&](auto mr, int64_t i, int64_t j) {
@@ -442,6 +516,8 @@ void gemv(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
 }  // namespace
 
 void block_gemv_avx512(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
+  if (a.w->x16 && a.w->fmt->type == GgmlType::q4_k)  // whole groups of 16 rows
+    return each_row<2>(a, j0 / kX16Rows, j1 / kX16Rows, [&](auto mr, int64_t i, int64_t g) { x16k_rows<decltype(mr)::value>(a, i, g); });
   if (a.w->x16)  // Q4_0, whole groups of 16 rows
     return each_row<8>(a, j0 / kX16Rows, j1 / kX16Rows, [&](auto mr, int64_t i, int64_t g) { x16_rows<decltype(mr)::value>(a, i, g); });
   switch (a.w->fmt->type) {
