@@ -317,7 +317,7 @@ namespace {
 
 struct ExpandScratch {
   std::vector<std::unique_ptr<PackedWeight>> strips;  // packed strips by (rows, k, group), the newest last
-  std::vector<float> row_scales, off_panels, xs, gscale, gso;
+  std::vector<float> row_scales, off_panels, xs, gscale;
   std::vector<uint8_t> xq;
   std::vector<char> acts;
 };
@@ -370,19 +370,19 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
   auto grow = [](auto& v, int64_t size) {
     if (int64_t(v.size()) < size) v.resize(size_t(size));
   };
-  std::vector<float>&row_scales = sc_.row_scales, &off_panels = sc_.off_panels, &xs = sc_.xs, &gscale = sc_.gscale,
-                     &gso = sc_.gso;
+  std::vector<float>&row_scales = sc_.row_scales, &off_panels = sc_.off_panels, &xs = sc_.xs, &gscale = sc_.gscale;
   std::vector<uint8_t>& xq = sc_.xq;
   try {
     grow(row_scales, 2 * strip * groups);  // each row's scales and offsets as expand writes them
     if (offsets) grow(off_panels, strip * groups);
     grow(xq, m * k_pad);
     grow(xs, m);
-    if (block_acts) grow(gscale, m * groups), grow(gso, m * groups);
+    if (block_acts && group != act) grow(gscale, m * groups);
   } catch (const std::bad_alloc&) {
     return Error::make(Status::out_of_memory, "int8 linear: out of memory");
   }
   const float* a_gscale = nullptr;
+  const float* gso_p = nullptr;  // block activations: scale x int sum per (row, group)
   if (!block_acts) {
     // activations quantized once for every strip, as linear_s8 does
     quantize_activations(t, x, m, k, k_pad, t.gemm_s8_a_u8, xq.data(), xs.data());
@@ -394,23 +394,34 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
       return Error::make(Status::out_of_memory, "int8 linear: out of memory");
     }
     const BlockActsOut o = block_acts_layout(reinterpret_cast<void*>(round_up(int64_t(reinterpret_cast<uintptr_t>(mem.data())), 64)), m, k, act);
+    // the kernels' activation scales per (row, group) are the block scales themselves when
+    // group == act ([m, k / act]), else each repeated (act / group times); the offsets' f32
+    // product reads the scaled group sums in place (so per 16, so32 per 32: [m, groups])
+    const bool same = group == act;
+    gso_p = group == 32 ? o.so32 : o.so;
+    const uint64_t flip = t.gemm_s8_a_u8 ? 0x8080808080808080ull : 0;  // int8 q + 128 = q ^ 0x80, a byte at a time
     parallel_for((m + 7) / 8, [&](int64_t c) {
       const int64_t i0 = c * 8, i1 = std::min(m, i0 + 8);
       const BlockActsOut oi{o.q + i0 * k, o.s + i0 * (k / act), o.so + i0 * (k / 16), o.so32 + i0 * (k / 32)};
       t.block_quant(x + i0 * k, i1 - i0, k, act, oi);
-      const uint8_t shift = t.gemm_s8_a_u8 ? 128 : 0;
       for (int64_t i = i0; i < i1; ++i) {
         uint8_t* dst = xq.data() + i * k_pad;
-        for (int64_t c2 = 0; c2 < k; ++c2) dst[c2] = uint8_t(o.q[i * k + c2] + shift);
-        std::memset(dst + k, shift, size_t(k_pad - k));
-        for (int64_t g = 0; g < groups; ++g) {
-          gscale[size_t(i * groups + g)] = o.s[i * (k / act) + g * group / act];
-          gso[size_t(i * groups + g)] = group == 32 ? o.so32[i * (k / 32) + g] : o.so[i * (k / 16) + g];
+        const int8_t* src = o.q + i * k;
+        int64_t c2 = 0;
+        for (uint64_t w; c2 + 8 <= k; c2 += 8) {
+          std::memcpy(&w, src + c2, 8);
+          w ^= flip;
+          std::memcpy(dst + c2, &w, 8);
         }
-        xs[size_t(i)] = groups == 1 ? gscale[size_t(i)] : 1.f;  // one group: the per-row path takes the scale
+        for (; c2 < k; ++c2) dst[c2] = uint8_t(uint8_t(src[c2]) ^ uint8_t(flip));
+        std::memset(dst + k, int(flip & 0xff), size_t(k_pad - k));
+        if (!same)
+          for (int64_t g = 0; g < groups; ++g) gscale[size_t(i * groups + g)] = o.s[i * (k / act) + g * group / act];
+        // one group: the per-row path takes the scale
+        xs[size_t(i)] = groups == 1 ? o.s[i * (k / act)] : 1.f;
       }
     });
-    if (groups > 1) a_gscale = gscale.data();
+    if (groups > 1) a_gscale = same ? o.s : gscale.data();
   }
   for (int64_t r0 = 0; r0 < n; r0 += strip) {
     const int64_t nr = std::min(strip, n - r0);
@@ -464,7 +475,7 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
     if (offsets) {
       // y[:, strip] += (scale * group sums of x) [m, groups] . offsets^T [groups, nr]
       SgemmArgs f;
-      f.a = gso.data();
+      f.a = gso_p;
       f.lda = groups;
       f.bp = off_panels.data();
       f.m = m;
