@@ -1029,12 +1029,11 @@ Error linear_blocks(const BlockWeight& w, const float* x, int64_t m, float* y) {
       t.x16_pack(f.type, w.data + j0 * w.row_bytes, k, k_pad, blk, colsum, scales, offsets);
     };
   return linear_s8_expanded_blocks(n, k, group, f.act, [&](int64_t j, int8_t* row, float* scales, float* offsets) {
+    // stored rows only: x16 weights take pack16 above
     thread_local std::vector<float> sc;
-    thread_local std::vector<uint8_t> tmp;
     if (int64_t(sc.size()) < k / 8) sc.resize(size_t(k / 8));
-    if (w.x16 && int64_t(tmp.size()) < w.row_bytes) tmp.resize(size_t(w.row_bytes));
     const DecodedRow r{row, sc.data(), sc.data() + k / 16};
-    t.block_decode_row(f, block_row(w, j, tmp.data()), k, r);
+    t.block_decode_row(f, w.data + j * w.row_bytes, k, r);
     const int64_t step = group / kGgmlGroup;  // decoded scales per group (equal within a group)
     for (int64_t g = 0; g < groups; ++g) scales[g] = r.scale[g * step];
     if (offsets)
