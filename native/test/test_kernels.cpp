@@ -16,6 +16,7 @@
 
 #include "../cpu/dispatch.h"
 #include "../cpu/kernels.h"
+#include "../cpu/quants.h"
 #include "../cpu/thread_pool.h"
 #include "sparq/sparq.h"
 
@@ -235,6 +236,47 @@ static void check_pack_s8_block() {
   }
 }
 
+// --- x16 groups (quants.h) straight into the GEMM's blocks: the ISA's packer against
+// the reference, bit for bit (codes, column sums, scales, Q4_K offsets, the zero tail)
+static void check_x16_pack() {
+  const KernelTable& t = kernels();
+  std::uniform_int_distribution<int> byte(0, 255);
+  // finite f16 of either sign, zero among them: an exponent field below 31
+  auto f16 = [&] { return uint16_t((byte(g_rng) % 5 == 0 ? 0 : std::uniform_int_distribution<int>(0, 0x7bff)(g_rng)) | (byte(g_rng) & 1) << 15); };
+  for (GgmlType type : {GgmlType::q4_0, GgmlType::q4_k})
+    for (int it = 0; it < 12; ++it) {
+      const int64_t step = type == GgmlType::q4_0 ? 32 : 256;
+      const int64_t k = step * std::uniform_int_distribution<int64_t>(1, it < 8 ? 9 : 40)(g_rng);
+      const int64_t k_pad = (k + 63) / 64 * 64, groups = k / 32;
+      const int64_t bytes = kX16Rows * (type == GgmlType::q4_0 ? k / 32 * 18 : k / 256 * 144);
+      std::vector<uint8_t> group(static_cast<size_t>(bytes));
+      for (auto& b : group) b = uint8_t(byte(g_rng));
+      auto put16 = [&](int64_t at) { const uint16_t h = f16(); group[size_t(at)] = uint8_t(h); group[size_t(at + 1)] = uint8_t(h >> 8); };
+      if (type == GgmlType::q4_0)
+        for (int64_t i = 0; i < k / 32 * kX16Rows; ++i) put16(2 * i);
+      else
+        for (int64_t sb = 0; sb < k / 256; ++sb)
+          for (int64_t i = 0; i < 2 * kX16Rows; ++i) put16(sb * kX16Rows * 144 + 2 * i);  // d, dmin
+      struct Out {
+        std::vector<int8_t> blk;
+        std::vector<int32_t> colsum;
+        std::vector<float> scales, offsets;
+      } want, got;
+      for (Out* o : {&want, &got}) {
+        o->blk.assign(size_t(k_pad * kX16Rows), 99);
+        o->colsum.assign(size_t(groups * kX16Rows), 12345);
+        o->scales.assign(size_t(groups * kX16Rows), 7.f);
+        o->offsets.assign(size_t(groups * kX16Rows), 7.f);
+      }
+      x16_pack_ref(type, group.data(), k, k_pad, want.blk.data(), want.colsum.data(), want.scales.data(), want.offsets.data());
+      t.x16_pack(type, group.data(), k, k_pad, got.blk.data(), got.colsum.data(), got.scales.data(), got.offsets.data());
+      const bool same = got.blk == want.blk && got.colsum == want.colsum &&
+                        !std::memcmp(got.scales.data(), want.scales.data(), got.scales.size() * 4) &&
+                        !std::memcmp(got.offsets.data(), want.offsets.data(), got.offsets.size() * 4);
+      CHECK(same, "x16_pack %s k=%lld differs from the reference", type == GgmlType::q4_0 ? "Q4_0" : "Q4_K", (long long)k);
+    }
+}
+
 // --- concurrency: several threads use the pool at once -------------------------------
 static void check_concurrency() {
   const Shape s{37, 129, 300};
@@ -270,6 +312,7 @@ static int run_isa(const std::string& name, bool quick) {
               runtime_info().isa.c_str(), runtime_info().sgemm.c_str(), num_threads());
   check_quant_rows();
   check_pack_s8_block();
+  check_x16_pack();
   for (const Shape& s : kShapes) {
     check_matmul_s8(s, -127, 127, -128, 127);  // activations never hold -128
     check_matmul_s8(s, -128, 127, -127, 127);  // the other orientation of the AVX2 sign trick

@@ -594,15 +594,27 @@ void x16_pack_avx2(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad
   // Q4_K, per super-block: scales and offsets row by row, codes 8 rows per vector
   for (int64_t sb = 0; sb < k / 256; ++sb) {
     const uint8_t* u = group + sb * kX16Rows * 144;
-    for (int r = 0; r < kX16Rows; ++r) {
-      const float d = h2f(u + 2 * r), dmin = h2f(u + 32 + 2 * r);
-      uint8_t sc12[12];
-      for (int p = 0; p < 12; ++p) sc12[p] = u[64 + 16 * p + r];
+    // the 6-bit scales and mins of 8 rows at once from the byte planes (ggml's
+    // get_scale_min_k4 per lane), times d / dmin: the reference's products
+    const __m256i m6 = _mm256_set1_epi32(63), m4d = _mm256_set1_epi32(15);
+    const __m256 neg = _mm256_set1_ps(-0.f);
+    for (int h = 0; h < 2; ++h) {
+      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h)));
+      const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 32 + 16 * h)));
+      auto plane = [&](int p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u + 64 + 16 * p + 8 * h))); };
       for (int sub = 0; sub < 8; ++sub) {
-        int sc, mn;
-        scale_min_k4(sub, sc12, &sc, &mn);
-        scales[(sb * 8 + sub) * kX16Rows + r] = d * float(sc);
-        offsets[(sb * 8 + sub) * kX16Rows + r] = -(dmin * float(mn));
+        __m256i sc, mn;
+        if (sub < 4) {
+          sc = _mm256_and_si256(plane(sub), m6);
+          mn = _mm256_and_si256(plane(sub + 4), m6);
+        } else {
+          const __m256i hi = plane(sub + 4);
+          sc = _mm256_or_si256(_mm256_and_si256(hi, m4d), _mm256_slli_epi32(_mm256_srli_epi32(plane(sub - 4), 6), 4));
+          mn = _mm256_or_si256(_mm256_srli_epi32(hi, 4), _mm256_slli_epi32(_mm256_srli_epi32(plane(sub), 6), 4));
+        }
+        const int64_t at = (sb * 8 + sub) * kX16Rows + 8 * h;
+        _mm256_storeu_ps(scales + at, _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc)));
+        _mm256_storeu_ps(offsets + at, _mm256_xor_ps(_mm256_mul_ps(dmin, _mm256_cvtepi32_ps(mn)), neg));
       }
     }
     for (int j = 0; j < 4; ++j)
