@@ -208,6 +208,7 @@ static KernelTable make_table(Isa isa) {
     t.sgemm = sgemm_avx512; t.sgemv = sgemv_avx512; t.sgemm_name = "avx512";
     t.attn = attn_avx512; t.attn_name = "avx512";
     t.block_gemv = block_gemv_avx512;
+    t.x16_pack = x16_pack_avx512;
     if (cpu_features().avx512vbmi2 || isa_emulated(isa)) {
       t.spmv = spmv_avx512;
       t.sparse_name = "avx512vbmi2";

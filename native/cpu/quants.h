@@ -159,6 +159,7 @@ using X16PackFn = void (*)(GgmlType type, const uint8_t* group, int64_t k, int64
                            float* offsets);
 void x16_pack_ref(GgmlType, const uint8_t*, int64_t, int64_t, int8_t*, int32_t*, float*, float*);
 void x16_pack_avx2(GgmlType, const uint8_t*, int64_t, int64_t, int8_t*, int32_t*, float*, float*);
+void x16_pack_avx512(GgmlType, const uint8_t*, int64_t, int64_t, int8_t*, int32_t*, float*, float*);
 // One row (k values) decoded (the prefill strips, expanded to int8 for the int8 GEMM).
 using BlockDecodeRowFn = void (*)(const BlockFormat& f, const uint8_t* row, int64_t k, DecodedRow out);
 void block_decode_ref(const BlockFormat&, const uint8_t*, int64_t, DecodedRow);

@@ -428,6 +428,21 @@ void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   for (int i = 0; i < MR; ++i) _mm512_storeu_ps(a.y + (i0 + i) * a.ldy + g * kX16Rows, _mm512_add_ps(acc[i], off[i]));
 }
 
+// The 6-bit scale and min of sub-block `sub` of the 16 rows of a Q4_K x16
+// super-block u, from its byte planes (ggml's get_scale_min_k4 per lane).
+[[gnu::always_inline]] inline void x16k_scale_min(const uint8_t* u, int sub, __m512i* sc, __m512i* mn) {
+  const __m512i m6 = _mm512_set1_epi32(63), m4d = _mm512_set1_epi32(15);
+  auto plane = [&](int p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 64 + 16 * p))); };
+  if (sub < 4) {
+    *sc = _mm512_and_si512(plane(sub), m6);
+    *mn = _mm512_and_si512(plane(sub + 4), m6);
+  } else {
+    const __m512i hi = plane(sub + 4);
+    *sc = _mm512_or_si512(_mm512_and_si512(hi, m4d), _mm512_slli_epi32(_mm512_srli_epi32(plane(sub - 4), 6), 4));
+    *mn = _mm512_or_si512(_mm512_srli_epi32(hi, 4), _mm512_slli_epi32(_mm512_srli_epi32(plane(sub), 6), 4));
+  }
+}
+
 // Q4_K repacked 16 rows at a time (x16, quants.h): per super-block the 16
 // rows' d and dmin are one cvtph each and their 6-bit sub-block scales and mins
 // are decoded from the byte planes for all 16 rows at once (vpmovzxbd + shifts);
@@ -438,7 +453,7 @@ template <int MR>
 void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   const int64_t k = a.w->k, nsb = k / 256, nb32 = k / 32;
   const uint8_t* base = a.w->data + g * nsb * (kX16Rows * 144);
-  const __m512i m4 = _mm512_set1_epi8(0x0f), m6 = _mm512_set1_epi32(63), m4d = _mm512_set1_epi32(15);
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
   const int8_t* xq[MR];
   const float* xs[MR];
   const float* so32[MR];
@@ -455,21 +470,12 @@ void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
     for (int q = 0; q < 36; ++q) _mm_prefetch(reinterpret_cast<const char*>(u + kPf + 64 * q), _MM_HINT_T0);
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u)));
     const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + 32)));
-    auto plane = [&](int p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 64 + 16 * p))); };
     for (int j = 0; j < 4; ++j) {
-      // scales and mins of sub-blocks 2j, 2j + 1 (ggml's get_scale_min_k4), times d / dmin
+      // scales and mins of sub-blocks 2j, 2j + 1, times d / dmin
       __m512 dsc[2], dmn[2];
       for (int h = 0; h < 2; ++h) {
-        const int sub = 2 * j + h;
         __m512i sc, mn;
-        if (sub < 4) {
-          sc = _mm512_and_si512(plane(sub), m6);
-          mn = _mm512_and_si512(plane(sub + 4), m6);
-        } else {
-          const __m512i hi = plane(sub + 4);
-          sc = _mm512_or_si512(_mm512_and_si512(hi, m4d), _mm512_slli_epi32(_mm512_srli_epi32(plane(sub - 4), 6), 4));
-          mn = _mm512_or_si512(_mm512_srli_epi32(hi, 4), _mm512_slli_epi32(_mm512_srli_epi32(plane(sub), 6), 4));
-        }
+        x16k_scale_min(u, 2 * j + h, &sc, &mn);
         dsc[h] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
         dmn[h] = _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(mn));
       }
@@ -534,6 +540,65 @@ void block_gemv_avx512(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
     case GgmlType::q6_k: return gemv<ZQ6_K, true>(a, j0, j1);
     case GgmlType::iq4_xs: return gemv<ZIQ4_XS, true>(a, j0, j1);
     default: return block_gemv_ref(a, j0, j1);
+  }
+}
+
+// x16 groups straight into the int8 GEMM's blocks (x16_pack_ref, quants.cpp): a
+// quarter of 16 rows' codes is one vector, so each nibble half is one block of
+// the n16k4 layout; the row sums are vpdpbusd with ones.
+void x16_pack_avx512(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales,
+                     float* offsets) {
+  const __m512i m4 = _mm512_set1_epi8(0x0f), ones = _mm512_set1_epi8(1), zero = _mm512_setzero_si512();
+  auto nibbles = [&](const uint8_t* p, __m512i* lo, __m512i* hi) {
+    const __m512i v = _mm512_loadu_si512(p);
+    *lo = _mm512_and_si512(v, m4);
+    *hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+  };
+  std::memset(blk + k * kX16Rows, 0, size_t((k_pad - k) * kX16Rows));
+  if (type == GgmlType::q4_0) {
+    const int64_t blocks = k / 32;
+    const uint8_t* codes = group + blocks * kX16Rows * 2;
+    const __m512i eight = _mm512_set1_epi8(8), bias = _mm512_set1_epi32(256);  // 32 values x 8
+    for (int64_t b = 0; b < blocks; ++b) {
+      _mm512_storeu_ps(scales + b * kX16Rows, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + b * 32))));
+      __m512i sum = zero;
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) {
+        __m512i lo, hi;
+        nibbles(codes + b * 256 + q * 64, &lo, &hi);
+        sum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(sum, lo, ones), hi, ones);
+        _mm512_storeu_si512(blk + (b * 8 + q) * 64, _mm512_sub_epi8(lo, eight));
+        _mm512_storeu_si512(blk + (b * 8 + 4 + q) * 64, _mm512_sub_epi8(hi, eight));
+      }
+      _mm512_storeu_si512(colsum + b * kX16Rows, _mm512_sub_epi32(sum, bias));
+    }
+    return;
+  }
+  for (int64_t sb = 0; sb < k / 256; ++sb) {
+    const uint8_t* u = group + sb * kX16Rows * 144;
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u)));
+    // -(dmin * mn) as (-dmin) * mn: the same value, zeros' signs included
+    const __m512 ndmin = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + 32))), _mm512_set1_ps(-1.f));
+    for (int sub = 0; sub < 8; ++sub) {
+      __m512i sc, mn;
+      x16k_scale_min(u, sub, &sc, &mn);
+      _mm512_storeu_ps(scales + (sb * 8 + sub) * kX16Rows, _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)));
+      _mm512_storeu_ps(offsets + (sb * 8 + sub) * kX16Rows, _mm512_mul_ps(ndmin, _mm512_cvtepi32_ps(mn)));
+    }
+    for (int j = 0; j < 4; ++j) {
+      __m512i slo = zero, shi = zero;
+#pragma GCC unroll 8
+      for (int t = 0; t < 8; ++t) {
+        __m512i lo, hi;
+        nibbles(u + 256 + (8 * j + t) * 64, &lo, &hi);
+        slo = _mm512_dpbusd_epi32(slo, lo, ones);
+        shi = _mm512_dpbusd_epi32(shi, hi, ones);
+        _mm512_storeu_si512(blk + (sb * 64 + 16 * j + t) * 64, lo);
+        _mm512_storeu_si512(blk + (sb * 64 + 16 * j + 8 + t) * 64, hi);
+      }
+      _mm512_storeu_si512(colsum + (sb * 8 + 2 * j) * kX16Rows, slo);
+      _mm512_storeu_si512(colsum + (sb * 8 + 2 * j + 1) * kX16Rows, shi);
+    }
   }
 }
 

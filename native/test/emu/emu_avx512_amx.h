@@ -122,6 +122,9 @@ inline float reduce_add_ps(__m512 a) {  // pairwise, as the compiler's sequence:
 }
 inline __m512i abs_epi8(__m512i a) { V x = vi(a); for (int l = 0; l < 64; ++l) x.u8[l] = uint8_t(x.s8[l] < 0 ? -x.s8[l] : x.s8[l]); return toi(x); }
 inline __mmask64 movepi8_mask(__m512i a) { V x = vi(a); __mmask64 k = 0; for (int l = 0; l < 64; ++l) if (x.s8[l] < 0) k |= __mmask64(1) << l; return k; }
+inline __m512i sub_epi8(__m512i a, __m512i b) { V x = vi(a), y = vi(b); for (int l = 0; l < 64; ++l) x.u8[l] = uint8_t(x.u8[l] - y.u8[l]); return toi(x); }
+inline __m512i sub_epi32(__m512i a, __m512i b) { V x = vi(a), y = vi(b); for (int l = 0; l < 16; ++l) x.u[l] -= y.u[l]; return toi(x); }
+inline void storeu_si512(void* p, __m512i a) { std::memcpy(p, &a, 64); }
 inline __m512i mask_sub_epi8(__m512i src, __mmask64 k, __m512i a, __m512i b) {
   V r = vi(src), x = vi(a), y = vi(b);
   for (int l = 0; l < 64; ++l) if (k >> l & 1) r.u8[l] = uint8_t(x.u8[l] - y.u8[l]);
@@ -255,6 +258,9 @@ inline __m512 cvtph_ps(__m256i h) {  // F16C, one half at a time
 #define _mm512_abs_epi8 emu::abs_epi8
 #define _mm512_movepi8_mask emu::movepi8_mask
 #define _mm512_mask_sub_epi8 emu::mask_sub_epi8
+#define _mm512_sub_epi8 emu::sub_epi8
+#define _mm512_sub_epi32 emu::sub_epi32
+#define _mm512_storeu_si512 emu::storeu_si512
 #undef _tile_loadd
 #undef _tile_stored
 #undef _tile_zero
