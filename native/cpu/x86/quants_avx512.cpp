@@ -383,6 +383,7 @@ void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   const uint8_t* scales = a.w->data + g * nb * (kX16Rows * 18);
   const uint8_t* codes = scales + nb * kX16Rows * 2;
   const __m512i m4 = _mm512_set1_epi8(0x0f);
+  const __m512i m4h = _mm512_set1_epi8(char(0xf0));
   const int8_t* xq[MR];
   const float* xs[MR];
   const float* so32[MR];
@@ -401,25 +402,28 @@ void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
     if (b % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(scales + b * 32 + kPf / 8), _MM_HINT_T0);
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales + b * 32)));
     const __m512 d8 = _mm512_mul_ps(d, _mm512_set1_ps(-8.f));
+    // the high nibbles stay in place (16 x code): their chain's sum is exactly
+    // divisible by 16
     __m512i lo[4], hi[4];
 #pragma GCC unroll 4
     for (int q = 0; q < 4; ++q) {
       const __m512i v = _mm512_loadu_si512(codes + b * 256 + q * 64);
       lo[q] = _mm512_and_si512(v, m4);
-      hi[q] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+      hi[q] = _mm512_and_si512(v, m4h);
     }
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const int8_t* xb = xq[i] + b * 32;
-      __m512i p = _mm512_setzero_si512();
+      __m512i p = _mm512_setzero_si512(), ph = p;
 #pragma GCC unroll 4
       for (int q = 0; q < 4; ++q) {
         int32_t x0, x1;
         std::memcpy(&x0, xb + 4 * q, 4);
         std::memcpy(&x1, xb + 16 + 4 * q, 4);
         p = _mm512_dpbusd_epi32(p, lo[q], _mm512_set1_epi32(x0));
-        p = _mm512_dpbusd_epi32(p, hi[q], _mm512_set1_epi32(x1));
+        ph = _mm512_dpbusd_epi32(ph, hi[q], _mm512_set1_epi32(x1));
       }
+      p = _mm512_add_epi32(p, _mm512_srai_epi32(ph, 4));
       acc[i] = _mm512_fmadd_ps(d, _mm512_mul_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(xs[i][b])), acc[i]);
       off[i] = _mm512_fmadd_ps(d8, _mm512_set1_ps(so32[i][b]), off[i]);
     }
@@ -454,6 +458,7 @@ void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   const int64_t k = a.w->k, nsb = k / 256, nb32 = k / 32;
   const uint8_t* base = a.w->data + g * nsb * (kX16Rows * 144);
   const __m512i m4 = _mm512_set1_epi8(0x0f);
+  const __m512i m4h = _mm512_set1_epi8(char(0xf0));
   const int8_t* xq[MR];
   const float* xs[MR];
   const float* so32[MR];
@@ -479,25 +484,35 @@ void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
         dsc[h] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
         dmn[h] = _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(mn));
       }
+      dsc[1] = _mm512_mul_ps(dsc[1], _mm512_set1_ps(1.f / 16));
+      // the high nibbles stay in place (16 x code): their sums are scaled by 1 / 16
+      // with the sub-block's factor, exactly
       __m512i lo[8], hi[8];
 #pragma GCC unroll 8
       for (int t = 0; t < 8; ++t) {
         const __m512i v = _mm512_loadu_si512(u + 256 + (8 * j + t) * 64);
         lo[t] = _mm512_and_si512(v, m4);
-        hi[t] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        hi[t] = _mm512_and_si512(v, m4h);
       }
 #pragma GCC unroll 4
       for (int i = 0; i < MR; ++i) {
         const int8_t* xb = xq[i] + sb * 256 + 64 * j;
-        __m512i p0 = _mm512_setzero_si512(), p1 = _mm512_setzero_si512();
-#pragma GCC unroll 8
-        for (int t = 0; t < 8; ++t) {
-          int32_t x0, x1;
+        // two chains per nibble half (vpdpbusd latency)
+        __m512i p0 = _mm512_setzero_si512(), p1 = p0, q0 = p0, q1 = p0;
+#pragma GCC unroll 4
+        for (int t = 0; t < 8; t += 2) {
+          int32_t x0, x1, y0, y1;
           std::memcpy(&x0, xb + 4 * t, 4);
           std::memcpy(&x1, xb + 32 + 4 * t, 4);
+          std::memcpy(&y0, xb + 4 * t + 4, 4);
+          std::memcpy(&y1, xb + 36 + 4 * t, 4);
           p0 = _mm512_dpbusd_epi32(p0, lo[t], _mm512_set1_epi32(x0));
           p1 = _mm512_dpbusd_epi32(p1, hi[t], _mm512_set1_epi32(x1));
+          q0 = _mm512_dpbusd_epi32(q0, lo[t + 1], _mm512_set1_epi32(y0));
+          q1 = _mm512_dpbusd_epi32(q1, hi[t + 1], _mm512_set1_epi32(y1));
         }
+        p0 = _mm512_add_epi32(p0, q0);
+        p1 = _mm512_add_epi32(p1, q1);
         const int64_t s0 = sb * 8 + 2 * j;
         acc[i][0] = _mm512_fmadd_ps(dsc[0], _mm512_mul_ps(_mm512_cvtepi32_ps(p0), _mm512_set1_ps(xs[i][s0])), acc[i][0]);
         acc[i][1] = _mm512_fmadd_ps(dsc[1], _mm512_mul_ps(_mm512_cvtepi32_ps(p1), _mm512_set1_ps(xs[i][s0 + 1])), acc[i][1]);

@@ -122,6 +122,7 @@ inline float reduce_add_ps(__m512 a) {  // pairwise, as the compiler's sequence:
 }
 inline __m512i abs_epi8(__m512i a) { V x = vi(a); for (int l = 0; l < 64; ++l) x.u8[l] = uint8_t(x.s8[l] < 0 ? -x.s8[l] : x.s8[l]); return toi(x); }
 inline __mmask64 movepi8_mask(__m512i a) { V x = vi(a); __mmask64 k = 0; for (int l = 0; l < 64; ++l) if (x.s8[l] < 0) k |= __mmask64(1) << l; return k; }
+inline __m512i srai_epi32(__m512i a, unsigned s) { V x = vi(a); for (int l = 0; l < 16; ++l) x.i[l] = x.i[l] >> (s > 31 ? 31 : s); return toi(x); }
 inline __m512i sub_epi8(__m512i a, __m512i b) { V x = vi(a), y = vi(b); for (int l = 0; l < 64; ++l) x.u8[l] = uint8_t(x.u8[l] - y.u8[l]); return toi(x); }
 inline __m512i sub_epi32(__m512i a, __m512i b) { V x = vi(a), y = vi(b); for (int l = 0; l < 16; ++l) x.u[l] -= y.u[l]; return toi(x); }
 inline void storeu_si512(void* p, __m512i a) { std::memcpy(p, &a, 64); }
@@ -259,6 +260,8 @@ inline __m512 cvtph_ps(__m256i h) {  // F16C, one half at a time
 #define _mm512_movepi8_mask emu::movepi8_mask
 #define _mm512_mask_sub_epi8 emu::mask_sub_epi8
 #define _mm512_sub_epi8 emu::sub_epi8
+#undef _mm512_srai_epi32
+#define _mm512_srai_epi32 emu::srai_epi32
 #define _mm512_sub_epi32 emu::sub_epi32
 #define _mm512_storeu_si512 emu::storeu_si512
 #undef _tile_loadd
