@@ -112,6 +112,24 @@ describe('model: stories260K against llama2.c run.c', function () {
     expect(h.text).to.equal(full);
   });
 
+  it('the native forward fills and returns a given logits buffer (generate reuses one per loop), and refuses a wrong one', async () => {
+    const e = ref.entries[0]!;
+    type Fwd = { forward(t: Int32Array, all: boolean, out?: Float32Array): Promise<Float32Array> };
+    const nat = (f32 as unknown as { live(op: string): Fwd }).live('forward');
+    f32.reset();
+    const fresh = await f32.forward(e.prompt_token_ids);
+    f32.reset();
+    const buf = new Float32Array(f32.config.vocab).fill(Number.NaN);
+    const got = await nat.forward(Int32Array.from(e.prompt_token_ids), false, buf);
+    expect(got).to.equal(buf);
+    expect(Array.from(buf)).to.deep.equal(Array.from(fresh));
+    expect(() => nat.forward(Int32Array.from([1]), false, new Float32Array(3))).to.throw(RangeError, /out holds 3 floats/);
+    expect(await nat.forward(Int32Array.from([1]), true, buf)).to.equal(buf);  // all logits of one token: the same length
+    expect(() => nat.forward(Int32Array.from([1, 2]), true, buf)).to.throw(RangeError, /the logits are/);
+    expect(() => nat.forward(Int32Array.from([1]), false, new Float64Array(f32.config.vocab) as unknown as Float32Array)).to.throw(TypeError, /out must be a Float32Array/);
+    f32.reset();
+  });
+
   it('seeded sampling is reproducible; top-k 1 is greedy', async () => {
     const x = await collect(f32, 'Once upon a time', { maxTokens: 20, temperature: 0.9, topP: 0.9, seed: 7 });
     const y = await collect(f32, 'Once upon a time', { maxTokens: 20, temperature: 0.9, topP: 0.9, seed: 7 });

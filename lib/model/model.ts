@@ -83,7 +83,8 @@ export interface CalibrationStats {
 
 interface NativeModel {
   save(path: string, metadata: string): Promise<void>;
-  forward(tokens: Int32Array, all: boolean): Promise<Float32Array>;
+  /** out: a Float32Array of the logits' length, filled and returned instead of a new one */
+  forward(tokens: Int32Array, all: boolean, out?: Float32Array): Promise<Float32Array>;
   calibrate(tokens: Int32Array, lengths: Int32Array, ranges: Float32Array | null, bins: number, gramLayer: number): Promise<CalibrationStats>;
   pos(): number;
   truncate(n: number): void;
@@ -188,10 +189,10 @@ export class Model {
     return this.step('forwardAll', ids, true);
   }
 
-  private step(op: string, ids: readonly number[] | Int32Array, all: boolean): Promise<Float32Array> {
+  private step(op: string, ids: readonly number[] | Int32Array, all: boolean, out?: Float32Array): Promise<Float32Array> {
     try {
       const toks = this.checkIds(op, ids);
-      return this.serial(() => this.live(op).forward(toks, all));
+      return this.serial(() => this.live(op).forward(toks, all, out));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -246,7 +247,9 @@ export class Model {
     const stats: GenerationStats = { promptTokens: ids.length, promptTokensPerSec: 0, generatedTokens: 0, decodeTokensPerSec: 0 };
     this.stats = stats;
     const t0 = performance.now();
-    let logits = await this.forward(ids);
+    // one logits buffer for the whole loop (the sampler is done with it before the
+    // next step): no 4 x vocab bytes of garbage per token
+    let logits = await this.step('generate', ids, false, new Float32Array(this.config.vocab));
     const t1 = performance.now();
     stats.promptTokensPerSec = ids.length / ((t1 - t0) / 1000);
     const dec = new StreamDecoder(this.tokenizer);
@@ -279,7 +282,7 @@ export class Model {
       emitted += out.length;
       yield { id, text: out };
       if (last) break;
-      logits = await this.forward([id]);
+      logits = await this.step('generate', [id], false, logits);
       stats.decodeTokensPerSec = stats.generatedTokens / ((performance.now() - t1) / 1000);
     }
     if (stats.generatedTokens > 0 && stats.decodeTokensPerSec === 0) stats.decodeTokensPerSec = stats.generatedTokens / ((performance.now() - t1) / 1000);

@@ -356,7 +356,7 @@ class Model : public Napi::ObjectWrap<Model> {
     if (reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
     reported_ = 0;
   }
-  // forward(Int32Array tokens, all) -> Promise<Float32Array> logits (last position, or all)
+  // forward(Int32Array tokens, all, out?) -> Promise<Float32Array> logits (last position, or all)
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto h = get(env);
@@ -365,6 +365,18 @@ class Model : public Napi::ObjectWrap<Model> {
     Napi::Int32Array ta = info[0].As<Napi::Int32Array>();
     auto tokens = std::make_shared<std::vector<int32_t>>(ta.Data(), ta.Data() + ta.ElementLength());
     const bool all = info.Length() > 1 && info[1].ToBoolean().Value();
+    // out (optional): a Float32Array of exactly the logits' length, filled and
+    // returned instead of a new array (a decode loop reuses one: no garbage per token)
+    std::shared_ptr<Napi::ObjectReference> out;
+    if (info.Length() > 2 && !info[2].IsUndefined()) {
+      if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+        throw Napi::TypeError::New(env, "forward: out must be a Float32Array");
+      const size_t want = size_t((all ? int64_t(tokens->size()) : 1) * h->model->config().vocab);
+      const size_t have = info[2].As<Napi::Float32Array>().ElementLength();
+      if (have != want)
+        throw Napi::RangeError::New(env, "forward: out holds " + std::to_string(have) + " floats; the logits are " + std::to_string(want));
+      out = std::make_shared<Napi::ObjectReference>(Napi::Persistent(info[2].As<Napi::Object>()));
+    }
     auto logits = std::make_shared<std::vector<float>>();
     return RunAsync(
         env,
@@ -374,10 +386,17 @@ class Model : public Napi::ObjectWrap<Model> {
           logits->resize(size_t((all ? n : 1) * h->model->config().vocab));
           return h->model->forward(tokens->data(), n, all, logits->data());
         },
-        [logits](Napi::Env e) -> Napi::Value {
-          Napi::Float32Array out = Napi::Float32Array::New(e, logits->size());
-          std::memcpy(out.Data(), logits->data(), logits->size() * 4);
-          return out;
+        [logits, out](Napi::Env e) -> Napi::Value {
+          if (out) {  // still the same length (not detached meanwhile)
+            Napi::Float32Array o = out->Value().As<Napi::Float32Array>();
+            if (o.ElementLength() == logits->size()) {
+              std::memcpy(o.Data(), logits->data(), logits->size() * 4);
+              return o;
+            }
+          }
+          Napi::Float32Array fresh = Napi::Float32Array::New(e, logits->size());
+          std::memcpy(fresh.Data(), logits->data(), logits->size() * 4);
+          return fresh;
         });
   }
   // toCuda() -> Promise<void>: uploads the weights and runs every later forward on the
