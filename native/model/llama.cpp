@@ -210,18 +210,23 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
   };
   std::vector<float>& x = grow(x_, n * dim);
   std::vector<float>& xb = grow(xb_, n * dim);
-  std::vector<float>& tmp = grow(tmp_, n * dim);
-  std::vector<float>& qkv = grow(qkv_, n * qkvd);
-  std::vector<float>& qt = grow(qt_, n * qd);
-  std::vector<float>& att = grow(att_, n * qd);
-  std::vector<float>& kt = grow(kt_, n * kvd);
-  std::vector<float>& vt = grow(vt_, n * kvd);
-  // the FFN's gate | up outputs: fused ([n, 2 * hidden]) or apart ([n, hidden] twice), and
-  // silu(gate) * up [n, hidden]; only what this model's layout uses is allocated (at 512
-  // tokens of a 1B model each [n, hidden] is 16 MiB)
-  std::vector<float>& h13 = ffn_fused_ ? grow(h13_, n * 2 * c.hidden) : h13_;
-  std::vector<float>& h1 = grow(h1_, n * c.hidden);
-  std::vector<float>& h3 = ffn_apart_ ? grow(h3_, n * c.hidden) : h3_;
+  // One work area for what lives only within a layer's attention (q | k | v, the
+  // heads, the attention output) or only within its FFN (silu(gate) * up, and the
+  // gate | up outputs: fused [n, 2 * hidden] or apart [n, hidden] twice): the two
+  // halves share memory (at 512 tokens of a 1B model, 16 MiB). Then tmp, the
+  // output of wo / w2, written while their inputs are alive.
+  const int64_t hn = n * c.hidden;
+  const int64_t attn_f = n * (qkvd + 2 * qd + 2 * kvd), ffn_f = hn * (ffn_fused_ ? 3 : 2);
+  float* const work = grow(work_, std::max(attn_f, ffn_f) + n * dim).data();
+  float* const qkv = work;
+  float* const qt = qkv + n * qkvd;
+  float* const att = qt + n * qd;
+  float* const kt = att + n * qd;
+  float* const vt = kt + n * kvd;
+  float* const h1 = work;
+  float* const h3 = work + hn;   // apart
+  float* const h13 = work + hn;  // fused
+  float* const tmp = work + std::max(attn_f, ffn_f);
   for (int64_t t = 0; t < n; ++t) SPARQ_TRY(w_.embed.format->row_f32(w_.embed, int64_t(tok[t]), x.data() + t * dim));
   for (int64_t li = 0; li < c.layers; ++li) {
     const LlamaLayer& L = w_.layers[size_t(li)];
@@ -231,7 +236,7 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
     double* gram = calib_ && calib_->gram && calib_->gram_layer == li ? calib_->gram : nullptr;
     if (calib_) SPARQ_TRY(observe(*calib_, xb.data(), n, dim, li, 0, feat, gram));
     // q | k | v per token row: one fused linear, or three into the same layout
-    float* qp = qkv.data();
+    float* qp = qkv;
     int64_t ld = qkvd;
     if (L.wqkv.present()) {
       SPARQ_TRY(linear(xb.data(), n, L.wqkv, qp));
@@ -242,16 +247,16 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
       SPARQ_TRY(linear(xb.data(), n, L.wv, qp + n * (qd + kvd)));
     }
     const bool fused = ld == qkvd;
-    to_heads(qp, ld, n, c.heads, hd, qt.data());
-    to_heads(fused ? qp + qd : qp + n * qd, fused ? ld : kvd, n, c.kv_heads, hd, kt.data());
-    to_heads(fused ? qp + qd + kvd : qp + n * (qd + kvd), fused ? ld : kvd, n, c.kv_heads, hd, vt.data());
-    SPARQ_TRY(rope(qt.data(), c.heads, n, hd, pos, c.rope_theta, c.rope_neox, qt.data()));
-    SPARQ_TRY(rope(kt.data(), c.kv_heads, n, hd, pos, c.rope_theta, c.rope_neox, kt.data()));
+    to_heads(qp, ld, n, c.heads, hd, qt);
+    to_heads(fused ? qp + qd : qp + n * qd, fused ? ld : kvd, n, c.kv_heads, hd, kt);
+    to_heads(fused ? qp + qd + kvd : qp + n * (qd + kvd), fused ? ld : kvd, n, c.kv_heads, hd, vt);
+    SPARQ_TRY(rope(qt, c.heads, n, hd, pos, c.rope_theta, c.rope_neox, qt));
+    SPARQ_TRY(rope(kt, c.kv_heads, n, hd, pos, c.rope_theta, c.rope_neox, kt));
     const size_t l = size_t(li);
-    SPARQ_TRY(kv_store(kt.data(), 1, c.kv_heads, n, hd, c.kv_type, k_[l], ks_[l], c.max_seq, pos));
-    SPARQ_TRY(kv_store(vt.data(), 1, c.kv_heads, n, hd, c.kv_type, v_[l], vs_[l], c.max_seq, pos));
+    SPARQ_TRY(kv_store(kt, 1, c.kv_heads, n, hd, c.kv_type, k_[l], ks_[l], c.max_seq, pos));
+    SPARQ_TRY(kv_store(vt, 1, c.kv_heads, n, hd, c.kv_type, v_[l], vs_[l], c.max_seq, pos));
     AttentionArgs a;
-    a.q = qt.data();
+    a.q = qt;
     a.b = 1;
     a.hq = c.heads;
     a.tq = n;
@@ -266,26 +271,26 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
     a.tk = pos + n;
     a.scale = float(1.0 / std::sqrt(double(hd)));
     a.causal = true;
-    a.out = att.data();
+    a.out = att;
     SPARQ_TRY(attention(a));
-    from_heads(att.data(), n, c.heads, hd, qt.data());
-    if (calib_) SPARQ_TRY(observe(*calib_, qt.data(), n, qd, li, 1, feat + dim, gram ? gram + dim * dim : nullptr));
-    SPARQ_TRY(linear(qt.data(), n, L.wo, tmp.data()));
-    SPARQ_TRY(add(x.data(), tmp.data(), n * dim, x.data()));
+    from_heads(att, n, c.heads, hd, qt);
+    if (calib_) SPARQ_TRY(observe(*calib_, qt, n, qd, li, 1, feat + dim, gram ? gram + dim * dim : nullptr));
+    SPARQ_TRY(linear(qt, n, L.wo, tmp));
+    SPARQ_TRY(add(x.data(), tmp, n * dim, x.data()));
     SPARQ_TRY(rmsnorm(x.data(), L.ffn_norm, n, dim, c.norm_eps, xb.data()));
     if (calib_) SPARQ_TRY(observe(*calib_, xb.data(), n, dim, li, 2, feat + dim + qd, gram ? gram + dim * dim + qd * qd : nullptr));
     if (L.w13.present()) {
       // [n, gate | up]: one token's halves are contiguous; more tokens are split out
-      SPARQ_TRY(linear(xb.data(), n, L.w13, h13.data()));
-      SPARQ_TRY(swiglu_rows(h13.data(), n, c.hidden, h1.data()));
+      SPARQ_TRY(linear(xb.data(), n, L.w13, h13));
+      SPARQ_TRY(swiglu_rows(h13, n, c.hidden, h1));
     } else {
-      SPARQ_TRY(linear(xb.data(), n, L.w1, h1.data()));
-      SPARQ_TRY(linear(xb.data(), n, L.w3, h3.data()));
-      SPARQ_TRY(swiglu(h1.data(), h3.data(), n * c.hidden, h1.data()));
+      SPARQ_TRY(linear(xb.data(), n, L.w1, h1));
+      SPARQ_TRY(linear(xb.data(), n, L.w3, h3));
+      SPARQ_TRY(swiglu(h1, h3, n * c.hidden, h1));
     }
-    if (calib_) SPARQ_TRY(observe(*calib_, h1.data(), n, c.hidden, li, 3, feat + 2 * dim + qd, gram ? gram + 2 * dim * dim + qd * qd : nullptr));
-    SPARQ_TRY(linear(h1.data(), n, L.w2, tmp.data()));
-    SPARQ_TRY(add(x.data(), tmp.data(), n * dim, x.data()));
+    if (calib_) SPARQ_TRY(observe(*calib_, h1, n, c.hidden, li, 3, feat + 2 * dim + qd, gram ? gram + 2 * dim * dim + qd * qd : nullptr));
+    SPARQ_TRY(linear(h1, n, L.w2, tmp));
+    SPARQ_TRY(add(x.data(), tmp, n * dim, x.data()));
   }
   const int64_t rows = all ? n : 1;
   const float* last = x.data() + (all ? 0 : (n - 1) * dim);

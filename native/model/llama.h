@@ -113,8 +113,8 @@ class LlamaModel {
   std::unique_ptr<CudaLlama> gpu_;
   std::atomic<size_t> device_bytes_{0};
   // activations, grown to the largest chunk seen and reused (no allocation per token)
-  std::vector<float> x_, xb_, tmp_, qkv_, qt_, att_, kt_, vt_, h13_, h1_, h3_;
-  bool ffn_fused_ = false, ffn_apart_ = false;  // some layer has gate|up fused (h13_) / apart (h3_)
+  std::vector<float> x_, xb_, work_;  // forward(): the residual, a normed copy, the work area
+  bool ffn_fused_ = false, ffn_apart_ = false;  // some layer has gate|up fused / apart
 };
 
 }  // namespace sparq
