@@ -1019,8 +1019,7 @@ Error linear_blocks(const BlockWeight& w, const float* x, int64_t m, float* y) {
     // each range start costs a stream ramp-up and a task hand-off (2048 x 2048 Q4_K
     // x16, 2 threads: 32 ranges 48.9-61.3 us, 4 ranges 42.9-48.9); two per thread
     // still even out a thread the VM runs late
-    int64_t per = std::max<int64_t>(4, (n + 2 * num_threads() - 1) / (2 * num_threads()));
-    per = round_up(per, w.x16 ? kX16Rows : 4);  // whole groups of 16 rows
+    const int64_t per = round_up((n + 2 * num_threads() - 1) / (2 * num_threads()), w.x16 ? kX16Rows : 4);  // x16: whole groups
     parallel_for((n + per - 1) / per, [&](int64_t tt) { t.block_gemv(a, tt * per, std::min(n, tt * per + per)); });
     return Error{};
   }

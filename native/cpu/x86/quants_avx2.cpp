@@ -454,6 +454,21 @@ void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   }
 }
 
+// The 6-bit scale and min of sub-block `sub` of rows 8h .. 8h + 7 of a Q4_K x16
+// super-block u, from its byte planes (ggml's get_scale_min_k4 per lane).
+[[gnu::always_inline]] inline void x16k_scale_min(const uint8_t* u, int h, int sub, __m256i* sc, __m256i* mn) {
+  const __m256i m6 = _mm256_set1_epi32(63), m4d = _mm256_set1_epi32(15);
+  auto plane = [&](int p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u + 64 + 16 * p + 8 * h))); };
+  if (sub < 4) {
+    *sc = _mm256_and_si256(plane(sub), m6);
+    *mn = _mm256_and_si256(plane(sub + 4), m6);
+  } else {
+    const __m256i hi = plane(sub + 4);
+    *sc = _mm256_or_si256(_mm256_and_si256(hi, m4d), _mm256_slli_epi32(_mm256_srli_epi32(plane(sub - 4), 6), 4));
+    *mn = _mm256_or_si256(_mm256_srli_epi32(hi, 4), _mm256_slli_epi32(_mm256_srli_epi32(plane(sub), 6), 4));
+  }
+}
+
 // Q4_K repacked 16 rows at a time (x16, quants.h), one half of the group per
 // pass as x16_rows: per super-block the 8 rows' d, dmin and 6-bit sub-block
 // scales / mins decoded at once from the byte planes; per sub-block 8
@@ -463,7 +478,7 @@ template <int MR>
 void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   const int64_t k = a.w->k, nsb = k / 256, nb32 = k / 32;
   const uint8_t* base = a.w->data + g * nsb * (kX16Rows * 144);
-  const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1), m6 = _mm256_set1_epi32(63), m4d = _mm256_set1_epi32(15);
+  const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
   for (int h = 0; h < 2; ++h) {
     __m256 acc[MR];
     for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
@@ -473,17 +488,9 @@ void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
         for (int q = 0; q < 36; ++q) _mm_prefetch(reinterpret_cast<const char*>(u + kX16Prefetch + 64 * q), _MM_HINT_T0);
       const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h)));
       const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 32 + 16 * h)));
-      auto plane = [&](int p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u + 64 + 16 * p + 8 * h))); };
       for (int sub = 0; sub < 8; ++sub) {
         __m256i sc, mn;
-        if (sub < 4) {
-          sc = _mm256_and_si256(plane(sub), m6);
-          mn = _mm256_and_si256(plane(sub + 4), m6);
-        } else {
-          const __m256i hi = plane(sub + 4);
-          sc = _mm256_or_si256(_mm256_and_si256(hi, m4d), _mm256_slli_epi32(_mm256_srli_epi32(plane(sub - 4), 6), 4));
-          mn = _mm256_or_si256(_mm256_srli_epi32(hi, 4), _mm256_slli_epi32(_mm256_srli_epi32(plane(sub), 6), 4));
-        }
+        x16k_scale_min(u, h, sub, &sc, &mn);
         const __m256 dsc = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc)), dmn = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(mn));
         const int j = sub / 2, high = sub % 2;
         for (int i = 0; i < MR; ++i) {
@@ -596,22 +603,13 @@ void x16_pack_avx2(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad
     const uint8_t* u = group + sb * kX16Rows * 144;
     // the 6-bit scales and mins of 8 rows at once from the byte planes (ggml's
     // get_scale_min_k4 per lane), times d / dmin: the reference's products
-    const __m256i m6 = _mm256_set1_epi32(63), m4d = _mm256_set1_epi32(15);
     const __m256 neg = _mm256_set1_ps(-0.f);
     for (int h = 0; h < 2; ++h) {
       const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h)));
       const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 32 + 16 * h)));
-      auto plane = [&](int p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u + 64 + 16 * p + 8 * h))); };
       for (int sub = 0; sub < 8; ++sub) {
         __m256i sc, mn;
-        if (sub < 4) {
-          sc = _mm256_and_si256(plane(sub), m6);
-          mn = _mm256_and_si256(plane(sub + 4), m6);
-        } else {
-          const __m256i hi = plane(sub + 4);
-          sc = _mm256_or_si256(_mm256_and_si256(hi, m4d), _mm256_slli_epi32(_mm256_srli_epi32(plane(sub - 4), 6), 4));
-          mn = _mm256_or_si256(_mm256_srli_epi32(hi, 4), _mm256_slli_epi32(_mm256_srli_epi32(plane(sub), 6), 4));
-        }
+        x16k_scale_min(u, h, sub, &sc, &mn);
         const int64_t at = (sb * 8 + sub) * kX16Rows + 8 * h;
         _mm256_storeu_ps(scales + at, _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc)));
         _mm256_storeu_ps(offsets + at, _mm256_xor_ps(_mm256_mul_ps(dmin, _mm256_cvtepi32_ps(mn)), neg));
