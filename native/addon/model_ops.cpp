@@ -42,8 +42,10 @@ Error map_file(const std::string& path, void** p, size_t* bytes) {
   // folios (1.1 GB: 6 ms); older kernels touch one byte per page instead.
   void* m = ::mmap(nullptr, size_t(st.st_size), PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   const int err = errno;
-  ::close(fd);  // the mapping keeps the file
-  if (m == MAP_FAILED) return Error::make(sparq::Status::out_of_memory, "mapFile: cannot map " + path + ": " + std::strerror(err));
+  if (m == MAP_FAILED) {
+    ::close(fd);
+    return Error::make(sparq::Status::out_of_memory, "mapFile: cannot map " + path + ": " + std::strerror(err));
+  }
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22
 #endif
@@ -55,7 +57,9 @@ Error map_file(const std::string& path, void** p, size_t* bytes) {
   }
   *p = m;
   *bytes = size_t(st.st_size);
-  sparq::register_file_mapping(m, size_t(st.st_size));  // a repacked weight gives its pages back
+  // a repacked weight reads its bytes with pread and gives the pages back; the
+  // registry closes the fd with the mapping
+  sparq::register_file_mapping(m, size_t(st.st_size), fd);
   g_mapped.fetch_add(int64_t(st.st_size));
   return Error{};
 }

@@ -1,5 +1,6 @@
 // memory.cpp - 64-byte aligned allocations with a running byte count.
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <cstdlib>
 #include <sys/mman.h>
@@ -61,8 +62,13 @@ namespace {
 constexpr size_t kHuge = size_t(2) << 20;
 std::mutex g_huge_mu;
 std::vector<std::pair<void*, size_t>> g_huge;  // live huge allocations and their sizes
+struct FileMap {
+  const char* p;
+  size_t bytes;
+  int fd;  // -1: not readable with pread
+};
 std::mutex g_map_mu;
-std::vector<std::pair<const char*, size_t>> g_maps;  // registered file mappings
+std::vector<FileMap> g_maps;  // registered file mappings
 }  // namespace
 
 void* huge_malloc(size_t bytes) {
@@ -100,19 +106,21 @@ void huge_free(void* p) {
   std::free(p);
 }
 
-void register_file_mapping(const void* p, size_t bytes) {
+void register_file_mapping(const void* p, size_t bytes, int fd) {
   std::lock_guard<std::mutex> lock(g_map_mu);
   try {
-    g_maps.emplace_back(static_cast<const char*>(p), bytes);
+    g_maps.push_back(FileMap{static_cast<const char*>(p), bytes, fd});
   } catch (...) {
-    // unregistered: its pages are simply never released early
+    // unregistered: its pages are simply never released early, nor read with pread
+    if (fd >= 0) ::close(fd);
   }
 }
 
 void unregister_file_mapping(const void* p) {
   std::lock_guard<std::mutex> lock(g_map_mu);
   for (auto& e : g_maps)
-    if (e.first == p) {
+    if (e.p == p) {
+      if (e.fd >= 0) ::close(e.fd);
       e = g_maps.back();
       g_maps.pop_back();
       return;
@@ -123,7 +131,7 @@ void release_file_pages(const void* p, size_t bytes) {
   const char* c = static_cast<const char*>(p);
   std::lock_guard<std::mutex> lock(g_map_mu);  // held: the mapping cannot go away meanwhile
   for (const auto& e : g_maps)
-    if (c >= e.first && c + bytes <= e.first + e.second) {
+    if (c >= e.p && c + bytes <= e.p + e.bytes) {
       const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
       const uintptr_t lo = (reinterpret_cast<uintptr_t>(c) + page - 1) / page * page;
       const uintptr_t hi = (reinterpret_cast<uintptr_t>(c) + bytes) / page * page;
@@ -131,6 +139,34 @@ void release_file_pages(const void* p, size_t bytes) {
       if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
       return;
     }
+}
+
+bool read_file_bytes(const void* p, size_t bytes, void* dst) {
+  const char* c = static_cast<const char*>(p);
+  int fd = -1;
+  off_t at = 0;
+  {
+    // the fd is used outside the lock: the caller holds the mapping (it reads
+    // from it), so it is not unregistered meanwhile
+    std::lock_guard<std::mutex> lock(g_map_mu);
+    for (const auto& e : g_maps)
+      if (c >= e.p && c + bytes <= e.p + e.bytes) {
+        fd = e.fd;
+        at = off_t(c - e.p);
+        break;
+      }
+  }
+  if (fd < 0) return false;
+  char* d = static_cast<char*>(dst);
+  while (bytes > 0) {
+    const ssize_t r = ::pread(fd, d, bytes, at);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    d += r;
+    at += r;
+    bytes -= size_t(r);
+  }
+  return true;
 }
 
 }  // namespace sparq

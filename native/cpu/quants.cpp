@@ -823,20 +823,47 @@ bool block_x16_supported(const BlockWeight& w) {
 Error block_repack_x16(const BlockWeight& w, std::shared_ptr<const BlockWeight>* out) {
   if (!block_x16_supported(w)) return bad("repack: only Q4_0 and Q4_K weights with a multiple of 16 rows are repacked");
   const int64_t nb = w.k / w.fmt->block, gbytes = kX16Rows * w.row_bytes, bb = w.fmt->bytes;
-  const X16Map map{w.fmt->type, nb};
   auto h = std::make_shared<X16Holder>();
   h->mem = huge_malloc(w.bytes());
   if (!h->mem) return Error::make(Status::out_of_memory, "repack: out of memory");
   uint8_t* dst = static_cast<uint8_t*>(h->mem);
-  // block by block, so that the writes are sequential (a group is its 16 rows' bytes)
-  parallel_for(w.n / kX16Rows, [&](int64_t g) {
-    const uint8_t* rows = w.data + g * gbytes;
-    uint8_t* gd = dst + g * gbytes;
+  // A group's 16 rows go out block by block (a group is its 16 rows' bytes);
+  // X16Map's runs spelled out with fixed sizes (inlined moves).
+  const bool q4k = w.fmt->type == GgmlType::q4_k;
+  const auto pack_group = [&](const uint8_t* rows, uint8_t* gd) {
     for (int64_t b = 0; b < nb; ++b)
       for (int64_t r = 0; r < kX16Rows; ++r) {
-        const uint8_t* blk = rows + r * w.row_bytes + b * bb;
-        map.each(b, r, [&](int64_t i, int64_t len, int64_t at) { std::memcpy(gd + at, blk + i, size_t(len)); });
+        const uint8_t* s = rows + r * w.row_bytes + b * bb;
+        if (q4k) {
+          uint8_t* u = gd + b * kX16Rows * kQ4_KBytes;
+          std::memcpy(u + r * 2, s, 2);
+          std::memcpy(u + 32 + r * 2, s + 2, 2);
+          for (int p = 0; p < 12; ++p) u[64 + p * 16 + r] = s[4 + p];
+          for (int t = 0; t < 32; ++t) std::memcpy(u + 256 + t * 64 + r * 4, s + 16 + 4 * t, 4);
+        } else {
+          std::memcpy(gd + b * kX16Rows * 2 + r * 2, s, 2);
+          uint8_t* c = gd + nb * kX16Rows * 2 + b * 256 + r * 4;
+          for (int q = 0; q < 4; ++q) std::memcpy(c + q * 64, s + 2 + 4 * q, 4);
+        }
       }
+  };
+  // Tasks of about 512 KiB of groups. Weights in a registered file mapping are
+  // read with pread into a per-thread staging buffer (kept by the pool's
+  // threads, 512 KiB-ish each): on VMs that shadow page tables the first touch
+  // of the mapping's pages cost 2/3 of a load (sparq.h, read_file_bytes).
+  const int64_t groups = w.n / kX16Rows, per = std::max<int64_t>(1, (int64_t(512) << 10) / gbytes);
+  parallel_for((groups + per - 1) / per, [&](int64_t t) {
+    const int64_t g0 = t * per, g1 = std::min(groups, g0 + per);
+    const uint8_t* rows = w.data + g0 * gbytes;
+    const size_t len = size_t((g1 - g0) * gbytes);
+    thread_local std::vector<uint8_t> stage;
+    try {
+      if (stage.size() < len) stage.resize(len);
+      if (read_file_bytes(rows, len, stage.data())) rows = stage.data();
+    } catch (...) {
+      // no staging memory: read from the mapping
+    }
+    for (int64_t g = g0; g < g1; ++g) pack_group(rows + (g - g0) * gbytes, dst + g * gbytes);
   });
   h->w = w;
   h->w.data = dst;

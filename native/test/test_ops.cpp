@@ -27,6 +27,9 @@
 #include <tuple>
 #include <vector>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "../cpu/dispatch.h"
 #include "../cpu/kernels.h"
 #include "../cpu/thread_pool.h"
@@ -113,6 +116,44 @@ static std::vector<float> weight_values(const std::string& f, int64_t n, int64_t
   return w;
 }
 
+// The repack of a weight inside a registered file mapping reads the file with
+// pread (read_file_bytes) instead of touching the mapping: the same x16 bytes as
+// the repack from memory, the rows at an odd file offset; a range outside any
+// registered mapping is not read.
+static Error check_repack_from_file(const Weight& W) {
+  char path[] = "/tmp/sparq_test_repack_XXXXXX";
+  const int fd = ::mkstemp(path);
+  if (fd < 0) return Error::make(Status::internal, "repack from file: cannot create a temporary file");
+  ::unlink(path);
+  const size_t pad = 3, bytes = W.blocks.size() + pad;
+  std::vector<uint8_t> file(bytes, 0x5a);
+  std::memcpy(file.data() + pad, W.blocks.data(), W.blocks.size());
+  if (::write(fd, file.data(), bytes) != ssize_t(bytes)) {
+    ::close(fd);
+    return Error::make(Status::internal, "repack from file: cannot write the temporary file");
+  }
+  void* m = ::mmap(nullptr, bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+  if (m == MAP_FAILED) {
+    ::close(fd);
+    return Error::make(Status::internal, "repack from file: cannot map the temporary file");
+  }
+  uint8_t probe = 0;
+  if (read_file_bytes(static_cast<uint8_t*>(m) + pad, 1, &probe)) return Error::make(Status::internal, "read_file_bytes read an unregistered range");
+  register_file_mapping(m, bytes, fd);  // owns fd now
+  Error e;
+  BlockWeight bw;
+  std::shared_ptr<const BlockWeight> x16;
+  e = block_weight(int(W.x16->fmt->type), W.n, W.k, static_cast<uint8_t*>(m) + pad, &bw);
+  if (e.ok()) e = block_repack_x16(bw, &x16);
+  if (e.ok() && std::memcmp(x16->data, W.x16->data, W.x16->bytes()) != 0)
+    e = Error::make(Status::internal, "the x16 repack read from a file differs from the one made from memory");
+  if (e.ok() && (!read_file_bytes(static_cast<uint8_t*>(m) + pad, 1, &probe) || probe != W.blocks[0]))
+    e = Error::make(Status::internal, "read_file_bytes did not read a registered range");
+  unregister_file_mapping(m);
+  ::munmap(m, bytes);
+  return e;
+}
+
 static Error make_weight(const std::string& f, int64_t n, int64_t k, Weight* out) {
   Weight& W = *out;
   W.format = f;
@@ -130,6 +171,7 @@ static Error make_weight(const std::string& f, int64_t n, int64_t k, Weight* out
       for (int64_t j = 0; j < n; ++j)
         if (std::memcmp(block_row(*W.x16, j, tmp.data()), W.blocks.data() + j * W.bw.row_bytes, size_t(W.bw.row_bytes)))
           return Error::make(Status::internal, "x16 row " + std::to_string(j) + " differs from the stored row");
+      SPARQ_TRY(check_repack_from_file(W));
       W.bw = *W.x16;
     }
     W.wf.resize(size_t(n * k));
