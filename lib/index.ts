@@ -10,7 +10,7 @@ export { matmulInt8, linear, matmul, type LinearOptions } from './ops';
 export { prune, pruneRows, SparseTensor, type PruneOptions, type PruneRowsOptions, type SparseFormat } from './sparse';
 export { rmsnorm, softmax, swiglu, add, rope, type RmsNormOptions, type RopeOptions } from './small_ops';
 export { loadModel, saveModel, Model, type ModelConfig, type LoadModelOptions, type GenerateOptions, type GeneratedToken, type GenerationStats, type PruneReport } from './model/model';
-export { Tokenizer, type EncodeOptions } from './model/tokenizer';
+export { Tokenizer, type EncodeOptions, type PackedPieces, type TokenizerSpec } from './model/tokenizer';
 export { pruneModel, type PruneModelOptions } from './model/prune';
 export { evaluate, type EvaluateOptions, type EvaluationResult } from './model/evaluate';
 export { quantizeModel, type QuantizeModelOptions, type QuantizeReport } from './model/quantize_model';

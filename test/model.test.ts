@@ -230,6 +230,25 @@ describe('tokenizer: BPE merges', () => {
     expect(tok.decode(ids)).to.equal(text);
     expect(tok.encode(text.slice(0, 3000))).to.deep.equal([1, ...naive(tok, text.slice(0, 3000))]);
   });
+
+  it('pieces given packed (one buffer + offsets, as the GGUF loader builds them) tokenize as pieces given one by one', function () {
+    if (!have) this.skip();
+    const a = Tokenizer.fromLlama2c(fs.readFileSync(TOK), 512), spec = a.toSpec();
+    const text = 'Once upon a time, Lily saw a big red ball. "Wow!" she said. ÆØÅ 東京 😀\n';
+    // packPieces by hand: the bytes in a larger buffer at an offset, so views are honoured
+    const total = spec.pieces.reduce((n, p) => n + p.length, 0), backing = new Uint8Array(total + 5), offsets = new Uint32Array(spec.pieces.length + 1);
+    spec.pieces.forEach((p, i) => { backing.set(p, 3 + offsets[i]!); offsets[i + 1] = offsets[i]! + p.length; });
+    const b = new Tokenizer({ ...spec, pieces: { bytes: backing.subarray(3, 3 + total), offsets } });
+    expect(b.vocabSize).to.equal(a.vocabSize);
+    expect(b.encode(text)).to.deep.equal(a.encode(text));
+    const ids = Array.from({ length: 512 }, (_, i) => i);
+    expect(b.decode(ids)).to.equal(a.decode(ids));
+    expect(b.toSpec().pieces).to.deep.equal(spec.pieces);
+    // offsets that do not fit the bytes, or go backwards, are refused
+    expect(() => new Tokenizer({ ...spec, pieces: { bytes: new Uint8Array(4), offsets: Uint32Array.of(0, 2, 9) } })).to.throw(RangeError, /offsets/);
+    expect(() => new Tokenizer({ ...spec, pieces: { bytes: new Uint8Array(4), offsets: Uint32Array.of(0, 3, 1) } })).to.throw(RangeError, /offsets/);
+    expect(() => new Tokenizer({ ...spec, pieces: { bytes: new Uint8Array(4), offsets: Uint32Array.of(1, 3) } })).to.throw(RangeError, /offsets/);
+  });
 });
 
 describe('model: loader errors', function () {

@@ -71,12 +71,13 @@ export function readGguf(file: string): GgufFile {
     bufAt = pos;
   };
   const u32 = () => { need(4); const v = buf.readUInt32LE(pos - bufAt); pos += 4; return v; };
+  // two halves, not a BigInt: a vocabulary's strings read one length each
   const u64 = () => {
     need(8);
-    const v = buf.readBigUInt64LE(pos - bufAt);
+    const lo = buf.readUInt32LE(pos - bufAt), hi = buf.readUInt32LE(pos - bufAt + 4);
     pos += 8;
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) fail(`a 64-bit count or size is absurd (${v})`);
-    return Number(v);
+    if (hi > 0x1fffff) fail(`a 64-bit count or size is absurd (${(BigInt(hi) << 32n) | BigInt(lo)})`);
+    return hi * 2 ** 32 + lo;
   };
   const str = () => {
     const n = u64();
@@ -104,7 +105,17 @@ export function readGguf(file: string): GgufFile {
         const et = u32(), n = u64();
         if (n > size) fail(`an array of ${n} elements`);
         const a: GgufValue[] = new Array(n);
-        for (let i = 0; i < n; i++) a[i] = value(et, depth + 1);
+        if (et === 6) {  // f32 (a vocabulary's scores): one bounds check for the lot
+          need(4 * n);
+          for (let i = 0; i < n; i++) a[i] = buf.readFloatLE(pos - bufAt + 4 * i);
+          pos += 4 * n;
+        } else if (et === 5) {  // i32 (token types)
+          need(4 * n);
+          for (let i = 0; i < n; i++) a[i] = buf.readInt32LE(pos - bufAt + 4 * i);
+          pos += 4 * n;
+        } else {
+          for (let i = 0; i < n; i++) a[i] = value(et, depth + 1);
+        }
         return a;
       }
       case 10: need(8); pos += 8; return buf.readBigUInt64LE(pos - 8 - bufAt);

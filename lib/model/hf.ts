@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readBoundedFile, regularFileSize } from './files';
-import { Tokenizer } from './tokenizer';
+import { Tokenizer, packTextPieces } from './tokenizer';
 
 export interface SafetensorsEntry {
   file: string;
@@ -135,6 +135,5 @@ export function readHfTokenizer(dir: string, vocabSize: number, bos: number, eos
     const id = ids.get(a + b);
     if (id !== undefined && scores[id] === -1e9) scores[id] = -rank;
   });
-  const enc = new TextEncoder();
-  return new Tokenizer({ pieces: pieces.map((p) => enc.encode(p.replace(/\u2581/g, ' '))), scores, bos, eos, addSpacePrefix: norm.includes('Prepend') });
+  return new Tokenizer({ pieces: packTextPieces(pieces), scores, bos, eos, addSpacePrefix: norm.includes('Prepend') });
 }

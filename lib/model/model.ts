@@ -11,7 +11,7 @@ import { readBoundedFile, regularFileSize } from './files';
 import { parseLlama2c, type ParsedModel } from './llama2c';
 import type { QuantizeReport } from './quantize_model';
 import { Sampler, checkSampling, type SamplingOptions } from './sampler';
-import { StreamDecoder, Tokenizer, type TokenizerSpec } from './tokenizer';
+import { StreamDecoder, Tokenizer, packTextPieces, type TokenizerSpec } from './tokenizer';
 import { parseDevice } from '../tensor';
 
 export interface ModelConfig {
@@ -694,9 +694,8 @@ async function planGguf(file: string, int8: boolean, widenBlocks = false): Promi
   const sc = Array.isArray(scores) && scores.length === vocab ? scores.map(Number) : new Array<number>(vocab).fill(0);
   const id = (k: string, d: number) => { const v = Number(g.meta.get(k) ?? d); if (!Number.isInteger(v) || v < 0 || v >= vocab) bad(`${k} = ${v} is outside the vocabulary`); return v; };
   const bos = id('tokenizer.ggml.bos_token_id', 1), eos = id('tokenizer.ggml.eos_token_id', 2);
-  const enc = new TextEncoder();
   const tokenizer = new Tokenizer({
-    pieces: (toks as string[]).map((t) => enc.encode(t.replace(/\u2581/g, ' '))), scores: sc, bos, eos,
+    pieces: packTextPieces(toks as string[]), scores: sc, bos, eos,
     addSpacePrefix: g.meta.get('tokenizer.ggml.add_space_prefix') !== false,
   });
   const r = new WeightReader(file, int8);

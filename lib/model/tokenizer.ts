@@ -11,8 +11,15 @@ export interface EncodeOptions {
   eos?: boolean;
 }
 
+/** All pieces' bytes back to back: piece i is bytes[offsets[i], offsets[i + 1]). */
+export interface PackedPieces {
+  bytes: Uint8Array;
+  offsets: Uint32Array;
+}
+
 export interface TokenizerSpec {
-  pieces: Uint8Array[];
+  /** one byte string per token, or all of them packed (one allocation for a whole vocabulary) */
+  pieces: Uint8Array[] | PackedPieces;
   scores: Float32Array | number[];
   bos: number;
   eos: number;
@@ -20,17 +27,43 @@ export interface TokenizerSpec {
   addSpacePrefix?: boolean;
 }
 
+// a code point's 1-4 bytes as a lookup key
 const latin1 = (b: Uint8Array): string => {
   let s = '';
   for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!);
   return s;
 };
 
+/** Pieces packed into one buffer (what the tokenizer keeps). */
+export function packPieces(pieces: readonly Uint8Array[]): PackedPieces {
+  const offsets = new Uint32Array(pieces.length + 1);
+  for (let i = 0; i < pieces.length; i++) offsets[i + 1] = offsets[i]! + pieces[i]!.length;
+  const bytes = new Uint8Array(offsets[pieces.length]!);
+  pieces.forEach((p, i) => bytes.set(p, offsets[i]!));
+  return { bytes, offsets };
+}
+
+/** SentencePiece pieces as text (U+2581 for a space, as GGUF and tokenizer.json store them), packed as UTF-8. */
+export function packTextPieces(pieces: readonly string[]): PackedPieces {
+  const offsets = new Uint32Array(pieces.length + 1);
+  const text = pieces.map((p, i) => {
+    const t = p.includes('\u2581') ? p.replaceAll('\u2581', ' ') : p;
+    offsets[i + 1] = offsets[i]! + Buffer.byteLength(t, 'utf8');
+    return t;
+  });
+  const bytes = Buffer.from(text.join(''), 'utf8');
+  if (bytes.length !== offsets[pieces.length]) throw new RangeError('tokenizer: the pieces did not encode to their own lengths');
+  return { bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), offsets };
+}
+
+const isPacked = (p: TokenizerSpec['pieces']): p is PackedPieces => !Array.isArray(p);
+
 export class Tokenizer {
   readonly vocabSize: number;
   readonly bos: number;
   readonly eos: number;
-  private readonly pieces: Uint8Array[];
+  private readonly bytes: Uint8Array;
+  private readonly offsets: Uint32Array;
   private readonly keys: string[];
   private readonly scores: Float32Array;
   private readonly lookup = new Map<string, number>();
@@ -39,28 +72,40 @@ export class Tokenizer {
   private readonly addSpacePrefix: boolean;
 
   /** What the tokenizer was built from (saveModel stores it). */
-  toSpec(): TokenizerSpec {
-    return { pieces: this.pieces.map((p) => p.slice()), scores: Array.from(this.scores), bos: this.bos, eos: this.eos, addSpacePrefix: this.addSpacePrefix };
+  toSpec(): TokenizerSpec & { pieces: Uint8Array[] } {
+    const pieces: Uint8Array[] = [];
+    for (let i = 0; i < this.vocabSize; i++) pieces.push(this.bytes.slice(this.offsets[i], this.offsets[i + 1]));
+    return { pieces, scores: Array.from(this.scores), bos: this.bos, eos: this.eos, addSpacePrefix: this.addSpacePrefix };
   }
 
   constructor(spec: TokenizerSpec) {
-    this.pieces = spec.pieces;
-    this.vocabSize = spec.pieces.length;
+    const packed = isPacked(spec.pieces) ? spec.pieces : packPieces(spec.pieces);
+    const n = packed.offsets.length - 1;
+    if (n < 0 || packed.offsets[0] !== 0 || packed.offsets[n]! > packed.bytes.length) throw new RangeError('tokenizer: packed pieces do not match their offsets');
+    this.bytes = packed.bytes;
+    this.offsets = packed.offsets;
+    this.vocabSize = n;
     this.scores = Float32Array.from(spec.scores);
     this.bos = spec.bos;
     this.eos = spec.eos;
     this.addSpacePrefix = spec.addSpacePrefix ?? true;
-    this.keys = spec.pieces.map(latin1);
-    this.tokenByte = new Int16Array(this.vocabSize).fill(-1);
-    this.keys.forEach((k, i) => {
+    // one latin1 key per piece, sliced natively from the packed bytes
+    const all = Buffer.from(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
+    this.keys = new Array<string>(n);
+    this.tokenByte = new Int16Array(n).fill(-1);
+    for (let i = 0; i < n; i++) {
+      const a = this.offsets[i]!, b = this.offsets[i + 1]!;
+      if (b < a) throw new RangeError('tokenizer: packed pieces do not match their offsets');
+      const k = all.toString('latin1', a, b);
+      this.keys[i] = k;
       if (!this.lookup.has(k)) this.lookup.set(k, i);
-      const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(k);
-      if (m) {
-        const b = parseInt(m[1]!, 16);
-        this.tokenByte[i] = b;
-        if (this.byteToken[b] === -1) this.byteToken[b] = i;
+      // a byte token <0xXX>
+      if (k.length === 6 && k.startsWith('<0x') && k[5] === '>' && /^[0-9A-Fa-f]{2}$/.test(k.slice(3, 5))) {
+        const v = parseInt(k.slice(3, 5), 16);
+        this.tokenByte[i] = v;
+        if (this.byteToken[v] === -1) this.byteToken[v] = i;
       }
-    });
+    }
   }
 
   /** Parses llama2.c's tokenizer.bin: max_token_length (i32), then per token: score (f32), length (i32), bytes. */
@@ -176,10 +221,10 @@ export class Tokenizer {
   /** The bytes of token `id` as it prints after `prev` (a leading space is dropped after BOS). */
   pieceBytes(id: number, prev = -1): Uint8Array {
     if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) throw new RangeError(`decode: token id ${id} is outside [0, ${this.vocabSize})`);
-    const b = this.tokenByte[id]!;
-    if (b >= 0) return Uint8Array.of(b);
-    const p = this.pieces[id]!;
-    return prev === this.bos && p[0] === 0x20 ? p.subarray(1) : p;
+    const byte = this.tokenByte[id]!;
+    if (byte >= 0) return Uint8Array.of(byte);
+    const a = this.offsets[id]!, b = this.offsets[id + 1]!;
+    return this.bytes.subarray(prev === this.bos && b > a && this.bytes[a] === 0x20 ? a + 1 : a, b);
   }
 
   /** Text of a token sequence (BOS / EOS print nothing; bytes reassemble into UTF-8). */
