@@ -104,6 +104,19 @@ Error repack(LinearWeight& w) {
   return Error{};
 }
 
+// An embedding used a row per token gives back the file pages the loader
+// mapped in for it (MADV_POPULATE_READ maps the whole file): a row looked up
+// later is read again from the page cache, and only the rows used stay
+// resident (1B Q4_K_M: 36 MiB of Q4_K rows; 512 distinct tokens touch ~2 MiB).
+// A tied one is the classifier too, read whole every token, and stays.
+void release_embedding(const LinearWeight& e) {
+  size_t bytes = 0;
+  if (e.format == &kLinearGgml) bytes = size_t(e.as<BlockWeight>().n * e.as<BlockWeight>().row_bytes);
+  else if (e.format == &kLinearF32) bytes = size_t(e.n * e.k) * sizeof(float);
+  const void* p = bytes ? e.format->memory(e.data.get()) : nullptr;
+  if (p) release_file_pages(p, bytes, true);  // nothing unless it lies in a registered file mapping
+}
+
 }  // namespace
 
 LlamaModel::~LlamaModel() {
@@ -152,7 +165,10 @@ Error LlamaModel::create(const LlamaConfig& cfg, LlamaWeights w, std::unique_ptr
   m->w_ = std::move(w);
   for (LlamaLayer& L : m->w_.layers)
     for (LinearWeight* lw : {&L.wqkv, &L.wq, &L.wk, &L.wv, &L.wo, &L.w13, &L.w1, &L.w3, &L.w2}) SPARQ_TRY(repack(*lw));
-  if (!m->w_.output.same(m->w_.embed)) SPARQ_TRY(repack(m->w_.output));  // a tied one is also the embedding: left as stored
+  if (!m->w_.output.same(m->w_.embed)) {
+    SPARQ_TRY(repack(m->w_.output));  // a tied one is also the embedding: left as stored
+    release_embedding(m->w_.embed);
+  }
   for (const LlamaLayer& L : m->w_.layers) (L.w13.present() ? m->ffn_fused_ : m->ffn_apart_) = true;
   const size_t es = c.kv_type == KvType::f32 ? 4 : c.kv_type == KvType::f16 ? 2 : 1;
   const size_t rows = size_t(c.kv_heads * c.max_seq), bytes = rows * size_t(hd) * es;
