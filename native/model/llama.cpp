@@ -109,12 +109,36 @@ Error repack(LinearWeight& w) {
 // later is read again from the page cache, and only the rows used stay
 // resident (1B Q4_K_M: 36 MiB of Q4_K rows; 512 distinct tokens touch ~2 MiB).
 // A tied one is the classifier too, read whole every token, and stays.
+// Rows are then read with pread (embed_row): through the mapping, each lookup
+// would map a whole large folio of the page cache back (20 of the 36 MiB after
+// 544 lookups).
 void release_embedding(const LinearWeight& e) {
   size_t bytes = 0;
   if (e.format == &kLinearGgml) bytes = size_t(e.as<BlockWeight>().n * e.as<BlockWeight>().row_bytes);
   else if (e.format == &kLinearF32) bytes = size_t(e.n * e.k) * sizeof(float);
   const void* p = bytes ? e.format->memory(e.data.get()) : nullptr;
   if (p) release_file_pages(p, bytes, true);  // nothing unless it lies in a registered file mapping
+}
+
+// Embedding row r: read from the file (pread) where it lies in a registered
+// mapping and is kept in GGUF blocks as stored or in f32, else through memory.
+Error embed_row(const LinearWeight& e, int64_t r, std::vector<uint8_t>& tmp, float* out) {
+  if (e.format == &kLinearGgml && !e.as<BlockWeight>().x16) {
+    const BlockWeight& b = e.as<BlockWeight>();
+    try {
+      if (int64_t(tmp.size()) < b.row_bytes) tmp.resize(size_t(b.row_bytes));
+    } catch (const std::bad_alloc&) {
+      return Error::make(Status::out_of_memory, "embedding: out of memory");
+    }
+    if (read_file_bytes(b.data + r * b.row_bytes, size_t(b.row_bytes), tmp.data())) {
+      b.fmt->to_f32(tmp.data(), b.k / b.fmt->block, out);
+      return Error{};
+    }
+  } else if (e.format == &kLinearF32) {
+    const float* rows = static_cast<const float*>(e.format->memory(e.data.get()));
+    if (rows && read_file_bytes(rows + r * e.k, size_t(e.k) * sizeof(float), out)) return Error{};
+  }
+  return e.format->row_f32(e, r, out);
 }
 
 }  // namespace
@@ -243,7 +267,7 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
   float* const h3 = work + hn;   // apart
   float* const h13 = work + hn;  // fused
   float* const tmp = work + std::max(attn_f, ffn_f);
-  for (int64_t t = 0; t < n; ++t) SPARQ_TRY(w_.embed.format->row_f32(w_.embed, int64_t(tok[t]), x.data() + t * dim));
+  for (int64_t t = 0; t < n; ++t) SPARQ_TRY(embed_row(w_.embed, int64_t(tok[t]), embed_tmp_, x.data() + t * dim));
   for (int64_t li = 0; li < c.layers; ++li) {
     const LlamaLayer& L = w_.layers[size_t(li)];
     SPARQ_TRY(rmsnorm(x.data(), L.attn_norm, n, dim, c.norm_eps, xb.data()));
