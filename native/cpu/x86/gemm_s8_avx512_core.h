@@ -209,7 +209,11 @@ SPARQ_INLINE void pin_zmm(__m512& v) {
 #endif
 }
 
-template <bool kAU8, int MR, int NB>
+// kAG: per-row group scales of A (a_gscale) are present (a template flag, not a
+// test per group and row); a group of exactly kG8 k-steps (32 values: Q4_0,
+// Q4_K, Q8_0 ...) runs fully unrolled.
+constexpr int64_t kG8 = 8;
+template <bool kAU8, bool kAG, int MR, int NB>
 void tile_groups(const Ctx& x, int64_t i0, int64_t nb) {
   static_assert(MR <= kMRG, "grouped tiles have at most kMRG rows");
   __m512 sum[MR][NB];
@@ -217,6 +221,7 @@ void tile_groups(const Ctx& x, int64_t i0, int64_t nb) {
     static_for<NB>([&](auto c) SPARQ_LAMBDA { sum[r][c] = _mm512_setzero_ps(); });
   });
   const int64_t lda = x.lda, bs = x.bstride;
+  const float* ag = kAG ? x.a_gscale + i0 * x.groups : nullptr;
   for (int64_t g = 0; g < x.groups; ++g) {
     const int64_t s0 = g * x.gsteps;
     const int64_t nsteps = std::min(x.gsteps, x.ksteps - s0);  // >= 1: every group starts inside k_pad
@@ -233,22 +238,22 @@ void tile_groups(const Ctx& x, int64_t i0, int64_t nb) {
       const __m512i av = bcast_a<kAU8>(p + r * lda);
       static_for<NB>([&](auto c) SPARQ_LAMBDA { acc[r][c] = _mm512_dpbusd_epi32(init[c], av, bv[c]); });
     });
-    for (int64_t st = 1; st < nsteps; ++st) {
-      p += kS8StepK;
-      bp += kS8BlockBytes;
+    // one k-step at offset st (A bytes st * 4, B blocks st * 64 bytes on)
+    const auto step = [&](int64_t st) SPARQ_LAMBDA {
       static_for<NB>([&](auto c) SPARQ_LAMBDA {
-        bv[c] = _mm512_loadu_si512(bp + c * bs);
-        _mm_prefetch(reinterpret_cast<const char*>(bp + c * bs + kPrefetch), _MM_HINT_T0);
+        bv[c] = _mm512_loadu_si512(bp + st * kS8BlockBytes + c * bs);
+        _mm_prefetch(reinterpret_cast<const char*>(bp + st * kS8BlockBytes + c * bs + kPrefetch), _MM_HINT_T0);
       });
       static_for<MR>([&](auto r) SPARQ_LAMBDA {
-        const __m512i av = bcast_a<kAU8>(p + r * lda);
+        const __m512i av = bcast_a<kAU8>(p + st * kS8StepK + r * lda);
         static_for<NB>([&](auto c) SPARQ_LAMBDA { dpbusd_tied(acc[r][c], av, bv[c]); });
       });
-    }
+    };
+    for (int64_t st = 1; st < nsteps; ++st) step(st);
     static_for<NB>([&](auto c) SPARQ_LAMBDA {
       const __m512 sc = _mm512_loadu_ps(x.scales + s8_group_index(nb + c, g, x.groups));
       static_for<MR>([&](auto r) SPARQ_LAMBDA {
-        const __m512 t = x.a_gscale ? _mm512_mul_ps(sc, _mm512_set1_ps(x.a_gscale[(i0 + r) * x.groups + g])) : sc;
+        const __m512 t = kAG ? _mm512_mul_ps(sc, _mm512_set1_ps(ag[r * x.groups + g])) : sc;
         sum[r][c] = _mm512_fmadd_ps(to_f32(acc[r][c]), t, sum[r][c]);
         pin_zmm(sum[r][c]);
       });
@@ -273,8 +278,8 @@ const TileFn kTiles[kMR][kNB] = {SPARQ_TILE_ROW(tile_one_group, 1), SPARQ_TILE_R
                                  SPARQ_TILE_ROW(tile_one_group, 3), SPARQ_TILE_ROW(tile_one_group, 4),
                                  SPARQ_TILE_ROW(tile_one_group, 5), SPARQ_TILE_ROW(tile_one_group, 6),
                                  SPARQ_TILE_ROW(tile_one_group, 7), SPARQ_TILE_ROW(tile_one_group, 8)};
-template <bool kAU8>
-#define SPARQ_G(MR) {&tile_groups<kAU8, MR, 1>, &tile_groups<kAU8, MR, 2>}
+template <bool kAU8, bool kAG>
+#define SPARQ_G(MR) {&tile_groups<kAU8, kAG, MR, 1>, &tile_groups<kAU8, kAG, MR, 2>}
 const TileFn kTilesGrouped[kMRG][kNBG] = {SPARQ_G(1), SPARQ_G(2), SPARQ_G(3), SPARQ_G(4), SPARQ_G(5), SPARQ_G(6)};
 #undef SPARQ_G
 #undef SPARQ_TILE_ROW
@@ -301,7 +306,8 @@ void run(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1) 
       nbc = x.grouped ? std::min<int64_t>(kNBG, left) : left == 4 ? 2 : std::min<int64_t>(kNB, left);
       for (int64_t i = ib; i < ie; i += rows) {
         const int64_t mr = std::min<int64_t>(rows, ie - i);
-        (x.grouped ? kTilesGrouped<kAU8>[mr - 1][nbc - 1] : kTiles<kAU8>[mr - 1][nbc - 1])(x, i, nb);
+        (x.grouped ? (x.a_gscale ? kTilesGrouped<kAU8, true> : kTilesGrouped<kAU8, false>)[mr - 1][nbc - 1]
+                   : kTiles<kAU8>[mr - 1][nbc - 1])(x, i, nb);
       }
     }
   }
