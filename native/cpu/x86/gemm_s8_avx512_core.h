@@ -20,7 +20,7 @@
 // 48-column panels of B, inside them the row tiles, so one B panel
 // (48 x k_pad bytes) is reused from L1/L2 by every row tile; for m <= 8 (decode)
 // B is streamed exactly once, with software prefetch ahead of each block stream.
-// Groups > 1: 6 x 32 tiles whose int32 group sums and f32 totals both stay in
+// Groups > 1: 5 x 32 tiles whose int32 group sums and f32 totals both stay in
 // registers (one fma per accumulator and group folds a group in).
 #pragma once
 
@@ -178,15 +178,19 @@ void tile_one_group(const Ctx& x, int64_t i0, int64_t nb) {
   });
 }
 
-// groups > 1 (f32 only): an MR x (16*NB) tile, MR <= 6, NB <= 2, keeps both its
-// int32 group sums and its f32 totals in registers (2 * MR * NB zmm: 24 at 6 x 2,
-// with 2 for B and 1 for A), and folds each group in with one fma per
-// accumulator: total += float(acc_g) * scale[g]. Measured against the other
-// shapes on Zen 5 (m = 128, n = k = 4096, group 32, x per-channel time): parking
-// an 8 x 48 tile in L1 per group 1.73, 8 x 48 with the totals in L1 1.64, 4 x 48
-// in registers 1.31, 6 x 32 in registers 1.2-1.3. Groups cover k in
-// [g*group, (g+1)*group); k >= groups*group is zero padding in both A and B.
-constexpr int kMRG = 6, kNBG = 2;
+// groups > 1 (f32 only): an MR x (16*NB) tile, MR <= 5, NB <= 2, keeps both its
+// int32 group sums and its f32 totals in registers (2 * MR * NB zmm: 20 at 5 x 2,
+// with 2 for B, 2 for the group's starting values and 1 for A), and folds each
+// group in with one fma per accumulator: total += float(acc_g) * scale[g].
+// Measured against the other shapes on Zen 5 (m = 128, n = k = 4096, group 32,
+// x per-channel time): parking an 8 x 48 tile in L1 per group 1.73, 8 x 48 with
+// the totals in L1 1.64, 4 x 48 in registers 1.31, 6 x 32 in registers 1.2-1.3.
+// 6 x 32 needs 28 zmm plus temporaries, and GCC spilled 2 totals and 2 group
+// sums per group; 5 x 32 spills no zmm register (m = 512, 8192 x 2048, 2 threads, 4-6
+// alternations: Q4_0 x16 17.3-17.7 -> 16.5-17.1 ms, Q8_0 18.6-18.7 -> 17.5-17.9,
+// Q4_K within noise). Groups cover k in [g*group, (g+1)*group); k >=
+// groups*group is zero padding in both A and B.
+constexpr int kMRG = 5, kNBG = 2;
 
 // GCC 12 copied every accumulator between registers on each k-step of this
 // loop nest when vpdpbusd came through the intrinsic: the asm form ties the
@@ -280,7 +284,7 @@ const TileFn kTiles[kMR][kNB] = {SPARQ_TILE_ROW(tile_one_group, 1), SPARQ_TILE_R
                                  SPARQ_TILE_ROW(tile_one_group, 7), SPARQ_TILE_ROW(tile_one_group, 8)};
 template <bool kAU8, bool kAG>
 #define SPARQ_G(MR) {&tile_groups<kAU8, kAG, MR, 1>, &tile_groups<kAU8, kAG, MR, 2>}
-const TileFn kTilesGrouped[kMRG][kNBG] = {SPARQ_G(1), SPARQ_G(2), SPARQ_G(3), SPARQ_G(4), SPARQ_G(5), SPARQ_G(6)};
+const TileFn kTilesGrouped[kMRG][kNBG] = {SPARQ_G(1), SPARQ_G(2), SPARQ_G(3), SPARQ_G(4), SPARQ_G(5)};
 #undef SPARQ_G
 #undef SPARQ_TILE_ROW
 #undef SPARQ_INLINE
