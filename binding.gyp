@@ -31,14 +31,14 @@
       "target_name": "sparq_avxvnni",
       "type": "static_library",
       "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-mavxvnni"],
-      "sources": ["native/cpu/x86/gemm_s8_avxvnni.cpp"]
+      "sources": ["native/cpu/x86/gemm_s8_avxvnni.cpp", "native/cpu/x86/ceiling_avxvnni.cpp"]
     },
     {
       "target_name": "sparq_avx512",
       "type": "static_library",
       "cflags_cc": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mfma", "-mf16c"],
       "sources": ["native/cpu/x86/gemm_s8_avx512vnni.cpp", "native/cpu/x86/sgemm_avx512.cpp", "native/cpu/x86/attention_avx512.cpp",
-                  "native/cpu/x86/quants_avx512.cpp"]
+                  "native/cpu/x86/quants_avx512.cpp", "native/cpu/x86/ceiling_avx512.cpp"]
     },
     {
       "target_name": "sparq_avx512vbmi2",

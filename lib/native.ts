@@ -92,7 +92,11 @@ export interface NativeBinding {
             out: S, outOff: Off): Promise<void>;
   linearF32(x: S, xOff: Off, m: number, k: number, w: S, wOff: Off, n: number, bias: S | null, biasOff: Off,
             out: S, outOff: Off): Promise<void>;
-  ceilings(dramBytes: number): Promise<{ fp32Avx2Gops: number; int8Avx2Gops: number; dramReadGBs: number; threads: number }>;
+  /** the wider units are 0 where the CPU lacks them */
+  ceilings(dramBytes: number): Promise<{
+    fp32Avx2Gops: number; int8Avx2Gops: number; fp32Avx512Gops: number; int8AvxvnniGops: number; int8Avx512vnniGops: number;
+    dramReadGBs: number; threads: number;
+  }>;
   rmsnorm(x: S, xOff: Off, rows: number, d: number, w: S, wOff: Off, eps: number, out: S, outOff: Off): Promise<void>;
   softmax(x: S, xOff: Off, rows: number, n: number, out: S, outOff: Off): Promise<void>;
   swiglu(a: S, aOff: Off, b: S, bOff: Off, n: number, out: S, outOff: Off): Promise<void>;

@@ -193,3 +193,26 @@ describeEachIsa('non-finite activations', () => {
     [w, pc, pg, sp, q4].forEach((t) => t.dispose());
   });
 });
+
+describe('machine ceilings (the benchmarks\' "% of peak")', () => {
+  it('are measured for every unit the CPU itself has, and 0 for the others', async function () {
+    this.timeout(60000);
+    const c = await loadNative().ceilings(16 * 2 ** 20);
+    const hw = (isa: IsaName) => supported.includes(isa) && !emulated.includes(isa);
+    expect(c.threads).to.equal(info().threads);
+    expect(c.dramReadGBs).to.be.above(0);
+    if (hw('avx2')) {
+      expect(c.fp32Avx2Gops).to.be.above(0);
+      expect(c.int8Avx2Gops).to.be.above(0);
+    }
+    if (hw('avxvnni')) expect(c.int8AvxvnniGops).to.be.above(0);
+    else expect(c.int8AvxvnniGops).to.equal(0);
+    if (hw('avx512vnni')) {
+      expect(c.fp32Avx512Gops).to.be.above(0);
+      expect(c.int8Avx512vnniGops).to.be.above(0);
+    } else {
+      expect(c.fp32Avx512Gops).to.equal(0);
+      expect(c.int8Avx512vnniGops).to.equal(0);
+    }
+  });
+});

@@ -9,7 +9,7 @@
 import * as os from 'node:os';
 import { attention, attentionNaive, info, KVCache, setNumThreads, Tensor, type KVDType } from '../index';
 import { loadNative } from '../native';
-import { measure, rssGrowth, table, writeJson } from './harness';
+import { ceilingsLine, measure, rssGrowth, table, writeJson } from './harness';
 
 export interface AttentionBenchOptions {
   threads?: number;
@@ -34,7 +34,10 @@ export async function benchAttention(opts: AttentionBenchOptions = {}): Promise<
   log(`sparq ${inf.version} attention benchmark - ${inf.cpu.brand || inf.cpu.vendor}, ${threads} threads, kernels ${inf.kernels.attention}`);
   log('measuring this machine\'s ceilings...');
   const local = await loadNative().ceilings(quick ? 256 * 2 ** 20 : 2 ** 30);
-  log(`  fp32 FMA (AVX2) ${local.fp32Avx2Gops.toFixed(0)} GFLOP/s, DRAM read ${local.dramReadGBs.toFixed(1)} GB/s`);
+  log(`  ${ceilingsLine(local)}`);
+  // rated against the FMA unit the attention kernels use
+  const avx512 = /avx512/.test(inf.kernels.attention) && local.fp32Avx512Gops > 0;
+  const fmaPeak = avx512 ? local.fp32Avx512Gops : local.fp32Avx2Gops, fmaName = avx512 ? 'AVX-512' : 'AVX2';
   const refPeak = threads === 2 ? REF_F32_AVX512_GFLOPS_2C : (REF_F32_AVX512_GFLOPS_2C / 2) * threads;
 
   // --- prefill -----------------------------------------------------------------
@@ -69,7 +72,7 @@ export async function benchAttention(opts: AttentionBenchOptions = {}): Promise<
           const outMiB = (t * d * h * 4) / 2 ** 20;
           const r = {
             t, d, heads: h, causal, median_ms: s.medianMs, p10_ms: s.p10Ms, p90_ms: s.p90Ms, spread_pct: s.spreadPct, reps: s.reps, gflops,
-            pct_local_fma: (100 * gflops) / local.fp32Avx2Gops, pct_ref_avx512: (100 * gflops) / refPeak,
+            pct_local_fma: (100 * gflops) / fmaPeak, pct_ref_avx512: (100 * gflops) / refPeak,
             extra_mib: Math.max(0, extra / 2 ** 20 - outMiB), naive_median_ms: naive?.medianMs ?? null,
             naive_extra_mib: Number.isFinite(naiveMem) ? Math.max(0, naiveMem / 2 ** 20 - outMiB) : null,
           };
@@ -126,7 +129,7 @@ export async function benchAttention(opts: AttentionBenchOptions = {}): Promise<
       'decode GB/s = key+value bytes of the view (int8: + scales) / time; naive = attentionNaive (materialised scores, one head at a time)',
     prefill, decode,
   };
-  log(`\nsummary (${threads} threads; "% FMA here" uses the AVX2 FMA ceiling measured above, "% AVX512 ref" the reference machine's AVX-512 f32 peak):`);
+  log(`\nsummary (${threads} threads; "% FMA here" uses the ${fmaName} FMA ceiling measured above, "% AVX512 ref" the reference machine's AVX-512 f32 peak):`);
   log(table(prows, 9));
   log('');
   log(table(drows, 9));

@@ -7,7 +7,7 @@
 import * as os from 'node:os';
 import { info, linear, quantize, setIsa, setNumThreads, Tensor, type IsaName, type QuantizedTensor } from '../index';
 import { loadNative } from '../native';
-import { measure, table, writeJson } from './harness';
+import { ceilingOf, ceilingsLine, measure, table, writeJson } from './harness';
 
 export interface GemmBenchOptions {
   isas?: IsaName[];
@@ -52,10 +52,10 @@ export async function benchGemm(opts: GemmBenchOptions = {}): Promise<unknown> {
       [[1, 4096, 4096], [8, 4096, 4096], [128, 4096, 4096], [512, 4096, 4096], [2048, 2048, 2048]]);
 
   log(`sparq ${inf.version} GEMM benchmark - ${inf.cpu.brand || inf.cpu.vendor}, ${threads} threads, best int8 path ${inf.kernels.gemm_s8}`);
-  log('measuring this machine\'s ceilings (AVX2 in-register loops, DRAM read over 1 GiB)...');
+  log('measuring this machine\'s ceilings (in-register loops of each unit it has, DRAM read over 1 GiB)...');
   const local = await loadNative().ceilings(opts.quick ? 256 * 2 ** 20 : 2 ** 30);
-  log(`  fp32 FMA (AVX2) ${local.fp32Avx2Gops.toFixed(0)} GOPS, int8 AVX2 ${local.int8Avx2Gops.toFixed(0)} GOPS, DRAM read ${local.dramReadGBs.toFixed(1)} GB/s`);
-  const localCeiling = (key: string) => (key === 'avx2' ? local.int8Avx2Gops : key === 'f32-avx2' ? local.fp32Avx2Gops : NaN);
+  log(`  ${ceilingsLine(local)}`);
+  const localCeiling = (key: string) => ceilingOf(local, key);
 
   const rows: Record<string, string | number>[] = [];
   const results: Record<string, unknown>[] = [];

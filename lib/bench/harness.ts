@@ -2,6 +2,7 @@
 // repeated samples, median and spread, JSON output.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { loadNative } from '../native';
 
 export interface Sample {
   medianMs: number;
@@ -81,4 +82,20 @@ export async function rssGrowth(fn: () => Promise<void>): Promise<number> {
   }
   await p;
   return Math.max(peak, process.memoryUsage.rss()) - before;
+}
+
+/** What `ceilings()` measured (GOPS; 0: a unit this CPU lacks). */
+export type Ceilings = Awaited<ReturnType<ReturnType<typeof loadNative>['ceilings']>>;
+
+/** @internal The measured ceiling (GOPS) of a path key ('avx2', 'avxvnni', 'avx512vnni', 'f32-avx2', 'f32-avx512'); NaN where unmeasured (AMX, or a unit the CPU lacks). */
+export function ceilingOf(c: Ceilings, key: string): number {
+  const v = ({ avx2: c.int8Avx2Gops, avxvnni: c.int8AvxvnniGops, avx512vnni: c.int8Avx512vnniGops, 'f32-avx2': c.fp32Avx2Gops, 'f32-avx512': c.fp32Avx512Gops } as Record<string, number>)[key];
+  return v !== undefined && v > 0 ? v : NaN;
+}
+
+/** @internal The measured ceilings as one line. */
+export function ceilingsLine(c: Ceilings): string {
+  const unit = (name: string, v: number) => (v > 0 ? `${name} ${v.toFixed(0)}` : `${name} -`);
+  return `${[unit('fp32 FMA AVX2', c.fp32Avx2Gops), unit('AVX-512', c.fp32Avx512Gops), unit('int8 AVX2', c.int8Avx2Gops),
+    unit('AVX-VNNI', c.int8AvxvnniGops), unit('AVX-512 VNNI', c.int8Avx512vnniGops)].join(', ')} GOPS ("-": not on this CPU; AMX unmeasured), DRAM read ${c.dramReadGBs.toFixed(1)} GB/s`;
 }

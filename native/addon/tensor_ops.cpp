@@ -259,7 +259,8 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
       });
 }
 
-// ceilings(dramBytes) -> Promise<{ fp32Avx2Gops, int8Avx2Gops, dramReadGBs, threads }>
+// ceilings(dramBytes) -> Promise<{ fp32Avx2Gops, int8Avx2Gops, fp32Avx512Gops, int8AvxvnniGops,
+// int8Avx512vnniGops (0: not on this CPU), dramReadGBs, threads }>
 Napi::Value MeasureCeilings(const Napi::CallbackInfo& info) {
   const int64_t bytes = ArgInt(info, 0, "ceilings", "dramBytes", 0, int64_t(1) << 36);
   auto out = std::make_shared<sparq::Ceilings>();
@@ -273,6 +274,9 @@ Napi::Value MeasureCeilings(const Napi::CallbackInfo& info) {
         Napi::Object o = Napi::Object::New(env);
         o.Set("fp32Avx2Gops", out->fp32_avx2_gops);
         o.Set("int8Avx2Gops", out->int8_avx2_gops);
+        o.Set("fp32Avx512Gops", out->fp32_avx512_gops);
+        o.Set("int8AvxvnniGops", out->int8_avxvnni_gops);
+        o.Set("int8Avx512vnniGops", out->int8_avx512vnni_gops);
         o.Set("dramReadGBs", out->dram_read_gbs);
         o.Set("threads", out->threads);
         return o;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../dispatch.h"
+#include "ceiling.h"
 #include "../thread_pool.h"
 #include "sparq/sparq.h"
 
@@ -97,6 +98,18 @@ Ceilings measure_ceilings(int64_t dram_bytes) {
   c.fp32_avx2_gops = double(th) * double(iters) * 10 * 8 * 2 / s / 1e9;
   s = timed(th, [&](int64_t) { g_sink_i = i8_loop(iters); });
   c.int8_avx2_gops = double(th) * double(iters) * 6 * 32 * 2 / s / 1e9;
+  // the wider units, on the CPU itself only (an emulated path has no ceiling)
+  const auto hw = [](Isa isa) { return isa_supported(isa) && !isa_emulated(isa); };
+  if (hw(Isa::avxvnni)) {
+    s = timed(th, [&](int64_t) { g_sink_i = ceiling_vnni256_loop(iters); });
+    c.int8_avxvnni_gops = double(th) * double(iters) * 12 * 32 * 2 / s / 1e9;
+  }
+  if (hw(Isa::avx512vnni)) {
+    s = timed(th, [&](int64_t) { g_sink_f = ceiling_fma512_loop(iters); });
+    c.fp32_avx512_gops = double(th) * double(iters) * 12 * 16 * 2 / s / 1e9;
+    s = timed(th, [&](int64_t) { g_sink_i = ceiling_vnni512_loop(iters); });
+    c.int8_avx512vnni_gops = double(th) * double(iters) * 12 * 64 * 2 / s / 1e9;
+  }
   if (dram_bytes > 0) {
     const size_t per = size_t(dram_bytes / th) & ~size_t(127);
     std::vector<char*> bufs(size_t(th), nullptr);

@@ -212,6 +212,8 @@ void set_threads(int n);
 // where the CPU lacks AVX2.
 struct Ceilings {
   double fp32_avx2_gops = 0, int8_avx2_gops = 0, dram_read_gbs = 0;
+  // 0 where the CPU lacks the unit (measured on the CPU itself, never emulated)
+  double fp32_avx512_gops = 0, int8_avxvnni_gops = 0, int8_avx512vnni_gops = 0;
   int threads = 1;
 };
 Ceilings measure_ceilings(int64_t dram_bytes);
