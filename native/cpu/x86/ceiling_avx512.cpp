@@ -72,9 +72,9 @@ int ceiling_vnni512_loop(int64_t iters) {
                                                       _mm512_add_epi32(_mm512_add_epi32(c8, c9), _mm512_add_epi32(c10, c11))));
   alignas(64) int32_t v[16];
   _mm512_store_si512(v, s);
-  int r = 0;
-  for (int32_t x : v) r += x;
-  return r;
+  uint32_t r = 0;  // the lanes wrap (as vpdpbusd's do): unsigned, so the sum may too
+  for (int32_t x : v) r += uint32_t(x);
+  return int(r & 0x7fffffff);
 }
 
 }  // namespace sparq

@@ -38,7 +38,8 @@ int ceiling_vnni256_loop(int64_t iters) {
   __m256i s = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(c0, c1), _mm256_add_epi32(c2, c3)),
                                _mm256_add_epi32(_mm256_add_epi32(c4, c5), _mm256_add_epi32(c6, c7)));
   s = _mm256_add_epi32(s, _mm256_add_epi32(_mm256_add_epi32(c8, c9), _mm256_add_epi32(c10, c11)));
-  return _mm256_extract_epi32(s, 0) + _mm256_extract_epi32(s, 7);
+  // the lanes wrap (as vpdpbusd's do): summed unsigned, so the sum may too
+  return int((uint32_t(_mm256_extract_epi32(s, 0)) + uint32_t(_mm256_extract_epi32(s, 7))) & 0x7fffffff);
 }
 
 }  // namespace sparq
