@@ -127,7 +127,7 @@ void unregister_file_mapping(const void* p) {
     }
 }
 
-void release_file_pages(const void* p, size_t bytes, bool sparse_reads) {
+void release_file_pages(const void* p, size_t bytes) {
   const char* c = static_cast<const char*>(p);
   std::lock_guard<std::mutex> lock(g_map_mu);  // held: the mapping cannot go away meanwhile
   for (const auto& e : g_maps)
@@ -136,11 +136,7 @@ void release_file_pages(const void* p, size_t bytes, bool sparse_reads) {
       const uintptr_t lo = (reinterpret_cast<uintptr_t>(c) + page - 1) / page * page;
       const uintptr_t hi = (reinterpret_cast<uintptr_t>(c) + bytes) / page * page;
       // private, never written: the pages are dropped, and read again from the file if touched
-      if (hi > lo) {
-        ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
-        // no fault-around: a read maps its own page, not the 64 KiB about it
-        if (sparse_reads) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_RANDOM);
-      }
+      if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
       return;
     }
 }

@@ -827,24 +827,13 @@ Error block_repack_x16(const BlockWeight& w, std::shared_ptr<const BlockWeight>*
   h->mem = huge_malloc(w.bytes());
   if (!h->mem) return Error::make(Status::out_of_memory, "repack: out of memory");
   uint8_t* dst = static_cast<uint8_t*>(h->mem);
-  // A group's 16 rows go out block by block (a group is its 16 rows' bytes);
-  // X16Map's runs spelled out with fixed sizes (inlined moves).
-  const bool q4k = w.fmt->type == GgmlType::q4_k;
+  // A group's 16 rows go out block by block (a group is its 16 rows' bytes).
+  const X16Map map{w.fmt->type, nb};
   const auto pack_group = [&](const uint8_t* rows, uint8_t* gd) {
     for (int64_t b = 0; b < nb; ++b)
       for (int64_t r = 0; r < kX16Rows; ++r) {
-        const uint8_t* s = rows + r * w.row_bytes + b * bb;
-        if (q4k) {
-          uint8_t* u = gd + b * kX16Rows * kQ4_KBytes;
-          std::memcpy(u + r * 2, s, 2);
-          std::memcpy(u + 32 + r * 2, s + 2, 2);
-          for (int p = 0; p < 12; ++p) u[64 + p * 16 + r] = s[4 + p];
-          for (int t = 0; t < 32; ++t) std::memcpy(u + 256 + t * 64 + r * 4, s + 16 + 4 * t, 4);
-        } else {
-          std::memcpy(gd + b * kX16Rows * 2 + r * 2, s, 2);
-          uint8_t* c = gd + nb * kX16Rows * 2 + b * 256 + r * 4;
-          for (int q = 0; q < 4; ++q) std::memcpy(c + q * 64, s + 2 + 4 * q, 4);
-        }
+        const uint8_t* blk = rows + r * w.row_bytes + b * bb;
+        map.each(b, r, [&](int64_t i, int64_t len, int64_t at) { std::memcpy(gd + at, blk + i, size_t(len)); });
       }
   };
   // Tasks of about 512 KiB of groups. Weights in a registered file mapping are

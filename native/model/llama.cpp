@@ -117,7 +117,7 @@ void release_embedding(const LinearWeight& e) {
   if (e.format == &kLinearGgml) bytes = size_t(e.as<BlockWeight>().n * e.as<BlockWeight>().row_bytes);
   else if (e.format == &kLinearF32) bytes = size_t(e.n * e.k) * sizeof(float);
   const void* p = bytes ? e.format->memory(e.data.get()) : nullptr;
-  if (p) release_file_pages(p, bytes, true);  // nothing unless it lies in a registered file mapping
+  if (p) release_file_pages(p, bytes);  // nothing unless it lies in a registered file mapping
 }
 
 // Embedding row r: read from the file (pread) where it lies in a registered

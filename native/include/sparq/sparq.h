@@ -42,8 +42,7 @@ int64_t allocated_bytes();
 // its pages back: release_file_pages drops the whole pages of [p, p + bytes)
 // from the process's memory (a later read maps them again from the page
 // cache) when the range lies inside a registered mapping, and does nothing
-// otherwise; sparse_reads: the range will be read a little at a time (an
-// embedding's rows), so a read maps only its own page. A mapping registered with its open file (fd >= 0, owned and
+// otherwise. A mapping registered with its open file (fd >= 0, owned and
 // closed by unregister_file_mapping) can also be read with read_file_bytes:
 // copies [p, p + bytes) into dst with pread and returns true when the range
 // lies in such a mapping (false otherwise, or on a read error: the caller
@@ -52,7 +51,7 @@ int64_t allocated_bytes();
 // where pread copies from the kernel's own mapping at 10+ GB/s.
 void register_file_mapping(const void* p, size_t bytes, int fd = -1);
 void unregister_file_mapping(const void* p);
-void release_file_pages(const void* p, size_t bytes, bool sparse_reads = false);
+void release_file_pages(const void* p, size_t bytes);
 bool read_file_bytes(const void* p, size_t bytes, void* dst);
 
 // --- packed int8 weights -------------------------------------------------------
