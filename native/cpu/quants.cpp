@@ -795,8 +795,8 @@ struct X16Map {
   template <class F>
   void each(int64_t b, int64_t r, F&& f) const {
     if (type == GgmlType::q4_0) {
-      f(0, 2, b * kX16Rows * 2 + r * 2);
-      const int64_t codes = nb * kX16Rows * 2 + b * 256;
+      f(0, 2, x16_q4_0_scales_at(b) + r * 2);
+      const int64_t codes = x16_q4_0_codes_at(nb, b);
       for (int q = 0; q < 4; ++q) f(2 + 4 * q, 4, codes + q * 64 + r * 4);
     } else {  // q4_k
       const int64_t u = b * kX16Rows * kQ4_KBytes;
@@ -932,14 +932,14 @@ void x16_pack_ref(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad,
   auto f16at = [](const uint8_t* p) { return half_to_float(uint16_t(p[0] | p[1] << 8)); };
   if (type == GgmlType::q4_0) {
     const int64_t blocks = k / 32;
-    const uint8_t* codes = group + blocks * kX16Rows * 2;
     for (int64_t b = 0; b < blocks; ++b)
       for (int64_t r = 0; r < kX16Rows; ++r) {
-        scales[b * kX16Rows + r] = f16at(group + (b * kX16Rows + r) * 2);
+        const uint8_t* codes = group + x16_q4_0_codes_at(blocks, b);
+        scales[b * kX16Rows + r] = f16at(group + x16_q4_0_scales_at(b) + r * 2);
         int32_t sum = 0;
         for (int q = 0; q < 4; ++q)
           for (int c = 0; c < 4; ++c) {
-            const uint8_t byte = codes[b * 256 + q * 64 + r * 4 + c];
+            const uint8_t byte = codes[q * 64 + r * 4 + c];
             const int lo = (byte & 15) - 8, hi = (byte >> 4) - 8;  // values 4q + c and 16 + 4q + c
             put(r, b * 32 + 4 * q + c, lo);
             put(r, b * 32 + 16 + 4 * q + c, hi);

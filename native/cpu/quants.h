@@ -86,15 +86,24 @@ struct BlockWeight {
 // per 4 values of 16 rows; llama.cpp's CPU "repack" buffers do the same) and
 // the prefill (a nibble split gives the int8 GEMM's packed blocks). The same
 // bytes as stored, rearranged per group of 16 rows (16 x row_bytes):
-//   Q4_0: the f16 scales [blocks][16 rows], then the codes [blocks][4][16
-//         rows][4 bytes], byte c of row r in quarter s being the block's code
-//         byte 4s + c (low nibble: value 4s + c, high: 16 + 4s + c);
+//   Q4_0: units of 8 blocks (2304 bytes; the last unit has the blocks left):
+//         the unit's f16 scales [blocks][16 rows], then its codes [blocks][4]
+//         [16 rows][4 bytes], byte c of row r in quarter s being the block's
+//         code byte 4s + c (low nibble: value 4s + c, high: 16 + 4s + c);
 //   Q4_K: per super-block (2304 bytes) d [16] and dmin [16] f16, the 12 scale
 //         bytes as planes [12][16 rows], then the codes [4 chunks][8][16
 //         rows][4 bytes], byte c of row r in slot t of chunk j being qs byte
 //         32j + 4t + c (low nibble: value 64j + 4t + c, high: + 32).
 // A slot is thus, per row, 4 bytes of one vpdpbusd lane.
 constexpr int64_t kX16Rows = 16;
+// Q4_0 x16: blocks per unit, and where block b's 16 scales and 256 code bytes
+// start in a group of nb blocks (one stream per group, as in Q4_K's super-blocks).
+constexpr int64_t kX16Q4Unit = 8;
+inline int64_t x16_q4_0_scales_at(int64_t b) { return b / kX16Q4Unit * (kX16Q4Unit * 288) + b % kX16Q4Unit * 32; }
+inline int64_t x16_q4_0_codes_at(int64_t nb, int64_t b) {
+  const int64_t u = b / kX16Q4Unit, in_unit = nb - u * kX16Q4Unit < kX16Q4Unit ? nb - u * kX16Q4Unit : kX16Q4Unit;
+  return u * (kX16Q4Unit * 288) + in_unit * 32 + b % kX16Q4Unit * 256;
+}
 // Whether w (as stored) can be repacked to x16 (Q4_0, Q4_K; n % 16 == 0).
 bool block_x16_supported(const BlockWeight& w);
 // w (as stored) repacked into memory this weight owns (2 MiB aligned, huge pages

@@ -253,7 +253,8 @@ static void check_x16_pack() {
       for (auto& b : group) b = uint8_t(byte(g_rng));
       auto put16 = [&](int64_t at) { const uint16_t h = f16(); group[size_t(at)] = uint8_t(h); group[size_t(at + 1)] = uint8_t(h >> 8); };
       if (type == GgmlType::q4_0)
-        for (int64_t i = 0; i < k / 32 * kX16Rows; ++i) put16(2 * i);
+        for (int64_t b = 0; b < k / 32; ++b)
+          for (int64_t r = 0; r < kX16Rows; ++r) put16(x16_q4_0_scales_at(b) + 2 * r);
       else
         for (int64_t sb = 0; sb < k / 256; ++sb)
           for (int64_t i = 0; i < 2 * kX16Rows; ++i) put16(sb * kX16Rows * 144 + 2 * i);  // d, dmin

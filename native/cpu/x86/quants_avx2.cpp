@@ -417,21 +417,17 @@ void fused_rows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
 template <int MR>
 void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   const int64_t k = a.w->k, nb = k / 32;
-  const uint8_t* scales = a.w->data + g * nb * (kX16Rows * 18);
-  const uint8_t* codes = scales + nb * kX16Rows * 2;
+  const uint8_t* group = a.w->data + g * nb * (kX16Rows * 18);
   const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
   for (int h = 0; h < 2; ++h) {
     __m256 acc[MR];
     for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
-      if (h == 0) {  // the first pass streams the group from memory (the second finds it in cache)
-        for (int q = 0; q < 4; ++q) _mm_prefetch(reinterpret_cast<const char*>(codes + b * 256 + kX16Prefetch + 64 * q), _MM_HINT_T0);
-        if (b % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(scales + b * 32 + kX16Prefetch / 8), _MM_HINT_T0);
-      }
-      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + b * 32 + h * 16)));
+    // the first pass streams the group from memory (the second finds it in cache)
+    x16_q4_0_blocks(group, nb, h == 0, [&](int64_t b, const uint8_t* scales, const uint8_t* codes) {
+      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + h * 16)));
       __m256i lo[4], hi[4];
       for (int q = 0; q < 4; ++q) {
-        const __m256i v = load32(codes + b * 256 + q * 64 + h * 32);
+        const __m256i v = load32(codes + q * 64 + h * 32);
         lo[q] = _mm256_and_si256(v, m4);
         hi[q] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
       }
@@ -449,7 +445,7 @@ void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
         const float xs = a.x.s[(i0 + i) * nb + b], so = a.x.so32[(i0 + i) * nb + b];
         acc[i] = _mm256_fmadd_ps(d, _mm256_fmadd_ps(p, _mm256_set1_ps(xs), _mm256_set1_ps(-8.f * so)), acc[i]);
       }
-    }
+    });
     for (int i = 0; i < MR; ++i) _mm256_storeu_ps(a.y + (i0 + i) * a.ldy + g * kX16Rows + h * 8, acc[i]);
   }
 }
@@ -485,7 +481,7 @@ void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
     for (int64_t sb = 0; sb < nsb; ++sb) {
       const uint8_t* u = base + sb * (kX16Rows * 144);
       if (h == 0)  // the first pass streams the group from memory (the second finds it in cache)
-        for (int q = 0; q < 36; ++q) _mm_prefetch(reinterpret_cast<const char*>(u + kX16Prefetch + 64 * q), _MM_HINT_T0);
+        x16_prefetch_unit(u);
       const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h)));
       const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 32 + 16 * h)));
       for (int sub = 0; sub < 8; ++sub) {
@@ -577,17 +573,14 @@ void x16_pack_avx2(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad
   auto row_sums = [&](__m256i v) { return _mm256_madd_epi16(_mm256_maddubs_epi16(v, ones8), ones16); };
   std::memset(blk + k * kX16Rows, 0, size_t((k_pad - k) * kX16Rows));
   if (type == GgmlType::q4_0) {
-    const int64_t blocks = k / 32;
-    const uint8_t* sc = group;
-    const uint8_t* codes = group + blocks * kX16Rows * 2;
     const __m256i bias = _mm256_set1_epi32(256);  // 32 values x 8
-    for (int64_t b = 0; b < blocks; ++b) {
+    x16_q4_0_blocks(group, k / 32, false, [&](int64_t b, const uint8_t* sc, const uint8_t* codes) {
       for (int h = 0; h < 2; ++h) {  // rows 8h .. 8h + 7: one 32-byte half of each quarter
         _mm256_storeu_ps(scales + b * kX16Rows + 8 * h,
-                         _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + b * 32 + 16 * h))));
+                         _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * h))));
         __m256i sum = _mm256_setzero_si256();  // codes summed per byte: 8 x 15 fits
         for (int q = 0; q < 4; ++q) {
-          const __m256i v = load32(codes + b * 256 + q * 64 + 32 * h);
+          const __m256i v = load32(codes + q * 64 + 32 * h);
           const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
           sum = _mm256_add_epi8(sum, _mm256_add_epi8(lo, hi));
           store32(blk + (b * 8 + q) * 64 + 32 * h, _mm256_sub_epi8(lo, eight));
@@ -595,7 +588,7 @@ void x16_pack_avx2(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad
         }
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(colsum + b * kX16Rows + 8 * h), _mm256_sub_epi32(row_sums(sum), bias));
       }
-    }
+    });
     return;
   }
   // Q4_K, per super-block: scales and offsets row by row, codes 8 rows per vector

@@ -376,12 +376,10 @@ void lrows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
 // where the row-at-a-time body needs 8 per 512 plus the unpacking, permutes and
 // scalar scale loads of 8 rows. sum (code - 8) x = sum code x - 8 sum x: the
 // second term from the activation block's sum (so32).
-constexpr int64_t kPf = kX16Prefetch;  // quants_x86.h
 template <int MR>
 void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   const int64_t k = a.w->k, nb = k / 32;
-  const uint8_t* scales = a.w->data + g * nb * (kX16Rows * 18);
-  const uint8_t* codes = scales + nb * kX16Rows * 2;
+  const uint8_t* group = a.w->data + g * nb * (kX16Rows * 18);
   const __m512i m4 = _mm512_set1_epi8(0x0f);
   const __m512i m4h = _mm512_set1_epi8(char(0xf0));
   const int8_t* xq[MR];
@@ -396,18 +394,15 @@ void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
     acc[i] = _mm512_setzero_ps();
     off[i] = _mm512_setzero_ps();
   }
-  for (int64_t b = 0; b < nb; ++b) {
-#pragma GCC unroll 4
-    for (int q = 0; q < 4; ++q) _mm_prefetch(reinterpret_cast<const char*>(codes + b * 256 + kPf + 64 * q), _MM_HINT_T0);
-    if (b % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(scales + b * 32 + kPf / 8), _MM_HINT_T0);
-    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales + b * 32)));
+  x16_q4_0_blocks(group, nb, true, [&](int64_t b, const uint8_t* scales, const uint8_t* codes) {
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales)));
     const __m512 d8 = _mm512_mul_ps(d, _mm512_set1_ps(-8.f));
     // the high nibbles stay in place (16 x code): their chain's sum is exactly
     // divisible by 16
     __m512i lo[4], hi[4];
 #pragma GCC unroll 4
     for (int q = 0; q < 4; ++q) {
-      const __m512i v = _mm512_loadu_si512(codes + b * 256 + q * 64);
+      const __m512i v = _mm512_loadu_si512(codes + q * 64);
       lo[q] = _mm512_and_si512(v, m4);
       hi[q] = _mm512_and_si512(v, m4h);
     }
@@ -427,7 +422,7 @@ void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
       acc[i] = _mm512_fmadd_ps(d, _mm512_mul_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(xs[i][b])), acc[i]);
       off[i] = _mm512_fmadd_ps(d8, _mm512_set1_ps(so32[i][b]), off[i]);
     }
-  }
+  });
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) _mm512_storeu_ps(a.y + (i0 + i) * a.ldy + g * kX16Rows, _mm512_add_ps(acc[i], off[i]));
 }
@@ -472,7 +467,7 @@ void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   }
   for (int64_t sb = 0; sb < nsb; ++sb) {
     const uint8_t* u = base + sb * (kX16Rows * 144);
-    for (int q = 0; q < 36; ++q) _mm_prefetch(reinterpret_cast<const char*>(u + kPf + 64 * q), _MM_HINT_T0);
+    x16_prefetch_unit(u);
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u)));
     const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + 32)));
     for (int j = 0; j < 4; ++j) {
@@ -571,22 +566,20 @@ void x16_pack_avx512(GgmlType type, const uint8_t* group, int64_t k, int64_t k_p
   };
   std::memset(blk + k * kX16Rows, 0, size_t((k_pad - k) * kX16Rows));
   if (type == GgmlType::q4_0) {
-    const int64_t blocks = k / 32;
-    const uint8_t* codes = group + blocks * kX16Rows * 2;
     const __m512i eight = _mm512_set1_epi8(8), bias = _mm512_set1_epi32(256);  // 32 values x 8
-    for (int64_t b = 0; b < blocks; ++b) {
-      _mm512_storeu_ps(scales + b * kX16Rows, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + b * 32))));
+    x16_q4_0_blocks(group, k / 32, false, [&](int64_t b, const uint8_t* sc, const uint8_t* codes) {
+      _mm512_storeu_ps(scales + b * kX16Rows, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sc))));
       __m512i sum = zero;
 #pragma GCC unroll 4
       for (int q = 0; q < 4; ++q) {
         __m512i lo, hi;
-        nibbles(codes + b * 256 + q * 64, &lo, &hi);
+        nibbles(codes + q * 64, &lo, &hi);
         sum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(sum, lo, ones), hi, ones);
         _mm512_storeu_si512(blk + (b * 8 + q) * 64, _mm512_sub_epi8(lo, eight));
         _mm512_storeu_si512(blk + (b * 8 + 4 + q) * 64, _mm512_sub_epi8(hi, eight));
       }
       _mm512_storeu_si512(colsum + b * kX16Rows, _mm512_sub_epi32(sum, bias));
-    }
+    });
     return;
   }
   for (int64_t sb = 0; sb < k / 256; ++sb) {
