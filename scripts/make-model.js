@@ -4,6 +4,7 @@
 // Face F32 / BF16). Needs the compiled package (npm run build:ts).
 //   node scripts/make-model.js --out DIR [--dim 768] [--hidden 2048] [--layers 12] [--heads 12]
 //        [--kv-heads 12] [--vocab 32000] [--max-seq 1024] [--tied] [--seed 1]
+//        [--tokenizer-json PATH (a byte-level vocabulary: Llama 3, Qwen; --vocab its size)]
 //        [--formats llama2c,gguf-f32,gguf-f16,gguf-q8_0,hf,hf-bf16]
 'use strict';
 const path = require('node:path');
@@ -26,6 +27,7 @@ try {
   const config = {
     dim: int('--dim', 768), hidden: int('--hidden', 2048), layers: int('--layers', 12), heads, kvHeads: int('--kv-heads', heads),
     vocab: int('--vocab', 32000), maxSeq: int('--max-seq', 1024), tied: args.includes('--tied'), seed: int('--seed', 1),
+    tokenizerJson: get('--tokenizer-json', undefined),
   };
   const formats = get('--formats', 'llama2c,gguf-f32,gguf-q8_0').split(',');
   const files = writeRandomModel(out, config, formats);

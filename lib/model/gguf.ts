@@ -228,8 +228,10 @@ export function encodeTensor(a: Float32Array, type: number, n: number, k: number
 export interface LlamaGgufMeta {
   name: string; dim: number; hidden: number; layers: number; heads: number; kvHeads: number; maxSeq: number; headDim: number;
   ropeTheta: number; normEps: number;
-  /** pieces as text, U+2581 for spaces */
+  /** pieces as text, U+2581 for spaces (SentencePiece), or in the byte-level spelling (bpe) */
   tokens: string[]; scores: number[]; tokenTypes: number[]; bos: number; eos: number; addSpacePrefix: boolean;
+  /** a byte-level vocabulary (tokenizer.ggml.model 'gpt2'): its merges, pre-tokenizer name and BOS default */
+  bpe?: { merges: string[]; pre: string; addBos: boolean };
 }
 export function llamaGgufMeta(m: LlamaGgufMeta): [string, Typed][] {
   return [
@@ -244,13 +246,26 @@ export function llamaGgufMeta(m: LlamaGgufMeta): [string, Typed][] {
     ['llama.rope.dimension_count', { type: 'u32', value: m.headDim }],
     ['llama.rope.freq_base', { type: 'f32', value: m.ropeTheta }],
     ['llama.attention.layer_norm_rms_epsilon', { type: 'f32', value: m.normEps }],
-    ['tokenizer.ggml.model', { type: 'str', value: 'llama' }],
-    ['tokenizer.ggml.tokens', { type: 'arr', elem: 'str', value: m.tokens }],
-    ['tokenizer.ggml.scores', { type: 'arr', elem: 'f32', value: m.scores }],
-    ['tokenizer.ggml.token_type', { type: 'arr', elem: 'i32', value: m.tokenTypes }],
-    ['tokenizer.ggml.bos_token_id', { type: 'u32', value: m.bos }],
-    ['tokenizer.ggml.eos_token_id', { type: 'u32', value: m.eos }],
-    ['tokenizer.ggml.add_space_prefix', { type: 'bool', value: m.addSpacePrefix }],
+    ...(m.bpe
+      ? ([
+          ['tokenizer.ggml.model', { type: 'str', value: 'gpt2' }],
+          ['tokenizer.ggml.pre', { type: 'str', value: m.bpe.pre }],
+          ['tokenizer.ggml.tokens', { type: 'arr', elem: 'str', value: m.tokens }],
+          ['tokenizer.ggml.token_type', { type: 'arr', elem: 'i32', value: m.tokenTypes }],
+          ['tokenizer.ggml.merges', { type: 'arr', elem: 'str', value: m.bpe.merges }],
+          ['tokenizer.ggml.bos_token_id', { type: 'u32', value: m.bos }],
+          ['tokenizer.ggml.eos_token_id', { type: 'u32', value: m.eos }],
+          ['tokenizer.ggml.add_bos_token', { type: 'bool', value: m.bpe.addBos }],
+        ] as [string, Typed][])
+      : ([
+          ['tokenizer.ggml.model', { type: 'str', value: 'llama' }],
+          ['tokenizer.ggml.tokens', { type: 'arr', elem: 'str', value: m.tokens }],
+          ['tokenizer.ggml.scores', { type: 'arr', elem: 'f32', value: m.scores }],
+          ['tokenizer.ggml.token_type', { type: 'arr', elem: 'i32', value: m.tokenTypes }],
+          ['tokenizer.ggml.bos_token_id', { type: 'u32', value: m.bos }],
+          ['tokenizer.ggml.eos_token_id', { type: 'u32', value: m.eos }],
+          ['tokenizer.ggml.add_space_prefix', { type: 'bool', value: m.addSpacePrefix }],
+        ] as [string, Typed][])),
   ];
 }
 

@@ -70,14 +70,19 @@ export async function writeGgufModel(model: Model, file: string, type: string,
     add('output_norm.weight', f32(plan.weights.finalNorm, 1, c.dim), 1, c.dim, false);
     if (!c.tiedEmbeddings) add('output.weight', f32(plan.weights.output, c.vocab, c.dim), c.vocab, c.dim, true);
     onProgress?.({ stage: 'quantize', done: c.layers, total: c.layers });
-    // the SentencePiece vocabulary: pieces as text with U+2581 for spaces, byte tokens <0xXX>, control ids
-    const spec = model.tokenizer.toSpec(), dec = new TextDecoder();
-    const pieces = spec.pieces.map((p) => dec.decode(p).replace(/ /g, '\u2581'));
-    const types = pieces.map((p, i) => (i === spec.bos || i === spec.eos ? 3 : /^<0x[0-9A-Fa-f]{2}>$/.test(p) ? 6 : i === 0 ? 2 : 1));
+    // the vocabulary: SentencePiece pieces as text with U+2581 for spaces, byte tokens <0xXX>, control ids;
+    // or byte-level tokens in their spelling, special ones as control tokens
+    const tok = model.tokenizer, spec = tok.toSpec(), dec = new TextDecoder();
+    const bpe = tok.kind === 'bpe';
+    const pieces = bpe ? spec.pieces.map((_, i) => tok.spelled(i)) : spec.pieces.map((p) => dec.decode(p).replace(/ /g, '\u2581'));
+    const types = bpe
+      ? pieces.map((_, i) => (tok.isSpecial(i) ? 3 : 1))
+      : pieces.map((p, i) => (i === spec.bos || i === spec.eos ? 3 : /^<0x[0-9A-Fa-f]{2}>$/.test(p) ? 6 : i === 0 ? 2 : 1));
     const meta = llamaGgufMeta({
       name: `sparq ${type}`, dim: c.dim, hidden: c.hidden, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, maxSeq: c.maxSeq,
       headDim: hd, ropeTheta: c.ropeTheta, normEps: c.normEps, tokens: pieces, scores: Array.from(spec.scores), tokenTypes: types,
       bos: spec.bos, eos: spec.eos, addSpacePrefix: spec.addSpacePrefix !== false,
+      bpe: bpe ? { merges: spec.merges ?? [], pre: spec.pre ?? 'gpt2', addBos: spec.addBos !== false } : undefined,
     });
     writeGguf(file, meta, tensors);
     const count: Record<string, number> = {};

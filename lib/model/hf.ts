@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readBoundedFile, regularFileSize } from './files';
+import { preTokenizerName } from './bpe';
 import { Tokenizer, packTextPieces } from './tokenizer';
 
 export interface SafetensorsEntry {
@@ -107,12 +108,66 @@ export function readHfConfig(dir: string): HfConfig {
 }
 
 interface TokenizerJson {
-  model?: { type?: string; vocab?: Record<string, number>; merges?: (string | [string, string])[]; byte_fallback?: boolean };
+  model?: { type?: string; vocab?: Record<string, number>; merges?: (string | [string, string])[]; byte_fallback?: boolean; ignore_merges?: boolean };
   normalizer?: unknown;
+  pre_tokenizer?: unknown;
+  post_processor?: unknown;
   added_tokens?: { id: number; content: string }[];
 }
 
-/** tokenizer.json of a SentencePiece-style BPE: merge ranks become piece scores (earlier merge = higher score). */
+interface PreTok { type?: string; pretokenizers?: PreTok[]; pattern?: { Regex?: string; String?: string }; use_regex?: boolean; behavior?: string; invert?: boolean }
+
+// The pre-tokenizer of a byte-level tokenizer.json: one Split by regex (Isolated)
+// followed by ByteLevel without its own regex, or ByteLevel with GPT-2's regex.
+function byteLevelPre(p: PreTok | null | undefined, file: string): string {
+  const list = p?.type === 'Sequence' ? p.pretokenizers ?? [] : p ? [p] : [];
+  const bl = list.find((x) => x.type === 'ByteLevel');
+  const splits = list.filter((x) => x.type === 'Split');
+  if (!bl || list.length !== splits.length + 1 || splits.length > 1) {
+    throw new RangeError(`loadModel: ${file}: pre-tokenizer ${JSON.stringify(p)?.slice(0, 200)} is not supported (byte-level: a Split regex and ByteLevel, or ByteLevel alone)`);
+  }
+  if (splits.length === 0) return 'gpt2';
+  const sp = splits[0]!;
+  if (bl.use_regex !== false || !sp.pattern?.Regex || (sp.behavior ?? 'Isolated') !== 'Isolated' || sp.invert === true) {
+    throw new RangeError(`loadModel: ${file}: pre-tokenizer Split ${JSON.stringify(sp).slice(0, 200)} is not supported (an Isolated regex before ByteLevel without its regex)`);
+  }
+  return preTokenizerName(sp.pattern.Regex);
+}
+
+/**
+ * A byte-level BPE tokenizer.json (Llama 3, Qwen, SmolLM...), padded to the model's vocabulary.
+ * BOS is prepended when tokenizer_config.json says `add_bos_token`, else when the
+ * post-processor adds it, else when the config names a BOS token (Llama 3's first
+ * tokenizer.json adds none itself; Qwen names none).
+ */
+export function byteLevelTokenizer(t: TokenizerJson, file: string, vocabSize: number, bos: number, eos: number, config: { add_bos_token?: unknown; bos_token?: unknown } = {}): Tokenizer {
+  const m = t.model!;
+  const norm = t.normalizer as { type?: string } | null | undefined;
+  if (norm && norm.type !== 'NFC') throw new RangeError(`loadModel: ${file}: normalizer ${JSON.stringify(norm).slice(0, 120)} is not supported with byte-level BPE (none or NFC)`);
+  const tokens: string[] = new Array<string>(vocabSize).fill('');
+  const filled = new Uint8Array(vocabSize);
+  const put = (id: number, p: string) => {
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new RangeError(`loadModel: ${file}: token id ${id} is outside the model's vocabulary (${vocabSize})`);
+    tokens[id] = p;
+    filled[id] = 1;
+  };
+  for (const [p, id] of Object.entries(m.vocab!)) put(id, p);
+  // added tokens are cut out of text whole, and ids no token names (padding) decode to nothing
+  const special: number[] = [];
+  for (const a of t.added_tokens ?? []) {
+    put(a.id, a.content);
+    special.push(a.id);
+  }
+  for (let i = 0; i < vocabSize; i++) if (!filled[i]) special.push(i);
+  const merges = m.merges!.map((mg) => (typeof mg === 'string' ? mg : mg.join(' ')));
+  const addBos = typeof config.add_bos_token === 'boolean' ? config.add_bos_token
+    : (bos >= 0 && bos < vocabSize && JSON.stringify(t.post_processor ?? null).includes(JSON.stringify(tokens[bos]!))) || (config.bos_token !== undefined && config.bos_token !== null);
+  return Tokenizer.fromByteLevel(tokens, {
+    bos, eos, merges, pre: byteLevelPre(t.pre_tokenizer as PreTok, file), ignoreMerges: m.ignore_merges === true, nfc: norm?.type === 'NFC', special, addBos,
+  });
+}
+
+/** tokenizer.json: byte-level BPE, or SentencePiece-style BPE (merge ranks become piece scores: earlier merge = higher score). */
 export function readHfTokenizer(dir: string, vocabSize: number, bos: number, eos: number): Tokenizer {
   const file = path.join(dir, 'tokenizer.json');
   if (!fs.existsSync(file)) throw new Error(`loadModel: ${dir} has no tokenizer.json`);
@@ -121,7 +176,12 @@ export function readHfTokenizer(dir: string, vocabSize: number, bos: number, eos
   const m = t.model;
   if (m?.type !== 'BPE' || !m.vocab || !Array.isArray(m.merges)) throw new RangeError(`loadModel: ${file}: only BPE tokenizers are supported`);
   const norm = JSON.stringify(t.normalizer ?? null);
-  if (!norm.includes('\u2581')) throw new RangeError(`loadModel: ${file}: byte-level BPE (GPT-2 / Llama 3 style) is not supported; SentencePiece-style BPE only`);
+  if (JSON.stringify(t.pre_tokenizer ?? null).includes('ByteLevel')) {
+    const cf = path.join(dir, 'tokenizer_config.json');
+    const config = fs.existsSync(cf) ? (readJson(cf) as Record<string, unknown>) : {};
+    return byteLevelTokenizer(t, file, vocabSize, bos, eos, typeof config === 'object' && config !== null ? config : {});
+  }
+  if (!norm.includes('\u2581')) throw new RangeError(`loadModel: ${file}: tokenizer is neither SentencePiece-style BPE nor byte-level BPE`);
   const pieces: string[] = new Array<string>(vocabSize).fill('');
   for (const [p, id] of Object.entries(m.vocab)) {
     if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new RangeError(`loadModel: ${file}: token id ${id} is outside the model's vocabulary (${vocabSize})`);

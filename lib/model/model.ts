@@ -599,10 +599,16 @@ async function planSparq(file: string, int8: boolean, widenBlocks = false): Prom
   const ints = ['dim', 'hidden', 'layers', 'heads', 'kvHeads', 'headDim', 'vocab', 'maxSeq'] as const;
   for (const k of ints) if (!Number.isInteger(cfg[k]) || cfg[k] < 1 || cfg[k] > 2 ** 24) bad(`config.${k} must be an integer in [1, 2^24]`);
   if (cfg.heads % cfg.kvHeads) bad('config.heads must be a multiple of kvHeads');
-  const tk = json<{ pieces: string[]; scores: number[]; bos: number; eos: number; addSpacePrefix: boolean }>('sparq.tokenizer');
+  const tk = json<{ pieces: string[]; scores: number[]; bos: number; eos: number; addSpacePrefix: boolean } & Pick<TokenizerSpec, 'kind' | 'merges' | 'pre' | 'ignoreMerges' | 'nfc' | 'special' | 'addBos'>>('sparq.tokenizer');
   if (!Array.isArray(tk.pieces) || tk.pieces.length !== cfg.vocab || !Array.isArray(tk.scores) || tk.scores.length !== cfg.vocab) bad('the tokenizer does not match the vocabulary');
   for (const id of [tk.bos, tk.eos]) if (!Number.isInteger(id) || id < 0 || id >= cfg.vocab) bad('tokenizer bos / eos are outside the vocabulary');
   const spec: TokenizerSpec = { pieces: tk.pieces.map((p) => new Uint8Array(Buffer.from(String(p), 'base64'))), scores: tk.scores.map(Number), bos: tk.bos, eos: tk.eos, addSpacePrefix: tk.addSpacePrefix !== false };
+  if (tk.kind === 'bpe') {
+    // a byte-level vocabulary: its merges, pre-tokenizer and special tokens as saved
+    if (!Array.isArray(tk.merges) || tk.merges.some((m) => typeof m !== 'string') || typeof tk.pre !== 'string') bad('the byte-level tokenizer has no merges / pre-tokenizer');
+    if (!Array.isArray(tk.special) || tk.special.some((id) => !Number.isInteger(id) || id < 0 || id >= cfg.vocab)) bad('the byte-level tokenizer lists special tokens outside the vocabulary');
+    Object.assign(spec, { kind: 'bpe', merges: tk.merges, pre: tk.pre, ignoreMerges: tk.ignoreMerges === true, nfc: tk.nfc === true, special: tk.special, addBos: tk.addBos !== false });
+  }
   const stop = json<number[]>('sparq.stop', true);
   if (!Array.isArray(stop) || stop.some((id) => !Number.isInteger(id) || id < 0 || id >= cfg.vocab)) bad('sparq.stop must list token ids of the vocabulary');
   const linears = json<Record<string, { kind: string; type?: number; group?: number; actScale?: number; asymmetric?: boolean; format?: string; int8?: boolean; N?: number; M?: number; nnz?: number } | boolean>>('sparq.linears');
@@ -687,17 +693,36 @@ async function planGguf(file: string, int8: boolean, widenBlocks = false): Promi
   const short = (v: number) => { for (let p = 1; p < 10; p++) { const r = Number(v.toPrecision(p)); if (Math.fround(r) === Math.fround(v)) return r; } return v; };
   const kvHeads = num('attention.head_count_kv', heads), maxSeq = num('context_length'), normEps = short(num('attention.layer_norm_rms_epsilon', 1e-5));
   const ropeTheta = short(num('rope.freq_base', 10000));
-  if (g.meta.get('tokenizer.ggml.model') !== 'llama') bad(`tokenizer '${String(g.meta.get('tokenizer.ggml.model'))}' is not supported (SentencePiece 'llama' only)`);
+  const tokModel = g.meta.get('tokenizer.ggml.model');
+  if (tokModel !== 'llama' && tokModel !== 'gpt2') bad(`tokenizer '${String(tokModel)}' is not supported (SentencePiece 'llama' or byte-level BPE 'gpt2')`);
   const toks = g.meta.get('tokenizer.ggml.tokens'), scores = g.meta.get('tokenizer.ggml.scores');
   if (!Array.isArray(toks) || toks.some((t) => typeof t !== 'string')) return bad('tokenizer.ggml.tokens is missing');
   const vocab = toks.length;
-  const sc = Array.isArray(scores) && scores.length === vocab ? scores.map(Number) : new Array<number>(vocab).fill(0);
   const id = (k: string, d: number) => { const v = Number(g.meta.get(k) ?? d); if (!Number.isInteger(v) || v < 0 || v >= vocab) bad(`${k} = ${v} is outside the vocabulary`); return v; };
   const bos = id('tokenizer.ggml.bos_token_id', 1), eos = id('tokenizer.ggml.eos_token_id', 2);
-  const tokenizer = new Tokenizer({
-    pieces: packTextPieces(toks as string[]), scores: sc, bos, eos,
-    addSpacePrefix: g.meta.get('tokenizer.ggml.add_space_prefix') !== false,
-  });
+  let tokenizer: Tokenizer;
+  const stopIds = [eos];
+  if (tokModel === 'gpt2') {
+    // byte-level BPE: control (3) and user-defined (4) tokens are special; end-of-turn ids stop generation too
+    const merges = g.meta.get('tokenizer.ggml.merges'), types = g.meta.get('tokenizer.ggml.token_type'), pre = g.meta.get('tokenizer.ggml.pre') ?? bad('tokenizer.ggml.pre is missing (the byte-level pre-tokenizer: llama-bpe, qwen2, gpt2)');
+    if (!Array.isArray(merges) || merges.some((m) => typeof m !== 'string')) bad('tokenizer.ggml.merges is missing');
+    if (typeof pre !== 'string') bad('tokenizer.ggml.pre is not a string');
+    const special: number[] = [];
+    if (Array.isArray(types)) types.forEach((t, i) => { if (t === 3 || t === 4) special.push(i); });
+    const addBos = g.meta.get('tokenizer.ggml.add_bos_token');
+    for (const k of ['tokenizer.ggml.eot_token_id', 'tokenizer.ggml.eom_token_id']) if (g.meta.has(k)) { const e = id(k, eos); if (!stopIds.includes(e)) stopIds.push(e); }
+    try {
+      tokenizer = Tokenizer.fromByteLevel(toks as string[], { bos, eos, merges: merges as string[], pre: pre as string, special, addBos: typeof addBos === 'boolean' ? addBos : pre === 'llama-bpe' });
+    } catch (e) {
+      return bad((e as Error).message);
+    }
+  } else {
+    const sc = Array.isArray(scores) && scores.length === vocab ? scores.map(Number) : new Array<number>(vocab).fill(0);
+    tokenizer = new Tokenizer({
+      pieces: packTextPieces(toks as string[]), scores: sc, bos, eos,
+      addSpacePrefix: g.meta.get('tokenizer.ggml.add_space_prefix') !== false,
+    });
+  }
   const r = new WeightReader(file, int8);
   const tensor = (name: string, n: number, k: number) => {
     const t = g.tensors.get(name) ?? bad(`tensor ${name} is missing`);
@@ -744,7 +769,7 @@ async function planGguf(file: string, int8: boolean, widenBlocks = false): Promi
   }
   return {
     config: { arch: 'llama', dim, hidden, layers, heads, kvHeads, vocab, maxSeq, ropeTheta, normEps, tiedEmbeddings: tied },
-    tokenizer, stopIds: [eos], ropeNeox: false, temp: r.temp,
+    tokenizer, stopIds, ropeNeox: false, temp: r.temp,
     weights: {
       embed, finalNorm: await f32('output_norm.weight', 1, dim), layers: L,
       // tied: the embedding's own blocks, the f32 embedding, or an int8 copy (int8 mode, or a widened quantized embedding)

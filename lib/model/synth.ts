@@ -7,6 +7,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Rng } from '../tensor';
 import { GGML_F32, encodeTensor, ggufTypeFor, llamaGgufMeta, writeGguf, type GgufWriteTensor } from './gguf';
+import { byteLevelTokenizer } from './hf';
+import type { Tokenizer } from './tokenizer';
 
 export interface SynthConfig {
   dim: number;
@@ -19,6 +21,31 @@ export interface SynthConfig {
   /** classifier shares the token embedding (default false) */
   tied?: boolean;
   seed?: number;
+  /**
+   * a byte-level BPE tokenizer.json (Llama 3, Qwen...; tokenizer_config.json beside it is read
+   * too): the model uses its vocabulary (vocab must be its size) in GGUF ('gpt2' metadata)
+   * and Hugging Face form, instead of a synthetic SentencePiece one
+   */
+  tokenizerJson?: string;
+}
+
+interface ByteVocab { tok: Tokenizer; json: string; config: string | null }
+
+// A byte-level vocabulary from a tokenizer.json, BOS / EOS named by its tokenizer_config.json.
+function byteVocab(c: SynthConfig): ByteVocab | null {
+  if (!c.tokenizerJson) return null;
+  const file = c.tokenizerJson;
+  const json = fs.readFileSync(file, 'utf8');
+  const cfgFile = path.join(path.dirname(file), 'tokenizer_config.json');
+  const config = fs.existsSync(cfgFile) ? fs.readFileSync(cfgFile, 'utf8') : null;
+  const t = JSON.parse(json) as { added_tokens?: { id: number; content: string }[] };
+  const cf = (config ? JSON.parse(config) : {}) as { bos_token?: unknown; eos_token?: unknown };
+  const named = (v: unknown, d: number) => {
+    const text = typeof v === 'string' ? v : typeof v === 'object' && v !== null ? (v as { content?: string }).content : undefined;
+    return t.added_tokens?.find((a) => a.content === text)?.id ?? d;
+  };
+  const eos = named(cf.eos_token, 0), bos = named(cf.bos_token, eos);
+  return { tok: byteLevelTokenizer(t, file, c.vocab, bos, eos, cf as Record<string, unknown>), json, config };
 }
 
 /** gguf-TYPE: every linear (and the embedding) in that ggml type (q4_0, q4_k, iq4_xs, ...); gguf-q4_k_m: llama.cpp's
@@ -104,7 +131,7 @@ function toHalfSplit(w: Float32Array, heads: number, hd: number, k: number): Flo
   return o;
 }
 
-function writeHf(dir: string, c: SynthConfig, w: Weights, vocab: { pieces: string[]; scores: number[] }, half: boolean): string {
+function writeHf(dir: string, c: SynthConfig, w: Weights, vocab: { pieces: string[]; scores: number[] }, half: boolean, bv: ByteVocab | null): string {
   fs.mkdirSync(dir, { recursive: true });
   const hd = c.dim / c.heads, kvd = c.kvHeads * hd;
   const tensors: [string, Float32Array, number[]][] = [['model.embed_tokens.weight', w.embed, [c.vocab, c.dim]]];
@@ -138,8 +165,13 @@ function writeHf(dir: string, c: SynthConfig, w: Weights, vocab: { pieces: strin
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({
     architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: c.dim, intermediate_size: c.hidden, num_hidden_layers: c.layers,
     num_attention_heads: c.heads, num_key_value_heads: c.kvHeads, vocab_size: c.vocab, max_position_embeddings: c.maxSeq,
-    rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: !!c.tied, bos_token_id: 1, eos_token_id: 2,
+    rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: !!c.tied, bos_token_id: bv ? bv.tok.bos : 1, eos_token_id: bv ? bv.tok.eos : 2,
   }, null, 2));
+  if (bv) {
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), bv.json);
+    if (bv.config !== null) fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), bv.config);
+    return dir;
+  }
   // BPE merges from the piece scores: every split of a piece into two pieces, best piece first
   const sp = vocab.pieces.map((p) => p.replace(/ /g, '\u2581'));
   const ids = new Map(sp.map((p, i) => [p, i]));
@@ -163,7 +195,9 @@ export function writeRandomModel(dir: string, c: SynthConfig, formats: SynthForm
   if (c.dim % c.heads || c.heads % c.kvHeads) throw new RangeError('writeRandomModel: heads must divide dim, kvHeads must divide heads');
   fs.mkdirSync(dir, { recursive: true });
   const w = randomWeights(c);
-  const vocab = synthVocab(c.vocab, c.seed);
+  const bv = byteVocab(c);
+  if (bv && formats.includes('llama2c')) throw new RangeError('writeRandomModel: llama2c checkpoints take SentencePiece vocabularies only');
+  const vocab = bv ? { pieces: [], scores: [] } : synthVocab(c.vocab, c.seed);
   const out: Record<string, string> = {};
   const hd = c.dim / c.heads;
   if (formats.includes('llama2c')) {
@@ -222,13 +256,24 @@ export function writeRandomModel(dir: string, c: SynthConfig, formats: SynthForm
     add('output_norm.weight', w.finalNorm, 1, c.dim, false);
     if (w.output) add('output.weight', w.output, c.vocab, c.dim, true);
     const file = path.join(dir, `model-${f.slice(5)}.gguf`);
-    writeGguf(file, llamaGgufMeta({
+    const shape = {
       name: 'sparq random llama', dim: c.dim, hidden: c.hidden, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, maxSeq: c.maxSeq,
-      headDim: hd, ropeTheta: 10000, normEps: 1e-5, tokens: vocab.pieces.map((p) => p.replace(/ /g, '\u2581')), scores: vocab.scores,
-      tokenTypes: vocab.pieces.map((_, i) => (i === 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1)), bos: 1, eos: 2, addSpacePrefix: true,
-    }), tensors);
+      headDim: hd, ropeTheta: 10000, normEps: 1e-5,
+    };
+    if (bv) {
+      const spec = bv.tok.toSpec(), ids = Array.from({ length: c.vocab }, (_, i) => i);
+      writeGguf(file, llamaGgufMeta({
+        ...shape, tokens: ids.map((i) => bv.tok.spelled(i)), scores: [], tokenTypes: ids.map((i) => (bv.tok.isSpecial(i) ? 3 : 1)),
+        bos: spec.bos, eos: spec.eos, addSpacePrefix: false, bpe: { merges: spec.merges ?? [], pre: spec.pre ?? 'gpt2', addBos: spec.addBos !== false },
+      }), tensors);
+    } else {
+      writeGguf(file, llamaGgufMeta({
+        ...shape, tokens: vocab.pieces.map((p) => p.replace(/ /g, '\u2581')), scores: vocab.scores,
+        tokenTypes: vocab.pieces.map((_, i) => (i === 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1)), bos: 1, eos: 2, addSpacePrefix: true,
+      }), tensors);
+    }
     out[f] = file;
   }
-  for (const f of formats) if (f.startsWith('hf')) out[f] = writeHf(path.join(dir, f), c, w, vocab, f === 'hf-bf16');
+  for (const f of formats) if (f.startsWith('hf')) out[f] = writeHf(path.join(dir, f), c, w, vocab, f === 'hf-bf16', bv);
   return out;
 }

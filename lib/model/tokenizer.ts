@@ -2,13 +2,20 @@
 // llama.cpp's SPM tokenizer apply it: a dummy-prefix space, UTF-8 code points
 // looked up whole, unknown ones spelled as byte tokens <0xXX>, then repeated
 // merges of the adjacent pair whose merged piece scores highest (leftmost on
-// ties). Pieces are byte strings; decode() reassembles UTF-8 across tokens.
+// ties); or byte-level BPE with merge ranks (bpe.ts: Llama 3, Qwen). Pieces
+// are byte strings; decode() reassembles UTF-8 across tokens.
+import { ByteBpe, preTokenizerRegex, spell, spelledBytes } from './bpe';
 
 export interface EncodeOptions {
   /** prepend the BOS token (default true) */
   bos?: boolean;
   /** append the EOS token (default false) */
   eos?: boolean;
+  /**
+   * byte-level BPE: the text of a special token (`<|begin_of_text|>`, `<|im_start|>`...) is
+   * that token, as chat templates need; otherwise it is plain text (default false)
+   */
+  special?: boolean;
 }
 
 /** All pieces' bytes back to back: piece i is bytes[offsets[i], offsets[i + 1]). */
@@ -25,6 +32,20 @@ export interface TokenizerSpec {
   eos: number;
   /** add ' ' in front of non-empty text before BPE (SentencePiece add_dummy_prefix; default true) */
   addSpacePrefix?: boolean;
+  /** 'spm': SentencePiece-style, by scores (default); 'bpe': byte-level BPE, by merge ranks */
+  kind?: 'spm' | 'bpe';
+  /** bpe: merges as "a b" in the byte-level spelling (bpe.ts), best first */
+  merges?: string[];
+  /** bpe: the pre-tokenizer, a llama.cpp `tokenizer.ggml.pre` name or a tokenizer.json Split regex */
+  pre?: string;
+  /** bpe: a pre-tokenized piece that is a whole token is that token (tokenizer.json `ignore_merges`: Llama 3) */
+  ignoreMerges?: boolean;
+  /** bpe: NFC-normalize text first (Qwen's tokenizer.json) */
+  nfc?: boolean;
+  /** bpe: ids of the special (control) tokens, whose pieces are their text */
+  special?: number[];
+  /** bpe: BOS is prepended by default (Llama 3: yes; Qwen: no) */
+  addBos?: boolean;
 }
 
 // a code point's 1-4 bytes as a lookup key
@@ -70,12 +91,31 @@ export class Tokenizer {
   private readonly byteToken = new Int32Array(256).fill(-1);
   private readonly tokenByte: Int16Array;
   private readonly addSpacePrefix: boolean;
+  /** 'spm' (SentencePiece-style) or 'bpe' (byte-level) */
+  readonly kind: 'spm' | 'bpe';
+  private readonly spec: TokenizerSpec;
+  private readonly bpe?: ByteBpe;
+  private readonly preRe?: RegExp;
+  private readonly specialRe?: RegExp;
+  private readonly specialIds = new Set<number>();
+  private readonly addBos: boolean;
 
   /** What the tokenizer was built from (saveModel stores it). */
   toSpec(): TokenizerSpec & { pieces: Uint8Array[] } {
     const pieces: Uint8Array[] = [];
     for (let i = 0; i < this.vocabSize; i++) pieces.push(this.bytes.slice(this.offsets[i], this.offsets[i + 1]));
-    return { pieces, scores: Array.from(this.scores), bos: this.bos, eos: this.eos, addSpacePrefix: this.addSpacePrefix };
+    return { ...this.spec, pieces, scores: Array.from(this.scores), bos: this.bos, eos: this.eos, addSpacePrefix: this.addSpacePrefix };
+  }
+
+  /** Whether id is a special (control) token of a byte-level vocabulary. */
+  isSpecial(id: number): boolean {
+    return this.specialIds.has(id);
+  }
+
+  /** A byte-level token in its vocabulary spelling (special tokens: their text), as GGUF and tokenizer.json store it. */
+  spelled(id: number): string {
+    const b = this.bytes.subarray(this.offsets[id]!, this.offsets[id + 1]!);
+    return this.specialIds.has(id) ? new TextDecoder().decode(b) : spell(b);
   }
 
   constructor(spec: TokenizerSpec) {
@@ -88,7 +128,12 @@ export class Tokenizer {
     this.scores = Float32Array.from(spec.scores);
     this.bos = spec.bos;
     this.eos = spec.eos;
-    this.addSpacePrefix = spec.addSpacePrefix ?? true;
+    this.kind = spec.kind ?? 'spm';
+    this.addSpacePrefix = this.kind === 'spm' && (spec.addSpacePrefix ?? true);
+    this.addBos = this.kind === 'spm' || spec.addBos !== false;
+    this.spec = this.kind === 'bpe'
+      ? { kind: 'bpe', merges: spec.merges ?? [], pre: spec.pre ?? 'gpt2', ignoreMerges: spec.ignoreMerges === true, nfc: spec.nfc === true, special: [...(spec.special ?? [])], addBos: this.addBos, pieces: [], scores: [], bos: spec.bos, eos: spec.eos }
+      : { pieces: [], scores: [], bos: spec.bos, eos: spec.eos };
     // one latin1 key per piece, sliced natively from the packed bytes
     const all = Buffer.from(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
     this.keys = new Array<string>(n);
@@ -100,12 +145,50 @@ export class Tokenizer {
       this.keys[i] = k;
       if (!this.lookup.has(k)) this.lookup.set(k, i);
       // a byte token <0xXX>
-      if (k.length === 6 && k.startsWith('<0x') && k[5] === '>' && /^[0-9A-Fa-f]{2}$/.test(k.slice(3, 5))) {
+      if (this.kind === 'spm' && k.length === 6 && k.startsWith('<0x') && k[5] === '>' && /^[0-9A-Fa-f]{2}$/.test(k.slice(3, 5))) {
         const v = parseInt(k.slice(3, 5), 16);
         this.tokenByte[i] = v;
         if (this.byteToken[v] === -1) this.byteToken[v] = i;
       }
     }
+    if (this.kind === 'bpe') {
+      const vocab = new Map<string, number>();
+      const texts: string[] = [];
+      for (const id of spec.special ?? []) {
+        if (!Number.isInteger(id) || id < 0 || id >= n) throw new RangeError(`tokenizer: special token id ${id} is outside [0, ${n})`);
+        this.specialIds.add(id);
+      }
+      const utf8 = new TextDecoder();
+      for (let i = 0; i < n; i++) {
+        const b = this.bytes.subarray(this.offsets[i]!, this.offsets[i + 1]!);
+        if (this.specialIds.has(i)) texts.push(utf8.decode(b));
+        else {
+          const key = spell(b);
+          if (!vocab.has(key)) vocab.set(key, i);
+        }
+      }
+      this.bpe = new ByteBpe(vocab, spec.merges ?? [], spec.ignoreMerges === true);
+      this.preRe = preTokenizerRegex(spec.pre ?? 'gpt2');
+      // special tokens' text, longest first (a token that starts another must not cut it)
+      const esc = texts.filter((t) => t.length > 0).sort((a, b) => b.length - a.length).map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+      if (esc.length > 0) this.specialRe = new RegExp(esc.join('|'), 'gu');
+      this.specialByText = new Map([...this.specialIds].map((id) => [utf8.decode(this.bytes.subarray(this.offsets[id]!, this.offsets[id + 1]!)), id]));
+    }
+  }
+
+  private specialByText = new Map<string, number>();
+
+  /** Builds a byte-level vocabulary from tokens in their byte-level spelling (GGUF, tokenizer.json); special ones as text. */
+  static fromByteLevel(tokens: readonly string[], spec: Omit<TokenizerSpec, 'pieces' | 'scores' | 'kind'>): Tokenizer {
+    const special = new Set(spec.special ?? []);
+    const enc = new TextEncoder();
+    const pieces = tokens.map((t, i) => {
+      if (special.has(i)) return enc.encode(t);
+      const b = spelledBytes(t);
+      if (b === undefined) throw new RangeError(`tokenizer: token ${i} (${JSON.stringify(t.slice(0, 40))}) is not in the byte-level spelling and not special`);
+      return b;
+    });
+    return new Tokenizer({ ...spec, kind: 'bpe', pieces, scores: new Float32Array(tokens.length) });
   }
 
   /** Parses llama2.c's tokenizer.bin: max_token_length (i32), then per token: score (f32), length (i32), bytes. */
@@ -131,8 +214,10 @@ export class Tokenizer {
     if (typeof text !== 'string') throw new TypeError(`encode: text must be a string; got ${typeof text}`);
     if (typeof opts !== 'object' || opts === null) throw new TypeError('encode: options must be an object');
     const ids: number[] = [];
-    if (opts.bos ?? true) ids.push(this.bos);
-    if (text.length > 0) {
+    if (opts.bos ?? this.addBos) ids.push(this.bos);
+    if (this.kind === 'bpe') {
+      this.encodeBpe(this.spec.nfc ? text.normalize('NFC') : text, opts.special === true, ids);
+    } else if (text.length > 0) {
       const bytes = new TextEncoder().encode(text);
       const toks: number[] = [];
       if (this.addSpacePrefix) {
@@ -153,6 +238,24 @@ export class Tokenizer {
     }
     if (opts.eos) ids.push(this.eos);
     return ids;
+  }
+
+  // byte-level: special tokens cut out (when asked), then the pre-tokenizer's pieces merged one by one
+  private encodeBpe(text: string, special: boolean, ids: number[]): void {
+    const words = (seg: string) => {
+      for (const m of seg.matchAll(this.preRe!)) this.bpe!.encodeWord(m[0], ids);
+    };
+    if (!special || !this.specialRe) {
+      words(text);
+      return;
+    }
+    let at = 0;
+    for (const m of text.matchAll(this.specialRe)) {
+      if (m.index! > at) words(text.slice(at, m.index));
+      ids.push(this.specialByText.get(m[0])!);
+      at = m.index! + m[0].length;
+    }
+    if (at < text.length) words(text.slice(at));
   }
 
   /**
@@ -224,7 +327,7 @@ export class Tokenizer {
     const byte = this.tokenByte[id]!;
     if (byte >= 0) return Uint8Array.of(byte);
     const a = this.offsets[id]!, b = this.offsets[id + 1]!;
-    return this.bytes.subarray(prev === this.bos && b > a && this.bytes[a] === 0x20 ? a + 1 : a, b);
+    return this.bytes.subarray(this.kind === 'spm' && prev === this.bos && b > a && this.bytes[a] === 0x20 ? a + 1 : a, b);
   }
 
   /** Text of a token sequence (BOS / EOS print nothing; bytes reassemble into UTF-8). */
