@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { loadModel } from '../lib/index';
+import { loadModel, saveModel } from '../lib/index';
 import { byteLevelTokenizer } from '../lib/model/hf';
 import { PRE_TOKENIZERS, preTokenizerRegex } from '../lib/model/bpe';
 import { writeRandomModel } from '../lib/model/synth';
@@ -123,6 +123,27 @@ describe('model: a Llama 3 vocabulary in GGUF and Hugging Face form', function (
       expect(await greedy(h)).to.deep.equal(await greedy(g));
     } finally {
       g.dispose();
+      h.dispose();
+    }
+  });
+
+  it('saveModel keeps the byte-level vocabulary: the sparq file tokenizes and decodes the same', async () => {
+    const h = await loadModel(files.hf!);
+    const out = path.join(dir, 'saved.sparq');
+    try {
+      await saveModel(h, out);
+      const r = await loadModel(out);
+      try {
+        expect(r.tokenizer.kind).to.equal('bpe');
+        for (const text of CORPUS) {
+          const ids = h.tokenizer.encode(text, { special: true });
+          expect(r.tokenizer.encode(text, { special: true }), JSON.stringify(text)).to.deep.equal(ids);
+          expect(r.tokenizer.decode(ids)).to.equal(h.tokenizer.decode(ids));
+        }
+      } finally {
+        r.dispose();
+      }
+    } finally {
       h.dispose();
     }
   });
