@@ -11,6 +11,7 @@ export { prune, pruneRows, SparseTensor, type PruneOptions, type PruneRowsOption
 export { rmsnorm, softmax, swiglu, add, rope, type RmsNormOptions, type RopeOptions } from './small_ops';
 export { loadModel, saveModel, Model, type ModelConfig, type LoadModelOptions, type GenerateOptions, type GeneratedToken, type GenerationStats, type PruneReport } from './model/model';
 export { Tokenizer, type EncodeOptions, type PackedPieces, type TokenizerSpec } from './model/tokenizer';
+export { Conversation, renderChat, type ChatMessage, type ChatOptions } from './model/chat';
 export { pruneModel, type PruneModelOptions } from './model/prune';
 export { evaluate, type EvaluateOptions, type EvaluationResult } from './model/evaluate';
 export { quantizeModel, type QuantizeModelOptions, type QuantizeReport } from './model/quantize_model';

@@ -232,6 +232,8 @@ export interface LlamaGgufMeta {
   tokens: string[]; scores: number[]; tokenTypes: number[]; bos: number; eos: number; addSpacePrefix: boolean;
   /** a byte-level vocabulary (tokenizer.ggml.model 'gpt2'): its merges, pre-tokenizer name and BOS default */
   bpe?: { merges: string[]; pre: string; addBos: boolean };
+  /** tokenizer.chat_template */
+  chatTemplate?: string;
 }
 export function llamaGgufMeta(m: LlamaGgufMeta): [string, Typed][] {
   return [
@@ -266,6 +268,7 @@ export function llamaGgufMeta(m: LlamaGgufMeta): [string, Typed][] {
           ['tokenizer.ggml.eos_token_id', { type: 'u32', value: m.eos }],
           ['tokenizer.ggml.add_space_prefix', { type: 'bool', value: m.addSpacePrefix }],
         ] as [string, Typed][])),
+    ...(m.chatTemplate !== undefined ? ([['tokenizer.chat_template', { type: 'str', value: m.chatTemplate }]] as [string, Typed][]) : []),
   ];
 }
 

@@ -82,7 +82,7 @@ export async function writeGgufModel(model: Model, file: string, type: string,
       name: `sparq ${type}`, dim: c.dim, hidden: c.hidden, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, maxSeq: c.maxSeq,
       headDim: hd, ropeTheta: c.ropeTheta, normEps: c.normEps, tokens: pieces, scores: Array.from(spec.scores), tokenTypes: types,
       bos: spec.bos, eos: spec.eos, addSpacePrefix: spec.addSpacePrefix !== false,
-      bpe: bpe ? { merges: spec.merges ?? [], pre: spec.pre ?? 'gpt2', addBos: spec.addBos !== false } : undefined,
+      bpe: bpe ? { merges: spec.merges ?? [], pre: spec.pre ?? 'gpt2', addBos: spec.addBos !== false } : undefined, chatTemplate: tok.chatTemplate,
     });
     writeGguf(file, meta, tensors);
     const count: Record<string, number> = {};

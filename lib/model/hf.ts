@@ -115,6 +115,16 @@ interface TokenizerJson {
   added_tokens?: { id: number; content: string }[];
 }
 
+// tokenizer_config.json's chat_template: a string, or named templates (the 'default' one)
+function chatTemplateOf(v: unknown): string | undefined {
+  if (typeof v === 'string') return v;
+  if (Array.isArray(v)) {
+    const d = v.find((x) => x && typeof x === 'object' && (x as { name?: unknown }).name === 'default') as { template?: unknown } | undefined;
+    if (typeof d?.template === 'string') return d.template;
+  }
+  return undefined;
+}
+
 interface PreTok { type?: string; pretokenizers?: PreTok[]; pattern?: { Regex?: string; String?: string }; use_regex?: boolean; behavior?: string; invert?: boolean }
 
 // The pre-tokenizer of a byte-level tokenizer.json: one Split by regex (Isolated)
@@ -140,7 +150,7 @@ function byteLevelPre(p: PreTok | null | undefined, file: string): string {
  * post-processor adds it, else when the config names a BOS token (Llama 3's first
  * tokenizer.json adds none itself; Qwen names none).
  */
-export function byteLevelTokenizer(t: TokenizerJson, file: string, vocabSize: number, bos: number, eos: number, config: { add_bos_token?: unknown; bos_token?: unknown } = {}): Tokenizer {
+export function byteLevelTokenizer(t: TokenizerJson, file: string, vocabSize: number, bos: number, eos: number, config: { add_bos_token?: unknown; bos_token?: unknown; chat_template?: unknown } = {}): Tokenizer {
   const m = t.model!;
   const norm = t.normalizer as { type?: string } | null | undefined;
   if (norm && norm.type !== 'NFC') throw new RangeError(`loadModel: ${file}: normalizer ${JSON.stringify(norm).slice(0, 120)} is not supported with byte-level BPE (none or NFC)`);
@@ -164,6 +174,7 @@ export function byteLevelTokenizer(t: TokenizerJson, file: string, vocabSize: nu
     : (bos >= 0 && bos < vocabSize && JSON.stringify(t.post_processor ?? null).includes(JSON.stringify(tokens[bos]!))) || (config.bos_token !== undefined && config.bos_token !== null);
   return Tokenizer.fromByteLevel(tokens, {
     bos, eos, merges, pre: byteLevelPre(t.pre_tokenizer as PreTok, file), ignoreMerges: m.ignore_merges === true, nfc: norm?.type === 'NFC', special, addBos,
+    chatTemplate: chatTemplateOf(config.chat_template),
   });
 }
 
@@ -176,11 +187,10 @@ export function readHfTokenizer(dir: string, vocabSize: number, bos: number, eos
   const m = t.model;
   if (m?.type !== 'BPE' || !m.vocab || !Array.isArray(m.merges)) throw new RangeError(`loadModel: ${file}: only BPE tokenizers are supported`);
   const norm = JSON.stringify(t.normalizer ?? null);
-  if (JSON.stringify(t.pre_tokenizer ?? null).includes('ByteLevel')) {
-    const cf = path.join(dir, 'tokenizer_config.json');
-    const config = fs.existsSync(cf) ? (readJson(cf) as Record<string, unknown>) : {};
-    return byteLevelTokenizer(t, file, vocabSize, bos, eos, typeof config === 'object' && config !== null ? config : {});
-  }
+  const cf = path.join(dir, 'tokenizer_config.json');
+  const cj = fs.existsSync(cf) ? (readJson(cf) as Record<string, unknown>) : {};
+  const config = typeof cj === 'object' && cj !== null ? cj : {};
+  if (JSON.stringify(t.pre_tokenizer ?? null).includes('ByteLevel')) return byteLevelTokenizer(t, file, vocabSize, bos, eos, config);
   if (!norm.includes('\u2581')) throw new RangeError(`loadModel: ${file}: tokenizer is neither SentencePiece-style BPE nor byte-level BPE`);
   const pieces: string[] = new Array<string>(vocabSize).fill('');
   for (const [p, id] of Object.entries(m.vocab)) {
@@ -195,5 +205,5 @@ export function readHfTokenizer(dir: string, vocabSize: number, bos: number, eos
     const id = ids.get(a + b);
     if (id !== undefined && scores[id] === -1e9) scores[id] = -rank;
   });
-  return new Tokenizer({ pieces: packTextPieces(pieces), scores, bos, eos, addSpacePrefix: norm.includes('Prepend') });
+  return new Tokenizer({ pieces: packTextPieces(pieces), scores, bos, eos, addSpacePrefix: norm.includes('Prepend'), chatTemplate: chatTemplateOf(config.chat_template) });
 }

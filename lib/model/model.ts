@@ -12,6 +12,7 @@ import { parseLlama2c, type ParsedModel } from './llama2c';
 import type { QuantizeReport } from './quantize_model';
 import { Sampler, checkSampling, type SamplingOptions } from './sampler';
 import { StreamDecoder, Tokenizer, packTextPieces, type TokenizerSpec } from './tokenizer';
+import { Conversation, chat as chatOnce, type ChatMessage, type ChatOptions } from './chat';
 import { parseDevice } from '../tensor';
 
 export interface ModelConfig {
@@ -286,6 +287,20 @@ export class Model {
       stats.decodeTokensPerSec = stats.generatedTokens / ((performance.now() - t1) / 1000);
     }
     if (stats.generatedTokens > 0 && stats.decodeTokensPerSec === 0) stats.decodeTokensPerSec = stats.generatedTokens / ((performance.now() - t1) / 1000);
+  }
+
+  /**
+   * Streams the answer to `messages` ([{ role, content }]) from an empty context: the
+   * model's chat template (or `opts.template`) renders them with the generation prompt,
+   * special tokens are parsed, and generation ends at the end-of-turn token (stopIds).
+   */
+  chat(messages: readonly ChatMessage[], opts: ChatOptions = {}): AsyncGenerator<GeneratedToken> {
+    return chatOnce(this, messages, opts);
+  }
+
+  /** A conversation that keeps this model's context between turns (only what a turn adds is prefilled). */
+  conversation(opts: ChatOptions = {}): Conversation {
+    return new Conversation(this, opts);
   }
 
   /**
@@ -599,10 +614,11 @@ async function planSparq(file: string, int8: boolean, widenBlocks = false): Prom
   const ints = ['dim', 'hidden', 'layers', 'heads', 'kvHeads', 'headDim', 'vocab', 'maxSeq'] as const;
   for (const k of ints) if (!Number.isInteger(cfg[k]) || cfg[k] < 1 || cfg[k] > 2 ** 24) bad(`config.${k} must be an integer in [1, 2^24]`);
   if (cfg.heads % cfg.kvHeads) bad('config.heads must be a multiple of kvHeads');
-  const tk = json<{ pieces: string[]; scores: number[]; bos: number; eos: number; addSpacePrefix: boolean } & Pick<TokenizerSpec, 'kind' | 'merges' | 'pre' | 'ignoreMerges' | 'nfc' | 'special' | 'addBos'>>('sparq.tokenizer');
+  const tk = json<{ pieces: string[]; scores: number[]; bos: number; eos: number; addSpacePrefix: boolean } & Pick<TokenizerSpec, 'kind' | 'merges' | 'pre' | 'ignoreMerges' | 'nfc' | 'special' | 'addBos' | 'chatTemplate'>>('sparq.tokenizer');
   if (!Array.isArray(tk.pieces) || tk.pieces.length !== cfg.vocab || !Array.isArray(tk.scores) || tk.scores.length !== cfg.vocab) bad('the tokenizer does not match the vocabulary');
   for (const id of [tk.bos, tk.eos]) if (!Number.isInteger(id) || id < 0 || id >= cfg.vocab) bad('tokenizer bos / eos are outside the vocabulary');
   const spec: TokenizerSpec = { pieces: tk.pieces.map((p) => new Uint8Array(Buffer.from(String(p), 'base64'))), scores: tk.scores.map(Number), bos: tk.bos, eos: tk.eos, addSpacePrefix: tk.addSpacePrefix !== false };
+  if (tk.chatTemplate !== undefined) spec.chatTemplate = typeof tk.chatTemplate === 'string' ? tk.chatTemplate : bad('the chat template is not a string');
   if (tk.kind === 'bpe') {
     // a byte-level vocabulary: its merges, pre-tokenizer and special tokens as saved
     if (!Array.isArray(tk.merges) || tk.merges.some((m) => typeof m !== 'string') || typeof tk.pre !== 'string') bad('the byte-level tokenizer has no merges / pre-tokenizer');
@@ -702,6 +718,7 @@ async function planGguf(file: string, int8: boolean, widenBlocks = false): Promi
   const bos = id('tokenizer.ggml.bos_token_id', 1), eos = id('tokenizer.ggml.eos_token_id', 2);
   let tokenizer: Tokenizer;
   const stopIds = [eos];
+  const ct = g.meta.get('tokenizer.chat_template'), chatTemplate = typeof ct === 'string' ? ct : undefined;
   if (tokModel === 'gpt2') {
     // byte-level BPE: control (3) and user-defined (4) tokens are special; end-of-turn ids stop generation too
     const merges = g.meta.get('tokenizer.ggml.merges'), types = g.meta.get('tokenizer.ggml.token_type'), pre = g.meta.get('tokenizer.ggml.pre') ?? bad('tokenizer.ggml.pre is missing (the byte-level pre-tokenizer: llama-bpe, qwen2, gpt2)');
@@ -712,7 +729,7 @@ async function planGguf(file: string, int8: boolean, widenBlocks = false): Promi
     const addBos = g.meta.get('tokenizer.ggml.add_bos_token');
     for (const k of ['tokenizer.ggml.eot_token_id', 'tokenizer.ggml.eom_token_id']) if (g.meta.has(k)) { const e = id(k, eos); if (!stopIds.includes(e)) stopIds.push(e); }
     try {
-      tokenizer = Tokenizer.fromByteLevel(toks as string[], { bos, eos, merges: merges as string[], pre: pre as string, special, addBos: typeof addBos === 'boolean' ? addBos : pre === 'llama-bpe' });
+      tokenizer = Tokenizer.fromByteLevel(toks as string[], { bos, eos, merges: merges as string[], pre: pre as string, special, addBos: typeof addBos === 'boolean' ? addBos : pre === 'llama-bpe', chatTemplate });
     } catch (e) {
       return bad((e as Error).message);
     }
@@ -720,7 +737,7 @@ async function planGguf(file: string, int8: boolean, widenBlocks = false): Promi
     const sc = Array.isArray(scores) && scores.length === vocab ? scores.map(Number) : new Array<number>(vocab).fill(0);
     tokenizer = new Tokenizer({
       pieces: packTextPieces(toks as string[]), scores: sc, bos, eos,
-      addSpacePrefix: g.meta.get('tokenizer.ggml.add_space_prefix') !== false,
+      addSpacePrefix: g.meta.get('tokenizer.ggml.add_space_prefix') !== false, chatTemplate,
     });
   }
   const r = new WeightReader(file, int8);

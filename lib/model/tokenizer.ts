@@ -46,6 +46,8 @@ export interface TokenizerSpec {
   special?: number[];
   /** bpe: BOS is prepended by default (Llama 3: yes; Qwen: no) */
   addBos?: boolean;
+  /** the model's chat template (Jinja: GGUF tokenizer.chat_template, tokenizer_config.json chat_template) */
+  chatTemplate?: string;
 }
 
 // a code point's 1-4 bytes as a lookup key
@@ -107,6 +109,11 @@ export class Tokenizer {
     return { ...this.spec, pieces, scores: Array.from(this.scores), bos: this.bos, eos: this.eos, addSpacePrefix: this.addSpacePrefix };
   }
 
+  /** The model's chat template (Jinja source), if its files carry one. */
+  get chatTemplate(): string | undefined {
+    return this.spec.chatTemplate;
+  }
+
   /** Whether id is a special (control) token of a byte-level vocabulary. */
   isSpecial(id: number): boolean {
     return this.specialIds.has(id);
@@ -134,6 +141,10 @@ export class Tokenizer {
     this.spec = this.kind === 'bpe'
       ? { kind: 'bpe', merges: spec.merges ?? [], pre: spec.pre ?? 'gpt2', ignoreMerges: spec.ignoreMerges === true, nfc: spec.nfc === true, special: [...(spec.special ?? [])], addBos: this.addBos, pieces: [], scores: [], bos: spec.bos, eos: spec.eos }
       : { pieces: [], scores: [], bos: spec.bos, eos: spec.eos };
+    if (spec.chatTemplate !== undefined) {
+      if (typeof spec.chatTemplate !== 'string') throw new TypeError('tokenizer: chatTemplate must be a string');
+      this.spec.chatTemplate = spec.chatTemplate;
+    }
     // one latin1 key per piece, sliced natively from the packed bytes
     const all = Buffer.from(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
     this.keys = new Array<string>(n);

@@ -1,0 +1,112 @@
+// Chat: the model's own template (GGUF tokenizer.chat_template, tokenizer_config.json
+// chat_template) rendered by Jinja, special tokens parsed; a conversation that keeps
+// the KV cache between turns and prefills only what a turn adds.
+import { expect } from 'chai';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { loadModel, renderChat, type ChatMessage, type Model } from '../lib/index';
+import { writeRandomModel } from '../lib/model/synth';
+
+const MODULES = path.join(__dirname, '..', 'node_modules');
+const QWEN = path.join(MODULES, '@lenml', 'tokenizer-qwen2_5', 'models', 'tokenizer.json');
+const LLAMA3 = path.join(MODULES, '@lenml', 'tokenizer-llama3', 'models', 'tokenizer.json');
+
+async function ids(gen: AsyncGenerator<{ id: number; text: string }>): Promise<{ ids: number[]; text: string }> {
+  const out: number[] = [];
+  let text = '';
+  for await (const t of gen) {
+    out.push(t.id);
+    text += t.text;
+  }
+  return { ids: out, text };
+}
+
+describe('chat: templates and conversations', function () {
+  this.timeout(300000);
+  let dir = '';
+  let qwen: Model, llama3: Model, spm: Model;
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-chat-'));
+    const base = { dim: 64, hidden: 128, layers: 2, heads: 4, kvHeads: 2, maxSeq: 256, tied: true };
+    qwen = await loadModel(writeRandomModel(path.join(dir, 'q'), { ...base, vocab: 151665, tokenizerJson: QWEN }, ['gguf-f32'])['gguf-f32']!);
+    llama3 = await loadModel(writeRandomModel(path.join(dir, 'l'), { ...base, vocab: 128256, tokenizerJson: LLAMA3 }, ['hf']).hf!);
+    spm = await loadModel(writeRandomModel(path.join(dir, 's'), { ...base, vocab: 512 }, ['gguf-f32'])['gguf-f32']!);
+  });
+  after(() => {
+    for (const m of [qwen, llama3, spm]) m?.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('renders the file\'s own template: Llama 3 (tokenizer_config.json) and Qwen 2.5 (GGUF) prompts, as their formats are documented', () => {
+    const msgs: ChatMessage[] = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi there' }];
+    expect(renderChat(llama3, msgs)).to.equal(
+      '<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>' +
+      '<|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n');
+    expect(renderChat(qwen, msgs)).to.equal('<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n');
+    // without a system message Qwen's template supplies its default one
+    expect(renderChat(qwen, [{ role: 'user', content: 'x' }])).to.match(/^<\|im_start\|>system\nYou are Qwen/);
+  });
+
+  it('chat() prefills the rendered prompt with its special tokens as single tokens', async () => {
+    const msgs: ChatMessage[] = [{ role: 'user', content: 'Hi there' }];
+    const want = llama3.tokenizer.encode(renderChat(llama3, msgs), { bos: false, special: true });
+    expect(want[0]).to.equal(128000);
+    expect(want.filter((id) => id === 128009)).to.have.length(1);  // one <|eot_id|>
+    const a = await ids(llama3.chat(msgs, { maxTokens: 4, temperature: 0 }));
+    expect(llama3.stats.promptTokens).to.equal(want.length);
+    expect(a.ids).to.deep.equal((await ids(llama3.generate(want, { maxTokens: 4, temperature: 0 }))).ids);
+  });
+
+  it('a conversation prefills only what a turn adds, and continues exactly as a fresh prefill of the same tokens', async () => {
+    const c = qwen.conversation({ maxTokens: 5, temperature: 0 });
+    const t1 = await ids(c.send('Hello'));
+    const p1 = qwen.tokenizer.encode(renderChat(qwen, [{ role: 'user', content: 'Hello' }]), { bos: false, special: true });
+    expect(c.lastPrefill).to.equal(p1.length);
+    const t2 = await ids(c.send('And again?'));
+    const full2 = renderChat(qwen, [{ role: 'user', content: 'Hello' }, { role: 'assistant', content: t1.text }, { role: 'user', content: 'And again?' }]);
+    const delta = qwen.tokenizer.encode(full2.slice(renderChat(qwen, [{ role: 'user', content: 'Hello' }]).length + t1.text.length), { bos: false, special: true });
+    // maxTokens ended turn 1: its last token had not been fed, so it leads turn 2's prefill
+    expect(c.lastPrefill).to.equal(1 + delta.length);
+    expect(qwen.stats.promptTokens).to.equal(1 + delta.length);
+    expect(c.lastPrefill).to.be.lessThan(qwen.tokenizer.encode(full2, { bos: false, special: true }).length / 2);
+    // the same tokens prefilled from an empty context give the same answer
+    const fresh = await ids(qwen.generate([...p1, ...t1.ids, ...delta], { maxTokens: 5, temperature: 0 }));
+    expect(t2.ids).to.deep.equal(fresh.ids);
+    expect(c.messages.map((m) => m.role)).to.deep.equal(['user', 'assistant', 'user', 'assistant']);
+  });
+
+  it('starts the context over when it no longer holds the conversation (another generation, a template that rewrites turns)', async () => {
+    const c = qwen.conversation({ maxTokens: 3, temperature: 0 });
+    await ids(c.send('one'));
+    await ids(qwen.generate('unrelated', { maxTokens: 2 }));
+    await ids(c.send('two'));
+    const all = qwen.tokenizer.encode(renderChat(qwen, c.messages.slice(0, 3)), { bos: false, special: true });
+    expect(c.lastPrefill).to.equal(all.length);
+    // Llama 3's template trims answers: a whitespace answer no longer prefixes the next render
+    const l = llama3.conversation({ maxTokens: 3, temperature: 0 });
+    await ids(l.send('one'));
+    const again = await ids(l.send('two'));
+    const all3 = llama3.tokenizer.encode(renderChat(llama3, l.messages.slice(0, 3)), { bos: false, special: true });
+    if (l.messages[1]!.content.trim() !== l.messages[1]!.content) expect(l.lastPrefill).to.equal(all3.length);
+    else expect(l.lastPrefill).to.be.lessThan(all3.length);
+    expect(again.ids).to.have.length.greaterThan(0);
+    l.reset();
+    expect(l.messages).to.deep.equal([]);
+  });
+
+  it('a model without a template: a clear error, or a caller-supplied template', async () => {
+    expect(spm.tokenizer.chatTemplate).to.equal(undefined);
+    expect(() => spm.conversation()).to.throw(RangeError, /no chat template.*pass \{ template \}/);
+    let err: unknown;
+    try { await ids(spm.chat([{ role: 'user', content: 'hi' }])); } catch (e) { err = e; }
+    expect(String(err)).to.match(/no chat template/);
+    const template = '{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}assistant:';
+    expect(renderChat(spm, [{ role: 'user', content: 'hi' }], template)).to.equal('user: hi\nassistant:');
+    const r = await ids(spm.chat([{ role: 'user', content: 'hi' }], { template, maxTokens: 3, temperature: 0 }));
+    expect(r.ids).to.have.length(3);
+    expect(() => renderChat(spm, [{ role: 'user', content: 'hi' }], '{% for %}')).to.throw(RangeError, /does not parse/);
+    expect(() => renderChat(spm, [{ role: 'user' } as ChatMessage], template)).to.throw(TypeError, /message 0/);
+  });
+});
