@@ -8,6 +8,7 @@
 //   sparq bench quants [--quick] [--types q4_k,q6_k] [--m 1,8] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench --device cuda [--quick] [--json FILE]
 //   sparq generate --model PATH [--tokenizer PATH] --prompt TEXT [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--weights int8]
+//   sparq chat --model PATH [--system TEXT] [--template FILE] [-n N] [--temperature T] ...
 //   sparq eval --model PATH [--reference PATH] [--weights int8] [--prune SPEC] [--text FILE | --sample N] [--json]
 //   sparq compress --model IN --out OUT [--quantize int8|int8:gN|int4:gN] [--gptq] [--prune SPEC] [--smoothquant A] [--calibration FILE] [--json]
 //   sparq compress --model IN --out OUT.gguf --quantize q4_k_m|q4_0|q8_0|q6_k|... [--json]
@@ -33,6 +34,8 @@ const USAGE = `usage:
   sparq bench --device cuda [--quick] [--json FILE]   GPU kernels and the 110M model on the GPU
   sparq generate --model PATH [--tokenizer PATH] [--prompt TEXT] [-n N] [--temperature T] [--top-k K]
                  [--top-p P] [--seed S] [--weights f32|int8] [--max-seq N]
+  sparq chat --model PATH [--system TEXT] [--template FILE] [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
+             [--weights f32|int8] [--max-seq N]   interactive: Ctrl-C stops an answer, /reset, /exit
   sparq eval --model PATH [--reference PATH] [--tokenizer PATH] [--weights f32|int8] [--reference-weights f32|int8]
              [--prune wanda:0.5|magnitude:0.5|wanda:2:4|magnitude:4:8] [--quantize int8|int8:gN|int4:gN] [--gptq] [--smoothquant ALPHA]
              [--static minmax|percentile|mse] [--keep-float NAME,...] [--text FILE | --sample N] [--calibration FILE]
@@ -85,6 +88,67 @@ async function generate(args: string[]): Promise<number> {
     await new Promise<void>((r) => process.stdout.write('\n', () => r()));
     console.error(`prompt: ${s.promptTokens} tokens, ${s.promptTokensPerSec.toFixed(1)} tokens/s; decode: ${s.generatedTokens} tokens, ${s.decodeTokensPerSec.toFixed(1)} tokens/s (${weights})`);
   } finally {
+    model.dispose();
+  }
+  return 0;
+}
+
+// An interactive chat in the terminal: each line is a user turn, the answer streams;
+// Ctrl-C stops the answer (at the prompt: quits), /reset forgets the conversation,
+// /exit (or end of input) quits.
+async function chatCmd(args: string[]): Promise<number> {
+  const file = flag(args, '--model');
+  if (!file) throw new Error('chat needs --model PATH');
+  const tf = flag(args, '--template');
+  const template = tf ? readBoundedFile(tf, 'chat', 'chat template', 1 << 20).toString('utf8') : undefined;
+  const model = await loadModel(file, { weights: (flag(args, '--weights') ?? 'f32') as 'f32' | 'int8', maxSeq: num(args, '--max-seq') });
+  const readline = await import('node:readline');
+  const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY === true });
+  try {
+    const conv = model.conversation({
+      template, maxTokens: num(args, '-n', '--max-tokens') ?? 512, temperature: num(args, '--temperature') ?? 0.7,
+      topK: num(args, '--top-k'), topP: num(args, '--top-p'), seed: num(args, '--seed'),
+    });
+    const system = flag(args, '--system');
+    const reset = () => {
+      conv.reset();
+      if (system) conv.messages.push({ role: 'system', content: system });
+    };
+    reset();
+    let answering: AbortController | null = null, closed = false;
+    rl.on('SIGINT', () => {
+      if (answering) answering.abort();
+      else rl.close();
+    });
+    rl.on('close', () => { closed = true; });
+    const ask = () => new Promise<string | null>((res) => {
+      if (closed) return res(null);
+      rl.once('close', () => res(null));
+      rl.question('> ', res);
+    });
+    console.log(`chat with ${file} (Ctrl-C stops an answer, /reset forgets, /exit quits)`);
+    for (;;) {
+      const line = await ask();
+      if (line === null || line.trim() === '/exit') break;
+      if (line.trim() === '') continue;
+      if (line.trim() === '/reset') {
+        reset();
+        console.log('(conversation reset)');
+        continue;
+      }
+      answering = new AbortController();
+      try {
+        for await (const t of conv.send(line, { signal: answering.signal })) process.stdout.write(t.text);
+        process.stdout.write('\n');
+      } catch (e) {
+        if (answering.signal.aborted) process.stdout.write('\n(stopped)\n');
+        else console.error(`(${(e as Error).message})`);
+      } finally {
+        answering = null;
+      }
+    }
+  } finally {
+    rl.close();
     model.dispose();
   }
   return 0;
@@ -313,6 +377,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (cmd === 'generate') return generate(argv.slice(1));
+  if (cmd === 'chat') return chatCmd(argv.slice(1));
   if (cmd === 'eval') return evalCmd(argv.slice(1));
   if (cmd === 'compress') return compressCmd(argv.slice(1));
   console.error(USAGE);

@@ -2,11 +2,13 @@
 // chat_template) rendered by Jinja, special tokens parsed; a conversation that keeps
 // the KV cache between turns and prefills only what a turn adds.
 import { expect } from 'chai';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadModel, renderChat, type ChatMessage, type Model } from '../lib/index';
 import { writeRandomModel } from '../lib/model/synth';
+import { ROOT } from './helpers';
 
 const MODULES = path.join(__dirname, '..', 'node_modules');
 const QWEN = path.join(MODULES, '@lenml', 'tokenizer-qwen2_5', 'models', 'tokenizer.json');
@@ -108,5 +110,68 @@ describe('chat: templates and conversations', function () {
     expect(r.ids).to.have.length(3);
     expect(() => renderChat(spm, [{ role: 'user', content: 'hi' }], '{% for %}')).to.throw(RangeError, /does not parse/);
     expect(() => renderChat(spm, [{ role: 'user' } as ChatMessage], template)).to.throw(TypeError, /message 0/);
+  });
+});
+
+describe('chat: npx sparq chat through a pseudo-terminal', function () {
+  this.timeout(180000);
+  let dir = '';
+  let file = '';
+  before(function () {
+    const which = spawnSync('script', ['--version'], { encoding: 'utf8' });
+    if (which.status !== 0) {
+      console.log('      (skipped: util-linux `script`, which provides the pseudo-terminal, is not installed)');
+      this.skip();
+    }
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-chat-cli-'));
+    // long answers (maxSeq 8192) so that Ctrl-C lands while one streams
+    file = writeRandomModel(dir, { dim: 128, hidden: 256, layers: 2, heads: 4, kvHeads: 2, maxSeq: 8192, tied: true, vocab: 151665, tokenizerJson: QWEN }, ['gguf-f32'])['gguf-f32']!;
+  });
+  after(() => { if (dir) fs.rmSync(dir, { recursive: true, force: true }); });
+
+  it('streams an answer, stops it on Ctrl-C, forgets on /reset, answers again and quits on /exit', async () => {
+    const cmd = `${JSON.stringify(process.execPath)} --import tsx lib/cli.ts chat --model ${JSON.stringify(file)} -n 6000 --temperature 1 --seed 3`;
+    const child = spawn('script', ['-qfec', cmd, '/dev/null'], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString('utf8'); });
+    child.stderr.on('data', (d: Buffer) => { out += d.toString('utf8'); });
+    const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+    const until = async (re: RegExp, from: number, ms = 60000) => {
+      const t0 = Date.now();
+      while (!re.test(out.slice(from))) {
+        if (Date.now() - t0 > ms) throw new Error(`no ${re} in the terminal output: ${JSON.stringify(out.slice(-400))}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return out.length;
+    };
+    const prompts = () => (out.match(/> /g) ?? []).length;
+    try {
+      await until(/> /, 0);
+      let at = out.length;
+      child.stdin.write('Hello\r');
+      await until(/Hello/, at);
+      await new Promise((r) => setTimeout(r, 1500));  // the answer streams (6000 tokens at most)
+      at = out.length;
+      child.stdin.write('\x03');  // Ctrl-C
+      await until(/\(stopped\)/, at);
+      const before = prompts();
+      await until(/> /, at);
+      at = out.length;
+      child.stdin.write('/reset\r');
+      await until(/\(conversation reset\)/, at);
+      at = out.length;
+      child.stdin.write('Hi\r');
+      await until(/Hi/, at);
+      await new Promise((r) => setTimeout(r, 500));
+      at = out.length;
+      child.stdin.write('\x03');  // stop this one too
+      await until(/\(stopped\)/, at);
+      await until(/> $|> \S*$/, at);
+      expect(prompts()).to.be.greaterThan(before);
+      child.stdin.write('/exit\r');
+      expect(await exited).to.equal(0);
+    } finally {
+      child.kill();
+    }
   });
 });
