@@ -29,6 +29,7 @@ const CORPUS = [
   'emoji 👨‍👩‍👧‍👦 and 🏳️‍🌈 ok 👍🏽', 'café naïve résumé', 'cafe\u0301 composed later', 'مرحبا بالعالم', 'שלום', 'Ωmega ÅSTRÖM ß',
   'def f(x):\n    return x**2  # comment\n', 'if (a && b) { return c->d[0]; } // done', 'https://example.com/path?q=1&r=2#frag',
   '<|begin_of_text|>Hi<|eot_id|>', '<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n', '<|not_a_token|>',
+  'call <tool_call>{"name": "f"}</tool_call> done',
   'a\u00a0b\u2003c\u3000d', 'x'.repeat(300), '!!!???...---', '$100 & 50% off @user #tag', 'lone \ud800 surrogate',
 ];
 
@@ -75,6 +76,12 @@ describe('tokenizer: byte-level BPE against Hugging Face tokenizers.js', functio
       expect(plain).to.not.include(id);
       expect(tok.decode(plain)).to.equal(`a${marker}b`);
       expect(tok.toSpec().addBos).to.equal(name === 'llama3');  // Llama 3 names a BOS token; Qwen names none
+      // added tokens that are not special (Qwen's <tool_call>) are cut out of any text, as tokenizers does
+      if (name === 'qwen2.5') {
+        const tc = (json.added_tokens as { id: number; content: string }[]).find((a) => a.content === '<tool_call>')!.id;
+        expect(tok.isUserDefined(tc)).to.equal(true);
+        expect(tok.encode('x<tool_call>y', { bos: false })).to.include(tc);
+      }
     });
 
     it(`${name}: encodes at >= 1 M characters / s on one core (measured, reported)`, () => {
@@ -185,7 +192,7 @@ describe('tokenizer: byte-level BPE against llama.cpp (node-llama-cpp)', functio
   after(() => { if (dir) fs.rmSync(dir, { recursive: true, force: true }); });
 
   for (const [name, vocab] of [['llama3', 128256], ['qwen2.5', 151665]] as const) {
-    it(`${name}: a GGUF sparq wrote tokenizes in llama.cpp to the ids sparq gives (special tokens parsed)`, async () => {
+    it(`${name}: a GGUF sparq wrote tokenizes in llama.cpp to the ids sparq gives (special tokens parsed or not)`, async () => {
       const tj = path.join(VOCABS[name]!, 'models', 'tokenizer.json');
       const file = writeRandomModel(path.join(dir, name), { dim: 64, hidden: 128, layers: 1, heads: 4, kvHeads: 2, vocab, maxSeq: 64, tied: true, tokenizerJson: tj }, ['gguf-f32'])['gguf-f32']!;
       const lm = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
@@ -194,6 +201,8 @@ describe('tokenizer: byte-level BPE against llama.cpp (node-llama-cpp)', functio
         for (const text of CORPUS) {
           if (text.includes('\ud800')) continue;  // a lone surrogate: node-llama-cpp passes the string on as UTF-8 its own way
           expect(ours.tokenizer.encode(text, { bos: false, special: true }), JSON.stringify(text)).to.deep.equal(Array.from(lm.tokenize(text, true) as number[]));
+          // special-token parsing off: control tokens are text, user-defined ones still tokens
+          expect(ours.tokenizer.encode(text, { bos: false }), `${JSON.stringify(text)}, special off`).to.deep.equal(Array.from(lm.tokenize(text, false) as number[]));
         }
       } finally {
         ours.dispose();

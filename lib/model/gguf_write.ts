@@ -76,7 +76,7 @@ export async function writeGgufModel(model: Model, file: string, type: string,
     const bpe = tok.kind === 'bpe';
     const pieces = bpe ? spec.pieces.map((_, i) => tok.spelled(i)) : spec.pieces.map((p) => dec.decode(p).replace(/ /g, '\u2581'));
     const types = bpe
-      ? pieces.map((_, i) => (tok.isSpecial(i) ? 3 : 1))
+      ? pieces.map((_, i) => (tok.isUserDefined(i) ? 4 : tok.isSpecial(i) ? 3 : 1))
       : pieces.map((p, i) => (i === spec.bos || i === spec.eos ? 3 : /^<0x[0-9A-Fa-f]{2}>$/.test(p) ? 6 : i === 0 ? 2 : 1));
     const meta = llamaGgufMeta({
       name: `sparq ${type}`, dim: c.dim, hidden: c.hidden, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, maxSeq: c.maxSeq,

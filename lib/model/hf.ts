@@ -112,7 +112,7 @@ interface TokenizerJson {
   normalizer?: unknown;
   pre_tokenizer?: unknown;
   post_processor?: unknown;
-  added_tokens?: { id: number; content: string }[];
+  added_tokens?: { id: number; content: string; special?: boolean }[];
 }
 
 // tokenizer_config.json's chat_template: a string, or named templates (the 'default' one)
@@ -163,17 +163,18 @@ export function byteLevelTokenizer(t: TokenizerJson, file: string, vocabSize: nu
   };
   for (const [p, id] of Object.entries(m.vocab!)) put(id, p);
   // added tokens are cut out of text whole, and ids no token names (padding) decode to nothing
-  const special: number[] = [];
+  const special: number[] = [], userDefined: number[] = [];
   for (const a of t.added_tokens ?? []) {
     put(a.id, a.content);
     special.push(a.id);
+    if (a.special === false) userDefined.push(a.id);  // cut out of any text, as tokenizers does
   }
   for (let i = 0; i < vocabSize; i++) if (!filled[i]) special.push(i);
   const merges = m.merges!.map((mg) => (typeof mg === 'string' ? mg : mg.join(' ')));
   const addBos = typeof config.add_bos_token === 'boolean' ? config.add_bos_token
     : (bos >= 0 && bos < vocabSize && JSON.stringify(t.post_processor ?? null).includes(JSON.stringify(tokens[bos]!))) || (config.bos_token !== undefined && config.bos_token !== null);
   return Tokenizer.fromByteLevel(tokens, {
-    bos, eos, merges, pre: byteLevelPre(t.pre_tokenizer as PreTok, file), ignoreMerges: m.ignore_merges === true, nfc: norm?.type === 'NFC', special, addBos,
+    bos, eos, merges, pre: byteLevelPre(t.pre_tokenizer as PreTok, file), ignoreMerges: m.ignore_merges === true, nfc: norm?.type === 'NFC', special, userDefined, addBos,
     chatTemplate: chatTemplateOf(config.chat_template),
   });
 }

@@ -614,7 +614,7 @@ async function planSparq(file: string, int8: boolean, widenBlocks = false): Prom
   const ints = ['dim', 'hidden', 'layers', 'heads', 'kvHeads', 'headDim', 'vocab', 'maxSeq'] as const;
   for (const k of ints) if (!Number.isInteger(cfg[k]) || cfg[k] < 1 || cfg[k] > 2 ** 24) bad(`config.${k} must be an integer in [1, 2^24]`);
   if (cfg.heads % cfg.kvHeads) bad('config.heads must be a multiple of kvHeads');
-  const tk = json<{ pieces: string[]; scores: number[]; bos: number; eos: number; addSpacePrefix: boolean } & Pick<TokenizerSpec, 'kind' | 'merges' | 'pre' | 'ignoreMerges' | 'nfc' | 'special' | 'addBos' | 'chatTemplate'>>('sparq.tokenizer');
+  const tk = json<{ pieces: string[]; scores: number[]; bos: number; eos: number; addSpacePrefix: boolean } & Pick<TokenizerSpec, 'kind' | 'merges' | 'pre' | 'ignoreMerges' | 'nfc' | 'special' | 'userDefined' | 'addBos' | 'chatTemplate'>>('sparq.tokenizer');
   if (!Array.isArray(tk.pieces) || tk.pieces.length !== cfg.vocab || !Array.isArray(tk.scores) || tk.scores.length !== cfg.vocab) bad('the tokenizer does not match the vocabulary');
   for (const id of [tk.bos, tk.eos]) if (!Number.isInteger(id) || id < 0 || id >= cfg.vocab) bad('tokenizer bos / eos are outside the vocabulary');
   const spec: TokenizerSpec = { pieces: tk.pieces.map((p) => new Uint8Array(Buffer.from(String(p), 'base64'))), scores: tk.scores.map(Number), bos: tk.bos, eos: tk.eos, addSpacePrefix: tk.addSpacePrefix !== false };
@@ -623,7 +623,8 @@ async function planSparq(file: string, int8: boolean, widenBlocks = false): Prom
     // a byte-level vocabulary: its merges, pre-tokenizer and special tokens as saved
     if (!Array.isArray(tk.merges) || tk.merges.some((m) => typeof m !== 'string') || typeof tk.pre !== 'string') bad('the byte-level tokenizer has no merges / pre-tokenizer');
     if (!Array.isArray(tk.special) || tk.special.some((id) => !Number.isInteger(id) || id < 0 || id >= cfg.vocab)) bad('the byte-level tokenizer lists special tokens outside the vocabulary');
-    Object.assign(spec, { kind: 'bpe', merges: tk.merges, pre: tk.pre, ignoreMerges: tk.ignoreMerges === true, nfc: tk.nfc === true, special: tk.special, addBos: tk.addBos !== false });
+    const user = Array.isArray(tk.userDefined) ? tk.userDefined : [];
+    Object.assign(spec, { kind: 'bpe', merges: tk.merges, pre: tk.pre, ignoreMerges: tk.ignoreMerges === true, nfc: tk.nfc === true, special: tk.special, userDefined: user, addBos: tk.addBos !== false });
   }
   const stop = json<number[]>('sparq.stop', true);
   if (!Array.isArray(stop) || stop.some((id) => !Number.isInteger(id) || id < 0 || id >= cfg.vocab)) bad('sparq.stop must list token ids of the vocabulary');
@@ -724,12 +725,12 @@ async function planGguf(file: string, int8: boolean, widenBlocks = false): Promi
     const merges = g.meta.get('tokenizer.ggml.merges'), types = g.meta.get('tokenizer.ggml.token_type'), pre = g.meta.get('tokenizer.ggml.pre') ?? bad('tokenizer.ggml.pre is missing (the byte-level pre-tokenizer: llama-bpe, qwen2, gpt2)');
     if (!Array.isArray(merges) || merges.some((m) => typeof m !== 'string')) bad('tokenizer.ggml.merges is missing');
     if (typeof pre !== 'string') bad('tokenizer.ggml.pre is not a string');
-    const special: number[] = [];
-    if (Array.isArray(types)) types.forEach((t, i) => { if (t === 3 || t === 4) special.push(i); });
+    const special: number[] = [], userDefined: number[] = [];
+    if (Array.isArray(types)) types.forEach((t, i) => { if (t === 3 || t === 4) special.push(i); if (t === 4) userDefined.push(i); });
     const addBos = g.meta.get('tokenizer.ggml.add_bos_token');
     for (const k of ['tokenizer.ggml.eot_token_id', 'tokenizer.ggml.eom_token_id']) if (g.meta.has(k)) { const e = id(k, eos); if (!stopIds.includes(e)) stopIds.push(e); }
     try {
-      tokenizer = Tokenizer.fromByteLevel(toks as string[], { bos, eos, merges: merges as string[], pre: pre as string, special, addBos: typeof addBos === 'boolean' ? addBos : pre === 'llama-bpe', chatTemplate });
+      tokenizer = Tokenizer.fromByteLevel(toks as string[], { bos, eos, merges: merges as string[], pre: pre as string, special, userDefined, addBos: typeof addBos === 'boolean' ? addBos : pre === 'llama-bpe', chatTemplate });
     } catch (e) {
       return bad((e as Error).message);
     }

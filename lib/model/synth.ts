@@ -263,7 +263,7 @@ export function writeRandomModel(dir: string, c: SynthConfig, formats: SynthForm
     if (bv) {
       const spec = bv.tok.toSpec(), ids = Array.from({ length: c.vocab }, (_, i) => i);
       writeGguf(file, llamaGgufMeta({
-        ...shape, tokens: ids.map((i) => bv.tok.spelled(i)), scores: [], tokenTypes: ids.map((i) => (bv.tok.isSpecial(i) ? 3 : 1)),
+        ...shape, tokens: ids.map((i) => bv.tok.spelled(i)), scores: [], tokenTypes: ids.map((i) => (bv.tok.isUserDefined(i) ? 4 : bv.tok.isSpecial(i) ? 3 : 1)),
         bos: spec.bos, eos: spec.eos, addSpacePrefix: false, bpe: { merges: spec.merges ?? [], pre: spec.pre ?? 'gpt2', addBos: spec.addBos !== false },
         chatTemplate: bv.tok.chatTemplate,
       }), tensors);

@@ -42,8 +42,10 @@ export interface TokenizerSpec {
   ignoreMerges?: boolean;
   /** bpe: NFC-normalize text first (Qwen's tokenizer.json) */
   nfc?: boolean;
-  /** bpe: ids of the special (control) tokens, whose pieces are their text */
+  /** bpe: ids of the special tokens (control and added ones), whose pieces are their text */
   special?: number[];
+  /** bpe: the special tokens that are cut out of any text, not only when encode asks (GGUF user-defined, tokenizer.json added tokens that are not special) */
+  userDefined?: number[];
   /** bpe: BOS is prepended by default (Llama 3: yes; Qwen: no) */
   addBos?: boolean;
   /** the model's chat template (Jinja: GGUF tokenizer.chat_template, tokenizer_config.json chat_template) */
@@ -99,6 +101,8 @@ export class Tokenizer {
   private readonly bpe?: ByteBpe;
   private readonly preRe?: RegExp;
   private readonly specialRe?: RegExp;
+  private readonly userRe?: RegExp;
+  private readonly userIds = new Set<number>();
   private readonly specialIds = new Set<number>();
   private readonly addBos: boolean;
 
@@ -114,9 +118,14 @@ export class Tokenizer {
     return this.spec.chatTemplate;
   }
 
-  /** Whether id is a special (control) token of a byte-level vocabulary. */
+  /** Whether id is a special token of a byte-level vocabulary (its piece is its text). */
   isSpecial(id: number): boolean {
     return this.specialIds.has(id);
+  }
+
+  /** Whether id is a user-defined token of a byte-level vocabulary (cut out of any text). */
+  isUserDefined(id: number): boolean {
+    return this.userIds.has(id);
   }
 
   /** A byte-level token in its vocabulary spelling (special tokens: their text), as GGUF and tokenizer.json store it. */
@@ -139,7 +148,7 @@ export class Tokenizer {
     this.addSpacePrefix = this.kind === 'spm' && (spec.addSpacePrefix ?? true);
     this.addBos = this.kind === 'spm' || spec.addBos !== false;
     this.spec = this.kind === 'bpe'
-      ? { kind: 'bpe', merges: spec.merges ?? [], pre: spec.pre ?? 'gpt2', ignoreMerges: spec.ignoreMerges === true, nfc: spec.nfc === true, special: [...(spec.special ?? [])], addBos: this.addBos, pieces: [], scores: [], bos: spec.bos, eos: spec.eos }
+      ? { kind: 'bpe', merges: spec.merges ?? [], pre: spec.pre ?? 'gpt2', ignoreMerges: spec.ignoreMerges === true, nfc: spec.nfc === true, special: [...(spec.special ?? [])], userDefined: [...(spec.userDefined ?? [])], addBos: this.addBos, pieces: [], scores: [], bos: spec.bos, eos: spec.eos }
       : { pieces: [], scores: [], bos: spec.bos, eos: spec.eos };
     if (spec.chatTemplate !== undefined) {
       if (typeof spec.chatTemplate !== 'string') throw new TypeError('tokenizer: chatTemplate must be a string');
@@ -180,9 +189,17 @@ export class Tokenizer {
       }
       this.bpe = new ByteBpe(vocab, spec.merges ?? [], spec.ignoreMerges === true);
       this.preRe = preTokenizerRegex(spec.pre ?? 'gpt2');
+      for (const id of spec.userDefined ?? []) {
+        if (!this.specialIds.has(id)) throw new RangeError(`tokenizer: user-defined token ${id} is not among the special tokens`);
+        this.userIds.add(id);
+      }
       // special tokens' text, longest first (a token that starts another must not cut it)
-      const esc = texts.filter((t) => t.length > 0).sort((a, b) => b.length - a.length).map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
-      if (esc.length > 0) this.specialRe = new RegExp(esc.join('|'), 'gu');
+      const alternation = (ts: string[]) => {
+        const esc = ts.filter((t) => t.length > 0).sort((a, b) => b.length - a.length).map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+        return esc.length > 0 ? new RegExp(esc.join('|'), 'gu') : undefined;
+      };
+      this.specialRe = alternation(texts);
+      this.userRe = alternation([...this.userIds].map((id) => utf8.decode(this.bytes.subarray(this.offsets[id]!, this.offsets[id + 1]!))));
       this.specialByText = new Map([...this.specialIds].map((id) => [utf8.decode(this.bytes.subarray(this.offsets[id]!, this.offsets[id + 1]!)), id]));
     }
   }
@@ -251,17 +268,19 @@ export class Tokenizer {
     return ids;
   }
 
-  // byte-level: special tokens cut out (when asked), then the pre-tokenizer's pieces merged one by one
+  // byte-level: special tokens cut out (user-defined ones always, the others when asked),
+  // then the pre-tokenizer's pieces merged one by one
   private encodeBpe(text: string, special: boolean, ids: number[]): void {
     const words = (seg: string) => {
       for (const m of seg.matchAll(this.preRe!)) this.bpe!.encodeWord(m[0], ids);
     };
-    if (!special || !this.specialRe) {
+    const cut = special ? this.specialRe : this.userRe;
+    if (!cut) {
       words(text);
       return;
     }
     let at = 0;
-    for (const m of text.matchAll(this.specialRe)) {
+    for (const m of text.matchAll(cut)) {
       if (m.index! > at) words(text.slice(at, m.index));
       ids.push(this.specialByText.get(m[0])!);
       at = m.index! + m[0].length;
