@@ -780,7 +780,7 @@ Error block_weight(int type, int64_t n, int64_t k, const void* data, BlockWeight
 // --- the x16 layout (quants.h) ---------------------------------------------------
 
 namespace {
-constexpr int64_t kQ4_0Bytes = 18, kQ4_KBytes = 144;
+constexpr int64_t kQ4_KBytes = 144;
 
 // Where byte `i` of row r's stored block b lies in its x16 group (g0: the group's
 // first byte, nb: blocks per row). Q4_0: scales [blocks][16] f16, then codes
