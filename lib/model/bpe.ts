@@ -5,6 +5,7 @@
 // ties, as Hugging Face tokenizers and llama.cpp do). Vocabularies store tokens
 // in that spelling; the tokenizer keeps each token's raw bytes, so decoding is
 // the SentencePiece path's byte reassembly.
+import { mergePairs } from './merge';
 
 /** GPT-2's map from a byte to the character that spells it in vocabularies and merges. */
 export const BYTE_TO_CHAR: readonly string[] = (() => {
@@ -75,9 +76,12 @@ export const PRE_TOKENIZERS: Readonly<Record<string, string>> = {
 // other names for the same splits
 const ALIASES: Readonly<Record<string, string>> = { llama3: 'llama-bpe', 'llama-v3': 'llama-bpe' };
 
+// a tokenizer.json (Oniguruma) pattern as JavaScript takes it: the inline (?i:...) contractions spelled out
+const jsPattern = (pattern: string) => pattern.replace(/\(\?i:'s\|'t\|'re\|'ve\|'m\|'ll\|'d\)/g, CONTRACTIONS_I);
+
 /** A pre-tokenizer pattern from tokenizer.json by llama.cpp's name where it is one of the known splits, else the pattern. */
 export function preTokenizerName(pattern: string): string {
-  const src = pattern.replace(/\(\?i:'s\|'t\|'re\|'ve\|'m\|'ll\|'d\)/g, CONTRACTIONS_I);
+  const src = jsPattern(pattern);
   for (const [name, re] of Object.entries(PRE_TOKENIZERS)) if (re === src) return name;
   return pattern;
 }
@@ -90,7 +94,7 @@ export function preTokenizerRegex(pre: string): RegExp {
     if (/^[a-z0-9][a-z0-9._-]*$/.test(pre)) {
       throw new RangeError(`tokenizer: pre-tokenizer '${pre}' is not supported (${[...Object.keys(PRE_TOKENIZERS), ...Object.keys(ALIASES)].join(', ')})`);
     }
-    src = pre.replace(/\(\?i:'s\|'t\|'re\|'ve\|'m\|'ll\|'d\)/g, CONTRACTIONS_I);
+    src = jsPattern(pre);
   }
   try {
     return new RegExp(src, 'gu');
@@ -107,6 +111,8 @@ export function preTokenizerRegex(pre: string): RegExp {
 export class ByteBpe {
   private readonly ranks = new Map<string, number>();
   private readonly cache = new Map<string, number[]>();
+  /** each token's spelling, by id (tokens outside the byte-level spelling: undefined) */
+  private readonly spellings: string[] = [];
 
   constructor(
     private readonly vocab: ReadonlyMap<string, number>,
@@ -117,6 +123,7 @@ export class ByteBpe {
     merges.forEach((m, i) => {
       if (!this.ranks.has(m)) this.ranks.set(m, i);
     });
+    for (const [sp, id] of vocab) this.spellings[id] = sp;
   }
 
   /** The ids of one pre-tokenized piece of text. */
@@ -131,39 +138,25 @@ export class ByteBpe {
     for (const id of ids) out.push(id);
   }
 
+  // byte tokens, then merges lowest rank first, leftmost among equals (mergePairs:
+  // O(n log n), so a long piece such as a base64 blob stays fast)
   private merge(word: string): number[] {
     if (this.ignoreMerges) {
       const whole = this.vocab.get(word);
       if (whole !== undefined) return [whole];
     }
-    const syms = Array.from(word);
-    // repeatedly merge the adjacent pair of lowest rank (leftmost among equals)
-    while (syms.length > 1) {
-      let best = -1, bestRank = Infinity;
-      for (let i = 0; i + 1 < syms.length; i++) {
-        const r = this.ranks.get(syms[i] + ' ' + syms[i + 1]);
-        if (r !== undefined && r < bestRank) {
-          bestRank = r;
-          best = i;
-        }
-      }
-      if (best < 0) break;
-      syms.splice(best, 2, syms[best]! + syms[best + 1]!);
+    const toks: number[] = [];
+    for (const ch of word) {
+      const c = this.vocab.get(ch);
+      if (c === undefined) throw new RangeError(`tokenizer: the vocabulary has no token for the byte spelled '${ch}'`);
+      toks.push(c);
     }
-    const ids: number[] = [];
-    for (const s of syms) {
-      const id = this.vocab.get(s);
-      if (id !== undefined) {
-        ids.push(id);
-        continue;
-      }
-      // not in the vocabulary: its characters one by one (every byte is a token in byte-level vocabularies)
-      for (const ch of s) {
-        const c = this.vocab.get(ch);
-        if (c === undefined) throw new RangeError(`tokenizer: the vocabulary has no token for the byte spelled '${ch}'`);
-        ids.push(c);
-      }
-    }
-    return ids;
+    return mergePairs(toks, (a, b) => {
+      const sa = this.spellings[a]!, sb = this.spellings[b]!;
+      const r = this.ranks.get(sa + ' ' + sb);
+      if (r === undefined) return undefined;
+      const m = this.vocab.get(sa + sb);  // a merge whose result is no token does not happen
+      return m === undefined ? undefined : { m, s: -r };
+    });
   }
 }

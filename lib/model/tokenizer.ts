@@ -5,6 +5,7 @@
 // ties); or byte-level BPE with merge ranks (bpe.ts: Llama 3, Qwen). Pieces
 // are byte strings; decode() reassembles UTF-8 across tokens.
 import { ByteBpe, preTokenizerRegex, spell, spelledBytes } from './bpe';
+import { mergePairs } from './merge';
 
 export interface EncodeOptions {
   /** prepend the BOS token (default true) */
@@ -104,6 +105,8 @@ export class Tokenizer {
   private readonly userRe?: RegExp;
   private readonly userIds = new Set<number>();
   private readonly specialIds = new Set<number>();
+  /** special tokens by their text (the first id of a text) */
+  private readonly specialByText = new Map<string, number>();
   private readonly addBos: boolean;
 
   /** What the tokenizer was built from (saveModel stores it). */
@@ -154,18 +157,19 @@ export class Tokenizer {
       if (typeof spec.chatTemplate !== 'string') throw new TypeError('tokenizer: chatTemplate must be a string');
       this.spec.chatTemplate = spec.chatTemplate;
     }
-    // one latin1 key per piece, sliced natively from the packed bytes
+    // SentencePiece: one latin1 key per piece, sliced natively from the packed bytes
     const all = Buffer.from(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
-    this.keys = new Array<string>(n);
+    this.keys = new Array<string>(this.kind === 'spm' ? n : 0);
     this.tokenByte = new Int16Array(n).fill(-1);
     for (let i = 0; i < n; i++) {
       const a = this.offsets[i]!, b = this.offsets[i + 1]!;
       if (b < a) throw new RangeError('tokenizer: packed pieces do not match their offsets');
+      if (this.kind === 'bpe') continue;  // keyed by spelling below
       const k = all.toString('latin1', a, b);
       this.keys[i] = k;
       if (!this.lookup.has(k)) this.lookup.set(k, i);
       // a byte token <0xXX>
-      if (this.kind === 'spm' && k.length === 6 && k.startsWith('<0x') && k[5] === '>' && /^[0-9A-Fa-f]{2}$/.test(k.slice(3, 5))) {
+      if (k.length === 6 && k.startsWith('<0x') && k[5] === '>' && /^[0-9A-Fa-f]{2}$/.test(k.slice(3, 5))) {
         const v = parseInt(k.slice(3, 5), 16);
         this.tokenByte[i] = v;
         if (this.byteToken[v] === -1) this.byteToken[v] = i;
@@ -173,7 +177,6 @@ export class Tokenizer {
     }
     if (this.kind === 'bpe') {
       const vocab = new Map<string, number>();
-      const texts: string[] = [];
       for (const id of spec.special ?? []) {
         if (!Number.isInteger(id) || id < 0 || id >= n) throw new RangeError(`tokenizer: special token id ${id} is outside [0, ${n})`);
         this.specialIds.add(id);
@@ -181,7 +184,7 @@ export class Tokenizer {
       const utf8 = new TextDecoder();
       for (let i = 0; i < n; i++) {
         const b = this.bytes.subarray(this.offsets[i]!, this.offsets[i + 1]!);
-        if (this.specialIds.has(i)) texts.push(utf8.decode(b));
+        if (this.specialIds.has(i)) this.specialByText.set(utf8.decode(b), i);
         else {
           const key = spell(b);
           if (!vocab.has(key)) vocab.set(key, i);
@@ -198,13 +201,11 @@ export class Tokenizer {
         const esc = ts.filter((t) => t.length > 0).sort((a, b) => b.length - a.length).map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
         return esc.length > 0 ? new RegExp(esc.join('|'), 'gu') : undefined;
       };
+      const texts = [...this.specialByText.keys()];
       this.specialRe = alternation(texts);
-      this.userRe = alternation([...this.userIds].map((id) => utf8.decode(this.bytes.subarray(this.offsets[id]!, this.offsets[id + 1]!))));
-      this.specialByText = new Map([...this.specialIds].map((id) => [utf8.decode(this.bytes.subarray(this.offsets[id]!, this.offsets[id + 1]!)), id]));
+      this.userRe = alternation(texts.filter((t) => this.userIds.has(this.specialByText.get(t)!)));
     }
   }
-
-  private specialByText = new Map<string, number>();
 
   /** Builds a byte-level vocabulary from tokens in their byte-level spelling (GGUF, tokenizer.json); special ones as text. */
   static fromByteLevel(tokens: readonly string[], spec: Omit<TokenizerSpec, 'pieces' | 'scores' | 'kind'>): Tokenizer {
@@ -288,67 +289,14 @@ export class Tokenizer {
     if (at < text.length) words(text.slice(at));
   }
 
-  /**
-   * Merges the best-scoring adjacent pair (leftmost on ties) until none merges, as
-   * run.c does, in O(n log n): candidate pairs wait in a heap ordered by (score,
-   * position); a merge links its symbol to its neighbours and offers the two new
-   * pairs; entries whose symbols changed since are skipped when they come up.
-   */
+  // SentencePiece merges by score (see mergePairs)
   private merge(toks: number[]): number[] {
-    const n = toks.length;
-    if (n < 2) return toks;
-    const id = Int32Array.from(toks), next = new Int32Array(n), prev = new Int32Array(n), ver = new Uint32Array(n);
-    for (let i = 0; i < n; i++) { next[i] = i + 1 < n ? i + 1 : -1; prev[i] = i - 1; }
-    interface Pair { s: number; l: number; r: number; m: number; vl: number; vr: number }
-    const heap: Pair[] = [];
-    const before = (a: Pair, b: Pair) => a.s > b.s || (a.s === b.s && a.l < b.l);
-    const offer = (l: number, r: number) => {
-      const m = this.lookup.get(this.keys[id[l]!]! + this.keys[id[r]!]!);
-      if (m === undefined) return;
+    return mergePairs(toks, (a, b) => {
+      const m = this.lookup.get(this.keys[a]! + this.keys[b]!);
+      if (m === undefined) return undefined;
       const s = this.scores[m]!;
-      if (!(s > -Infinity)) return;  // NaN / -Infinity scores never merge (as run.c's strict comparison)
-      const e = { s, l, r, m, vl: ver[l]!, vr: ver[r]! };
-      let i = heap.push(e) - 1;
-      while (i > 0) {
-        const up = (i - 1) >> 1;
-        if (!before(e, heap[up]!)) break;
-        heap[i] = heap[up]!;
-        i = up;
-      }
-      heap[i] = e;
-    };
-    const pop = (): Pair => {
-      const top = heap[0]!, last = heap.pop()!;
-      if (heap.length > 0) {
-        let i = 0;
-        for (;;) {
-          const a = 2 * i + 1, b = a + 1;
-          let c = a;
-          if (a >= heap.length) break;
-          if (b < heap.length && before(heap[b]!, heap[a]!)) c = b;
-          if (!before(heap[c]!, last)) break;
-          heap[i] = heap[c]!;
-          i = c;
-        }
-        heap[i] = last;
-      }
-      return top;
-    };
-    for (let i = 0; i + 1 < n; i++) offer(i, i + 1);
-    while (heap.length > 0) {
-      const e = pop();
-      if (ver[e.l] !== e.vl || ver[e.r] !== e.vr || next[e.l] !== e.r) continue;  // stale
-      id[e.l] = e.m;
-      ver[e.l]!++;
-      ver[e.r]!++;
-      next[e.l] = next[e.r]!;
-      if (next[e.l]! >= 0) prev[next[e.l]!] = e.l;
-      if (prev[e.l]! >= 0) offer(prev[e.l]!, e.l);
-      if (next[e.l]! >= 0) offer(e.l, next[e.l]!);
-    }
-    const out: number[] = [];
-    for (let i = 0; i >= 0; i = next[i]!) out.push(id[i]!);
-    return out;
+      return s > -Infinity ? { m, s } : undefined;  // NaN / -Infinity scores never merge (as run.c's strict comparison)
+    });
   }
 
   /** The bytes of token `id` as it prints after `prev` (a leading space is dropped after BOS). */

@@ -783,9 +783,10 @@ namespace {
 constexpr int64_t kQ4_KBytes = 144;
 
 // Where byte `i` of row r's stored block b lies in its x16 group (g0: the group's
-// first byte, nb: blocks per row). Q4_0: scales [blocks][16] f16, then codes
-// [blocks][4][16][4]. Q4_K, per super-block (2304 bytes): d [16] f16, dmin [16]
-// f16, the 12 scale bytes as planes [12][16], codes [4 chunks][8][16][4].
+// first byte, nb: blocks per row). Q4_0, per unit of 8 blocks: scales
+// [blocks][16] f16, then codes [blocks][4][16][4]. Q4_K, per super-block (2304
+// bytes): d [16] f16, dmin [16] f16, the 12 scale bytes as planes [12][16],
+// codes [4 chunks][8][16][4].
 // Returns the x16 offset of a run of `len` stored bytes starting at i (runs never
 // straddle a field: 2 for an f16, 1 for a scale byte, 4 for codes).
 struct X16Map {

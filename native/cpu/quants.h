@@ -98,11 +98,12 @@ struct BlockWeight {
 constexpr int64_t kX16Rows = 16;
 // Q4_0 x16: blocks per unit, and where block b's 16 scales and 256 code bytes
 // start in a group of nb blocks (one stream per group, as in Q4_K's super-blocks).
-constexpr int64_t kX16Q4Unit = 8;
-inline int64_t x16_q4_0_scales_at(int64_t b) { return b / kX16Q4Unit * (kX16Q4Unit * 288) + b % kX16Q4Unit * 32; }
+constexpr int64_t kX16Q4Unit = 8, kX16Q4UnitBytes = kX16Q4Unit * kX16Rows * 18;
+// blocks in the unit that holds block b (the last unit: those left)
+inline int64_t x16_q4_0_unit_blocks(int64_t nb, int64_t b) { return nb - b / kX16Q4Unit * kX16Q4Unit < kX16Q4Unit ? nb - b / kX16Q4Unit * kX16Q4Unit : kX16Q4Unit; }
+inline int64_t x16_q4_0_scales_at(int64_t b) { return b / kX16Q4Unit * kX16Q4UnitBytes + b % kX16Q4Unit * 32; }
 inline int64_t x16_q4_0_codes_at(int64_t nb, int64_t b) {
-  const int64_t u = b / kX16Q4Unit, in_unit = nb - u * kX16Q4Unit < kX16Q4Unit ? nb - u * kX16Q4Unit : kX16Q4Unit;
-  return u * (kX16Q4Unit * 288) + in_unit * 32 + b % kX16Q4Unit * 256;
+  return b / kX16Q4Unit * kX16Q4UnitBytes + x16_q4_0_unit_blocks(nb, b) * 32 + b % kX16Q4Unit * 256;
 }
 // Whether w (as stored) can be repacked to x16 (Q4_0, Q4_K; n % 16 == 0).
 bool block_x16_supported(const BlockWeight& w);

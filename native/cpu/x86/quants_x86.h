@@ -125,8 +125,8 @@ inline void each_row(const BlockGemvArgs& a, int64_t j0, int64_t j1, Rows&& rows
   }
 }
 
-// The x16 GEMVs' software prefetch distance: streaming from DRAM, one Zen 5
-// core ran Q4_0 at 14-16 GB/s without and 21-23 with it (the stored layout: 20-23).
+// The x16 GEMVs' software prefetch distance, bytes ahead in a group's one stream
+// (1B decode-shaped sweep, 2 threads: 4 to 16 KiB within 2%; PERFORMANCE.md).
 constexpr int64_t kX16Prefetch = 8192;
 
 // A software prefetch the compiler keeps: GCC 12 deletes a loop whose body is
@@ -144,10 +144,10 @@ inline void x16_prefetch_unit(const uint8_t* p) {
 template <class F>
 inline void x16_q4_0_blocks(const uint8_t* group, int64_t nb, bool prefetch, F&& f) {
   for (int64_t u = 0; u < nb; u += kX16Q4Unit) {
-    const int64_t ub = nb - u < kX16Q4Unit ? nb - u : kX16Q4Unit;
-    const uint8_t* unit = group + u * 288;
+    const uint8_t* unit = group + x16_q4_0_scales_at(u);
     if (prefetch) x16_prefetch_unit(unit);
-    for (int64_t i = 0; i < ub; ++i) f(u + i, unit + i * 32, unit + ub * 32 + i * 256);
+    const uint8_t* codes = group + x16_q4_0_codes_at(nb, u);
+    for (int64_t i = 0, ub = x16_q4_0_unit_blocks(nb, u); i < ub; ++i) f(u + i, unit + i * 32, codes + i * 256);
   }
 }
 
