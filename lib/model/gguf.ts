@@ -224,8 +224,10 @@ export function encodeTensor(a: Float32Array, type: number, n: number, k: number
   }
 }
 
-/** What a GGUF `llama` file's metadata says (llama.cpp's keys): the shape and the SentencePiece vocabulary. */
+/** What a GGUF `llama` / `qwen2` / `qwen3` file's metadata says (llama.cpp's keys): the shape and the vocabulary. */
 export interface LlamaGgufMeta {
+  /** general.architecture and the prefix of the shape keys (default 'llama') */
+  arch?: 'llama' | 'qwen2' | 'qwen3';
   name: string; dim: number; hidden: number; layers: number; heads: number; kvHeads: number; maxSeq: number; headDim: number;
   ropeTheta: number; normEps: number;
   /** pieces as text, U+2581 for spaces (SentencePiece), or in the byte-level spelling (bpe) */
@@ -236,18 +238,23 @@ export interface LlamaGgufMeta {
   chatTemplate?: string;
 }
 export function llamaGgufMeta(m: LlamaGgufMeta): [string, Typed][] {
+  const a = m.arch ?? 'llama';
   return [
-    ['general.architecture', { type: 'str', value: 'llama' }],
+    ['general.architecture', { type: 'str', value: a }],
     ['general.name', { type: 'str', value: m.name }],
-    ['llama.context_length', { type: 'u32', value: m.maxSeq }],
-    ['llama.embedding_length', { type: 'u32', value: m.dim }],
-    ['llama.block_count', { type: 'u32', value: m.layers }],
-    ['llama.feed_forward_length', { type: 'u32', value: m.hidden }],
-    ['llama.attention.head_count', { type: 'u32', value: m.heads }],
-    ['llama.attention.head_count_kv', { type: 'u32', value: m.kvHeads }],
-    ['llama.rope.dimension_count', { type: 'u32', value: m.headDim }],
-    ['llama.rope.freq_base', { type: 'f32', value: m.ropeTheta }],
-    ['llama.attention.layer_norm_rms_epsilon', { type: 'f32', value: m.normEps }],
+    [`${a}.context_length`, { type: 'u32', value: m.maxSeq }],
+    [`${a}.embedding_length`, { type: 'u32', value: m.dim }],
+    [`${a}.block_count`, { type: 'u32', value: m.layers }],
+    [`${a}.feed_forward_length`, { type: 'u32', value: m.hidden }],
+    [`${a}.attention.head_count`, { type: 'u32', value: m.heads }],
+    [`${a}.attention.head_count_kv`, { type: 'u32', value: m.kvHeads }],
+    // the head size, where it is not dim / heads (Qwen3), as llama.cpp writes it
+    ...(m.headDim * m.heads !== m.dim || a === 'qwen3'
+      ? ([[`${a}.attention.key_length`, { type: 'u32', value: m.headDim }], [`${a}.attention.value_length`, { type: 'u32', value: m.headDim }]] as [string, Typed][])
+      : []),
+    [`${a}.rope.dimension_count`, { type: 'u32', value: m.headDim }],
+    [`${a}.rope.freq_base`, { type: 'f32', value: m.ropeTheta }],
+    [`${a}.attention.layer_norm_rms_epsilon`, { type: 'f32', value: m.normEps }],
     ...(m.bpe
       ? ([
           ['tokenizer.ggml.model', { type: 'str', value: 'gpt2' }],

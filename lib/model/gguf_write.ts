@@ -1,10 +1,10 @@
-// gguf_write.ts - writes a loaded model as a GGUF v3 `llama` file in any type
+// gguf_write.ts - writes a loaded model as a GGUF v3 `llama` / `qwen2` / `qwen3` file in any type
 // sparq writes (F32, F16, Q4_0 .. Q6_K, IQ4_NL / IQ4_XS, the Q4_K_M mix): the
 // weights re-read from the model's file in f32 and quantized by the native
 // quantizers (ggml's reference rounding for Q4_0 .. Q8_0), the SentencePiece
-// vocabulary and the config as llama.cpp's metadata keys. Hugging Face models
-// (half-split RoPE rows) have their q / k rows put back in GGUF's interleaved
-// order. Used by `npx sparq compress --out FILE.gguf --quantize TYPE`.
+// vocabulary and the config as llama.cpp's metadata keys. Hugging Face Llama
+// models (half-split RoPE rows) have their q / k rows put back in GGUF's
+// interleaved order; Qwen's stay half-split, as llama.cpp runs them. Used by `npx sparq compress --out FILE.gguf --quantize TYPE`.
 import { Rebuild } from './rebuild';
 import type { Model } from './model';
 import { GGML_F32, encodeTensor, ggmlTypeName, ggufTypeFor, llamaGgufMeta, writeGguf, type GgufWriteTensor } from './gguf';
@@ -26,12 +26,11 @@ export interface GgufWriteReport { tensors: number; bytes: number; types: Record
 export async function writeGgufModel(model: Model, file: string, type: string,
                                      onProgress?: (p: { stage: 'load' | 'quantize'; done: number; total: number }) => void): Promise<GgufWriteReport> {
   const c = model.config;
-  const hd = c.headDim ?? c.dim / c.heads;
-  if (hd * c.heads !== c.dim) throw new RangeError('writeGguf: a model whose heads were pruned (heads x headDim != dim) has no GGUF llama layout');
+  const hd = c.headDim ?? c.dim / c.heads, qd = c.heads * hd;
   ggufTypeFor(type, 'blk.0.attn_q.weight', 256);  // checks the type name
   const rb = await Rebuild.open('writeGguf', model, (p) => onProgress?.(p));
   try {
-    const plan = rb.plan, neox = plan.ropeNeox, kvd = c.kvHeads * hd;
+    const plan = rb.plan, interleave = plan.ropeNeox && c.arch === 'llama', kvd = c.kvHeads * hd;
     const tensors: GgufWriteTensor[] = [];
     const f32 = (ref: Parameters<Rebuild['tensor']>[0], n: number, k: number) => rb.tensor(ref, n, k).toArray() as Float32Array;
     const add = (name: string, a: Float32Array, n: number, k: number, linear: boolean) => {
@@ -45,16 +44,26 @@ export async function writeGgufModel(model: Model, file: string, type: string,
       add(b + 'attn_norm.weight', f32(L.attnNorm, 1, c.dim), 1, c.dim, false);
       let q: Float32Array, k: Float32Array, v: Float32Array;
       if (L.wqkv) {
-        const all = f32(L.wqkv, c.dim + 2 * kvd, c.dim);
-        [q, k, v] = [all.slice(0, c.dim * c.dim), all.slice(c.dim * c.dim, (c.dim + kvd) * c.dim), all.slice((c.dim + kvd) * c.dim)];
+        const all = f32(L.wqkv, qd + 2 * kvd, c.dim);
+        [q, k, v] = [all.slice(0, qd * c.dim), all.slice(qd * c.dim, (qd + kvd) * c.dim), all.slice((qd + kvd) * c.dim)];
       } else {
-        [q, k, v] = [f32(L.wq, c.dim, c.dim), f32(L.wk, kvd, c.dim), f32(L.wv, kvd, c.dim)];
+        [q, k, v] = [f32(L.wq, qd, c.dim), f32(L.wk, kvd, c.dim), f32(L.wv, kvd, c.dim)];
       }
-      if (neox) [q, k] = [toInterleaved(q, c.heads, hd, c.dim), toInterleaved(k, c.kvHeads, hd, c.dim)];
-      add(b + 'attn_q.weight', q, c.dim, c.dim, true);
+      if (interleave) [q, k] = [toInterleaved(q, c.heads, hd, c.dim), toInterleaved(k, c.kvHeads, hd, c.dim)];
+      add(b + 'attn_q.weight', q, qd, c.dim, true);
       add(b + 'attn_k.weight', k, kvd, c.dim, true);
       add(b + 'attn_v.weight', v, kvd, c.dim, true);
-      add(b + 'attn_output.weight', f32(L.wo, c.dim, c.dim), c.dim, c.dim, true);
+      if (L.bq) {  // biases (Qwen2), reordered with their rows
+        const [bq, bk] = [f32(L.bq, 1, qd), f32(L.bk, 1, kvd)];
+        add(b + 'attn_q.bias', interleave ? toInterleaved(bq, c.heads, hd, 1) : bq, 1, qd, false);
+        add(b + 'attn_k.bias', interleave ? toInterleaved(bk, c.kvHeads, hd, 1) : bk, 1, kvd, false);
+        add(b + 'attn_v.bias', f32(L.bv, 1, kvd), 1, kvd, false);
+      }
+      if (L.qNorm) {  // per-head q / k norms (Qwen3)
+        add(b + 'attn_q_norm.weight', f32(L.qNorm, 1, hd), 1, hd, false);
+        add(b + 'attn_k_norm.weight', f32(L.kNorm, 1, hd), 1, hd, false);
+      }
+      add(b + 'attn_output.weight', f32(L.wo, c.dim, qd), c.dim, qd, true);
       add(b + 'ffn_norm.weight', f32(L.ffnNorm, 1, c.dim), 1, c.dim, false);
       let gate: Float32Array, up: Float32Array;
       if (L.w13) {
@@ -68,6 +77,7 @@ export async function writeGgufModel(model: Model, file: string, type: string,
       add(b + 'ffn_up.weight', up, c.hidden, c.dim, true);
     });
     add('output_norm.weight', f32(plan.weights.finalNorm, 1, c.dim), 1, c.dim, false);
+    if (plan.weights.ropeFreqs) add('rope_freqs.weight', f32(plan.weights.ropeFreqs, 1, hd >> 1), 1, hd >> 1, false);
     if (!c.tiedEmbeddings) add('output.weight', f32(plan.weights.output, c.vocab, c.dim), c.vocab, c.dim, true);
     onProgress?.({ stage: 'quantize', done: c.layers, total: c.layers });
     // the vocabulary: SentencePiece pieces as text with U+2581 for spaces, byte tokens <0xXX>, control ids;
@@ -79,7 +89,7 @@ export async function writeGgufModel(model: Model, file: string, type: string,
       ? pieces.map((_, i) => (tok.isUserDefined(i) ? 4 : tok.isSpecial(i) ? 3 : 1))
       : pieces.map((p, i) => (i === spec.bos || i === spec.eos ? 3 : /^<0x[0-9A-Fa-f]{2}>$/.test(p) ? 6 : i === 0 ? 2 : 1));
     const meta = llamaGgufMeta({
-      name: `sparq ${type}`, dim: c.dim, hidden: c.hidden, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, maxSeq: c.maxSeq,
+      arch: c.arch, name: `sparq ${type}`, dim: c.dim, hidden: c.hidden, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, maxSeq: c.maxSeq,
       headDim: hd, ropeTheta: c.ropeTheta, normEps: c.normEps, tokens: pieces, scores: Array.from(spec.scores), tokenTypes: types,
       bos: spec.bos, eos: spec.eos, addSpacePrefix: spec.addSpacePrefix !== false,
       bpe: bpe ? { merges: spec.merges ?? [], pre: spec.pre ?? 'gpt2', addBos: spec.addBos !== false } : undefined, chatTemplate: tok.chatTemplate,

@@ -1,4 +1,4 @@
-// hf.ts - Hugging Face model folders: config.json (LlamaForCausalLM),
+// hf.ts - Hugging Face model folders: config.json (Llama, Mistral, Qwen2, Qwen3),
 // *.safetensors shards (F32 / F16 / BF16), tokenizer.json (SentencePiece-style
 // BPE with byte fallback, as Llama 1/2 and their fine-tunes ship it).
 import * as fs from 'node:fs';
@@ -69,8 +69,44 @@ export function readSafetensors(dir: string): Map<string, SafetensorsEntry> {
 }
 
 export interface HfConfig {
-  dim: number; hidden: number; layers: number; heads: number; kvHeads: number; vocab: number; maxSeq: number;
+  arch: 'llama' | 'qwen2' | 'qwen3';
+  dim: number; hidden: number; layers: number; heads: number; kvHeads: number; headDim: number; vocab: number; maxSeq: number;
   normEps: number; ropeTheta: number; tied: boolean; bos: number; eos: number;
+  /** every end-of-sequence id (config.json and generation_config.json may list several: Llama 3 Instruct's eot) */
+  stopIds: number[];
+  ropeScaling?: { type: 'llama3' | 'linear'; factor: number };
+  /** per-frequency RoPE divisors [headDim / 2] for ropeScaling */
+  ropeFreqs?: Float32Array;
+}
+
+/** config.json architectures (and model_type) sparq runs, by the decoder family they use */
+const HF_ARCHS: Record<string, 'llama' | 'qwen2' | 'qwen3'> = {
+  LlamaForCausalLM: 'llama', MistralForCausalLM: 'llama', Qwen2ForCausalLM: 'qwen2', Qwen3ForCausalLM: 'qwen3',
+};
+const HF_MODEL_TYPES: Record<string, 'llama' | 'qwen2' | 'qwen3'> = { llama: 'llama', mistral: 'llama', qwen2: 'qwen2', qwen3: 'qwen3' };
+
+/**
+ * RoPE frequency divisors [hd / 2] of Llama 3.1's 'llama3' rope scaling: frequencies whose
+ * wavelength exceeds original_max / low_freq_factor are divided by `factor`, those under
+ * original_max / high_freq_factor kept, and the band between interpolated smoothly (the
+ * factors convert_hf_to_gguf.py writes as rope_freqs.weight). 'linear': every one `factor`.
+ */
+export function ropeScalingFactors(s: { type: 'llama3' | 'linear'; factor: number; lowFreqFactor?: number; highFreqFactor?: number; originalMaxSeq?: number },
+                                   hd: number, theta: number): Float32Array {
+  const out = new Float32Array(hd >> 1);
+  if (s.type === 'linear') return out.fill(s.factor);
+  const low = s.lowFreqFactor ?? 1, high = s.highFreqFactor ?? 4, orig = s.originalMaxSeq ?? 8192;
+  const lowWave = orig / low, highWave = orig / high;
+  for (let i = 0; i < out.length; i++) {
+    const wave = 2 * Math.PI * Math.pow(theta, (2 * i) / hd);  // 2 pi / frequency
+    if (wave < highWave) out[i] = 1;
+    else if (wave > lowWave) out[i] = s.factor;
+    else {
+      const smooth = (orig / wave - low) / (high - low);
+      out[i] = 1 / ((1 - smooth) / s.factor + smooth);
+    }
+  }
+  return out;
 }
 
 /** JSON of a file, or an Error naming the file and where the text stops parsing. */
@@ -91,19 +127,66 @@ export function readHfConfig(dir: string): HfConfig {
   if (!fs.existsSync(file)) throw new Error(`loadModel: ${dir} has no config.json`);
   const c = readJson(file) as Record<string, unknown>;
   if (typeof c !== 'object' || c === null || Array.isArray(c)) throw new TypeError(`loadModel: ${file}: expected a JSON object`);
-  const arch = (c.architectures as string[] | undefined)?.[0] ?? c.model_type;
-  if (c.model_type !== 'llama' && arch !== 'LlamaForCausalLM') throw new RangeError(`loadModel: ${file}: architecture '${String(arch)}' is not supported (LlamaForCausalLM)`);
+  const name = (c.architectures as string[] | undefined)?.[0] ?? c.model_type;
+  const arch = typeof name === 'string' && Array.isArray(c.architectures) ? HF_ARCHS[name] : HF_MODEL_TYPES[String(c.model_type)];
+  if (!arch) throw new RangeError(`loadModel: ${file}: architecture '${String(name)}' is not supported (${Object.keys(HF_ARCHS).join(', ')})`);
+  const bad = (why: string): never => { throw new RangeError(`loadModel: ${file}: ${why}`); };
   const int = (k: string, d?: number): number => {
     const v = c[k] ?? d;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_DIM) throw new RangeError(`loadModel: ${file}: ${k} must be an integer in [0, 2^24]; got ${String(v)}`);
-    return v;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_DIM) bad(`${k} must be an integer in [0, 2^24]; got ${String(v)}`);
+    return v as number;
   };
-  if (c.rope_scaling) throw new RangeError(`loadModel: ${file}: rope_scaling is not supported`);
-  const heads = int('num_attention_heads');
+  const num = (k: string, d: number): number => {
+    const v = c[k] ?? d;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) bad(`${k} must be a number > 0; got ${String(v)}`);
+    return v as number;
+  };
+  const heads = int('num_attention_heads'), dim = int('hidden_size');
+  if (heads < 1) bad('num_attention_heads must be at least 1');
+  const headDim = c.head_dim === undefined || c.head_dim === null ? dim / heads : int('head_dim');
+  if (!Number.isInteger(headDim) || headDim < 1) bad(`hidden_size (${dim}) is not a multiple of num_attention_heads (${heads}) and no head_dim is given`);
+  const ropeTheta = num('rope_theta', 10000);
+  // end-of-sequence ids: config.json's, then generation_config.json's (a number or a list each)
+  const ids = (v: unknown, what: string): number[] => {
+    const a = v === undefined || v === null ? [] : Array.isArray(v) ? v : [v];
+    for (const x of a) if (!Number.isInteger(x) || (x as number) < 0) bad(`${what} must be a token id or a list of them; got ${JSON.stringify(v)}`);
+    return a as number[];
+  };
+  const stopIds = ids(c.eos_token_id, 'eos_token_id');
+  const genFile = path.join(dir, 'generation_config.json');
+  if (fs.existsSync(genFile)) {
+    const g = readJson(genFile) as Record<string, unknown> | null;
+    if (g && typeof g === 'object') for (const id of ids(g.eos_token_id, 'generation_config.json eos_token_id')) if (!stopIds.includes(id)) stopIds.push(id);
+  }
+  if (!stopIds.length) stopIds.push(2);
+  // rope_scaling: none / 'default', Llama 3.1's 'llama3', or 'linear'; anything else is refused
+  let ropeScaling: HfConfig['ropeScaling'], ropeFreqs: Float32Array | undefined;
+  const rs = c.rope_scaling as Record<string, unknown> | null | undefined;
+  if (rs !== undefined && rs !== null) {
+    const type = String(rs.rope_type ?? rs.type ?? 'default');
+    if (type === 'llama3' || type === 'linear') {
+      const factor = Number(rs.factor);
+      if (!(factor > 0) || !Number.isFinite(factor)) bad(`rope_scaling.factor must be a number > 0; got ${String(rs.factor)}`);
+      const f = (k: string) => (rs[k] === undefined ? undefined : Number(rs[k]));
+      const s = { type: type as 'llama3' | 'linear', factor, lowFreqFactor: f('low_freq_factor'), highFreqFactor: f('high_freq_factor'), originalMaxSeq: f('original_max_position_embeddings') };
+      if ([s.lowFreqFactor, s.highFreqFactor, s.originalMaxSeq].some((x) => x !== undefined && !(x > 0 && Number.isFinite(x)))) bad('rope_scaling: its factors must be numbers > 0');
+      if (type === 'llama3' && (s.highFreqFactor ?? 4) <= (s.lowFreqFactor ?? 1)) bad('rope_scaling: high_freq_factor must exceed low_freq_factor');
+      ropeScaling = { type: s.type, factor };
+      ropeFreqs = ropeScalingFactors(s, headDim, ropeTheta);
+    } else if (type !== 'default') {
+      bad(`rope_scaling type '${type}' is not supported (llama3, linear)`);
+    }
+  }
+  // a sliding window shorter than the context (Mistral 7B v0.1): sparq attends to the whole
+  // context, so the default context stops at the window, where both agree
+  let maxSeq = int('max_position_embeddings');
+  const win = c.sliding_window;
+  if (typeof win === 'number' && win > 0 && win < maxSeq && c.use_sliding_window !== false) maxSeq = win;
   return {
-    dim: int('hidden_size'), hidden: int('intermediate_size'), layers: int('num_hidden_layers'), heads, kvHeads: int('num_key_value_heads', heads),
-    vocab: int('vocab_size'), maxSeq: int('max_position_embeddings'), normEps: Number(c.rms_norm_eps ?? 1e-6), ropeTheta: Number(c.rope_theta ?? 10000),
-    tied: c.tie_word_embeddings === true, bos: int('bos_token_id', 1), eos: int('eos_token_id', 2),
+    arch, dim, hidden: int('intermediate_size'), layers: int('num_hidden_layers'), heads, kvHeads: int('num_key_value_heads', heads), headDim,
+    vocab: int('vocab_size'), maxSeq, normEps: num('rms_norm_eps', 1e-6), ropeTheta,
+    tied: c.tie_word_embeddings === true, bos: int('bos_token_id', 1), eos: stopIds[0]!, stopIds,
+    ...(ropeScaling ? { ropeScaling, ropeFreqs } : {}),
   };
 }
 

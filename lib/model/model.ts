@@ -13,10 +13,17 @@ import type { QuantizeReport } from './quantize_model';
 import { Sampler, checkSampling, type SamplingOptions } from './sampler';
 import { StreamDecoder, Tokenizer, packTextPieces, type TokenizerSpec } from './tokenizer';
 import { Conversation, chat as chatOnce, type ChatMessage, type ChatOptions } from './chat';
-import { parseDevice } from '../tensor';
+import { Tensor, parseDevice } from '../tensor';
+
+/**
+ * The decoder families sparq runs: 'llama' (Llama 1-3.x, Mistral, SmolLM, TinyLlama...), 'qwen2'
+ * (Qwen 2 / 2.5: q / k / v biases, half-split RoPE), 'qwen3' (Qwen 3 dense: RMSNorm of each q / k
+ * head, head size independent of dim). Architecture names a file may carry map onto these.
+ */
+export type ModelArch = 'llama' | 'qwen2' | 'qwen3';
 
 export interface ModelConfig {
-  arch: 'llama';
+  arch: ModelArch;
   dim: number;
   layers: number;
   heads: number;
@@ -29,6 +36,8 @@ export interface ModelConfig {
   ropeTheta: number;
   normEps: number;
   tiedEmbeddings: boolean;
+  /** RoPE frequency scaling: Llama 3.1's 'llama3' (per-frequency factors) or 'linear' (positions / factor) */
+  ropeScaling?: { type: 'llama3' | 'linear'; factor?: number };
 }
 
 export interface LoadModelOptions {
@@ -437,6 +446,18 @@ export interface LayerRefs {
   attnNorm: WeightRef; ffnNorm: WeightRef; wo: WeightRef; w2: WeightRef;
   wqkv?: WeightRef; wq?: WeightRef; wk?: WeightRef; wv?: WeightRef;
   w13?: WeightRef; w1?: WeightRef; w3?: WeightRef;
+  /** f32 biases of q [heads * headDim], k and v [kvHeads * headDim] (Qwen2): all three or none */
+  bq?: WeightRef; bk?: WeightRef; bv?: WeightRef;
+  /** f32 RMSNorm weights [headDim] of each q and k head (Qwen3): both or none */
+  qNorm?: WeightRef; kNorm?: WeightRef;
+}
+/** @internal The per-layer f32 vectors that are not linears and that compression carries over as they are (biases, q / k norms). */
+export const LAYER_EXTRAS = ['bq', 'bk', 'bv', 'qNorm', 'kNorm'] as const;
+/** @internal The extras a layer has, to spread into a rebuilt one. */
+export function layerExtras(L: LayerRefs): Pick<LayerRefs, (typeof LAYER_EXTRAS)[number]> {
+  const o: Pick<LayerRefs, (typeof LAYER_EXTRAS)[number]> = {};
+  for (const k of LAYER_EXTRAS) if (L[k]) o[k] = L[k];
+  return o;
 }
 /** @internal */
 export interface Plan {
@@ -444,7 +465,8 @@ export interface Plan {
   tokenizer: Tokenizer;
   stopIds: number[];
   ropeNeox: boolean;
-  weights: { embed: WeightRef; finalNorm: WeightRef; output: WeightRef; layers: LayerRefs[] };
+  /** ropeFreqs: f32 [headDim / 2], RoPE frequency i divided by entry i (Llama 3.1 rope scaling) */
+  weights: { embed: WeightRef; finalNorm: WeightRef; output: WeightRef; layers: LayerRefs[]; ropeFreqs?: WeightRef };
   /** features per head when heads x headDim differs from dim (a saved structurally pruned model) */
   headDim?: number;
   /** the file's weights are a pruned / quantized model's (pruneModel and quantizeModel refuse it) */
@@ -543,13 +565,13 @@ function backToBack(ts: { offset: number; bytes: number }[]): boolean {
 interface LayerNames { attnNorm: string; ffnNorm: string; q: string; k: string; v: string; o: string; gate: string; up: string; down: string }
 
 /** One layer's weights by tensor name (GGUF, HF): q|k|v and gate|up fused where `fusable` allows. */
-async function layerRefs(n: LayerNames, dim: number, kvd: number, hidden: number, vec: (name: string) => Promise<WeightRef>,
+async function layerRefs(n: LayerNames, dim: number, qd: number, kvd: number, hidden: number, vec: (name: string) => Promise<WeightRef>,
                          lin: (names: string[], rows: number[], k: number) => Promise<WeightRef>, fusable: (names: string[]) => boolean): Promise<LayerRefs> {
   const layer: LayerRefs = {
-    attnNorm: await vec(n.attnNorm), ffnNorm: await vec(n.ffnNorm), wo: await lin([n.o], [dim], dim), w2: await lin([n.down], [dim], hidden),
+    attnNorm: await vec(n.attnNorm), ffnNorm: await vec(n.ffnNorm), wo: await lin([n.o], [dim], qd), w2: await lin([n.down], [dim], hidden),
   };
-  if (fusable([n.q, n.k, n.v])) layer.wqkv = await lin([n.q, n.k, n.v], [dim, kvd, kvd], dim);
-  else [layer.wq, layer.wk, layer.wv] = [await lin([n.q], [dim], dim), await lin([n.k], [kvd], dim), await lin([n.v], [kvd], dim)];
+  if (fusable([n.q, n.k, n.v])) layer.wqkv = await lin([n.q, n.k, n.v], [qd, kvd, kvd], dim);
+  else [layer.wq, layer.wk, layer.wv] = [await lin([n.q], [qd], dim), await lin([n.k], [kvd], dim), await lin([n.v], [kvd], dim)];
   if (fusable([n.gate, n.up])) layer.w13 = await lin([n.gate, n.up], [hidden, hidden], dim);
   else [layer.w1, layer.w3] = [await lin([n.gate], [hidden], dim), await lin([n.up], [hidden], dim)];
   return layer;
@@ -614,6 +636,7 @@ async function planSparq(file: string, int8: boolean, widenBlocks = false): Prom
   const ints = ['dim', 'hidden', 'layers', 'heads', 'kvHeads', 'headDim', 'vocab', 'maxSeq'] as const;
   for (const k of ints) if (!Number.isInteger(cfg[k]) || cfg[k] < 1 || cfg[k] > 2 ** 24) bad(`config.${k} must be an integer in [1, 2^24]`);
   if (cfg.heads % cfg.kvHeads) bad('config.heads must be a multiple of kvHeads');
+  const arch: ModelArch = cfg.arch === undefined ? 'llama' : ['llama', 'qwen2', 'qwen3'].includes(cfg.arch) ? cfg.arch : bad(`config.arch '${String(cfg.arch)}' is not supported`);
   const tk = json<{ pieces: string[]; scores: number[]; bos: number; eos: number; addSpacePrefix: boolean } & Pick<TokenizerSpec, 'kind' | 'merges' | 'pre' | 'ignoreMerges' | 'nfc' | 'special' | 'userDefined' | 'addBos' | 'chatTemplate'>>('sparq.tokenizer');
   if (!Array.isArray(tk.pieces) || tk.pieces.length !== cfg.vocab || !Array.isArray(tk.scores) || tk.scores.length !== cfg.vocab) bad('the tokenizer does not match the vocabulary');
   for (const id of [tk.bos, tk.eos]) if (!Number.isInteger(id) || id < 0 || id >= cfg.vocab) bad('tokenizer bos / eos are outside the vocabulary');
@@ -680,14 +703,17 @@ async function planSparq(file: string, int8: boolean, widenBlocks = false): Prom
     else [L.wq, L.wk, L.wv] = [await lin(p + 'wq', qd, dim), await lin(p + 'wk', kvd, dim), await lin(p + 'wv', kvd, dim)];
     if (linears[p + 'w13'] !== undefined) L.w13 = await lin(p + 'w13', 2 * hidden, dim);
     else [L.w1, L.w3] = [await lin(p + 'w1', hidden, dim), await lin(p + 'w3', hidden, dim)];
+    await layerExtrasFrom(L, { bq: [p + 'bq', qd], bk: [p + 'bk', kvd], bv: [p + 'bv', kvd], qNorm: [p + 'q_norm', hd], kNorm: [p + 'k_norm', hd] },
+      (nm) => tensors.has(nm), (nm, n) => f32(nm, [n]), arch, `loadModel: ${file}`);
     layers.push(L);
   }
   const tied = linears.tied === true;  // the classifier is the f32 embedding itself (not written twice)
   const { ropeNeox, headDim: _hd, ...config } = cfg;
   void _hd;
   return {
-    config: { ...config, tiedEmbeddings: config.tiedEmbeddings === true }, tokenizer: new Tokenizer(spec), stopIds: stop, ropeNeox: ropeNeox === true, temp: r.temp,
-    weights: { embed, finalNorm: await f32('final_norm', [dim]), layers, output: tied ? (int8 && 'storage' in embed && !embed.ggml ? await r.linear([[T('embed', 'F32', [vocab, dim]).offset, vocab]], dim) : embed) : await lin('output', vocab, dim) },
+    config: { ...config, arch, tiedEmbeddings: config.tiedEmbeddings === true }, tokenizer: new Tokenizer(spec), stopIds: stop, ropeNeox: ropeNeox === true, temp: r.temp,
+    weights: { embed, finalNorm: await f32('final_norm', [dim]), layers, output: tied ? (int8 && 'storage' in embed && !embed.ggml ? await r.linear([[T('embed', 'F32', [vocab, dim]).offset, vocab]], dim) : embed) : await lin('output', vocab, dim),
+      ...(tensors.has('rope_freqs') ? { ropeFreqs: await f32('rope_freqs', [hd >> 1]) } : {}) },
     headDim: hd, derived: Boolean(metadata['sparq.prune'] || metadata['sparq.quantize']),
   };
 }
@@ -696,13 +722,14 @@ async function planSparq(file: string, int8: boolean, widenBlocks = false): Prom
 async function planGguf(file: string, int8: boolean, widenBlocks = false): Promise<Plan> {
   const g = readGguf(file);
   const bad = (why: string): never => { throw new RangeError(`loadModel: ${file}: ${why}`); };
-  const arch = g.meta.get('general.architecture');
-  if (arch !== 'llama') bad(`architecture '${String(arch)}' is not supported (sparq runs 'llama')`);
+  const archName = g.meta.get('general.architecture');
+  if (archName !== 'llama' && archName !== 'qwen2' && archName !== 'qwen3') bad(`architecture '${String(archName)}' is not supported (sparq runs llama, qwen2, qwen3)`);
+  const arch = archName as ModelArch;
   const num = (k: string, dflt?: number): number => {
-    const v = g.meta.get(`llama.${k}`);
-    if (v === undefined) return dflt ?? bad(`metadata llama.${k} is missing`);
+    const v = g.meta.get(`${arch}.${k}`);
+    if (v === undefined) return dflt ?? bad(`metadata ${arch}.${k} is missing`);
     const n = Number(v);
-    if (!Number.isFinite(n)) bad(`metadata llama.${k} is not a number`);
+    if (!Number.isFinite(n)) bad(`metadata ${arch}.${k} is not a number`);
     return n;
   };
   const dim = num('embedding_length'), layers = num('block_count'), hidden = num('feed_forward_length'), heads = num('attention.head_count');
@@ -769,8 +796,24 @@ async function planGguf(file: string, int8: boolean, widenBlocks = false): Promi
     if (ts.some((t) => !t || t.type !== ts[0]!.type)) return false;  // a missing part is reported when it is read
     return !inPlace(ts[0]!.type) || backToBack(ts as { offset: number; bytes: number }[]);
   };
-  const hd = dim / heads, kvd = kvHeads * hd;
-  if (!Number.isInteger(hd) || heads % kvHeads !== 0) bad(`heads (${heads}) must divide dim (${dim}) and be a multiple of kv heads (${kvHeads})`);
+  // the head size: attention.key_length where given (Qwen3: 128 with dim 1024 and 16 heads), else dim / heads
+  const hd = num('attention.key_length', dim / heads), kvd = kvHeads * hd, qd = heads * hd;
+  if (!Number.isInteger(hd) || hd < 1 || heads % kvHeads !== 0) bad(`heads (${heads}) must divide dim (${dim}) (or attention.key_length be given) and be a multiple of kv heads (${kvHeads})`);
+  if (num('attention.value_length', hd) !== hd) bad('attention.value_length differs from attention.key_length (sparq runs equal key and value heads)');
+  // RoPE scaling: Llama 3.1's per-frequency factors come as the rope_freqs tensor; linear scaling as metadata
+  const scaling = g.meta.get(`${arch}.rope.scaling.type`);
+  let ropeFreqs: WeightRef | undefined, ropeScaling: ModelConfig['ropeScaling'];
+  if (g.tensors.has('rope_freqs.weight')) {
+    ropeFreqs = await f32('rope_freqs.weight', 1, hd >> 1);
+    const factor = num('rope.scaling.factor', 0);
+    ropeScaling = { type: 'llama3', ...(factor > 0 ? { factor } : {}) };
+  } else if (scaling === 'linear') {
+    const factor = num('rope.scaling.factor');
+    if (!(factor > 0)) bad(`${arch}.rope.scaling.factor must be > 0`);
+    if (factor !== 1) [ropeFreqs, ropeScaling] = [vectorRef(new Float32Array(hd >> 1).fill(factor), r.temp), { type: 'linear', factor }];
+  } else if (scaling !== undefined && scaling !== 'none') {
+    bad(`rope scaling '${String(scaling)}' is not supported (linear, or Llama 3.1's rope_freqs)`);
+  }
   const tied = !g.tensors.has('output.weight');
   // a quantized embedding stays in its blocks (rows dequantized on lookup), and is the tied classifier as it is
   const et = g.tensors.get('token_embd.weight') ?? bad('tensor token_embd.weight is missing');
@@ -782,13 +825,18 @@ async function planGguf(file: string, int8: boolean, widenBlocks = false): Promi
     const layer = await layerRefs({
       attnNorm: b + 'attn_norm.weight', ffnNorm: b + 'ffn_norm.weight', q: b + 'attn_q.weight', k: b + 'attn_k.weight', v: b + 'attn_v.weight',
       o: b + 'attn_output.weight', gate: b + 'ffn_gate.weight', up: b + 'ffn_up.weight', down: b + 'ffn_down.weight',
-    }, dim, kvd, hidden, (nm) => f32(nm, 1, dim), lin, fusable);
+    }, dim, qd, kvd, hidden, (nm) => f32(nm, 1, dim), lin, fusable);
+    await layerExtrasFrom(layer, {
+      bq: [b + 'attn_q.bias', qd], bk: [b + 'attn_k.bias', kvd], bv: [b + 'attn_v.bias', kvd], qNorm: [b + 'attn_q_norm.weight', hd], kNorm: [b + 'attn_k_norm.weight', hd],
+    }, (nm) => g.tensors.has(nm), (nm, n) => f32(nm, 1, n), arch, `loadModel: ${file}`);
     L.push(layer);
   }
   return {
-    config: { arch: 'llama', dim, hidden, layers, heads, kvHeads, vocab, maxSeq, ropeTheta, normEps, tiedEmbeddings: tied },
-    tokenizer, stopIds, ropeNeox: false, temp: r.temp,
+    config: { arch, dim, hidden, layers, heads, kvHeads, vocab, maxSeq, ropeTheta, normEps, tiedEmbeddings: tied, ...(ropeScaling ? { ropeScaling } : {}) },
+    // llama.cpp's converter permutes Llama's q / k rows into interleaved pairs; Qwen's stay half-split (NeoX RoPE)
+    tokenizer, stopIds, ropeNeox: arch !== 'llama', temp: r.temp, headDim: hd,
     weights: {
+      ...(ropeFreqs ? { ropeFreqs } : {}),
       embed, finalNorm: await f32('output_norm.weight', 1, dim), layers: L,
       // tied: the embedding's own blocks, the f32 embedding, or an int8 copy (int8 mode, or a widened quantized embedding)
       output: tied ? (embedBlocks ? embed : int8 || ggmlTypes().get(et.type)!.quantized ? await lin(['token_embd.weight'], [vocab], dim) : embed) : await lin(['output.weight'], [vocab], dim),
@@ -829,8 +877,9 @@ async function planHf(dir: string, int8: boolean): Promise<Plan> {
     if (ts.some((t) => !t || t.file !== ts[0]!.file || t.dtype !== ts[0]!.dtype)) return false;  // a missing part is reported when it is read
     return int8 || ts[0]!.dtype !== 'F32' || backToBack(ts as SafetensorsEntry[]);
   };
-  const { dim, hidden, vocab } = c, hd = dim / c.heads, kvd = c.kvHeads * hd;
-  if (!Number.isInteger(hd) || c.heads % c.kvHeads !== 0) throw new RangeError(`loadModel: ${dir}: heads must divide hidden_size and be a multiple of num_key_value_heads`);
+  const { dim, hidden, vocab } = c, hd = c.headDim, qd = c.heads * hd, kvd = c.kvHeads * hd;
+  if (c.heads % c.kvHeads !== 0) throw new RangeError(`loadModel: ${dir}: num_attention_heads must be a multiple of num_key_value_heads`);
+  for (const id of c.stopIds) if (id >= vocab) throw new RangeError(`loadModel: ${dir}: eos_token_id ${id} is outside the vocabulary`);
   const layers: LayerRefs[] = [];
   for (let l = 0; l < c.layers; l++) {
     const p = `model.layers.${l}.`;
@@ -838,19 +887,48 @@ async function planHf(dir: string, int8: boolean): Promise<Plan> {
       attnNorm: p + 'input_layernorm.weight', ffnNorm: p + 'post_attention_layernorm.weight', q: p + 'self_attn.q_proj.weight',
       k: p + 'self_attn.k_proj.weight', v: p + 'self_attn.v_proj.weight', o: p + 'self_attn.o_proj.weight',
       gate: p + 'mlp.gate_proj.weight', up: p + 'mlp.up_proj.weight', down: p + 'mlp.down_proj.weight',
-    }, dim, kvd, hidden, (nm) => f32(nm, [dim]), lin, fusable);
+    }, dim, qd, kvd, hidden, (nm) => f32(nm, [dim]), lin, fusable);
+    // q / k / v biases (Qwen2; Llama / Mistral with attention_bias) and per-head q / k norms (Qwen3)
+    await layerExtrasFrom(layer, {
+      bq: [p + 'self_attn.q_proj.bias', qd], bk: [p + 'self_attn.k_proj.bias', kvd], bv: [p + 'self_attn.v_proj.bias', kvd],
+      qNorm: [p + 'self_attn.q_norm.weight', hd], kNorm: [p + 'self_attn.k_norm.weight', hd],
+    }, (nm) => st.has(nm), (nm, n) => f32(nm, [n]), c.arch, `loadModel: ${dir}`);
     layers.push(layer);
   }
   const tied = c.tied || !st.has('lm_head.weight');
   const embed = await f32('model.embed_tokens.weight', [vocab, dim]);
   return {
-    config: { arch: 'llama', dim, hidden, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, vocab, maxSeq: c.maxSeq, ropeTheta: c.ropeTheta, normEps: c.normEps, tiedEmbeddings: tied },
-    tokenizer, stopIds: [c.eos], ropeNeox: true, temp,
+    config: { arch: c.arch, dim, hidden, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, vocab, maxSeq: c.maxSeq, ropeTheta: c.ropeTheta, normEps: c.normEps, tiedEmbeddings: tied,
+      ...(c.ropeScaling ? { ropeScaling: c.ropeScaling } : {}) },
+    tokenizer, stopIds: c.stopIds, ropeNeox: true, temp, headDim: hd,
     weights: {
       embed, finalNorm: await f32('model.norm.weight', [dim]), layers,
       output: tied ? (int8 ? await lin(['model.embed_tokens.weight'], [vocab], dim) : embed) : await lin(['lm_head.weight'], [vocab], dim),
+      ...(c.ropeFreqs ? { ropeFreqs: vectorRef(c.ropeFreqs, temp) } : {}),
     },
   };
+}
+
+/** An f32 vector of JS memory as a weight (its storage released with the plan's temp). */
+function vectorRef(a: Float32Array, temp: { dispose(): void }[]): WeightRef {
+  const t = Tensor.from(a, [a.length]);
+  temp.push(t);
+  return { storage: t._storage, offset: t._offset };
+}
+
+/**
+ * A layer's f32 extras by tensor name, where the file has them: q / k / v biases (all three)
+ * and q / k head norms (both). Qwen2 requires the biases and Qwen3 the norms, as llama.cpp does.
+ */
+async function layerExtrasFrom(L: LayerRefs, names: Record<(typeof LAYER_EXTRAS)[number], [string, number]>, has: (name: string) => boolean,
+                               vec: (name: string, n: number) => Promise<WeightRef>, arch: ModelArch, where: string): Promise<void> {
+  const groups: [(typeof LAYER_EXTRAS)[number][], ModelArch, string][] = [[['bq', 'bk', 'bv'], 'qwen2', 'q / k / v biases'], [['qNorm', 'kNorm'], 'qwen3', 'q / k norms']];
+  for (const [keys, needs, what] of groups) {
+    const got = keys.filter((k) => has(names[k][0]));
+    if (got.length === 0 && arch !== needs) continue;
+    if (got.length !== keys.length) throw new RangeError(`${where}: tensor ${names[keys.find((k) => !got.includes(k))!][0]} is missing (${arch} layers have ${what})`);
+    for (const k of keys) L[k] = await vec(names[k][0], names[k][1]);
+  }
 }
 
 /**

@@ -9,7 +9,7 @@ import { loadNative, type NativePacked, type NativeSparse } from '../native';
 import { quantize } from '../quantize';
 import { prune, SparseTensor, type SparseFormat } from '../sparse';
 import { Tensor } from '../tensor';
-import { createFromPlan, type LayerRefs, type Model, type Plan, type PruneReport, type WeightRef } from './model';
+import { createFromPlan, layerExtras, type LayerRefs, type Model, type Plan, type PruneReport, type WeightRef } from './model';
 import { Rebuild, calibrationSequences } from './rebuild';
 
 export interface PruneModelOptions {
@@ -230,7 +230,7 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
     };
 
     // 1. every layer's linears, shrunk by structured pruning when asked
-    interface Shrunk { L: LayerRefs; wq: Tensor; wk: Tensor; wv: Tensor; wo: Tensor; w1: Tensor; w3: Tensor; w2: Tensor; oNorm: Float64Array | null; downNorm: Float64Array | null }
+    interface Shrunk { L: LayerRefs; extras: ReturnType<typeof layerExtras>; wq: Tensor; wk: Tensor; wv: Tensor; wo: Tensor; w1: Tensor; w3: Tensor; w2: Tensor; oNorm: Float64Array | null; downNorm: Float64Array | null }
     const shrunk: Shrunk[] = [];
     for (let l = 0; l < layers; l++) {
       const L = plan.weights.layers[l]!;
@@ -245,6 +245,7 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
       } else [w1, w3] = [tensorOf(L.w1, c.hidden, dim), tensorOf(L.w3, c.hidden, dim)];
       let wo = tensorOf(L.wo, dim, qd), w2 = tensorOf(L.w2, dim, c.hidden);
       let oNorm = normOf(l, 'o'), downNorm = normOf(l, 'down');
+      const extras = layerExtras(L);  // biases and q / k head norms ([headDim]: the same for every head)
 
       if (ffnFrac > 0) {
         // channel j's contribution to the output is h_j * w2[:, j]: score ||h_j|| * ||w2[:, j]||
@@ -269,8 +270,15 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
         const qHeads = keep.flatMap((u) => Array.from({ length: group }, (_, g) => u * group + g));
         [wq, wk, wv, wo] = [own(takeRows(aq, dim, qHeads, hd)), own(takeRows(ak, dim, keep, hd)), own(takeRows(av, dim, keep, hd)), own(takeCols(ao, dim, qd, qHeads, hd))];
         if (oNorm) oNorm = Float64Array.from({ length: qHeads.length * hd }, (_, i) => oNorm![qHeads[Math.floor(i / hd)]! * hd + (i % hd)]!);
+        if (L.bq) {  // the kept heads' biases
+          const slice = (b: WeightRef | undefined, n: number, heads: number[]) => {
+            const a = tensorOf(b, 1, n).toArray() as Float32Array;
+            return ref(own(takeRows(a, 1, heads, hd)));
+          };
+          [extras.bq, extras.bk, extras.bv] = [slice(L.bq, qd, qHeads), slice(L.bk, kvd, keep), slice(L.bv, kvd, keep)];
+        }
       }
-      shrunk.push({ L, wq, wk, wv, wo, w1, w3, w2, oNorm, downNorm });
+      shrunk.push({ L, extras, wq, wk, wv, wo, w1, w3, w2, oNorm, downNorm });
     }
     // 2. global magnitude: the model-wide threshold
     if (granularity === 'global' && sparsity > 0) {
@@ -281,14 +289,14 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
     const newLayers: LayerRefs[] = [];
     for (let l = 0; l < layers; l++) {
       progress({ stage: 'prune', done: l, total: layers });
-      const { L, wq, wk, wv, wo, w1, w3, w2, oNorm, downNorm } = shrunk[l]!;
+      const { L, extras, wq, wk, wv, wo, w1, w3, w2, oNorm, downNorm } = shrunk[l]!;
       const an = normOf(l, 'attn'), fn = normOf(l, 'ffn');
       const qkv = fuse([finish(`layers.${l}.wq`, wq, qd, dim, an), finish(`layers.${l}.wk`, wk, kvd, dim, an), finish(`layers.${l}.wv`, wv, kvd, dim, an)]);
       const o = finish(`layers.${l}.wo`, wo, dim, qd, oNorm);
       const gu = fuse([finish(`layers.${l}.w1`, w1, c.hidden, dim, fn), finish(`layers.${l}.w3`, w3, c.hidden, dim, fn)]);
       const down = finish(`layers.${l}.w2`, w2, dim, c.hidden, downNorm);
       newLayers.push({
-        attnNorm: L.attnNorm, ffnNorm: L.ffnNorm, wo: ref(o), w2: ref(down),
+        ...extras, attnNorm: L.attnNorm, ffnNorm: L.ffnNorm, wo: ref(o), w2: ref(down),
         ...(Array.isArray(qkv) ? { wq: qkv[0], wk: qkv[1], wv: qkv[2] } : { wqkv: qkv }),
         ...(Array.isArray(gu) ? { w1: gu[0], w3: gu[1] } : { w13: gu }),
       });

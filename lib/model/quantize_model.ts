@@ -8,7 +8,7 @@ import type { NativePacked, NativeQ4 } from '../native';
 import { Observer, quantize, type ObserverMethod } from '../quantize';
 import { Tensor } from '../tensor';
 import { loadNative } from '../native';
-import { createFromPlan, type CalibrationStats, type LayerRefs, type Model, type Plan, type WeightRef } from './model';
+import { createFromPlan, layerExtras, type CalibrationStats, type LayerRefs, type Model, type Plan, type WeightRef } from './model';
 import { Rebuild, calibrationSequences } from './rebuild';
 
 export interface QuantizeModelOptions {
@@ -184,7 +184,7 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
         const fp: Plan = { ...plan, weights: { ...plan.weights, layers: Array.from({ length: layers }, (_, l) => {
           const x = layerAt(l);
           return {
-            attnNorm: refOf(x.attnNorm, 1, dim), ffnNorm: refOf(x.ffnNorm, 1, dim),
+            ...layerExtras(x.L), attnNorm: refOf(x.attnNorm, 1, dim), ffnNorm: refOf(x.ffnNorm, 1, dim),
             wqkv: refOf(cat(x.w.wq, x.w.wk, x.w.wv), qd + 2 * kvd, dim), wo: refOf(x.w.wo, dim, qd),
             w13: refOf(cat(x.w.w1, x.w.w3), 2 * c.hidden, dim), w2: refOf(x.w.w2, dim, c.hidden),
           };
@@ -274,6 +274,7 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
       const fusedQkv = !(['wq', 'wk', 'wv'] as const).some((n) => isFloat(l, n)) || (['wq', 'wk', 'wv'] as const).every((n) => isFloat(l, n));
       const fusedGu = isFloat(l, 'w1') === isFloat(l, 'w3');
       const entry: LayerRefs = {
+        ...layerExtras(x.L),  // biases and q / k norms as they are (smoothing scales the inputs of the linears only)
         attnNorm: refOf(x.attnNorm, 1, dim), ffnNorm: refOf(x.ffnNorm, 1, dim), wo: await one('wo'), w2: await one('w2'),
         ...(fusedQkv ? { wqkv: await linear(`layers.${l}.wqkv`, cat(x.w.wq, x.w.wk, x.w.wv), qd + 2 * kvd, dim, isFloat(l, 'wq'), isFloat(l, 'wq') ? null : sc('wq'), 0, l) }
           : { wq: await one('wq'), wk: await one('wk'), wv: await one('wv') }),

@@ -1,8 +1,8 @@
-// synth.ts - random-weight Llama models for tests and benchmarks, written in
-// real formats: llama2.c checkpoint + tokenizer.bin, and GGUF v3 with F32,
-// F16 or any quantized ggml type sparq writes (Q4_0 .. Q6_K, IQ4_*, the Q4_K_M
-// mix; norms stay F32, as llama.cpp writes them). The same seed gives the same
-// weights in every format.
+// synth.ts - random-weight Llama / Qwen2 / Qwen3 models for tests and benchmarks,
+// written in real formats: llama2.c checkpoint + tokenizer.bin, GGUF v3 with
+// F32, F16 or any quantized ggml type sparq writes (Q4_0 .. Q6_K, IQ4_*, the
+// Q4_K_M mix; norms and biases stay F32, as llama.cpp writes them), and Hugging
+// Face folders. The same seed gives the same weights in every format.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Rng } from '../tensor';
@@ -11,6 +11,14 @@ import { byteLevelTokenizer } from './hf';
 import type { Tokenizer } from './tokenizer';
 
 export interface SynthConfig {
+  /** 'qwen2': q / k / v biases; 'qwen3': per-head q / k norms (default 'llama') */
+  arch?: 'llama' | 'qwen2' | 'qwen3';
+  /** features per head (default dim / heads; Qwen3 sets its own) */
+  headDim?: number;
+  /** Llama 3.1 rope scaling (factor 32, low / high frequency factors 1 / 4, original context 8192): GGUF rope_freqs, HF rope_scaling */
+  ropeScaling?: 'llama3';
+  /** RoPE base (default 10000; 500000 with ropeScaling) */
+  ropeTheta?: number;
   dim: number;
   hidden: number;
   layers: number;
@@ -55,7 +63,8 @@ export type SynthFormat = 'llama2c' | 'gguf-f32' | 'gguf-f16' | 'gguf-q8_0' | `g
 
 interface Weights {
   embed: Float32Array;
-  layers: { attnNorm: Float32Array; wq: Float32Array; wk: Float32Array; wv: Float32Array; wo: Float32Array; ffnNorm: Float32Array; w1: Float32Array; w2: Float32Array; w3: Float32Array }[];
+  layers: { attnNorm: Float32Array; wq: Float32Array; wk: Float32Array; wv: Float32Array; wo: Float32Array; ffnNorm: Float32Array; w1: Float32Array; w2: Float32Array; w3: Float32Array;
+    bq?: Float32Array; bk?: Float32Array; bv?: Float32Array; qNorm?: Float32Array; kNorm?: Float32Array }[];
   finalNorm: Float32Array;
   output: Float32Array | null;
 }
@@ -72,18 +81,27 @@ function randomWeights(c: SynthConfig): Weights {
     for (let i = 0; i < n; i++) a[i] = 1 + 0.1 * rng.normal();
     return a;
   };
-  const hd = c.dim / c.heads, kvd = c.kvHeads * hd;
+  const hd = headDimOf(c), kvd = c.kvHeads * hd, qd = c.heads * hd;
   const lin = (n: number, k: number) => normal(n * k, 1 / Math.sqrt(k));
   return {
     embed: normal(c.vocab * c.dim, 1),
     layers: Array.from({ length: c.layers }, () => ({
-      attnNorm: norm(c.dim), wq: lin(c.dim, c.dim), wk: lin(kvd, c.dim), wv: lin(kvd, c.dim), wo: lin(c.dim, c.dim),
+      attnNorm: norm(c.dim), wq: lin(qd, c.dim), wk: lin(kvd, c.dim), wv: lin(kvd, c.dim), wo: lin(c.dim, qd),
       ffnNorm: norm(c.dim), w1: lin(c.hidden, c.dim), w2: lin(c.dim, c.hidden), w3: lin(c.hidden, c.dim),
+      ...(c.arch === 'qwen2' ? { bq: normal(qd, 0.5), bk: normal(kvd, 0.5), bv: normal(kvd, 0.5) } : {}),
+      ...(c.arch === 'qwen3' ? { qNorm: norm(hd), kNorm: norm(hd) } : {}),
     })),
     finalNorm: norm(c.dim),
     output: c.tied ? null : lin(c.vocab, c.dim),
   };
 }
+
+const headDimOf = (c: SynthConfig) => c.headDim ?? c.dim / c.heads;
+const ropeThetaOf = (c: SynthConfig) => c.ropeTheta ?? (c.ropeScaling ? 500000 : 10000);
+/** Llama 3.1's rope_scaling as config.json has it */
+const LLAMA3_SCALING = { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
+/** Llama's HF layout has q / k rows half-split (rotate_half); GGUF's interleaved. Qwen's are half-split in both. */
+const permuted = (c: SynthConfig) => (c.arch ?? 'llama') === 'llama';
 
 /** A small SentencePiece-style vocabulary: <unk> <s> </s>, the 256 byte tokens, printable ASCII, then merged pieces. */
 export function synthVocab(size: number, seed = 1): { pieces: string[]; scores: number[] } {
@@ -133,18 +151,21 @@ function toHalfSplit(w: Float32Array, heads: number, hd: number, k: number): Flo
 
 function writeHf(dir: string, c: SynthConfig, w: Weights, vocab: { pieces: string[]; scores: number[] }, half: boolean, bv: ByteVocab | null): string {
   fs.mkdirSync(dir, { recursive: true });
-  const hd = c.dim / c.heads, kvd = c.kvHeads * hd;
+  const hd = headDimOf(c), kvd = c.kvHeads * hd, qd = c.heads * hd;
+  const split = (a: Float32Array, heads: number, k: number) => (permuted(c) ? toHalfSplit(a, heads, hd, k) : a);
   const tensors: [string, Float32Array, number[]][] = [['model.embed_tokens.weight', w.embed, [c.vocab, c.dim]]];
   w.layers.forEach((l, i) => {
     const p = `model.layers.${i}.`;
     tensors.push(
       [p + 'input_layernorm.weight', l.attnNorm, [c.dim]], [p + 'post_attention_layernorm.weight', l.ffnNorm, [c.dim]],
-      [p + 'self_attn.q_proj.weight', toHalfSplit(l.wq, c.heads, hd, c.dim), [c.dim, c.dim]],
-      [p + 'self_attn.k_proj.weight', toHalfSplit(l.wk, c.kvHeads, hd, c.dim), [kvd, c.dim]],
-      [p + 'self_attn.v_proj.weight', l.wv, [kvd, c.dim]], [p + 'self_attn.o_proj.weight', l.wo, [c.dim, c.dim]],
+      [p + 'self_attn.q_proj.weight', split(l.wq, c.heads, c.dim), [qd, c.dim]],
+      [p + 'self_attn.k_proj.weight', split(l.wk, c.kvHeads, c.dim), [kvd, c.dim]],
+      [p + 'self_attn.v_proj.weight', l.wv, [kvd, c.dim]], [p + 'self_attn.o_proj.weight', l.wo, [c.dim, qd]],
       [p + 'mlp.gate_proj.weight', l.w1, [c.hidden, c.dim]], [p + 'mlp.down_proj.weight', l.w2, [c.dim, c.hidden]],
       [p + 'mlp.up_proj.weight', l.w3, [c.hidden, c.dim]],
     );
+    if (l.bq) tensors.push([p + 'self_attn.q_proj.bias', l.bq, [qd]], [p + 'self_attn.k_proj.bias', l.bk!, [kvd]], [p + 'self_attn.v_proj.bias', l.bv!, [kvd]]);
+    if (l.qNorm) tensors.push([p + 'self_attn.q_norm.weight', l.qNorm, [hd]], [p + 'self_attn.k_norm.weight', l.kNorm!, [hd]]);
   });
   tensors.push(['model.norm.weight', w.finalNorm, [c.dim]]);
   if (w.output) tensors.push(['lm_head.weight', w.output, [c.vocab, c.dim]]);
@@ -162,10 +183,15 @@ function writeHf(dir: string, c: SynthConfig, w: Weights, vocab: { pieces: strin
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(json.length));
   fs.writeFileSync(path.join(dir, 'model.safetensors'), Buffer.concat([len, json, ...blobs]));
+  const arch = c.arch ?? 'llama';
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: c.dim, intermediate_size: c.hidden, num_hidden_layers: c.layers,
+    architectures: [{ llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM' }[arch]], model_type: arch,
+    hidden_size: c.dim, intermediate_size: c.hidden, num_hidden_layers: c.layers,
     num_attention_heads: c.heads, num_key_value_heads: c.kvHeads, vocab_size: c.vocab, max_position_embeddings: c.maxSeq,
-    rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: !!c.tied, bos_token_id: bv ? bv.tok.bos : 1, eos_token_id: bv ? bv.tok.eos : 2,
+    ...(arch === 'qwen3' || hd * c.heads !== c.dim ? { head_dim: hd } : {}), ...(arch === 'qwen3' ? { attention_bias: false } : {}),
+    ...(arch !== 'llama' ? { use_sliding_window: false, sliding_window: c.maxSeq } : {}),
+    rms_norm_eps: 1e-5, rope_theta: ropeThetaOf(c), rope_scaling: c.ropeScaling ? LLAMA3_SCALING : null,
+    tie_word_embeddings: !!c.tied, bos_token_id: bv ? bv.tok.bos : 1, eos_token_id: bv ? bv.tok.eos : 2,
   }, null, 2));
   if (bv) {
     fs.writeFileSync(path.join(dir, 'tokenizer.json'), bv.json);
@@ -192,14 +218,16 @@ function writeHf(dir: string, c: SynthConfig, w: Weights, vocab: { pieces: strin
 
 /** Writes the model in each format requested into `dir`; returns the paths (and tokenizer.bin for llama2c). */
 export function writeRandomModel(dir: string, c: SynthConfig, formats: SynthFormat[]): Record<string, string> {
-  if (c.dim % c.heads || c.heads % c.kvHeads) throw new RangeError('writeRandomModel: heads must divide dim, kvHeads must divide heads');
+  if ((c.headDim === undefined && c.dim % c.heads) || c.heads % c.kvHeads) throw new RangeError('writeRandomModel: heads must divide dim (or headDim be given), kvHeads must divide heads');
+  if ((c.arch ?? 'llama') !== 'llama' && formats.includes('llama2c')) throw new RangeError(`writeRandomModel: llama2c checkpoints hold llama models only, not ${c.arch}`);
+  if (c.headDim !== undefined && c.headDim * c.heads !== c.dim && formats.includes('llama2c')) throw new RangeError('writeRandomModel: llama2c checkpoints need headDim = dim / heads');
   fs.mkdirSync(dir, { recursive: true });
   const w = randomWeights(c);
   const bv = byteVocab(c);
   if (bv && formats.includes('llama2c')) throw new RangeError('writeRandomModel: llama2c checkpoints take SentencePiece vocabularies only');
   const vocab = bv ? { pieces: [], scores: [] } : synthVocab(c.vocab, c.seed);
   const out: Record<string, string> = {};
-  const hd = c.dim / c.heads;
+  const hd = headDimOf(c), qd = c.heads * hd;
   if (formats.includes('llama2c')) {
     const file = path.join(dir, 'model.bin');
     const fd = fs.openSync(file, 'w');
@@ -244,10 +272,19 @@ export function writeRandomModel(dir: string, c: SynthConfig, formats: SynthForm
     w.layers.forEach((l, i) => {
       const b = `blk.${i}.`;
       add(b + 'attn_norm.weight', l.attnNorm, 1, c.dim, false);
-      add(b + 'attn_q.weight', l.wq, c.dim, c.dim, true);
+      add(b + 'attn_q.weight', l.wq, qd, c.dim, true);
       add(b + 'attn_k.weight', l.wk, kvd, c.dim, true);
       add(b + 'attn_v.weight', l.wv, kvd, c.dim, true);
-      add(b + 'attn_output.weight', l.wo, c.dim, c.dim, true);
+      if (l.bq) {
+        add(b + 'attn_q.bias', l.bq, 1, qd, false);
+        add(b + 'attn_k.bias', l.bk!, 1, kvd, false);
+        add(b + 'attn_v.bias', l.bv!, 1, kvd, false);
+      }
+      if (l.qNorm) {
+        add(b + 'attn_q_norm.weight', l.qNorm, 1, hd, false);
+        add(b + 'attn_k_norm.weight', l.kNorm!, 1, hd, false);
+      }
+      add(b + 'attn_output.weight', l.wo, c.dim, qd, true);
       add(b + 'ffn_norm.weight', l.ffnNorm, 1, c.dim, false);
       add(b + 'ffn_gate.weight', l.w1, c.hidden, c.dim, true);
       add(b + 'ffn_down.weight', l.w2, c.dim, c.hidden, true);
@@ -255,10 +292,20 @@ export function writeRandomModel(dir: string, c: SynthConfig, formats: SynthForm
     });
     add('output_norm.weight', w.finalNorm, 1, c.dim, false);
     if (w.output) add('output.weight', w.output, c.vocab, c.dim, true);
+    if (c.ropeScaling) {
+      // the factors as llama.cpp's converter computes them from LLAMA3_SCALING (written out here, apart from the loader's)
+      const s = LLAMA3_SCALING, f = new Float32Array(hd >> 1), theta = ropeThetaOf(c);
+      for (let i = 0; i < f.length; i++) {
+        const wave = (2 * Math.PI) * Math.pow(theta, (2 * i) / hd), lo = s.original_max_position_embeddings / s.low_freq_factor, hi = s.original_max_position_embeddings / s.high_freq_factor;
+        const smooth = (s.original_max_position_embeddings / wave - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        f[i] = wave < hi ? 1 : wave > lo ? s.factor : 1 / ((1 - smooth) / s.factor + smooth);
+      }
+      add('rope_freqs.weight', f, 1, f.length, false);
+    }
     const file = path.join(dir, `model-${f.slice(5)}.gguf`);
     const shape = {
-      name: 'sparq random llama', dim: c.dim, hidden: c.hidden, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, maxSeq: c.maxSeq,
-      headDim: hd, ropeTheta: 10000, normEps: 1e-5,
+      arch: c.arch ?? 'llama', name: `sparq random ${c.arch ?? 'llama'}`, dim: c.dim, hidden: c.hidden, layers: c.layers, heads: c.heads, kvHeads: c.kvHeads, maxSeq: c.maxSeq,
+      headDim: hd, ropeTheta: ropeThetaOf(c), normEps: 1e-5,
     };
     if (bv) {
       const spec = bv.tok.toSpec(), ids = Array.from({ length: c.vocab }, (_, i) => i);

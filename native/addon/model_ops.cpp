@@ -646,7 +646,8 @@ WeightRef ReadWeight(const Napi::Object& ws, const char* key, int64_t n, int64_t
 
 // createModel(config, weights) -> Promise<Model>
 // config: { dim, hidden, layers, heads, kvHeads, vocab, maxSeq, ropeTheta, normEps, ropeNeox, kvType }
-// weights: { embed, finalNorm, output, layers: [{ attnNorm, wq, wk, wv | wqkv, wo, ffnNorm, w1, w3 | w13, w2 }] }
+// weights: { embed, finalNorm, output, ropeFreqs?, layers: [{ attnNorm, wq, wk, wv | wqkv, bq?, bk?, bv?, qNorm?, kNorm?,
+//            wo, ffnNorm, w1, w3 | w13, w2 }] } (? : optional f32 vectors; biases all three or none, norms both or none)
 Napi::Value CreateModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject())
@@ -703,7 +704,12 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
     w->embed = r.lw;
     keep(r);
   }
+  // an optional f32 vector: absent (or undefined) leaves *dst null
+  auto opt = [&](const Napi::Object& o, const char* key, int64_t n, const float** dst) {
+    if (o.Has(key) && !o.Get(key).IsUndefined()) vec(o, key, n, dst);
+  };
   vec(wo, "finalNorm", c.dim, &w->final_norm);
+  opt(wo, "ropeFreqs", hd / 2, &w->rope_freqs);
   lin(wo, "output", c.vocab, c.dim, &w->output);
   Napi::Value lv = wo.Get("layers");
   if (!lv.IsArray() || lv.As<Napi::Array>().Length() != uint32_t(c.layers))
@@ -716,6 +722,11 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
     sparq::LlamaLayer& L = w->layers[size_t(i)];
     vec(lo, "attnNorm", c.dim, &L.attn_norm);
     vec(lo, "ffnNorm", c.dim, &L.ffn_norm);
+    opt(lo, "bq", qd, &L.bq);
+    opt(lo, "bk", kvd, &L.bk);
+    opt(lo, "bv", kvd, &L.bv);
+    opt(lo, "qNorm", hd, &L.q_norm);
+    opt(lo, "kNorm", hd, &L.k_norm);
     if (lo.Has("wqkv")) {
       lin(lo, "wqkv", qd + 2 * kvd, c.dim, &L.wqkv);
     } else {

@@ -42,7 +42,7 @@ Error rmsnorm(Context*, const float*, const float*, int64_t, int64_t, float, flo
 Error softmax(Context*, const float*, int64_t, int64_t, float*) { return none(); }
 Error swiglu(Context*, const float*, const float*, int64_t, float*) { return none(); }
 Error add(Context*, const float*, const float*, int64_t, float*) { return none(); }
-Error rope(Context*, const float*, int64_t, int64_t, int64_t, int64_t, float, bool, float*) { return none(); }
+Error rope(Context*, const float*, int64_t, int64_t, int64_t, int64_t, float, bool, float*, const float*) { return none(); }
 size_t scratch_bytes_attention(Context*, const Attention&) { return 0; }
 Error attention(Context*, const Attention&, void*, size_t) { return none(); }
 Error kv_store(Context*, const float*, int64_t, int64_t, int64_t, int64_t, DType, void*, float*, int64_t, int64_t) {

@@ -62,12 +62,19 @@ Error add(const float* a, const float* b, int64_t n, float* y) {
   return Error{};
 }
 
-Error rope(const float* x, int64_t bh, int64_t t, int64_t d, int64_t pos0, float theta, bool neox, float* y) {
+Error rope(const float* x, int64_t bh, int64_t t, int64_t d, int64_t pos0, float theta, bool neox, float* y,
+           const float* freq_factors) {
   if (!(theta > 0.f)) return Error::make(Status::invalid_argument, "rope: theta must be positive");
   const int64_t half = d / 2;
   std::vector<float> cs(size_t(t * half)), sn(size_t(t * half));
   std::vector<double> freq(static_cast<size_t>(half));
-  for (int64_t i = 0; i < half; ++i) freq[size_t(i)] = std::pow(double(theta), -2.0 * double(i) / double(d));
+  for (int64_t i = 0; i < half; ++i) {
+    freq[size_t(i)] = std::pow(double(theta), -2.0 * double(i) / double(d));
+    if (freq_factors) {
+      if (!(freq_factors[i] > 0.f) || !std::isfinite(freq_factors[i])) return Error::make(Status::invalid_argument, "rope: frequency factors must be finite and > 0");
+      freq[size_t(i)] /= double(freq_factors[i]);
+    }
+  }
   chunked(t, std::max<int64_t>(1, 4096 / std::max<int64_t>(half, 1)), [&](int64_t t0, int64_t t1) {
     for (int64_t ti = t0; ti < t1; ++ti)
       for (int64_t i = 0; i < half; ++i) {

@@ -2,6 +2,7 @@
 // same steps as native/model/llama.cpp: every kernel of a step is queued on
 // the model's own non-blocking context and the host waits once, when the
 // logits come back.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -60,9 +61,11 @@ struct CudaLlama::Impl {
   DeviceBuffers mem;             // embedding, norms, cache
   const float* embed = nullptr;
   const float* final_norm = nullptr;
+  const float* rope_freqs = nullptr;
   struct Layer {
     const float* attn_norm = nullptr;
     const float* ffn_norm = nullptr;
+    const float *bqkv = nullptr, *q_norm = nullptr, *k_norm = nullptr;  // biases q | k | v; per-head norms
     std::unique_ptr<DeviceLinear> wqkv, wq, wk, wv, wo, w13, w1, w3, w2;
   };
   std::vector<Layer> layers;
@@ -172,6 +175,11 @@ Error CudaLlama::create(cuda::Context* shared, const LlamaConfig& cfg, const Lla
   I.embed = static_cast<float*>(p);
   SPARQ_TRY(I.mem.upload(I.ctx, w.final_norm, size_t(c.dim) * 4, &p));
   I.final_norm = static_cast<float*>(p);
+  const int64_t qd = c.heads * hd;
+  if (w.rope_freqs) {
+    SPARQ_TRY(I.mem.upload(I.ctx, w.rope_freqs, size_t(hd / 2) * 4, &p));
+    I.rope_freqs = static_cast<float*>(p);
+  }
   auto up = [&](const LinearWeight& lw, std::unique_ptr<DeviceLinear>* d) -> Error {
     if (!lw.present()) return {};
     return upload_linear(I.ctx, lw, d);
@@ -182,6 +190,20 @@ Error CudaLlama::create(cuda::Context* shared, const LlamaConfig& cfg, const Lla
     D.attn_norm = static_cast<float*>(p);
     SPARQ_TRY(I.mem.upload(I.ctx, L.ffn_norm, size_t(c.dim) * 4, &p));
     D.ffn_norm = static_cast<float*>(p);
+    if (L.bq) {  // one device vector q | k | v: the fused linear's bias, or sliced per part
+      std::vector<float> b(size_t(qd + 2 * kvd));
+      std::copy(L.bq, L.bq + qd, b.begin());
+      std::copy(L.bk, L.bk + kvd, b.begin() + qd);
+      std::copy(L.bv, L.bv + kvd, b.begin() + qd + kvd);
+      SPARQ_TRY(I.mem.upload(I.ctx, b.data(), b.size() * 4, &p));
+      D.bqkv = static_cast<float*>(p);
+    }
+    if (L.q_norm) {
+      SPARQ_TRY(I.mem.upload(I.ctx, L.q_norm, size_t(hd) * 4, &p));
+      D.q_norm = static_cast<float*>(p);
+      SPARQ_TRY(I.mem.upload(I.ctx, L.k_norm, size_t(hd) * 4, &p));
+      D.k_norm = static_cast<float*>(p);
+    }
     SPARQ_TRY(up(L.wqkv, &D.wqkv));
     SPARQ_TRY(up(L.wq, &D.wq));
     SPARQ_TRY(up(L.wk, &D.wk));
@@ -231,13 +253,14 @@ Error CudaLlama::forward(const int32_t* tokens, int64_t n, int64_t pos, bool all
     SPARQ_TRY(cuda::rmsnorm(ctx, I.x, L.attn_norm, n, dim, c.norm_eps, I.xb));
     int64_t ld = qkvd;
     float* qp = I.qkv;
+    const float* b = L.bqkv;
     if (L.wqkv) {
-      SPARQ_TRY(run_linear(ctx, *L.wqkv, I.xb, n, nullptr, I.scratch, qp));
+      SPARQ_TRY(run_linear(ctx, *L.wqkv, I.xb, n, b, I.scratch, qp));
     } else {
       ld = qd;
-      SPARQ_TRY(run_linear(ctx, *L.wq, I.xb, n, nullptr, I.scratch, qp));
-      SPARQ_TRY(run_linear(ctx, *L.wk, I.xb, n, nullptr, I.scratch, qp + n * qd));
-      SPARQ_TRY(run_linear(ctx, *L.wv, I.xb, n, nullptr, I.scratch, qp + n * (qd + kvd)));
+      SPARQ_TRY(run_linear(ctx, *L.wq, I.xb, n, b, I.scratch, qp));
+      SPARQ_TRY(run_linear(ctx, *L.wk, I.xb, n, b ? b + qd : nullptr, I.scratch, qp + n * qd));
+      SPARQ_TRY(run_linear(ctx, *L.wv, I.xb, n, b ? b + qd + kvd : nullptr, I.scratch, qp + n * (qd + kvd)));
     }
     const bool fused = ld == qkvd;
     to_heads_kernel<<<grid_for(n * qd), 256, 0, st>>>(qp, ld, n, c.heads, hd, I.qt);
@@ -245,8 +268,12 @@ Error CudaLlama::forward(const int32_t* tokens, int64_t n, int64_t pos, bool all
                                                       hd, I.kt);
     to_heads_kernel<<<grid_for(n * kvd), 256, 0, st>>>(fused ? qp + qd + kvd : qp + n * (qd + kvd), fused ? ld : kvd, n,
                                                       c.kv_heads, hd, I.vt);
-    SPARQ_TRY(cuda::rope(ctx, I.qt, c.heads, n, hd, pos, c.rope_theta, c.rope_neox, I.qt));
-    SPARQ_TRY(cuda::rope(ctx, I.kt, c.kv_heads, n, hd, pos, c.rope_theta, c.rope_neox, I.kt));
+    if (L.q_norm) {
+      SPARQ_TRY(cuda::rmsnorm(ctx, I.qt, L.q_norm, c.heads * n, hd, c.norm_eps, I.qt));
+      SPARQ_TRY(cuda::rmsnorm(ctx, I.kt, L.k_norm, c.kv_heads * n, hd, c.norm_eps, I.kt));
+    }
+    SPARQ_TRY(cuda::rope(ctx, I.qt, c.heads, n, hd, pos, c.rope_theta, c.rope_neox, I.qt, I.rope_freqs));
+    SPARQ_TRY(cuda::rope(ctx, I.kt, c.kv_heads, n, hd, pos, c.rope_theta, c.rope_neox, I.kt, I.rope_freqs));
     const size_t l = size_t(li);
     const cuda::DType kvt = kv_dtype(c.kv_type);
     SPARQ_TRY(cuda::kv_store(ctx, I.kt, 1, c.kv_heads, n, hd, kvt, I.k[l], I.ks[l], c.max_seq, pos));

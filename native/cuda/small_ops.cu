@@ -83,12 +83,12 @@ Error add(Context* ctx, const float* a, const float* b, int64_t n, float* y) {
 
 // One thread per rotated pair; the angle in f64 as on the CPU.
 __global__ void rope_kernel(const float* x, int64_t rows, int64_t t, int64_t d, int64_t pos0, double ltheta, bool neox,
-                            float* y) {
+                            const float* __restrict__ factors, float* y) {
   const int64_t half = d / 2;
   const int64_t total = rows * half;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = e / half, i = e % half;
-    const double freq = exp(-2.0 * double(i) / double(d) * ltheta);
+    const double freq = exp(-2.0 * double(i) / double(d) * ltheta) / (factors ? double(factors[i]) : 1.0);
     const double ang = double(pos0 + r % t) * freq;
     const float c = float(cos(ang)), s = float(sin(ang));
     const float* xr = x + r * d;
@@ -102,12 +102,13 @@ __global__ void rope_kernel(const float* x, int64_t rows, int64_t t, int64_t d, 
 }
 
 Error rope(Context* ctx, const float* x, int64_t bh, int64_t t, int64_t d, int64_t pos0, float theta, bool neox,
-           float* y) {
+           float* y, const float* freq_factors) {
   SPARQ_CUDA_ENTER(ctx);
   if (!(theta > 0.f)) return bad_arg("rope: theta must be positive");
   if (bh <= 0 || t <= 0 || d <= 0) return bad_arg("rope: empty shape");
   if (d < 2) return copy_d2d(ctx, y, x, size_t(bh * t * d) * 4);
-  rope_kernel<<<grid_1d(bh * t * (d / 2)), 256, 0, ctx->stream>>>(x, bh * t, t, d, pos0, log(double(theta)), neox, y);
+  rope_kernel<<<grid_1d(bh * t * (d / 2)), 256, 0, ctx->stream>>>(x, bh * t, t, d, pos0, log(double(theta)), neox,
+                                                               freq_factors, y);
   return finish(ctx, "rope");
 }
 

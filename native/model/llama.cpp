@@ -85,6 +85,12 @@ Error observe(const LlamaCalibration& cal, const float* x, int64_t rows, int64_t
   return Error{};
 }
 
+// y[t * ld + j] += b[j] for t < n, j < len: a bias on rows `ld` floats apart
+void add_bias(float* y, int64_t n, int64_t ld, const float* b, int64_t len) {
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t j = 0; j < len; ++j) y[t * ld + j] += b[j];
+}
+
 // A linear kept in Q4_0 / Q4_K blocks is repacked (x16, quants.h) for the GEMV,
 // and the file pages it was read from are given back (the copy replaces them:
 // peak RSS stays file + one tensor). SPARQ_REPACK=0 keeps the stored layout.
@@ -167,6 +173,8 @@ Error LlamaModel::create(const LlamaConfig& cfg, LlamaWeights w, std::unique_ptr
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const LlamaLayer& l = w.layers[i];
     if (!l.attn_norm || !l.ffn_norm) return bad("layer " + std::to_string(i) + ": norms are required");
+    if (bool(l.bq) != bool(l.bk) || bool(l.bq) != bool(l.bv)) return bad("layer " + std::to_string(i) + ": q / k / v biases come all three or none");
+    if (bool(l.q_norm) != bool(l.k_norm)) return bad("layer " + std::to_string(i) + ": q and k norms come both or none");
     if (l.wqkv.present()) {
       SPARQ_TRY(check_linear(l.wqkv, qd + 2 * kvd, c.dim, "wqkv"));
     } else {
@@ -184,6 +192,9 @@ Error LlamaModel::create(const LlamaConfig& cfg, LlamaWeights w, std::unique_ptr
     SPARQ_TRY(check_linear(l.w2, c.dim, c.hidden, "w2"));
   }
   SPARQ_TRY(check_linear(w.output, c.vocab, c.dim, "output"));
+  if (w.rope_freqs)
+    for (int64_t i = 0; i < hd / 2; ++i)
+      if (!(w.rope_freqs[i] > 0.f) || !std::isfinite(w.rope_freqs[i])) return bad("rope frequency factors must be finite and > 0");
   std::unique_ptr<LlamaModel> m(new LlamaModel());
   m->cfg_ = c;
   m->w_ = std::move(w);
@@ -287,11 +298,23 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
       SPARQ_TRY(linear(xb.data(), n, L.wv, qp + n * (qd + kvd)));
     }
     const bool fused = ld == qkvd;
+    float* const kp = fused ? qp + qd : qp + n * qd;
+    float* const vp = fused ? qp + qd + kvd : qp + n * (qd + kvd);
+    const int64_t kld = fused ? ld : kvd;
+    if (L.bq) {
+      add_bias(qp, n, ld, L.bq, qd);
+      add_bias(kp, n, kld, L.bk, kvd);
+      add_bias(vp, n, kld, L.bv, kvd);
+    }
     to_heads(qp, ld, n, c.heads, hd, qt);
-    to_heads(fused ? qp + qd : qp + n * qd, fused ? ld : kvd, n, c.kv_heads, hd, kt);
-    to_heads(fused ? qp + qd + kvd : qp + n * (qd + kvd), fused ? ld : kvd, n, c.kv_heads, hd, vt);
-    SPARQ_TRY(rope(qt, c.heads, n, hd, pos, c.rope_theta, c.rope_neox, qt));
-    SPARQ_TRY(rope(kt, c.kv_heads, n, hd, pos, c.rope_theta, c.rope_neox, kt));
+    to_heads(kp, kld, n, c.kv_heads, hd, kt);
+    to_heads(vp, kld, n, c.kv_heads, hd, vt);
+    if (L.q_norm) {  // each head's q and k normalized over its hd features
+      SPARQ_TRY(rmsnorm(qt, L.q_norm, c.heads * n, hd, c.norm_eps, qt));
+      SPARQ_TRY(rmsnorm(kt, L.k_norm, c.kv_heads * n, hd, c.norm_eps, kt));
+    }
+    SPARQ_TRY(rope(qt, c.heads, n, hd, pos, c.rope_theta, c.rope_neox, qt, w_.rope_freqs));
+    SPARQ_TRY(rope(kt, c.kv_heads, n, hd, pos, c.rope_theta, c.rope_neox, kt, w_.rope_freqs));
     const size_t l = size_t(li);
     SPARQ_TRY(kv_store(kt, 1, c.kv_heads, n, hd, c.kv_type, k_[l], ks_[l], c.max_seq, pos));
     SPARQ_TRY(kv_store(vt, 1, c.kv_heads, n, hd, c.kv_type, v_[l], vs_[l], c.max_seq, pos));

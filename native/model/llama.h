@@ -1,6 +1,7 @@
-// llama.h - the Llama-family decoder (llama2.c / GGUF `llama` / Hugging Face
-// LlamaForCausalLM): RMSNorm, rotary attention with grouped-query heads and a
-// KV cache, SwiGLU FFN. Linear weights are any format of linear_format.h (f32,
+// llama.h - the Llama-family decoder (llama2.c / GGUF `llama`, `qwen2`, `qwen3` /
+// Hugging Face Llama, Mistral, Qwen2, Qwen3): RMSNorm, rotary attention with
+// grouped-query heads and a KV cache, SwiGLU FFN; optional q / k / v biases
+// (Qwen2), per-head q / k RMSNorm (Qwen3) and RoPE frequency factors (Llama 3.1). Linear weights are any format of linear_format.h (f32,
 // int8, int4, sparse, GGUF blocks); norms are f32. The whole forward pass
 // of a chunk of tokens runs here, so one call from JS is one step.
 #pragma once
@@ -39,6 +40,8 @@ struct LlamaLayer {
   const float* attn_norm = nullptr;  // [dim]
   LinearWeight wq, wk, wv, wo;       // [heads*hd, dim], [kv*hd, dim] x2, [dim, heads*hd]
   LinearWeight wqkv;                 // or fused
+  const float *bq = nullptr, *bk = nullptr, *bv = nullptr;  // optional biases [heads*hd], [kv*hd] x2 (all or none)
+  const float *q_norm = nullptr, *k_norm = nullptr;         // optional RMSNorm of each q / k head [hd] (both or none)
   const float* ffn_norm = nullptr;   // [dim]
   LinearWeight w1, w2, w3;           // gate [hidden, dim], down [dim, hidden], up [hidden, dim]
   LinearWeight w13;                  // or fused
@@ -66,6 +69,7 @@ struct LlamaWeights {
   std::vector<LlamaLayer> layers;
   const float* final_norm = nullptr;  // [dim]
   LinearWeight output;                // [vocab, dim] (tied: the embed weight itself)
+  const float* rope_freqs = nullptr;  // optional [hd / 2]: RoPE frequency i is divided by rope_freqs[i]
 };
 
 

@@ -1,8 +1,9 @@
 // llama_save.cpp - writes a model's weights, as they are held (f32, int8
 // values + scales, or sparse arrays), to one safetensors file. Each linear's
 // tensors come from its format's row (linear_formats.cpp `save`). Tensor names:
-//   embed (or embed.blocks: GGUF blocks), final_norm, output (absent when tied), layers.N.attn_norm,
-//   layers.N.ffn_norm, and per linear (layers.N.wqkv | wq wk wv, wo,
+//   embed (or embed.blocks: GGUF blocks), final_norm, output (absent when tied), rope_freqs (when
+//   set), layers.N.attn_norm, layers.N.ffn_norm, layers.N.bq / bk / bv and layers.N.q_norm / k_norm
+//   (F32, when the model has them), and per linear (layers.N.wqkv | wq wk wv, wo,
 //   w13 | w1 w3, w2, output):
 //   f32:    NAME.weight F32 [n, k]
 //   int8:   NAME.q I8 [n, k], NAME.scale F32 [n, groups]
@@ -61,11 +62,22 @@ Error LlamaModel::save(const std::string& path, const std::string& metadata) con
   out.raw("final_norm", "F32", {c.dim}, w_.final_norm, c.dim * 4);
   const bool tied = w_.output.same(w_.embed);
   if (!tied) linear("output", w_.output);
+  const int64_t hd = c.head_dim, qd = c.heads * hd, kvd = c.kv_heads * hd;
+  if (w_.rope_freqs) out.raw("rope_freqs", "F32", {hd / 2}, w_.rope_freqs, hd / 2 * 4);
   for (int64_t i = 0; i < c.layers; ++i) {
     const LlamaLayer& L = w_.layers[size_t(i)];
     const std::string p = "layers." + std::to_string(i) + ".";
     out.raw(p + "attn_norm", "F32", {c.dim}, L.attn_norm, c.dim * 4);
     out.raw(p + "ffn_norm", "F32", {c.dim}, L.ffn_norm, c.dim * 4);
+    if (L.bq) {
+      out.raw(p + "bq", "F32", {qd}, L.bq, qd * 4);
+      out.raw(p + "bk", "F32", {kvd}, L.bk, kvd * 4);
+      out.raw(p + "bv", "F32", {kvd}, L.bv, kvd * 4);
+    }
+    if (L.q_norm) {
+      out.raw(p + "q_norm", "F32", {hd}, L.q_norm, hd * 4);
+      out.raw(p + "k_norm", "F32", {hd}, L.k_norm, hd * 4);
+    }
     if (L.wqkv.present()) {
       linear(p + "wqkv", L.wqkv);
     } else {

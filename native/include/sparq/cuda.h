@@ -98,9 +98,9 @@ Error rmsnorm(Context* ctx, const float* x, const float* w, int64_t rows, int64_
 Error softmax(Context* ctx, const float* x, int64_t rows, int64_t n, float* y);
 Error swiglu(Context* ctx, const float* a, const float* b, int64_t n, float* y);
 Error add(Context* ctx, const float* a, const float* b, int64_t n, float* y);
-// x (bh, t, d) -> y, row t at position pos0 + t (see sparq::rope)
+// x (bh, t, d) -> y, row t at position pos0 + t (see sparq::rope; freq_factors in device memory)
 Error rope(Context* ctx, const float* x, int64_t bh, int64_t t, int64_t d, int64_t pos0, float theta, bool neox,
-           float* y);
+           float* y, const float* freq_factors = nullptr);
 
 // --- attention -----------------------------------------------------------------
 // The CPU's AttentionArgs contract (causal bottom-right, GQA, additive mask,

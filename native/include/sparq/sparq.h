@@ -136,7 +136,10 @@ Error add(const float* a, const float* b, int64_t n, float* y);
 // Rotary position embedding of x (bh, t, d) -> y: row t is at position pos0 + t;
 // pair i (i < d/2) turns by (pos0 + t) * theta^(-2i/d). Pairs are (2i, 2i+1)
 // ("interleaved", Llama / llama2.c) or (i, i + d/2) ("neox", half split).
-Error rope(const float* x, int64_t bh, int64_t t, int64_t d, int64_t pos0, float theta, bool neox, float* y);
+// freq_factors [d/2] (optional, each > 0): pair i's frequency is divided by
+// factor i (Llama 3.1 `rope_freqs`, linear scaling: every factor the same).
+Error rope(const float* x, int64_t bh, int64_t t, int64_t d, int64_t pos0, float theta, bool neox, float* y,
+           const float* freq_factors = nullptr);
 
 // --- attention ------------------------------------------------------------------
 // Storage of keys and values: f32, IEEE f16 bits, or int8 with one f32 scale per
