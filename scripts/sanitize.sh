@@ -19,6 +19,12 @@ SPARQ_ADDON="$PWD/build-asan/Release/sparq.node" SPARQ_ASAN=1 SPARQ_FUZZ_CASES="
     test/q4.test.ts test/linear_formats.test.ts test/cuda.test.ts test/model.test.ts test/save_model.test.ts test/fuzz.test.ts \
     test/concurrency.test.ts test/attention.test.ts test/stress.test.ts test/ggml_quants.test.ts test/gguf_types.test.ts \
     --grep 'O\(t\*d\) extra memory' --invert
+# The Qwen2 / Qwen3 / Llama 3.1 forward paths (biases, q / k head norms, rope factors),
+# their save and reload (not the llama.cpp comparisons: another native library)
+LD_PRELOAD="$asan" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+SPARQ_ADDON="$PWD/build-asan/Release/sparq.node" SPARQ_ASAN=1 \
+  npx mocha --no-config --node-option import=tsx --node-option expose-gc --timeout 600000 test/archs.test.ts \
+    --grep 'load as|saveModel keeps'
 # The per-path JS tests on the emulated addon: AVX-VNNI, AVX-512 VNNI and AMX run
 # with emulated intrinsics (the hardware ones ran above), through the addon.
 LD_PRELOAD="$asan" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \

@@ -17,7 +17,21 @@ const MODULES = path.join(__dirname, '..', 'node_modules');
 const VOCABS: Record<string, string> = {
   llama3: path.join(MODULES, '@lenml', 'tokenizer-llama3'),
   'qwen2.5': path.join(MODULES, '@lenml', 'tokenizer-qwen2_5'),
+  // SmolLM's pre-tokenizer (every digit isolated, then ByteLevel's GPT-2 regex; llama.cpp: 'smollm')
+  // over the Llama 3 vocabulary: the split is what is tested
+  'smollm-style': smollmStyle(path.join(MODULES, '@lenml', 'tokenizer-llama3')),
 };
+
+function smollmStyle(from: string): string {
+  const dir = path.join(os.tmpdir(), `sparq-smollm-style-${process.pid}`), models = path.join(dir, 'models');
+  fs.mkdirSync(models, { recursive: true });
+  const json = JSON.parse(fs.readFileSync(path.join(from, 'models', 'tokenizer.json'), 'utf8')) as Record<string, unknown>;
+  json.pre_tokenizer = { type: 'Sequence', pretokenizers: [{ type: 'Digits', individual_digits: true }, { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true }] };
+  fs.writeFileSync(path.join(models, 'tokenizer.json'), JSON.stringify(json));
+  fs.copyFileSync(path.join(from, 'models', 'tokenizer_config.json'), path.join(models, 'tokenizer_config.json'));
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
 
 // awkward text: contractions in any case, digit runs, whitespace runs and tabs,
 // leading / trailing spaces, CR LF, CJK, emoji with ZWJ and variation
@@ -30,7 +44,7 @@ const CORPUS = [
   'def f(x):\n    return x**2  # comment\n', 'if (a && b) { return c->d[0]; } // done', 'https://example.com/path?q=1&r=2#frag',
   '<|begin_of_text|>Hi<|eot_id|>', '<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n', '<|not_a_token|>',
   'call <tool_call>{"name": "f"}</tool_call> done',
-  'a\u00a0b\u2003c\u3000d', 'x'.repeat(300), '!!!???...---', '$100 & 50% off @user #tag', 'lone \ud800 surrogate',
+  'a\u00a0b\u2003c\u3000d', 'v1.2.3 x86_64 ١٢٣ ⅣⅫ ½ ²³ a  1  22 b\t3', ' 2024 ', '10 000 000', 'x'.repeat(300), '!!!???...---', '$100 & 50% off @user #tag', 'lone \ud800 surrogate',
 ];
 
 function reference(dir: string): { hf: { encode(t: string, o: object): { ids: number[] } }; json: Record<string, unknown>; config: Record<string, unknown> } {
@@ -58,6 +72,9 @@ describe('tokenizer: byte-level BPE against Hugging Face tokenizers.js', functio
       expect(tok.kind).to.equal('bpe');
       const nfc = (t: string) => (tok.toSpec().nfc ? t.normalize('NFC') : t);
       for (const text of CORPUS) {
+        // tokenizers.js's Digits isolates ASCII digits only; the Rust tokenizers (char::is_numeric) and
+        // llama.cpp (\p{N}) take every Unicode number, as sparq does: checked against llama.cpp below
+        if (name === 'smollm-style' && /[^\P{N}0-9]/u.test(text)) continue;
         const want = hf.encode(text, { add_special_tokens: false }).ids;
         const got = tok.encode(text, { bos: false, special: true });
         expect(got, JSON.stringify(text)).to.deep.equal(want);
@@ -69,13 +86,13 @@ describe('tokenizer: byte-level BPE against Hugging Face tokenizers.js', functio
     it(`${name}: special-token text is plain text unless asked, and BOS follows the tokenizer's own config`, () => {
       const { json, config } = reference(dir);
       const tok = byteLevelTokenizer(json, name, vocabSize(json), 0, 0, config);
-      const marker = name === 'llama3' ? '<|eot_id|>' : '<|im_end|>';
+      const marker = name === 'qwen2.5' ? '<|im_end|>' : '<|eot_id|>';
       const id = (json.added_tokens as { id: number; content: string }[]).find((a) => a.content === marker)!.id;
       expect(tok.encode(`a${marker}b`, { bos: false, special: true })).to.include(id);
       const plain = tok.encode(`a${marker}b`, { bos: false });
       expect(plain).to.not.include(id);
       expect(tok.decode(plain)).to.equal(`a${marker}b`);
-      expect(tok.toSpec().addBos).to.equal(name === 'llama3');  // Llama 3 names a BOS token; Qwen names none
+      expect(tok.toSpec().addBos).to.equal(name !== 'qwen2.5');  // Llama 3 names a BOS token; Qwen names none
       // added tokens that are not special (Qwen's <tool_call>) are cut out of any text, as tokenizers does
       if (name === 'qwen2.5') {
         const tc = (json.added_tokens as { id: number; content: string }[]).find((a) => a.content === '<tool_call>')!.id;
@@ -191,7 +208,7 @@ describe('tokenizer: byte-level BPE against llama.cpp (node-llama-cpp)', functio
   });
   after(() => { if (dir) fs.rmSync(dir, { recursive: true, force: true }); });
 
-  for (const [name, vocab] of [['llama3', 128256], ['qwen2.5', 151665]] as const) {
+  for (const [name, vocab] of [['llama3', 128256], ['qwen2.5', 151665], ['smollm-style', 128256]] as const) {
     it(`${name}: a GGUF sparq wrote tokenizes in llama.cpp to the ids sparq gives (special tokens parsed or not)`, async () => {
       const tj = path.join(VOCABS[name]!, 'models', 'tokenizer.json');
       const file = writeRandomModel(path.join(dir, name), { dim: 64, hidden: 128, layers: 1, heads: 4, kvHeads: 2, vocab, maxSeq: 64, tied: true, tokenizerJson: tj }, ['gguf-f32'])['gguf-f32']!;

@@ -5,12 +5,14 @@
 // and device memory back at its starting level after dispose.
 import { expect } from 'chai';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   KVCache, Tensor, attention, cudaMemory, info, linear, loadModel, matmulInt8, prune, quantize,
   add, rmsnorm, rope, softmax, swiglu, type Model,
 } from '../lib/index';
 import { randI8, randn, relErr, settled } from './helpers';
+import { writeRandomModel } from '../lib/model/synth';
 
 const DIR = path.resolve(__dirname, '..', '..', 'shared', 'models', 'stories260K');
 const MODEL = path.join(DIR, 'stories260K.bin'), TOK = path.join(DIR, 'tok512.bin');
@@ -317,4 +319,36 @@ describe('cuda: stories260K on the GPU', function () {
     }
     expect(await settled(() => cudaMemory().allocated)).to.equal(start);
   });
+});
+
+describe('cuda: Qwen2 biases, Qwen3 q / k norms and Llama 3.1 rope factors on the GPU', function () {
+  this.timeout(300000);
+  let dir = '';
+  before(function () {
+    if (gpus === 0) {
+      console.log('      (skipped: no CUDA device)');
+      this.skip();
+    }
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-cuda-archs-'));
+  });
+  after(() => { if (dir) fs.rmSync(dir, { recursive: true, force: true }); });
+
+  const base = { dim: 64, hidden: 96, layers: 2, heads: 4, kvHeads: 2, vocab: 512, maxSeq: 128 };
+  for (const [name, cfg] of [
+    ['qwen2', { ...base, arch: 'qwen2' as const }], ['qwen3', { ...base, arch: 'qwen3' as const, headDim: 32 }], ['llama3 rope scaling', { ...base, ropeScaling: 'llama3' as const }],
+  ] as const) {
+    it(`${name}: logits on the GPU match the CPU's (f32 and int8 weights)`, async () => {
+      const file = writeRandomModel(path.join(dir, name.replace(/ /g, '-')), cfg, ['gguf-f32'])['gguf-f32']!;
+      const ids = Array.from({ length: 40 }, (_, i) => 3 + ((i * 37) % 500));
+      for (const weights of ['f32', 'int8'] as const) {
+        const c = await loadModel(file, { weights }), g = await loadModel(file, { weights, device: 'cuda' });
+        try {
+          expect(relErr(await g.forwardAll(ids), await c.forwardAll(ids)), `${name} ${weights}`).to.be.lessThan(weights === 'f32' ? 1e-4 : 2e-2);
+        } finally {
+          c.dispose();
+          g.dispose();
+        }
+      }
+    });
+  }
 });

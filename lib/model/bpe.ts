@@ -75,6 +75,14 @@ export const PRE_TOKENIZERS: Readonly<Record<string, string>> = {
 };
 // other names for the same splits
 const ALIASES: Readonly<Record<string, string>> = { llama3: 'llama-bpe', 'llama-v3': 'llama-bpe' };
+// splits that first isolate every digit, then apply a regex to the text between (SmolLM:
+// tokenizer.json's Digits(individual_digits) then ByteLevel's GPT-2 regex)
+const DIGITS_FIRST: Readonly<Record<string, string>> = { smollm: 'gpt2' };
+
+/** Whether a pre-tokenizer isolates every digit before its regex runs. */
+export function preSplitsDigits(pre: string): boolean {
+  return DIGITS_FIRST[pre] !== undefined;
+}
 
 // a tokenizer.json (Oniguruma) pattern as JavaScript takes it: the inline (?i:...) contractions spelled out
 const jsPattern = (pattern: string) => pattern.replace(/\(\?i:'s\|'t\|'re\|'ve\|'m\|'ll\|'d\)/g, CONTRACTIONS_I);
@@ -88,11 +96,11 @@ export function preTokenizerName(pattern: string): string {
 
 /** The regex of a pre-tokenizer name or an Oniguruma-style pattern from tokenizer.json, as a JavaScript RegExp. */
 export function preTokenizerRegex(pre: string): RegExp {
-  const named = PRE_TOKENIZERS[pre] ?? PRE_TOKENIZERS[ALIASES[pre] ?? ''];
+  const named = PRE_TOKENIZERS[pre] ?? PRE_TOKENIZERS[ALIASES[pre] ?? DIGITS_FIRST[pre] ?? ''];
   let src = named;
   if (src === undefined) {
     if (/^[a-z0-9][a-z0-9._-]*$/.test(pre)) {
-      throw new RangeError(`tokenizer: pre-tokenizer '${pre}' is not supported (${[...Object.keys(PRE_TOKENIZERS), ...Object.keys(ALIASES)].join(', ')})`);
+      throw new RangeError(`tokenizer: pre-tokenizer '${pre}' is not supported (${[...Object.keys(PRE_TOKENIZERS), ...Object.keys(ALIASES), ...Object.keys(DIGITS_FIRST)].join(', ')})`);
     }
     src = jsPattern(pre);
   }

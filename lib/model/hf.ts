@@ -208,13 +208,15 @@ function chatTemplateOf(v: unknown): string | undefined {
   return undefined;
 }
 
-interface PreTok { type?: string; pretokenizers?: PreTok[]; pattern?: { Regex?: string; String?: string }; use_regex?: boolean; behavior?: string; invert?: boolean }
+interface PreTok { type?: string; pretokenizers?: PreTok[]; pattern?: { Regex?: string; String?: string }; use_regex?: boolean; behavior?: string; invert?: boolean; individual_digits?: boolean }
 
 // The pre-tokenizer of a byte-level tokenizer.json: one Split by regex (Isolated)
 // followed by ByteLevel without its own regex, or ByteLevel with GPT-2's regex.
 function byteLevelPre(p: PreTok | null | undefined, file: string): string {
   const list = p?.type === 'Sequence' ? p.pretokenizers ?? [] : p ? [p] : [];
   const bl = list.find((x) => x.type === 'ByteLevel');
+  // SmolLM: every digit isolated, then ByteLevel with its own (GPT-2) regex
+  if (list.length === 2 && list[0]!.type === 'Digits' && list[0]!.individual_digits === true && bl && bl.use_regex !== false) return 'smollm';
   const splits = list.filter((x) => x.type === 'Split');
   if (!bl || list.length !== splits.length + 1 || splits.length > 1) {
     throw new RangeError(`loadModel: ${file}: pre-tokenizer ${JSON.stringify(p)?.slice(0, 200)} is not supported (byte-level: a Split regex and ByteLevel, or ByteLevel alone)`);

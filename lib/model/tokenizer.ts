@@ -4,7 +4,10 @@
 // merges of the adjacent pair whose merged piece scores highest (leftmost on
 // ties); or byte-level BPE with merge ranks (bpe.ts: Llama 3, Qwen). Pieces
 // are byte strings; decode() reassembles UTF-8 across tokens.
-import { ByteBpe, preTokenizerRegex, spell, spelledBytes } from './bpe';
+import { ByteBpe, preSplitsDigits, preTokenizerRegex, spell, spelledBytes } from './bpe';
+
+// one digit, kept as its own part by String.split
+const DIGIT = /(\p{N})/u;
 import { mergePairs } from './merge';
 
 export interface EncodeOptions {
@@ -101,6 +104,7 @@ export class Tokenizer {
   private readonly spec: TokenizerSpec;
   private readonly bpe?: ByteBpe;
   private readonly preRe?: RegExp;
+  private readonly digitsFirst: boolean = false;
   private readonly specialRe?: RegExp;
   private readonly userRe?: RegExp;
   private readonly userIds = new Set<number>();
@@ -192,6 +196,7 @@ export class Tokenizer {
       }
       this.bpe = new ByteBpe(vocab, spec.merges ?? [], spec.ignoreMerges === true);
       this.preRe = preTokenizerRegex(spec.pre ?? 'gpt2');
+      this.digitsFirst = preSplitsDigits(spec.pre ?? 'gpt2');
       for (const id of spec.userDefined ?? []) {
         if (!this.specialIds.has(id)) throw new RangeError(`tokenizer: user-defined token ${id} is not among the special tokens`);
         this.userIds.add(id);
@@ -272,8 +277,12 @@ export class Tokenizer {
   // byte-level: special tokens cut out (user-defined ones always, the others when asked),
   // then the pre-tokenizer's pieces merged one by one
   private encodeBpe(text: string, special: boolean, ids: number[]): void {
-    const words = (seg: string) => {
+    const re = (seg: string) => {
       for (const m of seg.matchAll(this.preRe!)) this.bpe!.encodeWord(m[0], ids);
+    };
+    // every digit its own piece first, where the pre-tokenizer says so (SmolLM)
+    const words = !this.digitsFirst ? re : (seg: string) => {
+      for (const part of seg.split(DIGIT)) if (part) re(part);
     };
     const cut = special ? this.specialRe : this.userRe;
     if (!cut) {
