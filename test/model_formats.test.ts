@@ -5,7 +5,7 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { loadModel, type LoadModelOptions } from '../lib/index';
+import { loadModel, saveModel, type LoadModelOptions } from '../lib/index';
 import { readGguf, writeGguf } from '../lib/model/gguf';
 import { f32ToF16 } from '../lib/tensor';
 import { writeRandomModel, type SynthConfig } from '../lib/model/synth';
@@ -74,6 +74,47 @@ describe('model formats: llama2.c, GGUF and Hugging Face from the same random we
         mb.dispose();
       }
       ma.dispose();
+    }
+  });
+
+  it('a SentencePiece tokenizer.json in the Metaspace form (newer conversions: Mistral) tokenizes as the normalizer form and as tokenizers.js', async () => {
+    const dir = path.join(tmp, 'metaspace');
+    fs.cpSync(files.hf!, dir, { recursive: true });
+    const json = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8')) as Record<string, unknown>;
+    json.normalizer = null;
+    json.pre_tokenizer = { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'first', split: false };
+    json.decoder = { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: '\u2581' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }] };
+    json.post_processor = null;
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(json));
+    const a = await loadModel(files.hf!), b = await loadModel(dir);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { Tokenizer } = require('@huggingface/tokenizers') as { Tokenizer: new (j: unknown, c: unknown) => { encode(t: string, o: object): { ids: number[] } } };
+    // tokenizers.js takes both forms alike too (the two schemes are one; its merges-based BPE and
+    // sparq's score-based one may split this synthetic vocabulary differently, so each is compared with itself)
+    const ref = new Tokenizer(json, {}), refOld = new Tokenizer({ ...JSON.parse(fs.readFileSync(path.join(files.hf!, 'tokenizer.json'), 'utf8')), decoder: json.decoder, post_processor: null, pre_tokenizer: null }, {});
+    try {
+      for (const text of ['the little friend said hello', '  two leading spaces', 'trailing  ', 'a  b   c', 'once\nupon\ta time!', 'x', ' one']) {
+        // the one difference: Metaspace adds no U+2581 in front of text that starts with a space
+        // (tokenizers does the same); a normalizer's Prepend always does, as SentencePiece
+        const lead = text.startsWith(' ');
+        const want = a.tokenizer.encode(lead ? text.slice(1) : text, { bos: false }), got = b.tokenizer.encode(text, { bos: false });
+        expect(got, JSON.stringify(text)).to.deep.equal(want);
+        const hf = ref.encode(text, { add_special_tokens: false }).ids, hfOld = refOld.encode(lead ? text.slice(1) : text, { add_special_tokens: false }).ids;
+        expect(hf, JSON.stringify(text)).to.deep.equal(hfOld);
+      }
+      // and the rule survives saveModel
+      const saved = path.join(tmp, 'metaspace.sparq');
+      await saveModel(b, saved);
+      const c = await loadModel(saved);
+      expect(c.tokenizer.encode('  two leading spaces')).to.deep.equal(b.tokenizer.encode('  two leading spaces'));
+      c.dispose();
+      // splitting at spaces, or another replacement, is not this scheme: refused by name
+      json.pre_tokenizer = { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'always', split: true };
+      fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(json));
+      await loadModel(dir).then((m) => { m.dispose(); throw new Error('loaded'); }, (e: Error) => expect(e.message).to.match(/Metaspace with replacement U\+2581, split false/));
+    } finally {
+      a.dispose();
+      b.dispose();
     }
   });
 

@@ -277,7 +277,20 @@ export function readHfTokenizer(dir: string, vocabSize: number, bos: number, eos
   const cj = fs.existsSync(cf) ? (readJson(cf) as Record<string, unknown>) : {};
   const config = typeof cj === 'object' && cj !== null ? cj : {};
   if (JSON.stringify(t.pre_tokenizer ?? null).includes('ByteLevel')) return byteLevelTokenizer(t, file, vocabSize, bos, eos, config);
-  if (!norm.includes('\u2581')) throw new RangeError(`loadModel: ${file}: tokenizer is neither SentencePiece-style BPE nor byte-level BPE`);
+  // SentencePiece-style: spaces become U+2581 and one is prepended, by the normalizer (Prepend +
+  // Replace: older conversions) or by a Metaspace pre-tokenizer that does not split (newer ones:
+  // Mistral, Llama 2 re-uploads)
+  const pre = t.pre_tokenizer as { type?: string; replacement?: string; prepend_scheme?: string; split?: boolean } | null | undefined;
+  let addSpacePrefix = norm.includes('Prepend'), prefixUnlessSpace = false;
+  if (pre?.type === 'Metaspace') {
+    if (pre.replacement !== '\u2581' || pre.split !== false || norm !== 'null') {
+      throw new RangeError(`loadModel: ${file}: pre-tokenizer ${JSON.stringify(pre).slice(0, 160)} is not supported (Metaspace with replacement U+2581, split false and no normalizer)`);
+    }
+    addSpacePrefix = pre.prepend_scheme !== 'never';
+    prefixUnlessSpace = true;  // Metaspace prepends U+2581 only where the text does not start with one
+  } else if (!norm.includes('\u2581')) {
+    throw new RangeError(`loadModel: ${file}: tokenizer is neither SentencePiece-style BPE nor byte-level BPE`);
+  }
   const pieces: string[] = new Array<string>(vocabSize).fill('');
   for (const [p, id] of Object.entries(m.vocab)) {
     if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new RangeError(`loadModel: ${file}: token id ${id} is outside the model's vocabulary (${vocabSize})`);
@@ -291,5 +304,5 @@ export function readHfTokenizer(dir: string, vocabSize: number, bos: number, eos
     const id = ids.get(a + b);
     if (id !== undefined && scores[id] === -1e9) scores[id] = -rank;
   });
-  return new Tokenizer({ pieces: packTextPieces(pieces), scores, bos, eos, addSpacePrefix: norm.includes('Prepend'), chatTemplate: chatTemplateOf(config.chat_template) });
+  return new Tokenizer({ pieces: packTextPieces(pieces), scores, bos, eos, addSpacePrefix, prefixUnlessSpace, chatTemplate: chatTemplateOf(config.chat_template) });
 }

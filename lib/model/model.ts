@@ -637,10 +637,11 @@ async function planSparq(file: string, int8: boolean, widenBlocks = false): Prom
   for (const k of ints) if (!Number.isInteger(cfg[k]) || cfg[k] < 1 || cfg[k] > 2 ** 24) bad(`config.${k} must be an integer in [1, 2^24]`);
   if (cfg.heads % cfg.kvHeads) bad('config.heads must be a multiple of kvHeads');
   const arch: ModelArch = cfg.arch === undefined ? 'llama' : ['llama', 'qwen2', 'qwen3'].includes(cfg.arch) ? cfg.arch : bad(`config.arch '${String(cfg.arch)}' is not supported`);
-  const tk = json<{ pieces: string[]; scores: number[]; bos: number; eos: number; addSpacePrefix: boolean } & Pick<TokenizerSpec, 'kind' | 'merges' | 'pre' | 'ignoreMerges' | 'nfc' | 'special' | 'userDefined' | 'addBos' | 'chatTemplate'>>('sparq.tokenizer');
+  const tk = json<{ pieces: string[]; scores: number[]; bos: number; eos: number; addSpacePrefix: boolean; prefixUnlessSpace?: boolean } & Pick<TokenizerSpec, 'kind' | 'merges' | 'pre' | 'ignoreMerges' | 'nfc' | 'special' | 'userDefined' | 'addBos' | 'chatTemplate'>>('sparq.tokenizer');
   if (!Array.isArray(tk.pieces) || tk.pieces.length !== cfg.vocab || !Array.isArray(tk.scores) || tk.scores.length !== cfg.vocab) bad('the tokenizer does not match the vocabulary');
   for (const id of [tk.bos, tk.eos]) if (!Number.isInteger(id) || id < 0 || id >= cfg.vocab) bad('tokenizer bos / eos are outside the vocabulary');
-  const spec: TokenizerSpec = { pieces: tk.pieces.map((p) => new Uint8Array(Buffer.from(String(p), 'base64'))), scores: tk.scores.map(Number), bos: tk.bos, eos: tk.eos, addSpacePrefix: tk.addSpacePrefix !== false };
+  const spec: TokenizerSpec = { pieces: tk.pieces.map((p) => new Uint8Array(Buffer.from(String(p), 'base64'))), scores: tk.scores.map(Number), bos: tk.bos, eos: tk.eos, addSpacePrefix: tk.addSpacePrefix !== false,
+    ...(tk.prefixUnlessSpace === true ? { prefixUnlessSpace: true } : {}) };
   if (tk.chatTemplate !== undefined) spec.chatTemplate = typeof tk.chatTemplate === 'string' ? tk.chatTemplate : bad('the chat template is not a string');
   if (tk.kind === 'bpe') {
     // a byte-level vocabulary: its merges, pre-tokenizer and special tokens as saved

@@ -36,6 +36,8 @@ export interface TokenizerSpec {
   eos: number;
   /** add ' ' in front of non-empty text before BPE (SentencePiece add_dummy_prefix; default true) */
   addSpacePrefix?: boolean;
+  /** with addSpacePrefix: none when the text already starts with a space (tokenizer.json's Metaspace pre-tokenizer, prepend_scheme 'first') */
+  prefixUnlessSpace?: boolean;
   /** 'spm': SentencePiece-style, by scores (default); 'bpe': byte-level BPE, by merge ranks */
   kind?: 'spm' | 'bpe';
   /** bpe: merges as "a b" in the byte-level spelling (bpe.ts), best first */
@@ -156,7 +158,7 @@ export class Tokenizer {
     this.addBos = this.kind === 'spm' || spec.addBos !== false;
     this.spec = this.kind === 'bpe'
       ? { kind: 'bpe', merges: spec.merges ?? [], pre: spec.pre ?? 'gpt2', ignoreMerges: spec.ignoreMerges === true, nfc: spec.nfc === true, special: [...(spec.special ?? [])], userDefined: [...(spec.userDefined ?? [])], addBos: this.addBos, pieces: [], scores: [], bos: spec.bos, eos: spec.eos }
-      : { pieces: [], scores: [], bos: spec.bos, eos: spec.eos };
+      : { pieces: [], scores: [], bos: spec.bos, eos: spec.eos, ...(spec.prefixUnlessSpace === true ? { prefixUnlessSpace: true } : {}) };
     if (spec.chatTemplate !== undefined) {
       if (typeof spec.chatTemplate !== 'string') throw new TypeError('tokenizer: chatTemplate must be a string');
       this.spec.chatTemplate = spec.chatTemplate;
@@ -254,7 +256,7 @@ export class Tokenizer {
     } else if (text.length > 0) {
       const bytes = new TextEncoder().encode(text);
       const toks: number[] = [];
-      if (this.addSpacePrefix) {
+      if (this.addSpacePrefix && !(this.spec.prefixUnlessSpace === true && text.startsWith(' '))) {
         const sp = this.lookup.get(' ');
         if (sp !== undefined) toks.push(sp);
       }
