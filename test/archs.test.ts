@@ -208,11 +208,16 @@ describe('architectures: Llama 3.1 rope scaling, Qwen2, Qwen3 (GGUF and Hugging 
     await withConfig((c) => { c.eos_token_id = [151643, 999999]; }, /eos_token_id 999999 is outside the vocabulary/);
     // a list of end ids is taken whole
     const c = JSON.parse(orig) as Record<string, unknown>;
-    fs.writeFileSync(cfgFile, JSON.stringify({ ...c, eos_token_id: [151645, 151643] }));
+    fs.writeFileSync(cfgFile, JSON.stringify({ ...c, eos_token_id: [151645, 151643], max_position_embeddings: 131072, sliding_window: 131072 }));
     try {
       const m = await loadModel(hf);
       expect(m.stopIds).to.deep.equal([151645, 151643]);
+      // a 131072-position model gets 8192 unless asked for more
+      expect(m.config.maxSeq).to.equal(8192);
       m.dispose();
+      const big = await loadModel(hf, { maxSeq: 10000 });
+      expect(big.config.maxSeq).to.equal(10000);
+      big.dispose();
     } finally {
       fs.writeFileSync(cfgFile, orig);
     }

@@ -45,7 +45,7 @@ export interface LoadModelOptions {
   tokenizer?: string;
   /** 'int8': quantize every linear per output channel at load and run them through the int8 GEMM with dynamic per-token activations */
   weights?: 'f32' | 'int8';
-  /** context length (default: the model's) */
+  /** context length (default: the model's, at most 8192: Llama 3.2's 131072 positions would reserve a 8.6 GB f32 KV cache; pass more to use more) */
   maxSeq?: number;
   /** KV cache storage (default 'f32') */
   kvCache?: 'f32' | 'f16' | 'i8';
@@ -105,6 +105,8 @@ interface NativeModel {
 }
 
 const KV = { f32: 0, f16: 1, i8: 2 } as const;
+/** The context a model gets unless loadModel is given maxSeq: its own, up to this (llama.cpp's tools default to 4096) */
+const DEFAULT_MAX_SEQ = 8192;
 
 export class Model {
   readonly config: ModelConfig;
@@ -954,7 +956,7 @@ export async function loadModel(file: string, opts: LoadModelOptions = {}): Prom
   try {
     const plan = await planModel(file, opts);
     try {
-      model = await createFromPlan(plan, opts.maxSeq ?? plan.config.maxSeq, kv, { file, opts, derived: plan.derived ?? false, ropeNeox: plan.ropeNeox });
+      model = await createFromPlan(plan, opts.maxSeq ?? Math.min(plan.config.maxSeq, DEFAULT_MAX_SEQ), kv, { file, opts, derived: plan.derived ?? false, ropeNeox: plan.ropeNeox });
     } finally {
       // the model holds its own references to what it keeps
       for (const t of plan.temp) t.dispose();
