@@ -86,16 +86,29 @@ describe('chat: templates and conversations', function () {
     await ids(c.send('two'));
     const all = qwen.tokenizer.encode(renderChat(qwen, c.messages.slice(0, 3)), { bos: false, special: true });
     expect(c.lastPrefill).to.equal(all.length);
-    // Llama 3's template trims answers: a whitespace answer no longer prefixes the next render
+    // Llama 3's template trims answers: the render is then not the context's text plus the
+    // new turn, and the context is kept up to the first token where the two differ
     const l = llama3.conversation({ maxTokens: 3, temperature: 0 });
     await ids(l.send('one'));
     const again = await ids(l.send('two'));
     const all3 = llama3.tokenizer.encode(renderChat(llama3, l.messages.slice(0, 3)), { bos: false, special: true });
-    if (l.messages[1]!.content.trim() !== l.messages[1]!.content) expect(l.lastPrefill).to.equal(all3.length);
-    else expect(l.lastPrefill).to.be.lessThan(all3.length);
-    expect(again.ids).to.have.length.greaterThan(0);
+    expect(l.lastPrefill).to.be.lessThan(all3.length);
+    expect(again.ids).to.deep.equal((await ids(llama3.generate(all3, { maxTokens: 3, temperature: 0 }))).ids);
     l.reset();
     expect(l.messages).to.deep.equal([]);
+  });
+
+  it('a template that rewrites earlier answers: the context is kept up to where the render differs, and the answer is a fresh prefill\'s', async () => {
+    // answers shortened to their first 4 characters when they are history
+    const template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'assistant' %}{{ m.content[:4] }}{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}<|im_start|>assistant\n";
+    const c = qwen.conversation({ maxTokens: 12, temperature: 0, template });
+    await ids(c.send('The first question, asked at some length so that the history is long.'));
+    const first = c.lastPrefill;
+    const t2 = await ids(c.send('Two?'));
+    const all = qwen.tokenizer.encode(renderChat(qwen, c.messages.slice(0, 3), template), { bos: false, special: true });
+    expect(c.lastPrefill).to.be.lessThan(all.length - first + 4);  // the first prompt stayed in the context
+    expect(c.lastPrefill).to.be.greaterThan(0);
+    expect(t2.ids).to.deep.equal((await ids(qwen.generate(all, { maxTokens: 12, temperature: 0 }))).ids);
   });
 
   it('a model without a template: a clear error, or a caller-supplied template', async () => {

@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ROOT } from './helpers';
+import { writeRandomModel } from '../lib/model/synth';
 
 const MODELS = path.resolve(ROOT, '..', 'shared', 'models', 'stories260K');
 
@@ -34,7 +35,7 @@ describe('README', function () {
   });
 
   it('the generation example runs on stories260K', function () {
-    const code = blocks.find((b) => b.includes('loadModel(') && !b.includes('pruneModel('));
+    const code = blocks.find((b) => b.includes('model.generate(') && !b.includes('pruneModel('));
     expect(code, 'README has the generation example').to.be.a('string');
     if (!fs.existsSync(path.join(MODELS, 'stories260K.bin'))) {
       console.log(`      (skipped: the stories260K model is not at ${MODELS})`);
@@ -44,6 +45,27 @@ describe('README', function () {
     expect(r.status, r.stderr).to.equal(0);
     expect(r.stdout).to.match(/there was a little girl named Lily/);
     expect(r.stdout).to.match(/decodeTokensPerSec/);
+  });
+
+  it('the chat example runs as written on a GGUF of that name (random weights, the real Llama 3 vocabulary and chat template)', function () {
+    const code = blocks.find((b) => b.includes('.conversation('));
+    expect(code, 'README has the chat example').to.be.a('string');
+    const file = /loadModel\('([^']+\.gguf)'\)/.exec(code!)?.[1];
+    expect(file, 'the chat example loads a GGUF file').to.be.a('string');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-readme-chat-'));
+    try {
+      const tj = path.join(ROOT, 'node_modules', '@lenml', 'tokenizer-llama3', 'models', 'tokenizer.json');
+      const made = writeRandomModel(dir, { dim: 64, hidden: 128, layers: 2, heads: 4, kvHeads: 2, vocab: 128256, maxSeq: 1024, tied: true, ropeScaling: 'llama3', tokenizerJson: tj }, ['gguf-q4_k_m']);
+      fs.renameSync(made['gguf-q4_k_m']!, path.join(dir, file!));
+      const r = runExample(code!, dir);
+      expect(r.status, r.stderr).to.equal(0);
+      // the last line: the second turn's prefill (what a conversation prefills is checked in chat.test.ts)
+      const last = /prefilled (\d+)\s*$/.exec(r.stdout);
+      expect(last, r.stdout.slice(-300)).to.not.equal(null);
+      expect(Number(last![1])).to.be.greaterThan(0);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('the pruning example runs on stories260K', function () {

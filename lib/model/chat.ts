@@ -70,9 +70,11 @@ export async function* chat(model: Model, messages: readonly ChatMessage[], opts
 /**
  * A conversation: messages so far, and the model's context holding them. Each send()
  * renders the whole conversation; when the text already in the context is a prefix of
- * it, only the rest is prefilled (the context continues), else the context starts over
- * (another generation used the model in between, or the template rewrites earlier
- * turns). The model's context belongs to the conversation between its turns.
+ * it, only the rest is prefilled (the context continues). When the template rewrote an
+ * earlier turn (Llama 3's trims answers), the render is tokenized whole and the context
+ * kept up to the first token where the two differ (llama.cpp's server does the same);
+ * when another generation used the model in between, the context starts over. The
+ * model's context belongs to the conversation between its turns.
  */
 export class Conversation {
   readonly messages: ChatMessage[] = [];
@@ -81,6 +83,8 @@ export class Conversation {
   private fedText: string | null = null;
   private fedTokens = -1;
   private pending = -1;
+  /** the token ids in the model's context, as this conversation fed them */
+  private fed: number[] = [];
 
   constructor(private readonly model: Model, private readonly opts: ChatOptions = {}) {
     if (typeof opts !== 'object' || opts === null) throw new TypeError('conversation: options must be an object');
@@ -96,11 +100,26 @@ export class Conversation {
     const { template, ...gen } = { ...this.opts, ...opts };
     const model = this.model;
     const full = renderChat(model, [...this.messages, m], template);
-    const cont = this.fedText !== null && this.fedTokens === model.length && full.startsWith(this.fedText);
-    const ids = encode(model, cont ? full.slice(this.fedText!.length) : full);
-    // the last answer's final token, when generation ended at maxTokens, was never fed
-    if (cont && this.pending >= 0) ids.unshift(this.pending);
+    const ours = this.fedTokens === model.length && this.fed.length === model.length;  // nobody else used the context
+    let cont = ours && this.fedText !== null && full.startsWith(this.fedText);
+    let ids: number[];
+    if (cont) {
+      ids = encode(model, full.slice(this.fedText!.length));
+      // the last answer's final token, when generation ended at maxTokens, was never fed
+      if (this.pending >= 0) ids.unshift(this.pending);
+    } else {
+      // the whole render, kept in the context up to its first token that differs (at least one left to prefill)
+      ids = encode(model, full);
+      let same = 0;
+      if (ours) while (same < this.fed.length && same < ids.length - 1 && this.fed[same] === ids[same]) same++;
+      if (same > 0) {
+        model._truncate(same);
+        ids = ids.slice(same);
+        cont = true;
+      }
+    }
     const base = cont ? model.length : 0;
+    const before = this.fed.slice(0, base);
     this.messages.push({ ...m });
     this.fedText = null;  // until this turn's answer is in the context
     this.lastPrefill = ids.length;
@@ -122,6 +141,8 @@ export class Conversation {
       this.pending = exact && got.length > 0 && model.length === fed - 1 ? got[got.length - 1]! : -1;
       this.fedText = exact && (model.length === fed || this.pending >= 0) ? full + reply : null;
       this.fedTokens = model.length;
+      // what the context holds: the tokens fed in order (a stop token, or the last one at maxTokens, is not)
+      this.fed = [...before, ...ids, ...got].slice(0, model.length);
     }
   }
 
@@ -131,5 +152,6 @@ export class Conversation {
     this.fedText = null;
     this.fedTokens = -1;
     this.pending = -1;
+    this.fed = [];
   }
 }

@@ -215,6 +215,11 @@ export class Model {
     this.live('reset').truncate(0);
   }
 
+  /** @internal Keeps the first n positions of the context (a conversation backing up to where a re-rendered turn differs). */
+  _truncate(n: number): void {
+    this.live('truncate').truncate(n);
+  }
+
   /**
    * Streams generated tokens. A string prompt is encoded with BOS; an id array is used
    * as given. Starts from an empty context unless { continue: true }. Generations on one
