@@ -13,6 +13,7 @@ import { ropeScalingFactors } from '../lib/model/hf';
 import { writeRandomModel, type SynthConfig } from '../lib/model/synth';
 import { writeGgufModel } from '../lib/model/gguf_write';
 import { readGguf, writeGguf, type GgufWriteTensor, type Typed } from '../lib/model/gguf';
+import { llamaCppOrSkip } from './helpers';
 
 const MODULES = path.join(__dirname, '..', 'node_modules');
 const LLAMA3 = path.join(MODULES, '@lenml', 'tokenizer-llama3', 'models', 'tokenizer.json');
@@ -245,13 +246,7 @@ describe('architectures against llama.cpp (node-llama-cpp)', function () {
   let llama: any = null;
   let dir: string;
   before(async function () {
-    try {
-      const { getLlama } = (await import('node-llama-cpp' as string)) as { getLlama: (o: object) => Promise<unknown> };
-      llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
-    } catch (e) {
-      console.log(`      (skipped: node-llama-cpp is not installed: npm install --no-save node-llama-cpp; ${(e as Error).message.split('\n')[0]})`);
-      this.skip();
-    }
+    llama = await llamaCppOrSkip(this);
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-archs-llamacpp-'));
   });
   after(() => { if (dir) fs.rmSync(dir, { recursive: true, force: true }); });

@@ -11,6 +11,7 @@ import { byteLevelTokenizer } from '../lib/model/hf';
 import { PRE_TOKENIZERS, preTokenizerRegex } from '../lib/model/bpe';
 import { writeRandomModel } from '../lib/model/synth';
 import { writeGgufModel } from '../lib/model/gguf_write';
+import { llamaCppOrSkip } from './helpers';
 
 // real tokenizer.json files, shipped in npm packages (devDependencies)
 const MODULES = path.join(__dirname, '..', 'node_modules');
@@ -197,13 +198,7 @@ describe('tokenizer: byte-level BPE against llama.cpp (node-llama-cpp)', functio
   let llama: any;
   let dir = '';
   before(async function () {
-    try {
-      const { getLlama } = (await import('node-llama-cpp' as string)) as { getLlama: (o: object) => Promise<unknown> };
-      llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
-    } catch (e) {
-      console.log(`      (skipped: node-llama-cpp is not installed: npm install --no-save node-llama-cpp; ${(e as Error).message.split('\n')[0]})`);
-      this.skip();
-    }
+    llama = await llamaCppOrSkip(this);
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-bpe-lc-'));
   });
   after(() => { if (dir) fs.rmSync(dir, { recursive: true, force: true }); });

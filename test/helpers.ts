@@ -122,3 +122,18 @@ export function quantRowsRef(v: ArrayLike<number>, rows: number, k: number): { q
   }
   return { q, s };
 }
+
+/**
+ * llama.cpp through node-llama-cpp (not a dependency: CI installs it beside the tree), for a
+ * suite's before() hook: the loaded library, or the suite skipped, saying why.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export async function llamaCppOrSkip(ctx: Mocha.Context): Promise<any> {
+  try {
+    const { getLlama } = (await import('node-llama-cpp' as string)) as { getLlama: (o: object) => Promise<unknown> };
+    return await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
+  } catch (e) {
+    console.log(`      (skipped: node-llama-cpp is not installed: npm install --no-save node-llama-cpp; ${(e as Error).message.split('\n')[0]})`);
+    ctx.skip();
+  }
+}
