@@ -60,6 +60,7 @@
       "ldflags": ["-Wl,-z,nodelete"],
       "sources": [
         "native/cpu/memory.cpp",
+        "native/cpu/profile.cpp",
         "native/cpu/dispatch.cpp",
         "native/cpu/thread_pool.cpp",
         "native/cpu/gemm_s8.cpp",

@@ -36,6 +36,7 @@ export interface NativeInfo {
     deviceList: { name: string; major: number; minor: number; sms: number; memoryBytes: number; clockMHz: number; bandwidthGBs: number }[] };
   allocatedBytes: number;
   mappedBytes: number;
+  arena: { on: boolean; capBytes: number; cachedBytes: number; hits: number; misses: number };
 }
 
 export interface NativeQ4 {
@@ -81,6 +82,9 @@ export interface NativeBinding {
   setIsa(name: string): void;
   setNumThreads(n: number): void;
   allocatedBytes(): number;
+  trimMemory(): void;
+  /** switches the forward pass's per-op-class timers (undefined: leaves them) and reads them, zeroing them when `reset` */
+  profile(enable: boolean | undefined, reset: boolean): Record<string, { ns: number; calls: number }>;
   quantizeWeight(w: S, off: Off, n: number, k: number, group: number, asymmetric: boolean, sync: true): NativePacked;
   quantizeWeight(w: S, off: Off, n: number, k: number, group: number, asymmetric: boolean, sync: false): Promise<NativePacked>;
   packS8(b: S, off: Off, n: number, k: number): Promise<NativePacked>;

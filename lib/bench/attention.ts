@@ -46,7 +46,7 @@ export async function benchAttention(opts: AttentionBenchOptions = {}): Promise<
   const ts = quick ? [512, 2048] : [512, 2048, 8192];
   const ds = [64, 128];
   const hs = quick ? [12] : [12, 32];
-  const pHeader = { t: 0, d: 0, heads: 0, causal: '', 'median ms': 0, 'p10-p90 %': 0, 'GFLOP/s': 0, '% FMA here': 0, '% AVX512 ref': 0, 'extra MiB': 0, 'naive ms': 0, 'naive MiB': 0 };
+  const pHeader = { t: 0, d: 0, heads: 0, causal: '', 'median ms': 0, 'p10-p90 %': 0, 'GFLOP/s': 0, '% FMA here': 0, '% AVX512 ref': 0, 'faults/call': 0, "GC'd ms": 0, "GC'd faults": 0, 'extra MiB': 0, 'naive ms': 0, 'naive MiB': 0 };
   log('\nprefill (q = k = v = [1, heads, t, d], f32)');
   const ph = table([pHeader], 9).split('\n');
   log(ph[0]!);
@@ -60,6 +60,8 @@ export async function benchAttention(opts: AttentionBenchOptions = {}): Promise<
           const flops = 4 * t * t * d * h * (causal ? 0.5 : 1);
           const long = flops > 2e11;  // seconds per call: fewer repetitions
           const s = await measure(async () => (await attention(q, k, v, { causal })).dispose(), long ? 0 : minTime, long ? 3 : 5, 1);
+          // the same calls with each output left to the garbage collector, as most JS code does
+          const g = await measure(async () => { await attention(q, k, v, { causal }); }, long ? 0 : minTime, long ? 3 : 5, 1);
           const extra = await rssGrowth(async () => (await attention(q, k, v, { causal })).dispose());
           // the materialising version: one configuration per (t, d), where it fits comfortably
           let naive: Awaited<ReturnType<typeof measure>> | null = null, naiveMem = NaN;
@@ -72,6 +74,7 @@ export async function benchAttention(opts: AttentionBenchOptions = {}): Promise<
           const outMiB = (t * d * h * 4) / 2 ** 20;
           const r = {
             t, d, heads: h, causal, median_ms: s.medianMs, p10_ms: s.p10Ms, p90_ms: s.p90Ms, spread_pct: s.spreadPct, reps: s.reps, gflops,
+            faults_per_call: s.faultsPerCall, gc_median_ms: g.medianMs, gc_p10_ms: g.p10Ms, gc_p90_ms: g.p90Ms, gc_faults_per_call: g.faultsPerCall,
             pct_local_fma: (100 * gflops) / fmaPeak, pct_ref_avx512: (100 * gflops) / refPeak,
             extra_mib: Math.max(0, extra / 2 ** 20 - outMiB), naive_median_ms: naive?.medianMs ?? null,
             naive_extra_mib: Number.isFinite(naiveMem) ? Math.max(0, naiveMem / 2 ** 20 - outMiB) : null,
@@ -79,7 +82,8 @@ export async function benchAttention(opts: AttentionBenchOptions = {}): Promise<
           prefill.push(r);
           prows.push({
             t, d, heads: h, causal: String(causal), 'median ms': s.medianMs, 'p10-p90 %': s.spreadPct, 'GFLOP/s': gflops,
-            '% FMA here': r.pct_local_fma, '% AVX512 ref': r.pct_ref_avx512, 'extra MiB': r.extra_mib,
+            '% FMA here': r.pct_local_fma, '% AVX512 ref': r.pct_ref_avx512, 'faults/call': s.faultsPerCall, "GC'd ms": g.medianMs,
+            "GC'd faults": g.faultsPerCall, 'extra MiB': r.extra_mib,
             'naive ms': naive?.medianMs ?? NaN, 'naive MiB': r.naive_extra_mib ?? NaN,
           });
           log(table([prows[prows.length - 1]!], 9).split('\n')[2]!);
@@ -125,7 +129,7 @@ export async function benchAttention(opts: AttentionBenchOptions = {}): Promise<
   const out = {
     bench: 'attention', date: new Date().toISOString(), version: inf.version, host: os.hostname(), cpu: inf.cpu, threads,
     kernels: inf.kernels.attention, local_ceilings: local, reference_f32_avx512_gflops: refPeak,
-    note: 'prefill GFLOP/s = 4*t^2*d*heads (x0.5 causal) / time of one attention() call from JS; extra MiB = peak RSS growth during a call minus its output; ' +
+    note: 'prefill GFLOP/s = 4*t^2*d*heads (x0.5 causal) / time of one attention() call from JS; gc_*: the same calls with the output left to the garbage collector; faults: minor page faults per call; extra MiB = peak RSS growth during a call minus its output; ' +
       'decode GB/s = key+value bytes of the view (int8: + scales) / time; naive = attentionNaive (materialised scores, one head at a time)',
     prefill, decode,
   };

@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
+import type { DecodeTiming } from '../model/model';
 import { info, loadModel, pruneModel, quantizeModel, setNumThreads, type LoadModelOptions, type PruneModelOptions, type QuantizeModelOptions } from '../index';
 import { loadNative } from '../native';
 import { readGguf } from '../model/gguf';
@@ -27,6 +28,8 @@ export interface E2eBenchOptions {
   /** prompt tokens (default 128) and generated tokens (default 64, 32 with quick) */
   prompt?: number;
   tokens?: number;
+  /** also time one more generation per configuration by op class (native timers, sampling, JS <-> native) */
+  profile?: boolean;
   log?: (s: string) => void;
 }
 
@@ -86,8 +89,15 @@ export function promptIds(n: number, vocab: number): number[] {
 /** @internal */
 export const PROMPT = promptIds(128, CONFIG.vocab);
 
+interface DecodeProfile {
+  /** decode steps timed, wall ms from the prompt's end to the loop's end, ms in the sampler and awaiting steps */
+  steps: number; wallMs: number; sampleMs: number; stepMs: number;
+  /** native forward time per op class (sparq/profile.h), ns summed over the steps */
+  native: Record<string, { ns: number; calls: number }>;
+}
+
 /** One configuration, in this process (the child side of benchE2e): prints one JSON line. */
-export async function benchE2eChild(index: number, dir: string, quick: boolean, model?: string, promptLen = 128, tokens?: number): Promise<void> {
+export async function benchE2eChild(index: number, dir: string, quick: boolean, model?: string, promptLen = 128, tokens?: number, profile = false): Promise<void> {
   const [, file, o, , pruneOpts, quantOpts] = runs(modelFiles(dir), CONFIG, model)[index]!;
   const gen = tokens ?? (quick ? 32 : 64), reps = quick ? 2 : 3;
   const t0 = performance.now();
@@ -98,19 +108,72 @@ export async function benchE2eChild(index: number, dir: string, quick: boolean, 
     m = p;
   }
   const load_s = (performance.now() - t0) / 1000;
-  const pp: number[] = [], dec: number[] = [];
+  const pp: number[] = [], dec: number[] = [], faults: number[] = [];
+  const native = loadNative();
+  // one generation; its decode steps' minor page faults, and (profiled) its time per op class
+  const generation = async (profiled: boolean): Promise<DecodeProfile> => {
+    let f0 = 0, t0 = 0;
+    const timing: DecodeTiming = {
+      sampleMs: 0, stepMs: 0, steps: 0,
+      start() {
+        if (profiled) native.profile(true, true);
+        f0 = process.resourceUsage().minorPageFault;
+        t0 = performance.now();
+      },
+    };
+    m._decodeTiming = timing;
+    let n = 0;
+    try {
+      for await (const t of m.generate(promptIds(promptLen, m.config.vocab), { maxTokens: gen })) { void t; n++; }
+    } finally {
+      m._decodeTiming = undefined;
+    }
+    const wallMs = performance.now() - t0;
+    faults.push((process.resourceUsage().minorPageFault - f0) / Math.max(1, timing.steps));
+    const prof = profiled ? native.profile(false, true) : {};
+    if (n !== gen) throw new Error(`generated ${n} tokens instead of ${gen}`);
+    return { steps: timing.steps, wallMs, sampleMs: timing.sampleMs, stepMs: timing.stepMs, native: prof };
+  };
   try {
     for (let r = 0; r < reps; r++) {
-      let n = 0;
-      for await (const t of m.generate(promptIds(promptLen, m.config.vocab), { maxTokens: gen })) { void t; n++; }
-      if (n !== gen) throw new Error(`generated ${n} tokens instead of ${gen}`);
+      await generation(false);
       pp.push(m.stats.promptTokensPerSec);
       dec.push(m.stats.decodeTokensPerSec);
     }
-    console.log(JSON.stringify({ load_s, pp, dec, peak_rss_mib: process.resourceUsage().maxRSS / 1024, native_mib: m.nativeBytes / 2 ** 20 }));
+    const decode_profile = profile ? await generation(true) : undefined;
+    if (profile) faults.pop();
+    console.log(JSON.stringify({ load_s, pp, dec, faults_per_token: faults, peak_rss_mib: process.resourceUsage().maxRSS / 1024, native_mib: m.nativeBytes / 2 ** 20, decode_profile }));
   } finally {
     m.dispose();
   }
+}
+
+/** The per-class table of one profiled generation: us per decode step, % of the step, and
+ *  for the linears the weight bytes per token over their time. */
+function profileRows(p: DecodeProfile, bytesPerToken: number, dramGBs: number): Record<string, string | number>[] {
+  const steps = Math.max(1, p.steps);
+  const us = (ns: number) => ns / 1e3 / steps;
+  const total = (p.wallMs * 1e3) / steps;
+  const rows: Record<string, string | number>[] = [];
+  const row = (what: string, t: number, note = '') => rows.push({ what, 'us/token': t, '% of token': (100 * t) / total, note });
+  const nat = (k: string) => us(p.native[k]?.ns ?? 0);
+  const linears = ['qkv', 'wo', 'ffn_up', 'ffn_down', 'classifier'];
+  const others = ['attention', 'rope', 'norm', 'kv_store', 'heads', 'swiglu', 'residual', 'embed'];
+  const lin = linears.reduce((a, k) => a + nat(k), 0);
+  const gbs = bytesPerToken / (lin * 1e3);
+  for (const k of linears) row(`linear ${k}`, nat(k));
+  row('linears, all', lin, `${gbs.toFixed(1)} GB/s of weights = ${((100 * gbs) / dramGBs).toFixed(0)}% of DRAM read`);
+  for (const k of others) row(k, nat(k));
+  const forward = nat('forward');
+  const listed = lin + others.reduce((a, k) => a + nat(k), 0);
+  row('native, unlisted', forward - listed);
+  row('  of the above: fork/join', nat('join'), 'starting parallel jobs, waiting for helpers');
+  row('native forward', forward);
+  row('JS <-> native', (p.stepMs * 1e3) / steps - forward, 'promise, libuv hand-off, argument checks');
+  row('sampling', (p.sampleMs * 1e3) / steps);
+  row('rest of the JS loop', total - (p.stepMs * 1e3 + p.sampleMs * 1e3) / steps, 'detokenizing, stop strings, yield');
+  row('decode step', total, `${(1e6 / total).toFixed(1)} tok/s`);
+  return rows;
 }
 
 /**
@@ -160,35 +223,42 @@ export async function benchE2e(opts: E2eBenchOptions = {}): Promise<unknown> {
   const runs_ = runs(files, c, opts.model);
   const rows: Record<string, string | number>[] = [];
   const results: Record<string, unknown>[] = [];
+  const profiles: [string, Record<string, string | number>[]][] = [];
   for (let i = 0; i < runs_.length; i++) {
     const [name, file, , bytesPerToken] = runs_[i]!;
     const read_s = pageCacheReadSeconds(file);
     // each configuration in a fresh process, so its peak RSS is its own
     const child = spawnSync(process.execPath, [path.join(__dirname, '..', 'cli.js'), 'bench', 'e2e', '--child', String(i), '--dir', dir,
       ...(opts.quick ? ['--quick'] : []), ...(opts.threads ? ['--threads', String(opts.threads)] : []), ...(opts.model ? ['--model', opts.model] : []),
-      '--prompt', String(promptLen), '--tokens', String(gen)],
+      '--prompt', String(promptLen), '--tokens', String(gen), ...(opts.profile ? ['--profile'] : [])],
       { encoding: 'utf8' });
     const line = child.stdout.trim().split('\n').pop() ?? '';
     if (child.status !== 0 || !line.startsWith('{')) throw new Error(`e2e run '${name}' failed: ${child.stderr || child.stdout}`);
-    const m = JSON.parse(line) as { load_s: number; pp: number[]; dec: number[]; peak_rss_mib: number; native_mib: number };
+    const m = JSON.parse(line) as { load_s: number; pp: number[]; dec: number[]; faults_per_token: number[]; peak_rss_mib: number; native_mib: number; decode_profile?: DecodeProfile };
     const bound = (ceil.dramReadGBs * 1e9) / bytesPerToken;
     const r = {
       name, load_s: m.load_s, page_cache_read_s: read_s, prompt_tokens: promptLen, generated_tokens: gen, reps,
       prompt_tok_s: median(m.pp), decode_tok_s: median(m.dec), prompt_tok_s_all: m.pp, decode_tok_s_all: m.dec,
       decode_bound_tok_s: bound, pct_of_bound: (100 * median(m.dec)) / bound, weight_bytes_per_token: bytesPerToken,
-      peak_rss_mib: m.peak_rss_mib, native_mib: m.native_mib,
+      peak_rss_mib: m.peak_rss_mib, native_mib: m.native_mib, faults_per_token: median(m.faults_per_token),
+      decode_profile: m.decode_profile ? profileRows(m.decode_profile, bytesPerToken, ceil.dramReadGBs) : undefined,
     };
     results.push(r);
     rows.push({ model: name, 'load s': m.load_s, 'read s': read_s, 'prompt tok/s': r.prompt_tok_s, 'decode tok/s': r.decode_tok_s, 'bound tok/s': bound,
-      '% bound': r.pct_of_bound, 'peak RSS MiB': m.peak_rss_mib, 'weights+KV MiB': m.native_mib });
+      '% bound': r.pct_of_bound, 'faults/token': r.faults_per_token, 'peak RSS MiB': m.peak_rss_mib, 'weights+KV MiB': m.native_mib });
     log(table([rows[rows.length - 1]!]).split('\n')[2]!);
+    if (r.decode_profile) profiles.push([name, r.decode_profile]);
+  }
+  for (const [name, p] of profiles) {
+    log(`\ndecode profile, ${name} (one more generation of ${gen} tokens, timers on; us per decoded token):`);
+    log(table(p));
   }
   log('');
   log(table(rows));
   const out = {
     bench: 'e2e', date: new Date().toISOString(), version: inf.version, host: os.hostname(), cpu: inf.cpu, threads: inf.threads,
     model: { ...c, params }, dram_read_gbs: ceil.dramReadGBs,
-    note: `prompt ${promptLen} token ids, then ${gen} greedy tokens; tokens/s from model.stats (median of reps); bound = DRAM bandwidth / weight bytes per token; read s: the file read from the page cache through a reused 4 MiB buffer (best of 2), the floor a load is rated against; each configuration runs in its own process: peak RSS is its high-water mark, weights+KV the native bytes the model holds`,
+    note: `prompt ${promptLen} token ids, then ${gen} greedy tokens; tokens/s from model.stats (median of reps); bound = DRAM bandwidth / weight bytes per token; read s: the file read from the page cache through a reused 4 MiB buffer (best of 2), the floor a load is rated against; each configuration runs in its own process: peak RSS is its high-water mark, weights+KV the native bytes the model holds; faults/token: minor page faults of the whole process per decode step (median of reps)${opts.profile ? '; decode_profile: us per decode step by op class (linears rated as weight bytes per token / their time), "join" being the part of the ops above spent starting parallel jobs and waiting for helpers' : ''}`,
     results,
   };
   const file = writeJson(opts.json ?? `bench-results/e2e-${Date.now()}.json`, out);

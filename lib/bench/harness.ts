@@ -13,6 +13,8 @@ export interface Sample {
   p10Ms: number;
   p90Ms: number;
   reps: number;
+  /** minor page faults (first touches of fresh memory) per timed call, the whole process */
+  faultsPerCall: number;
 }
 
 /** Times `fn` (one call = one unit of work) after `warmup` calls, until `minTime` seconds
@@ -20,6 +22,7 @@ export interface Sample {
 export async function measure(fn: (rep: number) => Promise<void>, minTime: number, minReps = 5, warmup = 2): Promise<Sample> {
   for (let i = 0; i < warmup; i++) await fn(i);
   const times: number[] = [];
+  const faults0 = process.resourceUsage().minorPageFault;
   const start = process.hrtime.bigint();
   for (let rep = 0; ; rep++) {
     const t0 = process.hrtime.bigint();
@@ -29,6 +32,7 @@ export async function measure(fn: (rep: number) => Promise<void>, minTime: numbe
     if (times.length >= minReps && elapsed >= minTime) break;
     if (times.length >= 1000) break;
   }
+  const faultsPerCall = (process.resourceUsage().minorPageFault - faults0) / times.length;
   times.sort((a, b) => a - b);
   const mid = times.length >> 1;
   const median = times.length % 2 ? times[mid]! : (times[mid - 1]! + times[mid]!) / 2;
@@ -41,6 +45,7 @@ export async function measure(fn: (rep: number) => Promise<void>, minTime: numbe
     p90Ms: pct(0.9),
     spreadPct: (100 * (pct(0.9) - pct(0.1))) / median,
     reps: times.length,
+    faultsPerCall,
   };
 }
 

@@ -108,11 +108,22 @@ const KV = { f32: 0, f16: 1, i8: 2 } as const;
 /** The context a model gets unless loadModel is given maxSeq: its own, up to this (llama.cpp's tools default to 4096) */
 const DEFAULT_MAX_SEQ = 8192;
 
+/** @internal */
+export interface DecodeTiming {
+  start(): void;
+  /** ms in the sampler, and awaiting forward steps (from the call to the resumed loop) */
+  sampleMs: number;
+  stepMs: number;
+  steps: number;
+}
+
 export class Model {
   readonly config: ModelConfig;
   readonly tokenizer: Tokenizer;
   /** what the last generate() did */
   stats: GenerationStats = { promptTokens: 0, promptTokensPerSec: 0, generatedTokens: 0, decodeTokensPerSec: 0 };
+  /** @internal timing hooks of `bench e2e` (decode only): called when the prompt is in, then sums per decode step */
+  _decodeTiming?: DecodeTiming;
   /** token id that ends generation (llama2.c: BOS, as run.c; other formats: EOS) */
   readonly stopIds: readonly number[];
   /** set on models returned by pruneModel(): what was pruned and the bytes it saved */
@@ -269,12 +280,16 @@ export class Model {
     let logits = await this.step('generate', ids, false, new Float32Array(this.config.vocab));
     const t1 = performance.now();
     stats.promptTokensPerSec = ids.length / ((t1 - t0) / 1000);
+    const timing = this._decodeTiming;
+    timing?.start();
     const dec = new StreamDecoder(this.tokenizer);
     let prev = ids[ids.length - 1]!;
     let text = '', emitted = 0;
     for (let n = 0; n < maxTokens; n++) {
       opts.signal?.throwIfAborted();
+      const ts = timing ? performance.now() : 0;
       const id = sampler.sample(logits);
+      if (timing) timing.sampleMs += performance.now() - ts;
       if (this.stopIds.includes(id)) {
         // the end token is not yielded, except to carry text held back for a stop string
         const rest = text + dec.flush();
@@ -299,7 +314,12 @@ export class Model {
       emitted += out.length;
       yield { id, text: out };
       if (last) break;
+      const tf = timing ? performance.now() : 0;
       logits = await this.step('generate', [id], false, logits);
+      if (timing) {
+        timing.stepMs += performance.now() - tf;
+        timing.steps++;
+      }
       stats.decodeTokensPerSec = stats.generatedTokens / ((performance.now() - t1) / 1000);
     }
     if (stats.generatedTokens > 0 && stats.decodeTokensPerSec === 0) stats.decodeTokensPerSec = stats.generatedTokens / ((performance.now() - t1) / 1000);

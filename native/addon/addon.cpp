@@ -2,6 +2,7 @@
 // runtime information to JS. Context-aware (one InstanceData per env), so it
 // loads in worker_threads too.
 #include "addon.h"
+#include "sparq/profile.h"
 
 #include <cmath>
 #include <cstring>
@@ -322,6 +323,14 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("cuda", cu);
   o.Set("allocatedBytes", double(sparq::allocated_bytes()));
   o.Set("mappedBytes", double(mapped_bytes()));
+  const sparq::ArenaStats a = sparq::arena_stats();
+  Napi::Object ar = Napi::Object::New(env);
+  ar.Set("on", a.on);
+  ar.Set("capBytes", double(a.cap));
+  ar.Set("cachedBytes", double(a.cached));
+  ar.Set("hits", double(a.hits));
+  ar.Set("misses", double(a.misses));
+  o.Set("arena", ar);
   return o;
 }
 
@@ -335,6 +344,29 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
 
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   sparq::set_threads(int(ArgInt(info, 0, "setNumThreads", "n", 1, 1024)));
+  return info.Env().Undefined();
+}
+
+// profile(enable: boolean | undefined, reset: boolean) -> { [class]: { ns, calls } }:
+// switches the forward pass's per-op-class timers (sparq/profile.h) and reads them.
+Napi::Value Profile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() > 0 && info[0].IsBoolean()) sparq::prof::enable(info[0].As<Napi::Boolean>().Value());
+  const bool reset = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+  int64_t ns[sparq::prof::kOps], calls[sparq::prof::kOps];
+  sparq::prof::read(ns, calls, reset);
+  Napi::Object o = Napi::Object::New(env);
+  for (int i = 0; i < sparq::prof::kOps; ++i) {
+    Napi::Object e = Napi::Object::New(env);
+    e.Set("ns", double(ns[i]));
+    e.Set("calls", double(calls[i]));
+    o.Set(sparq::prof::op_name(i), e);
+  }
+  return o;
+}
+
+Napi::Value TrimMemory(const Napi::CallbackInfo& info) {
+  sparq::arena_trim();
   return info.Env().Undefined();
 }
 
@@ -364,6 +396,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setIsa", Napi::Function::New(env, SetIsa, "setIsa"));
   exports.Set("setNumThreads", Napi::Function::New(env, SetThreads, "setNumThreads"));
   exports.Set("allocatedBytes", Napi::Function::New(env, AllocatedBytes, "allocatedBytes"));
+  exports.Set("trimMemory", Napi::Function::New(env, TrimMemory, "trimMemory"));
+  exports.Set("profile", Napi::Function::New(env, Profile, "profile"));
   RegisterOps(env, exports);
   RegisterModel(env, exports, data);
   RegisterSparse(env, exports, data);

@@ -6,7 +6,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <mutex>
+#include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -26,19 +31,169 @@ static size_t physical_bytes() {
   return n;
 }
 
-// Plain malloc with the alignment done here: posix_memalign asks glibc for
-// size + alignment slack, so a freed block never fits the next request of the
-// same size and the heap fragments (measured: every 64 KiB tensor created and
-// disposed in Node left 64 KiB of RSS behind). The 16 bytes before the aligned
-// pointer hold the raw pointer and the size.
+// Small blocks: plain malloc with the alignment done here (posix_memalign asks
+// glibc for size + alignment slack, so a freed block never fits the next request
+// of the same size and the heap fragments: measured, every 64 KiB tensor created
+// and disposed in Node left 64 KiB of RSS behind). The 16 bytes before the
+// aligned pointer hold the raw pointer and the size; an arena block's raw
+// pointer has its low bit set.
 struct Header {
   void* raw;
   size_t bytes;
 };
 static_assert(sizeof(Header) == 16, "header fits the slack");
 
+// --- the arena ------------------------------------------------------------------
+// Blocks of 64 KiB and more (tensors, outputs, KV caches, per-call GEMM panels)
+// come from anonymous mappings in size classes (8 per power of two: at most
+// 12.5% rounding, in address space only - pages never written are never
+// backed). A freed block is kept for the next request of its class, so an op
+// whose output the GC frees late, or whose scratch it allocates per call, stops
+// paying the first touch of fresh pages (~10 us per 4 KiB page on these VMs)
+// once the GC has handed a few blocks back. Blocks of 2 MiB and more are 2 MiB
+// aligned with transparent huge pages asked for. Bounded: at most
+// arena_cap() bytes are kept (SPARQ_ARENA_MIB; default 1/8 of physical memory,
+// at most 1 GiB); a block unused for kIdleSeconds is unmapped by a background
+// trimmer, so an idle process gives the memory back. Off under AddressSanitizer
+// (its heap checks need malloc'd blocks) and with SPARQ_ARENA_MIB=0.
+namespace {
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kArenaBuild = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kArenaBuild = false;
+#else
+constexpr bool kArenaBuild = true;
+#endif
+#else
+constexpr bool kArenaBuild = true;
+#endif
+constexpr size_t kArenaMin = size_t(64) << 10;
+constexpr size_t kArenaHeader = 64;  // keeps the user pointer 64-byte aligned
+constexpr size_t kHugePage = size_t(2) << 20;
+constexpr int kIdleSeconds = 5;
+
+size_t arena_class(size_t bytes) {
+  size_t n = bytes + kArenaHeader;
+  const int lg = 63 - __builtin_clzll(uint64_t(n));
+  const size_t step = std::max<size_t>(size_t(1) << (lg - 3), 4096);
+  return (n + step - 1) / step * step;
+}
+
+struct CachedBlock {
+  char* base;
+  std::chrono::steady_clock::time_point freed;
+};
+
+struct Arena {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::unordered_map<size_t, std::vector<CachedBlock>> free;  // class bytes -> blocks, last freed last
+  size_t cached = 0;
+  bool trimmer = false;
+  std::atomic<int64_t> hits{0}, misses{0};
+  size_t cap = 0;
+  bool on = false;
+  Arena() {
+    cap = std::min<size_t>(size_t(1) << 30, physical_bytes() / 8);
+    if (const char* env = std::getenv("SPARQ_ARENA_MIB"); env && *env) {
+      char* end = nullptr;
+      const long long v = std::strtoll(env, &end, 10);
+      if (end != env && *end == '\0' && v >= 0 && v <= (1ll << 30)) cap = size_t(v) << 20;
+    }
+    on = kArenaBuild && cap > 0;
+  }
+};
+
+Arena& arena() {
+  static Arena* a = new Arena();  // leaked: blocks may be freed during static destruction
+  return *a;
+}
+
+char* map_block(size_t cls) {
+  if (cls < kHugePage) {
+    void* p = ::mmap(nullptr, cls, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? nullptr : static_cast<char*>(p);
+  }
+  // 2 MiB aligned: map a huge page more and cut the ends off
+  void* p = ::mmap(nullptr, cls + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  const uintptr_t raw = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t at = (raw + kHugePage - 1) & ~uintptr_t(kHugePage - 1);
+  if (at > raw) ::munmap(p, at - raw);
+  const uintptr_t end = raw + cls + kHugePage;
+  if (end > at + cls) ::munmap(reinterpret_cast<void*>(at + cls), end - (at + cls));
+#ifdef MADV_HUGEPAGE
+  ::madvise(reinterpret_cast<void*>(at), cls / kHugePage * kHugePage, MADV_HUGEPAGE);  // advisory
+#endif
+  return reinterpret_cast<char*>(at);
+}
+
+// Unmaps kept blocks freed before `older` (all of them with time_point::max()).
+// Called with the lock held; the munmaps run with it released.
+void trim_locked(Arena& a, std::chrono::steady_clock::time_point older, std::unique_lock<std::mutex>& lock) {
+  std::vector<std::pair<char*, size_t>> drop;
+  try {
+    for (auto it = a.free.begin(); it != a.free.end();) {
+      auto& v = it->second;
+      size_t keep = 0;
+      for (const CachedBlock& b : v)
+        if (b.freed < older) drop.emplace_back(b.base, it->first);
+        else v[keep++] = b;
+      v.resize(keep);
+      it = v.empty() ? a.free.erase(it) : std::next(it);
+    }
+  } catch (...) {
+    return;  // out of memory for the list: trimmed next time
+  }
+  for (const auto& d : drop) a.cached -= d.second;
+  lock.unlock();
+  for (const auto& d : drop) ::munmap(d.first, d.second);
+  lock.lock();
+}
+
+// The trimmer: wakes every second while blocks are kept, unmaps those unused for
+// kIdleSeconds. Started with the first kept block; sleeps while none are.
+void trim_loop(Arena& a) {
+  std::unique_lock<std::mutex> lock(a.mu);
+  for (;;) {
+    if (a.cached == 0) {
+      a.cv.wait(lock, [&] { return a.cached > 0; });
+      continue;
+    }
+    a.cv.wait_for(lock, std::chrono::seconds(1));
+    trim_locked(a, std::chrono::steady_clock::now() - std::chrono::seconds(kIdleSeconds), lock);
+  }
+}
+}  // namespace
+
 void* aligned_malloc(size_t bytes) {
   if (bytes > physical_bytes()) return nullptr;
+  Arena& a = arena();
+  if (a.on && bytes >= kArenaMin) {
+    const size_t cls = arena_class(bytes);
+    char* base = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(a.mu);
+      auto it = a.free.find(cls);
+      if (it != a.free.end() && !it->second.empty()) {
+        base = it->second.back().base;
+        it->second.pop_back();
+        a.cached -= cls;
+      }
+    }
+    if (base) a.hits.fetch_add(1, std::memory_order_relaxed);
+    else {
+      a.misses.fetch_add(1, std::memory_order_relaxed);
+      base = map_block(cls);
+      if (!base) return nullptr;
+    }
+    Header* h = reinterpret_cast<Header*>(base + kArenaHeader) - 1;
+    h->raw = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(base) | 1);
+    h->bytes = bytes;
+    g_bytes.fetch_add(int64_t(bytes));
+    return base + kArenaHeader;
+  }
   void* raw = std::malloc(bytes + 64 + sizeof(Header));
   if (!raw) return nullptr;
   const uintptr_t p = (reinterpret_cast<uintptr_t>(raw) + sizeof(Header) + 63) & ~uintptr_t(63);
@@ -53,7 +208,44 @@ void aligned_free(void* p) {
   if (!p) return;
   const Header* h = static_cast<Header*>(p) - 1;
   g_bytes.fetch_sub(int64_t(h->bytes));
-  std::free(h->raw);
+  const uintptr_t raw = reinterpret_cast<uintptr_t>(h->raw);
+  if (!(raw & 1)) {
+    std::free(h->raw);
+    return;
+  }
+  char* base = reinterpret_cast<char*>(raw & ~uintptr_t(1));
+  const size_t cls = arena_class(h->bytes);
+  Arena& a = arena();
+  {
+    std::unique_lock<std::mutex> lock(a.mu);
+    if (a.cached + cls <= a.cap) {
+      try {
+        a.free[cls].push_back(CachedBlock{base, std::chrono::steady_clock::now()});
+        a.cached += cls;
+        if (!a.trimmer) {
+          std::thread(trim_loop, std::ref(a)).detach();
+          a.trimmer = true;
+        }
+        a.cv.notify_one();
+        return;
+      } catch (...) {
+        // no room for the list entry or no thread: unmapped below
+      }
+    }
+  }
+  ::munmap(base, cls);
+}
+
+void arena_trim() {
+  Arena& a = arena();
+  std::unique_lock<std::mutex> lock(a.mu);
+  trim_locked(a, std::chrono::steady_clock::time_point::max(), lock);
+}
+
+ArenaStats arena_stats() {
+  Arena& a = arena();
+  std::lock_guard<std::mutex> lock(a.mu);
+  return ArenaStats{a.on, int64_t(a.cap), int64_t(a.cached), a.hits.load(), a.misses.load()};
 }
 
 int64_t allocated_bytes() { return g_bytes.load(); }

@@ -62,12 +62,15 @@ Error add(const float* a, const float* b, int64_t n, float* y) {
   return Error{};
 }
 
-Error rope(const float* x, int64_t bh, int64_t t, int64_t d, int64_t pos0, float theta, bool neox, float* y,
-           const float* freq_factors) {
+Error rope_table(int64_t t, int64_t d, int64_t pos0, float theta, const float* freq_factors, float* cs, float* sn) {
   if (!(theta > 0.f)) return Error::make(Status::invalid_argument, "rope: theta must be positive");
   const int64_t half = d / 2;
-  std::vector<float> cs(size_t(t * half)), sn(size_t(t * half));
-  std::vector<double> freq(static_cast<size_t>(half));
+  std::vector<double> freq;
+  try {
+    freq.resize(size_t(half));
+  } catch (const std::bad_alloc&) {
+    return Error::make(Status::out_of_memory, "rope: out of memory");
+  }
   for (int64_t i = 0; i < half; ++i) {
     freq[size_t(i)] = std::pow(double(theta), -2.0 * double(i) / double(d));
     if (freq_factors) {
@@ -83,12 +86,17 @@ Error rope(const float* x, int64_t bh, int64_t t, int64_t d, int64_t pos0, float
         sn[size_t(ti * half + i)] = float(std::sin(ang));
       }
   });
+  return Error{};
+}
+
+void rope_apply(const float* x, int64_t bh, int64_t t, int64_t d, bool neox, const float* cs, const float* sn, float* y) {
+  const int64_t half = d / 2;
   chunked(bh * t, std::max<int64_t>(1, kGrainElems / std::max<int64_t>(d, 1)), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * d;
       float* yr = y + r * d;
-      const float* c = cs.data() + (r % t) * half;
-      const float* s = sn.data() + (r % t) * half;
+      const float* c = cs + (r % t) * half;
+      const float* s = sn + (r % t) * half;
       if (neox) {
         for (int64_t i = 0; i < half; ++i) {
           const float a = xr[i], b = xr[i + half];
@@ -105,6 +113,20 @@ Error rope(const float* x, int64_t bh, int64_t t, int64_t d, int64_t pos0, float
       if (d % 2) yr[d - 1] = xr[d - 1];
     }
   });
+}
+
+Error rope(const float* x, int64_t bh, int64_t t, int64_t d, int64_t pos0, float theta, bool neox, float* y,
+           const float* freq_factors) {
+  std::vector<float> cs, sn;
+  try {
+    cs.resize(size_t(t * (d / 2)));
+    sn.resize(size_t(t * (d / 2)));
+  } catch (const std::bad_alloc&) {
+    return Error::make(Status::out_of_memory, "rope: out of memory");
+  }
+  const Error e = rope_table(t, d, pos0, theta, freq_factors, cs.data(), sn.data());
+  if (!e.ok()) return e;
+  rope_apply(x, bh, t, d, neox, cs.data(), sn.data(), y);
   return Error{};
 }
 

@@ -2,6 +2,8 @@
 // of parallel_for always participates in its own job.
 #include "thread_pool.h"
 
+#include "sparq/profile.h"
+
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -118,6 +120,7 @@ class Pool {
       for (int64_t t = 0; t < tasks; ++t) fn(t);
       return;
     }
+    const int64_t t0 = prof::enabled() ? prof::now_ns() : -1;  // fork / join time, profiled
     auto job = std::make_shared<Job>();
     job->fn = &fn;
     job->tasks = tasks;
@@ -129,7 +132,9 @@ class Pool {
       pushed_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
+    const int64_t tw0 = t0 >= 0 ? prof::now_ns() : 0;
     job->work();
+    const int64_t tw1 = t0 >= 0 ? prof::now_ns() : 0;
     // The helpers' last tasks end within microseconds of the caller's: spin for them
     // before sleeping (a futex sleep and wake-up cost tens of microseconds on a VM,
     // paid per op: ~100 ops per decoded token).
@@ -147,6 +152,7 @@ class Pool {
           break;
         }
     }
+    if (t0 >= 0) prof::add(prof::kJoin, (tw0 - t0) + (prof::now_ns() - tw1));
     if (job->error) std::rethrow_exception(job->error);
   }
 

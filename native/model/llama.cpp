@@ -8,6 +8,7 @@
 #include "llama_cuda.h"
 #include "../cpu/quants.h"
 #include "../cpu/thread_pool.h"
+#include "sparq/profile.h"
 
 #include <cmath>
 #include <cstdlib>
@@ -246,6 +247,7 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
     if (tok[i] < 0 || tok[i] >= c.vocab)
       return bad("token id " + std::to_string(tok[i]) + " at index " + std::to_string(i) + " is outside [0, " +
                  std::to_string(c.vocab) + ")");
+  prof::Scope whole(prof::kForward);
   if (gpu_) {
     if (calib_) return bad("calibration runs on the CPU; calibrate before moving the model to the GPU");
     SPARQ_TRY(gpu_->forward(tok, n, pos, all, logits));
@@ -278,9 +280,16 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
   float* const h3 = work + hn;   // apart
   float* const h13 = work + hn;  // fused
   float* const tmp = work + std::max(attn_f, ffn_f);
+  prof::Scope st(prof::kRope);  // the stage running now
+  // RoPE's tables at this call's positions, shared by q and k of every layer
+  const float* const rcs = grow(rope_cs_, n * (hd / 2)).data();
+  const float* const rsn = grow(rope_sn_, n * (hd / 2)).data();
+  SPARQ_TRY(rope_table(n, hd, pos, c.rope_theta, w_.rope_freqs, rope_cs_.data(), rope_sn_.data()));
+  st.next(prof::kEmbed);
   for (int64_t t = 0; t < n; ++t) SPARQ_TRY(embed_row(w_.embed, int64_t(tok[t]), embed_tmp_, x.data() + t * dim));
   for (int64_t li = 0; li < c.layers; ++li) {
     const LlamaLayer& L = w_.layers[size_t(li)];
+    st.next(prof::kNorm);
     SPARQ_TRY(rmsnorm(x.data(), L.attn_norm, n, dim, c.norm_eps, xb.data()));
     const int64_t feat = li * calibration_stride();
     // X^T X offsets of this layer's four inputs when it is the one being recorded
@@ -289,6 +298,7 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
     // q | k | v per token row: one fused linear, or three into the same layout
     float* qp = qkv;
     int64_t ld = qkvd;
+    st.next(prof::kQkv);
     if (L.wqkv.present()) {
       SPARQ_TRY(linear(xb.data(), n, L.wqkv, qp));
     } else {
@@ -306,16 +316,20 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
       add_bias(kp, n, kld, L.bk, kvd);
       add_bias(vp, n, kld, L.bv, kvd);
     }
+    st.next(prof::kHeads);
     to_heads(qp, ld, n, c.heads, hd, qt);
     to_heads(kp, kld, n, c.kv_heads, hd, kt);
     to_heads(vp, kld, n, c.kv_heads, hd, vt);
     if (L.q_norm) {  // each head's q and k normalized over its hd features
+      st.next(prof::kNorm);
       SPARQ_TRY(rmsnorm(qt, L.q_norm, c.heads * n, hd, c.norm_eps, qt));
       SPARQ_TRY(rmsnorm(kt, L.k_norm, c.kv_heads * n, hd, c.norm_eps, kt));
     }
-    SPARQ_TRY(rope(qt, c.heads, n, hd, pos, c.rope_theta, c.rope_neox, qt, w_.rope_freqs));
-    SPARQ_TRY(rope(kt, c.kv_heads, n, hd, pos, c.rope_theta, c.rope_neox, kt, w_.rope_freqs));
+    st.next(prof::kRope);
+    rope_apply(qt, c.heads, n, hd, c.rope_neox, rcs, rsn, qt);
+    rope_apply(kt, c.kv_heads, n, hd, c.rope_neox, rcs, rsn, kt);
     const size_t l = size_t(li);
+    st.next(prof::kKvStore);
     SPARQ_TRY(kv_store(kt, 1, c.kv_heads, n, hd, c.kv_type, k_[l], ks_[l], c.max_seq, pos));
     SPARQ_TRY(kv_store(vt, 1, c.kv_heads, n, hd, c.kv_type, v_[l], vs_[l], c.max_seq, pos));
     AttentionArgs a;
@@ -335,26 +349,37 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
     a.scale = float(1.0 / std::sqrt(double(hd)));
     a.causal = true;
     a.out = att;
+    st.next(prof::kAttention);
     SPARQ_TRY(attention(a));
+    st.next(prof::kHeads);
     from_heads(att, n, c.heads, hd, qt);
     if (calib_) SPARQ_TRY(observe(*calib_, qt, n, qd, li, 1, feat + dim, gram ? gram + dim * dim : nullptr));
+    st.next(prof::kWo);
     SPARQ_TRY(linear(qt, n, L.wo, tmp));
+    st.next(prof::kResidual);
     SPARQ_TRY(add(x.data(), tmp, n * dim, x.data()));
+    st.next(prof::kNorm);
     SPARQ_TRY(rmsnorm(x.data(), L.ffn_norm, n, dim, c.norm_eps, xb.data()));
     if (calib_) SPARQ_TRY(observe(*calib_, xb.data(), n, dim, li, 2, feat + dim + qd, gram ? gram + dim * dim + qd * qd : nullptr));
+    st.next(prof::kFfnUp);
     if (L.w13.present()) {
       // [n, gate | up]: one token's halves are contiguous; more tokens are split out
       SPARQ_TRY(linear(xb.data(), n, L.w13, h13));
+      st.next(prof::kSwiglu);
       SPARQ_TRY(swiglu_rows(h13, n, c.hidden, h1));
     } else {
       SPARQ_TRY(linear(xb.data(), n, L.w1, h1));
       SPARQ_TRY(linear(xb.data(), n, L.w3, h3));
+      st.next(prof::kSwiglu);
       SPARQ_TRY(swiglu(h1, h3, n * c.hidden, h1));
     }
     if (calib_) SPARQ_TRY(observe(*calib_, h1, n, c.hidden, li, 3, feat + 2 * dim + qd, gram ? gram + 2 * dim * dim + qd * qd : nullptr));
+    st.next(prof::kFfnDown);
     SPARQ_TRY(linear(h1, n, L.w2, tmp));
+    st.next(prof::kResidual);
     SPARQ_TRY(add(x.data(), tmp, n * dim, x.data()));
   }
+  st.next(prof::kClassifier);
   const int64_t rows = all ? n : 1;
   const float* last = x.data() + (all ? 0 : (n - 1) * dim);
   SPARQ_TRY(rmsnorm(last, w_.final_norm, rows, dim, c.norm_eps, xb.data()));

@@ -118,6 +118,7 @@ class LlamaModel {
   std::atomic<size_t> device_bytes_{0};
   // activations, grown to the largest chunk seen and reused (no allocation per token)
   std::vector<float> x_, xb_, work_;  // forward(): the residual, a normed copy, the work area
+  std::vector<float> rope_cs_, rope_sn_;  // forward(): RoPE's cos / sin at this call's positions
   std::vector<uint8_t> embed_tmp_;      // forward(): an embedding row's blocks as read from the file
   bool ffn_fused_ = false, ffn_apart_ = false;  // some layer has gate|up fused / apart
 };

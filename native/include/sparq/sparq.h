@@ -34,8 +34,22 @@ struct AlignedDeleter { void operator()(void* p) const { aligned_free(p); } };
 void* huge_malloc(size_t bytes);
 void huge_free(void* p);
 
-// Bytes currently held by sparq allocations (for leak checks).
+// Bytes currently held by sparq allocations (for leak checks; blocks the arena
+// keeps for reuse are not counted).
 int64_t allocated_bytes();
+
+// The arena behind aligned_malloc's blocks of 64 KiB and more (memory.cpp):
+// freed blocks kept by size class for reuse, bounded by `cap` bytes, unmapped
+// after 5 s unused. arena_trim() unmaps every kept block now.
+struct ArenaStats {
+  bool on;          // false under AddressSanitizer or SPARQ_ARENA_MIB=0
+  int64_t cap;      // bytes it may keep
+  int64_t cached;   // bytes kept now
+  int64_t hits;     // requests served from kept blocks since start
+  int64_t misses;   // requests that mapped fresh memory
+};
+ArenaStats arena_stats();
+void arena_trim();
 
 // Read-only file mappings (the model files' weights used in place) are
 // registered, so that a weight copied out of one (a repack at load) can give
@@ -140,6 +154,11 @@ Error add(const float* a, const float* b, int64_t n, float* y);
 // factor i (Llama 3.1 `rope_freqs`, linear scaling: every factor the same).
 Error rope(const float* x, int64_t bh, int64_t t, int64_t d, int64_t pos0, float theta, bool neox, float* y,
            const float* freq_factors = nullptr);
+// rope() in two parts, for callers that turn many tensors at the same positions
+// (a model's q and k in every layer): the cos / sin tables [t, d/2] once, then
+// each tensor through them.
+Error rope_table(int64_t t, int64_t d, int64_t pos0, float theta, const float* freq_factors, float* cs, float* sn);
+void rope_apply(const float* x, int64_t bh, int64_t t, int64_t d, bool neox, const float* cs, const float* sn, float* y);
 
 // --- attention ------------------------------------------------------------------
 // Storage of keys and values: f32, IEEE f16 bits, or int8 with one f32 scale per
