@@ -312,6 +312,12 @@ int main(int argc, char** argv) {
   const int64_t ad[] = {1, 3, 16, 17, 64, 80, 128};
   for (int it = 0; it < iters / 4 + 12; ++it)
     one_attn(ar[irand(0, 11)], ad[irand(0, 6)], irand(1, 300), KvType(irand(0, 2)), irand(0, 1), irand(0, 2) == 0);
+  // the decode row path (rows < 12, d a multiple of 16): every row count (its 4 / 2 / 1-row
+  // score groups and P.V row groups), d with and without a 16-column tail, 128+ (wide strips)
+  const int64_t dr[] = {16, 48, 64, 80, 96, 128, 144, 256};
+  for (int64_t rows = 1; rows < 12; ++rows)
+    for (int it = 0; it < 4; ++it)
+      one_attn(rows, dr[irand(0, 7)], irand(1, 300), KvType(irand(0, 2)), irand(0, 1), irand(0, 2) == 0);
   const int64_t sk[] = {1, 31, 32, 33, 63, 64, 65, 96, 100, 257, 1000};
   const double sd[] = {0.0, 0.1, 0.5, 0.9, 1.0};
   for (int it = 0; it < iters / 2 + 20; ++it) one_sparse(irand(1, 8), irand(1, 20), sk[irand(0, 10)], sd[irand(0, 4)]);

@@ -115,6 +115,7 @@ inline __m512i srli_epi16(__m512i a, unsigned s) {
 inline __m512 cvtepi32_ps(__m512i a) { V x = vi(a), r; for (int l = 0; l < 16; ++l) r.f[l] = float(x.i[l]); return tof(r); }
 inline __m512i srli_epi32(__m512i a, unsigned s) { V x = vi(a); for (int l = 0; l < 16; ++l) x.u[l] = s > 31 ? 0u : x.u[l] >> s; return toi(x); }
 inline __m512i cvtepu8_epi32(__m128i a) { uint8_t b[16]; std::memcpy(b, &a, 16); V r; for (int l = 0; l < 16; ++l) r.i[l] = b[l]; return toi(r); }
+inline __m512i cvtepi8_epi32(__m128i a) { int8_t b[16]; std::memcpy(b, &a, 16); V r; for (int l = 0; l < 16; ++l) r.i[l] = b[l]; return toi(r); }
 inline __m512i cvtepi16_epi32(__m256i a) { int16_t h[16]; std::memcpy(h, &a, 32); V r; for (int l = 0; l < 16; ++l) r.i[l] = h[l]; return toi(r); }
 inline __m512 permutexvar_ps(__m512i idx, __m512 a) { V i = vi(idx), x = vf(a), r; for (int l = 0; l < 16; ++l) r.f[l] = x.f[i.u[l] & 15]; return tof(r); }
 inline float reduce_add_ps(__m512 a) {  // pairwise, as the compiler's sequence: halves, then quarters ...
@@ -251,6 +252,7 @@ inline __m512 cvtph_ps(__m256i h) {  // F16C, one half at a time
 #define _mm512_srli_epi16 emu::srli_epi16
 #define _mm512_cvtepi32_ps emu::cvtepi32_ps
 #define _mm512_cvtepi16_epi32 emu::cvtepi16_epi32
+#define _mm512_cvtepi8_epi32 emu::cvtepi8_epi32
 #undef _mm512_srli_epi32
 #define _mm512_srli_epi32 emu::srli_epi32
 #define _mm512_cvtepu8_epi32 emu::cvtepu8_epi32
