@@ -15,7 +15,7 @@ import { info, loadModel, pruneModel, quantizeModel, setNumThreads, type LoadMod
 import { loadNative } from '../native';
 import { readGguf } from '../model/gguf';
 import { writeRandomModel, type SynthConfig } from '../model/synth';
-import { table, writeJson } from './harness';
+import { ceilingOf, table, writeJson } from './harness';
 
 export interface E2eBenchOptions {
   threads?: number;
@@ -48,6 +48,15 @@ export function ggufBytesPerToken(file: string): number {
   let bytes = 0;
   for (const t of g.tensors.values()) if (t.dims.length === 2 && (tied || t.name !== 'token_embd.weight')) bytes += t.bytes;
   return bytes;
+}
+
+/** Weights multiplied per token in a GGUF file: the elements of the same tensors as ggufBytesPerToken. */
+export function ggufLinearParams(file: string): number {
+  const g = readGguf(file);
+  const tied = !g.tensors.has('output.weight');
+  let n = 0;
+  for (const t of g.tensors.values()) if (t.dims.length === 2 && (tied || t.name !== 'token_embd.weight')) n += t.dims[0]! * t.dims[1]!;
+  return n;
 }
 
 type Run = [name: string, file: string, opts: LoadModelOptions, bytesPerToken: number, prune?: PruneModelOptions, quantize?: QuantizeModelOptions];
@@ -225,7 +234,12 @@ export async function benchE2e(opts: E2eBenchOptions = {}): Promise<unknown> {
   const results: Record<string, unknown>[] = [];
   const profiles: [string, Record<string, string | number>[]][] = [];
   for (let i = 0; i < runs_.length; i++) {
-    const [name, file, , bytesPerToken] = runs_[i]!;
+    const [name, file, runOpts, bytesPerToken] = runs_[i]!;
+    // prefill: 2 ops per weight per token (attention's share, ~1% at 512 tokens of a 1B model, left out)
+    // against the ceiling of the path the linears take (f32 weights: the f32 FMA one)
+    const params = file.endsWith('.gguf') ? ggufLinearParams(file) : opts.model ? NaN : linearParams(c);
+    const f32 = runOpts.weights === 'f32';
+    const peakGops = ceilingOf(ceil, f32 ? `f32-${inf.kernels.sgemm}` : inf.kernels.gemm_s8);
     const read_s = pageCacheReadSeconds(file);
     // each configuration in a fresh process, so its peak RSS is its own
     const child = spawnSync(process.execPath, [path.join(__dirname, '..', 'cli.js'), 'bench', 'e2e', '--child', String(i), '--dir', dir,
@@ -240,11 +254,13 @@ export async function benchE2e(opts: E2eBenchOptions = {}): Promise<unknown> {
       name, load_s: m.load_s, page_cache_read_s: read_s, prompt_tokens: promptLen, generated_tokens: gen, reps,
       prompt_tok_s: median(m.pp), decode_tok_s: median(m.dec), prompt_tok_s_all: m.pp, decode_tok_s_all: m.dec,
       decode_bound_tok_s: bound, pct_of_bound: (100 * median(m.dec)) / bound, weight_bytes_per_token: bytesPerToken,
+      prompt_gops: (median(m.pp) * 2 * params) / 1e9, prompt_pct_of_peak: (100 * median(m.pp) * 2 * params) / (peakGops * 1e9),
+      prompt_peak: f32 ? `f32 ${inf.kernels.sgemm}` : `int8 ${inf.kernels.gemm_s8}`,
       peak_rss_mib: m.peak_rss_mib, native_mib: m.native_mib, faults_per_token: median(m.faults_per_token),
       decode_profile: m.decode_profile ? profileRows(m.decode_profile, bytesPerToken, ceil.dramReadGBs) : undefined,
     };
     results.push(r);
-    rows.push({ model: name, 'load s': m.load_s, 'read s': read_s, 'prompt tok/s': r.prompt_tok_s, 'decode tok/s': r.decode_tok_s, 'bound tok/s': bound,
+    rows.push({ model: name, 'load s': m.load_s, 'read s': read_s, 'prompt tok/s': r.prompt_tok_s, 'prompt % peak': r.prompt_pct_of_peak, 'decode tok/s': r.decode_tok_s, 'bound tok/s': bound,
       '% bound': r.pct_of_bound, 'faults/token': r.faults_per_token, 'peak RSS MiB': m.peak_rss_mib, 'weights+KV MiB': m.native_mib });
     log(table([rows[rows.length - 1]!]).split('\n')[2]!);
     if (r.decode_profile) profiles.push([name, r.decode_profile]);
@@ -258,7 +274,7 @@ export async function benchE2e(opts: E2eBenchOptions = {}): Promise<unknown> {
   const out = {
     bench: 'e2e', date: new Date().toISOString(), version: inf.version, host: os.hostname(), cpu: inf.cpu, threads: inf.threads,
     model: { ...c, params }, dram_read_gbs: ceil.dramReadGBs,
-    note: `prompt ${promptLen} token ids, then ${gen} greedy tokens; tokens/s from model.stats (median of reps); bound = DRAM bandwidth / weight bytes per token; read s: the file read from the page cache through a reused 4 MiB buffer (best of 2), the floor a load is rated against; each configuration runs in its own process: peak RSS is its high-water mark, weights+KV the native bytes the model holds; faults/token: minor page faults of the whole process per decode step (median of reps)${opts.profile ? '; decode_profile: us per decode step by op class (linears rated as weight bytes per token / their time), "join" being the part of the ops above spent starting parallel jobs and waiting for helpers' : ''}`,
+    note: `prompt ${promptLen} token ids, then ${gen} greedy tokens; tokens/s from model.stats (median of reps); bound = DRAM bandwidth / weight bytes per token; prompt % peak = prompt tok/s x 2 x linear weights / the measured ceiling of the path the linears take (int8 best ISA; f32 FMA for f32 weights; attention left out); read s: the file read from the page cache through a reused 4 MiB buffer (best of 2), the floor a load is rated against; each configuration runs in its own process: peak RSS is its high-water mark, weights+KV the native bytes the model holds; faults/token: minor page faults of the whole process per decode step (median of reps)${opts.profile ? '; decode_profile: us per decode step by op class (linears rated as weight bytes per token / their time), "join" being the part of the ops above spent starting parallel jobs and waiting for helpers' : ''}`,
     results,
   };
   const file = writeJson(opts.json ?? `bench-results/e2e-${Date.now()}.json`, out);
