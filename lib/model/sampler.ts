@@ -36,10 +36,20 @@ export class Sampler {
 
   sample(logits: Float32Array): number {
     // NaN or +Infinity (a model with non-finite weights or inputs) would pick an arbitrary token
-    for (let i = 0; i < logits.length; i++)
-      if (!(logits[i]! < Infinity)) throw new RangeError(`generate: the model's logits are not finite (token ${i}: ${logits[i]}); its weights or inputs hold NaN or Infinity`);
+    const bad = (i: number) => new RangeError(`generate: the model's logits are not finite (token ${i}: ${logits[i]}); its weights or inputs hold NaN or Infinity`);
     const t = this.o.temperature ?? 0;
-    if (t === 0) return argmax(logits);
+    if (t === 0) {
+      // greedy: the check and the argmax in one pass (a decoded token's whole sampling cost)
+      let best = 0, bv = logits[0]!;
+      if (!(bv < Infinity)) throw bad(0);
+      for (let i = 1; i < logits.length; i++) {
+        const v = logits[i]!;
+        if (!(v < Infinity)) throw bad(i);
+        if (v > bv) { bv = v; best = i; }
+      }
+      return best;
+    }
+    for (let i = 0; i < logits.length; i++) if (!(logits[i]! < Infinity)) throw bad(i);
     const n = logits.length;
     let mx = -Infinity;
     for (let i = 0; i < n; i++) mx = Math.max(mx, logits[i]!);
