@@ -6,6 +6,7 @@
 
 #include <cassert>
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
@@ -144,7 +145,7 @@ Error sparse_quantize(const SparseWeight& s, std::unique_ptr<SparseWeight>* out)
     q->int8 = true;
     q->vf.clear();
     q->vf.shrink_to_fit();
-    q->vq.assign(s.vf.size() + 32, 0);  // 16-byte loads past the last row stay inside
+    q->vq.assign(size_t(s.nnz + kSparseI8Pad), 0);  // vector loads past the last row stay inside
     q->scale.assign(size_t(s.n), 1.f);
     for (int64_t j = 0; j < s.n; ++j) {
       const int64_t b = s.format == SparseFormat::nm ? j * s.groups() * s.N : s.row_ptr[size_t(j)];
@@ -234,7 +235,7 @@ Error sparse_from_parts(const SparseParts& p, std::unique_ptr<SparseWeight>* out
     if (p.int8) {
       const int8_t* v = static_cast<const int8_t*>(p.values);
       s->vq.assign(v, v + p.nnz);
-      s->vq.resize(size_t(p.nnz + 40), 0);
+      s->vq.resize(size_t(p.nnz + kSparseI8Pad), 0);
       for (int64_t q = 0; q < p.nnz; ++q)
         if (s->vq[size_t(q)] == -128) return bad("int8 values must be in [-127, 127]");
       s->scale.assign(p.scale, p.scale + p.n);
@@ -289,7 +290,7 @@ Error sparse_concat_rows(const std::vector<const SparseWeight*>& parts, std::uni
     // the same padding as a freshly built weight
     if (s->format == SparseFormat::nm) s->idx.resize(s->idx.size() + 8, 0);
     if (s->narrow) s->col16.resize(s->col16.size() + 8, 0);
-    if (s->int8) s->vq.resize(s->vq.size() + 40, 0);
+    if (s->int8) s->vq.resize(s->vq.size() + kSparseI8Pad, 0);
     else s->vf.resize(s->vf.size() + 8, 0.f);
     *out = std::move(s);
   } catch (const std::bad_alloc&) {
@@ -385,7 +386,26 @@ Error spmm(const SparseWeight& s, const float* x, int64_t m, const float* bias, 
     if (m <= 8) {
       a.x = x;
       a.y = y;
-      parallel_for(tasks, [&](int64_t i) { t.spmv(s, a, i * rows, std::min(s.n, i * rows + rows)); });
+      if (tasks <= 1) {
+        t.spmv(s, a, 0, s.n);
+        return Error{};
+      }
+      // Guided ranges, as the dense GEMVs: each thread takes 1 / (2 x threads) of the
+      // rows still left (at least `rows`), so each streams long runs of the values and
+      // masks (every range start costs a DRAM stream's ramp-up; tasks of `rows` rows
+      // dealt in turn broke both streams every ~64 KiB)
+      const int64_t threads = num_threads();
+      std::atomic<int64_t> next{0};
+      parallel_for(std::min<int64_t>(threads, tasks), [&](int64_t) {
+        for (;;) {
+          const int64_t left = s.n - next.load(std::memory_order_relaxed);
+          if (left <= 0) return;
+          const int64_t take = std::max(rows, left / (2 * threads));
+          const int64_t j0 = next.fetch_add(take, std::memory_order_relaxed);
+          if (j0 >= s.n) return;
+          t.spmv(s, a, j0, std::min(s.n, j0 + take));
+        }
+      });
       return Error{};
     }
     if (int64_t(yt.size()) < s.n * m) yt.resize(size_t(s.n * m));

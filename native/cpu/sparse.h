@@ -30,6 +30,9 @@ const char* sparse_format_name(SparseFormat f);
 // false when name is none of them
 bool parse_sparse_format(const std::string& name, SparseFormat* out);
 
+// Zero bytes after the last int8 value: the AVX-512 bitmask kernel loads 64
+// bytes from where a row's next values start.
+constexpr int64_t kSparseI8Pad = 64;
 struct SparseWeight {
   SparseFormat format = SparseFormat::csr;
   int64_t n = 0, k = 0, nnz = 0;  // nnz: stored values (nm: n * groups * N, zeros included)
@@ -42,7 +45,7 @@ struct SparseWeight {
   std::vector<uint32_t> mask;      // bitmask: n * words
   std::vector<uint8_t> idx;        // nm: packed in-group indices, n rows of idx_row_bytes() (+ 8 bytes of padding)
   std::vector<float> vf;           // f32 values
-  std::vector<int8_t> vq;          // int8 values
+  std::vector<int8_t> vq;          // int8 values (+ kSparseI8Pad zero bytes)
   std::vector<float> scale;        // int8: per row
   int64_t words() const { return (k + 31) / 32; }
   int64_t groups() const { return M ? (k + M - 1) / M : 0; }

@@ -242,7 +242,7 @@ static void one_sparse(int64_t m, int64_t n, int64_t k, double density) {
     s.scale.push_back(float(irand(1, 100)) / 64.f);
   }
   s.nnz = int64_t(s.vq.size());
-  s.vq.resize(s.vq.size() + 32, 0);
+  s.vq.resize(s.vq.size() + kSparseI8Pad, 0);
   const int64_t ldq = (std::max(s.words() * 32, k + 4) + 63) / 64 * 64;
   std::vector<int8_t> xq(size_t(m * ldq), 0);
   std::vector<float> xs(static_cast<size_t>(m)), bias(static_cast<size_t>(n)), y(static_cast<size_t>(m * n), -1.f);
