@@ -134,17 +134,21 @@ char* map_block(size_t cls) {
 void trim_locked(Arena& a, std::chrono::steady_clock::time_point older, std::unique_lock<std::mutex>& lock) {
   std::vector<std::pair<char*, size_t>> drop;
   try {
-    for (auto it = a.free.begin(); it != a.free.end();) {
-      auto& v = it->second;
-      size_t keep = 0;
-      for (const CachedBlock& b : v)
-        if (b.freed < older) drop.emplace_back(b.base, it->first);
-        else v[keep++] = b;
-      v.resize(keep);
-      it = v.empty() ? a.free.erase(it) : std::next(it);
-    }
+    size_t n = 0;
+    for (const auto& e : a.free)
+      for (const CachedBlock& b : e.second) n += b.freed < older;
+    drop.reserve(n);  // the loop below must not throw halfway through a list
   } catch (...) {
     return;  // out of memory for the list: trimmed next time
+  }
+  for (auto it = a.free.begin(); it != a.free.end();) {
+    auto& v = it->second;
+    size_t keep = 0;
+    for (const CachedBlock& b : v)
+      if (b.freed < older) drop.emplace_back(b.base, it->first);
+      else v[keep++] = b;
+    v.resize(keep);
+    it = v.empty() ? a.free.erase(it) : std::next(it);
   }
   for (const auto& d : drop) a.cached -= d.second;
   lock.unlock();
@@ -220,16 +224,16 @@ void aligned_free(void* p) {
     std::unique_lock<std::mutex> lock(a.mu);
     if (a.cached + cls <= a.cap) {
       try {
-        a.free[cls].push_back(CachedBlock{base, std::chrono::steady_clock::now()});
-        a.cached += cls;
-        if (!a.trimmer) {
+        if (!a.trimmer) {  // blocks are kept only while a trimmer can give them back
           std::thread(trim_loop, std::ref(a)).detach();
           a.trimmer = true;
         }
+        a.free[cls].push_back(CachedBlock{base, std::chrono::steady_clock::now()});
+        a.cached += cls;
         a.cv.notify_one();
         return;
       } catch (...) {
-        // no room for the list entry or no thread: unmapped below
+        // no thread or no room for the list entry (nothing was kept): unmapped below
       }
     }
   }
