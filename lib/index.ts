@@ -47,6 +47,9 @@ export interface Info {
    *  served from kept blocks / from fresh memory. Off (`on` false) with SPARQ_ARENA_MIB=0
    *  and in AddressSanitizer builds. */
   arena: { on: boolean; capBytes: number; cachedBytes: number; hits: number; misses: number };
+  /** bytes in use in the process's C heap (glibc `mallinfo2`; -1 elsewhere): sparq's small
+   *  blocks and every other native user's, for leak checks that RSS is too noisy for */
+  mallocBytes: number;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -71,6 +74,7 @@ export function info(): Info {
     allocatedBytes: r.allocatedBytes,
     mappedBytes: r.mappedBytes,
     arena: { ...r.arena },
+    mallocBytes: r.mallocBytes,
   };
 }
 

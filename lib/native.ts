@@ -37,6 +37,7 @@ export interface NativeInfo {
   allocatedBytes: number;
   mappedBytes: number;
   arena: { on: boolean; capBytes: number; cachedBytes: number; hits: number; misses: number };
+  mallocBytes: number;
 }
 
 export interface NativeQ4 {

@@ -2,6 +2,8 @@
 // runtime information to JS. Context-aware (one InstanceData per env), so it
 // loads in worker_threads too.
 #include "addon.h"
+
+#include <malloc.h>
 #include "sparq/profile.h"
 
 #include <cmath>
@@ -277,6 +279,18 @@ Napi::Array Strings(Napi::Env env, const std::vector<std::string>& v) {
   return a;
 }
 
+// Bytes in use in the C heap (glibc's mallinfo2: small blocks plus mmapped ones), for
+// leak checks that RSS cannot make (glibc's per-thread heaps are trimmed and grown
+// as it sees fit, moving RSS by tens of MiB); -1 where unknown.
+int64_t MallocBytes() {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  const struct mallinfo2 m = mallinfo2();
+  return int64_t(m.uordblks + m.hblkhd);
+#else
+  return -1;
+#endif
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const sparq::RuntimeInfo r = sparq::runtime_info();
@@ -323,6 +337,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("cuda", cu);
   o.Set("allocatedBytes", double(sparq::allocated_bytes()));
   o.Set("mappedBytes", double(mapped_bytes()));
+  o.Set("mallocBytes", double(MallocBytes()));
   const sparq::ArenaStats a = sparq::arena_stats();
   Napi::Object ar = Napi::Object::New(env);
   ar.Set("on", a.on);
