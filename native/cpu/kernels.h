@@ -148,6 +148,22 @@ void add_avx2(const float*, const float*, float*, int64_t, int64_t);
 // row r saw no key). Scores s_j = q_r . k_j (q already multiplied by the
 // scale) + mask[r][j]; keys j >= limit[r] are invisible (causal).
 constexpr int64_t kAttnBlock = 64;  // keys per tile
+// The decode row paths' prefetches (AVX2 and AVX-512) as they score keys jj ..
+// jj + nk of a tile whose rows are rb bytes: key rows 8 ahead into L1 (avail:
+// rows readable from k on), and, when next_k is set, the same rows of the next
+// tile's keys and values (next_v bytes after its keys) into L2: the out-of-order
+// window alone keeps too few lines in flight for decode.
+inline void attn_row_prefetch(const char* k, int64_t rb, int64_t jj, int64_t nk, int64_t avail, const char* next_k,
+                              int64_t next_v, int64_t next_rows) {
+  const int64_t ahead = jj + 8 + nk < avail ? jj + 8 + nk : avail;
+  for (int64_t off = (jj + 8) * rb; off < ahead * rb; off += 64) __builtin_prefetch(k + off, 0, 3);  // prefetcht0
+  if (!next_k) return;
+  const int64_t r1 = jj + nk < next_rows ? jj + nk : next_rows;
+  for (int64_t off = (jj < next_rows ? jj : next_rows) * rb; off < r1 * rb; off += 64) {
+    __builtin_prefetch(next_k + off, 0, 2);  // prefetcht1
+    __builtin_prefetch(next_k + next_v + off, 0, 2);
+  }
+}
 struct AttnTaskArgs {
   const float* const* q = nullptr;  // [rows] pointers to d floats (unscaled)
   float scale = 1.f;

@@ -1033,24 +1033,10 @@ Error linear_blocks(const BlockWeight& w, const float* x, int64_t m, float* y) {
     a.x = BlockActs{o.q, o.s, o.so, o.so32, m, k, act};
     a.y = y;
     a.ldy = n;
-    // Guided ranges: each thread takes 1 / (2 * threads) of the rows still left, so
-    // ranges start large and shrink toward the end. A GEMV streams its weights from
-    // DRAM and each range start costs a stream ramp-up (2048 x 2048 Q4_K x16, 2
-    // threads: 32 even ranges 48.9-61.3 us, 4 ranges 42.9-48.9); the small last
-    // ranges even out a thread the VM runs late.
-    const int64_t unit = w.x16 ? kX16Rows : 4, threads = num_threads();  // x16: whole groups
-    const int64_t least = round_up(std::max<int64_t>(n / (8 * threads), 1), unit);
-    std::atomic<int64_t> next{0};
-    parallel_for(std::min<int64_t>(threads, (n + unit - 1) / unit), [&](int64_t) {
-      for (;;) {
-        const int64_t left = n - next.load(std::memory_order_relaxed);
-        if (left <= 0) return;
-        const int64_t take = std::max(least, round_up(left / (2 * threads), unit));
-        const int64_t j0 = next.fetch_add(take, std::memory_order_relaxed);
-        if (j0 >= n) return;
-        t.block_gemv(a, j0, std::min(n, j0 + take));
-      }
-    });
+    // guided ranges of at least 1 / (8 x threads) of the rows (x16: whole groups)
+    const int64_t unit = w.x16 ? kX16Rows : 4;
+    const int64_t least = round_up(std::max<int64_t>(n / (8 * num_threads()), 1), unit);
+    parallel_ranges(n, unit, least, [&](int64_t j0, int64_t j1) { t.block_gemv(a, j0, j1); });
     return Error{};
   }
   // prefill: strips of rows decoded to int8 + group scales (and offsets) for the int8 GEMM

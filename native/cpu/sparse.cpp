@@ -6,7 +6,6 @@
 
 #include <cassert>
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
 
@@ -386,26 +385,10 @@ Error spmm(const SparseWeight& s, const float* x, int64_t m, const float* bias, 
     if (m <= 8) {
       a.x = x;
       a.y = y;
-      if (tasks <= 1) {
-        t.spmv(s, a, 0, s.n);
-        return Error{};
-      }
-      // Guided ranges, as the dense GEMVs: each thread takes 1 / (2 x threads) of the
-      // rows still left (at least `rows`), so each streams long runs of the values and
-      // masks (every range start costs a DRAM stream's ramp-up; tasks of `rows` rows
-      // dealt in turn broke both streams every ~64 KiB)
-      const int64_t threads = num_threads();
-      std::atomic<int64_t> next{0};
-      parallel_for(std::min<int64_t>(threads, tasks), [&](int64_t) {
-        for (;;) {
-          const int64_t left = s.n - next.load(std::memory_order_relaxed);
-          if (left <= 0) return;
-          const int64_t take = std::max(rows, left / (2 * threads));
-          const int64_t j0 = next.fetch_add(take, std::memory_order_relaxed);
-          if (j0 >= s.n) return;
-          t.spmv(s, a, j0, std::min(s.n, j0 + take));
-        }
-      });
+      // guided ranges of at least `rows` rows, as the dense GEMVs: each thread streams
+      // long runs of the values and masks (tasks of `rows` rows dealt in turn broke
+      // both streams every ~64 KiB)
+      parallel_ranges(s.n, 1, rows, [&](int64_t j0, int64_t j1) { t.spmv(s, a, j0, j1); });
       return Error{};
     }
     if (int64_t(yt.size()) < s.n * m) yt.resize(size_t(s.n * m));

@@ -4,6 +4,7 @@
 
 #include "sparq/profile.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -242,5 +243,26 @@ int num_threads() { return pool().size(); }
 const std::string& threads_env_error() { return pool().env_error(); }
 void set_num_threads(int n) { pool().resize(n < 1 ? 1 : (n > 1024 ? 1024 : n)); }
 void parallel_for(int64_t tasks, const std::function<void(int64_t)>& fn) { pool().run(tasks, fn); }
+
+void parallel_ranges(int64_t n, int64_t unit, int64_t least, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  const int64_t threads = num_threads();
+  const int64_t tasks = std::min<int64_t>(threads, (n + least - 1) / least);
+  if (tasks <= 1) {
+    fn(0, n);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  pool().run(tasks, [&](int64_t) {
+    for (;;) {
+      const int64_t left = n - next.load(std::memory_order_relaxed);
+      if (left <= 0) return;
+      const int64_t take = std::max(least, (left / (2 * threads) + unit - 1) / unit * unit);
+      const int64_t j0 = next.fetch_add(take, std::memory_order_relaxed);
+      if (j0 >= n) return;
+      fn(j0, std::min(n, j0 + take));
+    }
+  });
+}
 
 }  // namespace sparq

@@ -301,16 +301,7 @@ void qk_group(const Ctx& c, int64_t r, const void* k, int64_t ldk, const float* 
   constexpr int64_t es = T == KvType::f32 ? 4 : T == KvType::f16 ? 2 : 1;
   const int64_t rb = ldk * es;
   for (int64_t jj = 0; jj < nb; jj += NK) {
-    if (r == 0) {
-      const char* kb = static_cast<const char*>(k);
-      for (int64_t off = (jj + 8) * rb, end = std::min(jj + 8 + NK, avail) * rb; off < end; off += 64)
-        _mm_prefetch(kb + off, _MM_HINT_T0);
-      if (next_k)
-        for (int64_t off = std::min(jj, next_rows) * rb, end = std::min(jj + NK, next_rows) * rb; off < end; off += 64) {
-          _mm_prefetch(next_k + off, _MM_HINT_T1);
-          _mm_prefetch(next_k + next_v + off, _MM_HINT_T1);
-        }
-    }
+    if (r == 0) attn_row_prefetch(static_cast<const char*>(k), rb, jj, NK, avail, next_k, next_v, next_rows);
     __m256 acc[8];
     int64_t row[NK];
 #pragma GCC unroll 8

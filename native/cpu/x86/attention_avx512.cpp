@@ -4,7 +4,7 @@
 // path): keys and values are read once, in place (f16 / int8 converted in
 // registers), scores of up to 4 rows x 2 keys per 8 accumulators, the online
 // softmax along each row, then P.V in 64- or 128-column strips; the same
-// prefetches as the AVX2 row path. Hot in cache it runs 1.5-2x the AVX2 row
+// prefetches as the AVX2 row path (attn_row_prefetch). Hot in cache it runs 1.5-2x the AVX2 row
 // path's key rate, so decode from DRAM waits on memory, not on arithmetic.
 // 12+ rows (prefill) take the "tile" shape. Same algorithm as
 // attention_avx2.cpp: S^T = K . Q^T by an 8-key x 32-query register tile that
@@ -188,16 +188,7 @@ void qk_group16(const RowCtx& c, int64_t r, const void* k, const float* scale, i
   constexpr int64_t es = T == KvType::f32 ? 4 : T == KvType::f16 ? 2 : 1;
   const int64_t d = c.d, rb = d * es;
   for (int64_t jj = 0; jj < nb; jj += NK) {
-    if (r == 0) {
-      const char* kb = static_cast<const char*>(k);
-      for (int64_t off = (jj + 8) * rb, end = std::min(jj + 8 + NK, avail) * rb; off < end; off += 64)
-        _mm_prefetch(kb + off, _MM_HINT_T0);
-      if (next_k)
-        for (int64_t off = std::min(jj, next_rows) * rb, end = std::min(jj + NK, next_rows) * rb; off < end; off += 64) {
-          _mm_prefetch(next_k + off, _MM_HINT_T1);
-          _mm_prefetch(next_k + next_v + off, _MM_HINT_T1);
-        }
-    }
+    if (r == 0) attn_row_prefetch(static_cast<const char*>(k), rb, jj, NK, avail, next_k, next_v, next_rows);
     __m512 acc[8];
     int64_t row[NK];
 #pragma GCC unroll 8
