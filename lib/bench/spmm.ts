@@ -2,8 +2,10 @@
 // m in {1, 8, 128}, sparsity in {0.5, 0.7, 0.9, 0.95}, every format with f32
 // and int8 values, timed against our dense int8 and dense f32 linear on the
 // same shape; prints the speed-up and the break-even sparsity per m and format.
-// Up to 4 weight sets are rotated for m <= 8, so decode shapes read from
-// DRAM as they would in a model.
+// For m <= 8 every timing rotates over copies of its weight (up to 24) that
+// add up to >= 128 MiB, four times the 32 MiB L3, so decode shapes read from
+// DRAM as they would in a model: with fewer bytes in rotation, part of each
+// call hit the L3 (dense int8 showed more GB/s than DRAM delivers).
 import * as os from 'node:os';
 import { info, linear, prune, quantize, setNumThreads, Tensor, type QuantizedTensor, type SparseTensor } from '../index';
 import { loadNative } from '../native';
@@ -25,12 +27,15 @@ export async function benchSpmm(opts: SpmmBenchOptions = {}): Promise<unknown> {
   const ms = opts.quick ? [1, 128] : [1, 8, 128];
   const sps = opts.quick ? [0.5, 0.9] : [0.5, 0.7, 0.9, 0.95];
   const minTime = opts.minTime ?? (opts.quick ? 0.2 : 0.5);
-  log(`sparq ${inf.version} sparse benchmark - ${inf.cpu.brand || inf.cpu.vendor}, ${inf.threads} threads, n = k = ${n}`);
+  log(`sparq ${inf.version} sparse benchmark - ${inf.cpu.brand || inf.cpu.vendor}, ${inf.threads} threads, n = k = ${n}, ` +
+    `sparse kernels: ${inf.kernels.sparse}, int8: ${inf.kernels.linear_s8}`);
   const ceil = await loadNative().ceilings(opts.quick ? 256 * 2 ** 20 : 2 ** 30);
   log(`  DRAM read ${ceil.dramReadGBs.toFixed(1)} GB/s (m <= 8 rows also give GB/s of weight bytes and % of it)`);
   const gbs = (bytes: number, ms: number) => bytes / (ms * 1e6);
-  // rotate up to 4 weights (>= 48 MiB for the dense int8 ones, beyond the 32 MiB L3) for m <= 8
-  const sets = (bytes: number, m: number) => (m <= 8 ? Math.min(4, Math.max(1, Math.ceil((48 * 2 ** 20) / bytes))) : 1);
+  // copies in rotation for m <= 8: >= 128 MiB in all, at most 24
+  const sets = (bytes: number, m: number) => (m <= 8 ? Math.min(24, Math.max(1, Math.ceil((128 * 2 ** 20) / bytes))) : 1);
+  const copies = <T>(count: number, make: (w: Tensor) => T, from = 0) =>
+    Array.from({ length: Math.max(0, count - from) }, (_, i) => make(dense[(from + i) % dense.length]!));
   const dense = Array.from({ length: 4 }, (_, s) => Tensor.rand([n, k], { seed: 10 + s, std: 0.02 }));
   const results: Record<string, unknown>[] = [];
   const rows: Record<string, string | number>[] = [];
@@ -43,7 +48,7 @@ export async function benchSpmm(opts: SpmmBenchOptions = {}): Promise<unknown> {
   try {
     for (const m of ms) {
       const d32 = await timeIt(m, dense.slice(0, sets(n * k * 4, m)));
-      const q8 = dense.slice(0, sets(n * k, m)).map((w) => quantize(w));
+      const q8 = copies(sets(n * k, m), (w) => quantize(w));
       const d8 = await timeIt(m, q8);
       q8.forEach((q) => q.dispose());
       log(`m=${m}: dense f32 ${d32.medianMs.toFixed(3)} ms, dense int8 ${d8.medianMs.toFixed(3)} ms` +
@@ -53,7 +58,7 @@ export async function benchSpmm(opts: SpmmBenchOptions = {}): Promise<unknown> {
           for (const dtype of ['f32', 'i8'] as const) {
             const make = (w: Tensor) => { const p = prune(w, { sparsity: sp, format }); if (dtype === 'f32') return p; const q = quantize(p); p.dispose(); return q; };
             const first = make(dense[0]!);
-            const ws = [first, ...dense.slice(1, sets(first.bytes, m)).map(make)];
+            const ws = [first, ...copies(sets(first.bytes, m), make, 1)];
             const s = await timeIt(m, ws);
             const bytes = first.bytes;
             ws.forEach((w) => w.dispose());
@@ -73,7 +78,7 @@ export async function benchSpmm(opts: SpmmBenchOptions = {}): Promise<unknown> {
         for (const dtype of ['f32', 'i8'] as const) {
           const make = (w: Tensor) => { const p = prune(w, { pattern }); if (dtype === 'f32') return p; const q = quantize(p); p.dispose(); return q; };
           const first = make(dense[0]!);
-          const ws = [first, ...dense.slice(1, sets(first.bytes, m)).map(make)];
+          const ws = [first, ...copies(sets(first.bytes, m), make, 1)];
           const s = await timeIt(m, ws);
           const bytes = first.bytes;
           ws.forEach((w) => w.dispose());

@@ -78,7 +78,7 @@ Error sparse_from_dense(const float* w, int64_t n, int64_t k, SparseFormat f, in
   s->N = f == SparseFormat::nm ? N : 0;
   s->M = f == SparseFormat::nm ? M : 0;
   try {
-    std::vector<float> vals;  // f32 values in storage order
+    WeightVector<float> vals;  // f32 values in storage order
     if (f == SparseFormat::nm) {
       const int64_t g = s->groups(), per = g * N;
       vals.assign(size_t(n * per), 0.f);

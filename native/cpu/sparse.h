@@ -39,13 +39,13 @@ struct SparseWeight {
   bool int8 = false;
   int N = 0, M = 0;                // nm only
   std::vector<int64_t> row_ptr;    // csr, bitmask
-  std::vector<int32_t> col;        // csr, k > 65536
-  std::vector<uint16_t> col16;     // csr, k <= 65536 (+ 8 entries of padding)
+  WeightVector<int32_t> col;        // csr, k > 65536
+  WeightVector<uint16_t> col16;     // csr, k <= 65536 (+ 8 entries of padding)
   bool narrow = false;             // csr columns are in col16
-  std::vector<uint32_t> mask;      // bitmask: n * words
-  std::vector<uint8_t> idx;        // nm: packed in-group indices, n rows of idx_row_bytes() (+ 8 bytes of padding)
-  std::vector<float> vf;           // f32 values
-  std::vector<int8_t> vq;          // int8 values (+ kSparseI8Pad zero bytes)
+  WeightVector<uint32_t> mask;      // bitmask: n * words
+  WeightVector<uint8_t> idx;        // nm: packed in-group indices, n rows of idx_row_bytes() (+ 8 bytes of padding)
+  WeightVector<float> vf;           // f32 values
+  WeightVector<int8_t> vq;          // int8 values (+ kSparseI8Pad zero bytes)
   std::vector<float> scale;        // int8: per row
   int64_t words() const { return (k + 31) / 32; }
   int64_t groups() const { return M ? (k + M - 1) / M : 0; }
