@@ -3,7 +3,7 @@
 //   sparq info                       CPU features, chosen kernels, threads, CUDA
 //   sparq bench gemm [--quick] [--isa avx2,amx] [--groups 32,128] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench attention [--quick] [--threads N] [--min-time S] [--json FILE]
-//   sparq bench e2e [--quick] [--model FILE] [--prompt N] [--tokens N] [--profile] [--threads N] [--json FILE]
+//   sparq bench e2e [--quick] [--model FILE [--pruned]] [--prompt N] [--tokens N] [--profile] [--threads N] [--json FILE]
 //   sparq bench spmm [--quick] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench quants [--quick] [--types q4_k,q6_k] [--m 1,8] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench --device cuda [--quick] [--json FILE]
@@ -28,7 +28,7 @@ const USAGE = `usage:
   sparq info
   sparq bench gemm [--quick] [--isa LIST] [--groups 32,128] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq bench attention [--quick] [--threads N] [--min-time SECONDS] [--json FILE]
-  sparq bench e2e [--quick] [--model FILE] [--prompt N] [--tokens N] [--profile] [--threads N] [--json FILE]
+  sparq bench e2e [--quick] [--model FILE [--pruned]] [--prompt N] [--tokens N] [--profile] [--threads N] [--json FILE]
   sparq bench spmm [--quick] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq bench quants [--quick] [--types q4_0,q4_k,...] [--m 1,8,128] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq bench --device cuda [--quick] [--json FILE]   GPU kernels and the 110M model on the GPU
@@ -356,10 +356,12 @@ async function main(argv: string[]): Promise<number> {
     const prompt = count('--prompt'), tokens = count('--tokens');
     if (child !== undefined) {
       if (threads) setNumThreads(Number(threads));
-      await benchE2eChild(Number(child), flag(rest, '--dir')!, rest.includes('--quick'), flag(rest, '--model'), prompt, tokens, rest.includes('--profile'));
+      await benchE2eChild(Number(child), flag(rest, '--dir')!, rest.includes('--quick'), flag(rest, '--model'), prompt, tokens, rest.includes('--profile'),
+        rest.includes('--pruned'));
       return 0;
     }
-    await benchE2e({ quick: rest.includes('--quick'), json: flag(rest, '--json'), threads: threads ? Number(threads) : undefined, model: flag(rest, '--model'), prompt, tokens, profile: rest.includes('--profile') });
+    await benchE2e({ quick: rest.includes('--quick'), json: flag(rest, '--json'), threads: threads ? Number(threads) : undefined, model: flag(rest, '--model'), prompt, tokens,
+      profile: rest.includes('--profile'), pruned: rest.includes('--pruned') });
     return 0;
   }
   if (cmd === 'bench' && sub === 'spmm') {

@@ -30,6 +30,8 @@ export interface E2eBenchOptions {
   tokens?: number;
   /** also time one more generation per configuration by op class (native timers, sampling, JS <-> native) */
   profile?: boolean;
+  /** with `model`: also run it as dense int8 and pruned (50% unstructured bitmask, 2:4), int8 values */
+  pruned?: boolean;
   log?: (s: string) => void;
 }
 
@@ -59,9 +61,39 @@ export function ggufLinearParams(file: string): number {
   return n;
 }
 
+/**
+ * Bytes per token of a GGUF file's linears as int8 with one f32 scale per row: the
+ * classifier dense, the layers' weights stored at `perWeight` bytes each (1 dense,
+ * 0.5 + 1/8 pruned 50% as a bitmask or as 2:4 with 2-bit indices).
+ */
+function ggufInt8Bytes(file: string, perWeight: number): number {
+  const g = readGguf(file);
+  const tied = !g.tensors.has('output.weight');
+  let bytes = 0;
+  for (const t of g.tensors.values()) {
+    if (t.dims.length !== 2 || (!tied && t.name === 'token_embd.weight')) continue;
+    const classifier = t.name === 'output.weight' || t.name === 'token_embd.weight';
+    bytes += t.dims[0]! * t.dims[1]! * (classifier ? 1 : perWeight) + 4 * t.dims[1]!;
+  }
+  return bytes;
+}
+
+// Pruned runs: layers pruned by magnitude per layer (the bench models' weights are random:
+// no calibration to learn from), int8 values; the classifier stays dense int8.
+const PRUNE_50: PruneModelOptions = { method: 'magnitude', sparsity: 0.5, format: 'bitmask' };
+const PRUNE_24: PruneModelOptions = { method: 'magnitude', pattern: '2:4' };
+
 type Run = [name: string, file: string, opts: LoadModelOptions, bytesPerToken: number, prune?: PruneModelOptions, quantize?: QuantizeModelOptions];
-function runs(files: ReturnType<typeof modelFiles>, c: SynthConfig, model?: string): Run[] {
-  if (model) return [[path.basename(model), model, {}, model.endsWith('.gguf') ? ggufBytesPerToken(model) : linearParams(c) * 4]];
+function runs(files: ReturnType<typeof modelFiles>, c: SynthConfig, model?: string, pruned = false): Run[] {
+  if (model) {
+    const own: Run = [path.basename(model), model, {}, model.endsWith('.gguf') ? ggufBytesPerToken(model) : linearParams(c) * 4];
+    if (!pruned) return [own];
+    if (!model.endsWith('.gguf')) throw new TypeError('bench e2e: --pruned needs a GGUF --model');
+    const int8: LoadModelOptions = { weights: 'int8' };
+    return [own, ['int8 per-channel (quantized at load)', model, int8, ggufInt8Bytes(model, 1)],
+      ['int8 pruned 50% unstructured (bitmask)', model, int8, ggufInt8Bytes(model, 0.5 + 1 / 8), PRUNE_50],
+      ['int8 pruned 2:4 (nm)', model, int8, ggufInt8Bytes(model, 0.5 + 1 / 8), PRUNE_24]];
+  }
   const linParams = linearParams(c), layerParams = linParams - c.vocab * c.dim, dim = c.dim;
   return [
     // name, file, options, weight bytes read per decoded token (linears; the embedding row is noise)
@@ -71,9 +103,11 @@ function runs(files: ReturnType<typeof modelFiles>, c: SynthConfig, model?: stri
     ['Q6_K (GGUF)', files.q6k, {}, ggufBytesPerToken(files.q6k)],
     ['Q4_K_M (GGUF)', files.q4km, {}, ggufBytesPerToken(files.q4km)],
     ['Q4_0 (GGUF)', files.q4_0, {}, ggufBytesPerToken(files.q4_0)],
-    // layers pruned 50% (magnitude per layer: the weights are random, no calibration to learn from), bitmask int8; classifier dense int8
+    // pruned layers (PRUNE_50, PRUNE_24: 2-bit in-group indices per kept value); classifier dense int8
     ['int8 pruned 50% unstructured (bitmask)', files.llama2c, { tokenizer: files.tokenizer, weights: 'int8' },
-      layerParams * (0.5 + 1 / 8) + c.vocab * dim * (1 + 4 / dim), { method: 'magnitude', sparsity: 0.5, format: 'bitmask' }],
+      layerParams * (0.5 + 1 / 8) + c.vocab * dim * (1 + 4 / dim), PRUNE_50],
+    ['int8 pruned 2:4 (nm)', files.llama2c, { tokenizer: files.tokenizer, weights: 'int8' },
+      layerParams * (0.5 + 1 / 8) + c.vocab * dim * (1 + 4 / dim), PRUNE_24],
     // 4-bit, groups of 32 (round to nearest), classifier included
     ['int4 group 32 (quantizeModel)', files.llama2c, { tokenizer: files.tokenizer }, linParams * (0.5 + 4 / 32), undefined, { weights: { bits: 4 } }],
   ];
@@ -106,8 +140,9 @@ interface DecodeProfile {
 }
 
 /** One configuration, in this process (the child side of benchE2e): prints one JSON line. */
-export async function benchE2eChild(index: number, dir: string, quick: boolean, model?: string, promptLen = 128, tokens?: number, profile = false): Promise<void> {
-  const [, file, o, , pruneOpts, quantOpts] = runs(modelFiles(dir), CONFIG, model)[index]!;
+export async function benchE2eChild(index: number, dir: string, quick: boolean, model?: string, promptLen = 128, tokens?: number, profile = false,
+  pruned = false): Promise<void> {
+  const [, file, o, , pruneOpts, quantOpts] = runs(modelFiles(dir), CONFIG, model, pruned)[index]!;
   const gen = tokens ?? (quick ? 32 : 64), reps = quick ? 2 : 3;
   const t0 = performance.now();
   let m = await loadModel(file, o);
@@ -229,7 +264,7 @@ export async function benchE2e(opts: E2eBenchOptions = {}): Promise<unknown> {
   const promptLen = opts.prompt ?? 128;
   const gen = opts.tokens ?? (opts.quick ? 32 : 64);
   const reps = opts.quick ? 2 : 3;
-  const runs_ = runs(files, c, opts.model);
+  const runs_ = runs(files, c, opts.model, opts.pruned);
   const rows: Record<string, string | number>[] = [];
   const results: Record<string, unknown>[] = [];
   const profiles: [string, Record<string, string | number>[]][] = [];
@@ -244,7 +279,7 @@ export async function benchE2e(opts: E2eBenchOptions = {}): Promise<unknown> {
     // each configuration in a fresh process, so its peak RSS is its own
     const child = spawnSync(process.execPath, [path.join(__dirname, '..', 'cli.js'), 'bench', 'e2e', '--child', String(i), '--dir', dir,
       ...(opts.quick ? ['--quick'] : []), ...(opts.threads ? ['--threads', String(opts.threads)] : []), ...(opts.model ? ['--model', opts.model] : []),
-      '--prompt', String(promptLen), '--tokens', String(gen), ...(opts.profile ? ['--profile'] : [])],
+      '--prompt', String(promptLen), '--tokens', String(gen), ...(opts.profile ? ['--profile'] : []), ...(opts.pruned ? ['--pruned'] : [])],
       { encoding: 'utf8' });
     const line = child.stdout.trim().split('\n').pop() ?? '';
     if (child.status !== 0 || !line.startsWith('{')) throw new Error(`e2e run '${name}' failed: ${child.stderr || child.stdout}`);
