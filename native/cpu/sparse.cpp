@@ -20,6 +20,31 @@ size_t SparseWeight::bytes() const {
 
 namespace {
 
+// N:M: each group's (index, value) pairs put in ascending index order (sparse.h).
+void sort_nm_groups(SparseWeight& s) {
+  const int N = s.N, b = s.idx_bits();
+  const int64_t per = s.groups() * N, rb = s.idx_row_bytes();
+  for (int64_t j = 0; j < s.n; ++j)
+    for (int64_t g = 0; g < s.groups(); ++g) {
+      const int64_t q0 = g * N;
+      int ix[16];
+      for (int c = 0; c < N; ++c) ix[c] = s.nm_index(j, q0 + c);
+      for (int c = 1; c < N; ++c)  // insertion sort of the pairs (N <= 8)
+        for (int d = c; d > 0 && ix[d - 1] > ix[d]; --d) {
+          std::swap(ix[d - 1], ix[d]);
+          const size_t p = size_t(j * per + q0 + d);
+          if (s.int8) std::swap(s.vq[p - 1], s.vq[p]);
+          else std::swap(s.vf[p - 1], s.vf[p]);
+        }
+      for (int c = 0; c < N; ++c) {
+        const int64_t bit = (q0 + c) * b;
+        uint8_t& byte = s.idx[size_t(j * rb + bit / 8)];
+        const int sh = int(bit % 8), mk = (1 << b) - 1;
+        byte = uint8_t((byte & ~(mk << sh)) | (ix[c] << sh));
+      }
+    }
+}
+
 // Calls fn(column, value as stored (int8 unscaled)) for every stored value of row j.
 template <class F>
 inline void for_row(const SparseWeight& s, int64_t j, F fn) {
@@ -84,7 +109,7 @@ Error sparse_from_dense(const float* w, int64_t n, int64_t k, SparseFormat f, in
       vals.assign(size_t(n * per), 0.f);
       const int64_t rb = s->idx_row_bytes();
       const int bits = s->idx_bits();
-      s->idx.assign(size_t(n * rb + 8), 0);  // 8 readable bytes past the end for vector loads
+      s->idx.assign(size_t(n * rb + kSparseIdxPad), 0);  // readable bytes past the end for vector loads
       std::vector<uint8_t> ri(static_cast<size_t>(per));  // one row's indices, then packed
       for (int64_t j = 0; j < n; ++j) {
         for (int64_t gi = 0; gi < g; ++gi) {
@@ -132,6 +157,7 @@ Error sparse_from_dense(const float* w, int64_t n, int64_t k, SparseFormat f, in
   } catch (const std::bad_alloc&) {
     return Error::make(Status::out_of_memory, "sparse: out of memory");
   }
+  if (f == SparseFormat::nm) sort_nm_groups(*s);
   if (int8) return sparse_quantize(*s, out);
   *out = std::move(s);
   return Error{};
@@ -184,7 +210,7 @@ Error sparse_from_parts(const SparseParts& p, std::unique_ptr<SparseWeight>* out
       s->M = p.M;
       if (p.nnz != p.n * s->groups() * p.N) return bad("N:M value count does not match n x groups x N");
       s->idx.assign(p.idx, p.idx + p.n * s->idx_row_bytes());
-      s->idx.resize(s->idx.size() + 8, 0);
+      s->idx.resize(s->idx.size() + kSparseIdxPad, 0);
       const int64_t per = s->groups() * p.N;
       for (int64_t j = 0; j < p.n; ++j)
         for (int64_t q = 0; q < per; ++q) {
@@ -250,6 +276,7 @@ Error sparse_from_parts(const SparseParts& p, std::unique_ptr<SparseWeight>* out
         const int64_t per = s->groups() * p.N, c = (q % per) / p.N * p.M + s->nm_index(q / per, q % per);
         if (c >= p.k && (p.int8 ? s->vq[size_t(q)] != 0 : s->vf[size_t(q)] != 0.f)) return bad("N:M padding past k holds a nonzero value");
       }
+    if (p.format == SparseFormat::nm) sort_nm_groups(*s);
   } catch (const std::bad_alloc&) {
     return Error::make(Status::out_of_memory, "sparse: out of memory");
   }
@@ -287,7 +314,7 @@ Error sparse_concat_rows(const std::vector<const SparseWeight*>& parts, std::uni
       s->scale.insert(s->scale.end(), p->scale.begin(), p->scale.end());
     }
     // the same padding as a freshly built weight
-    if (s->format == SparseFormat::nm) s->idx.resize(s->idx.size() + 8, 0);
+    if (s->format == SparseFormat::nm) s->idx.resize(s->idx.size() + kSparseIdxPad, 0);
     if (s->narrow) s->col16.resize(s->col16.size() + 8, 0);
     if (s->int8) s->vq.resize(s->vq.size() + kSparseI8Pad, 0);
     else s->vf.resize(s->vf.size() + 8, 0.f);

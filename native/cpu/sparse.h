@@ -6,7 +6,9 @@
 //             bits in order, row_ptr [n + 1] into the values
 //  - nm:      exactly N values per group of M along k (2:4, 4:8; k padded to M)
 //             with their in-group index packed in idx_bits() bits (2 for 2:4, 4 for
-//             4:8): values [n, k / M * N], idx rows of idx_row_bytes()
+//             4:8): values [n, k / M * N], idx rows of idx_row_bytes(); within a
+//             group the indices ascend (every builder sorts them: the AVX-512 2:4
+//             kernel expands a group's values into its lanes in order)
 // Values are f32, or int8 with one f32 scale per row. int8 weights follow the
 // dense int8 linear's contract: each activation row is quantized on the fly
 // (symmetric, max|x| / 127, round to nearest even, as QuantRowsArgs), products
@@ -33,6 +35,9 @@ bool parse_sparse_format(const std::string& name, SparseFormat* out);
 // Zero bytes after the last int8 value: the AVX-512 bitmask kernel loads 64
 // bytes from where a row's next values start.
 constexpr int64_t kSparseI8Pad = 64;
+// Zero bytes after the last N:M index row: the AVX-512 2:4 kernel loads 64 index
+// bytes (512 weights) at a time.
+constexpr int64_t kSparseIdxPad = 64;
 struct SparseWeight {
   SparseFormat format = SparseFormat::csr;
   int64_t n = 0, k = 0, nnz = 0;  // nnz: stored values (nm: n * groups * N, zeros included)
@@ -43,7 +48,7 @@ struct SparseWeight {
   WeightVector<uint16_t> col16;     // csr, k <= 65536 (+ 8 entries of padding)
   bool narrow = false;             // csr columns are in col16
   WeightVector<uint32_t> mask;      // bitmask: n * words
-  WeightVector<uint8_t> idx;        // nm: packed in-group indices, n rows of idx_row_bytes() (+ 8 bytes of padding)
+  WeightVector<uint8_t> idx;        // nm: packed in-group indices, n rows of idx_row_bytes() (+ kSparseIdxPad zero bytes)
   WeightVector<float> vf;           // f32 values
   WeightVector<int8_t> vq;          // int8 values (+ kSparseI8Pad zero bytes)
   std::vector<float> scale;        // int8: per row

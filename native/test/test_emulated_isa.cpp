@@ -271,6 +271,55 @@ static void one_sparse(int64_t m, int64_t n, int64_t k, double density) {
   if (bad) { ++fails; std::printf("FAIL spmv_avx512 m=%ld n=%ld k=%ld density=%.2f bad=%d\n", m, n, k, density, bad); }
 }
 
+// --- sparse: spmv_avx512 (int8 2:4: index nibbles -> masks by vpshufb, vpexpandb + vpdpbusd) ---
+static void one_nm24(int64_t m, int64_t n, int64_t k) {
+  ++runs;
+  // 0, 1 or 2 nonzeros per group of 4 (fewer than 2: padding with explicit zeros, its
+  // indices anywhere in the group), a partial last group when k % 4 != 0
+  std::vector<float> w(size_t(n * k), 0.f);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t c0 = 0; c0 < k; c0 += 4) {
+      int pos[4] = {0, 1, 2, 3};
+      std::shuffle(pos, pos + 4, rng);
+      const int keep = irand(0, 2);
+      for (int t = 0; t < keep; ++t)
+        if (c0 + pos[t] < k) w[size_t(j * k + c0 + pos[t])] = float(irand(-127, 127)) / 8.f;
+    }
+  std::unique_ptr<SparseWeight> sp;
+  if (Error e = sparse_from_dense(w.data(), n, k, SparseFormat::nm, 2, 4, true, &sp); !e.ok()) {
+    ++fails;
+    std::printf("FAIL nm24 build: %s\n", e.message.c_str());
+    return;
+  }
+  const SparseWeight& s = *sp;
+  std::vector<int8_t> dense(size_t(n * (k + 64)));
+  for (int64_t j = 0; j < n; ++j) sparse_row_i8(s, j, dense.data() + j * (k + 64));
+  const int64_t ldq = (std::max(s.words() * 32, k + 4) + 63) / 64 * 64;
+  std::vector<int8_t> xq(size_t(m * ldq), 0);
+  std::vector<float> xs(static_cast<size_t>(m)), y(static_cast<size_t>(m * n), -1.f);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t c = 0; c < k; ++c) xq[size_t(i * ldq + c)] = int8_t(irand(-127, 127));
+    xs[size_t(i)] = float(irand(1, 100)) / 128.f;
+  }
+  SpArgs a;
+  a.xq = xq.data();
+  a.ldq = ldq;
+  a.xs = xs.data();
+  a.m = m;
+  a.y = y.data();
+  const int64_t j0 = irand(0, int(n)), j1 = irand(int(j0), int(n));
+  spmv_avx512(s, a, j0, j1);
+  int bad = 0;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      int64_t acc = 0;
+      for (int64_t c = 0; c < k; ++c) acc += int64_t(xq[size_t(i * ldq + c)]) * dense[size_t(j * (k + 64) + c)];
+      const float want = j >= j0 && j < j1 ? sparse_q_out(acc, xs[size_t(i)], s.scale[size_t(j)], nullptr, j) : -1.f;
+      bad += y[size_t(i * n + j)] != want;
+    }
+  if (bad) { ++fails; std::printf("FAIL spmv_avx512 2:4 m=%ld n=%ld k=%ld bad=%d\n", m, n, k, bad); }
+}
+
 int main(int argc, char** argv) {
   const int64_t ms[] = {1, 2, 3, 5, 6, 7, 8, 9, 12, 13, 15, 16, 17, 24, 31, 32, 33, 40, 47, 48, 50, 64, 65, 100};
   const int64_t ns[] = {1, 15, 16, 17, 31, 33, 48, 50, 64, 80, 100, 130};
@@ -321,6 +370,9 @@ int main(int argc, char** argv) {
   const int64_t sk[] = {1, 31, 32, 33, 63, 64, 65, 96, 100, 257, 1000};
   const double sd[] = {0.0, 0.1, 0.5, 0.9, 1.0};
   for (int it = 0; it < iters / 2 + 20; ++it) one_sparse(irand(1, 8), irand(1, 20), sk[irand(0, 10)], sd[irand(0, 4)]);
+  // 2:4: k past a group of 8 steps (512), partial steps and groups
+  const int64_t nk[] = {1, 3, 4, 5, 63, 64, 65, 127, 203, 256, 511, 512, 513, 1000, 1027};
+  for (int it = 0; it < iters / 4 + 30; ++it) one_nm24(irand(1, 8), irand(1, 12), nk[irand(0, 14)]);
   std::printf("%d runs, %d failures, tdpbssd %ld, ldtilecfg %ld\n", runs, fails, emu::tdp_count(), emu::cfg_count());
   return fails != 0;
 }

@@ -1,4 +1,5 @@
-// sparse_avx512.cpp - the int8 bitmask kernel for AVX-512 VBMI2 + VNNI (m <= 8):
+// sparse_avx512.cpp - the int8 bitmask and 2:4 kernels for AVX-512 VBMI2 + VNNI (m <= 8).
+// Bitmask:
 // per 64 weights, one unaligned load of the row's next packed values, vpexpandb
 // in its register form puts them into their lanes under the 64-bit mask, a xor
 // makes them u8 (w + 128; the lanes the mask leaves out become 128), and one
@@ -19,9 +20,14 @@
 #include <cassert>
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "../sparse.h"
+
+#ifndef SPARQ_LAMBDA
+#define SPARQ_LAMBDA __attribute__((always_inline))
+#endif
 
 namespace sparq {
 namespace {
@@ -108,23 +114,107 @@ void spmv_bitmask_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t
   }
 }
 
+// N:M 2:4, int8: per 64 weights (16 groups), 32 values (a fixed stride: no popcount)
+// and 8 index bytes, each two groups' index pairs (a nibble each: i0 | i1 << 2,
+// ascending). vpshufb turns every nibble into its mask nibble (1 << i0 | 1 << i1),
+// for 512 weights at a time, and the step is the bitmask kernel's.
+template <int MR>
+void spmv_nm24_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
+  // mask nibble of each index nibble, in the low and in the high half of a byte (x4 for
+  // the four 128-bit lanes of vpshufb); nibbles with i0 == i1 only occur in the padding
+  alignas(64) static const uint8_t kLut[2][64] = {
+#define SPARQ_NIB(n) uint8_t((1 << ((n) & 3) | 1 << ((n) >> 2)) << SH)
+#define SPARQ_LANE SPARQ_NIB(0), SPARQ_NIB(1), SPARQ_NIB(2), SPARQ_NIB(3), SPARQ_NIB(4), SPARQ_NIB(5), SPARQ_NIB(6), SPARQ_NIB(7), \
+                   SPARQ_NIB(8), SPARQ_NIB(9), SPARQ_NIB(10), SPARQ_NIB(11), SPARQ_NIB(12), SPARQ_NIB(13), SPARQ_NIB(14), SPARQ_NIB(15)
+#define SH 0
+      {SPARQ_LANE, SPARQ_LANE, SPARQ_LANE, SPARQ_LANE},
+#undef SH
+#define SH 4
+      {SPARQ_LANE, SPARQ_LANE, SPARQ_LANE, SPARQ_LANE},
+#undef SH
+#undef SPARQ_LANE
+#undef SPARQ_NIB
+  };
+  const __m512i lut_lo = _mm512_load_si512(kLut[0]), lut_hi = _mm512_load_si512(kLut[1]);
+  const __m512i nib = _mm512_set1_epi8(0x0f), flip = _mm512_set1_epi8(char(0x80));
+  const int64_t steps = (s.k + 63) / 64, per = s.groups() * 2, rb = s.idx_row_bytes();
+  uint32_t shift[MR];
+  const __m512i ones = _mm512_set1_epi8(1);
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    __m512i t = _mm512_setzero_si512();
+    for (int64_t c = 0; c < steps * 64; c += 64) t = _mm512_dpbusd_epi32(t, ones, _mm512_loadu_si512(a.xq + i * a.ldq + c));
+    shift[i] = 128u * lane_sum(t);
+  }
+  constexpr int S = 2;  // accumulator sets, taken in turn per step
+  alignas(64) uint64_t mk[8];
+  for (int64_t j = j0; j < j1; ++j) {
+    const int8_t* vp = s.vq.data() + j * per;
+    const uint8_t* ip = s.idx.data() + j * rb;
+    __m512i acc[S][MR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i)
+      for (int q = 0; q < S; ++q) acc[q][i] = _mm512_setzero_si512();
+    for (int64_t c = 0; c < steps; c += 8) {
+      // the masks of steps c .. c + 7 from 64 index bytes (past the row: the next row's
+      // or the kSparseIdxPad zeros; their lanes lie past k, against zero activations,
+      // or in steps not taken)
+      const __m512i ib = _mm512_loadu_si512(ip + c * 8);
+      _mm512_store_si512(mk, _mm512_or_si512(_mm512_shuffle_epi8(lut_lo, _mm512_and_si512(ib, nib)),
+                                             _mm512_shuffle_epi8(lut_hi, _mm512_and_si512(_mm512_srli_epi16(ib, 4), nib))));
+      const int64_t t1 = std::min<int64_t>(8, steps - c);
+      // step t into accumulator set ac: 64 bytes from vp, of which the expansion takes the
+      // step's 32 (the values are padded by kSparseI8Pad)
+      auto step = [&](int64_t t, __m512i* ac) SPARQ_LAMBDA {
+        const uint64_t b = mk[t];
+        const __m512i v = _mm512_xor_si512(expand_i8(__mmask64(b), _mm512_loadu_si512(vp)), flip);
+        vp += 32;
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; ++i) ac[i] = _mm512_dpbusd_epi32(ac[i], v, _mm512_loadu_si512(a.xq + i * a.ldq + (c + t) * 64));
+      };
+      int64_t t = 0;
+      for (; t + 2 <= t1; t += 2) {
+        step(t, acc[0]);
+        step(t + 1, acc[1]);
+      }
+      if (t < t1) step(t, acc[0]);
+    }
+    const float sc = s.scale[size_t(j)];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      __m512i t = acc[0][i];
+      for (int q = 1; q < S; ++q) t = _mm512_add_epi32(t, acc[q][i]);
+      const int32_t dot = int32_t(lane_sum(t) - shift[i]);
+      a.y[i * s.n + j] = sparse_q_out(dot, a.xs[i], sc, a.bias, j);
+    }
+  }
+}
+
+template <int MR>
+void spmv_rows(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
+  if (s.format == SparseFormat::bitmask) spmv_bitmask_i8<MR>(s, a, j0, j1);
+  else spmv_nm24_i8<MR>(s, a, j0, j1);
+}
+
 }  // namespace
 
 void spmv_avx512(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
-  if (!s.int8 || s.format != SparseFormat::bitmask) return spmv_avx2(s, a, j0, j1);
+  const bool nm24 = s.format == SparseFormat::nm && s.N == 2 && s.M == 4;
+  if (!s.int8 || (s.format != SparseFormat::bitmask && !nm24)) return spmv_avx2(s, a, j0, j1);
   // 64 activation bytes per pair of mask words: rows padded to a multiple of 64 (sparse.h)
   assert(1 <= a.m && a.m <= 8 && 0 <= j0 && j0 <= j1 && j1 <= s.n);
   assert(int64_t(s.vq.size()) >= s.nnz + kSparseI8Pad);
   assert(a.ldq % 64 == 0 && a.ldq >= s.words() * 32);
+  assert(!nm24 || int64_t(s.idx.size()) >= s.n * s.idx_row_bytes() + kSparseIdxPad);
   switch (a.m) {
-    case 1: spmv_bitmask_i8<1>(s, a, j0, j1); break;
-    case 2: spmv_bitmask_i8<2>(s, a, j0, j1); break;
-    case 3: spmv_bitmask_i8<3>(s, a, j0, j1); break;
-    case 4: spmv_bitmask_i8<4>(s, a, j0, j1); break;
-    case 5: spmv_bitmask_i8<5>(s, a, j0, j1); break;
-    case 6: spmv_bitmask_i8<6>(s, a, j0, j1); break;
-    case 7: spmv_bitmask_i8<7>(s, a, j0, j1); break;
-    case 8: spmv_bitmask_i8<8>(s, a, j0, j1); break;
+    case 1: spmv_rows<1>(s, a, j0, j1); break;
+    case 2: spmv_rows<2>(s, a, j0, j1); break;
+    case 3: spmv_rows<3>(s, a, j0, j1); break;
+    case 4: spmv_rows<4>(s, a, j0, j1); break;
+    case 5: spmv_rows<5>(s, a, j0, j1); break;
+    case 6: spmv_rows<6>(s, a, j0, j1); break;
+    case 7: spmv_rows<7>(s, a, j0, j1); break;
+    case 8: spmv_rows<8>(s, a, j0, j1); break;
     default: break;  // m in [1, 8] (asserted above)
   }
 }

@@ -194,6 +194,11 @@ inline __m512i maskz_expand_epi8(__mmask64 k, __m512i a) {
   for (int l = 0; l < 64; ++l) v.s8[l] = (k >> l & 1) ? x.s8[c++] : 0;
   return toi(v);
 }
+inline __m512i shuffle_epi8(__m512i a, __m512i b) {  // vpshufb: within each 16-byte lane
+  V x = vi(a), c = vi(b), r;
+  for (int l = 0; l < 64; ++l) r.u8[l] = (c.u8[l] & 0x80) ? 0 : x.u8[(l & ~15) + (c.u8[l] & 15)];
+  return toi(r);
+}
 inline __m512 cvtph_ps(__m256i h) {  // F16C, one half at a time
   V r;
   uint16_t u[16];
@@ -226,6 +231,7 @@ inline __m512 cvtph_ps(__m256i h) {  // F16C, one half at a time
 #define _mm512_xor_si512 emu::xor_si512
 #define _mm512_maskz_expandloadu_epi8 emu::maskz_expandloadu_epi8
 #define _mm512_maskz_expand_epi8 emu::maskz_expand_epi8
+#define _mm512_shuffle_epi8 emu::shuffle_epi8
 #define _mm512_sub_ps emu::sub_ps
 #define _mm512_max_ps emu::max_ps
 #define _mm512_min_ps emu::min_ps
