@@ -211,6 +211,7 @@ static KernelTable make_table(Isa isa) {
     t.x16_pack = x16_pack_avx512;
     if (cpu_features().avx512vbmi2 || isa_emulated(isa)) {
       t.spmv = spmv_avx512;
+      t.sprow = sprow_avx512;
       t.sparse_name = "avx512vbmi2";
     }
   }

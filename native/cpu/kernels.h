@@ -212,7 +212,7 @@ void run_linear_s8(const KernelTable& t, const uint8_t* a, const float* a_scale,
 // (the expansion is O(n k), the product O(m n k)). expand(j, row, scales) writes
 // row j's k values in [-127, 127] and its groups' scales (one when group is 0).
 // row has room for k_pad >= round_up(k, 64) bytes: expand may write up to
-// round_up(k, 32) (q4_row, sprow write whole 32-value blocks); the driver zeroes
+// round_up(k, 64) (q4_row, sprow write whole 32- or 64-value blocks); the driver zeroes
 // [k, k_pad) afterwards. Each strip is packed as a weight of its own (n = its
 // rows, n_pad = round_up(n, 16)), so no kernel sees a block past its last row.
 using ExpandRowFn = std::function<void(int64_t j, int8_t* row, float* scales)>;

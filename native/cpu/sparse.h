@@ -121,7 +121,7 @@ struct SpArgs {
 using SpmvFn = void (*)(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1);
 void spmv_ref(const SparseWeight&, const SpArgs&, int64_t, int64_t);
 void spmv_avx2(const SparseWeight&, const SpArgs&, int64_t, int64_t);
-// AVX-512 VBMI2 + VNNI: int8 bitmask by vpexpandb + vpdpbusd; the rest -> spmv_avx2
+// AVX-512 VBMI2 + VNNI: int8 bitmask and 2:4 by vpexpandb + vpdpbusd; the rest -> spmv_avx2
 void spmv_avx512(const SparseWeight&, const SpArgs&, int64_t, int64_t);
 using SpmmTFn = void (*)(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1);
 void spmmt_ref(const SparseWeight&, const SpArgs&, int64_t, int64_t);
@@ -137,8 +137,9 @@ inline float sparse_q_out(int64_t acc, float xs, float ws, const float* bias, in
 // epilogue rounding).
 constexpr int64_t kSparseDenseM = 16;
 
-// Row j of an int8 weight, dense: out[0, k) (out has room for words() * 32 bytes;
-// what lies past k is unspecified).
+// Row j of an int8 weight, dense: out[0, k) (out has room for round_up(k, 64)
+// bytes, the AVX-512 expansions store 64 lanes at a time; what lies past k is
+// unspecified).
 using SpRowFn = void (*)(const SparseWeight& s, int64_t j, int8_t* out);
 void sprow_ref(const SparseWeight&, int64_t, int8_t*);
 // The scalar expansion every path can fall back to (any format).
@@ -161,6 +162,8 @@ inline void sparse_row_i8(const SparseWeight& s, int64_t j, int8_t* out) {
   }
 }
 void sprow_avx2(const SparseWeight&, int64_t, int8_t*);
+// AVX-512 VBMI2: int8 bitmask and 2:4 by vpexpandb; the rest -> sprow_avx2
+void sprow_avx512(const SparseWeight&, int64_t, int8_t*);
 
 // int32 accumulation stays exact for k up to this (formats.h).
 constexpr int64_t kSparseInt8MaxK = kS8MaxGroupK;

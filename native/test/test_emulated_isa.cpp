@@ -218,6 +218,20 @@ static void one_attn(int64_t rows, int64_t d, int64_t nk, KvType type, bool caus
   if (bad) { ++fails; std::printf("FAIL attn_avx512 rows=%ld d=%ld nk=%ld type=%d causal=%d mask=%d bad=%d\n", rows, d, nk, int(type), int(causal), int(masked), bad); }
 }
 
+// sprow_avx512 (the prefill's row expansion): row j's k values, nothing written past round_up(k, 64)
+static int check_sprow(const SparseWeight& s, const int8_t* dense, int64_t ld) {
+  const int64_t room = (s.k + 63) / 64 * 64;
+  std::vector<int8_t> row(size_t(room + 64));
+  int bad = 0;
+  for (int64_t j = 0; j < s.n; ++j) {
+    std::fill(row.begin(), row.end(), int8_t(0x55));
+    sprow_avx512(s, j, row.data());
+    for (int64_t c = 0; c < s.k; ++c) bad += row[size_t(c)] != dense[j * ld + c];
+    for (int64_t c = room; c < room + 64; ++c) bad += row[size_t(c)] != 0x55;
+  }
+  return bad;
+}
+
 // --- sparse: spmv_avx512 (int8 bitmask: vpexpandb + vpdpbusd) against exact integer dots ---
 static void one_sparse(int64_t m, int64_t n, int64_t k, double density) {
   ++runs;
@@ -268,7 +282,8 @@ static void one_sparse(int64_t m, int64_t n, int64_t k, double density) {
       const float want = j >= j0 && j < j1 ? sparse_q_out(acc, xs[size_t(i)], s.scale[size_t(j)], a.bias, j) : -1.f;
       bad += y[size_t(i * n + j)] != want;
     }
-  if (bad) { ++fails; std::printf("FAIL spmv_avx512 m=%ld n=%ld k=%ld density=%.2f bad=%d\n", m, n, k, density, bad); }
+  bad += check_sprow(s, dense.data(), k);
+  if (bad) { ++fails; std::printf("FAIL spmv_avx512 / sprow_avx512 m=%ld n=%ld k=%ld density=%.2f bad=%d\n", m, n, k, density, bad); }
 }
 
 // --- sparse: spmv_avx512 (int8 2:4: index nibbles -> masks by vpshufb, vpexpandb + vpdpbusd) ---
@@ -317,7 +332,8 @@ static void one_nm24(int64_t m, int64_t n, int64_t k) {
       const float want = j >= j0 && j < j1 ? sparse_q_out(acc, xs[size_t(i)], s.scale[size_t(j)], nullptr, j) : -1.f;
       bad += y[size_t(i * n + j)] != want;
     }
-  if (bad) { ++fails; std::printf("FAIL spmv_avx512 2:4 m=%ld n=%ld k=%ld bad=%d\n", m, n, k, bad); }
+  bad += check_sprow(s, dense.data(), k + 64);
+  if (bad) { ++fails; std::printf("FAIL spmv_avx512 / sprow_avx512 2:4 m=%ld n=%ld k=%ld bad=%d\n", m, n, k, bad); }
 }
 
 int main(int argc, char** argv) {

@@ -114,29 +114,41 @@ void spmv_bitmask_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t
   }
 }
 
+// 2:4 index bytes -> masks: each byte holds two groups' index pairs (a nibble each: i0 | i1 << 2,
+// ascending); vpshufb turns every nibble into its mask nibble (1 << i0 | 1 << i1), so 64
+// index bytes give the 64-bit masks of 8 steps of 64 weights.
+struct Nm24Masks {
+  // mask nibble of each index nibble, in the low and in the high half of a byte (x4 for
+  // the four 128-bit lanes of vpshufb); nibbles with i0 == i1 only occur in the padding
+  struct alignas(64) Lut {
+    uint8_t t[2][64];
+    Lut() {
+      for (int h = 0; h < 2; ++h)
+        for (int l = 0; l < 64; ++l) t[h][l] = uint8_t((1 << (l & 3) | 1 << ((l & 15) >> 2)) << (4 * h));
+    }
+  };
+  __m512i lut_lo, lut_hi, nib;
+  Nm24Masks() {
+    static const Lut lut;
+    lut_lo = _mm512_load_si512(lut.t[0]);
+    lut_hi = _mm512_load_si512(lut.t[1]);
+    nib = _mm512_set1_epi8(0x0f);
+  }
+  void operator()(const uint8_t* idx, uint64_t* mk) const {
+    const __m512i ib = _mm512_loadu_si512(idx);
+    _mm512_store_si512(mk, _mm512_or_si512(_mm512_shuffle_epi8(lut_lo, _mm512_and_si512(ib, nib)),
+                                           _mm512_shuffle_epi8(lut_hi, _mm512_and_si512(_mm512_srli_epi16(ib, 4), nib))));
+  }
+};
+
 // N:M 2:4, int8: per 64 weights (16 groups), 32 values (a fixed stride: no popcount)
 // and 8 index bytes, each two groups' index pairs (a nibble each: i0 | i1 << 2,
 // ascending). vpshufb turns every nibble into its mask nibble (1 << i0 | 1 << i1),
 // for 512 weights at a time, and the step is the bitmask kernel's.
 template <int MR>
 void spmv_nm24_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
-  // mask nibble of each index nibble, in the low and in the high half of a byte (x4 for
-  // the four 128-bit lanes of vpshufb); nibbles with i0 == i1 only occur in the padding
-  alignas(64) static const uint8_t kLut[2][64] = {
-#define SPARQ_NIB(n) uint8_t((1 << ((n) & 3) | 1 << ((n) >> 2)) << SH)
-#define SPARQ_LANE SPARQ_NIB(0), SPARQ_NIB(1), SPARQ_NIB(2), SPARQ_NIB(3), SPARQ_NIB(4), SPARQ_NIB(5), SPARQ_NIB(6), SPARQ_NIB(7), \
-                   SPARQ_NIB(8), SPARQ_NIB(9), SPARQ_NIB(10), SPARQ_NIB(11), SPARQ_NIB(12), SPARQ_NIB(13), SPARQ_NIB(14), SPARQ_NIB(15)
-#define SH 0
-      {SPARQ_LANE, SPARQ_LANE, SPARQ_LANE, SPARQ_LANE},
-#undef SH
-#define SH 4
-      {SPARQ_LANE, SPARQ_LANE, SPARQ_LANE, SPARQ_LANE},
-#undef SH
-#undef SPARQ_LANE
-#undef SPARQ_NIB
-  };
-  const __m512i lut_lo = _mm512_load_si512(kLut[0]), lut_hi = _mm512_load_si512(kLut[1]);
-  const __m512i nib = _mm512_set1_epi8(0x0f), flip = _mm512_set1_epi8(char(0x80));
+  const Nm24Masks masks;
+  const __m512i flip = _mm512_set1_epi8(char(0x80));
   const int64_t steps = (s.k + 63) / 64, per = s.groups() * 2, rb = s.idx_row_bytes();
   uint32_t shift[MR];
   const __m512i ones = _mm512_set1_epi8(1);
@@ -159,9 +171,7 @@ void spmv_nm24_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1
       // the masks of steps c .. c + 7 from 64 index bytes (past the row: the next row's
       // or the kSparseIdxPad zeros; their lanes lie past k, against zero activations,
       // or in steps not taken)
-      const __m512i ib = _mm512_loadu_si512(ip + c * 8);
-      _mm512_store_si512(mk, _mm512_or_si512(_mm512_shuffle_epi8(lut_lo, _mm512_and_si512(ib, nib)),
-                                             _mm512_shuffle_epi8(lut_hi, _mm512_and_si512(_mm512_srli_epi16(ib, 4), nib))));
+      masks(ip + c * 8, mk);
       const int64_t t1 = std::min<int64_t>(8, steps - c);
       // step t into accumulator set ac: 64 bytes from vp, of which the expansion takes the
       // step's 32 (the values are padded by kSparseI8Pad)
@@ -197,6 +207,33 @@ void spmv_rows(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
 }
 
 }  // namespace
+
+// Row j as int8 for the prefill GEMM: the kernels' expansions stored, 64 lanes at a time
+// (up to round_up(k, 64) bytes; past k unspecified).
+void sprow_avx512(const SparseWeight& s, int64_t j, int8_t* out) {
+  if (s.format == SparseFormat::bitmask) {
+    const int8_t* vp = s.vq.data() + s.row_ptr[size_t(j)];
+    const uint32_t* mw = s.mask.data() + j * s.words();
+    for (int64_t w = 0, words = s.words(); w < words; w += 2) {
+      uint64_t b = mw[w];
+      if (w + 1 < words) b |= uint64_t(mw[w + 1]) << 32;
+      _mm512_storeu_si512(out + w * 32, expand_i8(__mmask64(b), _mm512_loadu_si512(vp)));
+      vp += __builtin_popcountll(b);
+    }
+  } else if (s.format == SparseFormat::nm && s.N == 2 && s.M == 4) {
+    const Nm24Masks masks;
+    alignas(64) uint64_t mk[8];
+    const int8_t* vp = s.vq.data() + j * s.groups() * 2;
+    const uint8_t* ip = s.idx.data() + j * s.idx_row_bytes();
+    for (int64_t c = 0, steps = (s.k + 63) / 64; c < steps; c += 8) {
+      masks(ip + c * 8, mk);
+      for (int64_t t = 0; t < 8 && c + t < steps; ++t, vp += 32)
+        _mm512_storeu_si512(out + (c + t) * 64, expand_i8(__mmask64(mk[t]), _mm512_loadu_si512(vp)));
+    }
+  } else {
+    sprow_avx2(s, j, out);
+  }
+}
 
 void spmv_avx512(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
   const bool nm24 = s.format == SparseFormat::nm && s.N == 2 && s.M == 4;
