@@ -232,6 +232,37 @@ static int check_sprow(const SparseWeight& s, const int8_t* dense, int64_t ld) {
   return bad;
 }
 
+// spmv_avx512 on rows [j0, j1) of s (random) with m random activation rows, against exact
+// integer dots with dense (row j at dense + j * ld); plus check_sprow. Mismatches.
+static int check_spmv(const SparseWeight& s, int64_t m, const int8_t* dense, int64_t ld) {
+  const int64_t n = s.n, k = s.k, ldq = (std::max(s.words() * 32, k + 4) + 63) / 64 * 64;
+  std::vector<int8_t> xq(size_t(m * ldq), 0);
+  std::vector<float> xs(static_cast<size_t>(m)), bias(static_cast<size_t>(n)), y(static_cast<size_t>(m * n), -1.f);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t c = 0; c < k; ++c) xq[size_t(i * ldq + c)] = int8_t(irand(-127, 127));
+    xs[size_t(i)] = float(irand(1, 100)) / 128.f;
+  }
+  for (auto& b : bias) b = float(irand(-50, 50)) / 8.f;
+  SpArgs a;
+  a.xq = xq.data();
+  a.ldq = ldq;
+  a.xs = xs.data();
+  a.m = m;
+  a.bias = irand(0, 1) ? bias.data() : nullptr;
+  a.y = y.data();
+  const int64_t j0 = irand(0, int(n)), j1 = irand(int(j0), int(n));
+  spmv_avx512(s, a, j0, j1);
+  int bad = 0;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      int64_t acc = 0;
+      for (int64_t c = 0; c < k; ++c) acc += int64_t(xq[size_t(i * ldq + c)]) * dense[j * ld + c];
+      const float want = j >= j0 && j < j1 ? sparse_q_out(acc, xs[size_t(i)], s.scale[size_t(j)], a.bias, j) : -1.f;
+      bad += y[size_t(i * n + j)] != want;
+    }
+  return bad + check_sprow(s, dense, ld);
+}
+
 // --- sparse: spmv_avx512 (int8 bitmask: vpexpandb + vpdpbusd) against exact integer dots ---
 static void one_sparse(int64_t m, int64_t n, int64_t k, double density) {
   ++runs;
@@ -257,32 +288,7 @@ static void one_sparse(int64_t m, int64_t n, int64_t k, double density) {
   }
   s.nnz = int64_t(s.vq.size());
   s.vq.resize(s.vq.size() + kSparseI8Pad, 0);
-  const int64_t ldq = (std::max(s.words() * 32, k + 4) + 63) / 64 * 64;
-  std::vector<int8_t> xq(size_t(m * ldq), 0);
-  std::vector<float> xs(static_cast<size_t>(m)), bias(static_cast<size_t>(n)), y(static_cast<size_t>(m * n), -1.f);
-  for (int64_t i = 0; i < m; ++i) {
-    for (int64_t c = 0; c < k; ++c) xq[size_t(i * ldq + c)] = int8_t(irand(-127, 127));
-    xs[size_t(i)] = float(irand(1, 100)) / 128.f;
-  }
-  for (auto& b : bias) b = float(irand(-50, 50)) / 8.f;
-  SpArgs a;
-  a.xq = xq.data();
-  a.ldq = ldq;
-  a.xs = xs.data();
-  a.m = m;
-  a.bias = irand(0, 1) ? bias.data() : nullptr;
-  a.y = y.data();
-  const int64_t j0 = irand(0, int(n)), j1 = irand(int(j0), int(n));
-  spmv_avx512(s, a, j0, j1);
-  int bad = 0;
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < n; ++j) {
-      int64_t acc = 0;
-      for (int64_t c = 0; c < k; ++c) acc += int64_t(xq[size_t(i * ldq + c)]) * dense[size_t(j * k + c)];
-      const float want = j >= j0 && j < j1 ? sparse_q_out(acc, xs[size_t(i)], s.scale[size_t(j)], a.bias, j) : -1.f;
-      bad += y[size_t(i * n + j)] != want;
-    }
-  bad += check_sprow(s, dense.data(), k);
+  const int bad = check_spmv(s, m, dense.data(), k);
   if (bad) { ++fails; std::printf("FAIL spmv_avx512 / sprow_avx512 m=%ld n=%ld k=%ld density=%.2f bad=%d\n", m, n, k, density, bad); }
 }
 
@@ -309,30 +315,7 @@ static void one_nm24(int64_t m, int64_t n, int64_t k) {
   const SparseWeight& s = *sp;
   std::vector<int8_t> dense(size_t(n * (k + 64)));
   for (int64_t j = 0; j < n; ++j) sparse_row_i8(s, j, dense.data() + j * (k + 64));
-  const int64_t ldq = (std::max(s.words() * 32, k + 4) + 63) / 64 * 64;
-  std::vector<int8_t> xq(size_t(m * ldq), 0);
-  std::vector<float> xs(static_cast<size_t>(m)), y(static_cast<size_t>(m * n), -1.f);
-  for (int64_t i = 0; i < m; ++i) {
-    for (int64_t c = 0; c < k; ++c) xq[size_t(i * ldq + c)] = int8_t(irand(-127, 127));
-    xs[size_t(i)] = float(irand(1, 100)) / 128.f;
-  }
-  SpArgs a;
-  a.xq = xq.data();
-  a.ldq = ldq;
-  a.xs = xs.data();
-  a.m = m;
-  a.y = y.data();
-  const int64_t j0 = irand(0, int(n)), j1 = irand(int(j0), int(n));
-  spmv_avx512(s, a, j0, j1);
-  int bad = 0;
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < n; ++j) {
-      int64_t acc = 0;
-      for (int64_t c = 0; c < k; ++c) acc += int64_t(xq[size_t(i * ldq + c)]) * dense[size_t(j * (k + 64) + c)];
-      const float want = j >= j0 && j < j1 ? sparse_q_out(acc, xs[size_t(i)], s.scale[size_t(j)], nullptr, j) : -1.f;
-      bad += y[size_t(i * n + j)] != want;
-    }
-  bad += check_sprow(s, dense.data(), k + 64);
+  const int bad = check_spmv(s, m, dense.data(), k + 64);
   if (bad) { ++fails; std::printf("FAIL spmv_avx512 / sprow_avx512 2:4 m=%ld n=%ld k=%ld bad=%d\n", m, n, k, bad); }
 }
 

@@ -52,12 +52,10 @@ inline __m512i expand_i8(__mmask64 k, __m512i x) {
 #endif
 }
 
+// 128 x each activation row's sum over its first `span` bytes (zero past k), modular:
+// the shift the u8 weights (w + 128) add to every dot product
 template <int MR>
-void spmv_bitmask_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
-  const __m512i flip = _mm512_set1_epi8(char(0x80));
-  const int64_t words = s.words(), span = (words + 1) / 2 * 64;  // activation bytes read per row
-  // 128 x each activation row's sum over the bytes read (zero past k), modular
-  uint32_t shift[MR];
+inline void activation_shifts(const SpArgs& a, int64_t span, uint32_t* shift) {
   const __m512i ones = _mm512_set1_epi8(1);
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
@@ -65,6 +63,28 @@ void spmv_bitmask_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t
     for (int64_t c = 0; c < span; c += 64) t = _mm512_dpbusd_epi32(t, ones, _mm512_loadu_si512(a.xq + i * a.ldq + c));
     shift[i] = 128u * lane_sum(t);
   }
+}
+
+// y[i, j] of row j from its S accumulator sets: sum (w + 128) x - 128 sum x, in modular
+// int32 (the result itself fits), then the int8 epilogue
+template <int MR, int S>
+inline void store_row(const __m512i (&acc)[S][MR], const uint32_t* shift, const SparseWeight& s, const SpArgs& a, int64_t j) {
+  const float sc = s.scale[size_t(j)];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    __m512i t = acc[0][i];
+    for (int q = 1; q < S; ++q) t = _mm512_add_epi32(t, acc[q][i]);
+    const int32_t dot = int32_t(lane_sum(t) - shift[i]);
+    a.y[i * s.n + j] = sparse_q_out(dot, a.xs[i], sc, a.bias, j);
+  }
+}
+
+template <int MR>
+void spmv_bitmask_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
+  const __m512i flip = _mm512_set1_epi8(char(0x80));
+  const int64_t words = s.words(), span = (words + 1) / 2 * 64;  // activation bytes read per row
+  uint32_t shift[MR];
+  activation_shifts<MR>(a, span, shift);
   // accumulator sets taken in turn per pair of mask words: one vpdpbusd chain per
   // activation row would wait on its own latency every 64 weights (four sets for
   // m <= 2, two above: 4 x 8 accumulators do not fit in the 32 registers)
@@ -102,15 +122,7 @@ void spmv_bitmask_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t
       SPARQ_BITMASK_STEP(b, w, acc[0])
     }
 #undef SPARQ_BITMASK_STEP
-    // sum (w + 128) x - 128 sum x, in modular int32 (the result itself fits)
-    const float sc = s.scale[size_t(j)];
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
-      __m512i t = acc[0][i];
-      for (int q = 1; q < S; ++q) t = _mm512_add_epi32(t, acc[q][i]);
-      const int32_t dot = int32_t(lane_sum(t) - shift[i]);
-      a.y[i * s.n + j] = sparse_q_out(dot, a.xs[i], sc, a.bias, j);
-    }
+    store_row<MR, S>(acc, shift, s, a, j);
   }
 }
 
@@ -151,13 +163,7 @@ void spmv_nm24_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1
   const __m512i flip = _mm512_set1_epi8(char(0x80));
   const int64_t steps = (s.k + 63) / 64, per = s.groups() * 2, rb = s.idx_row_bytes();
   uint32_t shift[MR];
-  const __m512i ones = _mm512_set1_epi8(1);
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
-    __m512i t = _mm512_setzero_si512();
-    for (int64_t c = 0; c < steps * 64; c += 64) t = _mm512_dpbusd_epi32(t, ones, _mm512_loadu_si512(a.xq + i * a.ldq + c));
-    shift[i] = 128u * lane_sum(t);
-  }
+  activation_shifts<MR>(a, steps * 64, shift);
   constexpr int S = 2;  // accumulator sets, taken in turn per step
   alignas(64) uint64_t mk[8];
   for (int64_t j = j0; j < j1; ++j) {
@@ -189,14 +195,7 @@ void spmv_nm24_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1
       }
       if (t < t1) step(t, acc[0]);
     }
-    const float sc = s.scale[size_t(j)];
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
-      __m512i t = acc[0][i];
-      for (int q = 1; q < S; ++q) t = _mm512_add_epi32(t, acc[q][i]);
-      const int32_t dot = int32_t(lane_sum(t) - shift[i]);
-      a.y[i * s.n + j] = sparse_q_out(dot, a.xs[i], sc, a.bias, j);
-    }
+    store_row<MR, S>(acc, shift, s, a, j);
   }
 }
 
