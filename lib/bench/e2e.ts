@@ -43,22 +43,21 @@ function median(a: number[]): number {
   return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
-/** Weight bytes a decoded token reads from a GGUF file: every 2-D tensor but the embedding (unless it is the tied classifier). */
-export function ggufBytesPerToken(file: string): number {
+/** The tensors a decoded token multiplies in a GGUF file: every 2-D tensor but the embedding (unless it is the tied classifier). */
+function ggufLinears(file: string) {
   const g = readGguf(file);
   const tied = !g.tensors.has('output.weight');
-  let bytes = 0;
-  for (const t of g.tensors.values()) if (t.dims.length === 2 && (tied || t.name !== 'token_embd.weight')) bytes += t.bytes;
-  return bytes;
+  return [...g.tensors.values()].filter((t) => t.dims.length === 2 && (tied || t.name !== 'token_embd.weight'));
+}
+
+/** Weight bytes a decoded token reads from a GGUF file (ggufLinears). */
+export function ggufBytesPerToken(file: string): number {
+  return ggufLinears(file).reduce((s, t) => s + t.bytes, 0);
 }
 
 /** Weights multiplied per token in a GGUF file: the elements of the same tensors as ggufBytesPerToken. */
 export function ggufLinearParams(file: string): number {
-  const g = readGguf(file);
-  const tied = !g.tensors.has('output.weight');
-  let n = 0;
-  for (const t of g.tensors.values()) if (t.dims.length === 2 && (tied || t.name !== 'token_embd.weight')) n += t.dims[0]! * t.dims[1]!;
-  return n;
+  return ggufLinears(file).reduce((s, t) => s + t.dims[0]! * t.dims[1]!, 0);
 }
 
 /**
@@ -67,15 +66,10 @@ export function ggufLinearParams(file: string): number {
  * 0.5 + 1/8 pruned 50% as a bitmask or as 2:4 with 2-bit indices).
  */
 function ggufInt8Bytes(file: string, perWeight: number): number {
-  const g = readGguf(file);
-  const tied = !g.tensors.has('output.weight');
-  let bytes = 0;
-  for (const t of g.tensors.values()) {
-    if (t.dims.length !== 2 || (!tied && t.name === 'token_embd.weight')) continue;
+  return ggufLinears(file).reduce((s, t) => {
     const classifier = t.name === 'output.weight' || t.name === 'token_embd.weight';
-    bytes += t.dims[0]! * t.dims[1]! * (classifier ? 1 : perWeight) + 4 * t.dims[1]!;
-  }
-  return bytes;
+    return s + t.dims[0]! * t.dims[1]! * (classifier ? 1 : perWeight) + 4 * t.dims[1]!;
+  }, 0);
 }
 
 // Pruned runs: layers pruned by magnitude per layer (the bench models' weights are random:
