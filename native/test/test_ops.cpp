@@ -82,6 +82,8 @@ struct Weight {
 
 static const char* kFormats[] = {"int8", "int8_g32", "int8_g64_asym", "int4_g32", "int4_g128",
                                  "csr_int8", "bitmask_int8", "nm24_int8", "bitmask_f32", "f32",
+                                 // other N:M patterns (AVX2 expands them through masks built from the indices)
+                                 "nm12_int8", "nm14_int8", "nm48_int8", "nm816_int8",
                                  // GGUF block types: every decoder family (symmetric / offsets, groups of 16 / 32, signed / unsigned codes)
                                  "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS",
                                  // Q4_0 repacked 16 rows at a time at load (the x16 layout of quants.h)
@@ -96,16 +98,29 @@ static const BlockFormat* block_type(const std::string& f) {
   return nullptr;
 }
 
-// Random [n, k] values; the sparse formats get half of them zeroed (2:4: two of
-// every four along k, the last group of a k tail included).
+// N and M of an "nmNM_int8" format (0 for the others)
+static void nm_of(const std::string& f, int* N, int* M) {
+  *N = *M = 0;
+  if (f == "nm24_int8") *N = 2, *M = 4;
+  else if (f == "nm12_int8") *N = 1, *M = 2;
+  else if (f == "nm14_int8") *N = 1, *M = 4;
+  else if (f == "nm48_int8") *N = 4, *M = 8;
+  else if (f == "nm816_int8") *N = 8, *M = 16;
+}
+
+// Random [n, k] values; the sparse formats get half of them zeroed (N:M: M - N of
+// every M along k, the last group of a k tail included).
 static std::vector<float> weight_values(const std::string& f, int64_t n, int64_t k) {
   auto w = randn(size_t(n * k));
-  if (f == "nm24_int8") {
+  int N, M;
+  nm_of(f, &N, &M);
+  if (M) {
     for (int64_t j = 0; j < n; ++j)
-      for (int64_t c0 = 0; c0 < k; c0 += 4) {
-        int keep[4] = {0, 1, 2, 3};
-        std::shuffle(keep, keep + 4, g_rng);
-        for (int t = 2; t < 4; ++t)
+      for (int64_t c0 = 0; c0 < k; c0 += M) {
+        int keep[16];
+        for (int t = 0; t < M; ++t) keep[t] = t;
+        std::shuffle(keep, keep + M, g_rng);
+        for (int t = N; t < M; ++t)
           if (c0 + keep[t] < k) w[size_t(j * k + c0 + keep[t])] = 0.f;
       }
   } else if (f.rfind("csr", 0) == 0 || f.rfind("bitmask", 0) == 0) {
@@ -218,7 +233,9 @@ static Error make_weight(const std::string& f, int64_t n, int64_t k, Weight* out
   } else {
     const SparseFormat sf = f.rfind("csr", 0) == 0 ? SparseFormat::csr : f.rfind("bitmask", 0) == 0 ? SparseFormat::bitmask : SparseFormat::nm;
     const bool int8 = f.find("int8") != std::string::npos;
-    SPARQ_TRY(sparse_from_dense(w.data(), n, k, sf, 2, 4, int8, &W.sp));
+    int N, M;
+    nm_of(f, &N, &M);
+    SPARQ_TRY(sparse_from_dense(w.data(), n, k, sf, M ? N : 2, M ? M : 4, int8, &W.sp));
     if (int8) {
       W.q.resize(size_t(n * k));
       std::vector<int8_t> row(size_t(W.sp->words() * 32 + 64));
@@ -439,7 +456,7 @@ static void sweep(const Run& r) {
 // 256 rows (k = 4000: 1 MiB / k), the last one 44 rows, m = 16 / 17 (prefill).
 static void regression(const Run& r) {
   const int before = g_failures, cases = g_cases;
-  for (const char* f : {"int4_g32", "csr_int8", "bitmask_int8", "nm24_int8", "int8_g32"}) {
+  for (const char* f : {"int4_g32", "csr_int8", "bitmask_int8", "nm24_int8", "nm48_int8", "int8_g32"}) {
     if (!r.only.empty() && r.only != f) continue;
     Weight W;
     if (Error e = make_weight(f, 300, 4000, &W); !e.ok()) {

@@ -1,10 +1,11 @@
 // sparse_avx2.cpp - sparse x dense with AVX2 + FMA.
-// m <= 8 (decode): csr and N:M gather 8 activations per step at the stored
-// columns (vpgatherdd; csr with one row by scalar loads); bitmask expands
-// packed values into their lanes - f32: 8 per mask byte by vpermps with a
-// table; int8: 32 per mask word by vpshufb with the control computed in
-// registers - and multiplies contiguous activations (int8: vpmaddubsw with
-// the sign trick into int32): no gather, each weight byte read once.
+// m <= 8 (decode): csr (and f32 N:M) gather 8 activations per step at the
+// stored columns (vpgatherdd; csr with one row by scalar loads); bitmask
+// expands packed values into their lanes - f32: 8 per mask byte by vpermps with
+// a table; int8: 32 per mask word by vpshufb with the control computed in
+// registers - and multiplies contiguous activations (int8: vpmaddubsw with the
+// sign trick into int32): no gather, each weight byte read once. int8 N:M rows
+// expand the same way, their mask words built from the indices (NmMasks).
 // m > 8: a row's nonzeros are decoded once, then each one adds value x
 // xT[column, 0..m) into 32-wide accumulator strips (int8 with m >= 16 goes
 // through the dense GEMM: sprow_avx2 expands its rows).
@@ -237,19 +238,88 @@ inline __m256i expand32(const int8_t* vp, uint32_t b) {
   return _mm256_shuffle_epi8(v, ctrl);
 }
 
+// N:M index bytes -> the bitmask words of the same positions (the indices of a
+// group are distinct: sparse_from_parts checks it), so N:M rows expand as bitmask
+// rows do. For each (N, M) a table takes an index byte to the positions its
+// indices mark, relative to the group of its first index; a 32-weight word reads
+// 32 / M x N x bits / 8 whole index bytes (1 to 8).
+struct NmMaskTables {
+  uint32_t t[4][4][256];  // [log2 M - 1][log2 N][index byte]
+  NmMaskTables() {
+    for (int lm = 1; lm <= 4; ++lm)
+      for (int ln = 0; ln < lm; ++ln) {
+        const int M = 1 << lm, N = 1 << ln, b = SparseWeight::idx_bits(M), per_byte = 8 / b;
+        for (int v = 0; v < 256; ++v) {
+          uint32_t m = 0;
+          for (int u = 0; u < per_byte; ++u) m |= 1u << ((per_byte >= N ? (u / N) * M : 0) + (v >> (u * b) & ((1 << b) - 1)));
+          t[lm - 1][ln][v] = m;
+        }
+      }
+  }
+};
+
+class NmMasks {
+ public:
+  NmMasks(const SparseWeight& s, int64_t j) {
+    static const NmMaskTables tables;
+    const int lm = __builtin_ctz(unsigned(s.M)), ln = __builtin_ctz(unsigned(s.N)), b = s.idx_bits(), per_byte = 8 / b;
+    t_ = tables.t[lm - 1][ln];
+    ib_ = s.idx.data() + j * s.idx_row_bytes();
+    bytes_ = 32 / s.M * s.N * b / 8;
+    nm24_ = s.N == 2 && s.M == 4;
+    for (int i = 0; i < bytes_; ++i) shift_[i] = (i * per_byte / s.N) * s.M;
+    // the last word covers only the row's groups (its index bytes may run into the
+    // next row's, or the zero padding after the last row)
+    last_ = s.words() - 1;
+    const int64_t cover = s.groups() * s.M - last_ * 32;
+    last_mask_ = cover >= 32 ? ~0u : (1u << cover) - 1;
+  }
+  uint32_t word(int64_t w) const {
+    const uint8_t* p = ib_ + w * bytes_;
+    uint32_t m;
+    if (nm24_) {
+      m = t_[p[0]] | t_[p[1]] << 8 | t_[p[2]] << 16 | t_[p[3]] << 24;
+    } else {
+      m = 0;
+      for (int i = 0; i < bytes_; ++i) m |= t_[p[i]] << shift_[i];
+    }
+    return w == last_ ? m & last_mask_ : m;
+  }
+
+ private:
+  const uint32_t* t_;
+  const uint8_t* ib_;
+  int bytes_;
+  bool nm24_;
+  int shift_[8];
+  int64_t last_;
+  uint32_t last_mask_;
+};
+
+// Row j's int8 values and the source of its 32-bit position masks (bitmask:
+// stored; N:M: built from the indices), for expand32.
+template <class F>
+inline void with_mask_words(const SparseWeight& s, int64_t j, F fn) {
+  if (s.format == SparseFormat::bitmask) {
+    const uint32_t* mw = s.mask.data() + j * s.words();
+    fn(s.vq.data() + s.row_ptr[size_t(j)], [mw](int64_t w) { return mw[w]; });
+  } else {
+    const NmMasks nm(s, j);
+    fn(s.vq.data() + j * s.groups() * s.N, [&nm](int64_t w) { return nm.word(w); });
+  }
+}
+
 template <int MR>
 void spmv_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
   const __m256i ones = _mm256_set1_epi16(1);
+  const int64_t words = s.words();
   for (int64_t j = j0; j < j1; ++j) {
     __m256i acc[MR];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_si256();
-    if (s.format != SparseFormat::bitmask) {
+    if (s.format == SparseFormat::csr) {
       gather_row<MR>(s, I8Dot{a.xq, a.ldq}, j, acc);
     } else {
-      const int8_t* vp = s.vq.data() + s.row_ptr[size_t(j)];
-      const uint32_t* mw = s.mask.data() + j * s.words();
-      const int64_t words = s.words();
       // |w| (u8) x sign(x, w) (s8): pairs stay within int16 (|x|, |w| <= 127)
       auto dot = [&](__m256i v, int64_t w) {
         const __m256i av = _mm256_abs_epi8(v);
@@ -259,18 +329,18 @@ void spmv_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
           acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(av, _mm256_sign_epi8(xv, v)), ones));
         }
       };
-      int64_t w = 0;
-      for (; w + 2 <= words; w += 2) {  // two words per step: one 64-bit mask load, independent expansions
-        uint64_t bb;
-        std::memcpy(&bb, mw + w, 8);
-        const uint32_t b0 = uint32_t(bb), b1 = uint32_t(bb >> 32);
-        const int8_t* vp1 = vp + __builtin_popcount(b0);
-        const __m256i v0 = expand32(vp, b0), v1 = expand32(vp1, b1);
-        vp = vp1 + __builtin_popcount(b1);
-        dot(v0, w);
-        dot(v1, w + 1);
-      }
-      if (w < words) dot(expand32(vp, mw[w]), w);
+      with_mask_words(s, j, [&](const int8_t* vp, auto mask) {
+        int64_t w = 0;
+        for (; w + 2 <= words; w += 2) {  // two words per step: independent expansions
+          const uint32_t b0 = mask(w), b1 = mask(w + 1);
+          const int8_t* vp1 = vp + __builtin_popcount(b0);
+          const __m256i v0 = expand32(vp, b0), v1 = expand32(vp1, b1);
+          vp = vp1 + __builtin_popcount(b1);
+          dot(v0, w);
+          dot(v1, w + 1);
+        }
+        if (w < words) dot(expand32(vp, mask(w)), w);
+      });
     }
     const float ws = s.scale[size_t(j)];
 #pragma GCC unroll 8
@@ -419,14 +489,14 @@ void spmv_avx2(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
 }
 
 void sprow_avx2(const SparseWeight& s, int64_t j, int8_t* out) {
-  if (s.format != SparseFormat::bitmask) return sparse_row_i8(s, j, out);
-  const int8_t* vp = s.vq.data() + s.row_ptr[size_t(j)];
-  const uint32_t* mw = s.mask.data() + j * s.words();
-  for (int64_t w = 0, words = s.words(); w < words; ++w) {
-    const uint32_t b = mw[w];
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + w * 32), expand32(vp, b));
-    vp += __builtin_popcount(b);
-  }
+  if (s.format == SparseFormat::csr) return sparse_row_i8(s, j, out);
+  with_mask_words(s, j, [&](const int8_t* vp, auto mask) {
+    for (int64_t w = 0, words = s.words(); w < words; ++w) {
+      const uint32_t b = mask(w);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + w * 32), expand32(vp, b));
+      vp += __builtin_popcount(b);
+    }
+  });
 }
 
 void spmmt_avx2(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
