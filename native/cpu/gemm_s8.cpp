@@ -292,10 +292,11 @@ void quantize_activations(const KernelTable& t, const float* x, int64_t m, int64
 }
 
 void run_linear_s8(const KernelTable& t, const uint8_t* a, const float* a_scale, int64_t m, const PackedS8& b, const float* bias,
-                   float* c, int64_t ldc, const float* a_gscale) {
+                   float* c, int64_t ldc, const float* a_gscale, const int32_t* a_gsum) {
   GemmS8Args args;
   args.a = a;
   args.a_gscale = a_gscale;
+  args.a_gsum = a_gsum;
   args.lda = b.k_pad;
   args.m = m;
   args.b = &b;
@@ -318,6 +319,7 @@ namespace {
 struct ExpandScratch {
   std::vector<std::unique_ptr<PackedWeight>> strips;  // packed strips by (rows, k, group), the newest last
   std::vector<float> row_scales, off_panels, xs, gscale;
+  std::vector<int32_t> gsum;
   std::vector<uint8_t> xq;
   std::vector<char> acts;
 };
@@ -334,7 +336,7 @@ ScratchCache<ExpandScratch>& expand_scratch() {
 // f32 GEMM per strip that adds into the strip's output, with the offsets written
 // as its B panels (16 rows x groups, the layout of the group scales).
 Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn& expand, int64_t act, bool offsets,
-                    const float* x, int64_t m, const float* bias, float* y, const Pack16Fn& pack16) {
+                    const float* x, int64_t m, const float* bias, float* y, const Pack16Fn& pack16, int lo, int hi) {
   if (pack16 && n % kS8BlockN) return Error::make(Status::invalid_argument, "int8 linear: whole-block packing needs n % 16 == 0");
   const bool block_acts = act > 0;
   const KernelTable t = kernels();
@@ -370,6 +372,9 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
   auto grow = [](auto& v, int64_t size) {
     if (int64_t(v.size()) < size) v.resize(size_t(size));
   };
+  // values known to lie in [lo, hi] with lo < 0: the kernels may shift them by -lo
+  // and take -lo x each group's activation sum back (block activations only)
+  const bool with_gsum = block_acts && lo < hi && lo < 0;
   std::vector<float>&row_scales = sc_.row_scales, &off_panels = sc_.off_panels, &xs = sc_.xs, &gscale = sc_.gscale;
   std::vector<uint8_t>& xq = sc_.xq;
   try {
@@ -378,6 +383,7 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
     grow(xq, m * k_pad);
     grow(xs, m);
     if (block_acts && group != act) grow(gscale, m * groups);
+    if (with_gsum) grow(sc_.gsum, m * groups);
   } catch (const std::bad_alloc&) {
     return Error::make(Status::out_of_memory, "int8 linear: out of memory");
   }
@@ -415,6 +421,12 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
         }
         for (; c2 < k; ++c2) dst[c2] = uint8_t(uint8_t(src[c2]) ^ uint8_t(flip));
         std::memset(dst + k, int(flip & 0xff), size_t(k_pad - k));
+        if (with_gsum)
+          for (int64_t g = 0; g < groups; ++g) {
+            int32_t sum = 0;
+            for (int64_t c3 = g * group; c3 < (g + 1) * group; ++c3) sum += src[c3];
+            sc_.gsum[size_t(i * groups + g)] = sum;
+          }
         if (!same)
           for (int64_t g = 0; g < groups; ++g) gscale[size_t(i * groups + g)] = o.s[i * (k / act) + g * group / act];
         // one group: the per-row path takes the scale
@@ -429,6 +441,8 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
     // so the driver and the kernels see only the blocks that hold its columns.
     PackedS8 v = p;
     v.n = nr;
+    v.lo = int16_t(lo < hi ? lo : 0);
+    v.hi = int16_t(lo < hi ? hi : 0);
     v.n_pad = round_up(nr, kS8BlockN);
     std::atomic<bool> m128{false};
     // rows expanded 16 at a time, then packed (blocks of 16 columns, 4 k-bytes per
@@ -471,7 +485,7 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
     });
     if (oom.load()) return Error::make(Status::out_of_memory, "int8 linear: out of memory");
     v.has_m128 = m128.load();
-    run_linear_s8(t, xq.data(), xs.data(), m, v, bias ? bias + r0 : nullptr, y + r0, n, a_gscale);
+    run_linear_s8(t, xq.data(), xs.data(), m, v, bias ? bias + r0 : nullptr, y + r0, n, a_gscale, with_gsum ? sc_.gsum.data() : nullptr);
     if (offsets) {
       // y[:, strip] += (scale * group sums of x) [m, groups] . offsets^T [groups, nr]
       SgemmArgs f;
@@ -495,12 +509,12 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
 Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn& expand, const float* x, int64_t m,
                          const float* bias, float* y) {
   return expanded_impl(n, k, group, [&](int64_t j, int8_t* row, float* sc, float*) { expand(j, row, sc); }, 0, false, x, m, bias, y,
-                       nullptr);
+                       nullptr, 0, 0);
 }
 
 Error linear_s8_expanded_blocks(int64_t n, int64_t k, int64_t group, int64_t act, const ExpandBlockRowFn& expand, bool offsets,
-                                const float* x, int64_t m, float* y, const Pack16Fn& pack16) {
-  return expanded_impl(n, k, group, expand, act, offsets, x, m, nullptr, y, pack16);
+                                const float* x, int64_t m, float* y, const Pack16Fn& pack16, int lo, int hi) {
+  return expanded_impl(n, k, group, expand, act, offsets, x, m, nullptr, y, pack16, lo, hi);
 }
 
 // The quantized activations (and their scales, row sums) of one call, in leased

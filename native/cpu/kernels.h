@@ -38,6 +38,10 @@ struct GemmS8Args {
   int32_t* ci = nullptr;           // (m, ldc) int32 output
   int64_t ldc = 0;
   bool a_has_m128 = false;  // some A value is -128 (AVX2 sign trick orientation)
+  // (m, b->groups) sums of each group's A values as signed bytes, or nullptr: lets a
+  // kernel shift B values in [b->lo, b->hi] with b->lo < 0 to codes >= 0 and take
+  // -lo x the sum back (the AVX2 kernel's small-code path)
+  const int32_t* a_gsum = nullptr;
 };
 // Computes rows [m0, m1) and column blocks [nb0, nb1) (16 columns each; only
 // columns < b->n are written). Called concurrently from pool threads on
@@ -205,7 +209,7 @@ void quantize_activations(const KernelTable& t, const float* x, int64_t m, int64
 // (A . B^T)[i, j] + bias[j], with A quantized per QuantRowsArgs (shift128 = t.gemm_s8_a_u8,
 // lda = b.k_pad, clamped to [-127, 127]) and b symmetric per-channel.
 void run_linear_s8(const KernelTable& t, const uint8_t* a, const float* a_scale, int64_t m, const PackedS8& b, const float* bias,
-                   float* c, int64_t ldc, const float* a_gscale = nullptr);
+                   float* c, int64_t ldc, const float* a_gscale = nullptr, const int32_t* a_gsum = nullptr);
 // The int8 linear of a weight kept in another format (4-bit, sparse): strips of
 // about 1 MiB of W are expanded to int8 rows, packed and multiplied by the dense
 // int8 GEMM, so prefill runs at dense int8 speed with scratch that stays small
@@ -229,8 +233,9 @@ using ExpandBlockRowFn = std::function<void(int64_t j, int8_t* row, float* scale
 // `offsets`) the offsets (groups x 16 each, as PackedS8 holds them / the offsets'
 // B panels) - in place of expand + pack_s8_block; no value may be -128.
 using Pack16Fn = std::function<void(int64_t j0, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales, float* offsets)>;
+// lo < hi: every expanded value lies in [lo, hi] (PackedS8::lo / hi).
 Error linear_s8_expanded_blocks(int64_t n, int64_t k, int64_t group, int64_t act, const ExpandBlockRowFn& expand, bool offsets,
-                                const float* x, int64_t m, float* y, const Pack16Fn& pack16 = nullptr);
+                                const float* x, int64_t m, float* y, const Pack16Fn& pack16 = nullptr, int lo = 0, int hi = 0);
 // Bytes of expanded weight per strip (0: the default, 1 MiB). Tests make it small so
 // that small shapes walk many strips, the last one short.
 void set_expand_strip_bytes(int64_t bytes);

@@ -727,16 +727,16 @@ void f32_to_f32(const uint8_t* src, int64_t n, float* out) { std::memcpy(out, sr
 const BlockFormat kFormats[] = {
     {GgmlType::f32, "F32", 1, 4, 0, 0, false, false, f32_to_f32, nullptr, nullptr},
     {GgmlType::f16, "F16", 1, 2, 0, 0, false, false, f16_to_f32, nullptr, nullptr},
-    {GgmlType::q4_0, "Q4_0", 32, 18, 32, 32, false, true, q4_0_to_f32, q4_0_decode, q4_0_quantize},
-    {GgmlType::q4_1, "Q4_1", 32, 20, 32, 32, true, true, q4_1_to_f32, q4_1_decode, q4_1_quantize},
-    {GgmlType::q5_0, "Q5_0", 32, 22, 32, 32, false, true, q5_0_to_f32, q5_0_decode, q5_0_quantize},
-    {GgmlType::q5_1, "Q5_1", 32, 24, 32, 32, true, true, q5_1_to_f32, q5_1_decode, q5_1_quantize},
+    {GgmlType::q4_0, "Q4_0", 32, 18, 32, 32, false, true, q4_0_to_f32, q4_0_decode, q4_0_quantize, -8, 7},
+    {GgmlType::q4_1, "Q4_1", 32, 20, 32, 32, true, true, q4_1_to_f32, q4_1_decode, q4_1_quantize, 0, 15},
+    {GgmlType::q5_0, "Q5_0", 32, 22, 32, 32, false, true, q5_0_to_f32, q5_0_decode, q5_0_quantize, -16, 15},
+    {GgmlType::q5_1, "Q5_1", 32, 24, 32, 32, true, true, q5_1_to_f32, q5_1_decode, q5_1_quantize, 0, 31},
     {GgmlType::q8_0, "Q8_0", kQK8_0, kQ8_0Bytes, 32, 32, false, true, q8_0_to_f32, q8_0_decode, q8_0_quantize},
-    {GgmlType::q2_k, "Q2_K", 256, 84, 16, 32, true, true, q2_k_to_f32, q2_k_decode, q2_k_quantize},
-    {GgmlType::q3_k, "Q3_K", 256, 110, 16, 32, false, true, q3_k_to_f32, q3_k_decode, q3_k_quantize},
-    {GgmlType::q4_k, "Q4_K", 256, 144, 32, 32, true, true, q4_k_to_f32, q4_k_decode, q4_k_quantize},
-    {GgmlType::q5_k, "Q5_K", 256, 176, 32, 32, true, true, q5_k_to_f32, q5_k_decode, q5_k_quantize},
-    {GgmlType::q6_k, "Q6_K", 256, 210, 16, 32, false, true, q6_k_to_f32, q6_k_decode, q6_k_quantize},
+    {GgmlType::q2_k, "Q2_K", 256, 84, 16, 32, true, true, q2_k_to_f32, q2_k_decode, q2_k_quantize, 0, 3},
+    {GgmlType::q3_k, "Q3_K", 256, 110, 16, 32, false, true, q3_k_to_f32, q3_k_decode, q3_k_quantize, -4, 3},
+    {GgmlType::q4_k, "Q4_K", 256, 144, 32, 32, true, true, q4_k_to_f32, q4_k_decode, q4_k_quantize, 0, 15},
+    {GgmlType::q5_k, "Q5_K", 256, 176, 32, 32, true, true, q5_k_to_f32, q5_k_decode, q5_k_quantize, 0, 31},
+    {GgmlType::q6_k, "Q6_K", 256, 210, 16, 32, false, true, q6_k_to_f32, q6_k_decode, q6_k_quantize, -32, 31},
     {GgmlType::iq4_nl, "IQ4_NL", 32, 18, 32, 32, false, true, iq4_nl_to_f32, iq4_nl_decode, iq4_nl_quantize},
     {GgmlType::iq4_xs, "IQ4_XS", 256, 136, 32, 32, false, true, iq4_xs_to_f32, iq4_xs_decode, iq4_xs_quantize},
     {GgmlType::bf16, "BF16", 1, 2, 0, 0, false, false, bf16_to_f32, nullptr, nullptr},
@@ -1057,7 +1057,7 @@ Error linear_blocks(const BlockWeight& w, const float* x, int64_t m, float* y) {
     for (int64_t g = 0; g < groups; ++g) scales[g] = r.scale[g * step];
     if (offsets)
       for (int64_t g = 0; g < groups; ++g) offsets[g] = r.offset[g * step];
-  }, f.offsets, x, m, y, pack16);
+  }, f.offsets, x, m, y, pack16, f.lo, f.hi);
 }
 
 void block_quant_ref(const float* x, int64_t m, int64_t k, int64_t act, const BlockActsOut& o) { quantize_blocks(x, m, k, act, o); }

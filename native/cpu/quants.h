@@ -61,6 +61,9 @@ struct BlockFormat {
   void (*decode)(const uint8_t* src, int64_t blocks, DecodedRow out);
   // Round-to-nearest quantizer of `blocks` blocks (for writing GGUF files; see quants.cpp).
   void (*quantize)(const float* x, int64_t blocks, uint8_t* out);
+  // The range of the decoded int8 values (decode's q; the x16 packers write the same):
+  // the bit fields bound them (lo == hi: not bounded below int8's own range).
+  int lo = 0, hi = 0;
 };
 
 // The row of `type`, or nullptr for a type sparq does not know.

@@ -301,6 +301,43 @@ static void check_concurrency() {
   CHECK(bad == 0, "concurrent matmul_s8 gave %d wrong results", bad.load());
 }
 
+// --- narrow weight ranges (PackedS8::lo / hi) --------------------------------------
+// Weights whose values are known to lie in [lo, hi] (the expanded GGUF block types)
+// take the AVX2 small-code path, which sums pair products in int16 over several
+// k-steps. Its bound must hold at the extremes: every weight at lo or hi, every
+// activation at +-127 (inputs of +-1 quantize to +-127 per block), all of one sign
+// or mixed. The product of +-1 inputs and integer weights is exact, so the result
+// must equal the integer reference to float rounding (a wrapped int16 sum is off by
+// 65536 / 127 per block).
+static void check_small_codes() {
+  struct Range { int lo, hi, group; };
+  for (const Range rg : {Range{-8, 7, 32}, Range{0, 15, 32}, Range{-16, 15, 32}, Range{0, 31, 32}, Range{-32, 31, 16},
+                         Range{0, 3, 16}, Range{-4, 3, 16}, Range{0, 63, 16}, Range{-64, 63, 16}})
+    for (int pattern = 0; pattern < 6; ++pattern) {
+      const int64_t m = pattern % 2 ? 5 : 16, n = 48, k = 512;
+      std::vector<int8_t> w(size_t(n * k));
+      std::vector<float> x(size_t(m * k));
+      std::uniform_int_distribution<int> coin(0, 1);
+      for (auto& v : w) v = int8_t(pattern < 2 ? rg.hi : pattern < 4 ? rg.lo : (coin(g_rng) ? rg.hi : rg.lo));
+      for (auto& v : x) v = pattern == 2 || pattern == 3 ? -1.f : pattern < 2 ? 1.f : (coin(g_rng) ? 1.f : -1.f);
+      std::vector<float> y(size_t(m * n), -1.f);
+      Error e = linear_s8_expanded_blocks(n, k, rg.group, 32, [&](int64_t j, int8_t* row, float* sc, float*) {
+        std::memcpy(row, w.data() + j * k, size_t(k));
+        for (int64_t g = 0; g < k / rg.group; ++g) sc[g] = 1.f;
+      }, false, x.data(), m, y.data(), nullptr, rg.lo, rg.hi);
+      CHECK(e.ok(), "small codes: %s", e.message.c_str());
+      int64_t bad = 0;
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+          double ref = 0;
+          for (int64_t q = 0; q < k; ++q) ref += double(x[i * k + q]) * w[j * k + q];
+          bad += std::fabs(y[i * n + j] - ref) > 1e-5 * (std::fabs(ref) + 1);
+        }
+      CHECK(bad == 0, "small codes [%d, %d] group %d pattern %d: %lld wrong entries", rg.lo, rg.hi, rg.group, pattern,
+            (long long)bad);
+    }
+}
+
 static int run_isa(const std::string& name, bool quick) {
   Error e = set_isa(name);
   if (!e.ok()) {
@@ -314,6 +351,7 @@ static int run_isa(const std::string& name, bool quick) {
   check_quant_rows();
   check_pack_s8_block();
   check_x16_pack();
+  check_small_codes();
   for (const Shape& s : kShapes) {
     check_matmul_s8(s, -127, 127, -128, 127);  // activations never hold -128
     check_matmul_s8(s, -128, 127, -127, 127);  // the other orientation of the AVX2 sign trick

@@ -24,7 +24,10 @@ namespace {
 
 // MR rows x NB blocks of 16 columns. NB = 2 is the decode (m = 1) shape: two
 // independent weight streams per thread keep more DRAM reads in flight.
-template <int MR, int NB, bool kAbsB>
+// kS > 0: the small-code path, int16 sums flushed every kS steps (kWhole: at the
+// group's end only).
+constexpr int kWhole = 1 << 20;
+template <int MR, int NB, bool kAbsB, int kS = 0>
 inline void tile(const GemmS8Args& p, int64_t i0, int64_t nb0) {
   const PackedS8& b = *p.b;
   const int64_t ksteps = b.k_pad / kS8StepK;
@@ -44,33 +47,75 @@ inline void tile(const GemmS8Args& p, int64_t i0, int64_t nb0) {
     const int64_t s0 = g * group_steps, s1 = s0 + group_steps;
     const int8_t* bp[NB];
     for (int c = 0; c < NB; ++c) bp[c] = b.data + ((nb0 + c) * ksteps + s0) * kS8BlockBytes;
-    for (int64_t s = s0; s < s1; ++s) {
-      for (int c = 0; c < NB; ++c) {
-        _mm_prefetch(reinterpret_cast<const char*>(bp[c]) + 1024, _MM_HINT_T0);
-        const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bp[c]));
-        const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bp[c] + 32));
-        bp[c] += kS8BlockBytes;
-        if (kAbsB) {
-          const __m256i ub0 = _mm256_abs_epi8(b0), ub1 = _mm256_abs_epi8(b1);
-          for (int r = 0; r < MR; ++r) {
-            int32_t av;
-            std::memcpy(&av, arow[r] + s * 4, 4);
-            const __m256i a = _mm256_set1_epi32(av);
-            const __m256i p0 = _mm256_maddubs_epi16(ub0, _mm256_sign_epi8(a, b0));
-            const __m256i p1 = _mm256_maddubs_epi16(ub1, _mm256_sign_epi8(a, b1));
-            acc[c][r][0] = _mm256_add_epi32(acc[c][r][0], _mm256_madd_epi16(p0, ones));
-            acc[c][r][1] = _mm256_add_epi32(acc[c][r][1], _mm256_madd_epi16(p1, ones));
+    if constexpr (kS > 0) {
+      const int32_t beta = b.lo < 0 ? -b.lo : 0;
+      const __m256i shift = _mm256_set1_epi8(int8_t(beta));
+      __m256i a16[NB][MR][2];
+      for (int c = 0; c < NB; ++c)
+        for (int r = 0; r < MR; ++r) a16[c][r][0] = a16[c][r][1] = _mm256_setzero_si256();
+      for (int64_t s = s0; s < s1; ++s) {
+        for (int c = 0; c < NB; ++c) {
+          _mm_prefetch(reinterpret_cast<const char*>(bp[c]) + 1024, _MM_HINT_T0);
+          __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bp[c]));
+          __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bp[c] + 32));
+          bp[c] += kS8BlockBytes;
+          if (beta) {
+            b0 = _mm256_add_epi8(b0, shift);
+            b1 = _mm256_add_epi8(b1, shift);
           }
-        } else {
           for (int r = 0; r < MR; ++r) {
             int32_t av;
             std::memcpy(&av, arow[r] + s * 4, 4);
             const __m256i a = _mm256_set1_epi32(av);
-            const __m256i ua = _mm256_abs_epi8(a);
-            const __m256i p0 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(b0, a));
-            const __m256i p1 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(b1, a));
-            acc[c][r][0] = _mm256_add_epi32(acc[c][r][0], _mm256_madd_epi16(p0, ones));
-            acc[c][r][1] = _mm256_add_epi32(acc[c][r][1], _mm256_madd_epi16(p1, ones));
+            a16[c][r][0] = _mm256_add_epi16(a16[c][r][0], _mm256_maddubs_epi16(b0, a));
+            a16[c][r][1] = _mm256_add_epi16(a16[c][r][1], _mm256_maddubs_epi16(b1, a));
+          }
+        }
+        if constexpr (kS < kWhole) {
+          if ((s - s0 + 1) % kS == 0)
+            for (int c = 0; c < NB; ++c)
+              for (int r = 0; r < MR; ++r)
+                for (int h = 0; h < 2; ++h) {
+                  acc[c][r][h] = _mm256_add_epi32(acc[c][r][h], _mm256_madd_epi16(a16[c][r][h], ones));
+                  a16[c][r][h] = _mm256_setzero_si256();
+                }
+        }
+      }
+      for (int c = 0; c < NB; ++c)
+        for (int r = 0; r < MR; ++r) {
+          const __m256i back = _mm256_set1_epi32(beta ? beta * p.a_gsum[(i0 + r) * b.groups + g] : 0);
+          for (int h = 0; h < 2; ++h)
+            acc[c][r][h] = _mm256_sub_epi32(_mm256_add_epi32(acc[c][r][h], _mm256_madd_epi16(a16[c][r][h], ones)), back);
+        }
+    } else {
+      for (int64_t s = s0; s < s1; ++s) {
+        for (int c = 0; c < NB; ++c) {
+          _mm_prefetch(reinterpret_cast<const char*>(bp[c]) + 1024, _MM_HINT_T0);
+          const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bp[c]));
+          const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bp[c] + 32));
+          bp[c] += kS8BlockBytes;
+          if (kAbsB) {
+            const __m256i ub0 = _mm256_abs_epi8(b0), ub1 = _mm256_abs_epi8(b1);
+            for (int r = 0; r < MR; ++r) {
+              int32_t av;
+              std::memcpy(&av, arow[r] + s * 4, 4);
+              const __m256i a = _mm256_set1_epi32(av);
+              const __m256i p0 = _mm256_maddubs_epi16(ub0, _mm256_sign_epi8(a, b0));
+              const __m256i p1 = _mm256_maddubs_epi16(ub1, _mm256_sign_epi8(a, b1));
+              acc[c][r][0] = _mm256_add_epi32(acc[c][r][0], _mm256_madd_epi16(p0, ones));
+              acc[c][r][1] = _mm256_add_epi32(acc[c][r][1], _mm256_madd_epi16(p1, ones));
+            }
+          } else {
+            for (int r = 0; r < MR; ++r) {
+              int32_t av;
+              std::memcpy(&av, arow[r] + s * 4, 4);
+              const __m256i a = _mm256_set1_epi32(av);
+              const __m256i ua = _mm256_abs_epi8(a);
+              const __m256i p0 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(b0, a));
+              const __m256i p1 = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(b1, a));
+              acc[c][r][0] = _mm256_add_epi32(acc[c][r][0], _mm256_madd_epi16(p0, ones));
+              acc[c][r][1] = _mm256_add_epi32(acc[c][r][1], _mm256_madd_epi16(p1, ones));
+            }
           }
         }
       }
@@ -128,24 +173,33 @@ inline void tile(const GemmS8Args& p, int64_t i0, int64_t nb0) {
   }
 }
 
-template <bool kAbsB>
+template <bool kAbsB, int kS = 0>
 void run(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1) {
   if (m1 - m0 == 1) {  // decode: two weight streams at once
     int64_t nb = nb0;
-    for (; nb + 2 <= nb1; nb += 2) tile<1, 2, kAbsB>(p, m0, nb);
-    if (nb < nb1) tile<1, 1, kAbsB>(p, m0, nb);
+    for (; nb + 2 <= nb1; nb += 2) tile<1, 2, kAbsB, kS>(p, m0, nb);
+    if (nb < nb1) tile<1, 1, kAbsB, kS>(p, m0, nb);
     return;
   }
   for (int64_t nb = nb0; nb < nb1; ++nb) {
     int64_t i = m0;
-    for (; i + 4 <= m1; i += 4) tile<4, 1, kAbsB>(p, i, nb);
+    for (; i + 4 <= m1; i += 4) tile<4, 1, kAbsB, kS>(p, i, nb);
     switch (m1 - i) {
-      case 3: tile<3, 1, kAbsB>(p, i, nb); break;
-      case 2: tile<2, 1, kAbsB>(p, i, nb); break;
-      case 1: tile<1, 1, kAbsB>(p, i, nb); break;
+      case 3: tile<3, 1, kAbsB, kS>(p, i, nb); break;
+      case 2: tile<2, 1, kAbsB, kS>(p, i, nb); break;
+      case 1: tile<1, 1, kAbsB, kS>(p, i, nb); break;
       default: break;
     }
   }
+}
+
+// Steps whose int16 pair sums may be added for B in [lo, hi] (0: not small codes):
+// each step adds at most 2 x 128 x C, C = the largest code.
+int64_t small_code_steps(const GemmS8Args& p) {
+  const PackedS8& b = *p.b;
+  if (b.lo >= b.hi || b.lo < -128 || b.hi > 127 || (b.lo < 0 && !p.a_gsum)) return 0;
+  const int64_t C = b.hi - (b.lo < 0 ? b.lo : 0);
+  return 32767 / (256 * C);
 }
 
 }  // namespace
@@ -157,7 +211,12 @@ void gemm_s8_avx2(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int6
   assert(0 <= m0 && m0 <= m1 && m1 <= p.m && 0 <= nb0 && nb0 <= nb1 && nb1 <= s8_blocks(*p.b));
   assert(p.ldc >= p.b->n && p.lda >= p.b->k_pad);
   nb1 = nb1 < s8_blocks(*p.b) ? nb1 : s8_blocks(*p.b);  // release builds clamp what the asserts check
-  if (!p.a_has_m128)
+  const int64_t steps = small_code_steps(p), group_steps = p.b->group / kS8StepK;
+  if (steps >= group_steps)
+    run<true, kWhole>(p, m0, m1, nb0, nb1);
+  else if (steps >= 4)  // 5-bit codes in 32-value groups; not 6-bit (2 steps: slower than the sign trick, int16 and int32 sums spill)
+    run<true, 4>(p, m0, m1, nb0, nb1);
+  else if (!p.a_has_m128)
     run<true>(p, m0, m1, nb0, nb1);
   else
     run<false>(p, m0, m1, nb0, nb1);

@@ -40,6 +40,10 @@ struct PackedS8 {
   float* scales = nullptr;       // (n_pad/16, groups, 16) weight scales; nullptr: exact int32 mode
   int32_t* zeros = nullptr;      // (n_pad/16, groups, 16) zero points (asymmetric), nullptr: symmetric
   bool has_m128 = false;         // some B value is -128 (matters for the AVX2 sign trick)
+  // lo < hi: every B value lies in [lo, hi] (the expansions of GGUF block types, whose
+  // values are bit fields); lo == hi: not known. Narrow ranges let the AVX2 kernel
+  // multiply small unsigned codes and sum pair products in int16 (gemm_s8_avx2.cpp).
+  int16_t lo = 0, hi = 0;
 };
 
 // Offsets of the per-(block, group) vectors of 16.
