@@ -373,8 +373,8 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
     if (int64_t(v.size()) < size) v.resize(size_t(size));
   };
   // values known to lie in [lo, hi] with lo < 0: the kernels may shift them by -lo
-  // and take -lo x each group's activation sum back (block activations only)
-  const bool with_gsum = block_acts && lo < hi && lo < 0;
+  // and take -lo x each group's activation sum back
+  const bool with_gsum = lo < hi && lo < 0;
   std::vector<float>&row_scales = sc_.row_scales, &off_panels = sc_.off_panels, &xs = sc_.xs, &gscale = sc_.gscale;
   std::vector<uint8_t>& xq = sc_.xq;
   try {
@@ -392,6 +392,18 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
   if (!block_acts) {
     // activations quantized once for every strip, as linear_s8 does
     quantize_activations(t, x, m, k, k_pad, t.gemm_s8_a_u8, xq.data(), xs.data());
+    if (with_gsum) {
+      const int bias = t.gemm_s8_a_u8 ? 128 : 0;  // u8 activations hold q + 128
+      parallel_for((m + 7) / 8, [&](int64_t c) {
+        for (int64_t i = c * 8; i < std::min(m, c * 8 + 8); ++i)
+          for (int64_t g = 0; g < groups; ++g) {
+            int32_t sum = 0;
+            for (int64_t q = g * p.group; q < std::min(k_pad, (g + 1) * p.group); ++q)
+              sum += (bias ? int32_t(xq[size_t(i * k_pad + q)]) : int32_t(int8_t(xq[size_t(i * k_pad + q)]))) - bias;
+            sc_.gsum[size_t(i * groups + g)] = sum;
+          }
+      });
+    }
   } else {
     std::vector<char>& mem = sc_.acts;
     try {
@@ -507,9 +519,9 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
 }  // namespace
 
 Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn& expand, const float* x, int64_t m,
-                         const float* bias, float* y) {
+                         const float* bias, float* y, int lo, int hi) {
   return expanded_impl(n, k, group, [&](int64_t j, int8_t* row, float* sc, float*) { expand(j, row, sc); }, 0, false, x, m, bias, y,
-                       nullptr, 0, 0);
+                       nullptr, lo, hi);
 }
 
 Error linear_s8_expanded_blocks(int64_t n, int64_t k, int64_t group, int64_t act, const ExpandBlockRowFn& expand, bool offsets,

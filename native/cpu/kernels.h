@@ -219,9 +219,11 @@ void run_linear_s8(const KernelTable& t, const uint8_t* a, const float* a_scale,
 // round_up(k, 64) (q4_row, sprow write whole 32- or 64-value blocks); the driver zeroes
 // [k, k_pad) afterwards. Each strip is packed as a weight of its own (n = its
 // rows, n_pad = round_up(n, 16)), so no kernel sees a block past its last row.
+// lo < hi: every value expand writes lies in [lo, hi] (PackedS8::lo / hi: a kernel
+// may then use narrower arithmetic; 4-bit values pass [-8, 7]).
 using ExpandRowFn = std::function<void(int64_t j, int8_t* row, float* scales)>;
 Error linear_s8_expanded(int64_t n, int64_t k, int64_t group, const ExpandRowFn& expand, const float* x, int64_t m,
-                         const float* bias, float* y);
+                         const float* bias, float* y, int lo = 0, int hi = 0);
 // The same for weights with f32 offsets per group (GGUF block types): expand(j, row,
 // scales, offsets) writes row j's k int8 values and its groups' scales, and its
 // groups' offsets (w = scale * q + offset) when `offsets`. The activations are

@@ -160,7 +160,7 @@ Error linear_q4(const PackedQ4& w, const float* x, int64_t m, float* y) {
       return linear_s8_expanded(w.n, w.k, w.group, [&](int64_t j, int8_t* row, float* scales) {
         q4_row(w, j, row);
         std::copy_n(w.scale.data() + j * w.groups, w.groups, scales);
-      }, x, m, nullptr, y);
+      }, x, m, nullptr, y, -8, 7);  // 4-bit values
     }
     // decode: this thread's scratch, reused (one call per linear per token)
     thread_local std::vector<int8_t> xq;

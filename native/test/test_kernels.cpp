@@ -312,7 +312,8 @@ static void check_concurrency() {
 static void check_small_codes() {
   struct Range { int lo, hi, group; };
   for (const Range rg : {Range{-8, 7, 32}, Range{0, 15, 32}, Range{-16, 15, 32}, Range{0, 31, 32}, Range{-32, 31, 16},
-                         Range{0, 3, 16}, Range{-4, 3, 16}, Range{0, 63, 16}, Range{-64, 63, 16}})
+                         Range{0, 3, 16}, Range{-4, 3, 16}, Range{0, 63, 16}, Range{-64, 63, 16}, Range{-8, 7, 128},
+                         Range{-16, 15, 128}, Range{0, 15, 128}})
     for (int pattern = 0; pattern < 6; ++pattern) {
       const int64_t m = pattern % 2 ? 5 : 16, n = 48, k = 512;
       std::vector<int8_t> w(size_t(n * k));
@@ -321,10 +322,15 @@ static void check_small_codes() {
       for (auto& v : w) v = int8_t(pattern < 2 ? rg.hi : pattern < 4 ? rg.lo : (coin(g_rng) ? rg.hi : rg.lo));
       for (auto& v : x) v = pattern == 2 || pattern == 3 ? -1.f : pattern < 2 ? 1.f : (coin(g_rng) ? 1.f : -1.f);
       std::vector<float> y(size_t(m * n), -1.f);
-      Error e = linear_s8_expanded_blocks(n, k, rg.group, 32, [&](int64_t j, int8_t* row, float* sc, float*) {
+      // groups of 16 / 32: per-block activations (the GGUF types); of 128: per-row (int4)
+      auto expand = [&](int64_t j, int8_t* row, float* sc) {
         std::memcpy(row, w.data() + j * k, size_t(k));
         for (int64_t g = 0; g < k / rg.group; ++g) sc[g] = 1.f;
-      }, false, x.data(), m, y.data(), nullptr, rg.lo, rg.hi);
+      };
+      Error e = rg.group > 32 ? linear_s8_expanded(n, k, rg.group, expand, x.data(), m, nullptr, y.data(), rg.lo, rg.hi)
+                              : linear_s8_expanded_blocks(n, k, rg.group, 32, [&](int64_t j, int8_t* row, float* sc, float*) {
+                                  expand(j, row, sc);
+                                }, false, x.data(), m, y.data(), nullptr, rg.lo, rg.hi);
       CHECK(e.ok(), "small codes: %s", e.message.c_str());
       int64_t bad = 0;
       for (int64_t i = 0; i < m; ++i)

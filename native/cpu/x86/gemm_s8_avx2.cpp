@@ -214,6 +214,8 @@ void gemm_s8_avx2(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int6
   const int64_t steps = small_code_steps(p), group_steps = p.b->group / kS8StepK;
   if (steps >= group_steps)
     run<true, kWhole>(p, m0, m1, nb0, nb1);
+  else if (steps >= 8)  // 4-bit codes in groups of more than 32 values
+    run<true, 8>(p, m0, m1, nb0, nb1);
   else if (steps >= 4)  // 5-bit codes in 32-value groups; not 6-bit (2 steps: slower than the sign trick, int16 and int32 sums spill)
     run<true, 4>(p, m0, m1, nb0, nb1);
   else if (!p.a_has_m128)
