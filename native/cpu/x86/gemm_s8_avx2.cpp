@@ -12,6 +12,16 @@
 // sparq's quantized activations, which are clamped to [-127, 127]); else |A|
 // and sign(B, A) when B holds no -128; the driver sends the remaining case to
 // the reference kernel. Tested against gemm_s8_ref in native/test and test/.
+//
+// Small codes (B known to lie in [lo, hi] with C = hi - min(lo, 0) <= 63: the
+// expanded GGUF block types and int4): B + max(-lo, 0) is a u8 code <= C, and
+// vpmaddubsw(code, A) is exact with no sign trick (a pair is at most 2 x 128 x C).
+// 4-bit codes in 32-value groups sum their int16 pairs over the whole group (8
+// steps x 2 x 128 x 15 < 2^15); wider codes add two steps' pairs before vpmaddwd.
+// A step then costs vpmaddubsw + vpaddw per vector (+ vpmaddwd + vpaddd every
+// second step for wider codes) instead of vpabsb / vpsignb / vpmaddubsw /
+// vpmaddwd / vpaddd; -lo x the group's sum of A (GemmS8Args::a_gsum) is taken
+// back per group.
 #include <immintrin.h>
 
 #include <cassert>
@@ -24,8 +34,8 @@ namespace {
 
 // MR rows x NB blocks of 16 columns. NB = 2 is the decode (m = 1) shape: two
 // independent weight streams per thread keep more DRAM reads in flight.
-// kS > 0: the small-code path, int16 sums flushed every kS steps (kWhole: at the
-// group's end only).
+// kS: 0 the sign trick; kWhole small codes with int16 sums over the whole group;
+// 2 small codes with two steps' int16 pairs added per int32 update.
 constexpr int kWhole = 1 << 20;
 template <int MR, int NB, bool kAbsB, int kS = 0>
 inline void tile(const GemmS8Args& p, int64_t i0, int64_t nb0) {
@@ -47,8 +57,49 @@ inline void tile(const GemmS8Args& p, int64_t i0, int64_t nb0) {
     const int64_t s0 = g * group_steps, s1 = s0 + group_steps;
     const int8_t* bp[NB];
     for (int c = 0; c < NB; ++c) bp[c] = b.data + ((nb0 + c) * ksteps + s0) * kS8BlockBytes;
-    if constexpr (kS > 0) {
-      const int32_t beta = b.lo < 0 ? -b.lo : 0;
+    const int32_t beta = b.lo < 0 ? -b.lo : 0;
+    if constexpr (kS == 2) {
+      // 5- and 6-bit codes (and 4-bit ones in groups past 32 values): two steps' pairs
+      // added as temporaries, then into int32 (an int16 sum kept across steps beside
+      // the int32 one would not fit the registers: measured slower)
+      const __m256i shift = _mm256_set1_epi8(int8_t(beta));
+      auto codes = [&](const int8_t* q) {
+        return _mm256_add_epi8(_mm256_load_si256(reinterpret_cast<const __m256i*>(q)), shift);
+      };
+      auto bcast = [&](int r, int64_t s) {
+        int32_t av;
+        std::memcpy(&av, arow[r] + s * 4, 4);
+        return _mm256_set1_epi32(av);
+      };
+      int64_t s = s0;
+      for (; s + 2 <= s1; s += 2)
+        for (int c = 0; c < NB; ++c) {
+          _mm_prefetch(reinterpret_cast<const char*>(bp[c]) + 1024, _MM_HINT_T0);
+          const __m256i b0 = codes(bp[c]), b1 = codes(bp[c] + 32), e0 = codes(bp[c] + 64), e1 = codes(bp[c] + 96);
+          bp[c] += 2 * kS8BlockBytes;
+          for (int r = 0; r < MR; ++r) {
+            const __m256i a = bcast(r, s), a2 = bcast(r, s + 1);
+            acc[c][r][0] = _mm256_add_epi32(
+                acc[c][r][0], _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(b0, a), _mm256_maddubs_epi16(e0, a2)), ones));
+            acc[c][r][1] = _mm256_add_epi32(
+                acc[c][r][1], _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(b1, a), _mm256_maddubs_epi16(e1, a2)), ones));
+          }
+        }
+      if (s < s1)  // an odd step count
+        for (int c = 0; c < NB; ++c) {
+          const __m256i b0 = codes(bp[c]), b1 = codes(bp[c] + 32);
+          for (int r = 0; r < MR; ++r) {
+            const __m256i a = bcast(r, s);
+            acc[c][r][0] = _mm256_add_epi32(acc[c][r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(b0, a), ones));
+            acc[c][r][1] = _mm256_add_epi32(acc[c][r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(b1, a), ones));
+          }
+        }
+      for (int c = 0; c < NB; ++c)
+        for (int r = 0; r < MR; ++r) {
+          const __m256i back = _mm256_set1_epi32(beta ? beta * p.a_gsum[(i0 + r) * b.groups + g] : 0);
+          for (int h = 0; h < 2; ++h) acc[c][r][h] = _mm256_sub_epi32(acc[c][r][h], back);
+        }
+    } else if constexpr (kS == kWhole) {
       const __m256i shift = _mm256_set1_epi8(int8_t(beta));
       __m256i a16[NB][MR][2];
       for (int c = 0; c < NB; ++c)
@@ -70,15 +121,6 @@ inline void tile(const GemmS8Args& p, int64_t i0, int64_t nb0) {
             a16[c][r][0] = _mm256_add_epi16(a16[c][r][0], _mm256_maddubs_epi16(b0, a));
             a16[c][r][1] = _mm256_add_epi16(a16[c][r][1], _mm256_maddubs_epi16(b1, a));
           }
-        }
-        if constexpr (kS < kWhole) {
-          if ((s - s0 + 1) % kS == 0)
-            for (int c = 0; c < NB; ++c)
-              for (int r = 0; r < MR; ++r)
-                for (int h = 0; h < 2; ++h) {
-                  acc[c][r][h] = _mm256_add_epi32(acc[c][r][h], _mm256_madd_epi16(a16[c][r][h], ones));
-                  a16[c][r][h] = _mm256_setzero_si256();
-                }
         }
       }
       for (int c = 0; c < NB; ++c)
@@ -212,12 +254,10 @@ void gemm_s8_avx2(const GemmS8Args& p, int64_t m0, int64_t m1, int64_t nb0, int6
   assert(p.ldc >= p.b->n && p.lda >= p.b->k_pad);
   nb1 = nb1 < s8_blocks(*p.b) ? nb1 : s8_blocks(*p.b);  // release builds clamp what the asserts check
   const int64_t steps = small_code_steps(p), group_steps = p.b->group / kS8StepK;
-  if (steps >= group_steps)
+  if (steps >= group_steps)  // 4-bit codes in groups of 32 (2- and 3-bit ones in groups of 16)
     run<true, kWhole>(p, m0, m1, nb0, nb1);
-  else if (steps >= 8)  // 4-bit codes in groups of more than 32 values
-    run<true, 8>(p, m0, m1, nb0, nb1);
-  else if (steps >= 4)  // 5-bit codes in 32-value groups; not 6-bit (2 steps: slower than the sign trick, int16 and int32 sums spill)
-    run<true, 4>(p, m0, m1, nb0, nb1);
+  else if (steps >= 2)
+    run<true, 2>(p, m0, m1, nb0, nb1);
   else if (!p.a_has_m128)
     run<true>(p, m0, m1, nb0, nb1);
   else
