@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "dispatch.h"
+#include "scratch.h"
 #include "thread_pool.h"
 
 namespace sparq {
@@ -372,6 +373,18 @@ void spmmt_ref(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
 }
 
 
+namespace {
+struct SpmmScratch {
+  std::vector<int8_t> xq;
+  std::vector<float> xs, xt, yt;
+  std::vector<int32_t> xqt;
+};
+ScratchCache<SpmmScratch>& spmm_scratch() {
+  static auto* cache = new ScratchCache<SpmmScratch>();  // never destroyed: pool threads may outlive statics
+  return *cache;
+}
+}  // namespace
+
 Error spmm(const SparseWeight& s, const float* x, int64_t m, const float* bias, float* y) {
   if (m < 1) return bad("m must be at least 1");
   if (s.int8 && s.k > kSparseInt8MaxK) return bad("int8 weights need k <= " + std::to_string(kSparseInt8MaxK) + " (int32 accumulation)");
@@ -392,14 +405,13 @@ Error spmm(const SparseWeight& s, const float* x, int64_t m, const float* bias, 
   SpArgs a;
   a.m = m;
   a.bias = bias;
-  // decode (m <= 8) reuses this thread's small scratch: one call per linear per token
-  thread_local std::vector<int8_t> xq_small;
-  thread_local std::vector<float> xs_small;
-  std::vector<int8_t> xq_big;
-  std::vector<float> xs_big, xt, yt;
-  std::vector<int32_t> xqt;
-  std::vector<int8_t>& xq = m <= 8 ? xq_small : xq_big;
-  std::vector<float>& xs = m <= 8 ? xs_small : xs_big;
+  // scratch leased for the call and reused across calls (scratch.h): no allocation
+  // (and first touch) per decoded token or per call
+  ScratchCache<SpmmScratch>::Lease lease = spmm_scratch().take();
+  if (!lease) return Error::make(Status::out_of_memory, "spmm: out of memory");
+  std::vector<int8_t>& xq = lease->xq;
+  std::vector<float>&xs = lease->xs, &xt = lease->xt, &yt = lease->yt;
+  std::vector<int32_t>& xqt = lease->xqt;
   try {
     if (s.int8) {
       a.ldq = (std::max(s.words() * 32, s.k + 4) + 63) / 64 * 64;
