@@ -94,11 +94,6 @@ inline void tile(const GemmS8Args& p, int64_t i0, int64_t nb0) {
             acc[c][r][1] = _mm256_add_epi32(acc[c][r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(b1, a), ones));
           }
         }
-      for (int c = 0; c < NB; ++c)
-        for (int r = 0; r < MR; ++r) {
-          const __m256i back = _mm256_set1_epi32(beta ? beta * p.a_gsum[(i0 + r) * b.groups + g] : 0);
-          for (int h = 0; h < 2; ++h) acc[c][r][h] = _mm256_sub_epi32(acc[c][r][h], back);
-        }
     } else if constexpr (kS == kWhole) {
       const __m256i shift = _mm256_set1_epi8(int8_t(beta));
       __m256i a16[NB][MR][2];
@@ -124,11 +119,8 @@ inline void tile(const GemmS8Args& p, int64_t i0, int64_t nb0) {
         }
       }
       for (int c = 0; c < NB; ++c)
-        for (int r = 0; r < MR; ++r) {
-          const __m256i back = _mm256_set1_epi32(beta ? beta * p.a_gsum[(i0 + r) * b.groups + g] : 0);
-          for (int h = 0; h < 2; ++h)
-            acc[c][r][h] = _mm256_sub_epi32(_mm256_add_epi32(acc[c][r][h], _mm256_madd_epi16(a16[c][r][h], ones)), back);
-        }
+        for (int r = 0; r < MR; ++r)
+          for (int h = 0; h < 2; ++h) acc[c][r][h] = _mm256_madd_epi16(a16[c][r][h], ones);
     } else {
       for (int64_t s = s0; s < s1; ++s) {
         for (int c = 0; c < NB; ++c) {
@@ -162,6 +154,12 @@ inline void tile(const GemmS8Args& p, int64_t i0, int64_t nb0) {
         }
       }
     }
+    if (kS > 0 && beta)  // small codes: take -lo x the group's activation sum back
+      for (int c = 0; c < NB; ++c)
+        for (int r = 0; r < MR; ++r) {
+          const __m256i back = _mm256_set1_epi32(beta * p.a_gsum[(i0 + r) * b.groups + g]);
+          for (int h = 0; h < 2; ++h) acc[c][r][h] = _mm256_sub_epi32(acc[c][r][h], back);
+        }
     for (int c = 0; c < NB; ++c) {
       if (p.ci) {
         for (int r = 0; r < MR; ++r) {
