@@ -419,6 +419,33 @@ void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   const int64_t k = a.w->k, nb = k / 32;
   const uint8_t* group = a.w->data + g * nb * (kX16Rows * 18);
   const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  if constexpr (MR == 1) {  // decode: both halves in one pass (one stream, each broadcast used twice)
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    const int8_t* xq = a.x.q + i0 * k;
+    const float* xs = a.x.s + i0 * nb;
+    const float* so = a.x.so32 + i0 * nb;
+    x16_q4_0_blocks(group, nb, true, [&](int64_t b, const uint8_t* scales, const uint8_t* codes) {
+      __m256i p16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+      for (int q = 0; q < 4; ++q) {
+        int32_t x0, x1;
+        std::memcpy(&x0, xq + b * 32 + 4 * q, 4);
+        std::memcpy(&x1, xq + b * 32 + 16 + 4 * q, 4);
+        const __m256i b0 = _mm256_set1_epi32(x0), b1 = _mm256_set1_epi32(x1);
+        for (int h = 0; h < 2; ++h) {
+          const __m256i v = load32(codes + q * 64 + h * 32);
+          p16[h] = _mm256_add_epi16(p16[h], _mm256_maddubs_epi16(_mm256_and_si256(v, m4), b0));
+          p16[h] = _mm256_add_epi16(p16[h], _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), b1));
+        }
+      }
+      const __m256 vs = _mm256_set1_ps(xs[b]), vo = _mm256_set1_ps(-8.f * so[b]);
+      for (int h = 0; h < 2; ++h) {
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + h * 16)));
+        acc[h] = _mm256_fmadd_ps(d, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p16[h], ones)), vs, vo), acc[h]);
+      }
+    });
+    for (int h = 0; h < 2; ++h) _mm256_storeu_ps(a.y + i0 * a.ldy + g * kX16Rows + h * 8, acc[h]);
+    return;
+  }
   for (int h = 0; h < 2; ++h) {
     __m256 acc[MR];
     for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
@@ -475,6 +502,45 @@ void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   const int64_t k = a.w->k, nsb = k / 256, nb32 = k / 32;
   const uint8_t* base = a.w->data + g * nsb * (kX16Rows * 144);
   const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  if constexpr (MR == 1) {  // decode: both halves in one pass (one stream, each broadcast used twice)
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t sb = 0; sb < nsb; ++sb) {
+      const uint8_t* u = base + sb * (kX16Rows * 144);
+      x16_prefetch_unit(u);
+      __m256 d[2], dmin[2];
+      for (int h = 0; h < 2; ++h) {
+        d[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h)));
+        dmin[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 32 + 16 * h)));
+      }
+      for (int sub = 0; sub < 8; ++sub) {
+        const int j = sub / 2, high = sub % 2;
+        const int64_t s = sb * 8 + sub;
+        const int8_t* xb = a.x.q + i0 * k + s * 32;
+        __m256i p16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+        for (int t = 0; t < 8; ++t) {
+          int32_t x4;
+          std::memcpy(&x4, xb + 4 * t, 4);
+          const __m256i bx = _mm256_set1_epi32(x4);
+          for (int h = 0; h < 2; ++h) {
+            const __m256i v = load32(u + 256 + (8 * j + t) * 64 + 32 * h);
+            const __m256i c = high ? _mm256_and_si256(_mm256_srli_epi16(v, 4), m4) : _mm256_and_si256(v, m4);
+            p16[h] = _mm256_add_epi16(p16[h], _mm256_maddubs_epi16(c, bx));
+          }
+        }
+        const __m256 xs = _mm256_set1_ps(a.x.s[i0 * nb32 + s]), so = _mm256_set1_ps(a.x.so32[i0 * nb32 + s]);
+        for (int h = 0; h < 2; ++h) {
+          __m256i sc, mn;
+          x16k_scale_min(u, h, sub, &sc, &mn);
+          const __m256 dsc = _mm256_mul_ps(d[h], _mm256_cvtepi32_ps(sc)), dmn = _mm256_mul_ps(dmin[h], _mm256_cvtepi32_ps(mn));
+          const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16[h], ones));
+          acc[h] = _mm256_fmadd_ps(dsc, _mm256_mul_ps(p, xs), acc[h]);
+          acc[h] = _mm256_fnmadd_ps(dmn, so, acc[h]);
+        }
+      }
+    }
+    for (int h = 0; h < 2; ++h) _mm256_storeu_ps(a.y + i0 * a.ldy + g * kX16Rows + h * 8, acc[h]);
+    return;
+  }
   for (int h = 0; h < 2; ++h) {
     __m256 acc[MR];
     for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
