@@ -113,6 +113,17 @@ export function readGguf(file: string): GgufFile {
           need(4 * n);
           for (let i = 0; i < n; i++) a[i] = buf.readInt32LE(pos - bufAt + 4 * i);
           pos += 4 * n;
+        } else if (et === 8) {  // strings (a vocabulary): lengths read in place, one buffer check per string
+          for (let i = 0; i < n; i++) {
+            let o = pos - bufAt;
+            if (o + 8 > buf.length) { need(8); o = pos - bufAt; }
+            const lo = buf.readUInt32LE(o), hi = buf.readUInt32LE(o + 4);
+            if (hi !== 0 || lo > 1 << 24) fail(`a string of ${hi * 2 ** 32 + lo} bytes`);
+            pos += 8;
+            if (o + 8 + lo > buf.length) { need(lo); o = pos - bufAt - 8; }
+            a[i] = buf.toString('utf8', o + 8, o + 8 + lo);
+            pos += lo;
+          }
         } else {
           for (let i = 0; i < n; i++) a[i] = value(et, depth + 1);
         }

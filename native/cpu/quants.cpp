@@ -23,6 +23,9 @@
 #include <cmath>
 #include <cstring>
 #include <vector>
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>
+#endif
 
 #include "dispatch.h"
 #include "half.h"
@@ -810,6 +813,57 @@ struct X16Map {
   }
 };
 
+// The code dwords of one 16-row group: for every 4 consecutive dwords c .. c + 3 of
+// each row (16 bytes at src_at(row) + 4c), dword c + j of row r lands at
+// dst + (c + j) * 64 + 4r. `quads` such runs of 4 dwords per row.
+template <class Src>
+inline void x16_codes(Src&& src_at, int64_t src_off, int64_t quads, uint8_t* dst) {
+  for (int64_t c4 = 0; c4 < quads; ++c4) {
+    uint8_t* d = dst + c4 * 4 * 64;
+    for (int r0 = 0; r0 < kX16Rows; r0 += 4) {
+#if defined(__SSE2__) || defined(_M_X64)
+      // 4 rows x 4 dwords, transposed: each dword slot's 4 rows, contiguous
+      __m128i a[4];
+      for (int i = 0; i < 4; ++i) a[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src_at(r0 + i) + src_off + 16 * c4));
+      const __m128i t0 = _mm_unpacklo_epi32(a[0], a[1]), t1 = _mm_unpacklo_epi32(a[2], a[3]);
+      const __m128i t2 = _mm_unpackhi_epi32(a[0], a[1]), t3 = _mm_unpackhi_epi32(a[2], a[3]);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 0 * 64 + 4 * r0), _mm_unpacklo_epi64(t0, t1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 1 * 64 + 4 * r0), _mm_unpackhi_epi64(t0, t1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 2 * 64 + 4 * r0), _mm_unpacklo_epi64(t2, t3));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 3 * 64 + 4 * r0), _mm_unpackhi_epi64(t2, t3));
+#else
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) std::memcpy(d + j * 64 + 4 * (r0 + i), src_at(r0 + i) + src_off + 16 * c4 + 4 * j, 4);
+#endif
+    }
+  }
+}
+
+// One group of 16 rows (row_bytes apart) into its x16 bytes: the layout of X16Map,
+// written field by field (the codes 4 rows x 4 dwords at a time).
+void x16_pack_group(GgmlType type, int64_t nb, int64_t row_bytes, const uint8_t* rows, uint8_t* gd) {
+  if (type == GgmlType::q4_0) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const auto at = [&](int r) { return rows + r * row_bytes + b * 18; };
+      uint8_t* sc = gd + x16_q4_0_scales_at(b);
+      for (int r = 0; r < kX16Rows; ++r) std::memcpy(sc + 2 * r, at(r), 2);
+      x16_codes(at, 2, 1, gd + x16_q4_0_codes_at(nb, b));
+    }
+    return;
+  }
+  for (int64_t b = 0; b < nb; ++b) {  // q4_k
+    const auto at = [&](int r) { return rows + r * row_bytes + b * kQ4_KBytes; };
+    uint8_t* u = gd + b * kX16Rows * kQ4_KBytes;
+    for (int r = 0; r < kX16Rows; ++r) {
+      const uint8_t* blk = at(r);
+      std::memcpy(u + 2 * r, blk, 2);
+      std::memcpy(u + 32 + 2 * r, blk + 2, 2);
+      for (int p = 0; p < 12; ++p) u[64 + p * 16 + r] = blk[4 + p];
+    }
+    x16_codes(at, 16, 8, u + 256);
+  }
+}
+
 // A repacked weight and the memory it owns.
 struct X16Holder {
   BlockWeight w;
@@ -824,20 +878,13 @@ bool block_x16_supported(const BlockWeight& w) {
 
 Error block_repack_x16(const BlockWeight& w, std::shared_ptr<const BlockWeight>* out) {
   if (!block_x16_supported(w)) return bad("repack: only Q4_0 and Q4_K weights with a multiple of 16 rows are repacked");
-  const int64_t nb = w.k / w.fmt->block, gbytes = kX16Rows * w.row_bytes, bb = w.fmt->bytes;
+  const int64_t nb = w.k / w.fmt->block, gbytes = kX16Rows * w.row_bytes;
   auto h = std::make_shared<X16Holder>();
   h->mem = huge_malloc(w.bytes());
   if (!h->mem) return Error::make(Status::out_of_memory, "repack: out of memory");
   uint8_t* dst = static_cast<uint8_t*>(h->mem);
   // A group's 16 rows go out block by block (a group is its 16 rows' bytes).
-  const X16Map map{w.fmt->type, nb};
-  const auto pack_group = [&](const uint8_t* rows, uint8_t* gd) {
-    for (int64_t b = 0; b < nb; ++b)
-      for (int64_t r = 0; r < kX16Rows; ++r) {
-        const uint8_t* blk = rows + r * w.row_bytes + b * bb;
-        map.each(b, r, [&](int64_t i, int64_t len, int64_t at) { std::memcpy(gd + at, blk + i, size_t(len)); });
-      }
-  };
+  const auto pack_group = [&](const uint8_t* rows, uint8_t* gd) { x16_pack_group(w.fmt->type, nb, w.row_bytes, rows, gd); };
   // Tasks of about 512 KiB of groups. Weights in a registered file mapping are
   // read with pread into a per-thread staging buffer (kept by the pool's
   // threads, 512 KiB-ish each): on VMs that shadow page tables the first touch
