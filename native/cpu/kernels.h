@@ -165,7 +165,7 @@ inline void attn_row_prefetch(const char* k, int64_t rb, int64_t jj, int64_t nk,
   const int64_t r1 = jj + nk < next_rows ? jj + nk : next_rows;
   for (int64_t off = (jj < next_rows ? jj : next_rows) * rb; off < r1 * rb; off += 64) {
     __builtin_prefetch(next_k + off, 0, 2);  // prefetcht1
-    __builtin_prefetch(next_k + next_v + off, 0, 2);
+    if (next_v) __builtin_prefetch(next_k + next_v + off, 0, 2);  // 0: the caller fetches the values itself
   }
 }
 struct AttnTaskArgs {

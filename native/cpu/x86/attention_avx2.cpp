@@ -95,7 +95,7 @@ void convert_tile(const void* src, const float* scale, int64_t j0, int64_t nb, i
 // p[r, j] at p[r * prs + j * pjs]; v row j at element (j * ldv) of type T.
 template <int MR, int NV, KvType T>
 inline void pv_tile(float* o, int64_t ldo, const float* alpha, const float* p, int64_t prs, int64_t pjs,
-                    const void* v, int64_t ldv, int64_t nb, int64_t c0) {
+                    const void* v, int64_t ldv, int64_t nb, int64_t c0, const char* pre = nullptr, int64_t pre_lines = 0) {
   __m256 acc[MR][NV];
   #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
@@ -103,7 +103,11 @@ inline void pv_tile(float* o, int64_t ldo, const float* alpha, const float* p, i
     #pragma GCC unroll 8
     for (int n = 0; n < NV; ++n) acc[i][n] = _mm256_mul_ps(_mm256_loadu_ps(o + i * ldo + c0 + 8 * n), al);
   }
+  constexpr int64_t es = T == KvType::f32 ? 4 : T == KvType::f16 ? 2 : 1, strip = 8 * NV * es;
   for (int64_t j = 0; j < nb; ++j) {
+    if (j + 8 < nb)  // the strip 8 rows ahead into L1 (a decode waits on these loads)
+      for (int64_t off = 0; off < strip; off += 64) __builtin_prefetch(static_cast<const char*>(at<T>(v, (j + 8) * ldv + c0)) + off, 0, 3);
+    if (j < pre_lines) __builtin_prefetch(pre + 64 * j, 0, 2);  // this call's share of the next tile's values, into L2
     __m256 vv[NV];
     #pragma GCC unroll 8
     for (int n = 0; n < NV; ++n) vv[n] = ld8<T>(v, j * ldv + c0 + 8 * n);
@@ -122,22 +126,25 @@ inline void pv_tile(float* o, int64_t ldo, const float* alpha, const float* p, i
 
 template <int NV, KvType T>
 void pv_rows(int mr, float* o, int64_t ldo, const float* alpha, const float* p, int64_t prs, int64_t pjs,
-             const void* v, int64_t ldv, int64_t nb, int64_t c0) {
+             const void* v, int64_t ldv, int64_t nb, int64_t c0, const char* pre, int64_t pre_lines) {
   switch (mr) {
-    case 1: pv_tile<1, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
-    case 2: if constexpr (NV <= 4) pv_tile<2, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
-    case 3: if constexpr (NV <= 4) pv_tile<3, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
-    case 4: if constexpr (NV <= 3) pv_tile<4, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
-    case 5: if constexpr (NV <= 2) pv_tile<5, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
-    case 6: if constexpr (NV <= 2) pv_tile<6, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0); break;
+    case 1: pv_tile<1, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0, pre, pre_lines); break;
+    case 2: if constexpr (NV <= 4) pv_tile<2, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0, pre, pre_lines); break;
+    case 3: if constexpr (NV <= 4) pv_tile<3, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0, pre, pre_lines); break;
+    case 4: if constexpr (NV <= 3) pv_tile<4, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0, pre, pre_lines); break;
+    case 5: if constexpr (NV <= 2) pv_tile<5, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0, pre, pre_lines); break;
+    case 6: if constexpr (NV <= 2) pv_tile<6, NV, T>(o, ldo, alpha, p, prs, pjs, v, ldv, nb, c0, pre, pre_lines); break;
   }
 }
 
 // All rows [0, rows) x columns [0, dp) (dp a multiple of 8). `wide`: 32-column
 // strips and 3-row tiles (few rows); else 16-column strips and 6-row tiles.
+// pre / pre_bytes: memory to bring into L2 meanwhile (the next tile's values),
+// a line per value row visited, shared out over the row-group passes.
 template <KvType T>
 void pv(bool wide, int64_t rows, int64_t dp, float* o, int64_t ldo, const float* alpha, const float* p, int64_t prs,
-        int64_t pjs, const void* v, int64_t ldv, int64_t nb) {
+        int64_t pjs, const void* v, int64_t ldv, int64_t nb, const char* pre = nullptr, int64_t pre_bytes = 0) {
+  int64_t pre_lines = (pre_bytes + 63) / 64;
   for (int64_t c0 = 0; c0 < dp;) {
     const int64_t left = (dp - c0) / 8;
     // One row: 64-column strips, so each pass over the tile's value rows keeps
@@ -153,13 +160,19 @@ void pv(bool wide, int64_t rows, int64_t dp, float* o, int64_t ldo, const float*
       const int mr = int(rows / groups + (g < rows % groups ? 1 : 0));
       float* orow = o + r0 * ldo;
       const float* prow = p + r0 * prs;
+      // up to nb lines per pass; what is left goes to the next passes (the last takes the rest)
+      const bool last = c0 + 8 * nv >= dp && g + 1 == groups;
+      const int64_t take = last ? pre_lines : std::min(pre_lines, nb);
+      for (int64_t t = nb; t < take; ++t) __builtin_prefetch(pre + 64 * t, 0, 2);
       switch (nv) {
-        case 1: pv_rows<1, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0); break;
-        case 2: pv_rows<2, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0); break;
-        case 3: pv_rows<3, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0); break;
-        case 4: pv_rows<4, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0); break;
-        default: pv_rows<8, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0); break;
+        case 1: pv_rows<1, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0, pre, take); break;
+        case 2: pv_rows<2, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0, pre, take); break;
+        case 3: pv_rows<3, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0, pre, take); break;
+        case 4: pv_rows<4, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0, pre, take); break;
+        default: pv_rows<8, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0, pre, take); break;
       }
+      pre += 64 * take;
+      pre_lines -= take;
       r0 += mr;
     }
     c0 += 8 * nv;
@@ -389,11 +402,14 @@ void run_rows(const Ctx& c) {
     const int64_t nb = std::min(B, a.j1 - j0);
     if (inplace) {
       const int64_t jn = j0 + B;
+      // the next tile: its keys into L2 during the scores, its values during P.V
+      const int64_t next_rows = jn < a.j1 ? std::min(B, a.j1 - jn) : 0;
       qk_rows<T>(c, at<T>(a.k, j0 * d), d, T == KvType::i8 ? a.k_scale + j0 : nullptr, nb, dp, a.j1 - j0,
-                 jn < a.j1 ? static_cast<const char*>(at<T>(a.k, jn * d)) : nullptr,
-                 static_cast<const char*>(a.v) - static_cast<const char*>(a.k), std::min(B, a.j1 - jn));
+                 next_rows ? static_cast<const char*>(at<T>(a.k, jn * d)) : nullptr, 0, next_rows);
       softmax_rows(c, j0, nb, T == KvType::i8 ? a.v_scale + j0 : nullptr);
-      pv<T>(true, c.rows, dp, c.o, dp, c.alpha, c.s, B, 1, at<T>(a.v, j0 * d), d, nb);
+      pv<T>(true, c.rows, dp, c.o, dp, c.alpha, c.s, B, 1, at<T>(a.v, j0 * d), d, nb,
+            next_rows ? static_cast<const char*>(at<T>(a.v, jn * d)) : nullptr,
+            next_rows * d * (T == KvType::f32 ? 4 : T == KvType::f16 ? 2 : 1));
     } else {
       convert_tile<T>(a.k, a.k_scale, j0, nb, d, dp, c.kc, a.j1 - j0);
       qk_rows<KvType::f32>(c, c.kc, dp, nullptr, nb, dp);
