@@ -268,6 +268,7 @@ struct KernelTable {
   BlockDecodeRowFn block_decode_row = nullptr;
   BlockQuantFn block_quant = nullptr;
   X16PackFn x16_pack = nullptr;          // x16 groups straight into the packed int8 layout
+  bool block_x16_q6_k = false;           // block_gemv has an x16 body for Q6_K (the loader repacks it)
   const char* attn_name = "ref";
   const char* sparse_name = "ref";
 };

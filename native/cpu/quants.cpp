@@ -784,7 +784,7 @@ Error block_weight(int type, int64_t n, int64_t k, const void* data, BlockWeight
 // --- the x16 layout (quants.h) ---------------------------------------------------
 
 namespace {
-constexpr int64_t kQ4_KBytes = 144;
+constexpr int64_t kQ4_KBytes = 144, kQ6_KBytes = 210;
 
 // Where byte `i` of row r's stored block b lies in its x16 group (g0: the group's
 // first byte, nb: blocks per row). Q4_0, per unit of 8 blocks: scales
@@ -803,12 +803,18 @@ struct X16Map {
       f(0, 2, x16_q4_0_scales_at(b) + r * 2);
       const int64_t codes = x16_q4_0_codes_at(nb, b);
       for (int q = 0; q < 4; ++q) f(2 + 4 * q, 4, codes + q * 64 + r * 4);
-    } else {  // q4_k
+    } else if (type == GgmlType::q4_k) {
       const int64_t u = b * kX16Rows * kQ4_KBytes;
       f(0, 2, u + r * 2);
       f(2, 2, u + 32 + r * 2);
       for (int p = 0; p < 12; ++p) f(4 + p, 1, u + 64 + p * 16 + r);
       for (int t = 0; t < 32; ++t) f(16 + 4 * t, 4, u + 256 + t * 64 + r * 4);
+    } else {  // q6_k: ql [0, 128), qh [128, 192), scales [192, 208), d [208, 210)
+      const int64_t u = b * kX16Rows * kQ6_KBytes;
+      f(208, 2, u + r * 2);
+      for (int p = 0; p < 16; ++p) f(192 + p, 1, u + kX16Q6Sc + p * 16 + r);
+      for (int t = 0; t < 32; ++t) f(4 * t, 4, u + kX16Q6Ql + t * 64 + r * 4);
+      for (int t = 0; t < 16; ++t) f(128 + 4 * t, 4, u + kX16Q6Qh + t * 64 + r * 4);
     }
   }
 };
@@ -851,6 +857,20 @@ void x16_pack_group(GgmlType type, int64_t nb, int64_t row_bytes, const uint8_t*
     }
     return;
   }
+  if (type == GgmlType::q6_k) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const auto at = [&](int r) { return rows + r * row_bytes + b * kQ6_KBytes; };
+      uint8_t* u = gd + b * kX16Rows * kQ6_KBytes;
+      for (int r = 0; r < kX16Rows; ++r) {
+        const uint8_t* blk = at(r);
+        std::memcpy(u + 2 * r, blk + 208, 2);
+        for (int p = 0; p < 16; ++p) u[kX16Q6Sc + p * 16 + r] = blk[192 + p];
+      }
+      x16_codes(at, 0, 8, u + kX16Q6Ql);
+      x16_codes(at, 128, 4, u + kX16Q6Qh);
+    }
+    return;
+  }
   for (int64_t b = 0; b < nb; ++b) {  // q4_k
     const auto at = [&](int r) { return rows + r * row_bytes + b * kQ4_KBytes; };
     uint8_t* u = gd + b * kX16Rows * kQ4_KBytes;
@@ -873,11 +893,16 @@ struct X16Holder {
 }  // namespace
 
 bool block_x16_supported(const BlockWeight& w) {
-  return w.fmt && (w.fmt->type == GgmlType::q4_0 || w.fmt->type == GgmlType::q4_k) && !w.x16 && w.data && w.n % kX16Rows == 0;
+  return w.fmt && (w.fmt->type == GgmlType::q4_0 || w.fmt->type == GgmlType::q4_k || w.fmt->type == GgmlType::q6_k) && !w.x16 &&
+         w.data && w.n % kX16Rows == 0;
+}
+
+bool block_x16_preferred(const BlockWeight& w) {
+  return block_x16_supported(w) && (w.fmt->type != GgmlType::q6_k || kernels().block_x16_q6_k);
 }
 
 Error block_repack_x16(const BlockWeight& w, std::shared_ptr<const BlockWeight>* out) {
-  if (!block_x16_supported(w)) return bad("repack: only Q4_0 and Q4_K weights with a multiple of 16 rows are repacked");
+  if (!block_x16_supported(w)) return bad("repack: only Q4_0, Q4_K and Q6_K weights with a multiple of 16 rows are repacked");
   const int64_t nb = w.k / w.fmt->block, gbytes = kX16Rows * w.row_bytes;
   auto h = std::make_shared<X16Holder>();
   h->mem = huge_malloc(w.bytes());
@@ -1090,16 +1115,18 @@ Error linear_blocks(const BlockWeight& w, const float* x, int64_t m, float* y) {
   const BlockFormat& f = *w.fmt;
   const int64_t group = f.group, groups = k / group;
   Pack16Fn pack16;
-  if (w.x16)  // straight from the repacked groups into the GEMM's layout
+  if (w.x16 && block_x16_packs(f.type))  // straight from the repacked groups into the GEMM's layout
     pack16 = [&](int64_t j0, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales, float* offsets) {
       t.x16_pack(f.type, w.data + j0 * w.row_bytes, k, k_pad, blk, colsum, scales, offsets);
     };
   return linear_s8_expanded_blocks(n, k, group, f.act, [&](int64_t j, int8_t* row, float* scales, float* offsets) {
-    // stored rows only: x16 weights take pack16 above
+    // stored rows (x16 weights without pack16: gathered back first)
     thread_local std::vector<float> sc;
+    thread_local std::vector<uint8_t> stored;
     if (int64_t(sc.size()) < k / 8) sc.resize(size_t(k / 8));
+    if (w.x16 && int64_t(stored.size()) < w.row_bytes) stored.resize(size_t(w.row_bytes));
     const DecodedRow r{row, sc.data(), sc.data() + k / 16};
-    t.block_decode_row(f, w.data + j * w.row_bytes, k, r);
+    t.block_decode_row(f, block_row(w, j, stored.data()), k, r);
     const int64_t step = group / kGgmlGroup;  // decoded scales per group (equal within a group)
     for (int64_t g = 0; g < groups; ++g) scales[g] = r.scale[g * step];
     if (offsets)

@@ -96,8 +96,18 @@ struct BlockWeight {
 //   Q4_K: per super-block (2304 bytes) d [16] and dmin [16] f16, the 12 scale
 //         bytes as planes [12][16 rows], then the codes [4 chunks][8][16
 //         rows][4 bytes], byte c of row r in slot t of chunk j being qs byte
-//         32j + 4t + c (low nibble: value 64j + 4t + c, high: + 32).
-// A slot is thus, per row, 4 bytes of one vpdpbusd lane.
+//         32j + 4t + c (low nibble: value 64j + 4t + c, high: + 32);
+//   Q6_K: per super-block (3360 bytes) d [16] f16, the 16 int8 scales as planes
+//         [16][16 rows], the low bits ql [2 halves n][2 quarters q][8][16 rows]
+//         [4 bytes] (byte c of slot t: ql byte 64n + 32q + 4t + c), then the high
+//         bits qh [2 halves n][8][16 rows][4 bytes] (byte c of slot t: qh byte
+//         32n + 4t + c). Slot t of half n gives values 128n + 32s + 4t + c: low
+//         nibbles of quarter s (s < 2) or high nibbles of quarter s - 2, with qh
+//         bits 2s, 2s + 1 (ggml's dequantize_row_q6_K order).
+// A slot is thus, per row, 4 bytes of one vpdpbusd lane. Q6_K is repacked only
+// where the GEMV has an x16 body for it (KernelTable::block_x16_q6_k: AVX2; the
+// AVX-512 body reads the stored rows at memory speed); its prefill gathers the
+// stored rows back (block_row) and decodes them as stored.
 constexpr int64_t kX16Rows = 16;
 // Q4_0 x16: blocks per unit, and where block b's 16 scales and 256 code bytes
 // start in a group of nb blocks (one stream per group, as in Q4_K's super-blocks).
@@ -108,8 +118,16 @@ inline int64_t x16_q4_0_scales_at(int64_t b) { return b / kX16Q4Unit * kX16Q4Uni
 inline int64_t x16_q4_0_codes_at(int64_t nb, int64_t b) {
   return b / kX16Q4Unit * kX16Q4UnitBytes + x16_q4_0_unit_blocks(nb, b) * 32 + b % kX16Q4Unit * 256;
 }
-// Whether w (as stored) can be repacked to x16 (Q4_0, Q4_K; n % 16 == 0).
+// Q6_K x16: where a super-block's scale planes, ql and qh start (32, 288, 2336 of 3360 bytes)
+constexpr int64_t kX16Q6Sc = 2 * kX16Rows, kX16Q6Ql = kX16Q6Sc + 16 * kX16Rows, kX16Q6Qh = kX16Q6Ql + 128 * kX16Rows;
+// Whether w (as stored) can be repacked to x16 (Q4_0, Q4_K, Q6_K; n % 16 == 0).
 bool block_x16_supported(const BlockWeight& w);
+// Whether the model loader repacks w: supported, and the GEMV of this CPU's
+// kernel table reads that type's x16 layout natively.
+bool block_x16_preferred(const BlockWeight& w);
+// Whether the prefill packs this type's x16 groups straight into the int8
+// GEMM's blocks (x16_pack: Q4_0, Q4_K); others gather their stored rows back.
+inline bool block_x16_packs(GgmlType t) { return t == GgmlType::q4_0 || t == GgmlType::q4_k; }
 // w (as stored) repacked into memory this weight owns (2 MiB aligned, huge pages
 // where the kernel gives them); the stored rows are only read.
 Error block_repack_x16(const BlockWeight& w, std::shared_ptr<const BlockWeight>* out);

@@ -422,14 +422,20 @@ void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   const uint8_t* group = a.w->data + g * nb * (kX16Rows * 18);
   const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
   if constexpr (MR == 1) {  // decode: both halves in one pass (one stream, each broadcast used twice)
-    // Each unit's 36 lines are asked for at once as it starts (its scales and codes
-    // are two interleaved streams), not 8 KiB ahead as the AVX-512 body does (Zen 1,
-    // 2 threads, 2048 x 768 from DRAM: 85 us -> 61; no prefetch: 70; PERFORMANCE.md)
+    // The next unit's 36 lines (the next group's first unit after the last) are
+    // asked for 5 per block through this one: not 8 KiB ahead in bursts as the
+    // AVX-512 body does (Zen 1, 2 threads, 2048 x 768 from DRAM: 85 us; a burst for
+    // the current unit: 61; none: 70; PERFORMANCE.md)
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     const int8_t* xq = a.x.q + i0 * k;
     const float* xs = a.x.s + i0 * nb;
     const float* so = a.x.so32 + i0 * nb;
-    x16_q4_0_blocks(group, nb, true, [&](int64_t b, const uint8_t* scales, const uint8_t* codes) {
+    const uint8_t* wend = a.w->data + a.w->bytes();
+    x16_q4_0_blocks(group, nb, false, [&](int64_t b, const uint8_t* scales, const uint8_t* codes) {
+      const int64_t u0 = b - b % kX16Q4Unit;
+      const uint8_t* next = group + x16_q4_0_scales_at(u0) + x16_q4_0_unit_blocks(nb, b) * 288;
+      for (int64_t l = 5 * (b % kX16Q4Unit); l < 5 * (b % kX16Q4Unit) + 5 && l < 36; ++l)
+        if (next + 64 * l < wend) prefetch_t0(next + 64 * l);
       __m256i p16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
       for (int q = 0; q < 4; ++q) {
         int32_t x0, x1;
@@ -447,7 +453,7 @@ void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + h * 16)));
         acc[h] = _mm256_fmadd_ps(d, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p16[h], ones)), vs, vo), acc[h]);
       }
-    }, 0);
+    });
     for (int h = 0; h < 2; ++h) _mm256_storeu_ps(a.y + i0 * a.ldy + g * kX16Rows + h * 8, acc[h]);
     return;
   }
@@ -509,16 +515,21 @@ void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
   if constexpr (MR == 1) {  // decode: both halves in one pass (one stream, each broadcast used twice)
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    const uint8_t* wend = a.w->data + a.w->bytes();
     for (int64_t sb = 0; sb < nsb; ++sb) {
-      // no software prefetch: one sequential stream the hardware follows (Zen 1, 2
-      // threads, 2048 x 768 from DRAM: 96 us with the AVX-512 body's 8 KiB, 71 without)
+      // the next super-block's 36 lines (the next group's first after the last), 5 per
+      // sub-block through this one (Zen 1, 2 threads, 2048 x 768 from DRAM: 96 us with
+      // the AVX-512 body's 8 KiB bursts, 71 with no software prefetch)
       const uint8_t* u = base + sb * (kX16Rows * 144);
+      const uint8_t* next = u + kX16Rows * 144;
       __m256 d[2], dmin[2];
       for (int h = 0; h < 2; ++h) {
         d[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h)));
         dmin[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 32 + 16 * h)));
       }
       for (int sub = 0; sub < 8; ++sub) {
+        for (int l = 5 * sub; l < 5 * sub + 5 && l < 36; ++l)
+          if (next + 64 * l < wend) prefetch_t0(next + 64 * l);
         const int j = sub / 2, high = sub % 2;
         const int64_t s = sb * 8 + sub;
         const int8_t* xb = a.x.q + i0 * k + s * 32;
@@ -583,6 +594,77 @@ void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   }
 }
 
+// Q6_K repacked 16 rows at a time (x16, quants.h), one activation row, one half of
+// the group (8 rows, lane r = row 8h + r) per pass: per slot the 4-value codes
+// of 8 rows (ql nibble | qh bit pair << 4: u8 <= 63) by vpmaddubsw with the
+// broadcast activations, two slots' int16 pairs added (2 x 2 x 63 x 127 < 2^15),
+// vpmaddwd by the 8 rows' int8 sub-block scales (exact int32), and per
+// activation block of 32 one cvt + fma by d x its scale. The codes' -32 comes
+// back as -32 d sum_sub sc x the activation sums per 16 (so).
+void x16q6_row(const BlockGemvArgs& a, int64_t i, int64_t g) {
+  const int64_t k = a.w->k, nsb = k / 256;
+  const uint8_t* base = a.w->data + g * nsb * (kX16Rows * 210), *wend = a.w->data + a.w->bytes();
+  const int8_t* xq = a.x.q + i * k;
+  const float* xs = a.x.s + i * (k / 32);
+  const float* so = a.x.so + i * (k / 16);
+  const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30), lo16 = _mm256_set1_epi32(0xffff);
+  auto scales8 = [](const uint8_t* p) { return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); };
+  __m256 accs[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, offs[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* u = base + sb * (kX16Rows * 210);
+    // the next super-block's 53 lines (the next group's first, after the last) are
+    // asked for two at a time through this one: a burst of 53 at once stalls on the
+    // miss queue, a super-block left to the hardware arrives late (Zen 1, 4096 x 4096
+    // from DRAM, 2 threads: 1399 us with a burst for the current one, 967 so)
+    const uint8_t* next = u + kX16Rows * 210 < wend ? u + kX16Rows * 210 : nullptr;
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {  // the second half finds the super-block in L1
+      __m256 acc = accs[h], off = offs[h];
+      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h)));
+      const uint8_t* scp = u + kX16Q6Sc + 8 * h;  // sub-block p's 8 scales at scp + 16p
+      __m256 ot = _mm256_setzero_ps();
+      for (int p = 0; p < 16; ++p)
+        ot = _mm256_fmadd_ps(_mm256_cvtepi32_ps(scales8(scp + 16 * p)), _mm256_set1_ps(so[sb * 16 + p]), ot);
+      off = _mm256_fmadd_ps(d, ot, off);
+      for (int n = 0; n < 2; ++n)
+#pragma GCC unroll 4
+        for (int s = 0; s < 4; ++s) {  // activation block 8 sb + 4 n + s: values 128 n + 32 s + [0, 32)
+          const int8_t* xb = xq + sb * 256 + n * 128 + s * 32;
+          __m256i i32 = _mm256_setzero_si256();
+          for (int half = 0; half < 2; ++half) {  // sub-block 8 n + 2 s + half: slots 4 half .. 4 half + 3
+            if (next) {
+              const int line = 2 * (((h * 2 + n) * 4 + s) * 2 + half);
+              if (line < 53) prefetch_t0(next + 64 * line);
+              if (line + 1 < 53) prefetch_t0(next + 64 * (line + 1));
+            }
+            const __m256i v = scales8(scp + 16 * (8 * n + 2 * s + half));
+            const __m256i scw = _mm256_or_si256(_mm256_and_si256(v, lo16), _mm256_slli_epi32(v, 16));
+            __m256i p16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+#pragma GCC unroll 4
+            for (int tt = 0; tt < 4; ++tt) {
+              const int t = 4 * half + tt;
+              const __m256i ql = load32(u + kX16Q6Ql + ((2 * n + (s & 1)) * 8 + t) * 64 + 32 * h);
+              const __m256i qh = load32(u + kX16Q6Qh + (n * 8 + t) * 64 + 32 * h);
+              const __m256i lo = s < 2 ? _mm256_and_si256(ql, m4) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4);
+              // qh bits 2s, 2s + 1 to bits 4, 5 of each byte (16-bit shifts: the bits
+              // a byte takes from its neighbour fall outside 0x30)
+              const __m256i hb = s == 0 ? _mm256_slli_epi16(qh, 4) : s == 1 ? _mm256_slli_epi16(qh, 2) : s == 2 ? qh : _mm256_srli_epi16(qh, 2);
+              const __m256i c = _mm256_or_si256(lo, _mm256_and_si256(hb, m30));
+              int32_t x4;
+              std::memcpy(&x4, xb + 4 * t, 4);
+              p16[tt / 2] = _mm256_add_epi16(p16[tt / 2], _mm256_maddubs_epi16(c, _mm256_set1_epi32(x4)));
+            }
+            i32 = _mm256_add_epi32(i32, _mm256_add_epi32(_mm256_madd_epi16(p16[0], scw), _mm256_madd_epi16(p16[1], scw)));
+          }
+          acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i32), _mm256_mul_ps(d, _mm256_set1_ps(xs[sb * 8 + 4 * n + s])), acc);
+        }
+      accs[h] = acc;
+      offs[h] = off;
+    }
+  }
+  for (int h = 0; h < 2; ++h) _mm256_storeu_ps(a.y + i * a.ldy + g * kX16Rows + h * 8, _mm256_fnmadd_ps(offs[h], _mm256_set1_ps(32.f), accs[h]));
+}
+
 // Every weight row against the activation rows (each_row), with the
 // super-block kernel (K types) or the 32-value one.
 template <class T, bool K>
@@ -616,6 +698,11 @@ BlockDecodeFn block_decode_avx2(GgmlType type) {
 }  // namespace
 
 void block_gemv_avx2(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
+  if (a.w->x16 && a.w->fmt->type == GgmlType::q6_k) {  // whole groups of 16 rows, an activation row at a time
+    for (int64_t g = j0 / kX16Rows; g < j1 / kX16Rows; ++g)
+      for (int64_t i = 0; i < a.x.m; ++i) x16q6_row(a, i, g);
+    return;
+  }
   if (a.w->x16 && a.w->fmt->type == GgmlType::q4_k)  // whole groups of 16 rows
     return each_row(a, j0 / kX16Rows, j1 / kX16Rows, [&](auto mr, int64_t i, int64_t g) { x16k_rows<decltype(mr)::value>(a, i, g); });
   if (a.w->x16)  // Q4_0, whole groups of 16 rows
