@@ -268,7 +268,9 @@ struct KernelTable {
   BlockDecodeRowFn block_decode_row = nullptr;
   BlockQuantFn block_quant = nullptr;
   X16PackFn x16_pack = nullptr;          // x16 groups straight into the packed int8 layout
-  bool block_x16_q6_k = false;           // block_gemv has an x16 body for Q6_K (the loader repacks it)
+  // Bits 1 << GgmlType of the types block_gemv reads in the x16 layout natively
+  // (the loader repacks those; quants.h block_x16_preferred)
+  uint32_t block_x16_types = 1u << 2 | 1u << 12;  // Q4_0, Q4_K
   const char* attn_name = "ref";
   const char* sparse_name = "ref";
 };

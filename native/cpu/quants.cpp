@@ -790,7 +790,7 @@ constexpr int64_t kQ4_KBytes = 144, kQ6_KBytes = 210;
 // first byte, nb: blocks per row). Q4_0, per unit of 8 blocks: scales
 // [blocks][16] f16, then codes [blocks][4][16][4]. Q4_K, per super-block (2304
 // bytes): d [16] f16, dmin [16] f16, the 12 scale bytes as planes [12][16],
-// codes [4 chunks][8][16][4].
+// codes [4 chunks][8][16][4]. Q6_K and Q8_0 per super-block / block: as quants.h.
 // Returns the x16 offset of a run of `len` stored bytes starting at i (runs never
 // straddle a field: 2 for an f16, 1 for a scale byte, 4 for codes).
 struct X16Map {
@@ -809,6 +809,10 @@ struct X16Map {
       f(2, 2, u + 32 + r * 2);
       for (int p = 0; p < 12; ++p) f(4 + p, 1, u + 64 + p * 16 + r);
       for (int t = 0; t < 32; ++t) f(16 + 4 * t, 4, u + 256 + t * 64 + r * 4);
+    } else if (type == GgmlType::q8_0) {  // d [0, 2), qs [2, 34)
+      const int64_t u = b * kX16Rows * 34;
+      f(0, 2, u + r * 2);
+      for (int t = 0; t < 8; ++t) f(2 + 4 * t, 4, u + 2 * kX16Rows + t * 64 + r * 4);
     } else {  // q6_k: ql [0, 128), qh [128, 192), scales [192, 208), d [208, 210)
       const int64_t u = b * kX16Rows * kQ6_KBytes;
       f(208, 2, u + r * 2);
@@ -857,6 +861,15 @@ void x16_pack_group(GgmlType type, int64_t nb, int64_t row_bytes, const uint8_t*
     }
     return;
   }
+  if (type == GgmlType::q8_0) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const auto at = [&](int r) { return rows + r * row_bytes + b * 34; };
+      uint8_t* u = gd + b * kX16Rows * 34;
+      for (int r = 0; r < kX16Rows; ++r) std::memcpy(u + 2 * r, at(r), 2);
+      x16_codes(at, 2, 2, u + 2 * kX16Rows);
+    }
+    return;
+  }
   if (type == GgmlType::q6_k) {
     for (int64_t b = 0; b < nb; ++b) {
       const auto at = [&](int r) { return rows + r * row_bytes + b * kQ6_KBytes; };
@@ -893,16 +906,17 @@ struct X16Holder {
 }  // namespace
 
 bool block_x16_supported(const BlockWeight& w) {
-  return w.fmt && (w.fmt->type == GgmlType::q4_0 || w.fmt->type == GgmlType::q4_k || w.fmt->type == GgmlType::q6_k) && !w.x16 &&
-         w.data && w.n % kX16Rows == 0;
+  const GgmlType t = w.fmt ? w.fmt->type : GgmlType::f32;
+  return (t == GgmlType::q4_0 || t == GgmlType::q4_k || t == GgmlType::q6_k || t == GgmlType::q8_0) && !w.x16 && w.data &&
+         w.n % kX16Rows == 0;
 }
 
 bool block_x16_preferred(const BlockWeight& w) {
-  return block_x16_supported(w) && (w.fmt->type != GgmlType::q6_k || kernels().block_x16_q6_k);
+  return block_x16_supported(w) && (kernels().block_x16_types >> int(w.fmt->type) & 1u);
 }
 
 Error block_repack_x16(const BlockWeight& w, std::shared_ptr<const BlockWeight>* out) {
-  if (!block_x16_supported(w)) return bad("repack: only Q4_0, Q4_K and Q6_K weights with a multiple of 16 rows are repacked");
+  if (!block_x16_supported(w)) return bad("repack: only Q4_0, Q4_K, Q6_K and Q8_0 weights with a multiple of 16 rows are repacked");
   const int64_t nb = w.k / w.fmt->block, gbytes = kX16Rows * w.row_bytes;
   auto h = std::make_shared<X16Holder>();
   h->mem = huge_malloc(w.bytes());

@@ -103,11 +103,14 @@ struct BlockWeight {
 //         bits qh [2 halves n][8][16 rows][4 bytes] (byte c of slot t: qh byte
 //         32n + 4t + c). Slot t of half n gives values 128n + 32s + 4t + c: low
 //         nibbles of quarter s (s < 2) or high nibbles of quarter s - 2, with qh
-//         bits 2s, 2s + 1 (ggml's dequantize_row_q6_K order).
-// A slot is thus, per row, 4 bytes of one vpdpbusd lane. Q6_K is repacked only
-// where the GEMV has an x16 body for it (KernelTable::block_x16_q6_k: AVX2; the
-// AVX-512 body reads the stored rows at memory speed); its prefill gathers the
-// stored rows back (block_row) and decodes them as stored.
+//         bits 2s, 2s + 1 (ggml's dequantize_row_q6_K order);
+//   Q8_0: per block (544 bytes) d [16] f16, then the codes [8][16 rows][4 bytes]
+//         (byte c of slot t: qs byte 4t + c).
+// A slot is thus, per row, 4 bytes of one vpdpbusd lane. Q6_K and Q8_0 are
+// repacked only where the GEMV has x16 bodies for them (KernelTable::
+// block_x16_types: AVX2; the AVX-512 bodies read the stored rows at memory
+// speed); their prefill gathers the stored rows back (block_row) and decodes
+// them as stored.
 constexpr int64_t kX16Rows = 16;
 // Q4_0 x16: blocks per unit, and where block b's 16 scales and 256 code bytes
 // start in a group of nb blocks (one stream per group, as in Q4_K's super-blocks).
@@ -120,7 +123,7 @@ inline int64_t x16_q4_0_codes_at(int64_t nb, int64_t b) {
 }
 // Q6_K x16: where a super-block's scale planes, ql and qh start (32, 288, 2336 of 3360 bytes)
 constexpr int64_t kX16Q6Sc = 2 * kX16Rows, kX16Q6Ql = kX16Q6Sc + 16 * kX16Rows, kX16Q6Qh = kX16Q6Ql + 128 * kX16Rows;
-// Whether w (as stored) can be repacked to x16 (Q4_0, Q4_K, Q6_K; n % 16 == 0).
+// Whether w (as stored) can be repacked to x16 (Q4_0, Q4_K, Q6_K, Q8_0; n % 16 == 0).
 bool block_x16_supported(const BlockWeight& w);
 // Whether the model loader repacks w: supported, and the GEMV of this CPU's
 // kernel table reads that type's x16 layout natively.

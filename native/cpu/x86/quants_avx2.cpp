@@ -665,6 +665,44 @@ void x16q6_row(const BlockGemvArgs& a, int64_t i, int64_t g) {
   for (int h = 0; h < 2; ++h) _mm256_storeu_ps(a.y + i * a.ldy + g * kX16Rows + h * 8, _mm256_fnmadd_ps(offs[h], _mm256_set1_ps(32.f), accs[h]));
 }
 
+// Q8_0 repacked 16 rows at a time (x16, quants.h), one activation row, both
+// halves of the group per block: per slot |codes| of 8 rows by vpmaddubsw with
+// the broadcast activations signed by the codes (exact for a -128 code, as
+// TQ8_0), vpmaddwd into int32, one cvt + fma per block by d x its activation
+// scale. The next block (the next group's first after the last) is fetched
+// 9 lines per block.
+void x16q8_row(const BlockGemvArgs& a, int64_t i, int64_t g) {
+  const int64_t k = a.w->k, nb = k / 32;
+  const uint8_t* base = a.w->data + g * nb * (kX16Rows * 34), *wend = a.w->data + a.w->bytes();
+  const int8_t* xq = a.x.q + i * k;
+  const float* xs = a.x.s + i * nb;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* u = base + b * (kX16Rows * 34);
+    const uint8_t* next = u + 2 * kX16Rows * 34;  // two blocks ahead (1 or 4: within noise)
+    for (int l = 0; l < 9; ++l)
+      if (next + 64 * l < wend) prefetch_t0(next + 64 * l);
+    __m256i i32[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; ++t) {
+      int32_t x4;
+      std::memcpy(&x4, xq + b * 32 + 4 * t, 4);
+      const __m256i bx = _mm256_set1_epi32(x4);
+      for (int h = 0; h < 2; ++h) {
+        const __m256i v = load32(u + 2 * kX16Rows + t * 64 + 32 * h);
+        i32[h] = _mm256_add_epi32(i32[h], _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(bx, v)), ones));
+      }
+    }
+    const __m256 s = _mm256_set1_ps(xs[b]);
+    for (int h = 0; h < 2; ++h) {
+      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h)));
+      acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i32[h]), _mm256_mul_ps(d, s), acc[h]);
+    }
+  }
+  for (int h = 0; h < 2; ++h) _mm256_storeu_ps(a.y + i * a.ldy + g * kX16Rows + h * 8, acc[h]);
+}
+
 // Every weight row against the activation rows (each_row), with the
 // super-block kernel (K types) or the 32-value one.
 template <class T, bool K>
@@ -698,9 +736,11 @@ BlockDecodeFn block_decode_avx2(GgmlType type) {
 }  // namespace
 
 void block_gemv_avx2(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
-  if (a.w->x16 && a.w->fmt->type == GgmlType::q6_k) {  // whole groups of 16 rows, an activation row at a time
+  if (a.w->x16 && (a.w->fmt->type == GgmlType::q6_k || a.w->fmt->type == GgmlType::q8_0)) {
+    // whole groups of 16 rows, an activation row at a time
+    const bool q6 = a.w->fmt->type == GgmlType::q6_k;
     for (int64_t g = j0 / kX16Rows; g < j1 / kX16Rows; ++g)
-      for (int64_t i = 0; i < a.x.m; ++i) x16q6_row(a, i, g);
+      for (int64_t i = 0; i < a.x.m; ++i) q6 ? x16q6_row(a, i, g) : x16q8_row(a, i, g);
     return;
   }
   if (a.w->x16 && a.w->fmt->type == GgmlType::q4_k)  // whole groups of 16 rows
