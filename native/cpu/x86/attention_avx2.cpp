@@ -104,10 +104,12 @@ inline void pv_tile(float* o, int64_t ldo, const float* alpha, const float* p, i
     for (int n = 0; n < NV; ++n) acc[i][n] = _mm256_mul_ps(_mm256_loadu_ps(o + i * ldo + c0 + 8 * n), al);
   }
   constexpr int64_t es = T == KvType::f32 ? 4 : T == KvType::f16 ? 2 : 1, strip = 8 * NV * es;
+  const int64_t pre_per = nb > 0 ? (pre_lines + nb - 1) / nb : 0;
   for (int64_t j = 0; j < nb; ++j) {
     if (j + 8 < nb)  // the strip 8 rows ahead into L1 (a decode waits on these loads)
       for (int64_t off = 0; off < strip; off += 64) __builtin_prefetch(static_cast<const char*>(at<T>(v, (j + 8) * ldv + c0)) + off, 0, 3);
-    if (j < pre_lines) __builtin_prefetch(pre + 64 * j, 0, 2);  // this call's share of the next tile's values, into L2
+    // this call's share of the next tile's values into L2, spread over its rows
+    for (int64_t l = j * pre_per; l < (j + 1) * pre_per && l < pre_lines; ++l) __builtin_prefetch(pre + 64 * l, 0, 2);
     __m256 vv[NV];
     #pragma GCC unroll 8
     for (int n = 0; n < NV; ++n) vv[n] = ld8<T>(v, j * ldv + c0 + 8 * n);
@@ -160,10 +162,10 @@ void pv(bool wide, int64_t rows, int64_t dp, float* o, int64_t ldo, const float*
       const int mr = int(rows / groups + (g < rows % groups ? 1 : 0));
       float* orow = o + r0 * ldo;
       const float* prow = p + r0 * prs;
-      // up to nb lines per pass; what is left goes to the next passes (the last takes the rest)
-      const bool last = c0 + 8 * nv >= dp && g + 1 == groups;
-      const int64_t take = last ? pre_lines : std::min(pre_lines, nb);
-      for (int64_t t = nb; t < take; ++t) __builtin_prefetch(pre + 64 * t, 0, 2);
+      // an even share per pass (passes = column strips x row groups), spread by
+      // pv_tile over its rows: a burst of them at once fills the miss queue
+      const int64_t passes_left = (dp - c0 + 8 * nv - 1) / (8 * nv) * groups - g;
+      const int64_t take = (pre_lines + passes_left - 1) / passes_left;
       switch (nv) {
         case 1: pv_rows<1, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0, pre, take); break;
         case 2: pv_rows<2, T>(mr, orow, ldo, alpha + r0, prow, prs, pjs, v, ldv, nb, c0, pre, take); break;
