@@ -71,7 +71,7 @@ export function readGguf(file: string): GgufFile {
     bufAt = pos;
   };
   const u32 = () => { need(4); const v = buf.readUInt32LE(pos - bufAt); pos += 4; return v; };
-  // two halves, not a BigInt: a vocabulary's strings read one length each
+  // two halves, not a BigInt
   const u64 = () => {
     need(8);
     const lo = buf.readUInt32LE(pos - bufAt), hi = buf.readUInt32LE(pos - bufAt + 4);
@@ -79,13 +79,16 @@ export function readGguf(file: string): GgufFile {
     if (hi > 0x1fffff) fail(`a 64-bit count or size is absurd (${(BigInt(hi) << 32n) | BigInt(lo)})`);
     return hi * 2 ** 32 + lo;
   };
+  // one bounds check per string where it lies in the buffer (a vocabulary reads 32K-150K of them)
   const str = () => {
-    const n = u64();
-    if (n > 1 << 24) fail(`a string of ${n} bytes`);
-    need(n);
-    const s = buf.toString('utf8', pos - bufAt, pos - bufAt + n);
-    pos += n;
-    return s;
+    let o = pos - bufAt;
+    if (o + 8 > buf.length) { need(8); o = pos - bufAt; }
+    const lo = buf.readUInt32LE(o), hi = buf.readUInt32LE(o + 4);
+    if (hi !== 0 || lo > 1 << 24) fail(`a string of ${hi * 2 ** 32 + lo} bytes`);
+    pos += 8;
+    if (o + 8 + lo > buf.length) { need(lo); o = pos - bufAt - 8; }
+    pos += lo;
+    return buf.toString('utf8', o + 8, o + 8 + lo);
   };
   const value = (t: number, depth = 0): GgufValue => {
     need(1);
@@ -113,17 +116,8 @@ export function readGguf(file: string): GgufFile {
           need(4 * n);
           for (let i = 0; i < n; i++) a[i] = buf.readInt32LE(pos - bufAt + 4 * i);
           pos += 4 * n;
-        } else if (et === 8) {  // strings (a vocabulary): lengths read in place, one buffer check per string
-          for (let i = 0; i < n; i++) {
-            let o = pos - bufAt;
-            if (o + 8 > buf.length) { need(8); o = pos - bufAt; }
-            const lo = buf.readUInt32LE(o), hi = buf.readUInt32LE(o + 4);
-            if (hi !== 0 || lo > 1 << 24) fail(`a string of ${hi * 2 ** 32 + lo} bytes`);
-            pos += 8;
-            if (o + 8 + lo > buf.length) { need(lo); o = pos - bufAt - 8; }
-            a[i] = buf.toString('utf8', o + 8, o + 8 + lo);
-            pos += lo;
-          }
+        } else if (et === 8) {  // strings (a vocabulary): without the per-value dispatch
+          for (let i = 0; i < n; i++) a[i] = str();
         } else {
           for (let i = 0; i < n; i++) a[i] = value(et, depth + 1);
         }

@@ -270,7 +270,7 @@ struct KernelTable {
   X16PackFn x16_pack = nullptr;          // x16 groups straight into the packed int8 layout
   // Bits 1 << GgmlType of the types block_gemv reads in the x16 layout natively
   // (the loader repacks those; quants.h block_x16_preferred)
-  uint32_t block_x16_types = 1u << 2 | 1u << 12;  // Q4_0, Q4_K
+  uint32_t block_x16_types = 1u << int(GgmlType::q4_0) | 1u << int(GgmlType::q4_k);
   const char* attn_name = "ref";
   const char* sparse_name = "ref";
 };

@@ -35,7 +35,7 @@ constexpr int64_t kTileRows = 12;
 
 template <KvType T>
 inline const void* at(const void* base, int64_t idx) {
-  constexpr int64_t es = T == KvType::f32 ? 4 : T == KvType::f16 ? 2 : 1;
+  constexpr int64_t es = kKvBytes<T>;
   return static_cast<const char*>(base) + idx * es;
 }
 
@@ -71,7 +71,7 @@ inline __m256 reduce8(const __m256* a) {
 template <KvType T>
 void convert_tile(const void* src, const float* scale, int64_t j0, int64_t nb, int64_t d, int64_t dp, float* dst,
                   int64_t avail = 0) {
-  constexpr int64_t es = T == KvType::f32 ? 4 : T == KvType::f16 ? 2 : 1;
+  constexpr int64_t es = kKvBytes<T>;
   for (int64_t jj = 0; jj < nb; ++jj) {
     const int64_t row = (j0 + jj) * d;
     if (jj + 8 < avail)
@@ -103,7 +103,7 @@ inline void pv_tile(float* o, int64_t ldo, const float* alpha, const float* p, i
     #pragma GCC unroll 8
     for (int n = 0; n < NV; ++n) acc[i][n] = _mm256_mul_ps(_mm256_loadu_ps(o + i * ldo + c0 + 8 * n), al);
   }
-  constexpr int64_t es = T == KvType::f32 ? 4 : T == KvType::f16 ? 2 : 1, strip = 8 * NV * es;
+  constexpr int64_t strip = 8 * NV * kKvBytes<T>;
   const int64_t pre_per = nb > 0 ? (pre_lines + nb - 1) / nb : 0;
   for (int64_t j = 0; j < nb; ++j) {
     if (j + 8 < nb)  // the strip 8 rows ahead into L1 (a decode waits on these loads)
@@ -142,7 +142,7 @@ void pv_rows(int mr, float* o, int64_t ldo, const float* alpha, const float* p, 
 // All rows [0, rows) x columns [0, dp) (dp a multiple of 8). `wide`: 32-column
 // strips and 3-row tiles (few rows); else 16-column strips and 6-row tiles.
 // pre / pre_bytes: memory to bring into L2 meanwhile (the next tile's values),
-// a line per value row visited, shared out over the row-group passes.
+// an even share per pass, spread by pv_tile over the rows it visits.
 template <KvType T>
 void pv(bool wide, int64_t rows, int64_t dp, float* o, int64_t ldo, const float* alpha, const float* p, int64_t prs,
         int64_t pjs, const void* v, int64_t ldv, int64_t nb, const char* pre = nullptr, int64_t pre_bytes = 0) {
@@ -313,7 +313,7 @@ template <KvType T, int NR, int NK>
 void qk_group(const Ctx& c, int64_t r, const void* k, int64_t ldk, const float* scale, int64_t nb, int64_t dp,
               int64_t avail, const char* next_k, int64_t next_v, int64_t next_rows) {
   static_assert(NR * NK == 8, "8 accumulators");
-  constexpr int64_t es = T == KvType::f32 ? 4 : T == KvType::f16 ? 2 : 1;
+  constexpr int64_t es = kKvBytes<T>;
   const int64_t rb = ldk * es;
   for (int64_t jj = 0; jj < nb; jj += NK) {
     if (r == 0) attn_row_prefetch(static_cast<const char*>(k), rb, jj, NK, avail, next_k, next_v, next_rows);
@@ -411,7 +411,7 @@ void run_rows(const Ctx& c) {
       softmax_rows(c, j0, nb, T == KvType::i8 ? a.v_scale + j0 : nullptr);
       pv<T>(true, c.rows, dp, c.o, dp, c.alpha, c.s, B, 1, at<T>(a.v, j0 * d), d, nb,
             next_rows ? static_cast<const char*>(at<T>(a.v, jn * d)) : nullptr,
-            next_rows * d * (T == KvType::f32 ? 4 : T == KvType::f16 ? 2 : 1));
+            next_rows * d * kKvBytes<T>);
     } else {
       convert_tile<T>(a.k, a.k_scale, j0, nb, d, dp, c.kc, a.j1 - j0);
       qk_rows<KvType::f32>(c, c.kc, dp, nullptr, nb, dp);

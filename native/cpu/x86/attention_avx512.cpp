@@ -185,7 +185,7 @@ template <KvType T, int NR, int NK>
 void qk_group16(const RowCtx& c, int64_t r, const void* k, const float* scale, int64_t nb, int64_t avail,
                 const char* next_k, int64_t next_v, int64_t next_rows) {
   static_assert(NR * NK == 8, "8 accumulators");
-  constexpr int64_t es = T == KvType::f32 ? 4 : T == KvType::f16 ? 2 : 1;
+  constexpr int64_t es = kKvBytes<T>;
   const int64_t d = c.d, rb = d * es;
   for (int64_t jj = 0; jj < nb; jj += NK) {
     if (r == 0) attn_row_prefetch(static_cast<const char*>(k), rb, jj, NK, avail, next_k, next_v, next_rows);
@@ -325,7 +325,7 @@ void pv_rows16(const RowCtx& c, const void* v, int64_t nb) {
 template <KvType T>
 void run_rows16(const RowCtx& c) {
   const AttnTaskArgs& a = *c.a;
-  constexpr int64_t es = T == KvType::f32 ? 4 : T == KvType::f16 ? 2 : 1;
+  constexpr int64_t es = kKvBytes<T>;
   const int64_t d = c.d;
   const char* kbase = static_cast<const char*>(a.k);
   const char* vbase = static_cast<const char*>(a.v);

@@ -434,8 +434,7 @@ void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
     x16_q4_0_blocks(group, nb, false, [&](int64_t b, const uint8_t* scales, const uint8_t* codes) {
       const int64_t u0 = b - b % kX16Q4Unit;
       const uint8_t* next = group + x16_q4_0_scales_at(u0) + x16_q4_0_unit_blocks(nb, b) * 288;
-      for (int64_t l = 5 * (b % kX16Q4Unit); l < 5 * (b % kX16Q4Unit) + 5 && l < 36; ++l)
-        if (next + 64 * l < wend) prefetch_t0(next + 64 * l);
+      prefetch_lines(next, 5 * (b % kX16Q4Unit), 5, 36, wend);
       __m256i p16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
       for (int q = 0; q < 4; ++q) {
         int32_t x0, x1;
@@ -528,8 +527,7 @@ void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
         dmin[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 32 + 16 * h)));
       }
       for (int sub = 0; sub < 8; ++sub) {
-        for (int l = 5 * sub; l < 5 * sub + 5 && l < 36; ++l)
-          if (next + 64 * l < wend) prefetch_t0(next + 64 * l);
+        prefetch_lines(next, 5 * sub, 5, 36, wend);
         const int j = sub / 2, high = sub % 2;
         const int64_t s = sb * 8 + sub;
         const int8_t* xb = a.x.q + i0 * k + s * 32;
@@ -616,7 +614,7 @@ void x16q6_row(const BlockGemvArgs& a, int64_t i, int64_t g) {
     // asked for two at a time through this one: a burst of 53 at once stalls on the
     // miss queue, a super-block left to the hardware arrives late (Zen 1, 4096 x 4096
     // from DRAM, 2 threads: 1399 us with a burst for the current one, 967 so)
-    const uint8_t* next = u + kX16Rows * 210 < wend ? u + kX16Rows * 210 : nullptr;
+    const uint8_t* next = u + kX16Rows * 210;
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {  // the second half finds the super-block in L1
       __m256 acc = accs[h], off = offs[h];
@@ -632,11 +630,7 @@ void x16q6_row(const BlockGemvArgs& a, int64_t i, int64_t g) {
           const int8_t* xb = xq + sb * 256 + n * 128 + s * 32;
           __m256i i32 = _mm256_setzero_si256();
           for (int half = 0; half < 2; ++half) {  // sub-block 8 n + 2 s + half: slots 4 half .. 4 half + 3
-            if (next) {
-              const int line = 2 * (((h * 2 + n) * 4 + s) * 2 + half);
-              if (line < 53) prefetch_t0(next + 64 * line);
-              if (line + 1 < 53) prefetch_t0(next + 64 * (line + 1));
-            }
+            prefetch_lines(next, 2 * (((h * 2 + n) * 4 + s) * 2 + half), 2, 53, wend);
             const __m256i v = scales8(scp + 16 * (8 * n + 2 * s + half));
             const __m256i scw = _mm256_or_si256(_mm256_and_si256(v, lo16), _mm256_slli_epi32(v, 16));
             __m256i p16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
@@ -681,8 +675,7 @@ void x16q8_row(const BlockGemvArgs& a, int64_t i, int64_t g) {
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* u = base + b * (kX16Rows * 34);
     const uint8_t* next = u + 2 * kX16Rows * 34;  // two blocks ahead (1 or 4: within noise)
-    for (int l = 0; l < 9; ++l)
-      if (next + 64 * l < wend) prefetch_t0(next + 64 * l);
+    prefetch_lines(next, 0, 9, 9, wend);
     __m256i i32[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
 #pragma GCC unroll 8
     for (int t = 0; t < 8; ++t) {

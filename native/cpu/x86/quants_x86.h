@@ -134,18 +134,25 @@ constexpr int64_t kX16Prefetch = 8192;
 inline void prefetch_t0(const void* p) { asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p))); }
 
 // The 36 lines (2304 bytes: a Q4_0 x16 unit or a Q4_K x16 super-block)
-// `ahead` bytes after p, in one burst per unit (the AVX2 decode bodies: 0).
-inline void x16_prefetch_unit(const uint8_t* p, int64_t ahead = kX16Prefetch) {
-  for (int q = 0; q < 36; ++q) prefetch_t0(p + ahead + 64 * q);
+// kX16Prefetch bytes after p, in one burst per unit (the AVX-512 bodies).
+inline void x16_prefetch_unit(const uint8_t* p) {
+  for (int q = 0; q < 36; ++q) prefetch_t0(p + kX16Prefetch + 64 * q);
+}
+
+// Lines [first, first + count) of the `lines` lines at p, those before end: the
+// AVX2 x16 bodies ask for the next unit / super-block / block a few lines per
+// step of the current one (bursts fill the miss queue on Zen 1; PERFORMANCE.md).
+inline void prefetch_lines(const uint8_t* p, int64_t first, int64_t count, int64_t lines, const uint8_t* end) {
+  for (int64_t l = first; l < first + count && l < lines && p + 64 * l < end; ++l) prefetch_t0(p + 64 * l);
 }
 
 // f(b, scales, codes) for every block b of a Q4_0 x16 group of nb blocks, unit
 // by unit (quants.h): its 16 rows' f16 scales and its 256 code bytes.
 template <class F>
-inline void x16_q4_0_blocks(const uint8_t* group, int64_t nb, bool prefetch, F&& f, int64_t ahead = kX16Prefetch) {
+inline void x16_q4_0_blocks(const uint8_t* group, int64_t nb, bool prefetch, F&& f) {
   for (int64_t u = 0; u < nb; u += kX16Q4Unit) {
     const uint8_t* unit = group + x16_q4_0_scales_at(u);
-    if (prefetch) x16_prefetch_unit(unit, ahead);
+    if (prefetch) x16_prefetch_unit(unit);
     const uint8_t* codes = group + x16_q4_0_codes_at(nb, u);
     for (int64_t i = 0, ub = x16_q4_0_unit_blocks(nb, u); i < ub; ++i) f(u + i, unit + i * 32, codes + i * 256);
   }
