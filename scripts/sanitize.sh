@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npx cmake-js compile -O build-asan --CDSPARQ_CUDA=OFF --CDSPARQ_SANITIZE=ON --CDSPARQ_BUILD_TESTS=ON
-ctest --test-dir build-asan --output-on-failure
+ctest --test-dir build-asan -j 2 --output-on-failure
 asan="$(g++ -print-file-name=libasan.so)"
 unset SPARQ_EXPECT_CUDA  # this build has no CUDA
 # --no-config: only these files (.mocharc.json would add the whole suite); RSS bounds

@@ -284,23 +284,28 @@ static void reference(const Weight& W, const std::vector<float>& x, int64_t m, c
   if (W.block_acts) {
     // per block of B (32 or 256): s = max|x| / 127, q = nearbyint(x * (127 / max|x|)) (quants.h)
     const int64_t B = W.block_acts;
-    for (int64_t i = 0; i < m; ++i)
+    std::vector<double> xd(static_cast<size_t>(k));  // one row's activations as the kernels see them
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t b = 0; b < k / B; ++b) {
+        const float* xb = x.data() + i * k + b * B;
+        float amax = 0.f;
+        for (int64_t c = 0; c < B; ++c) amax = std::fmax(amax, std::fabs(xb[c]));
+        const float s = amax / 127.f, inv = amax > 0.f ? 127.f / amax : 0.f;
+        for (int64_t c = 0; c < B; ++c)
+          xd[size_t(b * B + c)] = double(std::fmin(127.f, std::fmax(-127.f, std::nearbyint(xb[c] * inv)))) * s;
+      }
       for (int64_t j = 0; j < n; ++j) {
         double acc = 0.0, a = 0.0;
-        for (int64_t b = 0; b < k / B; ++b) {
-          const float* xb = x.data() + i * k + b * B;
-          float amax = 0.f;
-          for (int64_t c = 0; c < B; ++c) amax = std::fmax(amax, std::fabs(xb[c]));
-          const float s = amax / 127.f, inv = amax > 0.f ? 127.f / amax : 0.f;
-          for (int64_t c = 0; c < B; ++c) {
-            const double p = double(std::fmin(127.f, std::fmax(-127.f, std::nearbyint(xb[c] * inv)))) * s * W.wf[size_t(j * k + b * B + c)];
-            acc += p;
-            a += std::fabs(p);
-          }
+        const float* wj = W.wf.data() + j * k;
+        for (int64_t c = 0; c < k / B * B; ++c) {
+          const double p = xd[size_t(c)] * wj[c];
+          acc += p;
+          a += std::fabs(p);
         }
         ref[size_t(i * n + j)] = acc;
         mag[size_t(i * n + j)] = a;
       }
+    }
     return;
   }
   if (W.f32) {
