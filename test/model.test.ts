@@ -36,8 +36,9 @@ describe('model: stories260K against llama2.c run.c', function () {
       this.skip();
     }
     ref = JSON.parse(fs.readFileSync(path.join(DIR, 'reference.json'), 'utf8')) as Reference;
-    f32 = await loadModel(MODEL, { tokenizer: TOK });
-    int8 = await loadModel(MODEL, { tokenizer: TOK, weights: 'int8' });
+    // an f32 KV cache: run.c keeps one, and these compare logits with it at 1e-4
+    f32 = await loadModel(MODEL, { tokenizer: TOK, kvCache: 'f32' });
+    int8 = await loadModel(MODEL, { tokenizer: TOK, weights: 'int8', kvCache: 'f32' });
   });
   after(() => {
     f32?.dispose();

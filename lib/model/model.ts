@@ -45,9 +45,9 @@ export interface LoadModelOptions {
   tokenizer?: string;
   /** 'int8': quantize every linear per output channel at load and run them through the int8 GEMM with dynamic per-token activations */
   weights?: 'f32' | 'int8';
-  /** context length (default: the model's, at most 8192: Llama 3.2's 131072 positions would reserve a 8.6 GB f32 KV cache; pass more to use more) */
+  /** context length (default: the model's, at most 8192: Llama 3.2's 131072 positions would reserve a 4.3 GB f16 KV cache; pass more to use more) */
   maxSeq?: number;
-  /** KV cache storage (default 'f32') */
+  /** KV cache storage (default 'f16', as llama.cpp: half the bytes of 'f32' for attention to read, logits within ~1e-3 of it; 'f32' for bit-for-bit comparisons with f32 references) */
   kvCache?: 'f32' | 'f16' | 'i8';
   /** 'cuda': run the forward pass on the GPU (the weights are uploaded after loading; see Model.toDevice). Default 'cpu'. */
   device?: 'cpu' | 'cuda';
@@ -105,6 +105,8 @@ interface NativeModel {
 }
 
 const KV = { f32: 0, f16: 1, i8: 2 } as const;
+/** @internal the KV cache storage when LoadModelOptions.kvCache is not given (llama.cpp's default too) */
+export const DEFAULT_KV_CACHE = 'f16';
 /** The context a model gets unless loadModel is given maxSeq: its own, up to this (llama.cpp's tools default to 4096) */
 const DEFAULT_MAX_SEQ = 8192;
 
@@ -971,7 +973,7 @@ export async function loadModel(file: string, opts: LoadModelOptions = {}): Prom
   if (!fs.existsSync(file)) throw new Error(`${op}: ${file} does not exist`);
   const weights = opts.weights ?? 'f32';
   if (weights !== 'f32' && weights !== 'int8') throw new TypeError(`${op}: weights must be 'f32' or 'int8'; got ${describe(weights)}`);
-  const kv = opts.kvCache ?? 'f32';
+  const kv = opts.kvCache ?? DEFAULT_KV_CACHE;
   if (!(kv in KV)) throw new TypeError(`${op}: kvCache must be 'f32', 'f16' or 'i8'; got ${describe(kv)}`);
   if (opts.maxSeq !== undefined && (!Number.isInteger(opts.maxSeq) || opts.maxSeq < 1 || opts.maxSeq > 2 ** 24)) {
     throw new RangeError(`${op}: maxSeq must be an integer in [1, 2^24]; got ${describe(opts.maxSeq)}`);

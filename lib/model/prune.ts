@@ -9,7 +9,7 @@ import { loadNative, type NativePacked, type NativeSparse } from '../native';
 import { quantize } from '../quantize';
 import { prune, SparseTensor, type SparseFormat } from '../sparse';
 import { Tensor } from '../tensor';
-import { createFromPlan, layerExtras, type LayerRefs, type Model, type Plan, type PruneReport, type WeightRef } from './model';
+import { createFromPlan, DEFAULT_KV_CACHE, layerExtras, type LayerRefs, type Model, type Plan, type PruneReport, type WeightRef } from './model';
 import { Rebuild, calibrationSequences } from './rebuild';
 
 export interface PruneModelOptions {
@@ -314,7 +314,7 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
       config: { ...plan.config, hidden, heads, kvHeads: keepKv },
       weights: { ...plan.weights, output, layers: newLayers },
     };
-    const pruned = await createFromPlan(newPlan, c.maxSeq, src.opts.kvCache ?? 'f32', { ...src, derived: true }, headFrac > 0 ? hd : undefined);
+    const pruned = await createFromPlan(newPlan, c.maxSeq, src.opts.kvCache ?? DEFAULT_KV_CACHE, { ...src, derived: true }, headFrac > 0 ? hd : undefined);
     pruned.pruneReport = report;
     return pruned;
   } finally {

@@ -8,7 +8,7 @@ import type { NativePacked, NativeQ4 } from '../native';
 import { Observer, quantize, type ObserverMethod } from '../quantize';
 import { Tensor } from '../tensor';
 import { loadNative } from '../native';
-import { createFromPlan, layerExtras, type CalibrationStats, type LayerRefs, type Model, type Plan, type WeightRef } from './model';
+import { createFromPlan, DEFAULT_KV_CACHE, layerExtras, type CalibrationStats, type LayerRefs, type Model, type Plan, type WeightRef } from './model';
 import { Rebuild, calibrationSequences } from './rebuild';
 
 export interface QuantizeModelOptions {
@@ -301,7 +301,7 @@ export async function quantizeModel(model: Model, opts: QuantizeModelOptions = {
       report.layers.push({ name: 'output', shape: [c.vocab, dim], format: report.weights, bytes });
       report.bytes += bytes;
     }
-    const q = await createFromPlan({ ...plan, weights: { ...plan.weights, output, layers: newLayers } }, c.maxSeq, src.opts.kvCache ?? 'f32', { ...src, derived: true });
+    const q = await createFromPlan({ ...plan, weights: { ...plan.weights, output, layers: newLayers } }, c.maxSeq, src.opts.kvCache ?? DEFAULT_KV_CACHE, { ...src, derived: true });
     q.quantizeReport = report;
     return q;
   } finally {
