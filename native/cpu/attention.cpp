@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "dispatch.h"
-#include "half.h"
 #include "kernels.h"
 #include "sparq/sparq.h"
 #include "thread_pool.h"
@@ -223,6 +222,7 @@ Error kv_store(const float* src, int64_t b, int64_t h, int64_t t, int64_t d, KvT
     return Error::make(Status::invalid_argument, "kv_store: rows [" + std::to_string(pos) + ", " +
                                                      std::to_string(pos + t) + ") do not fit the capacity " +
                                                      std::to_string(cap));
+  const KernelTable kt = kernels();
   const int64_t rows = b * h * t, grain = std::max<int64_t>(1, 16384 / d);
   const int64_t tasks = std::min<int64_t>((rows + grain - 1) / grain, num_threads() * 4);
   parallel_for(tasks, [&](int64_t task) {
@@ -232,8 +232,7 @@ Error kv_store(const float* src, int64_t b, int64_t h, int64_t t, int64_t d, KvT
       switch (type) {
         case KvType::f32: std::memcpy(static_cast<float*>(dst) + row * d, x, size_t(d) * 4); break;
         case KvType::f16: {
-          uint16_t* y = static_cast<uint16_t*>(dst) + row * d;
-          for (int64_t i = 0; i < d; ++i) y[i] = float_to_half(x[i]);
+          kt.to_half(x, static_cast<uint16_t*>(dst) + row * d, d);
           break;
         }
         case KvType::i8: {

@@ -635,6 +635,7 @@ static void model(const Run& r) {
 
 // swiglu_rows (a fused gate|up linear's rows -> silu(gate) * up) on every path against
 // f64, for row lengths with vector tails and row counts that split over threads unevenly.
+static void kv_store_f16(const Run& r);
 static void small_ops(const Run& r) {
   if (!r.only.empty() && r.only != "small") return;
   const int cases = g_cases, before = g_failures;
@@ -663,6 +664,82 @@ static void small_ops(const Run& r) {
       }
   }
   std::printf("  %-14s %5d cases, %s\n", "swiglu_rows", g_cases - cases, g_failures == before ? "ok" : "FAILED");
+  kv_store_f16(r);
+}
+
+// IEEE half bits -> double, from the format's definition (1 sign, 5 exponent, 10 fraction bits).
+static double half_value(uint16_t h) {
+  const int e = (h >> 10) & 31, f = h & 1023;
+  const double mag = e == 0 ? std::ldexp(double(f), -24) : e == 31 ? (f ? NAN : INFINITY) : std::ldexp(1024.0 + f, e - 25);
+  return h & 0x8000 ? -mag : mag;
+}
+
+// kv_store into an f16 cache (the table's to_half) on every path: each stored half must be
+// the nearest one to its f32 (ties to the even fraction), +-inf from 65520 on, NaN for NaN.
+// Values: Gaussians over 30 binades (halves' subnormals included), exact ties, the overflow
+// edge, zeros, infinities, NaN; row lengths with vector tails.
+static void kv_store_f16(const Run& r) {
+  const int cases = g_cases, before = g_failures;
+  std::uniform_int_distribution<int> pick(0, 9), bin(-30, 16), tie(1, 2046);
+  std::normal_distribution<float> nd;
+  for (const std::string& isa : r.isas) {
+    if (Error e = set_isa(isa); !e.ok()) {
+      FAIL("set_isa(%s): %s", isa.c_str(), e.message.c_str());
+      continue;
+    }
+    for (int64_t d : {1, 7, 8, 9, 64, 67}) {
+      ++g_cases;
+      const int64_t h = 3, t = 5, cap = 7, pos = 2;
+      std::vector<float> x(size_t(h * t * d));
+      for (float& v : x) {
+        switch (pick(g_rng)) {
+          case 0: {  // halfway between two neighbouring halves (normal or subnormal)
+            const uint16_t a = uint16_t(tie(g_rng) * 30 / 2046 * 1024 + tie(g_rng) % 1024);
+            v = float((half_value(a) + half_value(uint16_t(a + 1))) / 2);
+            break;
+          }
+          case 1: { const float edge[] = {65504.f, 65519.99f, 65520.f, 1e6f, 0.f, -0.f, INFINITY, -INFINITY, NAN, 5.96e-8f, 2.98e-8f, 2.99e-8f};
+                    v = edge[size_t(tie(g_rng)) % 12] * (tie(g_rng) % 2 ? 1.f : -1.f); break; }
+          default: v = std::ldexp(nd(g_rng), bin(g_rng)); break;
+        }
+      }
+      std::vector<uint16_t> cache(size_t(h * cap * d), 0x5555);
+      if (Error e = kv_store(x.data(), 1, h, t, d, KvType::f16, cache.data(), nullptr, cap, pos); !e.ok()) {
+        FAIL("kv_store f16: %s", e.message.c_str());
+        continue;
+      }
+      int64_t bad = 0, first = -1;
+      for (int64_t hh = 0; hh < h; ++hh)
+        for (int64_t row = 0; row < cap; ++row)
+          for (int64_t i = 0; i < d; ++i) {
+            const uint16_t got = cache[size_t((hh * cap + row) * d + i)];
+            bool ok;
+            if (row < pos || row >= pos + t) {
+              ok = got == 0x5555;  // rows outside [pos, pos + t) untouched
+            } else {
+              const float xv = x[size_t((hh * t + row - pos) * d + i)];
+              const double g = half_value(got);
+              if (std::isnan(xv)) ok = std::isnan(g);
+              else if (std::fabs(xv) >= 65520.f) ok = std::isinf(g) && std::signbit(g) == std::signbit(xv);
+              else {
+                // nearest: the neighbours in magnitude are no closer (got + 1 does not carry into the
+                // sign: a finite half is at most 0x7bff in magnitude), a tie goes to the even one
+                const uint16_t mag = got & 0x7fff;
+                const double e = std::fabs(double(xv) - g);
+                const double up = std::fabs(double(xv) - half_value(uint16_t(got + 1)));
+                const double dn = mag ? std::fabs(double(xv) - half_value(uint16_t(got - 1))) : INFINITY;
+                ok = std::signbit(g) == std::signbit(xv) && !std::isinf(g) && e <= up && e <= dn &&
+                     !(e == up && (got & 1)) && !(e == dn && (got & 1));
+              }
+            }
+            if (!ok && bad++ == 0) first = (hh * cap + row) * d + i;
+          }
+      if (bad)
+        FAIL("kv_store f16 on %s, d=%lld: %lld halves wrong (first at %lld: 0x%04x)", isa.c_str(), (long long)d, (long long)bad,
+             (long long)first, cache[size_t(first)]);
+    }
+  }
+  std::printf("  %-14s %5d cases, %s\n", "kv_store f16", g_cases - cases, g_failures == before ? "ok" : "FAILED");
 }
 
 int main(int argc, char** argv) {

@@ -1,8 +1,9 @@
 // small_ops_ref.cpp - scalar references of the decoder's small ops (RMSNorm,
-// softmax, SwiGLU, add): f64 accumulation, libm exp. The oracles of the AVX2
+// softmax, SwiGLU, add, f32 -> f16): f64 accumulation, libm exp. The oracles of the AVX2
 // versions in x86/small_ops_avx2.cpp.
 #include <cmath>
 
+#include "../half.h"
 #include "../kernels.h"
 
 namespace sparq {
@@ -34,6 +35,10 @@ void swiglu_ref(const float* a, const float* b, float* y, int64_t i0, int64_t i1
 
 void add_ref(const float* a, const float* b, float* y, int64_t i0, int64_t i1) {
   for (int64_t i = i0; i < i1; ++i) y[i] = a[i] + b[i];
+}
+
+void to_half_ref(const float* x, uint16_t* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = float_to_half(x[i]);
 }
 
 }  // namespace sparq

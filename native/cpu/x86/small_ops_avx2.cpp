@@ -1,11 +1,12 @@
 // small_ops_avx2.cpp - AVX2 versions of the decoder's small ops (RMSNorm,
-// softmax, SwiGLU, add), 8 lanes with scalar tails. exp is a Cephes-style
+// softmax, SwiGLU, add, f32 -> f16), 8 lanes with scalar tails. exp is a Cephes-style
 // range reduction + degree-6 polynomial (about 2 ulp in f32). Checked against
 // ref/small_ops_ref.cpp through test/small_ops.test.ts on every path.
 #include <immintrin.h>
 
 #include <cmath>
 
+#include "../half.h"
 #include "../kernels.h"
 #include "avx2_math.h"
 
@@ -79,6 +80,16 @@ void add_avx2(const float* a, const float* b, float* y, int64_t i0, int64_t i1) 
   int64_t i = i0;
   for (; i + 8 <= i1; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
   for (; i < i1; ++i) y[i] = a[i] + b[i];
+}
+
+// F16C rounds to nearest even like float_to_half, overflows to inf and keeps
+// subnormal halves (no DAZ / FTZ applies to it); a NaN stays a NaN (F16C keeps
+// its payload's top bits where float_to_half writes one quiet NaN).
+void to_half_avx2(const float* x, uint16_t* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; ++i) y[i] = float_to_half(x[i]);
 }
 
 }  // namespace sparq
