@@ -102,6 +102,8 @@ export interface NativeBinding {
     fp32Avx2Gops: number; int8Avx2Gops: number; fp32Avx512Gops: number; int8AvxvnniGops: number; int8Avx512vnniGops: number;
     dramReadGBs: number; threads: number;
   }>;
+  /** index of the largest element (the first of equal ones), or -1 - i for the first NaN / +inf; synchronous */
+  argmax(x: Float32Array): number;
   rmsnorm(x: S, xOff: Off, rows: number, d: number, w: S, wOff: Off, eps: number, out: S, outOff: Off): Promise<void>;
   softmax(x: S, xOff: Off, rows: number, n: number, out: S, outOff: Off): Promise<void>;
   swiglu(a: S, aOff: Off, b: S, bOff: Off, n: number, out: S, outOff: Off): Promise<void>;

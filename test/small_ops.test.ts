@@ -2,6 +2,8 @@
 // against f64 references computed here.
 import { expect } from 'chai';
 import { Tensor, add, rmsnorm, rope, softmax, swiglu } from '../lib/index';
+import { Sampler } from '../lib/model/sampler';
+import { loadNative } from '../lib/native';
 import { describeEachIsa, randn, relErr } from './helpers';
 
 function refRope(x: Float32Array, bh: number, t: number, d: number, offset: number, theta: number, neox: boolean): Float64Array {
@@ -20,7 +22,36 @@ function refRope(x: Float32Array, bh: number, t: number, d: number, offset: numb
   return y;
 }
 
+function refArgmax(x: Float32Array): number {
+  let best = 0;
+  for (let i = 0; i < x.length; i++) {
+    if (Number.isNaN(x[i]!) || x[i] === Infinity) return -1 - i;
+    if (x[i]! > x[best]!) best = i;
+  }
+  return best;
+}
+
 describeEachIsa('small ops', () => {
+
+  it("the greedy sampler's native argmax: the first of equal maxima, -1 - i for the first NaN / +inf", () => {
+    const native = loadNative();
+    for (const n of [1, 2, 7, 8, 9, 15, 16, 17, 31999, 32000, 100003]) {
+      for (let trial = 0; trial < 6; trial++) {
+        const x = randn(n, 5);
+        const at = (k: number) => Math.floor(((k + 1) * 7919 * (trial + 1)) % n);
+        if (trial === 1) { const m = 50; for (let k = 0; k < 4; k++) x[at(k)] = m; }  // ties: the lowest index
+        if (trial === 2) x.fill(-Infinity);                                       // all -inf: 0
+        if (trial === 3) { x[at(0)] = NaN; x[at(1)] = Infinity; }                 // the first bad one
+        if (trial === 4) { x.fill(0); x[at(0)] = -0; x[at(1)] = -0; }            // -0 and +0 equal
+        if (trial === 5) { x[at(0)] = -Infinity; x[n - 1] = 99; }                 // the last element (a tail)
+        expect(native.argmax(x), `n=${n} trial ${trial}`).to.equal(refArgmax(x));
+      }
+    }
+    expect(() => native.argmax(new Float64Array(4) as unknown as Float32Array)).to.throw(TypeError, /Float32Array/);
+    const s = new Sampler({});
+    expect(() => s.sample(Float32Array.from([1, NaN, 2]))).to.throw(RangeError, /token 1/);
+    expect(s.sample(Float32Array.from([1, 3, 3, 2]))).to.equal(1);
+  });
 
   it('rmsnorm within 1e-5 of f64', async () => {
     for (const [rows, d] of [[1, 1], [3, 7], [5, 64], [2, 4099], [17, 288]] as const) {

@@ -284,6 +284,16 @@ Napi::Value MeasureCeilings(const Napi::CallbackInfo& info) {
 }
 
 // --- small ops (all Promise-returning) ---------------------------------------------
+// argmax(x: Float32Array) -> the index of the largest element (the first of equal ones),
+// or -1 - i for the first NaN / +inf. Synchronous: a vocabulary's logits take microseconds.
+Napi::Value Argmax(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw Napi::TypeError::New(env, "argmax: x must be a Float32Array");
+  Napi::Float32Array x = info[0].As<Napi::Float32Array>();
+  return Napi::Number::New(env, double(sparq::argmax_f32(x.Data(), int64_t(x.ElementLength()))));
+}
+
 // rmsnorm(x, xOff, rows, d, w, wOff, eps, out, outOff)
 Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
   const char* op = "rmsnorm";
@@ -486,6 +496,7 @@ void RegisterOps(Napi::Env env, Napi::Object exports) {
   exports.Set("linearF32", Napi::Function::New(env, F32Op<true>, "linearF32"));
   exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
   exports.Set("ceilings", Napi::Function::New(env, MeasureCeilings, "ceilings"));
+  exports.Set("argmax", Napi::Function::New(env, Argmax, "argmax"));
   exports.Set("rmsnorm", Napi::Function::New(env, RmsNorm, "rmsnorm"));
   exports.Set("softmax", Napi::Function::New(env, Softmax, "softmax"));
   exports.Set("swiglu", Napi::Function::New(env, Binary<true>, "swiglu"));

@@ -184,7 +184,7 @@ static KernelTable make_table(Isa isa) {
   KernelTable t;
   t.isa = isa;
   t.gemm_s8 = gemm_s8_ref; t.pack_s8_block = pack_s8_block_ref; t.sgemm = sgemm_ref; t.sgemv = sgemv_ref; t.quant_rows = quant_rows_ref;
-  t.rmsnorm = rmsnorm_ref; t.softmax = softmax_ref; t.swiglu = swiglu_ref; t.add = add_ref; t.to_half = to_half_ref;
+  t.rmsnorm = rmsnorm_ref; t.softmax = softmax_ref; t.swiglu = swiglu_ref; t.add = add_ref; t.to_half = to_half_ref; t.argmax = argmax_ref;
   t.attn = attn_ref;
   t.spmv = spmv_ref; t.spmmt = spmmt_ref; t.sprow = sprow_ref; t.q4_gemv = q4_gemv_ref;
   t.block_gemv = block_gemv_ref; t.block_decode_row = block_decode_ref; t.block_quant = block_quant_ref;
@@ -195,7 +195,7 @@ static KernelTable make_table(Isa isa) {
   if (isa != Isa::ref) {
     t.quant_rows = quant_rows_avx2;
     t.pack_s8_block = pack_s8_block_avx2;
-    t.rmsnorm = rmsnorm_avx2; t.softmax = softmax_avx2; t.swiglu = swiglu_avx2; t.add = add_avx2; t.to_half = to_half_avx2;
+    t.rmsnorm = rmsnorm_avx2; t.softmax = softmax_avx2; t.swiglu = swiglu_avx2; t.add = add_avx2; t.to_half = to_half_avx2; t.argmax = argmax_avx2;
     t.attn = attn_avx2;
     t.spmv = spmv_avx2; t.spmmt = spmmt_avx2; t.sprow = sprow_avx2; t.sparse_name = "avx2";
     t.q4_gemv = q4_gemv_avx2;

@@ -137,16 +137,20 @@ using SwigluFn = void (*)(const float* a, const float* b, float* y, int64_t i0, 
 using AddFn = void (*)(const float* a, const float* b, float* y, int64_t i0, int64_t i1);
 // y[i] = x[i] as IEEE half, round to nearest even (overflow -> inf, NaN -> a NaN), i < n
 using ToHalfFn = void (*)(const float* x, uint16_t* y, int64_t n);
+// sparq.h argmax_f32 (n >= 1)
+using ArgmaxFn = int64_t (*)(const float* x, int64_t n);
 void rmsnorm_ref(const float*, const float*, float*, int64_t, float, int64_t, int64_t);
 void softmax_ref(const float*, float*, int64_t, int64_t, int64_t);
 void swiglu_ref(const float*, const float*, float*, int64_t, int64_t);
 void add_ref(const float*, const float*, float*, int64_t, int64_t);
 void to_half_ref(const float*, uint16_t*, int64_t);
+int64_t argmax_ref(const float*, int64_t);
 void rmsnorm_avx2(const float*, const float*, float*, int64_t, float, int64_t, int64_t);
 void softmax_avx2(const float*, float*, int64_t, int64_t, int64_t);
 void swiglu_avx2(const float*, const float*, float*, int64_t, int64_t);
 void add_avx2(const float*, const float*, float*, int64_t, int64_t);
 void to_half_avx2(const float*, uint16_t*, int64_t);  // F16C
+int64_t argmax_avx2(const float*, int64_t);
 
 // --- attention (one task: a set of query rows over a range of keys) ----------
 // The rows share one key/value head (rows of the g query heads of a group and
@@ -264,6 +268,7 @@ struct KernelTable {
   SwigluFn swiglu = nullptr;
   AddFn add = nullptr;
   ToHalfFn to_half = nullptr;
+  ArgmaxFn argmax = nullptr;
   AttnFn attn = nullptr;
   SpmvFn spmv = nullptr;
   SpmmTFn spmmt = nullptr;

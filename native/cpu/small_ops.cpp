@@ -56,6 +56,8 @@ Error swiglu_rows(const float* gu, int64_t rows, int64_t h, float* y) {
   return Error{};
 }
 
+int64_t argmax_f32(const float* x, int64_t n) { return n < 1 ? 0 : kernels().argmax(x, n); }
+
 Error add(const float* a, const float* b, int64_t n, float* y) {
   const KernelTable t = kernels();
   chunked(n, kGrainElems, [&](int64_t i0, int64_t i1) { t.add(a, b, y, i0, i1); });

@@ -1,5 +1,5 @@
 // small_ops_ref.cpp - scalar references of the decoder's small ops (RMSNorm,
-// softmax, SwiGLU, add, f32 -> f16): f64 accumulation, libm exp. The oracles of the AVX2
+// softmax, SwiGLU, add, f32 -> f16, argmax): f64 accumulation, libm exp. The oracles of the AVX2
 // versions in x86/small_ops_avx2.cpp.
 #include <cmath>
 
@@ -39,6 +39,15 @@ void add_ref(const float* a, const float* b, float* y, int64_t i0, int64_t i1) {
 
 void to_half_ref(const float* x, uint16_t* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = float_to_half(x[i]);
+}
+
+int64_t argmax_ref(const float* x, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!(x[i] < INFINITY)) return -1 - i;
+    if (x[i] > x[best]) best = i;
+  }
+  return best;
 }
 
 }  // namespace sparq

@@ -1,5 +1,5 @@
 // small_ops_avx2.cpp - AVX2 versions of the decoder's small ops (RMSNorm,
-// softmax, SwiGLU, add, f32 -> f16), 8 lanes with scalar tails. exp is a Cephes-style
+// softmax, SwiGLU, add, f32 -> f16, argmax), 8 lanes with scalar tails. exp is a Cephes-style
 // range reduction + degree-6 polynomial (about 2 ulp in f32). Checked against
 // ref/small_ops_ref.cpp through test/small_ops.test.ts on every path.
 #include <immintrin.h>
@@ -90,6 +90,48 @@ void to_half_avx2(const float* x, uint16_t* y, int64_t n) {
   for (; i + 8 <= n; i += 8)
     _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
   for (; i < n; ++i) y[i] = float_to_half(x[i]);
+}
+
+// Per lane the largest value and the first index holding it (a later one replaces it
+// only when strictly larger), NaN / +inf noted on the way; then the lanes' best, the
+// lowest index among equal values. Ties between -0 and +0 go to the first, as in the
+// reference (neither is larger).
+int64_t argmax_avx2(const float* x, int64_t n) {
+  const __m256 inf = _mm256_set1_ps(INFINITY);
+  __m256 bv = _mm256_set1_ps(-INFINITY), bad = _mm256_setzero_ps();
+  __m256i bi = _mm256_set1_epi32(-1), idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i eight = _mm256_set1_epi32(8);
+  int64_t i = 0;
+  if (n <= int64_t(1) << 30)  // lane indices in int32
+    for (; i + 8 <= n; i += 8) {
+      const __m256 v = _mm256_loadu_ps(x + i);
+      bad = _mm256_or_ps(bad, _mm256_cmp_ps(v, inf, _CMP_NLT_UQ));  // NaN or +inf
+      // strictly larger, or the lane's first value (-inf included)
+      const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, bv, _CMP_GT_OQ), _mm256_castsi256_ps(_mm256_cmpeq_epi32(bi, _mm256_set1_epi32(-1))));
+      bv = _mm256_blendv_ps(bv, v, take);
+      bi = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bi), _mm256_castsi256_ps(idx), take));
+      idx = _mm256_add_epi32(idx, eight);
+    }
+  if (!_mm256_testz_ps(bad, bad) || i == 0) return argmax_ref(x, n);  // the first bad index (or a short / huge row)
+  alignas(32) float v8[8];
+  alignas(32) int32_t i8[8];
+  _mm256_store_ps(v8, bv);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(i8), bi);
+  int64_t best = i8[0];
+  float b = v8[0];
+  for (int l = 1; l < 8; ++l)
+    if (v8[l] > b || (v8[l] == b && i8[l] < best)) {
+      b = v8[l];
+      best = i8[l];
+    }
+  for (; i < n; ++i) {
+    if (!(x[i] < INFINITY)) return -1 - i;
+    if (x[i] > b) {
+      b = x[i];
+      best = i;
+    }
+  }
+  return best;
 }
 
 }  // namespace sparq

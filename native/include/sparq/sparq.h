@@ -235,6 +235,10 @@ Error kv_store(const float* src, int64_t b, int64_t h, int64_t t, int64_t d, KvT
 void histogram_f32(const float* x, int64_t count, float lo, float hi, int64_t bins, double* counts);
 // min, max over x (NaN ignored)
 void minmax_f32(const float* x, int64_t count, float* mn, float* mx);
+// The index of the largest of x[0, n) (the first of equal ones; -inf takes part), or
+// -1 - i when x[i] is the first NaN or +inf (a greedy pick from such logits would be
+// arbitrary); 0 when n < 1. The greedy sampler's pick, on the calling thread (~microseconds).
+int64_t argmax_f32(const float* x, int64_t n);
 
 // --- runtime ----------------------------------------------------------------
 struct RuntimeInfo {
