@@ -11,12 +11,9 @@ import {
   KVCache, Tensor, attention, cudaMemory, info, linear, loadModel, matmulInt8, prune, quantize,
   add, rmsnorm, rope, softmax, swiglu, type Model,
 } from '../lib/index';
-import { randI8, randn, relErr, settled } from './helpers';
+import { randI8, randn, relErr, settled, STORIES_DIR as DIR, STORIES_MODEL as MODEL, STORIES_TOK as TOK, needStories } from './helpers';
 import { writeRandomModel } from '../lib/model/synth';
 
-const DIR = path.resolve(__dirname, '..', '..', 'shared', 'models', 'stories260K');
-const MODEL = path.join(DIR, 'stories260K.bin'), TOK = path.join(DIR, 'tok512.bin');
-const haveModel = fs.existsSync(MODEL) && fs.existsSync(TOK);
 const gpus = info().cuda.devices;
 
 function maxAbs(a: ArrayLike<number>): number {
@@ -85,7 +82,7 @@ describe('cuda: without a device', function () {
   });
 
   it("loadModel(..., { device: 'cuda' }) rejects with the reason and leaks nothing", async function () {
-    if (!haveModel) this.skip();
+    needStories(this);
     const before = await settled(() => info().allocatedBytes);
     let err: unknown;
     try {
@@ -286,10 +283,7 @@ describe('cuda: stories260K on the GPU', function () {
       console.log('      (skipped: no CUDA device)');
       this.skip();
     }
-    if (!haveModel) {
-      console.log(`      (skipped: the stories260K model is not at ${DIR})`);
-      this.skip();
-    }
+    needStories(this);
     ref = JSON.parse(fs.readFileSync(path.join(DIR, 'reference.json'), 'utf8')) as typeof ref;
   });
 

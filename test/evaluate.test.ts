@@ -7,11 +7,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { evaluate, loadModel, quantizeModel, type Model } from '../lib/index';
-import { ROOT } from './helpers';
+import { ROOT, STORIES_DIR as DIR, STORIES_MODEL as MODEL, STORIES_TOK as TOK, needStories } from './helpers';
 
-const DIR = path.resolve(__dirname, '..', '..', 'shared', 'models', 'stories260K');
-const MODEL = path.join(DIR, 'stories260K.bin'), TOK = path.join(DIR, 'tok512.bin');
-const have = fs.existsSync(MODEL) && fs.existsSync(TOK);
 
 describe('evaluate: stories260K', function () {
   this.timeout(300000);
@@ -19,10 +16,7 @@ describe('evaluate: stories260K', function () {
   let tokens: number[][];
 
   before(async function () {
-    if (!have) {
-      console.log(`      (skipped: the stories260K model is not at ${DIR})`);
-      this.skip();
-    }
+    needStories(this);
     f32 = await loadModel(MODEL, { tokenizer: TOK });
     int8 = await loadModel(MODEL, { tokenizer: TOK, weights: 'int8' });
     tokens = [];

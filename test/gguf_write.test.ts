@@ -13,7 +13,7 @@ import { loadModel, saveModel } from '../lib/index';
 import { readGguf } from '../lib/model/gguf';
 import { writeGgufModel } from '../lib/model/gguf_write';
 import { writeRandomModel, type SynthConfig } from '../lib/model/synth';
-import { ROOT, relErr } from './helpers';
+import { ROOT, relErr, STORIES_DIR as DIR, STORIES_MODEL as MODEL, STORIES_TOK as TOK } from './helpers';
 
 const hash = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 /** name -> bytes of every tensor of a safetensors file */
@@ -28,8 +28,6 @@ function safetensorsOf(file: string): Map<string, Buffer> {
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-gguf-write-'));
 const cfg: SynthConfig = { dim: 256, hidden: 512, layers: 2, heads: 4, kvHeads: 2, vocab: 400, maxSeq: 64, seed: 17 };
-const DIR = path.resolve(__dirname, '..', '..', 'shared', 'models', 'stories260K');
-const MODEL = path.join(DIR, 'stories260K.bin'), TOK = path.join(DIR, 'tok512.bin');
 
 function tensorsOf(file: string): Map<string, { type: number; dims: number[]; data: Buffer }> {
   const g = readGguf(file), raw = fs.readFileSync(file);

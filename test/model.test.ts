@@ -7,10 +7,8 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Tokenizer, loadModel, type Model } from '../lib/index';
 import { Sampler } from '../lib/model/sampler';
+import { STORIES_DIR as DIR, STORIES_MODEL as MODEL, STORIES_TOK as TOK, needStories } from './helpers';
 
-const DIR = path.resolve(__dirname, '..', '..', 'shared', 'models', 'stories260K');
-const MODEL = path.join(DIR, 'stories260K.bin'), TOK = path.join(DIR, 'tok512.bin');
-const have = fs.existsSync(MODEL) && fs.existsSync(TOK);
 
 interface Entry { prompt: string; prompt_token_ids: number[]; generated_token_ids: number[]; n_generated: number; stopped_on_bos: boolean; text: string }
 interface Reference { entries: Entry[]; logits: { prompt: string; pos0_after_BOS: number[] } }
@@ -31,10 +29,7 @@ describe('model: stories260K against llama2.c run.c', function () {
   let f32: Model, int8: Model;
 
   before(async function () {
-    if (!have) {
-      console.log(`      (skipped: the stories260K model is not at ${DIR})`);
-      this.skip();
-    }
+    needStories(this);
     ref = JSON.parse(fs.readFileSync(path.join(DIR, 'reference.json'), 'utf8')) as Reference;
     // an f32 KV cache: run.c keeps one, and these compare logits with it at 1e-4
     f32 = await loadModel(MODEL, { tokenizer: TOK, kvCache: 'f32' });
@@ -223,7 +218,7 @@ describe('tokenizer: BPE merges', () => {
   });
 
   it('a 200,000-character text encodes and decodes back (stories260K tokenizer)', function () {
-    if (!have) this.skip();
+    needStories(this);
     const tok = Tokenizer.fromLlama2c(fs.readFileSync(TOK), 512);
     const text = 'Once upon a time, there was a little girl named Lily. She liked to play outside. '.repeat(2500);
     const ids = tok.encode(text);
@@ -233,7 +228,7 @@ describe('tokenizer: BPE merges', () => {
   });
 
   it('pieces given packed (one buffer + offsets, as the GGUF loader builds them) tokenize as pieces given one by one', function () {
-    if (!have) this.skip();
+    needStories(this);
     const a = Tokenizer.fromLlama2c(fs.readFileSync(TOK), 512), spec = a.toSpec();
     const text = 'Once upon a time, Lily saw a big red ball. "Wow!" she said. ÆØÅ 東京 😀\n';
     // packPieces by hand: the bytes in a larger buffer at an offset, so views are honoured
@@ -258,7 +253,7 @@ describe('model: loader errors', function () {
   after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
   it('truncated, corrupted and unknown files give clear errors', async function () {
-    if (!have) this.skip();
+    needStories(this);
     const bytes = fs.readFileSync(MODEL);
     const write = (name: string, b: Uint8Array) => { const p = path.join(tmp, name); fs.writeFileSync(p, b); return p; };
     const cases: [string, RegExp][] = [
@@ -281,7 +276,7 @@ describe('model: loader errors', function () {
   });
 
   it('FIFOs and devices (which block or never end) are refused before they are opened, as model or tokenizer', async function () {
-    if (!have) this.skip();
+    needStories(this);
     const fifo = path.join(tmp, 'fifo');
     spawnSync('mkfifo', [fifo]);
     const cases: [string, string | undefined, RegExp][] = [

@@ -7,9 +7,8 @@ import * as path from 'node:path';
 import { loadModel, type Model } from '../lib/index';
 import { loadNative } from '../lib/native';
 import type { DecodeTiming } from '../lib/model/model';
+import { STORIES_DIR as DIR, STORIES_MODEL as MODEL, STORIES_TOK as TOK } from './helpers';
 
-const DIR = path.resolve(__dirname, '..', '..', 'shared', 'models', 'stories260K');
-const MODEL = path.join(DIR, 'stories260K.bin'), TOK = path.join(DIR, 'tok512.bin');
 
 describe('profile: per-op-class timers of the forward pass', function () {
   this.timeout(120000);

@@ -6,10 +6,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadModel, pruneModel, type Model } from '../lib/index';
 import { planModel } from '../lib/model/model';
+import { STORIES_DIR as DIR, STORIES_MODEL as MODEL, STORIES_TOK as TOK, needStories } from './helpers';
 
-const DIR = path.resolve(__dirname, '..', '..', 'shared', 'models', 'stories260K');
-const MODEL = path.join(DIR, 'stories260K.bin'), TOK = path.join(DIR, 'tok512.bin');
-const have = fs.existsSync(MODEL) && fs.existsSync(TOK);
 
 const CALIBRATION = [
   'Once upon a time, there was a little girl named Lily. She loved to play outside in the park.',
@@ -52,10 +50,7 @@ describe('pruneModel: stories260K', function () {
   let calib: number[][];
 
   before(async function () {
-    if (!have) {
-      console.log(`      (skipped: the stories260K model is not at ${DIR})`);
-      this.skip();
-    }
+    needStories(this);
     dense = await loadModel(MODEL, { tokenizer: TOK });
     // evaluation text written by the dense model itself (sampled, seeded), prompts different from the calibration
     evalSeqs = [];

@@ -6,11 +6,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tensor, evaluate, loadModel, quantize, quantizeModel, type Model, type QuantizeModelOptions } from '../lib/index';
 import { loadNative } from '../lib/native';
-import { randn } from './helpers';
+import { randn, STORIES_DIR as DIR, STORIES_MODEL as MODEL, STORIES_TOK as TOK, needStories } from './helpers';
 
-const DIR = path.resolve(__dirname, '..', '..', 'shared', 'models', 'stories260K');
-const MODEL = path.join(DIR, 'stories260K.bin'), TOK = path.join(DIR, 'tok512.bin');
-const have = fs.existsSync(MODEL) && fs.existsSync(TOK);
 
 async function sample(m: Model, n: number, seed: number): Promise<number[][]> {
   const out: number[][] = [];
@@ -28,10 +25,7 @@ describe('quantizeModel: stories260K', function () {
   let evalTokens: number[][], calib: number[][];
 
   before(async function () {
-    if (!have) {
-      console.log(`      (skipped: the stories260K model is not at ${DIR})`);
-      this.skip();
-    }
+    needStories(this);
     // an f32 KV cache: what is measured is the weights' quantization, not the cache's rounding
     f32 = await loadModel(MODEL, { tokenizer: TOK, kvCache: 'f32' });
     evalTokens = await sample(f32, 8, 1000);

@@ -4,10 +4,9 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ROOT } from './helpers';
+import { ROOT, STORIES_DIR as MODELS, needStories } from './helpers';
 import { writeRandomModel } from '../lib/model/synth';
 
-const MODELS = path.resolve(ROOT, '..', 'shared', 'models', 'stories260K');
 
 function runExample(code: string, cwd: string): { status: number | null; stdout: string; stderr: string } {
   const lines = code.split('\n');
@@ -37,10 +36,7 @@ describe('README', function () {
   it('the generation example runs on stories260K', function () {
     const code = blocks.find((b) => b.includes('model.generate(') && !b.includes('pruneModel('));
     expect(code, 'README has the generation example').to.be.a('string');
-    if (!fs.existsSync(path.join(MODELS, 'stories260K.bin'))) {
-      console.log(`      (skipped: the stories260K model is not at ${MODELS})`);
-      this.skip();
-    }
+    needStories(this);
     const r = runExample(code!, MODELS);
     expect(r.status, r.stderr).to.equal(0);
     expect(r.stdout).to.match(/there was a little girl named Lily/);
@@ -71,10 +67,7 @@ describe('README', function () {
   it('the pruning example runs on stories260K', function () {
     const code = blocks.find((b) => b.includes('pruneModel('));
     expect(code, 'README has the pruning example').to.be.a('string');
-    if (!fs.existsSync(path.join(MODELS, 'stories260K.bin'))) {
-      console.log(`      (skipped: the stories260K model is not at ${MODELS})`);
-      this.skip();
-    }
+    needStories(this);
     const r = runExample(code!, MODELS);
     expect(r.status, r.stderr).to.equal(0);
     const lines = r.stdout.trim().split('\n');
@@ -85,10 +78,7 @@ describe('README', function () {
   it('the quantize-and-evaluate example runs on stories260K', function () {
     const code = blocks.find((b) => b.includes('quantizeModel('));
     expect(code, 'README has the quantization example').to.be.a('string');
-    if (!fs.existsSync(path.join(MODELS, 'stories260K.bin'))) {
-      console.log(`      (skipped: the stories260K model is not at ${MODELS})`);
-      this.skip();
-    }
+    needStories(this);
     const r = runExample(code!, MODELS);
     expect(r.status, r.stderr).to.equal(0);
     expect(r.stdout.trim()).to.equal('true true true');

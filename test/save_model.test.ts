@@ -7,10 +7,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadModel, pruneModel, quantizeModel, saveModel, type Model } from '../lib/index';
+import { STORIES_DIR as DIR, STORIES_MODEL as MODEL, STORIES_TOK as TOK, needStories } from './helpers';
 
-const DIR = path.resolve(__dirname, '..', '..', 'shared', 'models', 'stories260K');
-const MODEL = path.join(DIR, 'stories260K.bin'), TOK = path.join(DIR, 'tok512.bin');
-const have = fs.existsSync(MODEL) && fs.existsSync(TOK);
 const SEQ = [1, 403, 407, 261, 378, 430, 261, 1130 % 512, 365, 281, 395, 267, 384, 286, 268, 415];
 
 /** name -> dtype, shape and bytes of every tensor of a safetensors file */
@@ -31,10 +29,7 @@ describe('saveModel / loadModel round trip: stories260K', function () {
   let dense: Model, tmp: string;
 
   before(async function () {
-    if (!have) {
-      console.log(`      (skipped: the stories260K model is not at ${DIR})`);
-      this.skip();
-    }
+    needStories(this);
     dense = await loadModel(MODEL, { tokenizer: TOK });
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-save-'));
   });

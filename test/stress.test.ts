@@ -8,11 +8,8 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { KVCache, Tensor, attention, info, linear, loadModel, matmulInt8, quantize, type Model } from '../lib/index';
-import { ROOT, randI8, randn } from './helpers';
+import { ROOT, randI8, randn, STORIES_DIR as DIR, STORIES_MODEL as MODEL, STORIES_TOK as TOK, haveStories as have, needStories } from './helpers';
 
-const DIR = path.resolve(ROOT, '..', 'shared', 'models', 'stories260K');
-const MODEL = path.join(DIR, 'stories260K.bin'), TOK = path.join(DIR, 'tok512.bin');
-const have = fs.existsSync(MODEL) && fs.existsSync(TOK);
 
 async function greedy(m: Model, prompt: string, n: number): Promise<number[]> {
   const ids: number[] = [];
@@ -24,10 +21,7 @@ describe('stress', function () {
   this.timeout(600000);
 
   it('1,000 concurrent mixed ops (GEMM, linear, attention, generate on two models) match their one-at-a-time results', async function () {
-    if (!have) {
-      console.log(`      (skipped: the stories260K model is not at ${DIR})`);
-      this.skip();
-    }
+    needStories(this);
     const f32 = await loadModel(MODEL, { tokenizer: TOK });
     const int8 = await loadModel(MODEL, { tokenizer: TOK, weights: 'int8' });
     // inputs, and what each op gives alone
@@ -91,8 +85,9 @@ describe('stress', function () {
 
   it('two worker threads generate at once, each the main thread\'s greedy ids', async function () {
     const dist = path.join(ROOT, 'dist', 'index.js');
-    if (!have || !fs.existsSync(dist)) {
-      console.log('      (skipped: needs the stories260K model and the compiled dist/)');
+    needStories(this);
+    if (!fs.existsSync(dist)) {
+      console.log('      (skipped: needs the compiled dist/)');
       this.skip();
     }
     const main = await loadModel(MODEL, { tokenizer: TOK });
@@ -120,8 +115,9 @@ describe('stress', function () {
 
   it('worker threads terminated while their ops run (matmul, linear, softmax, generate) leave the process alive', function () {
     const dist = path.join(ROOT, 'dist', 'index.js');
-    if (!have || !fs.existsSync(dist)) {
-      console.log('      (skipped: needs the stories260K model and the compiled dist/)');
+    needStories(this);
+    if (!fs.existsSync(dist)) {
+      console.log('      (skipped: needs the compiled dist/)');
       this.skip();
     }
     // in a child process: settling a promise in a dying env used to abort the whole process
@@ -147,7 +143,7 @@ describe('stress', function () {
   });
 
   it('100 load / generate / dispose cycles keep RSS flat (< 24 MiB growth after warm-up) and native memory exact', async function () {
-    if (!have) this.skip();
+    needStories(this);
     const cycle = async (i: number) => {
       const m = await loadModel(MODEL, { tokenizer: TOK, weights: i % 2 ? 'int8' : 'f32', kvCache: i % 3 ? 'f32' : 'i8' });
       await greedy(m, 'Once upon a time', 16);

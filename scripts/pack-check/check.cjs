@@ -45,7 +45,7 @@ async function main() {
     model.dispose();
   } else {
     gen = 'stories260K not found (STORIES_DIR): generate not checked';
-    if (process.env.REQUIRE_MODEL === '1') throw new Error(gen);
+    if (process.env.SPARQ_EXPECT_MODEL === '1') throw new Error(gen);
   }
   console.log(`  cjs ok (isa ${isa} -> gemm ${i.kernels.gemm_s8}, attention ${i.kernels.attention}; cuda compiled=${i.cuda.compiled}) ${gen}; loaded from ${path.relative(process.cwd(), where)}`);
 }

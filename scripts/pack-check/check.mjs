@@ -26,6 +26,7 @@ const workerCode = `
   })().catch((e) => { parentPort.postMessage({ error: String(e && e.stack || e) }); });
 `;
 let workers = 'worker_threads not checked (no STORIES_DIR)';
+if (process.env.SPARQ_EXPECT_MODEL === '1' && !(dir && fs.existsSync(path.join(dir, 'stories260K.bin')))) throw new Error(`stories260K not found (STORIES_DIR ${dir})`);
 if (dir && fs.existsSync(path.join(dir, 'stories260K.bin'))) {
   const data = { model: path.join(dir, 'stories260K.bin'), tok: path.join(dir, 'tok512.bin') };
   const run = () => new Promise((resolve, reject) => {
