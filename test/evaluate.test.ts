@@ -7,8 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { evaluate, loadModel, quantizeModel, type Model } from '../lib/index';
-import { ROOT, STORIES_DIR as DIR, STORIES_MODEL as MODEL, STORIES_TOK as TOK, needStories } from './helpers';
-
+import { ROOT, STORIES_MODEL as MODEL, STORIES_TOK as TOK, needStories } from './helpers';
 
 describe('evaluate: stories260K', function () {
   this.timeout(300000);

@@ -13,7 +13,7 @@ import { loadModel, saveModel } from '../lib/index';
 import { readGguf } from '../lib/model/gguf';
 import { writeGgufModel } from '../lib/model/gguf_write';
 import { writeRandomModel, type SynthConfig } from '../lib/model/synth';
-import { ROOT, relErr, STORIES_DIR as DIR, STORIES_MODEL as MODEL, STORIES_TOK as TOK } from './helpers';
+import { ROOT, relErr, STORIES_MODEL as MODEL, STORIES_TOK as TOK } from './helpers';
 
 const hash = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 /** name -> bytes of every tensor of a safetensors file */

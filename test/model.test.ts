@@ -9,7 +9,6 @@ import { Tokenizer, loadModel, type Model } from '../lib/index';
 import { Sampler } from '../lib/model/sampler';
 import { STORIES_DIR as DIR, STORIES_MODEL as MODEL, STORIES_TOK as TOK, needStories } from './helpers';
 
-
 interface Entry { prompt: string; prompt_token_ids: number[]; generated_token_ids: number[]; n_generated: number; stopped_on_bos: boolean; text: string }
 interface Reference { entries: Entry[]; logits: { prompt: string; pos0_after_BOS: number[] } }
 

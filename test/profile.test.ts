@@ -9,7 +9,6 @@ import { loadNative } from '../lib/native';
 import type { DecodeTiming } from '../lib/model/model';
 import { STORIES_DIR as DIR, STORIES_MODEL as MODEL, STORIES_TOK as TOK } from './helpers';
 
-
 describe('profile: per-op-class timers of the forward pass', function () {
   this.timeout(120000);
   let m: Model;

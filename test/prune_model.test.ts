@@ -6,8 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadModel, pruneModel, type Model } from '../lib/index';
 import { planModel } from '../lib/model/model';
-import { STORIES_DIR as DIR, STORIES_MODEL as MODEL, STORIES_TOK as TOK, needStories } from './helpers';
-
+import { STORIES_MODEL as MODEL, STORIES_TOK as TOK, needStories } from './helpers';
 
 const CALIBRATION = [
   'Once upon a time, there was a little girl named Lily. She loved to play outside in the park.',

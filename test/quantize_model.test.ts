@@ -6,8 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tensor, evaluate, loadModel, quantize, quantizeModel, type Model, type QuantizeModelOptions } from '../lib/index';
 import { loadNative } from '../lib/native';
-import { randn, STORIES_DIR as DIR, STORIES_MODEL as MODEL, STORIES_TOK as TOK, needStories } from './helpers';
-
+import { randn, STORIES_MODEL as MODEL, STORIES_TOK as TOK, needStories } from './helpers';
 
 async function sample(m: Model, n: number, seed: number): Promise<number[][]> {
   const out: number[][] = [];

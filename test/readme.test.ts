@@ -7,7 +7,6 @@ import * as path from 'node:path';
 import { ROOT, STORIES_DIR as MODELS, needStories } from './helpers';
 import { writeRandomModel } from '../lib/model/synth';
 
-
 function runExample(code: string, cwd: string): { status: number | null; stdout: string; stderr: string } {
   const lines = code.split('\n');
   const imports = lines.filter((l) => l.startsWith('import ')).map((l) => l.replace(/from 'sparq'/, `from ${JSON.stringify(path.join(ROOT, 'lib', 'index'))}`));

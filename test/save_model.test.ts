@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadModel, pruneModel, quantizeModel, saveModel, type Model } from '../lib/index';
-import { STORIES_DIR as DIR, STORIES_MODEL as MODEL, STORIES_TOK as TOK, needStories } from './helpers';
+import { STORIES_MODEL as MODEL, STORIES_TOK as TOK, needStories } from './helpers';
 
 const SEQ = [1, 403, 407, 261, 378, 430, 261, 1130 % 512, 365, 281, 395, 267, 384, 286, 268, 415];
 

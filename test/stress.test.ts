@@ -8,8 +8,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { KVCache, Tensor, attention, info, linear, loadModel, matmulInt8, quantize, type Model } from '../lib/index';
-import { ROOT, randI8, randn, STORIES_DIR as DIR, STORIES_MODEL as MODEL, STORIES_TOK as TOK, haveStories as have, needStories } from './helpers';
-
+import { ROOT, randI8, randn, STORIES_MODEL as MODEL, STORIES_TOK as TOK, haveStories as have, needStories } from './helpers';
 
 async function greedy(m: Model, prompt: string, n: number): Promise<number[]> {
   const ids: number[] = [];
