@@ -22,12 +22,6 @@ export function checkSampling(op: string, o: SamplingOptions): void {
   if (o.seed !== undefined && (!Number.isInteger(o.seed) || o.seed < 0)) throw new RangeError(`${op}: seed must be a non-negative integer; got ${String(o.seed)}`);
 }
 
-export function argmax(x: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < x.length; i++) if (x[i]! > x[best]!) best = i;
-  return best;
-}
-
 export class Sampler {
   private readonly rng: Rng;
   private keys = new Float64Array(0);  // sort keys, reused across tokens
@@ -41,7 +35,7 @@ export class Sampler {
     const t = this.o.temperature ?? 0;
     if (t === 0) {
       // greedy: the check and the argmax in one native pass (AVX2: ~3 us for 32K logits,
-      // a JS loop ~70 us); the first of equal logits, as argmax() below
+      // a JS loop ~70 us); ties go to the lower id
       const best = loadNative().argmax(logits);
       if (best < 0) throw bad(-1 - best);
       return best;

@@ -283,7 +283,7 @@ Napi::Value MeasureCeilings(const Napi::CallbackInfo& info) {
       });
 }
 
-// --- small ops (all Promise-returning) ---------------------------------------------
+// --- small ops (Promise-returning, except argmax) -----------------------------------
 // argmax(x: Float32Array) -> the index of the largest element (the first of equal ones),
 // or -1 - i for the first NaN / +inf. Synchronous: a vocabulary's logits take microseconds.
 Napi::Value Argmax(const Napi::CallbackInfo& info) {
