@@ -331,7 +331,8 @@ class Model : public Napi::ObjectWrap<Model> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Model",
-                       {InstanceMethod("forward", &Model::Forward), InstanceMethod("pos", &Model::Pos),
+                       {InstanceMethod("forward", &Model::Forward), InstanceMethod("forwardBatch", &Model::ForwardBatch),
+                        InstanceMethod("pos", &Model::Pos),
                         InstanceMethod("truncate", &Model::Truncate), InstanceMethod("dispose", &Model::Dispose),
                         InstanceMethod("meta", &Model::Meta), InstanceMethod("calibrate", &Model::Calibrate),
                         InstanceMethod("save", &Model::Save), InstanceMethod("toCuda", &Model::ToCuda),
@@ -403,6 +404,48 @@ class Model : public Napi::ObjectWrap<Model> {
           return fresh;
         });
   }
+  // forwardBatch(Int32Array tokens, Int32Array lengths, Int32Array slots, Float32Array out) ->
+  // Promise<Float32Array>: one forward pass over lengths.length sequences (tokens packed one
+  // after another), sequence i into KV slot slots[i]; out [count * vocab] gets each one's
+  // last logits (LlamaModel::forward_batch checks slots, lengths and ids).
+  Napi::Value ForwardBatch(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto h = get(env);
+    auto i32 = [&](size_t i) { return info.Length() > i && info[i].IsTypedArray() && info[i].As<Napi::TypedArray>().TypedArrayType() == napi_int32_array; };
+    if (!i32(0) || !i32(1) || !i32(2) || info.Length() < 4 || !info[3].IsTypedArray() ||
+        info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw Napi::TypeError::New(env, "forwardBatch: expected (Int32Array tokens, Int32Array lengths, Int32Array slots, Float32Array out)");
+    Napi::Int32Array ta = info[0].As<Napi::Int32Array>(), la = info[1].As<Napi::Int32Array>(), sa = info[2].As<Napi::Int32Array>();
+    const size_t count = la.ElementLength();
+    if (count < 1 || sa.ElementLength() != count) throw Napi::RangeError::New(env, "forwardBatch: lengths and slots must have the same length, at least 1");
+    auto tokens = std::make_shared<std::vector<int32_t>>(ta.Data(), ta.Data() + ta.ElementLength());
+    auto lengths = std::make_shared<std::vector<int64_t>>(la.Data(), la.Data() + count);
+    auto slots = std::make_shared<std::vector<int32_t>>(sa.Data(), sa.Data() + count);
+    int64_t total = 0;
+    for (int64_t l : *lengths) {
+      if (l < 1) throw Napi::RangeError::New(env, "forwardBatch: every sequence needs at least one token");
+      total += l;
+    }
+    if (total != int64_t(tokens->size())) throw Napi::RangeError::New(env, "forwardBatch: lengths must add up to the token count");
+    const size_t want = count * size_t(h->model->config().vocab);
+    if (info[3].As<Napi::Float32Array>().ElementLength() != want)
+      throw Napi::RangeError::New(env, "forwardBatch: out holds " + std::to_string(info[3].As<Napi::Float32Array>().ElementLength()) +
+                                           " floats; the logits are " + std::to_string(want));
+    auto out = std::make_shared<Napi::ObjectReference>(Napi::Persistent(info[3].As<Napi::Object>()));
+    auto logits = std::make_shared<std::vector<float>>(want);
+    return RunAsync(
+        env,
+        [h, tokens, lengths, slots, logits]() {
+          std::lock_guard<std::mutex> lock(h->mu);
+          return h->model->forward_batch(tokens->data(), lengths->data(), slots->data(), int64_t(slots->size()), logits->data());
+        },
+        [logits, out](Napi::Env e) -> Napi::Value {
+          Napi::Float32Array o = out->Value().As<Napi::Float32Array>();
+          if (o.ElementLength() != logits->size()) o = Napi::Float32Array::New(e, logits->size());  // detached meanwhile
+          std::memcpy(o.Data(), logits->data(), logits->size() * 4);
+          return o;
+        });
+  }
   // toCuda() -> Promise<void>: uploads the weights and runs every later forward on the
   // GPU (an empty cache there). Throws at once when no device is present.
   Napi::Value ToCuda(const Napi::CallbackInfo& info) {
@@ -419,14 +462,18 @@ class Model : public Napi::ObjectWrap<Model> {
     return Napi::Number::New(info.Env(), double(get(info.Env())->model->device_bytes()));
   }
   // Never waits for a forward in flight (the JS thread must not block).
+  // pos(slot = 0), truncate(n, slot = 0): a KV slot's position
   Napi::Value Pos(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), double(get(info.Env())->model->pos()));
+    auto h = get(info.Env());
+    const int64_t slot = info.Length() > 0 && !info[0].IsUndefined() ? ArgInt(info, 0, "pos", "slot", 0, h->model->config().max_sequences - 1) : 0;
+    return Napi::Number::New(info.Env(), double(h->model->pos(slot)));
   }
   Napi::Value Truncate(const Napi::CallbackInfo& info) {
     auto h = get(info.Env());
     const int64_t n = ArgInt(info, 0, "truncate", "length", 0, int64_t(1) << 40);
+    const int64_t slot = info.Length() > 1 && !info[1].IsUndefined() ? ArgInt(info, 1, "truncate", "slot", 0, h->model->config().max_sequences - 1) : 0;
     std::lock_guard<std::mutex> lock(h->mu);
-    h->model->truncate(n);
+    h->model->truncate(n, slot);
     return info.Env().Undefined();
   }
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
@@ -663,6 +710,7 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
   c.vocab = Int(co, "vocab", 1, big);
   c.max_seq = Int(co, "maxSeq", 1, big);
   c.kv_type = sparq::KvType(Int(co, "kvType", 0, 2));
+  c.max_sequences = co.Has("maxSequences") && !co.Get("maxSequences").IsUndefined() ? Int(co, "maxSequences", 1, 4096) : 1;
   c.rope_theta = float(co.Get("ropeTheta").ToNumber().DoubleValue());
   c.norm_eps = float(co.Get("normEps").ToNumber().DoubleValue());
   c.rope_neox = co.Get("ropeNeox").ToBoolean().Value();

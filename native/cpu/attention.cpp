@@ -44,8 +44,38 @@ Error check(const AttentionArgs& a, const char* op) {
   if (a.tk > kMaxKeys) return bad("at most 2^24 keys are supported");
   if (a.kv.type == KvType::i8 && (!a.kv.k_scale || !a.kv.v_scale)) return bad("int8 keys/values need their scales");
   if (!std::isfinite(a.scale)) return bad("scale must be finite");
+  if (!a.q_len) {
+    if (a.k_len || a.kv_index) return bad("k_len and kv_index need q_len (a ragged batch)");
+    return Error{};
+  }
+  if (!a.k_len) return bad("a ragged batch needs k_len beside q_len");
+  if (a.mask) return bad("a ragged batch takes no mask");
+  const int64_t entries = a.kv_entries ? a.kv_entries : a.b;
+  if (entries < 1) return bad("kv_entries must be >= 1");
+  int64_t sum = 0, kmax = 0;
+  for (int64_t i = 0; i < a.b; ++i) {
+    if (a.q_len[i] < 1 || a.q_len[i] > a.tq) return bad("sequence " + std::to_string(i) + ": q_len must be in [1, tq]");
+    if (a.k_len[i] < 1 || a.k_len[i] > a.kv.cap)
+      return bad("sequence " + std::to_string(i) + ": k_len must be in [1, the key/value capacity]");
+    const int64_t e = a.kv_index ? a.kv_index[i] : i;
+    if (e < 0 || e >= entries) return bad("sequence " + std::to_string(i) + ": kv_index is outside [0, kv_entries)");
+    sum += a.q_len[i];
+    kmax = std::max(kmax, a.k_len[i]);
+  }
+  if (sum != a.tq) return bad("tq (" + std::to_string(a.tq) + ") must be the sum of q_len (" + std::to_string(sum) + ")");
+  if (kmax != a.tk) return bad("tk must be the largest k_len");
   return Error{};
 }
+
+// One sequence of the batch: its query rows, keys, cache entry, and where its
+// [hq, tq, d] queries (and outputs) start in q (out).
+struct Seq {
+  int64_t tq, tk, kv, qoff, br, nqb;
+};
+// A task's (sequence, key/value head, block of query positions).
+struct Task {
+  int32_t seq, kvh, qb;
+};
 
 }  // namespace
 
@@ -53,15 +83,36 @@ Error attention(const AttentionArgs& a) {
   if (Error e = check(a, "attention"); !e.ok()) return e;
   const KernelTable kt = kernels();
   const int64_t g = a.hq / a.hkv, d = a.d;
-  const int64_t br = std::min(a.tq, std::max<int64_t>(1, (kTaskRows + g - 1) / g));  // positions per task
-  const int64_t nqb = (a.tq + br - 1) / br, rows_max = g * br;
-  const int64_t base = a.b * a.hkv * nqb;
+  // The sequences (b of tq each, or ragged), and the tasks: per sequence its key /
+  // value heads outermost, so that consecutive tasks share one head's keys and
+  // values in cache; within a head the last query blocks (most keys when causal)
+  // come first.
+  std::vector<Seq> seqs(size_t(a.b));
+  int64_t base = 0, rows_max = 0, qoff = 0;
+  double work = 0;  // multiply-adds over all sequences
+  for (int64_t i = 0; i < a.b; ++i) {
+    Seq& q = seqs[size_t(i)];
+    q.tq = a.q_len ? a.q_len[i] : a.tq;
+    q.tk = a.q_len ? a.k_len[i] : a.tk;
+    q.kv = a.kv_index ? a.kv_index[i] : i;
+    q.qoff = qoff;
+    qoff += a.hq * q.tq * d;
+    q.br = std::min(q.tq, std::max<int64_t>(1, (kTaskRows + g - 1) / g));  // positions per task
+    q.nqb = (q.tq + q.br - 1) / q.br;
+    base += a.hkv * q.nqb;
+    rows_max = std::max(rows_max, g * q.br);
+    work += double(a.hq) * double(q.tq) * double(q.tk) * double(d);
+  }
+  std::vector<Task> tasks;
+  tasks.reserve(size_t(base));
+  for (int64_t i = 0; i < a.b; ++i)
+    for (int64_t kvh = 0; kvh < a.hkv; ++kvh)
+      for (int64_t qb = seqs[size_t(i)].nqb - 1; qb >= 0; --qb) tasks.push_back({int32_t(i), int32_t(kvh), int32_t(qb)});
   const int64_t threads = num_threads();
   int64_t nsplit = 1;
   if (base < 2 * threads)
     nsplit = std::max<int64_t>(1, std::min((4 * threads + base - 1) / base, a.tk / kMinSplitKeys));
   const int64_t es = elem_size(a.kv.type);
-  const int64_t shift = a.tk - a.tq;  // causal: query i sees keys j <= i + shift
 
   // Partial results when the keys of one row are split over several tasks.
   std::vector<float> po, pm, pl;
@@ -70,13 +121,14 @@ Error attention(const AttentionArgs& a) {
     pm.resize(size_t(base * nsplit * rows_max));
     pl.resize(size_t(base * nsplit * rows_max));
   }
-  auto limit_of = [&](int64_t p) -> int64_t {
-    return a.causal ? std::clamp<int64_t>(p + shift + 1, 0, a.tk) : a.tk;
+  // causal: query p of a sequence sees keys j <= p + (tk - tq) (aligned bottom-right)
+  auto limit_of = [&](const Seq& q, int64_t p) -> int64_t {
+    return a.causal ? std::clamp<int64_t>(p + q.tk - q.tq + 1, 0, q.tk) : q.tk;
   };
 
   // Tiny problems (small models decoding) run on the calling thread: a pool
   // wake-up costs more than the arithmetic.
-  const bool inline_run = double(a.b) * double(a.hq) * double(a.tq) * double(a.tk) * double(d) < double(1 << 16);
+  const bool inline_run = work < double(1 << 16);
   auto run_tasks = [&](int64_t count, const std::function<void(int64_t)>& fn) {
     if (inline_run) {
       for (int64_t i = 0; i < count; ++i) fn(i);
@@ -84,15 +136,12 @@ Error attention(const AttentionArgs& a) {
       parallel_for(count, fn);
     }
   };
-  // Task t: heads outermost, so that consecutive tasks share one head's keys and
-  // values in cache; within a head the last query blocks (most keys when causal)
-  // come first.
   run_tasks(base * nsplit, [&](int64_t t) {
     const int64_t s = t % nsplit, bt = t / nsplit;
-    const int64_t qb = nqb - 1 - bt % nqb, bh = bt / nqb;
-    const int64_t bi = bh / a.hkv, kvh = bh % a.hkv;
-    const int64_t p0 = qb * br, p1 = std::min(a.tq, p0 + br), np = p1 - p0, rows = g * np;
-    const int64_t base_idx = bh * nqb + qb;
+    const Task& tk = tasks[size_t(bt)];
+    const Seq& q = seqs[size_t(tk.seq)];
+    const int64_t bi = tk.seq, kvh = tk.kvh, qb = tk.qb;
+    const int64_t p0 = qb * q.br, p1 = std::min(q.tq, p0 + q.br), np = p1 - p0, rows = g * np;
 
     // Scratch: kernel work, then o [rows, d], m, l, query / mask row pointers, limits.
     auto up16 = [](int64_t n) { return (n + 15) / 16 * 16; };
@@ -108,13 +157,13 @@ Error attention(const AttentionArgs& a) {
       const int64_t h = kvh * g + hi;
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t r = hi * np + (p - p0);
-        qp[r] = a.q + ((bi * a.hq + h) * a.tq + p) * d;
-        lim[r] = limit_of(p);
+        qp[r] = a.q + q.qoff + (h * q.tq + p) * d;
+        lim[r] = limit_of(q, p);
         mp[r] = a.mask ? a.mask + bi * a.mask_sb + h * a.mask_sh + p * a.tk : nullptr;
       }
     }
     // Keys any row of this task can see, cut into nsplit ranges of whole tiles.
-    const int64_t kmax = limit_of(p1 - 1);
+    const int64_t kmax = limit_of(q, p1 - 1);
     const int64_t tiles = (kmax + kAttnBlock - 1) / kAttnBlock;
     const int64_t j0 = std::min(kmax, (tiles * s / nsplit) * kAttnBlock);
     const int64_t j1 = std::min(kmax, (tiles * (s + 1) / nsplit) * kAttnBlock);
@@ -127,7 +176,7 @@ Error attention(const AttentionArgs& a) {
     ta.limit = lim;
     ta.mask = a.mask ? mp : nullptr;
     ta.type = a.kv.type;
-    const int64_t row0 = (bi * a.hkv + kvh) * a.kv.cap;
+    const int64_t row0 = (q.kv * a.hkv + kvh) * a.kv.cap;
     ta.k = static_cast<const char*>(a.kv.k) + row0 * d * es;
     ta.v = static_cast<const char*>(a.kv.v) + row0 * d * es;
     if (a.kv.type == KvType::i8) {
@@ -140,7 +189,7 @@ Error attention(const AttentionArgs& a) {
     if (nsplit == 1) {
       ta.o = o; ta.m = m; ta.l = l;
     } else {
-      const int64_t pi = base_idx * nsplit + s;
+      const int64_t pi = bt * nsplit + s;
       ta.o = po.data() + pi * rows_max * d;
       ta.m = pm.data() + pi * rows_max;
       ta.l = pl.data() + pi * rows_max;
@@ -149,7 +198,7 @@ Error attention(const AttentionArgs& a) {
     if (nsplit > 1) return;
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t hi = r / np, p = p0 + r % np;
-      float* dst = a.out + ((bi * a.hq + kvh * g + hi) * a.tq + p) * d;
+      float* dst = a.out + q.qoff + ((kvh * g + hi) * q.tq + p) * d;
       const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
       for (int64_t i = 0; i < d; ++i) dst[i] = o[r * d + i] * inv;
     }
@@ -158,11 +207,12 @@ Error attention(const AttentionArgs& a) {
 
   // Merge: o = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s, M = max_s m_s.
   run_tasks(base, [&](int64_t bt) {
-    const int64_t qb = bt % nqb, bh = bt / nqb, bi = bh / a.hkv, kvh = bh % a.hkv;
-    const int64_t p0 = qb * br, np = std::min(a.tq, p0 + br) - p0;
+    const Task& tk = tasks[size_t(bt)];
+    const Seq& q = seqs[size_t(tk.seq)];
+    const int64_t p0 = tk.qb * q.br, np = std::min(q.tq, p0 + q.br) - p0;
     for (int64_t r = 0; r < g * np; ++r) {
       const int64_t hi = r / np, p = p0 + r % np;
-      float* dst = a.out + ((bi * a.hq + kvh * g + hi) * a.tq + p) * d;
+      float* dst = a.out + q.qoff + ((tk.kvh * g + hi) * q.tq + p) * d;
       float mx = -INFINITY;
       for (int64_t s = 0; s < nsplit; ++s) mx = std::max(mx, pm[size_t((bt * nsplit + s) * rows_max + r)]);
       std::fill(dst, dst + d, 0.f);
@@ -187,6 +237,7 @@ Error attention(const AttentionArgs& a) {
 Error attention_naive(const AttentionArgs& a) {
   if (Error e = check(a, "attention_naive"); !e.ok()) return e;
   if (a.kv.type != KvType::f32) return Error::make(Status::unsupported, "attention_naive: f32 keys/values only");
+  if (a.q_len) return Error::make(Status::unsupported, "attention_naive: no ragged batches");
   const int64_t g = a.hq / a.hkv, d = a.d, tq = a.tq, tk = a.tk;
   std::vector<float> s, qs(size_t(tq * d));
   try {

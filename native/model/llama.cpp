@@ -10,6 +10,7 @@
 #include "../cpu/thread_pool.h"
 #include "sparq/profile.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -166,6 +167,7 @@ Error LlamaModel::create(const LlamaConfig& cfg, LlamaWeights w, std::unique_ptr
   if (!c.head_dim && c.dim % c.heads) return bad("dim (" + std::to_string(c.dim) + ") must be a multiple of heads (" + std::to_string(c.heads) + ")");
   if (!c.head_dim) c.head_dim = c.dim / c.heads;
   if (c.heads % c.kv_heads) return bad("heads must be a multiple of kv heads");
+  if (c.max_sequences < 1 || c.max_sequences > 4096) return bad("max sequences must be in [1, 4096]");
   if (!(c.rope_theta > 0.f) || !(c.norm_eps >= 0.f)) return bad("rope theta must be > 0 and norm eps >= 0");
   if (int64_t(w.layers.size()) != c.layers) return bad("layer count mismatch");
   if (!w.embed.present() || !w.final_norm) return bad("embedding and final norm are required");
@@ -208,7 +210,10 @@ Error LlamaModel::create(const LlamaConfig& cfg, LlamaWeights w, std::unique_ptr
   }
   for (const LlamaLayer& L : m->w_.layers) (L.w13.present() ? m->ffn_fused_ : m->ffn_apart_) = true;
   const size_t es = c.kv_type == KvType::f32 ? 4 : c.kv_type == KvType::f16 ? 2 : 1;
-  const size_t rows = size_t(c.kv_heads * c.max_seq), bytes = rows * size_t(hd) * es;
+  m->pos_.reset(new std::atomic<int64_t>[size_t(c.max_sequences)]);
+  for (int64_t i = 0; i < c.max_sequences; ++i) m->pos_[size_t(i)].store(0, std::memory_order_relaxed);
+  // every slot's rows: pages are committed as positions are first written
+  const size_t rows = size_t(c.max_sequences * c.kv_heads * c.max_seq), bytes = rows * size_t(hd) * es;
   for (int64_t l = 0; l < c.layers; ++l) {
     m->k_.push_back(aligned_malloc(bytes));
     m->v_.push_back(aligned_malloc(bytes));
@@ -229,21 +234,48 @@ Error LlamaModel::create(const LlamaConfig& cfg, LlamaWeights w, std::unique_ptr
 
 Error LlamaModel::to_cuda(cuda::Context* ctx) {
   if (gpu_) return Error{};
+  if (cfg_.max_sequences > 1)
+    return Error::make(Status::unsupported, "model: batched decode (max sequences > 1) runs on the CPU; load with one sequence for CUDA");
   std::unique_ptr<CudaLlama> g;
   SPARQ_TRY(CudaLlama::create(ctx, cfg_, w_, &g));
   gpu_ = std::move(g);
   device_bytes_.store(gpu_->device_bytes(), std::memory_order_release);
-  pos_.store(0, std::memory_order_release);
+  pos_[0].store(0, std::memory_order_release);
   return Error{};
 }
 
 Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits) {
-  const LlamaConfig& c = cfg_;
   if (n < 1) return bad("no tokens");
-  const int64_t pos = pos_.load(std::memory_order_relaxed);
-  if (pos + n > c.max_seq)
-    return bad("context is full: " + std::to_string(pos) + " positions + " + std::to_string(n) + " new exceed maxSeq " +
-               std::to_string(c.max_seq));
+  const int32_t slot = 0;
+  return run(tok, &n, &slot, 1, all, logits);
+}
+
+Error LlamaModel::forward_batch(const int32_t* tok, const int64_t* lengths, const int32_t* slots, int64_t count, float* logits) {
+  if (!tok || !lengths || !slots || !logits) return bad("forward_batch: tokens, lengths, slots and logits are required");
+  return run(tok, lengths, slots, count, false, logits);
+}
+
+Error LlamaModel::run(const int32_t* tok, const int64_t* len, const int32_t* slot, int64_t count, bool all, float* logits) {
+  const LlamaConfig& c = cfg_;
+  if (count < 1 || count > c.max_sequences)
+    return bad("a batch holds 1 to " + std::to_string(c.max_sequences) + " sequences; got " + std::to_string(count));
+  // each sequence's slot, position and first row among the n tokens
+  std::vector<int64_t> pos(static_cast<size_t>(count)), row0(static_cast<size_t>(count));
+  std::vector<char> used(static_cast<size_t>(c.max_sequences), 0);
+  int64_t n = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const std::string which = count > 1 ? "sequence " + std::to_string(i) + ": " : "";
+    if (len[i] < 1) return bad(which + "no tokens");
+    if (slot[i] < 0 || slot[i] >= c.max_sequences)
+      return bad(which + "slot " + std::to_string(slot[i]) + " is outside [0, " + std::to_string(c.max_sequences) + ")");
+    if (used[size_t(slot[i])]++) return bad(which + "slot " + std::to_string(slot[i]) + " appears twice in one batch");
+    pos[size_t(i)] = pos_[size_t(slot[i])].load(std::memory_order_relaxed);
+    if (pos[size_t(i)] + len[i] > c.max_seq)
+      return bad(which + "context is full: " + std::to_string(pos[size_t(i)]) + " positions + " + std::to_string(len[i]) +
+                 " new exceed maxSeq " + std::to_string(c.max_seq));
+    row0[size_t(i)] = n;
+    n += len[i];
+  }
   for (int64_t i = 0; i < n; ++i)
     if (tok[i] < 0 || tok[i] >= c.vocab)
       return bad("token id " + std::to_string(tok[i]) + " at index " + std::to_string(i) + " is outside [0, " +
@@ -251,9 +283,10 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
   prof::Scope whole(prof::kForward);
   if (gpu_) {
     if (calib_) return bad("calibration runs on the CPU; calibrate before moving the model to the GPU");
-    SPARQ_TRY(gpu_->forward(tok, n, pos, all, logits));
+    if (count != 1 || slot[0] != 0) return Error::make(Status::unsupported, "model: batched decode runs on the CPU");
+    SPARQ_TRY(gpu_->forward(tok, n, pos[0], all, logits));
     device_bytes_.store(gpu_->device_bytes(), std::memory_order_release);  // activations grow with the chunk
-    pos_.store(pos + n, std::memory_order_release);
+    pos_[0].store(pos[0] + n, std::memory_order_release);
     return Error{};
   }
   const int64_t hd = c.head_dim, kvd = c.kv_heads * hd, dim = c.dim, qd = c.heads * hd;
@@ -282,10 +315,20 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
   float* const h13 = work + hn;  // fused
   float* const tmp = work + std::max(attn_f, ffn_f);
   prof::Scope st(prof::kRope);  // the stage running now
-  // RoPE's tables at this call's positions, shared by q and k of every layer
-  const float* const rcs = grow(rope_cs_, n * (hd / 2)).data();
-  const float* const rsn = grow(rope_sn_, n * (hd / 2)).data();
-  SPARQ_TRY(rope_table(n, hd, pos, c.rope_theta, w_.rope_freqs, rope_cs_.data(), rope_sn_.data()));
+  // RoPE's tables at each row's position, shared by q and k of every layer
+  const int64_t half = hd / 2;
+  float* const rcs = grow(rope_cs_, n * half).data();
+  float* const rsn = grow(rope_sn_, n * half).data();
+  for (int64_t i = 0; i < count; ++i)
+    SPARQ_TRY(rope_table(len[i], hd, pos[size_t(i)], c.rope_theta, w_.rope_freqs, rcs + row0[size_t(i)] * half, rsn + row0[size_t(i)] * half));
+  // attention's ragged batch: each sequence's queries, keys and cache slot
+  std::vector<int64_t> q_len(len, len + count), k_len(static_cast<size_t>(count)), kv_slot(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) {
+    k_len[size_t(i)] = pos[size_t(i)] + len[i];
+    kv_slot[size_t(i)] = slot[i];
+  }
+  const int64_t tk_max = *std::max_element(k_len.begin(), k_len.end());
+  const int64_t slot_rows = c.kv_heads * c.max_seq, es = c.kv_type == KvType::f32 ? 4 : c.kv_type == KvType::f16 ? 2 : 1;
   st.next(prof::kEmbed);
   for (int64_t t = 0; t < n; ++t) SPARQ_TRY(embed_row(w_.embed, int64_t(tok[t]), embed_tmp_, x.data() + t * dim));
   for (int64_t li = 0; li < c.layers; ++li) {
@@ -317,25 +360,41 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
       add_bias(kp, n, kld, L.bk, kvd);
       add_bias(vp, n, kld, L.bv, kvd);
     }
+    // per sequence [heads, its rows, hd], one sequence after another
     st.next(prof::kHeads);
-    to_heads(qp, ld, n, c.heads, hd, qt);
-    to_heads(kp, kld, n, c.kv_heads, hd, kt);
-    to_heads(vp, kld, n, c.kv_heads, hd, vt);
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t r = row0[size_t(i)];
+      to_heads(qp + r * ld, ld, len[i], c.heads, hd, qt + r * qd);
+      to_heads(kp + r * kld, kld, len[i], c.kv_heads, hd, kt + r * kvd);
+      to_heads(vp + r * kld, kld, len[i], c.kv_heads, hd, vt + r * kvd);
+    }
     if (L.q_norm) {  // each head's q and k normalized over its hd features
       st.next(prof::kNorm);
       SPARQ_TRY(rmsnorm(qt, L.q_norm, c.heads * n, hd, c.norm_eps, qt));
       SPARQ_TRY(rmsnorm(kt, L.k_norm, c.kv_heads * n, hd, c.norm_eps, kt));
     }
     st.next(prof::kRope);
-    rope_apply(qt, c.heads, n, hd, c.rope_neox, rcs, rsn, qt);
-    rope_apply(kt, c.kv_heads, n, hd, c.rope_neox, rcs, rsn, kt);
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t r = row0[size_t(i)];
+      rope_apply(qt + r * qd, c.heads, len[i], hd, c.rope_neox, rcs + r * half, rsn + r * half, qt + r * qd);
+      rope_apply(kt + r * kvd, c.kv_heads, len[i], hd, c.rope_neox, rcs + r * half, rsn + r * half, kt + r * kvd);
+    }
     const size_t l = size_t(li);
     st.next(prof::kKvStore);
-    SPARQ_TRY(kv_store(kt, 1, c.kv_heads, n, hd, c.kv_type, k_[l], ks_[l], c.max_seq, pos));
-    SPARQ_TRY(kv_store(vt, 1, c.kv_heads, n, hd, c.kv_type, v_[l], vs_[l], c.max_seq, pos));
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t r = row0[size_t(i)], so = slot[i] * slot_rows;
+      SPARQ_TRY(kv_store(kt + r * kvd, 1, c.kv_heads, len[i], hd, c.kv_type, static_cast<char*>(k_[l]) + so * hd * es,
+                         ks_[l] ? ks_[l] + so : nullptr, c.max_seq, pos[size_t(i)]));
+      SPARQ_TRY(kv_store(vt + r * kvd, 1, c.kv_heads, len[i], hd, c.kv_type, static_cast<char*>(v_[l]) + so * hd * es,
+                         vs_[l] ? vs_[l] + so : nullptr, c.max_seq, pos[size_t(i)]));
+    }
     AttentionArgs a;
     a.q = qt;
-    a.b = 1;
+    a.b = count;
+    a.q_len = q_len.data();
+    a.k_len = k_len.data();
+    a.kv_index = kv_slot.data();
+    a.kv_entries = c.max_sequences;
     a.hq = c.heads;
     a.tq = n;
     a.d = hd;
@@ -346,14 +405,14 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
     a.kv.v_scale = vs_[l];
     a.kv.cap = c.max_seq;
     a.hkv = c.kv_heads;
-    a.tk = pos + n;
+    a.tk = tk_max;
     a.scale = float(1.0 / std::sqrt(double(hd)));
     a.causal = true;
     a.out = att;
     st.next(prof::kAttention);
     SPARQ_TRY(attention(a));
     st.next(prof::kHeads);
-    from_heads(att, n, c.heads, hd, qt);
+    for (int64_t i = 0; i < count; ++i) from_heads(att + row0[size_t(i)] * qd, len[i], c.heads, hd, qt + row0[size_t(i)] * qd);
     if (calib_) SPARQ_TRY(observe(*calib_, qt, n, qd, li, 1, feat + dim, gram ? gram + dim * dim : nullptr));
     st.next(prof::kWo);
     SPARQ_TRY(linear(qt, n, L.wo, tmp));
@@ -381,11 +440,14 @@ Error LlamaModel::forward(const int32_t* tok, int64_t n, bool all, float* logits
     SPARQ_TRY(add(x.data(), tmp, n * dim, x.data()));
   }
   st.next(prof::kClassifier);
-  const int64_t rows = all ? n : 1;
-  const float* last = x.data() + (all ? 0 : (n - 1) * dim);
-  SPARQ_TRY(rmsnorm(last, w_.final_norm, rows, dim, c.norm_eps, xb.data()));
-  SPARQ_TRY(linear(xb.data(), rows, w_.output, logits));
-  pos_.store(pos + n, std::memory_order_release);
+  if (all) {
+    SPARQ_TRY(rmsnorm(x.data(), w_.final_norm, n, dim, c.norm_eps, xb.data()));
+  } else {  // each sequence's last row
+    for (int64_t i = 0; i < count; ++i)
+      SPARQ_TRY(rmsnorm(x.data() + (row0[size_t(i)] + len[i] - 1) * dim, w_.final_norm, 1, dim, c.norm_eps, xb.data() + i * dim));
+  }
+  SPARQ_TRY(linear(xb.data(), all ? n : count, w_.output, logits));
+  for (int64_t i = 0; i < count; ++i) pos_[size_t(slot[i])].store(pos[size_t(i)] + len[i], std::memory_order_release);
   return Error{};
 }
 

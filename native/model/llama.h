@@ -31,6 +31,9 @@ struct LlamaConfig {
   float norm_eps = 1e-5f;
   bool rope_neox = false;  // rotate (i, i + d/2) pairs (HF layout) instead of (2i, 2i+1)
   KvType kv_type = KvType::f32;
+  // KV cache slots: sequences that can be decoded together (forward_batch), each
+  // with its own max_seq positions
+  int64_t max_sequences = 1;
 };
 
 // wq / wk / wv may come fused as one wqkv [heads*hd + 2*kv*hd, dim] (rows of q,
@@ -80,13 +83,24 @@ class LlamaModel {
   LlamaModel& operator=(const LlamaModel&) = delete;
   // Checks shapes and allocates the KV cache (max_seq positions).
   static Error create(const LlamaConfig& cfg, LlamaWeights w, std::unique_ptr<LlamaModel>* out);
-  // Appends tokens at positions [pos, pos + n) and writes the logits of the last
-  // one (all: of every one, [n, vocab]) to logits. Token ids are checked. One
-  // call at a time (the caller serialises forward / truncate).
+  // Appends tokens at positions [pos, pos + n) of slot 0 and writes the logits of
+  // the last one (all: of every one, [n, vocab]) to logits. Token ids are checked.
+  // One call at a time (the caller serialises forward / forward_batch / truncate).
   Error forward(const int32_t* tokens, int64_t n, bool all, float* logits);
+  // One forward pass over `count` sequences at once (continuous batching): sequence
+  // i appends lengths[i] tokens (packed one sequence after another in `tokens`) to
+  // KV slot slots[i] (distinct, < max_sequences) at that slot's position; the
+  // linears read each weight once for all of them, attention runs over each
+  // slot's own keys (ragged). Writes the logits of each sequence's last token,
+  // [count, vocab]. On CPU; on CUDA only one sequence in slot 0.
+  Error forward_batch(const int32_t* tokens, const int64_t* lengths, const int32_t* slots, int64_t count, float* logits);
   // May be read while a forward runs (it then shows the position before it).
-  int64_t pos() const { return pos_.load(std::memory_order_acquire); }
-  void truncate(int64_t n) { if (n < pos()) pos_.store(n < 0 ? 0 : n, std::memory_order_release); }
+  int64_t pos(int64_t slot = 0) const {
+    return slot >= 0 && slot < cfg_.max_sequences ? pos_[size_t(slot)].load(std::memory_order_acquire) : 0;
+  }
+  void truncate(int64_t n, int64_t slot = 0) {
+    if (slot >= 0 && slot < cfg_.max_sequences && n < pos(slot)) pos_[size_t(slot)].store(n < 0 ? 0 : n, std::memory_order_release);
+  }
   const LlamaConfig& config() const { return cfg_; }
   // Writes the weights as held to one safetensors file (llama_save.cpp); `metadata` is
   // a JSON object of strings added to the header. Not while a forward runs.
@@ -109,16 +123,17 @@ class LlamaModel {
   LlamaModel() = default;
   LlamaConfig cfg_;
   LlamaWeights w_;
-  std::vector<void*> k_, v_;       // per layer [kv_heads, max_seq, hd]
-  std::vector<float*> ks_, vs_;    // int8 scales [kv_heads, max_seq]
+  Error run(const int32_t* tok, const int64_t* len, const int32_t* slot, int64_t count, bool all, float* logits);
+  std::vector<void*> k_, v_;       // per layer [max_sequences, kv_heads, max_seq, hd]
+  std::vector<float*> ks_, vs_;    // int8 scales [max_sequences, kv_heads, max_seq]
   size_t cache_bytes_ = 0;
-  std::atomic<int64_t> pos_{0};
+  std::unique_ptr<std::atomic<int64_t>[]> pos_;  // per slot
   const LlamaCalibration* calib_ = nullptr;
   std::unique_ptr<CudaLlama> gpu_;
   std::atomic<size_t> device_bytes_{0};
   // activations, grown to the largest chunk seen and reused (no allocation per token)
   std::vector<float> x_, xb_, work_;  // forward(): the residual, a normed copy, the work area
-  std::vector<float> rope_cs_, rope_sn_;  // forward(): RoPE's cos / sin at this call's positions
+  std::vector<float> rope_cs_, rope_sn_;  // forward(): RoPE's cos / sin at each row's position
   std::vector<uint8_t> embed_tmp_;      // forward(): an embedding row's blocks as read from the file
   bool ffn_fused_ = false, ffn_apart_ = false;  // some layer has gate|up fused / apart
 };

@@ -543,6 +543,7 @@ static void model(const Run& r) {
   cfg.kv_heads = 2;
   cfg.vocab = 301;
   cfg.max_seq = 40;
+  cfg.max_sequences = 4;
   const int64_t hd = cfg.dim / cfg.heads, kvd = cfg.kv_heads * hd;
   std::vector<float> ones(size_t(cfg.dim), 1.f);
   std::vector<std::unique_ptr<Weight>> keep;
@@ -602,6 +603,67 @@ static void model(const Run& r) {
     return Error{};
   };
   set_expand_strip_bytes(16 * cfg.hidden);
+  // Batched (forward_batch over KV slots) against each sequence alone in slot 0, on
+  // every path: a prefill chunk beside decode tokens, slots out of order, one sequence
+  // joining late. Same weights, rows through m = 1 or m = count: within float rounding
+  // carried through the int8 activations (see below).
+  for (const std::string& isa : r.isas) {
+    if (!use_isa(isa)) continue;
+    ++g_cases;
+    const int64_t nseq = 3, L[nseq] = {7, 1, 12};
+    std::vector<float> alone(size_t(nseq * 4 * cfg.vocab)), got(alone.size()), out(size_t(nseq * cfg.vocab));
+    Error fe;
+    // alone: prompt (L tokens) then 3 decode tokens, each in slot 0 from empty
+    for (int64_t i = 0; i < nseq && fe.ok(); ++i) {
+      mdl->truncate(0);
+      const int32_t* t = tokens.data() + i;
+      fe = mdl->forward(t, L[i], false, alone.data() + (i * 4) * cfg.vocab);
+      for (int s = 0; s < 3 && fe.ok(); ++s) fe = mdl->forward(t + L[i] + s, 1, false, alone.data() + (i * 4 + 1 + s) * cfg.vocab);
+    }
+    // batched: slots 2, 0, 3 (3 joins one step late); step k sends each its next chunk
+    const int32_t slot_of[nseq] = {2, 0, 3};
+    for (int64_t i = 0; i < nseq; ++i) mdl->truncate(0, slot_of[i]);
+    int done[nseq] = {0, 0, 0};  // chunks sent: 0 = prompt, 1..3 decode tokens
+    for (int step = 0; step < 5 && fe.ok(); ++step) {
+      std::vector<int32_t> tk, sl;
+      std::vector<int64_t> ln, who;
+      for (int64_t i = 0; i < nseq; ++i) {
+        if (done[i] > 3 || (i == 2 && step == 0)) continue;
+        const int32_t* t = tokens.data() + i;
+        if (done[i] == 0) tk.insert(tk.end(), t, t + L[i]);
+        else tk.push_back(t[L[i] + done[i] - 1]);
+        ln.push_back(done[i] == 0 ? L[i] : 1);
+        sl.push_back(slot_of[i]);
+        who.push_back(i);
+      }
+      fe = mdl->forward_batch(tk.data(), ln.data(), sl.data(), int64_t(sl.size()), out.data());
+      for (size_t j = 0; j < who.size() && fe.ok(); ++j) {
+        const int64_t i = who[j];
+        std::memcpy(got.data() + (i * 4 + done[i]) * cfg.vocab, out.data() + int64_t(j) * cfg.vocab, size_t(cfg.vocab) * 4);
+        ++done[i];
+      }
+    }
+    if (fe.ok() && (mdl->pos(2) != L[0] + 3 || mdl->pos(0) != L[1] + 3 || mdl->pos(3) != L[2] + 3))
+      FAIL("model batched on %s: slot positions %lld %lld %lld", isa.c_str(), (long long)mdl->pos(2), (long long)mdl->pos(0), (long long)mdl->pos(3));
+    if (!fe.ok()) {
+      FAIL("model batched on %s: %s", isa.c_str(), fe.message.c_str());
+      continue;
+    }
+    double num = 0, den = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      num += (double(got[i]) - alone[i]) * (double(got[i]) - alone[i]);
+      den += double(alone[i]) * alone[i];
+    }
+    if (!(std::sqrt(num / (den > 0 ? den : 1)) < 0.1))
+      FAIL("model batched on %s: logits differ from each sequence alone by %.3g (relative L2)", isa.c_str(), std::sqrt(num / (den > 0 ? den : 1)));
+    // misuse: a slot twice, out of range, a full context: errors, positions unchanged
+    const int32_t two[2] = {1, 1}, far[1] = {4};
+    const int64_t ones[2] = {1, 1}, big[1] = {cfg.max_seq};
+    const std::vector<int32_t> zeros(size_t(cfg.max_seq), 0);
+    if (mdl->forward_batch(tokens.data(), ones, two, 2, out.data()).ok() || mdl->forward_batch(tokens.data(), ones, far, 1, out.data()).ok() ||
+        mdl->forward_batch(zeros.data(), big, slot_of, 1, out.data()).ok() || mdl->pos(1) != 0 || mdl->pos(2) != L[0] + 3)
+      FAIL("model batched on %s: a bad batch was accepted or moved a slot", isa.c_str());
+  }
   std::vector<float> want;
   if (!use_isa("ref")) return;
   if (Error fe = forward_all(&want); !fe.ok()) {
@@ -636,6 +698,7 @@ static void model(const Run& r) {
 // swiglu_rows (a fused gate|up linear's rows -> silu(gate) * up) on every path against
 // f64, for row lengths with vector tails and row counts that split over threads unevenly.
 static void kv_store_f16(const Run& r);
+static void attention_ragged(const Run& r);
 static void small_ops(const Run& r) {
   if (!r.only.empty() && r.only != "small") return;
   const int cases = g_cases, before = g_failures;
@@ -665,6 +728,7 @@ static void small_ops(const Run& r) {
   }
   std::printf("  %-14s %5d cases, %s\n", "swiglu_rows", g_cases - cases, g_failures == before ? "ok" : "FAILED");
   kv_store_f16(r);
+  attention_ragged(r);
 }
 
 // IEEE half bits -> double, from the format's definition (1 sign, 5 exponent, 10 fraction bits).
@@ -740,6 +804,110 @@ static void kv_store_f16(const Run& r) {
     }
   }
   std::printf("  %-14s %5d cases, %s\n", "kv_store f16", g_cases - cases, g_failures == before ? "ok" : "FAILED");
+}
+
+// Ragged attention (continuous batching: each sequence its own query rows, key count
+// and cache slot, in one call) on every path and KV type, against each sequence alone:
+// attention_naive in f64-free f32 (f32 cache) and the dense single-sequence call (every
+// type). Sequences of 1 query (decode) beside prefill chunks, key counts across tiles and
+// splits, slots out of order, heads with GQA; outputs between guard zones.
+static void attention_ragged(const Run& r) {
+  const int cases = g_cases, before = g_failures;
+  const int64_t hq = 6, hkv = 2, entries = 7, cap = 700;
+  const std::vector<int64_t> q_len = {1, 3, 1, 17, 1, 2}, k_len = {1, 40, 300, 22, 600, 2}, kv = {3, 0, 6, 1, 5, 2};
+  const int64_t b = int64_t(q_len.size());
+  int64_t tq = 0;
+  for (int64_t l : q_len) tq += l;
+  for (const std::string& isa : r.isas) {
+    if (Error e = set_isa(isa); !e.ok()) {
+      FAIL("set_isa(%s): %s", isa.c_str(), e.message.c_str());
+      continue;
+    }
+    for (int64_t d : {64, 40})
+      for (KvType type : {KvType::f32, KvType::f16, KvType::i8}) {
+        ++g_cases;
+        const int64_t es = type == KvType::f32 ? 4 : type == KvType::f16 ? 2 : 1;
+        const size_t rows = size_t(entries * hkv * cap);
+        std::vector<char> kc(rows * size_t(d * es)), vc(rows * size_t(d * es));
+        std::vector<float> ks(rows), vs(rows);
+        {  // fill every slot's cache through kv_store
+          const auto kx = randn(size_t(entries * hkv * cap * d)), vx = randn(size_t(entries * hkv * cap * d));
+          Error e = kv_store(kx.data(), entries, hkv, cap, d, type, kc.data(), ks.data(), cap, 0);
+          if (e.ok()) e = kv_store(vx.data(), entries, hkv, cap, d, type, vc.data(), vs.data(), cap, 0);
+          if (!e.ok()) { FAIL("attention ragged: kv_store: %s", e.message.c_str()); continue; }
+        }
+        const auto q = randn(size_t(hq * tq * d));
+        const size_t guard = 64, total = size_t(hq * tq * d);
+        std::vector<float> out(total + 2 * guard, sentinel());
+        AttentionArgs a;
+        a.q = q.data();
+        a.b = b;
+        a.hq = hq;
+        a.tq = tq;
+        a.d = d;
+        a.kv.type = type;
+        a.kv.k = kc.data();
+        a.kv.v = vc.data();
+        a.kv.k_scale = ks.data();
+        a.kv.v_scale = vs.data();
+        a.kv.cap = cap;
+        a.hkv = hkv;
+        a.tk = *std::max_element(k_len.begin(), k_len.end());
+        a.scale = 1.f / std::sqrt(float(d));
+        a.causal = true;
+        a.out = out.data() + guard;
+        a.q_len = q_len.data();
+        a.k_len = k_len.data();
+        a.kv_index = kv.data();
+        a.kv_entries = entries;
+        if (Error e = attention(a); !e.ok()) { FAIL("attention ragged on %s: %s", isa.c_str(), e.message.c_str()); continue; }
+        for (size_t i = 0; i < guard; ++i)
+          if (!is_sentinel(out[i]) || !is_sentinel(out[guard + total + i])) { FAIL("attention ragged on %s: wrote outside out", isa.c_str()); break; }
+        int64_t off = 0;
+        for (int64_t i = 0; i < b; ++i) {
+          // the same sequence alone: dense b = 1 over its slot's rows
+          AttentionArgs s;
+          s.q = q.data() + off;
+          s.b = 1;
+          s.hq = hq;
+          s.tq = q_len[size_t(i)];
+          s.d = d;
+          s.kv = a.kv;
+          const int64_t row0 = kv[size_t(i)] * hkv * cap;
+          s.kv.k = kc.data() + row0 * d * es;
+          s.kv.v = vc.data() + row0 * d * es;
+          s.kv.k_scale = ks.data() + row0;
+          s.kv.v_scale = vs.data() + row0;
+          s.hkv = hkv;
+          s.tk = k_len[size_t(i)];
+          s.scale = a.scale;
+          s.causal = true;
+          const size_t n = size_t(hq * s.tq * d);
+          std::vector<float> alone(n), naive(n);
+          s.out = alone.data();
+          Error e = attention(s);
+          if (e.ok() && type == KvType::f32) {
+            s.out = naive.data();
+            e = attention_naive(s);
+          }
+          if (!e.ok()) { FAIL("attention ragged on %s: sequence %lld alone: %s", isa.c_str(), (long long)i, e.message.c_str()); break; }
+          double num = 0, den = 0, numn = 0;
+          for (size_t j = 0; j < n; ++j) {
+            const double got = out[guard + size_t(off) + j];
+            num += (got - alone[j]) * (got - alone[j]);
+            den += double(alone[j]) * alone[j];
+            if (type == KvType::f32) numn += (got - naive[j]) * (got - naive[j]);
+          }
+          den = den > 0 ? den : 1;
+          if (!(std::sqrt(num / den) < 1e-5) || !(std::sqrt(numn / den) < 1e-4))
+            FAIL("attention ragged on %s, d=%lld, kv type %d, sequence %lld (q %lld, k %lld, slot %lld): relative error %.3g vs alone, %.3g vs naive",
+                 isa.c_str(), (long long)d, int(type), (long long)i, (long long)q_len[size_t(i)], (long long)k_len[size_t(i)],
+                 (long long)kv[size_t(i)], std::sqrt(num / den), std::sqrt(numn / den));
+          off += int64_t(n);
+        }
+      }
+  }
+  std::printf("  %-14s %5d cases, %s\n", "attn ragged", g_cases - cases, g_failures == before ? "ok" : "FAILED");
 }
 
 int main(int argc, char** argv) {

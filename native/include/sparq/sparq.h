@@ -221,6 +221,15 @@ struct AttentionArgs {
   float scale = 0.f;  // usually 1 / sqrt(d)
   bool causal = false;
   float* out = nullptr;  // [b, hq, tq, d]
+  // Ragged batch (varlen; no mask): when q_len is set, sequence i of the b has
+  // q_len[i] >= 1 query positions and sees the first k_len[i] keys of cache
+  // entry kv_index[i] (nullptr: entry i) of kv_entries (0: b). q and out are then
+  // packed sequence after sequence, each [hq, q_len[i], d]; tq must be the sum
+  // of q_len and tk the largest k_len. Causal aligns each sequence bottom-right.
+  const int64_t* q_len = nullptr;
+  const int64_t* k_len = nullptr;
+  const int64_t* kv_index = nullptr;
+  int64_t kv_entries = 0;
 };
 Error attention(const AttentionArgs& args);
 // The textbook version for comparison: materialises each head's [tq, tk] score
