@@ -100,39 +100,46 @@ export class Conversation {
     const { template, ...gen } = { ...this.opts, ...opts };
     const model = this.model;
     const full = renderChat(model, [...this.messages, m], template);
-    const ours = this.fedTokens === model.length && this.fed.length === model.length;  // nobody else used the context
-    let cont = ours && this.fedText !== null && full.startsWith(this.fedText);
-    let ids: number[];
-    if (cont) {
-      ids = encode(model, full.slice(this.fedText!.length));
-      // the last answer's final token, when generation ended at maxTokens, was never fed
-      if (this.pending >= 0) ids.unshift(this.pending);
-    } else {
-      // the whole render, kept in the context up to its first token that differs (at least one left to prefill)
-      ids = encode(model, full);
-      let same = 0;
-      if (ours) while (same < this.fed.length && same < ids.length - 1 && this.fed[same] === ids[same]) same++;
-      if (same > 0) {
-        model._truncate(same);
-        ids = ids.slice(same);
-        cont = true;
+    let ids: number[] = [], cont = false, base = 0, before: number[] = [], prepared = false;
+    // decided once the model's context (slot 0) is held: other generations may have used it
+    const prepare = (): { ids: number[]; continue: boolean; keep?: number } => {
+      const ours = this.fedTokens === model.length && this.fed.length === model.length;  // nobody else used the context
+      cont = ours && this.fedText !== null && full.startsWith(this.fedText);
+      let keep: number | undefined;
+      if (cont) {
+        ids = encode(model, full.slice(this.fedText!.length));
+        // the last answer's final token, when generation ended at maxTokens, was never fed
+        if (this.pending >= 0) ids.unshift(this.pending);
+      } else {
+        // the whole render, kept in the context up to its first token that differs (at least one left to prefill)
+        ids = encode(model, full);
+        let same = 0;
+        if (ours) while (same < this.fed.length && same < ids.length - 1 && this.fed[same] === ids[same]) same++;
+        if (same > 0) {
+          keep = same;
+          ids = ids.slice(same);
+          cont = true;
+        }
       }
-    }
-    const base = cont ? model.length : 0;
-    const before = this.fed.slice(0, base);
-    this.messages.push({ ...m });
-    this.fedText = null;  // until this turn's answer is in the context
-    this.lastPrefill = ids.length;
+      base = cont ? keep ?? model.length : 0;
+      before = this.fed.slice(0, base);
+      prepared = true;
+      this.messages.push({ ...m });
+      this.fedText = null;  // until this turn's answer is in the context
+      this.lastPrefill = ids.length;
+      return { ids, continue: cont, keep };
+    };
     const got: number[] = [];
     let reply = '', done = false;
     try {
-      for await (const t of model.generate(ids, { ...gen, continue: cont })) {
+      for await (const t of model._generate([], gen, true, prepare)) {
         if (!model.stopIds.includes(t.id)) got.push(t.id);
         reply += t.text;
         yield t;
       }
       done = true;
     } finally {
+      if (!prepared) this.messages.push({ ...m });  // stopped before it had the context
       this.messages.push({ role: 'assistant', content: reply });
       // continue next turn only from a context that is exactly this text: not after a
       // stop string (its tokens are in the context, not in the reply) or a loop left early

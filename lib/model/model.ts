@@ -13,6 +13,7 @@ import type { QuantizeReport } from './quantize_model';
 import { Sampler, checkSampling, type SamplingOptions } from './sampler';
 import { StreamDecoder, Tokenizer, packTextPieces, type TokenizerSpec } from './tokenizer';
 import { Conversation, chat as chatOnce, type ChatMessage, type ChatOptions } from './chat';
+import { Batcher, Slots, type BatchTarget } from './batch';
 import { Tensor, parseDevice } from '../tensor';
 
 /**
@@ -51,6 +52,12 @@ export interface LoadModelOptions {
   kvCache?: 'f32' | 'f16' | 'i8';
   /** 'cuda': run the forward pass on the GPU (the weights are uploaded after loading; see Model.toDevice). Default 'cpu'. */
   device?: 'cpu' | 'cuda';
+  /**
+   * sequences decoded together (default 1): concurrent generate() / chat() calls share each
+   * forward pass (continuous batching), each in its own KV cache slot; more wait for a free
+   * slot. The KV cache holds maxSequences x maxSeq positions (see Model.kvCacheBytes). CPU only.
+   */
+  maxSequences?: number;
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -95,9 +102,11 @@ interface NativeModel {
   save(path: string, metadata: string): Promise<void>;
   /** out: a Float32Array of the logits' length, filled and returned instead of a new one */
   forward(tokens: Int32Array, all: boolean, out?: Float32Array): Promise<Float32Array>;
+  /** one pass over lengths.length sequences (tokens packed), sequence i in KV slot slots[i]; out: [count * vocab] last logits */
+  forwardBatch(tokens: Int32Array, lengths: Int32Array, slots: Int32Array, out: Float32Array): Promise<Float32Array>;
   calibrate(tokens: Int32Array, lengths: Int32Array, ranges: Float32Array | null, bins: number, gramLayer: number): Promise<CalibrationStats>;
-  pos(): number;
-  truncate(n: number): void;
+  pos(slot?: number): number;
+  truncate(n: number, slot?: number): void;
   dispose(): void;
   meta(): { cacheBytes: number; nativeBytes: number };
   toCuda(): Promise<void>;
@@ -134,9 +143,12 @@ export class Model {
   quantizeReport?: QuantizeReport;
   /** @internal where the weights came from (pruneModel re-reads them in f32) */
   readonly _source: ModelSource;
+  /** KV cache slots: generations decoded together (LoadModelOptions.maxSequences) */
+  readonly maxSequences: number;
   private native: NativeModel | null;
-  private generating: Promise<void> = Promise.resolve();
   private queue: Promise<unknown> = Promise.resolve();
+  private readonly slots: Slots;
+  private readonly batcher: Batcher | null;
 
   /** @internal */
   constructor(native: NativeModel, config: ModelConfig, tokenizer: Tokenizer, stopIds: number[], source: ModelSource) {
@@ -145,6 +157,23 @@ export class Model {
     this.tokenizer = tokenizer;
     this.stopIds = stopIds;
     this._source = source;
+    this.maxSequences = source.opts.maxSequences ?? 1;
+    this.slots = new Slots(this.maxSequences);
+    const target: BatchTarget = {
+      vocab: config.vocab,
+      forwardBatch: (t, l, sl, out) => this.serial(() => this.live('generate').forwardBatch(t, l, sl, out)),
+    };
+    this.batcher = this.maxSequences > 1 ? new Batcher(target, this.maxSequences) : null;
+  }
+
+  /** Bytes of the KV cache: maxSequences slots of maxSeq positions (reserved; pages are committed as positions are first written). */
+  get kvCacheBytes(): number {
+    return this.live('kvCacheBytes').meta().cacheBytes;
+  }
+
+  /** Generations running (holding a KV slot) and waiting for one. */
+  get activeGenerations(): { running: number; waiting: number } {
+    return { running: this.slots.busy, waiting: this.slots.waiting };
   }
 
   /**
@@ -194,7 +223,7 @@ export class Model {
     }
   }
 
-  /** Positions in the current context. */
+  /** Positions in the model's own context: KV slot 0 (forward(), continue, conversations, and generations when it is free). */
   get length(): number {
     return this.live('length').pos();
   }
@@ -235,11 +264,24 @@ export class Model {
 
   /**
    * Streams generated tokens. A string prompt is encoded with BOS; an id array is used
-   * as given. Starts from an empty context unless { continue: true }. Generations on one
-   * model run one at a time, in the order they start (they share its context): a second
-   * waits until the first finishes or its loop is left (break / return).
+   * as given. Starts from an empty context unless { continue: true }, which extends the
+   * model's own context (KV slot 0, where a generation runs whenever that slot is free). With one KV slot (the default) generations run one at a time,
+   * in the order they start: a second waits until the first finishes or its loop is left
+   * (break / return). With loadModel(..., { maxSequences: n }) up to n run at once, each
+   * in its own slot, and every step decodes all of them in one forward pass; more wait,
+   * in order, for a slot to free.
    */
-  async *generate(prompt: string | readonly number[], opts: GenerateOptions = {}): AsyncGenerator<GeneratedToken> {
+  generate(prompt: string | readonly number[], opts: GenerateOptions = {}): AsyncGenerator<GeneratedToken> {
+    return this._generate(prompt, opts, (opts as GenerateOptions | null)?.continue === true);  // null: refused in _generate
+  }
+
+  /**
+   * @internal own: run in the model's own context (slot 0), as continue and conversations
+   * do. prepare (conversations): called once that slot is held, it gives the ids in place
+   * of prompt, whether they continue the context, and how much of it to keep first.
+   */
+  async *_generate(prompt: string | readonly number[], opts: GenerateOptions, own: boolean,
+    prepare?: () => { ids: number[]; continue: boolean; keep?: number }): AsyncGenerator<GeneratedToken> {
     const op = 'generate';
     checkOptions(op, opts);
     checkSampling(op, opts);
@@ -248,38 +290,53 @@ export class Model {
     if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new RangeError(`${op}: maxTokens must be a non-negative integer; got ${describe(maxTokens)}`);
     const stop = opts.stop ?? [];
     if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string' || s.length === 0)) throw new TypeError(`${op}: stop must be an array of non-empty strings`);
-    const ids = typeof prompt === 'string' ? this.tokenizer.encode(prompt) : [...prompt];
-    if (ids.length === 0) throw new RangeError(`${op}: the prompt has no tokens`);
-    this.checkIds(op, ids);
-    if (ids.length > this.config.maxSeq) throw new RangeError(`${op}: the prompt (${ids.length} tokens) does not fit maxSeq ${this.config.maxSeq}`);
+    const check = (ids: number[]) => {
+      if (ids.length === 0) throw new RangeError(`${op}: the prompt has no tokens`);
+      this.checkIds(op, ids);
+      if (ids.length > this.config.maxSeq) throw new RangeError(`${op}: the prompt (${ids.length} tokens) does not fit maxSeq ${this.config.maxSeq}`);
+    };
+    let ids = typeof prompt === 'string' ? this.tokenizer.encode(prompt) : [...prompt];
+    if (!prepare) check(ids);
     opts.signal?.throwIfAborted();
-    // One generation at a time per model (they share its context): a second one waits
-    // until the first finishes or its loop is left.
-    const prevGen = this.generating;
-    let release!: () => void;
-    this.generating = new Promise<void>((r) => { release = r; });
+    this.live(op);
+    // a KV slot of its own until it finishes or its loop is left
+    const slot = await this.slots.acquire(own ? 0 : -1, opts.signal);
     try {
-      await prevGen;
       opts.signal?.throwIfAborted();
-      const start = opts.continue ? this.length : 0;  // stable now: no other generation runs
-      if (start + ids.length > this.config.maxSeq) {
-        throw new RangeError(`${op}: the prompt (${ids.length} tokens after ${start} in context) does not fit maxSeq ${this.config.maxSeq}`);
+      const nat = this.live(op);
+      let cont = opts.continue === true, keep = cont ? nat.pos(slot) : 0;  // stable now: the slot is ours
+      if (prepare) {
+        const p = prepare();
+        ({ ids, continue: cont } = p);
+        keep = cont ? p.keep ?? nat.pos(slot) : 0;
+        check(ids);
       }
-      yield* this.run(ids, opts, maxTokens, stop);
+      if (keep + ids.length > this.config.maxSeq) {
+        throw new RangeError(`${op}: the prompt (${ids.length} tokens after ${keep} in context) does not fit maxSeq ${this.config.maxSeq}`);
+      }
+      // in call order: no forward pass runs when the context is cut
+      if (keep < nat.pos(slot)) await this.serial(async () => this.live(op).truncate(keep, slot));
+      yield* this.run(slot, ids, opts, maxTokens, stop);
     } finally {
-      release();
+      this.slots.release(slot);
     }
   }
 
-  private async *run(ids: number[], opts: GenerateOptions, maxTokens: number, stop: string[]): AsyncGenerator<GeneratedToken> {
-    if (!opts.continue) this.reset();
+  /** The logits of the last of ids, appended to slot's context: alone, or in the next batched step. */
+  private advance(slot: number, ids: number[], out: Float32Array): Promise<Float32Array> {
+    if (!this.batcher) return this.step('generate', ids, false, out);
+    return this.batcher.submit(slot, Int32Array.from(ids), out);
+  }
+
+  private async *run(slot: number, ids: number[], opts: GenerateOptions, maxTokens: number, stop: string[]): AsyncGenerator<GeneratedToken> {
     const sampler = new Sampler(opts);
     const stats: GenerationStats = { promptTokens: ids.length, promptTokensPerSec: 0, generatedTokens: 0, decodeTokensPerSec: 0 };
     this.stats = stats;
     const t0 = performance.now();
     // one logits buffer for the whole loop (the sampler is done with it before the
     // next step): no 4 x vocab bytes of garbage per token
-    let logits = await this.step('generate', ids, false, new Float32Array(this.config.vocab));
+    let logits = await this.advance(slot, ids, new Float32Array(this.config.vocab));
+    let pos = this.live('generate').pos(slot);
     const t1 = performance.now();
     stats.promptTokensPerSec = ids.length / ((t1 - t0) / 1000);
     const timing = this._decodeTiming;
@@ -298,7 +355,7 @@ export class Model {
         if (rest.length > emitted) yield { id, text: rest.slice(emitted) };
         break;
       }
-      const last = n + 1 === maxTokens || this.length >= this.config.maxSeq;
+      const last = n + 1 === maxTokens || pos >= this.config.maxSeq;
       const piece = dec.push(id, prev) + (last ? dec.flush() : '');
       prev = id;
       stats.generatedTokens++;
@@ -317,7 +374,8 @@ export class Model {
       yield { id, text: out };
       if (last) break;
       const tf = timing ? performance.now() : 0;
-      logits = await this.step('generate', [id], false, logits);
+      logits = await this.advance(slot, [id], logits);
+      pos++;
       if (timing) {
         timing.stepMs += performance.now() - tf;
         timing.steps++;
@@ -979,6 +1037,10 @@ export async function loadModel(file: string, opts: LoadModelOptions = {}): Prom
     throw new RangeError(`${op}: maxSeq must be an integer in [1, 2^24]; got ${describe(opts.maxSeq)}`);
   }
   const device = parseDevice(op, opts.device ?? 'cpu');
+  if (opts.maxSequences !== undefined && (!Number.isInteger(opts.maxSequences) || opts.maxSequences < 1 || opts.maxSequences > 4096)) {
+    throw new RangeError(`${op}: maxSequences must be an integer in [1, 4096]; got ${describe(opts.maxSequences)}`);
+  }
+  if (device === 'cuda' && (opts.maxSequences ?? 1) > 1) throw new TypeError(`${op}: maxSequences > 1 (batched decode) runs on the CPU; load with device 'cpu' or one sequence`);
   let model: Model;
   try {
     const plan = await planModel(file, opts);
@@ -1021,7 +1083,8 @@ export async function createFromPlan(plan: Plan, maxSeq: number, kv: keyof typeo
   const config: ModelConfig = { ...plan.config, maxSeq, headDim: hd };
   const native = await loadNative().createModel(
     { dim: config.dim, hidden: config.hidden, layers: config.layers, heads: config.heads, kvHeads: config.kvHeads, vocab: config.vocab,
-      maxSeq, ropeTheta: config.ropeTheta, normEps: config.normEps, ropeNeox: plan.ropeNeox, kvType: KV[kv], headDim: hd },
+      maxSeq, ropeTheta: config.ropeTheta, normEps: config.normEps, ropeNeox: plan.ropeNeox, kvType: KV[kv], headDim: hd,
+      maxSequences: source.opts.maxSequences ?? 1 },
     plan.weights) as NativeModel;
   return new Model(native, config, plan.tokenizer, plan.stopIds, source);
 }
