@@ -42,6 +42,18 @@ describe('README', function () {
     expect(r.stdout).to.match(/decodeTokensPerSec/);
   });
 
+  it('the batching example runs on stories260K: four answers at once', function () {
+    const code = blocks.find((b) => b.includes('maxSequences'));
+    expect(code, 'README has the batching example').to.be.a('string');
+    needStories(this);
+    const r = runExample(code!, MODELS);
+    expect(r.status, r.stderr).to.equal(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines).to.have.length(4);
+    expect(lines[0]).to.match(/^Once upon a time.{20,}/);
+    expect(Number(lines[3]!.split(' ').pop())).to.be.greaterThan(0);  // kvCacheBytes
+  });
+
   it('the chat example runs as written on a GGUF of that name (random weights, the real Llama 3 vocabulary and chat template)', function () {
     const code = blocks.find((b) => b.includes('.conversation('));
     expect(code, 'README has the chat example').to.be.a('string');
