@@ -12,6 +12,8 @@
 //   sparq eval --model PATH [--reference PATH] [--weights int8] [--prune SPEC] [--text FILE | --sample N] [--json]
 //   sparq compress --model IN --out OUT [--quantize int8|int8:gN|int4:gN] [--gptq] [--prune SPEC] [--smoothquant A] [--calibration FILE] [--json]
 //   sparq compress --model IN --out OUT.gguf --quantize q4_k_m|q4_0|q8_0|q6_k|... [--json]
+//   sparq serve --model PATH [--port 8080] [--host 127.0.0.1] [--max-sequences 8] [--queue N] [--api-key KEY] ...
+//   sparq bench serve [--model FILE] [--streams 1,2,4,8,16] [--tokens N] [--duration S] [--soak S] [--json FILE]
 import * as fs from 'node:fs';
 import { evaluate, info, ISAS, loadModel, pruneModel, quantizeModel, saveModel, setNumThreads, type IsaName, type Model, type PruneModelOptions, type QuantizeModelOptions } from './index';
 import { benchAttention } from './bench/attention';
@@ -23,6 +25,8 @@ import { benchE2e, benchE2eChild } from './bench/e2e';
 import { benchGemm } from './bench/gemm';
 import { benchQuants } from './bench/quants';
 import { benchSpmm } from './bench/spmm';
+import { benchServe } from './bench/serve';
+import { serve } from './serve/server';
 
 const USAGE = `usage:
   sparq info
@@ -31,6 +35,8 @@ const USAGE = `usage:
   sparq bench e2e [--quick] [--model FILE [--pruned]] [--prompt N] [--tokens N] [--profile] [--threads N] [--json FILE]
   sparq bench spmm [--quick] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq bench quants [--quick] [--types q4_0,q4_k,...] [--m 1,8,128] [--threads N] [--min-time SECONDS] [--json FILE]
+  sparq bench serve [--model FILE] [--tokenizer PATH] [--streams 1,2,4,8,16] [--tokens N] [--duration SECONDS] [--soak SECONDS]
+                    [--max-sequences N] [--json FILE]
   sparq bench --device cuda [--quick] [--json FILE]   GPU kernels and the 110M model on the GPU
   sparq generate --model PATH [--tokenizer PATH] [--prompt TEXT] [-n N] [--temperature T] [--top-k K]
                  [--top-p P] [--seed S] [--weights f32|int8] [--max-seq N]
@@ -43,6 +49,8 @@ const USAGE = `usage:
   sparq compress --model IN --out OUT [--tokenizer PATH] [--quantize int8|int8:gN|int4:gN] [--gptq] [--prune SPEC] [--smoothquant ALPHA]
                  [--static minmax|percentile|mse] [--keep-float NAME,...] [--calibration FILE] [--json]
   sparq compress --model IN --out OUT.gguf --quantize q4_k_m|q4_0|q4_1|q5_0|q5_1|q8_0|q2_k|q3_k|q4_k|q5_k|q6_k|iq4_nl|iq4_xs|f16|f32
+  sparq serve --model PATH [--port 8080] [--host 127.0.0.1] [--max-sequences 8] [--queue N] [--max-seq N] [--api-key KEY]
+              [--model-id ID] [--tokenizer PATH] [--template FILE] [--weights f32|int8] [--drain SECONDS] [--log]
 
   --isa       comma-separated int8 paths to run (${ISAS.join(', ')}); default: every path this CPU supports but ref
   --quick     fewer shapes and shorter timing
@@ -52,6 +60,12 @@ const USAGE = `usage:
   eval        scores the model (as loaded with --weights, pruned with --prune, quantized with --quantize) against the reference (default: the
               same file in f32): perplexity of both, mean / p50 / p90 / p99 KL divergence, top-1 agreement; the
               evaluation text is --text FILE, or N tokens the reference samples itself (--sample, default 2048)
+  serve       an OpenAI-compatible HTTP server: POST /v1/chat/completions, /v1/completions (stream or not),
+              GET /v1/models, GET /health; --max-sequences generations at once, --queue more waiting (default
+              4 x max-sequences), then 429; --api-key (or SPARQ_API_KEY) requires Authorization: Bearer KEY on /v1;
+              binds 127.0.0.1 unless --host says otherwise; SIGINT / SIGTERM finish running requests (--drain, 30 s)
+  bench serve streaming clients against an in-process server: aggregate decode tokens/s, time to first token and
+              inter-token latency (p50 / p99) per stream count; --soak S: 32 streams for S seconds, failures and RSS
 environment: SPARQ_ISA forces the kernel path, SPARQ_THREADS sets the pool size`;
 
 function flag(args: string[], name: string): string | undefined {
@@ -309,6 +323,55 @@ async function evalCmd(args: string[]): Promise<number> {
   return 0;
 }
 
+// The OpenAI-compatible server until SIGINT / SIGTERM: the first lets running requests
+// finish (at most --drain seconds), a second quits at once.
+async function serveCmd(args: string[]): Promise<number> {
+  const file = flag(args, '--model');
+  if (!file) throw new Error('serve needs --model PATH');
+  const int = (name: string, min: number) => {
+    const n = num(args, name);
+    if (n !== undefined && (!Number.isInteger(n) || n < min)) throw new RangeError(`serve: ${name} must be an integer >= ${min}; got ${n}`);
+    return n;
+  };
+  const port = int('--port', 0) ?? 8080;
+  if (port > 65535) throw new RangeError(`serve: --port must be at most 65535; got ${port}`);
+  const tf = flag(args, '--template');
+  const template = tf ? readBoundedFile(tf, 'serve', 'chat template', 1 << 20).toString('utf8') : undefined;
+  const host = flag(args, '--host') ?? '127.0.0.1';
+  const apiKey = flag(args, '--api-key') ?? (process.env.SPARQ_API_KEY || undefined);
+  const drain = num(args, '--drain') ?? 30;
+  const server = await serve(file, {
+    tokenizer: flag(args, '--tokenizer'), weights: (flag(args, '--weights') ?? 'f32') as 'f32' | 'int8', maxSeq: int('--max-seq', 1),
+    maxSequences: int('--max-sequences', 1) ?? 8, queue: int('--queue', 0), port, host, apiKey, modelId: flag(args, '--model-id'), template,
+    logger: args.includes('--log'),
+  });
+  const h = server.health();
+  const mib = (b: number | undefined) => (b === undefined ? '?' : (b / 2 ** 20).toFixed(1));
+  console.log(`sparq serving ${server.modelId} at ${server.url}/v1 - ${h.maxSequences} sequences of ${h.maxSeq} tokens, queue ${h.queueLimit}, ` +
+    `${mib(h.nativeBytes)} MiB native${h.kvCacheBytes !== undefined ? ` (KV cache ${mib(h.kvCacheBytes)} MiB)` : ''}${apiKey ? ', API key required' : ''}`);
+  if (!apiKey && !['127.0.0.1', 'localhost', '::1'].includes(host)) console.warn(`warning: listening on ${host} without an API key (--api-key or SPARQ_API_KEY)`);
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (sig: string) => {
+      if (stopping) {
+        console.error(`${sig} again: quitting now`);
+        process.exit(130);
+      }
+      stopping = true;
+      const { active, queued } = server.health();
+      console.error(`${sig}: finishing ${active} running and ${queued} queued requests (at most ${drain} s; again to quit now)`);
+      server.close({ drainSeconds: drain }).then(resolve, (e: unknown) => {
+        console.error(`sparq: closing: ${(e as Error).message}`);
+        resolve();
+      });
+    };
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+  });
+  console.error('stopped');
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [cmd, sub, ...rest] = argv;
   if (cmd === 'info') {
@@ -378,6 +441,22 @@ async function main(argv: string[]): Promise<number> {
       minTime: minTime ? Number(minTime) : undefined, types: types?.split(',').map((s) => s.trim()), ms });
     return 0;
   }
+  if (cmd === 'bench' && sub === 'serve') {
+    const list = flag(rest, '--streams');
+    const streams = list?.split(',').map((s) => Number(s.trim()));
+    for (const k of streams ?? []) if (!Number.isInteger(k) || k < 1) throw new Error(`--streams takes stream counts such as 1,2,4,8,16; got '${list}'`);
+    const int = (name: string) => {
+      const n = num(rest, name);
+      if (n !== undefined && (!Number.isInteger(n) || n < 1)) throw new RangeError(`bench serve: ${name} must be a positive integer; got ${n}`);
+      return n;
+    };
+    const duration = num(rest, '--duration'), soak = num(rest, '--soak');
+    for (const [k, v] of [['--duration', duration], ['--soak', soak]] as const) if (v !== undefined && !(v > 0)) throw new RangeError(`bench serve: ${k} must be > 0 seconds`);
+    await benchServe({ model: flag(rest, '--model'), tokenizer: flag(rest, '--tokenizer'), streams, tokens: int('--tokens'), duration, soak,
+      maxSequences: int('--max-sequences'), json: flag(rest, '--json') });
+    return 0;
+  }
+  if (cmd === 'serve') return serveCmd(argv.slice(1));
   if (cmd === 'generate') return generate(argv.slice(1));
   if (cmd === 'chat') return chatCmd(argv.slice(1));
   if (cmd === 'eval') return evalCmd(argv.slice(1));

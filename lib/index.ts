@@ -18,6 +18,7 @@ export { quantizeModel, type QuantizeModelOptions, type QuantizeReport } from '.
 export { type SamplingOptions } from './model/sampler';
 export { CudaWeight, cudaMemory, type CudaWeightFormat, type CudaMemory } from './cuda';
 export { attention, attentionNaive, KVCache, KVView, type AttentionOptions, type KVCacheOptions, type KVDType } from './attention';
+export { createServer, serve, type ServeOptions, type ModelServer, type ServerHealth } from './serve/server';
 
 export type IsaName = 'amx' | 'avx512vnni' | 'avxvnni' | 'avx2' | 'ref';
 export const ISAS: readonly IsaName[] = ['ref', 'avx2', 'avxvnni', 'avx512vnni', 'amx'];
