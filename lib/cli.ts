@@ -374,6 +374,10 @@ async function serveCmd(args: string[]): Promise<number> {
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, sub, ...rest] = argv;
+  if (cmd === 'bench' && (argv.includes('--help') || argv.includes('-h'))) {  // not a long benchmark run by mistake
+    console.log(USAGE);
+    return 0;
+  }
   if (cmd === 'info') {
     console.log(JSON.stringify(info(), null, 2));
     return 0;
