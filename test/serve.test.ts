@@ -279,6 +279,9 @@ describe('serve: the OpenAI-compatible server', function () {
       [chat, { messages: msgs, frequency_penalty: 0.5 }, 400, { type: 'invalid_request_error', code: 'unsupported_value', param: 'frequency_penalty' }],
       [chat, { messages: msgs, stop: ['a', 'b', 'c', 'd', 'e'] }, 400, { type: 'invalid_request_error', code: 'invalid_value', param: 'stop' }],
       [chat, { messages: msgs, stop: '' }, 400, { type: 'invalid_request_error', code: 'invalid_value', param: 'stop' }],
+      [chat, { messages: msgs, stop: 'x'.repeat(257) }, 400, { type: 'invalid_request_error', code: 'invalid_value', param: 'stop' }],
+      [cmpl, { prompt: 'x', stop: ['y', 'z'.repeat(100_000)] }, 400, { type: 'invalid_request_error', code: 'invalid_value', param: 'stop[1]' }],
+      [cmpl, { prompt: [] }, 400, { type: 'invalid_request_error', code: 'invalid_value', param: 'prompt' }],
       [chat, { messages: msgs, stream_options: { include_usage: true, other: 1 } }, 400, { type: 'invalid_request_error', code: 'unknown_parameter', param: 'stream_options.other' }],
       [cmpl, { prompt: ['a', 'b'] }, 400, { type: 'invalid_request_error', code: 'invalid_value', param: 'prompt' }],
       [cmpl, { prompt: [1, 100000] }, 400, { type: 'invalid_request_error', code: 'invalid_value', param: 'prompt[1]' }],
@@ -320,6 +323,12 @@ describe('serve: the OpenAI-compatible server', function () {
     }
     expect((await fetch(`${base}/models`)).status).to.equal(401);
     expect((await fetch(`${server.url}/health`)).status).to.equal(200);
+    // a percent-encoded path reaches the same routes: it needs the key as well
+    for (const p of ['/%761/completions', '/v%31/completions', '/%76%31/completions']) {
+      const r = await post(`${server.url}${p}`, { prompt: 'x', max_tokens: 1 }, {});
+      expect(r.status, p).to.equal(401);
+    }
+    expect((await fetch(`${server.url}/v%31/models`)).status).to.equal(401);
     const bad = new OpenAI({ baseURL: base, apiKey: 'nope', maxRetries: 0 });
     try {
       await bad.models.list();

@@ -41,7 +41,8 @@ const common = (maxTokensField: Record<string, unknown>) => ({
   top_p: { type: orNull('number'), minimum: 0, maximum: 1 },
   top_k: { type: orNull('integer'), minimum: -1 },
   seed: { type: orNull('integer') },
-  stop: { type: orNull(['string', 'array']), minLength: 1, maxItems: 4, items: { type: 'string', minLength: 1 } },
+  // stop strings up to 256 characters (each token's hold-back check looks back that far)
+  stop: { type: orNull(['string', 'array']), minLength: 1, maxLength: 256, maxItems: 4, items: { type: 'string', minLength: 1, maxLength: 256 } },
   n: { type: orNull('integer'), enum: [1, null] },
   stream: { type: orNull('boolean') },
   stream_options: {

@@ -177,7 +177,9 @@ async function start(model: Model, opts: ServeOptions, ownsModel: boolean): Prom
   };
 
   app.addHook('onRequest', async (req: FastifyRequest) => {
-    if (keyHash === null || !req.url.startsWith('/v1')) return;
+    // by the route matched, not the raw URL: the router decodes the path first, so
+    // '/%761/...' reaches /v1/... (unknown URLs need the key too)
+    if (keyHash === null || req.routeOptions.url === '/health') return;
     const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
     const got = m ? createHash('sha256').update(m[1]!.trim()).digest() : null;
     if (!got || !timingSafeEqual(got, keyHash)) {
@@ -284,6 +286,7 @@ async function start(model: Model, opts: ServeOptions, ownsModel: boolean): Prom
       if (bad >= 0) throw new HttpError(400, `prompt[${bad}] is token ${ids[bad]}, outside the vocabulary of ${model.config.vocab}.`, 'invalid_request_error', `prompt[${bad}]`, 'invalid_value');
     } else if (p.length === 1) ids = model.tokenizer.encode(p[0] as string);
     else throw new HttpError(400, 'prompt must be a string, one string in an array, or an array of token ids: batches of prompts are not supported (send one request each).', 'invalid_request_error', 'prompt', 'invalid_value');
+    if (ids.length === 0) throw new HttpError(400, 'prompt is empty: it has no tokens.', 'invalid_request_error', 'prompt', 'invalid_value');
     checkPrompt(ids.length, 'prompt');
     return {
       kind: 'completion', ids, promptTokens: ids.length, maxTokens: b.max_tokens ?? 16,
@@ -453,16 +456,28 @@ async function start(model: Model, opts: ServeOptions, ownsModel: boolean): Prom
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Writes to a response, waiting while the client reads slower than we produce; a no-op once it is gone. */
+/** How long a client may leave its stream unread before it is dropped (its generation holds a sequence meanwhile). */
+const STALL_MS = 60_000;
+
+/**
+ * Writes to a response, waiting while the client reads slower than we produce; a
+ * no-op once it is gone. A client that reads nothing for STALL_MS is disconnected
+ * (its 'close' then aborts the generation and frees its sequence).
+ */
 function write(res: ServerResponse, s: string): Promise<void> {
   if (res.destroyed || res.writableEnded) return Promise.resolve();
   if (res.write(s)) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
+      clearTimeout(timer);
       res.off('drain', done);
       res.off('close', done);
       resolve();
     };
+    const timer = setTimeout(() => {
+      res.destroy();
+      done();
+    }, STALL_MS);
     res.on('drain', done);
     res.on('close', done);
   });
