@@ -137,39 +137,46 @@ export class Batcher {
   private async step(): Promise<void> {
     if (this.running || this.pending.length === 0) return;
     this.running = true;
-    // decode tokens (one left) first, then prompt chunks while the token budget lasts
-    const order = [...this.pending].sort((a, b) => Number(a.ids.length - a.done > 1) - Number(b.ids.length - b.done > 1));
     const batch: { p: Pending; n: number }[] = [];
-    let budget = Math.max(this.chunk, this.maxSequences);
-    for (const p of order) {
-      if (batch.length === this.maxSequences || budget === 0) break;
-      const n = Math.min(p.ids.length - p.done, budget);
-      batch.push({ p, n });
-      budget -= n;
-    }
-    const total = batch.reduce((s, b) => s + b.n, 0);
-    const tokens = new Int32Array(total), lengths = new Int32Array(batch.length), slots = new Int32Array(batch.length);
-    let at = 0;
-    batch.forEach(({ p, n }, i) => {
-      tokens.set(p.ids.subarray(p.done, p.done + n), at);
-      at += n;
-      lengths[i] = n;
-      slots[i] = p.slot;
-    });
-    const v = this.target.vocab;
-    if (this.buf.length < batch.length * v) this.buf = new Float32Array(this.maxSequences * v);
+    const drop = (p: Pending) => {
+      const i = this.pending.indexOf(p);
+      if (i >= 0) this.pending.splice(i, 1);
+    };
     try {
+      // decode tokens (one left) first, then prompt chunks while the token budget lasts
+      const order = [...this.pending].sort((a, b) => Number(a.ids.length - a.done > 1) - Number(b.ids.length - b.done > 1));
+      let budget = Math.max(this.chunk, this.maxSequences);
+      for (const p of order) {
+        if (batch.length === this.maxSequences || budget === 0) break;
+        const n = Math.min(p.ids.length - p.done, budget);
+        batch.push({ p, n });
+        budget -= n;
+      }
+      const total = batch.reduce((s, b) => s + b.n, 0);
+      const tokens = new Int32Array(total), lengths = new Int32Array(batch.length), slots = new Int32Array(batch.length);
+      let at = 0;
+      batch.forEach(({ p, n }, i) => {
+        tokens.set(p.ids.subarray(p.done, p.done + n), at);
+        at += n;
+        lengths[i] = n;
+        slots[i] = p.slot;
+      });
+      const v = this.target.vocab;
+      if (this.buf.length < batch.length * v) this.buf = new Float32Array(batch.length * v);
       const logits = await this.target.forwardBatch(tokens, lengths, slots, this.buf.subarray(0, batch.length * v));
       batch.forEach(({ p, n }, i) => {
         p.done += n;
         if (p.done < p.ids.length) return;  // more of its prompt next step
-        this.pending.splice(this.pending.indexOf(p), 1);
+        drop(p);
         p.out.set(logits.subarray(i * v, (i + 1) * v));
         p.resolve(p.out);
       });
     } catch (e) {
-      for (const { p } of batch) {
-        this.pending.splice(this.pending.indexOf(p), 1);
+      // the step failed: its sequences get the error (a settled one ignores it), the rest
+      // go on; one that could not be set up fails every waiting sequence rather than retry
+      const failed = batch.length ? batch.map((b) => b.p) : [...this.pending];
+      for (const p of failed) {
+        drop(p);
         p.reject(e);
       }
     } finally {

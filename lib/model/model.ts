@@ -233,7 +233,11 @@ export class Model {
     return this.live('nativeBytes').meta().nativeBytes;
   }
 
-  /** Appends tokens to the context and returns the logits of the last one (Float32Array(vocab)). */
+  /**
+   * Appends tokens to the context (KV slot 0) and returns the logits of the last one
+   * (Float32Array(vocab)). With maxSequences > 1, call it (and reset()) while no
+   * generation holds slot 0: it does not wait for one.
+   */
   forward(ids: readonly number[] | Int32Array): Promise<Float32Array> {
     return this.step('forward', ids, false);
   }
