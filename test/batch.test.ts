@@ -133,6 +133,34 @@ describe('batched decode (maxSequences)', function () {
     expect(await turns(batched, true)).to.deep.equal(await turns(solo, false));
   });
 
+  it('forward() waits for a generation in the model context (slot 0) and reset() refuses to cut it, with one slot or several', async () => {
+    for (const m of [solo, batched]) {
+      m.reset();
+      // alone: the generation's ids, then forward's logits on the context it leaves
+      const want: number[] = [];
+      for await (const t of m.generate(prompt(solo, 2, 6), { maxTokens: 6 })) want.push(t.id);
+      const wantLogits = await m.forward([want[want.length - 1]!]);
+      const wantLength = m.length;
+      // forward() called while the generation holds slot 0: it runs after it, in call order
+      const gen = m.generate(prompt(solo, 2, 6), { maxTokens: 6 });
+      const got: number[] = [];
+      const first = await gen.next();  // the slot is held from here on
+      got.push((first.value as { id: number }).id);
+      let ran = false;
+      const fwd = m.forward(Int32Array.from([want[want.length - 1]!])).then((l) => { ran = true; return l; });
+      expect(() => m.reset(), m === solo ? 'one slot' : 'four slots').to.throw(/a generation is running in the model's context/);
+      for (let r = await gen.next(); !r.done; r = await gen.next()) {
+        expect(ran, 'forward ran inside the generation').to.equal(false);
+        got.push(r.value.id);
+      }
+      expect(got).to.deep.equal(want);
+      expect(Array.from(await fwd)).to.deep.equal(Array.from(wantLogits));
+      expect(m.length).to.equal(wantLength);
+      m.reset();  // free again
+      expect(m.length).to.equal(0);
+    }
+  });
+
   it('reports its KV cache (maxSequences x one slot) and refuses bad maxSequences', async () => {
     expect(batched.maxSequences).to.equal(4);
     expect(batched.kvCacheBytes).to.equal(4 * solo.kvCacheBytes);

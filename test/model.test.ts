@@ -105,6 +105,23 @@ describe('model: stories260K against llama2.c run.c', function () {
     const tail = full.slice(-2);
     const h = await collect(f32, e.prompt, { maxTokens: 40, stop: [tail + 'zzz'] });
     expect(h.text).to.equal(full);
+    // a stop string of two tokens' text: the first is held back, the second completes it and
+    // adds no text of its own; both are yielded (every generated token is, once)
+    const pieces: { id: number; text: string }[] = [];
+    for await (const t of f32.generate(e.prompt, { maxTokens: 40 })) pieces.push(t);
+    let at = -1, start = 0;
+    for (let i = 2, before = pieces[0]!.text.length + pieces[1]!.text.length; i + 1 < pieces.length; before += pieces[i]!.text.length, i++) {
+      const two = pieces[i]!.text + pieces[i + 1]!.text;
+      if (pieces[i]!.text && pieces[i + 1]!.text && full.indexOf(two) === before) {
+        at = i;
+        start = before;
+        break;
+      }
+    }
+    expect(at, 'two tokens whose text first appears where they stand').to.be.above(0);
+    const two = await collect(f32, e.prompt, { maxTokens: 40, stop: [pieces[at]!.text + pieces[at + 1]!.text] });
+    expect(two.ids).to.deep.equal(pieces.slice(0, at + 2).map((p) => p.id));
+    expect(two.text).to.equal(full.slice(0, start));
   });
 
   it('the native forward fills and returns a given logits buffer (generate reuses one per loop), and refuses a wrong one', async () => {

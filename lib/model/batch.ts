@@ -26,6 +26,11 @@ export class Slots {
     return this.free.reduce((n, f) => n + (f ? 0 : 1), 0);
   }
 
+  /** Whether a slot is taken now. */
+  held(slot: number): boolean {
+    return !this.free[slot];
+  }
+
   /** Generations waiting for a slot. */
   get waiting(): number {
     return this.waiters.length;

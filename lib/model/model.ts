@@ -235,16 +235,29 @@ export class Model {
 
   /**
    * Appends tokens to the context (KV slot 0) and returns the logits of the last one
-   * (Float32Array(vocab)). With maxSequences > 1, call it (and reset()) while no
-   * generation holds slot 0: it does not wait for one.
+   * (Float32Array(vocab)). A generation running in that slot (continue, a conversation,
+   * or any generation while the slot was free) is waited for, in call order, so that
+   * neither sees the other's tokens: do not await it inside such a generation's loop.
    */
   forward(ids: readonly number[] | Int32Array): Promise<Float32Array> {
-    return this.step('forward', ids, false);
+    return this.own('forward', ids, false);
   }
 
-  /** Appends tokens and returns the logits of every one of them (Float32Array(n * vocab)). */
+  /** Appends tokens and returns the logits of every one of them (Float32Array(n * vocab)); waits as forward() does. */
   forwardAll(ids: readonly number[] | Int32Array): Promise<Float32Array> {
-    return this.step('forwardAll', ids, true);
+    return this.own('forwardAll', ids, true);
+  }
+
+  /** A step in the model's own context: KV slot 0, held for the call. */
+  private async own(op: string, ids: readonly number[] | Int32Array, all: boolean): Promise<Float32Array> {
+    const toks = this.checkIds(op, ids);  // copied now: the caller may change ids while this waits
+    this.live(op);
+    const slot = await this.slots.acquire(0);
+    try {
+      return await this.serial(() => this.live(op).forward(toks, all));
+    } finally {
+      this.slots.release(slot);
+    }
   }
 
   private step(op: string, ids: readonly number[] | Int32Array, all: boolean, out?: Float32Array): Promise<Float32Array> {
@@ -256,9 +269,11 @@ export class Model {
     }
   }
 
-  /** Empties the context. */
+  /** Empties the context. Throws while a generation runs in it (KV slot 0): leave its loop, or abort it, first. */
   reset(): void {
-    this.live('reset').truncate(0);
+    const nat = this.live('reset');
+    if (this.slots.held(0)) throw new Error('reset: a generation is running in the model\'s context (KV slot 0); leave its loop or abort it first');
+    nat.truncate(0);
   }
 
   /** @internal Keeps the first n positions of the context (a conversation backing up to where a re-rendered turn differs). */
@@ -366,8 +381,10 @@ export class Model {
       text += piece;
       const hit = stop.find((s) => text.endsWith(s));
       if (hit) {
+        // yielded even with no text left before the stop string: every generated token is
+        // yielded once (counts of tokens made, such as a server's usage, follow the yields)
         const keep = text.length - hit.length;
-        if (keep > emitted) yield { id, text: text.slice(emitted, keep) };
+        yield { id, text: keep > emitted ? text.slice(emitted, keep) : '' };
         break;
       }
       // hold back text that could be the start of a stop string (not after the last token)
