@@ -23,8 +23,6 @@ constexpr int64_t kTaskRows = 48;        // query rows per task (all heads of a 
 constexpr int64_t kMinSplitKeys = 256;   // smallest key range worth its own task
 constexpr int64_t kMaxKeys = int64_t(1) << 24;
 
-int64_t elem_size(KvType t) { return t == KvType::f32 ? 4 : t == KvType::f16 ? 2 : 1; }
-
 // Per-thread scratch, grown on demand and kept for the thread's lifetime.
 float* scratch(int64_t floats) {
   thread_local std::vector<float> buf;
@@ -112,7 +110,7 @@ Error attention(const AttentionArgs& a) {
   int64_t nsplit = 1;
   if (base < 2 * threads)
     nsplit = std::max<int64_t>(1, std::min((4 * threads + base - 1) / base, a.tk / kMinSplitKeys));
-  const int64_t es = elem_size(a.kv.type);
+  const int64_t es = kv_elem_size(a.kv.type);
 
   // Partial results when the keys of one row are split over several tasks.
   std::vector<float> po, pm, pl;

@@ -209,7 +209,7 @@ Error LlamaModel::create(const LlamaConfig& cfg, LlamaWeights w, std::unique_ptr
     release_embedding(m->w_.embed);
   }
   for (const LlamaLayer& L : m->w_.layers) (L.w13.present() ? m->ffn_fused_ : m->ffn_apart_) = true;
-  const size_t es = c.kv_type == KvType::f32 ? 4 : c.kv_type == KvType::f16 ? 2 : 1;
+  const size_t es = size_t(kv_elem_size(c.kv_type));
   m->pos_.reset(new std::atomic<int64_t>[size_t(c.max_sequences)]);
   for (int64_t i = 0; i < c.max_sequences; ++i) m->pos_[size_t(i)].store(0, std::memory_order_relaxed);
   // every slot's rows: pages are committed as positions are first written
@@ -259,22 +259,28 @@ Error LlamaModel::run(const int32_t* tok, const int64_t* len, const int32_t* slo
   const LlamaConfig& c = cfg_;
   if (count < 1 || count > c.max_sequences)
     return bad("a batch holds 1 to " + std::to_string(c.max_sequences) + " sequences; got " + std::to_string(count));
-  // each sequence's slot, position and first row among the n tokens
-  std::vector<int64_t> pos(static_cast<size_t>(count)), row0(static_cast<size_t>(count));
-  std::vector<char> used(static_cast<size_t>(c.max_sequences), 0);
+  // each sequence's slot, position and first row among the n tokens; attention's
+  // ragged batch: its queries, keys and cache slot (kept across calls: no allocation per token)
+  BatchRows& b = batch_;
+  for (auto* v : {&b.pos, &b.row0, &b.q_len, &b.k_len, &b.kv_slot}) v->resize(size_t(count));
+  b.used.assign(size_t(c.max_sequences), 0);
+  std::vector<int64_t>&pos = b.pos, &row0 = b.row0;
   int64_t n = 0;
   for (int64_t i = 0; i < count; ++i) {
-    const std::string which = count > 1 ? "sequence " + std::to_string(i) + ": " : "";
-    if (len[i] < 1) return bad(which + "no tokens");
+    const auto which = [&] { return count > 1 ? "sequence " + std::to_string(i) + ": " : std::string(); };
+    if (len[i] < 1) return bad(which() + "no tokens");
     if (slot[i] < 0 || slot[i] >= c.max_sequences)
-      return bad(which + "slot " + std::to_string(slot[i]) + " is outside [0, " + std::to_string(c.max_sequences) + ")");
-    if (used[size_t(slot[i])]++) return bad(which + "slot " + std::to_string(slot[i]) + " appears twice in one batch");
+      return bad(which() + "slot " + std::to_string(slot[i]) + " is outside [0, " + std::to_string(c.max_sequences) + ")");
+    if (b.used[size_t(slot[i])]++) return bad(which() + "slot " + std::to_string(slot[i]) + " appears twice in one batch");
     pos[size_t(i)] = pos_[size_t(slot[i])].load(std::memory_order_relaxed);
     if (pos[size_t(i)] + len[i] > c.max_seq)
-      return bad(which + "context is full: " + std::to_string(pos[size_t(i)]) + " positions + " + std::to_string(len[i]) +
+      return bad(which() + "context is full: " + std::to_string(pos[size_t(i)]) + " positions + " + std::to_string(len[i]) +
                  " new exceed maxSeq " + std::to_string(c.max_seq));
     row0[size_t(i)] = n;
     n += len[i];
+    b.q_len[size_t(i)] = len[i];
+    b.k_len[size_t(i)] = pos[size_t(i)] + len[i];
+    b.kv_slot[size_t(i)] = slot[i];
   }
   for (int64_t i = 0; i < n; ++i)
     if (tok[i] < 0 || tok[i] >= c.vocab)
@@ -321,14 +327,8 @@ Error LlamaModel::run(const int32_t* tok, const int64_t* len, const int32_t* slo
   float* const rsn = grow(rope_sn_, n * half).data();
   for (int64_t i = 0; i < count; ++i)
     SPARQ_TRY(rope_table(len[i], hd, pos[size_t(i)], c.rope_theta, w_.rope_freqs, rcs + row0[size_t(i)] * half, rsn + row0[size_t(i)] * half));
-  // attention's ragged batch: each sequence's queries, keys and cache slot
-  std::vector<int64_t> q_len(len, len + count), k_len(static_cast<size_t>(count)), kv_slot(static_cast<size_t>(count));
-  for (int64_t i = 0; i < count; ++i) {
-    k_len[size_t(i)] = pos[size_t(i)] + len[i];
-    kv_slot[size_t(i)] = slot[i];
-  }
-  const int64_t tk_max = *std::max_element(k_len.begin(), k_len.end());
-  const int64_t slot_rows = c.kv_heads * c.max_seq, es = c.kv_type == KvType::f32 ? 4 : c.kv_type == KvType::f16 ? 2 : 1;
+  const int64_t tk_max = *std::max_element(b.k_len.begin(), b.k_len.end());
+  const int64_t slot_rows = c.kv_heads * c.max_seq, es = kv_elem_size(c.kv_type);
   st.next(prof::kEmbed);
   for (int64_t t = 0; t < n; ++t) SPARQ_TRY(embed_row(w_.embed, int64_t(tok[t]), embed_tmp_, x.data() + t * dim));
   for (int64_t li = 0; li < c.layers; ++li) {
@@ -391,9 +391,9 @@ Error LlamaModel::run(const int32_t* tok, const int64_t* len, const int32_t* slo
     AttentionArgs a;
     a.q = qt;
     a.b = count;
-    a.q_len = q_len.data();
-    a.k_len = k_len.data();
-    a.kv_index = kv_slot.data();
+    a.q_len = b.q_len.data();
+    a.k_len = b.k_len.data();
+    a.kv_index = b.kv_slot.data();
     a.kv_entries = c.max_sequences;
     a.hq = c.heads;
     a.tq = n;

@@ -135,6 +135,11 @@ class LlamaModel {
   std::vector<float> x_, xb_, work_;  // forward(): the residual, a normed copy, the work area
   std::vector<float> rope_cs_, rope_sn_;  // forward(): RoPE's cos / sin at each row's position
   std::vector<uint8_t> embed_tmp_;      // forward(): an embedding row's blocks as read from the file
+  struct BatchRows {                    // run(): per sequence of the batch
+    std::vector<int64_t> pos, row0;     // its position before the call, its first row among the tokens
+    std::vector<int64_t> q_len, k_len, kv_slot;  // attention's ragged batch: queries, keys, cache slot
+    std::vector<char> used;             // per slot: given once at most
+  } batch_;
   bool ffn_fused_ = false, ffn_apart_ = false;  // some layer has gate|up fused / apart
 };
 

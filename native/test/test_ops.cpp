@@ -866,22 +866,18 @@ static void attention_ragged(const Run& r) {
         int64_t off = 0;
         for (int64_t i = 0; i < b; ++i) {
           // the same sequence alone: dense b = 1 over its slot's rows
-          AttentionArgs s;
+          AttentionArgs s = a;
+          s.q_len = s.k_len = s.kv_index = nullptr;
+          s.kv_entries = 0;
           s.q = q.data() + off;
           s.b = 1;
-          s.hq = hq;
           s.tq = q_len[size_t(i)];
-          s.d = d;
-          s.kv = a.kv;
           const int64_t row0 = kv[size_t(i)] * hkv * cap;
           s.kv.k = kc.data() + row0 * d * es;
           s.kv.v = vc.data() + row0 * d * es;
           s.kv.k_scale = ks.data() + row0;
           s.kv.v_scale = vs.data() + row0;
-          s.hkv = hkv;
           s.tk = k_len[size_t(i)];
-          s.scale = a.scale;
-          s.causal = true;
           const size_t n = size_t(hq * s.tq * d);
           std::vector<float> alone(n), naive(n);
           s.out = alone.data();

@@ -190,8 +190,9 @@ void rope_apply(const float* x, int64_t bh, int64_t t, int64_t d, bool neox, con
 // (token, head) row (symmetric: x ~= q * scale, q in [-127, 127]).
 enum class KvType : int { f32 = 0, f16 = 1, i8 = 2 };
 // Bytes per stored element of each type.
+constexpr int64_t kv_elem_size(KvType t) { return t == KvType::f32 ? 4 : t == KvType::f16 ? 2 : 1; }
 template <KvType T>
-constexpr int64_t kKvBytes = T == KvType::f32 ? 4 : T == KvType::f16 ? 2 : 1;
+constexpr int64_t kKvBytes = kv_elem_size(T);
 
 // Keys and values of layout [b, hkv, cap, d] (element type `type`); rows t < tk
 // of each (batch, head) are used. For i8, k_scale / v_scale are [b, hkv, cap].
