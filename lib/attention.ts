@@ -147,8 +147,10 @@ export class KVCache {
         if (this.released) throw new Error(`${op}: the cache has been disposed`);
         const nat = loadNative(), code = KV_CODE[this.dtype];
         const pairs: [Tensor, Tensor, Tensor | undefined][] = [[K, this._k[layer]!, this._ks[layer]], [V, this._v[layer]!, this._vs[layer]]];
-        await Promise.all(pairs.map(([src, dst, sc]) => nat.kvStore(src._storage, src._offset, this.batch, this.kvHeads, t, this.headDim,
-          code, dst._storage, dst._offset, sc ? sc._storage : null, sc ? sc._offset : 0, this.maxSeq, pos)));
+        await Promise.all(pairs.map(([src, dst, sc]) => nat.kvStore({
+          src: src._storage, srcOff: src._offset, b: this.batch, h: this.kvHeads, t, d: this.headDim, type: code,
+          dst: dst._storage, dstOff: dst._offset, scales: sc?._storage ?? null, scalesOff: sc?._offset ?? 0, cap: this.maxSeq, pos,
+        })));
         this.lengths[layer] = pos + t;
       };
       const p = this.tails[layer]!.then(run, run);
@@ -269,11 +271,13 @@ async function run(op: string, naive: boolean, q: Tensor, k: Tensor | KVView, v:
   if (naive && dev !== 'cpu') throw new TypeError(`${op}: runs on the CPU only`);
   const qType = Q.dtype === 'f32' ? 0 : Q.dtype === 'f16' ? 1 : 2;
   const nat = loadNative();
-  return withOutput([b, hq, tq, d], Q.dtype, (out) => nat.attention(
-    Q._storage, Q._offset, b, hq, tq, d, kv.hkv, kv.tk, kv.cap, kv.code,
-    kv.k._storage, kv.k._offset, kv.v._storage, kv.v._offset,
-    kv.ks ? kv.ks._storage : null, kv.ks ? kv.ks._offset : 0, kv.vs ? kv.vs._storage : null, kv.vs ? kv.vs._offset : 0,
-    mask ? mask._storage : null, mask ? mask._offset : 0, sb, sh, scale, causal, out._storage, out._offset, naive, qType), dev);
+  return withOutput([b, hq, tq, d], Q.dtype, (out) => nat.attention({
+    q: Q._storage, qOff: Q._offset, b, hq, tq, d, hkv: kv.hkv, tk: kv.tk, cap: kv.cap, kvType: kv.code,
+    k: kv.k._storage, kOff: kv.k._offset, v: kv.v._storage, vOff: kv.v._offset,
+    ks: kv.ks?._storage ?? null, ksOff: kv.ks?._offset ?? 0, vs: kv.vs?._storage ?? null, vsOff: kv.vs?._offset ?? 0,
+    mask: mask?._storage ?? null, maskOff: mask?._offset ?? 0, maskSb: sb, maskSh: sh, scale, causal,
+    out: out._storage, outOff: out._offset, naive, qType,
+  }), dev);
 }
 
 /**

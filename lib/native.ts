@@ -109,12 +109,17 @@ export interface NativeBinding {
   swiglu(a: S, aOff: Off, b: S, bOff: Off, n: number, out: S, outOff: Off): Promise<void>;
   add(a: S, aOff: Off, b: S, bOff: Off, n: number, out: S, outOff: Off): Promise<void>;
   rope(x: S, xOff: Off, bh: number, t: number, d: number, offset: number, theta: number, neox: boolean, out: S, outOff: Off): Promise<void>;
-  attention(q: S, qOff: Off, b: number, hq: number, tq: number, d: number, hkv: number, tk: number, cap: number,
-            kvType: number, k: S, kOff: Off, v: S, vOff: Off, ks: S | null, ksOff: Off, vs: S | null, vsOff: Off,
-            mask: S | null, maskOff: Off, maskSb: number, maskSh: number, scale: number, causal: boolean,
-            out: S, outOff: Off, naive: boolean, qType?: number): Promise<void>;
-  kvStore(src: S, srcOff: Off, b: number, h: number, t: number, d: number, type: number, dst: S, dstOff: Off,
-          scales: S | null, scalesOff: Off, cap: number, pos: number): Promise<void>;
+  /** kvType 0 f32, 1 f16, 2 int8 (ks / vs: its scales), 3 bf16 (cuda); qType (cuda) 0 f32, 1 f16, 2 bf16 */
+  attention(o: {
+    q: S; qOff: Off; b: number; hq: number; tq: number; d: number; hkv: number; tk: number; cap: number; kvType: number;
+    k: S; kOff: Off; v: S; vOff: Off; ks: S | null; ksOff: Off; vs: S | null; vsOff: Off;
+    mask: S | null; maskOff: Off; maskSb: number; maskSh: number; scale: number; causal: boolean;
+    out: S; outOff: Off; naive: boolean; qType?: number;
+  }): Promise<void>;
+  kvStore(o: {
+    src: S; srcOff: Off; b: number; h: number; t: number; d: number; type: number; dst: S; dstOff: Off;
+    scales: S | null; scalesOff: Off; cap: number; pos: number;
+  }): Promise<void>;
   readFile(path: string, offset: number, bytes: number): Promise<NativeStorage>;
   readFile(path: string, ranges: number[]): Promise<NativeStorage>;
   mapFile(path: string): Promise<NativeStorage>;

@@ -109,4 +109,25 @@ describe('the addon checks spans itself (calls that bypass the TS layer)', () =>
     expect(() => N.stats(s, 0, 1, 0, 0, 0)).to.throw(Error, /disposed/);
     o.dispose();
   });
+
+  it('bindings with an options object name the field that is wrong', () => {
+    const N = loadNative();
+    const s = new N.Storage(4096), o = new N.Storage(64);
+    const args = {
+      q: s, qOff: 0, b: 1, hq: 1, tq: 1, d: 4, hkv: 1, tk: 2, cap: 2, kvType: 0, k: s, kOff: 0, v: s, vOff: 0,
+      ks: null, ksOff: 0, vs: null, vsOff: 0, mask: null, maskOff: 0, maskSb: 0, maskSh: 0, scale: 1, causal: false, out: o, outOff: 0, naive: false,
+    };
+    expect(() => N.attention(5 as never)).to.throw(TypeError, /attention: expected an options object/);
+    expect(() => N.attention({ ...args, hq: undefined } as never)).to.throw(TypeError, /attention: hq must be a number/);
+    expect(() => N.attention({ ...args, cap: 1 })).to.throw(RangeError, /attention: cap must be an integer in \[2,/);
+    expect(() => N.attention({ ...args, naive: true, outOff: 56 })).to.throw(RangeError, /attentionNaive: out needs 16 bytes at offset 56/);
+    expect(() => N.attention({ ...args, kvType: 2 })).to.throw(TypeError, /attention: ks: expected a tensor storage/);
+    expect(() => N.attention({ ...args, hq: 2, mask: s, maskSh: 2 ** 61 })).to.throw(RangeError, /mask strides too large/);
+    expect(() => N.kvStore({ src: s, srcOff: 0, b: 1, h: 1, t: 2, d: 4, type: 1, dst: o, dstOff: 0, scales: null, scalesOff: 0, cap: 4, pos: 3 }))
+      .to.throw(RangeError, /kvStore: 2 new positions at 3 exceed the capacity 4/);
+    expect(() => N.kvStore({ src: s, srcOff: 0, b: 1, h: 1, t: 2, d: 4, type: 1, dst: o, dstOff: 40, scales: null, scalesOff: 0, cap: 4, pos: 0 }))
+      .to.throw(RangeError, /kvStore: dst needs 32 bytes at offset 40/);
+    s.dispose();
+    o.dispose();
+  });
 });

@@ -18,11 +18,12 @@ Napi::Function Storage::Define(Napi::Env env) {
                       InstanceMethod("dispose", &Storage::Dispose),
                       InstanceAccessor("byteLength", &Storage::ByteLength, nullptr),
                       InstanceAccessor("device", &Storage::Device, nullptr),
-                      InstanceAccessor("disposed", &Storage::Disposed, nullptr)});
+                      InstanceAccessor("disposed", &Storage::IsDisposed, nullptr)});
 }
 
 // new Storage(byteLength, device?): device 'cuda' allocates device memory.
-Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(info) {
+Storage::Storage(const Napi::CallbackInfo& info) : NativeHandle(info) {
+  if (IsWrap(info)) return;
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsNumber()) {
     Napi::TypeError::New(env, "Storage: byteLength must be a number").ThrowAsJavaScriptException();
@@ -66,58 +67,26 @@ Storage::Storage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Storage>(inf
     }
     std::memset(b->p, 0, b->bytes);
   }
-  block_ = std::move(b);
-  reported_ = int64_t(block_->bytes);
-  Napi::MemoryManagement::AdjustExternalMemory(env, reported_);
-}
-
-Storage::~Storage() { block_.reset(); }
-
-void Storage::Release(Napi::Env env) {
-  if (!block_) return;
-  block_.reset();
-  if (reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
-  reported_ = 0;
-}
-
-BlockPtr Storage::Get(const Napi::Value& v, const char* what) {
-  Napi::Env env = v.Env();
-  if (!v.IsObject()) throw Napi::TypeError::New(env, std::string(what) + ": expected a tensor storage");
-  Napi::Object o = v.As<Napi::Object>();
-  auto* data = env.GetInstanceData<InstanceData>();
-  if (!o.InstanceOf(data->storage_ctor.Value())) throw Napi::TypeError::New(env, std::string(what) + ": expected a tensor storage");
-  Storage* s = Storage::Unwrap(o);
-  if (!s->block_) throw Napi::Error::New(env, std::string(what) + ": tensor has been disposed");
-  return s->block_;
-}
-
-Napi::Object Storage::Wrap(Napi::Env env, BlockPtr block) {
-  auto* data = env.GetInstanceData<InstanceData>();
-  Napi::Object o = data->storage_ctor.New({Napi::Number::New(env, 0)});
-  Storage* s = Storage::Unwrap(o);
-  if (s->reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -s->reported_);
-  s->block_ = std::move(block);
-  s->reported_ = int64_t(s->block_->bytes);
-  Napi::MemoryManagement::AdjustExternalMemory(env, s->reported_);
-  return o;
+  const auto bytes = int64_t(b->bytes);
+  Hold(env, std::move(b), bytes);
 }
 
 // write(typedArray, byteOffset)
 Napi::Value Storage::Write(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!block_) throw Napi::Error::New(env, "write: tensor has been disposed");
+  const Block& b = *Owned("write");
   if (info.Length() < 2 || !info[0].IsTypedArray()) throw Napi::TypeError::New(env, "write: expected (TypedArray, byteOffset)");
   Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
-  const int64_t off = ArgInt(info, 1, "write", "byteOffset", 0, int64_t(block_->bytes));
+  const int64_t off = ArgInt(info, 1, "write", "byteOffset", 0, int64_t(b.bytes));
   const size_t len = ta.ByteLength();
-  if (uint64_t(off) + len > block_->bytes) throw Napi::RangeError::New(env, "write: data exceeds the tensor's storage");
+  if (uint64_t(off) + len > b.bytes) throw Napi::RangeError::New(env, "write: data exceeds the tensor's storage");
   Napi::ArrayBuffer ab = ta.ArrayBuffer();
   const char* src = static_cast<char*>(ab.Data()) + ta.ByteOffset();
-  if (block_->on_device()) {
-    const sparq::Error e = sparq::cuda::copy_h2d(block_->ctx.get(), static_cast<char*>(block_->p) + off, src, len);
+  if (b.on_device()) {
+    const sparq::Error e = sparq::cuda::copy_h2d(b.ctx.get(), static_cast<char*>(b.p) + off, src, len);
     if (!e.ok()) throw Napi::Error::New(env, "write: " + e.message);
   } else {
-    std::memcpy(static_cast<char*>(block_->p) + off, src, len);
+    std::memcpy(static_cast<char*>(b.p) + off, src, len);
   }
   return env.Undefined();
 }
@@ -125,67 +94,100 @@ Napi::Value Storage::Write(const Napi::CallbackInfo& info) {
 // read(byteOffset, byteLength) -> ArrayBuffer (a copy owned by JS)
 Napi::Value Storage::Read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!block_) throw Napi::Error::New(env, "read: tensor has been disposed");
-  const int64_t off = ArgInt(info, 0, "read", "byteOffset", 0, int64_t(block_->bytes));
-  const int64_t len = ArgInt(info, 1, "read", "byteLength", 0, int64_t(block_->bytes) - off);
+  const Block& b = *Owned("read");
+  const int64_t off = ArgInt(info, 0, "read", "byteOffset", 0, int64_t(b.bytes));
+  const int64_t len = ArgInt(info, 1, "read", "byteLength", 0, int64_t(b.bytes) - off);
   Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, size_t(len));
-  if (block_->on_device()) {
-    const sparq::Error e = sparq::cuda::copy_d2h(block_->ctx.get(), ab.Data(), static_cast<char*>(block_->p) + off, size_t(len));
+  if (b.on_device()) {
+    const sparq::Error e = sparq::cuda::copy_d2h(b.ctx.get(), ab.Data(), static_cast<char*>(b.p) + off, size_t(len));
     if (!e.ok()) throw Napi::Error::New(env, "read: " + e.message);
   } else {
-    std::memcpy(ab.Data(), static_cast<char*>(block_->p) + off, size_t(len));
+    std::memcpy(ab.Data(), static_cast<char*>(b.p) + off, size_t(len));
   }
   return ab;
 }
 
-Napi::Value Storage::Dispose(const Napi::CallbackInfo& info) {
-  Release(info.Env());
-  return info.Env().Undefined();
-}
 Napi::Value Storage::ByteLength(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), block_ ? double(block_->bytes) : 0);
+  return Napi::Number::New(info.Env(), p_ ? double(p_->bytes) : 0);
 }
-Napi::Value Storage::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !block_); }
+Napi::Value Storage::IsDisposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), Disposed()); }
 Napi::Value Storage::Device(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), block_ && block_->on_device() ? "cuda" : "cpu");
+  return Napi::String::New(info.Env(), OnDevice() ? "cuda" : "cpu");
 }
 
 // --- helpers ------------------------------------------------------------------
-int64_t ArgInt(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, int64_t lo, int64_t hi) {
-  Napi::Env env = info.Env();
-  if (info.Length() <= i || !info[i].IsNumber())
-    throw Napi::TypeError::New(env, std::string(op) + ": " + name + " must be a number");
-  const double d = info[i].As<Napi::Number>().DoubleValue();
+namespace {
+
+int64_t IntOf(Napi::Env env, const Napi::Value& v, const char* op, const std::string& name, int64_t lo, int64_t hi) {
+  if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string(op) + ": " + name + " must be a number");
+  const double d = v.As<Napi::Number>().DoubleValue();
   if (!(d >= double(lo) && d <= double(hi)) || d != std::floor(d))
     throw Napi::RangeError::New(env, std::string(op) + ": " + name + " must be an integer in [" + std::to_string(lo) +
                                          ", " + std::to_string(hi) + "], got " + std::to_string(d));
   return int64_t(d);
 }
 
-double ArgNum(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
-  if (info.Length() <= i || !info[i].IsNumber())
-    throw Napi::TypeError::New(info.Env(), std::string(op) + ": " + name + " must be a number");
-  return info[i].As<Napi::Number>().DoubleValue();
+double NumOf(Napi::Env env, const Napi::Value& v, const char* op, const std::string& name) {
+  if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string(op) + ": " + name + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
 }
 
-static Span ArgAnySpan(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, uint64_t bytes,
-                       bool optional, int want_device) {
+// storage at a byte offset holding `bytes` (want_device: 0 host, 1 device, -1 either)
+Span SpanOf(Napi::Env env, const Napi::Value& storage, const Napi::Value& offset, const char* op, const std::string& name,
+            uint64_t bytes, bool optional, int want_device) {
   Span s;
-  if (optional && (info.Length() <= i || info[i].IsNull() || info[i].IsUndefined())) return s;
-  s.block = Storage::Get(info.Length() > i ? info[i] : info.Env().Undefined(), (std::string(op) + ": " + name).c_str());
+  if (optional && (storage.IsNull() || storage.IsUndefined())) return s;
+  s.block = Storage::Get(storage, (std::string(op) + ": " + name).c_str());
   const bool on_device = s.block->on_device();
   if (want_device == 0 && on_device)
-    throw Napi::TypeError::New(info.Env(), std::string(op) + ": " + name +
-                                               " is on cuda, but this op runs on the CPU; move it with .to('cpu')");
-  if (want_device == 1 && !on_device)
-    throw Napi::TypeError::New(info.Env(), std::string(op) + ": " + name + " is on the CPU; this op needs cuda memory");
-  const int64_t off = ArgInt(info, i + 1, op, (std::string(name) + " offset").c_str(), 0, int64_t(s.block->bytes));
+    throw Napi::TypeError::New(env, std::string(op) + ": " + name + " is on cuda, but this op runs on the CPU; move it with .to('cpu')");
+  if (want_device == 1 && !on_device) throw Napi::TypeError::New(env, std::string(op) + ": " + name + " is on the CPU; this op needs cuda memory");
+  const int64_t off = IntOf(env, offset, op, name + " offset", 0, int64_t(s.block->bytes));
   if (uint64_t(off) + bytes > s.block->bytes)
-    throw Napi::RangeError::New(info.Env(), std::string(op) + ": " + name + " needs " + std::to_string(bytes) +
-                                                " bytes at offset " + std::to_string(off) + ", storage has " +
-                                                std::to_string(s.block->bytes));
+    throw Napi::RangeError::New(env, std::string(op) + ": " + name + " needs " + std::to_string(bytes) + " bytes at offset " +
+                                         std::to_string(off) + ", storage has " + std::to_string(s.block->bytes));
   s.offset = size_t(off);
   return s;
+}
+
+Napi::Value At(const Napi::CallbackInfo& info, size_t i) { return info.Length() > i ? info[i] : info.Env().Undefined(); }
+
+Span ArgAnySpan(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, uint64_t bytes, bool optional,
+                int want_device) {
+  return SpanOf(info.Env(), At(info, i), At(info, i + 1), op, name, bytes, optional, want_device);
+}
+
+}  // namespace
+
+int64_t ArgInt(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, int64_t lo, int64_t hi) {
+  return IntOf(info.Env(), At(info, i), op, name, lo, hi);
+}
+
+double ArgNum(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  return NumOf(info.Env(), At(info, i), op, name);
+}
+
+Opts::Opts(const Napi::CallbackInfo& info, size_t i, const char* op) : op_(op) {
+  if (!At(info, i).IsObject()) throw Napi::TypeError::New(info.Env(), std::string(op) + ": expected an options object");
+  o_ = info[i].As<Napi::Object>();
+}
+
+int64_t Opts::Int(const char* key, int64_t lo, int64_t hi) const { return IntOf(o_.Env(), o_.Get(key), op_, key, lo, hi); }
+double Opts::Num(const char* key) const { return NumOf(o_.Env(), o_.Get(key), op_, key); }
+bool Opts::Bool(const char* key) const { return o_.Get(key).ToBoolean().Value(); }
+bool Opts::Has(const char* key) const {
+  const Napi::Value v = o_.Get(key);
+  return !v.IsNull() && !v.IsUndefined();
+}
+Span Opts::SpanOn(const char* key, uint64_t bytes, bool device, bool optional) const {
+  const std::string off = std::string(key) + "Off";
+  Napi::Value at = o_.Get(off);
+  if (at.IsUndefined()) at = Napi::Number::New(o_.Env(), 0);
+  return SpanOf(o_.Env(), o_.Get(key), at, op_, key, bytes, optional, device ? 1 : 0);
+}
+bool Opts::Device(const char* key) const {
+  const Storage* s = Storage::Find(o_.Get(key));
+  return s && s->OnDevice();
 }
 
 Span ArgSpan(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, uint64_t bytes, bool optional) {
@@ -198,12 +200,8 @@ Span ArgSpanOn(const Napi::CallbackInfo& info, size_t i, const char* op, const c
 }
 
 bool DeviceOf(const Napi::CallbackInfo& info, size_t i) {
-  if (info.Length() <= i || !info[i].IsObject()) return false;
-  Napi::Object o = info[i].As<Napi::Object>();
-  auto* data = info.Env().GetInstanceData<InstanceData>();
-  if (!o.InstanceOf(data->storage_ctor.Value())) return false;
-  Storage* s = Storage::Unwrap(o);
-  return s->OnDevice();
+  const Storage* s = info.Length() > i ? Storage::Find(info[i]) : nullptr;
+  return s && s->OnDevice();
 }
 
 Span ArgDevSpan(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, uint64_t bytes,
@@ -399,26 +397,23 @@ Napi::Value RunAsync(Napi::Env env, std::function<sparq::Error()> work, std::fun
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  auto* data = new InstanceData();
-  env.SetInstanceData<InstanceData>(data);
-  Napi::Function storage = Storage::Define(env);
-  data->storage_ctor = Napi::Persistent(storage);
-  exports.Set("Storage", storage);
-  Napi::Function packed = Packed::Define(env);
-  data->packed_ctor = Napi::Persistent(packed);
-  exports.Set("Packed", packed);
-  exports.Set("info", Napi::Function::New(env, Info, "info"));
-  exports.Set("setIsa", Napi::Function::New(env, SetIsa, "setIsa"));
-  exports.Set("setNumThreads", Napi::Function::New(env, SetThreads, "setNumThreads"));
-  exports.Set("allocatedBytes", Napi::Function::New(env, AllocatedBytes, "allocatedBytes"));
-  exports.Set("trimMemory", Napi::Function::New(env, TrimMemory, "trimMemory"));
-  exports.Set("profile", Napi::Function::New(env, Profile, "profile"));
+  env.SetInstanceData<InstanceData>(new InstanceData());
+  Storage::Export(env, exports, "Storage");
+  Packed::Export(env, exports, "Packed");
+  Export(env, exports, {
+      {"info", Info},
+      {"setIsa", SetIsa},
+      {"setNumThreads", SetThreads},
+      {"allocatedBytes", AllocatedBytes},
+      {"trimMemory", TrimMemory},
+      {"profile", Profile},
+  });
   RegisterOps(env, exports);
-  RegisterModel(env, exports, data);
-  RegisterSparse(env, exports, data);
-  RegisterQ4(env, exports, data);
-  RegisterLinear(env, exports, data);
-  RegisterCuda(env, exports, data);
+  RegisterModel(env, exports);
+  RegisterSparse(env, exports);
+  RegisterQ4(env, exports);
+  RegisterLinear(env, exports);
+  RegisterCuda(env, exports);
   return exports;
 }
 

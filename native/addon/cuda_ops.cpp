@@ -17,54 +17,32 @@ namespace {
 
 constexpr int64_t kMaxDim = int64_t(1) << 30;
 
-class DeviceWeight : public Napi::ObjectWrap<DeviceWeight> {
+class DeviceWeight : public NativeHandle<DeviceWeight, std::shared_ptr<sparq::DeviceLinear>> {
  public:
+  static constexpr const char* kExpected = "a weight on cuda";
+  static constexpr const char* kDisposed = "weight has been disposed";
+  static Napi::FunctionReference& Ctor(InstanceData& d) { return d.device_weight_ctor; }
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "DeviceWeight",
                        {InstanceMethod("meta", &DeviceWeight::Meta), InstanceMethod("dispose", &DeviceWeight::Dispose)});
   }
-  explicit DeviceWeight(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DeviceWeight>(info) {}
-  void Finalize(Napi::Env env) override { Release(env); }
+  explicit DeviceWeight(const Napi::CallbackInfo& info) : NativeHandle(info) {}
   static Napi::Object Wrap(Napi::Env env, std::shared_ptr<sparq::DeviceLinear> w) {
-    Napi::Object o = env.GetInstanceData<InstanceData>()->device_weight_ctor.New({});
-    DeviceWeight* d = DeviceWeight::Unwrap(o);
-    d->reported_ = int64_t(w->mem.bytes());
-    d->w_ = std::move(w);
-    Napi::MemoryManagement::AdjustExternalMemory(env, d->reported_);
-    return o;
-  }
-  static std::shared_ptr<sparq::DeviceLinear> Get(const Napi::Value& v, const char* what) {
-    Napi::Env env = v.Env();
-    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(env.GetInstanceData<InstanceData>()->device_weight_ctor.Value()))
-      throw Napi::TypeError::New(env, std::string(what) + ": expected a weight on cuda");
-    DeviceWeight* d = DeviceWeight::Unwrap(v.As<Napi::Object>());
-    if (!d->w_) throw Napi::Error::New(env, std::string(what) + ": weight has been disposed");
-    return d->w_;
+    const auto bytes = int64_t(w->mem.bytes());
+    return NativeHandle::Wrap(env, std::move(w), bytes);
   }
 
  private:
-  void Release(Napi::Env env) {
-    if (!w_) return;
-    w_.reset();
-    if (reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
-    reported_ = 0;
-  }
   Napi::Value Meta(const Napi::CallbackInfo& info) {
-    auto w = Get(Value(), "meta");
+    const sparq::DeviceLinear& w = *Owned("meta");
     static const char* kinds[] = {"f32", "int8", "csr", "nm"};
     Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("n", double(w->n));
-    o.Set("k", double(w->k));
-    o.Set("kind", kinds[int(w->kind)]);
-    o.Set("bytes", double(w->mem.bytes()));
+    o.Set("n", double(w.n));
+    o.Set("k", double(w.k));
+    o.Set("kind", kinds[int(w.kind)]);
+    o.Set("bytes", double(w.mem.bytes()));
     return o;
   }
-  Napi::Value Dispose(const Napi::CallbackInfo& info) {
-    Release(info.Env());
-    return info.Env().Undefined();
-  }
-  std::shared_ptr<sparq::DeviceLinear> w_;
-  int64_t reported_ = 0;
 };
 
 // Uploads run off the JS thread; the result wraps into a DeviceWeight.
@@ -204,17 +182,17 @@ Napi::Value BenchAttention(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void RegisterCuda(Napi::Env env, Napi::Object exports, InstanceData* data) {
-  Napi::Function dw = DeviceWeight::Define(env);
-  data->device_weight_ctor = Napi::Persistent(dw);
-  exports.Set("DeviceWeight", dw);
-  exports.Set("cudaUploadPacked", Napi::Function::New(env, UploadPacked, "cudaUploadPacked"));
-  exports.Set("cudaUploadSparse", Napi::Function::New(env, UploadSparse, "cudaUploadSparse"));
-  exports.Set("cudaLinear", Napi::Function::New(env, Linear, "cudaLinear"));
-  exports.Set("cudaMatmulS8", Napi::Function::New(env, MatmulS8, "cudaMatmulS8"));
-  exports.Set("cudaMemInfo", Napi::Function::New(env, MemInfo, "cudaMemInfo"));
-  exports.Set("cudaBenchGemm", Napi::Function::New(env, BenchGemm, "cudaBenchGemm"));
-  exports.Set("cudaBenchAttention", Napi::Function::New(env, BenchAttention, "cudaBenchAttention"));
+void RegisterCuda(Napi::Env env, Napi::Object exports) {
+  DeviceWeight::Export(env, exports, "DeviceWeight");
+  Export(env, exports, {
+      {"cudaUploadPacked", UploadPacked},
+      {"cudaUploadSparse", UploadSparse},
+      {"cudaLinear", Linear},
+      {"cudaMatmulS8", MatmulS8},
+      {"cudaMemInfo", MemInfo},
+      {"cudaBenchGemm", BenchGemm},
+      {"cudaBenchAttention", BenchAttention},
+  });
 }
 
 }  // namespace sparq_addon

@@ -16,39 +16,23 @@ using sparq::Error;
 
 namespace {
 
-class Linear : public Napi::ObjectWrap<Linear> {
+class Linear : public NativeHandle<Linear, sparq::LinearWeight> {
  public:
+  static constexpr const char* kExpected = "a linear weight";
+  static constexpr const char* kDisposed = "the weight has been disposed";
+  static Napi::FunctionReference& Ctor(InstanceData& d) { return d.linear_ctor; }
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Linear", {InstanceMethod("meta", &Linear::Meta), InstanceMethod("dispose", &Linear::Dispose)});
   }
-  explicit Linear(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Linear>(info) {}
-  void Finalize(Napi::Env env) override { Release(env); }
+  explicit Linear(const Napi::CallbackInfo& info) : NativeHandle(info) {}
   static Napi::Object Wrap(Napi::Env env, sparq::LinearWeight w) {
-    Napi::Object o = env.GetInstanceData<InstanceData>()->linear_ctor.New({});
-    Linear* p = Linear::Unwrap(o);
-    p->reported_ = int64_t(w.bytes());
-    p->w_ = std::move(w);
-    Napi::MemoryManagement::AdjustExternalMemory(env, p->reported_);
-    return o;
-  }
-  static const sparq::LinearWeight* Get(const Napi::Value& v, const char* what) {
-    Napi::Env env = v.Env();
-    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(env.GetInstanceData<InstanceData>()->linear_ctor.Value()))
-      return nullptr;
-    Linear* p = Linear::Unwrap(v.As<Napi::Object>());
-    if (!p->w_.present()) throw Napi::Error::New(env, std::string(what) + ": the weight has been disposed");
-    return &p->w_;
+    const auto bytes = int64_t(w.bytes());
+    return NativeHandle::Wrap(env, std::move(w), bytes);
   }
 
  private:
-  void Release(Napi::Env env) {
-    if (!w_.present()) return;
-    w_ = sparq::LinearWeight{};
-    if (reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
-    reported_ = 0;
-  }
   Napi::Value Meta(const Napi::CallbackInfo& info) {
-    const sparq::LinearWeight& w = *Get(Value(), "meta");
+    const sparq::LinearWeight& w = Owned("meta");
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("format", w.format->name);
     o.Set("n", double(w.n));
@@ -56,12 +40,6 @@ class Linear : public Napi::ObjectWrap<Linear> {
     o.Set("bytes", double(w.bytes()));
     return o;
   }
-  Napi::Value Dispose(const Napi::CallbackInfo& info) {
-    Release(info.Env());
-    return info.Env().Undefined();
-  }
-  sparq::LinearWeight w_;
-  int64_t reported_ = 0;
 };
 
 // loadLinear(entry, name, n, k, parts) -> Promise<Linear>: a saved linear through its
@@ -171,25 +149,24 @@ Napi::Value LinearFormats(const Napi::CallbackInfo& info) {
 }  // namespace
 
 sparq::LinearWeight AnyLinear(const Napi::Value& v, const char* what) {
-  Napi::Env env = v.Env();
+  if (const Linear* l = Linear::Find(v)) return l->Owned(what);
+  if (Packed::Find(v)) return sparq::int8_linear(Packed::Get(v, what));
   if (!v.IsObject()) return {};
-  auto* data = env.GetInstanceData<InstanceData>();
+  auto* data = v.Env().GetInstanceData<InstanceData>();
   Napi::Object o = v.As<Napi::Object>();
-  if (const sparq::LinearWeight* w = Linear::Get(v, what)) return *w;
-  if (o.InstanceOf(data->packed_ctor.Value())) return sparq::int8_linear(Packed::Get(v, what));
   if (o.InstanceOf(data->q4_ctor.Value())) return sparq::int4_linear(GetQ4(v, what));
   if (o.InstanceOf(data->sparse_ctor.Value())) return sparq::sparse_linear(GetSparse(v, what));
   return {};
 }
 
-void RegisterLinear(Napi::Env env, Napi::Object exports, InstanceData* data) {
-  Napi::Function linear = Linear::Define(env);
-  data->linear_ctor = Napi::Persistent(linear);
-  exports.Set("Linear", linear);
-  exports.Set("loadLinear", Napi::Function::New(env, LoadLinear, "loadLinear"));
-  exports.Set("linearToF32", Napi::Function::New(env, LinearToF32, "linearToF32"));
-  exports.Set("linearStoredBytes", Napi::Function::New(env, LinearStoredBytes, "linearStoredBytes"));
-  exports.Set("linearFormats", Napi::Function::New(env, LinearFormats, "linearFormats"));
+void RegisterLinear(Napi::Env env, Napi::Object exports) {
+  Linear::Export(env, exports, "Linear");
+  Export(env, exports, {
+      {"loadLinear", LoadLinear},
+      {"linearToF32", LinearToF32},
+      {"linearStoredBytes", LinearStoredBytes},
+      {"linearFormats", LinearFormats},
+  });
 }
 
 }  // namespace sparq_addon

@@ -327,8 +327,11 @@ struct Held {
   int64_t bytes = 0;
 };
 
-class Model : public Napi::ObjectWrap<Model> {
+class Model : public NativeHandle<Model, std::shared_ptr<Held>> {
  public:
+  static constexpr const char* kExpected = "a model";
+  static constexpr const char* kDisposed = "model has been disposed";
+  static Napi::FunctionReference& Ctor(InstanceData& d) { return d.model_ctor; }
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Model",
                        {InstanceMethod("forward", &Model::Forward), InstanceMethod("forwardBatch", &Model::ForwardBatch),
@@ -338,29 +341,14 @@ class Model : public Napi::ObjectWrap<Model> {
                         InstanceMethod("save", &Model::Save), InstanceMethod("toCuda", &Model::ToCuda),
                         InstanceMethod("deviceBytes", &Model::DeviceBytes)});
   }
-  explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {}
-  void Finalize(Napi::Env env) override { Release(env); }
+  explicit Model(const Napi::CallbackInfo& info) : NativeHandle(info) {}
   static Napi::Object Wrap(Napi::Env env, std::shared_ptr<Held> h) {
-    auto* data = env.GetInstanceData<InstanceData>();
-    Napi::Object o = data->model_ctor.New({});
-    Model* m = Model::Unwrap(o);
-    m->reported_ = h->bytes;
-    m->h_ = std::move(h);
-    Napi::MemoryManagement::AdjustExternalMemory(env, m->reported_);
-    return o;
+    const int64_t bytes = h->bytes;
+    return NativeHandle::Wrap(env, std::move(h), bytes);
   }
 
  private:
-  std::shared_ptr<Held> get(Napi::Env env) {
-    if (!h_) throw Napi::Error::New(env, "model has been disposed");
-    return h_;
-  }
-  void Release(Napi::Env env) {
-    if (!h_) return;
-    h_.reset();
-    if (reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
-    reported_ = 0;
-  }
+  std::shared_ptr<Held> get(Napi::Env) const { return Owned(); }
   // forward(Int32Array tokens, all, out?) -> Promise<Float32Array> logits (last position, or all)
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -474,10 +462,6 @@ class Model : public Napi::ObjectWrap<Model> {
     const int64_t slot = info.Length() > 1 && !info[1].IsUndefined() ? ArgInt(info, 1, "truncate", "slot", 0, h->model->config().max_sequences - 1) : 0;
     std::lock_guard<std::mutex> lock(h->mu);
     h->model->truncate(n, slot);
-    return info.Env().Undefined();
-  }
-  Napi::Value Dispose(const Napi::CallbackInfo& info) {
-    Release(info.Env());
     return info.Env().Undefined();
   }
   // calibrate(Int32Array tokens, Int32Array lengths, Float32Array | null ranges, bins) -> Promise<{ norms,
@@ -617,8 +601,6 @@ class Model : public Napi::ObjectWrap<Model> {
     o.Set("nativeBytes", double(h->bytes));
     return o;
   }
-  std::shared_ptr<Held> h_;
-  int64_t reported_ = 0;
 };
 
 int64_t Int(const Napi::Object& o, const char* key, int64_t lo, int64_t hi) {
@@ -804,19 +786,19 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void RegisterModel(Napi::Env env, Napi::Object exports, InstanceData* data) {
-  Napi::Function model = Model::Define(env);
-  data->model_ctor = Napi::Persistent(model);
-  exports.Set("Model", model);
-  exports.Set("readFile", Napi::Function::New(env, ReadFile, "readFile"));
-  exports.Set("mapFile", Napi::Function::New(env, MapFile, "mapFile"));
-  exports.Set("createModel", Napi::Function::New(env, CreateModel, "createModel"));
-  exports.Set("quantizeFile", Napi::Function::New(env, QuantizeFile, "quantizeFile"));
-  exports.Set("packQ8File", Napi::Function::New(env, PackQ8File, "packQ8File"));
-  exports.Set("widenToF32", Napi::Function::New(env, Widen, "widenToF32"));
-  exports.Set("ggmlTypes", Napi::Function::New(env, GgmlTypes, "ggmlTypes"));
-  exports.Set("ggmlQuantize", Napi::Function::New(env, GgmlQuantize, "ggmlQuantize"));
-  exports.Set("linearBlocks", Napi::Function::New(env, LinearBlocks, "linearBlocks"));
+void RegisterModel(Napi::Env env, Napi::Object exports) {
+  Model::Export(env, exports, "Model");
+  Export(env, exports, {
+      {"readFile", ReadFile},
+      {"mapFile", MapFile},
+      {"createModel", CreateModel},
+      {"quantizeFile", QuantizeFile},
+      {"packQ8File", PackQ8File},
+      {"widenToF32", Widen},
+      {"ggmlTypes", GgmlTypes},
+      {"ggmlQuantize", GgmlQuantize},
+      {"linearBlocks", LinearBlocks},
+  });
 }
 
 }  // namespace sparq_addon

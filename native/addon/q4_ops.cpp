@@ -15,52 +15,30 @@ namespace {
 
 constexpr int64_t kMaxDim = int64_t(1) << 30;
 
-class Quant4 : public Napi::ObjectWrap<Quant4> {
+class Quant4 : public NativeHandle<Quant4, std::shared_ptr<sparq::PackedQ4>> {
  public:
+  static constexpr const char* kExpected = "a 4-bit weight";
+  static constexpr const char* kDisposed = "4-bit weight has been disposed";
+  static Napi::FunctionReference& Ctor(InstanceData& d) { return d.q4_ctor; }
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Quant4", {InstanceMethod("meta", &Quant4::Meta), InstanceMethod("dispose", &Quant4::Dispose)});
   }
-  explicit Quant4(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Quant4>(info) {}
-  void Finalize(Napi::Env env) override { Release(env); }
+  explicit Quant4(const Napi::CallbackInfo& info) : NativeHandle(info) {}
   static Napi::Object Wrap(Napi::Env env, std::shared_ptr<sparq::PackedQ4> p) {
-    Napi::Object o = env.GetInstanceData<InstanceData>()->q4_ctor.New({});
-    Quant4* q = Quant4::Unwrap(o);
-    q->reported_ = int64_t(p->bytes());
-    q->p_ = std::move(p);
-    Napi::MemoryManagement::AdjustExternalMemory(env, q->reported_);
-    return o;
-  }
-  static std::shared_ptr<sparq::PackedQ4> Get(const Napi::Value& v, const char* what) {
-    Napi::Env env = v.Env();
-    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(env.GetInstanceData<InstanceData>()->q4_ctor.Value()))
-      throw Napi::TypeError::New(env, std::string(what) + ": expected a 4-bit weight");
-    Quant4* q = Quant4::Unwrap(v.As<Napi::Object>());
-    if (!q->p_) throw Napi::Error::New(env, std::string(what) + ": 4-bit weight has been disposed");
-    return q->p_;
+    const auto bytes = int64_t(p->bytes());
+    return NativeHandle::Wrap(env, std::move(p), bytes);
   }
 
  private:
-  void Release(Napi::Env env) {
-    if (!p_) return;
-    p_.reset();
-    if (reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
-    reported_ = 0;
-  }
   Napi::Value Meta(const Napi::CallbackInfo& info) {
-    auto p = Get(Value(), "meta");
+    const sparq::PackedQ4& p = *Owned("meta");
     Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("n", double(p->n));
-    o.Set("k", double(p->k));
-    o.Set("group", double(p->group));
-    o.Set("bytes", double(p->bytes()));
+    o.Set("n", double(p.n));
+    o.Set("k", double(p.k));
+    o.Set("group", double(p.group));
+    o.Set("bytes", double(p.bytes()));
     return o;
   }
-  Napi::Value Dispose(const Napi::CallbackInfo& info) {
-    Release(info.Env());
-    return info.Env().Undefined();
-  }
-  std::shared_ptr<sparq::PackedQ4> p_;
-  int64_t reported_ = 0;
 };
 
 Napi::Value Resolve(Napi::Env env, const std::shared_ptr<std::unique_ptr<sparq::PackedQ4>>& out) {
@@ -177,14 +155,14 @@ Napi::Value Gptq(const Napi::CallbackInfo& info) {
 
 std::shared_ptr<sparq::PackedQ4> GetQ4(const Napi::Value& v, const char* what) { return Quant4::Get(v, what); }
 
-void RegisterQ4(Napi::Env env, Napi::Object exports, InstanceData* data) {
-  Napi::Function c = Quant4::Define(env);
-  data->q4_ctor = Napi::Persistent(c);
-  exports.Set("Quant4", c);
-  exports.Set("q4Quantize", Napi::Function::New(env, Q4Quantize, "q4Quantize"));
-  exports.Set("q4Parts", Napi::Function::New(env, Q4Parts, "q4Parts"));
-  exports.Set("linearQ4", Napi::Function::New(env, LinearQ4, "linearQ4"));
-  exports.Set("gptq", Napi::Function::New(env, Gptq, "gptq"));
+void RegisterQ4(Napi::Env env, Napi::Object exports) {
+  Quant4::Export(env, exports, "Quant4");
+  Export(env, exports, {
+      {"q4Quantize", Q4Quantize},
+      {"q4Parts", Q4Parts},
+      {"linearQ4", LinearQ4},
+      {"gptq", Gptq},
+  });
 }
 
 }  // namespace sparq_addon

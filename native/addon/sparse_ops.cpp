@@ -13,67 +13,45 @@ namespace {
 
 constexpr int64_t kMaxDim = int64_t(1) << 30;
 
-class Sparse : public Napi::ObjectWrap<Sparse> {
+class Sparse : public NativeHandle<Sparse, std::shared_ptr<sparq::SparseWeight>> {
  public:
+  static constexpr const char* kExpected = "a sparse weight";
+  static constexpr const char* kDisposed = "sparse weight has been disposed";
+  static Napi::FunctionReference& Ctor(InstanceData& d) { return d.sparse_ctor; }
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Sparse",
                        {InstanceMethod("meta", &Sparse::Meta), InstanceMethod("toDense", &Sparse::ToDense),
                         InstanceMethod("dispose", &Sparse::Dispose)});
   }
-  explicit Sparse(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sparse>(info) {}
-  void Finalize(Napi::Env env) override { Release(env); }
+  explicit Sparse(const Napi::CallbackInfo& info) : NativeHandle(info) {}
   static Napi::Object Wrap(Napi::Env env, std::shared_ptr<sparq::SparseWeight> s) {
-    Napi::Object o = env.GetInstanceData<InstanceData>()->sparse_ctor.New({});
-    Sparse* p = Sparse::Unwrap(o);
-    p->reported_ = int64_t(s->bytes());
-    p->s_ = std::move(s);
-    Napi::MemoryManagement::AdjustExternalMemory(env, p->reported_);
-    return o;
-  }
-  static std::shared_ptr<sparq::SparseWeight> Get(const Napi::Value& v, const char* what) {
-    Napi::Env env = v.Env();
-    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(env.GetInstanceData<InstanceData>()->sparse_ctor.Value()))
-      throw Napi::TypeError::New(env, std::string(what) + ": expected a sparse weight");
-    Sparse* p = Sparse::Unwrap(v.As<Napi::Object>());
-    if (!p->s_) throw Napi::Error::New(env, std::string(what) + ": sparse weight has been disposed");
-    return p->s_;
+    const auto bytes = int64_t(s->bytes());
+    return NativeHandle::Wrap(env, std::move(s), bytes);
   }
 
  private:
-  void Release(Napi::Env env) {
-    if (!s_) return;
-    s_.reset();
-    if (reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
-    reported_ = 0;
-  }
   Napi::Value Meta(const Napi::CallbackInfo& info) {
-    auto s = Get(Value(), "meta");
+    const sparq::SparseWeight& s = *Owned("meta");
     Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("format", sparq::sparse_format_name(s->format));
-    o.Set("n", double(s->n));
-    o.Set("k", double(s->k));
-    o.Set("nnz", double(s->nnz));
-    o.Set("int8", s->int8);
-    o.Set("N", s->N);
-    o.Set("M", s->M);
-    o.Set("bytes", double(s->bytes()));
+    o.Set("format", sparq::sparse_format_name(s.format));
+    o.Set("n", double(s.n));
+    o.Set("k", double(s.k));
+    o.Set("nnz", double(s.nnz));
+    o.Set("int8", s.int8);
+    o.Set("N", s.N);
+    o.Set("M", s.M);
+    o.Set("bytes", double(s.bytes()));
     return o;
   }
   // toDense(out, outOff) -> Promise (f32 [n, k], dequantized)
   Napi::Value ToDense(const Napi::CallbackInfo& info) {
-    auto s = Get(Value(), "toDense");
+    std::shared_ptr<sparq::SparseWeight> s = Owned("toDense");
     const Span o = ArgSpan(info, 0, "toDense", "out", uint64_t(s->n) * uint64_t(s->k) * 4);
     return RunAsync(info.Env(), [s, o]() {
       sparq::sparse_to_dense(*s, o.ptr<float>());
       return Error{};
     });
   }
-  Napi::Value Dispose(const Napi::CallbackInfo& info) {
-    Release(info.Env());
-    return info.Env().Undefined();
-  }
-  std::shared_ptr<sparq::SparseWeight> s_;
-  int64_t reported_ = 0;
 };
 
 // sparseFromDense(w, wOff, n, k, format ('csr' | 'bitmask' | 'nm'), N, M, int8, sync) -> Sparse (sync) or Promise<Sparse>
@@ -138,14 +116,14 @@ Napi::Value SparseConcat(const Napi::CallbackInfo& info) {
 
 std::shared_ptr<sparq::SparseWeight> GetSparse(const Napi::Value& v, const char* what) { return Sparse::Get(v, what); }
 
-void RegisterSparse(Napi::Env env, Napi::Object exports, InstanceData* data) {
-  Napi::Function sparse = Sparse::Define(env);
-  data->sparse_ctor = Napi::Persistent(sparse);
-  exports.Set("Sparse", sparse);
-  exports.Set("sparseFromDense", Napi::Function::New(env, SparseFromDense, "sparseFromDense"));
-  exports.Set("spmm", Napi::Function::New(env, Spmm, "spmm"));
-  exports.Set("sparseQuantize", Napi::Function::New(env, SparseQuantize, "sparseQuantize"));
-  exports.Set("sparseConcat", Napi::Function::New(env, SparseConcat, "sparseConcat"));
+void RegisterSparse(Napi::Env env, Napi::Object exports) {
+  Sparse::Export(env, exports, "Sparse");
+  Export(env, exports, {
+      {"sparseFromDense", SparseFromDense},
+      {"spmm", Spmm},
+      {"sparseQuantize", SparseQuantize},
+      {"sparseConcat", SparseConcat},
+  });
   Napi::Array names = Napi::Array::New(env);
   for (sparq::SparseFormat f : sparq::kSparseFormats) names.Set(names.Length(), sparq::sparse_format_name(f));
   exports.Set("sparseFormats", names);

@@ -34,48 +34,17 @@ Napi::Function Packed::Define(Napi::Env env) {
                       InstanceMethod("meta", &Packed::Meta)});
 }
 
-Packed::Packed(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Packed>(info) {}
-Packed::~Packed() { w_.reset(); }
-
-void Packed::Release(Napi::Env env) {
-  if (!w_) return;
-  w_.reset();
-  if (reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
-  reported_ = 0;
-}
-
-Napi::Object Packed::Wrap(Napi::Env env, std::shared_ptr<sparq::PackedWeight> w) {
-  auto* data = env.GetInstanceData<InstanceData>();
-  Napi::Object o = data->packed_ctor.New({});
-  Packed* p = Packed::Unwrap(o);
-  p->reported_ = int64_t(w->bytes());
-  p->w_ = std::move(w);
-  Napi::MemoryManagement::AdjustExternalMemory(env, p->reported_);
-  return o;
-}
-
-std::shared_ptr<sparq::PackedWeight> Packed::Get(const Napi::Value& v, const char* what) {
-  Napi::Env env = v.Env();
-  auto* data = env.GetInstanceData<InstanceData>();
-  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(data->packed_ctor.Value()))
-    throw Napi::TypeError::New(env, std::string(what) + ": expected a quantized weight");
-  Packed* p = Packed::Unwrap(v.As<Napi::Object>());
-  if (!p->w_) throw Napi::Error::New(env, std::string(what) + ": quantized weight has been disposed");
-  return p->w_;
-}
-
 Napi::Value Packed::Meta(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!w_) throw Napi::Error::New(env, "quantized weight has been disposed");
-  const sparq::PackedS8& b = w_->view();
-  Napi::Object o = Napi::Object::New(env);
+  const sparq::PackedWeight& w = *Owned();
+  const sparq::PackedS8& b = w.view();
+  Napi::Object o = Napi::Object::New(info.Env());
   o.Set("n", double(b.n));
   o.Set("k", double(b.k));
   o.Set("groups", double(b.groups));
-  o.Set("group", double(w_->user_group()));
+  o.Set("group", double(w.user_group()));
   o.Set("kPad", double(b.k_pad));
-  o.Set("bytes", double(w_->bytes()));
-  o.Set("asymmetric", w_->asymmetric());
+  o.Set("bytes", double(w.bytes()));
+  o.Set("asymmetric", w.asymmetric());
   o.Set("hasScales", b.scales != nullptr);
   return o;
 }
@@ -83,8 +52,7 @@ Napi::Value Packed::Meta(const Napi::CallbackInfo& info) {
 // unpack() -> { values: ArrayBuffer (int8 n*k), scales: ArrayBuffer (f32 n*groups), zeros: ArrayBuffer (i32 n*groups) }
 Napi::Value Packed::Unpack(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!w_) throw Napi::Error::New(env, "quantized weight has been disposed");
-  const sparq::PackedS8& b = w_->view();
+  const sparq::PackedS8& b = Owned()->view();
   Napi::ArrayBuffer values = Napi::ArrayBuffer::New(env, size_t(b.n * b.k));
   Napi::ArrayBuffer scales = Napi::ArrayBuffer::New(env, size_t(b.n * b.groups) * 4);
   Napi::ArrayBuffer zeros = Napi::ArrayBuffer::New(env, size_t(b.n * b.groups) * 4);
@@ -95,11 +63,6 @@ Napi::Value Packed::Unpack(const Napi::CallbackInfo& info) {
   o.Set("scales", scales);
   o.Set("zeros", zeros);
   return o;
-}
-
-Napi::Value Packed::Dispose(const Napi::CallbackInfo& info) {
-  Release(info.Env());
-  return info.Env().Undefined();
 }
 
 namespace {
@@ -369,41 +332,39 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
 
 // --- attention --------------------------------------------------------------------
 
-int64_t KvElemSize(sparq::KvType t) { return t == sparq::KvType::f32 ? 4 : t == sparq::KvType::f16 ? 2 : 1; }
-
-// attention(q, qOff, b, hq, tq, d, hkv, tk, cap, kvType, k, kOff, v, vOff, ks, ksOff, vs, vsOff,
-//           mask, maskOff, maskSb, maskSh, scale, causal, out, outOff, naive, qType)
-// kvType: 0 f32, 1 f16, 2 i8, 3 bf16 (cuda only); qType (cuda only): 0 f32, 1 f16, 2 bf16.
-// Runs on the device when q is in device memory (every operand must be).
+// attention({ q, qOff, b, hq, tq, d, hkv, tk, cap, kvType, k, kOff, v, vOff, ks?, ksOff, vs?, vsOff,
+//             mask?, maskOff, maskSb, maskSh, scale, causal, out, outOff, naive, qType }) -> Promise
+// kvType: 0 f32, 1 f16, 2 int8 (ks / vs its scales), 3 bf16 (cuda); qType (cuda): 0 f32, 1 f16, 2 bf16
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const bool naive = info.Length() > 26 && info[26].ToBoolean().Value();
+  const bool naive = info.Length() > 0 && info[0].IsObject() && info[0].As<Napi::Object>().Get("naive").ToBoolean().Value();
   const char* op = naive ? "attentionNaive" : "attention";
-  const bool dev = DeviceOf(info, 0);
+  const Opts in(info, 0, op);
+  const bool dev = in.Device("q");
   if (dev && naive) throw Napi::TypeError::New(env, "attentionNaive: runs on the CPU only");
   sparq::AttentionArgs a;
-  a.b = ArgInt(info, 2, op, "b", 1, kMaxDim);
-  a.hq = ArgInt(info, 3, op, "hq", 1, kMaxDim);
-  a.tq = ArgInt(info, 4, op, "tq", 1, kMaxDim);
-  a.d = ArgInt(info, 5, op, "d", 1, kMaxDim);
-  a.hkv = ArgInt(info, 6, op, "hkv", 1, kMaxDim);
-  a.tk = ArgInt(info, 7, op, "tk", 1, kMaxDim);
-  a.kv.cap = ArgInt(info, 8, op, "capacity", a.tk, kMaxDim);
-  const int64_t kvt = ArgInt(info, 9, op, "kv type", 0, dev ? 3 : 2);
-  const int64_t qt = dev && info.Length() > 27 ? ArgInt(info, 27, op, "q type", 0, 2) : 0;
+  a.b = in.Int("b", 1, kMaxDim);
+  a.hq = in.Int("hq", 1, kMaxDim);
+  a.tq = in.Int("tq", 1, kMaxDim);
+  a.d = in.Int("d", 1, kMaxDim);
+  a.hkv = in.Int("hkv", 1, kMaxDim);
+  a.tk = in.Int("tk", 1, kMaxDim);
+  a.kv.cap = in.Int("cap", a.tk, kMaxDim);
+  const int64_t kvt = in.Int("kvType", 0, dev ? 3 : 2);
+  const int64_t qt = dev && in.Has("qType") ? in.Int("qType", 0, 2) : 0;
   if (kvt < 3) a.kv.type = sparq::KvType(kvt);
-  const int64_t kv_es = kvt == 0 ? 4 : kvt == 2 ? 1 : 2, q_es = qt == 0 ? 4 : 2;
+  const int64_t kv_es = kvt == 3 ? 2 : sparq::kv_elem_size(sparq::KvType(kvt)), q_es = qt == 0 ? 4 : 2;
   const uint64_t qbytes = Bytes(env, op, {a.b, a.hq, a.tq, a.d}, q_es);
   const uint64_t kvbytes = Bytes(env, op, {a.b, a.hkv, a.kv.cap, a.d}, kv_es);
   const bool i8 = kvt == 2;
   const uint64_t sbytes = Bytes(env, op, {a.b, a.hkv, a.kv.cap}, 4);
-  const Span q = ArgSpanOn(info, 0, op, "q", qbytes, dev);
-  const Span k = ArgSpanOn(info, 10, op, "k", kvbytes, dev);
-  const Span v = ArgSpanOn(info, 12, op, "v", kvbytes, dev);
-  const Span ks = ArgSpanOn(info, 14, op, "k scales", sbytes, dev, !i8);
-  const Span vs = ArgSpanOn(info, 16, op, "v scales", sbytes, dev, !i8);
-  a.mask_sb = ArgInt(info, 20, op, "mask batch stride", 0, int64_t(1) << 62);
-  a.mask_sh = ArgInt(info, 21, op, "mask head stride", 0, int64_t(1) << 62);
+  const Span q = in.SpanOn("q", qbytes, dev);
+  const Span k = in.SpanOn("k", kvbytes, dev);
+  const Span v = in.SpanOn("v", kvbytes, dev);
+  const Span ks = in.SpanOn("ks", sbytes, dev, !i8);
+  const Span vs = in.SpanOn("vs", sbytes, dev, !i8);
+  a.mask_sb = in.Has("mask") ? in.Int("maskSb", 0, int64_t(1) << 62) : 0;
+  a.mask_sh = in.Has("mask") ? in.Int("maskSh", 0, int64_t(1) << 62) : 0;
   // Last element the mask is read at: (b-1) sb + (hq-1) sh + tq tk - 1.
   uint64_t mlast = Bytes(env, op, {a.tq, a.tk}, 4), t1 = 0, t2 = 0;
   if (__builtin_mul_overflow(uint64_t(a.b - 1), uint64_t(a.mask_sb), &t1) ||
@@ -411,10 +372,10 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
       t2 > (uint64_t(1) << 60))
     throw Napi::RangeError::New(env, std::string(op) + ": mask strides too large");
   mlast += (t1 + t2) * 4;
-  const Span mask = ArgSpanOn(info, 18, op, "mask", mlast, dev, true);
-  a.scale = float(ArgNum(info, 22, op, "scale"));
-  a.causal = info.Length() > 23 && info[23].ToBoolean().Value();
-  const Span o = ArgSpanOn(info, 24, op, "out", qbytes, dev);
+  const Span mask = in.SpanOn("mask", mlast, dev, true);
+  a.scale = float(in.Num("scale"));
+  a.causal = in.Bool("causal");
+  const Span o_ = in.SpanOn("out", qbytes, dev);
   if (dev) {
     CudaCtx hold = CudaContext(env, op);
   sparq::cuda::Context* ctx = hold.get();
@@ -424,14 +385,14 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
     c.kv_type = kvt == 0 ? DType::f32 : kvt == 1 ? DType::f16 : kvt == 2 ? DType::i8 : DType::bf16;
     c.b = a.b, c.hq = a.hq, c.tq = a.tq, c.d = a.d, c.hkv = a.hkv, c.tk = a.tk, c.cap = a.kv.cap;
     c.mask_sb = a.mask_sb, c.mask_sh = a.mask_sh, c.scale = a.scale, c.causal = a.causal;
-    return RunAsync(env, [c, q, k, v, ks, vs, mask, o, ctx, hold]() mutable {
+    return RunAsync(env, [c, q, k, v, ks, vs, mask, o_, ctx, hold]() mutable {
       c.q = q.ptr<void>();
       c.k = k.ptr<void>();
       c.v = v.ptr<void>();
       if (ks.block) c.k_scale = ks.ptr<float>();
       if (vs.block) c.v_scale = vs.ptr<float>();
       if (mask.block) c.mask = mask.ptr<float>();
-      c.out = o.ptr<void>();
+      c.out = o_.ptr<void>();
       void* scratch = nullptr;
       const size_t sb = sparq::cuda::scratch_bytes_attention(ctx, c);
       if (sb) {
@@ -442,34 +403,36 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
       return e;
     });
   }
-  return RunAsync(env, [a, q, k, v, ks, vs, mask, o, naive]() mutable {
+  return RunAsync(env, [a, q, k, v, ks, vs, mask, o_, naive]() mutable {
     a.q = q.ptr<float>();
     a.kv.k = k.ptr<void>();
     a.kv.v = v.ptr<void>();
     if (ks.block) a.kv.k_scale = ks.ptr<float>();
     if (vs.block) a.kv.v_scale = vs.ptr<float>();
     if (mask.block) a.mask = mask.ptr<float>();
-    a.out = o.ptr<float>();
+    a.out = o_.ptr<float>();
     return naive ? sparq::attention_naive(a) : sparq::attention(a);
   });
 }
 
-// kvStore(src, srcOff, b, h, t, d, type, dst, dstOff, scale, scaleOff, cap, pos)
+// kvStore({ src, srcOff, b, h, t, d, type, dst, dstOff, scales?, scalesOff, cap, pos }) -> Promise:
+// src f32 [b, h, t, d] into rows pos .. pos + t of dst [b, h, cap, d] (type 0 f32, 1 f16, 2 int8 with scales [b, h, cap])
 Napi::Value KvStore(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "kvStore";
-  const int64_t b = ArgInt(info, 2, op, "b", 1, kMaxDim), h = ArgInt(info, 3, op, "h", 1, kMaxDim);
-  const int64_t t = ArgInt(info, 4, op, "t", 1, kMaxDim), d = ArgInt(info, 5, op, "d", 1, kMaxDim);
-  const auto type = sparq::KvType(ArgInt(info, 6, op, "type", 0, 2));
-  const int64_t cap = ArgInt(info, 11, op, "capacity", 1, kMaxDim);
-  const int64_t pos = ArgInt(info, 12, op, "position", 0, cap);
+  const Opts in(info, 0, op);
+  const int64_t b = in.Int("b", 1, kMaxDim), h = in.Int("h", 1, kMaxDim);
+  const int64_t t = in.Int("t", 1, kMaxDim), d = in.Int("d", 1, kMaxDim);
+  const auto type = sparq::KvType(in.Int("type", 0, 2));
+  const int64_t cap = in.Int("cap", 1, kMaxDim);
+  const int64_t pos = in.Int("pos", 0, cap);
   if (pos + t > cap)
     throw Napi::RangeError::New(env, std::string(op) + ": " + std::to_string(t) + " new positions at " +
                                          std::to_string(pos) + " exceed the capacity " + std::to_string(cap));
-  const bool dev = DeviceOf(info, 0);
-  const Span src = ArgSpanOn(info, 0, op, "src", Bytes(env, op, {b, h, t, d}, 4), dev);
-  const Span dst = ArgSpanOn(info, 7, op, "dst", Bytes(env, op, {b, h, cap, d}, KvElemSize(type)), dev);
-  const Span sc = ArgSpanOn(info, 9, op, "scales", Bytes(env, op, {b, h, cap}, 4), dev, type != sparq::KvType::i8);
+  const bool dev = in.Device("src");
+  const Span src = in.SpanOn("src", Bytes(env, op, {b, h, t, d}, 4), dev);
+  const Span dst = in.SpanOn("dst", Bytes(env, op, {b, h, cap, d}, sparq::kv_elem_size(type)), dev);
+  const Span sc = in.SpanOn("scales", Bytes(env, op, {b, h, cap}, 4), dev, type != sparq::KvType::i8);
   CudaCtx hold = dev ? CudaContext(env, op) : nullptr;
   sparq::cuda::Context* ctx = hold.get();
   return RunAsync(env, [=]() {
@@ -487,23 +450,25 @@ Napi::Value KvStore(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void RegisterOps(Napi::Env env, Napi::Object exports) {
-  exports.Set("quantizeWeight", Napi::Function::New(env, QuantizeWeight, "quantizeWeight"));
-  exports.Set("packS8", Napi::Function::New(env, PackS8, "packS8"));
-  exports.Set("dequantize", Napi::Function::New(env, Dequantize, "dequantize"));
-  exports.Set("matmulS8", Napi::Function::New(env, MatmulS8, "matmulS8"));
-  exports.Set("linearS8", Napi::Function::New(env, LinearS8, "linearS8"));
-  exports.Set("matmulF32", Napi::Function::New(env, F32Op<false>, "matmulF32"));
-  exports.Set("linearF32", Napi::Function::New(env, F32Op<true>, "linearF32"));
-  exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
-  exports.Set("ceilings", Napi::Function::New(env, MeasureCeilings, "ceilings"));
-  exports.Set("argmax", Napi::Function::New(env, Argmax, "argmax"));
-  exports.Set("rmsnorm", Napi::Function::New(env, RmsNorm, "rmsnorm"));
-  exports.Set("softmax", Napi::Function::New(env, Softmax, "softmax"));
-  exports.Set("swiglu", Napi::Function::New(env, Binary<true>, "swiglu"));
-  exports.Set("add", Napi::Function::New(env, Binary<false>, "add"));
-  exports.Set("rope", Napi::Function::New(env, Rope, "rope"));
-  exports.Set("attention", Napi::Function::New(env, Attention, "attention"));
-  exports.Set("kvStore", Napi::Function::New(env, KvStore, "kvStore"));
+  Export(env, exports, {
+      {"quantizeWeight", QuantizeWeight},
+      {"packS8", PackS8},
+      {"dequantize", Dequantize},
+      {"matmulS8", MatmulS8},
+      {"linearS8", LinearS8},
+      {"matmulF32", F32Op<false>},
+      {"linearF32", F32Op<true>},
+      {"stats", Stats},
+      {"ceilings", MeasureCeilings},
+      {"argmax", Argmax},
+      {"rmsnorm", RmsNorm},
+      {"softmax", Softmax},
+      {"swiglu", Binary<true>},
+      {"add", Binary<false>},
+      {"rope", Rope},
+      {"attention", Attention},
+      {"kvStore", KvStore},
+  });
 }
 
 }  // namespace sparq_addon
