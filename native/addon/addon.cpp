@@ -389,6 +389,26 @@ Napi::Value AllocatedBytes(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+uint64_t Bytes(const Napi::Env& env, const char* op, std::initializer_list<int64_t> dims, int64_t es) {
+  uint64_t n = uint64_t(es);
+  for (int64_t d : dims)
+    if (__builtin_mul_overflow(n, uint64_t(d), &n) || n > (uint64_t(1) << 62))
+      throw Napi::RangeError::New(env, std::string(op) + ": sizes too large");
+  return n;
+}
+
+Napi::Value RunMaybeSync(Napi::Env env, bool sync, std::function<sparq::Error()> work, std::function<Napi::Value(Napi::Env)> done) {
+  if (!sync) return RunAsync(env, std::move(work), std::move(done));
+  sparq::Error e;
+  try {
+    e = work();
+  } catch (const std::bad_alloc&) {
+    e = sparq::Error::make(sparq::Status::out_of_memory, "out of memory");
+  }
+  if (!e.ok()) throw Napi::Error::New(env, e.message);
+  return done ? done(env) : env.Undefined();
+}
+
 Napi::Value RunAsync(Napi::Env env, std::function<sparq::Error()> work, std::function<Napi::Value(Napi::Env)> done) {
   auto* t = new Task(env, std::move(work), std::move(done));  // owned and deleted by libuv after OnOK/OnError
   Napi::Promise p = t->Promise();
@@ -409,6 +429,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"profile", Profile},
   });
   RegisterOps(env, exports);
+  RegisterInt8(env, exports);
+  RegisterAttention(env, exports);
+  RegisterFiles(env, exports);
+  RegisterGgml(env, exports);
   RegisterModel(env, exports);
   RegisterSparse(env, exports);
   RegisterQ4(env, exports);

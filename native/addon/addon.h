@@ -191,10 +191,22 @@ inline void Export(Napi::Env env, Napi::Object exports, std::initializer_list<st
   for (const auto& [name, fn] : fns) exports.Set(name, Napi::Function::New(env, fn, name));
 }
 
+// Largest dimension accepted from JS. With dims <= 2^30 a byte count of two
+// dims and an element size <= 4 stays under 2^62, so those span checks cannot
+// overflow; a count of three dims or more goes through Bytes (checked).
+constexpr int64_t kMaxDim = int64_t(1) << 30;
+// Product of dims times an element size, or a RangeError when it overflows 2^62.
+uint64_t Bytes(const Napi::Env& env, const char* op, std::initializer_list<int64_t> dims, int64_t es);
+
 // Runs `work` on the libuv pool and settles a Promise: resolved with
 // done(env) (undefined when empty), rejected with the error message.
 Napi::Value RunAsync(Napi::Env env, std::function<sparq::Error()> work,
                      std::function<Napi::Value(Napi::Env)> done = nullptr);
+
+// RunAsync, or on the JS thread when `sync` (cheap one-time preparation the API
+// exposes synchronously, like quantize()): done(env) returned, or the error thrown.
+Napi::Value RunMaybeSync(Napi::Env env, bool sync, std::function<sparq::Error()> work,
+                         std::function<Napi::Value(Napi::Env)> done = nullptr);
 
 // Argument helpers: throw a JS TypeError/RangeError naming the op and argument.
 int64_t ArgInt(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, int64_t lo, int64_t hi);
@@ -242,11 +254,20 @@ Span ArgDevSpan(const Napi::CallbackInfo& info, size_t i, const char* op, const 
 // This env's CUDA context (created on first use); throws a JS Error saying why
 // when CUDA is not compiled in or no device is present.
 CudaCtx CudaContext(Napi::Env env, const char* op);
+// int8_ops.cpp: the Packed class's methods, int8 quantization and products
+void RegisterInt8(Napi::Env env, Napi::Object exports);
+// attention_ops.cpp: attention and the KV store
+void RegisterAttention(Napi::Env env, Napi::Object exports);
 // cuda_ops.cpp: device bindings
 void RegisterCuda(Napi::Env env, Napi::Object exports);
 
+// tensor_ops.cpp: f32 products, small ops, statistics, the machine's ceilings
 void RegisterOps(Napi::Env env, Napi::Object exports);
-// model_ops.cpp: readFile, the Model class
+// file_ops.cpp: mapFile, readFile, quantizeFile, packQ8File
+void RegisterFiles(Napi::Env env, Napi::Object exports);
+// ggml_ops.cpp: the GGUF block formats' table, widening, quantizing, the block linear
+void RegisterGgml(Napi::Env env, Napi::Object exports);
+// model_ops.cpp: the Model class, createModel
 void RegisterModel(Napi::Env env, Napi::Object exports);
 // sparse_ops.cpp: the Sparse class, spmm
 void RegisterSparse(Napi::Env env, Napi::Object exports);

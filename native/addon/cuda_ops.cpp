@@ -15,8 +15,6 @@ using sparq::Error;
 
 namespace {
 
-constexpr int64_t kMaxDim = int64_t(1) << 30;
-
 class DeviceWeight : public NativeHandle<DeviceWeight, std::shared_ptr<sparq::DeviceLinear>> {
  public:
   static constexpr const char* kExpected = "a weight on cuda";

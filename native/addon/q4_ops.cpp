@@ -13,8 +13,6 @@ using sparq::Error;
 
 namespace {
 
-constexpr int64_t kMaxDim = int64_t(1) << 30;
-
 class Quant4 : public NativeHandle<Quant4, std::shared_ptr<sparq::PackedQ4>> {
  public:
   static constexpr const char* kExpected = "a 4-bit weight";

@@ -11,8 +11,6 @@ using sparq::Error;
 
 namespace {
 
-constexpr int64_t kMaxDim = int64_t(1) << 30;
-
 class Sparse : public NativeHandle<Sparse, std::shared_ptr<sparq::SparseWeight>> {
  public:
   static constexpr const char* kExpected = "a sparse weight";
@@ -67,12 +65,7 @@ Napi::Value SparseFromDense(const Napi::CallbackInfo& info) {
   auto out = std::make_shared<std::unique_ptr<sparq::SparseWeight>>();
   auto work = [w, n, k, format, N, M, int8, out]() { return sparq::sparse_from_dense(w.ptr<float>(), n, k, format, N, M, int8, out.get()); };
   auto done = [out](Napi::Env e) -> Napi::Value { return Sparse::Wrap(e, std::shared_ptr<sparq::SparseWeight>(std::move(*out))); };
-  if (info.Length() > 8 && info[8].ToBoolean().Value()) {
-    const Error err = work();
-    if (!err.ok()) throw Napi::Error::New(info.Env(), err.message);
-    return done(info.Env());
-  }
-  return RunAsync(info.Env(), work, done);
+  return RunMaybeSync(info.Env(), info.Length() > 8 && info[8].ToBoolean().Value(), work, done);
 }
 
 // sparseQuantize(sparse) -> Sparse with int8 values (sync: one pass over the values)
