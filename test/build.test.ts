@@ -20,6 +20,33 @@ describe('build recipes', () => {
     for (const f of cmake) expect(fs.existsSync(path.join(ROOT, f)), f).to.equal(true);
   });
 
+  it('native layers: no source includes a header of a layer above it (scripts/check-layers.mjs), and the check catches one', async () => {
+    const layers = await import(path.join(ROOT, 'scripts', 'check-layers.mjs')) as {
+      check(dir?: string, known?: Set<string>): { all: unknown[]; bad: { from: string; to: string }[]; stale: string[] };
+    };
+    const r = layers.check();
+    expect(r.all.length).to.be.above(100);
+    expect(r.bad, 'upward includes').to.deep.equal([]);
+    expect(r.stale, 'known exceptions that are gone').to.deep.equal([]);
+    // a tree where the CPU library includes the model, and the model the addon
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-layers-'));
+    try {
+      const put = (f: string, text: string) => {
+        fs.mkdirSync(path.dirname(path.join(tmp, f)), { recursive: true });
+        fs.writeFileSync(path.join(tmp, f), text);
+      };
+      put('include/sparq/sparq.h', '#pragma once\n');
+      put('cpu/k.cpp', '#include "sparq/sparq.h"\n#include "../model/m.h"\n#include <vector>\n');
+      put('model/m.h', '#include "../cpu/k.h"\n#include "../addon/a.h"\n');
+      put('cpu/k.h', '');
+      put('addon/a.h', '#include "../model/m.h"\n');
+      const t = layers.check(tmp, new Set());
+      expect(t.bad.map((b) => `${b.from} -> ${b.to}`).sort()).to.deep.equal(['cpu/k.cpp -> model/m.h', 'model/m.h -> addon/a.h']);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
   it('never compiles with -march=native', () => {
     for (const f of ['CMakeLists.txt', 'binding.gyp']) {
       expect(fs.readFileSync(path.join(ROOT, f), 'utf8')).to.not.match(/march=native/);
