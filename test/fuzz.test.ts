@@ -7,13 +7,13 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { ROOT } from './helpers';
+import { ROOT, random } from './helpers';
 
 const CASES = Number(process.env.SPARQ_FUZZ_CASES ?? 1500);
 
 describe('fuzzed model loaders', function () {
   this.timeout(600000);
-  for (const seed of [20261123, (Math.random() * 2 ** 31) >>> 0]) {
+  for (const seed of [20261123, (random() * 2 ** 31) >>> 0]) {
     it(`${CASES} mutated files (seed ${seed}): each loads and runs, or fails with an Error naming the file`, () => {
       const r = spawnSync(process.execPath, ['--import', 'tsx', path.join('test', 'fuzz_child.ts'), String(seed), String(CASES)], {
         cwd: ROOT, encoding: 'utf8', timeout: 300000, maxBuffer: 64 * 2 ** 20,

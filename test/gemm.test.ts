@@ -3,7 +3,7 @@
 import { expect } from 'chai';
 import { ISAS, Tensor, info, linear, matmul, matmulInt8, prune, quantize, setIsa, setNumThreads, type IsaName } from '../lib/index';
 import { loadNative } from '../lib/native';
-import { describeEachIsa, randI8, randn, refLinear, refMatmulI8, relErr, runChild } from './helpers';
+import { describeEachIsa, randI8, randn, refLinear, refMatmulI8, relErr, runChild, random } from './helpers';
 
 const supported = info().cpu.supportedIsas, emulated = info().cpu.emulatedIsas;
 const best = info().kernels.gemm_s8;
@@ -48,7 +48,7 @@ for (const isa of ISAS) {
       const A = Tensor.from(a, [m, k]), B = Tensor.from(b, [n, k]);
       const C = (await matmulInt8(A, B)).toArray() as Int32Array;
       for (let s = 0; s < 3000; s++) {
-        const i = Math.floor(Math.random() * m), j = Math.floor(Math.random() * n);
+        const i = Math.floor(random() * m), j = Math.floor(random() * n);
         let acc = 0;
         for (let q = 0; q < k; q++) acc += a[i * k + q]! * b[j * k + q]!;
         if (C[i * n + j] !== acc) expect.fail(`C[${i},${j}] = ${C[i * n + j]}, want ${acc}`);

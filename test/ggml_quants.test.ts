@@ -10,7 +10,7 @@ import { loadNative, type NativeStorage } from '../lib/native';
 
 const bytesOf = (s: NativeStorage) => new Uint8Array(s.read(0, s.byteLength));
 import { HALF_FIELDS, SPEC, actBlock, dequantize, quantBlocks } from './ggml_ref';
-import { describeEachIsa, randn, relErr } from './helpers';
+import { describeEachIsa, randn, relErr, random } from './helpers';
 
 const TYPES = Object.keys(SPEC).map(Number);
 const nat = () => loadNative();
@@ -23,11 +23,11 @@ function storageOf(bytes: Uint8Array): Tensor {
 function randomBlocks(type: number, blocks: number): Uint8Array {
   const { bytes } = SPEC[type]!;
   const b = new Uint8Array(blocks * bytes);
-  for (let i = 0; i < b.length; i++) b[i] = Math.floor(Math.random() * 256);
+  for (let i = 0; i < b.length; i++) b[i] = Math.floor(random() * 256);
   const halves = [0x0000, 0x8000, 0x0001, 0x3c00, 0x2e66, 0xb555, 0x7bff, 0xfbff, 0x1400];
   for (let i = 0; i < blocks; i++)
     for (const o of HALF_FIELDS[type]!) {
-      const h = halves[Math.floor(Math.random() * halves.length)]!;
+      const h = halves[Math.floor(random() * halves.length)]!;
       b[i * bytes + o] = h & 255;
       b[i * bytes + o + 1] = h >> 8;
     }

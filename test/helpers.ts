@@ -34,16 +34,35 @@ export async function settled(read: () => number): Promise<number> {
   return prev;
 }
 
+/**
+ * The tests' random numbers: fresh inputs every run, from a seed printed once so that a
+ * failure can be repeated (SPARQ_SEED=N npm test). mulberry32: 2^32 states, plenty for inputs.
+ */
+export const SEED = process.env.SPARQ_SEED !== undefined ? Number(process.env.SPARQ_SEED) >>> 0 : (Date.now() ^ (process.pid << 16)) >>> 0;
+console.log(`  random inputs: seed ${SEED} (SPARQ_SEED=${SEED} repeats them)`);
+let rngState = SEED;
+/** Uniform in [0, 1), from SEED. */
+export function random(): number {
+  rngState = (rngState + 0x6d2b79f5) >>> 0;
+  let t = rngState;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+}
+// and every other draw in the test process (Tensor.rand without a seed takes its seed from
+// Math.random): the same tests with the same SPARQ_SEED see the same inputs
+Math.random = random;
+
 export function randI8(n: number, lo = -128, hi = 127): Int8Array {
   const a = new Int8Array(n);
-  for (let i = 0; i < n; i++) a[i] = lo + Math.floor(Math.random() * (hi - lo + 1));
+  for (let i = 0; i < n; i++) a[i] = lo + Math.floor(random() * (hi - lo + 1));
   return a;
 }
 
 export function randn(n: number, std = 1): Float32Array {
   const a = new Float32Array(n);
   for (let i = 0; i < n; i++) {
-    const u = 1 - Math.random(), v = Math.random();
+    const u = 1 - random(), v = random();
     a[i] = std * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
   }
   return a;

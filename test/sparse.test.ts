@@ -3,7 +3,7 @@
 import { expect } from 'chai';
 import { Tensor, info, linear, prune, pruneRows, quantize, type SparseFormat } from '../lib/index';
 import { globalThreshold } from '../lib/model/prune';
-import { describeEachIsa, quantRowsRef, randn, refLinear, relErr } from './helpers';
+import { describeEachIsa, quantRowsRef, randn, refLinear, relErr, random } from './helpers';
 
 const shapes: [number, number][] = [[1, 1], [7, 33], [16, 64], [33, 100], [64, 257]];
 const f = Math.fround;
@@ -104,8 +104,8 @@ describeEachIsa('sparse int8 linear', (isa) => {
     expect(info().kernels.sparse).to.equal(isa === 'ref' ? 'ref' : (isa === 'avx512vnni' || isa === 'amx') && vbmi2 ? 'avx512vbmi2' : 'avx2');
     for (const [m, n, k] of [[1, 5, 1000], [3, 17, 4099], [8, 4, 64], [12, 9, 333], [20, 37, 300]] as const) {
       // every row reaches +-127 so both scales are exactly 1
-      const xi = new Float32Array(m * k).map((_, i) => (i % k === 0 ? 127 : Math.round((Math.random() * 2 - 1) * 127)));
-      const wi = new Float32Array(n * k).map((_, i) => (i % k === 1 ? -127 : Math.random() < 0.5 ? 0 : Math.round((Math.random() * 2 - 1) * 127)));
+      const xi = new Float32Array(m * k).map((_, i) => (i % k === 0 ? 127 : Math.round((random() * 2 - 1) * 127)));
+      const wi = new Float32Array(n * k).map((_, i) => (i % k === 1 ? -127 : random() < 0.5 ? 0 : Math.round((random() * 2 - 1) * 127)));
       const X = Tensor.from(xi, [m, k]), W = Tensor.from(wi, [n, k]);
       const exact = new Float64Array(m * n);
       for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) { let a = 0; for (let c = 0; c < k; c++) a += xi[i * k + c]! * wi[j * k + c]!; exact[i * n + j] = a; }
