@@ -79,6 +79,8 @@
         "native/cpu/ref/quant_rows_ref.cpp",
         "native/cpu/ref/small_ops_ref.cpp",
         "native/cpu/ref/attention_ref.cpp",
+        "native/cpu/ref/sparse_ref.cpp",
+        "native/cpu/ref/q4_ref.cpp",
         "native/addon/addon.cpp",
         "native/addon/tensor_ops.cpp",
         "native/addon/int8_ops.cpp",

@@ -1,5 +1,5 @@
-// q4.cpp - 4-bit weights: packing, round-to-nearest quantization, the scalar
-// reference GEMV and the driver (m <= 8: the GEMV kernel over rows of W;
+// q4.cpp - 4-bit weights: packing, round-to-nearest quantization and the
+// driver (the scalar reference GEMV: ref/q4_ref.cpp) (m <= 8: the GEMV kernel over rows of W;
 // larger m: W expanded to int8 with the same groups and run through the
 // dense int8 GEMM).
 #include "q4.h"
@@ -42,10 +42,6 @@ inline void put(PackedQ4& p, int64_t j, int64_t c, int v) {
   b = c % 32 < 16 ? uint8_t((b & 0xf0) | nib) : uint8_t((b & 0x0f) | nib << 4);
 }
 
-inline int get(const PackedQ4& p, int64_t j, int64_t c) {
-  const uint8_t b = p.data[size_t(j * p.row_bytes() + (c / 32) * 16 + c % 16)];
-  return int(c % 32 < 16 ? b & 0x0f : b >> 4) - 8;
-}
 
 }  // namespace
 
@@ -134,20 +130,6 @@ void q4_unpack(const PackedQ4& p, int8_t* q) {
       std::copy(row.begin(), row.begin() + p.k, q + j * p.k);
     }
   });
-}
-
-void q4_gemv_ref(const Q4Args& a, int64_t j0, int64_t j1) {
-  const PackedQ4& p = *a.w;
-  for (int64_t j = j0; j < j1; ++j)
-    for (int64_t i = 0; i < a.m; ++i) {
-      float acc = 0.f;
-      for (int64_t g = 0; g < p.groups; ++g) {
-        int32_t s = 0;
-        for (int64_t c = g * p.group; c < std::min(p.k, g * p.group + p.group); ++c) s += get(p, j, c) * a.xq[i * a.ldq + c];
-        acc += float(s) * p.scale[size_t(j * p.groups + g)];
-      }
-      a.y[i * p.n + j] = acc * a.xs[i];
-    }
 }
 
 Error linear_q4(const PackedQ4& w, const float* x, int64_t m, float* y) {

@@ -49,6 +49,11 @@ struct Q4Args {
 };
 using Q4Fn = void (*)(const Q4Args& a, int64_t j0, int64_t j1);
 void q4_gemv_ref(const Q4Args&, int64_t, int64_t);
+// The value (-8 .. 7) of row j, column c.
+inline int q4_value(const PackedQ4& p, int64_t j, int64_t c) {
+  const uint8_t b = p.data[size_t(j * p.row_bytes() + (c / 32) * 16 + c % 16)];
+  return int(c % 32 < 16 ? b & 0x0f : b >> 4) - 8;
+}
 void q4_gemv_avx2(const Q4Args&, int64_t, int64_t);
 
 }  // namespace sparq

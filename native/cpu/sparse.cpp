@@ -1,5 +1,5 @@
-// sparse.cpp - building the sparse formats from dense weights, the scalar
-// reference kernels, and the spmm driver (rows of W split over the pool;
+// sparse.cpp - building the sparse formats from dense weights and the spmm
+// driver (the scalar reference kernels: ref/sparse_ref.cpp) (rows of W split over the pool;
 // m <= 8 reads W once per call, larger m works on x transposed so that each
 // nonzero updates a contiguous run of m outputs).
 #include "sparse.h"
@@ -44,29 +44,6 @@ void sort_nm_groups(SparseWeight& s) {
         byte = uint8_t((byte & ~(mk << sh)) | (ix[c] << sh));
       }
     }
-}
-
-// Calls fn(column, value as stored (int8 unscaled)) for every stored value of row j.
-template <class F>
-inline void for_row(const SparseWeight& s, int64_t j, F fn) {
-  auto val = [&](int64_t p) { return s.int8 ? float(s.vq[size_t(p)]) : s.vf[size_t(p)]; };
-  switch (s.format) {
-    case SparseFormat::csr:
-      for (int64_t p = s.row_ptr[size_t(j)]; p < s.row_ptr[size_t(j + 1)]; ++p) fn(s.column(p), val(p));
-      break;
-    case SparseFormat::bitmask: {
-      int64_t p = s.row_ptr[size_t(j)];
-      const uint32_t* mw = s.mask.data() + j * s.words();
-      for (int64_t w = 0; w < s.words(); ++w)
-        for (uint32_t bits = mw[w]; bits; bits &= bits - 1) fn(w * 32 + __builtin_ctz(bits), val(p++));
-      break;
-    }
-    case SparseFormat::nm: {
-      const int64_t per = s.groups() * s.N, base = j * per;
-      for (int64_t q = 0; q < per; ++q) fn((q / s.N) * s.M + s.nm_index(j, q), val(base + q));
-      break;
-    }
-  }
 }
 
 Error bad(const std::string& m) { return Error::make(Status::invalid_argument, "sparse: " + m); }
@@ -191,8 +168,6 @@ Error sparse_quantize(const SparseWeight& s, std::unique_ptr<SparseWeight>* out)
   }
   return Error{};
 }
-
-void sprow_ref(const SparseWeight& s, int64_t j, int8_t* out) { sparse_row_i8(s, j, out); }
 
 Error sparse_from_parts(const SparseParts& p, std::unique_ptr<SparseWeight>* out) {
   if (p.n < 1 || p.k < 1 || p.nnz < 0 || p.n > (int64_t(1) << 31) || p.k > (int64_t(1) << 31)) return bad("bad shape or count");
@@ -330,48 +305,9 @@ void sparse_to_dense(const SparseWeight& s, float* out) {
   std::fill(out, out + s.n * s.k, 0.f);
   for (int64_t j = 0; j < s.n; ++j) {
     const float sc = s.int8 ? s.scale[size_t(j)] : 1.f;
-    for_row(s, j, [&](int64_t c, float v) { if (c < s.k) out[j * s.k + c] = v * sc; });
+    sparse_for_row(s, j, [&](int64_t c, float v) { if (c < s.k) out[j * s.k + c] = v * sc; });
   }
 }
-
-void spmv_ref(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
-  assert(1 <= a.m && a.m <= 8 && 0 <= j0 && j0 <= j1 && j1 <= s.n);  // acc[8]
-  const int64_t m = a.m;
-  for (int64_t j = j0; j < j1; ++j) {
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t iacc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for_row(s, j, [&](int64_t c, float v) {
-      if (c >= s.k) return;  // nm padding past k
-      for (int64_t i = 0; i < m; ++i) {
-        if (s.int8) iacc[i] += int64_t(v) * a.xq[i * a.ldq + c];
-        else acc[i] += double(v) * a.x[i * s.k + c];
-      }
-    });
-    for (int64_t i = 0; i < m; ++i)
-      a.y[i * s.n + j] = s.int8 ? sparse_q_out(iacc[i], a.xs[i], s.scale[size_t(j)], a.bias, j) : float(acc[i] + (a.bias ? a.bias[j] : 0.f));
-  }
-}
-
-void spmmt_ref(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
-  const int64_t m = a.m;
-  std::vector<double> acc(static_cast<size_t>(m));
-  std::vector<int64_t> iacc(static_cast<size_t>(m));
-  for (int64_t j = j0; j < j1; ++j) {
-    std::fill(acc.begin(), acc.end(), 0.0);
-    std::fill(iacc.begin(), iacc.end(), 0);
-    for_row(s, j, [&](int64_t c, float v) {
-      if (c >= s.k) return;
-      for (int64_t i = 0; i < m; ++i) {
-        if (s.int8) iacc[size_t(i)] += int64_t(v) * a.xqt[c * m + i];
-        else acc[size_t(i)] += double(v) * a.x[c * m + i];
-      }
-    });
-    for (int64_t i = 0; i < m; ++i)
-      a.y[j * m + i] = s.int8 ? sparse_q_out(iacc[size_t(i)], a.xs[i], s.scale[size_t(j)], a.bias, j)
-                              : float(acc[size_t(i)] + (a.bias ? a.bias[j] : 0.f));
-  }
-}
-
 
 namespace {
 struct SpmmScratch {

@@ -127,6 +127,29 @@ using SpmmTFn = void (*)(const SparseWeight& s, const SpArgs& a, int64_t j0, int
 void spmmt_ref(const SparseWeight&, const SpArgs&, int64_t, int64_t);
 void spmmt_avx2(const SparseWeight&, const SpArgs&, int64_t, int64_t);
 
+// Calls fn(column, value as stored (int8 unscaled)) for every stored value of row j.
+template <class F>
+inline void sparse_for_row(const SparseWeight& s, int64_t j, F fn) {
+  auto val = [&](int64_t p) { return s.int8 ? float(s.vq[size_t(p)]) : s.vf[size_t(p)]; };
+  switch (s.format) {
+    case SparseFormat::csr:
+      for (int64_t p = s.row_ptr[size_t(j)]; p < s.row_ptr[size_t(j + 1)]; ++p) fn(s.column(p), val(p));
+      break;
+    case SparseFormat::bitmask: {
+      int64_t p = s.row_ptr[size_t(j)];
+      const uint32_t* mw = s.mask.data() + j * s.words();
+      for (int64_t w = 0; w < s.words(); ++w)
+        for (uint32_t bits = mw[w]; bits; bits &= bits - 1) fn(w * 32 + __builtin_ctz(bits), val(p++));
+      break;
+    }
+    case SparseFormat::nm: {
+      const int64_t per = s.groups() * s.N, base = j * per;
+      for (int64_t q = 0; q < per; ++q) fn((q / s.N) * s.M + s.nm_index(j, q), val(base + q));
+      break;
+    }
+  }
+}
+
 // The int8 epilogue every path uses (one rounding: fma), so results agree bit for bit.
 inline float sparse_q_out(int64_t acc, float xs, float ws, const float* bias, int64_t j) {
   return std::fma(float(acc), xs * ws, bias ? bias[j] : 0.f);
