@@ -21,6 +21,7 @@
 
 #include "../half.h"
 #include "../kernels.h"
+#include "vec_math.h"
 
 // GCC 12's avx512fintrin.h seeds max / min / cvtps / roundscale / slli with
 // _mm512_undefined_*() and then warns about it once inlined: not our variables.
@@ -32,23 +33,29 @@ namespace {
 constexpr int64_t B = kAttnBlock;
 constexpr int64_t kTileRows = 12;  // as the AVX2 kernel: fewer rows use the row path
 
+// The AVX-512 width for vec_math.h.
+struct Avx512Ops {
+  using F = __m512;
+  using I = __m512i;
+  static F set(float v) { return _mm512_set1_ps(v); }
+  static F min(F a, F b) { return _mm512_min_ps(a, b); }
+  static F max(F a, F b) { return _mm512_max_ps(a, b); }
+  static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+  static F add(F a, F b) { return _mm512_add_ps(a, b); }
+  static F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  static F fnmadd(F a, F b, F c) { return _mm512_fnmadd_ps(a, b, c); }
+  static F round(F a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static I cvt(F a) { return _mm512_cvtps_epi32(a); }
+  static I iset(int v) { return _mm512_set1_epi32(v); }
+  static I iadd(I a, I b) { return _mm512_add_epi32(a, b); }
+  static I shl23(I a) { return _mm512_slli_epi32(a, 23); }
+  static F as_float(I a) { return _mm512_castsi512_ps(a); }
+};
+
 // e^x for x in [-87.3, 88.7] (clamped above), exactly 0 below -87.3 (masked scores).
-inline __m512 exp512(__m512 x0) {
-  const __m512 x = _mm512_min_ps(_mm512_max_ps(x0, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.7f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
-  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-  const __mmask16 live = _mm512_cmp_ps_mask(x0, _mm512_set1_ps(-87.3f), _CMP_GE_OQ);
-  return _mm512_maskz_mov_ps(live, _mm512_mul_ps(p, _mm512_castsi512_ps(e)));
+inline __m512 exp512(__m512 x) {
+  const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_GE_OQ);
+  return _mm512_maskz_mov_ps(live, exp_clamped<Avx512Ops>(x));
 }
 
 // Key / value rows [j0, j0 + nb) as f32 [nb, ld] (scaled, zero-padded to ld).

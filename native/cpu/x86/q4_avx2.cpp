@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../q4.h"
+#include "../rows.h"
 #include "avx2_math.h"
 
 namespace sparq {
@@ -199,17 +200,7 @@ void q4_gemv_avx2(const Q4Args& a, int64_t j0, int64_t j1) {
   }
   const Prepared x{xp.data(), corr.data(), pairs};
   assert(1 <= a.m && a.m <= 8 && 0 <= j0 && j0 <= j1 && j1 <= p.n);
-  switch (a.m) {
-    case 1: rows<1>(a, x, j0, j1); break;
-    case 2: rows<2>(a, x, j0, j1); break;
-    case 3: rows<3>(a, x, j0, j1); break;
-    case 4: rows<4>(a, x, j0, j1); break;
-    case 5: rows<5>(a, x, j0, j1); break;
-    case 6: rows<6>(a, x, j0, j1); break;
-    case 7: rows<7>(a, x, j0, j1); break;
-    case 8: rows<8>(a, x, j0, j1); break;
-    default: break;  // m in [1, 8] (asserted above)
-  }
+  dispatch_rows<8>(a.m, [&](auto M) { rows<decltype(M)::value>(a, x, j0, j1); });  // m in [1, 8] (asserted above)
 }
 
 }  // namespace sparq

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../sparse.h"
+#include "../rows.h"
 #include "avx2_math.h"
 
 namespace sparq {
@@ -475,17 +476,7 @@ void spmmt_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
 void spmv_avx2(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
   assert(1 <= a.m && a.m <= 8 && 0 <= j0 && j0 <= j1 && j1 <= s.n);
   assert(!s.int8 || (a.ldq >= s.words() * 32 && a.ldq >= s.k + 4));
-  switch (a.m) {
-    case 1: spmv_rows<1>(s, a, j0, j1); break;
-    case 2: spmv_rows<2>(s, a, j0, j1); break;
-    case 3: spmv_rows<3>(s, a, j0, j1); break;
-    case 4: spmv_rows<4>(s, a, j0, j1); break;
-    case 5: spmv_rows<5>(s, a, j0, j1); break;
-    case 6: spmv_rows<6>(s, a, j0, j1); break;
-    case 7: spmv_rows<7>(s, a, j0, j1); break;
-    case 8: spmv_rows<8>(s, a, j0, j1); break;
-    default: break;  // m in [1, 8] (asserted above)
-  }
+  dispatch_rows<8>(a.m, [&](auto M) { spmv_rows<decltype(M)::value>(s, a, j0, j1); });  // m in [1, 8] (asserted above)
 }
 
 void sprow_avx2(const SparseWeight& s, int64_t j, int8_t* out) {

@@ -24,6 +24,7 @@
 #include <cstring>
 
 #include "../sparse.h"
+#include "../rows.h"
 
 #ifndef SPARQ_LAMBDA
 #define SPARQ_LAMBDA __attribute__((always_inline))
@@ -242,17 +243,7 @@ void spmv_avx512(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1)
   assert(int64_t(s.vq.size()) >= s.nnz + kSparseI8Pad);
   assert(a.ldq % 64 == 0 && a.ldq >= s.words() * 32);
   assert(!nm24 || int64_t(s.idx.size()) >= s.n * s.idx_row_bytes() + kSparseIdxPad);
-  switch (a.m) {
-    case 1: spmv_rows<1>(s, a, j0, j1); break;
-    case 2: spmv_rows<2>(s, a, j0, j1); break;
-    case 3: spmv_rows<3>(s, a, j0, j1); break;
-    case 4: spmv_rows<4>(s, a, j0, j1); break;
-    case 5: spmv_rows<5>(s, a, j0, j1); break;
-    case 6: spmv_rows<6>(s, a, j0, j1); break;
-    case 7: spmv_rows<7>(s, a, j0, j1); break;
-    case 8: spmv_rows<8>(s, a, j0, j1); break;
-    default: break;  // m in [1, 8] (asserted above)
-  }
+  dispatch_rows<8>(a.m, [&](auto M) { spmv_rows<decltype(M)::value>(s, a, j0, j1); });  // m in [1, 8] (asserted above)
 }
 
 }  // namespace sparq
