@@ -12,8 +12,10 @@
 // lacks are skipped, exit 77 when none ran), test_ops_emu the emulated core,
 // where avxvnni / avx512vnni / amx run with emulated intrinsics on any AVX2 CPU.
 //   test_ops --isa ref,avx2,avxvnni,avx512vnni,amx [--quick] [--seed N] [--only FORMAT]
+//   test_ops --perf N [--isa ...] [--only FORMAT]   times each format at n = k = N instead
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -401,6 +403,7 @@ struct Run {
   std::vector<std::string> isas;  // requested paths this build can run
   bool quick = false;
   std::string only;
+  int64_t perf = 0;  // --perf N: time the formats at n = k = N instead of testing
 };
 
 static bool use_isa(const std::string& name) {
@@ -906,6 +909,58 @@ static void attention_ragged(const Run& r) {
   std::printf("  %-14s %5d cases, %s\n", "attn ragged", g_cases - cases, g_failures == before ? "ok" : "FAILED");
 }
 
+// The bytes a weight's product reads (its stored form).
+static double weight_bytes(const Weight& W) {
+  if (W.s8) return double(W.s8->bytes());
+  if (W.q4) return double(W.q4->bytes());
+  if (W.sp) return double(W.sp->bytes());
+  if (!W.blocks.empty()) return double(W.blocks.size());
+  return double(W.n) * double(W.k) * 4;
+}
+
+// --perf N: each format (or --only) at n = k = N through the same entry points,
+// on every path: decode (m = 1; GB/s of the weight's stored bytes) and prefill
+// (m = 128; GOPS, 2 m n k). Median of 15 calls after 3 warm-ups. A quick look
+// for a kernel change; `npx sparq bench` measures against the machine's ceilings.
+static void perf(const Run& r) {
+  const int64_t nk = r.perf;
+  std::printf("  %-14s %-11s %10s %9s %10s %9s\n", "format", "path", "m=1 us", "GB/s", "m=128 ms", "GOPS");
+  for (const char* f : kFormats) {
+    if (!r.only.empty() && r.only != f) continue;
+    const BlockFormat* bf = block_type(f);
+    const int64_t k = bf ? nk / bf->block * bf->block : nk, n = nk / 16 * 16;
+    Weight W;
+    if (Error e = make_weight(f, n, k, &W); !e.ok()) {
+      FAIL("%s: %s", f, e.message.c_str());
+      continue;
+    }
+    for (const std::string& isa : r.isas) {
+      if (!use_isa(isa)) continue;
+      double t[2] = {0, 0};
+      for (int c = 0; c < 2; ++c) {
+        const int64_t m = c ? 128 : 1;
+        const auto x = randn(size_t(m * k));
+        std::vector<float> y(size_t(m * n));
+        std::vector<double> ts;
+        for (int it = 0; it < 18; ++it) {
+          const auto t0 = std::chrono::steady_clock::now();
+          if (Error e = W.run(x.data(), m, nullptr, y.data()); !e.ok()) {
+            FAIL("%s on %s: %s", f, isa.c_str(), e.message.c_str());
+            break;
+          }
+          if (it >= 3) ts.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        }
+        if (ts.empty()) continue;
+        std::sort(ts.begin(), ts.end());
+        t[c] = ts[ts.size() / 2];
+      }
+      std::printf("  %-14s %-11s %10.1f %9.2f %10.2f %9.1f\n", f, isa.c_str(), t[0] * 1e6, t[0] > 0 ? weight_bytes(W) / t[0] / 1e9 : 0.0,
+                  t[1] * 1e3, t[1] > 0 ? 2.0 * 128 * double(n) * double(k) / t[1] / 1e9 : 0.0);
+      std::fflush(stdout);
+    }
+  }
+}
+
 int main(int argc, char** argv) {
   Run r;
   std::string list = "ref,avx2,avxvnni,avx512vnni,amx";
@@ -916,8 +971,9 @@ int main(int argc, char** argv) {
     else if (a == "--seed" && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
     else if (a == "--only" && i + 1 < argc) r.only = argv[++i];
     else if (a == "--quick") r.quick = true;
+    else if (a == "--perf" && i + 1 < argc) r.perf = std::max<int64_t>(64, std::strtoll(argv[++i], nullptr, 10));
     else {
-      std::fprintf(stderr, "usage: test_ops [--isa a,b,...] [--quick] [--seed N] [--only FORMAT|concurrency|model|small]\n");
+      std::fprintf(stderr, "usage: test_ops [--isa a,b,...] [--quick] [--seed N] [--only FORMAT|concurrency|model|small] [--perf N]\n");
       return 2;
     }
   }
@@ -945,6 +1001,10 @@ int main(int argc, char** argv) {
   std::printf("\n");
   if (!skipped.empty()) std::printf("skipped:%s\n", skipped.c_str());
   if (r.isas.empty()) return 77;
+  if (r.perf) {
+    perf(r);
+    return g_failures ? 1 : 0;
+  }
   regression(r);
   sweep(r);
   concurrency(r);
