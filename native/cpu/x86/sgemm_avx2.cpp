@@ -25,6 +25,7 @@
 #include <cstdlib>
 
 #include "../kernels.h"
+#include "sgemv_impl.h"
 
 namespace sparq {
 namespace {
@@ -249,152 +250,36 @@ struct PackBuf {
 thread_local PackBuf t_pack;
 
 // ---------------------------------------------------------------------------
-// sgemv. A tile is MR x rows by NB (<= 4) w rows with U accumulators per
-// (i, j) pair (k unrolled by 8 * U). m == 1 streams w once in a single pass.
-// For m > 1 the 4 w rows are walked in k chunks of kKV (4 x 2 KiB, L1) and
-// every x-row group of the (at most kMV-row) super-group runs over the chunk
-// before moving on, so w comes from DRAM once and from L1 otherwise; the
-// accumulators of each group are parked in a small stack array between chunks.
-constexpr int64_t kKV = 512;  // k chunk (multiple of 8)
-constexpr int64_t kMV = 12;   // x rows per super-group
-static_assert(kKV % 8 == 0, "chunks other than the last have no k tail");
-
-inline __m128 hsum4(__m256 v0, __m256 v1, __m256 v2, __m256 v3) {
-  const __m256 s01 = _mm256_hadd_ps(v0, v1);  // a01 a23 b01 b23 | a45 a67 b45 b67
-  const __m256 s23 = _mm256_hadd_ps(v2, v3);
-  const __m256 s = _mm256_hadd_ps(s01, s23);  // a0123 b0123 c0123 d0123 | a4567 ...
-  return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-}
-
-// Accumulates k range [p0, p1) (p1 - p0 may have a tail only in the last chunk).
-// st: MR * NB * U parked accumulators, read when load_st. If c != nullptr the
-// sums (+ bias) are written to c[r * ldc + j], otherwise parked in st.
-template <int MR, int NB, int U>
-void gemv_tile(const float* __restrict x, int64_t ldx, const float* __restrict w, int64_t ldw, int64_t p0,
-               int64_t p1, __m256* st, bool load_st, const float* bias, float* c, int64_t ldc) {
-  __m256 acc[MR][NB][U];
-#pragma GCC unroll 4
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-    for (int j = 0; j < NB; ++j)
-#pragma GCC unroll 4
-      for (int u = 0; u < U; ++u) acc[r][j][u] = load_st ? st[(r * NB + j) * U + u] : _mm256_setzero_ps();
-
-  int64_t p = p0;
-  for (; p + 8 * U <= p1; p += 8 * U) {
-#pragma GCC unroll 4
-    for (int u = 0; u < U; ++u) {
-      __m256 xv[MR];
-#pragma GCC unroll 4
-      for (int r = 0; r < MR; ++r) xv[r] = _mm256_loadu_ps(x + r * ldx + p + 8 * u);
-#pragma GCC unroll 4
-      for (int j = 0; j < NB; ++j) {
-        __m256 wv = _mm256_loadu_ps(w + j * ldw + p + 8 * u);
-        // Load w once into a register: GCC otherwise re-loads it as a memory
-        // operand of each of the MR FMAs (10 instead of 6 loads for MR = 2).
-        if (MR == 2) __asm__("" : "+x"(wv));
-#pragma GCC unroll 4
-        for (int r = 0; r < MR; ++r) acc[r][j][u] = _mm256_fmadd_ps(xv[r], wv, acc[r][j][u]);
-      }
-    }
+// sgemv (sgemv_impl.h) at the AVX2 width: x rows in groups of 3 (4 rows go as
+// 2 + 2, a single row only when rows == 1).
+struct SgemvAvx2 {
+  using F = __m256;
+  using Mask = __m256i;
+  static constexpr int64_t kLanes = 8;
+  static constexpr int kMaxGroup = 3;
+  static F zero() { return _mm256_setzero_ps(); }
+  static F load(const float* p) { return _mm256_loadu_ps(p); }
+  static Mask tail(int64_t n) { return lane_mask(n); }
+  static F load_tail(const float* p, Mask m) { return _mm256_maskload_ps(p, m); }
+  static F fmadd(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  static F add(F a, F b) { return _mm256_add_ps(a, b); }
+  template <int MR>
+  static void pin(F& v) {
+    if (MR == 2) __asm__("" : "+x"(v));
   }
-  if (U > 1) {
-    for (; p + 8 <= p1; p += 8) {
-      __m256 xv[MR];
-#pragma GCC unroll 4
-      for (int r = 0; r < MR; ++r) xv[r] = _mm256_loadu_ps(x + r * ldx + p);
-#pragma GCC unroll 4
-      for (int j = 0; j < NB; ++j) {
-        const __m256 wv = _mm256_loadu_ps(w + j * ldw + p);
-#pragma GCC unroll 4
-        for (int r = 0; r < MR; ++r) acc[r][j][0] = _mm256_fmadd_ps(xv[r], wv, acc[r][j][0]);
-      }
-    }
+  static __m128 hsum4(F v0, F v1, F v2, F v3) {
+    const __m256 s01 = _mm256_hadd_ps(v0, v1);  // a01 a23 b01 b23 | a45 a67 b45 b67
+    const __m256 s23 = _mm256_hadd_ps(v2, v3);
+    const __m256 s = _mm256_hadd_ps(s01, s23);  // a0123 b0123 c0123 d0123 | a4567 ...
+    return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
   }
-  if (p < p1) {  // k tail: masked loads read zeros past the end
-    const __m256i km = lane_mask(p1 - p);
-    __m256 xv[MR];
-#pragma GCC unroll 4
-    for (int r = 0; r < MR; ++r) xv[r] = _mm256_maskload_ps(x + r * ldx + p, km);
-#pragma GCC unroll 4
-    for (int j = 0; j < NB; ++j) {
-      const __m256 wv = _mm256_maskload_ps(w + j * ldw + p, km);
-#pragma GCC unroll 4
-      for (int r = 0; r < MR; ++r) acc[r][j][0] = _mm256_fmadd_ps(xv[r], wv, acc[r][j][0]);
-    }
+  static __m128 load4(const float* p, int n) { return _mm_maskload_ps(p, _mm256_castsi256_si128(lane_mask(n))); }
+  static void store4(float* p, int n, __m128 v) {
+    if (n == 4) _mm_storeu_ps(p, v);
+    else _mm_maskstore_ps(p, _mm256_castsi256_si128(lane_mask(n)), v);
   }
-
-  if (!c) {
-#pragma GCC unroll 4
-    for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-      for (int j = 0; j < NB; ++j)
-#pragma GCC unroll 4
-        for (int u = 0; u < U; ++u) st[(r * NB + j) * U + u] = acc[r][j][u];
-    return;
-  }
-  const __m128i nm = _mm256_castsi256_si128(lane_mask(NB));
-  const __m128 bv = bias ? _mm_maskload_ps(bias, nm) : _mm_setzero_ps();
-#pragma GCC unroll 4
-  for (int r = 0; r < MR; ++r) {
-    __m256 v[4];
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {
-      if (j < NB) {
-        v[j] = acc[r][j][0];
-#pragma GCC unroll 4
-        for (int u = 1; u < U; ++u) v[j] = _mm256_add_ps(v[j], acc[r][j][u]);
-      } else {
-        v[j] = _mm256_setzero_ps();
-      }
-    }
-    const __m128 s = _mm_add_ps(hsum4(v[0], v[1], v[2], v[3]), bv);
-    if (NB == 4)
-      _mm_storeu_ps(c + r * ldc, s);
-    else
-      _mm_maskstore_ps(c + r * ldc, nm, s);
-  }
-}
-
-// Columns [j, j + NB) for all m rows.
-template <int NB>
-void gemv_cols(const SgemvArgs& p, int64_t j) {
-  const float* w = p.w + j * p.ldw;
-  const float* bias = p.bias ? p.bias + j : nullptr;
-  if (p.m == 1) {
-    gemv_tile<1, NB, 2>(p.x, p.ldx, w, p.ldw, 0, p.k, nullptr, false, bias, p.c + j, p.ldc);
-    return;
-  }
-  __m256 st[kMV * NB * 2];
-  for (int64_t i0 = 0; i0 < p.m; i0 += kMV) {
-    const int64_t rows = p.m - i0 < kMV ? p.m - i0 : kMV;
-    int64_t pc = 0;
-    do {
-      const int64_t p1 = p.k - pc < kKV ? p.k : pc + kKV;
-      const bool last = p1 == p.k;
-      __m256* sg = st;
-      for (int64_t i = i0, rem = rows; rem > 0;) {
-        // Groups of 3 rows; 4 rows go as 2 + 2, a single row only when rows == 1.
-        const int g = rem >= 5 || rem == 3 ? 3 : rem == 1 ? 1 : 2;
-        const float* x = p.x + i * p.ldx;
-        float* c = last ? p.c + i * p.ldc + j : nullptr;
-        if (g == 3) {
-          gemv_tile<3, NB, 1>(x, p.ldx, w, p.ldw, pc, p1, sg, pc > 0, bias, c, p.ldc);
-          sg += 3 * NB;
-        } else if (g == 2) {
-          gemv_tile<2, NB, 1>(x, p.ldx, w, p.ldw, pc, p1, sg, pc > 0, bias, c, p.ldc);
-          sg += 2 * NB;
-        } else {
-          gemv_tile<1, NB, 2>(x, p.ldx, w, p.ldw, pc, p1, sg, pc > 0, bias, c, p.ldc);
-          sg += 2 * NB;
-        }
-        i += g;
-        rem -= g;
-      }
-      pc = p1;
-    } while (pc < p.k);
-  }
-}
+  static int group(int64_t rem) { return rem >= 5 || rem == 3 ? 3 : rem == 1 ? 1 : 2; }
+};
 
 }  // namespace
 
@@ -452,21 +337,6 @@ void sgemm_avx2(const SgemmArgs& p, int64_t m0, int64_t m1, int64_t nb0, int64_t
   }
 }
 
-void sgemv_avx2(const SgemvArgs& p, int64_t n0, int64_t n1) {
-  assert(0 <= n0 && n0 <= n1 && n1 <= p.n);
-  assert(p.m >= 0 && p.k >= 0 && (n1 - n0 <= 1 || p.ldw >= p.k));
-  assert(p.m <= 1 || (p.ldx >= p.k && p.ldc >= p.n));
-  n1 = n1 < p.n ? n1 : p.n;  // release builds clamp (see sgemm_avx2)
-  if (n0 >= n1 || p.m == 0) return;
-  assert(p.c && (p.k == 0 || (p.x && p.w)));
-  int64_t j = n0;
-  for (; j + 4 <= n1; j += 4) gemv_cols<4>(p, j);
-  switch (n1 - j) {
-    case 3: gemv_cols<3>(p, j); break;
-    case 2: gemv_cols<2>(p, j); break;
-    case 1: gemv_cols<1>(p, j); break;
-    default: break;
-  }
-}
+void sgemv_avx2(const SgemvArgs& p, int64_t n0, int64_t n1) { sgemv::run<SgemvAvx2>(p, n0, n1); }
 
 }  // namespace sparq

@@ -27,6 +27,7 @@
 #include <cstdlib>
 
 #include "../kernels.h"
+#include "sgemv_impl.h"
 
 // Keeps a value in a zmm register (an empty asm the compiler cannot see
 // through). The emulated test build (native/test/emu) has no zmm registers.
@@ -204,150 +205,38 @@ struct PackBuf {
 thread_local PackBuf t_pack;
 
 // ---------------------------------------------------------------------------
-// sgemv. A tile is MR x rows by NB (<= 4) w rows with U accumulators per
-// (i, j) pair (k unrolled by 16 * U). m == 1 streams w once in a single pass.
-// For m > 1 the NB w rows are walked in k chunks of kKV (4 x 2 KiB, L1) and
-// every x-row group of the (at most kMV-row) super-group runs over the chunk
-// before moving on, so w comes from DRAM once and from L1 otherwise; the
-// accumulators of each group are parked in a small stack array between chunks.
-constexpr int64_t kKV = 512;  // k chunk (multiple of 16)
-constexpr int64_t kMV = 12;   // x rows per super-group
-static_assert(kKV % 16 == 0, "chunks other than the last have no k tail");
-
-// Horizontal sums of 4 vectors: {sum v0, sum v1, sum v2, sum v3}.
-inline __m128 hsum4(__m512 v0, __m512 v1, __m512 v2, __m512 v3) {
-  const __m256 h0 = _mm256_add_ps(_mm512_extractf32x8_ps(v0, 0), _mm512_extractf32x8_ps(v0, 1));
-  const __m256 h1 = _mm256_add_ps(_mm512_extractf32x8_ps(v1, 0), _mm512_extractf32x8_ps(v1, 1));
-  const __m256 h2 = _mm256_add_ps(_mm512_extractf32x8_ps(v2, 0), _mm512_extractf32x8_ps(v2, 1));
-  const __m256 h3 = _mm256_add_ps(_mm512_extractf32x8_ps(v3, 0), _mm512_extractf32x8_ps(v3, 1));
-  const __m256 s01 = _mm256_hadd_ps(h0, h1);  // a01 a23 b01 b23 | a45 a67 b45 b67
-  const __m256 s23 = _mm256_hadd_ps(h2, h3);
-  const __m256 s = _mm256_hadd_ps(s01, s23);  // a0123 b0123 c0123 d0123 | a4567 ...
-  return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-}
-
-// Accumulates k range [p0, p1) (p1 - p0 may have a tail only in the last chunk).
-// st: MR * NB * U parked accumulators, read when load_st. If c != nullptr the
-// sums (+ bias) are written to c[r * ldc + j], otherwise parked in st.
-template <int MR, int NB, int U>
-void gemv_tile(const float* __restrict x, int64_t ldx, const float* __restrict w, int64_t ldw, int64_t p0,
-               int64_t p1, __m512* st, bool load_st, const float* bias, float* c, int64_t ldc) {
-  __m512 acc[MR][NB][U];
-#pragma GCC unroll 4
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-    for (int j = 0; j < NB; ++j)
-#pragma GCC unroll 4
-      for (int u = 0; u < U; ++u) acc[r][j][u] = load_st ? st[(r * NB + j) * U + u] : _mm512_setzero_ps();
-
-  int64_t p = p0;
-  for (; p + 16 * U <= p1; p += 16 * U) {
-#pragma GCC unroll 4
-    for (int u = 0; u < U; ++u) {
-      __m512 xv[MR];
-#pragma GCC unroll 4
-      for (int r = 0; r < MR; ++r) xv[r] = _mm512_loadu_ps(x + r * ldx + p + 16 * u);
-#pragma GCC unroll 4
-      for (int j = 0; j < NB; ++j) {
-        __m512 wv = _mm512_loadu_ps(w + j * ldw + p + 16 * u);
-        // Load w once into a register: GCC otherwise may re-load it as a
-        // memory operand of each of the MR FMAs.
-        if (MR > 1) SPARQ_PIN_ZMM(wv);
-#pragma GCC unroll 4
-        for (int r = 0; r < MR; ++r) acc[r][j][u] = _mm512_fmadd_ps(xv[r], wv, acc[r][j][u]);
-      }
-    }
+// sgemv (sgemv_impl.h) at the AVX-512 width: x rows in groups of 4 (4 x 4 = 16
+// accumulators), then the remainder (3, 2 or 1 rows).
+struct SgemvAvx512 {
+  using F = __m512;
+  using Mask = __mmask16;
+  static constexpr int64_t kLanes = 16;
+  static constexpr int kMaxGroup = 4;
+  static F zero() { return _mm512_setzero_ps(); }
+  static F load(const float* p) { return _mm512_loadu_ps(p); }
+  static Mask tail(int64_t n) { return lane_mask16(n); }
+  static F load_tail(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
+  static F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  static F add(F a, F b) { return _mm512_add_ps(a, b); }
+  template <int MR>
+  static void pin(F& v) {
+    if (MR > 1) SPARQ_PIN_ZMM(v);
   }
-  if (U > 1) {
-    for (; p + 16 <= p1; p += 16) {
-      __m512 xv[MR];
-#pragma GCC unroll 4
-      for (int r = 0; r < MR; ++r) xv[r] = _mm512_loadu_ps(x + r * ldx + p);
-#pragma GCC unroll 4
-      for (int j = 0; j < NB; ++j) {
-        const __m512 wv = _mm512_loadu_ps(w + j * ldw + p);
-#pragma GCC unroll 4
-        for (int r = 0; r < MR; ++r) acc[r][j][0] = _mm512_fmadd_ps(xv[r], wv, acc[r][j][0]);
-      }
-    }
+  // {sum v0, sum v1, sum v2, sum v3}
+  static __m128 hsum4(F v0, F v1, F v2, F v3) {
+    const __m256 h0 = _mm256_add_ps(_mm512_extractf32x8_ps(v0, 0), _mm512_extractf32x8_ps(v0, 1));
+    const __m256 h1 = _mm256_add_ps(_mm512_extractf32x8_ps(v1, 0), _mm512_extractf32x8_ps(v1, 1));
+    const __m256 h2 = _mm256_add_ps(_mm512_extractf32x8_ps(v2, 0), _mm512_extractf32x8_ps(v2, 1));
+    const __m256 h3 = _mm256_add_ps(_mm512_extractf32x8_ps(v3, 0), _mm512_extractf32x8_ps(v3, 1));
+    const __m256 s01 = _mm256_hadd_ps(h0, h1);  // a01 a23 b01 b23 | a45 a67 b45 b67
+    const __m256 s23 = _mm256_hadd_ps(h2, h3);
+    const __m256 s = _mm256_hadd_ps(s01, s23);  // a0123 b0123 c0123 d0123 | a4567 ...
+    return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
   }
-  if (p < p1) {  // k tail: masked lanes are not read and load as zero
-    const __mmask16 km = lane_mask16(p1 - p);
-    __m512 xv[MR];
-#pragma GCC unroll 4
-    for (int r = 0; r < MR; ++r) xv[r] = _mm512_maskz_loadu_ps(km, x + r * ldx + p);
-#pragma GCC unroll 4
-    for (int j = 0; j < NB; ++j) {
-      const __m512 wv = _mm512_maskz_loadu_ps(km, w + j * ldw + p);
-#pragma GCC unroll 4
-      for (int r = 0; r < MR; ++r) acc[r][j][0] = _mm512_fmadd_ps(xv[r], wv, acc[r][j][0]);
-    }
-  }
-
-  if (!c) {
-#pragma GCC unroll 4
-    for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-      for (int j = 0; j < NB; ++j)
-#pragma GCC unroll 4
-        for (int u = 0; u < U; ++u) st[(r * NB + j) * U + u] = acc[r][j][u];
-    return;
-  }
-  const __mmask8 nm = __mmask8((1u << NB) - 1u);
-  const __m128 bv = bias ? _mm_maskz_loadu_ps(nm, bias) : _mm_setzero_ps();
-#pragma GCC unroll 4
-  for (int r = 0; r < MR; ++r) {
-    __m512 v[4];
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {
-      if (j < NB) {
-        v[j] = acc[r][j][0];
-#pragma GCC unroll 4
-        for (int u = 1; u < U; ++u) v[j] = _mm512_add_ps(v[j], acc[r][j][u]);
-      } else {
-        v[j] = _mm512_setzero_ps();
-      }
-    }
-    _mm_mask_storeu_ps(c + r * ldc, nm, _mm_add_ps(hsum4(v[0], v[1], v[2], v[3]), bv));
-  }
-}
-
-// Columns [j, j + NB) for all m rows.
-template <int NB>
-void gemv_cols(const SgemvArgs& p, int64_t j) {
-  const float* w = p.w + j * p.ldw;
-  const float* bias = p.bias ? p.bias + j : nullptr;
-  if (p.m == 1) {
-    gemv_tile<1, NB, 2>(p.x, p.ldx, w, p.ldw, 0, p.k, nullptr, false, bias, p.c + j, p.ldc);
-    return;
-  }
-  __m512 st[kMV * NB * 2];
-  for (int64_t i0 = 0; i0 < p.m; i0 += kMV) {
-    const int64_t rows = p.m - i0 < kMV ? p.m - i0 : kMV;
-    int64_t pc = 0;
-    do {
-      const int64_t p1 = p.k - pc < kKV ? p.k : pc + kKV;
-      const bool last = p1 == p.k;
-      __m512* sg = st;
-      for (int64_t i = i0, rem = rows; rem > 0;) {
-        // Groups of 4 rows, then the remainder (3, 2 or 1 rows).
-        const int g = rem >= 4 ? 4 : int(rem);
-        const float* x = p.x + i * p.ldx;
-        float* c = last ? p.c + i * p.ldc + j : nullptr;
-        switch (g) {
-          case 4: gemv_tile<4, NB, 1>(x, p.ldx, w, p.ldw, pc, p1, sg, pc > 0, bias, c, p.ldc); break;
-          case 3: gemv_tile<3, NB, 1>(x, p.ldx, w, p.ldw, pc, p1, sg, pc > 0, bias, c, p.ldc); break;
-          case 2: gemv_tile<2, NB, 1>(x, p.ldx, w, p.ldw, pc, p1, sg, pc > 0, bias, c, p.ldc); break;
-          default: gemv_tile<1, NB, 2>(x, p.ldx, w, p.ldw, pc, p1, sg, pc > 0, bias, c, p.ldc); break;
-        }
-        sg += (g == 1 ? 2 : g) * NB;
-        i += g;
-        rem -= g;
-      }
-      pc = p1;
-    } while (pc < p.k);
-  }
-}
+  static __m128 load4(const float* p, int n) { return _mm_maskz_loadu_ps(__mmask8((1u << n) - 1u), p); }
+  static void store4(float* p, int n, __m128 v) { _mm_mask_storeu_ps(p, __mmask8((1u << n) - 1u), v); }
+  static int group(int64_t rem) { return rem >= 4 ? 4 : int(rem); }
+};
 
 }  // namespace
 
@@ -418,21 +307,6 @@ void sgemm_avx512(const SgemmArgs& p, int64_t m0, int64_t m1, int64_t nb0, int64
   }
 }
 
-void sgemv_avx512(const SgemvArgs& p, int64_t n0, int64_t n1) {
-  assert(0 <= n0 && n0 <= n1 && n1 <= p.n);
-  assert(p.m >= 0 && p.k >= 0 && (n1 - n0 <= 1 || p.ldw >= p.k));
-  assert(p.m <= 1 || (p.ldx >= p.k && p.ldc >= p.n));
-  n1 = n1 < p.n ? n1 : p.n;  // release builds clamp (see sgemm_avx512)
-  if (n0 >= n1 || p.m == 0) return;
-  assert(p.c && (p.k == 0 || (p.x && p.w)));
-  int64_t j = n0;
-  for (; j + 4 <= n1; j += 4) gemv_cols<4>(p, j);
-  switch (n1 - j) {
-    case 3: gemv_cols<3>(p, j); break;
-    case 2: gemv_cols<2>(p, j); break;
-    case 1: gemv_cols<1>(p, j); break;
-    default: break;
-  }
-}
+void sgemv_avx512(const SgemvArgs& p, int64_t n0, int64_t n1) { sgemv::run<SgemvAvx512>(p, n0, n1); }
 
 }  // namespace sparq
