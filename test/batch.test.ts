@@ -133,30 +133,52 @@ describe('batched decode (maxSequences)', function () {
     expect(await turns(batched, true)).to.deep.equal(await turns(solo, false));
   });
 
-  it('forward() waits for a generation in the model context (slot 0) and reset() refuses to cut it, with one slot or several', async () => {
+  it('forward() and reset() refuse to touch the model context (slot 0) while a generation holds it, with one slot or several; forward() calls made first run first', async () => {
     for (const m of [solo, batched]) {
       m.reset();
-      // alone: the generation's ids, then forward's logits on the context it leaves
       const want: number[] = [];
       for await (const t of m.generate(prompt(solo, 2, 6), { maxTokens: 6 })) want.push(t.id);
+      const genLength = m.length;
       const wantLogits = await m.forward([want[want.length - 1]!]);
       const wantLength = m.length;
-      // forward() called while the generation holds slot 0: it runs after it, in call order
+      // while the generation holds slot 0: refused, and the generation is untouched
       const gen = m.generate(prompt(solo, 2, 6), { maxTokens: 6 });
       const got: number[] = [];
       const first = await gen.next();  // the slot is held from here on
       got.push((first.value as { id: number }).id);
-      let ran = false;
-      const fwd = m.forward(Int32Array.from([want[want.length - 1]!])).then((l) => { ran = true; return l; });
-      expect(() => m.reset(), m === solo ? 'one slot' : 'four slots').to.throw(/a generation is running in the model's context/);
-      for (let r = await gen.next(); !r.done; r = await gen.next()) {
-        expect(ran, 'forward ran inside the generation').to.equal(false);
-        got.push(r.value.id);
-      }
-      expect(got).to.deep.equal(want);
-      expect(Array.from(await fwd)).to.deep.equal(Array.from(wantLogits));
+      const where = m === solo ? 'one slot' : 'four slots';
+      let refused = '';
+      await m.forward([1]).catch((e: Error) => { refused = e.message; });
+      expect(refused, where).to.match(/^forward: a generation is running in the model's context/);
+      refused = '';
+      await m.forwardAll([1, 2]).catch((e: Error) => { refused = e.message; });
+      expect(refused, where).to.match(/^forwardAll: a generation is running/);
+      expect(() => m.reset(), where).to.throw(/^reset: a generation is running in the model's context/);
+      for (let r = await gen.next(); !r.done; r = await gen.next()) got.push(r.value.id);
+      expect(got, where).to.deep.equal(want);
+      // free again: the same logits as before
+      expect(Array.from(await m.forward([want[want.length - 1]!]))).to.deep.equal(Array.from(wantLogits));
       expect(m.length).to.equal(wantLength);
-      m.reset();  // free again
+      // a forward() called before a generation that continues the context runs first
+      m.reset();
+      const fwd = m.forward(prompt(solo, 3, 5));
+      const cont: number[] = [];
+      for await (const t of m.generate([7], { maxTokens: 3, continue: true })) cont.push(t.id);
+      await fwd;
+      m.reset();
+      await m.forward(prompt(solo, 3, 5));
+      const alone: number[] = [];
+      for await (const t of m.generate([7], { maxTokens: 3, continue: true })) alone.push(t.id);
+      expect(cont, where).to.deep.equal(alone);
+      // and one that starts over (from an empty context) does not see its tokens
+      m.reset();
+      const fwd2 = m.forward(prompt(solo, 4, 5));
+      const fresh: number[] = [];
+      for await (const t of m.generate(prompt(solo, 2, 6), { maxTokens: 6 })) fresh.push(t.id);
+      await fwd2;
+      expect(fresh, where).to.deep.equal(want);
+      expect(m.length, where).to.equal(genLength);
+      m.reset();
       expect(m.length).to.equal(0);
     }
   });

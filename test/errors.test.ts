@@ -110,6 +110,26 @@ describe('the addon checks spans itself (calls that bypass the TS layer)', () =>
     o.dispose();
   });
 
+  it('meta() survives a setter that disposes the object while it fills the answer', () => {
+    const N = loadNative();
+    const w = new N.Storage(64 * 64 * 4);
+    const sp = N.sparseFromDense(w, 0, 64, 64, 'bitmask', 0, 0, true, true);
+    const q = N.quantizeWeight(w, 0, 64, 64, 0, false, true);
+    let calls = 0;
+    for (const [obj, key] of [[sp, 'nnz'], [q, 'groups']] as const) {
+      Object.defineProperty(Object.prototype, key, { configurable: true, set() { calls++; obj.dispose(); } });
+      try {
+        const m = obj.meta() as Record<string, unknown>;
+        expect(m.bytes).to.be.a('number');  // read after the dispose, from what the call holds
+      } finally {
+        delete (Object.prototype as Record<string, unknown>)[key];
+      }
+      expect(() => obj.meta()).to.throw(/has been disposed/);
+    }
+    expect(calls).to.equal(2);
+    w.dispose();
+  });
+
   it('bindings with an options object name the field that is wrong', () => {
     const N = loadNative();
     const s = new N.Storage(4096), o = new N.Storage(64);

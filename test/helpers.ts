@@ -39,7 +39,7 @@ export async function settled(read: () => number): Promise<number> {
  * failure can be repeated (SPARQ_SEED=N npm test). mulberry32: 2^32 states, plenty for inputs.
  */
 export const SEED = process.env.SPARQ_SEED !== undefined ? Number(process.env.SPARQ_SEED) >>> 0 : (Date.now() ^ (process.pid << 16)) >>> 0;
-console.log(`  random inputs: seed ${SEED} (SPARQ_SEED=${SEED} repeats them)`);
+console.log(`  random inputs: seed ${SEED} (SPARQ_SEED=${SEED} repeats them for the same test files and --grep)`);
 let rngState = SEED;
 /** Uniform in [0, 1), from SEED. */
 export function random(): number {

@@ -120,6 +120,8 @@ interface NativeModel {
 
 const KV = { f32: 0, f16: 1, i8: 2 } as const;
 /** @internal the KV cache storage when LoadModelOptions.kvCache is not given (llama.cpp's default too) */
+const SLOT0_BUSY = 'a generation is running in the model\'s context (KV slot 0); leave its loop or abort it first';
+
 export const DEFAULT_KV_CACHE = 'f16';
 /** The context a model gets unless loadModel is given maxSeq: its own, up to this (llama.cpp's tools default to 4096) */
 const DEFAULT_MAX_SEQ = 8192;
@@ -240,29 +242,23 @@ export class Model {
 
   /**
    * Appends tokens to the context (KV slot 0) and returns the logits of the last one
-   * (Float32Array(vocab)). A generation running in that slot (continue, a conversation,
-   * or any generation while the slot was free) is waited for, in call order, so that
-   * neither sees the other's tokens: do not await it inside such a generation's loop.
+   * (Float32Array(vocab)). Rejects while a generation runs in that slot (continue, a
+   * conversation, or any generation that found it free), which would see these tokens
+   * in its context: leave its loop, or abort it, first. Calls run in call order.
    */
   forward(ids: readonly number[] | Int32Array): Promise<Float32Array> {
     return this.own('forward', ids, false);
   }
 
-  /** Appends tokens and returns the logits of every one of them (Float32Array(n * vocab)); waits as forward() does. */
+  /** Appends tokens and returns the logits of every one of them (Float32Array(n * vocab)); as forward(). */
   forwardAll(ids: readonly number[] | Int32Array): Promise<Float32Array> {
     return this.own('forwardAll', ids, true);
   }
 
-  /** A step in the model's own context: KV slot 0, held for the call. */
-  private async own(op: string, ids: readonly number[] | Int32Array, all: boolean): Promise<Float32Array> {
-    const toks = this.checkIds(op, ids);  // copied now: the caller may change ids while this waits
-    this.live(op);
-    const slot = await this.slots.acquire(0);
-    try {
-      return await this.serial(() => this.live(op).forward(toks, all));
-    } finally {
-      this.slots.release(slot);
-    }
+  /** A step in the model's own context (KV slot 0), refused while a generation holds it. */
+  private own(op: string, ids: readonly number[] | Int32Array, all: boolean): Promise<Float32Array> {
+    if (this.slots.held(0)) return Promise.reject(new Error(`${op}: ${SLOT0_BUSY}`));
+    return this.step(op, ids, all);
   }
 
   private step(op: string, ids: readonly number[] | Int32Array, all: boolean, out?: Float32Array): Promise<Float32Array> {
@@ -274,10 +270,10 @@ export class Model {
     }
   }
 
-  /** Empties the context. Throws while a generation runs in it (KV slot 0): leave its loop, or abort it, first. */
+  /** Empties the context. Throws while a generation runs in it (KV slot 0), as forward() rejects. */
   reset(): void {
     const nat = this.live('reset');
-    if (this.slots.held(0)) throw new Error('reset: a generation is running in the model\'s context (KV slot 0); leave its loop or abort it first');
+    if (this.slots.held(0)) throw new Error(`reset: ${SLOT0_BUSY}`);
     nat.truncate(0);
   }
 
@@ -327,6 +323,9 @@ export class Model {
     const slot = await this.slots.acquire(own ? 0 : -1, opts.signal);
     try {
       opts.signal?.throwIfAborted();
+      // forward() calls made before this one finish first: the context is then stable
+      // (forward() refuses to run while the slot is held)
+      if (slot === 0) await this.serial(async () => undefined);
       const nat = this.live(op);
       let cont = opts.continue === true, keep = cont ? nat.pos(slot) : 0;  // stable now: the slot is ours
       if (prepare) {

@@ -74,7 +74,8 @@ Storage::Storage(const Napi::CallbackInfo& info) : NativeHandle(info) {
 // write(typedArray, byteOffset)
 Napi::Value Storage::Write(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const Block& b = *Owned("write");
+  const BlockPtr keep = Owned("write");
+  const Block& b = *keep;
   if (info.Length() < 2 || !info[0].IsTypedArray()) throw Napi::TypeError::New(env, "write: expected (TypedArray, byteOffset)");
   Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
   const int64_t off = ArgInt(info, 1, "write", "byteOffset", 0, int64_t(b.bytes));
@@ -94,7 +95,8 @@ Napi::Value Storage::Write(const Napi::CallbackInfo& info) {
 // read(byteOffset, byteLength) -> ArrayBuffer (a copy owned by JS)
 Napi::Value Storage::Read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const Block& b = *Owned("read");
+  const BlockPtr keep = Owned("read");
+  const Block& b = *keep;
   const int64_t off = ArgInt(info, 0, "read", "byteOffset", 0, int64_t(b.bytes));
   const int64_t len = ArgInt(info, 1, "read", "byteLength", 0, int64_t(b.bytes) - off);
   Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, size_t(len));

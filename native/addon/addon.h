@@ -103,6 +103,8 @@ class NativeHandle : public Napi::ObjectWrap<Derived> {
     return d->Owned(what);
   }
   // What this object owns; throws "what: <kDisposed>" (just kDisposed without `what`).
+  // A method that runs JS meanwhile (Object::Set can call a setter that disposes
+  // this object) keeps a copy of it, not the reference.
   const P& Owned(const char* what = nullptr) const {
     if (!Present(p_)) throw Napi::Error::New(this->Env(), what ? std::string(what) + ": " + Derived::kDisposed : std::string(Derived::kDisposed));
     return p_;

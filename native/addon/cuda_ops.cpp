@@ -32,7 +32,9 @@ class DeviceWeight : public NativeHandle<DeviceWeight, std::shared_ptr<sparq::De
 
  private:
   Napi::Value Meta(const Napi::CallbackInfo& info) {
-    const sparq::DeviceLinear& w = *Owned("meta");
+    // held for the call: a setter run by o.Set could dispose() this object
+    const auto keep = Owned("meta");
+    const sparq::DeviceLinear& w = *keep;
     static const char* kinds[] = {"f32", "int8", "csr", "nm"};
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("n", double(w.n));

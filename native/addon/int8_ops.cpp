@@ -18,7 +18,8 @@ Napi::Function Packed::Define(Napi::Env env) {
 }
 
 Napi::Value Packed::Meta(const Napi::CallbackInfo& info) {
-  const sparq::PackedWeight& w = *Owned();
+  const auto keep = Owned();  // held for the call: a setter run by o.Set could dispose() this object
+  const sparq::PackedWeight& w = *keep;
   const sparq::PackedS8& b = w.view();
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("n", double(b.n));
@@ -35,7 +36,8 @@ Napi::Value Packed::Meta(const Napi::CallbackInfo& info) {
 // unpack() -> { values: ArrayBuffer (int8 n*k), scales: ArrayBuffer (f32 n*groups), zeros: ArrayBuffer (i32 n*groups) }
 Napi::Value Packed::Unpack(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const sparq::PackedS8& b = Owned()->view();
+  const auto keep = Owned();
+  const sparq::PackedS8& b = keep->view();
   Napi::ArrayBuffer values = Napi::ArrayBuffer::New(env, size_t(b.n * b.k));
   Napi::ArrayBuffer scales = Napi::ArrayBuffer::New(env, size_t(b.n * b.groups) * 4);
   Napi::ArrayBuffer zeros = Napi::ArrayBuffer::New(env, size_t(b.n * b.groups) * 4);

@@ -32,7 +32,7 @@ class Linear : public NativeHandle<Linear, sparq::LinearWeight> {
 
  private:
   Napi::Value Meta(const Napi::CallbackInfo& info) {
-    const sparq::LinearWeight& w = Owned("meta");
+    const sparq::LinearWeight w = Owned("meta");  // a copy (shared data): a setter run by o.Set could dispose() this object
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("format", w.format->name);
     o.Set("n", double(w.n));

@@ -29,7 +29,8 @@ class Quant4 : public NativeHandle<Quant4, std::shared_ptr<sparq::PackedQ4>> {
 
  private:
   Napi::Value Meta(const Napi::CallbackInfo& info) {
-    const sparq::PackedQ4& p = *Owned("meta");
+    const auto keep = Owned("meta");  // held for the call: a setter run by o.Set could dispose() this object
+    const sparq::PackedQ4& p = *keep;
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("n", double(p.n));
     o.Set("k", double(p.k));

@@ -29,7 +29,8 @@ class Sparse : public NativeHandle<Sparse, std::shared_ptr<sparq::SparseWeight>>
 
  private:
   Napi::Value Meta(const Napi::CallbackInfo& info) {
-    const sparq::SparseWeight& s = *Owned("meta");
+    const auto keep = Owned("meta");  // held for the call: a setter run by o.Set could dispose() this object
+    const sparq::SparseWeight& s = *keep;
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("format", sparq::sparse_format_name(s.format));
     o.Set("n", double(s.n));
