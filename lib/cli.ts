@@ -55,8 +55,8 @@ const USAGE = `usage:
   --isa       comma-separated int8 paths to run (${ISAS.join(', ')}); default: every path this CPU supports but ref
   --quick     fewer shapes and shorter timing
   compress    quantizes and/or prunes the model and writes it to one file (loadModel reads it back); with both,
-              the pruned weights get int8 values; calibration text: --calibration FILE (paragraphs) or 2048 tokens
-              the model samples itself; an OUT ending in .gguf is a GGUF file (llama.cpp reads it) in a ggml type
+              the pruned weights get int8 values (--quantize int8) or int4 ones (--quantize int4[:gN], default g64);
+              calibration text: --calibration FILE (paragraphs) or 2048 tokens the model samples itself; an OUT ending in .gguf is a GGUF file (llama.cpp reads it) in a ggml type
   eval        scores the model (as loaded with --weights, pruned with --prune, quantized with --quantize) against the reference (default: the
               same file in f32): perplexity of both, mean / p50 / p90 / p99 KL divergence, top-1 agreement; the
               evaluation text is --text FILE, or N tokens the reference samples itself (--sample, default 2048)
@@ -249,8 +249,10 @@ async function compressCmd(args: string[]): Promise<number> {
     const calibration = async () => (calFile ? readBoundedFile(calFile, 'sparq', 'calibration text').toString('utf8').split(/\n\s*\n/).filter((t) => t.trim())
       : await sampleTokens(src, 2048, seed + 100000));
     if (spec) {
-      if (qspec && qspec !== 'int8') throw new Error('--prune with --quantize takes int8 (sparse int8 values have one scale per row)');
-      m = await pruneModel(src, { ...pruneSpec(spec), weights: qspec ? 'int8' : 'f32', calibration: await calibration(), onProgress: progressBar('prune   ') });
+      const q4 = qspec ? /^int4(?::g(32|64|128))?$/.exec(qspec) : null;
+      if (qspec && qspec !== 'int8' && !q4) throw new Error('--prune with --quantize takes int8 (one scale per row) or int4[:g32|g64|g128] (f16 scales per group of columns; default g64)');
+      const values = q4 ? { weights: 'int4' as const, ...(q4[1] ? { groupSize: Number(q4[1]) } : {}) } : { weights: qspec ? 'int8' as const : 'f32' as const };
+      m = await pruneModel(src, { ...pruneSpec(spec), ...values, calibration: await calibration(), onProgress: progressBar('prune   ') });
     } else {
       m = await quantizeModel(src, { ...(await quantizeSpec(args, qspec!, calibration)), onProgress: progressBar('quantize') });
     }

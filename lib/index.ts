@@ -7,7 +7,7 @@ export {
   type QuantizeOptions, type Granularity, type QuantizationError, type ObserverOptions, type ObserverMethod, type QuantParams,
 } from './quantize';
 export { matmulInt8, linear, matmul, type LinearOptions } from './ops';
-export { prune, pruneRows, SparseTensor, type PruneOptions, type PruneRowsOptions, type SparseFormat } from './sparse';
+export { prune, pruneRows, SparseTensor, type PruneOptions, type PruneRowsOptions, type SparseFormat, type QuantizeSparseOptions } from './sparse';
 export { rmsnorm, softmax, swiglu, add, rope, type RmsNormOptions, type RopeOptions } from './small_ops';
 export { loadModel, saveModel, Model, type ModelConfig, type LoadModelOptions, type GenerateOptions, type GeneratedToken, type GenerationStats, type PruneReport } from './model/model';
 export { Tokenizer, type EncodeOptions, type PackedPieces, type TokenizerSpec } from './model/tokenizer';

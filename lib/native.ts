@@ -60,7 +60,7 @@ export interface NativeDeviceWeight {
 }
 
 export interface NativeSparse {
-  meta(): { format: 'csr' | 'bitmask' | 'nm'; n: number; k: number; nnz: number; int8: boolean; N: number; M: number; bytes: number };
+  meta(): { format: 'csr' | 'bitmask' | 'nm'; n: number; k: number; nnz: number; int8: boolean; int4: boolean; group: number; N: number; M: number; bytes: number };
   toDense(out: NativeStorage, off: number): Promise<void>;
   dispose(): void;
 }
@@ -135,7 +135,7 @@ export interface NativeBinding {
   sparseFormats: string[];
   sparseFromDense(w: S, off: Off, n: number, k: number, format: string, N: number, M: number, int8: boolean, sync: true): NativeSparse;
   sparseFromDense(w: S, off: Off, n: number, k: number, format: string, N: number, M: number, int8: boolean, sync: false): Promise<NativeSparse>;
-  sparseQuantize(s: NativeSparse): NativeSparse;
+  sparseQuantize(s: NativeSparse, bits?: 4 | 8, group?: number): NativeSparse;
   sparseConcat(parts: NativeSparse[]): NativeSparse;
   gptq(w: S, off: Off, n: number, k: number, h: Float64Array, bits: number, group: number, dampening: number): Promise<{ packed?: NativePacked; q4?: NativeQ4; error: number; rtnError: number }>;
   q4Quantize(w: S, off: Off, n: number, k: number, group: number): Promise<NativeQ4>;

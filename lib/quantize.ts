@@ -4,7 +4,7 @@
 // the int8 GEMM kernels read; values/scales are unpacked on demand.
 import { CudaWeight } from './cuda';
 import { expectTensor, inputScaleOf } from './errors';
-import { SparseTensor, quantizeSparse } from './sparse';
+import { SparseTensor, quantizeSparse, type QuantizeSparseOptions } from './sparse';
 import { loadNative, type NativePacked, type PackedMeta } from './native';
 import { Tensor, parseDevice } from './tensor';
 
@@ -170,12 +170,13 @@ export class QuantizedTensor {
 /** Quantizes an f32 weight [n, k] (nn.Linear layout) to int8 and prepacks it. Runs on the
  *  calling thread (one-time preparation); use quantizeAsync for large weights in servers. */
 export function quantize(w: Tensor, opts?: QuantizeOptions): QuantizedTensor;
-/** A pruned weight keeps its sparsity and gets int8 values (one scale per output row). */
-export function quantize(w: SparseTensor): SparseTensor;
-export function quantize(w: Tensor | SparseTensor, opts: QuantizeOptions = {}): QuantizedTensor | SparseTensor {
-  if (w instanceof SparseTensor) return quantizeSparse(w);
+/** A pruned weight keeps its sparsity and gets int8 values (one scale per output row), or
+ *  int4 values with `{ bits: 4, groupSize }` (one f16 scale per row and group of columns). */
+export function quantize(w: SparseTensor, opts?: QuantizeSparseOptions): SparseTensor;
+export function quantize(w: Tensor | SparseTensor, opts: QuantizeOptions | QuantizeSparseOptions = {}): QuantizedTensor | SparseTensor {
+  if (w instanceof SparseTensor) return quantizeSparse(w, opts as QuantizeSparseOptions);
   const t = expectTensor('quantize', 'w', w, ['f32'], 2);
-  const { group, symmetric } = resolveOptions('quantize', opts);
+  const { group, symmetric } = resolveOptions('quantize', opts as QuantizeOptions);
   const [n, k] = t.shape as [number, number];
   if (n === 0 || k === 0) throw new RangeError(`quantize: w must be non-empty; got shape [${n}, ${k}]`);
   return new QuantizedTensor(loadNative().quantizeWeight(t._storage, t._offset, n, k, group, !symmetric, true));

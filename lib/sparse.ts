@@ -25,11 +25,16 @@ export interface PruneOptions {
   format?: SparseFormat;
 }
 
-/** A pruned [n, k] weight in a sparse format, f32 or int8 values (one scale per row). */
+/**
+ * A pruned [n, k] weight in a sparse format: f32 values, int8 values (one scale per
+ * row) or int4 values (bitmask and N:M: one f16 scale per row and `groupSize` columns).
+ */
 export class SparseTensor {
   readonly shape: readonly [number, number];
   readonly format: SparseFormat;
-  readonly dtype: 'f32' | 'i8';
+  readonly dtype: 'f32' | 'i8' | 'i4';
+  /** int4: columns per scale (32, 64 or 128); 0 otherwise */
+  readonly groupSize: number;
   /** fraction of the n x k weights that are zero */
   readonly sparsity: number;
   /** the N:M pattern, if any */
@@ -42,7 +47,8 @@ export class SparseTensor {
     this._native = native;
     this.shape = Object.freeze([m.n, m.k]) as readonly [number, number];
     this.format = m.format;
-    this.dtype = m.int8 ? 'i8' : 'f32';
+    this.dtype = m.int4 ? 'i4' : m.int8 ? 'i8' : 'f32';
+    this.groupSize = m.group;
     this.sparsity = sparsity;
     this.pattern = pattern;
   }
@@ -206,11 +212,27 @@ export function prune(w: Tensor, opts: PruneOptions = {}): SparseTensor {
   }
 }
 
-/** The same sparse weight with int8 values (one symmetric scale per output row). */
-export function quantizeSparse(sw: SparseTensor): SparseTensor {
-  const s = sw._check('quantize');
-  if (sw.dtype === 'i8') throw new TypeError('quantize: the sparse weight is already int8');
-  return new SparseTensor(loadNative().sparseQuantize(s), sw.sparsity, sw.pattern);
+export interface QuantizeSparseOptions {
+  /** 8 (default): int8 values, one symmetric scale per output row. 4: int4 values in [-7, 7]
+   *  with one f16 scale per row and `groupSize` columns (bitmask and N:M formats). */
+  bits?: 8 | 4;
+  /** int4: columns per scale, 32, 64 (default: 32 values per scale at 50% sparsity) or 128 */
+  groupSize?: number;
+}
+
+/** The same sparse weight with quantized values: int8 (one symmetric scale per output row) or int4. */
+export function quantizeSparse(sw: SparseTensor, opts: QuantizeSparseOptions = {}): SparseTensor {
+  const op = 'quantize';
+  checkOptions(op, opts);
+  const s = sw._check(op);
+  if (sw.dtype !== 'f32') throw new TypeError(`${op}: the sparse weight is already quantized (${sw.dtype})`);
+  const bits = opts.bits ?? 8;
+  if (bits !== 8 && bits !== 4) throw new RangeError(`${op}: bits must be 8 or 4; got ${describe(opts.bits)}`);
+  const group = opts.groupSize ?? 64;
+  if (bits === 8 && opts.groupSize !== undefined) throw new TypeError(`${op}: groupSize applies to 4-bit sparse values (int8 ones have one scale per row)`);
+  if (![32, 64, 128].includes(group)) throw new RangeError(`${op}: groupSize must be 32, 64 or 128; got ${describe(opts.groupSize)}`);
+  if (bits === 4 && sw.format === 'csr') throw new TypeError(`${op}: 4-bit sparse values need the bitmask or nm format (csr spends 2-4 bytes on each value's column)`);
+  return new SparseTensor(loadNative().sparseQuantize(s, bits, group), sw.sparsity, sw.pattern);
 }
 
 export interface PruneRowsOptions {

@@ -3,8 +3,9 @@
 // dense model (mean KL divergence and top-1 agreement, recorded).
 import { expect } from 'chai';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
-import { loadModel, pruneModel, type Model } from '../lib/index';
+import { loadModel, pruneModel, saveModel, type Model } from '../lib/index';
 import { planModel } from '../lib/model/model';
 import { STORIES_MODEL as MODEL, STORIES_TOK as TOK, needStories } from './helpers';
 
@@ -175,6 +176,48 @@ describe('pruneModel: stories260K', function () {
     }
   });
 
+  it('int4 values (2:4 and Wanda 50%): half zero, ~0.4 bytes per weight, close to the int8-valued model; saved and loaded back exactly', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sparq-prune4-'));
+    const models: Model[] = [];
+    try {
+      for (const o of [{ pattern: '2:4' as const }, { sparsity: 0.5 }]) {
+        const p4 = await pruneModel(dense, { ...o, calibration: calib, weights: 'int4' });
+        const p8 = await pruneModel(dense, { ...o, calibration: calib, weights: 'int8' });
+        models.push(p4, p8);
+        const name = o.pattern ?? 'unstructured 50%';
+        for (const l of p4.pruneReport!.layers) {
+          expect(l.format, l.name).to.equal(o.pattern ? 'nm' : 'bitmask');
+          expect(l.sparsity, l.name).to.be.closeTo(0.5, 0.01);
+          // 0.25 (values) + 0.125 (mask / indices, whole words / groups a row) + 2 / 64 (f16 scales) bytes per
+          // weight, the bitmask's row pointers (8 bytes a row), the padding of vector loads past the end (64 bytes each)
+          const [n, k] = l.shape;
+          const pattern = o.pattern ? n * Math.ceil(Math.ceil(k / 4) * 2 * 2 / 8) + 64 : n * Math.ceil(k / 32) * 4 + 8 * (n + 1);
+          const want = n * k / 4 + pattern + n * Math.ceil(k / 64) * 2 + 64;
+          expect(l.bytes, l.name).to.be.within(want - 0.01 * n * k, want + 0.01 * n * k);
+        }
+        const r4 = await compare(dense, p4, evalSeqs), r8 = await compare(dense, p8, evalSeqs), r48 = await compare(p8, p4, evalSeqs);
+        console.log(`      stories260K ${name} int4: mean KL ${r4.kl.toFixed(4)} (int8 values: ${r8.kl.toFixed(4)}; int4 vs int8 ${r48.kl.toFixed(4)}), ` +
+          `top-1 ${(100 * r4.top1).toFixed(1)}%, ${p4.pruneReport!.bytes} bytes (int8 values: ${p8.pruneReport!.bytes})`);
+        expect(r48.kl, name).to.be.above(0).and.below(0.75);
+        expect(p4.pruneReport!.bytes).to.be.below(0.7 * p8.pruneReport!.bytes);  // 0.41 against 0.63 bytes per weight
+        let n = 0;
+        for await (const _ of p4.generate('Once upon a time', { maxTokens: 10 })) n++;
+        expect(n, name).to.be.above(0);
+        // save / load: the same logits, bit for bit
+        const file = path.join(tmp, `p4-${models.length}.safetensors`);
+        await saveModel(p4, file);
+        const back = await loadModel(file, { tokenizer: TOK });
+        models.push(back);
+        p4.reset();
+        const a = await p4.forwardAll(evalSeqs[0]!), b = await back.forwardAll(evalSeqs[0]!);
+        expect(Buffer.from(b.buffer, b.byteOffset, b.byteLength).equals(Buffer.from(a.buffer, a.byteOffset, a.byteLength)), name).to.equal(true);
+      }
+    } finally {
+      models.forEach((m) => m.dispose());
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
   it('bad options give clear errors', async () => {
     const cases: [object, RegExp][] = [
       [{ method: 'wanda' }, /needs calibration/],
@@ -182,7 +225,10 @@ describe('pruneModel: stories260K', function () {
       [{ pattern: '2:4', sparsity: 0.3 }, /fixes the sparsity/],
       [{ calibration: [] }, /non-empty array/],
       [{ structured: { ffn: 1 } }, /structured.ffn must be in \[0, 1\)/],
-      [{ weights: 'int4' }, /weights must be/],
+      [{ weights: 'int2' }, /weights must be 'f32', 'int8' or 'int4'/],
+      [{ weights: 'int4', format: 'csr' }, /'int4' need the bitmask or nm format/],
+      [{ weights: 'int4', groupSize: 48 }, /groupSize must be 32, 64 or 128/],
+      [{ groupSize: 64 }, /groupSize applies to weights 'int4'/],
       [{ method: 'wanda', granularity: 'global', calibration: [[1, 2]] }, /applies to unstructured magnitude/],
       [{ calibration: [[1, 2, 99999]] }, /outside \[0, 512\)/],
     ];

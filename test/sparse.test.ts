@@ -3,7 +3,7 @@
 import { expect } from 'chai';
 import { Tensor, info, linear, prune, pruneRows, quantize, type SparseFormat } from '../lib/index';
 import { globalThreshold } from '../lib/model/prune';
-import { describeEachIsa, quantRowsRef, randn, refLinear, relErr, random } from './helpers';
+import { describeEachIsa, f16round, quantRowsRef, randn, refLinear, relErr, random, roundEven } from './helpers';
 
 const shapes: [number, number][] = [[1, 1], [7, 33], [16, 64], [33, 100], [64, 257]];
 const f = Math.fround;
@@ -54,6 +54,64 @@ describeEachIsa('sparse linear', () => {
           }
           [w, X, B].forEach((t) => t.dispose());
         }
+  });
+});
+
+/** int4 sparse values: per row and group of `g` columns, scale = f16(max|w| / 7), q = round(w / scale) in [-7, 7]. */
+function quant4Ref(w: ArrayLike<number>, n: number, k: number, g: number): { q: Int32Array; s: Float64Array } {
+  const G = Math.ceil(k / g), q = new Int32Array(n * k), s = new Float64Array(n * G);
+  for (let j = 0; j < n; j++)
+    for (let b = 0; b < G; b++) {
+      let mx = 0;
+      for (let c = b * g; c < Math.min(k, b * g + g); c++) mx = Math.max(mx, Math.abs(w[j * k + c]!));
+      const sc = f16round(f(mx / 7)), inv = sc > 0 ? f(1 / sc) : 0;
+      s[j * G + b] = sc;
+      for (let c = b * g; c < Math.min(k, b * g + g); c++) q[j * k + c] = Math.max(-7, Math.min(7, roundEven(f(w[j * k + c]! * inv))));
+    }
+  return { q, s };
+}
+
+describeEachIsa('sparse int4 values', () => {
+  it('bitmask and N:M, groups of 32 / 64 / 128, m = 1..40: dequantized exactly as the reference quantizes, products within 1e-5 of it', async () => {
+    for (const [n, k] of [[1, 1], [7, 33], [16, 64], [33, 100], [64, 257], [5, 130]] as [number, number][])
+      for (const [name, o] of [['bitmask 50%', { sparsity: 0.5, format: 'bitmask' }], ['bitmask 90%', { sparsity: 0.9, format: 'bitmask' }],
+        ['2:4', { pattern: '2:4' }], ['4:8', { pattern: '4:8' }]] as [string, Parameters<typeof prune>[1]][]) {
+        const w = Tensor.from(randn(n * k), [n, k]);
+        const sw = prune(w, o);
+        const pruned = (await sw.toDense()).toArray();
+        for (const g of [32, 64, 128]) {
+          const s = quantize(sw, { bits: 4, groupSize: g });
+          const label = `${name} g${g} n=${n} k=${k}`;
+          expect([s.dtype, s.groupSize, s.format, s.pattern], label).to.deep.equal(['i4', g, sw.format, sw.pattern]);
+          const R = quant4Ref(pruned, n, k, g), G = Math.ceil(k / g);
+          const deq = (await s.toDense()).toArray();
+          for (let i = 0; i < n * k; i++) {
+            const want = R.q[i]! * R.s[Math.floor(i / k) * G + Math.floor((i % k) / g)]!;
+            if (deq[i] !== f(want)) expect.fail(`${label}: element ${i} dequantizes to ${deq[i]}, want ${want}`);
+          }
+          for (const m of [1, 3, 8, 9, 15, 16, 40]) {
+            const x = randn(m * k), bias = randn(n);
+            const X = Tensor.from(x, [m, k]), B = Tensor.from(bias);
+            const y = (await linear(X, s, B)).toArray();
+            const A = quantRowsRef(x, m, k), ref = new Float64Array(m * n);
+            for (let i = 0; i < m; i++)
+              for (let j = 0; j < n; j++) {
+                let acc = 0;
+                for (let b = 0; b < G; b++) {
+                  let sum = 0;
+                  for (let c = b * g; c < Math.min(k, b * g + g); c++) sum += A.q[i * k + c]! * R.q[j * k + c]!;
+                  acc += sum * R.s[j * G + b]!;
+                }
+                ref[i * n + j] = acc * A.s[i]! + bias[j]!;
+              }
+            expect(relErr(y, ref), `${label} m=${m}`).to.be.below(1e-5);
+            [X, B].forEach((t) => t.dispose());
+          }
+          s.dispose();
+        }
+        sw.dispose();
+        w.dispose();
+      }
   });
 });
 
@@ -228,7 +286,12 @@ describe('pruners', function () {
       [() => prune(Tensor.from(randn(8), [8]), {}), /'w' must have 2 dimensions/],
       [() => linear(Tensor.from(randn(3 * 5), [3, 5]), prune(w, {})), /w\.shape\[1\]/],
       [() => { const s = prune(w, {}); s.dispose(); return linear(Tensor.from(randn(8), [1, 8]), s); }, /disposed/],
-      [() => quantize(quantize(prune(w, {}))), /already int8/],
+      [() => quantize(quantize(prune(w, {}))), /already quantized \(i8\)/],
+      [() => quantize(quantize(prune(w, {}), { bits: 4 })), /already quantized \(i4\)/],
+      [() => quantize(prune(w, { format: 'csr' }), { bits: 4 }), /need the bitmask or nm format/],
+      [() => quantize(prune(w, {}), { bits: 4, groupSize: 16 }), /groupSize must be 32, 64 or 128/],
+      [() => quantize(prune(w, {}), { groupSize: 32 }), /groupSize applies to 4-bit/],
+      [() => quantize(prune(w, {}), { bits: 2 as 4 }), /bits must be 8 or 4/],
     ];
     for (const [f, re] of fails) {
       let err: Error | undefined;

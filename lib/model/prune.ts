@@ -5,7 +5,7 @@
 // running the calibration text through the model itself (one pass, dense).
 // See docs/DESIGN.md ("Pruning a model").
 import { checkOptions, describe } from '../errors';
-import { loadNative, type NativePacked, type NativeSparse } from '../native';
+import { loadNative, type NativePacked, type NativeQ4, type NativeSparse } from '../native';
 import { quantize } from '../quantize';
 import { prune, SparseTensor, type SparseFormat } from '../sparse';
 import { Tensor } from '../tensor';
@@ -24,8 +24,11 @@ export interface PruneModelOptions {
   granularity?: 'layer' | 'row' | 'global';
   /** sparse storage (default: 'nm' for N:M, 'csr' at >= 80% sparsity, else 'bitmask') */
   format?: SparseFormat;
-  /** values of the pruned model's linears (default: the source model's) */
-  weights?: 'f32' | 'int8';
+  /** values of the pruned model's linears (default: the source model's): f32, int8 (one scale per row),
+   *  or int4 (bitmask and N:M storage; one f16 scale per row and `groupSize` columns) */
+  weights?: 'f32' | 'int8' | 'int4';
+  /** int4 values: columns per scale, 32, 64 (default) or 128 */
+  groupSize?: number;
   /** calibration text (encoded with BOS) or token id arrays: Wanda's activation norms, and the structured scores */
   calibration?: readonly (string | readonly number[])[];
   /** tokens per calibration sequence at most (default min(maxSeq, 512)) */
@@ -118,11 +121,16 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
   if (pattern === 'unstructured' && !(typeof sparsity === 'number' && sparsity >= 0 && sparsity <= 1)) throw new RangeError(`${OP}: sparsity must be in [0, 1]; got ${describe(opts.sparsity)}`);
   if (pattern !== 'unstructured' && opts.sparsity !== undefined) throw new RangeError(`${OP}: pattern ${pattern} fixes the sparsity; leave sparsity out`);
   const weights = opts.weights ?? src.opts.weights ?? 'f32';
-  if (weights !== 'f32' && weights !== 'int8') throw new TypeError(`${OP}: weights must be 'f32' or 'int8'; got ${describe(weights)}`);
+  if (weights !== 'f32' && weights !== 'int8' && weights !== 'int4') throw new TypeError(`${OP}: weights must be 'f32', 'int8' or 'int4'; got ${describe(weights)}`);
+  const groupSize = opts.groupSize ?? 64;
+  if (opts.groupSize !== undefined && weights !== 'int4') throw new TypeError(`${OP}: groupSize applies to weights 'int4'`);
+  if (![32, 64, 128].includes(groupSize)) throw new RangeError(`${OP}: groupSize must be 32, 64 or 128; got ${describe(opts.groupSize)}`);
   const granularity = opts.granularity;
   if (granularity !== undefined && granularity !== 'layer' && granularity !== 'row' && granularity !== 'global') throw new TypeError(`${OP}: granularity must be 'layer', 'row' or 'global'; got ${describe(granularity)}`);
   if (granularity === 'global' && (method !== 'magnitude' || pattern !== 'unstructured')) throw new RangeError(`${OP}: granularity 'global' applies to unstructured magnitude pruning (Wanda scores of different layers are not comparable)`);
-  const format: SparseFormat = opts.format ?? (pattern !== 'unstructured' ? 'nm' : sparsity >= 0.8 ? 'csr' : 'bitmask');
+  // int4 values never go to csr (its columns cost 2-4 bytes a value)
+  const format: SparseFormat = opts.format ?? (pattern !== 'unstructured' ? 'nm' : sparsity >= 0.8 && weights !== 'int4' ? 'csr' : 'bitmask');
+  if (weights === 'int4' && format === 'csr') throw new TypeError(`${OP}: weights 'int4' need the bitmask or nm format`);
   const progress = opts.onProgress ?? (() => undefined);
   const c = model.config;
   const { dim, layers } = c;
@@ -152,8 +160,11 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
   const report: PruneReport = { method, pattern: pattern === 'unstructured' ? `unstructured ${sparsity}` : pattern, layers: [], sparsity: 0, bytes: 0, denseBytes: 0, bytesSaved: 0 };
   let zeros = 0, total = 0;
   let cut: { t: number; ties: number } | null = null;
-  // the reference a layer's bytes are compared with: the unpruned shape, dense (int8: values + one f32 scale per row)
-  const denseBytes = (n: number, k: number) => (weights === 'int8' ? n * k + 4 * n : 4 * n * k);
+  // the reference a layer's bytes are compared with: the unpruned shape, dense (int8: values + one f32 scale per row;
+  // int4: two values a byte + one f16 scale per group)
+  const denseBytes = (n: number, k: number) =>
+    weights === 'int8' ? n * k + 4 * n : weights === 'int4' ? n * Math.ceil(k / 2) + 2 * n * Math.ceil(k / groupSize) : 4 * n * k;
+  const quantizeSw = (sw: SparseTensor) => (weights === 'int8' ? quantize(sw) : weights === 'int4' ? quantize(sw, { bits: 4, groupSize }) : sw);
   const keepKv = headFrac > 0 ? Math.max(1, c.kvHeads - Math.round(headFrac * c.kvHeads)) : c.kvHeads;
   const hidden = ffnFrac > 0 ? Math.max(1, c.hidden - Math.round(ffnFrac * c.hidden)) : c.hidden;
   if (ffnFrac > 0) report.hidden = [c.hidden, hidden];
@@ -164,10 +175,10 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
 
   try {
     // one linear -> what createModel takes (sparse, packed int8 or f32), recorded in the report
-    const finish = (name: string, w: Tensor, origN: number, origK: number, act: Float64Array | null): SparseTensor | Tensor | NativePacked => {
+    const finish = async (name: string, w: Tensor, origN: number, origK: number, act: Float64Array | null): Promise<SparseTensor | Tensor | NativePacked | NativeQ4> => {
       const [n, k] = w.shape as [number, number];
       const entry = { name, shape: [n, k] as [number, number], sparsity: 0, format: 'dense', bytes: 0, denseBytes: denseBytes(origN, origK) };
-      let out: SparseTensor | Tensor | NativePacked;
+      let out: SparseTensor | Tensor | NativePacked | NativeQ4;
       if (sparsity > 0 && cut) {
         // global: zero what is below the model-wide threshold (ties in layer order), keep the rest
         const v = w.toArray() as Float32Array;
@@ -178,7 +189,7 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
         const masked = Tensor.from(v, [n, k]);
         const sw = prune(masked, { sparsity: 0, format });
         masked.dispose();
-        const q = own(weights === 'int8' ? quantize(sw) : sw);
+        const q = own(quantizeSw(sw));
         entry.sparsity = sw.sparsity;
         entry.format = sw.format;
         entry.bytes = q.bytes;
@@ -189,12 +200,16 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
           method, format, ...(pattern === 'unstructured' ? { sparsity, granularity: granularity as 'layer' | 'row' | undefined } : { pattern }),
           ...(method === 'wanda' ? { activationNorms: Float32Array.from(act!) } : {}),
         });
-        const v = own(weights === 'int8' ? quantize(sw) : sw);
+        const v = own(quantizeSw(sw));
         entry.sparsity = sw.sparsity;
         entry.format = sw.format;
         entry.bytes = v.bytes;
         if (v !== sw) sw.dispose();
         out = v;
+      } else if (weights === 'int4') {
+        const q = own(await loadNative().q4Quantize(w._storage, w._offset, n, k, groupSize));
+        entry.bytes = loadNative().linearStoredBytes(q);
+        out = q;
       } else if (weights === 'int8') {
         const q = own(quantize(w));
         entry.bytes = loadNative().linearStoredBytes(q._packed);
@@ -210,9 +225,9 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
       report.denseBytes += entry.denseBytes;
       return out;
     };
-    const ref = (x: SparseTensor | Tensor | NativePacked): WeightRef => (x instanceof Tensor ? { storage: x._storage, offset: x._offset } : x instanceof SparseTensor ? x._check(OP) : x);
+    const ref = (x: SparseTensor | Tensor | NativePacked | NativeQ4): WeightRef => (x instanceof Tensor ? { storage: x._storage, offset: x._offset } : x instanceof SparseTensor ? x._check(OP) : x as WeightRef);
     // the createModel entry for a group of linears sharing an input (fused when all are sparse or all f32)
-    const fuse = (parts: (SparseTensor | Tensor | NativePacked)[]): WeightRef | WeightRef[] => {
+    const fuse = (parts: (SparseTensor | Tensor | NativePacked | NativeQ4)[]): WeightRef | WeightRef[] => {
       if (parts.every((p) => p instanceof Tensor)) {
         const ts = parts as Tensor[], k = ts[0]!.shape[1]!;
         const all = new Float32Array(ts.reduce((a, t) => a + t.numel, 0));
@@ -291,10 +306,10 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
       progress({ stage: 'prune', done: l, total: layers });
       const { L, extras, wq, wk, wv, wo, w1, w3, w2, oNorm, downNorm } = shrunk[l]!;
       const an = normOf(l, 'attn'), fn = normOf(l, 'ffn');
-      const qkv = fuse([finish(`layers.${l}.wq`, wq, qd, dim, an), finish(`layers.${l}.wk`, wk, kvd, dim, an), finish(`layers.${l}.wv`, wv, kvd, dim, an)]);
-      const o = finish(`layers.${l}.wo`, wo, dim, qd, oNorm);
-      const gu = fuse([finish(`layers.${l}.w1`, w1, c.hidden, dim, fn), finish(`layers.${l}.w3`, w3, c.hidden, dim, fn)]);
-      const down = finish(`layers.${l}.w2`, w2, dim, c.hidden, downNorm);
+      const qkv = fuse([await finish(`layers.${l}.wq`, wq, qd, dim, an), await finish(`layers.${l}.wk`, wk, kvd, dim, an), await finish(`layers.${l}.wv`, wv, kvd, dim, an)]);
+      const o = await finish(`layers.${l}.wo`, wo, dim, qd, oNorm);
+      const gu = fuse([await finish(`layers.${l}.w1`, w1, c.hidden, dim, fn), await finish(`layers.${l}.w3`, w3, c.hidden, dim, fn)]);
+      const down = await finish(`layers.${l}.w2`, w2, dim, c.hidden, downNorm);
       newLayers.push({
         ...extras, attnNorm: L.attnNorm, ffnNorm: L.ffnNorm, wo: ref(o), w2: ref(down),
         ...(Array.isArray(qkv) ? { wq: qkv[0], wk: qkv[1], wv: qkv[2] } : { wqkv: qkv }),
@@ -308,6 +323,10 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
     // the classifier stays dense, in the requested value type
     let output = plan.weights.output;
     if (weights === 'int8' && 'storage' in output) output = own(quantize(tensorOf(output, c.vocab, dim)))._packed;
+    if (weights === 'int4' && 'storage' in output) {
+      const ot = tensorOf(output, c.vocab, dim);
+      output = own(await loadNative().q4Quantize(ot._storage, ot._offset, c.vocab, dim, groupSize)) as unknown as WeightRef;
+    }
     const heads = keepKv * group;
     const newPlan: Plan = {
       ...plan,

@@ -37,6 +37,8 @@ class Sparse : public NativeHandle<Sparse, std::shared_ptr<sparq::SparseWeight>>
     o.Set("k", double(s.k));
     o.Set("nnz", double(s.nnz));
     o.Set("int8", s.int8);
+    o.Set("int4", s.int4);
+    o.Set("group", double(s.group));
     o.Set("N", s.N);
     o.Set("M", s.M);
     o.Set("bytes", double(s.bytes()));
@@ -69,11 +71,16 @@ Napi::Value SparseFromDense(const Napi::CallbackInfo& info) {
   return RunMaybeSync(info.Env(), info.Length() > 8 && info[8].ToBoolean().Value(), work, done);
 }
 
-// sparseQuantize(sparse) -> Sparse with int8 values (sync: one pass over the values)
+// sparseQuantize(sparse, bits = 8, group = 64) -> Sparse with int8 values (one scale per
+// row) or int4 values (f16 scales per group of columns) (sync: one pass over the values)
 Napi::Value SparseQuantize(const Napi::CallbackInfo& info) {
-  auto s = Sparse::Get(info[0], "quantize");
+  const char* op = "quantize";
+  auto s = Sparse::Get(info[0], op);
+  const int64_t bits = info.Length() > 1 && !info[1].IsUndefined() ? ArgInt(info, 1, op, "bits", 4, 8) : 8;
+  const int64_t group = info.Length() > 2 && !info[2].IsUndefined() ? ArgInt(info, 2, op, "group", 1, 1 << 20) : 64;
+  if (bits != 4 && bits != 8) throw Napi::RangeError::New(info.Env(), std::string(op) + ": bits must be 4 or 8");
   std::unique_ptr<sparq::SparseWeight> q;
-  const Error err = sparq::sparse_quantize(*s, &q);
+  const Error err = bits == 4 ? sparq::sparse_quantize4(*s, group, &q) : sparq::sparse_quantize(*s, &q);
   if (!err.ok()) throw Napi::Error::New(info.Env(), err.message);
   return Sparse::Wrap(info.Env(), std::shared_ptr<sparq::SparseWeight>(std::move(q)));
 }

@@ -10,16 +10,30 @@
 #include <cstring>
 
 #include "dispatch.h"
+#include "half.h"
 #include "scratch.h"
 #include "thread_pool.h"
 
 namespace sparq {
 
 size_t SparseWeight::bytes() const {
-  return row_ptr.size() * 8 + col.size() * 4 + col16.size() * 2 + mask.size() * 4 + idx.size() + vf.size() * 4 + vq.size() + scale.size() * 4;
+  return row_ptr.size() * 8 + col.size() * 4 + col16.size() * 2 + mask.size() * 4 + idx.size() + vf.size() * 4 + vq.size() + scale.size() * 4 +
+         v4.size() + scale4.size() * 2;
 }
 
 namespace {
+
+// int4 nibbles
+void set4(SparseWeight& s, int64_t p, int v) {
+  uint8_t& b = s.v4[size_t(p / 2)];
+  const int sh = int(p % 2) * 4;
+  b = uint8_t((b & ~(15 << sh)) | ((v + 8) << sh));
+}
+void swap4(SparseWeight& s, int64_t p, int64_t q) {
+  const int a = s.value4(p);
+  set4(s, p, s.value4(q));
+  set4(s, q, a);
+}
 
 // N:M: each group's (index, value) pairs put in ascending index order (sparse.h).
 void sort_nm_groups(SparseWeight& s) {
@@ -35,6 +49,7 @@ void sort_nm_groups(SparseWeight& s) {
           std::swap(ix[d - 1], ix[d]);
           const size_t p = size_t(j * per + q0 + d);
           if (s.int8) std::swap(s.vq[p - 1], s.vq[p]);
+          else if (s.int4) swap4(s, p - 1, p);
           else std::swap(s.vf[p - 1], s.vf[p]);
         }
       for (int c = 0; c < N; ++c) {
@@ -141,8 +156,54 @@ Error sparse_from_dense(const float* w, int64_t n, int64_t k, SparseFormat f, in
   return Error{};
 }
 
+void sparse_pack4(const int8_t* v, int64_t cnt, uint8_t* out) {
+  for (int64_t p = 0; p + 1 < cnt; p += 2) out[p / 2] = uint8_t((v[p] + 8) | (v[p + 1] + 8) << 4);
+  if (cnt % 2) out[cnt / 2] = uint8_t((v[cnt - 1] + 8) | 8 << 4);
+}
+
+Error sparse_quantize4(const SparseWeight& s, int64_t group, std::unique_ptr<SparseWeight>* out) {
+  if (s.quantized()) return bad("the weight is already quantized");
+  if (s.format == SparseFormat::csr) return bad("int4 values need the bitmask or nm format (csr spends 2-4 bytes on each value's column)");
+  if (group != 32 && group != 64 && group != 128) return bad("the int4 group must be 32, 64 or 128 columns");
+  if (s.format == SparseFormat::nm && group % s.M) return bad("the int4 group must be a multiple of M");
+  try {
+    auto q = std::make_unique<SparseWeight>(s);
+    q->int4 = true;
+    q->group = group;
+    q->vf.clear();
+    q->vf.shrink_to_fit();
+    const int64_t G = q->qgroups();
+    q->scale4.assign(size_t(s.n * G), 0);
+    std::vector<int8_t> vals(size_t(s.nnz), 0);
+    std::vector<float> mx(static_cast<size_t>(G)), inv(static_cast<size_t>(G));
+    for (int64_t j = 0; j < s.n; ++j) {
+      std::fill(mx.begin(), mx.end(), 0.f);
+      int64_t p = s.row_begin(j);
+      sparse_for_row(s, j, [&](int64_t c, float v) {
+        if (c < s.k) mx[size_t(c / group)] = std::max(mx[size_t(c / group)], std::fabs(v));
+      });
+      for (int64_t g = 0; g < G; ++g) {
+        const uint16_t h = float_to_half(mx[size_t(g)] / 7.f);
+        q->scale4[size_t(j * G + g)] = h;
+        const float sc = half_to_float(h);
+        inv[size_t(g)] = sc > 0.f ? 1.f / sc : 0.f;
+      }
+      sparse_for_row(s, j, [&](int64_t c, float v) {
+        const float r = c < s.k ? std::nearbyint(v * inv[size_t(c / group)]) : 0.f;
+        vals[size_t(p++)] = int8_t(r > 7.f ? 7.f : r < -7.f ? -7.f : r == r ? r : 0.f);
+      });
+    }
+    q->v4.assign(size_t((s.nnz + 1) / 2 + kSparseI8Pad), 0x88);  // vector loads past the last row stay inside
+    sparse_pack4(vals.data(), s.nnz, q->v4.data());
+    *out = std::move(q);
+  } catch (const std::bad_alloc&) {
+    return Error::make(Status::out_of_memory, "sparse: out of memory");
+  }
+  return Error{};
+}
+
 Error sparse_quantize(const SparseWeight& s, std::unique_ptr<SparseWeight>* out) {
-  if (s.int8) return bad("the weight is already int8");
+  if (s.quantized()) return bad("the weight is already quantized");
   try {
     auto q = std::make_unique<SparseWeight>(s);
     q->int8 = true;
@@ -171,13 +232,19 @@ Error sparse_quantize(const SparseWeight& s, std::unique_ptr<SparseWeight>* out)
 
 Error sparse_from_parts(const SparseParts& p, std::unique_ptr<SparseWeight>* out) {
   if (p.n < 1 || p.k < 1 || p.nnz < 0 || p.n > (int64_t(1) << 31) || p.k > (int64_t(1) << 31)) return bad("bad shape or count");
-  if (!p.values || (p.int8 && !p.scale)) return bad("values (and int8 scales) are required");
+  if (!p.values || (p.int8 && !p.scale) || (p.int4 && !p.scale4)) return bad("values (and int8 / int4 scales) are required");
+  if (p.int8 && p.int4) return bad("values are int8 or int4, not both");
+  if (p.int4 && p.format == SparseFormat::csr) return bad("int4 values need the bitmask or nm format");
+  if (p.int4 && !(p.group == 32 || p.group == 64 || p.group == 128)) return bad("the int4 group must be 32, 64 or 128 columns");
+  if (p.int4 && p.format == SparseFormat::nm && p.M > 0 && p.group % p.M) return bad("the int4 group must be a multiple of M");
   auto s = std::make_unique<SparseWeight>();
   s->format = p.format;
   s->n = p.n;
   s->k = p.k;
   s->nnz = p.nnz;
   s->int8 = p.int8;
+  s->int4 = p.int4;
+  s->group = p.int4 ? p.group : 0;
   try {
     if (p.format == SparseFormat::nm) {
       if (!(p.M >= 2 && p.M <= 16 && p.N >= 1 && p.N < p.M && !(p.N & (p.N - 1)) && !(p.M & (p.M - 1))) || !p.idx)
@@ -242,6 +309,16 @@ Error sparse_from_parts(const SparseParts& p, std::unique_ptr<SparseWeight>* out
       s->scale.assign(p.scale, p.scale + p.n);
       for (float sc : s->scale)
         if (!(std::isfinite(sc) && sc >= 0.f)) return bad("int8 row scales must be finite and >= 0");
+    } else if (p.int4) {
+      const uint8_t* v = static_cast<const uint8_t*>(p.values);
+      s->v4.assign(v, v + (p.nnz + 1) / 2);
+      if (p.nnz % 2) s->v4.back() = uint8_t((s->v4.back() & 15) | 8 << 4);  // the unused high nibble
+      s->v4.resize(size_t((p.nnz + 1) / 2 + kSparseI8Pad), 0x88);
+      for (int64_t q = 0; q < p.nnz; ++q)
+        if (s->value4(q) == -8) return bad("int4 values must be in [-7, 7] (a 0 nibble)");
+      s->scale4.assign(p.scale4, p.scale4 + p.n * s->qgroups());
+      for (uint16_t h : s->scale4)
+        if ((h & 0x7c00) == 0x7c00 || (h & 0x8000 && h != 0x8000)) return bad("int4 scales must be finite and >= 0");
     } else {
       const float* v = static_cast<const float*>(p.values);
       s->vf.assign(v, v + p.nnz);
@@ -250,7 +327,8 @@ Error sparse_from_parts(const SparseParts& p, std::unique_ptr<SparseWeight>* out
     if (p.format == SparseFormat::nm)  // padding past k (a partial last group) must hold zeros
       for (int64_t q = 0; q < p.nnz; ++q) {
         const int64_t per = s->groups() * p.N, c = (q % per) / p.N * p.M + s->nm_index(q / per, q % per);
-        if (c >= p.k && (p.int8 ? s->vq[size_t(q)] != 0 : s->vf[size_t(q)] != 0.f)) return bad("N:M padding past k holds a nonzero value");
+        const bool nz = p.int8 ? s->vq[size_t(q)] != 0 : p.int4 ? s->value4(q) != 0 : s->vf[size_t(q)] != 0.f;
+        if (c >= p.k && nz) return bad("N:M padding past k holds a nonzero value");
       }
     if (p.format == SparseFormat::nm) sort_nm_groups(*s);
   } catch (const std::bad_alloc&) {
@@ -264,17 +342,21 @@ Error sparse_concat_rows(const std::vector<const SparseWeight*>& parts, std::uni
   if (parts.empty()) return bad("concat needs at least one weight");
   const SparseWeight& a = *parts[0];
   for (const SparseWeight* p : parts)
-    if (p->k != a.k || p->format != a.format || p->int8 != a.int8 || p->N != a.N || p->M != a.M || p->narrow != a.narrow)
-      return bad("concat: every weight must have the same k, format, value type and N:M pattern");
+    if (p->k != a.k || p->format != a.format || p->int8 != a.int8 || p->int4 != a.int4 || p->group != a.group || p->N != a.N || p->M != a.M ||
+        p->narrow != a.narrow)
+      return bad("concat: every weight must have the same k, format, value type (and int4 group) and N:M pattern");
   try {
     auto s = std::make_unique<SparseWeight>();
     s->format = a.format;
     s->k = a.k;
     s->int8 = a.int8;
+    s->int4 = a.int4;
+    s->group = a.group;
     s->N = a.N;
     s->M = a.M;
     s->narrow = a.narrow;
     if (a.format != SparseFormat::nm) s->row_ptr.push_back(0);
+    std::vector<int8_t> v4;  // int4: the values unpacked, packed again at the end (a part may end mid-byte)
     for (const SparseWeight* p : parts) {
       const int64_t base = s->nnz;
       s->n += p->n;
@@ -286,14 +368,21 @@ Error sparse_concat_rows(const std::vector<const SparseWeight*>& parts, std::uni
       s->mask.insert(s->mask.end(), p->mask.begin(), p->mask.end());
       if (p->format == SparseFormat::nm) s->idx.insert(s->idx.end(), p->idx.begin(), p->idx.begin() + p->n * p->idx_row_bytes());
       if (p->int8) s->vq.insert(s->vq.end(), p->vq.begin(), p->vq.begin() + p->nnz);
+      else if (p->int4)
+        for (int64_t q = 0; q < p->nnz; ++q) v4.push_back(int8_t(p->value4(q)));
       else s->vf.insert(s->vf.end(), p->vf.begin(), p->vf.begin() + p->nnz);
       s->scale.insert(s->scale.end(), p->scale.begin(), p->scale.end());
+      s->scale4.insert(s->scale4.end(), p->scale4.begin(), p->scale4.end());
+    }
+    if (s->int4) {
+      s->v4.assign(size_t((s->nnz + 1) / 2 + kSparseI8Pad), 0x88);
+      sparse_pack4(v4.data(), s->nnz, s->v4.data());
     }
     // the same padding as a freshly built weight
     if (s->format == SparseFormat::nm) s->idx.resize(s->idx.size() + kSparseIdxPad, 0);
     if (s->narrow) s->col16.resize(s->col16.size() + 8, 0);
     if (s->int8) s->vq.resize(s->vq.size() + kSparseI8Pad, 0);
-    else s->vf.resize(s->vf.size() + 8, 0.f);
+    else if (!s->int4) s->vf.resize(s->vf.size() + 8, 0.f);
     *out = std::move(s);
   } catch (const std::bad_alloc&) {
     return Error::make(Status::out_of_memory, "sparse: out of memory");
@@ -305,7 +394,10 @@ void sparse_to_dense(const SparseWeight& s, float* out) {
   std::fill(out, out + s.n * s.k, 0.f);
   for (int64_t j = 0; j < s.n; ++j) {
     const float sc = s.int8 ? s.scale[size_t(j)] : 1.f;
-    sparse_for_row(s, j, [&](int64_t c, float v) { if (c < s.k) out[j * s.k + c] = v * sc; });
+    const uint16_t* sc4 = s.scale4.data() + j * s.qgroups();
+    sparse_for_row(s, j, [&](int64_t c, float v) {
+      if (c < s.k) out[j * s.k + c] = s.int4 ? v * half_to_float(sc4[c / s.group]) : v * sc;
+    });
   }
 }
 
@@ -325,6 +417,15 @@ Error spmm(const SparseWeight& s, const float* x, int64_t m, const float* bias, 
   if (m < 1) return bad("m must be at least 1");
   if (s.int8 && s.k > kSparseInt8MaxK) return bad("int8 weights need k <= " + std::to_string(kSparseInt8MaxK) + " (int32 accumulation)");
   const KernelTable t = kernels();
+  if (s.int4 && m >= kSparseDenseM) {
+    // prefill: rows expanded to int8 (values in [-7, 7]) with their group scales, through the dense int8 GEMM
+    const SpRowFn sprow = t.sprow;
+    const int64_t G = s.qgroups();
+    return linear_s8_expanded(s.n, s.k, s.group, [&](int64_t j, int8_t* row, float* scales) {
+      sprow(s, j, row);
+      for (int64_t g = 0; g < G; ++g) scales[g] = half_to_float(s.scale4[size_t(j * G + g)]);
+    }, x, m, bias, y, -7, 7);
+  }
   if (s.int8 && m >= kSparseDenseM) {
     // prefill: rows expanded to int8 through the dense int8 GEMM
     const SpRowFn sprow = t.sprow;
@@ -349,13 +450,24 @@ Error spmm(const SparseWeight& s, const float* x, int64_t m, const float* bias, 
   std::vector<float>&xs = lease->xs, &xt = lease->xt, &yt = lease->yt;
   std::vector<int32_t>& xqt = lease->xqt;
   try {
-    if (s.int8) {
+    if (s.quantized()) {
       a.ldq = (std::max(s.words() * 32, s.k + 4) + 63) / 64 * 64;
       if (int64_t(xq.size()) < m * a.ldq) xq.resize(size_t(m * a.ldq));
       if (int64_t(xs.size()) < m) xs.resize(size_t(m));
       quantize_activations(t, x, m, s.k, a.ldq, false, xq.data(), xs.data());
       a.xq = xq.data();
       a.xs = xs.data();
+    }
+    if (s.int4) {  // m < 16: 8 rows at a time
+      for (int64_t i0 = 0; i0 < m; i0 += 8) {
+        SpArgs b = a;
+        b.m = std::min<int64_t>(8, m - i0);
+        b.xq = a.xq + i0 * a.ldq;
+        b.xs = a.xs + i0;
+        b.y = y + i0 * s.n;
+        parallel_ranges(s.n, 1, rows, [&](int64_t j0, int64_t j1) { t.spmv(s, b, j0, j1); });
+      }
+      return Error{};
     }
     if (m <= 8) {
       a.x = x;

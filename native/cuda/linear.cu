@@ -56,6 +56,7 @@ static Error upload_s8_rows(cuda::Context* ctx, const int8_t* q, const float* sc
 }
 
 static Error upload_sparse(cuda::Context* ctx, const SparseWeight& w, std::unique_ptr<DeviceLinear>* out) {
+  if (w.int4) return Error::make(Status::unsupported, "cuda: sparse weights with int4 values run on the CPU only (quantize the sparse weight to int8 for the GPU)");
   std::unique_ptr<DeviceLinear> d(new (std::nothrow) DeviceLinear);
   if (!d) return Error::make(Status::out_of_memory, "cuda: out of host memory");
   d->n = w.n;

@@ -59,7 +59,7 @@ Error SavedLinear::part(const char* suffix, const char* dtype, const std::vector
     return Error::make(Status::invalid_argument, what + " is " + q->dtype + " " + dims(q->shape) + ", expected " + dtype + " " + dims(shape));
   int64_t count = 1;
   for (int64_t d : shape) count *= d;
-  const int64_t es = q->dtype == "I8" || q->dtype == "U8" ? 1 : q->dtype == "U16" ? 2 : q->dtype == "I64" ? 8 : 4;
+  const int64_t es = q->dtype == "I8" || q->dtype == "U8" ? 1 : q->dtype == "U16" || q->dtype == "F16" ? 2 : q->dtype == "I64" ? 8 : 4;
   if (q->bytes != count * es || (!q->p && q->bytes)) return Error::make(Status::invalid_argument, what + " has " + std::to_string(q->bytes) + " bytes");
   *out = q;
   return Error{};
@@ -283,9 +283,13 @@ const LinearFormat kLinearSparse = {
     [](const LinearWeight& w, const std::string& name, SaveList& out) {
       const SparseWeight& s = w.as<SparseWeight>();
       out.begin(name, "sparse");
-      out.desc += fmt(",\"format\":\"%s\",\"int8\":%s,\"N\":%d,\"M\":%d,\"nnz\":%lld}", sparse_format_name(s.format), s.int8 ? "true" : "false", s.N,
+      out.desc += fmt(",\"format\":\"%s\",\"int8\":%s,\"N\":%d,\"M\":%d,\"nnz\":%lld", sparse_format_name(s.format), s.int8 ? "true" : "false", s.N,
                       s.M, static_cast<long long>(s.nnz));
-      if (s.int8) {
+      out.desc += s.int4 ? fmt(",\"int4\":true,\"group\":%lld}", static_cast<long long>(s.group)) : std::string("}");
+      if (s.int4) {
+        out.raw(name + ".values", "U8", {(s.nnz + 1) / 2}, s.v4.data(), (s.nnz + 1) / 2);
+        out.raw(name + ".scale", "F16", {s.n, s.qgroups()}, s.scale4.data(), s.n * s.qgroups() * 2);
+      } else if (s.int8) {
         out.raw(name + ".values", "I8", {s.nnz}, s.vq.data(), s.nnz);
         out.raw(name + ".scale", "F32", {s.n}, s.scale.data(), s.n * 4);
       } else {
@@ -310,11 +314,20 @@ const LinearFormat kLinearSparse = {
       p.k = in.k;
       p.nnz = int64_t(nnz);
       p.int8 = in.num("int8", 0) != 0;
+      p.int4 = in.num("int4", 0) != 0;
+      const double group = in.num("group", 0);
+      if (p.int4 && !(group == 32 || group == 64 || group == 128)) return Error::make(Status::invalid_argument, in.name + ": bad int4 sparse group");
+      p.group = p.int4 ? int64_t(group) : 0;
       p.N = int(N);
       p.M = int(M);
       const SavedPart* t = nullptr;
-      SPARQ_TRY(in.part("values", p.int8 ? "I8" : "F32", {p.nnz}, &t));
+      if (p.int4) SPARQ_TRY(in.part("values", "U8", {(p.nnz + 1) / 2}, &t));
+      else SPARQ_TRY(in.part("values", p.int8 ? "I8" : "F32", {p.nnz}, &t));
       p.values = t->p;
+      if (p.int4) {
+        SPARQ_TRY(in.part("scale", "F16", {p.n, (p.k + p.group - 1) / p.group}, &t));
+        p.scale4 = static_cast<const uint16_t*>(t->p);
+      }
       if (p.int8) {
         SPARQ_TRY(in.part("scale", "F32", {p.n}, &t));
         p.scale = static_cast<const float*>(t->p);

@@ -102,6 +102,8 @@ void fuzz_sparse(Reader& r) {
   const uint8_t flags = r.u8();
   p.int8 = flags & 1;
   p.narrow = flags & 2;
+  p.int4 = flags & 4;  // with int8: refused
+  p.group = int64_t(32) << (flags >> 3 & 3);  // 256: refused
   p.n = 1 + r.u8() % 16;
   p.k = r.dim300();
   p.N = r.u8() % 9;
@@ -125,10 +127,13 @@ void fuzz_sparse(Reader& r) {
   // N:M stores n * groups * N values; csr / bitmask nnz
   int64_t nvals = p.nnz;
   if (p.format == SparseFormat::nm && p.N >= 1 && p.M >= 1) nvals = p.n * ((p.k + p.M - 1) / p.M) * p.N;
-  std::vector<uint8_t> values(size_t(nvals) * (p.int8 ? 1 : 4) + 4);
+  std::vector<uint8_t> values(size_t(p.int4 ? (nvals + 1) / 2 : nvals * (p.int8 ? 1 : 4)) + 4);
   r.bytes(values.data(), values.size() - 4);
   std::vector<float> scale(size_t(p.n));
   r.bytes(scale.data(), scale.size() * 4);
+  std::vector<uint16_t> scale4(size_t(p.n * ((p.k + p.group - 1) / p.group)));
+  r.bytes(scale4.data(), scale4.size() * 2);
+  p.scale4 = scale4.data();
   p.row_ptr = p.format == SparseFormat::nm ? nullptr : row_ptr.data();
   p.col = col.data();
   p.mask = mask.data();
@@ -158,7 +163,7 @@ void fuzz_sparse(Reader& r) {
       std::fprintf(stderr, "fuzz_native: spmm refused an accepted weight: %s\n", e.message.c_str());
       std::abort();
     }
-    compare(w->int8 ? "sparse int8 product" : "sparse f32 product", y, dense_product(dense, x, m, w->n, w->k), 1e-4);
+    compare(w->int4 ? "sparse int4 product" : w->int8 ? "sparse int8 product" : "sparse f32 product", y, dense_product(dense, x, m, w->n, w->k), 1e-4);
   }
 }
 
@@ -242,7 +247,9 @@ struct Writer {
 
 std::vector<uint8_t> valid_sparse(std::mt19937& rng) {
   const int fmt = int(rng() % 3);
-  const bool int8 = rng() % 2;
+  const int vt = int(rng() % 3);  // f32, int8, int4 (bitmask and nm only)
+  const bool int8 = vt == 1, int4 = vt == 2 && fmt != 0;
+  const int gcode = int(rng() % 3);  // int4 groups of 32 << gcode
   const int64_t n = 1 + rng() % 16, k = 1 + rng() % 299;
   const int N = fmt == 2 ? (rng() % 2 ? 2 : 4) : 0, M = fmt == 2 ? N * 2 : 0;
   std::vector<float> w(size_t(n * k));
@@ -255,10 +262,15 @@ std::vector<uint8_t> valid_sparse(std::mt19937& rng) {
     }
   std::unique_ptr<SparseWeight> s;
   if (!sparse_from_dense(w.data(), n, k, SparseFormat(fmt), N, M, int8, &s).ok()) return {};
+  if (int4) {
+    std::unique_ptr<SparseWeight> q;
+    if (!sparse_quantize4(*s, int64_t(32) << gcode, &q).ok()) return {};
+    s = std::move(q);
+  }
   Writer o;
   o.u8(0);
   o.u8(fmt);
-  o.u8((int8 ? 1 : 0) | (s->narrow ? 2 : 0));
+  o.u8((int8 ? 1 : 0) | (s->narrow ? 2 : 0) | (int4 ? 4 : 0) | gcode << 3);
   o.u8(int(n - 1));
   const int kk = int(k - 1);
   o.u8(kk & 255);
@@ -274,6 +286,12 @@ std::vector<uint8_t> valid_sparse(std::mt19937& rng) {
   }
   if (fmt == 1) o.raw(s->mask.data(), size_t(n * s->words()) * 4);
   if (fmt == 2) o.raw(s->idx.data(), size_t(n * s->idx_row_bytes()));
+  if (int4) {
+    o.raw(s->v4.data(), size_t((s->nnz + 1) / 2));
+    for (int64_t j = 0; j < n; ++j) o.u32(0);           // the int8 row scales, unused
+    o.raw(s->scale4.data(), s->scale4.size() * 2);
+    return o.b;
+  }
   if (int8) o.raw(s->vq.data(), s->vq.size());
   else o.raw(s->vf.data(), s->vf.size() * 4);
   if (int8) o.raw(s->scale.data(), s->scale.size() * 4);

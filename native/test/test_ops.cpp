@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "../cpu/dispatch.h"
+#include "../cpu/half.h"
 #include "../cpu/kernels.h"
 #include "../cpu/thread_pool.h"
 #include "../model/llama.h"
@@ -86,6 +87,8 @@ static const char* kFormats[] = {"int8", "int8_g32", "int8_g64_asym", "int4_g32"
                                  "csr_int8", "bitmask_int8", "nm24_int8", "bitmask_f32", "f32",
                                  // other N:M patterns (AVX2 expands them through masks built from the indices)
                                  "nm12_int8", "nm14_int8", "nm48_int8", "nm816_int8",
+                                 // int4 values with f16 scales per group of columns (bitmask and N:M only)
+                                 "bitmask_int4_g64", "bitmask_int4_g32", "nm24_int4_g64", "nm48_int4_g128", "nm14_int4_g32",
                                  // GGUF block types: every decoder family (symmetric / offsets, groups of 16 / 32, signed / unsigned codes)
                                  "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS",
                                  // Q4_0 repacked 16 rows at a time at load (the x16 layout of quants.h)
@@ -103,11 +106,12 @@ static const BlockFormat* block_type(const std::string& f) {
 // N and M of an "nmNM_int8" format (0 for the others)
 static void nm_of(const std::string& f, int* N, int* M) {
   *N = *M = 0;
-  if (f == "nm24_int8") *N = 2, *M = 4;
-  else if (f == "nm12_int8") *N = 1, *M = 2;
-  else if (f == "nm14_int8") *N = 1, *M = 4;
-  else if (f == "nm48_int8") *N = 4, *M = 8;
-  else if (f == "nm816_int8") *N = 8, *M = 16;
+  auto is = [&](const char* p) { return f.rfind(p, 0) == 0; };
+  if (is("nm24_")) *N = 2, *M = 4;
+  else if (is("nm12_")) *N = 1, *M = 2;
+  else if (is("nm14_")) *N = 1, *M = 4;
+  else if (is("nm48_")) *N = 4, *M = 8;
+  else if (is("nm816_")) *N = 8, *M = 16;
 }
 
 // Random [n, k] values; the sparse formats get half of them zeroed (N:M: M - N of
@@ -234,20 +238,31 @@ static Error make_weight(const std::string& f, int64_t n, int64_t k, Weight* out
     };
   } else {
     const SparseFormat sf = f.rfind("csr", 0) == 0 ? SparseFormat::csr : f.rfind("bitmask", 0) == 0 ? SparseFormat::bitmask : SparseFormat::nm;
-    const bool int8 = f.find("int8") != std::string::npos;
+    const bool int8 = f.find("int8") != std::string::npos, int4 = f.find("int4") != std::string::npos;
     int N, M;
     nm_of(f, &N, &M);
     SPARQ_TRY(sparse_from_dense(w.data(), n, k, sf, M ? N : 2, M ? M : 4, int8, &W.sp));
-    if (int8) {
+    if (int4) {
+      std::unique_ptr<SparseWeight> q;
+      SPARQ_TRY(sparse_quantize4(*W.sp, std::stoll(f.substr(f.rfind("_g") + 2)), &q));
+      W.sp = std::move(q);
+    }
+    if (int8 || int4) {
       W.q.resize(size_t(n * k));
       std::vector<int8_t> row(size_t(W.sp->words() * 32 + 64));
       for (int64_t j = 0; j < n; ++j) {
         sparse_row_i8(*W.sp, j, row.data());
         std::copy(row.begin(), row.begin() + k, W.q.begin() + j * k);
       }
-      W.scale = W.sp->scale;
-      W.zero.assign(size_t(n), 0);
-      W.gsz = k;
+      if (int4) {
+        W.groups = W.sp->qgroups();
+        W.gsz = W.sp->group;
+        for (uint16_t h : W.sp->scale4) W.scale.push_back(half_to_float(h));
+      } else {
+        W.scale = W.sp->scale;
+        W.gsz = k;
+      }
+      W.zero.assign(W.scale.size(), 0);
       W.expanded = true;
     } else {
       W.f32 = true;

@@ -297,17 +297,43 @@ class NmMasks {
   uint32_t last_mask_;
 };
 
-// Row j's int8 values and the source of its 32-bit position masks (bitmask:
-// stored; N:M: built from the indices), for expand32.
+// Row j's 32-bit position masks (bitmask: stored; N:M: built from the indices), for expand32.
 template <class F>
-inline void with_mask_words(const SparseWeight& s, int64_t j, F fn) {
+inline void with_masks(const SparseWeight& s, int64_t j, F fn) {
   if (s.format == SparseFormat::bitmask) {
     const uint32_t* mw = s.mask.data() + j * s.words();
-    fn(s.vq.data() + s.row_ptr[size_t(j)], [mw](int64_t w) { return mw[w]; });
+    fn([mw](int64_t w) { return mw[w]; });
   } else {
     const NmMasks nm(s, j);
-    fn(s.vq.data() + j * s.groups() * s.N, [&nm](int64_t w) { return nm.word(w); });
+    fn([&nm](int64_t w) { return nm.word(w); });
   }
+}
+
+// Row j's int4 values as int8, into buf (thread-local, reused): the result points
+// at the row's first value, with >= 48 readable bytes after its last (expand32
+// reads 16 bytes at up to 32 values on).
+inline const int8_t* unpack4_row(const SparseWeight& s, int64_t j, std::vector<int8_t>& buf) {
+  const int64_t p0 = s.row_begin(j), p1 = s.row_begin(j + 1);
+  const int64_t b0 = p0 / 2, bytes = (p1 + 1) / 2 - b0;  // v4 has kSparseI8Pad bytes after its last: 16-byte loads stay inside
+  const size_t need = size_t((bytes + 15) / 16 * 32 + 64);
+  if (buf.size() < need) buf.resize(need);
+  const __m128i lo4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
+  const uint8_t* src = s.v4.data() + b0;
+  int8_t* dst = buf.data();
+  for (int64_t b = 0; b < bytes; b += 16, src += 16, dst += 32) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+    const __m128i lo = _mm_and_si128(v, lo4), hi = _mm_and_si128(_mm_srli_epi16(v, 4), lo4);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_sub_epi8(_mm_unpacklo_epi8(lo, hi), eight));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 16), _mm_sub_epi8(_mm_unpackhi_epi8(lo, hi), eight));
+  }
+  return buf.data() + p0 % 2;
+}
+
+// Row j's int8 values (int8: stored; int4: unpacked into buf) and the source of its masks.
+template <class F>
+inline void with_mask_words(const SparseWeight& s, int64_t j, std::vector<int8_t>& buf, F fn) {
+  const int8_t* vp = s.int4 ? unpack4_row(s, j, buf) : s.vq.data() + s.row_begin(j);
+  with_masks(s, j, [&](auto mask) { fn(vp, mask); });
 }
 
 template <int MR>
@@ -330,7 +356,8 @@ void spmv_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
           acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(av, _mm256_sign_epi8(xv, v)), ones));
         }
       };
-      with_mask_words(s, j, [&](const int8_t* vp, auto mask) {
+      with_masks(s, j, [&](auto mask) {
+        const int8_t* vp = s.vq.data() + s.row_begin(j);
         int64_t w = 0;
         for (; w + 2 <= words; w += 2) {  // two words per step: independent expansions
           const uint32_t b0 = mask(w), b1 = mask(w + 1);
@@ -349,9 +376,62 @@ void spmv_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
   }
 }
 
+// int4 (bitmask or N:M): the row unpacked to int8, expanded and multiplied as
+// int8 rows are, with int32 sums per scale group added into f32.
+template <int MR>
+void spmv_i4(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int64_t words = s.words(), G = s.qgroups(), gw = s.group / 32;
+  thread_local std::vector<int8_t> buf;
+  for (int64_t j = j0; j < j1; ++j) {
+    __m256 accf[MR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) accf[i] = _mm256_setzero_ps();
+    const uint16_t* sc = s.scale4.data() + j * G;
+    with_mask_words(s, j, buf, [&](const int8_t* vp, auto mask) {
+      for (int64_t g = 0; g < G; ++g) {
+        __m256i acc[MR];
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_si256();
+        // |w| (u8) x sign(x, w) (s8): |w| <= 7, so a pair stays within int16
+        auto dot = [&](__m256i v, int64_t w) {
+          const __m256i av = _mm256_abs_epi8(v);
+#pragma GCC unroll 8
+          for (int i = 0; i < MR; ++i) {
+            const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.xq + i * a.ldq + w * 32));
+            acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(av, _mm256_sign_epi8(xv, v)), ones));
+          }
+        };
+        const int64_t w1 = std::min(words, (g + 1) * gw);
+        int64_t w = g * gw;
+        for (; w + 2 <= w1; w += 2) {  // two words per step: independent expansions
+          const uint32_t b0 = mask(w), b1 = mask(w + 1);
+          const int8_t* vp1 = vp + __builtin_popcount(b0);
+          const __m256i v0 = expand32(vp, b0), v1 = expand32(vp1, b1);
+          vp = vp1 + __builtin_popcount(b1);
+          dot(v0, w);
+          dot(v1, w + 1);
+        }
+        if (w < w1) {
+          const uint32_t b = mask(w);
+          dot(expand32(vp, b), w);
+          vp += __builtin_popcount(b);
+        }
+        const __m256 scale = _mm256_set1_ps(_cvtsh_ss(sc[g]));
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; ++i) accf[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i]), scale, accf[i]);
+      }
+    });
+    const float b = a.bias ? a.bias[j] : 0.f;
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) a.y[i * s.n + j] = hsum(accf[i]) * a.xs[i] + b;
+  }
+}
+
 template <int MR>
 void spmv_rows(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
-  if (s.int8) spmv_i8<MR>(s, a, j0, j1);
+  if (s.int4) spmv_i4<MR>(s, a, j0, j1);
+  else if (s.int8) spmv_i8<MR>(s, a, j0, j1);
   else spmv_f32<MR>(s, a, j0, j1);
 }
 
@@ -475,13 +555,14 @@ void spmmt_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
 
 void spmv_avx2(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
   assert(1 <= a.m && a.m <= 8 && 0 <= j0 && j0 <= j1 && j1 <= s.n);
-  assert(!s.int8 || (a.ldq >= s.words() * 32 && a.ldq >= s.k + 4));
+  assert(!s.quantized() || (a.ldq >= s.words() * 32 && a.ldq >= s.k + 4));
   dispatch_rows<8>(a.m, [&](auto M) { spmv_rows<decltype(M)::value>(s, a, j0, j1); });  // m in [1, 8] (asserted above)
 }
 
 void sprow_avx2(const SparseWeight& s, int64_t j, int8_t* out) {
   if (s.format == SparseFormat::csr) return sparse_row_i8(s, j, out);
-  with_mask_words(s, j, [&](const int8_t* vp, auto mask) {
+  thread_local std::vector<int8_t> buf;  // int4 values unpacked
+  with_mask_words(s, j, buf, [&](const int8_t* vp, auto mask) {
     for (int64_t w = 0, words = s.words(); w < words; ++w) {
       const uint32_t b = mask(w);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + w * 32), expand32(vp, b));

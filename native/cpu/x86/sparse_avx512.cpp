@@ -211,7 +211,9 @@ void spmv_rows(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
 // Row j as int8 for the prefill GEMM: the kernels' expansions stored, 64 lanes at a time
 // (up to round_up(k, 64) bytes; past k unspecified).
 void sprow_avx512(const SparseWeight& s, int64_t j, int8_t* out) {
-  if (s.format == SparseFormat::bitmask) {
+  if (s.int4) {
+    sprow_avx2(s, j, out);
+  } else if (s.format == SparseFormat::bitmask) {
     const int8_t* vp = s.vq.data() + s.row_ptr[size_t(j)];
     const uint32_t* mw = s.mask.data() + j * s.words();
     for (int64_t w = 0, words = s.words(); w < words; w += 2) {
