@@ -5,7 +5,10 @@
 // a table; int8: 32 per mask word by vpshufb with the control computed in
 // registers - and multiplies contiguous activations (int8: vpmaddubsw with the
 // sign trick into int32): no gather, each weight byte read once. int8 N:M rows
-// expand the same way, their mask words built from the indices (NmMasks).
+// expand the same way, their mask words built from the indices (NmMasks), but
+// 2:4 (int8 or int4) picks its activations instead (spmv_nm24: 32 multiplies
+// per 64 columns). int4 rows are unpacked to int8 first, their sums scaled per
+// group.
 // m > 8: a row's nonzeros are decoded once, then each one adds value x
 // xT[column, 0..m) into 32-wide accumulator strips (int8 with m >= 16 goes
 // through the dense GEMM: sprow_avx2 expands its rows).
@@ -428,9 +431,118 @@ void spmv_i4(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
   }
 }
 
+// 2:4 decode by compacted activations (int8 and int4 values): in place of
+// expanding 32 stored values to 64 positions, each block of 64 columns picks
+// its 32 activations (two per group of four) with vpshufb and multiplies them
+// by the 32 values as stored - half the multiplies, no prefix sums. The picks
+// come in the order [v0-7, v16-23 | v8-15, v24-31] (x's columns 0-31 fill the
+// low half of each 128-bit lane, columns 32-63 the high half), and the values
+// are put in the same order (int8: vpermq; int4: a byte shuffle of the nibbles).
+struct Nm24Consts {
+  __m256i spread, bit1, bit2, base;
+  Nm24Consts() {
+    alignas(32) int8_t sp[32], b1[32], b2[32], bs[32];
+    for (int p = 0; p < 32; ++p) {
+      const int q = p % 16, v = (q < 8 ? 0 : 16) + p / 16 * 8 + q % 8;  // the value in byte p
+      sp[p] = int8_t(v / 4);                   // its index byte (4 two-bit indices)
+      b1[p] = int8_t(1 << (2 * (v % 4)));      // its index's bits
+      b2[p] = int8_t(2 << (2 * (v % 4)));
+      bs[p] = int8_t(4 * ((v / 2) % 4));       // its group's first column within the 16-column lane
+    }
+    spread = _mm256_load_si256(reinterpret_cast<const __m256i*>(sp));
+    bit1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b1));
+    bit2 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b2));
+    base = _mm256_load_si256(reinterpret_cast<const __m256i*>(bs));
+  }
+  // the vpshufb control of a block from its 8 index bytes
+  __m256i ctrl(const uint8_t* ib) const {
+    int64_t u;
+    std::memcpy(&u, ib, 8);
+    const __m256i t = _mm256_shuffle_epi8(_mm256_set1_epi64x(u), spread);
+    const __m256i e1 = _mm256_cmpeq_epi8(_mm256_and_si256(t, bit1), bit1), e2 = _mm256_cmpeq_epi8(_mm256_and_si256(t, bit2), bit2);
+    return _mm256_or_si256(_mm256_or_si256(_mm256_and_si256(e1, _mm256_set1_epi8(1)), _mm256_and_si256(e2, _mm256_set1_epi8(2))), base);
+  }
+};
+
+// 32 int4 values (16 bytes) in the picks' order, as int8 in [-8, 7]: each 16-bit
+// lane holds one source byte twice (vpshufb), its low byte keeps the low nibble and
+// its high byte the high one.
+inline __m256i nm24_values4(const uint8_t* p) {
+  const __m256i dup = _mm256_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 8, 8, 9, 9, 10, 10, 11, 11, 4, 4, 5, 5, 6, 6, 7, 7, 12, 12, 13, 13, 14, 14, 15, 15);
+  const __m256i w = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), dup);
+  const __m256i v = _mm256_or_si256(_mm256_and_si256(w, _mm256_set1_epi16(0x000f)), _mm256_and_si256(_mm256_srli_epi16(w, 4), _mm256_set1_epi16(0x0f00)));
+  return _mm256_sub_epi8(v, _mm256_set1_epi8(8));
+}
+
+template <int MR, bool Int4>
+void spmv_nm24(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
+  static const Nm24Consts C;
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int64_t blocks = (s.k + 63) / 64, per = s.groups() * 2, rb = s.idx_row_bytes(), G = Int4 ? s.qgroups() : 0;
+  // int4: the row's scales in f32 (+ a zero: a last block of at most 32 columns reads one past them)
+  thread_local std::vector<float> sf;
+  if (Int4 && int64_t(sf.size()) < G + 8) sf.resize(size_t(G + 8));
+  const int sh = Int4 ? __builtin_ctzll(uint64_t(s.group)) - 6 : 0;  // group 32: -1 (two scales a block)
+  for (int64_t j = j0; j < j1; ++j) {
+    const uint8_t* ib = s.idx.data() + j * rb;  // kSparseIdxPad bytes after the last row: 8-byte reads stay inside
+    if constexpr (Int4) {
+      const uint16_t* sc = s.scale4.data() + j * G;
+      int64_t g = 0;
+      for (; g + 8 <= G; g += 8) _mm256_storeu_ps(sf.data() + g, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + g))));
+      for (; g < G; ++g) sf[size_t(g)] = _cvtsh_ss(sc[g]);
+      sf[size_t(G)] = 0.f;
+    }
+    __m256i acc[MR];
+    __m256 accf[MR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_si256(), accf[i] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < blocks; ++b) {
+      const __m256i ctrl = C.ctrl(ib + b * 8);
+      // past k: the last block's values and indices run into the next row (or the padding), and its
+      // picks into x's zero columns (ldq covers whole blocks)
+      __m256i v;
+      if constexpr (Int4) v = nm24_values4(s.v4.data() + (j * per + b * 32) / 2);
+      else v = _mm256_permute4x64_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.vq.data() + j * per + b * 32)), 0xd8);
+      const __m256i av = _mm256_abs_epi8(v);
+      __m256 scale;
+      if constexpr (Int4) {
+        if (sh < 0) {  // [a, a, b, b] in each lane: columns 0-31 and 32-63 have their own scales
+          __m128 p = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(sf.data() + 2 * b)));
+          p = _mm_unpacklo_ps(p, p);
+          scale = _mm256_insertf128_ps(_mm256_castps128_ps256(p), p, 1);
+        } else {
+          scale = _mm256_broadcast_ss(sf.data() + (b >> sh));
+        }
+      }
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        const int8_t* xr = a.xq + i * a.ldq + b * 64;
+        const __m256i x0 = _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr)), ctrl);
+        const __m256i x1 = _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr + 32)), ctrl);
+        const __m256i xs = _mm256_blend_epi32(x0, x1, 0xcc);
+        const __m256i d = _mm256_madd_epi16(_mm256_maddubs_epi16(av, _mm256_sign_epi8(xs, v)), ones);
+        if constexpr (Int4) accf[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), scale, accf[i]);
+        else acc[i] = _mm256_add_epi32(acc[i], d);
+      }
+    }
+    if constexpr (Int4) {
+      const float bias = a.bias ? a.bias[j] : 0.f;
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) a.y[i * s.n + j] = hsum(accf[i]) * a.xs[i] + bias;
+    } else {
+      const float ws = s.scale[size_t(j)];
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) a.y[i * s.n + j] = sparse_q_out(hsum_epi32(acc[i]), a.xs[i], ws, a.bias, j);
+    }
+  }
+}
+
 template <int MR>
 void spmv_rows(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
-  if (s.int4) spmv_i4<MR>(s, a, j0, j1);
+  const bool nm24 = s.format == SparseFormat::nm && s.N == 2 && s.M == 4;
+  if (nm24 && s.int4) spmv_nm24<MR, true>(s, a, j0, j1);
+  else if (nm24 && s.int8) spmv_nm24<MR, false>(s, a, j0, j1);
+  else if (s.int4) spmv_i4<MR>(s, a, j0, j1);
   else if (s.int8) spmv_i8<MR>(s, a, j0, j1);
   else spmv_f32<MR>(s, a, j0, j1);
 }
