@@ -30,7 +30,7 @@ export interface E2eBenchOptions {
   tokens?: number;
   /** also time one more generation per configuration by op class (native timers, sampling, JS <-> native) */
   profile?: boolean;
-  /** with `model`: also run it as dense int8 and pruned (50% unstructured bitmask, 2:4), int8 values */
+  /** with `model`: also run it as dense int8 and pruned (50% unstructured bitmask, 2:4), int8 values, and 2:4 with int4 values */
   pruned?: boolean;
   log?: (s: string) => void;
 }
@@ -72,10 +72,21 @@ function ggufInt8Bytes(file: string, perWeight: number): number {
   }, 0);
 }
 
+/** The same with 2:4 int4 layers and a dense int4 (g64) classifier. */
+function ggufNm24Int4Bytes(file: string): number {
+  return ggufLinears(file).reduce((s, t) => {
+    const classifier = t.name === 'output.weight' || t.name === 'token_embd.weight';
+    return s + t.dims[0]! * t.dims[1]! * (classifier ? INT4_G64_BYTES : NM24_INT4_BYTES);
+  }, 0);
+}
+
 // Pruned runs: layers pruned by magnitude per layer (the bench models' weights are random:
 // no calibration to learn from), int8 values; the classifier stays dense int8.
 const PRUNE_50: PruneModelOptions = { method: 'magnitude', sparsity: 0.5, format: 'bitmask' };
 const PRUNE_24: PruneModelOptions = { method: 'magnitude', pattern: '2:4' };
+// 2:4 with int4 values (f16 scales per 64 columns: 0.25 + 0.125 + 2/64 bytes per weight); the classifier dense int4 (g64)
+const PRUNE_24_INT4: PruneModelOptions = { ...PRUNE_24, weights: 'int4', groupSize: 64 };
+const NM24_INT4_BYTES = 0.25 + 0.125 + 2 / 64, INT4_G64_BYTES = 0.5 + 4 / 64;
 
 type Run = [name: string, file: string, opts: LoadModelOptions, bytesPerToken: number, prune?: PruneModelOptions, quantize?: QuantizeModelOptions];
 function runs(files: ReturnType<typeof modelFiles>, c: SynthConfig, model?: string, pruned = false): Run[] {
@@ -86,7 +97,8 @@ function runs(files: ReturnType<typeof modelFiles>, c: SynthConfig, model?: stri
     const int8: LoadModelOptions = { weights: 'int8' };
     return [own, ['int8 per-channel (quantized at load)', model, int8, ggufInt8Bytes(model, 1)],
       ['int8 pruned 50% unstructured (bitmask)', model, int8, ggufInt8Bytes(model, 0.5 + 1 / 8), PRUNE_50],
-      ['int8 pruned 2:4 (nm)', model, int8, ggufInt8Bytes(model, 0.5 + 1 / 8), PRUNE_24]];
+      ['int8 pruned 2:4 (nm)', model, int8, ggufInt8Bytes(model, 0.5 + 1 / 8), PRUNE_24],
+      ['int4 pruned 2:4 (nm, int4 values g64)', model, {}, ggufNm24Int4Bytes(model), PRUNE_24_INT4]];
   }
   const linParams = linearParams(c), layerParams = linParams - c.vocab * c.dim, dim = c.dim;
   return [
@@ -102,6 +114,8 @@ function runs(files: ReturnType<typeof modelFiles>, c: SynthConfig, model?: stri
       layerParams * (0.5 + 1 / 8) + c.vocab * dim * (1 + 4 / dim), PRUNE_50],
     ['int8 pruned 2:4 (nm)', files.llama2c, { tokenizer: files.tokenizer, weights: 'int8' },
       layerParams * (0.5 + 1 / 8) + c.vocab * dim * (1 + 4 / dim), PRUNE_24],
+    ['int4 pruned 2:4 (nm, int4 values g64)', files.llama2c, { tokenizer: files.tokenizer, weights: 'f32' },
+      layerParams * NM24_INT4_BYTES + c.vocab * dim * INT4_G64_BYTES, PRUNE_24_INT4],
     // 4-bit, groups of 32 (round to nearest), classifier included
     ['int4 group 32 (quantizeModel)', files.llama2c, { tokenizer: files.tokenizer }, linParams * (0.5 + 4 / 32), undefined, { weights: { bits: 4 } }],
   ];
