@@ -4,7 +4,7 @@
 //   sparq bench gemm [--quick] [--isa avx2,amx] [--groups 32,128] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench attention [--quick] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench e2e [--quick] [--model FILE [--pruned]] [--prompt N] [--tokens N] [--profile] [--threads N] [--json FILE]
-//   sparq bench spmm [--quick] [--threads N] [--min-time S] [--json FILE]
+//   sparq bench spmm [--quick] [--isa LIST] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench quants [--quick] [--types q4_k,q6_k] [--m 1,8] [--threads N] [--min-time S] [--json FILE]
 //   sparq bench --device cuda [--quick] [--json FILE]
 //   sparq generate --model PATH [--tokenizer PATH] --prompt TEXT [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--weights int8]
@@ -33,7 +33,7 @@ const USAGE = `usage:
   sparq bench gemm [--quick] [--isa LIST] [--groups 32,128] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq bench attention [--quick] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq bench e2e [--quick] [--model FILE [--pruned]] [--prompt N] [--tokens N] [--profile] [--threads N] [--json FILE]
-  sparq bench spmm [--quick] [--threads N] [--min-time SECONDS] [--json FILE]
+  sparq bench spmm [--quick] [--isa LIST] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq bench quants [--quick] [--types q4_0,q4_k,...] [--m 1,8,128] [--threads N] [--min-time SECONDS] [--json FILE]
   sparq bench serve [--model FILE] [--tokenizer PATH] [--streams 1,2,4,8,16] [--tokens N] [--duration SECONDS] [--soak SECONDS]
                     [--max-sequences N] [--json FILE]
@@ -435,8 +435,11 @@ async function main(argv: string[]): Promise<number> {
   }
   if (cmd === 'bench' && sub === 'spmm') {
     const threads = flag(rest, '--threads'), minTime = flag(rest, '--min-time');
+    const isaArg = flag(rest, '--isa');
+    const isas = isaArg?.split(',').map((s) => s.trim()) as IsaName[] | undefined;
+    for (const i of isas ?? []) if (!ISAS.includes(i)) throw new Error(`unknown ISA '${i}' (expected ${ISAS.join(', ')})`);
     await benchSpmm({ quick: rest.includes('--quick'), json: flag(rest, '--json'), threads: threads ? Number(threads) : undefined,
-      minTime: minTime ? Number(minTime) : undefined });
+      minTime: minTime ? Number(minTime) : undefined, isas });
     return 0;
   }
   if (cmd === 'bench' && sub === 'quants') {
