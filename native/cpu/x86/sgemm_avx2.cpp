@@ -1,13 +1,10 @@
 // sgemm_avx2.cpp - f32 GEMM (packed-B, 16-column panels) and row-dot GEMV for
 // AVX2 + FMA.
 //
-// sgemm: GotoBLAS-style loops (k blocks of kKC, row blocks of kMC) around a
-// 6 x 16 register tile (12 ymm accumulators, 2 B loads + 6 broadcasts per k).
-// A row blocks are packed into a thread-local buffer (strips of 6 rows,
-// k-major) so the micro-kernel reads one contiguous A stream (when the range
-// has >= 3 panels; otherwise A is broadcast from row-major memory); each strip
-// prefetches its share of the next panel's B sub-panel; row tails use
-// 5..1-row instantiations, the last (partial) panel uses masked C/bias access.
+// sgemm: the driver of sgemm_impl.h around a 6 x 16 register tile
+// (tile_6x16_avx2: 12 ymm accumulators, 2 B loads + 6 broadcasts per k); A row
+// blocks are packed in strips of 6 rows when the range has >= 3 panels; row
+// tails use 5..1-row instantiations, the last (partial) panel masked C/bias access.
 // sgemv: 4 rows of w in flight; x rows in groups of 3 (3 x 4 = 12 accumulators)
 // or 2, m == 1 uses 2 accumulators per w row; k walked in L1-sized chunks when
 // m > 1, masked k tail, 4-way horizontal sum at the end.
@@ -25,15 +22,12 @@
 #include <cstdlib>
 
 #include "../kernels.h"
+#include "sgemm_impl.h"
 #include "sgemv_impl.h"
 
 namespace sparq {
 namespace {
 
-constexpr int kMR = 6;        // rows per register tile
-constexpr int64_t kKC = 256;  // k block: a 16-column B sub-panel is 16 KiB (L1)
-constexpr int64_t kMC = 96;   // row block: the packed A block is 96 KiB (L2)
-static_assert(kMC % kMR == 0, "row block is a whole number of strips");
 
 // Lanes [0, n) set; n is clamped to [0, 8] (so the table is never read outside).
 inline __m256i lane_mask(int64_t n) {
@@ -47,7 +41,7 @@ inline __m256i lane_mask(int64_t n) {
 // PACKED: a[p * MR + r]; otherwise a[r * lda + p] (row-major, unpacked).
 // init: C = acc (+ bias) instead of C += acc. ncols in [1, 16] columns valid.
 template <int MR, bool PACKED>
-void ukr(int64_t kc, const float* __restrict a, int64_t lda, const float* __restrict b, float* c,
+void tile_6x16_avx2(int64_t kc, const float* __restrict a, int64_t lda, const float* __restrict b, float* c,
          int64_t ldc, bool init, const float* bias, int64_t ncols, const float* pf, int64_t npf) {
   __m256 acc0[MR], acc1[MR];
 #pragma GCC unroll 8
@@ -118,24 +112,9 @@ void ukr(int64_t kc, const float* __restrict a, int64_t lda, const float* __rest
   }
 }
 
-template <bool PACKED>
-void ukr_rows(int64_t rows, int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
-              bool init, const float* bias, int64_t ncols, const float* pf, int64_t npf) {
-  switch (rows) {
-    case 6: ukr<6, PACKED>(kc, a, lda, b, c, ldc, init, bias, ncols, pf, npf); break;
-    case 5: ukr<5, PACKED>(kc, a, lda, b, c, ldc, init, bias, ncols, pf, npf); break;
-    case 4: ukr<4, PACKED>(kc, a, lda, b, c, ldc, init, bias, ncols, pf, npf); break;
-    case 3: ukr<3, PACKED>(kc, a, lda, b, c, ldc, init, bias, ncols, pf, npf); break;
-    case 2: ukr<2, PACKED>(kc, a, lda, b, c, ldc, init, bias, ncols, pf, npf); break;
-    case 1: ukr<1, PACKED>(kc, a, lda, b, c, ldc, init, bias, ncols, pf, npf); break;
-    default: assert(false && "rows in [1, 6]");
-  }
-}
-
-// Pack rows [0, mc) x cols [0, kc) of a into strips of kMR rows (the last strip
-// has mc % kMR rows): strip s holds ap[s * kMR * kc + p * rows + r].
+// One R-row strip of A, k range [0, kc): ap[p * R + r] = a[r * lda + p].
 template <int R>
-inline void pack_strip(const float* __restrict a, int64_t lda, int64_t kc, float* __restrict ap) {
+inline void pack_strip_rows(const float* __restrict a, int64_t lda, int64_t kc, float* __restrict ap) {
   const float* ar[R];
   for (int r = 0; r < R; ++r) ar[r] = a + r * lda;
   int64_t p = 0;
@@ -218,36 +197,24 @@ inline void pack_strip6(const float* __restrict a, int64_t lda, int64_t kc, floa
   }
 }
 
-void pack_a(const float* a, int64_t lda, int64_t mc, int64_t kc, float* ap) {
-  for (int64_t ir = 0; ir < mc; ir += kMR, ap += kMR * kc) {
-    const int64_t rows = mc - ir < kMR ? mc - ir : kMR;
-    const float* as = a + ir * lda;
-    switch (rows) {
-      case 6: pack_strip6(as, lda, kc, ap); break;
-      case 5: pack_strip<5>(as, lda, kc, ap); break;
-      case 4: pack_strip<4>(as, lda, kc, ap); break;
-      case 3: pack_strip<3>(as, lda, kc, ap); break;
-      case 2: pack_strip<2>(as, lda, kc, ap); break;
-      default: pack_strip<1>(as, lda, kc, ap); break;
-    }
+// The register tile for the driver (sgemm_impl.h): 6 rows x one 16-column panel.
+struct SgemmTile6x16Avx2 {
+  static constexpr int kMR = 6, kNP = 1;
+  static constexpr int64_t kKC = 256;  // k block: a 16-column B sub-panel is 16 KiB (L1)
+  static constexpr int64_t kMC = 96;   // row block: the packed A block is 96 KiB (L2)
+  static constexpr int64_t kPackPanels = 3;  // measured: 1-2 panels run as fast or faster from row-major A
+  template <int MR, int NP, bool PACKED>
+  static void tile(int64_t kc, const float* a, int64_t lda, const float* b, int64_t, float* c, int64_t ldc, bool init,
+                   const float* bias, int64_t ncols, const float* pf0, const float*, int64_t npf) {
+    static_assert(NP == 1, "one panel");
+    tile_6x16_avx2<MR, PACKED>(kc, a, lda, b, c, ldc, init, bias, ncols, pf0, npf);
   }
-}
-
-// One kMC x kKC packing buffer per thread, allocated on first use and freed at
-// thread exit. nullptr if the allocation failed (callers then run unpacked).
-struct PackBuf {
-  float* p = nullptr;
-  bool tried = false;
-  ~PackBuf() { std::free(p); }
-  float* get() {
-    if (!tried) {
-      tried = true;
-      p = static_cast<float*>(std::aligned_alloc(64, sizeof(float) * kMC * kKC));
-    }
-    return p;
+  template <int R>
+  static void pack_strip(const float* a, int64_t lda, int64_t kc, float* ap) {
+    if constexpr (R == 6) pack_strip6(a, lda, kc, ap);
+    else pack_strip_rows<R>(a, lda, kc, ap);
   }
 };
-thread_local PackBuf t_pack;
 
 // ---------------------------------------------------------------------------
 // sgemv (sgemv_impl.h) at the AVX2 width: x rows in groups of 3 (4 rows go as
@@ -283,59 +250,7 @@ struct SgemvAvx2 {
 
 }  // namespace
 
-void sgemm_avx2(const SgemmArgs& p, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1) {
-  assert(0 <= m0 && m0 <= m1 && m1 <= p.m);
-  assert(0 <= nb0 && nb0 <= nb1 && nb1 <= (p.n + 15) / 16);
-  assert(p.k >= 0 && (p.m <= 1 || (p.lda >= p.k && p.ldc >= p.n)));
-  // the asserts are the contract (checked builds); release builds clamp, so a bad
-  // range computes less instead of touching memory past the logical [m, n]
-  m1 = m1 < p.m ? m1 : p.m;
-  nb1 = nb1 < (p.n + 15) / 16 ? nb1 : (p.n + 15) / 16;
-  if (m0 >= m1 || nb0 >= nb1) return;
-  assert(p.c && (p.k == 0 || (p.a && p.bp)));
-  assert(!p.accumulate || !p.bias);
-
-  if (p.k == 0) {  // c = bias (or 0); unchanged when accumulating
-    if (p.accumulate) return;
-    for (int64_t i = m0; i < m1; ++i)
-      for (int64_t j = nb0 * 16; j < nb1 * 16 && j < p.n; ++j) p.c[i * p.ldc + j] = p.bias ? p.bias[j] : 0.f;
-    return;
-  }
-
-  // Packing pays off once the block is reused by 3+ panels (measured: 1-2
-  // panels run as fast or faster straight from row-major A).
-  float* ap = nb1 - nb0 >= 3 ? t_pack.get() : nullptr;
-  for (int64_t pc = 0; pc < p.k; pc += kKC) {
-    const int64_t kc = p.k - pc < kKC ? p.k - pc : kKC;
-    const bool init = pc == 0 && !p.accumulate;
-    for (int64_t ic = m0; ic < m1; ic += kMC) {
-      const int64_t mc = m1 - ic < kMC ? m1 - ic : kMC;
-      const float* ablk = p.a + ic * p.lda + pc;
-      if (ap) pack_a(ablk, p.lda, mc, kc, ap);
-      for (int64_t nb = nb0; nb < nb1; ++nb) {
-        const float* b = p.bp + (nb * p.k + pc) * 16;
-        const int64_t ncols = p.n - nb * 16 < 16 ? p.n - nb * 16 : 16;
-        const float* bias = p.bias ? p.bias + nb * 16 : nullptr;
-        float* cblk = p.c + ic * p.ldc + nb * 16;
-        // Each strip prefetches its share of the next panel's B sub-panel.
-        const float* bnext = nb + 1 < nb1 ? b + p.k * 16 : nullptr;
-        const int64_t nstrips = (mc + kMR - 1) / kMR;
-        const int64_t share = (kc + nstrips - 1) / nstrips;
-        for (int64_t ir = 0, s = 0; ir < mc; ir += kMR, ++s) {
-          const int64_t rows = mc - ir < kMR ? mc - ir : kMR;
-          const int64_t lo = s * share < kc ? s * share : kc;
-          const int64_t npf = !bnext ? 0 : (kc - lo < share ? kc - lo : share);
-          const float* pf = bnext ? bnext + lo * 16 : nullptr;
-          if (ap)
-            ukr_rows<true>(rows, kc, ap + ir * kc, 0, b, cblk + ir * p.ldc, p.ldc, init, bias, ncols, pf, npf);
-          else
-            ukr_rows<false>(rows, kc, ablk + ir * p.lda, p.lda, b, cblk + ir * p.ldc, p.ldc, init, bias, ncols, pf,
-                            npf);
-        }
-      }
-    }
-  }
-}
+void sgemm_avx2(const SgemmArgs& p, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1) { sgemm::run<SgemmTile6x16Avx2>(p, m0, m1, nb0, nb1); }
 
 void sgemv_avx2(const SgemvArgs& p, int64_t n0, int64_t n1) { sgemv::run<SgemvAvx2>(p, n0, n1); }
 

@@ -1,9 +1,9 @@
 // sgemm_avx512.cpp - f32 GEMM (packed-B, 16-column panels) and row-dot GEMV for
 // AVX-512 (F/BW/VL/DQ + FMA).
 //
-// sgemm: same structure as sgemm_avx2.cpp (k blocks of kKC, row blocks of kMC,
-// A packed into a thread-local buffer when the range has >= 4 panels, B
-// prefetch of the next panel pair) around a 12 x 32 register tile: two B panels
+// sgemm: the driver of sgemm_impl.h (A packed when the range has >= 4 panels, B
+// prefetch of the next panel pair) around a 12 x 32 register tile
+// (tile_12x32_avx512): two B panels
 // (one zmm each) x 12 rows = 24 zmm accumulators, 2 B loads + 12 broadcasts per
 // k step. 24 independent FMA chains cover 2 ports x 4-cycle latency three times
 // over, 14 loads per 24 FMAs stay under 2 loads/cycle, and 24 + 2 B + 1-2
@@ -27,6 +27,7 @@
 #include <cstdlib>
 
 #include "../kernels.h"
+#include "sgemm_impl.h"
 #include "sgemv_impl.h"
 
 // Keeps a value in a zmm register (an empty asm the compiler cannot see
@@ -40,10 +41,6 @@
 namespace sparq {
 namespace {
 
-constexpr int kMR = 12;       // rows per register tile
-constexpr int64_t kKC = 256;  // k block: a pair of B sub-panels is 32 KiB
-constexpr int64_t kMC = 144;  // row block: the packed A block is 144 KiB (L2)
-static_assert(kMC % kMR == 0, "row block is a whole number of strips");
 
 // Lanes [0, n) set; n <= 0 gives no lane (never a shift by a negative count).
 inline __mmask16 lane_mask16(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1u); }
@@ -55,7 +52,7 @@ inline __mmask16 lane_mask16(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : n
 // columns of the tile (1 .. 16 * NP). The first npf k steps also prefetch one
 // row of each next sub-panel (pf0, pf1).
 template <int MR, int NP, bool PACKED>
-void ukr(int64_t kc, const float* __restrict a, int64_t lda, const float* __restrict b, int64_t bstride, float* c,
+void tile_12x32_avx512(int64_t kc, const float* __restrict a, int64_t lda, const float* __restrict b, int64_t bstride, float* c,
          int64_t ldc, bool init, const float* bias, int64_t ncols, const float* pf0, const float* pf1,
          int64_t npf) {
   static_assert(NP == 1 || NP == 2, "one or two panels");
@@ -105,34 +102,10 @@ void ukr(int64_t kc, const float* __restrict a, int64_t lda, const float* __rest
   }
 }
 
-template <int NP, bool PACKED>
-void ukr_rows(int64_t rows, int64_t kc, const float* a, int64_t lda, const float* b, int64_t bstride, float* c,
-              int64_t ldc, bool init, const float* bias, int64_t ncols, const float* pf0, const float* pf1,
-              int64_t npf) {
-#define SPARQ_UKR(R) \
-  case R: ukr<R, NP, PACKED>(kc, a, lda, b, bstride, c, ldc, init, bias, ncols, pf0, pf1, npf); break
-  switch (rows) {
-    SPARQ_UKR(12);
-    SPARQ_UKR(11);
-    SPARQ_UKR(10);
-    SPARQ_UKR(9);
-    SPARQ_UKR(8);
-    SPARQ_UKR(7);
-    SPARQ_UKR(6);
-    SPARQ_UKR(5);
-    SPARQ_UKR(4);
-    SPARQ_UKR(3);
-    SPARQ_UKR(2);
-    SPARQ_UKR(1);
-    default: assert(false && "rows in [1, 12]");
-  }
-#undef SPARQ_UKR
-}
-
 // Pack an R-row strip, k range [0, kc): ap[p * R + r] = a[r * lda + p].
 // Rows in groups of 4 via 4x4 transposes (4 k values per step), the rest scalar.
 template <int R>
-inline void pack_strip(const float* __restrict a, int64_t lda, int64_t kc, float* __restrict ap) {
+inline void pack_strip_rows(const float* __restrict a, int64_t lda, int64_t kc, float* __restrict ap) {
   constexpr int R4 = R / 4 * 4;
   int64_t p = 0;
   for (; p + 4 <= kc; p += 4) {
@@ -162,47 +135,20 @@ inline void pack_strip(const float* __restrict a, int64_t lda, int64_t kc, float
     for (int r = 0; r < R; ++r) ap[p * R + r] = a[r * lda + p];
 }
 
-// Pack rows [0, mc) x cols [0, kc) into strips of kMR rows (the last strip has
-// mc % kMR rows): the strip starting at row ir begins at ap + ir * kc.
-void pack_a(const float* a, int64_t lda, int64_t mc, int64_t kc, float* ap) {
-  for (int64_t ir = 0; ir < mc; ir += kMR, ap += kMR * kc) {
-    const int64_t rows = mc - ir < kMR ? mc - ir : kMR;
-    const float* as = a + ir * lda;
-#define SPARQ_PACK(R) \
-  case R: pack_strip<R>(as, lda, kc, ap); break
-    switch (rows) {
-      SPARQ_PACK(12);
-      SPARQ_PACK(11);
-      SPARQ_PACK(10);
-      SPARQ_PACK(9);
-      SPARQ_PACK(8);
-      SPARQ_PACK(7);
-      SPARQ_PACK(6);
-      SPARQ_PACK(5);
-      SPARQ_PACK(4);
-      SPARQ_PACK(3);
-      SPARQ_PACK(2);
-      default: pack_strip<1>(as, lda, kc, ap); break;
-    }
-#undef SPARQ_PACK
+// The register tile for the driver (sgemm_impl.h): 12 rows x two 16-column panels.
+struct SgemmTile12x32Avx512 {
+  static constexpr int kMR = 12, kNP = 2;
+  static constexpr int64_t kKC = 256;  // k block: a pair of B sub-panels is 32 KiB
+  static constexpr int64_t kMC = 144;  // row block: the packed A block is 144 KiB (L2)
+  static constexpr int64_t kPackPanels = 4;  // packing pays once the block feeds two tile columns
+  template <int MR, int NP, bool PACKED>
+  static void tile(int64_t kc, const float* a, int64_t lda, const float* b, int64_t bstride, float* c, int64_t ldc, bool init,
+                   const float* bias, int64_t ncols, const float* pf0, const float* pf1, int64_t npf) {
+    tile_12x32_avx512<MR, NP, PACKED>(kc, a, lda, b, bstride, c, ldc, init, bias, ncols, pf0, pf1, npf);
   }
-}
-
-// One kMC x kKC packing buffer per thread, allocated on first use and freed at
-// thread exit. nullptr if the allocation failed (callers then run unpacked).
-struct PackBuf {
-  float* p = nullptr;
-  bool tried = false;
-  ~PackBuf() { std::free(p); }
-  float* get() {
-    if (!tried) {
-      tried = true;
-      p = static_cast<float*>(std::aligned_alloc(64, sizeof(float) * kMC * kKC));
-    }
-    return p;
-  }
+  template <int R>
+  static void pack_strip(const float* a, int64_t lda, int64_t kc, float* ap) { pack_strip_rows<R>(a, lda, kc, ap); }
 };
-thread_local PackBuf t_pack;
 
 // ---------------------------------------------------------------------------
 // sgemv (sgemv_impl.h) at the AVX-512 width: x rows in groups of 4 (4 x 4 = 16
@@ -240,72 +186,7 @@ struct SgemvAvx512 {
 
 }  // namespace
 
-void sgemm_avx512(const SgemmArgs& p, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1) {
-  assert(0 <= m0 && m0 <= m1 && m1 <= p.m);
-  assert(0 <= nb0 && nb0 <= nb1 && nb1 <= (p.n + 15) / 16);
-  assert(p.k >= 0 && (p.m <= 1 || (p.lda >= p.k && p.ldc >= p.n)));
-  // the asserts are the contract (checked builds); release builds clamp, so a bad
-  // range computes less instead of touching memory past the logical [m, n]
-  m1 = m1 < p.m ? m1 : p.m;
-  nb1 = nb1 < (p.n + 15) / 16 ? nb1 : (p.n + 15) / 16;
-  if (m0 >= m1 || nb0 >= nb1) return;
-  assert(p.c && (p.k == 0 || (p.a && p.bp)));
-  assert(!p.accumulate || !p.bias);
-
-  if (p.k == 0) {  // c = bias (or 0); unchanged when accumulating
-    if (p.accumulate) return;
-    for (int64_t i = m0; i < m1; ++i)
-      for (int64_t j = nb0 * 16; j < nb1 * 16 && j < p.n; ++j) p.c[i * p.ldc + j] = p.bias ? p.bias[j] : 0.f;
-    return;
-  }
-
-  const int64_t bstride = p.k * 16;  // floats between consecutive panels
-  // Packing pays off once the A block is reused by several panels (the AVX2
-  // path measured the break-even at ~3 panels; 4 = two register-tile columns).
-  float* ap = nb1 - nb0 >= 4 ? t_pack.get() : nullptr;
-  for (int64_t pc = 0; pc < p.k; pc += kKC) {
-    const int64_t kc = p.k - pc < kKC ? p.k - pc : kKC;
-    const bool init = pc == 0 && !p.accumulate;
-    for (int64_t ic = m0; ic < m1; ic += kMC) {
-      const int64_t mc = m1 - ic < kMC ? m1 - ic : kMC;
-      const float* ablk = p.a + ic * p.lda + pc;
-      if (ap) pack_a(ablk, p.lda, mc, kc, ap);
-      for (int64_t nb = nb0; nb < nb1; nb += 2) {
-        const int np = nb + 1 < nb1 ? 2 : 1;
-        const float* b = p.bp + (nb * p.k + pc) * 16;
-        const int64_t ncols = p.n - nb * 16 < 16 * np ? p.n - nb * 16 : 16 * np;
-        const float* bias = p.bias ? p.bias + nb * 16 : nullptr;
-        float* cblk = p.c + ic * p.ldc + nb * 16;
-        // Each strip prefetches its share of the next tile column's B sub-panels.
-        const int64_t nnext = nb1 - (nb + np) < 2 ? nb1 - (nb + np) : 2;
-        const float* pf0 = nnext > 0 ? b + np * bstride : nullptr;
-        const float* pf1 = nnext > 1 ? pf0 + bstride : pf0;
-        const int64_t nstrips = (mc + kMR - 1) / kMR;
-        const int64_t share = (kc + nstrips - 1) / nstrips;
-        for (int64_t ir = 0, s = 0; ir < mc; ir += kMR, ++s) {
-          const int64_t rows = mc - ir < kMR ? mc - ir : kMR;
-          const int64_t lo = s * share < kc ? s * share : kc;
-          const int64_t npf = !pf0 ? 0 : (kc - lo < share ? kc - lo : share);
-          const float* q0 = pf0 ? pf0 + lo * 16 : nullptr;
-          const float* q1 = pf1 ? pf1 + lo * 16 : nullptr;
-          const float* as = ap ? ap + ir * kc : ablk + ir * p.lda;
-          float* cs = cblk + ir * p.ldc;
-          if (np == 2) {
-            if (ap)
-              ukr_rows<2, true>(rows, kc, as, 0, b, bstride, cs, p.ldc, init, bias, ncols, q0, q1, npf);
-            else
-              ukr_rows<2, false>(rows, kc, as, p.lda, b, bstride, cs, p.ldc, init, bias, ncols, q0, q1, npf);
-          } else {
-            if (ap)
-              ukr_rows<1, true>(rows, kc, as, 0, b, bstride, cs, p.ldc, init, bias, ncols, q0, q1, npf);
-            else
-              ukr_rows<1, false>(rows, kc, as, p.lda, b, bstride, cs, p.ldc, init, bias, ncols, q0, q1, npf);
-          }
-        }
-      }
-    }
-  }
-}
+void sgemm_avx512(const SgemmArgs& p, int64_t m0, int64_t m1, int64_t nb0, int64_t nb1) { sgemm::run<SgemmTile12x32Avx512>(p, m0, m1, nb0, nb1); }
 
 void sgemv_avx512(const SgemvArgs& p, int64_t n0, int64_t n1) { sgemv::run<SgemvAvx512>(p, n0, n1); }
 
