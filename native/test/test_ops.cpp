@@ -88,7 +88,7 @@ static const char* kFormats[] = {"int8", "int8_g32", "int8_g64_asym", "int4_g32"
                                  // other N:M patterns (AVX2 expands them through masks built from the indices)
                                  "nm12_int8", "nm14_int8", "nm48_int8", "nm816_int8",
                                  // int4 values with f16 scales per group of columns (bitmask and N:M only)
-                                 "bitmask_int4_g64", "bitmask_int4_g32", "nm24_int4_g64", "nm24_int4_g32", "nm24_int4_g128", "nm48_int4_g128", "nm14_int4_g32",
+                                 "bitmask_int4_g64", "bitmask_int4_g32", "nm24_int4_g64", "nm24_int4_g32", "nm24_int4_g128", "nm48_int4_g128", "nm816_int4_g64", "nm14_int4_g32",
                                  // GGUF block types: every decoder family (symmetric / offsets, groups of 16 / 32, signed / unsigned codes)
                                  "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS",
                                  // Q4_0 repacked 16 rows at a time at load (the x16 layout of quants.h)

@@ -6,8 +6,8 @@
 // registers - and multiplies contiguous activations (int8: vpmaddubsw with the
 // sign trick into int32): no gather, each weight byte read once. int8 N:M rows
 // expand the same way, their mask words built from the indices (NmMasks), but
-// 2:4 (int8 or int4) picks its activations instead (spmv_nm24: 32 multiplies
-// per 64 columns). int4 rows are unpacked to int8 first, their sums scaled per
+// 2:4, 4:8 and 8:16 (int8 or int4) pick their activations instead (spmv_pick:
+// 32 multiplies per 64 columns). int4 rows are unpacked to int8 first, their sums scaled per
 // group.
 // m > 8: a row's nonzeros are decoded once, then each one adds value x
 // xT[column, 0..m) into 32-wide accumulator strips (int8 with m >= 16 goes
@@ -431,60 +431,74 @@ void spmv_i4(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
   }
 }
 
-// 2:4 decode by compacted activations (int8 and int4 values): in place of
-// expanding 32 stored values to 64 positions, each block of 64 columns picks
-// its 32 activations (two per group of four) with vpshufb and multiplies them
+// N:M decode with N / M = 1/2 (2:4, 4:8, 8:16; int8 and int4 values) by picked
+// activations: in place of expanding 32 stored values to 64 positions, each
+// block of 64 columns picks its 32 activations with vpshufb and multiplies them
 // by the 32 values as stored - half the multiplies, no prefix sums. The picks
 // come in the order [v0-7, v16-23 | v8-15, v24-31] (x's columns 0-31 fill the
-// low half of each 128-bit lane, columns 32-63 the high half), and the values
-// are put in the same order (int8: vpermq; int4: a byte shuffle of the nibbles).
-struct Nm24Consts {
+// low half of each 128-bit lane, columns 32-63 the high half; each 8-value run
+// is 16 columns, one lane of one half), and the values are put in the same
+// order (int8: vpermq; int4: the nibble shuffle below).
+
+// 32 nibbles (16 bytes, nibble p in byte p / 2, low first) as bytes in the picks'
+// order: each 16-bit lane holds one source byte twice (vpshufb), its low byte
+// keeps the low nibble and its high byte the high one.
+inline __m256i nibbles_in_pick_order(const uint8_t* p) {
+  const __m256i dup = _mm256_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 8, 8, 9, 9, 10, 10, 11, 11, 4, 4, 5, 5, 6, 6, 7, 7, 12, 12, 13, 13, 14, 14, 15, 15);
+  const __m256i w = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), dup);
+  return _mm256_or_si256(_mm256_and_si256(w, _mm256_set1_epi16(0x000f)), _mm256_and_si256(_mm256_srli_epi16(w, 4), _mm256_set1_epi16(0x0f00)));
+}
+
+// The vpshufb control of a block (32 bytes: the column of each picked value
+// within its 16-column lane) from the row's indices.
+struct PickCtrl {
   __m256i spread, bit1, bit2, base;
-  Nm24Consts() {
+  int M;
+  explicit PickCtrl(int m) : M(m) {
     alignas(32) int8_t sp[32], b1[32], b2[32], bs[32];
     for (int p = 0; p < 32; ++p) {
       const int q = p % 16, v = (q < 8 ? 0 : 16) + p / 16 * 8 + q % 8;  // the value in byte p
-      sp[p] = int8_t(v / 4);                   // its index byte (4 two-bit indices)
-      b1[p] = int8_t(1 << (2 * (v % 4)));      // its index's bits
+      const int N = M / 2;
+      sp[p] = int8_t(v / 4);                   // 2:4: its index byte (4 two-bit indices)
+      b1[p] = int8_t(1 << (2 * (v % 4)));      // 2:4: its index's bits
       b2[p] = int8_t(2 << (2 * (v % 4)));
-      bs[p] = int8_t(4 * ((v / 2) % 4));       // its group's first column within the 16-column lane
+      bs[p] = int8_t(M * ((v / N) % (16 / M)));  // its group's first column within the 16-column lane
     }
     spread = _mm256_load_si256(reinterpret_cast<const __m256i*>(sp));
     bit1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b1));
     bit2 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b2));
     base = _mm256_load_si256(reinterpret_cast<const __m256i*>(bs));
   }
-  // the vpshufb control of a block from its 8 index bytes
-  __m256i ctrl(const uint8_t* ib) const {
-    int64_t u;
-    std::memcpy(&u, ib, 8);
-    const __m256i t = _mm256_shuffle_epi8(_mm256_set1_epi64x(u), spread);
-    const __m256i e1 = _mm256_cmpeq_epi8(_mm256_and_si256(t, bit1), bit1), e2 = _mm256_cmpeq_epi8(_mm256_and_si256(t, bit2), bit2);
-    return _mm256_or_si256(_mm256_or_si256(_mm256_and_si256(e1, _mm256_set1_epi8(1)), _mm256_and_si256(e2, _mm256_set1_epi8(2))), base);
+  // block b of the row's index bytes ib: 2:4 holds 2-bit indices (8 bytes a block),
+  // 4:8 and 8:16 4-bit ones (16 bytes a block)
+  __m256i operator()(const uint8_t* ib, int64_t b) const {
+    if (M == 4) {
+      int64_t u;
+      std::memcpy(&u, ib + b * 8, 8);
+      const __m256i t = _mm256_shuffle_epi8(_mm256_set1_epi64x(u), spread);
+      // each byte tests its index's two bits: base + 1 + 2 where set (a set test is -1)
+      const __m256i e1 = _mm256_cmpeq_epi8(_mm256_and_si256(t, bit1), bit1), e2 = _mm256_cmpeq_epi8(_mm256_and_si256(t, bit2), bit2);
+      return _mm256_sub_epi8(_mm256_sub_epi8(_mm256_sub_epi8(base, e1), e2), e2);
+    }
+    return _mm256_add_epi8(nibbles_in_pick_order(ib + b * 16), base);
   }
 };
 
-// 32 int4 values (16 bytes) in the picks' order, as int8 in [-8, 7]: each 16-bit
-// lane holds one source byte twice (vpshufb), its low byte keeps the low nibble and
-// its high byte the high one.
-inline __m256i nm24_values4(const uint8_t* p) {
-  const __m256i dup = _mm256_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 8, 8, 9, 9, 10, 10, 11, 11, 4, 4, 5, 5, 6, 6, 7, 7, 12, 12, 13, 13, 14, 14, 15, 15);
-  const __m256i w = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), dup);
-  const __m256i v = _mm256_or_si256(_mm256_and_si256(w, _mm256_set1_epi16(0x000f)), _mm256_and_si256(_mm256_srli_epi16(w, 4), _mm256_set1_epi16(0x0f00)));
-  return _mm256_sub_epi8(v, _mm256_set1_epi8(8));
-}
+// 32 int4 values (16 bytes) in the picks' order, as int8 in [-8, 7].
+inline __m256i values4_in_pick_order(const uint8_t* p) { return _mm256_sub_epi8(nibbles_in_pick_order(p), _mm256_set1_epi8(8)); }
 
 template <int MR, bool Int4>
-void spmv_nm24(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
-  static const Nm24Consts C;
+void spmv_pick(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
+  static const PickCtrl c24(4), c48(8), c816(16);
+  const PickCtrl& ctrl_of = s.M == 4 ? c24 : s.M == 8 ? c48 : c816;
   const __m256i ones = _mm256_set1_epi16(1);
-  const int64_t blocks = (s.k + 63) / 64, per = s.groups() * 2, rb = s.idx_row_bytes(), G = Int4 ? s.qgroups() : 0;
+  const int64_t blocks = (s.k + 63) / 64, per = s.groups() * s.N, rb = s.idx_row_bytes(), G = Int4 ? s.qgroups() : 0;
   // int4: the row's scales in f32 (+ a zero: a last block of at most 32 columns reads one past them)
   thread_local std::vector<float> sf;
   if (Int4 && int64_t(sf.size()) < G + 8) sf.resize(size_t(G + 8));
   const int sh = Int4 ? __builtin_ctzll(uint64_t(s.group)) - 6 : 0;  // group 32: -1 (two scales a block)
   for (int64_t j = j0; j < j1; ++j) {
-    const uint8_t* ib = s.idx.data() + j * rb;  // kSparseIdxPad bytes after the last row: 8-byte reads stay inside
+    const uint8_t* ib = s.idx.data() + j * rb;  // kSparseIdxPad bytes after the last row: 8- or 16-byte reads stay inside
     if constexpr (Int4) {
       const uint16_t* sc = s.scale4.data() + j * G;
       int64_t g = 0;
@@ -497,11 +511,11 @@ void spmv_nm24(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_si256(), accf[i] = _mm256_setzero_ps();
     for (int64_t b = 0; b < blocks; ++b) {
-      const __m256i ctrl = C.ctrl(ib + b * 8);
+      const __m256i ctrl = ctrl_of(ib, b);
       // past k: the last block's values and indices run into the next row (or the padding), and its
       // picks into x's zero columns (ldq covers whole blocks)
       __m256i v;
-      if constexpr (Int4) v = nm24_values4(s.v4.data() + (j * per + b * 32) / 2);
+      if constexpr (Int4) v = values4_in_pick_order(s.v4.data() + (j * per + b * 32) / 2);
       else v = _mm256_permute4x64_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.vq.data() + j * per + b * 32)), 0xd8);
       const __m256i av = _mm256_abs_epi8(v);
       __m256 scale;
@@ -539,9 +553,9 @@ void spmv_nm24(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
 
 template <int MR>
 void spmv_rows(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
-  const bool nm24 = s.format == SparseFormat::nm && s.N == 2 && s.M == 4;
-  if (nm24 && s.int4) spmv_nm24<MR, true>(s, a, j0, j1);
-  else if (nm24 && s.int8) spmv_nm24<MR, false>(s, a, j0, j1);
+  const bool pick = s.format == SparseFormat::nm && 2 * s.N == s.M && s.M >= 4;  // 2:4, 4:8, 8:16
+  if (pick && s.int4) spmv_pick<MR, true>(s, a, j0, j1);
+  else if (pick && s.int8) spmv_pick<MR, false>(s, a, j0, j1);
   else if (s.int4) spmv_i4<MR>(s, a, j0, j1);
   else if (s.int8) spmv_i8<MR>(s, a, j0, j1);
   else spmv_f32<MR>(s, a, j0, j1);
