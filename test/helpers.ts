@@ -145,17 +145,6 @@ export function describeEachIsa(title: string, body: (isa: string) => void): voi
 
 /** Symmetric int8 per row as the kernels quantize activations: s = max|v| / 127 (1 for all zeros),
  *  q = rint(v * (1 / s)) clamped to [-127, 127], in f32 steps. */
-/** x rounded to the nearest IEEE half (ties to even; finite x below 65520) */
-export function f16round(x: number): number {
-  const a = Math.abs(x);
-  if (a === 0 || !Number.isFinite(a)) return x;
-  let e = Math.floor(Math.log2(a));
-  if (2 ** e > a) e--;
-  else if (2 ** (e + 1) <= a) e++;
-  const quantum = 2 ** (Math.max(e, -14) - 10);  // subnormals: 2^-24
-  return Math.sign(x) * roundEven(a / quantum) * quantum;
-}
-
 export function quantRowsRef(v: ArrayLike<number>, rows: number, k: number): { q: Int32Array; s: Float32Array } {
   const f = Math.fround;
   const q = new Int32Array(rows * k), s = new Float32Array(rows);

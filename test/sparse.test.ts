@@ -3,7 +3,8 @@
 import { expect } from 'chai';
 import { Tensor, info, linear, prune, pruneRows, quantize, type SparseFormat } from '../lib/index';
 import { globalThreshold } from '../lib/model/prune';
-import { describeEachIsa, f16round, quantRowsRef, randn, refLinear, relErr, random, roundEven } from './helpers';
+import { f16ToF32, f32ToF16 } from '../lib/tensor';
+import { describeEachIsa, quantRowsRef, randn, refLinear, relErr, random, roundEven } from './helpers';
 
 const shapes: [number, number][] = [[1, 1], [7, 33], [16, 64], [33, 100], [64, 257]];
 const f = Math.fround;
@@ -64,7 +65,7 @@ function quant4Ref(w: ArrayLike<number>, n: number, k: number, g: number): { q: 
     for (let b = 0; b < G; b++) {
       let mx = 0;
       for (let c = b * g; c < Math.min(k, b * g + g); c++) mx = Math.max(mx, Math.abs(w[j * k + c]!));
-      const sc = f16round(f(mx / 7)), inv = sc > 0 ? f(1 / sc) : 0;
+      const sc = f16ToF32(f32ToF16(f(mx / 7))), inv = sc > 0 ? f(1 / sc) : 0;
       s[j * G + b] = sc;
       for (let c = b * g; c < Math.min(k, b * g + g); c++) q[j * k + c] = Math.max(-7, Math.min(7, roundEven(f(w[j * k + c]! * inv))));
     }

@@ -161,9 +161,9 @@ export async function pruneModel(model: Model, opts: PruneModelOptions = {}): Pr
   let zeros = 0, total = 0;
   let cut: { t: number; ties: number } | null = null;
   // the reference a layer's bytes are compared with: the unpruned shape, dense (int8: values + one f32 scale per row;
-  // int4: two values a byte + one f16 scale per group)
+  // int4: dense int4 as stored, rows of whole 32-value blocks at two values a byte + one f32 scale per group)
   const denseBytes = (n: number, k: number) =>
-    weights === 'int8' ? n * k + 4 * n : weights === 'int4' ? n * Math.ceil(k / 2) + 2 * n * Math.ceil(k / groupSize) : 4 * n * k;
+    weights === 'int8' ? n * k + 4 * n : weights === 'int4' ? n * Math.ceil(k / 32) * 16 + 4 * n * Math.ceil(k / groupSize) : 4 * n * k;
   const quantizeSw = (sw: SparseTensor) => (weights === 'int8' ? quantize(sw) : weights === 'int4' ? quantize(sw, { bits: 4, groupSize }) : sw);
   const keepKv = headFrac > 0 ? Math.max(1, c.kvHeads - Math.round(headFrac * c.kvHeads)) : c.kvHeads;
   const hidden = ffnFrac > 0 ? Math.max(1, c.hidden - Math.round(ffnFrac * c.hidden)) : c.hidden;

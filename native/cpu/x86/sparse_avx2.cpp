@@ -339,40 +339,46 @@ inline void with_mask_words(const SparseWeight& s, int64_t j, std::vector<int8_t
   with_masks(s, j, [&](auto mask) { fn(vp, mask); });
 }
 
+// acc[i] += the dot of words [w0, w1) of an int8-valued row (its values from vp
+// on, expanded under mask(w)) with activation row i; returns vp past those values.
+// |w| (u8) x sign(x, w) (s8): pairs stay within int16 (|x|, |w| <= 127).
+template <int MR, class Mask>
+inline const int8_t* dot_words(const SpArgs& a, const int8_t* vp, const Mask& mask, int64_t w0, int64_t w1, __m256i* acc) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  auto dot = [&](__m256i v, int64_t w) {
+    const __m256i av = _mm256_abs_epi8(v);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.xq + i * a.ldq + w * 32));
+      acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(av, _mm256_sign_epi8(xv, v)), ones));
+    }
+  };
+  int64_t w = w0;
+  for (; w + 2 <= w1; w += 2) {  // two words per step: independent expansions
+    const uint32_t b0 = mask(w), b1 = mask(w + 1);
+    const int8_t* vp1 = vp + __builtin_popcount(b0);
+    const __m256i v0 = expand32(vp, b0), v1 = expand32(vp1, b1);
+    vp = vp1 + __builtin_popcount(b1);
+    dot(v0, w);
+    dot(v1, w + 1);
+  }
+  if (w < w1) {
+    const uint32_t b = mask(w);
+    dot(expand32(vp, b), w);
+    vp += __builtin_popcount(b);
+  }
+  return vp;
+}
+
 template <int MR>
 void spmv_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
-  const __m256i ones = _mm256_set1_epi16(1);
   const int64_t words = s.words();
   for (int64_t j = j0; j < j1; ++j) {
     __m256i acc[MR];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_si256();
-    if (s.format == SparseFormat::csr) {
-      gather_row<MR>(s, I8Dot{a.xq, a.ldq}, j, acc);
-    } else {
-      // |w| (u8) x sign(x, w) (s8): pairs stay within int16 (|x|, |w| <= 127)
-      auto dot = [&](__m256i v, int64_t w) {
-        const __m256i av = _mm256_abs_epi8(v);
-#pragma GCC unroll 8
-        for (int i = 0; i < MR; ++i) {
-          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.xq + i * a.ldq + w * 32));
-          acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(av, _mm256_sign_epi8(xv, v)), ones));
-        }
-      };
-      with_masks(s, j, [&](auto mask) {
-        const int8_t* vp = s.vq.data() + s.row_begin(j);
-        int64_t w = 0;
-        for (; w + 2 <= words; w += 2) {  // two words per step: independent expansions
-          const uint32_t b0 = mask(w), b1 = mask(w + 1);
-          const int8_t* vp1 = vp + __builtin_popcount(b0);
-          const __m256i v0 = expand32(vp, b0), v1 = expand32(vp1, b1);
-          vp = vp1 + __builtin_popcount(b1);
-          dot(v0, w);
-          dot(v1, w + 1);
-        }
-        if (w < words) dot(expand32(vp, mask(w)), w);
-      });
-    }
+    if (s.format == SparseFormat::csr) gather_row<MR>(s, I8Dot{a.xq, a.ldq}, j, acc);
+    else with_masks(s, j, [&](auto mask) { dot_words<MR>(a, s.vq.data() + s.row_begin(j), mask, 0, words, acc); });
     const float ws = s.scale[size_t(j)];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) a.y[i * s.n + j] = sparse_q_out(hsum_epi32(acc[i]), a.xs[i], ws, a.bias, j);
@@ -383,7 +389,6 @@ void spmv_i8(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
 // int8 rows are, with int32 sums per scale group added into f32.
 template <int MR>
 void spmv_i4(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
-  const __m256i ones = _mm256_set1_epi16(1);
   const int64_t words = s.words(), G = s.qgroups(), gw = s.group / 32;
   thread_local std::vector<int8_t> buf;
   for (int64_t j = j0; j < j1; ++j) {
@@ -396,30 +401,7 @@ void spmv_i4(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
         __m256i acc[MR];
 #pragma GCC unroll 8
         for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_si256();
-        // |w| (u8) x sign(x, w) (s8): |w| <= 7, so a pair stays within int16
-        auto dot = [&](__m256i v, int64_t w) {
-          const __m256i av = _mm256_abs_epi8(v);
-#pragma GCC unroll 8
-          for (int i = 0; i < MR; ++i) {
-            const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.xq + i * a.ldq + w * 32));
-            acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(av, _mm256_sign_epi8(xv, v)), ones));
-          }
-        };
-        const int64_t w1 = std::min(words, (g + 1) * gw);
-        int64_t w = g * gw;
-        for (; w + 2 <= w1; w += 2) {  // two words per step: independent expansions
-          const uint32_t b0 = mask(w), b1 = mask(w + 1);
-          const int8_t* vp1 = vp + __builtin_popcount(b0);
-          const __m256i v0 = expand32(vp, b0), v1 = expand32(vp1, b1);
-          vp = vp1 + __builtin_popcount(b1);
-          dot(v0, w);
-          dot(v1, w + 1);
-        }
-        if (w < w1) {
-          const uint32_t b = mask(w);
-          dot(expand32(vp, b), w);
-          vp += __builtin_popcount(b);
-        }
+        vp = dot_words<MR>(a, vp, mask, g * gw, std::min(words, (g + 1) * gw), acc);
         const __m256 scale = _mm256_set1_ps(_cvtsh_ss(sc[g]));
 #pragma GCC unroll 8
         for (int i = 0; i < MR; ++i) accf[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i]), scale, accf[i]);
