@@ -790,7 +790,8 @@ constexpr int64_t kQ4_KBytes = 144, kQ6_KBytes = 210;
 // first byte, nb: blocks per row). Q4_0, per unit of 8 blocks: scales
 // [blocks][16] f16, then codes [blocks][4][16][4]. Q4_K, per super-block (2304
 // bytes): d [16] f16, dmin [16] f16, the 12 scale bytes as planes [12][16],
-// codes [4 chunks][8][16][4]. Q6_K and Q8_0 per super-block / block: as quants.h.
+// codes [4 chunks][8][16][4]. Q8_0 per block: as quants.h. (Q6_K is not a
+// shuffle of bytes: q6_planes below.)
 // Returns the x16 offset of a run of `len` stored bytes starting at i (runs never
 // straddle a field: 2 for an f16, 1 for a scale byte, 4 for codes).
 struct X16Map {
@@ -813,15 +814,79 @@ struct X16Map {
       const int64_t u = b * kX16Rows * 34;
       f(0, 2, u + r * 2);
       for (int t = 0; t < 8; ++t) f(2 + 4 * t, 4, u + 2 * kX16Rows + t * 64 + r * 4);
-    } else {  // q6_k: ql [0, 128), qh [128, 192), scales [192, 208), d [208, 210)
-      const int64_t u = b * kX16Rows * kQ6_KBytes;
-      f(208, 2, u + r * 2);
-      for (int p = 0; p < 16; ++p) f(192 + p, 1, u + kX16Q6Sc + p * 16 + r);
-      for (int t = 0; t < 32; ++t) f(4 * t, 4, u + kX16Q6Ql + t * 64 + r * 4);
-      for (int t = 0; t < 16; ++t) f(128 + 4 * t, 4, u + kX16Q6Qh + t * 64 + r * 4);
     }
   }
 };
+
+// Q6_K x16 (quants.h): a stored super-block's codes (ql, qh) as the three planes
+// of its two halves, in the order [n][p][l] (192 bytes: dword (3n + p) * 8 + t is
+// slot t of plane p), and back. Plane p's byte l: q(p) | bits 2p, 2p + 1 of q(3) << 6.
+void q6_planes(const uint8_t* blk, uint8_t* out) {
+  for (int n = 0; n < 2; ++n) {
+    const uint8_t *ql = blk + 64 * n, *qh = blk + 128 + 32 * n;
+    uint8_t* o = out + 96 * n;
+#if defined(__SSE2__) || defined(_M_X64)
+    // 16 values of each quarter at a time (16-bit shifts of masked bytes move
+    // nothing across bytes)
+    const __m128i m4 = _mm_set1_epi8(15), m30 = _mm_set1_epi8(0x30), top = _mm_set1_epi8(char(0xc0));
+    for (int l = 0; l < 32; l += 16) {
+      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ql + l));
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ql + 32 + l));
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + l));
+      const __m128i q0 = _mm_or_si128(_mm_and_si128(a, m4), _mm_and_si128(_mm_slli_epi16(h, 4), m30));
+      const __m128i q1 = _mm_or_si128(_mm_and_si128(b, m4), _mm_and_si128(_mm_slli_epi16(h, 2), m30));
+      const __m128i q2 = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(a, 4), m4), _mm_and_si128(h, m30));
+      // q(3)'s bit pairs to the top of each plane: its ql nibble (b >> 4) and qh
+      // bits 6-7 as q3 = b >> 4 | (h >> 6) << 4
+      const __m128i q3 = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(b, 4), m4), _mm_and_si128(_mm_srli_epi16(h, 2), m30));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + l), _mm_or_si128(q0, _mm_and_si128(_mm_slli_epi16(q3, 6), top)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 32 + l), _mm_or_si128(q1, _mm_and_si128(_mm_slli_epi16(q3, 4), top)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 64 + l), _mm_or_si128(q2, _mm_and_si128(_mm_slli_epi16(q3, 2), top)));
+    }
+#else
+    for (int l = 0; l < 32; ++l) {
+      const unsigned a = ql[l], b = ql[l + 32], h = qh[l];
+      const unsigned q0 = (a & 15) | (h & 3) << 4, q1 = (b & 15) | (h >> 2 & 3) << 4, q2 = (a >> 4) | (h >> 4 & 3) << 4,
+                     q3 = (b >> 4) | (h >> 6) << 4;
+      o[l] = uint8_t(q0 | (q3 & 3) << 6);
+      o[32 + l] = uint8_t(q1 | (q3 >> 2 & 3) << 6);
+      o[64 + l] = uint8_t(q2 | (q3 >> 4) << 6);
+    }
+#endif
+  }
+}
+
+void q6_unplanes(const uint8_t* in, uint8_t* blk) {
+  for (int n = 0; n < 2; ++n) {
+    uint8_t *ql = blk + 64 * n, *qh = blk + 128 + 32 * n;
+    const uint8_t* i = in + 96 * n;
+#if defined(__SSE2__) || defined(_M_X64)
+    const __m128i m4 = _mm_set1_epi8(15), m30 = _mm_set1_epi8(0x30), m63 = _mm_set1_epi8(63), top = _mm_set1_epi8(char(0xc0));
+    for (int l = 0; l < 32; l += 16) {
+      const __m128i b0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(i + l));
+      const __m128i b1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(i + 32 + l));
+      const __m128i b2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(i + 64 + l));
+      const __m128i q0 = _mm_and_si128(b0, m63), q1 = _mm_and_si128(b1, m63), q2 = _mm_and_si128(b2, m63);
+      __m128i q3 = _mm_or_si128(_mm_srli_epi16(_mm_and_si128(b0, top), 2), _mm_and_si128(b1, top));
+      q3 = _mm_srli_epi16(_mm_or_si128(_mm_srli_epi16(q3, 2), _mm_and_si128(b2, top)), 2);
+      const __m128i f0 = _mm_set1_epi8(char(0xf0));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(ql + l), _mm_or_si128(_mm_and_si128(q0, m4), _mm_and_si128(_mm_slli_epi16(q2, 4), f0)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(ql + 32 + l), _mm_or_si128(_mm_and_si128(q1, m4), _mm_and_si128(_mm_slli_epi16(q3, 4), f0)));
+      const __m128i h01 = _mm_or_si128(_mm_srli_epi16(_mm_and_si128(q0, m30), 4), _mm_srli_epi16(_mm_and_si128(q1, m30), 2));
+      const __m128i h23 = _mm_or_si128(_mm_and_si128(q2, m30), _mm_slli_epi16(_mm_and_si128(q3, m30), 2));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qh + l), _mm_or_si128(h01, h23));
+    }
+#else
+    for (int l = 0; l < 32; ++l) {
+      const unsigned b0 = i[l], b1 = i[32 + l], b2 = i[64 + l];
+      const unsigned q0 = b0 & 63, q1 = b1 & 63, q2 = b2 & 63, q3 = b0 >> 6 | (b1 >> 6) << 2 | (b2 >> 6) << 4;
+      ql[l] = uint8_t((q0 & 15) | (q2 & 15) << 4);
+      ql[l + 32] = uint8_t((q1 & 15) | (q3 & 15) << 4);
+      qh[l] = uint8_t(q0 >> 4 | (q1 >> 4) << 2 | (q2 >> 4) << 4 | (q3 >> 4) << 6);
+    }
+#endif
+  }
+}
 
 // The code dwords of one 16-row group: for every 4 consecutive dwords c .. c + 3 of
 // each row (16 bytes at src_at(row) + 4c), dword c + j of row r lands at
@@ -872,15 +937,15 @@ void x16_pack_group(GgmlType type, int64_t nb, int64_t row_bytes, const uint8_t*
   }
   if (type == GgmlType::q6_k) {
     for (int64_t b = 0; b < nb; ++b) {
-      const auto at = [&](int r) { return rows + r * row_bytes + b * kQ6_KBytes; };
+      uint8_t planes[kX16Rows][192];
       uint8_t* u = gd + b * kX16Rows * kQ6_KBytes;
       for (int r = 0; r < kX16Rows; ++r) {
-        const uint8_t* blk = at(r);
+        const uint8_t* blk = rows + r * row_bytes + b * kQ6_KBytes;
         std::memcpy(u + 2 * r, blk + 208, 2);
         for (int p = 0; p < 16; ++p) u[kX16Q6Sc + p * 16 + r] = blk[192 + p];
+        q6_planes(blk, planes[r]);
       }
-      x16_codes(at, 0, 8, u + kX16Q6Ql);
-      x16_codes(at, 128, 4, u + kX16Q6Qh);
+      x16_codes([&](int r) { return planes[r]; }, 0, 12, u + kX16Q6Codes);
     }
     return;
   }
@@ -953,6 +1018,18 @@ const uint8_t* block_row(const BlockWeight& w, int64_t j, uint8_t* tmp) {
   if (!w.x16) return w.data + j * w.row_bytes;
   const int64_t nb = w.k / w.fmt->block, g = j / kX16Rows, r = j % kX16Rows, bb = w.fmt->bytes;
   const uint8_t* gd = w.data + g * kX16Rows * w.row_bytes;
+  if (w.fmt->type == GgmlType::q6_k) {  // ql [0, 128), qh [128, 192), scales [192, 208), d [208, 210)
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* u = gd + b * kX16Rows * kQ6_KBytes;
+      uint8_t* blk = tmp + b * kQ6_KBytes;
+      std::memcpy(blk + 208, u + 2 * r, 2);
+      for (int p = 0; p < 16; ++p) blk[192 + p] = u[kX16Q6Sc + p * 16 + r];
+      uint8_t planes[192];
+      for (int i = 0; i < 48; ++i) std::memcpy(planes + 4 * i, u + kX16Q6Codes + i * 64 + 4 * r, 4);
+      q6_unplanes(planes, blk);
+    }
+    return tmp;
+  }
   const X16Map map{w.fmt->type, nb};
   for (int64_t b = 0; b < nb; ++b)
     map.each(b, r, [&](int64_t i, int64_t len, int64_t at) { std::memcpy(tmp + b * bb + i, gd + at, size_t(len)); });

@@ -88,7 +88,8 @@ struct BlockWeight {
 // whose n is a multiple of 16, for the GEMV (16 rows per vector, one vpdpbusd
 // per 4 values of 16 rows; llama.cpp's CPU "repack" buffers do the same) and
 // the prefill (a nibble split gives the int8 GEMM's packed blocks). The same
-// bytes as stored, rearranged per group of 16 rows (16 x row_bytes):
+// bytes as stored (Q6_K: the same bits), rearranged per group of 16 rows (16 x
+// row_bytes):
 //   Q4_0: units of 8 blocks (2304 bytes; the last unit has the blocks left):
 //         the unit's f16 scales [blocks][16 rows], then its codes [blocks][4]
 //         [16 rows][4 bytes], byte c of row r in quarter s being the block's
@@ -98,12 +99,14 @@ struct BlockWeight {
 //         rows][4 bytes], byte c of row r in slot t of chunk j being qs byte
 //         32j + 4t + c (low nibble: value 64j + 4t + c, high: + 32);
 //   Q6_K: per super-block (3360 bytes) d [16] f16, the 16 int8 scales as planes
-//         [16][16 rows], the low bits ql [2 halves n][2 quarters q][8][16 rows]
-//         [4 bytes] (byte c of slot t: ql byte 64n + 32q + 4t + c), then the high
-//         bits qh [2 halves n][8][16 rows][4 bytes] (byte c of slot t: qh byte
-//         32n + 4t + c). Slot t of half n gives values 128n + 32s + 4t + c: low
-//         nibbles of quarter s (s < 2) or high nibbles of quarter s - 2, with qh
-//         bits 2s, 2s + 1 (ggml's dequantize_row_q6_K order);
+//         [16][16 rows], then the 6-bit codes of each half n (values 128n ..
+//         128n + 127) three to a plane: planes [2 halves n][3 p][8 slots t][16
+//         rows][4 bytes]. Byte c of slot t of plane p holds, for l = 4t + c,
+//         code q(p) (value 128n + 32p + l) in its low 6 bits and bits 2p, 2p + 1
+//         of code q(3) (value 128n + 96 + l) in its top 2 bits; q = the 6-bit
+//         code of ggml's dequantize_row_q6_K (ql nibble | qh bit pair << 4).
+//         Three codes of four are then one mask, the fourth three (not a byte
+//         shuffle of the stored bytes: x16_q6_pack / x16_q6_gather);
 //   Q8_0: per block (544 bytes) d [16] f16, then the codes [8][16 rows][4 bytes]
 //         (byte c of slot t: qs byte 4t + c).
 // A slot is thus, per row, 4 bytes of one vpdpbusd lane. Q6_K and Q8_0 are
@@ -121,8 +124,8 @@ inline int64_t x16_q4_0_scales_at(int64_t b) { return b / kX16Q4Unit * kX16Q4Uni
 inline int64_t x16_q4_0_codes_at(int64_t nb, int64_t b) {
   return b / kX16Q4Unit * kX16Q4UnitBytes + x16_q4_0_unit_blocks(nb, b) * 32 + b % kX16Q4Unit * 256;
 }
-// Q6_K x16: where a super-block's scale planes, ql and qh start (32, 288, 2336 of 3360 bytes)
-constexpr int64_t kX16Q6Sc = 2 * kX16Rows, kX16Q6Ql = kX16Q6Sc + 16 * kX16Rows, kX16Q6Qh = kX16Q6Ql + 128 * kX16Rows;
+// Q6_K x16: where a super-block's scale planes and code planes start (32 and 288 of 3360 bytes)
+constexpr int64_t kX16Q6Sc = 2 * kX16Rows, kX16Q6Codes = kX16Q6Sc + 16 * kX16Rows;
 // Whether w (as stored) can be repacked to x16 (Q4_0, Q4_K, Q6_K, Q8_0; n % 16 == 0).
 bool block_x16_supported(const BlockWeight& w);
 // Whether the model loader repacks w: supported, and the GEMV of this CPU's

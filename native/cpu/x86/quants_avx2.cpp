@@ -593,65 +593,77 @@ void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
 }
 
 // Q6_K repacked 16 rows at a time (x16, quants.h), one activation row, one half of
-// the group (8 rows, lane r = row 8h + r) per pass: per slot the 4-value codes
-// of 8 rows (ql nibble | qh bit pair << 4: u8 <= 63) by vpmaddubsw with the
+// the group (8 rows, lane r = row 8h + r) per pass. Slot t of half n's three
+// planes gives the codes (u8 <= 63) of its four quarters: q(p) = plane & 63, and
+// q(3) gathered from the planes' top bits (8 ops for 32 codes, against 4-5 per
+// 32 codes from ql / qh as stored). Each quarter's codes by vpmaddubsw with its
 // broadcast activations, two slots' int16 pairs added (2 x 2 x 63 x 127 < 2^15),
-// vpmaddwd by the 8 rows' int8 sub-block scales (exact int32), and per
-// activation block of 32 one cvt + fma by d x its scale. The codes' -32 comes
-// back as -32 d sum_sub sc x the activation sums per 16 (so).
+// vpmaddwd by the 8 rows' sub-block scales (int16 pairs, built once per
+// super-block and half), and per activation block of 32 one cvt + fma by d x its
+// scale. The codes' -32 comes back as -32 d sum_sub sc x the activation sums per
+// 16 (so).
 void x16q6_row(const BlockGemvArgs& a, int64_t i, int64_t g) {
   const int64_t k = a.w->k, nsb = k / 256;
   const uint8_t* base = a.w->data + g * nsb * (kX16Rows * 210), *wend = a.w->data + a.w->bytes();
   const int8_t* xq = a.x.q + i * k;
   const float* xs = a.x.s + i * (k / 32);
   const float* so = a.x.so + i * (k / 16);
-  const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30), lo16 = _mm256_set1_epi32(0xffff);
-  auto scales8 = [](const uint8_t* p) { return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); };
+  const __m256i m63 = _mm256_set1_epi8(0x3f), top = _mm256_set1_epi8(char(0xc0));
+  const __m128i dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  constexpr int64_t kPlane = 8 * 64;  // bytes between a slot's planes
   __m256 accs[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, offs[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
   for (int64_t sb = 0; sb < nsb; ++sb) {
     const uint8_t* u = base + sb * (kX16Rows * 210);
     // the next super-block's 53 lines (the next group's first, after the last) are
-    // asked for two at a time through this one: a burst of 53 at once stalls on the
-    // miss queue, a super-block left to the hardware arrives late (Zen 1, 4096 x 4096
-    // from DRAM, 2 threads: 1399 us with a burst for the current one, 967 so)
+    // asked for two a slot through this one: a burst of 53 at once stalls on the
+    // miss queue, a super-block left to the hardware arrives late (Zen 1, 4096 x
+    // 4096 from DRAM, 2 threads: 1399 us with a burst for the current one, 967 so)
     const uint8_t* next = u + kX16Rows * 210;
-#pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {  // the second half finds the super-block in L1
       __m256 acc = accs[h], off = offs[h];
       const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h)));
       const uint8_t* scp = u + kX16Q6Sc + 8 * h;  // sub-block p's 8 scales at scp + 16p
+      __m256i scw[16];                            // ... as int16 pairs (one per row: vpmaddwd)
       __m256 ot = _mm256_setzero_ps();
-      for (int p = 0; p < 16; ++p)
-        ot = _mm256_fmadd_ps(_mm256_cvtepi32_ps(scales8(scp + 16 * p)), _mm256_set1_ps(so[sb * 16 + p]), ot);
+      for (int p = 0; p < 16; ++p) {
+        const __m128i s8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(scp + 16 * p));
+        scw[p] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(s8, dup));
+        ot = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(s8)), _mm256_set1_ps(so[sb * 16 + p]), ot);
+      }
       off = _mm256_fmadd_ps(d, ot, off);
-      for (int n = 0; n < 2; ++n)
+      for (int n = 0; n < 2; ++n) {
+        const uint8_t* planes = u + kX16Q6Codes + n * 3 * kPlane + 32 * h;
+        const int8_t* xn = xq + sb * 256 + n * 128;  // quarter s's activations at xn + 32 s
+        __m256i i32[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
 #pragma GCC unroll 4
-        for (int s = 0; s < 4; ++s) {  // activation block 8 sb + 4 n + s: values 128 n + 32 s + [0, 32)
-          const int8_t* xb = xq + sb * 256 + n * 128 + s * 32;
-          __m256i i32 = _mm256_setzero_si256();
-          for (int half = 0; half < 2; ++half) {  // sub-block 8 n + 2 s + half: slots 4 half .. 4 half + 3
-            prefetch_lines(next, 2 * (((h * 2 + n) * 4 + s) * 2 + half), 2, 53, wend);
-            const __m256i v = scales8(scp + 16 * (8 * n + 2 * s + half));
-            const __m256i scw = _mm256_or_si256(_mm256_and_si256(v, lo16), _mm256_slli_epi32(v, 16));
-            __m256i p16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+        for (int pair = 0; pair < 4; ++pair) {  // slots 2 pair, 2 pair + 1: sub-block 8n + 2s + pair / 2
+          __m256i p16[4];
+#pragma GCC unroll 2
+          for (int tt = 0; tt < 2; ++tt) {
+            const int t = 2 * pair + tt;
+            prefetch_lines(next, 2 * (((h * 2 + n) * 4 + pair) * 2 + tt), 2, 53, wend);
+            const __m256i b0 = load32(planes + t * 64), b1 = load32(planes + kPlane + t * 64), b2 = load32(planes + 2 * kPlane + t * 64);
+            // q(3): bits 0-1 from b0's top, 2-3 from b1's, 4-5 from b2's (16-bit
+            // shifts of masked bytes move nothing across bytes)
+            __m256i q3 = _mm256_or_si256(_mm256_srli_epi16(_mm256_and_si256(b0, top), 2), _mm256_and_si256(b1, top));
+            q3 = _mm256_or_si256(_mm256_srli_epi16(q3, 2), _mm256_and_si256(b2, top));
+            q3 = _mm256_srli_epi16(q3, 2);
+            const __m256i c[4] = {_mm256_and_si256(b0, m63), _mm256_and_si256(b1, m63), _mm256_and_si256(b2, m63), q3};
 #pragma GCC unroll 4
-            for (int tt = 0; tt < 4; ++tt) {
-              const int t = 4 * half + tt;
-              const __m256i ql = load32(u + kX16Q6Ql + ((2 * n + (s & 1)) * 8 + t) * 64 + 32 * h);
-              const __m256i qh = load32(u + kX16Q6Qh + (n * 8 + t) * 64 + 32 * h);
-              const __m256i lo = s < 2 ? _mm256_and_si256(ql, m4) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4);
-              // qh bits 2s, 2s + 1 to bits 4, 5 of each byte (16-bit shifts: the bits
-              // a byte takes from its neighbour fall outside 0x30)
-              const __m256i hb = s == 0 ? _mm256_slli_epi16(qh, 4) : s == 1 ? _mm256_slli_epi16(qh, 2) : s == 2 ? qh : _mm256_srli_epi16(qh, 2);
-              const __m256i c = _mm256_or_si256(lo, _mm256_and_si256(hb, m30));
+            for (int s = 0; s < 4; ++s) {
               int32_t x4;
-              std::memcpy(&x4, xb + 4 * t, 4);
-              p16[tt / 2] = _mm256_add_epi16(p16[tt / 2], _mm256_maddubs_epi16(c, _mm256_set1_epi32(x4)));
+              std::memcpy(&x4, xn + 32 * s + 4 * t, 4);
+              const __m256i prod = _mm256_maddubs_epi16(c[s], _mm256_set1_epi32(x4));
+              p16[s] = tt ? _mm256_add_epi16(p16[s], prod) : prod;
             }
-            i32 = _mm256_add_epi32(i32, _mm256_add_epi32(_mm256_madd_epi16(p16[0], scw), _mm256_madd_epi16(p16[1], scw)));
           }
-          acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i32), _mm256_mul_ps(d, _mm256_set1_ps(xs[sb * 8 + 4 * n + s])), acc);
+#pragma GCC unroll 4
+          for (int s = 0; s < 4; ++s) i32[s] = _mm256_add_epi32(i32[s], _mm256_madd_epi16(p16[s], scw[8 * n + 2 * s + pair / 2]));
         }
+#pragma GCC unroll 4
+        for (int s = 0; s < 4; ++s)
+          acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i32[s]), _mm256_mul_ps(d, _mm256_set1_ps(xs[sb * 8 + 4 * n + s])), acc);
+      }
       accs[h] = acc;
       offs[h] = off;
     }
