@@ -433,10 +433,10 @@ inline __m256i nibbles_in_pick_order(const uint8_t* p) {
 
 // The vpshufb control of a block (32 bytes: the column of each picked value
 // within its 16-column lane) from the row's indices.
+template <int M>
 struct PickCtrl {
   __m256i spread, bit1, bit2, base;
-  int M;
-  explicit PickCtrl(int m) : M(m) {
+  PickCtrl() {
     alignas(32) int8_t sp[32], b1[32], b2[32], bs[32];
     for (int p = 0; p < 32; ++p) {
       const int q = p % 16, v = (q < 8 ? 0 : 16) + p / 16 * 8 + q % 8;  // the value in byte p
@@ -454,25 +454,25 @@ struct PickCtrl {
   // block b of the row's index bytes ib: 2:4 holds 2-bit indices (8 bytes a block),
   // 4:8 and 8:16 4-bit ones (16 bytes a block)
   __m256i operator()(const uint8_t* ib, int64_t b) const {
-    if (M == 4) {
+    if constexpr (M == 4) {
       int64_t u;
       std::memcpy(&u, ib + b * 8, 8);
       const __m256i t = _mm256_shuffle_epi8(_mm256_set1_epi64x(u), spread);
       // each byte tests its index's two bits: base + 1 + 2 where set (a set test is -1)
       const __m256i e1 = _mm256_cmpeq_epi8(_mm256_and_si256(t, bit1), bit1), e2 = _mm256_cmpeq_epi8(_mm256_and_si256(t, bit2), bit2);
       return _mm256_sub_epi8(_mm256_sub_epi8(_mm256_sub_epi8(base, e1), e2), e2);
+    } else {
+      return _mm256_add_epi8(nibbles_in_pick_order(ib + b * 16), base);
     }
-    return _mm256_add_epi8(nibbles_in_pick_order(ib + b * 16), base);
   }
 };
 
 // 32 int4 values (16 bytes) in the picks' order, as int8 in [-8, 7].
 inline __m256i values4_in_pick_order(const uint8_t* p) { return _mm256_sub_epi8(nibbles_in_pick_order(p), _mm256_set1_epi8(8)); }
 
-template <int MR, bool Int4>
+template <int MR, bool Int4, int M>
 void spmv_pick(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
-  static const PickCtrl c24(4), c48(8), c816(16);
-  const PickCtrl& ctrl_of = s.M == 4 ? c24 : s.M == 8 ? c48 : c816;
+  static const PickCtrl<M> ctrl_of;
   const __m256i ones = _mm256_set1_epi16(1);
   const int64_t blocks = (s.k + 63) / 64, per = s.groups() * s.N, rb = s.idx_row_bytes(), G = Int4 ? s.qgroups() : 0;
   // int4: the row's scales in f32 (+ a zero: a last block of at most 32 columns reads one past them)
@@ -536,9 +536,12 @@ void spmv_pick(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
 template <int MR>
 void spmv_rows(const SparseWeight& s, const SpArgs& a, int64_t j0, int64_t j1) {
   const bool pick = s.format == SparseFormat::nm && 2 * s.N == s.M && s.M >= 4;  // 2:4, 4:8, 8:16
-  if (pick && s.int4) spmv_pick<MR, true>(s, a, j0, j1);
-  else if (pick && s.int8) spmv_pick<MR, false>(s, a, j0, j1);
-  else if (s.int4) spmv_i4<MR>(s, a, j0, j1);
+  if (pick) {  // the block's control, its values and the group of its scales depend on M
+    constexpr bool kI4 = true, kI8 = false;
+    if (s.int4) return s.M == 4 ? spmv_pick<MR, kI4, 4>(s, a, j0, j1) : s.M == 8 ? spmv_pick<MR, kI4, 8>(s, a, j0, j1) : spmv_pick<MR, kI4, 16>(s, a, j0, j1);
+    if (s.int8) return s.M == 4 ? spmv_pick<MR, kI8, 4>(s, a, j0, j1) : s.M == 8 ? spmv_pick<MR, kI8, 8>(s, a, j0, j1) : spmv_pick<MR, kI8, 16>(s, a, j0, j1);
+  }
+  if (s.int4) spmv_i4<MR>(s, a, j0, j1);
   else if (s.int8) spmv_i8<MR>(s, a, j0, j1);
   else spmv_f32<MR>(s, a, j0, j1);
 }
