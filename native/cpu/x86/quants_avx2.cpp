@@ -521,10 +521,29 @@ void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
       // the AVX-512 body's 8 KiB bursts, 71 with no software prefetch)
       const uint8_t* u = base + sb * (kX16Rows * 144);
       const uint8_t* next = u + kX16Rows * 144;
-      __m256 d[2], dmin[2];
+      __m256 d[2], dmin[2], sum_sc[2], sum_mn[2];  // sums over the sub-blocks of sc x p x xs and mn x so
       for (int h = 0; h < 2; ++h) {
+        sum_sc[h] = sum_mn[h] = _mm256_setzero_ps();
         d[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h)));
         dmin[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 32 + 16 * h)));
+      }
+      // the 6-bit scales and mins of the 16 rows, sub-block by sub-block, as bytes
+      // (ggml's get_scale_min_k4 on the 12 byte planes, 16 rows per vector)
+      alignas(16) uint8_t sc8[8][16], mn8[8][16];
+      {
+        const __m128i m6 = _mm_set1_epi8(63), m4b = _mm_set1_epi8(15), hi2 = _mm_set1_epi8(char(0xc0));
+        __m128i P[12];
+        for (int q = 0; q < 12; ++q) P[q] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 64 + 16 * q));
+        for (int q = 0; q < 4; ++q) {
+          _mm_store_si128(reinterpret_cast<__m128i*>(sc8[q]), _mm_and_si128(P[q], m6));
+          _mm_store_si128(reinterpret_cast<__m128i*>(mn8[q]), _mm_and_si128(P[q + 4], m6));
+          // sub-block 4 + q: low 4 bits from plane 8 + q, top 2 from the tops of planes q / 4 + q
+          // (16-bit shifts of masked bytes move nothing across bytes)
+          _mm_store_si128(reinterpret_cast<__m128i*>(sc8[q + 4]),
+                          _mm_or_si128(_mm_and_si128(P[q + 8], m4b), _mm_srli_epi16(_mm_and_si128(P[q], hi2), 2)));
+          _mm_store_si128(reinterpret_cast<__m128i*>(mn8[q + 4]),
+                          _mm_or_si128(_mm_and_si128(_mm_srli_epi16(P[q + 8], 4), m4b), _mm_srli_epi16(_mm_and_si128(P[q + 4], hi2), 2)));
+        }
       }
       for (int sub = 0; sub < 8; ++sub) {
         prefetch_lines(next, 5 * sub, 5, 36, wend);
@@ -544,14 +563,15 @@ void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
         }
         const __m256 xs = _mm256_set1_ps(a.x.s[i0 * nb32 + s]), so = _mm256_set1_ps(a.x.so32[i0 * nb32 + s]);
         for (int h = 0; h < 2; ++h) {
-          __m256i sc, mn;
-          x16k_scale_min(u, h, sub, &sc, &mn);
-          const __m256 dsc = _mm256_mul_ps(d[h], _mm256_cvtepi32_ps(sc)), dmn = _mm256_mul_ps(dmin[h], _mm256_cvtepi32_ps(mn));
+          const __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc8[sub] + 8 * h)));
+          const __m256i mn = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn8[sub] + 8 * h)));
           const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16[h], ones));
-          acc[h] = _mm256_fmadd_ps(dsc, _mm256_mul_ps(p, xs), acc[h]);
-          acc[h] = _mm256_fnmadd_ps(dmn, so, acc[h]);
+          sum_sc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sc), _mm256_mul_ps(p, xs), sum_sc[h]);
+          sum_mn[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mn), so, sum_mn[h]);
         }
       }
+      // d and dmin once per super-block
+      for (int h = 0; h < 2; ++h) acc[h] = _mm256_fnmadd_ps(dmin[h], sum_mn[h], _mm256_fmadd_ps(d[h], sum_sc[h], acc[h]));
     }
     for (int h = 0; h < 2; ++h) _mm256_storeu_ps(a.y + i0 * a.ldy + g * kX16Rows + h * 8, acc[h]);
     return;
