@@ -201,14 +201,14 @@ static KernelTable make_table(Isa isa) {
     t.q4_gemv = q4_gemv_avx2;
     t.block_gemv = block_gemv_avx2; t.block_decode_row = block_decode_row_avx2; t.block_quant = block_quant_avx2;
     t.x16_pack = x16_pack_avx2;
-    t.block_x16_types |= 1u << int(GgmlType::q6_k) | 1u << int(GgmlType::q8_0);
+    t.block_x16_types |= 1u << int(GgmlType::q5_k) | 1u << int(GgmlType::q6_k) | 1u << int(GgmlType::q8_0);
     t.attn_name = "avx2";
     t.sgemm = sgemm_avx2; t.sgemv = sgemv_avx2; t.sgemm_name = "avx2";
   }
   if (isa == Isa::avx512vnni || isa == Isa::amx) {
     t.sgemm = sgemm_avx512; t.sgemv = sgemv_avx512; t.sgemm_name = "avx512";
     t.attn = attn_avx512; t.attn_name = "avx512";
-    t.block_gemv = block_gemv_avx512;  // x16 Q6_K / Q8_0 (repacked under another table) -> the AVX2 bodies
+    t.block_gemv = block_gemv_avx512;  // x16 Q5_K / Q6_K / Q8_0 (repacked under another table) -> the AVX2 bodies
     t.x16_pack = x16_pack_avx512;
     t.block_x16_types = 1u << int(GgmlType::q4_0) | 1u << int(GgmlType::q4_k);
     if (cpu_features().avx512vbmi2 || isa_emulated(isa)) {

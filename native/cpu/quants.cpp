@@ -784,7 +784,7 @@ Error block_weight(int type, int64_t n, int64_t k, const void* data, BlockWeight
 // --- the x16 layout (quants.h) ---------------------------------------------------
 
 namespace {
-constexpr int64_t kQ4_KBytes = 144, kQ6_KBytes = 210;
+constexpr int64_t kQ4_KBytes = 144, kQ5_KBytes = 176, kQ6_KBytes = 210;
 
 // Where byte `i` of row r's stored block b lies in its x16 group (g0: the group's
 // first byte, nb: blocks per row). Q4_0, per unit of 8 blocks: scales
@@ -810,6 +810,13 @@ struct X16Map {
       f(2, 2, u + 32 + r * 2);
       for (int p = 0; p < 12; ++p) f(4 + p, 1, u + 64 + p * 16 + r);
       for (int t = 0; t < 32; ++t) f(16 + 4 * t, 4, u + 256 + t * 64 + r * 4);
+    } else if (type == GgmlType::q5_k) {  // d, dmin, scales [4, 16), qh [16, 48), qs [48, 176)
+      const int64_t u = b * kX16Rows * kQ5_KBytes;
+      f(0, 2, u + r * 2);
+      f(2, 2, u + 32 + r * 2);
+      for (int p = 0; p < 12; ++p) f(4 + p, 1, u + 64 + p * 16 + r);
+      for (int t = 0; t < 32; ++t) f(48 + 4 * t, 4, u + 256 + t * 64 + r * 4);
+      for (int t = 0; t < 8; ++t) f(16 + 4 * t, 4, u + kX16Q5Qh + t * 64 + r * 4);
     } else if (type == GgmlType::q8_0) {  // d [0, 2), qs [2, 34)
       const int64_t u = b * kX16Rows * 34;
       f(0, 2, u + r * 2);
@@ -949,16 +956,19 @@ void x16_pack_group(GgmlType type, int64_t nb, int64_t row_bytes, const uint8_t*
     }
     return;
   }
-  for (int64_t b = 0; b < nb; ++b) {  // q4_k
-    const auto at = [&](int r) { return rows + r * row_bytes + b * kQ4_KBytes; };
-    uint8_t* u = gd + b * kX16Rows * kQ4_KBytes;
+  const bool q5 = type == GgmlType::q5_k;  // q4_k, or q5_k: q4_k's layout with qh after the codes
+  const int64_t bb = q5 ? kQ5_KBytes : kQ4_KBytes;
+  for (int64_t b = 0; b < nb; ++b) {
+    const auto at = [&](int r) { return rows + r * row_bytes + b * bb; };
+    uint8_t* u = gd + b * kX16Rows * bb;
     for (int r = 0; r < kX16Rows; ++r) {
       const uint8_t* blk = at(r);
       std::memcpy(u + 2 * r, blk, 2);
       std::memcpy(u + 32 + 2 * r, blk + 2, 2);
       for (int p = 0; p < 12; ++p) u[64 + p * 16 + r] = blk[4 + p];
     }
-    x16_codes(at, 16, 8, u + 256);
+    x16_codes(at, q5 ? 48 : 16, 8, u + 256);
+    if (q5) x16_codes(at, 16, 2, u + kX16Q5Qh);
   }
 }
 
@@ -972,7 +982,7 @@ struct X16Holder {
 
 bool block_x16_supported(const BlockWeight& w) {
   const GgmlType t = w.fmt ? w.fmt->type : GgmlType::f32;
-  return (t == GgmlType::q4_0 || t == GgmlType::q4_k || t == GgmlType::q6_k || t == GgmlType::q8_0) && !w.x16 && w.data &&
+  return (t == GgmlType::q4_0 || t == GgmlType::q4_k || t == GgmlType::q5_k || t == GgmlType::q6_k || t == GgmlType::q8_0) && !w.x16 && w.data &&
          w.n % kX16Rows == 0;
 }
 
@@ -981,7 +991,7 @@ bool block_x16_preferred(const BlockWeight& w) {
 }
 
 Error block_repack_x16(const BlockWeight& w, std::shared_ptr<const BlockWeight>* out) {
-  if (!block_x16_supported(w)) return bad("repack: only Q4_0, Q4_K, Q6_K and Q8_0 weights with a multiple of 16 rows are repacked");
+  if (!block_x16_supported(w)) return bad("repack: only Q4_0, Q4_K, Q5_K, Q6_K and Q8_0 weights with a multiple of 16 rows are repacked");
   const int64_t nb = w.k / w.fmt->block, gbytes = kX16Rows * w.row_bytes;
   auto h = std::make_shared<X16Holder>();
   h->mem = huge_malloc(w.bytes());

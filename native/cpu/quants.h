@@ -98,6 +98,10 @@ struct BlockWeight {
 //         bytes as planes [12][16 rows], then the codes [4 chunks][8][16
 //         rows][4 bytes], byte c of row r in slot t of chunk j being qs byte
 //         32j + 4t + c (low nibble: value 64j + 4t + c, high: + 32);
+//   Q5_K: per super-block (2816 bytes) Q4_K's layout (d, dmin, scale planes,
+//         codes), then the high bits qh [8][16 rows][4 bytes] (byte c of slot t:
+//         qh byte 4t + c, whose bit s is the fifth bit of sub-block s's value
+//         32s + 4t + c);
 //   Q6_K: per super-block (3360 bytes) d [16] f16, the 16 int8 scales as planes
 //         [16][16 rows], then the 6-bit codes of each half n (values 128n ..
 //         128n + 127) three to a plane: planes [2 halves n][3 p][8 slots t][16
@@ -109,7 +113,7 @@ struct BlockWeight {
 //         shuffle of the stored bytes: x16_q6_pack / x16_q6_gather);
 //   Q8_0: per block (544 bytes) d [16] f16, then the codes [8][16 rows][4 bytes]
 //         (byte c of slot t: qs byte 4t + c).
-// A slot is thus, per row, 4 bytes of one vpdpbusd lane. Q6_K and Q8_0 are
+// A slot is thus, per row, 4 bytes of one vpdpbusd lane. Q5_K, Q6_K and Q8_0 are
 // repacked only where the GEMV has x16 bodies for them (KernelTable::
 // block_x16_types: AVX2; the AVX-512 bodies read the stored rows at memory
 // speed); their prefill gathers the stored rows back (block_row) and decodes
@@ -124,9 +128,11 @@ inline int64_t x16_q4_0_scales_at(int64_t b) { return b / kX16Q4Unit * kX16Q4Uni
 inline int64_t x16_q4_0_codes_at(int64_t nb, int64_t b) {
   return b / kX16Q4Unit * kX16Q4UnitBytes + x16_q4_0_unit_blocks(nb, b) * 32 + b % kX16Q4Unit * 256;
 }
+// Q5_K x16: where a super-block's qh slots start (after Q4_K's 2304 bytes)
+constexpr int64_t kX16Q5Qh = 256 + 128 * kX16Rows;
 // Q6_K x16: where a super-block's scale planes and code planes start (32 and 288 of 3360 bytes)
 constexpr int64_t kX16Q6Sc = 2 * kX16Rows, kX16Q6Codes = kX16Q6Sc + 16 * kX16Rows;
-// Whether w (as stored) can be repacked to x16 (Q4_0, Q4_K, Q6_K, Q8_0; n % 16 == 0).
+// Whether w (as stored) can be repacked to x16 (Q4_0, Q4_K, Q5_K, Q6_K, Q8_0; n % 16 == 0).
 bool block_x16_supported(const BlockWeight& w);
 // Whether the model loader repacks w: supported, and the GEMV of this CPU's
 // kernel table reads that type's x16 layout natively.

@@ -92,12 +92,12 @@ static const char* kFormats[] = {"int8", "int8_g32", "int8_g64_asym", "int4_g32"
                                  // GGUF block types: every decoder family (symmetric / offsets, groups of 16 / 32, signed / unsigned codes)
                                  "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS",
                                  // Q4_0 repacked 16 rows at a time at load (the x16 layout of quants.h)
-                                 "Q4_0x16", "Q4_Kx16", "Q6_Kx16", "Q8_0x16"};
+                                 "Q4_0x16", "Q4_Kx16", "Q5_Kx16", "Q6_Kx16", "Q8_0x16"};
 
 static const BlockFormat* block_type(const std::string& f) {
   int count = 0;
   const BlockFormat* all = block_formats(&count);
-  const std::string name = f == "Q4_0x16" ? "Q4_0" : f == "Q4_Kx16" ? "Q4_K" : f == "Q6_Kx16" ? "Q6_K" : f == "Q8_0x16" ? "Q8_0" : f;
+  const std::string name = f == "Q4_0x16" ? "Q4_0" : f == "Q4_Kx16" ? "Q4_K" : f == "Q5_Kx16" ? "Q5_K" : f == "Q6_Kx16" ? "Q6_K" : f == "Q8_0x16" ? "Q8_0" : f;
   for (int i = 0; i < count; ++i)
     if (name == all[i].name && all[i].quantized) return &all[i];
   return nullptr;
@@ -185,7 +185,7 @@ static Error make_weight(const std::string& f, int64_t n, int64_t k, Weight* out
     W.blocks.resize(size_t(n * (k / bf->block) * bf->bytes));
     SPARQ_TRY(ggml_quantize(w.data(), int(bf->type), n, k, W.blocks.data()));
     SPARQ_TRY(block_weight(int(bf->type), n, k, W.blocks.data(), &W.bw));
-    if (f == "Q4_0x16" || f == "Q4_Kx16" || f == "Q6_Kx16" || f == "Q8_0x16") {
+    if (f == "Q4_0x16" || f == "Q4_Kx16" || f == "Q5_Kx16" || f == "Q6_Kx16" || f == "Q8_0x16") {
       SPARQ_TRY(block_repack_x16(W.bw, &W.x16));
       // lossless: every row gathered back is the stored row, byte for byte
       std::vector<uint8_t> tmp(size_t(W.bw.row_bytes));
@@ -507,7 +507,7 @@ static void concurrency(const Run& r) {
   if (!r.only.empty() && r.only != "concurrency") return;
   const int before = g_failures, cases = g_cases;
   const int64_t ms[] = {40, 17, 1, 64, 5};
-  for (const char* f : {"Q4_K", "Q4_0", "Q4_0x16", "Q4_Kx16", "Q6_K", "Q6_Kx16", "Q8_0x16", "int4_g32", "int8", "csr_int8"}) {
+  for (const char* f : {"Q4_K", "Q4_0", "Q4_0x16", "Q4_Kx16", "Q5_Kx16", "Q6_K", "Q6_Kx16", "Q8_0x16", "int4_g32", "int8", "csr_int8"}) {
     Weight W;
     if (Error e = make_weight(f, 304, 768, &W); !e.ok()) {
       FAIL("%s: %s", f, e.message.c_str());

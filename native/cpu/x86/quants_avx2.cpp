@@ -502,6 +502,23 @@ void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   }
 }
 
+// The 6-bit scales and mins of a Q4_K / Q5_K x16 super-block u's 16 rows, sub-block
+// by sub-block, as bytes: ggml's get_scale_min_k4 on the 12 byte planes, 16 rows
+// a vector (16-bit shifts of masked bytes move nothing across bytes).
+inline void x16k_scale_min_bytes(const uint8_t* u, uint8_t (*sc8)[16], uint8_t (*mn8)[16]) {
+  const __m128i m6 = _mm_set1_epi8(63), m4b = _mm_set1_epi8(15), hi2 = _mm_set1_epi8(char(0xc0));
+  __m128i P[12];
+  for (int q = 0; q < 12; ++q) P[q] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 64 + 16 * q));
+  for (int q = 0; q < 4; ++q) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(sc8[q]), _mm_and_si128(P[q], m6));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(mn8[q]), _mm_and_si128(P[q + 4], m6));
+    // sub-block 4 + q: low 4 bits from plane 8 + q, top 2 from the tops of planes q / 4 + q
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(sc8[q + 4]), _mm_or_si128(_mm_and_si128(P[q + 8], m4b), _mm_srli_epi16(_mm_and_si128(P[q], hi2), 2)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(mn8[q + 4]),
+                     _mm_or_si128(_mm_and_si128(_mm_srli_epi16(P[q + 8], 4), m4b), _mm_srli_epi16(_mm_and_si128(P[q + 4], hi2), 2)));
+  }
+}
+
 // Q4_K repacked 16 rows at a time (x16, quants.h), one half of the group per
 // pass as x16_rows: per super-block the 8 rows' d, dmin and 6-bit sub-block
 // scales / mins decoded at once from the byte planes; per sub-block 8
@@ -527,24 +544,8 @@ void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
         d[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h)));
         dmin[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 32 + 16 * h)));
       }
-      // the 6-bit scales and mins of the 16 rows, sub-block by sub-block, as bytes
-      // (ggml's get_scale_min_k4 on the 12 byte planes, 16 rows per vector)
       alignas(16) uint8_t sc8[8][16], mn8[8][16];
-      {
-        const __m128i m6 = _mm_set1_epi8(63), m4b = _mm_set1_epi8(15), hi2 = _mm_set1_epi8(char(0xc0));
-        __m128i P[12];
-        for (int q = 0; q < 12; ++q) P[q] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 64 + 16 * q));
-        for (int q = 0; q < 4; ++q) {
-          _mm_store_si128(reinterpret_cast<__m128i*>(sc8[q]), _mm_and_si128(P[q], m6));
-          _mm_store_si128(reinterpret_cast<__m128i*>(mn8[q]), _mm_and_si128(P[q + 4], m6));
-          // sub-block 4 + q: low 4 bits from plane 8 + q, top 2 from the tops of planes q / 4 + q
-          // (16-bit shifts of masked bytes move nothing across bytes)
-          _mm_store_si128(reinterpret_cast<__m128i*>(sc8[q + 4]),
-                          _mm_or_si128(_mm_and_si128(P[q + 8], m4b), _mm_srli_epi16(_mm_and_si128(P[q], hi2), 2)));
-          _mm_store_si128(reinterpret_cast<__m128i*>(mn8[q + 4]),
-                          _mm_or_si128(_mm_and_si128(_mm_srli_epi16(P[q + 8], 4), m4b), _mm_srli_epi16(_mm_and_si128(P[q + 4], hi2), 2)));
-        }
-      }
+      x16k_scale_min_bytes(u, sc8, mn8);
       for (int sub = 0; sub < 8; ++sub) {
         prefetch_lines(next, 5 * sub, 5, 36, wend);
         const int j = sub / 2, high = sub % 2;
@@ -691,6 +692,67 @@ void x16q6_row(const BlockGemvArgs& a, int64_t i, int64_t g) {
   for (int h = 0; h < 2; ++h) _mm256_storeu_ps(a.y + i * a.ldy + g * kX16Rows + h * 8, _mm256_fnmadd_ps(offs[h], _mm256_set1_ps(32.f), accs[h]));
 }
 
+// Q5_K repacked 16 rows at a time (x16, quants.h: Q4_K's layout, then qh), one
+// activation row, both halves of the group per pass as Q4_K's: per sub-block s the
+// codes' nibble | bit s of qh moved to bit 4 (u8 <= 31) by vpmaddubsw with the
+// broadcast activations, int16 pairs of 4 slots at a time (4 x 2 x 31 x 127 =
+// 31496 fits) into int32, then as Q4_K: scale x p x xs and min x so summed over
+// the sub-blocks, d and dmin once per super-block.
+void x16q5_row(const BlockGemvArgs& a, int64_t i0, int64_t g) {
+  const int64_t k = a.w->k, nsb = k / 256, nb32 = k / 32;
+  const uint8_t* base = a.w->data + g * nsb * (kX16Rows * 176), *wend = a.w->data + a.w->bytes();
+  const __m256i m4 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* u = base + sb * (kX16Rows * 176);
+    const uint8_t* next = u + kX16Rows * 176;  // its 44 lines, 6 per sub-block through this one
+    __m256 d[2], dmin[2], sum_sc[2], sum_mn[2];
+    for (int h = 0; h < 2; ++h) {
+      sum_sc[h] = sum_mn[h] = _mm256_setzero_ps();
+      d[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h)));
+      dmin[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 32 + 16 * h)));
+    }
+    alignas(16) uint8_t sc8[8][16], mn8[8][16];
+    x16k_scale_min_bytes(u, sc8, mn8);
+#pragma GCC unroll 8
+    for (int sub = 0; sub < 8; ++sub) {
+      prefetch_lines(next, 6 * sub, 6, 44, wend);
+      const int j = sub / 2, high = sub % 2;
+      const int64_t s = sb * 8 + sub;
+      const int8_t* xb = a.x.q + i0 * k + s * 32;
+      __m256i i32[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+      for (int half = 0; half < 2; ++half) {
+        __m256i p16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+#pragma GCC unroll 4
+        for (int tt = 0; tt < 4; ++tt) {
+          const int t = 4 * half + tt;
+          int32_t x4;
+          std::memcpy(&x4, xb + 4 * t, 4);
+          const __m256i bx = _mm256_set1_epi32(x4);
+          for (int h = 0; h < 2; ++h) {
+            const __m256i v = load32(u + 256 + (8 * j + t) * 64 + 32 * h), q = load32(u + kX16Q5Qh + t * 64 + 32 * h);
+            const __m256i lo = high ? _mm256_and_si256(_mm256_srli_epi16(v, 4), m4) : _mm256_and_si256(v, m4);
+            // bit s of each qh byte to bit 4 (16-bit shifts: the bits a byte takes from its
+            // neighbour fall outside 0x10)
+            const __m256i hb = sub < 4 ? _mm256_slli_epi16(q, 4 - sub) : sub == 4 ? q : _mm256_srli_epi16(q, sub - 4);
+            p16[h] = _mm256_add_epi16(p16[h], _mm256_maddubs_epi16(_mm256_or_si256(lo, _mm256_and_si256(hb, bit4)), bx));
+          }
+        }
+        for (int h = 0; h < 2; ++h) i32[h] = _mm256_add_epi32(i32[h], _mm256_madd_epi16(p16[h], ones));
+      }
+      const __m256 xs = _mm256_set1_ps(a.x.s[i0 * nb32 + s]), so = _mm256_set1_ps(a.x.so32[i0 * nb32 + s]);
+      for (int h = 0; h < 2; ++h) {
+        const __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc8[sub] + 8 * h)));
+        const __m256i mn = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn8[sub] + 8 * h)));
+        sum_sc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sc), _mm256_mul_ps(_mm256_cvtepi32_ps(i32[h]), xs), sum_sc[h]);
+        sum_mn[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mn), so, sum_mn[h]);
+      }
+    }
+    for (int h = 0; h < 2; ++h) acc[h] = _mm256_fnmadd_ps(dmin[h], sum_mn[h], _mm256_fmadd_ps(d[h], sum_sc[h], acc[h]));
+  }
+  for (int h = 0; h < 2; ++h) _mm256_storeu_ps(a.y + i0 * a.ldy + g * kX16Rows + h * 8, acc[h]);
+}
+
 // Q8_0 repacked 16 rows at a time (x16, quants.h), one activation row, both
 // halves of the group per block: per slot |codes| of 8 rows by vpmaddubsw with
 // the broadcast activations signed by the codes (exact for a -128 code, as
@@ -761,11 +823,12 @@ BlockDecodeFn block_decode_avx2(GgmlType type) {
 }  // namespace
 
 void block_gemv_avx2(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
-  if (a.w->x16 && (a.w->fmt->type == GgmlType::q6_k || a.w->fmt->type == GgmlType::q8_0)) {
+  const GgmlType type = a.w->fmt->type;
+  if (a.w->x16 && (type == GgmlType::q5_k || type == GgmlType::q6_k || type == GgmlType::q8_0)) {
     // whole groups of 16 rows, an activation row at a time
-    const bool q6 = a.w->fmt->type == GgmlType::q6_k;
+    const auto row = type == GgmlType::q5_k ? x16q5_row : type == GgmlType::q6_k ? x16q6_row : x16q8_row;
     for (int64_t g = j0 / kX16Rows; g < j1 / kX16Rows; ++g)
-      for (int64_t i = 0; i < a.x.m; ++i) q6 ? x16q6_row(a, i, g) : x16q8_row(a, i, g);
+      for (int64_t i = 0; i < a.x.m; ++i) row(a, i, g);
     return;
   }
   if (a.w->x16 && a.w->fmt->type == GgmlType::q4_k)  // whole groups of 16 rows

@@ -532,7 +532,7 @@ void gemv(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
 }  // namespace
 
 void block_gemv_avx512(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
-  if (a.w->x16 && (a.w->fmt->type == GgmlType::q6_k || a.w->fmt->type == GgmlType::q8_0))  // repacked under the AVX2 table
+  if (a.w->x16 && (a.w->fmt->type == GgmlType::q5_k || a.w->fmt->type == GgmlType::q6_k || a.w->fmt->type == GgmlType::q8_0))  // repacked under the AVX2 table
     return block_gemv_avx2(a, j0, j1);
   if (a.w->x16 && a.w->fmt->type == GgmlType::q4_k)  // whole groups of 16 rows
     return each_row<2>(a, j0 / kX16Rows, j1 / kX16Rows, [&](auto mr, int64_t i, int64_t g) { x16k_rows<decltype(mr)::value>(a, i, g); });
