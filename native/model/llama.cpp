@@ -93,7 +93,7 @@ void add_bias(float* y, int64_t n, int64_t ld, const float* b, int64_t len) {
     for (int64_t j = 0; j < len; ++j) y[t * ld + j] += b[j];
 }
 
-// A linear kept in Q4_0 / Q4_K blocks (and Q6_K / Q8_0 where the GEMV reads
+// A linear kept in Q4_0 / Q4_K blocks (and Q5_K / Q6_K / Q8_0 where the GEMV reads
 // them so: block_x16_preferred) is repacked (x16, quants.h) for the GEMV,
 // and the file pages it was read from are given back (the copy replaces them:
 // peak RSS stays file + one tensor). SPARQ_REPACK=0 keeps the stored layout.
