@@ -487,21 +487,6 @@ void x16_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   }
 }
 
-// The 6-bit scale and min of sub-block `sub` of rows 8h .. 8h + 7 of a Q4_K x16
-// super-block u, from its byte planes (ggml's get_scale_min_k4 per lane).
-[[gnu::always_inline]] inline void x16k_scale_min(const uint8_t* u, int h, int sub, __m256i* sc, __m256i* mn) {
-  const __m256i m6 = _mm256_set1_epi32(63), m4d = _mm256_set1_epi32(15);
-  auto plane = [&](int p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u + 64 + 16 * p + 8 * h))); };
-  if (sub < 4) {
-    *sc = _mm256_and_si256(plane(sub), m6);
-    *mn = _mm256_and_si256(plane(sub + 4), m6);
-  } else {
-    const __m256i hi = plane(sub + 4);
-    *sc = _mm256_or_si256(_mm256_and_si256(hi, m4d), _mm256_slli_epi32(_mm256_srli_epi32(plane(sub - 4), 6), 4));
-    *mn = _mm256_or_si256(_mm256_srli_epi32(hi, 4), _mm256_slli_epi32(_mm256_srli_epi32(plane(sub), 6), 4));
-  }
-}
-
 // The 6-bit scales and mins of a Q4_K / Q5_K x16 super-block u's 16 rows, sub-block
 // by sub-block, as bytes: ggml's get_scale_min_k4 on the 12 byte planes, 16 rows
 // a vector (16-bit shifts of masked bytes move nothing across bytes).
@@ -519,9 +504,82 @@ inline void x16k_scale_min_bytes(const uint8_t* u, uint8_t (*sc8)[16], uint8_t (
   }
 }
 
-// Q4_K repacked 16 rows at a time (x16, quants.h), one half of the group per
-// pass as x16_rows: per super-block the 8 rows' d, dmin and 6-bit sub-block
-// scales / mins decoded at once from the byte planes; per sub-block 8
+// Bytes p[0..8) as 8 int32 lanes (rows 8h .. 8h + 7 of x16k_scale_min_bytes' rows).
+inline __m256i lanes8(const uint8_t* p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
+
+// Q4_K (Q5 = false) and Q5_K (Q5 = true) repacked 16 rows at a time (x16,
+// quants.h; Q5_K is Q4_K's layout, then qh), one activation row, both halves of
+// the group per pass (one stream, each broadcast used twice). Per super-block the
+// 16 rows' scales and mins are decoded once as bytes; per sub-block s the codes
+// (Q4_K: a nibble; Q5_K: the nibble | bit s of qh moved to bit 4, u8 <= 31) by
+// vpmaddubsw with the broadcast activations into int16 pairs (Q4_K: all 8 slots,
+// 8 x 2 x 15 x 127 = 30480 fits; Q5_K: 4 slots at a time, 4 x 2 x 31 x 127 = 31496),
+// then sc x p x xs and mn x so summed over the sub-blocks, d and dmin applied once
+// per super-block. The next super-block (the next group's first after the last) is
+// asked for a few lines per sub-block (Zen 1, 2 threads, Q4_K 2048 x 768 from DRAM:
+// 96 us with the AVX-512 body's 8 KiB bursts, 71 with no software prefetch).
+template <bool Q5>
+void x16k_row(const BlockGemvArgs& a, int64_t i0, int64_t g) {
+  constexpr int64_t kBytes = Q5 ? 176 : 144, kLines = (kX16Rows * kBytes + 63) / 64, kPer = (kLines + 7) / 8;
+  constexpr int kSlots = Q5 ? 4 : 8;  // slots whose int16 pairs are summed before vpmaddwd
+  const int64_t k = a.w->k, nsb = k / 256, nb32 = k / 32;
+  const uint8_t* base = a.w->data + g * nsb * (kX16Rows * kBytes), *wend = a.w->data + a.w->bytes();
+  const __m256i m4 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* u = base + sb * (kX16Rows * kBytes);
+    const uint8_t* next = u + kX16Rows * kBytes;
+    __m256 d[2], dmin[2], sum_sc[2], sum_mn[2];  // sums over the sub-blocks of sc x p x xs and mn x so
+    for (int h = 0; h < 2; ++h) {
+      sum_sc[h] = sum_mn[h] = _mm256_setzero_ps();
+      d[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h)));
+      dmin[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 32 + 16 * h)));
+    }
+    alignas(16) uint8_t sc8[8][16], mn8[8][16];
+    x16k_scale_min_bytes(u, sc8, mn8);
+#pragma GCC unroll 8
+    for (int sub = 0; sub < 8; ++sub) {
+      prefetch_lines(next, kPer * sub, kPer, kLines, wend);
+      const int j = sub / 2, high = sub % 2;
+      const int64_t s = sb * 8 + sub;
+      const int8_t* xb = a.x.q + i0 * k + s * 32;
+      __m256i i32[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+      for (int t0 = 0; t0 < 8; t0 += kSlots) {
+        __m256i p16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+#pragma GCC unroll 8
+        for (int t = t0; t < t0 + kSlots; ++t) {
+          int32_t x4;
+          std::memcpy(&x4, xb + 4 * t, 4);
+          const __m256i bx = _mm256_set1_epi32(x4);
+          for (int h = 0; h < 2; ++h) {
+            const __m256i v = load32(u + 256 + (8 * j + t) * 64 + 32 * h);
+            __m256i c = high ? _mm256_and_si256(_mm256_srli_epi16(v, 4), m4) : _mm256_and_si256(v, m4);
+            if constexpr (Q5) {
+              // bit s of each qh byte to bit 4 (16-bit shifts: the bits a byte takes from
+              // its neighbour fall outside 0x10)
+              const __m256i q = load32(u + kX16Q5Qh + t * 64 + 32 * h);
+              const __m256i hb = sub < 4 ? _mm256_slli_epi16(q, 4 - sub) : sub == 4 ? q : _mm256_srli_epi16(q, sub - 4);
+              c = _mm256_or_si256(c, _mm256_and_si256(hb, bit4));
+            }
+            p16[h] = _mm256_add_epi16(p16[h], _mm256_maddubs_epi16(c, bx));
+          }
+        }
+        for (int h = 0; h < 2; ++h) i32[h] = _mm256_add_epi32(i32[h], _mm256_madd_epi16(p16[h], ones));
+      }
+      const __m256 xs = _mm256_set1_ps(a.x.s[i0 * nb32 + s]), so = _mm256_set1_ps(a.x.so32[i0 * nb32 + s]);
+      for (int h = 0; h < 2; ++h) {
+        sum_sc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes8(sc8[sub] + 8 * h)), _mm256_mul_ps(_mm256_cvtepi32_ps(i32[h]), xs), sum_sc[h]);
+        sum_mn[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes8(mn8[sub] + 8 * h)), so, sum_mn[h]);
+      }
+    }
+    for (int h = 0; h < 2; ++h) acc[h] = _mm256_fnmadd_ps(dmin[h], sum_mn[h], _mm256_fmadd_ps(d[h], sum_sc[h], acc[h]));
+  }
+  for (int h = 0; h < 2; ++h) _mm256_storeu_ps(a.y + i0 * a.ldy + g * kX16Rows + h * 8, acc[h]);
+}
+
+// Q4_K repacked 16 rows at a time (x16, quants.h), m = 2 .. 8 activation rows (one:
+// x16k_row), one half of the group per pass as x16_rows: per super-block the
+// rows' d, dmin and 6-bit sub-block scales / mins decoded at once; per sub-block 8
 // vpmaddubsw (int16 sums: 8 x 2 x 15 x 127 = 30480 fits), one vpmaddwd, cvt and
 // fma, and the min times the activation sub-block's sum (so32).
 template <int MR>
@@ -530,51 +588,7 @@ void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   const uint8_t* base = a.w->data + g * nsb * (kX16Rows * 144);
   const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
   if constexpr (MR == 1) {  // decode: both halves in one pass (one stream, each broadcast used twice)
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    const uint8_t* wend = a.w->data + a.w->bytes();
-    for (int64_t sb = 0; sb < nsb; ++sb) {
-      // the next super-block's 36 lines (the next group's first after the last), 5 per
-      // sub-block through this one (Zen 1, 2 threads, 2048 x 768 from DRAM: 96 us with
-      // the AVX-512 body's 8 KiB bursts, 71 with no software prefetch)
-      const uint8_t* u = base + sb * (kX16Rows * 144);
-      const uint8_t* next = u + kX16Rows * 144;
-      __m256 d[2], dmin[2], sum_sc[2], sum_mn[2];  // sums over the sub-blocks of sc x p x xs and mn x so
-      for (int h = 0; h < 2; ++h) {
-        sum_sc[h] = sum_mn[h] = _mm256_setzero_ps();
-        d[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h)));
-        dmin[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 32 + 16 * h)));
-      }
-      alignas(16) uint8_t sc8[8][16], mn8[8][16];
-      x16k_scale_min_bytes(u, sc8, mn8);
-      for (int sub = 0; sub < 8; ++sub) {
-        prefetch_lines(next, 5 * sub, 5, 36, wend);
-        const int j = sub / 2, high = sub % 2;
-        const int64_t s = sb * 8 + sub;
-        const int8_t* xb = a.x.q + i0 * k + s * 32;
-        __m256i p16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-        for (int t = 0; t < 8; ++t) {
-          int32_t x4;
-          std::memcpy(&x4, xb + 4 * t, 4);
-          const __m256i bx = _mm256_set1_epi32(x4);
-          for (int h = 0; h < 2; ++h) {
-            const __m256i v = load32(u + 256 + (8 * j + t) * 64 + 32 * h);
-            const __m256i c = high ? _mm256_and_si256(_mm256_srli_epi16(v, 4), m4) : _mm256_and_si256(v, m4);
-            p16[h] = _mm256_add_epi16(p16[h], _mm256_maddubs_epi16(c, bx));
-          }
-        }
-        const __m256 xs = _mm256_set1_ps(a.x.s[i0 * nb32 + s]), so = _mm256_set1_ps(a.x.so32[i0 * nb32 + s]);
-        for (int h = 0; h < 2; ++h) {
-          const __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc8[sub] + 8 * h)));
-          const __m256i mn = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn8[sub] + 8 * h)));
-          const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16[h], ones));
-          sum_sc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sc), _mm256_mul_ps(p, xs), sum_sc[h]);
-          sum_mn[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mn), so, sum_mn[h]);
-        }
-      }
-      // d and dmin once per super-block
-      for (int h = 0; h < 2; ++h) acc[h] = _mm256_fnmadd_ps(dmin[h], sum_mn[h], _mm256_fmadd_ps(d[h], sum_sc[h], acc[h]));
-    }
-    for (int h = 0; h < 2; ++h) _mm256_storeu_ps(a.y + i0 * a.ldy + g * kX16Rows + h * 8, acc[h]);
+    x16k_row<false>(a, i0, g);
     return;
   }
   for (int h = 0; h < 2; ++h) {
@@ -586,10 +600,11 @@ void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
         x16_prefetch_unit(u);
       const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h)));
       const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 32 + 16 * h)));
+      alignas(16) uint8_t sc8[8][16], mn8[8][16];
+      x16k_scale_min_bytes(u, sc8, mn8);
       for (int sub = 0; sub < 8; ++sub) {
-        __m256i sc, mn;
-        x16k_scale_min(u, h, sub, &sc, &mn);
-        const __m256 dsc = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc)), dmn = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(mn));
+        const __m256 dsc = _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes8(sc8[sub] + 8 * h)));
+        const __m256 dmn = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(lanes8(mn8[sub] + 8 * h)));
         const int j = sub / 2, high = sub % 2;
         for (int i = 0; i < MR; ++i) {
           const int8_t* xb = a.x.q + (i0 + i) * k + sb * 256 + 32 * sub;
@@ -692,67 +707,6 @@ void x16q6_row(const BlockGemvArgs& a, int64_t i, int64_t g) {
   for (int h = 0; h < 2; ++h) _mm256_storeu_ps(a.y + i * a.ldy + g * kX16Rows + h * 8, _mm256_fnmadd_ps(offs[h], _mm256_set1_ps(32.f), accs[h]));
 }
 
-// Q5_K repacked 16 rows at a time (x16, quants.h: Q4_K's layout, then qh), one
-// activation row, both halves of the group per pass as Q4_K's: per sub-block s the
-// codes' nibble | bit s of qh moved to bit 4 (u8 <= 31) by vpmaddubsw with the
-// broadcast activations, int16 pairs of 4 slots at a time (4 x 2 x 31 x 127 =
-// 31496 fits) into int32, then as Q4_K: scale x p x xs and min x so summed over
-// the sub-blocks, d and dmin once per super-block.
-void x16q5_row(const BlockGemvArgs& a, int64_t i0, int64_t g) {
-  const int64_t k = a.w->k, nsb = k / 256, nb32 = k / 32;
-  const uint8_t* base = a.w->data + g * nsb * (kX16Rows * 176), *wend = a.w->data + a.w->bytes();
-  const __m256i m4 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
-  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-  for (int64_t sb = 0; sb < nsb; ++sb) {
-    const uint8_t* u = base + sb * (kX16Rows * 176);
-    const uint8_t* next = u + kX16Rows * 176;  // its 44 lines, 6 per sub-block through this one
-    __m256 d[2], dmin[2], sum_sc[2], sum_mn[2];
-    for (int h = 0; h < 2; ++h) {
-      sum_sc[h] = sum_mn[h] = _mm256_setzero_ps();
-      d[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h)));
-      dmin[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 32 + 16 * h)));
-    }
-    alignas(16) uint8_t sc8[8][16], mn8[8][16];
-    x16k_scale_min_bytes(u, sc8, mn8);
-#pragma GCC unroll 8
-    for (int sub = 0; sub < 8; ++sub) {
-      prefetch_lines(next, 6 * sub, 6, 44, wend);
-      const int j = sub / 2, high = sub % 2;
-      const int64_t s = sb * 8 + sub;
-      const int8_t* xb = a.x.q + i0 * k + s * 32;
-      __m256i i32[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-      for (int half = 0; half < 2; ++half) {
-        __m256i p16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-#pragma GCC unroll 4
-        for (int tt = 0; tt < 4; ++tt) {
-          const int t = 4 * half + tt;
-          int32_t x4;
-          std::memcpy(&x4, xb + 4 * t, 4);
-          const __m256i bx = _mm256_set1_epi32(x4);
-          for (int h = 0; h < 2; ++h) {
-            const __m256i v = load32(u + 256 + (8 * j + t) * 64 + 32 * h), q = load32(u + kX16Q5Qh + t * 64 + 32 * h);
-            const __m256i lo = high ? _mm256_and_si256(_mm256_srli_epi16(v, 4), m4) : _mm256_and_si256(v, m4);
-            // bit s of each qh byte to bit 4 (16-bit shifts: the bits a byte takes from its
-            // neighbour fall outside 0x10)
-            const __m256i hb = sub < 4 ? _mm256_slli_epi16(q, 4 - sub) : sub == 4 ? q : _mm256_srli_epi16(q, sub - 4);
-            p16[h] = _mm256_add_epi16(p16[h], _mm256_maddubs_epi16(_mm256_or_si256(lo, _mm256_and_si256(hb, bit4)), bx));
-          }
-        }
-        for (int h = 0; h < 2; ++h) i32[h] = _mm256_add_epi32(i32[h], _mm256_madd_epi16(p16[h], ones));
-      }
-      const __m256 xs = _mm256_set1_ps(a.x.s[i0 * nb32 + s]), so = _mm256_set1_ps(a.x.so32[i0 * nb32 + s]);
-      for (int h = 0; h < 2; ++h) {
-        const __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc8[sub] + 8 * h)));
-        const __m256i mn = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn8[sub] + 8 * h)));
-        sum_sc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sc), _mm256_mul_ps(_mm256_cvtepi32_ps(i32[h]), xs), sum_sc[h]);
-        sum_mn[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mn), so, sum_mn[h]);
-      }
-    }
-    for (int h = 0; h < 2; ++h) acc[h] = _mm256_fnmadd_ps(dmin[h], sum_mn[h], _mm256_fmadd_ps(d[h], sum_sc[h], acc[h]));
-  }
-  for (int h = 0; h < 2; ++h) _mm256_storeu_ps(a.y + i0 * a.ldy + g * kX16Rows + h * 8, acc[h]);
-}
-
 // Q8_0 repacked 16 rows at a time (x16, quants.h), one activation row, both
 // halves of the group per block: per slot |codes| of 8 rows by vpmaddubsw with
 // the broadcast activations signed by the codes (exact for a -128 code, as
@@ -826,7 +780,7 @@ void block_gemv_avx2(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
   const GgmlType type = a.w->fmt->type;
   if (a.w->x16 && (type == GgmlType::q5_k || type == GgmlType::q6_k || type == GgmlType::q8_0)) {
     // whole groups of 16 rows, an activation row at a time
-    const auto row = type == GgmlType::q5_k ? x16q5_row : type == GgmlType::q6_k ? x16q6_row : x16q8_row;
+    const auto row = type == GgmlType::q5_k ? x16k_row<true> : type == GgmlType::q6_k ? x16q6_row : x16q8_row;
     for (int64_t g = j0 / kX16Rows; g < j1 / kX16Rows; ++g)
       for (int64_t i = 0; i < a.x.m; ++i) row(a, i, g);
     return;
@@ -881,18 +835,18 @@ void x16_pack_avx2(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad
   // Q4_K, per super-block: scales and offsets row by row, codes 8 rows per vector
   for (int64_t sb = 0; sb < k / 256; ++sb) {
     const uint8_t* u = group + sb * kX16Rows * 144;
-    // the 6-bit scales and mins of 8 rows at once from the byte planes (ggml's
-    // get_scale_min_k4 per lane), times d / dmin: the reference's products
+    // the 6-bit scales and mins of the 16 rows (x16k_scale_min_bytes), times d /
+    // dmin: the reference's products
     const __m256 neg = _mm256_set1_ps(-0.f);
+    alignas(16) uint8_t sc8[8][16], mn8[8][16];
+    x16k_scale_min_bytes(u, sc8, mn8);
     for (int h = 0; h < 2; ++h) {
       const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h)));
       const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 32 + 16 * h)));
       for (int sub = 0; sub < 8; ++sub) {
-        __m256i sc, mn;
-        x16k_scale_min(u, h, sub, &sc, &mn);
         const int64_t at = (sb * 8 + sub) * kX16Rows + 8 * h;
-        _mm256_storeu_ps(scales + at, _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc)));
-        _mm256_storeu_ps(offsets + at, _mm256_xor_ps(_mm256_mul_ps(dmin, _mm256_cvtepi32_ps(mn)), neg));
+        _mm256_storeu_ps(scales + at, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes8(sc8[sub] + 8 * h))));
+        _mm256_storeu_ps(offsets + at, _mm256_xor_ps(_mm256_mul_ps(dmin, _mm256_cvtepi32_ps(lanes8(mn8[sub] + 8 * h))), neg));
       }
     }
     for (int j = 0; j < 4; ++j)
