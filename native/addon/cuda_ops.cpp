@@ -6,7 +6,7 @@
 #include <cmath>
 
 #include "../cpu/q4.h"
-#include "../model/llama_cuda.h"
+#include "../model/device_linear.h"
 #include "addon.h"
 
 namespace sparq_addon {
@@ -115,7 +115,7 @@ Napi::Value MatmulS8(const Napi::CallbackInfo& info) {
   sparq::cuda::Context* ctx = hold.get();
   return RunAsync(info.Env(), [a, b, o, m, k, n, ctx, hold]() {
     const int64_t kp = sparq::round_up(k, 64);
-    sparq::DeviceBuffers tmp;
+    sparq::cuda::DeviceBuffers tmp;
     void *pa = nullptr, *pb = nullptr;
     if (Error e = tmp.alloc(ctx, size_t(m * kp), &pa); !e.ok()) return e;
     if (Error e = tmp.alloc(ctx, size_t(n * kp), &pb); !e.ok()) return e;

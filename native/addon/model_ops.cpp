@@ -199,63 +199,13 @@ class Model : public NativeHandle<Model, std::shared_ptr<Held>> {
       bins = ArgInt(info, 3, "calibrate", "bins", 16, int64_t(1) << 20);
     }
     const int64_t gram_layer = info.Length() > 4 && info[4].IsNumber() ? ArgInt(info, 4, "calibrate", "gramLayer", -1, layers - 1) : -1;
-    struct Out {
-      std::vector<double> sumsq, hist, gram;
-      std::vector<float> amax, lo, hi;
-    };
-    auto out = std::make_shared<Out>();
+    auto out = std::make_shared<sparq::LlamaCalibrationResult>();
     return RunAsync(
         env,
-        [h, tokens, lengths, out, ranges, bins, layers, gram_layer]() {
+        [h, tokens, lengths, out, ranges, bins, gram_layer]() {
           std::lock_guard<std::mutex> lock(h->mu);
-          sparq::LlamaModel& m = *h->model;
-          sparq::LlamaCalibration cal;
-          try {
-            out->sumsq.assign(size_t(m.calibration_size()), 0.0);
-            out->amax.assign(size_t(m.calibration_size()), 0.f);
-            out->lo.assign(size_t(layers * 4), INFINITY);
-            out->hi.assign(size_t(layers * 4), -INFINITY);
-            if (bins) out->hist.assign(size_t(layers * 4 * bins), 0.0);
-            if (gram_layer >= 0) {
-              const sparq::LlamaConfig& c = m.config();
-              const int64_t qd = c.heads * c.head_dim;
-              out->gram.assign(size_t(2 * c.dim * c.dim + qd * qd + c.hidden * c.hidden), 0.0);
-            }
-          } catch (const std::bad_alloc&) {
-            return Error::make(sparq::Status::out_of_memory, "calibrate: out of memory");
-          }
-          cal.sumsq = out->sumsq.data();
-          cal.amax = out->amax.data();
-          cal.lo = out->lo.data();
-          cal.hi = out->hi.data();
-          if (bins) {
-            cal.hist = out->hist.data();
-            cal.bins = bins;
-            cal.range = ranges->data();
-          }
-          if (gram_layer >= 0) {
-            cal.gram = out->gram.data();
-            cal.gram_layer = gram_layer;
-          }
-          std::vector<float> logits(size_t(m.config().vocab));
-          // the model must never keep a pointer to `cal`, even when forward throws
-          struct Detach {
-            sparq::LlamaModel& m;
-            ~Detach() {
-              m.set_calibration(nullptr);
-              m.truncate(0);
-            }
-          } detach{m};
-          m.set_calibration(&cal);
-          Error e;
-          int64_t at = 0;
-          for (int32_t l : *lengths) {
-            m.truncate(0);
-            e = m.forward(tokens->data() + at, l, false, logits.data());
-            if (!e.ok()) break;
-            at += l;
-          }
-          return e;
+          return h->model->calibrate(tokens->data(), lengths->data(), int64_t(lengths->size()), ranges->empty() ? nullptr : ranges->data(),
+                                     bins, gram_layer, out.get());
         },
         [out](Napi::Env e) -> Napi::Value {
           Napi::Object o = Napi::Object::New(e);

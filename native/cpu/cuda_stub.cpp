@@ -1,6 +1,5 @@
 // cuda_stub.cpp - the CUDA API (sparq/cuda.h) in builds without CUDA: every
 // call fails with the reason, so callers need no #ifdefs.
-#include "../model/llama_cuda.h"
 #include "sparq/cuda.h"
 
 namespace sparq {
@@ -42,6 +41,9 @@ Error rmsnorm(Context*, const float*, const float*, int64_t, int64_t, float, flo
 Error softmax(Context*, const float*, int64_t, int64_t, float*) { return none(); }
 Error swiglu(Context*, const float*, const float*, int64_t, float*) { return none(); }
 Error add(Context*, const float*, const float*, int64_t, float*) { return none(); }
+Error swiglu_rows(Context*, const float*, int64_t, int64_t, float*) { return none(); }
+Error to_heads(Context*, const float*, int64_t, int64_t, int64_t, int64_t, float*) { return none(); }
+Error from_heads(Context*, const float*, int64_t, int64_t, int64_t, float*) { return none(); }
 Error rope(Context*, const float*, int64_t, int64_t, int64_t, int64_t, float, bool, float*, const float*) { return none(); }
 size_t scratch_bytes_attention(Context*, const Attention&) { return 0; }
 Error attention(Context*, const Attention&, void*, size_t) { return none(); }
@@ -54,24 +56,14 @@ Error embed(Context*, const float*, int64_t, const int32_t*, int64_t, float*) { 
 Error bench_gemm_s8(int, int64_t, int64_t, int64_t, int64_t, int, double*) { return none(); }
 Error bench_attention(int, const Attention&, int, double*) { return none(); }
 
-}  // namespace cuda
-
-Error DeviceBuffers::alloc(cuda::Context*, size_t, void** out) { *out = nullptr; return cuda::none(); }
-Error DeviceBuffers::upload(cuda::Context*, const void*, size_t, void** out) { *out = nullptr; return cuda::none(); }
+Error DeviceBuffers::alloc(Context*, size_t, void** out) { *out = nullptr; return none(); }
+Error DeviceBuffers::upload(Context*, const void*, size_t, void** out) { *out = nullptr; return none(); }
 void DeviceBuffers::release() {
   v_.clear();
   bytes_ = 0;
   ctx_ = nullptr;
 }
-Error upload_linear(cuda::Context*, const LinearWeight&, std::unique_ptr<DeviceLinear>*) { return cuda::none(); }
-Error run_linear(cuda::Context*, const DeviceLinear&, const float*, int64_t, const float*, void*, float*) { return cuda::none(); }
 
-struct CudaLlama::Impl {};
-CudaLlama::~CudaLlama() = default;
-Error CudaLlama::create(cuda::Context*, const LlamaConfig&, const LlamaWeights&, std::unique_ptr<CudaLlama>*) {
-  return cuda::none();
-}
-Error CudaLlama::forward(const int32_t*, int64_t, int64_t, bool, float*) { return cuda::none(); }
-size_t CudaLlama::device_bytes() const { return 0; }
+}  // namespace cuda
 
 }  // namespace sparq

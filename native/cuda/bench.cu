@@ -3,7 +3,6 @@
 // a private non-blocking context (no host round trip between calls).
 #include <cstdint>
 
-#include "../model/llama_cuda.h"
 #include "common.cuh"
 
 namespace sparq {

@@ -170,5 +170,25 @@ Error copy_2d(Context* ctx, void* dst, size_t dpitch, const void* src, size_t sp
   return finish(ctx, "copy_2d");
 }
 
+Error DeviceBuffers::alloc(Context* ctx, size_t bytes, void** out) {
+  if (ctx_ && ctx_ != ctx) return Error::make(Status::internal, "cuda: one DeviceBuffers set per context");
+  if (Error e = device_alloc(ctx, bytes, out); !e.ok()) return e;
+  ctx_ = ctx;
+  v_.emplace_back(*out, bytes);
+  bytes_ += bytes;
+  return {};
+}
+
+Error DeviceBuffers::upload(Context* ctx, const void* host, size_t bytes, void** out) {
+  if (Error e = alloc(ctx, bytes, out); !e.ok()) return e;
+  return bytes ? copy_h2d(ctx, *out, host, bytes) : Error{};
+}
+
+void DeviceBuffers::release() {
+  for (auto& p : v_) device_free(ctx_, p.first, p.second);
+  v_.clear();
+  bytes_ = 0;
+}
+
 }  // namespace cuda
 }  // namespace sparq

@@ -81,6 +81,53 @@ Error add(Context* ctx, const float* a, const float* b, int64_t n, float* y) {
   return finish(ctx, "add");
 }
 
+__global__ void swiglu_rows_kernel(const float* __restrict__ h13, int64_t n, int64_t hidden, float* __restrict__ y) {
+  const int64_t total = n * hidden;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = e / hidden, i = e % hidden;
+    const float a = h13[t * 2 * hidden + i], b = h13[t * 2 * hidden + hidden + i];
+    y[e] = a / (1.f + expf(-a)) * b;
+  }
+}
+
+Error swiglu_rows(Context* ctx, const float* h13, int64_t n, int64_t hidden, float* y) {
+  SPARQ_CUDA_ENTER(ctx);
+  if (n <= 0 || hidden <= 0) return bad_arg("swiglu_rows: empty");
+  swiglu_rows_kernel<<<grid_1d(n * hidden), 256, 0, ctx->stream>>>(h13, n, hidden, y);
+  return finish(ctx, "swiglu_rows");
+}
+
+__global__ void to_heads_kernel(const float* __restrict__ x, int64_t ld, int64_t n, int64_t h, int64_t hd,
+                                float* __restrict__ y) {
+  const int64_t total = n * h * hd;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = e % hd, t = (e / hd) % n, hh = e / (hd * n);
+    y[e] = x[t * ld + hh * hd + c];
+  }
+}
+
+__global__ void from_heads_kernel(const float* __restrict__ x, int64_t n, int64_t h, int64_t hd, float* __restrict__ y) {
+  const int64_t total = n * h * hd;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = e % hd, hh = (e / hd) % h, t = e / (hd * h);
+    y[e] = x[(hh * n + t) * hd + c];
+  }
+}
+
+Error to_heads(Context* ctx, const float* x, int64_t ld, int64_t n, int64_t h, int64_t hd, float* y) {
+  SPARQ_CUDA_ENTER(ctx);
+  if (n <= 0 || h <= 0 || hd <= 0 || ld < h * hd) return bad_arg("to_heads: bad shape");
+  to_heads_kernel<<<grid_1d(n * h * hd), 256, 0, ctx->stream>>>(x, ld, n, h, hd, y);
+  return finish(ctx, "to_heads");
+}
+
+Error from_heads(Context* ctx, const float* x, int64_t n, int64_t h, int64_t hd, float* y) {
+  SPARQ_CUDA_ENTER(ctx);
+  if (n <= 0 || h <= 0 || hd <= 0) return bad_arg("from_heads: bad shape");
+  from_heads_kernel<<<grid_1d(n * h * hd), 256, 0, ctx->stream>>>(x, n, h, hd, y);
+  return finish(ctx, "from_heads");
+}
+
 // One thread per rotated pair; the angle in f64 as on the CPU.
 __global__ void rope_kernel(const float* x, int64_t rows, int64_t t, int64_t d, int64_t pos0, double ltheta, bool neox,
                             const float* __restrict__ factors, float* y) {

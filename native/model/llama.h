@@ -19,7 +19,8 @@
 
 namespace sparq {
 
-class CudaLlama;
+class LlamaBackend;
+struct LlamaBatch;
 namespace cuda {
 struct Context;
 }
@@ -67,6 +68,14 @@ struct LlamaCalibration {
   int64_t gram_layer = -1;
 };
 
+// What LlamaModel::calibrate records, owned: per feature sum of x^2 and max |x|,
+// per (layer, input) min / max and (with ranges) histograms, and (gram layer)
+// that layer's four X^T X.
+struct LlamaCalibrationResult {
+  std::vector<double> sumsq, hist, gram;
+  std::vector<float> amax, lo, hi;
+};
+
 struct LlamaWeights {
   LinearWeight embed;  // [vocab, dim]: a format with row_f32 (f32, GGUF blocks; rows dequantized on lookup)
   std::vector<LlamaLayer> layers;
@@ -105,13 +114,17 @@ class LlamaModel {
   // Writes the weights as held to one safetensors file (llama_save.cpp); `metadata` is
   // a JSON object of strings added to the header. Not while a forward runs.
   Error save(const std::string& path, const std::string& metadata) const;
-  // Calibration: while set, every forward records its linears' inputs into
-  // the arrays of `cal` that are set (see LlamaCalibration). nullptr stops it.
-  void set_calibration(const LlamaCalibration* cal) { calib_ = cal; }
+  // Calibration: runs each of `count` sequences (lengths[i] tokens, packed one
+  // after another) from an empty slot 0 and records its linears' inputs (see
+  // LlamaCalibration): `ranges` (layers * 4 lo / hi pairs, or nullptr) with
+  // `bins` histogram counts each; gram_layer >= 0 also records that layer's
+  // X^T X. Slot 0 is empty afterwards, whatever happens. CPU only.
+  Error calibrate(const int32_t* tokens, const int32_t* lengths, int64_t count, const float* ranges, int64_t bins,
+                  int64_t gram_layer, LlamaCalibrationResult* out);
   int64_t calibration_stride() const { return 2 * cfg_.dim + cfg_.heads * cfg_.head_dim + cfg_.hidden; }
   int64_t calibration_size() const { return cfg_.layers * calibration_stride(); }
   size_t cache_bytes() const { return cache_bytes_; }
-  // Moves the forward pass to a CUDA device (llama_cuda.h): the weights are
+  // Moves the forward pass to a CUDA device (backend.h): the weights are
   // uploaded and the cache starts empty there (pos() is reset to 0). The host
   // weights stay (save() and CPU-side reads keep working).
   Error to_cuda(cuda::Context* ctx);
@@ -124,23 +137,12 @@ class LlamaModel {
   LlamaConfig cfg_;
   LlamaWeights w_;
   Error run(const int32_t* tok, const int64_t* len, const int32_t* slot, int64_t count, bool all, float* logits);
-  std::vector<void*> k_, v_;       // per layer [max_sequences, kv_heads, max_seq, hd]
-  std::vector<float*> ks_, vs_;    // int8 scales [max_sequences, kv_heads, max_seq]
   size_t cache_bytes_ = 0;
   std::unique_ptr<std::atomic<int64_t>[]> pos_;  // per slot
   const LlamaCalibration* calib_ = nullptr;
-  std::unique_ptr<CudaLlama> gpu_;
+  std::unique_ptr<LlamaBackend> cpu_, gpu_;      // backend.h: the forward pass's ops on the CPU / a CUDA device
   std::atomic<size_t> device_bytes_{0};
-  // activations, grown to the largest chunk seen and reused (no allocation per token)
-  std::vector<float> x_, xb_, work_;  // forward(): the residual, a normed copy, the work area
-  std::vector<float> rope_cs_, rope_sn_;  // forward(): RoPE's cos / sin at each row's position
-  std::vector<uint8_t> embed_tmp_;      // forward(): an embedding row's blocks as read from the file
-  struct BatchRows {                    // run(): per sequence of the batch
-    std::vector<int64_t> pos, row0;     // its position before the call, its first row among the tokens
-    std::vector<int64_t> q_len, k_len, kv_slot;  // attention's ragged batch: queries, keys, cache slot
-    std::vector<char> used;             // per slot: given once at most
-  } batch_;
-  bool ffn_fused_ = false, ffn_apart_ = false;  // some layer has gate|up fused / apart
+  std::unique_ptr<LlamaBatch> batch_;            // run(): the call's sequences (kept: no allocation per token)
 };
 
 }  // namespace sparq

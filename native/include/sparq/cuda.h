@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sparq/sparq.h"
@@ -54,6 +55,25 @@ Error copy_d2d(Context* ctx, void* dst, const void* src, size_t bytes);
 Error memset_zero(Context* ctx, void* dst, size_t bytes);
 // height rows of width bytes, rows dpitch / spitch bytes apart (device to device)
 Error copy_2d(Context* ctx, void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height);
+
+// Device allocations of one context freed together, with their byte count.
+class DeviceBuffers {
+ public:
+  DeviceBuffers() = default;
+  DeviceBuffers(const DeviceBuffers&) = delete;
+  DeviceBuffers& operator=(const DeviceBuffers&) = delete;
+  ~DeviceBuffers() { release(); }
+  Error alloc(Context* ctx, size_t bytes, void** out);
+  // Allocates and fills from host memory.
+  Error upload(Context* ctx, const void* host, size_t bytes, void** out);
+  void release();
+  size_t bytes() const { return bytes_; }
+
+ private:
+  Context* ctx_ = nullptr;  // the context the blocks were allocated on (outlives them)
+  std::vector<std::pair<void*, size_t>> v_;
+  size_t bytes_ = 0;
+};
 
 // --- element types ------------------------------------------------------------
 enum class DType : int { f32 = 0, f16 = 1, bf16 = 2, i8 = 3 };
@@ -97,6 +117,11 @@ Error linear_f32(Context* ctx, const float* x, int64_t m, int64_t k, const float
 Error rmsnorm(Context* ctx, const float* x, const float* w, int64_t rows, int64_t d, float eps, float* y);
 Error softmax(Context* ctx, const float* x, int64_t rows, int64_t n, float* y);
 Error swiglu(Context* ctx, const float* a, const float* b, int64_t n, float* y);
+// h13 [n, 2 * hidden] (gate | up per row) -> silu(gate) * up [n, hidden]
+Error swiglu_rows(Context* ctx, const float* h13, int64_t n, int64_t hidden, float* y);
+// [n, h, hd] (rows `ld` floats apart) -> [h, n, hd], and back ([h, n, hd] -> [n, h * hd])
+Error to_heads(Context* ctx, const float* x, int64_t ld, int64_t n, int64_t h, int64_t hd, float* y);
+Error from_heads(Context* ctx, const float* x, int64_t n, int64_t h, int64_t hd, float* y);
 Error add(Context* ctx, const float* a, const float* b, int64_t n, float* y);
 // x (bh, t, d) -> y, row t at position pos0 + t (see sparq::rope; freq_factors in device memory)
 Error rope(Context* ctx, const float* x, int64_t bh, int64_t t, int64_t d, int64_t pos0, float theta, bool neox,

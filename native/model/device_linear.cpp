@@ -1,34 +1,16 @@
-// linear.cu - weights on the device: uploads in the form each CPU format's
-// row (linear_format.h) names - f32 rows, int8 rows with group scales, sparse -
-// and the one entry that runs any of them.
+// device_linear.cpp - weights on a CUDA device: uploads in the form each CPU
+// format's row (linear_format.h) names - f32 rows, int8 rows with group scales,
+// sparse - and the one entry that runs any of them (the CUDA kernel library's
+// ops, sparq/cuda.h).
+#include "device_linear.h"
+
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "../cpu/sparse.h"
-#include "../model/llama_cuda.h"
-#include "common.cuh"
 
 namespace sparq {
-
-Error DeviceBuffers::alloc(cuda::Context* ctx, size_t bytes, void** out) {
-  if (ctx_ && ctx_ != ctx) return Error::make(Status::internal, "cuda: one DeviceBuffers set per context");
-  if (Error e = cuda::device_alloc(ctx, bytes, out); !e.ok()) return e;
-  ctx_ = ctx;
-  v_.emplace_back(*out, bytes);
-  bytes_ += bytes;
-  return {};
-}
-
-Error DeviceBuffers::upload(cuda::Context* ctx, const void* host, size_t bytes, void** out) {
-  if (Error e = alloc(ctx, bytes, out); !e.ok()) return e;
-  return bytes ? cuda::copy_h2d(ctx, *out, host, bytes) : Error{};
-}
-
-void DeviceBuffers::release() {
-  for (auto& p : v_) cuda::device_free(ctx_, p.first, p.second);
-  v_.clear();
-  bytes_ = 0;
-}
 
 // int8 values [n, k] + scales [n, groups] -> DeviceS8 with rows padded to 64.
 static Error upload_s8_rows(cuda::Context* ctx, const int8_t* q, const float* scales, int64_t n, int64_t k,
