@@ -804,19 +804,16 @@ struct X16Map {
       f(0, 2, x16_q4_0_scales_at(b) + r * 2);
       const int64_t codes = x16_q4_0_codes_at(nb, b);
       for (int q = 0; q < 4; ++q) f(2 + 4 * q, 4, codes + q * 64 + r * 4);
-    } else if (type == GgmlType::q4_k) {
-      const int64_t u = b * kX16Rows * kQ4_KBytes;
+    } else if (type == GgmlType::q4_k || type == GgmlType::q5_k) {
+      // d, dmin, scales [4, 16), then (Q5_K) qh [16, 48), then the codes
+      const bool q5 = type == GgmlType::q5_k;
+      const int64_t u = b * kX16Rows * (q5 ? kQ5_KBytes : kQ4_KBytes), qs = q5 ? 48 : 16;
       f(0, 2, u + r * 2);
       f(2, 2, u + 32 + r * 2);
       for (int p = 0; p < 12; ++p) f(4 + p, 1, u + 64 + p * 16 + r);
-      for (int t = 0; t < 32; ++t) f(16 + 4 * t, 4, u + 256 + t * 64 + r * 4);
-    } else if (type == GgmlType::q5_k) {  // d, dmin, scales [4, 16), qh [16, 48), qs [48, 176)
-      const int64_t u = b * kX16Rows * kQ5_KBytes;
-      f(0, 2, u + r * 2);
-      f(2, 2, u + 32 + r * 2);
-      for (int p = 0; p < 12; ++p) f(4 + p, 1, u + 64 + p * 16 + r);
-      for (int t = 0; t < 32; ++t) f(48 + 4 * t, 4, u + 256 + t * 64 + r * 4);
-      for (int t = 0; t < 8; ++t) f(16 + 4 * t, 4, u + kX16Q5Qh + t * 64 + r * 4);
+      for (int t = 0; t < 32; ++t) f(qs + 4 * t, 4, u + 256 + t * 64 + r * 4);
+      if (q5)
+        for (int t = 0; t < 8; ++t) f(16 + 4 * t, 4, u + kX16Q5Qh + t * 64 + r * 4);
     } else if (type == GgmlType::q8_0) {  // d [0, 2), qs [2, 34)
       const int64_t u = b * kX16Rows * 34;
       f(0, 2, u + r * 2);
