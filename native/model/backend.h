@@ -71,6 +71,9 @@ class LlamaBackend {
   virtual Error finish(const LlamaActs& a, int64_t rows, float* logits) = 0;
   // Bytes this backend holds on a device (0 on the CPU).
   virtual size_t device_bytes() const { return 0; }
+  // Whether each op is done when it returns (the CPU), so that the profile's
+  // per-stage times mean something; a device backend only queues them.
+  virtual bool synchronous() const { return true; }
 };
 
 // The CPU backend: the model's own weights (not copied), a KV cache of

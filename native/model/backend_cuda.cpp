@@ -189,6 +189,7 @@ class CudaBackend final : public LlamaBackend {
   Error finish(const LlamaActs& a, int64_t rows, float* host) override {
     return cuda::copy_d2h(ctx, host, a.logits, size_t(rows * cfg.vocab) * 4);
   }
+  bool synchronous() const override { return false; }
   size_t device_bytes() const override {
     size_t n = mem.bytes() + act.bytes();
     for (auto& l : layers)

@@ -134,6 +134,15 @@ Error LlamaModel::to_cuda(cuda::Context* ctx) {
 Error LlamaModel::calibrate(const int32_t* tokens, const int32_t* lengths, int64_t count, const float* ranges, int64_t bins,
                             int64_t gram_layer, LlamaCalibrationResult* out) {
   const LlamaConfig& c = cfg_;
+  // the model never keeps a pointer to the calibration arrays, and slot 0 is
+  // empty afterwards, whatever happens
+  struct Detach {
+    LlamaModel& m;
+    ~Detach() {
+      m.calib_ = nullptr;
+      m.truncate(0);
+    }
+  } detach{*this};
   if (gpu_) return bad("calibration runs on the CPU; calibrate before moving the model to the GPU");
   if (gram_layer >= c.layers) return bad("calibration: gram layer " + std::to_string(gram_layer) + " is outside the model");
   LlamaCalibration cal;
@@ -163,14 +172,6 @@ Error LlamaModel::calibrate(const int32_t* tokens, const int32_t* lengths, int64
     cal.gram = out->gram.data();
     cal.gram_layer = gram_layer;
   }
-  // the model never keeps a pointer to `cal`, even when a forward fails
-  struct Detach {
-    LlamaModel& m;
-    ~Detach() {
-      m.calib_ = nullptr;
-      m.truncate(0);
-    }
-  } detach{*this};
   calib_ = &cal;
   int64_t at = 0;
   for (int64_t i = 0; i < count; ++i) {
@@ -242,7 +243,9 @@ Error forward_pass(LlamaBackend& be, const LlamaConfig& c, const LlamaWeights& w
                    bool all, const LlamaCalibration* calib, float* logits) {
   const int64_t n = b.n, count = b.count, hd = c.head_dim, kvd = c.kv_heads * hd, dim = c.dim, qd = c.heads * hd;
   const int64_t qkvd = qd + 2 * kvd, stride = 2 * dim + qd + c.hidden;  // LlamaModel::calibration_stride
-  prof::Scope st(prof::kRope);  // the stage running now (begin: RoPE's tables)
+  // the stage running now (begin: RoPE's tables); a device backend's ops are only
+  // queued, so only the whole forward is timed there
+  prof::Scope st(prof::kRope, be.synchronous());
   LlamaActs a;
   SPARQ_TRY(be.begin(tok, b, all, logits, &a));
   st.next(prof::kEmbed);

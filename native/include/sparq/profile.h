@@ -44,7 +44,7 @@ inline int64_t now_ns() {
 // Adds the time from construction to destruction to `op` while profiling is on.
 class Scope {
  public:
-  explicit Scope(Op op) : op_(op), t0_(g_on.load(std::memory_order_relaxed) ? now_ns() : -1) {}
+  explicit Scope(Op op, bool timed = true) : op_(op), t0_(timed && g_on.load(std::memory_order_relaxed) ? now_ns() : -1) {}
   ~Scope() {
     if (t0_ >= 0) add(op_, now_ns() - t0_);
   }
