@@ -804,16 +804,12 @@ struct X16Map {
       f(0, 2, x16_q4_0_scales_at(b) + r * 2);
       const int64_t codes = x16_q4_0_codes_at(nb, b);
       for (int q = 0; q < 4; ++q) f(2 + 4 * q, 4, codes + q * 64 + r * 4);
-    } else if (type == GgmlType::q4_k || type == GgmlType::q5_k) {
-      // d, dmin, scales [4, 16), then (Q5_K) qh [16, 48), then the codes
-      const bool q5 = type == GgmlType::q5_k;
-      const int64_t u = b * kX16Rows * (q5 ? kQ5_KBytes : kQ4_KBytes), qs = q5 ? 48 : 16;
+    } else if (type == GgmlType::q4_k) {
+      const int64_t u = b * kX16Rows * kQ4_KBytes;
       f(0, 2, u + r * 2);
       f(2, 2, u + 32 + r * 2);
       for (int p = 0; p < 12; ++p) f(4 + p, 1, u + 64 + p * 16 + r);
-      for (int t = 0; t < 32; ++t) f(qs + 4 * t, 4, u + 256 + t * 64 + r * 4);
-      if (q5)
-        for (int t = 0; t < 8; ++t) f(16 + 4 * t, 4, u + kX16Q5Qh + t * 64 + r * 4);
+      for (int t = 0; t < 32; ++t) f(16 + 4 * t, 4, u + 256 + t * 64 + r * 4);
     } else if (type == GgmlType::q8_0) {  // d [0, 2), qs [2, 34)
       const int64_t u = b * kX16Rows * 34;
       f(0, 2, u + r * 2);
@@ -892,6 +888,83 @@ void q6_unplanes(const uint8_t* in, uint8_t* blk) {
   }
 }
 
+// Q5_K x16 (quants.h): a stored super-block's 5-bit codes (qs nibble | qh bit)
+// as five planes [p][l] (160 bytes), and back. Plane p's byte l: q(p) | a 3-bit
+// fragment of q(5..7) << 5 (q5 bits 0-2 | q5 bits 3-4, q6 bit 0 | q6 bits 1-3 |
+// q6 bit 4, q7 bits 0-1 | q7 bits 2-4), q(s) = the code of sub-block s at l.
+void q5_planes(const uint8_t* blk, uint8_t* out) {
+  const uint8_t *qh = blk + 16, *qs = blk + 48;
+#if defined(__SSE2__) || defined(_M_X64)
+  // 16 positions at a time (16-bit shifts of masked bytes move nothing across bytes)
+  const __m128i m4 = _mm_set1_epi8(15), b4 = _mm_set1_epi8(0x10);
+  const auto mask = [](int v) { return _mm_set1_epi8(char(v)); };
+  for (int l = 0; l < 32; l += 16) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + l));
+    __m128i q[8];
+    for (int j = 0; j < 4; ++j) {
+      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs + 32 * j + l));
+      q[2 * j] = _mm_and_si128(a, m4);
+      q[2 * j + 1] = _mm_and_si128(_mm_srli_epi16(a, 4), m4);
+    }
+    // bit s of qh to bit 4 of code s
+    for (int s = 0; s < 8; ++s) {
+      const __m128i hb = s < 4 ? _mm_slli_epi16(h, 4 - s) : s == 4 ? h : _mm_srli_epi16(h, s - 4);
+      q[s] = _mm_or_si128(q[s], _mm_and_si128(hb, b4));
+    }
+    const __m128i f0 = _mm_and_si128(_mm_slli_epi16(q[5], 5), mask(0xe0));
+    const __m128i f1 = _mm_or_si128(_mm_and_si128(_mm_slli_epi16(q[5], 2), mask(0x60)), _mm_and_si128(_mm_slli_epi16(q[6], 7), mask(0x80)));
+    const __m128i f2 = _mm_and_si128(_mm_slli_epi16(q[6], 4), mask(0xe0));
+    const __m128i f3 = _mm_or_si128(_mm_and_si128(_mm_slli_epi16(q[6], 1), mask(0x20)), _mm_and_si128(_mm_slli_epi16(q[7], 6), mask(0xc0)));
+    const __m128i f4 = _mm_and_si128(_mm_slli_epi16(q[7], 3), mask(0xe0));
+    const __m128i f[5] = {f0, f1, f2, f3, f4};
+    for (int p = 0; p < 5; ++p) _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 32 * p + l), _mm_or_si128(q[p], f[p]));
+  }
+#else
+  for (int l = 0; l < 32; ++l) {
+    unsigned q[8];
+    for (int s = 0; s < 8; ++s) q[s] = (s % 2 ? qs[32 * (s / 2) + l] >> 4 : qs[32 * (s / 2) + l] & 15) | (qh[l] >> s & 1) << 4;
+    const unsigned f[5] = {q[5] & 7, (q[5] >> 3) | (q[6] & 1) << 2, q[6] >> 1 & 7, (q[6] >> 4) | (q[7] & 3) << 1, q[7] >> 2};
+    for (int p = 0; p < 5; ++p) out[32 * p + l] = uint8_t(q[p] | f[p] << 5);
+  }
+#endif
+}
+
+void q5_unplanes(const uint8_t* in, uint8_t* blk) {
+  uint8_t *qh = blk + 16, *qs = blk + 48;
+#if defined(__SSE2__) || defined(_M_X64)
+  const __m128i m4 = _mm_set1_epi8(15), b4 = _mm_set1_epi8(0x10), m31 = _mm_set1_epi8(31);
+  const auto mask = [](int v) { return _mm_set1_epi8(char(v)); };
+  for (int l = 0; l < 32; l += 16) {
+    __m128i P[5], q[8];
+    for (int p = 0; p < 5; ++p) P[p] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 32 * p + l));
+    for (int p = 0; p < 5; ++p) q[p] = _mm_and_si128(P[p], m31);
+    q[5] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(P[0], 5), mask(0x07)), _mm_and_si128(_mm_srli_epi16(P[1], 2), mask(0x18)));
+    q[6] = _mm_or_si128(_mm_or_si128(_mm_and_si128(_mm_srli_epi16(P[1], 7), mask(0x01)), _mm_and_si128(_mm_srli_epi16(P[2], 4), mask(0x0e))),
+                        _mm_and_si128(_mm_srli_epi16(P[3], 1), mask(0x10)));
+    q[7] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(P[3], 6), mask(0x03)), _mm_and_si128(_mm_srli_epi16(P[4], 3), mask(0x1c)));
+    __m128i h = _mm_setzero_si128();
+    for (int s = 0; s < 8; ++s) {
+      const __m128i hb = _mm_and_si128(q[s], b4);
+      h = _mm_or_si128(h, s < 4 ? _mm_srli_epi16(hb, 4 - s) : s == 4 ? hb : _mm_slli_epi16(hb, s - 4));
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(qh + l), h);
+    for (int j = 0; j < 4; ++j)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 32 * j + l),
+                       _mm_or_si128(_mm_and_si128(q[2 * j], m4), _mm_slli_epi16(_mm_and_si128(q[2 * j + 1], m4), 4)));
+  }
+#else
+  for (int l = 0; l < 32; ++l) {
+    const unsigned P0 = in[l], P1 = in[32 + l], P2 = in[64 + l], P3 = in[96 + l], P4 = in[128 + l];
+    const unsigned q[8] = {P0 & 31, P1 & 31, P2 & 31, P3 & 31, P4 & 31, P0 >> 5 | (P1 >> 5 & 3) << 3,
+                           P1 >> 7 | (P2 >> 5) << 1 | (P3 >> 5 & 1) << 4, P3 >> 6 | (P4 >> 5) << 2};
+    unsigned h = 0;
+    for (int s = 0; s < 8; ++s) h |= (q[s] >> 4 & 1) << s;
+    qh[l] = uint8_t(h);
+    for (int j = 0; j < 4; ++j) qs[32 * j + l] = uint8_t((q[2 * j] & 15) | (q[2 * j + 1] & 15) << 4);
+  }
+#endif
+}
+
 // The code dwords of one 16-row group: for every 4 consecutive dwords c .. c + 3 of
 // each row (16 bytes at src_at(row) + 4c), dword c + j of row r lands at
 // dst + (c + j) * 64 + 4r. `quads` such runs of 4 dwords per row.
@@ -953,19 +1026,23 @@ void x16_pack_group(GgmlType type, int64_t nb, int64_t row_bytes, const uint8_t*
     }
     return;
   }
-  const bool q5 = type == GgmlType::q5_k;  // q4_k, or q5_k: q4_k's layout with qh after the codes
+  const bool q5 = type == GgmlType::q5_k;  // q4_k, or q5_k: q4_k's header, then its codes as planes
   const int64_t bb = q5 ? kQ5_KBytes : kQ4_KBytes;
   for (int64_t b = 0; b < nb; ++b) {
     const auto at = [&](int r) { return rows + r * row_bytes + b * bb; };
     uint8_t* u = gd + b * kX16Rows * bb;
+    uint8_t planes[kX16Rows][160];
     for (int r = 0; r < kX16Rows; ++r) {
       const uint8_t* blk = at(r);
       std::memcpy(u + 2 * r, blk, 2);
       std::memcpy(u + 32 + 2 * r, blk + 2, 2);
       for (int p = 0; p < 12; ++p) u[64 + p * 16 + r] = blk[4 + p];
+      if (q5) q5_planes(blk, planes[r]);
     }
-    x16_codes(at, q5 ? 48 : 16, 8, u + 256);
-    if (q5) x16_codes(at, 16, 2, u + kX16Q5Qh);
+    if (q5)
+      x16_codes([&](int r) { return planes[r]; }, 0, 10, u + kX16Q5Codes);
+    else
+      x16_codes(at, 16, 8, u + 256);
   }
 }
 
@@ -1034,6 +1111,19 @@ const uint8_t* block_row(const BlockWeight& w, int64_t j, uint8_t* tmp) {
       uint8_t planes[192];
       for (int i = 0; i < 48; ++i) std::memcpy(planes + 4 * i, u + kX16Q6Codes + i * 64 + 4 * r, 4);
       q6_unplanes(planes, blk);
+    }
+    return tmp;
+  }
+  if (w.fmt->type == GgmlType::q5_k) {  // d, dmin, scales [4, 16), qh [16, 48), qs [48, 176)
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* u = gd + b * kX16Rows * kQ5_KBytes;
+      uint8_t* blk = tmp + b * kQ5_KBytes;
+      std::memcpy(blk, u + 2 * r, 2);
+      std::memcpy(blk + 2, u + 32 + 2 * r, 2);
+      for (int p = 0; p < 12; ++p) blk[4 + p] = u[64 + p * 16 + r];
+      uint8_t planes[160];
+      for (int i = 0; i < 40; ++i) std::memcpy(planes + 4 * i, u + kX16Q5Codes + i * 64 + 4 * r, 4);
+      q5_unplanes(planes, blk);
     }
     return tmp;
   }

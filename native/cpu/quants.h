@@ -98,10 +98,15 @@ struct BlockWeight {
 //         bytes as planes [12][16 rows], then the codes [4 chunks][8][16
 //         rows][4 bytes], byte c of row r in slot t of chunk j being qs byte
 //         32j + 4t + c (low nibble: value 64j + 4t + c, high: + 32);
-//   Q5_K: per super-block (2816 bytes) Q4_K's layout (d, dmin, scale planes,
-//         codes), then the high bits qh [8][16 rows][4 bytes] (byte c of slot t:
-//         qh byte 4t + c, whose bit s is the fifth bit of sub-block s's value
-//         32s + 4t + c);
+//   Q5_K: per super-block (2816 bytes) Q4_K's d, dmin and scale planes, then
+//         the 5-bit codes five to a plane: planes [5 p][8 slots t][16 rows][4
+//         bytes]. Byte c of slot t of plane p holds, for l = 4t + c, code q(p)
+//         (value 32p + l) in its low 5 bits and a 3-bit fragment of q(5), q(6),
+//         q(7) in its top 3 (plane 0: q5 bits 0-2; 1: q5 bits 3-4, q6 bit 0; 2:
+//         q6 bits 1-3; 3: q6 bit 4, q7 bits 0-1; 4: q7 bits 2-4); q = the 5-bit
+//         code of ggml's dequantize_row_q5_K (qs nibble | qh bit << 4). Five
+//         codes of eight are one mask, the others 5-8 ops (not a byte shuffle
+//         of the stored bytes: quants.cpp's q5_planes / q5_unplanes);
 //   Q6_K: per super-block (3360 bytes) d [16] f16, the 16 int8 scales as planes
 //         [16][16 rows], then the 6-bit codes of each half n (values 128n ..
 //         128n + 127) three to a plane: planes [2 halves n][3 p][8 slots t][16
@@ -110,7 +115,7 @@ struct BlockWeight {
 //         of code q(3) (value 128n + 96 + l) in its top 2 bits; q = the 6-bit
 //         code of ggml's dequantize_row_q6_K (ql nibble | qh bit pair << 4).
 //         Three codes of four are then one mask, the fourth three (not a byte
-//         shuffle of the stored bytes: x16_q6_pack / x16_q6_gather);
+//         shuffle of the stored bytes: quants.cpp's q6_planes / q6_unplanes);
 //   Q8_0: per block (544 bytes) d [16] f16, then the codes [8][16 rows][4 bytes]
 //         (byte c of slot t: qs byte 4t + c).
 // A slot is thus, per row, 4 bytes of one vpdpbusd lane. Q5_K, Q6_K and Q8_0 are
@@ -128,8 +133,8 @@ inline int64_t x16_q4_0_scales_at(int64_t b) { return b / kX16Q4Unit * kX16Q4Uni
 inline int64_t x16_q4_0_codes_at(int64_t nb, int64_t b) {
   return b / kX16Q4Unit * kX16Q4UnitBytes + x16_q4_0_unit_blocks(nb, b) * 32 + b % kX16Q4Unit * 256;
 }
-// Q5_K x16: where a super-block's qh slots start (after Q4_K's 2304 bytes)
-constexpr int64_t kX16Q5Qh = 256 + 128 * kX16Rows;
+// Q5_K x16: where a super-block's code planes start (after d, dmin and the scale planes)
+constexpr int64_t kX16Q5Codes = 256;
 // Q6_K x16: where a super-block's scale planes and code planes start (32 and 288 of 3360 bytes)
 constexpr int64_t kX16Q6Sc = 2 * kX16Rows, kX16Q6Codes = kX16Q6Sc + 16 * kX16Rows;
 // Whether w (as stored) can be repacked to x16 (Q4_0, Q4_K, Q5_K, Q6_K, Q8_0; n % 16 == 0).

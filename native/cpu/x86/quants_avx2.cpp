@@ -508,10 +508,11 @@ inline void x16k_scale_min_bytes(const uint8_t* u, uint8_t (*sc8)[16], uint8_t (
 inline __m256i lanes8(const uint8_t* p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
 
 // Q4_K (Q5 = false) and Q5_K (Q5 = true) repacked 16 rows at a time (x16,
-// quants.h; Q5_K is Q4_K's layout, then qh), one activation row, both halves of
-// the group per pass (one stream, each broadcast used twice). Per super-block the
-// 16 rows' scales and mins are decoded once as bytes; per sub-block s the codes
-// (Q4_K: a nibble; Q5_K: the nibble | bit s of qh moved to bit 4, u8 <= 31) by
+// quants.h; Q5_K: Q4_K's header, then its codes as five planes), one activation
+// row, both halves of the group per pass (one stream, each broadcast used twice).
+// Per super-block the 16 rows' scales and mins are decoded once as bytes; per
+// sub-block s the codes (Q4_K: a nibble; Q5_K: plane s's low 5 bits for s < 5,
+// else gathered from 2-3 planes' top bits in 5-8 ops, u8 <= 31) by
 // vpmaddubsw with the broadcast activations into int16 pairs (Q4_K: all 8 slots,
 // 8 x 2 x 15 x 127 = 30480 fits; Q5_K: 4 slots at a time, 4 x 2 x 31 x 127 = 31496),
 // then sc x p x xs and mn x so summed over the sub-blocks, d and dmin applied once
@@ -524,7 +525,7 @@ void x16k_row(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   constexpr int kSlots = Q5 ? 4 : 8;  // slots whose int16 pairs are summed before vpmaddwd
   const int64_t k = a.w->k, nsb = k / 256, nb32 = k / 32;
   const uint8_t* base = a.w->data + g * nsb * (kX16Rows * kBytes), *wend = a.w->data + a.w->bytes();
-  const __m256i m4 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
+  const __m256i m4 = _mm256_set1_epi8(0x0f), m31 = _mm256_set1_epi8(0x1f), ones = _mm256_set1_epi16(1);
   __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
   for (int64_t sb = 0; sb < nsb; ++sb) {
     const uint8_t* u = base + sb * (kX16Rows * kBytes);
@@ -552,14 +553,24 @@ void x16k_row(const BlockGemvArgs& a, int64_t i0, int64_t g) {
           std::memcpy(&x4, xb + 4 * t, 4);
           const __m256i bx = _mm256_set1_epi32(x4);
           for (int h = 0; h < 2; ++h) {
-            const __m256i v = load32(u + 256 + (8 * j + t) * 64 + 32 * h);
-            __m256i c = high ? _mm256_and_si256(_mm256_srli_epi16(v, 4), m4) : _mm256_and_si256(v, m4);
+            __m256i c;
             if constexpr (Q5) {
-              // bit s of each qh byte to bit 4 (16-bit shifts: the bits a byte takes from
-              // its neighbour fall outside 0x10)
-              const __m256i q = load32(u + kX16Q5Qh + t * 64 + 32 * h);
-              const __m256i hb = sub < 4 ? _mm256_slli_epi16(q, 4 - sub) : sub == 4 ? q : _mm256_srli_epi16(q, sub - 4);
-              c = _mm256_or_si256(c, _mm256_and_si256(hb, bit4));
+              // plane p of slot t; codes 5-7 from the planes' top 3 bits (16-bit
+              // shifts: the bits a byte takes from its neighbour fall outside the masks)
+              const auto P = [&](int p) { return load32(u + kX16Q5Codes + (8 * p + t) * 64 + 32 * h); };
+              const auto bits = [](__m256i v, int shift, int mask) { return _mm256_and_si256(_mm256_srli_epi16(v, shift), _mm256_set1_epi8(char(mask))); };
+              if (sub < 5) {
+                c = _mm256_and_si256(P(sub), m31);
+              } else if (sub == 5) {
+                c = _mm256_or_si256(bits(P(0), 5, 0x07), bits(P(1), 2, 0x18));
+              } else if (sub == 6) {
+                c = _mm256_or_si256(_mm256_or_si256(bits(P(1), 7, 0x01), bits(P(2), 4, 0x0e)), bits(P(3), 1, 0x10));
+              } else {
+                c = _mm256_or_si256(bits(P(3), 6, 0x03), bits(P(4), 3, 0x1c));
+              }
+            } else {
+              const __m256i v = load32(u + 256 + (8 * j + t) * 64 + 32 * h);
+              c = high ? _mm256_and_si256(_mm256_srli_epi16(v, 4), m4) : _mm256_and_si256(v, m4);
             }
             p16[h] = _mm256_add_epi16(p16[h], _mm256_maddubs_epi16(c, bx));
           }
