@@ -818,73 +818,81 @@ struct X16Map {
   }
 };
 
+}  // namespace
+
 // Q6_K x16 (quants.h): a stored super-block's codes (ql, qh) as the three planes
 // of its two halves, in the order [n][p][l] (192 bytes: dword (3n + p) * 8 + t is
 // slot t of plane p), and back. Plane p's byte l: q(p) | bits 2p, 2p + 1 of q(3) << 6.
-void q6_planes(const uint8_t* blk, uint8_t* out) {
+void q6_planes(const uint8_t* blk, uint8_t* out, bool portable) {
   for (int n = 0; n < 2; ++n) {
     const uint8_t *ql = blk + 64 * n, *qh = blk + 128 + 32 * n;
     uint8_t* o = out + 96 * n;
 #if defined(__SSE2__) || defined(_M_X64)
-    // 16 values of each quarter at a time (16-bit shifts of masked bytes move
-    // nothing across bytes)
-    const __m128i m4 = _mm_set1_epi8(15), m30 = _mm_set1_epi8(0x30), top = _mm_set1_epi8(char(0xc0));
-    for (int l = 0; l < 32; l += 16) {
-      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ql + l));
-      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ql + 32 + l));
-      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + l));
-      const __m128i q0 = _mm_or_si128(_mm_and_si128(a, m4), _mm_and_si128(_mm_slli_epi16(h, 4), m30));
-      const __m128i q1 = _mm_or_si128(_mm_and_si128(b, m4), _mm_and_si128(_mm_slli_epi16(h, 2), m30));
-      const __m128i q2 = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(a, 4), m4), _mm_and_si128(h, m30));
-      // q(3)'s bit pairs to the top of each plane: its ql nibble (b >> 4) and qh
-      // bits 6-7 as q3 = b >> 4 | (h >> 6) << 4
-      const __m128i q3 = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(b, 4), m4), _mm_and_si128(_mm_srli_epi16(h, 2), m30));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + l), _mm_or_si128(q0, _mm_and_si128(_mm_slli_epi16(q3, 6), top)));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 32 + l), _mm_or_si128(q1, _mm_and_si128(_mm_slli_epi16(q3, 4), top)));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 64 + l), _mm_or_si128(q2, _mm_and_si128(_mm_slli_epi16(q3, 2), top)));
-    }
-#else
-    for (int l = 0; l < 32; ++l) {
-      const unsigned a = ql[l], b = ql[l + 32], h = qh[l];
-      const unsigned q0 = (a & 15) | (h & 3) << 4, q1 = (b & 15) | (h >> 2 & 3) << 4, q2 = (a >> 4) | (h >> 4 & 3) << 4,
-                     q3 = (b >> 4) | (h >> 6) << 4;
-      o[l] = uint8_t(q0 | (q3 & 3) << 6);
-      o[32 + l] = uint8_t(q1 | (q3 >> 2 & 3) << 6);
-      o[64 + l] = uint8_t(q2 | (q3 >> 4) << 6);
-    }
+    if (!portable) {
+      // 16 values of each quarter at a time (16-bit shifts of masked bytes move
+      // nothing across bytes)
+      const __m128i m4 = _mm_set1_epi8(15), m30 = _mm_set1_epi8(0x30), top = _mm_set1_epi8(char(0xc0));
+      for (int l = 0; l < 32; l += 16) {
+        const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ql + l));
+        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ql + 32 + l));
+        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + l));
+        const __m128i q0 = _mm_or_si128(_mm_and_si128(a, m4), _mm_and_si128(_mm_slli_epi16(h, 4), m30));
+        const __m128i q1 = _mm_or_si128(_mm_and_si128(b, m4), _mm_and_si128(_mm_slli_epi16(h, 2), m30));
+        const __m128i q2 = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(a, 4), m4), _mm_and_si128(h, m30));
+        // q(3)'s bit pairs to the top of each plane: its ql nibble (b >> 4) and qh
+        // bits 6-7 as q3 = b >> 4 | (h >> 6) << 4
+        const __m128i q3 = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(b, 4), m4), _mm_and_si128(_mm_srli_epi16(h, 2), m30));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + l), _mm_or_si128(q0, _mm_and_si128(_mm_slli_epi16(q3, 6), top)));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 32 + l), _mm_or_si128(q1, _mm_and_si128(_mm_slli_epi16(q3, 4), top)));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 64 + l), _mm_or_si128(q2, _mm_and_si128(_mm_slli_epi16(q3, 2), top)));
+      }
+    } else
 #endif
+    {
+      for (int l = 0; l < 32; ++l) {
+        const unsigned a = ql[l], b = ql[l + 32], h = qh[l];
+        const unsigned q0 = (a & 15) | (h & 3) << 4, q1 = (b & 15) | (h >> 2 & 3) << 4, q2 = (a >> 4) | (h >> 4 & 3) << 4,
+                       q3 = (b >> 4) | (h >> 6) << 4;
+        o[l] = uint8_t(q0 | (q3 & 3) << 6);
+        o[32 + l] = uint8_t(q1 | (q3 >> 2 & 3) << 6);
+        o[64 + l] = uint8_t(q2 | (q3 >> 4) << 6);
+      }
+    }
   }
 }
 
-void q6_unplanes(const uint8_t* in, uint8_t* blk) {
+void q6_unplanes(const uint8_t* in, uint8_t* blk, bool portable) {
   for (int n = 0; n < 2; ++n) {
     uint8_t *ql = blk + 64 * n, *qh = blk + 128 + 32 * n;
     const uint8_t* i = in + 96 * n;
 #if defined(__SSE2__) || defined(_M_X64)
-    const __m128i m4 = _mm_set1_epi8(15), m30 = _mm_set1_epi8(0x30), m63 = _mm_set1_epi8(63), top = _mm_set1_epi8(char(0xc0));
-    for (int l = 0; l < 32; l += 16) {
-      const __m128i b0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(i + l));
-      const __m128i b1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(i + 32 + l));
-      const __m128i b2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(i + 64 + l));
-      const __m128i q0 = _mm_and_si128(b0, m63), q1 = _mm_and_si128(b1, m63), q2 = _mm_and_si128(b2, m63);
-      __m128i q3 = _mm_or_si128(_mm_srli_epi16(_mm_and_si128(b0, top), 2), _mm_and_si128(b1, top));
-      q3 = _mm_srli_epi16(_mm_or_si128(_mm_srli_epi16(q3, 2), _mm_and_si128(b2, top)), 2);
-      const __m128i f0 = _mm_set1_epi8(char(0xf0));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(ql + l), _mm_or_si128(_mm_and_si128(q0, m4), _mm_and_si128(_mm_slli_epi16(q2, 4), f0)));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(ql + 32 + l), _mm_or_si128(_mm_and_si128(q1, m4), _mm_and_si128(_mm_slli_epi16(q3, 4), f0)));
-      const __m128i h01 = _mm_or_si128(_mm_srli_epi16(_mm_and_si128(q0, m30), 4), _mm_srli_epi16(_mm_and_si128(q1, m30), 2));
-      const __m128i h23 = _mm_or_si128(_mm_and_si128(q2, m30), _mm_slli_epi16(_mm_and_si128(q3, m30), 2));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(qh + l), _mm_or_si128(h01, h23));
-    }
-#else
-    for (int l = 0; l < 32; ++l) {
-      const unsigned b0 = i[l], b1 = i[32 + l], b2 = i[64 + l];
-      const unsigned q0 = b0 & 63, q1 = b1 & 63, q2 = b2 & 63, q3 = b0 >> 6 | (b1 >> 6) << 2 | (b2 >> 6) << 4;
-      ql[l] = uint8_t((q0 & 15) | (q2 & 15) << 4);
-      ql[l + 32] = uint8_t((q1 & 15) | (q3 & 15) << 4);
-      qh[l] = uint8_t(q0 >> 4 | (q1 >> 4) << 2 | (q2 >> 4) << 4 | (q3 >> 4) << 6);
-    }
+    if (!portable) {
+      const __m128i m4 = _mm_set1_epi8(15), m30 = _mm_set1_epi8(0x30), m63 = _mm_set1_epi8(63), top = _mm_set1_epi8(char(0xc0));
+      for (int l = 0; l < 32; l += 16) {
+        const __m128i b0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(i + l));
+        const __m128i b1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(i + 32 + l));
+        const __m128i b2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(i + 64 + l));
+        const __m128i q0 = _mm_and_si128(b0, m63), q1 = _mm_and_si128(b1, m63), q2 = _mm_and_si128(b2, m63);
+        __m128i q3 = _mm_or_si128(_mm_srli_epi16(_mm_and_si128(b0, top), 2), _mm_and_si128(b1, top));
+        q3 = _mm_srli_epi16(_mm_or_si128(_mm_srli_epi16(q3, 2), _mm_and_si128(b2, top)), 2);
+        const __m128i f0 = _mm_set1_epi8(char(0xf0));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(ql + l), _mm_or_si128(_mm_and_si128(q0, m4), _mm_and_si128(_mm_slli_epi16(q2, 4), f0)));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(ql + 32 + l), _mm_or_si128(_mm_and_si128(q1, m4), _mm_and_si128(_mm_slli_epi16(q3, 4), f0)));
+        const __m128i h01 = _mm_or_si128(_mm_srli_epi16(_mm_and_si128(q0, m30), 4), _mm_srli_epi16(_mm_and_si128(q1, m30), 2));
+        const __m128i h23 = _mm_or_si128(_mm_and_si128(q2, m30), _mm_slli_epi16(_mm_and_si128(q3, m30), 2));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(qh + l), _mm_or_si128(h01, h23));
+      }
+    } else
 #endif
+    {
+      for (int l = 0; l < 32; ++l) {
+        const unsigned b0 = i[l], b1 = i[32 + l], b2 = i[64 + l];
+        const unsigned q0 = b0 & 63, q1 = b1 & 63, q2 = b2 & 63, q3 = b0 >> 6 | (b1 >> 6) << 2 | (b2 >> 6) << 4;
+        ql[l] = uint8_t((q0 & 15) | (q2 & 15) << 4);
+        ql[l + 32] = uint8_t((q1 & 15) | (q3 & 15) << 4);
+        qh[l] = uint8_t(q0 >> 4 | (q1 >> 4) << 2 | (q2 >> 4) << 4 | (q3 >> 4) << 6);
+      }
+    }
   }
 }
 
@@ -892,78 +900,86 @@ void q6_unplanes(const uint8_t* in, uint8_t* blk) {
 // as five planes [p][l] (160 bytes), and back. Plane p's byte l: q(p) | a 3-bit
 // fragment of q(5..7) << 5 (q5 bits 0-2 | q5 bits 3-4, q6 bit 0 | q6 bits 1-3 |
 // q6 bit 4, q7 bits 0-1 | q7 bits 2-4), q(s) = the code of sub-block s at l.
-void q5_planes(const uint8_t* blk, uint8_t* out) {
+void q5_planes(const uint8_t* blk, uint8_t* out, bool portable) {
   const uint8_t *qh = blk + 16, *qs = blk + 48;
 #if defined(__SSE2__) || defined(_M_X64)
-  // 16 positions at a time (16-bit shifts of masked bytes move nothing across bytes)
-  const __m128i m4 = _mm_set1_epi8(15), b4 = _mm_set1_epi8(0x10);
-  const auto mask = [](int v) { return _mm_set1_epi8(char(v)); };
-  for (int l = 0; l < 32; l += 16) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + l));
-    __m128i q[8];
-    for (int j = 0; j < 4; ++j) {
-      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs + 32 * j + l));
-      q[2 * j] = _mm_and_si128(a, m4);
-      q[2 * j + 1] = _mm_and_si128(_mm_srli_epi16(a, 4), m4);
+  if (!portable) {
+    // 16 positions at a time (16-bit shifts of masked bytes move nothing across bytes)
+    const __m128i m4 = _mm_set1_epi8(15), b4 = _mm_set1_epi8(0x10);
+    const auto mask = [](int v) { return _mm_set1_epi8(char(v)); };
+    for (int l = 0; l < 32; l += 16) {
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + l));
+      __m128i q[8];
+      for (int j = 0; j < 4; ++j) {
+        const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs + 32 * j + l));
+        q[2 * j] = _mm_and_si128(a, m4);
+        q[2 * j + 1] = _mm_and_si128(_mm_srli_epi16(a, 4), m4);
+      }
+      // bit s of qh to bit 4 of code s
+      for (int s = 0; s < 8; ++s) {
+        const __m128i hb = s < 4 ? _mm_slli_epi16(h, 4 - s) : s == 4 ? h : _mm_srli_epi16(h, s - 4);
+        q[s] = _mm_or_si128(q[s], _mm_and_si128(hb, b4));
+      }
+      const __m128i f0 = _mm_and_si128(_mm_slli_epi16(q[5], 5), mask(0xe0));
+      const __m128i f1 = _mm_or_si128(_mm_and_si128(_mm_slli_epi16(q[5], 2), mask(0x60)), _mm_and_si128(_mm_slli_epi16(q[6], 7), mask(0x80)));
+      const __m128i f2 = _mm_and_si128(_mm_slli_epi16(q[6], 4), mask(0xe0));
+      const __m128i f3 = _mm_or_si128(_mm_and_si128(_mm_slli_epi16(q[6], 1), mask(0x20)), _mm_and_si128(_mm_slli_epi16(q[7], 6), mask(0xc0)));
+      const __m128i f4 = _mm_and_si128(_mm_slli_epi16(q[7], 3), mask(0xe0));
+      const __m128i f[5] = {f0, f1, f2, f3, f4};
+      for (int p = 0; p < 5; ++p) _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 32 * p + l), _mm_or_si128(q[p], f[p]));
     }
-    // bit s of qh to bit 4 of code s
-    for (int s = 0; s < 8; ++s) {
-      const __m128i hb = s < 4 ? _mm_slli_epi16(h, 4 - s) : s == 4 ? h : _mm_srli_epi16(h, s - 4);
-      q[s] = _mm_or_si128(q[s], _mm_and_si128(hb, b4));
-    }
-    const __m128i f0 = _mm_and_si128(_mm_slli_epi16(q[5], 5), mask(0xe0));
-    const __m128i f1 = _mm_or_si128(_mm_and_si128(_mm_slli_epi16(q[5], 2), mask(0x60)), _mm_and_si128(_mm_slli_epi16(q[6], 7), mask(0x80)));
-    const __m128i f2 = _mm_and_si128(_mm_slli_epi16(q[6], 4), mask(0xe0));
-    const __m128i f3 = _mm_or_si128(_mm_and_si128(_mm_slli_epi16(q[6], 1), mask(0x20)), _mm_and_si128(_mm_slli_epi16(q[7], 6), mask(0xc0)));
-    const __m128i f4 = _mm_and_si128(_mm_slli_epi16(q[7], 3), mask(0xe0));
-    const __m128i f[5] = {f0, f1, f2, f3, f4};
-    for (int p = 0; p < 5; ++p) _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 32 * p + l), _mm_or_si128(q[p], f[p]));
-  }
-#else
-  for (int l = 0; l < 32; ++l) {
-    unsigned q[8];
-    for (int s = 0; s < 8; ++s) q[s] = (s % 2 ? qs[32 * (s / 2) + l] >> 4 : qs[32 * (s / 2) + l] & 15) | (qh[l] >> s & 1) << 4;
-    const unsigned f[5] = {q[5] & 7, (q[5] >> 3) | (q[6] & 1) << 2, q[6] >> 1 & 7, (q[6] >> 4) | (q[7] & 3) << 1, q[7] >> 2};
-    for (int p = 0; p < 5; ++p) out[32 * p + l] = uint8_t(q[p] | f[p] << 5);
-  }
+  } else
 #endif
+  {
+    for (int l = 0; l < 32; ++l) {
+      unsigned q[8];
+      for (int s = 0; s < 8; ++s) q[s] = (s % 2 ? qs[32 * (s / 2) + l] >> 4 : qs[32 * (s / 2) + l] & 15) | (qh[l] >> s & 1) << 4;
+      const unsigned f[5] = {q[5] & 7, (q[5] >> 3) | (q[6] & 1) << 2, q[6] >> 1 & 7, (q[6] >> 4) | (q[7] & 3) << 1, q[7] >> 2};
+      for (int p = 0; p < 5; ++p) out[32 * p + l] = uint8_t(q[p] | f[p] << 5);
+    }
+  }
 }
 
-void q5_unplanes(const uint8_t* in, uint8_t* blk) {
+void q5_unplanes(const uint8_t* in, uint8_t* blk, bool portable) {
   uint8_t *qh = blk + 16, *qs = blk + 48;
 #if defined(__SSE2__) || defined(_M_X64)
-  const __m128i m4 = _mm_set1_epi8(15), b4 = _mm_set1_epi8(0x10), m31 = _mm_set1_epi8(31);
-  const auto mask = [](int v) { return _mm_set1_epi8(char(v)); };
-  for (int l = 0; l < 32; l += 16) {
-    __m128i P[5], q[8];
-    for (int p = 0; p < 5; ++p) P[p] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 32 * p + l));
-    for (int p = 0; p < 5; ++p) q[p] = _mm_and_si128(P[p], m31);
-    q[5] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(P[0], 5), mask(0x07)), _mm_and_si128(_mm_srli_epi16(P[1], 2), mask(0x18)));
-    q[6] = _mm_or_si128(_mm_or_si128(_mm_and_si128(_mm_srli_epi16(P[1], 7), mask(0x01)), _mm_and_si128(_mm_srli_epi16(P[2], 4), mask(0x0e))),
-                        _mm_and_si128(_mm_srli_epi16(P[3], 1), mask(0x10)));
-    q[7] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(P[3], 6), mask(0x03)), _mm_and_si128(_mm_srli_epi16(P[4], 3), mask(0x1c)));
-    __m128i h = _mm_setzero_si128();
-    for (int s = 0; s < 8; ++s) {
-      const __m128i hb = _mm_and_si128(q[s], b4);
-      h = _mm_or_si128(h, s < 4 ? _mm_srli_epi16(hb, 4 - s) : s == 4 ? hb : _mm_slli_epi16(hb, s - 4));
+  if (!portable) {
+    const __m128i m4 = _mm_set1_epi8(15), b4 = _mm_set1_epi8(0x10), m31 = _mm_set1_epi8(31);
+    const auto mask = [](int v) { return _mm_set1_epi8(char(v)); };
+    for (int l = 0; l < 32; l += 16) {
+      __m128i P[5], q[8];
+      for (int p = 0; p < 5; ++p) P[p] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 32 * p + l));
+      for (int p = 0; p < 5; ++p) q[p] = _mm_and_si128(P[p], m31);
+      q[5] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(P[0], 5), mask(0x07)), _mm_and_si128(_mm_srli_epi16(P[1], 2), mask(0x18)));
+      q[6] = _mm_or_si128(_mm_or_si128(_mm_and_si128(_mm_srli_epi16(P[1], 7), mask(0x01)), _mm_and_si128(_mm_srli_epi16(P[2], 4), mask(0x0e))),
+                          _mm_and_si128(_mm_srli_epi16(P[3], 1), mask(0x10)));
+      q[7] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(P[3], 6), mask(0x03)), _mm_and_si128(_mm_srli_epi16(P[4], 3), mask(0x1c)));
+      __m128i h = _mm_setzero_si128();
+      for (int s = 0; s < 8; ++s) {
+        const __m128i hb = _mm_and_si128(q[s], b4);
+        h = _mm_or_si128(h, s < 4 ? _mm_srli_epi16(hb, 4 - s) : s == 4 ? hb : _mm_slli_epi16(hb, s - 4));
+      }
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qh + l), h);
+      for (int j = 0; j < 4; ++j)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 32 * j + l),
+                         _mm_or_si128(_mm_and_si128(q[2 * j], m4), _mm_slli_epi16(_mm_and_si128(q[2 * j + 1], m4), 4)));
     }
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(qh + l), h);
-    for (int j = 0; j < 4; ++j)
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 32 * j + l),
-                       _mm_or_si128(_mm_and_si128(q[2 * j], m4), _mm_slli_epi16(_mm_and_si128(q[2 * j + 1], m4), 4)));
-  }
-#else
-  for (int l = 0; l < 32; ++l) {
-    const unsigned P0 = in[l], P1 = in[32 + l], P2 = in[64 + l], P3 = in[96 + l], P4 = in[128 + l];
-    const unsigned q[8] = {P0 & 31, P1 & 31, P2 & 31, P3 & 31, P4 & 31, P0 >> 5 | (P1 >> 5 & 3) << 3,
-                           P1 >> 7 | (P2 >> 5) << 1 | (P3 >> 5 & 1) << 4, P3 >> 6 | (P4 >> 5) << 2};
-    unsigned h = 0;
-    for (int s = 0; s < 8; ++s) h |= (q[s] >> 4 & 1) << s;
-    qh[l] = uint8_t(h);
-    for (int j = 0; j < 4; ++j) qs[32 * j + l] = uint8_t((q[2 * j] & 15) | (q[2 * j + 1] & 15) << 4);
-  }
+  } else
 #endif
+  {
+    for (int l = 0; l < 32; ++l) {
+      const unsigned P0 = in[l], P1 = in[32 + l], P2 = in[64 + l], P3 = in[96 + l], P4 = in[128 + l];
+      const unsigned q[8] = {P0 & 31, P1 & 31, P2 & 31, P3 & 31, P4 & 31, P0 >> 5 | (P1 >> 5 & 3) << 3,
+                             P1 >> 7 | (P2 >> 5) << 1 | (P3 >> 5 & 1) << 4, P3 >> 6 | (P4 >> 5) << 2};
+      unsigned h = 0;
+      for (int s = 0; s < 8; ++s) h |= (q[s] >> 4 & 1) << s;
+      qh[l] = uint8_t(h);
+      for (int j = 0; j < 4; ++j) qs[32 * j + l] = uint8_t((q[2 * j] & 15) | (q[2 * j + 1] & 15) << 4);
+    }
+  }
 }
+
+namespace {
 
 // The code dwords of one 16-row group: for every 4 consecutive dwords c .. c + 3 of
 // each row (16 bytes at src_at(row) + 4c), dword c + j of row r lands at
@@ -1020,7 +1036,7 @@ void x16_pack_group(GgmlType type, int64_t nb, int64_t row_bytes, const uint8_t*
         const uint8_t* blk = rows + r * row_bytes + b * kQ6_KBytes;
         std::memcpy(u + 2 * r, blk + 208, 2);
         for (int p = 0; p < 16; ++p) u[kX16Q6Sc + p * 16 + r] = blk[192 + p];
-        q6_planes(blk, planes[r]);
+        q6_planes(blk, planes[r], false);
       }
       x16_codes([&](int r) { return planes[r]; }, 0, 12, u + kX16Q6Codes);
     }
@@ -1037,7 +1053,7 @@ void x16_pack_group(GgmlType type, int64_t nb, int64_t row_bytes, const uint8_t*
       std::memcpy(u + 2 * r, blk, 2);
       std::memcpy(u + 32 + 2 * r, blk + 2, 2);
       for (int p = 0; p < 12; ++p) u[64 + p * 16 + r] = blk[4 + p];
-      if (q5) q5_planes(blk, planes[r]);
+      if (q5) q5_planes(blk, planes[r], false);
     }
     if (q5)
       x16_codes([&](int r) { return planes[r]; }, 0, 10, u + kX16Q5Codes);
@@ -1110,7 +1126,7 @@ const uint8_t* block_row(const BlockWeight& w, int64_t j, uint8_t* tmp) {
       for (int p = 0; p < 16; ++p) blk[192 + p] = u[kX16Q6Sc + p * 16 + r];
       uint8_t planes[192];
       for (int i = 0; i < 48; ++i) std::memcpy(planes + 4 * i, u + kX16Q6Codes + i * 64 + 4 * r, 4);
-      q6_unplanes(planes, blk);
+      q6_unplanes(planes, blk, false);
     }
     return tmp;
   }
@@ -1123,7 +1139,7 @@ const uint8_t* block_row(const BlockWeight& w, int64_t j, uint8_t* tmp) {
       for (int p = 0; p < 12; ++p) blk[4 + p] = u[64 + p * 16 + r];
       uint8_t planes[160];
       for (int i = 0; i < 40; ++i) std::memcpy(planes + 4 * i, u + kX16Q5Codes + i * 64 + 4 * r, 4);
-      q5_unplanes(planes, blk);
+      q5_unplanes(planes, blk, false);
     }
     return tmp;
   }

@@ -137,6 +137,14 @@ inline int64_t x16_q4_0_codes_at(int64_t nb, int64_t b) {
 constexpr int64_t kX16Q5Codes = 256;
 // Q6_K x16: where a super-block's scale planes and code planes start (32 and 288 of 3360 bytes)
 constexpr int64_t kX16Q6Sc = 2 * kX16Rows, kX16Q6Codes = kX16Q6Sc + 16 * kX16Rows;
+// The code planes of one stored Q6_K / Q5_K block (the x16 layouts above: 192 /
+// 160 bytes, [p][l] per half / block) and back to the block's ql, qh / qh, qs.
+// portable: the plain C++ versions (what a build without SSE2 runs; test_ops
+// checks that both agree).
+void q6_planes(const uint8_t* blk, uint8_t* out, bool portable = false);
+void q6_unplanes(const uint8_t* in, uint8_t* blk, bool portable = false);
+void q5_planes(const uint8_t* blk, uint8_t* out, bool portable = false);
+void q5_unplanes(const uint8_t* in, uint8_t* blk, bool portable = false);
 // Whether w (as stored) can be repacked to x16 (Q4_0, Q4_K, Q5_K, Q6_K, Q8_0; n % 16 == 0).
 bool block_x16_supported(const BlockWeight& w);
 // Whether the model loader repacks w: supported, and the GEMV of this CPU's

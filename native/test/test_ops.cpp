@@ -477,6 +477,37 @@ static void sweep(const Run& r) {
 
 // The shape that corrupted the heap on the VNNI paths: n = 300 over strips of
 // 256 rows (k = 4000: 1 MiB / k), the last one 44 rows, m = 16 / 17 (prefill).
+// The x16 code planes of Q5_K / Q6_K (quants.h): the SSE2 and the portable
+// conversions agree on random bytes, and each round-trips the block's codes.
+static void planes(const Run& r) {
+  if (!r.only.empty() && r.only != "planes") return;
+  const int before = g_failures, cases = g_cases;
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (int it = 0; it < 2000; ++it) {
+    uint8_t blk[210], a[192], b[192], back[2][210];
+    for (auto& v : blk) v = uint8_t(byte(g_rng));
+    ++g_cases;
+    q5_planes(blk, a, false);
+    q5_planes(blk, b, true);
+    for (bool portable : {false, true}) {
+      std::memset(back[portable], 0, sizeof back[portable]);
+      q5_unplanes(a, back[portable], portable);
+    }
+    if (std::memcmp(a, b, 160) || std::memcmp(back[0] + 16, blk + 16, 160) || std::memcmp(back[1] + 16, blk + 16, 160))
+      FAIL("Q5_K planes: the SSE2 and portable conversions differ, or do not round-trip");
+    ++g_cases;
+    q6_planes(blk, a, false);
+    q6_planes(blk, b, true);
+    for (bool portable : {false, true}) {
+      std::memset(back[portable], 0, sizeof back[portable]);
+      q6_unplanes(a, back[portable], portable);
+    }
+    if (std::memcmp(a, b, 192) || std::memcmp(back[0], blk, 192) || std::memcmp(back[1], blk, 192))
+      FAIL("Q6_K planes: the SSE2 and portable conversions differ, or do not round-trip");
+  }
+  std::printf("  %-14s %5d cases, %s\n", "planes", g_cases - cases, g_failures == before ? "ok" : "FAILED");
+}
+
 static void regression(const Run& r) {
   const int before = g_failures, cases = g_cases;
   for (const char* f : {"int4_g32", "csr_int8", "bitmask_int8", "nm24_int8", "nm48_int8", "int8_g32"}) {
@@ -1020,6 +1051,7 @@ int main(int argc, char** argv) {
     perf(r);
     return g_failures ? 1 : 0;
   }
+  planes(r);
   regression(r);
   sweep(r);
   concurrency(r);
