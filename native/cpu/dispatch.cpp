@@ -208,9 +208,8 @@ static KernelTable make_table(Isa isa) {
   if (isa == Isa::avx512vnni || isa == Isa::amx) {
     t.sgemm = sgemm_avx512; t.sgemv = sgemv_avx512; t.sgemm_name = "avx512";
     t.attn = attn_avx512; t.attn_name = "avx512";
-    t.block_gemv = block_gemv_avx512;  // x16 Q5_K / Q6_K / Q8_0 (repacked under another table) -> the AVX2 bodies
+    t.block_gemv = block_gemv_avx512;
     t.x16_pack = x16_pack_avx512;
-    t.block_x16_types = 1u << int(GgmlType::q4_0) | 1u << int(GgmlType::q4_k);
     if (cpu_features().avx512vbmi2 || isa_emulated(isa)) {
       t.spmv = spmv_avx512;
       t.sprow = sprow_avx512;

@@ -118,11 +118,11 @@ struct BlockWeight {
 //         shuffle of the stored bytes: quants.cpp's q6_planes / q6_unplanes);
 //   Q8_0: per block (544 bytes) d [16] f16, then the codes [8][16 rows][4 bytes]
 //         (byte c of slot t: qs byte 4t + c).
-// A slot is thus, per row, 4 bytes of one vpdpbusd lane. Q5_K, Q6_K and Q8_0 are
-// repacked only where the GEMV has x16 bodies for them (KernelTable::
-// block_x16_types: AVX2; the AVX-512 bodies read the stored rows at memory
-// speed); their prefill gathers the stored rows back (block_row) and decodes
-// them as stored.
+// A slot is thus, per row, 4 bytes of one vpdpbusd lane (AVX-512: one vector is a
+// slot of all 16 rows). Types are repacked only where the GEMV has x16 bodies
+// for them (KernelTable::block_x16_types: Q4_0 and Q4_K on every table, Q5_K, Q6_K and
+// Q8_0 on the AVX2, AVX-VNNI and AVX-512 ones). The prefill of Q5_K, Q6_K and Q8_0 gathers the
+// stored rows back (block_row) and decodes them as stored.
 constexpr int64_t kX16Rows = 16;
 // Q4_0 x16: blocks per unit, and where block b's 16 scales and 256 code bytes
 // start in a group of nb blocks (one stream per group, as in Q4_K's super-blocks).

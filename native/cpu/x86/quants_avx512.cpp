@@ -521,6 +521,169 @@ void x16k_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
     _mm512_storeu_ps(a.y + (i0 + i) * a.ldy + g * kX16Rows, _mm512_sub_ps(_mm512_add_ps(acc[i][0], acc[i][1]), off[i]));
 }
 
+// (a & mask) | b in one vpternlogd
+inline __m512i and_or(__m512i a, __m512i mask, __m512i b) { return _mm512_ternarylogic_epi32(a, mask, b, 0xEA); }
+// v >> shift (16-bit lanes) & mask (bytes): of a byte, the bits `mask` keeps after
+// the shift (those a 16-bit shift brings over from its neighbour fall outside it)
+template <int kShift>
+inline __m512i bits(__m512i v, int mask) { return _mm512_and_si512(_mm512_srli_epi16(v, kShift), _mm512_set1_epi8(char(mask))); }
+// 4 activation bytes at p in every lane
+inline __m512i bcast4(const int8_t* p) {
+  int32_t x4;
+  std::memcpy(&x4, p, 4);
+  return _mm512_set1_epi32(x4);
+}
+
+// Q5_K repacked 16 rows at a time (x16, quants.h: Q4_K's d, dmin and scale
+// planes, then the 5-bit codes five to a plane), MR activation rows: lane r of
+// every vector is row 16g + r. Per sub-block of 32 values the 8 slots' codes
+// (u8 <= 31: plane sub's low 5 bits for sub < 5, else gathered from 2-3
+// planes' top bits in 4-5 ops) are made once for the MR rows, then 8 vpdpbusd
+// per row with the broadcast activations, one cvt and fma by d x sc x the
+// activation block's scale, and dmin x mn x the block's sum (so32).
+template <int MR>
+void x16k5_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
+  const int64_t k = a.w->k, nsb = k / 256, nb32 = k / 32;
+  const uint8_t* base = a.w->data + g * nsb * (kX16Rows * 176);
+  const __m512i m31 = _mm512_set1_epi8(0x1f);
+  __m512 acc[MR], off[MR];
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i) acc[i] = off[i] = _mm512_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* u = base + sb * (kX16Rows * 176);
+    x16_prefetch_unit<44>(u);
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u)));
+    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + 32)));
+    const auto P = [&](int p, int t) { return _mm512_loadu_si512(u + kX16Q5Codes + (8 * p + t) * 64); };
+#pragma GCC unroll 8
+    for (int sub = 0; sub < 8; ++sub) {
+      __m512i sc, mn;
+      x16k_scale_min(u, sub, &sc, &mn);
+      const __m512 dsc = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)), dmn = _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(mn));
+      __m512i c[8];
+#pragma GCC unroll 8
+      for (int t = 0; t < 8; ++t) {
+        if (sub < 5) c[t] = _mm512_and_si512(P(sub, t), m31);
+        else if (sub == 5) c[t] = and_or(_mm512_srli_epi16(P(1, t), 2), _mm512_set1_epi8(0x18), bits<5>(P(0, t), 0x07));
+        else if (sub == 6) c[t] = and_or(_mm512_srli_epi16(P(3, t), 1), _mm512_set1_epi8(0x10), and_or(_mm512_srli_epi16(P(2, t), 4), _mm512_set1_epi8(0x0e), bits<7>(P(1, t), 0x01)));
+        else c[t] = and_or(_mm512_srli_epi16(P(4, t), 3), _mm512_set1_epi8(0x1c), bits<6>(P(3, t), 0x03));
+      }
+      const int64_t s = sb * 8 + sub;
+#pragma GCC unroll 4
+      for (int i = 0; i < MR; ++i) {
+        const int8_t* xb = a.x.q + (i0 + i) * k + s * 32;
+        __m512i p0 = _mm512_setzero_si512(), p1 = p0;  // two chains (vpdpbusd latency)
+#pragma GCC unroll 4
+        for (int t = 0; t < 8; t += 2) {
+          p0 = _mm512_dpbusd_epi32(p0, c[t], bcast4(xb + 4 * t));
+          p1 = _mm512_dpbusd_epi32(p1, c[t + 1], bcast4(xb + 4 * t + 4));
+        }
+        acc[i] = _mm512_fmadd_ps(dsc, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(p0, p1)), _mm512_set1_ps(a.x.s[(i0 + i) * nb32 + s])), acc[i]);
+        off[i] = _mm512_fmadd_ps(dmn, _mm512_set1_ps(a.x.so32[(i0 + i) * nb32 + s]), off[i]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i) _mm512_storeu_ps(a.y + (i0 + i) * a.ldy + g * kX16Rows, _mm512_sub_ps(acc[i], off[i]));
+}
+
+// Q6_K repacked 16 rows at a time (x16, quants.h: d, the scale planes, then the
+// 6-bit codes of each half three to a plane), MR activation rows, lane r = row
+// 16g + r. Per half n and quarter of slots th (4 slots: sub-blocks of 16 8n +
+// 2p + th), the codes of quarter p < 3 are plane p & 63 and those of quarter 3
+// gathered from the three planes' top bits (6 ops per slot), made once for the
+// MR rows; per row and sub-block 4 vpdpbusd, one cvt and fma by d x sc x the
+// activation block's scale. The codes' -32 comes back as -32 d sc x the
+// activation sums per 16 (so).
+template <int MR>
+void x16q6_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
+  const int64_t k = a.w->k, nsb = k / 256, nb32 = k / 32, nb16 = k / 16;
+  const uint8_t* base = a.w->data + g * nsb * (kX16Rows * 210);
+  const __m512i m63 = _mm512_set1_epi8(0x3f);
+  constexpr int64_t kPlane = 8 * 64;  // bytes between a slot's planes
+  __m512 acc[MR], off[MR];
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i) acc[i] = off[i] = _mm512_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const uint8_t* u = base + sb * (kX16Rows * 210);
+    x16_prefetch_unit<53>(u);
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u)));
+#pragma GCC unroll 2
+    for (int n = 0; n < 2; ++n) {
+      const uint8_t* planes = u + kX16Q6Codes + n * 3 * kPlane;
+#pragma GCC unroll 2
+      for (int th = 0; th < 2; ++th) {
+        __m512i c[4][4];  // [quarter p][slot 4 th + tt]
+#pragma GCC unroll 4
+        for (int tt = 0; tt < 4; ++tt) {
+          const int t = 4 * th + tt;
+          const __m512i b0 = _mm512_loadu_si512(planes + t * 64), b1 = _mm512_loadu_si512(planes + kPlane + t * 64),
+                        b2 = _mm512_loadu_si512(planes + 2 * kPlane + t * 64);
+          c[0][tt] = _mm512_and_si512(b0, m63);
+          c[1][tt] = _mm512_and_si512(b1, m63);
+          c[2][tt] = _mm512_and_si512(b2, m63);
+          // q(3): bits 0-1 from b0's top, 2-3 from b1's, 4-5 from b2's
+          c[3][tt] = and_or(_mm512_srli_epi16(b2, 2), _mm512_set1_epi8(0x30), and_or(_mm512_srli_epi16(b1, 4), _mm512_set1_epi8(0x0c), bits<6>(b0, 0x03)));
+        }
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; ++p) {
+          const int64_t sub = sb * 16 + 8 * n + 2 * p + th, blk = sb * 8 + 4 * n + p;
+          const __m512 dsc = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + kX16Q6Sc + 16 * (8 * n + 2 * p + th))))));
+#pragma GCC unroll 4
+          for (int i = 0; i < MR; ++i) {
+            const int8_t* xb = a.x.q + (i0 + i) * k + sb * 256 + 128 * n + 32 * p + 16 * th;
+            __m512i p0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c[p][0], bcast4(xb));
+            __m512i p1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c[p][1], bcast4(xb + 4));
+            p0 = _mm512_dpbusd_epi32(p0, c[p][2], bcast4(xb + 8));
+            p1 = _mm512_dpbusd_epi32(p1, c[p][3], bcast4(xb + 12));
+            acc[i] = _mm512_fmadd_ps(dsc, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(p0, p1)), _mm512_set1_ps(a.x.s[(i0 + i) * nb32 + blk])), acc[i]);
+            off[i] = _mm512_fmadd_ps(dsc, _mm512_set1_ps(a.x.so[(i0 + i) * nb16 + sub]), off[i]);
+          }
+        }
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i) _mm512_storeu_ps(a.y + (i0 + i) * a.ldy + g * kX16Rows, _mm512_fnmadd_ps(off[i], _mm512_set1_ps(32.f), acc[i]));
+}
+
+// Q8_0 repacked 16 rows at a time (x16, quants.h: d, then the codes as 8 slots),
+// MR activation rows, lane r = row 16g + r. The codes are made unsigned (code +
+// 128, one xor per slot, once for the MR rows); per row and block 8 vpdpbusd, one
+// cvt and fma by d x the activation block's scale; the +128 comes back as -128 d
+// x the activation block's sum (so32).
+template <int MR>
+void x16q8_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
+  const int64_t k = a.w->k, nb = k / 32;
+  const uint8_t* base = a.w->data + g * nb * (kX16Rows * 34);
+  const __m512i flip = _mm512_set1_epi8(char(0x80));
+  __m512 acc[MR], off[MR];
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i) acc[i] = off[i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* u = base + b * (kX16Rows * 34);
+    if (b % 4 == 0) x16_prefetch_unit<34>(u);  // 4 blocks = 34 lines
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u)));
+    __m512i c[8];
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; ++t) c[t] = _mm512_xor_si512(_mm512_loadu_si512(u + 2 * kX16Rows + t * 64), flip);
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; ++i) {
+      const int8_t* xb = a.x.q + (i0 + i) * k + b * 32;
+      __m512i p0 = _mm512_setzero_si512(), p1 = p0;
+#pragma GCC unroll 4
+      for (int t = 0; t < 8; t += 2) {
+        p0 = _mm512_dpbusd_epi32(p0, c[t], bcast4(xb + 4 * t));
+        p1 = _mm512_dpbusd_epi32(p1, c[t + 1], bcast4(xb + 4 * t + 4));
+      }
+      acc[i] = _mm512_fmadd_ps(d, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(p0, p1)), _mm512_set1_ps(a.x.s[(i0 + i) * nb + b])), acc[i]);
+      off[i] = _mm512_fmadd_ps(d, _mm512_set1_ps(a.x.so32[(i0 + i) * nb + b]), off[i]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i) _mm512_storeu_ps(a.y + (i0 + i) * a.ldy + g * kX16Rows, _mm512_fnmadd_ps(off[i], _mm512_set1_ps(128.f), acc[i]));
+}
+
 template <class T, bool K>
 void gemv(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
   each_row<8>(a, j0, j1, [&](auto mr, int64_t i, int64_t j) {
@@ -532,12 +695,16 @@ void gemv(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
 }  // namespace
 
 void block_gemv_avx512(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
-  if (a.w->x16 && (a.w->fmt->type == GgmlType::q5_k || a.w->fmt->type == GgmlType::q6_k || a.w->fmt->type == GgmlType::q8_0))  // repacked under the AVX2 table
-    return block_gemv_avx2(a, j0, j1);
-  if (a.w->x16 && a.w->fmt->type == GgmlType::q4_k)  // whole groups of 16 rows
-    return each_row<2>(a, j0 / kX16Rows, j1 / kX16Rows, [&](auto mr, int64_t i, int64_t g) { x16k_rows<decltype(mr)::value>(a, i, g); });
-  if (a.w->x16)  // Q4_0, whole groups of 16 rows
-    return each_row<8>(a, j0 / kX16Rows, j1 / kX16Rows, [&](auto mr, int64_t i, int64_t g) { x16_rows<decltype(mr)::value>(a, i, g); });
+  if (a.w->x16) {  // whole groups of 16 rows
+    const int64_t g0 = j0 / kX16Rows, g1 = j1 / kX16Rows;
+    switch (a.w->fmt->type) {
+      case GgmlType::q4_k: return each_row<2>(a, g0, g1, [&](auto mr, int64_t i, int64_t g) { x16k_rows<decltype(mr)::value>(a, i, g); });
+      case GgmlType::q5_k: return each_row<2>(a, g0, g1, [&](auto mr, int64_t i, int64_t g) { x16k5_rows<decltype(mr)::value>(a, i, g); });
+      case GgmlType::q6_k: return each_row<2>(a, g0, g1, [&](auto mr, int64_t i, int64_t g) { x16q6_rows<decltype(mr)::value>(a, i, g); });
+      case GgmlType::q8_0: return each_row<2>(a, g0, g1, [&](auto mr, int64_t i, int64_t g) { x16q8_rows<decltype(mr)::value>(a, i, g); });
+      default: return each_row<8>(a, g0, g1, [&](auto mr, int64_t i, int64_t g) { x16_rows<decltype(mr)::value>(a, i, g); });  // Q4_0
+    }
+  }
   switch (a.w->fmt->type) {
     case GgmlType::q4_0: return gemv<ZQ4_0, false>(a, j0, j1);
     case GgmlType::q4_1: return gemv<ZQ4_1, false>(a, j0, j1);

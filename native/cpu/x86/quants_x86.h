@@ -133,10 +133,12 @@ constexpr int64_t kX16Prefetch = 8192;
 // only _mm_prefetch calls (it takes them as free of side effects).
 inline void prefetch_t0(const void* p) { asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p))); }
 
-// The 36 lines (2304 bytes: a Q4_0 x16 unit or a Q4_K x16 super-block)
-// kX16Prefetch bytes after p, in one burst per unit (the AVX-512 bodies).
+// The kLines lines (36 = 2304 bytes: a Q4_0 x16 unit or a Q4_K x16 super-block;
+// Q5_K 44, Q6_K 53, Q8_0 9) kX16Prefetch bytes after p, in one burst per unit
+// (the AVX-512 bodies).
+template <int kLines = 36>
 inline void x16_prefetch_unit(const uint8_t* p) {
-  for (int q = 0; q < 36; ++q) prefetch_t0(p + kX16Prefetch + 64 * q);
+  for (int q = 0; q < kLines; ++q) prefetch_t0(p + kX16Prefetch + 64 * q);
 }
 
 // Lines [first, first + count) of the `lines` lines at p, those before end: the

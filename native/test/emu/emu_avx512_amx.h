@@ -102,6 +102,16 @@ inline __m512i shuffle_i64x2(__m512i a, __m512i b, int imm) {
 }
 inline __m512i and_si512(__m512i a, __m512i b) { V x = vi(a), y = vi(b); for (int l = 0; l < 16; ++l) x.u[l] &= y.u[l]; return toi(x); }
 inline __m512i or_si512(__m512i a, __m512i b) { V x = vi(a), y = vi(b); for (int l = 0; l < 16; ++l) x.u[l] |= y.u[l]; return toi(x); }
+// bit i of each result: bit (a_i << 2 | b_i << 1 | c_i) of imm
+inline __m512i ternarylogic_epi32(__m512i a, __m512i b, __m512i c, int imm) {
+  V x = vi(a), y = vi(b), z = vi(c), r;
+  for (int l = 0; l < 16; ++l) {
+    uint32_t v = 0;
+    for (int i = 0; i < 32; ++i) v |= uint32_t(imm >> ((x.u[l] >> i & 1) << 2 | (y.u[l] >> i & 1) << 1 | (z.u[l] >> i & 1)) & 1) << i;
+    r.u[l] = v;
+  }
+  return toi(r);
+}
 inline __m512i slli_epi16(__m512i a, unsigned s) {
   V x = vi(a); uint16_t h[32]; std::memcpy(h, &x, 64);
   for (int l = 0; l < 32; ++l) h[l] = s > 15 ? 0 : uint16_t(h[l] << s);
@@ -258,6 +268,8 @@ inline __m512 cvtph_ps(__m256i h) {  // F16C, one half at a time
 #define _mm512_castps256_ps512 emu::castps256_ps512
 #define _mm512_and_si512 emu::and_si512
 #define _mm512_or_si512 emu::or_si512
+#undef _mm512_ternarylogic_epi32
+#define _mm512_ternarylogic_epi32 emu::ternarylogic_epi32
 #undef _mm512_slli_epi16
 #undef _mm512_srli_epi16
 #define _mm512_slli_epi16 emu::slli_epi16
