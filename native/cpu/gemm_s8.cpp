@@ -462,8 +462,9 @@ Error expanded_impl(int64_t n, int64_t k, int64_t group, const ExpandBlockRowFn&
     std::atomic<bool> oom{false};
     parallel_for(v.n_pad / kS8BlockN, [&](int64_t nb) {
       if (pack16) {
-        pack16(r0 + nb * kS8BlockN, k_pad, p.data + nb * ksteps * kS8BlockBytes, p.colsum + s8_group_index(nb, 0, groups),
-               p.scales + s8_group_index(nb, 0, groups), offsets ? off_panels.data() + s8_group_index(nb, 0, groups) : nullptr);
+        if (pack16(r0 + nb * kS8BlockN, k_pad, p.data + nb * ksteps * kS8BlockBytes, p.colsum + s8_group_index(nb, 0, groups),
+                   p.scales + s8_group_index(nb, 0, groups), offsets ? off_panels.data() + s8_group_index(nb, 0, groups) : nullptr))
+          m128.store(true);
         return;
       }
       // 16 rows at a time in the pool thread's own buffer (L1 / L2 sized, reused)

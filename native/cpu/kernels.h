@@ -241,8 +241,8 @@ using ExpandBlockRowFn = std::function<void(int64_t j, int8_t* row, float* scale
 // pack16 (optional; n % 16 == 0): packs rows [j0, j0 + 16) straight into one block
 // of the packed layout - blk (k_pad * 16 bytes), colsum, scales and (when
 // `offsets`) the offsets (groups x 16 each, as PackedS8 holds them / the offsets'
-// B panels) - in place of expand + pack_s8_block; no value may be -128.
-using Pack16Fn = std::function<void(int64_t j0, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales, float* offsets)>;
+// B panels) - in place of expand + pack_s8_block; returns whether a value is -128.
+using Pack16Fn = std::function<bool(int64_t j0, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales, float* offsets)>;
 // lo < hi: every expanded value lies in [lo, hi] (PackedS8::lo / hi).
 Error linear_s8_expanded_blocks(int64_t n, int64_t k, int64_t group, int64_t act, const ExpandBlockRowFn& expand, bool offsets,
                                 const float* x, int64_t m, float* y, const Pack16Fn& pack16 = nullptr, int lo = 0, int hi = 0);

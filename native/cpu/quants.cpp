@@ -1203,10 +1203,41 @@ void block_gemv_ref(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
 
 void block_decode_ref(const BlockFormat& f, const uint8_t* row, int64_t k, DecodedRow out) { f.decode(row, k / f.block, out); }
 
-void x16_pack_ref(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales,
+bool x16_pack_ref(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales,
                   float* offsets) {
   std::memset(blk + k * kX16Rows, 0, size_t((k_pad - k) * kX16Rows));
   auto put = [&](int64_t r, int64_t v, int q) { blk[(v / 4 * kX16Rows + r) * 4 + v % 4] = int8_t(q); };
+  if (type != GgmlType::q4_0 && type != GgmlType::q4_k) {
+    // Q5_K, Q6_K, Q8_0: each row gathered back to its stored blocks (block_row)
+    // and decoded by the reference decoder
+    BlockWeight w;
+    w.fmt = block_format(int(type));
+    w.n = kX16Rows;
+    w.k = k;
+    w.row_bytes = k / w.fmt->block * w.fmt->bytes;
+    w.data = group;
+    w.x16 = true;
+    const int64_t gsize = w.fmt->group, groups = k / gsize, step = gsize / kGgmlGroup;
+    std::vector<uint8_t> stored(size_t(w.row_bytes));
+    std::vector<int8_t> q(static_cast<size_t>(k));
+    std::vector<float> sc(size_t(k / kGgmlGroup)), off(size_t(k / kGgmlGroup));
+    bool m128 = false;
+    for (int64_t r = 0; r < kX16Rows; ++r) {
+      w.fmt->decode(block_row(w, r, stored.data()), k / w.fmt->block, DecodedRow{q.data(), sc.data(), off.data()});
+      for (int64_t g = 0; g < groups; ++g) {
+        int32_t sum = 0;
+        for (int64_t v = g * gsize; v < (g + 1) * gsize; ++v) {
+          put(r, v, q[size_t(v)]);
+          sum += q[size_t(v)];
+          m128 |= q[size_t(v)] == -128;
+        }
+        colsum[g * kX16Rows + r] = sum;
+        scales[g * kX16Rows + r] = sc[size_t(g * step)];
+        if (w.fmt->offsets) offsets[g * kX16Rows + r] = off[size_t(g * step)];
+      }
+    }
+    return m128;
+  }
   auto f16at = [](const uint8_t* p) { return half_to_float(uint16_t(p[0] | p[1] << 8)); };
   if (type == GgmlType::q4_0) {
     const int64_t blocks = k / 32;
@@ -1225,7 +1256,7 @@ void x16_pack_ref(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad,
           }
         colsum[b * kX16Rows + r] = sum;
       }
-    return;
+    return false;
   }
   // Q4_K: per super-block d, dmin, the scale planes and the codes (quants.cpp X16Map)
   for (int64_t sb = 0; sb < k / 256; ++sb) {
@@ -1253,6 +1284,7 @@ void x16_pack_ref(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad,
       }
     }
   }
+  return false;
 }
 
 namespace {
@@ -1321,7 +1353,7 @@ Error linear_blocks(const BlockWeight& w, const float* x, int64_t m, float* y) {
   Pack16Fn pack16;
   if (w.x16 && block_x16_packs(f.type))  // straight from the repacked groups into the GEMM's layout
     pack16 = [&](int64_t j0, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales, float* offsets) {
-      t.x16_pack(f.type, w.data + j0 * w.row_bytes, k, k_pad, blk, colsum, scales, offsets);
+      return t.x16_pack(f.type, w.data + j0 * w.row_bytes, k, k_pad, blk, colsum, scales, offsets);
     };
   return linear_s8_expanded_blocks(n, k, group, f.act, [&](int64_t j, int8_t* row, float* scales, float* offsets) {
     // stored rows (x16 weights without pack16: gathered back first)

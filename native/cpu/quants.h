@@ -151,8 +151,10 @@ bool block_x16_supported(const BlockWeight& w);
 // kernel table reads that type's x16 layout natively.
 bool block_x16_preferred(const BlockWeight& w);
 // Whether the prefill packs this type's x16 groups straight into the int8
-// GEMM's blocks (x16_pack: Q4_0, Q4_K); others gather their stored rows back.
-inline bool block_x16_packs(GgmlType t) { return t == GgmlType::q4_0 || t == GgmlType::q4_k; }
+// GEMM's blocks (x16_pack: every x16 type), not gathering the stored rows back.
+inline bool block_x16_packs(GgmlType t) {
+  return t == GgmlType::q4_0 || t == GgmlType::q4_k || t == GgmlType::q5_k || t == GgmlType::q6_k || t == GgmlType::q8_0;
+}
 // w (as stored) repacked into memory this weight owns (2 MiB aligned, huge pages
 // where the kernel gives them); the stored rows are only read.
 Error block_repack_x16(const BlockWeight& w, std::shared_ptr<const BlockWeight>* out);
@@ -205,17 +207,19 @@ void block_quant_avx2(const float*, int64_t, int64_t, int64_t, const BlockActsOu
 size_t block_acts_bytes(int64_t m, int64_t k, int64_t act);
 // Lays out the arrays in `mem` (block_acts_bytes of it, 64-byte aligned).
 BlockActsOut block_acts_layout(void* mem, int64_t m, int64_t k, int64_t act);
-// One x16 group of 16 rows of `type` (Q4_0 or Q4_K; k values each) as one block of
-// the packed int8 layout (sparq/formats.h, groups of 32): blk[(s * 16 + r) * 4 +
-// c] = value 4s + c of row r in the decoded form (Q4_0: code - 8; Q4_K: the code)
-// (k_pad * 16 bytes, steps past k zero); per group g of 32 values colsum[g * 16 +
-// r] = the sum of row r's values there, scales[g * 16 + r] its decoded scale and
-// (Q4_K) offsets[g * 16 + r] its decoded offset.
-using X16PackFn = void (*)(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales,
+// One x16 group of 16 rows of `type` (block_x16_packs; k values each) as one block
+// of the packed int8 layout (sparq/formats.h, groups of the type's `group`, 16 or
+// 32): blk[(s * 16 + r) * 4 + c] = value 4s + c of row r in the decoded form
+// (block_decode's q: Q4_0 code - 8, Q6_K code - 32, the code otherwise) (k_pad *
+// 16 bytes, steps past k zero); per group g colsum[g * 16 + r] = the sum of row
+// r's values there, scales[g * 16 + r] its decoded scale and (types with
+// offsets: Q4_K, Q5_K) offsets[g * 16 + r] its decoded offset. Returns whether a
+// value is -128 (Q8_0 only; the GEMM's sign trick then takes another path).
+using X16PackFn = bool (*)(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales,
                            float* offsets);
-void x16_pack_ref(GgmlType, const uint8_t*, int64_t, int64_t, int8_t*, int32_t*, float*, float*);
-void x16_pack_avx2(GgmlType, const uint8_t*, int64_t, int64_t, int8_t*, int32_t*, float*, float*);
-void x16_pack_avx512(GgmlType, const uint8_t*, int64_t, int64_t, int8_t*, int32_t*, float*, float*);
+bool x16_pack_ref(GgmlType, const uint8_t*, int64_t, int64_t, int8_t*, int32_t*, float*, float*);
+bool x16_pack_avx2(GgmlType, const uint8_t*, int64_t, int64_t, int8_t*, int32_t*, float*, float*);
+bool x16_pack_avx512(GgmlType, const uint8_t*, int64_t, int64_t, int8_t*, int32_t*, float*, float*);
 // One row (k values) decoded (the prefill strips, expanded to int8 for the int8 GEMM).
 using BlockDecodeRowFn = void (*)(const BlockFormat& f, const uint8_t* row, int64_t k, DecodedRow out);
 void block_decode_ref(const BlockFormat&, const uint8_t*, int64_t, DecodedRow);

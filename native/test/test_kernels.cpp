@@ -237,31 +237,40 @@ static void check_pack_s8_block() {
 }
 
 // --- x16 groups (quants.h) straight into the GEMM's blocks: the ISA's packer against
-// the reference, bit for bit (codes, column sums, scales, Q4_K offsets, the zero tail)
+// the reference (rows gathered back and decoded, for Q5_K / Q6_K / Q8_0), bit for bit
+// (codes, column sums, scales, offsets, the zero tail, the -128 flag)
 static void check_x16_pack() {
   const KernelTable& t = kernels();
   std::uniform_int_distribution<int> byte(0, 255);
   // finite f16 of either sign, zero among them: an exponent field below 31
   auto f16 = [&] { return uint16_t((byte(g_rng) % 5 == 0 ? 0 : std::uniform_int_distribution<int>(0, 0x7bff)(g_rng)) | (byte(g_rng) & 1) << 15); };
-  for (GgmlType type : {GgmlType::q4_0, GgmlType::q4_k})
+  for (GgmlType type : {GgmlType::q4_0, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k, GgmlType::q8_0})
     for (int it = 0; it < 12; ++it) {
-      const int64_t step = type == GgmlType::q4_0 ? 32 : 256;
-      const int64_t k = step * std::uniform_int_distribution<int64_t>(1, it < 8 ? 9 : 40)(g_rng);
-      const int64_t k_pad = (k + 63) / 64 * 64, groups = k / 32;
-      const int64_t bytes = kX16Rows * (type == GgmlType::q4_0 ? k / 32 * 18 : k / 256 * 144);
+      const BlockFormat& f = *block_format(int(type));
+      const int64_t k = f.block * std::uniform_int_distribution<int64_t>(1, it < 8 ? 9 : 40)(g_rng);
+      const int64_t k_pad = (k + 63) / 64 * 64, groups = k / f.group;
+      const int64_t unit = kX16Rows * f.bytes, bytes = k / f.block * unit;
       std::vector<uint8_t> group(static_cast<size_t>(bytes));
       for (auto& b : group) b = uint8_t(byte(g_rng));
+      // Q8_0: -128 codes in some groups only
+      if (type == GgmlType::q8_0) {
+        if (it % 2)
+          for (auto& b : group) b = b == 0x80 ? 0x7f : b;
+        else
+          group[size_t(2 * kX16Rows + byte(g_rng))] = 0x80;  // a code of the first block
+      }
       auto put16 = [&](int64_t at) { const uint16_t h = f16(); group[size_t(at)] = uint8_t(h); group[size_t(at + 1)] = uint8_t(h >> 8); };
       if (type == GgmlType::q4_0)
         for (int64_t b = 0; b < k / 32; ++b)
           for (int64_t r = 0; r < kX16Rows; ++r) put16(x16_q4_0_scales_at(b) + 2 * r);
-      else
-        for (int64_t sb = 0; sb < k / 256; ++sb)
-          for (int64_t i = 0; i < 2 * kX16Rows; ++i) put16(sb * kX16Rows * 144 + 2 * i);  // d, dmin
+      else  // d (and dmin) at the start of each super-block / block
+        for (int64_t u = 0; u < k / f.block; ++u)
+          for (int64_t i = 0; i < (f.offsets ? 2 : 1) * kX16Rows; ++i) put16(u * unit + 2 * i);
       struct Out {
         std::vector<int8_t> blk;
         std::vector<int32_t> colsum;
         std::vector<float> scales, offsets;
+        bool m128;
       } want, got;
       for (Out* o : {&want, &got}) {
         o->blk.assign(size_t(k_pad * kX16Rows), 99);
@@ -269,12 +278,13 @@ static void check_x16_pack() {
         o->scales.assign(size_t(groups * kX16Rows), 7.f);
         o->offsets.assign(size_t(groups * kX16Rows), 7.f);
       }
-      x16_pack_ref(type, group.data(), k, k_pad, want.blk.data(), want.colsum.data(), want.scales.data(), want.offsets.data());
-      t.x16_pack(type, group.data(), k, k_pad, got.blk.data(), got.colsum.data(), got.scales.data(), got.offsets.data());
-      const bool same = got.blk == want.blk && got.colsum == want.colsum &&
+      want.m128 = x16_pack_ref(type, group.data(), k, k_pad, want.blk.data(), want.colsum.data(), want.scales.data(), want.offsets.data());
+      got.m128 = t.x16_pack(type, group.data(), k, k_pad, got.blk.data(), got.colsum.data(), got.scales.data(), got.offsets.data());
+      const bool same = got.blk == want.blk && got.colsum == want.colsum && got.m128 == want.m128 &&
                         !std::memcmp(got.scales.data(), want.scales.data(), got.scales.size() * 4) &&
                         !std::memcmp(got.offsets.data(), want.offsets.data(), got.offsets.size() * 4);
-      CHECK(same, "x16_pack %s k=%lld differs from the reference", type == GgmlType::q4_0 ? "Q4_0" : "Q4_K", (long long)k);
+      CHECK(same, "x16_pack %s k=%lld differs from the reference", f.name, (long long)k);
+      if (type == GgmlType::q8_0) CHECK(want.m128 == !(it % 2), "x16_pack Q8_0: -128 flag %d in case %d", int(want.m128), it);
     }
 }
 

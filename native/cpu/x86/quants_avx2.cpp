@@ -504,6 +504,19 @@ inline void x16k_scale_min_bytes(const uint8_t* u, uint8_t (*sc8)[16], uint8_t (
   }
 }
 
+// The codes (u8 <= 31) of sub-block sub, slot t, rows 8h .. 8h + 7 of a Q5_K x16
+// super-block u: plane sub's low 5 bits for sub < 5, else gathered from the planes'
+// top 3 bits (16-bit shifts: the bits a byte takes from its neighbour fall outside
+// the masks)
+[[gnu::always_inline]] inline __m256i x16q5_codes(const uint8_t* u, int sub, int t, int h) {
+  const auto P = [&](int p) { return load32(u + kX16Q5Codes + (8 * p + t) * 64 + 32 * h); };
+  const auto bits = [](__m256i v, int shift, int mask) { return _mm256_and_si256(_mm256_srli_epi16(v, shift), _mm256_set1_epi8(char(mask))); };
+  if (sub < 5) return _mm256_and_si256(P(sub), _mm256_set1_epi8(0x1f));
+  if (sub == 5) return _mm256_or_si256(bits(P(0), 5, 0x07), bits(P(1), 2, 0x18));
+  if (sub == 6) return _mm256_or_si256(_mm256_or_si256(bits(P(1), 7, 0x01), bits(P(2), 4, 0x0e)), bits(P(3), 1, 0x10));
+  return _mm256_or_si256(bits(P(3), 6, 0x03), bits(P(4), 3, 0x1c));
+}
+
 // Bytes p[0..8) as 8 int32 lanes (rows 8h .. 8h + 7 of x16k_scale_min_bytes' rows).
 inline __m256i lanes8(const uint8_t* p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
 
@@ -525,7 +538,7 @@ void x16k_row(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   constexpr int kSlots = Q5 ? 4 : 8;  // slots whose int16 pairs are summed before vpmaddwd
   const int64_t k = a.w->k, nsb = k / 256, nb32 = k / 32;
   const uint8_t* base = a.w->data + g * nsb * (kX16Rows * kBytes), *wend = a.w->data + a.w->bytes();
-  const __m256i m4 = _mm256_set1_epi8(0x0f), m31 = _mm256_set1_epi8(0x1f), ones = _mm256_set1_epi16(1);
+  const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
   __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
   for (int64_t sb = 0; sb < nsb; ++sb) {
     const uint8_t* u = base + sb * (kX16Rows * kBytes);
@@ -555,19 +568,7 @@ void x16k_row(const BlockGemvArgs& a, int64_t i0, int64_t g) {
           for (int h = 0; h < 2; ++h) {
             __m256i c;
             if constexpr (Q5) {
-              // plane p of slot t; codes 5-7 from the planes' top 3 bits (16-bit
-              // shifts: the bits a byte takes from its neighbour fall outside the masks)
-              const auto P = [&](int p) { return load32(u + kX16Q5Codes + (8 * p + t) * 64 + 32 * h); };
-              const auto bits = [](__m256i v, int shift, int mask) { return _mm256_and_si256(_mm256_srli_epi16(v, shift), _mm256_set1_epi8(char(mask))); };
-              if (sub < 5) {
-                c = _mm256_and_si256(P(sub), m31);
-              } else if (sub == 5) {
-                c = _mm256_or_si256(bits(P(0), 5, 0x07), bits(P(1), 2, 0x18));
-              } else if (sub == 6) {
-                c = _mm256_or_si256(_mm256_or_si256(bits(P(1), 7, 0x01), bits(P(2), 4, 0x0e)), bits(P(3), 1, 0x10));
-              } else {
-                c = _mm256_or_si256(bits(P(3), 6, 0x03), bits(P(4), 3, 0x1c));
-              }
+              c = x16q5_codes(u, sub, t, h);
             } else {
               const __m256i v = load32(u + 256 + (8 * j + t) * 64 + 32 * h);
               c = high ? _mm256_and_si256(_mm256_srli_epi16(v, 4), m4) : _mm256_and_si256(v, m4);
@@ -817,7 +818,7 @@ void block_gemv_avx2(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
   }
 }
 
-void x16_pack_avx2(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales,
+bool x16_pack_avx2(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales,
                    float* offsets) {
   const __m256i m4 = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8), ones8 = _mm256_set1_epi8(1),
                 ones16 = _mm256_set1_epi16(1);
@@ -841,11 +842,68 @@ void x16_pack_avx2(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(colsum + b * kX16Rows + 8 * h), _mm256_sub_epi32(row_sums(sum), bias));
       }
     });
-    return;
+    return false;
   }
-  // Q4_K, per super-block: scales and offsets row by row, codes 8 rows per vector
+  // per 4-byte lane (= row) of a vector of signed bytes, the sum
+  auto row_sums_s = [&](__m256i v) { return _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, v), ones16); };
+  auto put_sums = [&](int64_t g, int h, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(colsum + g * kX16Rows + 8 * h), v); };
+  if (type == GgmlType::q8_0) {  // the codes are the layout's steps already
+    const __m256i m128 = _mm256_set1_epi8(char(0x80));
+    __m256i seen = _mm256_setzero_si256();
+    for (int64_t b = 0; b < k / 32; ++b) {
+      const uint8_t* u = group + b * kX16Rows * 34;
+      for (int h = 0; h < 2; ++h) {
+        _mm256_storeu_ps(scales + b * kX16Rows + 8 * h, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h))));
+        __m256i sum = _mm256_setzero_si256();
+        for (int t = 0; t < 8; ++t) {
+          const __m256i v = load32(u + 2 * kX16Rows + t * 64 + 32 * h);
+          seen = _mm256_or_si256(seen, _mm256_cmpeq_epi8(v, m128));
+          sum = _mm256_add_epi32(sum, row_sums_s(v));
+          store32(blk + (b * 8 + t) * 64 + 32 * h, v);
+        }
+        put_sums(b, h, sum);
+      }
+    }
+    return !_mm256_testz_si256(seen, seen);
+  }
+  if (type == GgmlType::q6_k) {  // groups of 16: sub-block 8n + 2p + t / 4 of each super-block
+    const __m256i m63 = _mm256_set1_epi8(0x3f), top = _mm256_set1_epi8(char(0xc0)), m32 = _mm256_set1_epi8(32);
+    constexpr int64_t kPlane = 8 * 64;
+    for (int64_t sb = 0; sb < k / 256; ++sb) {
+      const uint8_t* u = group + sb * kX16Rows * 210;
+      for (int h = 0; h < 2; ++h) {
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + 16 * h)));
+        for (int s = 0; s < 16; ++s)
+          _mm256_storeu_ps(scales + (sb * 16 + s) * kX16Rows + 8 * h,
+                           _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u + kX16Q6Sc + 16 * s + 8 * h))))));
+        for (int n = 0; n < 2; ++n)
+          for (int th = 0; th < 2; ++th) {
+            __m256i sum[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+            for (int t = 4 * th; t < 4 * th + 4; ++t) {
+              const uint8_t* planes = u + kX16Q6Codes + n * 3 * kPlane + t * 64 + 32 * h;
+              const __m256i b0 = load32(planes), b1 = load32(planes + kPlane), b2 = load32(planes + 2 * kPlane);
+              // q(3): bits 0-1 from b0's top, 2-3 from b1's, 4-5 from b2's (x16q6_row)
+              __m256i q3 = _mm256_or_si256(_mm256_srli_epi16(_mm256_and_si256(b0, top), 2), _mm256_and_si256(b1, top));
+              q3 = _mm256_or_si256(_mm256_srli_epi16(q3, 2), _mm256_and_si256(b2, top));
+              q3 = _mm256_srli_epi16(q3, 2);
+              const __m256i c[4] = {_mm256_and_si256(b0, m63), _mm256_and_si256(b1, m63), _mm256_and_si256(b2, m63), q3};
+              for (int p = 0; p < 4; ++p) {
+                const __m256i v = _mm256_sub_epi8(c[p], m32);
+                sum[p] = _mm256_add_epi32(sum[p], row_sums_s(v));
+                store32(blk + (sb * 64 + 32 * n + 8 * p + t) * 64 + 32 * h, v);
+              }
+            }
+            for (int p = 0; p < 4; ++p) put_sums(sb * 16 + 8 * n + 2 * p + th, h, sum[p]);
+          }
+      }
+    }
+    return false;
+  }
+  // Q4_K and Q5_K (the same header), per super-block: scales and offsets row by
+  // row, codes 8 rows per vector
+  const int64_t sb_bytes = kX16Rows * (type == GgmlType::q5_k ? 176 : 144);
   for (int64_t sb = 0; sb < k / 256; ++sb) {
-    const uint8_t* u = group + sb * kX16Rows * 144;
+    const uint8_t* u = group + sb * sb_bytes;
     // the 6-bit scales and mins of the 16 rows (x16k_scale_min_bytes), times d /
     // dmin: the reference's products
     const __m256 neg = _mm256_set1_ps(-0.f);
@@ -859,6 +917,19 @@ void x16_pack_avx2(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad
         _mm256_storeu_ps(scales + at, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes8(sc8[sub] + 8 * h))));
         _mm256_storeu_ps(offsets + at, _mm256_xor_ps(_mm256_mul_ps(dmin, _mm256_cvtepi32_ps(lanes8(mn8[sub] + 8 * h))), neg));
       }
+    }
+    if (type == GgmlType::q5_k) {
+      for (int sub = 0; sub < 8; ++sub)
+        for (int h = 0; h < 2; ++h) {
+          __m256i sum = _mm256_setzero_si256();  // codes summed per byte: 8 x 31 fits
+          for (int t = 0; t < 8; ++t) {
+            const __m256i c = x16q5_codes(u, sub, t, h);
+            sum = _mm256_add_epi8(sum, c);
+            store32(blk + (sb * 64 + 8 * sub + t) * 64 + 32 * h, c);
+          }
+          put_sums(sb * 8 + sub, h, row_sums(sum));
+        }
+      continue;
     }
     for (int j = 0; j < 4; ++j)
       for (int h = 0; h < 2; ++h) {
@@ -875,6 +946,7 @@ void x16_pack_avx2(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(colsum + (sb * 8 + 2 * j + 1) * kX16Rows + 8 * h), row_sums(shi));
       }
   }
+  return false;
 }
 
 void block_decode_row_avx2(const BlockFormat& f, const uint8_t* row, int64_t k, DecodedRow out) {

@@ -534,6 +534,32 @@ inline __m512i bcast4(const int8_t* p) {
   return _mm512_set1_epi32(x4);
 }
 
+// The codes (u8 <= 31) of sub-block sub, slot t (16 rows x 4 values) of a Q5_K x16
+// super-block u: plane sub's low 5 bits for sub < 5, else gathered from 2-3
+// planes' top 3 bits (quants.h)
+[[gnu::always_inline]] inline __m512i q5_codes(const uint8_t* u, int sub, int t) {
+  const auto P = [&](int p) { return _mm512_loadu_si512(u + kX16Q5Codes + (8 * p + t) * 64); };
+  if (sub < 5) return _mm512_and_si512(P(sub), _mm512_set1_epi8(0x1f));
+  if (sub == 5) return and_or(_mm512_srli_epi16(P(1), 2), _mm512_set1_epi8(0x18), bits<5>(P(0), 0x07));
+  if (sub == 6)
+    return and_or(_mm512_srli_epi16(P(3), 1), _mm512_set1_epi8(0x10), and_or(_mm512_srli_epi16(P(2), 4), _mm512_set1_epi8(0x0e), bits<7>(P(1), 0x01)));
+  return and_or(_mm512_srli_epi16(P(4), 3), _mm512_set1_epi8(0x1c), bits<6>(P(3), 0x03));
+}
+
+// The codes (u8 <= 63) of quarters p = 0..3 of slot t of a Q6_K x16 half's three
+// planes (kPlane bytes apart): q(p) = plane p & 63, q(3) from the planes' top bits
+// (bits 0-1 from plane 0's, 2-3 from plane 1's, 4-5 from plane 2's)
+[[gnu::always_inline]] inline void q6_codes(const uint8_t* planes, int t, __m512i* c0, __m512i* c1, __m512i* c2, __m512i* c3) {
+  constexpr int64_t kPlane = 8 * 64;
+  const __m512i m63 = _mm512_set1_epi8(0x3f);
+  const __m512i b0 = _mm512_loadu_si512(planes + t * 64), b1 = _mm512_loadu_si512(planes + kPlane + t * 64),
+                b2 = _mm512_loadu_si512(planes + 2 * kPlane + t * 64);
+  *c0 = _mm512_and_si512(b0, m63);
+  *c1 = _mm512_and_si512(b1, m63);
+  *c2 = _mm512_and_si512(b2, m63);
+  *c3 = and_or(_mm512_srli_epi16(b2, 2), _mm512_set1_epi8(0x30), and_or(_mm512_srli_epi16(b1, 4), _mm512_set1_epi8(0x0c), bits<6>(b0, 0x03)));
+}
+
 // Q5_K repacked 16 rows at a time (x16, quants.h: Q4_K's d, dmin and scale
 // planes, then the 5-bit codes five to a plane), MR activation rows: lane r of
 // every vector is row 16g + r. Per sub-block of 32 values the 8 slots' codes
@@ -545,7 +571,6 @@ template <int MR>
 void x16k5_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   const int64_t k = a.w->k, nsb = k / 256, nb32 = k / 32;
   const uint8_t* base = a.w->data + g * nsb * (kX16Rows * 176);
-  const __m512i m31 = _mm512_set1_epi8(0x1f);
   __m512 acc[MR], off[MR];
 #pragma GCC unroll 4
   for (int i = 0; i < MR; ++i) acc[i] = off[i] = _mm512_setzero_ps();
@@ -554,7 +579,6 @@ void x16k5_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
     x16_prefetch_unit<44>(u);
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u)));
     const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + 32)));
-    const auto P = [&](int p, int t) { return _mm512_loadu_si512(u + kX16Q5Codes + (8 * p + t) * 64); };
 #pragma GCC unroll 8
     for (int sub = 0; sub < 8; ++sub) {
       __m512i sc, mn;
@@ -562,12 +586,7 @@ void x16k5_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
       const __m512 dsc = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)), dmn = _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(mn));
       __m512i c[8];
 #pragma GCC unroll 8
-      for (int t = 0; t < 8; ++t) {
-        if (sub < 5) c[t] = _mm512_and_si512(P(sub, t), m31);
-        else if (sub == 5) c[t] = and_or(_mm512_srli_epi16(P(1, t), 2), _mm512_set1_epi8(0x18), bits<5>(P(0, t), 0x07));
-        else if (sub == 6) c[t] = and_or(_mm512_srli_epi16(P(3, t), 1), _mm512_set1_epi8(0x10), and_or(_mm512_srli_epi16(P(2, t), 4), _mm512_set1_epi8(0x0e), bits<7>(P(1, t), 0x01)));
-        else c[t] = and_or(_mm512_srli_epi16(P(4, t), 3), _mm512_set1_epi8(0x1c), bits<6>(P(3, t), 0x03));
-      }
+      for (int t = 0; t < 8; ++t) c[t] = q5_codes(u, sub, t);
       const int64_t s = sb * 8 + sub;
 #pragma GCC unroll 4
       for (int i = 0; i < MR; ++i) {
@@ -599,7 +618,6 @@ template <int MR>
 void x16q6_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
   const int64_t k = a.w->k, nsb = k / 256, nb32 = k / 32, nb16 = k / 16;
   const uint8_t* base = a.w->data + g * nsb * (kX16Rows * 210);
-  const __m512i m63 = _mm512_set1_epi8(0x3f);
   constexpr int64_t kPlane = 8 * 64;  // bytes between a slot's planes
   __m512 acc[MR], off[MR];
 #pragma GCC unroll 4
@@ -615,16 +633,7 @@ void x16q6_rows(const BlockGemvArgs& a, int64_t i0, int64_t g) {
       for (int th = 0; th < 2; ++th) {
         __m512i c[4][4];  // [quarter p][slot 4 th + tt]
 #pragma GCC unroll 4
-        for (int tt = 0; tt < 4; ++tt) {
-          const int t = 4 * th + tt;
-          const __m512i b0 = _mm512_loadu_si512(planes + t * 64), b1 = _mm512_loadu_si512(planes + kPlane + t * 64),
-                        b2 = _mm512_loadu_si512(planes + 2 * kPlane + t * 64);
-          c[0][tt] = _mm512_and_si512(b0, m63);
-          c[1][tt] = _mm512_and_si512(b1, m63);
-          c[2][tt] = _mm512_and_si512(b2, m63);
-          // q(3): bits 0-1 from b0's top, 2-3 from b1's, 4-5 from b2's
-          c[3][tt] = and_or(_mm512_srli_epi16(b2, 2), _mm512_set1_epi8(0x30), and_or(_mm512_srli_epi16(b1, 4), _mm512_set1_epi8(0x0c), bits<6>(b0, 0x03)));
-        }
+        for (int tt = 0; tt < 4; ++tt) q6_codes(planes, 4 * th + tt, &c[0][tt], &c[1][tt], &c[2][tt], &c[3][tt]);
 #pragma GCC unroll 4
         for (int p = 0; p < 4; ++p) {
           const int64_t sub = sb * 16 + 8 * n + 2 * p + th, blk = sb * 8 + 4 * n + p;
@@ -725,7 +734,7 @@ void block_gemv_avx512(const BlockGemvArgs& a, int64_t j0, int64_t j1) {
 // x16 groups straight into the int8 GEMM's blocks (x16_pack_ref, quants.cpp): a
 // quarter of 16 rows' codes is one vector, so each nibble half is one block of
 // the n16k4 layout; the row sums are vpdpbusd with ones.
-void x16_pack_avx512(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales,
+bool x16_pack_avx512(GgmlType type, const uint8_t* group, int64_t k, int64_t k_pad, int8_t* blk, int32_t* colsum, float* scales,
                      float* offsets) {
   const __m512i m4 = _mm512_set1_epi8(0x0f), ones = _mm512_set1_epi8(1), zero = _mm512_setzero_si512();
   auto nibbles = [&](const uint8_t* p, __m512i* lo, __m512i* hi) {
@@ -749,10 +758,58 @@ void x16_pack_avx512(GgmlType type, const uint8_t* group, int64_t k, int64_t k_p
       }
       _mm512_storeu_si512(colsum + b * kX16Rows, _mm512_sub_epi32(sum, bias));
     });
-    return;
+    return false;
   }
+  auto store = [&](int64_t quad, __m512i v) { _mm512_storeu_si512(blk + quad * 64, v); };
+  auto put_scales = [&](int64_t g, __m512 v) { _mm512_storeu_ps(scales + g * kX16Rows, v); };
+  auto put_sums = [&](int64_t g, __m512i v) { _mm512_storeu_si512(colsum + g * kX16Rows, v); };
+  if (type == GgmlType::q8_0) {  // the codes are the layout's steps already
+    const __m512i m128 = _mm512_set1_epi8(char(0x80));
+    __mmask64 seen = 0;
+    for (int64_t b = 0; b < k / 32; ++b) {
+      const uint8_t* u = group + b * kX16Rows * 34;
+      put_scales(b, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u))));
+      __m512i sum = zero;
+#pragma GCC unroll 8
+      for (int t = 0; t < 8; ++t) {
+        const __m512i v = _mm512_loadu_si512(u + 2 * kX16Rows + t * 64);
+        seen |= _mm512_cmpeq_epi8_mask(v, m128);
+        sum = _mm512_dpbusd_epi32(sum, ones, v);
+        store(b * 8 + t, v);
+      }
+      put_sums(b, sum);
+    }
+    return seen != 0;
+  }
+  if (type == GgmlType::q6_k) {  // groups of 16: sub-block 8n + 2p + t / 4 of each super-block
+    const __m512i m32 = _mm512_set1_epi8(32);
+    for (int64_t sb = 0; sb < k / 256; ++sb) {
+      const uint8_t* u = group + sb * kX16Rows * 210;
+      const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u)));
+      for (int s = 0; s < 16; ++s)
+        put_scales(sb * 16 + s, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + kX16Q6Sc + 16 * s))))));
+      for (int n = 0; n < 2; ++n)
+        for (int th = 0; th < 2; ++th) {
+          __m512i sum[4] = {zero, zero, zero, zero};
+          for (int t = 4 * th; t < 4 * th + 4; ++t) {
+            __m512i c[4];
+            q6_codes(u + kX16Q6Codes + n * 3 * 8 * 64, t, &c[0], &c[1], &c[2], &c[3]);
+#pragma GCC unroll 4
+            for (int p = 0; p < 4; ++p) {
+              const __m512i v = _mm512_sub_epi8(c[p], m32);
+              sum[p] = _mm512_dpbusd_epi32(sum[p], ones, v);
+              store(sb * 64 + 32 * n + 8 * p + t, v);
+            }
+          }
+          for (int p = 0; p < 4; ++p) put_sums(sb * 16 + 8 * n + 2 * p + th, sum[p]);
+        }
+    }
+    return false;
+  }
+  // Q4_K and Q5_K: the same header (d, dmin, the scale planes)
+  const int64_t sb_bytes = kX16Rows * (type == GgmlType::q5_k ? 176 : 144);
   for (int64_t sb = 0; sb < k / 256; ++sb) {
-    const uint8_t* u = group + sb * kX16Rows * 144;
+    const uint8_t* u = group + sb * sb_bytes;
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u)));
     // -(dmin * mn) as (-dmin) * mn: the same value, zeros' signs included
     const __m512 ndmin = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + 32))), _mm512_set1_ps(-1.f));
@@ -761,6 +818,19 @@ void x16_pack_avx512(GgmlType type, const uint8_t* group, int64_t k, int64_t k_p
       x16k_scale_min(u, sub, &sc, &mn);
       _mm512_storeu_ps(scales + (sb * 8 + sub) * kX16Rows, _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)));
       _mm512_storeu_ps(offsets + (sb * 8 + sub) * kX16Rows, _mm512_mul_ps(ndmin, _mm512_cvtepi32_ps(mn)));
+    }
+    if (type == GgmlType::q5_k) {
+      for (int sub = 0; sub < 8; ++sub) {
+        __m512i sum = zero;
+#pragma GCC unroll 8
+        for (int t = 0; t < 8; ++t) {
+          const __m512i c = q5_codes(u, sub, t);
+          sum = _mm512_dpbusd_epi32(sum, c, ones);
+          store(sb * 64 + 8 * sub + t, c);
+        }
+        put_sums(sb * 8 + sub, sum);
+      }
+      continue;
     }
     for (int j = 0; j < 4; ++j) {
       __m512i slo = zero, shi = zero;
@@ -777,6 +847,7 @@ void x16_pack_avx512(GgmlType type, const uint8_t* group, int64_t k, int64_t k_p
       _mm512_storeu_si512(colsum + (sb * 8 + 2 * j + 1) * kX16Rows, shi);
     }
   }
+  return false;
 }
 
 }  // namespace sparq

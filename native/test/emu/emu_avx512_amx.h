@@ -133,6 +133,7 @@ inline float reduce_add_ps(__m512 a) {  // pairwise, as the compiler's sequence:
 }
 inline __m512i abs_epi8(__m512i a) { V x = vi(a); for (int l = 0; l < 64; ++l) x.u8[l] = uint8_t(x.s8[l] < 0 ? -x.s8[l] : x.s8[l]); return toi(x); }
 inline __mmask64 movepi8_mask(__m512i a) { V x = vi(a); __mmask64 k = 0; for (int l = 0; l < 64; ++l) if (x.s8[l] < 0) k |= __mmask64(1) << l; return k; }
+inline __mmask64 cmpeq_epi8_mask(__m512i a, __m512i b) { V x = vi(a), y = vi(b); __mmask64 k = 0; for (int l = 0; l < 64; ++l) if (x.u8[l] == y.u8[l]) k |= __mmask64(1) << l; return k; }
 inline __m512i srai_epi32(__m512i a, unsigned s) { V x = vi(a); for (int l = 0; l < 16; ++l) x.i[l] = x.i[l] >> (s > 31 ? 31 : s); return toi(x); }
 inline __m512i sub_epi8(__m512i a, __m512i b) { V x = vi(a), y = vi(b); for (int l = 0; l < 64; ++l) x.u8[l] = uint8_t(x.u8[l] - y.u8[l]); return toi(x); }
 inline __m512i sub_epi32(__m512i a, __m512i b) { V x = vi(a), y = vi(b); for (int l = 0; l < 16; ++l) x.u[l] -= y.u[l]; return toi(x); }
@@ -284,6 +285,8 @@ inline __m512 cvtph_ps(__m256i h) {  // F16C, one half at a time
 #define _mm512_reduce_add_ps emu::reduce_add_ps
 #define _mm512_abs_epi8 emu::abs_epi8
 #define _mm512_movepi8_mask emu::movepi8_mask
+#undef _mm512_cmpeq_epi8_mask
+#define _mm512_cmpeq_epi8_mask emu::cmpeq_epi8_mask
 #define _mm512_mask_sub_epi8 emu::mask_sub_epi8
 #define _mm512_sub_epi8 emu::sub_epi8
 #undef _mm512_srai_epi32
