@@ -184,6 +184,8 @@ void krows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
   }
   for (int64_t sb = 0; sb < nsb; ++sb) {
     const uint8_t* b = row + sb * T::kBytes;
+    if (MR == 1)  // the stream kX16Prefetch bytes ahead (the next rows' after the row's end)
+      for (int q = 0; q < (T::kBytes + 63) / 64; ++q) prefetch_t0(b + kX16Prefetch + 64 * q);
     KScales ks;
     T::prep(b, &ks);
     const __m512 scf = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(ks.sc16)), _mm512_set1_ps(ks.d));
@@ -317,6 +319,8 @@ void lrows(const BlockGemvArgs& a, int64_t i0, int64_t j) {
     constexpr bool kFull = decltype(full)::value;
     const int cnt = kFull ? 8 : int(nb - b0);
     const uint8_t* blk = row + b0 * T::kBytes;
+    if (MR == 1)  // the stream kX16Prefetch bytes ahead (the next rows' after the row's end)
+      for (int q = 0; q < (8 * T::kBytes + 63) / 64; ++q) prefetch_t0(blk + kX16Prefetch + 64 * q);
     const __m256 d8 = f16x8<T::kBytes, 0>(blk, cnt);
     __m256 o8 = _mm256_setzero_ps();
     if constexpr (T::kMin >= 0) o8 = f16x8<T::kBytes, (T::kMin >= 0 ? T::kMin : 0)>(blk, cnt);
