@@ -67,8 +67,20 @@ inline __m256i dup8(uint64_t bytes) {
 [[gnu::always_inline]] inline void prep_iq4_xs(const uint8_t* b, KScales* k) {
   uint16_t sh;
   std::memcpy(&sh, b + 2, 2);
-  uint64_t ls = 0;
-  for (int ib = 0; ib < 8; ++ib) ls |= uint64_t(((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)) << (8 * ib);
+  // the 8 6-bit scales as bytes: nibble ib of scales_l (bytes 4-7) | 2-bit field
+  // ib of scales_h << 4, spread by shifts and masks (a scalar loop over ib was the
+  // body's bottleneck)
+  uint32_t sl;
+  std::memcpy(&sl, b + 4, 4);
+  uint64_t lo = sl;
+  lo = (lo | lo << 16) & 0x0000FFFF0000FFFFull;
+  lo = (lo | lo << 8) & 0x00FF00FF00FF00FFull;
+  lo = (lo | lo << 4) & 0x0F0F0F0F0F0F0F0Full;
+  uint64_t hi = sh;
+  hi = (hi | hi << 24) & 0x000000FF000000FFull;
+  hi = (hi | hi << 12) & 0x000F000F000F000Full;
+  hi = (hi | hi << 6) & 0x0303030303030303ull;
+  const uint64_t ls = lo | hi << 4;
   k->sc16 = _mm256_sub_epi16(dup8(ls), _mm256_set1_epi16(32));
   k->mo16 = _mm256_setzero_si256();
   k->d = h2f(b);
